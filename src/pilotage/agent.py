@@ -1,0 +1,250 @@
+"""Agent base: perceive → reason → act → learn, and the :class:`Decision` record.
+
+Agents never call each other. Each subscribes to event-type patterns on the bus (``subscribes``) and, for
+each event, runs its loop in :meth:`Agent.on_event`:
+
+1. **perceive** — gather the inputs of the choice from the event, the run (``flow.started``) and the graph;
+2. **reason** — :meth:`Agent.reason`, a *pure* function of ``(kind, inputs)``; :meth:`Agent.decide` calls it and
+   publishes a ``dev.pilotage.decision.made`` event with the inputs, the rule or score, the chosen action and
+   the rationale, so ``pilotage explain`` can show it and ``pilotage events replay`` can recompute it;
+3. **act** — side effects, each world-changing one preceded by :meth:`Agent.authorize` (a policy verdict
+   event; fail closed) and followed by an outcome event (:meth:`Agent.emit`);
+4. **learn** — write outcomes to the knowledge graph.
+
+A :class:`~pilotage.errors.PilotageError` raised by ``on_event`` becomes a ``dev.pilotage.agent.failed`` event
+carrying the one-line error; the flow that waits on the run ends with that error.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from pilotage.errors import InputError, PilotageError, PolicyDenied
+from pilotage.events import CloudEvent, EventType, new_event
+
+if TYPE_CHECKING:
+    from pilotage.bus.base import Bus, Subscription
+    from pilotage.graph.base import Graph
+    from pilotage.policy.base import PolicyEngine, Verdict
+    from pilotage.runtime.base import Runtime
+    from pilotage.settings import Settings
+
+__all__ = ["Agent", "AgentContext", "Decision", "Reasoning", "RunSpec"]
+
+log = logging.getLogger(__name__)
+
+
+class RunSpec(BaseModel):
+    """The data of ``dev.pilotage.flow.started``: what one lifecycle run is asked to do.
+
+    Attributes:
+        run_id: id of the run (also the ``runid`` extension of every event of the run).
+        service: service name, used as the CloudEvents ``subject``.
+        spec_path: the current OpenAPI document (absolute path).
+        request: the change request text, e.g. "Add discount code support with fields code:string".
+        workdir: folder for the run's git repository (``workdir/repo``) and artefacts (absolute).
+        inject_fault_rate: share of requests (0..1) the new version answers with HTTP 500 (0 = no fault).
+        idle_after_s: seconds without requests before the cost agent scales an environment to zero.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    service: str
+    spec_path: str
+    request: str
+    workdir: str
+    inject_fault_rate: float = 0.0
+    idle_after_s: float = 7200.0
+
+    @property
+    def repo_path(self) -> Path:
+        """The git repository the codegen agent writes (``workdir/repo``)."""
+        return Path(self.workdir) / "repo"
+
+    @property
+    def artifacts_path(self) -> Path:
+        """Folder for reports, specs and load-test output (``workdir/artifacts``)."""
+        return Path(self.workdir) / "artifacts"
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    """The output of :meth:`Agent.reason`: the chosen ``action``, the ``rule`` applied, its ``score``
+    (a number or a dict of numbers, or None) and a one-paragraph ``rationale``."""
+
+    action: str
+    rule: str
+    score: Any
+    rationale: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A recorded choice: published as the data of a ``dev.pilotage.decision.made`` event.
+
+    ``id`` equals the id of that event, so ``pilotage explain ID`` finds it. ``verdict`` is the policy verdict
+    (``Verdict.to_dict()``) that gated the action, when one did.
+    """
+
+    id: str
+    agent: str
+    kind: str
+    inputs: dict[str, Any]
+    action: str
+    rule: str
+    score: Any
+    rationale: str
+    verdict: dict[str, Any] | None = None
+    cause_event_id: str = ""
+    run_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the decision as a JSON-serialisable dict."""
+        return asdict(self)
+
+
+@dataclass
+class AgentContext:
+    """What an agent may use: the bus, the graph, the policy engine, the runtime and the settings."""
+
+    bus: Bus
+    graph: Graph
+    policy: PolicyEngine
+    runtime: Runtime
+    settings: Settings
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Agent(ABC):
+    """Base class of every agent. Subclasses set ``name`` and ``subscribes`` and implement ``on_event``.
+
+    Args:
+        ctx: the backends and settings (no I/O happens in the constructor).
+    """
+
+    name: ClassVar[str] = "agent"
+    #: Event-type glob patterns this agent handles.
+    subscribes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self.ctx = ctx
+        self._runs: dict[str, RunSpec] = {}
+
+    @property
+    def source(self) -> str:
+        """CloudEvents ``source`` of everything this agent publishes."""
+        return f"/pilotage/agents/{self.name}"
+
+    async def start(self) -> list[Subscription]:
+        """Subscribe to every pattern in ``subscribes`` (consumer group ``agent.<name>``)."""
+        subs = []
+        for pattern in self.subscribes:
+            subs.append(await self.ctx.bus.subscribe(pattern, self.handle, group=f"agent.{self.name}.{pattern}"))
+        return subs
+
+    async def handle(self, event: CloudEvent) -> None:
+        """Run :meth:`on_event`; a PilotageError becomes a ``dev.pilotage.agent.failed`` event."""
+        try:
+            await self.on_event(event)
+        except PilotageError as exc:
+            log.info("agent %s failed on %s: %s", self.name, event.type, exc.one_line())
+            await self.emit(
+                EventType.AGENT_FAILED,
+                {
+                    "agent": self.name,
+                    "error": exc.one_line(),
+                    "error_type": type(exc).__name__,
+                    "cause_event_id": event.id,
+                    "cause_event_type": event.type,
+                    "verdict": exc.verdict.to_dict() if isinstance(exc, PolicyDenied) else None,
+                },
+                cause=event,
+            )
+
+    @abstractmethod
+    async def on_event(self, event: CloudEvent) -> None:
+        """Perceive → reason → act → learn for one event."""
+
+    def reason(self, kind: str, inputs: dict[str, Any]) -> Reasoning:
+        """Choose an action for a decision of ``kind`` from ``inputs`` alone (pure, deterministic).
+
+        Raises:
+            NotImplementedError: the agent makes no decision of this kind.
+        """
+        raise NotImplementedError(f"agent {self.name} makes no decision of kind {kind!r}")
+
+    async def emit(self, type: str, data: Any, *, cause: CloudEvent) -> CloudEvent:
+        """Publish an event of ``type`` with ``data`` in the run and subject of ``cause``; return it."""
+        event = new_event(type, data, source=self.source, subject=cause.subject, runid=cause.runid)
+        await self.ctx.bus.publish(event)
+        return event
+
+    async def decide(
+        self, kind: str, inputs: dict[str, Any], *, cause: CloudEvent, verdict: Verdict | None = None
+    ) -> Decision:
+        """Run :meth:`reason` on ``inputs`` and publish the :class:`Decision`; return it."""
+        reasoning = self.reason(kind, inputs)
+        event = new_event(EventType.DECISION, None, source=self.source, subject=cause.subject, runid=cause.runid)
+        decision = Decision(
+            id=event.id,
+            agent=self.name,
+            kind=kind,
+            inputs=inputs,
+            action=reasoning.action,
+            rule=reasoning.rule,
+            score=reasoning.score,
+            rationale=reasoning.rationale,
+            verdict=verdict.to_dict() if verdict is not None else None,
+            cause_event_id=cause.id,
+            run_id=cause.runid,
+        )
+        await self.ctx.bus.publish(event.model_copy(update={"data": decision.to_dict()}))
+        return decision
+
+    async def authorize(self, action: str, input: dict[str, Any], *, cause: CloudEvent) -> Verdict:
+        """Ask the policy engine about ``action``, publish ``dev.pilotage.policy.evaluated``, return the verdict.
+
+        Raises:
+            PolicyDenied: the verdict is a deny (fail closed: an engine error is a deny too).
+        """
+        verdict = self.ctx.policy.evaluate(action, input)
+        await self.emit(
+            EventType.POLICY_EVALUATED,
+            {"agent": self.name, **verdict.to_dict(), "input": input},
+            cause=cause,
+        )
+        if not verdict.allow:
+            raise PolicyDenied(
+                f"policy denied {action}: " + "; ".join(verdict.reasons or ["no reason given"]),
+                verdict=verdict,
+                hint="change the input or the policy, then run again",
+            )
+        return verdict
+
+    async def run_spec(self, event: CloudEvent) -> RunSpec:
+        """Return the :class:`RunSpec` of the run ``event`` belongs to, read from the log (cached).
+
+        Raises:
+            InputError: the log holds no ``dev.pilotage.flow.started`` event for that run.
+        """
+        if event.runid in self._runs:
+            return self._runs[event.runid]
+        offset = 1
+        while True:
+            batch = await self.ctx.bus.read(offset, 1000, pattern=EventType.FLOW_STARTED)
+            if not batch:
+                break
+            for record in batch:
+                if record.event.runid == event.runid:
+                    spec = RunSpec.model_validate(record.event.data)
+                    self._runs[event.runid] = spec
+                    return spec
+            offset = batch[-1].offset + 1
+        raise InputError(f"no flow.started event for run {event.runid!r} in the log", hint="start the run again")

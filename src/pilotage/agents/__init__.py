@@ -1,0 +1,1 @@
+"""agents layer of Pilotage; see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""bus layer of Pilotage; see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""coordination layer of Pilotage; see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""llm layer of Pilotage; see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""observe layer of Pilotage; see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""policy layer of Pilotage; see docs/architecture.md."""

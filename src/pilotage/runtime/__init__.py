@@ -1,0 +1,1 @@
+"""runtime layer of Pilotage; see docs/architecture.md."""

@@ -1,0 +1,106 @@
+"""Settings: backend URLs and options, read only at the application edge (the CLI, the control plane).
+
+Sources, later ones winning: the defaults below, ``pilotage.toml`` in the working directory (a ``[pilotage]``
+table, or top-level keys), then environment variables ``PILOTAGE_<FIELD>`` (upper case), e.g.
+``PILOTAGE_BUS_URL=nats://127.0.0.1:4222``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pilotage.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseModel):
+    """Every option Pilotage reads. Units are in the names (``_s`` seconds, ``_usd`` US dollars).
+
+    Defaults and their sources:
+        slo_error_rate: 0.05 — a canary may fail at most 5% of requests during a rollout step (a 95%
+            availability objective over the short rollout window; the long-run SLO lives in slo.yaml later).
+        canary_steps_percent: 10/25/50/100 — Argo Rollouts' documented example canary steps.
+        idle_after_s: 7200 — 2 h without a request marks an environment idle (issue #2).
+        prices_usd_per_hour: AWS EC2 on-demand Linux, us-east-1, t3.small/medium/large (public price list).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    home: Path = Path(".pilotage")
+    bus_url: str = "sqlite:///.pilotage/events.db"
+    graph_url: str = "sqlite:///.pilotage/graph.db"
+    policy_url: str = "rego:"
+    policy_dirs: list[Path] = Field(default_factory=lambda: [Path("policies")])
+    runtime_url: str = "local:"
+    llm_url: str | None = None
+
+    slo_error_rate: float = Field(0.05, ge=0.0, le=1.0)
+    min_requests_per_step: int = Field(20, ge=1)
+    analysis_window_s: float = Field(3.0, gt=0)
+    canary_steps_percent: list[int] = Field(default_factory=lambda: [10, 25, 50, 100])
+    synthetic_traffic_rps: float = Field(40.0, ge=0)
+
+    load_test_users: int = Field(10, ge=1)
+    load_test_duration_s: float = Field(5.0, gt=0)
+    schemathesis_max_examples: int = Field(10, ge=1)
+    service_ready_timeout_s: float = Field(30.0, gt=0)
+
+    idle_after_s: float = Field(7200.0, gt=0)
+    instance_size: str = "small"
+    prices_usd_per_hour: dict[str, float] = Field(
+        default_factory=lambda: {"small": 0.0208, "medium": 0.0416, "large": 0.0832}
+    )
+    license_allowlist: list[str] = Field(
+        default_factory=lambda: ["MIT", "BSD", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "Apache Software License",
+                                 "MIT License", "BSD License", "ISC", "PSF-2.0", "Python Software Foundation License",
+                                 "MPL-2.0"]
+    )
+
+    def path_in_home(self, name: str) -> Path:
+        """Return ``home / name`` (the state folder, ``.pilotage`` by default)."""
+        return self.home / name
+
+
+def _coerce_env(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build :class:`Settings` from defaults, ``pilotage.toml``, ``PILOTAGE_*`` variables and ``overrides``.
+
+    Raises:
+        ConfigError: the TOML file does not parse, or a value has the wrong type (names the key and source).
+    """
+    values: dict[str, Any] = {}
+    path = config_file or Path("pilotage.toml")
+    if path.exists():
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}", hint=f"fix or remove {path}", path=path) from exc
+        values.update(doc.get("pilotage", doc))
+    for name in Settings.model_fields:
+        env = os.environ.get(f"PILOTAGE_{name.upper()}")
+        if env is not None:
+            values[name] = _coerce_env(env)
+    values.update(overrides or {})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"setting {key!r}: {first['msg']}",
+            hint=f"check {key} in {path} or PILOTAGE_{key.split('.')[0].upper()}",
+            key=key,
+        ) from exc

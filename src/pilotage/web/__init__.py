@@ -1,0 +1,1 @@
+"""web layer of Pilotage; see docs/architecture.md."""
