@@ -228,6 +228,19 @@ class Agent(ABC):
             )
         return verdict
 
+    async def latest(self, runid: str, type: str) -> CloudEvent | None:
+        """Return the newest event of ``type`` in run ``runid`` from the log, or None (derivable state)."""
+        found: CloudEvent | None = None
+        offset = 1
+        while True:
+            batch = await self.ctx.bus.read(offset, 1000, pattern=type)
+            if not batch:
+                return found
+            for record in batch:
+                if record.event.runid == runid:
+                    found = record.event
+            offset = batch[-1].offset + 1
+
     async def run_spec(self, event: CloudEvent) -> RunSpec:
         """Return the :class:`RunSpec` of the run ``event`` belongs to, read from the log (cached).
 
