@@ -51,6 +51,10 @@ class RunSpec(BaseModel):
         workdir: folder for the run's git repository (``workdir/repo``) and artefacts (absolute).
         inject_fault_rate: share of requests (0..1) the new version answers with HTTP 500 (0 = no fault).
         idle_after_s: seconds without requests before the cost agent scales an environment to zero.
+        fault: kind of injected fault in the new version: ``errors`` (HTTP 500 on ``inject_fault_rate`` of
+            requests) or ``crash`` (the process exits on start); ignored when ``inject_fault_rate`` is 0 and
+            ``fault`` is ``errors``.
+        proxy_port: port of the traffic-splitting proxy in front of the service (0 = any free port).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -62,6 +66,8 @@ class RunSpec(BaseModel):
     workdir: str
     inject_fault_rate: float = 0.0
     idle_after_s: float = 7200.0
+    fault: str = "errors"
+    proxy_port: int = 0
 
     @property
     def repo_path(self) -> Path:
@@ -146,11 +152,22 @@ class Agent(ABC):
         """Subscribe to every pattern in ``subscribes`` (consumer group ``agent.<name>``)."""
         subs = []
         for pattern in self.subscribes:
-            subs.append(await self.ctx.bus.subscribe(pattern, self.handle, group=f"agent.{self.name}.{pattern}"))
+            subs.append(
+                await self.ctx.bus.subscribe(
+                    pattern, self.handle, group=f"agent.{self.name}.{pattern}", start_at_end_if_new=True
+                )
+            )
         return subs
 
     async def handle(self, event: CloudEvent) -> None:
-        """Run :meth:`on_event`; a PilotageError becomes a ``dev.pilotage.agent.failed`` event."""
+        """Run :meth:`on_event`; a PilotageError becomes a ``dev.pilotage.agent.failed`` event.
+
+        Events of a run that already ended (``flow.completed`` / ``flow.failed`` in the log) are skipped, so a
+        control plane restarted after a crash does not act on abandoned runs.
+        """
+        if event.runid and await self._run_closed(event.runid):
+            log.info("agent %s skips %s of closed run %s", self.name, event.type, event.runid)
+            return
         try:
             await self.on_event(event)
         except PilotageError as exc:
@@ -227,6 +244,12 @@ class Agent(ABC):
                 hint="change the input or the policy, then run again",
             )
         return verdict
+
+    async def _run_closed(self, runid: str) -> bool:
+        for closing in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):
+            if await self.latest(runid, closing) is not None:
+                return True
+        return False
 
     async def latest(self, runid: str, type: str) -> CloudEvent | None:
         """Return the newest event of ``type`` in run ``runid`` from the log, or None (derivable state)."""

@@ -122,14 +122,21 @@ class Bus(ABC):
                 return offset
             offset = batch[-1].offset
 
-    async def subscribe(self, pattern: str, handler: Handler, *, group: str) -> Subscription:
+    async def subscribe(
+        self, pattern: str, handler: Handler, *, group: str, start_at_end_if_new: bool = False
+    ) -> Subscription:
         """Start delivering events matching ``pattern`` to ``handler`` in log order, from the group's offset.
+
+        A group that never acknowledged anything starts at the first event, or, with ``start_at_end_if_new``,
+        after the newest event at the time of the call (as Kafka's ``auto.offset.reset=latest``).
 
         The group's offset is committed after each handled event (at-least-once). A handler exception is
         logged and kept in ``Subscription.errors``; the event is then acknowledged so one poison event cannot
         stall the group.
         """
         await self.open()
+        if start_at_end_if_new and await self.committed(group) == 0:
+            await self.commit(group, await self.last_offset())
         sub = Subscription(group=group, pattern=pattern)
         sub.task = asyncio.create_task(self._deliver(sub, handler), name=f"bus-consumer-{group}")
         return sub

@@ -1,0 +1,100 @@
+"""The application edge: builds the backends named by :class:`~pilotage.settings.Settings` and the agents.
+
+Only the CLI (and later the control plane) calls this module; the library below it receives backends as
+arguments and never reads settings itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from pilotage.agent import Agent, AgentContext
+from pilotage.bus.base import Bus
+from pilotage.graph.base import Graph
+from pilotage.policy.base import PolicyEngine
+from pilotage.registry import backend_class
+from pilotage.runtime.base import Runtime
+from pilotage.settings import Settings
+
+__all__ = ["all_agents", "backends", "open_bus", "open_graph", "open_policy", "open_runtime"]
+
+
+def open_bus(settings: Settings) -> Bus:
+    """Return the bus for ``settings.bus_url`` (not yet connected). Raises ConfigError for an unknown URL."""
+    bus: Bus = backend_class("bus", settings.bus_url)(settings.bus_url)
+    return bus
+
+
+def open_graph(settings: Settings) -> Graph:
+    """Return the graph store for ``settings.graph_url``. Raises ConfigError for an unknown URL."""
+    graph: Graph = backend_class("graph", settings.graph_url)(settings.graph_url)
+    return graph
+
+
+def open_policy(settings: Settings) -> PolicyEngine:
+    """Return the policy engine for ``settings.policy_url`` with the user's policy folders and data."""
+    cls = backend_class("policy", settings.policy_url)
+    data: dict[str, Any] = {"license_allowlist": settings.license_allowlist}
+    engine: PolicyEngine = cls(policy_dirs=[Path(p) for p in settings.policy_dirs], data=data)
+    return engine
+
+
+def open_runtime(settings: Settings) -> Runtime:
+    """Return the execution runtime for ``settings.runtime_url``."""
+    runtime: Runtime = backend_class("runtime", settings.runtime_url)()
+    return runtime
+
+
+@contextlib.asynccontextmanager
+async def backends(settings: Settings) -> AsyncIterator[AgentContext]:
+    """Open every backend, yield an :class:`AgentContext`, and close them all (runtime first) on exit.
+
+    Raises:
+        ConfigError: a URL is unknown or its extra is missing.
+        InputError: a policy does not compile (checked before anything runs: fail closed).
+        BackendError: the bus or graph cannot be opened.
+    """
+    policy = open_policy(settings)
+    policy.check()
+    bus = open_bus(settings)
+    graph = open_graph(settings)
+    runtime = open_runtime(settings)
+    try:
+        await bus.open()
+        yield AgentContext(bus=bus, graph=graph, policy=policy, runtime=runtime, settings=settings)
+    finally:
+        try:
+            await runtime.close()
+        finally:
+            graph.close()
+            policy.close()
+            await bus.close()
+
+
+def all_agents(ctx: AgentContext) -> list[Agent]:
+    """Instantiate the eight lifecycle agents (plus learning) on ``ctx``."""
+    from pilotage.agents.codegen import CodegenAgent
+    from pilotage.agents.cost import CostAgent
+    from pilotage.agents.deployment import DeploymentAgent
+    from pilotage.agents.design import DesignAgent
+    from pilotage.agents.governance import GovernanceAgent
+    from pilotage.agents.learning import LearningAgent
+    from pilotage.agents.performance import PerformanceAgent
+    from pilotage.agents.reliability import ReliabilityAgent
+    from pilotage.agents.testing import TestingAgent
+
+    classes: list[type[Agent]] = [
+        DesignAgent,
+        CodegenAgent,
+        GovernanceAgent,
+        TestingAgent,
+        PerformanceAgent,
+        DeploymentAgent,
+        ReliabilityAgent,
+        CostAgent,
+        LearningAgent,
+    ]
+    return [cls(ctx) for cls in classes]

@@ -1,0 +1,139 @@
+"""The feature-delivery flow: one request carried from spec to a watched, costed rollout.
+
+A flow does not orchestrate: agents react to each other's events (choreography). The flow only publishes
+``dev.pilotage.flow.started``, declares which events close the run, enforces its time budget, and publishes
+``dev.pilotage.flow.completed`` or ``dev.pilotage.flow.failed``.
+
+Closing rule: the run is complete when ``model.updated`` (the learning agent recorded the rollout outcome)
+and ``env.scaled_down`` (the cost agent scaled the idle environment to zero) have both arrived. The first
+``agent.failed`` fails the run with that agent's one-line error. When the time budget runs out the run fails
+with the last stage reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pilotage.agent import Agent, AgentContext, RunSpec
+from pilotage.bus.base import Subscription
+from pilotage.events import CloudEvent, EventType, new_event
+
+__all__ = ["CLOSING_TYPES", "FlowResult", "new_run_id", "run_feature_delivery"]
+
+SOURCE = "/pilotage/flows/feature_delivery"
+
+#: Event types that must all arrive for the run to complete.
+CLOSING_TYPES: frozenset[str] = frozenset({EventType.MODEL_UPDATED, EventType.ENV_SCALED_DOWN})
+
+
+def new_run_id() -> str:
+    """Return a new run id: ``run-`` + 12 hex characters (sortable enough to read, unique enough to key)."""
+    return f"run-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class FlowResult:
+    """How a run ended.
+
+    Attributes:
+        run_id: the run.
+        status: ``completed`` or ``failed``.
+        outcome: ``promoted``, ``rolled_back`` or ``none`` (no rollout happened).
+        error: the one-line cause when failed.
+        events: every event of the run in log order.
+        duration_s: wall time from ``flow.started`` to the closing event.
+    """
+
+    run_id: str
+    status: str
+    outcome: str
+    error: str | None
+    events: list[CloudEvent] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """Return the data of every ``decision.made`` event of the run, in order."""
+        return [e.data for e in self.events if e.type == EventType.DECISION]
+
+
+async def run_feature_delivery(
+    ctx: AgentContext,
+    run: RunSpec,
+    agents: list[Agent],
+    *,
+    budget_s: float = 900.0,
+    on_event: Callable[[CloudEvent], None] | None = None,
+) -> FlowResult:
+    """Start ``agents``, publish ``flow.started`` for ``run`` and wait until the run closes or ``budget_s`` passes.
+
+    Args:
+        ctx: open backends.
+        run: what to do (becomes the data of ``flow.started``).
+        agents: the agents to subscribe (normally :func:`pilotage.app.all_agents`).
+        budget_s: time budget in seconds (default 15 min: the demo needs about one).
+        on_event: called with every event of the run as it arrives (the CLI's live timeline).
+
+    Returns:
+        The :class:`FlowResult`; a failed run is a result, not an exception, so the caller can report it.
+    """
+    bus = ctx.bus
+    subs: list[Subscription] = []
+    for agent in agents:
+        subs.extend(await agent.start())
+    seen: list[CloudEvent] = []
+    closed = asyncio.Event()
+    arrived: set[str] = set()
+    failure: list[str] = []
+
+    async def watch(event: CloudEvent) -> None:
+        if event.runid != run.run_id:
+            return
+        seen.append(event)
+        if on_event is not None:
+            on_event(event)
+        if event.type == EventType.AGENT_FAILED and not failure:
+            data = event.data or {}
+            failure.append(f"{data.get('agent', '?')}: {data.get('error', 'failed')}")
+            closed.set()
+        if event.type in CLOSING_TYPES:
+            arrived.add(event.type)
+            if arrived >= CLOSING_TYPES:
+                closed.set()
+
+    start = new_event(EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id)
+    subs.append(await bus.subscribe("*", watch, group=f"flow.{run.run_id}", start_at_end_if_new=True))
+    t0 = time.monotonic()
+    await bus.publish(start)
+    try:
+        await asyncio.wait_for(closed.wait(), budget_s)
+    except TimeoutError:
+        last = seen[-1].type if seen else EventType.FLOW_STARTED
+        failure.append(f"flow: time budget of {budget_s:.0f} s ran out after {last}")
+    duration_s = time.monotonic() - t0
+    for sub in subs:
+        await sub.stop()
+    outcome = "none"
+    types = {e.type for e in seen}
+    if EventType.DEPLOY_ROLLED_BACK in types:
+        outcome = "rolled_back"
+    elif EventType.DEPLOY_PROMOTED in types:
+        outcome = "promoted"
+    status = "failed" if failure else "completed"
+    closing = new_event(
+        EventType.FLOW_FAILED if failure else EventType.FLOW_COMPLETED,
+        {"run_id": run.run_id, "status": status, "outcome": outcome, "error": failure[0] if failure else None,
+         "duration_s": round(duration_s, 3)},
+        source=SOURCE,
+        subject=run.service,
+        runid=run.run_id,
+    )
+    await bus.publish(closing)
+    seen.append(closing)
+    if on_event is not None:
+        on_event(closing)
+    return FlowResult(run.run_id, status, outcome, failure[0] if failure else None, seen, duration_s)

@@ -1,0 +1,156 @@
+"""Run reports: a Markdown file with the timeline, every decision (inputs, rule, score, verdict) and the outcome,
+and one-line summaries of events for the CLI's live timeline.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pilotage.events import CloudEvent, EventType
+
+__all__ = ["STAGES", "stage_of", "summarize", "write_report"]
+
+#: Event type → lifecycle stage shown in the timeline (DESIGN.md section 2).
+STAGES: dict[str, str] = {
+    EventType.FLOW_STARTED: "request",
+    EventType.SPEC_PROPOSED: "design",
+    EventType.SPEC_VALIDATED: "design",
+    EventType.CODE_GENERATED: "code",
+    EventType.PR_OPENED: "code",
+    EventType.POLICY_EVALUATED: "policy",
+    EventType.TESTS_COMPLETED: "test",
+    EventType.PERF_MEASURED: "perf",
+    EventType.PERF_ADVICE: "perf",
+    EventType.DEPLOY_STARTED: "rollout",
+    EventType.DEPLOY_STEP: "rollout",
+    EventType.DEPLOY_PROMOTED: "rollout",
+    EventType.SLO_EVALUATED: "watch",
+    EventType.SLO_BREACH: "watch",
+    EventType.DEPLOY_ROLLED_BACK: "watch",
+    EventType.INCIDENT_OPENED: "watch",
+    EventType.ENV_SCALED_DOWN: "cost",
+    EventType.MODEL_UPDATED: "learn",
+    EventType.DECISION: "decision",
+    EventType.AGENT_FAILED: "error",
+    EventType.FLOW_COMPLETED: "done",
+    EventType.FLOW_FAILED: "done",
+}
+
+
+def stage_of(event: CloudEvent) -> str:
+    """Return the lifecycle stage of ``event`` (``other`` for types outside :data:`STAGES`)."""
+    return STAGES.get(event.type, "other")
+
+
+def _short(event_type: str) -> str:
+    return event_type.removeprefix(EventType.PREFIX)
+
+
+def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event type, flat
+    """Return a one-line human summary of ``event`` for the timeline."""
+    d: dict[str, Any] = event.data if isinstance(event.data, dict) else {}
+    t = event.type
+    if t == EventType.FLOW_STARTED:
+        return f"request {d.get('request')!r} on {Path(str(d.get('spec_path', ''))).name}"
+    if t == EventType.SPEC_PROPOSED:
+        ops = d.get("operations_added", [])
+        return f"{len(ops)} operations added for {d.get('resource')} ({(d.get('diff') or {}).get('classification')})"
+    if t == EventType.SPEC_VALIDATED:
+        return f"OpenAPI {d.get('openapi_version')} valid, {d.get('operation_count')} operations"
+    if t == EventType.CODE_GENERATED:
+        return (f"commit {str(d.get('commit'))[:10]} on {d.get('branch')}: {len(d.get('files_changed', []))} files, "
+                f"+{d.get('lines_added')}/-{d.get('lines_removed')}")
+    if t == EventType.PR_OPENED:
+        return f"pull request {d.get('branch')} → {d.get('base_branch')}"
+    if t == EventType.POLICY_EVALUATED:
+        verdict = "allow" if d.get("allow") else "DENY " + "; ".join(d.get("reasons", []))
+        return f"{d.get('action')}: {verdict}"
+    if t == EventType.TESTS_COMPLETED:
+        st = d.get("schemathesis") or {}
+        unit = d.get("unit") or {}
+        return (f"{'passed' if d.get('passed') else 'FAILED'}: schemathesis {st.get('requests')} requests, "
+                f"{st.get('server_errors')} server errors, {st.get('failures')} failures; "
+                f"unit {unit.get('passed')} passed, {unit.get('failed')} failed")
+    if t == EventType.PERF_MEASURED:
+        if d.get("skipped"):
+            return f"skipped: {d.get('reason')}"
+        tot = d.get("total") or {}
+        return (f"{tot.get('requests')} requests, {tot.get('rps', 0):.0f} req/s, p50 {tot.get('p50_ms')} ms, "
+                f"p95 {tot.get('p95_ms')} ms, p99 {tot.get('p99_ms')} ms, error rate {d.get('error_rate')}")
+    if t == EventType.DEPLOY_STARTED:
+        return f"{d.get('strategy')} with steps {d.get('steps')} via {d.get('proxy_url')}"
+    if t == EventType.DEPLOY_STEP:
+        return f"step {d.get('step')}: canary weight {d.get('weight')}%"
+    if t in (EventType.SLO_EVALUATED, EventType.SLO_BREACH):
+        c = d.get("canary") or {}
+        b = d.get("baseline") or {}
+        state = "healthy" if d.get("healthy") else "BREACH"
+        return (f"{state}: canary {c.get('errors')}/{c.get('requests')} errors, baseline {b.get('errors')}/"
+                f"{b.get('requests')}, SLO error rate ≤ {d.get('slo_error_rate')}")
+    if t == EventType.DEPLOY_PROMOTED:
+        return f"promoted {d.get('version')} ({d.get('strategy')})"
+    if t == EventType.DEPLOY_ROLLED_BACK:
+        return f"ROLLED BACK {d.get('version')}: {d.get('reason')}"
+    if t == EventType.INCIDENT_OPENED:
+        return f"incident {d.get('incident_id')}: {d.get('summary')}"
+    if t == EventType.ENV_SCALED_DOWN:
+        return (f"{d.get('environment')} idle {d.get('idle_s')} s → scaled to zero, saving "
+                f"${d.get('saving_usd_per_hour')}/h")
+    if t == EventType.MODEL_UPDATED:
+        return f"Beta({d.get('alpha')}, {d.get('beta')}) for {d.get('service')}/{d.get('strategy')}"
+    if t == EventType.DECISION:
+        return f"{d.get('agent')}/{d.get('kind')} → {d.get('action')} ({d.get('rule')})"
+    if t == EventType.AGENT_FAILED:
+        return f"{d.get('agent')} failed: {d.get('error')}"
+    if t in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):
+        return f"{d.get('status')}, outcome {d.get('outcome')}" + (f": {d.get('error')}" if d.get("error") else "")
+    return _short(t)
+
+
+def _time(event: CloudEvent) -> str:
+    try:
+        return datetime.fromisoformat(event.time).strftime("%H:%M:%S.%f")[:-3]
+    except ValueError:
+        return event.time
+
+
+def write_report(path: Path, events: list[CloudEvent], *, title: str) -> Path:
+    """Write a Markdown report of a run's ``events`` to ``path`` and return it.
+
+    Sections: outcome, timeline (one row per event), decisions (inputs as JSON, rule, score, verdict).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    closing = [e for e in events if e.type in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED)]
+    lines = [f"# {title}", ""]
+    if closing:
+        d = closing[-1].data or {}
+        lines += [f"**Status:** {d.get('status')} · **outcome:** {d.get('outcome')} · "
+                  f"**duration:** {d.get('duration_s')} s", ""]
+        if d.get("error"):
+            lines += [f"**Error:** {d.get('error')}", ""]
+    lines += ["## Timeline", "", "| time (UTC) | stage | event | summary |", "|---|---|---|---|"]
+    for event in events:
+        summary = summarize(event).replace("|", "\\|")
+        lines.append(f"| {_time(event)} | {stage_of(event)} | `{_short(event.type)}` | {summary} |")
+    lines += ["", "## Decisions", ""]
+    for event in events:
+        if event.type != EventType.DECISION:
+            continue
+        d = event.data or {}
+        lines += [
+            f"### {d.get('agent')} · {d.get('kind')} → **{d.get('action')}**",
+            "",
+            f"- id: `{d.get('id')}` (`pilotage explain {d.get('id')}`)",
+            f"- rule: {d.get('rule')}",
+            f"- score: `{json.dumps(d.get('score'))}`",
+            f"- rationale: {d.get('rationale')}",
+        ]
+        if d.get("verdict"):
+            v = d["verdict"]
+            lines.append(f"- policy verdict: {'allow' if v.get('allow') else 'deny'} {v.get('reasons') or ''}")
+        lines += ["", "```json", json.dumps(d.get("inputs"), indent=2, default=str)[:4000], "```", ""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,261 @@
+"""``local:``: run service versions as local processes and split traffic with an in-process proxy (the default).
+
+Each :class:`~pilotage.runtime.base.Workload` runs as
+
+    python -m uvicorn app.main:app --host 127.0.0.1 --port P
+
+with the workload's directory as working directory (the generated-service conventions of
+``docs/events-contract.md``), the parent's environment plus ``workload.env``, and stdout + stderr written to
+``<log_dir>/<service>-<version>-<port>.log``. The runtime waits for ``GET /healthz`` to answer 200.
+
+:meth:`LocalRuntime.route` starts a :class:`~pilotage.runtime.proxy.TrafficProxy` (smooth weighted
+round-robin) on the caller's asyncio loop. The runtime keeps a registry of routes by name so agents that did not
+create a route can find it (:meth:`LocalRuntime.get_route`), read its counters (:meth:`LocalRuntime.route_stats`)
+and close it (:meth:`LocalRuntime.close_route`); :class:`RouteRegistry` is that capability as a protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, NoReturn, Protocol, runtime_checkable
+
+import httpx
+
+from pilotage.errors import BackendError, ConfigError, InputError
+from pilotage.runtime.base import Instance, Route, Runtime, Workload
+from pilotage.runtime.proxy import RouteStats, TrafficProxy, bind_local, check_weights
+
+__all__ = ["LocalRuntime", "RouteRegistry", "route_registry"]
+
+#: Seconds between SIGTERM and SIGKILL in :meth:`LocalRuntime.stop` (uvicorn finishes in-flight requests first).
+STOP_GRACE_S = 5.0
+#: Lines of the service log quoted in a start failure.
+LOG_TAIL_LINES = 20
+
+
+@runtime_checkable
+class RouteRegistry(Protocol):
+    """What agents need beyond the :class:`Runtime` contract: find, inspect and close routes by name."""
+
+    def get_route(self, name: str) -> Route | None:
+        """Return the route called ``name``, or None."""
+
+    def route_stats(self, name: str) -> RouteStats:
+        """Return the request counters of route ``name``."""
+
+    def is_running(self, instance: Instance) -> bool:
+        """Return True while ``instance``'s process is alive."""
+
+    async def stop(self, instance: Instance) -> None:
+        """Stop ``instance``."""
+
+    async def close_route(self, name: str) -> None:
+        """Stop the proxy of route ``name`` (not its instances)."""
+
+
+def route_registry(runtime: Runtime) -> RouteRegistry:
+    """Return ``runtime`` as a :class:`RouteRegistry`.
+
+    Raises:
+        ConfigError: the runtime cannot look routes up by name (names the runtime URL).
+    """
+    if not isinstance(runtime, RouteRegistry):
+        raise ConfigError(
+            f"runtime {runtime.url!r} cannot look up routes by name",
+            hint="use runtime_url = 'local:' (the local runtime keeps a route registry)",
+        )
+    return runtime
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return [line.rstrip() for line in deque(handle, maxlen=lines) if line.strip()]
+    except OSError:
+        return []
+
+
+class LocalRuntime(Runtime):
+    """Runs workloads as child processes on 127.0.0.1 and routes traffic through in-process proxies.
+
+    Args:
+        url: ``local:`` (no options yet).
+        log_dir: folder for the services' logs; default ``<tmp>/pilotage/logs`` (created on first start).
+
+    Raises:
+        ConfigError: ``url`` is not a ``local:`` URL.
+    """
+
+    def __init__(self, url: str = "local:", *, log_dir: Path | None = None) -> None:
+        if not url.startswith("local:"):
+            raise ConfigError(f"runtime URL {url!r} is not local:", hint="use runtime_url = 'local:'", url=url)
+        self.url = url
+        self.log_dir = log_dir or Path(tempfile.gettempdir()) / "pilotage" / "logs"
+        self._procs: dict[int, tuple[subprocess.Popen[bytes], IO[bytes]]] = {}
+        self._routes: dict[str, tuple[Route, TrafficProxy]] = {}
+
+    # -- instances ---------------------------------------------------------------------------------------------
+
+    async def start(self, workload: Workload, *, ready_timeout_s: float = 30.0) -> Instance:
+        """Start ``workload`` and wait until ``GET /healthz`` answers 200.
+
+        Raises:
+            InputError: the workload directory has no ``app/main.py``.
+            ConfigError: the requested port is already in use (the message names the port).
+            BackendError: the process exited or was not ready within ``ready_timeout_s``; the message quotes the
+                last line of its log and the error carries ``log_path`` and ``log_tail``.
+        """
+        path = Path(workload.path).resolve()
+        if not (path / "app" / "main.py").is_file():
+            raise InputError(
+                f"{path} holds no app/main.py", hint="point the workload at a generated service folder", path=path
+            )
+        sock = bind_local(workload.port)  # ConfigError when in use; a free port when 0
+        port = sock.getsockname()[1]
+        sock.close()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{workload.service}-{workload.version}-{port}.log"
+        log_file = log_path.open("wb")
+        command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - fixed command, no shell
+                command,
+                cwd=path,
+                env={**os.environ, **workload.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() signals the group
+            )
+        except OSError as exc:
+            log_file.close()
+            raise BackendError(f"cannot start {command[0]} in {path}: {exc}", hint="check the Python install") from exc
+        self._procs[proc.pid] = (proc, log_file)
+        instance = Instance(workload=workload, url=f"http://127.0.0.1:{port}", port=port, pid=proc.pid, log_path=log_path)
+        await self._wait_ready(instance, proc, ready_timeout_s)
+        return instance
+
+    async def _wait_ready(self, instance: Instance, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while True:
+                if proc.poll() is not None:
+                    await self.stop(instance)
+                    self._fail(instance, f"crashed on start (exit code {proc.returncode})")
+                try:
+                    response = await client.get(f"{instance.url}/healthz")
+                    if response.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    await self.stop(instance)
+                    self._fail(instance, f"was not ready within {timeout_s} s (GET /healthz never answered 200)")
+                await asyncio.sleep(0.1)
+
+    def _fail(self, instance: Instance, what: str) -> NoReturn:
+        assert instance.log_path is not None
+        tail = _tail(instance.log_path)
+        last = tail[-1] if tail else "(empty log)"
+        raise BackendError(
+            f"generated service in {instance.workload.path} {what}: {last}",
+            hint=f"read {instance.log_path} and fix the service; try `python -m uvicorn app.main:app` in that folder",
+            path=str(instance.workload.path),
+            log_path=str(instance.log_path),
+            log_tail=tail,
+        )
+
+    def is_running(self, instance: Instance) -> bool:
+        """Return True while the process of ``instance`` runs (False once stopped or exited)."""
+        entry = self._procs.get(instance.pid)
+        return entry is not None and entry[0].poll() is None
+
+    async def stop(self, instance: Instance) -> None:
+        """Send SIGTERM to the instance's process group, then SIGKILL after :data:`STOP_GRACE_S`. Idempotent."""
+        entry = self._procs.pop(instance.pid, None)
+        if entry is None:
+            return
+        proc, log_file = entry
+        try:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                deadline = time.monotonic() + STOP_GRACE_S
+                while proc.poll() is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5.0)
+        finally:
+            log_file.close()
+
+    def instances(self) -> list[int]:
+        """Return the pids of the processes this runtime started and has not stopped."""
+        return list(self._procs)
+
+    # -- routes ------------------------------------------------------------------------------------------------
+
+    async def route(self, name: str, backends: dict[str, Instance], weights: dict[str, int], port: int = 0) -> Route:
+        """Start a proxy on 127.0.0.1:``port`` splitting requests between ``backends`` by ``weights``.
+
+        Raises:
+            InputError: a route called ``name`` exists, or the weights are invalid (sum ≠ 100, unknown version).
+            ConfigError: the port is in use.
+        """
+        if name in self._routes:
+            raise InputError(f"route {name!r} already exists", hint="close it first or choose another name")
+        check_weights(weights, set(backends))
+        proxy = TrafficProxy(name, {v: i.url for v, i in backends.items()}, weights, port=port)
+        await proxy.start()
+        route = Route(name=name, url=proxy.url, port=proxy.port, backends=dict(backends), weights=proxy.weights)
+        self._routes[name] = (route, proxy)
+        return route
+
+    async def set_weights(self, route: Route, weights: dict[str, int]) -> None:
+        """Change the split of ``route`` (next request). Raises InputError if the sum is not 100 or it is closed."""
+        if route.name not in self._routes:
+            raise InputError(f"route {route.name!r} is not open", hint="create it with route() first")
+        _, proxy = self._routes[route.name]
+        proxy.set_weights(weights)
+        route.weights = proxy.weights
+        self._routes[route.name][0].weights = proxy.weights
+
+    def get_route(self, name: str) -> Route | None:
+        """Return the open route called ``name``, or None."""
+        entry = self._routes.get(name)
+        return entry[0] if entry else None
+
+    def route_stats(self, name: str) -> RouteStats:
+        """Return the request counters of route ``name``.
+
+        Raises:
+            InputError: no open route has that name.
+        """
+        entry = self._routes.get(name)
+        if entry is None:
+            raise InputError(f"no open route {name!r}", hint=f"open routes: {sorted(self._routes) or 'none'}")
+        return entry[1].stats()
+
+    async def close_route(self, name: str) -> None:
+        """Stop the proxy of route ``name`` (its instances keep running). Idempotent."""
+        entry = self._routes.pop(name, None)
+        if entry is not None:
+            await entry[1].stop()
+
+    async def close(self) -> None:
+        """Stop every proxy, then every process this runtime started. Idempotent."""
+        for name in list(self._routes):
+            await self.close_route(name)
+        for pid in list(self._procs):
+            proc = self._procs[pid][0]
+            await self.stop(Instance(workload=Workload("", "", Path(".")), url="", port=0, pid=proc.pid))

@@ -1,0 +1,326 @@
+"""A weighted traffic-splitting HTTP reverse proxy, run in-process on the caller's asyncio loop.
+
+The proxy is a plain ASGI application served by an embedded :class:`uvicorn.Server` on a socket the proxy binds
+itself (so a port already in use is reported before anything starts). Each request is forwarded to one backend
+chosen by **smooth weighted round-robin** (SWRR, the algorithm of nginx's ``upstream`` module, see
+``ngx_http_upstream_round_robin.c``, ``ngx_http_upstream_get_peer``):
+
+    for every backend b:  current[b] += weight[b]
+    pick the b with the largest current[b];  current[pick] -= sum(weight)
+
+SWRR is deterministic and exact: over any run of ``sum(weight) = 100`` consecutive requests each backend gets
+exactly ``weight`` of them, spread evenly (10 % → one request in ten, never ten in a row). That keeps short
+rollout windows honest where weighted *random* choice would drift by ±√(n·p·(1−p)) requests.
+
+The proxy counts, per version, the requests it forwarded, the responses with status ≥ 500 (and upstream
+failures, answered 502) and the wall-clock time of the last request, so the cost agent can detect idleness
+(:meth:`TrafficProxy.stats`). Every response carries ``x-pilotage-version`` naming the version that served it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+
+from pilotage.errors import BackendError, ConfigError, InputError
+
+__all__ = ["RouteStats", "SmoothWeightedRoundRobin", "TrafficProxy", "VersionStats", "bind_local", "check_weights"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: Headers that describe one hop, not the message (RFC 9110 section 7.6.1), plus the ones httpx recomputes.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-encoding",
+    }
+)
+
+
+def check_weights(weights: dict[str, int], versions: set[str] | None = None) -> dict[str, int]:
+    """Return ``weights`` validated: non-negative integers summing to 100, naming only known ``versions``.
+
+    Raises:
+        InputError: a weight is not a non-negative integer, the sum is not 100, or a version is unknown.
+    """
+    for version, weight in weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+            raise InputError(
+                f"traffic weight of {version!r} is {weight!r}", hint="give each version an integer percent >= 0"
+            )
+    total = sum(weights.values())
+    if total != 100:
+        raise InputError(
+            f"traffic weights {weights} sum to {total}, not 100", hint="make the percents add up to exactly 100"
+        )
+    if versions is not None:
+        unknown = sorted(set(weights) - versions)
+        if unknown:
+            raise InputError(
+                f"traffic weights name unknown version {unknown[0]!r}", hint=f"use only {sorted(versions)}"
+            )
+    return dict(weights)
+
+
+def bind_local(port: int) -> socket.socket:
+    """Bind a TCP socket on 127.0.0.1:``port`` (0 = a free port chosen by the OS) and return it, not listening.
+
+    Raises:
+        ConfigError: the port is already in use or cannot be bound (the message names the port).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on 127.0.0.1 is already in use",
+                hint=f"stop the process listening on {port}, or use port 0 to let Pilotage choose a free port",
+                port=port,
+            ) from exc
+        raise ConfigError(f"cannot bind 127.0.0.1:{port}: {exc}", hint="use port 0 or one above 1023", port=port) from exc
+    return sock
+
+
+class SmoothWeightedRoundRobin:
+    """Smooth weighted round-robin choice among versions (nginx's algorithm, see the module docstring).
+
+    Args:
+        weights: version → integer weight (percent); a weight of 0 never gets picked.
+    """
+
+    def __init__(self, weights: dict[str, int]) -> None:
+        self.weights = dict(weights)
+        self._current = dict.fromkeys(weights, 0)
+
+    def pick(self) -> str:
+        """Return the version that serves the next request.
+
+        Raises:
+            InputError: every weight is 0.
+        """
+        total = sum(self.weights.values())
+        if total <= 0:
+            raise InputError("every traffic weight is 0", hint="give at least one version a positive weight")
+        best = ""
+        for version, weight in self.weights.items():
+            self._current[version] += weight
+            if not best or self._current[version] > self._current[best]:
+                best = version
+        self._current[best] -= total
+        return best
+
+
+@dataclass
+class VersionStats:
+    """Counters of one version behind a proxy: requests forwarded, errors (status ≥ 500 or upstream failure)
+    and ``last_request_at`` (Unix time in seconds, None before the first request)."""
+
+    requests: int = 0
+    errors: int = 0
+    last_request_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the counters as a JSON-serialisable dict."""
+        return {"requests": self.requests, "errors": self.errors, "last_request_at": self.last_request_at}
+
+
+@dataclass
+class RouteStats:
+    """A snapshot of a proxy's counters: per-version stats, ``started_at`` and ``last_request_at`` (Unix s)."""
+
+    name: str
+    started_at: float
+    last_request_at: float | None
+    versions: dict[str, VersionStats] = field(default_factory=dict)
+
+    @property
+    def requests(self) -> int:
+        """Requests forwarded to any version."""
+        return sum(v.requests for v in self.versions.values())
+
+    def idle_s(self, now: float | None = None) -> float:
+        """Seconds since the last request (since the proxy started when it has had none)."""
+        now = time.time() if now is None else now
+        return max(0.0, now - (self.last_request_at if self.last_request_at is not None else self.started_at))
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn's server without its SIGINT/SIGTERM handlers: the host process keeps its own signal handling."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class TrafficProxy:
+    """An HTTP reverse proxy splitting requests between versions of one service by weight.
+
+    Args:
+        name: route name (used in messages and stats).
+        backends: version → base URL (``http://127.0.0.1:PORT``).
+        weights: version → percent, summing to 100.
+        port: port to listen on at 127.0.0.1; 0 chooses a free one.
+        timeout_s: upstream timeout per request (connect + read), seconds.
+
+    Raises:
+        InputError: the weights are invalid or name a version without a backend.
+    """
+
+    def __init__(
+        self, name: str, backends: dict[str, str], weights: dict[str, int], *, port: int = 0, timeout_s: float = 10.0
+    ) -> None:
+        self.name = name
+        self.backends = dict(backends)
+        self._balancer = SmoothWeightedRoundRobin(check_weights(weights, set(backends)))
+        self.requested_port = port
+        self.port = 0
+        self.timeout_s = timeout_s
+        self._stats = {version: VersionStats() for version in backends}
+        self._started_at = 0.0
+        self._last_request_at: float | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the proxy (``http://127.0.0.1:PORT``); valid after :meth:`start`."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def weights(self) -> dict[str, int]:
+        """The current split, version → percent."""
+        return dict(self._balancer.weights)
+
+    def set_weights(self, weights: dict[str, int]) -> None:
+        """Change the split; the next request uses it.
+
+        Raises:
+            InputError: the weights are invalid or name a version without a backend.
+        """
+        self._balancer = SmoothWeightedRoundRobin(check_weights(weights, set(self.backends)))
+
+    def stats(self) -> RouteStats:
+        """Return a copy of the counters."""
+        return RouteStats(
+            name=self.name,
+            started_at=self._started_at,
+            last_request_at=self._last_request_at,
+            versions={v: VersionStats(s.requests, s.errors, s.last_request_at) for v, s in self._stats.items()},
+        )
+
+    async def start(self, ready_timeout_s: float = 10.0) -> str:
+        """Bind the port, start serving on the running loop and return the proxy URL.
+
+        Raises:
+            ConfigError: the port is in use.
+            BackendError: the server did not start within ``ready_timeout_s``.
+        """
+        sock = bind_local(self.requested_port)
+        self.port = sock.getsockname()[1]
+        self._client = httpx.AsyncClient(
+            timeout=self.timeout_s, limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        )
+        config = uvicorn.Config(
+            self, log_config=None, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
+        )
+        self._server = _EmbeddedServer(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=f"proxy-{self.name}")
+        deadline = time.monotonic() + ready_timeout_s
+        while not self._server.started:
+            if self._task.done() or time.monotonic() > deadline:
+                await self.stop()
+                raise BackendError(
+                    f"traffic proxy {self.name!r} on port {self.port} did not start within {ready_timeout_s} s",
+                    hint="check that nothing else grabbed the port and retry",
+                    port=self.port,
+                )
+            await asyncio.sleep(0.01)
+        self._started_at = time.time()
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop serving and close upstream connections. Idempotent."""
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=5.0)
+            except TimeoutError:
+                self._server.force_exit = True
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+            except Exception:  # noqa: BLE001 - a server that crashed is stopped too
+                pass
+        self._server, self._task = None, None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point: forward one HTTP request to the version picked by the balancer."""
+        if scope["type"] != "http":
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            body.extend(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        version = self._balancer.pick()
+        now = time.time()
+        counters = self._stats[version]
+        counters.requests += 1
+        counters.last_request_at = self._last_request_at = now
+        target = self.backends[version] + scope.get("raw_path", scope["path"].encode()).decode("latin-1")
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        headers = [(k, v) for k, v in scope["headers"] if k.decode("latin-1").lower() not in _HOP_BY_HOP]
+        status, out_headers, content = await self._forward(scope["method"], target, headers, bytes(body))
+        if status >= 500:
+            counters.errors += 1
+        out_headers.append((b"x-pilotage-version", version.encode()))
+        out_headers.append((b"content-length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": out_headers})
+        await send({"type": "http.response.body", "body": content})
+
+    async def _forward(
+        self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        assert self._client is not None, "proxy used before start()"
+        try:
+            response = await self._client.request(method, url, headers=headers, content=body)
+        except httpx.HTTPError as exc:
+            detail = f'{{"detail": "upstream {url} failed: {type(exc).__name__}"}}'
+            return 502, [(b"content-type", b"application/json")], detail.encode()
+        kept = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in response.headers.multi_items()
+            if k.lower() not in _HOP_BY_HOP
+        ]
+        return response.status_code, kept, response.content
