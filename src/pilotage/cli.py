@@ -72,6 +72,20 @@ def _preflight(spec: Path, request: str) -> None:
     parse_request(request)
 
 
+def _check_port_free(port: int) -> None:
+    """Raise ConfigError when ``port`` on 127.0.0.1 is taken (checked before any process starts)."""
+    import socket
+
+    if port == 0:
+        return
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ConfigError(f"port {port} on 127.0.0.1 is already in use ({exc.strerror})",
+                              hint="pass --port with a free port, or --port 0 for any free port", port=port) from exc
+
+
 def _timeline_printer(json_mode: bool) -> Any:
     from pilotage.report import stage_of, summarize
 
@@ -122,6 +136,7 @@ def _start_run(
     settings = _settings()
     spec = spec.expanduser().resolve()
     _preflight(spec, request)
+    _check_port_free(port)
     run_id = new_run_id()
     workdir = (workdir or settings.home / "runs" / run_id).expanduser().resolve()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,86 @@
+"""``pilotage demo`` and ``pilotage demo --inject-fault`` end to end, asserting on the events in the log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import of_type, read_log, run_cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def test_demo_promotes_and_records_every_decision(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "demo", "--json")
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    assert summary["status"] == "completed" and summary["outcome"] == "promoted"
+    events = read_log(tmp_path)
+    run = [e for e in events if e.runid == summary["run_id"]]
+    types = [e.type.removeprefix("dev.pilotage.") for e in run]
+    for needed in ("flow.started", "spec.proposed", "spec.validated", "code.generated", "pr.opened",
+                   "policy.evaluated", "tests.completed", "perf.measured", "deploy.started", "deploy.step",
+                   "slo.evaluated", "deploy.promoted", "env.scaled_down", "model.updated", "flow.completed"):
+        assert needed in types, f"{needed} missing from {types}"
+    assert types.index("spec.validated") < types.index("code.generated") < types.index("tests.completed")
+    assert types.index("tests.completed") < types.index("deploy.started") < types.index("deploy.promoted")
+    decisions = [e.data for e in of_type(run, "decision.made")]
+    agents = {d["agent"] for d in decisions}
+    assert {"design", "codegen", "governance", "testing", "performance", "deployment", "reliability",
+            "learning"} <= agents
+    for d in decisions:
+        assert d["inputs"], f"decision {d['kind']} has no inputs"
+        assert d["rationale"] and d["rule"], f"decision {d['kind']} has no rationale/rule"
+    strategy = next(d for d in decisions if d["kind"] == "deploy.strategy")
+    assert strategy["action"] in ("canary", "blue-green", "feature-flag")
+    assert strategy["verdict"] is None or strategy["verdict"]["allow"] is True
+    tests = of_type(run, "tests.completed")[0].data
+    assert tests["passed"] is True and tests["schemathesis"]["server_errors"] == 0
+    assert tests["schemathesis"]["requests"] > 0
+    deny = [e for e in of_type(run, "policy.evaluated") if not e.data["allow"]]
+    assert deny == []
+    report = Path(summary["report"])
+    assert report.exists() and strategy["id"] in report.read_text()
+
+    explained = run_cli(tmp_path, "explain", strategy["id"], "--json")
+    assert explained.code == 0, explained.stderr
+    doc = explained.json()
+    assert doc["kind"] == "deploy.strategy" and doc["inputs"] == strategy["inputs"]
+
+
+def test_demo_with_injected_fault_rolls_back(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "demo", "--inject-fault", "--json")
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    assert summary["outcome"] == "rolled_back"
+    run = [e for e in read_log(tmp_path) if e.runid == summary["run_id"]]
+    assert of_type(run, "slo.breach"), "no slo.breach event"
+    assert of_type(run, "deploy.rolled_back") and of_type(run, "incident.opened")
+    assert not of_type(run, "deploy.promoted")
+    judgement = [e.data for e in of_type(run, "decision.made") if e.data["action"] == "rollback"]
+    assert judgement, "no rollback decision"
+    breach = of_type(run, "slo.breach")[0].data
+    assert breach["canary"]["error_rate"] > breach["slo_error_rate"]
+    rolled = [e for e in of_type(run, "policy.evaluated") if e.data["action"] == "rollback"]
+    assert rolled and rolled[0].data["allow"] is True
+    model = of_type(run, "model.updated")[0].data
+    assert model["beta"] >= 2  # one observed failure on top of the Beta(1, 1) prior
+
+    human = run_cli(tmp_path, "events", "tail", "-n", "5")
+    assert human.code == 0 and "done" in human.stdout
+
+
+def test_petstore_goes_through_pilotage_run(tmp_path: Path, petstore: Path) -> None:
+    result = run_cli(tmp_path, "run", "--spec", str(petstore), "--request",
+                     "Add coupon support with fields code:string, percent:integer", "--idle-after", "2", "--json")
+    assert result.code == 0, result.stderr + result.stdout
+    summary = result.json()
+    assert summary["outcome"] == "promoted"
+    run = [e for e in read_log(tmp_path) if e.runid == summary["run_id"]]
+    tests = of_type(run, "tests.completed")[0].data
+    assert tests["schemathesis"]["server_errors"] == 0
+    assert len(tests["schemathesis"]["operations"]) >= 19 + 5
+    perf = of_type(run, "perf.measured")[0].data
+    assert perf["total"]["requests"] > 0 and perf["total"]["p95_ms"] > 0
+    assert of_type(run, "deploy.promoted")
