@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 from datetime import datetime
-from pathlib import Path
 
 from pilotage.bus.sqlite import SQLiteBus
 from pilotage.events import CloudEvent
@@ -57,9 +56,16 @@ def stage_times(events: list[CloudEvent]) -> dict[str, float]:
         raise SystemExit("bench_demo: the rollout did not end")
     scaled = _first(events, "env.scaled_down")
     closed = [e for e in events if e.type in (P + "flow.completed", P + "flow.failed")][-1]
-    points = [("design", started, validated), ("codegen", validated, pr), ("governance", pr, merge),
-              ("testing", merge, tests), ("perf", tests, perf), ("rollout", perf, ends[0]),
-              ("cost", ends[0], scaled), ("total", started, closed)]
+    points = [
+        ("design", started, validated),
+        ("codegen", validated, pr),
+        ("governance", pr, merge),
+        ("testing", merge, tests),
+        ("perf", tests, perf),
+        ("rollout", perf, ends[0]),
+        ("cost", ends[0], scaled),
+        ("total", started, closed),
+    ]
     return {name: _t(b) - _t(a) for name, a, b in points}
 
 

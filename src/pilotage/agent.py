@@ -82,8 +82,14 @@ class RunSpec(BaseModel):
 
 @dataclass(frozen=True)
 class Reasoning:
-    """The output of :meth:`Agent.reason`: the chosen ``action``, the ``rule`` applied, its ``score``
-    (a number or a dict of numbers, or None) and a one-paragraph ``rationale``."""
+    """The output of :meth:`Agent.reason`.
+
+    Attributes:
+        action: the chosen action.
+        rule: the rule or model applied.
+        score: a number, a dict of numbers, or None.
+        rationale: one paragraph a person can read.
+    """
 
     action: str
     rule: str

@@ -48,8 +48,18 @@ EXIT_CODES: list[tuple[type[PilotageError], int]] = [
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of rich output.")]
 
 STAGE_STYLE = {
-    "request": "bold", "design": "cyan", "code": "cyan", "policy": "magenta", "test": "green", "perf": "yellow",
-    "rollout": "blue", "watch": "red", "cost": "green", "learn": "magenta", "decision": "dim", "error": "bold red",
+    "request": "bold",
+    "design": "cyan",
+    "code": "cyan",
+    "policy": "magenta",
+    "test": "green",
+    "perf": "yellow",
+    "rollout": "blue",
+    "watch": "red",
+    "cost": "green",
+    "learn": "magenta",
+    "decision": "dim",
+    "error": "bold red",
     "done": "bold",
 }
 
@@ -82,8 +92,11 @@ def _check_port_free(port: int) -> None:
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
-            raise ConfigError(f"port {port} on 127.0.0.1 is already in use ({exc.strerror})",
-                              hint="pass --port with a free port, or --port 0 for any free port", port=port) from exc
+            raise ConfigError(
+                f"port {port} on 127.0.0.1 is already in use ({exc.strerror})",
+                hint="pass --port with a free port, or --port 0 for any free port",
+                port=port,
+            ) from exc
 
 
 def _timeline_printer(json_mode: bool) -> Any:
@@ -119,8 +132,9 @@ async def _execute(settings: Settings, run: RunSpec, json_mode: bool) -> dict[st
         "error": result.error,
         "duration_s": round(result.duration_s, 3),
         "events": len(result.events),
-        "decisions": [{"id": d["id"], "agent": d["agent"], "kind": d["kind"], "action": d["action"]}
-                      for d in result.decisions()],
+        "decisions": [
+            {"id": d["id"], "agent": d["agent"], "kind": d["kind"], "action": d["action"]} for d in result.decisions()
+        ],
         "report": str(report),
         "workdir": run.workdir,
         "event_log": settings.bus_url,
@@ -128,8 +142,16 @@ async def _execute(settings: Settings, run: RunSpec, json_mode: bool) -> dict[st
 
 
 def _start_run(
-    *, spec: Path, request: str, workdir: Path | None, service: str | None, fault_rate: float, fault: str,
-    idle_after_s: float, port: int, json_mode: bool,
+    *,
+    spec: Path,
+    request: str,
+    workdir: Path | None,
+    service: str | None,
+    fault_rate: float,
+    fault: str,
+    idle_after_s: float,
+    port: int,
+    json_mode: bool,
 ) -> dict[str, Any]:
     from pilotage.flows.feature_delivery import new_run_id
 
@@ -141,8 +163,17 @@ def _start_run(
     workdir = (workdir or settings.home / "runs" / run_id).expanduser().resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     name = service or (spec.parent.name if spec.stem == "openapi" else spec.stem)
-    run = RunSpec(run_id=run_id, service=name, spec_path=str(spec), request=request, workdir=str(workdir),
-                  inject_fault_rate=fault_rate, idle_after_s=idle_after_s, fault=fault, proxy_port=port)
+    run = RunSpec(
+        run_id=run_id,
+        service=name,
+        spec_path=str(spec),
+        request=request,
+        workdir=str(workdir),
+        inject_fault_rate=fault_rate,
+        idle_after_s=idle_after_s,
+        fault=fault,
+        proxy_port=port,
+    )
     if not json_mode:
         console.print(f"[bold]Pilotage[/] run [bold]{run_id}[/] · service [bold]{name}[/] · log {settings.bus_url}")
     summary = asyncio.run(_execute(settings, run, json_mode))
@@ -154,9 +185,11 @@ def _finish(summary: dict[str, Any], json_mode: bool, expected_outcome: str | No
         console.print_json(json.dumps(summary))
     else:
         colour = "green" if summary["status"] == "completed" else "red"
-        console.print(f"\n[bold {colour}]{summary['status']}[/] · outcome [bold]{summary['outcome']}[/] · "
-                      f"{summary['duration_s']:.1f}s · {len(summary['decisions'])} decisions · report "
-                      f"{summary['report']}")
+        console.print(
+            f"\n[bold {colour}]{summary['status']}[/] · outcome [bold]{summary['outcome']}[/] · "
+            f"{summary['duration_s']:.1f}s · {len(summary['decisions'])} decisions · report "
+            f"{summary['report']}"
+        )
         if summary["error"]:
             err_console.print(f"error: {summary['error']}")
     if summary["status"] != "completed":
@@ -169,8 +202,12 @@ def _finish(summary: dict[str, Any], json_mode: bool, expected_outcome: str | No
 
 @app.command()
 def demo(
-    inject_fault: Annotated[bool, typer.Option("--inject-fault", help="The new version answers 500 on 30% of "
-                                               "requests; the run must end rolled back.")] = False,
+    inject_fault: Annotated[
+        bool,
+        typer.Option(
+            "--inject-fault", help="The new version answers 500 on 30% of requests; the run must end rolled back."
+        ),
+    ] = False,
     workdir: Annotated[Path | None, typer.Option(help="Folder for the run's repository and artefacts.")] = None,
     json_mode: JsonOpt = False,
 ) -> None:
@@ -180,23 +217,35 @@ def demo(
     """
     example = _demo_dir()
     request = (example / "requests.txt").read_text(encoding="utf-8").strip().splitlines()[0]
-    summary = _start_run(spec=example / "openapi.yaml", request=request, workdir=workdir, service="checkout",
-                         fault_rate=0.3 if inject_fault else 0.0, fault="errors", idle_after_s=3.0, port=0,
-                         json_mode=json_mode)
+    summary = _start_run(
+        spec=example / "openapi.yaml",
+        request=request,
+        workdir=workdir,
+        service="checkout",
+        fault_rate=0.3 if inject_fault else 0.0,
+        fault="errors",
+        idle_after_s=3.0,
+        port=0,
+        json_mode=json_mode,
+    )
     _finish(summary, json_mode, "rolled_back" if inject_fault else "promoted")
 
 
 @app.command()
 def run(
     spec: Annotated[Path, typer.Option(help="OpenAPI 3.0/3.1 document (YAML or JSON).")],
-    request: Annotated[str, typer.Option(help="Change request, e.g. 'Add discount code support with fields "
-                                         "code:string, percent:integer'.")],
+    request: Annotated[
+        str,
+        typer.Option(help="Change request, e.g. 'Add discount code support with fields code:string, percent:integer'."),
+    ],
     workdir: Annotated[Path | None, typer.Option(help="Folder for the run's repository and artefacts.")] = None,
     service: Annotated[str | None, typer.Option(help="Service name (default: from the spec file name).")] = None,
     inject_fault: Annotated[float, typer.Option(help="Share of requests (0..1) the new version fails with 500.")] = 0.0,
     crash: Annotated[bool, typer.Option("--crash", help="Inject a crash-on-start fault into the new version.")] = False,
-    idle_after: Annotated[float, typer.Option(help="Seconds without requests before the environment is scaled to "
-                                              "zero; the command ends then.")] = 10.0,
+    idle_after: Annotated[
+        float,
+        typer.Option(help="Seconds without requests before the environment is scaled to zero; the command ends then."),
+    ] = 10.0,
     port: Annotated[int, typer.Option(help="Port of the traffic-splitting proxy (0 = any free port).")] = 0,
     json_mode: JsonOpt = False,
 ) -> None:
@@ -205,9 +254,17 @@ def run(
         raise InputError(f"--inject-fault {inject_fault} is outside 0..1", hint="pass a share such as 0.3")
     if not 0 <= port <= 65535:
         raise InputError(f"--port {port} is not a TCP port", hint="pass 0..65535")
-    summary = _start_run(spec=spec, request=request, workdir=workdir, service=service, fault_rate=inject_fault,
-                         fault="crash" if crash else "errors", idle_after_s=idle_after, port=port,
-                         json_mode=json_mode)
+    summary = _start_run(
+        spec=spec,
+        request=request,
+        workdir=workdir,
+        service=service,
+        fault_rate=inject_fault,
+        fault="crash" if crash else "errors",
+        idle_after_s=idle_after,
+        port=port,
+        json_mode=json_mode,
+    )
     _finish(summary, json_mode, "promoted")
 
 
@@ -228,7 +285,7 @@ async def _read_events(settings: Settings, pattern: str, run_id: str | None) -> 
 
 def _event_log_exists(settings: Settings) -> None:
     if settings.bus_url.startswith("sqlite:///"):
-        path = Path(settings.bus_url[len("sqlite:///"):])
+        path = Path(settings.bus_url[len("sqlite:///") :])
         if not path.exists():
             raise InputError(f"no event log at {path}", hint="run `pilotage demo` first, or set PILOTAGE_BUS_URL")
 
@@ -252,8 +309,10 @@ def events_tail(
         if json_mode:
             sys.stdout.write(json.dumps({"offset": offset, **json.loads(event.to_json())}) + "\n")
         else:
-            console.print(f"[dim]{offset:>6}[/] {event.time[11:23]} [bold]{stage_of(event):<8}[/] "
-                          f"{event.type.removeprefix(EventType.PREFIX):<22} {event.id}  {summarize(event)}")
+            console.print(
+                f"[dim]{offset:>6}[/] {event.time[11:23]} [bold]{stage_of(event):<8}[/] "
+                f"{event.type.removeprefix(EventType.PREFIX):<22} {event.id}  {summarize(event)}"
+            )
 
     records = asyncio.run(_read_events(settings, type_pattern, run_id))
     for offset, event in records[-n:] if n > 0 else []:
@@ -278,15 +337,22 @@ def explain(
     records = asyncio.run(_read_events(settings, "*", None))
     index = next((i for i, (_, e) in enumerate(records) if e.id == decision_id), None)
     if index is None:
-        raise InputError(f"no event with id {decision_id!r} in {settings.bus_url}",
-                         hint="copy an id from `pilotage events tail --type dev.pilotage.decision.made`")
+        raise InputError(
+            f"no event with id {decision_id!r} in {settings.bus_url}",
+            hint="copy an id from `pilotage events tail --type dev.pilotage.decision.made`",
+        )
     _, event = records[index]
     if event.type != EventType.DECISION:
-        raise InputError(f"event {decision_id} is a {event.type}, not a decision",
-                         hint="pass the id of a dev.pilotage.decision.made event")
+        raise InputError(
+            f"event {decision_id} is a {event.type}, not a decision",
+            hint="pass the id of a dev.pilotage.decision.made event",
+        )
     d = event.data
-    outcome = [e for _, e in records[index + 1:] if e.runid == event.runid and e.source == event.source
-               and e.type not in (EventType.DECISION,)][:3]
+    outcome = [
+        e
+        for _, e in records[index + 1 :]
+        if e.runid == event.runid and e.source == event.source and e.type not in (EventType.DECISION,)
+    ][:3]
     doc = {**d, "time": event.time, "outcome_events": [{"type": e.type, "id": e.id, "data": e.data} for e in outcome]}
     if json_mode:
         console.print_json(json.dumps(doc, default=str))
@@ -296,8 +362,10 @@ def explain(
     console.print(f"[bold]score[/]     {json.dumps(d['score'])}")
     console.print(f"[bold]rationale[/] {d['rationale']}")
     verdict = d.get("verdict")
-    console.print(f"[bold]verdict[/]   {'none required' if not verdict else ('allow' if verdict['allow'] else 'deny')}"
-                  + (f" {verdict.get('reasons')}" if verdict and verdict.get("reasons") else ""))
+    console.print(
+        f"[bold]verdict[/]   {'none required' if not verdict else ('allow' if verdict['allow'] else 'deny')}"
+        + (f" {verdict.get('reasons')}" if verdict and verdict.get("reasons") else "")
+    )
     console.print("[bold]inputs[/]")
     console.print_json(json.dumps(d["inputs"], default=str))
     from pilotage.report import summarize

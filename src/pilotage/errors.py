@@ -68,6 +68,8 @@ class PolicyDenied(PilotageError):
         verdict: the :class:`pilotage.policy.base.Verdict` that refused the action.
     """
 
+    verdict: Any
+
     def __init__(self, message: str, *, verdict: Any, hint: str | None = None, **context: Any) -> None:
         super().__init__(message, hint=hint, verdict=verdict, **context)
 

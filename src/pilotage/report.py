@@ -1,5 +1,7 @@
-"""Run reports: a Markdown file with the timeline, every decision (inputs, rule, score, verdict) and the outcome,
-and one-line summaries of events for the CLI's live timeline.
+"""Run reports and one-line event summaries.
+
+The report is a Markdown file with the timeline, every decision (inputs, rule, score, verdict) and the
+outcome; the summaries feed the CLI's live timeline.
 """
 
 from __future__ import annotations
@@ -61,8 +63,10 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
     if t == EventType.SPEC_VALIDATED:
         return f"OpenAPI {d.get('openapi_version')} valid, {d.get('operation_count')} operations"
     if t == EventType.CODE_GENERATED:
-        return (f"commit {str(d.get('commit'))[:10]} on {d.get('branch')}: {len(d.get('files_changed', []))} files, "
-                f"+{d.get('lines_added')}/-{d.get('lines_removed')}")
+        return (
+            f"commit {str(d.get('commit'))[:10]} on {d.get('branch')}: {len(d.get('files_changed', []))} files, "
+            f"+{d.get('lines_added')}/-{d.get('lines_removed')}"
+        )
     if t == EventType.PR_OPENED:
         return f"pull request {d.get('branch')} → {d.get('base_branch')}"
     if t == EventType.POLICY_EVALUATED:
@@ -71,15 +75,19 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
     if t == EventType.TESTS_COMPLETED:
         st = d.get("schemathesis") or {}
         unit = d.get("unit") or {}
-        return (f"{'passed' if d.get('passed') else 'FAILED'}: schemathesis {st.get('requests')} requests, "
-                f"{st.get('server_errors')} server errors, {st.get('failures')} failures; "
-                f"unit {unit.get('passed')} passed, {unit.get('failed')} failed")
+        return (
+            f"{'passed' if d.get('passed') else 'FAILED'}: schemathesis {st.get('requests')} requests, "
+            f"{st.get('server_errors')} server errors, {st.get('failures')} failures; "
+            f"unit {unit.get('passed')} passed, {unit.get('failed')} failed"
+        )
     if t == EventType.PERF_MEASURED:
         if d.get("skipped"):
             return f"skipped: {d.get('reason')}"
         tot = d.get("total") or {}
-        return (f"{tot.get('requests')} requests, {tot.get('rps', 0):.0f} req/s, p50 {tot.get('p50_ms')} ms, "
-                f"p95 {tot.get('p95_ms')} ms, p99 {tot.get('p99_ms')} ms, error rate {d.get('error_rate')}")
+        return (
+            f"{tot.get('requests')} requests, {tot.get('rps', 0):.0f} req/s, p50 {tot.get('p50_ms')} ms, "
+            f"p95 {tot.get('p95_ms')} ms, p99 {tot.get('p99_ms')} ms, error rate {d.get('error_rate')}"
+        )
     if t == EventType.DEPLOY_STARTED:
         return f"{d.get('strategy')} with steps {d.get('steps')} via {d.get('proxy_url')}"
     if t == EventType.DEPLOY_STEP:
@@ -88,8 +96,10 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
         c = d.get("canary") or {}
         b = d.get("baseline") or {}
         state = "healthy" if d.get("healthy") else "BREACH"
-        return (f"{state}: canary {c.get('errors')}/{c.get('requests')} errors, baseline {b.get('errors')}/"
-                f"{b.get('requests')}, SLO error rate ≤ {d.get('slo_error_rate')}")
+        return (
+            f"{state}: canary {c.get('errors')}/{c.get('requests')} errors, baseline {b.get('errors')}/"
+            f"{b.get('requests')}, SLO error rate ≤ {d.get('slo_error_rate')}"
+        )
     if t == EventType.DEPLOY_PROMOTED:
         return f"promoted {d.get('version')} ({d.get('strategy')})"
     if t == EventType.DEPLOY_ROLLED_BACK:
@@ -97,8 +107,10 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
     if t == EventType.INCIDENT_OPENED:
         return f"incident {d.get('incident_id')}: {d.get('summary')}"
     if t == EventType.ENV_SCALED_DOWN:
-        return (f"{d.get('environment')} idle {d.get('idle_s')} s → scaled to zero, saving "
-                f"${d.get('saving_usd_per_hour')}/h")
+        return (
+            f"{d.get('environment')} idle {d.get('idle_s')} s → scaled to zero, saving "
+            f"${d.get('saving_usd_per_hour')}/h"
+        )
     if t == EventType.MODEL_UPDATED:
         return f"Beta({d.get('alpha')}, {d.get('beta')}) for {d.get('service')}/{d.get('strategy')}"
     if t == EventType.DECISION:
@@ -127,8 +139,10 @@ def write_report(path: Path, events: list[CloudEvent], *, title: str) -> Path:
     lines = [f"# {title}", ""]
     if closing:
         d = closing[-1].data or {}
-        lines += [f"**Status:** {d.get('status')} · **outcome:** {d.get('outcome')} · "
-                  f"**duration:** {d.get('duration_s')} s", ""]
+        lines += [
+            f"**Status:** {d.get('status')} · **outcome:** {d.get('outcome')} · **duration:** {d.get('duration_s')} s",
+            "",
+        ]
         if d.get("error"):
             lines += [f"**Error:** {d.get('error')}", ""]
     lines += ["## Timeline", "", "| time (UTC) | stage | event | summary |", "|---|---|---|---|"]

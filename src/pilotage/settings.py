@@ -58,9 +58,20 @@ class Settings(BaseModel):
         default_factory=lambda: {"small": 0.0208, "medium": 0.0416, "large": 0.0832}
     )
     license_allowlist: list[str] = Field(
-        default_factory=lambda: ["MIT", "BSD", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "Apache Software License",
-                                 "MIT License", "BSD License", "ISC", "PSF-2.0", "Python Software Foundation License",
-                                 "MPL-2.0"]
+        default_factory=lambda: [
+            "MIT",
+            "BSD",
+            "BSD-2-Clause",
+            "BSD-3-Clause",
+            "Apache-2.0",
+            "Apache Software License",
+            "MIT License",
+            "BSD License",
+            "ISC",
+            "PSF-2.0",
+            "Python Software Foundation License",
+            "MPL-2.0",
+        ]
     )
 
     def path_in_home(self, name: str) -> Path:

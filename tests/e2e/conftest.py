@@ -33,8 +33,13 @@ def run_cli(cwd: Path, *args: str, timeout_s: float = 420) -> CliResult:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTAGE_")}
     env["COLUMNS"] = "200"
     proc = subprocess.run(
-        [sys.executable, "-m", "pilotage", *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout_s, check=False,
+        [sys.executable, "-m", "pilotage", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 

@@ -19,16 +19,38 @@ def test_demo_promotes_and_records_every_decision(tmp_path: Path) -> None:
     events = read_log(tmp_path)
     run = [e for e in events if e.runid == summary["run_id"]]
     types = [e.type.removeprefix("dev.pilotage.") for e in run]
-    for needed in ("flow.started", "spec.proposed", "spec.validated", "code.generated", "pr.opened",
-                   "policy.evaluated", "tests.completed", "perf.measured", "deploy.started", "deploy.step",
-                   "slo.evaluated", "deploy.promoted", "env.scaled_down", "model.updated", "flow.completed"):
+    for needed in (
+        "flow.started",
+        "spec.proposed",
+        "spec.validated",
+        "code.generated",
+        "pr.opened",
+        "policy.evaluated",
+        "tests.completed",
+        "perf.measured",
+        "deploy.started",
+        "deploy.step",
+        "slo.evaluated",
+        "deploy.promoted",
+        "env.scaled_down",
+        "model.updated",
+        "flow.completed",
+    ):
         assert needed in types, f"{needed} missing from {types}"
     assert types.index("spec.validated") < types.index("code.generated") < types.index("tests.completed")
     assert types.index("tests.completed") < types.index("deploy.started") < types.index("deploy.promoted")
     decisions = [e.data for e in of_type(run, "decision.made")]
     agents = {d["agent"] for d in decisions}
-    assert {"design", "codegen", "governance", "testing", "performance", "deployment", "reliability",
-            "learning"} <= agents
+    assert {
+        "design",
+        "codegen",
+        "governance",
+        "testing",
+        "performance",
+        "deployment",
+        "reliability",
+        "learning",
+    } <= agents
     for d in decisions:
         assert d["inputs"], f"decision {d['kind']} has no inputs"
         assert d["rationale"] and d["rule"], f"decision {d['kind']} has no rationale/rule"
@@ -72,8 +94,17 @@ def test_demo_with_injected_fault_rolls_back(tmp_path: Path) -> None:
 
 
 def test_petstore_goes_through_pilotage_run(tmp_path: Path, petstore: Path) -> None:
-    result = run_cli(tmp_path, "run", "--spec", str(petstore), "--request",
-                     "Add coupon support with fields code:string, percent:integer", "--idle-after", "2", "--json")
+    result = run_cli(
+        tmp_path,
+        "run",
+        "--spec",
+        str(petstore),
+        "--request",
+        "Add coupon support with fields code:string, percent:integer",
+        "--idle-after",
+        "2",
+        "--json",
+    )
     assert result.code == 0, result.stderr + result.stdout
     summary = result.json()
     assert summary["outcome"] == "promoted"

@@ -49,20 +49,27 @@ class Silent(Agent):
 
 
 def ctx() -> AgentContext:
-    return AgentContext(bus=MemoryBus(), graph=SQLiteGraph("sqlite:///:memory:"), policy=None,  # type: ignore[arg-type]
-                        runtime=None, settings=Settings())  # type: ignore[arg-type]
+    return AgentContext(
+        bus=MemoryBus(),
+        graph=SQLiteGraph("sqlite:///:memory:"),
+        policy=None,  # type: ignore[arg-type]
+        runtime=None,
+        settings=Settings(),
+    )  # type: ignore[arg-type]
 
 
 def spec(tmp_path: Path) -> RunSpec:
-    return RunSpec(run_id="run-test", service="svc", spec_path="/x.yaml", request="Add x support",
-                   workdir=str(tmp_path))
+    return RunSpec(
+        run_id="run-test", service="svc", spec_path="/x.yaml", request="Add x support", workdir=str(tmp_path)
+    )
 
 
 def test_run_completes_when_closing_events_arrive(tmp_path: Path) -> None:
     c = ctx()
     seen: list[str] = []
-    result = asyncio.run(run_feature_delivery(c, spec(tmp_path), [Closer(c)], budget_s=10,
-                                              on_event=lambda e: seen.append(e.type)))
+    result = asyncio.run(
+        run_feature_delivery(c, spec(tmp_path), [Closer(c)], budget_s=10, on_event=lambda e: seen.append(e.type))
+    )
     assert result.status == "completed" and result.outcome == "promoted" and result.error is None
     [decision] = result.decisions()
     assert decision["action"] == "promote" and decision["inputs"] == {"ok": True} and decision["agent"] == "closer"

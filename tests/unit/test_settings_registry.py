@@ -9,7 +9,7 @@ from pilotage.settings import load_settings
 
 def test_defaults_toml_and_env_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "pilotage.toml"
-    cfg.write_text('[pilotage]\nslo_error_rate = 0.01\ncanary_steps_percent = [50, 100]\n')
+    cfg.write_text("[pilotage]\nslo_error_rate = 0.01\ncanary_steps_percent = [50, 100]\n")
     monkeypatch.setenv("PILOTAGE_ANALYSIS_WINDOW_S", "1.5")
     s = load_settings(cfg)
     assert s.slo_error_rate == 0.01

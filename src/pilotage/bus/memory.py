@@ -32,6 +32,7 @@ class MemoryBus(Bus):
         return len(self._log)
 
     async def read(self, from_offset: int = 1, limit: int = 1000, pattern: str = "*") -> list[Record]:
+        """Return up to ``limit`` records at or after ``from_offset`` whose type matches ``pattern``."""
         out: list[Record] = []
         for index in range(max(from_offset, 1) - 1, len(self._log)):
             event = self._log[index]
@@ -42,9 +43,11 @@ class MemoryBus(Bus):
         return out
 
     async def committed(self, group: str) -> int:
+        """Return the group's last acknowledged offset (0 if none)."""
         return self._offsets.get(group, 0)
 
     async def commit(self, group: str, offset: int) -> None:
+        """Acknowledge every event up to ``offset`` for ``group`` (never moves backwards)."""
         self._offsets[group] = max(offset, self._offsets.get(group, 0))
 
     async def _wait(self, after_offset: int, timeout_s: float) -> None:

@@ -61,6 +61,16 @@ class FlowResult:
         return [e.data for e in self.events if e.type == EventType.DECISION]
 
 
+def _outcome(events: list[CloudEvent]) -> str:
+    """Return ``rolled_back``, ``promoted`` or ``none`` from a run's events."""
+    types = {e.type for e in events}
+    if EventType.DEPLOY_ROLLED_BACK in types:
+        return "rolled_back"
+    if EventType.DEPLOY_PROMOTED in types:
+        return "promoted"
+    return "none"
+
+
 async def run_feature_delivery(
     ctx: AgentContext,
     run: RunSpec,
@@ -117,17 +127,17 @@ async def run_feature_delivery(
     duration_s = time.monotonic() - t0
     for sub in subs:
         await sub.stop()
-    outcome = "none"
-    types = {e.type for e in seen}
-    if EventType.DEPLOY_ROLLED_BACK in types:
-        outcome = "rolled_back"
-    elif EventType.DEPLOY_PROMOTED in types:
-        outcome = "promoted"
+    outcome = _outcome(seen)
     status = "failed" if failure else "completed"
     closing = new_event(
         EventType.FLOW_FAILED if failure else EventType.FLOW_COMPLETED,
-        {"run_id": run.run_id, "status": status, "outcome": outcome, "error": failure[0] if failure else None,
-         "duration_s": round(duration_s, 3)},
+        {
+            "run_id": run.run_id,
+            "status": status,
+            "outcome": outcome,
+            "error": failure[0] if failure else None,
+            "duration_s": round(duration_s, 3),
+        },
         source=SOURCE,
         subject=run.service,
         runid=run.run_id,

@@ -180,8 +180,11 @@ class SQLiteGraph(Graph):
                 db.execute("PRAGMA query_only = ON")
                 rows = db.execute(text, params or {}).fetchall()
             except sqlite3.Error as exc:
-                raise InputError(f"graph query failed: {exc}", hint="SQL over tables nodes(id, kind, key, props) "
-                                 "and edges(src, type, dst, props)", query=text) from exc
+                raise InputError(
+                    f"graph query failed: {exc}",
+                    hint="SQL over tables nodes(id, kind, key, props) and edges(src, type, dst, props)",
+                    query=text,
+                ) from exc
             finally:
                 db.execute("PRAGMA query_only = OFF")
         return [dict(r) for r in rows]
