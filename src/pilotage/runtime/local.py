@@ -140,7 +140,9 @@ class LocalRuntime(Runtime):
             log_file.close()
             raise BackendError(f"cannot start {command[0]} in {path}: {exc}", hint="check the Python install") from exc
         self._procs[proc.pid] = (proc, log_file)
-        instance = Instance(workload=workload, url=f"http://127.0.0.1:{port}", port=port, pid=proc.pid, log_path=log_path)
+        instance = Instance(
+            workload=workload, url=f"http://127.0.0.1:{port}", port=port, pid=proc.pid, log_path=log_path
+        )
         await self._wait_ready(instance, proc, ready_timeout_s)
         return instance
 
@@ -181,7 +183,10 @@ class LocalRuntime(Runtime):
 
     async def stop(self, instance: Instance) -> None:
         """Send SIGTERM to the instance's process group, then SIGKILL after :data:`STOP_GRACE_S`. Idempotent."""
-        entry = self._procs.pop(instance.pid, None)
+        await self._stop_pid(instance.pid)
+
+    async def _stop_pid(self, pid: int) -> None:
+        entry = self._procs.pop(pid, None)
         if entry is None:
             return
         proc, log_file = entry
@@ -256,6 +261,4 @@ class LocalRuntime(Runtime):
         """Stop every proxy, then every process this runtime started. Idempotent."""
         for name in list(self._routes):
             await self.close_route(name)
-        for pid in list(self._procs):
-            proc = self._procs[pid][0]
-            await self.stop(Instance(workload=Workload("", "", Path(".")), url="", port=0, pid=proc.pid))
+        await asyncio.gather(*(self._stop_pid(pid) for pid in list(self._procs)))

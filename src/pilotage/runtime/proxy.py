@@ -102,7 +102,9 @@ def bind_local(port: int) -> socket.socket:
                 hint=f"stop the process listening on {port}, or use port 0 to let Pilotage choose a free port",
                 port=port,
             ) from exc
-        raise ConfigError(f"cannot bind 127.0.0.1:{port}: {exc}", hint="use port 0 or one above 1023", port=port) from exc
+        raise ConfigError(
+            f"cannot bind 127.0.0.1:{port}: {exc}", hint="use port 0 or one above 1023", port=port
+        ) from exc
     return sock
 
 
@@ -137,8 +139,11 @@ class SmoothWeightedRoundRobin:
 
 @dataclass
 class VersionStats:
-    """Counters of one version behind a proxy: requests forwarded, errors (status ≥ 500 or upstream failure)
-    and ``last_request_at`` (Unix time in seconds, None before the first request)."""
+    """Counters of one version behind a proxy.
+
+    ``requests`` forwarded, ``errors`` (status ≥ 500 or upstream failure) and ``last_request_at`` (Unix time in
+    seconds, None before the first request).
+    """
 
     requests: int = 0
     errors: int = 0

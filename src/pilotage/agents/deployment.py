@@ -1,0 +1,408 @@
+"""The deployment agent: score the risk of a change, choose a rollout strategy and drive its steps.
+
+Perceive (on ``perf.measured``): change size and new dependencies from ``code.generated``, breaking changes and
+endpoints touched from ``spec.proposed``, the test verdict from ``tests.completed``, the load-test error rate, and
+the learned failure posterior of each strategy for the service, graph node ``Model:<service>/<strategy>`` with
+props ``{alpha, beta}`` (``alpha`` − 1 failed and ``beta`` − 1 good rollouts; Beta(1, 1) when absent).
+
+Reason (``deploy.strategy``, pure): see :func:`strategy_reasoning`.
+
+Act: ``authorize("deploy")``, start the baseline (``code.generated`` ``base_dir``) and the canary (``head_dir``,
+``PILOTAGE_FAULT_ERROR_RATE`` = the run's ``inject_fault_rate``) on the runtime, open a route named after the
+deployment with the canary at 0 %, start synthetic traffic through it, emit ``deploy.started`` then
+``deploy.step`` 0. On each healthy ``slo.evaluated`` of the deployment: the next step (``deploy.step``), or after
+the last one ``authorize("promote")``, canary 100 %, baseline and traffic stopped, ``deploy.promoted``.
+
+Learn: ``Deployment`` node (key = deployment id; strategy, risk, outcome), ``Service -DEPLOYED-> Deployment``,
+``Deployment -OF-> Commit:<sha>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from pilotage.agent import Agent, Reasoning
+from pilotage.bus.base import Bus
+from pilotage.errors import InputError, PolicyDenied
+from pilotage.events import CloudEvent, EventType
+from pilotage.runtime.base import Instance, Workload
+from pilotage.runtime.local import route_registry
+from pilotage.runtime.traffic import start_traffic, stop_traffic
+
+__all__ = [
+    "FEATURE_FLAG_STEPS",
+    "RISK_WEIGHTS",
+    "STRATEGIES",
+    "DeploymentAgent",
+    "find_event",
+    "get_paths",
+    "strategy_reasoning",
+]
+
+#: Strategies from least to most cautious.
+STRATEGIES = ("blue-green", "canary", "feature-flag")
+#: Feature flag: the new code path is switched on for 5 % of requests, then for everyone.
+FEATURE_FLAG_STEPS = [5, 100]
+#: Weights of the risk score (sum 1.0); see :func:`strategy_reasoning` for each feature's scale.
+RISK_WEIGHTS = {"size": 0.15, "blast": 0.15, "dependencies": 0.05, "perf": 0.05, "breaking": 0.2, "history": 0.4}
+#: Lines changed at which the size feature saturates. Source: the SmartBear/Cisco code-review study ("Best Kept
+#: Secrets of Peer Code Review", 2006): reviewers stop finding defects effectively beyond ~400 lines per review.
+SIZE_SATURATION_LINES = 400
+#: Operations touched at which the blast-radius feature saturates.
+BLAST_SATURATION_ENDPOINTS = 10
+#: New dependencies at which the dependency feature saturates.
+DEPS_SATURATION = 3
+#: Risk tiers (same thresholds as the brief's table): < LOW → blue-green, ≥ HIGH → feature-flag, else canary.
+LOW_RISK, HIGH_RISK = 0.3, 0.7
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list | tuple | set | dict):
+        return len(value)
+    return 0
+
+
+def _failure_mean(posterior: dict[str, Any] | None) -> float:
+    alpha = float((posterior or {}).get("alpha", 1.0))
+    beta = float((posterior or {}).get("beta", 1.0))
+    return alpha / (alpha + beta) if alpha + beta > 0 else 0.5
+
+
+def _tier(risk: float, breaking: bool) -> str:
+    if breaking or risk >= HIGH_RISK:
+        return "feature-flag"
+    return "canary" if risk >= LOW_RISK else "blue-green"
+
+
+def strategy_reasoning(inputs: dict[str, Any]) -> Reasoning:
+    """Score the risk of a change in [0, 1] and pick the rollout strategy (pure).
+
+    ``inputs`` keys: ``lines_changed``, ``endpoints_touched``, ``new_dependencies``, ``breaking_changes`` (counts),
+    ``perf_error_rate``, ``slo_error_rate`` (fractions), ``posteriors`` {strategy: {alpha, beta}}.
+
+    Score, for a candidate strategy *s* (weights in :data:`RISK_WEIGHTS`)::
+
+        risk(s) = 0.15·min(1, lines/400) + 0.15·min(1, endpoints/10) + 0.05·min(1, new_deps/3)
+                + 0.05·min(1, perf_error_rate/slo_error_rate) + 0.20·[breaking changes > 0]
+                + 0.40·failure_mean(s),     failure_mean(s) = α/(α+β) of Beta(α, β) for s (Beta(1,1) → 0.5)
+
+    Table: risk < 0.3 → blue-green, 0.3 ≤ risk < 0.7 → canary, risk ≥ 0.7 or any breaking change → feature-flag.
+    Strategies are tried from least to most cautious; the first whose *own* risk maps to a tier no more cautious
+    than itself is chosen (feature-flag always qualifies). A strategy that failed often (high posterior failure
+    mean) thus raises its own risk and hands the change to a more cautious one.
+    """
+    change = {
+        "size": min(1.0, inputs.get("lines_changed", 0) / SIZE_SATURATION_LINES),
+        "blast": min(1.0, inputs.get("endpoints_touched", 0) / BLAST_SATURATION_ENDPOINTS),
+        "dependencies": min(1.0, inputs.get("new_dependencies", 0) / DEPS_SATURATION),
+        "perf": min(1.0, inputs.get("perf_error_rate", 0.0) / max(inputs.get("slo_error_rate", 0.05), 1e-9)),
+        "breaking": 1.0 if inputs.get("breaking_changes", 0) > 0 else 0.0,
+    }
+    change_risk = sum(RISK_WEIGHTS[k] * v for k, v in change.items())
+    breaking = change["breaking"] > 0
+    posteriors = inputs.get("posteriors", {})
+    risks: dict[str, float] = {}
+    chosen = STRATEGIES[-1]
+    for strategy in STRATEGIES:
+        risks[strategy] = round(change_risk + RISK_WEIGHTS["history"] * _failure_mean(posteriors.get(strategy)), 4)
+        if STRATEGIES.index(_tier(risks[strategy], breaking)) <= STRATEGIES.index(strategy):
+            chosen = strategy
+            break
+    risk = risks[chosen]
+    rule = "risk<0.3→blue-green; 0.3≤risk<0.7→canary; risk≥0.7 or breaking→feature-flag"
+    rationale = (
+        f"change risk {change_risk:.3f} (size {change['size']:.2f}, blast {change['blast']:.2f}, "
+        f"deps {change['dependencies']:.2f}, perf {change['perf']:.2f}, breaking {int(breaking)}) plus "
+        f"0.4 × failure mean of {chosen} {_failure_mean(posteriors.get(chosen)):.2f} gives risk {risk:.3f} → {chosen}"
+    )
+    if breaking:
+        rationale += "; a breaking API change always goes behind a feature flag"
+    score = {"risk": risk, "change_risk": round(change_risk, 4), "features": change, "risk_by_strategy": risks}
+    return Reasoning(action=chosen, rule=rule, score=score, rationale=rationale)
+
+
+def get_paths(spec_path: str | Path) -> list[str]:
+    """Return the spec's parameterless GET paths (no ``{param}`` in the path, no required parameter), sorted.
+
+    Raises:
+        InputError: the file cannot be read or is not an OpenAPI document with ``paths``.
+    """
+    try:
+        doc = yaml.safe_load(Path(spec_path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(
+            f"cannot read OpenAPI spec {spec_path}: {exc}", hint="check spec_path", path=spec_path
+        ) from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("paths"), dict):
+        raise InputError(f"{spec_path} has no paths object", hint="give an OpenAPI 3 document", path=spec_path)
+    out = []
+    for path, item in doc["paths"].items():
+        get = item.get("get") if isinstance(item, dict) else None
+        if "{" in path or not isinstance(get, dict):
+            continue
+        params = [*(item.get("parameters") or []), *(get.get("parameters") or [])]
+        if any(isinstance(p, dict) and p.get("required") for p in params):
+            continue
+        out.append(path)
+    return sorted(out)
+
+
+async def find_event(bus: Bus, type: str, runid: str, **match: Any) -> CloudEvent | None:
+    """Return the newest event of ``type`` in run ``runid`` whose data has every ``key == value`` of ``match``."""
+    found: CloudEvent | None = None
+    offset = 1
+    while True:
+        batch = await bus.read(offset, 1000, pattern=type)
+        if not batch:
+            return found
+        for record in batch:
+            data = record.event.data if isinstance(record.event.data, dict) else {}
+            if record.event.runid == runid and all(data.get(k) == v for k, v in match.items()):
+                found = record.event
+        offset = batch[-1].offset + 1
+
+
+class DeploymentAgent(Agent):
+    """Chooses a rollout strategy from a risk score and executes its weight steps on the runtime."""
+
+    name: ClassVar[str] = "deployment"
+    subscribes: ClassVar[tuple[str, ...]] = (EventType.PERF_MEASURED, EventType.SLO_EVALUATED)
+
+    def reason(self, kind: str, inputs: dict[str, Any]) -> Reasoning:
+        """``deploy.strategy`` → :func:`strategy_reasoning`."""
+        if kind == "deploy.strategy":
+            return strategy_reasoning(inputs)
+        return super().reason(kind, inputs)
+
+    def steps_for(self, strategy: str) -> list[int]:
+        """Return the canary weight (percent) of each step of ``strategy``.
+
+        canary → ``settings.canary_steps_percent`` (100 appended when missing); blue-green → [100] (the full-size
+        green is analysed once, then promoted); feature-flag → :data:`FEATURE_FLAG_STEPS` ([5, 100]).
+        """
+        if strategy == "blue-green":
+            return [100]
+        if strategy == "feature-flag":
+            return list(FEATURE_FLAG_STEPS)
+        steps = [s for s in self.ctx.settings.canary_steps_percent if 0 < s <= 100]
+        return steps if steps and steps[-1] == 100 else [*steps, 100]
+
+    async def on_event(self, event: CloudEvent) -> None:
+        """Dispatch ``perf.measured`` (start a rollout) and ``slo.evaluated`` (advance or promote)."""
+        if event.type == EventType.PERF_MEASURED:
+            await self._start_rollout(event)
+        elif event.type == EventType.SLO_EVALUATED and event.data.get("healthy"):
+            await self._advance(event)
+
+    async def _perceive(self, event: CloudEvent) -> dict[str, Any]:
+        run = await self.run_spec(event)
+        code = await self.latest(event.runid, EventType.CODE_GENERATED)
+        if code is None:
+            raise InputError(f"run {event.runid}: no code.generated event before perf.measured", hint="run codegen")
+        proposed = await self.latest(event.runid, EventType.SPEC_PROPOSED)
+        tests = await self.latest(event.runid, EventType.TESTS_COMPLETED)
+        spec_data = proposed.data if proposed is not None else {}
+        diff = spec_data.get("diff") or {}
+        touched = {str(x) for key in ("added", "removed") for x in (diff.get(key) or [])}
+        touched |= {str(x) for x in spec_data.get("operations_added") or []}
+        breaking = _count(diff.get("breaking")) or int(diff.get("classification") == "breaking")
+        posteriors = {}
+        for strategy in STRATEGIES:
+            node = self.ctx.graph.get_node(f"Model:{run.service}/{strategy}")
+            props = node.props if node is not None else {}
+            posteriors[strategy] = {"alpha": float(props.get("alpha", 1.0)), "beta": float(props.get("beta", 1.0))}
+        perf = event.data or {}
+        return {
+            "service": run.service,
+            "commit": code.data["commit"],
+            "base_commit": code.data.get("base_commit", ""),
+            "lines_changed": int(code.data.get("lines_added", 0)) + int(code.data.get("lines_removed", 0)),
+            "files_changed": _count(code.data.get("files_changed")),
+            "new_dependencies": _count(code.data.get("new_dependencies")),
+            "endpoints_touched": len(touched),
+            "breaking_changes": breaking,
+            "tests_passed": bool(tests.data.get("passed")) if tests is not None else not perf.get("skipped", False),
+            "perf_skipped": bool(perf.get("skipped", False)),
+            "perf_error_rate": float(perf.get("error_rate") or 0.0),
+            "slo_error_rate": self.ctx.settings.slo_error_rate,
+            "posteriors": posteriors,
+        }
+
+    async def _start_rollout(self, event: CloudEvent) -> None:
+        run = await self.run_spec(event)
+        code = await self.latest(event.runid, EventType.CODE_GENERATED)
+        inputs = await self._perceive(event)
+        assert code is not None  # _perceive raised otherwise
+        deployment_id = f"dep-{inputs['commit'][:8]}-{event.id[:8]}"
+        registry = route_registry(self.ctx.runtime)
+        if registry.get_route(deployment_id) is not None:
+            return  # redelivered event: this rollout already runs
+        decision = await self.decide("deploy.strategy", inputs, cause=event)
+        strategy, risk = decision.action, decision.score["risk"]
+        graph = self.ctx.graph
+        graph.upsert_node("Service", run.service, {"name": run.service})
+        graph.upsert_node("Commit", inputs["commit"], {"sha": inputs["commit"]})
+        dep = graph.upsert_node(
+            "Deployment",
+            deployment_id,
+            {
+                "strategy": strategy,
+                "risk": risk,
+                "outcome": "pending",
+                "decision_id": decision.id,
+                "run_id": run.run_id,
+            },
+        )
+        graph.upsert_edge(f"Service:{run.service}", "DEPLOYED", dep.id)
+        graph.upsert_edge(dep.id, "OF", f"Commit:{inputs['commit']}")
+        policy_input = {
+            "service": run.service,
+            "deployment_id": deployment_id,
+            "strategy": strategy,
+            "commit": inputs["commit"],
+            "risk": risk,
+            "tests_passed": inputs["tests_passed"],
+            "perf_skipped": inputs["perf_skipped"],
+            "perf_error_rate": inputs["perf_error_rate"],
+            "breaking_changes": inputs["breaking_changes"],
+            "decision_id": decision.id,
+        }
+        try:
+            await self.authorize("deploy", policy_input, cause=event)
+        except PolicyDenied:
+            graph.upsert_node("Deployment", deployment_id, {"outcome": "denied"})
+            raise
+        await self._launch(event, run.inject_fault_rate, code.data, deployment_id, strategy, risk)
+
+    async def _launch(
+        self, event: CloudEvent, fault_rate: float, code: dict[str, Any], deployment_id: str, strategy: str, risk: float
+    ) -> None:
+        run = await self.run_spec(event)
+        runtime, settings = self.ctx.runtime, self.ctx.settings
+        base_version, head_version = str(code.get("base_commit", "base"))[:12], str(code["commit"])[:12]
+        if head_version == base_version:
+            head_version += "-canary"
+        proposed = await self.latest(event.runid, EventType.SPEC_PROPOSED)
+        paths = get_paths(proposed.data["spec_path"] if proposed is not None else run.spec_path)
+        if not paths:
+            raise InputError(
+                f"spec of {run.service} has no parameterless GET path for synthetic traffic",
+                hint="add a collection GET endpoint (e.g. GET /items) to the spec",
+            )
+        timeout = settings.service_ready_timeout_s
+        baseline = await runtime.start(
+            Workload(run.service, base_version, Path(code["base_dir"])), ready_timeout_s=timeout
+        )
+        canary: Instance | None = None
+        try:
+            canary = await runtime.start(
+                Workload(
+                    run.service,
+                    head_version,
+                    Path(code["head_dir"]),
+                    env={"PILOTAGE_FAULT_ERROR_RATE": str(fault_rate)},
+                ),
+                ready_timeout_s=timeout,
+            )
+            route = await runtime.route(
+                deployment_id, {base_version: baseline, head_version: canary}, {base_version: 100, head_version: 0}
+            )
+        except Exception:
+            for instance in (baseline, canary):
+                if instance is not None:
+                    await runtime.stop(instance)
+            self.ctx.graph.upsert_node("Deployment", deployment_id, {"outcome": "failed_to_start"})
+            raise
+        steps = self.steps_for(strategy)
+        start_traffic(deployment_id, route.url, paths, settings.synthetic_traffic_rps)
+        self.ctx.graph.upsert_node(
+            "Deployment", deployment_id, {"outcome": "in_progress", "steps": steps, "proxy_url": route.url}
+        )
+        await self.emit(
+            EventType.DEPLOY_STARTED,
+            {
+                "deployment_id": deployment_id,
+                "strategy": strategy,
+                "risk": risk,
+                "steps": steps,
+                "commit": code["commit"],
+                "baseline": {"version": base_version, "url": baseline.url, "pid": baseline.pid},
+                "canary": {"version": head_version, "url": canary.url, "pid": canary.pid},
+                "proxy_url": route.url,
+                "traffic_paths": paths,
+            },
+            cause=event,
+        )
+        await runtime.set_weights(route, {base_version: 100 - steps[0], head_version: steps[0]})
+        await self.emit(
+            EventType.DEPLOY_STEP,
+            {"deployment_id": deployment_id, "step": 0, "weight": steps[0], "strategy": strategy},
+            cause=event,
+        )
+
+    async def _advance(self, event: CloudEvent) -> None:
+        deployment_id = event.data["deployment_id"]
+        started = await find_event(self.ctx.bus, EventType.DEPLOY_STARTED, event.runid, deployment_id=deployment_id)
+        if started is None:
+            raise InputError(f"no deploy.started for deployment {deployment_id}", hint="start the rollout again")
+        for concluded in (EventType.DEPLOY_PROMOTED, EventType.DEPLOY_ROLLED_BACK):
+            if await find_event(self.ctx.bus, concluded, event.runid, deployment_id=deployment_id):
+                return
+        info = started.data
+        steps, strategy = info["steps"], info["strategy"]
+        base_version, head_version = info["baseline"]["version"], info["canary"]["version"]
+        nxt = int(event.data["step"]) + 1
+        if await find_event(self.ctx.bus, EventType.DEPLOY_STEP, event.runid, deployment_id=deployment_id, step=nxt):
+            return  # redelivered: the next step was already taken
+        registry = route_registry(self.ctx.runtime)
+        route = registry.get_route(deployment_id)
+        if route is None:
+            raise InputError(f"route {deployment_id} is closed", hint="the rollout was stopped; start it again")
+        if nxt < len(steps):
+            await self.ctx.runtime.set_weights(route, {base_version: 100 - steps[nxt], head_version: steps[nxt]})
+            await self.emit(
+                EventType.DEPLOY_STEP,
+                {"deployment_id": deployment_id, "step": nxt, "weight": steps[nxt], "strategy": strategy},
+                cause=event,
+            )
+            return
+        run = await self.run_spec(event)
+        await self.authorize(
+            "promote",
+            {
+                "service": run.service,
+                "deployment_id": deployment_id,
+                "strategy": strategy,
+                "commit": info.get("commit", ""),
+                "steps_passed": len(steps),
+                "healthy": True,
+                "canary": event.data.get("canary", {}),
+                "slo_error_rate": event.data.get("slo_error_rate"),
+            },
+            cause=event,
+        )
+        await self.ctx.runtime.set_weights(route, {base_version: 0, head_version: 100})
+        await self.ctx.runtime.stop(route.backends[base_version])
+        traffic = await stop_traffic(deployment_id)
+        self.ctx.graph.upsert_node(
+            "Deployment",
+            deployment_id,
+            {"outcome": "promoted", "traffic": traffic.to_dict() if traffic is not None else None},
+        )
+        await self.emit(
+            EventType.DEPLOY_PROMOTED,
+            {
+                "deployment_id": deployment_id,
+                "strategy": strategy,
+                "version": head_version,
+                "commit": info.get("commit"),
+            },
+            cause=event,
+        )

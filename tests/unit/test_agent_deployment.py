@@ -1,0 +1,171 @@
+"""The deployment agent: the risk table, the learned posterior, and a real healthy rollout that promotes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pilotage.agents.deployment import DeploymentAgent, get_paths, strategy_reasoning
+from pilotage.errors import InputError
+from pilotage.events import EventType
+from pilotage.policy.rego import RegoPolicyEngine
+from tests.fixtures.tiny_service.harness import (
+    TINY,
+    AllowAll,
+    Stack,
+    events_of,
+    publish_perf,
+    seed_run,
+    wait_for,
+)
+
+
+def _inputs(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "lines_changed": 0,
+        "endpoints_touched": 0,
+        "new_dependencies": 0,
+        "breaking_changes": 0,
+        "perf_error_rate": 0.0,
+        "slo_error_rate": 0.05,
+        "posteriors": {},
+    }
+    return {**base, **over}
+
+
+@pytest.mark.parametrize(
+    ("over", "strategy", "risk"),
+    [
+        # 0.15·(50/400) + 0.15·(1/10) + 0.4·0.5 = 0.23375 → low
+        ({"lines_changed": 50, "endpoints_touched": 1}, "blue-green", 0.2338),
+        # 0.15·(300/400) + 0.15·(4/10) + 0.4·0.5 = 0.3725 → medium
+        ({"lines_changed": 300, "endpoints_touched": 4}, "canary", 0.3725),
+        # any breaking change → feature flag, whatever the score
+        ({"lines_changed": 10, "breaking_changes": 1}, "feature-flag", 0.4038),
+        # 0.15 + 0.15 + 0.05 + 0.05 + 0.4·0.5 = 0.6 → canary, not yet high
+        (
+            {"lines_changed": 900, "endpoints_touched": 12, "new_dependencies": 5, "perf_error_rate": 0.2},
+            "canary",
+            0.6,
+        ),
+        # the same with a breaking change: 0.8 → high
+        (
+            {"lines_changed": 900, "endpoints_touched": 12, "new_dependencies": 5, "breaking_changes": 2},
+            "feature-flag",
+            0.75,
+        ),
+    ],
+)
+def test_risk_table(over: dict[str, Any], strategy: str, risk: float) -> None:
+    reasoning = strategy_reasoning(_inputs(**over))
+    assert reasoning.action == strategy
+    assert reasoning.score["risk"] == pytest.approx(risk, abs=1e-4)
+    assert 0.0 <= reasoning.score["risk"] <= 1.0
+
+
+def test_learned_posterior_changes_the_strategy() -> None:
+    change = {"lines_changed": 50, "endpoints_touched": 1}
+    fresh = strategy_reasoning(_inputs(**change))
+    assert fresh.action == "blue-green"
+    # blue-green failed 8 of 9 times for this service: Beta(9, 2) failure mean 0.818
+    burned = strategy_reasoning(_inputs(**change, posteriors={"blue-green": {"alpha": 9.0, "beta": 2.0}}))
+    assert burned.score["risk_by_strategy"]["blue-green"] > fresh.score["risk_by_strategy"]["blue-green"]
+    assert burned.action == "canary"
+    assert burned.score["risk"] == pytest.approx(fresh.score["risk"])  # canary still has the Beta(1, 1) prior
+    # and a strategy that always worked lowers the risk: canary with Beta(1, 20) drops below 0.3
+    trusted = strategy_reasoning(_inputs(lines_changed=300, endpoints_touched=4))
+    assert trusted.action == "canary"
+    proven = strategy_reasoning(
+        _inputs(lines_changed=300, endpoints_touched=4, posteriors={"blue-green": {"alpha": 1.0, "beta": 20.0}})
+    )
+    assert proven.action == "blue-green" and proven.score["risk"] < 0.3
+
+
+def test_get_paths_keeps_parameterless_gets(tmp_path: Path) -> None:
+    assert get_paths(TINY / "openapi.yaml") == ["/notes", "/version"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("openapi: 3.0.3\n", encoding="utf-8")
+    with pytest.raises(InputError, match="has no paths"):
+        get_paths(bad)
+
+
+def test_steps_per_strategy(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, AllowAll(), canary_steps_percent=[10, 30])
+    agent = stack.agents[0]
+    assert isinstance(agent, DeploymentAgent)
+    assert agent.steps_for("canary") == [10, 30, 100]
+    assert agent.steps_for("blue-green") == [100]
+    assert agent.steps_for("feature-flag") == [5, 100]
+
+
+def test_posterior_from_the_graph_and_policy_deny_when_tests_failed(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with Stack(tmp_path, RegoPolicyEngine()) as stack:
+            stack.graph.upsert_node("Model", "tiny/canary", {"alpha": 30.0, "beta": 1.0})
+            await seed_run(stack.bus, tmp_path, tests_passed=False)
+            await publish_perf(stack.bus, skipped=True)
+            failed = await wait_for(stack.bus, EventType.AGENT_FAILED)
+            assert failed.data["agent"] == "deployment" and failed.data["error_type"] == "PolicyDenied"
+            assert "tests failed for commit bbbbbbbb" in failed.data["error"]
+            decision = (await events_of(stack.bus, EventType.DECISION))[0].data
+            assert decision["inputs"]["posteriors"]["canary"] == {"alpha": 30.0, "beta": 1.0}
+            assert decision["inputs"]["tests_passed"] is False
+            # change risk 0.15·300/400 + 0.15·3/10 = 0.1575; blue-green 0.1575 + 0.4·0.5 = 0.3575 → too risky for it;
+            # canary's bad record (Beta(30, 1), mean 0.968) raises its risk from 0.3575 to 0.5446
+            assert decision["action"] == "canary"
+            assert decision["score"]["risk"] == pytest.approx(0.1575 + 0.4 * 30 / 31, abs=1e-4)
+            assert decision["score"]["risk_by_strategy"]["blue-green"] == pytest.approx(0.3575, abs=1e-4)
+            verdict = (await events_of(stack.bus, EventType.POLICY_EVALUATED))[0].data
+            assert verdict["action"] == "deploy" and verdict["allow"] is False
+            assert await events_of(stack.bus, EventType.DEPLOY_STARTED) == []
+            assert stack.runtime.instances() == []
+            assert stack.graph.get_node(f"Deployment:{verdict['input']['deployment_id']}").props["outcome"] == "denied"
+
+    asyncio.run(scenario())
+
+
+def test_healthy_canary_is_promoted_then_scaled_to_zero(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with Stack(tmp_path, RegoPolicyEngine()) as stack:
+            await seed_run(stack.bus, tmp_path, fault_rate=0.0, idle_after_s=1.0)
+            await publish_perf(stack.bus)
+            promoted = await wait_for(stack.bus, EventType.DEPLOY_PROMOTED, timeout_s=90)
+            started = (await events_of(stack.bus, EventType.DEPLOY_STARTED))[0].data
+            dep_id = started["deployment_id"]
+            assert started["strategy"] == "canary" and started["steps"] == [25, 50, 100]
+            assert started["traffic_paths"] == ["/notes", "/version"]
+            assert promoted.data == {
+                "deployment_id": dep_id,
+                "strategy": "canary",
+                "version": "b" * 12,
+                "commit": "b" * 40,
+            }
+            steps = [e.data for e in await events_of(stack.bus, EventType.DEPLOY_STEP)]
+            assert [(s["step"], s["weight"]) for s in steps] == [(0, 25), (1, 50), (2, 100)]
+            evaluations = [e.data for e in await events_of(stack.bus, EventType.SLO_EVALUATED)]
+            assert [e["healthy"] for e in evaluations] == [True, True, True]
+            assert all(e["canary"]["requests"] >= 20 and e["canary"]["errors"] == 0 for e in evaluations)
+            assert evaluations[0]["baseline"]["requests"] > evaluations[0]["canary"]["requests"]  # 75 % vs 25 %
+            route = stack.runtime.get_route(dep_id)
+            baseline = route.backends["a" * 12] if route else None
+            verdicts = {
+                e.data["action"]: e.data["allow"] for e in await events_of(stack.bus, EventType.POLICY_EVALUATED)
+            }
+            assert verdicts == {"deploy": True, "promote": True}
+            scaled = await wait_for(stack.bus, EventType.ENV_SCALED_DOWN, timeout_s=30)
+            assert scaled.data["environment"] == dep_id and scaled.data["instances_stopped"] == 1
+            assert scaled.data["saving_usd_per_hour"] == pytest.approx(0.0208)
+            assert scaled.data["idle_s"] >= 1.0
+            assert baseline is not None and not stack.runtime.is_running(baseline)
+            assert stack.runtime.instances() == [] and stack.runtime.get_route(dep_id) is None
+            node = stack.graph.get_node(f"Deployment:{dep_id}")
+            assert node is not None and node.props["outcome"] == "promoted" and node.props["strategy"] == "canary"
+            assert {e.type for e, _ in stack.graph.neighbours(node.id)} == {"OF", "MEASURED", "RAN_IN"}
+            assert [n.id for _, n in stack.graph.neighbours(node.id, "OF")] == ["Commit:" + "b" * 40]
+            assert [n.id for _, n in stack.graph.neighbours("Service:tiny", "DEPLOYED")] == [node.id]
+            assert len(stack.graph.nodes("MetricSample")) == 6
+
+    asyncio.run(scenario())

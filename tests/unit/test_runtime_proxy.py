@@ -1,0 +1,157 @@
+"""The traffic-splitting proxy in front of real services: weights, counters, forwarding, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pilotage.errors import ConfigError, InputError
+from pilotage.runtime.base import Instance, Workload
+from pilotage.runtime.local import LocalRuntime
+from pilotage.runtime.proxy import SmoothWeightedRoundRobin, TrafficProxy, check_weights
+from tests.fixtures.tiny_service.harness import copy_service
+
+
+def test_smooth_weighted_round_robin_is_exact_and_spread() -> None:
+    balancer = SmoothWeightedRoundRobin({"base": 90, "canary": 10})
+    picks = [balancer.pick() for _ in range(1000)]
+    assert Counter(picks) == {"base": 900, "canary": 100}
+    canary_at = [i for i, p in enumerate(picks) if p == "canary"]
+    assert all(b - a == 10 for a, b in zip(canary_at, canary_at[1:], strict=False))  # one in ten, never bunched
+    assert Counter(SmoothWeightedRoundRobin({"a": 0, "b": 100}).pick() for _ in range(50)) == {"b": 50}
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ({"a": 60, "b": 30}, "sum to 90, not 100"),
+        ({"a": 110, "b": -10}, "weight of 'b' is -10"),
+        ({"a": 50.0, "b": 50}, "weight of 'a' is 50.0"),
+        ({"a": 50, "c": 50}, "unknown version 'c'"),
+    ],
+)
+def test_invalid_weights_are_input_errors(weights: dict[str, int], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        check_weights(weights, {"a", "b"})
+
+
+async def _two_versions(runtime: LocalRuntime, tmp_path: Path, fault: float = 0.0) -> tuple[Instance, Instance]:
+    base = Workload("tiny", "v1", copy_service(tmp_path / "v1"), env={"TINY_VERSION": "v1"})
+    canary = Workload(
+        "tiny",
+        "v2",
+        copy_service(tmp_path / "v2"),
+        env={"TINY_VERSION": "v2", "PILOTAGE_FAULT_ERROR_RATE": str(fault)},
+    )
+    one, two = await asyncio.gather(runtime.start(base), runtime.start(canary))
+    return one, two
+
+
+def test_weights_are_honoured_over_1000_real_requests(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+            v1, v2 = await _two_versions(runtime, tmp_path)
+            route = await runtime.route("split", {"v1": v1, "v2": v2}, {"v1": 90, "v2": 10})
+            served: Counter[str] = Counter()
+            async with httpx.AsyncClient(timeout=10) as client:
+                for batch in range(10):
+                    answers = await asyncio.gather(*(client.get(route.url + "/version") for _ in range(100)))
+                    for answer in answers:
+                        assert answer.status_code == 200
+                        # the body comes from the process the header names: the proxy really forwarded it
+                        assert answer.json()["version"] == answer.headers["x-pilotage-version"]
+                        served[answer.json()["version"]] += 1
+                    if batch == 4:
+                        await runtime.set_weights(route, {"v1": 50, "v2": 50})
+            # 500 requests at 10 % then 500 at 50 %: 50 + 250 canary requests expected
+            assert abs(served["v2"] - 300) <= 30, served
+            assert route.weights == {"v1": 50, "v2": 50}
+            stats = runtime.route_stats("split")
+            assert stats.requests == 1000
+            assert stats.versions["v2"].requests == served["v2"]
+            assert stats.versions["v1"].errors == stats.versions["v2"].errors == 0
+            with pytest.raises(InputError, match="sum to 99"):
+                await runtime.set_weights(route, {"v1": 50, "v2": 49})
+
+    asyncio.run(scenario())
+
+
+def test_proxy_counts_errors_forwards_bodies_and_tracks_idleness(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+            v1, v2 = await _two_versions(runtime, tmp_path, fault=1.0)
+            route = await runtime.route("faulty", {"v1": v1, "v2": v2}, {"v1": 100, "v2": 0})
+            before = runtime.route_stats("faulty")
+            assert before.last_request_at is None and before.requests == 0
+            async with httpx.AsyncClient() as client:
+                created = await client.post(route.url + "/notes?x=1", json={"text": "via proxy"})
+                assert created.status_code == 201 and created.json()["text"] == "via proxy"
+                got = await client.get(route.url + f"/notes/{created.json()['id']}")
+                assert got.json() == created.json()
+                assert (await client.get(route.url + "/notes/999")).status_code == 404
+                await runtime.set_weights(route, {"v1": 0, "v2": 100})
+                statuses = [(await client.get(route.url + "/notes")).status_code for _ in range(5)]
+            assert statuses == [500] * 5
+            stats = runtime.route_stats("faulty")
+            assert (stats.versions["v1"].requests, stats.versions["v1"].errors) == (3, 0)
+            assert (stats.versions["v2"].requests, stats.versions["v2"].errors) == (5, 5)
+            assert stats.last_request_at is not None and stats.idle_s() < 5
+            await asyncio.sleep(0.3)
+            assert runtime.route_stats("faulty").idle_s() >= 0.3
+
+    asyncio.run(scenario())
+
+
+def test_unreachable_backend_answers_502_and_counts_an_error() -> None:
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()
+
+    async def scenario() -> None:
+        proxy = TrafficProxy("dead", {"gone": f"http://127.0.0.1:{port}"}, {"gone": 100})
+        url = await proxy.start()
+        try:
+            async with httpx.AsyncClient() as client:
+                answer = await client.get(url + "/anything")
+            assert answer.status_code == 502 and "upstream" in answer.json()["detail"]
+            assert proxy.stats().versions["gone"].errors == 1
+        finally:
+            await proxy.stop()
+
+    asyncio.run(scenario())
+
+
+def test_proxy_port_in_use_is_a_config_error() -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+
+    async def scenario() -> None:
+        proxy = TrafficProxy("busy", {"a": "http://127.0.0.1:1"}, {"a": 100}, port=port)
+        with pytest.raises(ConfigError, match=f"port {port} on 127.0.0.1 is already in use"):
+            await proxy.start()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        holder.close()
+
+
+def test_route_names_are_unique(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+            v1 = await runtime.start(Workload("tiny", "v1", copy_service(tmp_path / "v1")))
+            await runtime.route("r", {"v1": v1}, {"v1": 100})
+            with pytest.raises(InputError, match="route 'r' already exists"):
+                await runtime.route("r", {"v1": v1}, {"v1": 100})
+            with pytest.raises(InputError, match="no open route 'x'"):
+                runtime.route_stats("x")
+
+    asyncio.run(scenario())
