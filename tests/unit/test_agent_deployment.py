@@ -71,7 +71,7 @@ def test_learned_posterior_changes_the_strategy() -> None:
     fresh = strategy_reasoning(_inputs(**change))
     assert fresh.action == "blue-green"
     # blue-green failed 8 of 9 times for this service: Beta(9, 2) failure mean 0.818
-    burned = strategy_reasoning(_inputs(**change, posteriors={"blue-green": {"alpha": 9.0, "beta": 2.0}}))
+    burned = strategy_reasoning(_inputs(**change, posteriors={"blue-green": {"alpha": 2.0, "beta": 9.0}}))
     assert burned.score["risk_by_strategy"]["blue-green"] > fresh.score["risk_by_strategy"]["blue-green"]
     assert burned.action == "canary"
     assert burned.score["risk"] == pytest.approx(fresh.score["risk"])  # canary still has the Beta(1, 1) prior
@@ -79,7 +79,7 @@ def test_learned_posterior_changes_the_strategy() -> None:
     trusted = strategy_reasoning(_inputs(lines_changed=300, endpoints_touched=4))
     assert trusted.action == "canary"
     proven = strategy_reasoning(
-        _inputs(lines_changed=300, endpoints_touched=4, posteriors={"blue-green": {"alpha": 1.0, "beta": 20.0}})
+        _inputs(lines_changed=300, endpoints_touched=4, posteriors={"blue-green": {"alpha": 20.0, "beta": 1.0}})
     )
     assert proven.action == "blue-green" and proven.score["risk"] < 0.3
 
@@ -104,14 +104,14 @@ def test_steps_per_strategy(tmp_path: Path) -> None:
 def test_posterior_from_the_graph_and_policy_deny_when_tests_failed(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with Stack(tmp_path, RegoPolicyEngine()) as stack:
-            stack.graph.upsert_node("Model", "tiny/canary", {"alpha": 30.0, "beta": 1.0})
+            stack.graph.upsert_node("Model", "tiny/canary", {"alpha": 1.0, "beta": 30.0})
             await seed_run(stack.bus, tmp_path, tests_passed=False)
             await publish_perf(stack.bus, skipped=True)
             failed = await wait_for(stack.bus, EventType.AGENT_FAILED)
             assert failed.data["agent"] == "deployment" and failed.data["error_type"] == "PolicyDenied"
             assert "tests failed for commit bbbbbbbb" in failed.data["error"]
             decision = (await events_of(stack.bus, EventType.DECISION))[0].data
-            assert decision["inputs"]["posteriors"]["canary"] == {"alpha": 30.0, "beta": 1.0}
+            assert decision["inputs"]["posteriors"]["canary"] == {"alpha": 1.0, "beta": 30.0}
             assert decision["inputs"]["tests_passed"] is False
             # change risk 0.15·300/400 + 0.15·3/10 = 0.1575; blue-green 0.1575 + 0.4·0.5 = 0.3575 → too risky for it;
             # canary's bad record (Beta(30, 1), mean 0.968) raises its risk from 0.3575 to 0.5446

@@ -46,9 +46,9 @@ def test_subscription() -> None:
 
 
 def test_pure_helpers() -> None:
-    assert beta_update(1.0, 1.0, failed=True) == (2.0, 1.0)
-    assert beta_update(1.0, 1.0, failed=False) == (1.0, 2.0)
-    assert failure_mean(2.0, 1.0) == pytest.approx(2 / 3)
+    assert beta_update(1.0, 1.0, failed=True) == (1.0, 2.0)
+    assert beta_update(1.0, 1.0, failed=False) == (2.0, 1.0)
+    assert failure_mean(1.0, 2.0) == pytest.approx(2 / 3)
 
 
 def test_prior_when_nothing_learned() -> None:
@@ -68,8 +68,8 @@ def test_outcomes_update_the_posterior_and_emit_model_updated() -> None:
             ],
         )
     )
-    assert failure_posterior(ctx.graph, "checkout", "canary") == (3.0, 2.0)  # Beta(1 + 2 failures, 1 + 1 success)
-    assert failure_posterior(ctx.graph, "checkout", "blue-green") == (1.0, 2.0)
+    assert failure_posterior(ctx.graph, "checkout", "canary") == (2.0, 3.0)  # Beta(1 + 1 success, 1 + 2 failures)
+    assert failure_posterior(ctx.graph, "checkout", "blue-green") == (2.0, 1.0)
     node = ctx.graph.get_node("Model:checkout/canary")
     assert node is not None
     assert node.props["failures"] == 2 and node.props["successes"] == 1
@@ -80,11 +80,11 @@ def test_outcomes_update_the_posterior_and_emit_model_updated() -> None:
     assert updates[0] == {
         "service": "checkout",
         "strategy": "canary",
-        "alpha": 2.0,
-        "beta": 1.0,
+        "alpha": 1.0,
+        "beta": 2.0,
         "failure_mean": pytest.approx(2 / 3),
     }
-    assert updates[2]["alpha"] == 3.0 and updates[2]["beta"] == 2.0
+    assert updates[2]["alpha"] == 2.0 and updates[2]["beta"] == 3.0
     assert updates[3]["strategy"] == "blue-green" and updates[3]["failure_mean"] == pytest.approx(1 / 3)
 
     decisions = [e.data for e in events if e.type == EventType.DECISION]
@@ -110,13 +110,13 @@ def test_redelivered_event_is_counted_once() -> None:
         return [r.event for r in await ctx.bus.read(1, 1000)]
 
     events = asyncio.run(go())
-    assert failure_posterior(ctx.graph, "checkout", "canary") == (2.0, 1.0)
+    assert failure_posterior(ctx.graph, "checkout", "canary") == (1.0, 2.0)
     node = ctx.graph.get_node("Model:checkout/canary")
     assert node is not None and node.props["failures"] == 1 and node.props["successes"] == 0
     decisions = [e.data["action"] for e in events if e.type == EventType.DECISION]
     assert decisions == ["count_failure", "ignore_duplicate", "ignore_duplicate"]
     updates = [e.data for e in events if e.type == EventType.MODEL_UPDATED]
-    assert [(u["alpha"], u["beta"]) for u in updates] == [(2.0, 1.0)] * 3
+    assert [(u["alpha"], u["beta"]) for u in updates] == [(1.0, 2.0)] * 3
 
 
 def test_replaying_a_decision_gives_the_same_answer() -> None:

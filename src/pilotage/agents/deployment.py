@@ -3,7 +3,8 @@
 Perceive (on ``perf.measured``): change size and new dependencies from ``code.generated``, breaking changes and
 endpoints touched from ``spec.proposed``, the test verdict from ``tests.completed``, the load-test error rate, and
 the learned failure posterior of each strategy for the service, graph node ``Model:<service>/<strategy>`` with
-props ``{alpha, beta}`` (``alpha`` − 1 failed and ``beta`` − 1 good rollouts; Beta(1, 1) when absent).
+props ``{alpha, beta}`` (Beta(success, failure): ``alpha`` − 1 good and ``beta`` − 1 failed rollouts; Beta(1, 1)
+when absent).
 
 Reason (``deploy.strategy``, pure): see :func:`strategy_reasoning`.
 
@@ -72,7 +73,7 @@ def _count(value: Any) -> int:
 def _failure_mean(posterior: dict[str, Any] | None) -> float:
     alpha = float((posterior or {}).get("alpha", 1.0))
     beta = float((posterior or {}).get("beta", 1.0))
-    return alpha / (alpha + beta) if alpha + beta > 0 else 0.5
+    return beta / (alpha + beta) if alpha + beta > 0 else 0.5
 
 
 def _tier(risk: float, breaking: bool) -> str:

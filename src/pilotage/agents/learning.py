@@ -1,10 +1,11 @@
 """The learning agent: a Beta posterior of the rollout failure rate per service × strategy.
 
 Step 9 of the lifecycle (DESIGN.md section 2). Each finished rollout is a Bernoulli trial: a
-``dev.pilotage.deploy.rolled_back`` is a failure, a ``dev.pilotage.deploy.promoted`` a success. The failure
+``dev.pilotage.deploy.rolled_back`` is a failure, a ``dev.pilotage.deploy.promoted`` a success. The success
 probability ``p`` of a (service, strategy) pair gets the conjugate prior ``Beta(1, 1)`` (uniform: no opinion
 before the first rollout) and after ``f`` failures and ``s`` successes the posterior is
-``Beta(1 + f, 1 + s)``, with mean ``alpha / (alpha + beta)`` — the conjugate Beta-Bernoulli update used in
+``Beta(alpha = 1 + s, beta = 1 + f)`` — Beta(success, failure) as issue #2 names it — so the failure rate has
+posterior mean ``1 - E[p] = beta / (alpha + beta)``: the conjugate Beta-Bernoulli update used in
 Bayesian A/B testing (Gelman et al., *Bayesian Data Analysis*, 3rd ed., section 2.4). The deployment agent
 reads it with :func:`failure_posterior` to weigh the next choice of strategy.
 
@@ -40,13 +41,13 @@ def model_key(service: str, strategy: str) -> str:
 
 
 def failure_mean(alpha: float, beta: float) -> float:
-    """Posterior mean of the failure rate under ``Beta(alpha, beta)``: ``alpha / (alpha + beta)`` (0..1)."""
-    return alpha / (alpha + beta)
+    """Posterior mean failure rate under ``Beta(alpha=successes+1, beta=failures+1)``: ``beta / (alpha + beta)``."""
+    return beta / (alpha + beta)
 
 
 def beta_update(alpha: float, beta: float, failed: bool) -> tuple[float, float]:
-    """Conjugate Beta-Bernoulli update of a failure rate: a failure adds 1 to alpha, a success 1 to beta."""
-    return (alpha + 1.0, beta) if failed else (alpha, beta + 1.0)
+    """Conjugate Beta-Bernoulli update of Beta(success, failure): a success adds 1 to alpha, a failure 1 to beta."""
+    return (alpha, beta + 1.0) if failed else (alpha + 1.0, beta)
 
 
 def failure_posterior(graph: Graph, service: str, strategy: str) -> tuple[float, float]:
@@ -59,7 +60,7 @@ def failure_posterior(graph: Graph, service: str, strategy: str) -> tuple[float,
 
     Returns:
         ``(alpha, beta)``; the prior :data:`PRIOR` ``(1.0, 1.0)`` when nothing was learned yet. The mean failure
-        rate is ``alpha / (alpha + beta)`` (:func:`failure_mean`).
+        rate is ``beta / (alpha + beta)`` (:func:`failure_mean`).
     """
     node = graph.get_node(node_id("Model", model_key(service, strategy)))
     if node is None:
@@ -176,7 +177,7 @@ class LearningAgent(Agent):
             )
         return Reasoning(
             action=action,
-            rule="conjugate Beta-Bernoulli update of the failure rate: failure → alpha + 1, success → beta + 1",
+            rule="conjugate Beta-Bernoulli update of Beta(success, failure): success → alpha + 1, failure → beta + 1",
             score={"alpha": alpha, "beta": beta, "failure_mean": failure_mean(alpha, beta)},
             rationale=rationale,
         )
