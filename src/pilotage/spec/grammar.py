@@ -26,7 +26,7 @@ from pilotage.errors import InputError
 __all__ = ["FIELD_TYPES", "GRAMMAR", "ParsedRequest", "parse_request", "pluralize", "singularize"]
 
 GRAMMAR = (
-    'add NAME [support|resource|endpoints] [with [fields] NAME:TYPE[?], ...] - TYPE is one of '
+    "add NAME [support|resource|endpoints] [with [fields] NAME:TYPE[?], ...] - TYPE is one of "
     "string, integer, number, boolean, date, date-time; e.g. "
     '"Add discount code support with fields code:string, percent:integer"'
 )

@@ -19,7 +19,16 @@ import yaml
 
 from pilotage.errors import InputError
 
-__all__ = ["dump_spec", "json_path", "load_spec", "openapi_version", "spec_digest", "to_json_data", "validate_spec"]
+__all__ = [
+    "dump_spec",
+    "json_path",
+    "load_spec",
+    "openapi_version",
+    "spec_digest",
+    "spec_key",
+    "to_json_data",
+    "validate_spec",
+]
 
 _HINT = "pass an existing OpenAPI 3 file with --spec"
 
@@ -128,14 +137,16 @@ def load_spec(path: str | Path) -> dict[str, Any]:
             hint="pass a file with a top-level `openapi: 3.0.x` or `3.1.x` key (Swagger 2.0 is not supported)",
             path=str(file),
         )
-    doc = to_json_data(doc)
-    validate_spec(doc, path=file)
-    return doc
+    data: dict[str, Any] = to_json_data(doc)
+    validate_spec(data, path=file)
+    return data
 
 
 def to_json_data(value: Any) -> Any:
-    """Return ``value`` in the JSON data model: mapping keys as strings (YAML reads ``200:`` as an int), dates
-    and datetimes as ISO 8601 strings, tuples as lists."""
+    """Return ``value`` in the JSON data model.
+
+    Mapping keys become strings (YAML reads ``200:`` as an int), dates and datetimes ISO 8601 strings, tuples lists.
+    """
     if isinstance(value, dict):
         return {str(key): to_json_data(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -165,3 +176,8 @@ def spec_digest(doc: dict[str, Any]) -> str:
     """Return the SHA-256 (hex) of the canonical JSON of ``doc`` (sorted keys): a content version of the spec."""
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def spec_key(service: str, doc: dict[str, Any]) -> str:
+    """Return the graph key of a spec version: ``"<service>@<first 12 hex digits of spec_digest(doc)>"``."""
+    return f"{service}@{spec_digest(doc)[:12]}"

@@ -1,0 +1,276 @@
+"""Generate a runnable FastAPI service from any OpenAPI 3.0/3.1 document.
+
+Layout of the generated folder (the "Generated-service conventions" of ``docs/events-contract.md``)::
+
+    app/__init__.py
+    app/main.py          one handler per operation, the route table, ``app`` (entry point ``app.main:app``)
+    app/models.py        pydantic models of ``components.schemas``
+    app/runtime.py       request parsing/validation against the spec, responses, /healthz, /metrics, faults
+    app/crud.py          create/list/find/get/replace/merge/delete on the SQLite store
+    app/store.py         SQLite persistence (env ``PILOTAGE_DB_PATH``, default ``data.db``)
+    app/openapi.json     the spec the service implements (also served at ``GET /openapi.json``)
+    tests/conftest.py, tests/test_service.py   the service's own pytest tests
+    requirements.txt, requirements-dev.txt     pinned ``name==version`` (versions of the generating environment)
+    .github/workflows/ci.yml                   GitHub Actions: unit tests + schemathesis
+    README.md, .gitignore
+
+The service serves the spec's paths as written (no ``servers`` base path): callers pass the base URL.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import pprint
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from pilotage.codegen.examples import example, schema_errors
+from pilotage.codegen.models import model_names, models_source
+from pilotage.codegen.plan import OperationPlan, Resource, ServicePlan, make_plan
+from pilotage.errors import InputError
+from pilotage.spec.load import load_spec, spec_digest, to_json_data, validate_spec
+
+__all__ = [
+    "RUNTIME_PACKAGES",
+    "SERVICE_FILES",
+    "TEST_PACKAGES",
+    "GeneratedService",
+    "generate_service",
+    "read_requirements",
+]
+
+#: Distributions the generated service imports at run time (pinned to the generating environment's versions).
+RUNTIME_PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "prometheus-client", "openapi-schema-validator")
+#: Distributions its tests need.
+TEST_PACKAGES = ("pytest", "httpx")
+#: Every file the generator writes, relative to the service folder.
+SERVICE_FILES = (
+    ".github/workflows/ci.yml",
+    ".gitignore",
+    "README.md",
+    "app/__init__.py",
+    "app/crud.py",
+    "app/main.py",
+    "app/models.py",
+    "app/openapi.json",
+    "app/runtime.py",
+    "app/store.py",
+    "requirements-dev.txt",
+    "requirements.txt",
+    "tests/conftest.py",
+    "tests/test_service.py",
+)
+_TEMPLATES = Path(__file__).parent / "templates"
+_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._\-]*)\s*(?:==\s*([^\s;#]+))?")
+
+
+@dataclass
+class GeneratedService:
+    """What :func:`generate_service` wrote.
+
+    Attributes:
+        root: the service folder.
+        files: written files, relative POSIX paths, sorted.
+        dependencies: runtime requirements ``[{"name", "version"}]`` (from ``requirements.txt``).
+        resources: ``[{"name", "collection", "item", "key"}]`` persisted in SQLite.
+        operations: ``[{"operation", "function", "kind"}]`` one per generated handler.
+        models: the generated pydantic class names.
+        skipped: paths not generated, with the reason.
+        warnings: spec problems the generator worked around.
+        digest: SHA-256 of the spec.
+    """
+
+    root: Path
+    files: list[str]
+    dependencies: list[dict[str, str]]
+    resources: list[dict[str, Any]]
+    operations: list[dict[str, str]]
+    models: list[str]
+    skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    digest: str = ""
+
+
+def read_requirements(path: str | Path) -> list[dict[str, str]]:
+    """Parse a pip requirements file into ``[{"name", "version"}]`` (version "" when not pinned with ==).
+
+    Raises:
+        InputError: the file does not exist.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"requirements file {file} not found", hint="generate the service first", path=str(file))
+    out = []
+    for line in file.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        match = _REQUIREMENT.match(line) if line and not line.startswith("-") else None
+        if match:
+            out.append({"name": match[1].lower().replace("_", "-"), "version": match[2] or ""})
+    return out
+
+
+def _pins(names: tuple[str, ...]) -> str:
+    lines = []
+    for name in names:
+        try:
+            lines.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            lines.append(name)
+    return "\n".join(lines) + "\n"
+
+
+def _resource_meta(res: Resource) -> dict[str, Any]:
+    return {
+        "name": res.name,
+        "key": res.key,
+        "key_kind": res.key_kind,
+        "key_read_only": res.key_read_only,
+        "item_param": res.item_param,
+        "scope_params": res.scope_params,
+        "schema": res.schema,
+    }
+
+
+def _literal(value: Any, indent: int) -> str:
+    text = pprint.pformat(value, width=116 - indent, sort_dicts=False)
+    return text.replace("\n", "\n" + " " * indent)
+
+
+def _round_trips(doc: dict[str, Any], plan: ServicePlan) -> list[dict[str, Any]]:
+    cases = []
+    for res in plan.resources:
+        ops = {op.kind: op for op in plan.operations if op.resource is res and op.parent is None}
+        if res.scope_params or "create" not in ops or "get" not in ops:
+            continue
+        body_schema = (ops["create"].meta["body"] or {}).get("content", {}).get("application/json")
+        if body_schema is None:
+            continue
+        body = example(doc, body_schema)
+        if not isinstance(body, dict) or schema_errors(doc, body_schema, body):
+            continue
+        if res.key is not None and (res.key_read_only or res.key in body):
+            body.pop(res.key, None)
+        id_param = next(p for p in ops["get"].meta["parameters"] if p["name"] == res.item_param)
+        unknown = 987654321 if res.key_kind == "integer" else "no-such-item"
+        if schema_errors(doc, id_param["schema"], unknown):
+            continue
+        cases.append(
+            {
+                "name": res.name,
+                "collection": res.collection_path,
+                "item": res.item_path,
+                "param": res.item_param,
+                "key": res.key,
+                "body": body,
+                "create_status": ops["create"].meta["success_status"],
+                "delete_status": ops["delete"].meta["success_status"] if "delete" in ops else 0,
+                "not_found_status": ops["get"].meta["not_found_status"],
+                "unknown_key": unknown,
+            }
+        )
+    return cases
+
+
+def _safe_gets(plan: ServicePlan, secured: bool) -> list[str]:
+    return [
+        op.meta["path"]
+        for op in plan.operations
+        if op.meta["method"] == "GET"
+        and not any(p["required"] for p in op.meta["parameters"])
+        and bool(op.meta["security"]) is secured
+    ]
+
+
+def _render(env: jinja2.Environment, name: str, **values: Any) -> str:
+    return env.get_template(name).render(**values).rstrip() + "\n"
+
+
+def _operation_summary(op: OperationPlan) -> dict[str, str]:
+    return {"operation": f"{op.meta['method']} {op.meta['path']}", "function": op.function, "kind": op.kind}
+
+
+def generate_service(spec: dict[str, Any] | str | Path, out_dir: str | Path) -> GeneratedService:
+    """Generate the service for ``spec`` into ``out_dir`` (``app/`` and ``tests/`` are replaced).
+
+    Args:
+        spec: a decoded OpenAPI 3.0/3.1 document, or the path of one.
+        out_dir: the service folder (created if missing; other files in it are kept).
+
+    Returns:
+        What was written.
+
+    Raises:
+        InputError: the spec does not load or validate.
+    """
+    doc = load_spec(spec) if isinstance(spec, str | Path) else to_json_data(spec)
+    if isinstance(spec, dict):
+        validate_spec(doc)
+    root = Path(out_dir)
+    names = model_names(doc)
+    plan = make_plan(doc, names)
+    digest = spec_digest(doc)
+    models_py, model_classes = models_source(doc, names)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_TEMPLATES)), keep_trailing_newline=True, autoescape=False
+    )
+    metas = {op.function: _literal(op.meta, 4) for op in plan.operations}
+    resources = {res.name: _resource_meta(res) for res in plan.resources}
+    files: dict[str, str] = {
+        "app/__init__.py": '"""The generated service package."""\n',
+        "app/main.py": _render(
+            env, "main.py.j2", plan=plan, digest=digest, metas=metas, resources=_literal(resources, 0)
+        ),
+        "app/models.py": models_py,
+        "app/runtime.py": (_TEMPLATES / "runtime.py.tmpl").read_text(encoding="utf-8"),
+        "app/crud.py": (_TEMPLATES / "crud.py.tmpl").read_text(encoding="utf-8"),
+        "app/store.py": (_TEMPLATES / "store.py.tmpl").read_text(encoding="utf-8"),
+        "app/openapi.json": json.dumps(doc, indent=2, ensure_ascii=False) + "\n",
+        "tests/conftest.py": _render(env, "conftest.py.j2"),
+        "tests/test_service.py": _render(
+            env,
+            "test_service.py.j2",
+            round_trips=_literal(_round_trips(doc, plan), 0),
+            safe_gets=_literal(_safe_gets(plan, False), 0),
+            secured_gets=_literal(_safe_gets(plan, True), 0),
+            openapi=plan.openapi,
+        ),
+        "requirements.txt": _pins(RUNTIME_PACKAGES),
+        "requirements-dev.txt": _pins(TEST_PACKAGES) + "schemathesis\n",
+        ".github/workflows/ci.yml": _render(env, "ci.yml.j2"),
+        ".gitignore": (_TEMPLATES / "gitignore.tmpl").read_text(encoding="utf-8"),
+        "README.md": _render(
+            env,
+            "README.md.j2",
+            title=plan.title,
+            openapi=plan.openapi,
+            digest=digest,
+            resources=", ".join(f"`{r.name}` ({r.collection_path})" for r in plan.resources),
+            operations=plan.operations,
+        ),
+    }
+    assert sorted(files) == sorted(SERVICE_FILES), "SERVICE_FILES is out of date"
+    for folder in ("app", "tests"):
+        shutil.rmtree(root / folder, ignore_errors=True)
+    for rel, text in files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    return GeneratedService(
+        root=root,
+        files=sorted(files),
+        dependencies=read_requirements(root / "requirements.txt"),
+        resources=[
+            {"name": r.name, "collection": r.collection_path, "item": r.item_path, "key": r.key} for r in plan.resources
+        ],
+        operations=[_operation_summary(op) for op in plan.operations],
+        models=model_classes,
+        skipped=plan.skipped,
+        warnings=plan.warnings,
+        digest=digest,
+    )

@@ -1,0 +1,170 @@
+"""Real git, through the ``git`` command line: repositories, commits, branches, diff stats, worktrees.
+
+The codegen agent's "pull request" is a branch of the run's repository: ``main`` holds the baseline, the
+branch ``pilotage/<resource>-<run>`` holds the change, and detached worktrees of both commits (under
+``workdir/versions/<sha12>``) give the other agents each version as a folder. Commits are authored locally as
+"Pilotage codegen" (the repository's own config, never the user's global one); signing is off.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pilotage.errors import BackendError, ConfigError, InputError
+
+__all__ = [
+    "AUTHOR_EMAIL",
+    "AUTHOR_NAME",
+    "DiffStats",
+    "commit_all",
+    "create_branch",
+    "current_branch",
+    "diff_stats",
+    "git",
+    "init_repo",
+    "is_repo",
+    "rev_parse",
+    "worktree",
+]
+
+AUTHOR_NAME = "Pilotage codegen"
+AUTHOR_EMAIL = "codegen@pilotage.invalid"
+_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class DiffStats:
+    """What changed between two commits: ``files`` (relative paths) and line counts (binary files count 0)."""
+
+    files: list[str] = field(default_factory=list)
+    lines_added: int = 0
+    lines_removed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the stats as JSON-serialisable data."""
+        return asdict(self)
+
+
+def git(repo: str | Path, *args: str) -> str:
+    """Run ``git -C repo ARGS`` and return its stdout (stripped).
+
+    Raises:
+        ConfigError: the ``git`` executable is not installed.
+        BackendError: git exited non-zero; the message carries the command and the last line of stderr.
+    """
+    exe = shutil.which("git")
+    if exe is None:
+        raise ConfigError("the git executable is not on PATH", hint="install git (https://git-scm.com)")
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    try:
+        done = subprocess.run(
+            [exe, "-C", str(repo), *args], capture_output=True, text=True, timeout=_TIMEOUT_S, env=env, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BackendError(f"git {' '.join(args)} in {repo} timed out after {_TIMEOUT_S} s") from exc
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise BackendError(
+            f"git {' '.join(args)} failed in {repo}: {lines[-1] if lines else 'exit ' + str(done.returncode)}",
+            repo=str(repo),
+        )
+    return done.stdout.strip()
+
+
+def is_repo(path: str | Path) -> bool:
+    """Return True when ``path`` is the top folder of a git repository (a ``.git`` entry exists)."""
+    return (Path(path) / ".git").exists()
+
+
+def init_repo(path: str | Path) -> Path:
+    """Create ``path`` (if needed) as a git repository on branch ``main`` with the Pilotage identity.
+
+    Idempotent: an existing repository only gets its local identity (re)set.
+
+    Returns:
+        The repository path.
+    """
+    repo = Path(path)
+    repo.mkdir(parents=True, exist_ok=True)
+    if not is_repo(repo):
+        git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", AUTHOR_NAME)
+    git(repo, "config", "user.email", AUTHOR_EMAIL)
+    git(repo, "config", "commit.gpgsign", "false")
+    return repo
+
+
+def commit_all(repo: str | Path, message: str) -> str:
+    """Stage every change (``git add -A``) and commit it, even when nothing changed; return the commit sha.
+
+    Raises:
+        InputError: ``message`` is empty.
+        BackendError: git failed.
+    """
+    if not message.strip():
+        raise InputError(f"empty commit message for repository {repo}", hint="pass a non-empty message")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "--no-verify", "-m", message)
+    return rev_parse(repo, "HEAD")
+
+
+def rev_parse(repo: str | Path, ref: str) -> str:
+    """Return the full sha of ``ref`` (a branch, tag or sha) in ``repo``."""
+    return git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}")
+
+
+def current_branch(repo: str | Path) -> str:
+    """Return the checked-out branch name ("" when HEAD is detached)."""
+    return git(repo, "branch", "--show-current")
+
+
+def create_branch(repo: str | Path, name: str, start: str = "main") -> str:
+    """Check out a branch ``name`` at ``start`` (reset to it when the branch exists); return the start sha.
+
+    Raises:
+        InputError: ``name`` is not a valid branch name (``git check-ref-format``).
+    """
+    try:
+        git(repo, "check-ref-format", "--branch", name)
+    except BackendError as exc:
+        raise InputError(f"{name!r} is not a valid git branch name", hint="use letters, digits, - and /") from exc
+    git(repo, "checkout", "-q", "-B", name, start)
+    return rev_parse(repo, "HEAD")
+
+
+def diff_stats(repo: str | Path, base: str, head: str) -> DiffStats:
+    """Return the files and lines changed from ``base`` to ``head`` (``git diff --numstat``)."""
+    out = git(repo, "diff", "--numstat", "--no-renames", base, head)
+    files, added, removed = [], 0, 0
+    for line in out.splitlines():
+        parts = line.split("\t", 2)
+        if len(parts) != 3:
+            continue
+        plus, minus, name = parts
+        files.append(name)
+        added += int(plus) if plus.isdigit() else 0
+        removed += int(minus) if minus.isdigit() else 0
+    return DiffStats(files=files, lines_added=added, lines_removed=removed)
+
+
+def worktree(repo: str | Path, commit: str, root: str | Path) -> Path:
+    """Return a detached worktree of ``commit`` at ``root/<sha12>``, adding it when absent (idempotent).
+
+    Raises:
+        BackendError: ``commit`` is unknown, or the folder exists but is not a worktree of that commit.
+    """
+    sha = rev_parse(repo, commit)
+    target = Path(root).resolve() / sha[:12]
+    if target.exists():
+        if is_repo(target) and rev_parse(target, "HEAD") == sha:
+            return target
+        raise BackendError(f"{target} exists but is not a worktree of {sha[:12]}", hint="remove the folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    git(repo, "worktree", "prune")
+    git(repo, "worktree", "add", "-q", "--detach", str(target), sha)
+    return target

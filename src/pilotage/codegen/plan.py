@@ -1,0 +1,341 @@
+"""Read an OpenAPI document into a generation plan: resources, and what each operation does.
+
+A **resource** is found where the document has an *item path*: a path whose last segment is one parameter
+(``/pet/{petId}``) under a *collection path* (``/pet``). Its schema is the object that the item ``GET`` returns
+(or the collection ``POST``/item ``PUT`` accepts); its **key** is the property named like the parameter, else
+``id``. Parameters of the collection path (``/carts/{cartId}/items``) make a *scope*: nested items are stored
+per parent. Each operation gets a ``kind``:
+
+=============  ==============================================================================
+create         ``POST`` collection: store the body, assign the key when absent or read-only
+list           ``GET`` collection answering an array: the stored items of the scope
+replace_body   ``PUT`` collection with the key in the body (petstore's ``updatePet``)
+get            ``GET`` item; 404 when unknown
+replace        ``PUT`` item; 404 when unknown
+merge          ``PATCH``/``POST`` item: merge the body or the matching query parameters
+delete         ``DELETE`` item; 404 when unknown
+find           ``GET`` below the collection answering an array of the resource: filter by query
+nested         any operation below an item path: 404 when the parent is unknown, else ``example``
+example        everything else: answer the example of the documented success response
+=============  ==============================================================================
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pilotage.codegen.examples import deref, example, ref_name, schema_errors, types_of
+
+__all__ = ["OperationPlan", "Resource", "ServicePlan", "make_plan", "python_name"]
+
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+RESERVED_PATHS = ("/healthz", "/metrics")
+_SEGMENT = re.compile(r"^\{([^{}]+)\}$")
+
+
+def python_name(text: str, style: str = "snake") -> str:
+    """Return a Python identifier for ``text``: ``snake`` (``get_pet_by_id``) or ``pascal`` (``PetById``)."""
+    words = re.findall(r"[A-Z]+(?=[A-Z][a-z]|\d|\b|_)|[A-Z]?[a-z]+|[A-Z]+|\d+", text)
+    if style == "pascal":
+        name = "".join(w[:1].upper() + w[1:] for w in words) or "Model"
+    else:
+        name = "_".join(w.lower() for w in words) or "op"
+    if name[0].isdigit():
+        name = ("M" if style == "pascal" else "op_") + name
+    return name + "_" if keyword.iskeyword(name) else name
+
+
+@dataclass
+class Resource:
+    """A stored resource: ``name`` (table), ``schema`` (the object schema), ``key`` property (or None)."""
+
+    name: str
+    collection_path: str
+    item_path: str
+    item_param: str
+    schema: Any
+    schema_name: str | None
+    key: str | None
+    key_kind: str
+    key_read_only: bool
+    scope_params: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OperationPlan:
+    """One operation to generate: ``function`` name, ``kind`` (see module docstring) and its runtime ``meta``."""
+
+    function: str
+    kind: str
+    resource: Resource | None
+    parent: Resource | None
+    meta: dict[str, Any]
+    model: str | None = None
+
+
+@dataclass
+class ServicePlan:
+    """Everything the templates need: the operations, the resources and the routes in match order."""
+
+    title: str
+    version: str
+    openapi: str
+    operations: list[OperationPlan]
+    resources: list[Resource]
+    routes: list[tuple[str, str, dict[str, str]]]
+    skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _json_media(content: dict[str, Any]) -> str | None:
+    for media in content:
+        if media.split(";")[0].strip().lower() in ("application/json", "*/*") or media.endswith("+json"):
+            return media
+    return next(iter(content), None)
+
+
+def _responses(doc: dict[str, Any], op: dict[str, Any], warnings: list[str], label: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for code, response in (op.get("responses") or {}).items():
+        response = deref(doc, response)
+        content = response.get("content") or {}
+        media = _json_media(content)
+        schema = (content.get(media) or {}).get("schema") if media else None
+        value = None
+        if media is not None and schema is not None:
+            value = example(doc, schema)
+            if schema_errors(doc, schema, value):
+                value = example(doc, schema, use_examples=False)
+                if schema_errors(doc, schema, value):
+                    warnings.append(f"{label} {code}: generated example does not match the schema")
+        headers = {}
+        for name, header in (response.get("headers") or {}).items():
+            header = deref(doc, header)
+            if name.lower() != "content-type" and isinstance(header.get("schema"), dict):
+                sample = example(doc, header["schema"])
+                headers[name] = str(sample).lower() if isinstance(sample, bool) else str(sample)
+        out[str(code).upper() if "X" in str(code).upper() else str(code)] = {
+            "media": media,
+            "schema": schema,
+            "example": value,
+            "headers": headers,
+        }
+    return out
+
+
+def _statuses(responses: dict[str, Any], method: str, kind: str) -> tuple[int, int, int]:
+    documented = {int(c) for c in responses if c.isdigit()}
+    has_default = "default" in responses or "4XX" in responses
+    success = sorted(c for c in documented if 200 <= c < 300)
+    if kind == "create" and 201 in documented:
+        ok = 201
+    elif kind == "delete" and 204 in documented:
+        ok = 204
+    else:
+        ok = success[0] if success else 200
+    error = next((c for c in (422, 400) if c in documented), 422 if has_default or not documented else 400)
+    missing = 404 if 404 in documented or has_default else error
+    return ok, error, missing
+
+
+def _security(doc: dict[str, Any], op: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    schemes = (doc.get("components") or {}).get("securitySchemes") or {}
+    requirements = op.get("security", doc.get("security")) or []
+    out = []
+    for requirement in requirements:
+        if not requirement:
+            return []
+        out.append([deref(doc, schemes.get(name, {})) for name in requirement])
+    return out
+
+
+def _object_schema(doc: dict[str, Any], schema: Any) -> bool:
+    return schema is not None and "object" in types_of(doc, schema)
+
+
+def _op_schema(doc: dict[str, Any], op: dict[str, Any] | None, where: str) -> Any:
+    if not op:
+        return None
+    if where == "body":
+        content = deref(doc, op.get("requestBody")).get("content") or {}
+    else:
+        ok = [c for c in (op.get("responses") or {}) if str(c).startswith("2")]
+        content = deref(doc, (op.get("responses") or {}).get(sorted(ok)[0] if ok else "", {})).get("content") or {}
+    media = _json_media(content)
+    return (content.get(media) or {}).get("schema") if media else None
+
+
+def _find_resources(doc: dict[str, Any]) -> list[Resource]:
+    paths = doc.get("paths") or {}
+    found: list[Resource] = []
+    for path, item in paths.items():
+        segments = path.rstrip("/").split("/")
+        last = _SEGMENT.match(segments[-1]) if len(segments) > 1 else None
+        if last is None or not isinstance(item, dict):
+            continue
+        collection = "/".join(segments[:-1]) or "/"
+        parent = paths.get(collection) or {}
+        schema = _op_schema(doc, item.get("get"), "response")
+        if not _object_schema(doc, schema):
+            schema = _op_schema(doc, parent.get("post"), "body") or _op_schema(doc, item.get("put"), "body")
+        if not _object_schema(doc, schema):
+            continue
+        param = last.group(1)
+        props = deref(doc, schema).get("properties") or {}
+        key = param if param in props else ("id" if "id" in props else None)
+        key_schema = deref(doc, props.get(key, {})) if key else {}
+        key_kind = "integer" if "integer" in types_of(doc, key_schema) else "string"
+        if key is None:
+            params = [p for p in item.get("parameters", []) + (item.get("get") or {}).get("parameters", [])]
+            pschema: Any = next((deref(doc, p).get("schema") for p in params if deref(doc, p).get("name") == param), {})
+            key_kind = "integer" if "integer" in types_of(doc, pschema) else "string"
+        found.append(
+            Resource(
+                name=python_name("_".join(s for s in collection.split("/") if s and "{" not in s) or "root"),
+                collection_path=collection,
+                item_path=path,
+                item_param=param,
+                schema=schema,
+                schema_name=ref_name(schema),
+                key=key,
+                key_kind=key_kind,
+                key_read_only=bool(key_schema.get("readOnly")),
+                scope_params=re.findall(r"\{([^{}]+)\}", collection),
+            )
+        )
+    return found
+
+
+def _kind_for(
+    doc: dict[str, Any], path: str, method: str, op: dict[str, Any], res: Resource, parent: Resource | None
+) -> str | None:
+    if path == res.collection_path:
+        response = _op_schema(doc, op, "response")
+        if method == "post":
+            return "create"
+        if method == "get" and response is not None and "array" in types_of(doc, response):
+            return "list"
+        if method == "put" and res.key is not None:
+            return "replace_body"
+    if path == res.item_path:
+        kinds = {"get": "get", "put": "replace", "patch": "merge", "post": "merge", "delete": "delete"}
+        return kinds.get(method)
+    if path.startswith(res.collection_path.rstrip("/") + "/") and method == "get" and parent is None:
+        response = deref(doc, _op_schema(doc, op, "response"))
+        if "array" in types_of(doc, response) and ref_name(response.get("items")) == res.schema_name:
+            if res.schema_name is not None and "{" not in path[len(res.collection_path) :]:
+                return "find"
+    return None
+
+
+def _classify(
+    doc: dict[str, Any], path: str, method: str, op: dict[str, Any], resources: list[Resource]
+) -> tuple[str, Resource | None, Resource | None]:
+    parent = None
+    for res in sorted(resources, key=lambda r: -len(r.item_path)):
+        if path.startswith(res.item_path + "/"):
+            parent = res
+            break
+    for res in resources:
+        kind = _kind_for(doc, path, method, op, res, parent)
+        if kind is not None:
+            return kind, res, (None if kind == "find" else parent)
+    return ("nested" if parent is not None else "example"), None, parent
+
+
+def _parameters(doc: dict[str, Any], item: dict[str, Any], op: dict[str, Any], aliases: dict[str, str]) -> list[Any]:
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for raw in [*(item.get("parameters") or []), *(op.get("parameters") or [])]:
+        param = deref(doc, raw)
+        if "name" in param and "in" in param:
+            merged[(param["in"], param["name"])] = param
+    out = []
+    for (where, name), param in merged.items():
+        schema = param.get("schema")
+        if schema is None and isinstance(param.get("content"), dict) and param["content"]:
+            schema = next(iter(param["content"].values())).get("schema")
+        if where == "header" and name.lower() in ("accept", "content-type", "authorization"):
+            continue
+        entry = {"name": name, "in": where, "required": bool(param.get("required")) or where == "path"}
+        entry["schema"] = schema or {}
+        entry["alias"] = aliases.get(name, name)
+        if "style" in param:
+            entry["style"] = param["style"]
+        if "explode" in param:
+            entry["explode"] = bool(param["explode"])
+        out.append(entry)
+    return out
+
+
+def _route_key(path: str) -> tuple[int, ...]:
+    return tuple(1 if "{" in seg else 0 for seg in path.split("/"))
+
+
+def make_plan(doc: dict[str, Any], model_names: dict[str, str]) -> ServicePlan:
+    """Build the :class:`ServicePlan` of a validated OpenAPI 3.0/3.1 document.
+
+    Args:
+        doc: the document (JSON data model).
+        model_names: component schema name → generated pydantic class name.
+    """
+    info = doc.get("info") or {}
+    plan = ServicePlan(str(info.get("title", "API")), str(info.get("version", "0")), str(doc["openapi"]), [], [], [])
+    plan.resources = _find_resources(doc)
+    used: set[str] = set()
+    for path, item in (doc.get("paths") or {}).items():
+        if not isinstance(item, dict):
+            continue
+        if path in RESERVED_PATHS:
+            plan.skipped.append(f"{path}: reserved for the service's own health/metrics endpoint")
+            continue
+        names = re.findall(r"\{([^{}]+)\}", path)
+        aliases = {name: f"p{i}" for i, name in enumerate(names)}
+        route = path
+        for name, alias in aliases.items():
+            route = route.replace("{" + name + "}", "{" + alias + "}")
+        handlers: dict[str, str] = {}
+        for method in METHODS:
+            op = item.get(method)
+            if not isinstance(op, dict):
+                continue
+            label = f"{method.upper()} {path}"
+            kind, res, parent = _classify(doc, path, method, op, plan.resources)
+            responses = _responses(doc, op, plan.warnings, label)
+            ok, error, missing = _statuses(responses, method, kind)
+            function = python_name(op.get("operationId") or f"{method}_{path}")
+            while function in used or function in ("app", "dispatch", "models", "store"):
+                function += "_"
+            used.add(function)
+            body = deref(doc, op.get("requestBody")) if op.get("requestBody") is not None else None
+            body_meta = None
+            if body is not None:
+                content = {
+                    m.split(";")[0].strip().lower(): (c or {}).get("schema") or {}
+                    for m, c in (body.get("content") or {}).items()
+                }
+                body_meta = {"required": bool(body.get("required")), "content": content}
+            meta = {
+                "operation_id": op.get("operationId") or function,
+                "method": method.upper(),
+                "path": path,
+                "summary": " ".join(str(op.get("summary") or op.get("description") or label).split())[:150],
+                "parameters": _parameters(doc, item, op, aliases),
+                "body": body_meta,
+                "responses": responses,
+                "success_status": ok,
+                "error_status": error,
+                "not_found_status": missing,
+                "documents_415": "415" in responses or "default" in responses or "4XX" in responses,
+                "security": _security(doc, op),
+            }
+            body_ref = ref_name((body_meta or {}).get("content", {}).get("application/json"))  # type: ignore[attr-defined]
+            model = model_names.get(body_ref) if body_ref else None
+            plan.operations.append(OperationPlan(function, kind, res, parent, meta, model))
+            handlers[method.upper()] = function
+        if handlers:
+            plan.routes.append((route, path, handlers))
+    plan.routes.sort(key=lambda r: _route_key(r[1]))
+    return plan

@@ -1,0 +1,219 @@
+"""The code generator on real specs: layout, plan, models, the service's own tests, and a live uvicorn process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pilotage.codegen.generator import SERVICE_FILES, generate_service, read_requirements
+from pilotage.spec.evolve import evolve
+from pilotage.spec.grammar import parse_request
+from pilotage.spec.load import load_spec
+
+PETSTORE = Path("/work/shared/specs/petstore3.yaml")
+CHECKOUT = Path(__file__).resolve().parents[2] / "examples" / "checkout-service" / "openapi.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(folder: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    port = free_port()
+    full_env = {**os.environ, "PILOTAGE_DB_PATH": str(folder / "test.db"), **(env or {})}
+    log = folder / f"uvicorn-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=folder,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "service did not become ready"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def petstore_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("petstore")
+    generate_service(PETSTORE, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def petstore_url(petstore_dir: Path) -> Iterator[str]:
+    yield from serve(petstore_dir, {"PILOTAGE_ENFORCE_AUTH": "0"})
+
+
+def test_layout_and_plan(tmp_path: Path) -> None:
+    result = generate_service(PETSTORE, tmp_path)
+    assert result.files == sorted(SERVICE_FILES)
+    for rel in SERVICE_FILES:
+        assert (tmp_path / rel).is_file(), rel
+    kinds = {o["operation"]: o["kind"] for o in result.operations}
+    assert kinds["POST /pet"] == "create"
+    assert kinds["PUT /pet"] == "replace_body"
+    assert kinds["GET /pet/findByStatus"] == "find"
+    assert kinds["GET /pet/{petId}"] == "get"
+    assert kinds["POST /pet/{petId}"] == "merge"
+    assert kinds["POST /pet/{petId}/uploadImage"] == "nested"
+    assert kinds["GET /store/inventory"] == "example"
+    assert kinds["PUT /user/{username}"] == "replace"
+    assert {r["name"]: r["key"] for r in result.resources} == {"pet": "id", "store_order": "id", "user": "username"}
+    assert result.models == ["ApiResponse", "Category", "Order", "Pet", "Tag", "User"]
+    assert result.warnings == []
+    names = [d["name"] for d in result.dependencies]
+    assert names[:2] == ["fastapi", "starlette"] and all(d["version"] for d in result.dependencies)
+    assert read_requirements(tmp_path / "requirements.txt") == result.dependencies
+
+
+def test_nested_resources_and_evolved_spec(tmp_path: Path) -> None:
+    doc = evolve(
+        load_spec(CHECKOUT), parse_request("Add discount code support with fields code:string, percent:integer")
+    )
+    result = generate_service(doc, tmp_path)
+    names = {r["name"]: r["collection"] for r in result.resources}
+    assert names == {
+        "carts": "/carts",
+        "carts_items": "/carts/{cartId}/items",
+        "orders": "/orders",
+        "discount_codes": "/discount-codes",
+    }
+    assert "class DiscountCode(BaseModel):" in (tmp_path / "app" / "models.py").read_text()
+
+
+def test_generated_code_compiles_and_has_a_ci_workflow(petstore_dir: Path) -> None:
+    for rel in ("app/main.py", "app/models.py", "app/runtime.py", "app/crud.py", "app/store.py"):
+        compile((petstore_dir / rel).read_text(), rel, "exec")
+    ci = (petstore_dir / ".github" / "workflows" / "ci.yml").read_text()
+    assert "pytest" in ci and "schemathesis run" in ci
+
+
+def test_generated_service_passes_its_own_tests(petstore_dir: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=petstore_dir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout
+
+
+def test_health_and_metrics(petstore_url: str) -> None:
+    assert httpx.get(petstore_url + "/healthz").json() == {"status": "ok"}
+    httpx.get(petstore_url + "/pet/123456")
+    httpx.get(petstore_url + "/pet/123456")
+    text = httpx.get(petstore_url + "/metrics").text
+    assert 'http_requests_total{method="GET",route="/pet/{petId}",status="404"} 2.0' in text
+    assert 'route="/healthz"' not in text and 'route="/metrics"' not in text
+
+
+def test_crud_round_trip_persists_in_sqlite(petstore_url: str, petstore_dir: Path) -> None:
+    pet = {"name": "rex", "photoUrls": ["http://x/1"], "status": "available"}
+    created = httpx.post(petstore_url + "/pet", json=pet)
+    assert created.status_code == 200
+    pet_id = created.json()["id"]
+    assert created.json()["name"] == "rex"
+    assert httpx.get(f"{petstore_url}/pet/{pet_id}").json()["photoUrls"] == ["http://x/1"]
+    found = httpx.get(petstore_url + "/pet/findByStatus", params={"status": "available"}).json()
+    assert pet_id in [p["id"] for p in found]
+    updated = httpx.post(f"{petstore_url}/pet/{pet_id}", params={"name": "max", "status": "sold"})
+    assert updated.json()["name"] == "max" and updated.json()["status"] == "sold"
+    assert httpx.delete(f"{petstore_url}/pet/{pet_id}").status_code == 200
+    assert httpx.get(f"{petstore_url}/pet/{pet_id}").status_code == 404
+    assert (petstore_dir / "test.db").is_file()
+
+
+def test_xml_and_form_bodies(petstore_url: str) -> None:
+    xml = b"<pet><id>77</id><name>tom</name><photoUrls><photoUrl>a</photoUrl></photoUrls><status>sold</status></pet>"
+    created = httpx.post(petstore_url + "/pet", content=xml, headers={"content-type": "application/xml"})
+    assert created.status_code == 200, created.text
+    assert created.json() == {"id": 77, "name": "tom", "photoUrls": ["a"], "status": "sold"}
+    form = httpx.post(petstore_url + "/pet", data={"name": "kit", "photoUrls": ["p"]})
+    assert form.status_code == 200 and form.json()["name"] == "kit"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("POST", "/pet", {"content": b"{broken", "headers": {"content-type": "application/json"}}, 422),
+        ("POST", "/pet", {"json": {"name": 5, "photoUrls": []}}, 422),
+        ("POST", "/pet", {"json": {"name": "x", "photoUrls": [], "id": 2**70}}, 422),
+        (
+            "POST",
+            "/pet",
+            {
+                "content": b'{"name": "x", "photoUrls": [], "id": 1e400}',
+                "headers": {"content-type": "application/json"},
+            },
+            422,
+        ),
+        (
+            "POST",
+            "/pet",
+            {"content": b"<!DOCTYPE x [<!ENTITY a 'b'>]><pet/>", "headers": {"content-type": "application/xml"}},
+            422,
+        ),
+        ("POST", "/pet", {"content": b"x", "headers": {"content-type": "text/csv"}}, 415),
+        ("GET", "/pet/abc", {}, 400),
+        ("GET", "/pet/findByStatus", {"params": {"status": "lost"}}, 400),
+        ("POST", "/pet/findByStatus", {}, 405),
+        ("GET", "/pet/999999", {}, 404),
+        ("GET", "/user/nobody", {}, 404),
+    ],
+)
+def test_invalid_input_is_4xx(petstore_url: str, method: str, path: str, kwargs: dict, status: int) -> None:
+    response = httpx.request(method, petstore_url + path, **kwargs)
+    assert response.status_code == status, response.text
+
+
+def test_auth_is_enforced_by_default(petstore_dir: Path) -> None:
+    for url in serve(petstore_dir):
+        assert httpx.get(url + "/store/inventory").status_code == 401
+        assert httpx.get(url + "/store/inventory", headers={"api_key": "k"}).status_code == 200
+        assert httpx.get(url + "/user/logout").status_code == 200  # declares no security
+
+
+def test_fault_injection_answers_500_and_counts_it(petstore_dir: Path) -> None:
+    for url in serve(petstore_dir, {"PILOTAGE_FAULT_ERROR_RATE": "1.0"}):
+        assert httpx.get(url + "/user/logout").status_code == 500
+        assert httpx.get(url + "/healthz").status_code == 200
+        assert 'route="/user/logout",status="500"} 1.0' in httpx.get(url + "/metrics").text
