@@ -35,8 +35,14 @@ app = typer.Typer(
 events_app = typer.Typer(help="The event log: tail it.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+
+
+def _print_error(line: str) -> None:
+    """Write ``error: <line>`` as exactly one line on stderr (never wrapped, no markup)."""
+    sys.stderr.write("error: " + " ".join(line.split()) + "\n")
+    sys.stderr.flush()
+
 
 EXIT_CODES: list[tuple[type[PilotageError], int]] = [
     (InputError, 2),
@@ -181,6 +187,7 @@ def _start_run(
 
 
 def _finish(summary: dict[str, Any], json_mode: bool, expected_outcome: str | None) -> None:
+    """Print the run summary; exit 1 (with one error line on stderr) unless the run ended as expected."""
     if json_mode:
         console.print_json(json.dumps(summary))
     else:
@@ -190,13 +197,13 @@ def _finish(summary: dict[str, Any], json_mode: bool, expected_outcome: str | No
             f"{summary['duration_s']:.1f}s · {len(summary['decisions'])} decisions · report "
             f"{summary['report']}"
         )
-        if summary["error"]:
-            err_console.print(f"error: {summary['error']}")
     if summary["status"] != "completed":
+        _print_error(summary["error"] or "the run failed")
         raise typer.Exit(1)
     if expected_outcome is not None and summary["outcome"] != expected_outcome:
-        if not json_mode:
-            err_console.print(f"error: expected outcome {expected_outcome}, got {summary['outcome']}")
+        _print_error(
+            f"run {summary['run_id']} ended {summary['outcome']}, expected {expected_outcome} (see {summary['report']})"
+        )
         raise typer.Exit(1)
 
 
@@ -389,8 +396,8 @@ def main() -> None:
         app()
     except PilotageError as exc:
         code = next((c for cls, c in EXIT_CODES if isinstance(exc, cls)), 1)
-        err_console.print(f"error: {exc.one_line()}", markup=False, soft_wrap=True)
+        _print_error(exc.one_line())
         sys.exit(code)
     except KeyboardInterrupt:
-        err_console.print("error: interrupted; events accepted so far are in the log", markup=False)
+        _print_error("interrupted; events accepted so far are in the log")
         sys.exit(130)

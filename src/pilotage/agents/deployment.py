@@ -282,6 +282,14 @@ class DeploymentAgent(Agent):
             raise
         await self._launch(event, run.inject_fault_rate, code.data, deployment_id, strategy, risk)
 
+    @staticmethod
+    def _fault_env(fault: str, fault_rate: float) -> dict[str, str]:
+        """Environment of the canary: the run's injected fault (``errors`` at ``fault_rate``, or ``crash``)."""
+        env = {"PILOTAGE_FAULT_ERROR_RATE": str(fault_rate)}
+        if fault == "crash":
+            env["PILOTAGE_FAULT_CRASH_ON_START"] = "1"
+        return env
+
     async def _launch(
         self, event: CloudEvent, fault_rate: float, code: dict[str, Any], deployment_id: str, strategy: str, risk: float
     ) -> None:
@@ -308,12 +316,15 @@ class DeploymentAgent(Agent):
                     run.service,
                     head_version,
                     Path(code["head_dir"]),
-                    env={"PILOTAGE_FAULT_ERROR_RATE": str(fault_rate)},
+                    env=self._fault_env(run.fault, fault_rate),
                 ),
                 ready_timeout_s=timeout,
             )
             route = await runtime.route(
-                deployment_id, {base_version: baseline, head_version: canary}, {base_version: 100, head_version: 0}
+                deployment_id,
+                {base_version: baseline, head_version: canary},
+                {base_version: 100, head_version: 0},
+                port=run.proxy_port,
             )
         except Exception:
             for instance in (baseline, canary):
