@@ -1,0 +1,292 @@
+"""The performance agent: load-test a tested change and advise on what the figures show.
+
+Perceive (on ``tests.completed``): the commit, ``head_dir`` and verdict from the event; ``spec_path`` from the event
+(or the run's ``spec.validated``). A ``perf.measured`` for the same commit already in the log means the event was
+redelivered: nothing is done again.
+
+Act:
+
+* tests did not pass → no load test; emit ``perf.measured`` ``{skipped: true, reason}`` (the deploy policy denies
+  the rollout later, from ``tests.completed``);
+* otherwise start the head version on the runtime (``version="perf-<sha12>"``, a fresh SQLite file under
+  ``<workdir>/artifacts/perf/<sha12>/``, no fault injection), run Locust against it
+  (:func:`pilotage.perf.locust_runner.run_load_test`, ``settings.load_test_users`` users for
+  ``settings.load_test_duration_s`` seconds), stop it (always), emit ``perf.measured`` (``docs/events-contract.md``:
+  commit, skipped, reason, users, duration_s, endpoints [{method, name, requests, failures, p50_ms, p95_ms,
+  p99_ms, rps}], total, error_rate) and, when a rule fires, ``perf.advice``.
+
+Reason (``perf.assessment``, pure, :func:`assess`): rules over each endpoint and the total, each advice carrying
+its evidence (the figures and the threshold). Thresholds (class attributes, documented where defined):
+
+* ``errors`` — an endpoint's error rate > :data:`ERROR_RATE_MAX` (0: at the load-test's modest load nothing may
+  fail; the canary SLO of ``settings.slo_error_rate`` is for production traffic, not a lab run);
+* ``latency`` — p95 > :data:`P95_HIGH_MS` ms;
+* ``tail`` — p99 ≥ :data:`TAIL_RATIO` × p50 and p99 > :data:`TAIL_MIN_MS` ms (a long tail: contention, locks,
+  cold caches).
+
+Action ``advise`` when any rule fires, else ``accept``; ``skip`` when the tests failed.
+
+Learn: one ``MetricSample`` node per endpoint and one for the total (key ``<run_id>/<commit>/<endpoint>``, e.g.
+``r1/3f2a…/GET /pets``, props = the figures) with ``Commit:<sha> -MEASURED-> MetricSample``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pilotage.agent import Agent, Reasoning, RunSpec
+from pilotage.errors import InputError
+from pilotage.events import CloudEvent, EventType
+from pilotage.perf.locust_runner import LoadTestResult, run_load_test
+from pilotage.perf.stats import EndpointStats
+from pilotage.runtime.base import Workload
+
+__all__ = ["ERROR_RATE_MAX", "P95_HIGH_MS", "TAIL_MIN_MS", "TAIL_RATIO", "PerformanceAgent", "assess"]
+
+#: Largest tolerated load-test error rate of an endpoint (fraction). Any failed request is worth a look.
+ERROR_RATE_MAX = 0.0
+#: p95 latency above which an endpoint is "slow", in ms: twice the 100 ms "response" budget of the RAIL
+#: performance model (web.dev/rail), leaving room for the network between client and service.
+P95_HIGH_MS = 200.0
+#: p99 / p50 ratio from which the latency distribution has a long tail.
+TAIL_RATIO = 5.0
+#: p99 (ms) under which a tail is not worth advice, whatever the ratio (1 ms vs 8 ms is noise).
+TAIL_MIN_MS = 100.0
+
+_LATENCY_HINTS = {
+    "GET": "paginate the list, add an index on the columns it filters or sorts by, or cache the response",
+    "POST": "batch the writes in one transaction, use SQLite WAL mode, and index only what reads need",
+}
+
+
+def assess(inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the advice the load-test figures call for (pure, deterministic).
+
+    Args:
+        inputs: ``{"endpoints": [{"endpoint", "method", "requests", "failures", "p50_ms", "p95_ms", "p99_ms"}],
+            "thresholds": {"error_rate_max", "p95_high_ms", "tail_ratio", "tail_min_ms"}}``; latencies in ms.
+
+    Returns:
+        ``[{"rule", "endpoint", "evidence": {...}, "recommendation"}]`` in endpoint order.
+    """
+    limits = inputs.get("thresholds") or {}
+    error_max = float(limits.get("error_rate_max", ERROR_RATE_MAX))
+    p95_high = float(limits.get("p95_high_ms", P95_HIGH_MS))
+    tail_ratio = float(limits.get("tail_ratio", TAIL_RATIO))
+    tail_min = float(limits.get("tail_min_ms", TAIL_MIN_MS))
+    advice: list[dict[str, Any]] = []
+    for ep in inputs.get("endpoints") or []:
+        name, requests, failures = str(ep.get("endpoint")), int(ep.get("requests", 0)), int(ep.get("failures", 0))
+        rate = failures / requests if requests else 0.0
+        if rate > error_max:
+            advice.append(
+                {
+                    "rule": "errors",
+                    "endpoint": name,
+                    "evidence": {"failures": failures, "requests": requests, "error_rate": round(rate, 6),
+                                 "error_rate_max": error_max},
+                    "recommendation": "requests failed under load: read the service log for the failing requests "
+                    "and fix them before rollout (they will count against the canary's SLO)",
+                }
+            )  # fmt: skip
+        p50, p95, p99 = ep.get("p50_ms"), ep.get("p95_ms"), ep.get("p99_ms")
+        if p95 is not None and float(p95) > p95_high:
+            hint = _LATENCY_HINTS.get(str(ep.get("method", "")), "profile the handler under load")
+            advice.append(
+                {
+                    "rule": "latency",
+                    "endpoint": name,
+                    "evidence": {"p95_ms": p95, "p95_high_ms": p95_high, "requests": requests},
+                    "recommendation": f"p95 above {p95_high:g} ms: {hint}",
+                }
+            )
+        if p50 and p99 is not None and float(p99) > tail_min and float(p99) >= tail_ratio * float(p50):
+            advice.append(
+                {
+                    "rule": "tail",
+                    "endpoint": name,
+                    "evidence": {"p50_ms": p50, "p99_ms": p99, "tail_ratio": tail_ratio, "tail_min_ms": tail_min},
+                    "recommendation": "long latency tail: look for lock contention (SQLite writers), blocking calls "
+                    "in async handlers, or too few workers",
+                }
+            )
+    return advice
+
+
+def _empty_total() -> dict[str, Any]:
+    return EndpointStats("", "Aggregated", 0, 0, None, None, None, 0.0).to_dict()
+
+
+class PerformanceAgent(Agent):
+    """Load-tests the head version after passing tests; emits ``perf.measured`` and ``perf.advice``.
+
+    Thresholds are class attributes so a subclass (or a test) can change them; they are recorded in every
+    ``perf.assessment`` decision, so a replay recomputes the same advice.
+    """
+
+    name = "performance"
+    subscribes = (EventType.TESTS_COMPLETED,)
+
+    error_rate_max: float = ERROR_RATE_MAX
+    p95_high_ms: float = P95_HIGH_MS
+    tail_ratio: float = TAIL_RATIO
+    tail_min_ms: float = TAIL_MIN_MS
+
+    def reason(self, kind: str, inputs: dict[str, Any]) -> Reasoning:
+        """``perf.assessment``: ``skip`` without passing tests, ``advise`` if :func:`assess` fires, else ``accept``."""
+        if kind != "perf.assessment":
+            return super().reason(kind, inputs)
+        if inputs.get("skipped"):
+            return Reasoning(
+                action="skip",
+                rule="no load test unless tests passed",
+                score=None,
+                rationale=f"Load test skipped: {inputs.get('reason', 'tests did not pass')}.",
+            )
+        advice = assess(inputs)
+        total = inputs.get("total") or {}
+        score = {"p95_ms": total.get("p95_ms"), "error_rate": inputs.get("error_rate", 0.0), "advice": len(advice)}
+        rule = "advise when an endpoint's error rate > error_rate_max, p95 > p95_high_ms, or p99 has a long tail"
+        if not advice:
+            return Reasoning(
+                "accept",
+                rule,
+                score,
+                f"{total.get('requests', 0)} requests, p95 {total.get('p95_ms')} ms, error rate "
+                f"{inputs.get('error_rate', 0.0)}: within every threshold.",
+            )
+        fired = "; ".join(f"{a['rule']} on {a['endpoint']}" for a in advice)
+        return Reasoning("advise", rule, score, f"{len(advice)} advice: {fired}.")
+
+    async def on_event(self, event: CloudEvent) -> None:
+        """Measure the tested commit, or record why it is not measured."""
+        data = event.data if isinstance(event.data, dict) else {}
+        commit = str(data.get("commit", ""))
+        if not commit:
+            raise InputError(f"run {event.runid}: tests.completed carries no commit", hint="rerun the testing agent")
+        done = await self.latest(event.runid, EventType.PERF_MEASURED)
+        if done is not None and isinstance(done.data, dict) and done.data.get("commit") == commit:
+            return  # redelivered: this commit was measured in this run already
+        run = await self.run_spec(event)
+        settings = self.ctx.settings
+        users, duration_s = settings.load_test_users, settings.load_test_duration_s
+        if not data.get("passed"):
+            reason = self._failure_reason(data)
+            decision = await self.decide(
+                "perf.assessment", {"commit": commit, "skipped": True, "reason": reason}, cause=event
+            )
+            await self.emit(
+                EventType.PERF_MEASURED,
+                {"commit": commit, "skipped": True, "reason": reason, "users": users, "duration_s": duration_s,
+                 "endpoints": [], "total": _empty_total(), "error_rate": 0.0, "decision_id": decision.id},
+                cause=event,
+            )  # fmt: skip
+            return
+        result = await self._measure(event, run, commit, Path(str(data.get("head_dir", ""))), data)
+        endpoints = [{**e.to_dict(), "endpoint": e.endpoint} for e in result.endpoints]
+        inputs = {
+            "commit": commit,
+            "skipped": False,
+            "users": result.users,
+            "duration_s": result.duration_s,
+            "endpoints": [{k: e[k] for k in ("endpoint", "method", "requests", "failures", "p50_ms", "p95_ms",
+                                             "p99_ms")} for e in endpoints],
+            "total": {k: result.total.to_dict()[k] for k in ("requests", "failures", "p50_ms", "p95_ms", "p99_ms")},
+            "error_rate": round(result.error_rate, 6),
+            "thresholds": {"error_rate_max": self.error_rate_max, "p95_high_ms": self.p95_high_ms,
+                           "tail_ratio": self.tail_ratio, "tail_min_ms": self.tail_min_ms},
+        }  # fmt: skip
+        decision = await self.decide("perf.assessment", inputs, cause=event)
+        self._learn(run, commit, result)
+        await self.emit(
+            EventType.PERF_MEASURED,
+            {
+                "commit": commit,
+                "skipped": False,
+                "reason": "",
+                "users": result.users,
+                "duration_s": result.duration_s,
+                "endpoints": [e.to_dict() for e in result.endpoints],
+                "total": result.total.to_dict(),
+                "error_rate": round(result.error_rate, 6),
+                "csv_path": str(result.csv_path),
+                "decision_id": decision.id,
+            },
+            cause=event,
+        )
+        if decision.action == "advise":
+            await self.emit(
+                EventType.PERF_ADVICE,
+                {"commit": commit, "advice": assess(inputs), "thresholds": inputs["thresholds"],
+                 "decision_id": decision.id},
+                cause=event,
+            )  # fmt: skip
+
+    @staticmethod
+    def _failure_reason(data: dict[str, Any]) -> str:
+        st = data.get("schemathesis") or {}
+        unit = data.get("unit") or {}
+        return (
+            f"tests did not pass: {st.get('server_errors', '?')} server errors, "
+            f"{unit.get('failed', '?')} unit tests failed, {unit.get('errors', '?')} errored"
+        )
+
+    async def _spec_path(self, event: CloudEvent, data: dict[str, Any]) -> Path:
+        if data.get("spec_path"):
+            return Path(str(data["spec_path"]))
+        spec = await self.latest(event.runid, EventType.SPEC_VALIDATED)
+        if spec is None or not isinstance(spec.data, dict) or not spec.data.get("spec_path"):
+            raise InputError(f"run {event.runid}: no spec.validated event to load-test from", hint="run design")
+        return Path(str(spec.data["spec_path"]))
+
+    async def _measure(
+        self, event: CloudEvent, run: RunSpec, commit: str, head_dir: Path, data: dict[str, Any]
+    ) -> LoadTestResult:
+        """Start the head version, run the load test, stop it (always)."""
+        if not head_dir.is_dir():
+            raise InputError(f"run {event.runid}: head_dir {head_dir} is not a folder", hint="regenerate the code")
+        spec_path = await self._spec_path(event, data)
+        out_dir = run.artifacts_path / "perf" / commit[:12]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        db_path = out_dir / "service.db"
+        db_path.unlink(missing_ok=True)
+        workload = Workload(
+            service=run.service,
+            version=f"perf-{commit[:12]}",
+            path=head_dir,
+            env={"PILOTAGE_DB_PATH": str(db_path), "PILOTAGE_FAULT_ERROR_RATE": "0", "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        settings = self.ctx.settings
+        instance = await self.ctx.runtime.start(workload, ready_timeout_s=settings.service_ready_timeout_s)
+        try:
+            return await run_load_test(
+                spec_path,
+                instance.url,
+                out_dir,
+                users=settings.load_test_users,
+                duration_s=settings.load_test_duration_s,
+            )
+        finally:
+            await self.ctx.runtime.stop(instance)
+
+    def _learn(self, run: RunSpec, commit: str, result: LoadTestResult) -> None:
+        graph = self.ctx.graph
+        commit_node = graph.upsert_node("Commit", commit, {"sha": commit})
+        for stats in [*result.endpoints, result.total]:
+            sample = graph.upsert_node(
+                "MetricSample",
+                f"{run.run_id}/{commit}/{stats.endpoint}",
+                {
+                    **stats.to_dict(),
+                    "endpoint": stats.endpoint,
+                    "error_rate": round(stats.error_rate, 6),
+                    "run_id": run.run_id,
+                    "commit": commit,
+                    "service": run.service,
+                    "users": result.users,
+                    "duration_s": result.duration_s,
+                    "source": "locust",
+                },
+            )
+            graph.upsert_edge(commit_node.id, "MEASURED", sample.id)

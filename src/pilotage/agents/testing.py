@@ -1,0 +1,247 @@
+"""The testing agent: property tests from the spec and the service's own tests, on every allowed merge.
+
+Perceive (on ``policy.evaluated`` with ``action == "merge"`` and ``allow is True``): the run's ``code.generated``
+(``commit``, ``head_dir``: the git worktree of the change) and ``spec.validated`` (``spec_path``), read from the
+log with :meth:`~pilotage.agent.Agent.latest`. A ``tests.completed`` for the same commit already in the log means
+the event was delivered twice (at-least-once delivery): nothing is done again.
+
+Act: start the head version on the runtime (``Workload(service, version="test-<sha12>", path=head_dir)``, its
+SQLite file and the test artefacts under ``<workdir>/artifacts/tests/<sha12>/``; no fault injection — the run's
+``inject_fault_rate`` belongs to the rollout, not to CI), then run concurrently
+
+* schemathesis against the instance (:func:`pilotage.testing.schemathesis_runner.run_schemathesis`, at most
+  ``settings.schemathesis_max_examples`` cases per operation and phase), and
+* pytest on ``head_dir/tests`` (:func:`pilotage.testing.pytest_runner.run_pytest`),
+
+and stop the instance whatever happens (``finally``). If either runner raises, the other is cancelled (its process
+group killed) and the error becomes ``agent.failed``; so does a service that does not start (a ``BackendError``
+from the runtime carrying the service's log tail).
+
+Reason (``tests.verdict``, pure, :func:`verdict_reasoning`): **passed iff schemathesis saw 0 server errors (5xx)
+and the unit tests have 0 failures and 0 errors** — and the schemathesis run completed (a run cut short by its
+timeout proves nothing, so it fails closed). Other failed checks (``status_code_conformance``,
+``allow_header_conformance``, ``negative_data_rejection`` …) are reported per operation, with a curl line each,
+but do not fail the gate: frameworks answer some malformed requests in ways the spec does not list (FastAPI's 400
+for an unparsable body, Starlette's ``Allow`` header on 405), and gating on them would block every generated
+service for a documentation gap rather than a defect. A suite with no unit tests passes that half (nothing failed).
+
+Emit ``tests.completed`` (``docs/events-contract.md``): ``commit``, ``head_dir``, ``passed``, ``schemathesis``
+{``operations`` [{operation, requests, failures, server_errors, checks_failed, examples}], ``requests``,
+``failures``, ``server_errors`` …}, ``unit`` {``passed``, ``failed``, ``errors``, ``exit_code`` …}, ``junit_path``
+(schemathesis' JUnit XML), plus ``spec_path`` and ``decision_id``.
+
+Learn: ``TestRun`` node (key ``<run_id>/<commit>``; counts, verdict, per-operation results) and
+``Commit:<sha> -TESTED_BY-> TestRun`` (the ``Commit`` node is created when missing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from pilotage.agent import Agent, Reasoning, RunSpec
+from pilotage.errors import InputError
+from pilotage.events import CloudEvent, EventType
+from pilotage.policy.base import Verdict
+from pilotage.runtime.base import Workload
+from pilotage.testing.pytest_runner import UnitResult, run_pytest
+from pilotage.testing.schemathesis_runner import SchemathesisResult, load_operations, run_schemathesis
+
+__all__ = ["TestingAgent", "verdict_reasoning"]
+
+#: The rule of the ``tests.verdict`` decision, as recorded in every decision.
+VERDICT_RULE = (
+    "passed iff schemathesis server_errors == 0 and its run completed, and unit failed == 0 and errors == 0; "
+    "other failed schemathesis checks are reported, not gating"
+)
+
+
+def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
+    """Decide whether a change passes CI from the test counts alone (pure, deterministic).
+
+    Args:
+        inputs: ``{"commit": str, "schemathesis": {"requests", "failures", "server_errors", "complete",
+            "checks_failed": [str]}, "unit": {"passed", "failed", "errors", "exit_code"}}`` (counts are ints).
+
+    Returns:
+        ``action`` "pass" or "fail"; ``score`` {server_errors, unit_failed, unit_errors, non_gating_checks}.
+    """
+    st = inputs.get("schemathesis") or {}
+    unit = inputs.get("unit") or {}
+    server_errors = int(st.get("server_errors", 0))
+    failed, errors = int(unit.get("failed", 0)), int(unit.get("errors", 0))
+    complete = bool(st.get("complete", False))
+    blockers = []
+    if server_errors:
+        blockers.append(f"{server_errors} schemathesis responses were server errors (5xx)")
+    if not complete:
+        blockers.append("the schemathesis run did not complete (timed out or stopped early)")
+    if failed or errors:
+        blockers.append(f"{failed} unit tests failed and {errors} errored")
+    other = [c for c in st.get("checks_failed") or [] if c != "not_a_server_error"]
+    summary = (
+        f"schemathesis: {st.get('requests', 0)} requests, {server_errors} server errors; "
+        f"unit: {unit.get('passed', 0)} passed, {failed} failed, {errors} errors"
+    )
+    note = f" Non-gating checks that failed: {', '.join(other)}." if other else ""
+    if blockers:
+        rationale = f"Fail: {'; '.join(blockers)}. {summary}.{note}"
+    else:
+        rationale = f"Pass: no server error and no failing unit test. {summary}.{note}"
+    return Reasoning(
+        action="fail" if blockers else "pass",
+        rule=VERDICT_RULE,
+        score={
+            "server_errors": server_errors,
+            "unit_failed": failed,
+            "unit_errors": errors,
+            "non_gating_checks": len(other),
+        },
+        rationale=rationale,
+    )
+
+
+def _merge_verdict(data: dict[str, Any]) -> Verdict:
+    return Verdict(
+        action=str(data.get("action", "merge")),
+        allow=bool(data.get("allow")),
+        reasons=list(data.get("reasons") or []),
+        policies=list(data.get("policies") or []),
+        engine=str(data.get("engine", "")),
+    )
+
+
+class TestingAgent(Agent):
+    """Runs schemathesis and the service's own tests on the head version of an allowed merge.
+
+    Emits ``tests.completed``; records a ``tests.verdict`` decision; writes ``TestRun`` nodes.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    name = "testing"
+    subscribes = (EventType.POLICY_EVALUATED,)
+
+    def reason(self, kind: str, inputs: dict[str, Any]) -> Reasoning:
+        """``tests.verdict`` → :func:`verdict_reasoning`; any other kind is not this agent's."""
+        if kind == "tests.verdict":
+            return verdict_reasoning(inputs)
+        return super().reason(kind, inputs)
+
+    async def on_event(self, event: CloudEvent) -> None:
+        """Test the change of an allowed merge; ignore every other policy verdict."""
+        data = event.data if isinstance(event.data, dict) else {}
+        if data.get("action") != "merge" or data.get("allow") is not True:
+            return
+        run = await self.run_spec(event)
+        code = await self.latest(event.runid, EventType.CODE_GENERATED)
+        spec = await self.latest(event.runid, EventType.SPEC_VALIDATED)
+        if code is None or not isinstance(code.data, dict):
+            raise InputError(f"run {event.runid}: no code.generated event before the merge verdict", hint="run codegen")
+        if spec is None or not isinstance(spec.data, dict):
+            raise InputError(f"run {event.runid}: no spec.validated event before the merge verdict", hint="run design")
+        commit = str(code.data.get("commit", ""))
+        head_dir = Path(str(code.data.get("head_dir", "")))
+        spec_path = Path(str(spec.data.get("spec_path", "")))
+        if not commit or not head_dir.is_dir():
+            raise InputError(
+                f"run {event.runid}: code.generated has no commit or its head_dir {head_dir} is not a folder",
+                hint="regenerate the code",
+            )
+        done = await self.latest(event.runid, EventType.TESTS_COMPLETED)
+        if done is not None and isinstance(done.data, dict) and done.data.get("commit") == commit:
+            return  # redelivered: this commit was tested in this run already
+        await asyncio.to_thread(load_operations, spec_path)  # an unloadable spec fails before a service starts
+        st, unit = await self._run_tests(run, commit, head_dir, spec_path)
+        inputs = {
+            "commit": commit,
+            "schemathesis": {
+                "requests": st.requests,
+                "failures": st.failures,
+                "server_errors": st.server_errors,
+                "errors": st.errors,
+                "complete": st.complete,
+                "checks_failed": st.checks_failed,
+            },
+            "unit": {"passed": unit.passed, "failed": unit.failed, "errors": unit.errors, "exit_code": unit.exit_code},
+        }
+        decision = await self.decide("tests.verdict", inputs, cause=event, verdict=_merge_verdict(data))
+        passed = decision.action == "pass"
+        self._learn(run, commit, passed, st, unit, decision.id)
+        await self.emit(
+            EventType.TESTS_COMPLETED,
+            {
+                "commit": commit,
+                "head_dir": str(head_dir),
+                "spec_path": str(spec_path),
+                "passed": passed,
+                "schemathesis": st.to_dict(),
+                "unit": unit.to_dict(),
+                "junit_path": str(st.junit_path),
+                "decision_id": decision.id,
+            },
+            cause=event,
+        )
+
+    async def _run_tests(
+        self, run: RunSpec, commit: str, head_dir: Path, spec_path: Path
+    ) -> tuple[SchemathesisResult, UnitResult]:
+        """Start the head version, run schemathesis and pytest concurrently, stop it (always)."""
+        out_dir = run.artifacts_path / "tests" / commit[:12]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        db_path = out_dir / "service.db"
+        db_path.unlink(missing_ok=True)
+        workload = Workload(
+            service=run.service,
+            version=f"test-{commit[:12]}",
+            path=head_dir,
+            env={"PILOTAGE_DB_PATH": str(db_path), "PILOTAGE_FAULT_ERROR_RATE": "0", "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        settings = self.ctx.settings
+        instance = await self.ctx.runtime.start(workload, ready_timeout_s=settings.service_ready_timeout_s)
+        try:
+            async with asyncio.TaskGroup() as group:
+                st_task = group.create_task(
+                    run_schemathesis(spec_path, instance.url, out_dir, max_examples=settings.schemathesis_max_examples)
+                )
+                unit_task = group.create_task(
+                    run_pytest(
+                        head_dir,
+                        out_dir / "pytest.junit.xml",
+                        env={"PILOTAGE_DB_PATH": str(out_dir / "unit-tests.db")},
+                    )
+                )
+        except BaseExceptionGroup as group_error:
+            raise group_error.exceptions[0] from None  # one line for agent.failed: the first runner error
+        finally:
+            await self.ctx.runtime.stop(instance)
+        return st_task.result(), unit_task.result()
+
+    def _learn(
+        self, run: RunSpec, commit: str, passed: bool, st: SchemathesisResult, unit: UnitResult, decision_id: str
+    ) -> None:
+        graph = self.ctx.graph
+        commit_node = graph.upsert_node("Commit", commit, {"sha": commit})
+        test_run = graph.upsert_node(
+            "TestRun",
+            f"{run.run_id}/{commit}",
+            {
+                "run_id": run.run_id,
+                "commit": commit,
+                "service": run.service,
+                "passed": passed,
+                "requests": st.requests,
+                "failures": st.failures,
+                "server_errors": st.server_errors,
+                "checks_failed": st.checks_failed,
+                "unit_passed": unit.passed,
+                "unit_failed": unit.failed,
+                "unit_errors": unit.errors,
+                "operations": [op.to_dict() for op in st.operations],
+                "junit_path": str(st.junit_path),
+                "unit_junit_path": str(unit.junit_path),
+                "decision_id": decision_id,
+            },
+        )
+        graph.upsert_edge(commit_node.id, "TESTED_BY", test_run.id)

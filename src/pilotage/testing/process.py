@@ -1,0 +1,153 @@
+"""Run a tool (schemathesis, pytest, locust) as a bounded child process without blocking the asyncio loop.
+
+Every test and load tool Pilotage drives runs in its own process, for three reasons that hold for all of them:
+
+* **the control plane's asyncio loop stays free** — the tools are synchronous (requests, hypothesis) or bring
+  their own event loop (locust's gevent monkey-patches ``socket``, ``ssl``, ``threading`` … process-wide,
+  which would break asyncio in the same interpreter);
+* **a hard time bound** — on timeout the whole process group (the tool and anything it spawned) gets SIGTERM,
+  then SIGKILL after :data:`KILL_GRACE_S`; an in-process run could only be asked to stop;
+* **no shared global state** — hypothesis settings, logging configuration, ``sys.modules`` of the service under
+  test stay out of the control plane.
+
+The child's environment is the parent's minus proxy variables, plus ``NO_PROXY=127.0.0.1,localhost`` and
+``PYTHONDONTWRITEBYTECODE=1`` (the tools only talk to services on 127.0.0.1 and must not write ``__pycache__``
+into a git worktree under test). Output (stdout + stderr) goes to a log file; the last lines are kept for errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pilotage.errors import BackendError
+
+__all__ = ["KILL_GRACE_S", "ProcessOutcome", "child_env", "run_process"]
+
+#: Seconds between SIGTERM and SIGKILL when a tool overruns its time budget.
+KILL_GRACE_S = 3.0
+#: Environment variables removed from a tool's environment: the tools only reach 127.0.0.1.
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+@dataclass(frozen=True)
+class ProcessOutcome:
+    """How a tool process ended.
+
+    Attributes:
+        argv: the command line that ran.
+        exit_code: the process exit status (negative: killed by that signal); None only if it could not be reaped.
+        timed_out: True when the time budget ran out and the process group was killed.
+        duration_s: wall-clock seconds from start to exit.
+        log_path: file holding the tool's stdout and stderr.
+        output_tail: the last (up to 30) non-empty lines of that output.
+    """
+
+    argv: list[str]
+    exit_code: int | None
+    timed_out: bool
+    duration_s: float
+    log_path: Path
+    output_tail: list[str] = field(default_factory=list)
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the environment for a tool process: ``os.environ`` without proxies, localhost-only, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def _tail(path: Path, lines: int = 30) -> list[str]:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return [line.rstrip() for line in deque(handle, maxlen=lines) if line.strip()]
+    except OSError:
+        return []
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the process group, SIGKILL it after :data:`KILL_GRACE_S`, and reap the process."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
+    except TimeoutError:
+        _signal_group(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    timeout_s: float,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+) -> ProcessOutcome:
+    """Run ``argv`` in ``cwd`` with at most ``timeout_s`` seconds of wall-clock time.
+
+    The process runs in its own session (process group); on timeout, or when the awaiting task is cancelled,
+    the whole group is terminated. A non-zero exit is *not* an error here: callers read the tool's reports.
+
+    Args:
+        argv: program and arguments (no shell).
+        cwd: working directory of the tool.
+        timeout_s: time budget in seconds (> 0).
+        log_path: file for stdout + stderr (parent folders are created; an existing file is overwritten).
+        env: the complete environment (default: :func:`child_env`).
+
+    Returns:
+        The :class:`ProcessOutcome`.
+
+    Raises:
+        BackendError: the program cannot be started (missing executable, bad ``cwd``).
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with log_path.open("wb") as log_file:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=str(cwd),
+                env=dict(env) if env is not None else child_env(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise BackendError(
+                f"cannot start {argv[0]} in {cwd}: {exc}", hint="check the Python install and the folder", path=cwd
+            ) from exc
+        timed_out = False
+        try:
+            await asyncio.wait_for(proc.wait(), timeout_s)
+        except TimeoutError:
+            timed_out = True
+            await _terminate(proc)
+        except asyncio.CancelledError:
+            await _terminate(proc)
+            raise
+    return ProcessOutcome(
+        argv=list(argv),
+        exit_code=proc.returncode,
+        timed_out=timed_out,
+        duration_s=time.monotonic() - started,
+        log_path=log_path,
+        output_tail=_tail(log_path),
+    )

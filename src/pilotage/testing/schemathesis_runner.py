@@ -1,0 +1,435 @@
+"""Property-based API tests with schemathesis v4, run from an OpenAPI file against a running service.
+
+Why the CLI in a subprocess, and not the Python API:
+
+* **stable interface** — schemathesis' Python API changed shape between v3 and v4 (``from_path`` moved to
+  ``schemathesis.openapi``, runners became an engine with events, ``Case.call_and_validate`` replaced
+  ``validate_response``) and keeps moving in minor releases; ``schemathesis run`` and its report formats are the
+  documented, versioned interface;
+* **structured results** — ``--report junit,ndjson`` makes schemathesis write a JUnit XML (kept as the run's
+  artefact) and an NDJSON stream of its engine events; every ``ScenarioFinished`` event carries, per test case,
+  the request, the response status and each check's outcome, which is exactly what the per-operation summary
+  needs (nothing is scraped from the console output);
+* **bounded and isolated** — see :mod:`pilotage.testing.process`: a hard global timeout (the process group is
+  killed), hypothesis and ``requests`` stay out of the control plane's asyncio loop.
+
+The spec is loaded in-process first with ``schemathesis.openapi.from_path`` (the loader the CLI uses; it does no
+network I/O), so an unloadable spec is an :class:`~pilotage.errors.InputError` naming the file instead of an
+opaque exit code (the CLI would even retry a YAML syntax error as a GraphQL schema).
+
+Flags and why: ``--max-examples`` from ``settings.schemathesis_max_examples``; ``--request-timeout`` per request;
+``--generation-database none`` (no ``.hypothesis`` folder written anywhere); ``--config-file`` pointing to an
+empty file (a ``schemathesis.toml`` in a parent folder cannot change the run); ``--max-time`` is *not* used as
+the global bound because in v4 it is a budget that fuzzing repeats until spent — the subprocess timeout is the
+bound. All phases run (examples, coverage, fuzzing, stateful).
+
+Counting (per operation ``"METHOD /path/{template}"``): ``requests`` = responses received; ``server_errors`` =
+responses with status >= 500; ``failures`` = test cases with a failed check or a 5xx response; ``checks_failed``
+= names of the failed checks (``not_a_server_error``, ``status_code_conformance`` …); ``examples`` = one curl
+line per failed check, the shortest one seen (schemathesis shrinks failing cases, so it is also the simplest).
+Stateful-phase cases are attributed to the operation they called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shlex
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pilotage.errors import BackendError, InputError
+from pilotage.testing.process import child_env, run_process
+
+__all__ = [
+    "OperationResult",
+    "SchemathesisResult",
+    "build_command",
+    "curl_command",
+    "load_operations",
+    "parse_ndjson",
+    "run_schemathesis",
+]
+
+#: Global time budget of one schemathesis run (seconds); the process group is killed after it.
+DEFAULT_TIMEOUT_S = 180.0
+#: Time budget of each request schemathesis sends (seconds).
+DEFAULT_REQUEST_TIMEOUT_S = 5.0
+#: Request headers left out of reproduction commands (schemathesis' own bookkeeping).
+_NOISE_HEADERS = {"x-schemathesis-testcaseid", "user-agent", "accept-encoding", "accept", "connection"}
+
+
+@dataclass
+class OperationResult:
+    """Outcome of the property tests of one API operation.
+
+    Attributes:
+        operation: ``"GET /pets/{petId}"``.
+        requests: responses received.
+        failures: test cases with at least one failed check or a 5xx response.
+        server_errors: responses with HTTP status >= 500.
+        checks_failed: sorted names of the checks that failed.
+        examples: ``[{"check": name, "curl": "curl -X ..."}]``, one (the shortest) per failed check.
+    """
+
+    operation: str
+    requests: int = 0
+    failures: int = 0
+    server_errors: int = 0
+    checks_failed: list[str] = field(default_factory=list)
+    examples: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as a JSON-serialisable dict (the ``tests.completed`` operation shape)."""
+        return asdict(self)
+
+
+@dataclass
+class SchemathesisResult:
+    """Outcome of one schemathesis run.
+
+    Attributes:
+        operations: per-operation results, in spec order.
+        errors: test cases that errored (network error, timeout) instead of getting a response.
+        exit_code: schemathesis' exit status (0 no failure, 1 failures; negative: killed), None if unknown.
+        timed_out: the global timeout killed the run (results are partial).
+        complete: schemathesis reported the end of its engine (``EngineFinished``).
+        seed: the hypothesis seed schemathesis used (replay with ``--seed``).
+        duration_s: wall-clock seconds of the run.
+        junit_path: the JUnit XML schemathesis wrote.
+        ndjson_path: the NDJSON event stream schemathesis wrote.
+        log_path: schemathesis' console output.
+    """
+
+    operations: list[OperationResult]
+    errors: int
+    exit_code: int | None
+    timed_out: bool
+    complete: bool
+    seed: str
+    duration_s: float
+    junit_path: Path
+    ndjson_path: Path
+    log_path: Path
+
+    @property
+    def requests(self) -> int:
+        """Responses received over all operations."""
+        return sum(op.requests for op in self.operations)
+
+    @property
+    def failures(self) -> int:
+        """Failing test cases over all operations."""
+        return sum(op.failures for op in self.operations)
+
+    @property
+    def server_errors(self) -> int:
+        """Responses with HTTP status >= 500 over all operations."""
+        return sum(op.server_errors for op in self.operations)
+
+    @property
+    def checks_failed(self) -> list[str]:
+        """Sorted names of every check that failed somewhere."""
+        return sorted({name for op in self.operations for name in op.checks_failed})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the ``tests.completed`` ``schemathesis`` shape plus run metadata (JSON-serialisable)."""
+        return {
+            "operations": [op.to_dict() for op in self.operations],
+            "requests": self.requests,
+            "failures": self.failures,
+            "server_errors": self.server_errors,
+            "checks_failed": self.checks_failed,
+            "errors": self.errors,
+            "exit_code": self.exit_code,
+            "timed_out": self.timed_out,
+            "complete": self.complete,
+            "seed": self.seed,
+            "duration_s": round(self.duration_s, 3),
+            "junit_path": str(self.junit_path),
+            "ndjson_path": str(self.ndjson_path),
+        }
+
+
+def load_operations(spec_path: Path) -> list[str]:
+    """Load ``spec_path`` with schemathesis' own loader and return its operations as ``"METHOD /path"``.
+
+    Raises:
+        InputError: the file is missing, schemathesis cannot load it, an operation is invalid, or it defines no
+            operation (the message names the file).
+    """
+    import schemathesis  # lazy: importing schemathesis costs ~0.5 s
+    from schemathesis.core.errors import SchemathesisError
+    from schemathesis.core.result import Ok
+
+    path = Path(spec_path)
+    if not path.is_file():
+        raise InputError(f"OpenAPI file {path} does not exist", hint="pass the spec_path of spec.validated", path=path)
+    try:
+        schema = schemathesis.openapi.from_path(str(path))
+        results = list(schema.get_all_operations())
+    except (SchemathesisError, OSError, ValueError, UnicodeDecodeError) as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise InputError(
+            f"schemathesis cannot load {path}: {first}", hint=f"fix {path} (validate it as OpenAPI 3)", path=path
+        ) from exc
+    labels = []
+    for result in results:
+        if isinstance(result, Ok):
+            labels.append(result.ok().label)
+        else:
+            error = result.err()
+            raise InputError(
+                f"schemathesis cannot load an operation of {path}: {' '.join(str(error).split())[:300]}",
+                hint=f"fix {path} (validate it as OpenAPI 3)",
+                path=path,
+            ) from error
+    if not labels:
+        raise InputError(f"{path} defines no API operation to test", hint=f"add paths to {path}", path=path)
+    return labels
+
+
+def build_command(
+    spec_path: Path,
+    base_url: str,
+    report_dir: Path,
+    *,
+    max_examples: int,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    seed: int | None = None,
+    workers: int = 1,
+) -> list[str]:
+    """Return the ``schemathesis run`` command line (no shell) that writes ``report_dir/schemathesis.*``."""
+    config = report_dir / "schemathesis.toml"
+    argv = [
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color",
+        "run", str(spec_path),
+        "--url", base_url,
+        "--max-examples", str(max_examples),
+        "--request-timeout", str(request_timeout_s),
+        "--workers", str(workers),
+        "--generation-database", "none",
+        "--report", "junit,ndjson",
+        "--report-dir", str(report_dir),
+        "--report-junit-path", str(report_dir / "schemathesis.junit.xml"),
+        "--report-ndjson-path", str(report_dir / "schemathesis.ndjson"),
+    ]  # fmt: skip
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    return argv
+
+
+def _ansi_c_quote(data: bytes) -> str:
+    out = []
+    for byte in data:
+        char = chr(byte)
+        if char == "'" or char == "\\":
+            out.append("\\" + char)
+        elif 0x20 <= byte < 0x7F:
+            out.append(char)
+        else:
+            out.append(f"\\x{byte:02x}")
+    return "$'" + "".join(out) + "'"
+
+
+def _quote_body(data: bytes) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _ansi_c_quote(data)
+    if any(ord(c) < 0x20 and c not in "\t" for c in text):
+        return _ansi_c_quote(data)
+    return shlex.quote(text)
+
+
+def curl_command(request: dict[str, Any]) -> str:
+    """Return a curl command line reproducing a recorded request.
+
+    Args:
+        request: the NDJSON interaction request: ``{"method", "uri", "headers": {name: [values]},
+            "body": {"$base64": ...} | None}``.
+    """
+    parts = ["curl", "-X", str(request.get("method", "GET"))]
+    for name, values in (request.get("headers") or {}).items():
+        if name.lower() in _NOISE_HEADERS:
+            continue
+        for value in values if isinstance(values, list) else [values]:
+            parts += ["-H", shlex.quote(f"{name}: {value}")]
+    body = request.get("body")
+    if isinstance(body, dict) and "$base64" in body:
+        parts += ["-d", _quote_body(base64.b64decode(body["$base64"]))]
+    parts.append(shlex.quote(str(request.get("uri", ""))))
+    return " ".join(parts)
+
+
+def _events(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                return  # the last line of a killed run may be cut short
+            if isinstance(event, dict) and len(event) == 1:
+                name, body = next(iter(event.items()))
+                if isinstance(body, dict):
+                    yield name, body
+
+
+def _case_operation(phase: str, label: str, case: dict[str, Any], failed: list[dict[str, Any]]) -> str:
+    for check in failed:
+        operation = ((check.get("failure_info") or {}).get("failure") or {}).get("operation")
+        if operation:
+            return str(operation)
+    if phase == "stateful" or " " not in label:
+        return f"{str(case.get('method', '')).upper()} {case.get('path', '')}"
+    return label
+
+
+def parse_ndjson(path: Path, operations: list[str]) -> tuple[list[OperationResult], dict[str, Any]]:
+    """Summarise a schemathesis NDJSON event stream per operation.
+
+    Args:
+        path: the ``--report-ndjson-path`` file.
+        operations: the spec's operations (from :func:`load_operations`), listed first and in this order.
+
+    Returns:
+        ``(operations, meta)``; ``meta`` = ``{"errors": int, "complete": bool, "seed": str,
+        "fatal": str | None}``.
+    """
+    results: dict[str, OperationResult] = {op: OperationResult(op) for op in operations}
+    best: dict[tuple[str, str], str] = {}
+    meta: dict[str, Any] = {"errors": 0, "complete": False, "seed": "", "fatal": None}
+    if not path.is_file():
+        return list(results.values()), meta
+    for name, body in _events(path):
+        if name == "Initialize":
+            meta["seed"] = str(body.get("seed", ""))
+        elif name == "EngineFinished":
+            meta["complete"] = True
+        elif name == "FatalError":
+            exc = body.get("exception") or {}
+            meta["fatal"] = f"{exc.get('type', 'error')}: {exc.get('message', '')}"
+        elif name == "NonFatalError":
+            meta["errors"] += 1
+        elif name == "ScenarioFinished":
+            _add_scenario(body, results, best)
+    for (operation, check), curl in sorted(best.items()):
+        results[operation].examples.append({"check": check, "curl": curl})
+    return list(results.values()), meta
+
+
+def _add_scenario(body: dict[str, Any], results: dict[str, OperationResult], best: dict[tuple[str, str], str]) -> None:
+    recorder = body.get("recorder") or {}
+    label = str(recorder.get("label", ""))
+    phase = str(body.get("phase", ""))
+    cases = recorder.get("cases") or {}
+    checks = recorder.get("checks") or {}
+    interactions = recorder.get("interactions") or {}
+    for case_id, node in cases.items():
+        case = node.get("value") or {}
+        failed = [c for c in checks.get(case_id, []) if c.get("status") == "failure"]
+        operation = _case_operation(phase, label, case, failed)
+        result = results.setdefault(operation, OperationResult(operation))
+        interaction = interactions.get(case_id) or {}
+        status = (interaction.get("response") or {}).get("status_code")
+        if isinstance(status, int):
+            result.requests += 1
+        names = {str(c.get("name")) for c in failed}
+        if isinstance(status, int) and status >= 500:
+            result.server_errors += 1
+            names.add("not_a_server_error")
+        if not names:
+            continue
+        result.failures += 1
+        result.checks_failed = sorted(set(result.checks_failed) | names)
+        if interaction.get("request"):
+            curl = curl_command(interaction["request"])
+            for check in names:
+                key = (result.operation, check)
+                if key not in best or len(curl) < len(best[key]):
+                    best[key] = curl
+
+
+async def run_schemathesis(
+    spec_path: Path,
+    base_url: str,
+    report_dir: Path,
+    *,
+    max_examples: int = 10,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    seed: int | None = None,
+    workers: int = 1,
+) -> SchemathesisResult:
+    """Run schemathesis' property tests of ``spec_path`` against the service at ``base_url``.
+
+    Args:
+        spec_path: the OpenAPI 3 document (YAML or JSON).
+        base_url: ``http://127.0.0.1:PORT`` of the running service (the spec's ``servers`` are ignored).
+        report_dir: folder for ``schemathesis.junit.xml``, ``schemathesis.ndjson`` and ``schemathesis.log``.
+        max_examples: test cases per operation and phase (``settings.schemathesis_max_examples``).
+        timeout_s: global time budget in seconds; on expiry the run is killed and the result is partial.
+        request_timeout_s: time budget of each request in seconds.
+        seed: hypothesis seed for a reproducible run (None: random, reported in the result).
+        workers: concurrent schemathesis workers.
+
+    Returns:
+        The :class:`SchemathesisResult`.
+
+    Raises:
+        InputError: schemathesis cannot load ``spec_path`` (the message names the file).
+        BackendError: schemathesis could not run (no report written, or a fatal engine error).
+    """
+    operations = await asyncio.to_thread(load_operations, spec_path)  # imports + parsing: off the loop
+    report_dir = Path(report_dir).resolve()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "schemathesis.toml").write_text("# empty: isolates the run from any schemathesis.toml\n")
+    junit_path = report_dir / "schemathesis.junit.xml"
+    ndjson_path = report_dir / "schemathesis.ndjson"
+    for stale in (junit_path, ndjson_path):
+        stale.unlink(missing_ok=True)
+    argv = build_command(
+        Path(spec_path).resolve(),
+        base_url,
+        report_dir,
+        max_examples=max_examples,
+        request_timeout_s=request_timeout_s,
+        seed=seed,
+        workers=workers,
+    )
+    env = child_env()
+    env.pop("SCHEMATHESIS_HOOKS", None)  # no user hook module may change the run
+    outcome = await run_process(
+        argv, cwd=report_dir, timeout_s=timeout_s, log_path=report_dir / "schemathesis.log", env=env
+    )
+    results, meta = parse_ndjson(ndjson_path, operations)
+    if meta["fatal"] is not None:
+        if "LoaderError" in meta["fatal"]:
+            raise InputError(f"schemathesis cannot load {spec_path}: {meta['fatal']}", path=spec_path)
+        raise BackendError(f"schemathesis failed against {base_url}: {meta['fatal']}", hint=f"read {outcome.log_path}")
+    if not ndjson_path.is_file() and not outcome.timed_out:
+        last = outcome.output_tail[-1] if outcome.output_tail else "(no output)"
+        raise BackendError(
+            f"schemathesis exited with {outcome.exit_code} and wrote no report: {last}",
+            hint=f"read {outcome.log_path}",
+            log_path=outcome.log_path,
+        )
+    return SchemathesisResult(
+        operations=results,
+        errors=int(meta["errors"]),
+        exit_code=outcome.exit_code,
+        timed_out=outcome.timed_out,
+        complete=bool(meta["complete"]) and not outcome.timed_out,
+        seed=str(meta["seed"]),
+        duration_s=outcome.duration_s,
+        junit_path=junit_path,
+        ndjson_path=ndjson_path,
+        log_path=outcome.log_path,
+    )

@@ -1,0 +1,83 @@
+"""Real Locust runs (subprocess) against the ok fixture service: figures, injected errors, timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pilotage.errors import InputError
+from pilotage.perf.locust_runner import LoadTestResult, build_command, run_load_test
+from pilotage.runtime.base import Workload
+from pilotage.runtime.local import LocalRuntime
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _load(
+    tmp_path: Path, *, fault_rate: float = 0.0, users: int = 5, duration_s: float = 2.0, timeout_s: float | None = None
+) -> LoadTestResult:
+    service = shutil.copytree(FIXTURES / "ok_service", tmp_path / "svc")
+
+    async def scenario() -> LoadTestResult:
+        async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+            env = {"PILOTAGE_DB_PATH": str(tmp_path / "svc.db"), "PILOTAGE_FAULT_ERROR_RATE": str(fault_rate)}
+            instance = await runtime.start(Workload("ok", "t", service, env=env))
+            return await run_load_test(
+                service / "openapi.yaml",
+                instance.url,
+                tmp_path / "perf",
+                users=users,
+                duration_s=duration_s,
+                timeout_s=timeout_s,
+            )
+
+    return asyncio.run(scenario())
+
+
+def test_load_test_measures_every_target(tmp_path: Path) -> None:
+    result = _load(tmp_path)
+    by = {e.endpoint: e for e in result.endpoints}
+    assert set(by) == {"GET /pets", "POST /pets"}
+    assert result.total.requests > 0 and result.total.p95_ms is not None and result.total.p95_ms > 0
+    assert result.total.requests == sum(e.requests for e in result.endpoints)  # the final CSV write is complete
+    assert by["GET /pets"].requests > by["POST /pets"].requests  # weights 3:1
+    assert result.total.failures == 0 and result.error_rate == 0.0
+    assert result.exit_code == 0 and not result.timed_out and result.duration_s == 2.0
+    assert result.total.rps > 0 and result.wall_s < 30
+    payload = result.to_dict()
+    assert payload["total"]["requests"] == result.total.requests and payload["error_rate"] == 0.0
+
+
+def test_failed_requests_are_counted(tmp_path: Path) -> None:
+    result = _load(tmp_path, fault_rate=0.5)
+    assert result.total.failures > 0
+    assert 0.3 < result.error_rate < 0.7, result.to_dict()
+    assert result.exit_code == 0  # failures are results, not a crashed run
+
+
+def test_timeout_kills_locust(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = _load(tmp_path, duration_s=60, timeout_s=4.0)
+    assert result.timed_out and time.monotonic() - started < 25
+
+
+def test_zero_users_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="users must be >= 1"):
+        asyncio.run(run_load_test(FIXTURES / "ok_service" / "openapi.yaml", "http://127.0.0.1:9", tmp_path, users=0))
+
+
+def test_command_is_headless_bounded_and_local() -> None:
+    argv = build_command(
+        Path("/x/locustfile.py"), "http://127.0.0.1:8000", Path("/x/locust"), users=10, spawn_rate=10, duration_s=5
+    )
+    assert argv[:3] == [sys.executable, "-m", "locust"]
+    joined = " ".join(argv)
+    for part in ("--headless", "-u 10", "-r 10", "-t 5s", "--host http://127.0.0.1:8000", "--csv /x/locust"):
+        assert part in joined
+    assert "--only-summary" in argv and "--otel" not in argv
+    assert "locust" not in sys.modules  # the control plane never imports locust (gevent monkey-patching)
