@@ -48,9 +48,11 @@ class Subscription:
     pattern: str
     task: asyncio.Task[None] | None = None
     errors: list[BaseException] = field(default_factory=list)
+    stopped: bool = False
 
     async def stop(self) -> None:
-        """Stop delivering; an event being handled finishes first is not guaranteed (it is redelivered)."""
+        """Stop delivering. An event whose handler was interrupted is not acknowledged (it is redelivered)."""
+        self.stopped = True
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -143,12 +145,14 @@ class Bus(ABC):
 
     async def _deliver(self, sub: Subscription, handler: Handler) -> None:
         position = await self.committed(sub.group)
-        while True:
+        while not sub.stopped:
             batch = await self.read(position + 1, 100)
             if not batch:
                 await self._wait(position, self.poll_interval_s)
                 continue
             for record in batch:
+                if sub.stopped:
+                    return
                 if matches(sub.pattern, record.event.type):
                     try:
                         await handler(record.event)

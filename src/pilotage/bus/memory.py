@@ -54,8 +54,8 @@ class MemoryBus(Bus):
         if len(self._log) > after_offset:
             return
         cond = self._condition()
-        async with cond:
-            try:
-                await asyncio.wait_for(cond.wait_for(lambda: len(self._log) > after_offset), timeout_s)
-            except TimeoutError:
-                return
+        try:
+            async with asyncio.timeout(timeout_s), cond:
+                await cond.wait_for(lambda: len(self._log) > after_offset)
+        except TimeoutError:
+            return

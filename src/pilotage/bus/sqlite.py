@@ -265,9 +265,11 @@ class SQLiteBus(Bus):
 
     async def _wait(self, after_offset: int, timeout_s: float) -> None:
         assert self._changed is not None
+        # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives
+        # as the inner wait completes (CPython gh-86296), which would leave a stopped consumer running.
         try:
-            async with self._changed:
-                await asyncio.wait_for(self._changed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s), self._changed:
+                await self._changed.wait()
         except TimeoutError:
             return
 
