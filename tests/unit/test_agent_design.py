@@ -15,8 +15,9 @@ from pilotage.events import CloudEvent, EventType, new_event
 from pilotage.graph.sqlite import SQLiteGraph
 from pilotage.settings import Settings
 from pilotage.spec.load import load_spec, spec_key
+from tests.fixtures import CHECKOUT_SPEC
 
-CHECKOUT = Path(__file__).resolve().parents[2] / "examples" / "checkout-service" / "openapi.yaml"
+CHECKOUT = CHECKOUT_SPEC
 REQUEST = "Add discount code support with fields code:string, percent:integer"
 
 

@@ -17,9 +17,10 @@ from pilotage.codegen.generator import SERVICE_FILES, generate_service, read_req
 from pilotage.spec.evolve import evolve
 from pilotage.spec.grammar import parse_request
 from pilotage.spec.load import load_spec
+from tests.fixtures import CHECKOUT_SPEC
 
 PETSTORE = Path("/work/shared/specs/petstore3.yaml")
-CHECKOUT = Path(__file__).resolve().parents[2] / "examples" / "checkout-service" / "openapi.yaml"
+CHECKOUT = CHECKOUT_SPEC
 
 
 def free_port() -> int:

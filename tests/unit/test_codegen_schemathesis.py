@@ -13,10 +13,11 @@ from pilotage.codegen.generator import generate_service
 from pilotage.spec.evolve import evolve
 from pilotage.spec.grammar import parse_request
 from pilotage.spec.load import dump_spec, load_spec
+from tests.fixtures import CHECKOUT_SPEC
 from tests.unit.test_codegen import serve
 
 PETSTORE = Path("/work/shared/specs/petstore3.yaml")
-CHECKOUT = Path(__file__).resolve().parents[2] / "examples" / "checkout-service" / "openapi.yaml"
+CHECKOUT = CHECKOUT_SPEC
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
 pytestmark = pytest.mark.slow

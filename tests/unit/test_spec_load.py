@@ -9,9 +9,10 @@ import pytest
 
 from pilotage.errors import InputError
 from pilotage.spec.load import dump_spec, json_path, load_spec, spec_digest, spec_key
+from tests.fixtures import CHECKOUT_SPEC
 
 PETSTORE = Path("/work/shared/specs/petstore3.yaml")
-CHECKOUT = Path(__file__).resolve().parents[2] / "examples" / "checkout-service" / "openapi.yaml"
+CHECKOUT = CHECKOUT_SPEC
 
 MINIMAL_31 = {
     "openapi": "3.1.0",
