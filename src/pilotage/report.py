@@ -96,9 +96,10 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
         c = d.get("canary") or {}
         b = d.get("baseline") or {}
         state = "healthy" if d.get("healthy") else "BREACH"
+        base = f", baseline {b.get('errors')}/{b.get('requests')}" if b else ""
         return (
-            f"{state}: canary {c.get('errors')}/{c.get('requests')} errors, baseline {b.get('errors')}/"
-            f"{b.get('requests')}, SLO error rate ≤ {d.get('slo_error_rate')}"
+            f"{state}: canary {c.get('errors')}/{c.get('requests')} errors{base}, "
+            f"SLO error rate ≤ {d.get('slo_error_rate')}"
         )
     if t == EventType.DEPLOY_PROMOTED:
         return f"promoted {d.get('version')} ({d.get('strategy')})"

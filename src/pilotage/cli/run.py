@@ -1,57 +1,20 @@
-"""The ``pilotage`` command line (typer). Thin: it parses options, calls the library and prints.
-
-Every command takes ``--json`` (one JSON document on stdout) and otherwise prints rich output for people.
-Errors print one line, ``error: <cause> (fix: <fix>)``, on stderr and exit non-zero:
-2 bad input, 3 bad configuration, 4 policy denied, 5 backend failure, 1 a run that failed or rolled back.
-"""
+"""``pilotage demo`` and ``pilotage run``: one lifecycle run with a live timeline and a report."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from pilotage.agent import RunSpec
-from pilotage.errors import BackendError, ConfigError, InputError, PilotageError, PolicyDenied
-from pilotage.events import CloudEvent, EventType
-from pilotage.settings import Settings, load_settings
-
-__all__ = ["app", "main"]
-
-app = typer.Typer(
-    name="pilotage",
-    help="Agents that carry a service from request to a watched, costed rollout.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-events_app = typer.Typer(help="The event log: tail it.", no_args_is_help=True)
-app.add_typer(events_app, name="events")
-
-console = Console(highlight=False, soft_wrap=True)
-
-
-def _print_error(line: str) -> None:
-    """Write ``error: <line>`` as exactly one line on stderr (never wrapped, no markup)."""
-    sys.stderr.write("error: " + " ".join(line.split()) + "\n")
-    sys.stderr.flush()
-
-
-EXIT_CODES: list[tuple[type[PilotageError], int]] = [
-    (InputError, 2),
-    (ConfigError, 3),
-    (PolicyDenied, 4),
-    (BackendError, 5),
-]
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of rich output.")]
+from pilotage.cli import JsonOpt, app, cli_settings, console, print_error
+from pilotage.errors import ConfigError, InputError
+from pilotage.events import CloudEvent
+from pilotage.settings import Settings
 
 STAGE_STYLE = {
     "request": "bold",
@@ -70,13 +33,9 @@ STAGE_STYLE = {
 }
 
 
-def _settings() -> Settings:
-    return load_settings()
-
-
 def _demo_dir() -> Path:
     """Folder of the bundled checkout-service example (packaged with pilotage)."""
-    return Path(__file__).parent / "examples" / "checkout-service"
+    return Path(__file__).resolve().parent.parent / "examples" / "checkout-service"
 
 
 def _preflight(spec: Path, request: str) -> None:
@@ -161,7 +120,7 @@ def _start_run(
 ) -> dict[str, Any]:
     from pilotage.flows.feature_delivery import new_run_id
 
-    settings = _settings()
+    settings = cli_settings()
     spec = spec.expanduser().resolve()
     _preflight(spec, request)
     _check_port_free(port)
@@ -198,10 +157,10 @@ def _finish(summary: dict[str, Any], json_mode: bool, expected_outcome: str | No
             f"{summary['report']}"
         )
     if summary["status"] != "completed":
-        _print_error(summary["error"] or "the run failed")
+        print_error(summary["error"] or "the run failed")
         raise typer.Exit(1)
     if expected_outcome is not None and summary["outcome"] != expected_outcome:
-        _print_error(
+        print_error(
             f"run {summary['run_id']} ended {summary['outcome']}, expected {expected_outcome} (see {summary['report']})"
         )
         raise typer.Exit(1)
@@ -273,131 +232,3 @@ def run(
         json_mode=json_mode,
     )
     _finish(summary, json_mode, "promoted")
-
-
-async def _read_events(settings: Settings, pattern: str, run_id: str | None) -> list[tuple[int, CloudEvent]]:
-    from pilotage.app import open_bus
-
-    bus = open_bus(settings)
-    async with bus:
-        out: list[tuple[int, CloudEvent]] = []
-        offset = 1
-        while True:
-            batch = await bus.read(offset, 5000, pattern=pattern)
-            if not batch:
-                return out
-            out.extend((r.offset, r.event) for r in batch if run_id is None or r.event.runid == run_id)
-            offset = batch[-1].offset + 1
-
-
-def _event_log_exists(settings: Settings) -> None:
-    if settings.bus_url.startswith("sqlite:///"):
-        path = Path(settings.bus_url[len("sqlite:///") :])
-        if not path.exists():
-            raise InputError(f"no event log at {path}", hint="run `pilotage demo` first, or set PILOTAGE_BUS_URL")
-
-
-@events_app.command("tail")
-def events_tail(
-    n: Annotated[int, typer.Option("-n", help="How many of the newest events to show.")] = 20,
-    type_pattern: Annotated[str, typer.Option("--type", help="Event-type glob, e.g. 'dev.pilotage.deploy.*'.")] = "*",
-    run_id: Annotated[str | None, typer.Option("--run", help="Only events of this run id.")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events (Ctrl-C stops).")] = False,
-    json_mode: JsonOpt = False,
-) -> None:
-    """Print the newest events of the log (as JSON lines with --json)."""
-    from pilotage.report import stage_of, summarize
-
-    settings = _settings()
-    _event_log_exists(settings)
-    shown = 0
-
-    def emit(offset: int, event: CloudEvent) -> None:
-        if json_mode:
-            sys.stdout.write(json.dumps({"offset": offset, **json.loads(event.to_json())}) + "\n")
-        else:
-            console.print(
-                f"[dim]{offset:>6}[/] {event.time[11:23]} [bold]{stage_of(event):<8}[/] "
-                f"{event.type.removeprefix(EventType.PREFIX):<22} {event.id}  {summarize(event)}"
-            )
-
-    records = asyncio.run(_read_events(settings, type_pattern, run_id))
-    for offset, event in records[-n:] if n > 0 else []:
-        emit(offset, event)
-    shown = records[-1][0] if records else 0
-    while follow:
-        time.sleep(0.5)
-        for offset, event in asyncio.run(_read_events(settings, type_pattern, run_id)):
-            if offset > shown:
-                emit(offset, event)
-                shown = offset
-
-
-@app.command()
-def explain(
-    decision_id: Annotated[str, typer.Argument(help="Id of a decision event (see the run report or events tail).")],
-    json_mode: JsonOpt = False,
-) -> None:
-    """Show why an agent decided what it did: inputs, rule and score, chosen action, policy verdict, outcome."""
-    settings = _settings()
-    _event_log_exists(settings)
-    records = asyncio.run(_read_events(settings, "*", None))
-    index = next((i for i, (_, e) in enumerate(records) if e.id == decision_id), None)
-    if index is None:
-        raise InputError(
-            f"no event with id {decision_id!r} in {settings.bus_url}",
-            hint="copy an id from `pilotage events tail --type dev.pilotage.decision.made`",
-        )
-    _, event = records[index]
-    if event.type != EventType.DECISION:
-        raise InputError(
-            f"event {decision_id} is a {event.type}, not a decision",
-            hint="pass the id of a dev.pilotage.decision.made event",
-        )
-    d = event.data
-    outcome = [
-        e
-        for _, e in records[index + 1 :]
-        if e.runid == event.runid and e.source == event.source and e.type not in (EventType.DECISION,)
-    ][:3]
-    doc = {**d, "time": event.time, "outcome_events": [{"type": e.type, "id": e.id, "data": e.data} for e in outcome]}
-    if json_mode:
-        console.print_json(json.dumps(doc, default=str))
-        return
-    console.print(f"[bold]{d['agent']}[/] decided [bold]{d['kind']}[/] → [bold green]{d['action']}[/] at {event.time}")
-    console.print(f"[bold]rule[/]      {d['rule']}")
-    console.print(f"[bold]score[/]     {json.dumps(d['score'])}")
-    console.print(f"[bold]rationale[/] {d['rationale']}")
-    verdict = d.get("verdict")
-    console.print(
-        f"[bold]verdict[/]   {'none required' if not verdict else ('allow' if verdict['allow'] else 'deny')}"
-        + (f" {verdict.get('reasons')}" if verdict and verdict.get("reasons") else "")
-    )
-    console.print("[bold]inputs[/]")
-    console.print_json(json.dumps(d["inputs"], default=str))
-    from pilotage.report import summarize
-
-    for e in outcome:
-        console.print(f"[bold]outcome[/]   {e.type.removeprefix(EventType.PREFIX)}: {summarize(e)}")
-
-
-@app.command()
-def version() -> None:
-    """Print the Pilotage version."""
-    from pilotage import __version__
-
-    console.print(__version__)
-
-
-def main() -> None:
-    """Console-script entry point: run the app and turn a PilotageError into one line and an exit code."""
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    try:
-        app()
-    except PilotageError as exc:
-        code = next((c for cls, c in EXIT_CODES if isinstance(exc, cls)), 1)
-        _print_error(exc.one_line())
-        sys.exit(code)
-    except KeyboardInterrupt:
-        _print_error("interrupted; events accepted so far are in the log")
-        sys.exit(130)

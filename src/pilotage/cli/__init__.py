@@ -1,0 +1,96 @@
+"""The ``pilotage`` command line (typer). Thin: it parses options, calls the library and prints.
+
+Every command takes ``--json`` (one JSON document on stdout) and otherwise prints rich output for people.
+Errors print one line, ``error: <cause> (fix: <fix>)``, on stderr and exit non-zero:
+2 bad input, 3 bad configuration, 4 policy denied, 5 backend failure, 1 a run that failed or rolled back.
+
+Commands live in one module per area (``run.py``: demo and run; ``events.py``: events tail and explain), each
+registering on :data:`app`; this module imports them at the bottom.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pilotage.errors import BackendError, ConfigError, InputError, PilotageError, PolicyDenied
+from pilotage.settings import Settings, load_settings
+
+__all__ = ["JsonOpt", "app", "console", "main", "cli_settings", "print_error"]
+
+app = typer.Typer(
+    name="pilotage",
+    help="Agents that carry a service from request to a watched, costed rollout.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+def print_error(line: str) -> None:
+    """Write ``error: <line>`` as exactly one line on stderr (never wrapped, no markup)."""
+    sys.stderr.write("error: " + " ".join(line.split()) + "\n")
+    sys.stderr.flush()
+
+
+EXIT_CODES: list[tuple[type[PilotageError], int]] = [
+    (InputError, 2),
+    (ConfigError, 3),
+    (PolicyDenied, 4),
+    (BackendError, 5),
+]
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of rich output.")]
+
+
+def cli_settings() -> Settings:
+    """Load the settings for a command (pilotage.toml and PILOTAGE_* in the working directory)."""
+    return load_settings()
+
+
+@app.command()
+def version(json_mode: JsonOpt = False) -> None:
+    """Print the Pilotage version."""
+    from pilotage import __version__
+
+    if json_mode:
+        console.print_json(json.dumps({"version": __version__}))
+    else:
+        console.print(__version__)
+
+
+def main() -> None:
+    """Console-script entry point: run the app and turn any error into one line and an exit code.
+
+    Exit codes: 2 InputError, 3 ConfigError, 4 PolicyDenied, 5 BackendError, 1 other PilotageError or a failed
+    run, 130 interrupted, 70 an internal error (EX_SOFTWARE; ``PILOTAGE_DEBUG=1`` shows the traceback).
+    """
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        app()
+    except PilotageError as exc:
+        code = next((c for cls, c in EXIT_CODES if isinstance(exc, cls)), 1)
+        print_error(exc.one_line())
+        sys.exit(code)
+    except KeyboardInterrupt:
+        print_error("interrupted; events accepted so far are in the log")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if os.environ.get("PILOTAGE_DEBUG"):
+            raise
+        print_error(
+            f"internal error: {type(exc).__name__}: {exc} "
+            "(fix: this is a Pilotage bug; rerun with PILOTAGE_DEBUG=1 for the traceback and report it)"
+        )
+        sys.exit(70)
+
+
+from pilotage.cli import events as _events  # noqa: E402,F401 - registers its commands on app
+from pilotage.cli import run as _run  # noqa: E402,F401 - registers its commands on app
