@@ -40,7 +40,7 @@ from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.perf.locust_runner import LoadTestResult, run_load_test
 from pilotage.perf.stats import EndpointStats
-from pilotage.runtime.base import Workload
+from pilotage.runtime.base import scratch_instance
 
 __all__ = ["ERROR_RATE_MAX", "P95_HIGH_MS", "TAIL_MIN_MS", "TAIL_RATIO", "PerformanceAgent", "assess"]
 
@@ -248,18 +248,15 @@ class PerformanceAgent(Agent):
             raise InputError(f"run {event.runid}: head_dir {head_dir} is not a folder", hint="regenerate the code")
         spec_path = await self._spec_path(event, data)
         out_dir = run.artifacts_path / "perf" / commit[:12]
-        out_dir.mkdir(parents=True, exist_ok=True)
-        db_path = out_dir / "service.db"
-        db_path.unlink(missing_ok=True)
-        workload = Workload(
+        settings = self.ctx.settings
+        async with scratch_instance(
+            self.ctx.runtime,
             service=run.service,
             version=f"perf-{commit[:12]}",
             path=head_dir,
-            env={"PILOTAGE_DB_PATH": str(db_path), "PILOTAGE_FAULT_ERROR_RATE": "0", "PYTHONDONTWRITEBYTECODE": "1"},
-        )
-        settings = self.ctx.settings
-        instance = await self.ctx.runtime.start(workload, ready_timeout_s=settings.service_ready_timeout_s)
-        try:
+            data_dir=out_dir,
+            ready_timeout_s=settings.service_ready_timeout_s,
+        ) as instance:
             return await run_load_test(
                 spec_path,
                 instance.url,
@@ -267,8 +264,6 @@ class PerformanceAgent(Agent):
                 users=settings.load_test_users,
                 duration_s=settings.load_test_duration_s,
             )
-        finally:
-            await self.ctx.runtime.stop(instance)
 
     def _learn(self, run: RunSpec, commit: str, result: LoadTestResult) -> None:
         graph = self.ctx.graph

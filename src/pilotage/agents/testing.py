@@ -44,7 +44,7 @@ from pilotage.agent import Agent, Reasoning, RunSpec
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.policy.base import Verdict
-from pilotage.runtime.base import Workload
+from pilotage.runtime.base import scratch_instance
 from pilotage.testing.pytest_runner import UnitResult, run_pytest
 from pilotage.testing.schemathesis_runner import SchemathesisResult, load_operations, run_schemathesis
 
@@ -189,19 +189,19 @@ class TestingAgent(Agent):
     ) -> tuple[SchemathesisResult, UnitResult]:
         """Start the head version, run schemathesis and pytest concurrently, stop it (always)."""
         out_dir = run.artifacts_path / "tests" / commit[:12]
-        out_dir.mkdir(parents=True, exist_ok=True)
-        db_path = out_dir / "service.db"
-        db_path.unlink(missing_ok=True)
-        workload = Workload(
-            service=run.service,
-            version=f"test-{commit[:12]}",
-            path=head_dir,
-            env={"PILOTAGE_DB_PATH": str(db_path), "PILOTAGE_FAULT_ERROR_RATE": "0", "PYTHONDONTWRITEBYTECODE": "1"},
-        )
         settings = self.ctx.settings
-        instance = await self.ctx.runtime.start(workload, ready_timeout_s=settings.service_ready_timeout_s)
         try:
-            async with asyncio.TaskGroup() as group:
+            async with (
+                scratch_instance(
+                    self.ctx.runtime,
+                    service=run.service,
+                    version=f"test-{commit[:12]}",
+                    path=head_dir,
+                    data_dir=out_dir,
+                    ready_timeout_s=settings.service_ready_timeout_s,
+                ) as instance,
+                asyncio.TaskGroup() as group,
+            ):
                 st_task = group.create_task(
                     run_schemathesis(spec_path, instance.url, out_dir, max_examples=settings.schemathesis_max_examples)
                 )
@@ -214,8 +214,6 @@ class TestingAgent(Agent):
                 )
         except BaseExceptionGroup as group_error:
             raise group_error.exceptions[0] from None  # one line for agent.failed: the first runner error
-        finally:
-            await self.ctx.runtime.stop(instance)
         return st_task.result(), unit_task.result()
 
     def _learn(

@@ -7,12 +7,14 @@ request to one instance chosen by integer weights that sum to 100.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["Instance", "Route", "Runtime", "Workload"]
+__all__ = ["Instance", "Route", "Runtime", "Workload", "scratch_instance"]
 
 
 @dataclass(frozen=True)
@@ -93,3 +95,25 @@ class Runtime(ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+
+@contextlib.asynccontextmanager
+async def scratch_instance(
+    runtime: Runtime, *, service: str, version: str, path: Path, data_dir: Path, ready_timeout_s: float
+) -> AsyncIterator[Instance]:
+    """Start a throw-away instance for testing or load-testing, yield it, and always stop it.
+
+    The instance gets a fresh SQLite file ``data_dir/service.db`` (``PILOTAGE_DB_PATH``) and no injected faults.
+
+    Raises:
+        ConfigError, BackendError: as :meth:`Runtime.start`.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db_path = data_dir / "service.db"
+    db_path.unlink(missing_ok=True)
+    env = {"PILOTAGE_DB_PATH": str(db_path), "PILOTAGE_FAULT_ERROR_RATE": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+    instance = await runtime.start(Workload(service, version, path, env=env), ready_timeout_s=ready_timeout_s)
+    try:
+        yield instance
+    finally:
+        await runtime.stop(instance)
