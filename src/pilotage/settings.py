@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pilotage.errors import ConfigError
 
@@ -73,6 +73,19 @@ class Settings(BaseModel):
             "MPL-2.0",
         ]
     )
+
+    @field_validator("canary_steps_percent")
+    @classmethod
+    def _steps_rise_to_100(cls, steps: list[int]) -> list[int]:
+        if not steps:
+            raise ValueError("needs at least one step, e.g. [10, 25, 50, 100]")
+        if any(not 0 < s <= 100 for s in steps):
+            raise ValueError(f"each step is a canary weight in 1..100, got {steps}")
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError(f"steps must increase, got {steps}")
+        if steps[-1] != 100:
+            raise ValueError(f"the last step must be 100 (full promotion), got {steps}")
+        return steps
 
     def path_in_home(self, name: str) -> Path:
         """Return ``home / name`` (the state folder, ``.pilotage`` by default)."""

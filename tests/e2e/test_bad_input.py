@@ -59,29 +59,29 @@ def test_yaml_that_is_not_openapi(tmp_path: Path) -> None:
     assert "compose.yaml" in line and "OpenAPI" in line
 
 
-def test_request_outside_the_grammar(tmp_path: Path, petstore: Path) -> None:
-    result = run_cli(tmp_path, "run", "--spec", str(petstore), "--request", "make it faster please")
+def test_request_outside_the_grammar(tmp_path: Path, checkout: Path) -> None:
+    result = run_cli(tmp_path, "run", "--spec", str(checkout), "--request", "make it faster please")
     assert result.code == 2
     line = one_line_error(result.stderr)
     assert "make it faster please" in line and "Add" in line  # the grammar is shown
 
 
-def test_broken_rego_policy(tmp_path: Path, petstore: Path) -> None:
+def test_broken_rego_policy(tmp_path: Path, checkout: Path) -> None:
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "broken.rego").write_text("package pilotage.deploy\n\ndeny contains msg if {\n")
-    result = run_cli(tmp_path, "run", "--spec", str(petstore), "--request", REQUEST)
+    result = run_cli(tmp_path, "run", "--spec", str(checkout), "--request", REQUEST)
     assert result.code == 2
     line = one_line_error(result.stderr)
     assert "broken.rego" in line
     assert_log_readable(tmp_path)
 
 
-def test_port_already_in_use(tmp_path: Path, petstore: Path) -> None:
+def test_port_already_in_use(tmp_path: Path, checkout: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run_cli(tmp_path, "run", "--spec", str(petstore), "--request", REQUEST, "--port", str(port))
+        result = run_cli(tmp_path, "run", "--spec", str(checkout), "--request", REQUEST, "--port", str(port))
     assert result.code == 3
     line = one_line_error(result.stderr)
     assert str(port) in line and "fix:" in line
@@ -89,8 +89,8 @@ def test_port_already_in_use(tmp_path: Path, petstore: Path) -> None:
 
 
 @pytest.mark.slow
-def test_generated_service_that_crashes_on_start(tmp_path: Path, petstore: Path) -> None:
-    result = run_cli(tmp_path, "run", "--spec", str(petstore), "--request", REQUEST, "--crash", "--idle-after", "1")
+def test_generated_service_that_crashes_on_start(tmp_path: Path, checkout: Path) -> None:
+    result = run_cli(tmp_path, "run", "--spec", str(checkout), "--request", REQUEST, "--crash", "--idle-after", "1")
     assert result.code == 1
     line = one_line_error(result.stderr)
     assert "crash" in line and "fix:" in line

@@ -43,3 +43,14 @@ def test_errors_are_one_line_with_fix() -> None:
     err = PilotageError("spec file x.yaml not found\n in folder", hint="pass --spec", path="x.yaml")
     assert str(err) == "spec file x.yaml not found in folder (fix: pass --spec)"
     assert err.path == "x.yaml"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("steps", "needle"),
+    [("[]", "at least one step"), ("[10, 200]", "1..100"), ("[50, 10, 100]", "must increase"), ("[10, 50]", "100")],
+)
+def test_canary_steps_are_validated(tmp_path: Path, steps: str, needle: str) -> None:
+    cfg = tmp_path / "pilotage.toml"
+    cfg.write_text(f"canary_steps_percent = {steps}\n")
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(cfg)

@@ -73,7 +73,7 @@ def test_yaml_that_is_not_openapi(tmp_path: Path) -> None:
 def test_swagger_2_is_refused(tmp_path: Path) -> None:
     file = tmp_path / "old.yaml"
     file.write_text("swagger: '2.0'\ninfo: {title: t, version: '1'}\npaths: {}\n")
-    with pytest.raises(InputError, match="not an OpenAPI 3 document"):
+    with pytest.raises(InputError, match="is Swagger 2.0, not OpenAPI 3"):
         load_spec(file)
 
 
@@ -105,3 +105,16 @@ def test_dump_round_trips_and_digest_is_stable(tmp_path: Path) -> None:
 
 def test_json_path_quotes_non_identifiers() -> None:
     assert json_path(["paths", "/pets", "get", 0]) == "$.paths['/pets'].get[0]"
+
+
+def test_folder_and_external_refs_are_named(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="is a folder"):
+        load_spec(tmp_path)
+    ext = tmp_path / "ext.yaml"
+    ext.write_text(
+        "openapi: 3.0.3\ninfo: {title: x, version: '1'}\npaths:\n  /w:\n    get:\n      responses:\n"
+        "        '200':\n          description: ok\n          content:\n            application/json:\n"
+        "              schema: {$ref: './schemas.yaml#/Widget'}\n"
+    )
+    with pytest.raises(InputError, match=r"external \$ref \(\./schemas\.yaml#/Widget\)"):
+        load_spec(ext)

@@ -113,6 +113,8 @@ def load_spec(path: str | Path) -> dict[str, Any]:
             OpenAPI 3.x document, or fails validation (JSON path given).
     """
     file = Path(path)
+    if file.is_dir():
+        raise InputError(f"spec path {file} is a folder, not a file", hint=_HINT, path=str(file))
     if not file.is_file():
         raise InputError(f"spec file {file} not found", hint=_HINT, path=str(file))
     try:
@@ -130,6 +132,12 @@ def load_spec(path: str | Path) -> dict[str, Any]:
             hint=f"fix the syntax{where} of {file}",
             path=str(file),
         ) from exc
+    if isinstance(doc, dict) and "swagger" in doc and "openapi" not in doc:
+        raise InputError(
+            f"spec file {file} is Swagger {doc.get('swagger')}, not OpenAPI 3",
+            hint="convert it to OpenAPI 3 first (e.g. with swagger2openapi or the Swagger Editor)",
+            path=str(file),
+        )
     if not isinstance(doc, dict) or not openapi_version(doc).startswith("3."):
         found = openapi_version(doc) or "missing"
         raise InputError(
@@ -138,8 +146,30 @@ def load_spec(path: str | Path) -> dict[str, Any]:
             path=str(file),
         )
     data: dict[str, Any] = to_json_data(doc)
+    external = _first_external_ref(data)
+    if external is not None:
+        raise InputError(
+            f"spec file {file} uses an external $ref ({external}), which Pilotage does not resolve",
+            hint="bundle the spec into one file first (e.g. `redocly bundle` or `swagger-cli bundle`)",
+            path=str(file),
+        )
     validate_spec(data, path=file)
     return data
+
+
+def _first_external_ref(value: Any) -> str | None:
+    """Return the first ``$ref`` that points outside the document (not ``#/...``), or None."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and not ref.startswith("#"):
+                return ref
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
 
 
 def to_json_data(value: Any) -> Any:
