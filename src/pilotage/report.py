@@ -77,8 +77,8 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
         unit = d.get("unit") or {}
         return (
             f"{'passed' if d.get('passed') else 'FAILED'}: schemathesis {st.get('requests')} requests, "
-            f"{st.get('server_errors')} server errors, {st.get('failures')} failures; "
-            f"unit {unit.get('passed')} passed, {unit.get('failed')} failed"
+            f"{st.get('server_errors')} server errors (gating), {st.get('failures')} other findings (reported, "
+            f"not gating); unit {unit.get('passed')} passed, {unit.get('failed')} failed"
         )
     if t == EventType.PERF_MEASURED:
         if d.get("skipped"):
