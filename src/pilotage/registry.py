@@ -18,12 +18,16 @@ BACKENDS: dict[str, dict[str, tuple[str, str | None]]] = {
     "bus": {
         "sqlite": ("pilotage.bus.sqlite:SQLiteBus", None),
         "memory": ("pilotage.bus.memory:MemoryBus", None),
+        "nats": ("pilotage.bus.nats:NatsBus", "nats"),
+        "kafka": ("pilotage.bus.kafka:KafkaBus", "kafka"),
     },
     "graph": {
         "sqlite": ("pilotage.graph.sqlite:SQLiteGraph", None),
     },
     "policy": {
         "rego": ("pilotage.policy.rego:RegoPolicyEngine", None),
+        "http": ("pilotage.policy.opa:OPAPolicyEngine", None),
+        "https": ("pilotage.policy.opa:OPAPolicyEngine", None),
     },
     "runtime": {
         "local": ("pilotage.runtime.local:LocalRuntime", None),
