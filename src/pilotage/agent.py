@@ -13,11 +13,21 @@ each event, runs its loop in :meth:`Agent.on_event`:
 
 A :class:`~pilotage.errors.PilotageError` raised by ``on_event`` becomes a ``dev.pilotage.agent.failed`` event
 carrying the one-line error; the flow that waits on the run ends with that error.
+
+Crash safety (issue #7). Delivery is at-least-once: a handler interrupted by a crash runs again on the same event
+after a restart. So that the second run does not duplicate what the first one published, every event an agent
+publishes *while handling* an event gets a deterministic id, ``uuid5(cause id / agent / type / n)`` (``n`` counts
+the events of that type the handler published so far), and the bus keeps the first event with a given id
+(idempotent publish). :meth:`Agent.decide` then reads the decision back from the log: a decision already recorded
+is the one the agent acts on (it is never re-taken with different inputs), so what the log explains is what was
+done.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,9 +45,33 @@ if TYPE_CHECKING:
     from pilotage.runtime.base import Runtime
     from pilotage.settings import Settings
 
-__all__ = ["Agent", "AgentContext", "Decision", "Reasoning", "RunSpec"]
+__all__ = ["Agent", "AgentContext", "Decision", "Reasoning", "RunSpec", "handled_event_id"]
 
 log = logging.getLogger(__name__)
+
+#: Namespace of the deterministic ids of events published while handling an event (uuid5).
+EVENT_ID_NAMESPACE = uuid.UUID("6f1c8e52-3b0a-4c8e-9a51-7d2f0c4b9e10")
+
+
+@dataclass
+class _Handling:
+    """The event an agent is handling in the current task, and how many events of each type it published."""
+
+    agent: str
+    cause_id: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+_handling: contextvars.ContextVar[_Handling | None] = contextvars.ContextVar("pilotage_handling", default=None)
+
+
+def handled_event_id(cause_id: str, agent: str, type: str, n: int = 0) -> str:
+    """Return the id of the ``n``-th (0-based) event of ``type`` that ``agent`` publishes while handling ``cause_id``.
+
+    The same handler run twice on the same event publishes the same ids, so the second run's events are
+    duplicates the bus drops (idempotent publish) instead of new facts.
+    """
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{cause_id}/{agent}/{type}/{n}"))
 
 
 class RunSpec(BaseModel):
@@ -174,6 +208,13 @@ class Agent(ABC):
         if event.runid and await self._run_closed(event.runid):
             log.info("agent %s skips %s of closed run %s", self.name, event.type, event.runid)
             return
+        token = _handling.set(_Handling(self.name, event.id))
+        try:
+            await self._handle(event)
+        finally:
+            _handling.reset(token)
+
+    async def _handle(self, event: CloudEvent) -> None:
         try:
             await self.on_event(event)
         except PilotageError as exc:
@@ -203,18 +244,36 @@ class Agent(ABC):
         """
         raise NotImplementedError(f"agent {self.name} makes no decision of kind {kind!r}")
 
-    async def emit(self, type: str, data: Any, *, cause: CloudEvent) -> CloudEvent:
-        """Publish an event of ``type`` with ``data`` in the run and subject of ``cause``; return it."""
+    def _new_event(self, type: str, data: Any, cause: CloudEvent) -> CloudEvent:
+        """Return a new event of ``type``; its id is deterministic while :meth:`handle` runs on ``cause``."""
         event = new_event(type, data, source=self.source, subject=cause.subject, runid=cause.runid)
+        handling = _handling.get()
+        if handling is None or handling.agent != self.name or handling.cause_id != cause.id:
+            return event  # called outside a handler (tests, tools): a fresh random id
+        n = handling.counts.get(type, 0)
+        handling.counts[type] = n + 1
+        return event.model_copy(update={"id": handled_event_id(cause.id, self.name, type, n)})
+
+    async def emit(self, type: str, data: Any, *, cause: CloudEvent) -> CloudEvent:
+        """Publish an event of ``type`` with ``data`` in the run and subject of ``cause``; return it.
+
+        While handling ``cause`` the id is deterministic (:func:`handled_event_id`): a handler that runs again
+        after a crash republishes the same ids and the log keeps the first copy.
+        """
+        event = self._new_event(type, data, cause)
         await self.ctx.bus.publish(event)
         return event
 
     async def decide(
         self, kind: str, inputs: dict[str, Any], *, cause: CloudEvent, verdict: Verdict | None = None
     ) -> Decision:
-        """Run :meth:`reason` on ``inputs`` and publish the :class:`Decision`; return it."""
+        """Run :meth:`reason` on ``inputs`` and publish the :class:`Decision`; return the decision the log holds.
+
+        When a run of this handler before a crash already recorded this decision (same deterministic id), the
+        recorded one is returned and acted on, not the one just computed: a recorded decision is never re-taken.
+        """
         reasoning = self.reason(kind, inputs)
-        event = new_event(EventType.DECISION, None, source=self.source, subject=cause.subject, runid=cause.runid)
+        event = self._new_event(EventType.DECISION, None, cause)
         decision = Decision(
             id=event.id,
             agent=self.name,
@@ -228,7 +287,13 @@ class Agent(ABC):
             cause_event_id=cause.id,
             run_id=cause.runid,
         )
-        await self.ctx.bus.publish(event.model_copy(update={"data": decision.to_dict()}))
+        offset = await self.ctx.bus.publish(event.model_copy(update={"data": decision.to_dict()}))
+        stored = await self.ctx.bus.read(offset, 1)
+        if stored and stored[0].event.id == event.id and isinstance(stored[0].event.data, dict):
+            recorded = stored[0].event.data
+            if recorded != decision.to_dict():
+                log.info("agent %s acts on decision %s recorded before a restart", self.name, event.id)
+                return Decision(**{k: v for k, v in recorded.items() if k in Decision.__dataclass_fields__})
         return decision
 
     async def authorize(self, action: str, input: dict[str, Any], *, cause: CloudEvent) -> Verdict:

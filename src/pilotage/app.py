@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 from pilotage.agent import Agent, AgentContext
 from pilotage.bus.base import Bus
@@ -36,10 +34,9 @@ def open_graph(settings: Settings) -> Graph:
 
 def open_policy(settings: Settings) -> PolicyEngine:
     """Return the policy engine for ``settings.policy_url`` with the user's policy folders and data."""
-    cls = backend_class("policy", settings.policy_url)
-    data: dict[str, Any] = {"license_allowlist": settings.license_allowlist}
-    engine: PolicyEngine = cls(policy_dirs=[Path(p) for p in settings.policy_dirs], data=data)
-    return engine
+    from pilotage.policy import open_engine
+
+    return open_engine(settings)
 
 
 def open_runtime(settings: Settings) -> Runtime:

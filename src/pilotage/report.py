@@ -39,6 +39,12 @@ STAGES: dict[str, str] = {
     EventType.AGENT_FAILED: "error",
     EventType.FLOW_COMPLETED: "done",
     EventType.FLOW_FAILED: "done",
+    # issue 6 (policy): the governance agent's security scan and the human-approval exchange
+    "dev.pilotage.security.scanned": "policy",
+    "dev.pilotage.approval.requested": "policy",
+    "dev.pilotage.approval.granted": "policy",
+    "dev.pilotage.approval.denied": "policy",
+    "dev.pilotage.approval.expired": "policy",
 }
 
 
@@ -69,6 +75,21 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
         )
     if t == EventType.PR_OPENED:
         return f"pull request {d.get('branch')} → {d.get('base_branch')}"
+    if t == "dev.pilotage.security.scanned":  # issue 6
+        issues = d.get("issues") or {}
+        return (
+            f"security scan ({d.get('tool')}) {d.get('status')}: {issues.get('high', 0)} high, "
+            f"{issues.get('medium', 0)} medium, {issues.get('low', 0)} low"
+        )
+    if t.startswith("dev.pilotage.approval."):  # issue 6
+        what = t.rsplit(".", 1)[-1]
+        who = f" by {d['by']}" if d.get("by") else ""
+        asks = (
+            ("; ".join(d.get("needs_approval") or []) + f" (pilotage approve {d.get('approval_id')})")
+            if what == "requested"
+            else ""
+        )
+        return f"approval {d.get('approval_id')} {what}{who}: {d.get('action')} {asks}".rstrip()
     if t == EventType.POLICY_EVALUATED:
         verdict = "allow" if d.get("allow") else "DENY " + "; ".join(d.get("reasons", []))
         return f"{d.get('action')}: {verdict}"

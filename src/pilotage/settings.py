@@ -29,6 +29,17 @@ class Settings(BaseModel):
         canary_steps_percent: 10/25/50/100 — Argo Rollouts' documented example canary steps.
         idle_after_s: 7200 — 2 h without a request marks an environment idle (issue #2).
         prices_usd_per_hour: AWS EC2 on-demand Linux, us-east-1, t3.small/medium/large (public price list).
+        metrics_source_url: ``scrape:`` — SLIs scraped from each version's /metrics; ``prometheus://host:9090``
+            reads them with PromQL instead (``pilotage.observe.prometheus``).
+        burn_rate_time_scale: 1/720 — SRE Workbook ch. 5 alert windows scaled for rollouts (1 h → 5 s).
+        judge_alpha: 0.001 — significance of the canary judge's one-sided tests (tested at every poll).
+        judge_latency_tolerance: 0.5 — allowed relative increase of the canary's median latency (Kayenta style).
+        rollout_poll_s: 0.5 — seconds between two samples of each version during a rollout.
+        rollout_on_inconclusive: ``rollback`` — what an Inconclusive step becomes after
+            ``rollout_inconclusive_grace_s`` (5 s) more analysis: ``rollback`` (fail closed) or ``pause``.
+        post_promotion_watch_s: 10 — burn-rate alerts keep running this long after 100 % and can roll back.
+        standby_s: 300 — the previous version stays warm 5 minutes after promotion (rollback = weight change).
+        incident_repository: None — ``owner/name``: also write a GitHub-issue JSON payload beside each incident.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -46,6 +57,18 @@ class Settings(BaseModel):
     analysis_window_s: float = Field(3.0, gt=0)
     canary_steps_percent: list[int] = Field(default_factory=lambda: [10, 25, 50, 100])
     synthetic_traffic_rps: float = Field(40.0, ge=0)
+
+    # --- issue 3: SLOs, burn rates, canary judge, rollout engine (defaults documented in the class docstring) ---
+    metrics_source_url: str = "scrape:"
+    burn_rate_time_scale: float = Field(1.0 / 720.0, gt=0, le=1)
+    judge_alpha: float = Field(0.001, gt=0, lt=1)
+    judge_latency_tolerance: float = Field(0.5, ge=0)
+    rollout_poll_s: float = Field(0.5, gt=0)
+    rollout_on_inconclusive: str = Field("rollback", pattern="^(rollback|pause)$")
+    rollout_inconclusive_grace_s: float = Field(5.0, ge=0)
+    post_promotion_watch_s: float = Field(10.0, ge=0)
+    standby_s: float = Field(300.0, ge=0)
+    incident_repository: str | None = None
 
     load_test_users: int = Field(10, ge=1)
     load_test_duration_s: float = Field(5.0, gt=0)
@@ -70,6 +93,7 @@ class Settings(BaseModel):
             "ISC",
             "PSF-2.0",
             "Python Software Foundation License",
+            "Python-2.0",
             "MPL-2.0",
         ]
     )

@@ -100,3 +100,99 @@ def test_generated_service_that_crashes_on_start(tmp_path: Path, checkout: Path)
     assert of_type(events, "tests.completed"), "events accepted before the crash must still be in the log"
     assert of_type(events, "flow.failed")
     assert_log_readable(tmp_path)
+
+
+def test_resource_that_already_exists_is_bad_input(tmp_path: Path, petstore: Path) -> None:
+    result = run_cli(tmp_path, "run", "--spec", str(petstore), "--request", "Add pet support")
+    assert result.code == 2
+    line = one_line_error(result.stderr)
+    assert "Pet" in line and "fix:" in line
+    assert not (tmp_path / ".pilotage" / "events.db").exists()  # refused before anything was written
+
+
+def test_usage_errors_are_one_line(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "run", "--port", "abc")
+    assert result.code == 2
+    assert "--port" in one_line_error(result.stderr)
+    missing = run_cli(tmp_path, "run", "--request", "Add x support")
+    assert missing.code == 2 and "--spec" in one_line_error(missing.stderr)
+
+
+def test_work_folder_that_cannot_be_created(tmp_path: Path, checkout: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_cli(tmp_path, "run", "--spec", str(checkout), "--request", REQUEST, "--workdir", str(blocker / "x"))
+    assert result.code == 2
+    line = one_line_error(result.stderr)
+    assert "cannot create the work folder" in line and "a-file" in line
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_run_records_it_and_leaves_no_process(tmp_path: Path, checkout: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTAGE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pilotage", "run", "--spec", str(checkout), "--request", REQUEST],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the run is in its test stage (a service process is up)
+        if (tmp_path / ".pilotage" / "events.db").exists() and of_type(read_log(tmp_path), "policy.evaluated"):
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    line = one_line_error(stderr)
+    assert "interrupted by SIGTERM" in line
+    events = read_log(tmp_path)
+    failed = of_type(events, "flow.failed")
+    assert failed and failed[-1].data["error"] == "interrupted by SIGTERM"
+    assert_log_readable(tmp_path)
+    leftovers = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+            except OSError:
+                continue
+            if cwd.startswith(str(tmp_path)):
+                leftovers.append(pid)
+    assert leftovers == [], f"processes left running in {tmp_path}: {leftovers}"
+
+
+@pytest.mark.slow
+def test_second_run_in_the_same_folder_is_refused(tmp_path: Path, checkout: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTAGE_")}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pilotage", "run", "--spec", str(checkout), "--request", REQUEST, "--idle-after", "1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / ".pilotage" / "events.db").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        second = run_cli(tmp_path, "run", "--spec", str(checkout), "--request", REQUEST)
+        assert second.code == 3
+        line = one_line_error(second.stderr)
+        assert f"pid {first.pid}" in line and "another `pilotage run`" in line
+    finally:
+        first.wait(timeout=300)
+    assert first.returncode == 0

@@ -69,6 +69,15 @@ def test_demo_promotes_and_records_every_decision(tmp_path: Path) -> None:
     assert explained.code == 0, explained.stderr
     doc = explained.json()
     assert doc["kind"] == "deploy.strategy" and doc["inputs"] == strategy["inputs"]
+    # the verdict that gated the deploy, and the launch it led to (issue #7)
+    assert doc["policy_verdict"]["action"] == "deploy" and doc["policy_verdict"]["allow"] is True
+    assert [e["type"] for e in doc["outcome_events"]][:2] == ["dev.pilotage.deploy.started", "dev.pilotage.deploy.step"]
+    human = run_cli(tmp_path, "explain", strategy["id"])
+    assert human.code == 0 and "verdict   deploy: allow" in human.stdout and "deploy.started" in human.stdout
+
+    replayed = run_cli(tmp_path, "events", "replay", "--json")
+    assert replayed.code == 0, replayed.stderr + replayed.stdout
+    assert replayed.json() == {"decisions": len(decisions), "differing": 0, "results": []}
 
 
 def test_demo_with_injected_fault_rolls_back(tmp_path: Path) -> None:
@@ -91,6 +100,12 @@ def test_demo_with_injected_fault_rolls_back(tmp_path: Path) -> None:
 
     human = run_cli(tmp_path, "events", "tail", "-n", "5")
     assert human.code == 0 and "done" in human.stdout
+
+    replayed = run_cli(tmp_path, "events", "replay", "--json")
+    assert replayed.code == 0 and replayed.json()["differing"] == 0, replayed.stdout + replayed.stderr
+    explained = run_cli(tmp_path, "explain", judgement[0]["id"], "--json").json()
+    assert explained["policy_verdict"]["action"] == "rollback" and explained["policy_verdict"]["allow"] is True
+    assert "dev.pilotage.slo.evaluated" in [e["type"] for e in explained["outcome_events"]]
 
 
 def test_petstore_goes_through_pilotage_run(tmp_path: Path, petstore: Path) -> None:

@@ -12,8 +12,17 @@ from pilotage.agents.codegen import CodegenAgent, branch_name
 from pilotage.agents.design import DesignAgent
 from pilotage.codegen import git
 from pilotage.events import CloudEvent, EventType
+from pilotage.policy.rego import RegoPolicyEngine
 from pilotage.spec.load import load_spec, spec_key
-from tests.unit.test_agent_design import CHECKOUT, make_ctx, started
+from tests.unit.test_agent_design import CHECKOUT, started
+from tests.unit.test_agent_design import make_ctx as design_ctx
+
+
+def make_ctx(policy_dirs: list[Path] | None = None) -> AgentContext:
+    """The design agent's context plus the real Rego engine: codegen asks the commit policy (issue 6)."""
+    ctx = design_ctx()
+    ctx.policy = RegoPolicyEngine(policy_dirs or [])
+    return ctx
 
 
 async def design_then_codegen(ctx: AgentContext, tmp_path: Path, run_id: str = "run-design-1") -> list[CloudEvent]:
@@ -114,7 +123,34 @@ def test_redelivery_reuses_the_commit(tmp_path: Path) -> None:
     ctx = make_ctx()
     events = asyncio.run(design_then_codegen(ctx, tmp_path))
     validated = next(e for e in events if e.type == EventType.SPEC_VALIDATED)
+    before = asyncio.run(ctx.bus.read(1, 1000, pattern=EventType.CODE_GENERATED))
     asyncio.run(CodegenAgent(ctx).handle(validated))
     records = asyncio.run(ctx.bus.read(1, 1000, pattern=EventType.CODE_GENERATED))
-    generated = [r.event.data for r in records]
-    assert len(generated) == 2 and generated[0]["commit"] == generated[1]["commit"]
+    # the second run of the handler republishes the same deterministic ids: the log keeps one code.generated
+    assert [r.event.id for r in records] == [r.event.id for r in before] and len(records) == 1
+    repo = Path(records[0].event.data["repo_path"])
+    assert git.rev_parse(repo, records[0].event.data["branch"]) == records[0].event.data["commit"]
+
+
+def test_every_commit_asks_the_policy_and_a_deny_commits_nothing(tmp_path: Path) -> None:
+    ctx = make_ctx()
+    events = asyncio.run(design_then_codegen(ctx, tmp_path / "ok"))
+    commits = [e.data for e in events if e.type == EventType.POLICY_EVALUATED and e.data["action"] == "commit"]
+    assert [(c["input"]["role"], c["input"]["branch"], c["allow"]) for c in commits] == [
+        ("baseline", "main", True),
+        ("change", "pilotage/discount-code-run-desi", True),
+    ]
+    assert "app/main.py" in commits[1]["input"]["files"]
+
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "freeze.rego").write_text(
+        'package pilotage.commit\n\ndeny contains "repository frozen" if { input.role == "change" }\n'
+    )
+    ctx = make_ctx([policies])
+    events = asyncio.run(design_then_codegen(ctx, tmp_path / "frozen"))
+    (failed,) = [e.data for e in events if e.type == EventType.AGENT_FAILED]
+    assert failed["agent"] == "codegen" and failed["error"].startswith("policy denied commit: repository frozen")
+    repo = (tmp_path / "frozen" / "repo").resolve()
+    assert git.git(repo, "log", "--all", "--format=%s").splitlines() == ["baseline: Checkout service 1.0.0"]
+    assert not [e for e in events if e.type == EventType.CODE_GENERATED]

@@ -93,7 +93,7 @@ def test_get_paths_keeps_parameterless_gets(tmp_path: Path) -> None:
 
 
 def test_steps_per_strategy(tmp_path: Path) -> None:
-    stack = Stack(tmp_path, AllowAll(), canary_steps_percent=[10, 30])
+    stack = Stack(tmp_path, AllowAll(), canary_steps_percent=[10, 30, 100])
     agent = stack.agents[0]
     assert isinstance(agent, DeploymentAgent)
     assert agent.steps_for("canary") == [10, 30, 100]

@@ -25,10 +25,13 @@ def make_ctx(policy_dirs: list[Path] | None = None) -> AgentContext:
         policy=RegoPolicyEngine(policy_dirs or [], data={"license_allowlist": settings.license_allowlist}),
         runtime=None,  # type: ignore[arg-type]  # the governance agent never touches the runtime
         settings=settings,
+        extras={"approval_timeout_s": 1.0},
     )
 
 
-def code_generated(deps: list[dict[str, str]], files: list[str] | None = None) -> dict[str, Any]:
+def code_generated(
+    deps: list[dict[str, str]], files: list[str] | None = None, new: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     return {
         "repo_path": "/tmp/repo",
         "base_branch": "main",
@@ -41,7 +44,7 @@ def code_generated(deps: list[dict[str, str]], files: list[str] | None = None) -
         "lines_added": 120,
         "lines_removed": 4,
         "dependencies": deps,
-        "new_dependencies": deps[-1:],
+        "new_dependencies": new or [],
     }
 
 
@@ -98,7 +101,22 @@ def test_allowed_change_emits_allow_verdict_and_decision() -> None:
     assert decision.data["kind"] == "governance.review"
     assert decision.data["action"] == "approve_merge"
     assert decision.data["verdict"]["allow"] is True
-    assert decision.data["score"] == {"deny_count": 0, "dependencies": 2, "new_dependencies": 1, "files_changed": 2}
+    score = decision.data["score"]
+    assert {k: score[k] for k in ("deny_count", "dependencies", "new_dependencies", "files_changed", "secrets")} == {
+        "deny_count": 0,
+        "dependencies": 2,
+        "new_dependencies": 0,
+        "files_changed": 2,
+        "secrets": 0,
+    }
+    # fastapi and httpx pull in starlette, pydantic, anyio ... with their licences from the SBOM
+    transitive = {d["name"]: d for d in data["input"]["transitive_dependencies"]}
+    assert transitive["starlette"]["license"] == "BSD-3-Clause" and "fastapi" in transitive["starlette"]["required_by"]
+    assert transitive["starlette"]["license_source"] == "sbom"
+    assert data["input"]["vulnerability_scan"]["status"] == "skipped: offline"
+    assert data["input"]["security_scan"]["status"] == "error"  # /tmp/head does not exist: scan not completed
+    (scanned,) = of_type(events, "dev.pilotage.security.scanned")
+    assert scanned.data["status"] == "error" and scanned.data["commit"] == "c" * 40
 
     commit = "c" * 40
     reviewed = ctx.graph.neighbours(f"Commit:{commit}", "REVIEWED_BY")
@@ -150,7 +168,8 @@ def test_user_policy_can_deny_a_merge(tmp_path: Path) -> None:
     events = asyncio.run(review(ctx, code_generated([{"name": "fastapi", "version": "0.115.0"}])))
     (verdict,) = of_type(events, EventType.POLICY_EVALUATED)
     assert verdict.data["reasons"] == ["change too large: 120 lines"]
-    assert verdict.data["policies"] == ["data.pilotage.merge", "bundled/merge.rego", str(tmp_path / "size.rego")]
+    merge = [f"bundled/merge{part}.rego" for part in ("", "_crypto", "_dependencies", "_secrets", "_security")]
+    assert verdict.data["policies"] == ["data.pilotage.merge", *merge, str(tmp_path / "size.rego")]
 
 
 def test_missing_code_generated_fails_without_verdict() -> None:

@@ -13,18 +13,24 @@ from pilotage.policy.rego import RegoPolicyEngine, bundled_sources
 from pilotage.settings import Settings
 
 ALLOW = Settings().license_allowlist
+#: A completed bandit scan without findings: what the deploy policy requires besides passing tests.
+SCAN = {"tool": "bandit", "status": "completed", "issues": {"high": 0, "medium": 0, "low": 0}}
 
 
 def engine(*dirs: Path, **kw: object) -> RegoPolicyEngine:
     return RegoPolicyEngine(policy_dirs=list(dirs), data={"license_allowlist": ALLOW}, **kw)  # type: ignore[arg-type]
 
 
-def test_bundled_policies_define_the_five_actions() -> None:
+def test_bundled_policies_define_the_six_actions() -> None:
     names = [s.name for s in bundled_sources()]
-    assert names == [f"bundled/{a}.rego" for a in ("deploy", "merge", "promote", "rollback", "scale")]
+    merge = [f"bundled/merge{part}.rego" for part in ("", "_crypto", "_dependencies", "_secrets", "_security")]
+    assert names == ["bundled/commit.rego", "bundled/deploy.rego", *merge] + [
+        f"bundled/{a}.rego" for a in ("promote", "rollback", "scale")
+    ]
     e = engine(Path("does-not-exist"))
     e.check()
-    assert sorted(e.actions()) == ["deploy", "merge", "promote", "rollback", "scale"]
+    assert sorted(e.actions()) == ["commit", "deploy", "merge", "promote", "rollback", "scale"]
+    assert e.actions()["merge"] == merge
 
 
 def test_constructor_does_no_io(tmp_path: Path) -> None:
@@ -52,7 +58,7 @@ def test_broken_user_policy_check_names_file_and_line(tmp_path: Path) -> None:
 def test_broken_user_policy_denies_every_action(tmp_path: Path) -> None:
     (tmp_path / "bad.rego").write_text("package pilotage.extra\ndeny contains if {\n")
     e = engine(tmp_path)
-    for action, payload in [("deploy", {"tests_passed": True}), ("rollback", {})]:
+    for action, payload in [("deploy", {"tests_passed": True, "security_scan": SCAN}), ("rollback", {})]:
         verdict = e.evaluate(action, payload)
         assert verdict.allow is False
         assert verdict.reasons[0].startswith("policy engine error: policy ")
@@ -63,9 +69,9 @@ def test_fixed_policy_takes_effect_without_restart(tmp_path: Path) -> None:
     bad = tmp_path / "x.rego"
     bad.write_text("package pilotage.deploy\ndeny contains msg if {\n")
     e = engine(tmp_path)
-    assert e.evaluate("deploy", {"tests_passed": True}).allow is False
+    assert e.evaluate("deploy", {"tests_passed": True, "security_scan": SCAN}).allow is False
     bad.write_text('package pilotage.deploy\ndeny contains "frozen" if { input.freeze == true }\n')
-    assert e.evaluate("deploy", {"tests_passed": True}).allow is True
+    assert e.evaluate("deploy", {"tests_passed": True, "security_scan": SCAN}).allow is True
 
 
 def test_user_policy_extends_bundled_package(tmp_path: Path) -> None:
@@ -74,11 +80,11 @@ def test_user_policy_extends_bundled_package(tmp_path: Path) -> None:
         '\tinput.weekday == "friday"\n}\n'
     )
     e = engine(tmp_path)
-    verdict = e.evaluate("deploy", {"tests_passed": True, "commit": "abc", "weekday": "friday"})
+    verdict = e.evaluate("deploy", {"tests_passed": True, "security_scan": SCAN, "commit": "abc", "weekday": "friday"})
     assert verdict.allow is False
     assert verdict.reasons == ["change freeze: no deploys on Friday"]
     assert verdict.policies == ["data.pilotage.deploy", "bundled/deploy.rego", str(tmp_path / "freeze.rego")]
-    both = e.evaluate("deploy", {"tests_passed": False, "commit": "abc", "weekday": "friday"})
+    both = e.evaluate("deploy", {"tests_passed": False, "commit": "abc", "weekday": "friday", "security_scan": SCAN})
     assert len(both.reasons) == 2
 
 
@@ -127,9 +133,9 @@ def test_unknown_function_is_refused(tmp_path: Path) -> None:
 def test_input_must_be_json_serialisable() -> None:
     e = engine()
     with pytest.raises(InputError, match="not JSON-serialisable"):
-        e.evaluate("deploy", {"tests_passed": True, "when": object()})
+        e.evaluate("deploy", {"tests_passed": True, "security_scan": SCAN, "when": object()})
     with pytest.raises(InputError, match="not JSON-serialisable"):
-        e.evaluate("deploy", {"tests_passed": True, "ratio": math.nan})
+        e.evaluate("deploy", {"tests_passed": True, "security_scan": SCAN, "ratio": math.nan})
 
 
 def test_strings_with_quotes_and_unicode_survive() -> None:
@@ -160,7 +166,7 @@ def _per_call_ms(e: RegoPolicyEngine, action: str, payload: dict[str, object], n
 
 
 def test_compiled_evaluation_is_cheaper_than_interpreting() -> None:
-    payload = {"commit": "c", "tests_passed": True}
+    payload = {"commit": "c", "tests_passed": True, "security_scan": SCAN}
     compiled, interpreted = (
         _per_call_ms(engine(), "deploy", payload),
         _per_call_ms(engine(compiled=False), "deploy", payload),

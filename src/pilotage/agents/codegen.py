@@ -39,6 +39,11 @@ def branch_name(slug: str, run_id: str) -> str:
     return f"pilotage/{slug}-{run_id[:8]}"
 
 
+def _commit_input(repo: Path, branch: str, role: str, message: str, files: list[str]) -> dict[str, Any]:
+    """The ``commit`` policy input (``policy/bundled/commit.rego``); issue 6."""
+    return {"repo_path": str(repo), "branch": branch, "role": role, "message": message, "files": list(files)}
+
+
 def _plan_summary(doc: dict[str, Any]) -> tuple[list[dict[str, str]], list[str]]:
     plan = make_plan(doc, model_names(doc))
     ops = [{"operation": f"{op.meta['method']} {op.meta['path']}", "kind": op.kind} for op in plan.operations]
@@ -116,14 +121,23 @@ class CodegenAgent(Agent):
 
         if not initialized:
             git.init_repo(repo)
-            generate_service(base_doc, repo)
+            baseline = generate_service(base_doc, repo)
             info = base_doc.get("info") or {}
-            git.commit_all(repo, f"baseline: {info.get('title', run.service)} {info.get('version', '')}".strip())
+            message = f"baseline: {info.get('title', run.service)} {info.get('version', '')}".strip()
+            # issue 6 (policy): every commit asks the policy engine first; a deny raises PolicyDenied (fail closed)
+            await self.authorize(
+                "commit", _commit_input(repo, "main", "baseline", message, baseline.files), cause=event
+            )
+            git.commit_all(repo, message)
         base_commit = git.rev_parse(repo, "main")
         commit = self._existing_change(repo, branch, run.request)
         if commit is None:
             git.create_branch(repo, branch, "main")
             generated = generate_service(next_doc, repo)
+            # issue 6 (policy): every commit asks the policy engine first; a deny raises PolicyDenied (fail closed)
+            await self.authorize(
+                "commit", _commit_input(repo, branch, "change", run.request, generated.files), cause=event
+            )
             commit = git.commit_all(repo, run.request)
             warnings = generated.warnings
         else:

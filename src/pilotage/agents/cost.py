@@ -14,6 +14,11 @@ The watch never blocks the bus: :meth:`CostAgent.handle` runs it as a task (erro
 ``agent.failed``), and the watch itself is bounded by ``idle_after_s + max_busy_s``: an environment that keeps
 receiving traffic that long is left running and the watch ends (the next rollout starts a new one).
 
+Crash safety (issue #7): because the watch runs as a task, the bus acknowledges the outcome event before the watch
+ends, so a crash loses the watch, not the event. :meth:`CostAgent.start` therefore resumes, from the log, the watch
+of every environment of an open run whose rollout ended (``deploy.promoted`` / ``deploy.rolled_back``) and that
+was not scaled down (``env.scaled_down``); one watch per environment at a time.
+
 Price: ``settings.prices_usd_per_hour[settings.instance_size]`` per instance (AWS EC2 on-demand t3 Linux,
 us-east-1, see :class:`~pilotage.settings.Settings`).
 """
@@ -25,6 +30,7 @@ import time
 from typing import Any, ClassVar
 
 from pilotage.agent import Agent, AgentContext, Reasoning
+from pilotage.bus.base import Subscription
 from pilotage.errors import ConfigError
 from pilotage.events import CloudEvent, EventType
 from pilotage.runtime.local import route_registry
@@ -77,6 +83,7 @@ class CostAgent(Agent):
         self.poll_s = poll_s
         self.max_busy_s = max_busy_s
         self._watches: set[asyncio.Task[None]] = set()
+        self._watching: set[str] = set()  # deployment ids watched now (crash safety: one watch per environment)
 
     def reason(self, kind: str, inputs: dict[str, Any]) -> Reasoning:
         """``cost.scale`` → :func:`idle_reasoning`."""
@@ -95,9 +102,55 @@ class CostAgent(Agent):
         while self._watches:
             await asyncio.gather(*list(self._watches), return_exceptions=True)
 
+    # --- crash safety (issue #7) -------------------------------------------------------------------------------
+    async def start(self) -> list[Subscription]:
+        """Subscribe, then resume the watch of every ended rollout of an open run not yet scaled down (from the log)."""
+        subs = await super().start()
+        for event in await self._unwatched_outcomes():
+            await self.handle(event)
+        return subs
+
+    async def _unwatched_outcomes(self) -> list[CloudEvent]:
+        bus = self.ctx.bus
+        outcomes: dict[str, CloudEvent] = {}
+        scaled: set[str] = set()
+        closed: set[str] = set()
+        offset = 1
+        while True:
+            batch = await bus.read(offset, 1000, pattern="dev.pilotage.*")
+            if not batch:
+                break
+            for record in batch:
+                event, data = record.event, record.event.data if isinstance(record.event.data, dict) else {}
+                if event.type in self.subscribes and data.get("deployment_id"):
+                    outcomes.setdefault(str(data["deployment_id"]), event)
+                elif event.type == EventType.ENV_SCALED_DOWN:
+                    scaled.add(str(data.get("environment")))
+                elif event.type in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):
+                    closed.add(event.runid)
+            offset = batch[-1].offset + 1
+        return [e for dep, e in outcomes.items() if dep not in scaled and e.runid not in closed]
+
+    async def cancel(self) -> None:
+        """Cancel every running watch (control-plane shutdown; the next start resumes them from the log)."""
+        for task in list(self._watches):
+            task.cancel()
+        await asyncio.gather(*list(self._watches), return_exceptions=True)
+
+    # --- end crash safety --------------------------------------------------------------------------------------
+
     async def on_event(self, event: CloudEvent) -> None:
         """Watch the deployment's route until idle, then scale it to zero (bounded loop)."""
         deployment_id = event.data["deployment_id"]
+        if deployment_id in self._watching:
+            return  # crash safety: this environment is watched already (resumed at start and redelivered)
+        self._watching.add(deployment_id)
+        try:
+            await self._watch(event, deployment_id)
+        finally:
+            self._watching.discard(deployment_id)
+
+    async def _watch(self, event: CloudEvent, deployment_id: str) -> None:
         run = await self.run_spec(event)
         settings = self.ctx.settings
         if settings.instance_size not in settings.prices_usd_per_hour:

@@ -34,12 +34,14 @@ from pilotage.runtime.local import route_registry
 from pilotage.runtime.traffic import start_traffic, stop_traffic
 
 __all__ = [
+    "DEPLOY_RESUMED",
     "FEATURE_FLAG_STEPS",
     "RISK_WEIGHTS",
     "STRATEGIES",
     "DeploymentAgent",
     "find_event",
     "get_paths",
+    "rollout_info",
     "strategy_reasoning",
 ]
 
@@ -170,6 +172,32 @@ async def find_event(bus: Bus, type: str, runid: str, **match: Any) -> CloudEven
         offset = batch[-1].offset + 1
 
 
+# --- crash safety (issue #7) ---------------------------------------------------------------------------------
+#: Published by the control plane's recovery when it re-created a deployment's environment after a restart
+#: (``pilotage.flows.recovery``): data {deployment_id, phase, step, weight, baseline, canary, proxy_url, reason}.
+DEPLOY_RESUMED = "dev.pilotage.deploy.resumed"
+
+
+async def rollout_info(bus: Bus, runid: str, deployment_id: str) -> dict[str, Any] | None:
+    """Return the data of the deployment's ``deploy.started`` with the instances of its newest ``deploy.resumed``.
+
+    A restarted control plane re-creates the processes and the proxy of a deployment on new ports; what the
+    agents need (``baseline``/``canary`` url and pid, ``proxy_url``) is then the newest record. None when the log
+    has no ``deploy.started`` for ``deployment_id`` in run ``runid``.
+    """
+    started = await find_event(bus, EventType.DEPLOY_STARTED, runid, deployment_id=deployment_id)
+    if started is None:
+        return None
+    info = dict(started.data)
+    resumed = await find_event(bus, DEPLOY_RESUMED, runid, deployment_id=deployment_id)
+    if resumed is not None:
+        info.update({k: v for k, v in resumed.data.items() if k in ("baseline", "canary", "proxy_url") and v})
+    return info
+
+
+# --- end crash safety -------------------------------------------------------------------------------------------
+
+
 class DeploymentAgent(Agent):
     """Chooses a rollout strategy from a risk score and executes its weight steps on the runtime."""
 
@@ -245,6 +273,12 @@ class DeploymentAgent(Agent):
         registry = route_registry(self.ctx.runtime)
         if registry.get_route(deployment_id) is not None:
             return  # redelivered event: this rollout already runs
+        # crash safety (issue #7): the log says this deployment was launched before a restart; the control plane's
+        # recovery re-created its environment, so only take step 0 if it was not taken (never launch twice).
+        started = await find_event(self.ctx.bus, EventType.DEPLOY_STARTED, event.runid, deployment_id=deployment_id)
+        if started is not None:
+            await self._first_step(event, started.data)
+            return
         decision = await self.decide("deploy.strategy", inputs, cause=event)
         strategy, risk = decision.action, decision.score["risk"]
         graph = self.ctx.graph
@@ -275,6 +309,11 @@ class DeploymentAgent(Agent):
             "breaking_changes": inputs["breaking_changes"],
             "decision_id": decision.id,
         }
+        # --- issue 6 (policy): the deploy input carries the change's security scan (bandit, by governance) ------
+        scanned = await self.latest(event.runid, "dev.pilotage.security.scanned")
+        if scanned is not None and isinstance(scanned.data, dict):
+            policy_input["security_scan"] = scanned.data  # absent → the deploy policy denies (fail closed)
+        # --- end issue 6 -------------------------------------------------------------------------------------
         try:
             await self.authorize("deploy", policy_input, cause=event)
         except PolicyDenied:
@@ -299,7 +338,13 @@ class DeploymentAgent(Agent):
         if head_version == base_version:
             head_version += "-canary"
         proposed = await self.latest(event.runid, EventType.SPEC_PROPOSED)
-        paths = get_paths(proposed.data["spec_path"] if proposed is not None else run.spec_path)
+        # Synthetic traffic only to paths both versions serve: a path new in the canary would 404 on the baseline
+        # and skew the baseline-vs-canary comparison.
+        if proposed is not None:
+            base_paths = set(get_paths(proposed.data.get("base_spec_path") or run.spec_path))
+            paths = [p for p in get_paths(proposed.data["spec_path"]) if p in base_paths]
+        else:
+            paths = get_paths(run.spec_path)
         if not paths:
             raise InputError(
                 f"spec of {run.service} has no parameterless GET path for synthetic traffic",
@@ -356,6 +401,22 @@ class DeploymentAgent(Agent):
         await self.emit(
             EventType.DEPLOY_STEP,
             {"deployment_id": deployment_id, "step": 0, "weight": steps[0], "strategy": strategy},
+            cause=event,
+        )
+
+    async def _first_step(self, event: CloudEvent, info: dict[str, Any]) -> None:
+        """Take step 0 of a deployment launched before a restart, unless the log shows it taken (crash safety)."""
+        deployment_id, steps = info["deployment_id"], info["steps"]
+        if await find_event(self.ctx.bus, EventType.DEPLOY_STEP, event.runid, deployment_id=deployment_id, step=0):
+            return
+        route = route_registry(self.ctx.runtime).get_route(deployment_id)
+        if route is None:
+            raise InputError(f"route {deployment_id} was not re-created after a restart", hint="run pilotage serve")
+        base_version, head_version = info["baseline"]["version"], info["canary"]["version"]
+        await self.ctx.runtime.set_weights(route, {base_version: 100 - steps[0], head_version: steps[0]})
+        await self.emit(
+            EventType.DEPLOY_STEP,
+            {"deployment_id": deployment_id, "step": 0, "weight": steps[0], "strategy": info["strategy"]},
             cause=event,
         )
 

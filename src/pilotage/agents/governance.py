@@ -3,11 +3,15 @@
 Step 3 of the lifecycle (DESIGN.md section 2). On ``dev.pilotage.pr.opened`` it
 
 1. **perceives** the run's ``dev.pilotage.code.generated`` event (dependencies, new dependencies, changed files,
-   line counts) and the licence of every dependency from installed package metadata
-   (:func:`pilotage.policy.licenses.enrich`);
-2. **acts** through :meth:`~pilotage.agent.Agent.authorize` on ``merge``: the base publishes
+   line counts) and gathers the facts of the change (:func:`gather_facts`): the licence of every dependency and of
+   what it pulls in (a CycloneDX SBOM of the environment, cyclonedx-py; installed metadata as fallback), the
+   hard-coded secrets on the lines the diff adds (detect-secrets), the cryptography the changed Python files use,
+   a bandit scan of the generated service, and the vulnerability lookup status (``skipped: offline``); it
+   publishes the scan as ``dev.pilotage.security.scanned`` (the deployment agent puts it in the ``deploy`` input);
+2. **acts** through :func:`~pilotage.policy.approval.authorize_with_approval` on ``merge``: it publishes
    ``dev.pilotage.policy.evaluated`` (the testing agent starts on an allow) and raises
-   :class:`~pilotage.errors.PolicyDenied` on a deny, which becomes ``dev.pilotage.agent.failed``;
+   :class:`~pilotage.errors.PolicyDenied` on a deny, which becomes ``dev.pilotage.agent.failed``; a change that
+   only needs approval (a new external dependency) waits for ``pilotage approve ID`` / ``pilotage deny ID``;
 3. **decides** (``governance.review``): records the verdict, allow or deny, as a Decision;
 4. **learns**: writes a ``PolicyVerdict`` node linked ``Commit:<sha> -REVIEWED_BY-> PolicyVerdict:<sha>/merge``.
 
@@ -15,21 +19,35 @@ The policy input document (``data.pilotage.merge`` reads it; see ``policy/bundle
 
     {"commit", "base_commit", "branch", "base_branch", "repo_path", "title": str,
      "dependencies": [{"name", "version", "license"}], "new_dependencies": [{"name", "version", "license"}],
-     "files_changed": [str], "lines_added": int, "lines_removed": int}
+     "files_changed": [str], "lines_added": int, "lines_removed": int,
+     # added by gather_facts:
+     "transitive_dependencies": [{"name", "version", "license", "license_source", "required_by"}],
+     "licence_source": "cyclonedx-py" | "metadata (...)", "secrets": [{"file", "line", "type"}],
+     "crypto": [{"file", "line", "kind", "name", "for_security", "distribution"}],
+     "security_scan": {"tool": "bandit", "status", "issues": {"high", "medium", "low"}, "findings": [...]},
+     "vulnerability_scan": {"status": "skipped: offline", "checked": false, "reason"}}
 """
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pilotage.agent import Agent, Decision, Reasoning
-from pilotage.errors import InputError, PolicyDenied
+from pilotage.errors import BackendError, InputError, PolicyDenied
 from pilotage.events import CloudEvent, EventType
 from pilotage.graph.base import node_id
+from pilotage.policy.approval import authorize_with_approval
 from pilotage.policy.base import Verdict
-from pilotage.policy.licenses import enrich
+from pilotage.policy.facts import dependency_facts, normalise
+from pilotage.policy.licenses import UNKNOWN, enrich
+from pilotage.policy.scans import OFFLINE_VULNERABILITIES, added_lines, scan_bandit, scan_crypto, scan_secrets
 
-__all__ = ["GovernanceAgent", "merge_input"]
+__all__ = ["SECURITY_SCANNED", "GovernanceAgent", "gather_facts", "merge_input"]
+
+#: Event type of the security scan of a change (data: the ``security_scan`` fact plus ``commit``).
+SECURITY_SCANNED = "dev.pilotage.security.scanned"
 
 #: The decision kind this agent records.
 KIND = "governance.review"
@@ -78,6 +96,58 @@ def merge_input(code: dict[str, Any], pr: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def gather_facts(code: dict[str, Any], policy_input: dict[str, Any], *, use_sbom: bool = True) -> dict[str, Any]:
+    """Scan the change of ``code.generated`` and return the facts to add to the ``merge`` input (module doc).
+
+    Direct dependencies keep the licence they carry, else take the SBOM's (then the metadata's); the ones they
+    pull in are listed in ``transitive_dependencies``. Secrets count only on the lines the diff adds; when the
+    repository or commits are not available every line of the changed files counts. A missing ``head_dir`` gives
+    a security scan with ``status: "error"`` (the deploy policy refuses it) and no secret or crypto facts.
+
+    Args:
+        code: data of ``dev.pilotage.code.generated``.
+        policy_input: the input built by :func:`merge_input` (its direct dependencies are read).
+        use_sbom: take licences from a CycloneDX SBOM (default) or from installed metadata only.
+    """
+    direct = policy_input["dependencies"]
+    closure, source = dependency_facts([d["name"] for d in direct], use_sbom=use_sbom)
+    by_name = {normalise(d["name"]): d for d in closure}
+    for dep in [*direct, *policy_input["new_dependencies"]]:
+        found = by_name.get(normalise(dep["name"]))
+        if found is not None and dep.get("license") in (None, "", UNKNOWN) and found["license"] != UNKNOWN:
+            dep["license"] = found["license"]
+    direct_names = {normalise(d["name"]) for d in direct}
+    transitive = [
+        {k: d[k] for k in ("name", "version", "license", "license_source", "required_by")}
+        for d in closure
+        if normalise(d["name"]) not in direct_names
+    ]
+    head = Path(str(code.get("head_dir") or ""))
+    files = [str(f) for f in code.get("files_changed") or []]
+    if not code.get("head_dir") or not head.is_dir():
+        scan = {"tool": "bandit", "status": "error", "reason": f"no checkout of the change at {head}", "issues": {}}
+        secrets: list[dict[str, Any]] = []
+        crypto: list[dict[str, Any]] = []
+    else:
+        try:
+            lines: dict[str, set[int]] | None = added_lines(
+                Path(str(code.get("repo_path"))), str(code.get("base_commit")), str(code.get("commit"))
+            )
+        except BackendError:
+            lines = None  # no repository to diff: every line of the changed files counts
+        secrets = scan_secrets(head, files, lines)
+        crypto, _ = scan_crypto(head, files)
+        scan = scan_bandit(head)
+    return {
+        "transitive_dependencies": transitive,
+        "licence_source": source,
+        "secrets": secrets,
+        "crypto": crypto,
+        "security_scan": scan,
+        "vulnerability_scan": dict(OFFLINE_VULNERABILITIES),
+    }
+
+
 class GovernanceAgent(Agent):
     """Reviews every opened pull request against the ``merge`` policies (licences, secrets ...).
 
@@ -103,9 +173,12 @@ class GovernanceAgent(Agent):
                 hint="the codegen agent must emit code.generated before pr.opened",
             )
         policy_input = merge_input(generated.data, pr)
+        facts = await asyncio.to_thread(gather_facts, generated.data, policy_input)
+        policy_input.update(facts)
+        await self.emit(SECURITY_SCANNED, {"commit": policy_input["commit"], **facts["security_scan"]}, cause=event)
         denied: PolicyDenied | None = None
         try:
-            verdict = await self.authorize(ACTION, policy_input, cause=event)
+            verdict = await authorize_with_approval(self, ACTION, policy_input, cause=event)
         except PolicyDenied as exc:
             denied = exc
             verdict = exc.verdict
@@ -142,11 +215,19 @@ class GovernanceAgent(Agent):
         }
         subject = f"commit {policy_input.get('commit') or '(unknown)'}"
         licences = ", ".join(f"{d.get('name')}={d.get('license')}" for d in new) or "none"
+        scan = policy_input.get("security_scan") or {}
+        issues = scan.get("issues") or {}
+        vulns = (policy_input.get("vulnerability_scan") or {}).get("status", "not run")
+        score["transitive_dependencies"] = len(policy_input.get("transitive_dependencies") or [])
+        score["secrets"] = len(policy_input.get("secrets") or [])
         if allowed:
             rationale = (
                 f"{subject} passes the {verdict.get('action', ACTION)} policies "
-                f"({', '.join(verdict.get('policies') or [])}): {len(deps)} dependencies all on the licence "
-                f"allow-list, no secret files; new dependencies: {licences}."
+                f"({', '.join(verdict.get('policies') or [])}): {len(deps)} dependencies "
+                f"(+{score['transitive_dependencies']} transitive) all on the licence allow-list, no secret files "
+                f"or hard-coded secrets, no banned cryptography; new dependencies: {licences}; security scan "
+                f"{scan.get('status', 'not run')} ({issues.get('high', 0)} high, {issues.get('medium', 0)} medium, "
+                f"{issues.get('low', 0)} low); vulnerability lookup {vulns}."
             )
         else:
             rationale = f"{subject} is refused: " + "; ".join(reasons or ["the policy engine gave no reason"]) + "."

@@ -33,9 +33,10 @@ from typing import Any, ClassVar
 import httpx
 
 from pilotage.agent import Agent, Decision, Reasoning
-from pilotage.agents.deployment import find_event
+from pilotage.agents.deployment import find_event, rollout_info
 from pilotage.errors import BackendError, InputError
 from pilotage.events import CloudEvent, EventType
+from pilotage.observe.judge import JudgeConfig, Outcome, compare_error_counts
 from pilotage.observe.metrics import MetricsSnapshot, RequestWindow, scrape, window
 from pilotage.runtime.local import route_registry
 from pilotage.runtime.proxy import RouteStats
@@ -69,7 +70,11 @@ def judge(inputs: dict[str, Any]) -> Reasoning:
     requests, errors = int(canary["requests"]), int(canary["errors"])
     rate = errors / requests if requests else 0.0
     excess = rate - float(baseline.get("error_rate", 0.0))
-    score = {"canary_error_rate": round(rate, 6), "slo_error_rate": slo, "excess_over_baseline": round(excess, 6)}
+    score: dict[str, Any] = {
+        "canary_error_rate": round(rate, 6),
+        "slo_error_rate": slo,
+        "excess_over_baseline": round(excess, 6),
+    }
     if requests >= min_requests:
         breach = rate > slo
         rule = "rollback if canary 5xx rate > SLO threshold (requests ≥ min)"
@@ -86,6 +91,23 @@ def judge(inputs: dict[str, Any]) -> Reasoning:
             f"only {requests} canary requests (< {min_requests}); {errors} errors give at least {bound:.1%} "
             f"over {min_requests} requests; threshold {slo:.1%}: " + ("breach, roll back" if breach else "continue")
         )
+    # --- issue 3: statistical canary judge beside the threshold (only when the inputs ask for it, so decisions
+    # recorded before it replay unchanged): Fisher's exact test of the canary's 5xx count against the baseline's
+    # (pilotage.observe.judge.compare_error_counts), a Fail rolls back even under the absolute threshold.
+    if "judge_alpha" in inputs and baseline.get("requests"):
+        verdict = compare_error_counts(
+            errors,
+            requests,
+            int(baseline.get("errors", 0)),
+            int(baseline["requests"]),
+            JudgeConfig(alpha=float(inputs["judge_alpha"]), min_requests=min_requests),
+        )
+        score["judge"] = verdict.to_dict()
+        if verdict.outcome is Outcome.FAIL and not breach:
+            breach = True
+            rule += "; or canary 5xx count significantly above the baseline (Fisher exact, one-sided)"
+            rationale += f"; judge: {verdict.reason} → fail, roll back"
+    # --- end issue 3 ---
     return Reasoning(action="rollback" if breach else "continue", rule=rule, score=score, rationale=rationale)
 
 
@@ -116,12 +138,14 @@ class ReliabilityAgent(Agent):
         """Measure one ``deploy.step``, judge it, emit ``slo.evaluated`` and roll back on a breach."""
         deployment_id = event.data["deployment_id"]
         step, weight = int(event.data["step"]), int(event.data["weight"])
-        started = await find_event(self.ctx.bus, EventType.DEPLOY_STARTED, event.runid, deployment_id=deployment_id)
-        if started is None:
+        info = await rollout_info(self.ctx.bus, event.runid, deployment_id)  # crash safety: newest instances
+        if info is None:
             raise InputError(f"no deploy.started for deployment {deployment_id}", hint="start the rollout again")
-        if await find_event(self.ctx.bus, EventType.SLO_EVALUATED, event.runid, deployment_id=deployment_id, step=step):
+        bus = self.ctx.bus
+        judged = await find_event(bus, EventType.SLO_EVALUATED, event.runid, deployment_id=deployment_id, step=step)
+        if judged is not None:
+            await self._finish_interrupted_rollback(event, info, judged)  # crash safety (issue #7)
             return  # redelivered: this step was judged already
-        info = started.data
         measured = await self._measure(deployment_id, info)
         inputs = {
             "deployment_id": deployment_id,
@@ -131,6 +155,7 @@ class ReliabilityAgent(Agent):
             "baseline": measured["baseline"],
             "slo_error_rate": self.ctx.settings.slo_error_rate,
             "min_requests": self.ctx.settings.min_requests_per_step,
+            "judge_alpha": self.ctx.settings.judge_alpha,  # issue 3: the statistical judge (see judge())
         }
         decision = await self.decide("slo.judgement", inputs, cause=event)
         self._record_samples(deployment_id, step, weight, info, measured)
@@ -146,11 +171,43 @@ class ReliabilityAgent(Agent):
                 "slo_error_rate": self.ctx.settings.slo_error_rate,
                 "healthy": healthy,
                 "decision_id": decision.id,
+                "window_s": measured["window_s"],
             },
             cause=event,
         )
         if not healthy:
             await self._roll_back(event, info, step, weight, measured, decision)
+
+    async def _finish_interrupted_rollback(self, event: CloudEvent, info: dict[str, Any], judged: CloudEvent) -> None:
+        """Crash safety (issue #7): finish a rollback the log decided but a crash interrupted.
+
+        The step was judged unhealthy (``slo.evaluated``) but no ``deploy.rolled_back`` followed: roll back now
+        with the recorded measurements and the recorded decision, not with a new judgement. Events the first
+        attempt already published keep their ids (deterministic), so they are not duplicated.
+        """
+        data = judged.data
+        deployment_id = info["deployment_id"]
+        if data.get("healthy") or await find_event(
+            self.ctx.bus, EventType.DEPLOY_ROLLED_BACK, event.runid, deployment_id=deployment_id
+        ):
+            return
+        recorded = await self._recorded_decision(data.get("decision_id", ""))
+        if recorded is None:
+            raise InputError(f"decision {data.get('decision_id')} of {deployment_id} is not in the log", hint="replay")
+        measured = {"canary": data["canary"], "baseline": data["baseline"], "window_s": data.get("window_s", 0.0)}
+        await self._roll_back(event, info, int(data["step"]), int(data["weight"]), measured, recorded)
+
+    async def _recorded_decision(self, decision_id: str) -> Decision | None:
+        offset = 1
+        while True:
+            batch = await self.ctx.bus.read(offset, 1000, pattern=EventType.DECISION)
+            if not batch:
+                return None
+            for record in batch:
+                if record.event.id == decision_id:
+                    fields = Decision.__dataclass_fields__
+                    return Decision(**{k: v for k, v in record.event.data.items() if k in fields})
+            offset = batch[-1].offset + 1
 
     async def _measure(self, deployment_id: str, info: dict[str, Any]) -> dict[str, Any]:
         registry = route_registry(self.ctx.runtime)

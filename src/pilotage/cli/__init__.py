@@ -10,9 +10,12 @@ registering on :data:`app`; this module imports them at the bottom.
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -66,6 +69,42 @@ def version(json_mode: JsonOpt = False) -> None:
         console.print(__version__)
 
 
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Return the exception classes typer/click raise for bad command-line usage (typer ≥ 0.20 vendors click)."""
+    classes: list[type[Exception]] = []
+    for module_name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        classes.append(module.ClickException)
+    return tuple(classes)
+
+
+class _LazyFileHandler(logging.FileHandler):
+    """A FileHandler that creates its folder on the first record, and drops records it cannot write."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return
+        super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        """Never print logging failures on stderr: the CLI's stderr is one error line."""
+
+
+def _log_to_file() -> None:
+    """Send library log records to ``.pilotage/pilotage.log`` (stderr stays one error line)."""
+    handler = _LazyFileHandler(Path(".pilotage") / "pilotage.log", encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("pilotage")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if os.environ.get("PILOTAGE_DEBUG") else logging.INFO)
+    root.propagate = False
+
+
 def main() -> None:
     """Console-script entry point: run the app and turn any error into one line and an exit code.
 
@@ -73,10 +112,20 @@ def main() -> None:
     run, 130 interrupted, 70 an internal error (EX_SOFTWARE; ``PILOTAGE_DEBUG=1`` shows the traceback).
     """
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    _log_to_file()
     try:
-        app()
+        result = app(standalone_mode=False)
+        if isinstance(result, int) and result != 0:
+            sys.exit(result)
+    except _usage_errors() as exc:
+        ctx = getattr(exc, "ctx", None)
+        command = f" {ctx.info_name}" if ctx is not None and ctx.parent is not None else ""
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if message.strip():  # empty for "no arguments: help was shown"
+            print_error(f"{message} (fix: see `pilotage{command} --help`)")
+        sys.exit(2)
     except PilotageError as exc:
-        code = next((c for cls, c in EXIT_CODES if isinstance(exc, cls)), 1)
+        code = getattr(exc, "exit_code", None) or next((c for cls, c in EXIT_CODES if isinstance(exc, cls)), 1)
         print_error(exc.one_line())
         sys.exit(code)
     except KeyboardInterrupt:
@@ -93,4 +142,6 @@ def main() -> None:
 
 
 from pilotage.cli import events as _events  # noqa: E402,F401 - registers its commands on app
+from pilotage.cli import policy as _policy  # noqa: E402,F401 - registers its commands on app (issue 6: policy, approve, deny)
 from pilotage.cli import run as _run  # noqa: E402,F401 - registers its commands on app
+from pilotage.cli import serve as _serve  # noqa: E402,F401 - registers its commands on app

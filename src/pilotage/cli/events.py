@@ -1,4 +1,4 @@
-"""``pilotage events tail`` and ``pilotage explain``: read the event log."""
+"""``pilotage events tail``, ``pilotage events replay`` and ``pilotage explain``: read the event log."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from pilotage.cli import JsonOpt, app, cli_settings, console
+from pilotage.bus.base import Record
+from pilotage.cli import JsonOpt, app, cli_settings, console, print_error
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.settings import Settings
 
-events_app = typer.Typer(help="The event log: tail it.", no_args_is_help=True)
+events_app = typer.Typer(help="The event log: tail it, replay its decisions.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 
 
@@ -78,6 +79,72 @@ def events_tail(
                 shown = offset
 
 
+@events_app.command("replay")
+def events_replay(
+    from_id: Annotated[
+        str | None, typer.Option("--from", help="Start at this event id (default: the start of the log).")
+    ] = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Recompute every recorded decision from its inputs (no side effects); exit 1 if any comes out different."""
+    from pilotage.replay import replay_decisions
+
+    settings = cli_settings()
+    _event_log_exists(settings)
+    records = [Record(o, e) for o, e in asyncio.run(_read_events(settings, "*", None))]
+    if from_id is not None:
+        start = next((i for i, r in enumerate(records) if r.event.id == from_id), None)
+        if start is None:
+            raise InputError(f"no event with id {from_id!r} in {settings.bus_url}", hint="copy an id from events tail")
+        records = records[start:]
+    report = replay_decisions(records)
+    if json_mode:
+        console.print_json(json.dumps(report.to_dict()))
+    else:
+        for r in report.differing:
+            console.print(
+                f"[bold red]differs[/] {r.decision_id} {r.agent} {r.kind}: recorded {json.dumps(r.recorded)} · "
+                f"recomputed {json.dumps(r.recomputed) if r.error is None else 'error: ' + r.error}"
+            )
+        console.print(f"{len(report.results)} decisions replayed, {len(report.differing)} differ")
+    if report.differing:
+        print_error(
+            f"{len(report.differing)} of {len(report.results)} decisions come out different on replay "
+            f"(first: {report.differing[0].decision_id})"
+        )
+        raise typer.Exit(1)
+
+
+def _gating_verdict(decision: dict[str, Any], after: list[CloudEvent]) -> dict[str, Any] | None:
+    """Return the policy verdict that gated the decision's action (None when no action needed one).
+
+    The ``policy.evaluated`` whose input names the decision, else the verdict recorded in the decision, else the
+    agent's first ``policy.evaluated`` after the decision and before its next one.
+    """
+    policies = [e for e in after if e.type == EventType.POLICY_EVALUATED and e.data.get("agent") == decision["agent"]]
+    named = next((e for e in policies if (e.data.get("input") or {}).get("decision_id") == decision["id"]), None)
+    if named is not None:
+        return {"event_id": named.id, **{k: v for k, v in named.data.items() if k != "input"}}
+    if decision.get("verdict"):
+        return {"event_id": None, **decision["verdict"]}
+    for e in after:
+        if e.type == EventType.DECISION and e.data.get("agent") == decision["agent"]:
+            break
+        if e.type == EventType.POLICY_EVALUATED and e.data.get("agent") == decision["agent"]:
+            return {"event_id": e.id, **{k: v for k, v in e.data.items() if k != "input"}}
+    return None
+
+
+def _outcome_events(event: CloudEvent, after: list[CloudEvent]) -> list[CloudEvent]:
+    """Events the decision caused: those naming it (``decision_id``), else the agent's next non-policy events."""
+    named = [e for e in after if isinstance(e.data, dict) and e.data.get("decision_id") == event.id]
+    named = [e for e in named if e.type not in (EventType.DECISION, EventType.POLICY_EVALUATED)]
+    if named:
+        return named[:3]
+    skip = (EventType.DECISION, EventType.POLICY_EVALUATED)
+    return [e for e in after if e.source == event.source and e.type not in skip][:3]
+
+
 @app.command()
 def explain(
     decision_id: Annotated[str, typer.Argument(help="Id of a decision event (see the run report or events tail).")],
@@ -100,27 +167,36 @@ def explain(
             hint="pass the id of a dev.pilotage.decision.made event",
         )
     d = event.data
-    outcome = [
-        e
-        for _, e in records[index + 1 :]
-        if e.runid == event.runid and e.source == event.source and e.type not in (EventType.DECISION,)
-    ][:3]
-    doc = {**d, "time": event.time, "outcome_events": [{"type": e.type, "id": e.id, "data": e.data} for e in outcome]}
+    after = [e for _, e in records[index + 1 :] if e.runid == event.runid]
+    outcome = _outcome_events(event, after)
+    verdict = _gating_verdict(d, after)
+    doc = {
+        **d,
+        "time": event.time,
+        "policy_verdict": verdict,
+        "outcome_events": [{"type": e.type, "id": e.id, "data": e.data} for e in outcome],
+    }
     if json_mode:
         console.print_json(json.dumps(doc, default=str))
         return
+    from pilotage.report import summarize
+
     console.print(f"[bold]{d['agent']}[/] decided [bold]{d['kind']}[/] → [bold green]{d['action']}[/] at {event.time}")
     console.print(f"[bold]rule[/]      {d['rule']}")
     console.print(f"[bold]score[/]     {json.dumps(d['score'])}")
     console.print(f"[bold]rationale[/] {d['rationale']}")
-    verdict = d.get("verdict")
-    console.print(
-        f"[bold]verdict[/]   {'none required' if not verdict else ('allow' if verdict['allow'] else 'deny')}"
-        + (f" {verdict.get('reasons')}" if verdict and verdict.get("reasons") else "")
-    )
+    if verdict is None:
+        console.print("[bold]verdict[/]   none: this decision gated no world-changing action")
+    else:
+        console.print(
+            f"[bold]verdict[/]   {verdict.get('action')}: {'allow' if verdict.get('allow') else 'DENY'} "
+            f"(engine {verdict.get('engine')}, policies {', '.join(verdict.get('policies') or []) or '-'})"
+            + (f" reasons: {'; '.join(verdict.get('reasons') or [])}" if verdict.get("reasons") else "")
+            + (f" · event {verdict['event_id']}" if verdict.get("event_id") else "")
+        )
+    for e in outcome:
+        console.print(f"[bold]outcome[/]   {e.type.removeprefix(EventType.PREFIX)}: {summarize(e)} · event {e.id}")
+    if not outcome:
+        console.print("[bold]outcome[/]   no event followed from this agent")
     console.print("[bold]inputs[/]")
     console.print_json(json.dumps(d["inputs"], default=str))
-    from pilotage.report import summarize
-
-    for e in outcome:
-        console.print(f"[bold]outcome[/]   {e.type.removeprefix(EventType.PREFIX)}: {summarize(e)}")

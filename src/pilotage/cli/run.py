@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,9 +13,14 @@ import typer
 
 from pilotage.agent import RunSpec
 from pilotage.cli import JsonOpt, app, cli_settings, console, print_error
-from pilotage.errors import ConfigError, InputError
+from pilotage.errors import ConfigError, InputError, PilotageError
 from pilotage.events import CloudEvent
 from pilotage.settings import Settings
+
+SubmitOpt = Annotated[
+    bool,
+    typer.Option("--submit", help="Hand the run to the `pilotage serve` of this folder and follow it until it closes."),
+]
 
 STAGE_STYLE = {
     "request": "bold",
@@ -38,13 +44,39 @@ def _demo_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "examples" / "checkout-service"
 
 
-def _preflight(spec: Path, request: str) -> None:
-    """Fail fast, before any process starts, on a bad spec or a request outside the grammar."""
+def _preflight(settings: Settings, spec: Path, request: str) -> None:
+    """Fail fast, before any process starts or any event is written.
+
+    Checks the backend URLs (ConfigError), the spec (InputError), the request grammar, and that the request
+    applies to the spec (e.g. the resource does not exist yet) — the design agent repeats the last check.
+    """
+    from pilotage.registry import backend_class
+    from pilotage.spec.evolve import evolve
     from pilotage.spec.grammar import parse_request
     from pilotage.spec.load import load_spec
 
-    load_spec(spec)
-    parse_request(request)
+    for kind, url in (
+        ("bus", settings.bus_url),
+        ("graph", settings.graph_url),
+        ("policy", settings.policy_url),
+        ("runtime", settings.runtime_url),
+    ):
+        backend_class(kind, url)
+    doc = load_spec(spec)
+    evolve(doc, parse_request(request), path=str(spec))
+
+
+def _make_workdir(workdir: Path) -> Path:
+    """Create the run's work folder; an unusable path is the user's input, not a Pilotage bug."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the work folder {workdir}: {exc.strerror or exc}",
+            hint="run in a writable folder, or pass --workdir with a writable folder",
+            path=str(workdir),
+        ) from exc
+    return workdir
 
 
 def _check_port_free(port: int) -> None:
@@ -75,11 +107,41 @@ def _timeline_printer(json_mode: bool) -> Any:
         stage = stage_of(event)
         if stage == "decision":
             return
-        style = STAGE_STYLE.get(stage, "")
+        style = STAGE_STYLE.get(stage, "default")
         elapsed = time.monotonic() - t0
         console.print(f"[dim]{elapsed:6.1f}s[/] [{style}]{stage:<8}[/] {summarize(event)}")
 
     return show
+
+
+class RunInterrupted(PilotageError):
+    """The run was stopped by SIGINT/SIGTERM; ``flow.failed`` and the report were written, processes stopped."""
+
+    exit_code = 130
+
+    def __init__(self, run: RunSpec, signal_name: str) -> None:
+        super().__init__(
+            f"run {run.run_id} interrupted by {signal_name}: recorded as failed, its service processes stopped; "
+            f"events accepted so far are in the log",
+            hint=f"see {run.artifacts_path / 'report.md'} and start the run again",
+            run_id=run.run_id,
+        )
+
+
+async def _record_interruption(bus: Any, run: RunSpec, signal_name: str) -> None:
+    """Publish ``flow.failed`` for an interrupted run and write its report (both best effort, never raise)."""
+    from pilotage.events import EventType, new_event
+    from pilotage.report import write_report
+
+    data = {"run_id": run.run_id, "status": "failed", "outcome": "none", "error": f"interrupted by {signal_name}"}
+    try:
+        await bus.publish(
+            new_event(EventType.FLOW_FAILED, data, source="/pilotage/cli", subject=run.service, runid=run.run_id)
+        )
+        events = [r.event for r in await bus.read(1, 1_000_000) if r.event.runid == run.run_id]
+        write_report(run.artifacts_path / "report.md", events, title=f"Pilotage run {run.run_id}")
+    except (PilotageError, OSError):
+        return
 
 
 async def _execute(settings: Settings, run: RunSpec, json_mode: bool) -> dict[str, Any]:
@@ -87,8 +149,25 @@ async def _execute(settings: Settings, run: RunSpec, json_mode: bool) -> dict[st
     from pilotage.flows.feature_delivery import run_feature_delivery
     from pilotage.report import write_report
 
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    received: list[str] = []
+
+    def interrupt(name: str) -> None:
+        received.append(name)
+        if task is not None:
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupt, sig.name)
     async with backends(settings) as ctx:
-        result = await run_feature_delivery(ctx, run, all_agents(ctx), on_event=_timeline_printer(json_mode))
+        try:
+            result = await run_feature_delivery(ctx, run, all_agents(ctx), on_event=_timeline_printer(json_mode))
+        except asyncio.CancelledError:
+            if not received:
+                raise
+            await _record_interruption(ctx.bus, run, received[0])
+            raise RunInterrupted(run, received[0]) from None
     report = write_report(run.artifacts_path / "report.md", result.events, title=f"Pilotage run {run.run_id}")
     return {
         "run_id": run.run_id,
@@ -117,16 +196,22 @@ def _start_run(
     idle_after_s: float,
     port: int,
     json_mode: bool,
+    submit: bool = False,
 ) -> dict[str, Any]:
+    from pilotage.cli.serve import require_no_control_plane, submit_run
     from pilotage.flows.feature_delivery import new_run_id
 
     settings = cli_settings()
+    if not submit:
+        require_no_control_plane(settings)
     spec = spec.expanduser().resolve()
-    _preflight(spec, request)
+    _preflight(settings, spec, request)
     _check_port_free(port)
+    if idle_after_s <= 0:
+        raise InputError(f"--idle-after {idle_after_s} is not a positive number of seconds", hint="pass e.g. 10")
     run_id = new_run_id()
-    workdir = (workdir or settings.home / "runs" / run_id).expanduser().resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    _make_workdir(settings.home)
+    workdir = _make_workdir((workdir or settings.home / "runs" / run_id).expanduser().resolve())
     name = service or (spec.parent.name if spec.stem == "openapi" else spec.stem)
     run = RunSpec(
         run_id=run_id,
@@ -141,7 +226,18 @@ def _start_run(
     )
     if not json_mode:
         console.print(f"[bold]Pilotage[/] run [bold]{run_id}[/] · service [bold]{name}[/] · log {settings.bus_url}")
-    summary = asyncio.run(_execute(settings, run, json_mode))
+    if submit:
+        return submit_run(settings, run, _timeline_printer(json_mode))
+    from pilotage.flows.supervisor import ControlPlaneLock
+
+    # A one-shot run is an in-process control plane: it holds the folder's lock so that a second run or a
+    # `pilotage serve` in the same folder is refused instead of acting on this run's events.
+    lock = ControlPlaneLock(settings.home, run_id)
+    lock.acquire()
+    try:
+        summary = asyncio.run(_execute(settings, run, json_mode))
+    finally:
+        lock.release()
     return summary
 
 
@@ -175,6 +271,7 @@ def demo(
         ),
     ] = False,
     workdir: Annotated[Path | None, typer.Option(help="Folder for the run's repository and artefacts.")] = None,
+    submit: SubmitOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Run the whole lifecycle on the bundled checkout service with the discount-code request.
@@ -193,6 +290,7 @@ def demo(
         idle_after_s=3.0,
         port=0,
         json_mode=json_mode,
+        submit=submit,
     )
     _finish(summary, json_mode, "rolled_back" if inject_fault else "promoted")
 
@@ -213,6 +311,7 @@ def run(
         typer.Option(help="Seconds without requests before the environment is scaled to zero; the command ends then."),
     ] = 10.0,
     port: Annotated[int, typer.Option(help="Port of the traffic-splitting proxy (0 = any free port).")] = 0,
+    submit: SubmitOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Carry REQUEST through the lifecycle on any OpenAPI 3 document. Exit 1 unless the change is promoted."""
@@ -230,5 +329,6 @@ def run(
         idle_after_s=idle_after,
         port=port,
         json_mode=json_mode,
+        submit=submit,
     )
     _finish(summary, json_mode, "promoted")

@@ -5,10 +5,11 @@ loads the bundled policies shipped in ``pilotage/policy/bundled`` and then every
 folder of ``policy_dirs`` (``./policies`` by default). Files declaring the same package add rules to it, so a
 user policy can tighten a bundled one (a partial ``deny`` set is the union of every file's rules).
 
-Evaluation of ``action`` reads ``data.pilotage.<action>.deny`` against the input document; the action is
-allowed when that set is empty. Fail closed (DESIGN.md section 6): a policy that does not compile, an
-evaluation error, a package that does not exist or a ``deny`` that is not a set give a deny verdict whose
-reason says so.
+Evaluation of ``action`` reads ``data.pilotage.<action>.deny`` (and, when the package defines it, the optional
+``needs_approval`` set) against the input document; the verdict follows :func:`~pilotage.policy.base.make_verdict`
+(members may be strings or ``{"msg", "rule", "file", "line"}`` objects). Fail closed (DESIGN.md section 6): a
+policy that does not compile, an evaluation error, a package that does not exist, a ``deny`` that is not a set, or
+an evaluation slower than ``timeout_s`` (default 5 s) give a deny verdict whose reason says so.
 
 Cost (measured with regopy 1.5.2, one core): loading reads the files, parses them, smoke-tests every package
 once with an empty input and compiles a bundle (rego-cpp's bytecode plan, one entrypoint per package): about
@@ -29,14 +30,14 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pilotage.errors import InputError
-from pilotage.policy.base import PolicyEngine, Verdict
+from pilotage.policy.base import DEFAULT_TIMEOUT_S, PolicyEngine, Verdict, encode_input, make_verdict
 
 if TYPE_CHECKING:
     from regopy import Bundle, Interpreter, Output
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from pilotage.settings import Settings
 
 __all__ = ["PolicySource", "RegoPolicyEngine", "bundled_sources"]
+
+_T = TypeVar("_T")
 
 #: Where the bundled policies live (a folder of the ``pilotage.policy`` package, shipped as package data).
 BUNDLED_PACKAGE = "pilotage.policy"
@@ -82,6 +85,8 @@ class _Compiled:
     interpreter: Interpreter
     bundle: Bundle | None
     files_by_action: dict[str, list[str]] = field(default_factory=dict)
+    #: actions whose package defines the optional ``needs_approval`` set
+    approval_actions: set[str] = field(default_factory=set)
 
 
 def _source(name: str, text: str) -> PolicySource:
@@ -187,6 +192,8 @@ class RegoPolicyEngine(PolicyEngine):
             :class:`~pilotage.settings.Settings`); must be JSON-serialisable.
         bundled: also load the policies shipped in ``pilotage/policy/bundled`` (default True).
         compiled: evaluate a compiled bundle (fast, default) or re-query the interpreter each call (see module doc).
+        timeout_s: seconds one evaluation (or the load of the policies) may take; a slower one is a deny, and the
+            interpreter it ran on is abandoned (see :meth:`evaluate`).
 
     The constructor does no I/O; policies load on the first :meth:`check` or :meth:`evaluate`. A policy set that
     compiled is kept until :meth:`reload`; one that failed is re-read on every evaluation (each denies) so a fix
@@ -202,11 +209,13 @@ class RegoPolicyEngine(PolicyEngine):
         *,
         bundled: bool = True,
         compiled: bool = True,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.policy_dirs = [Path(p) for p in (policy_dirs or [])]
         self.data = dict(data or {})
         self.bundled = bundled
         self.compiled = compiled
+        self.timeout_s = timeout_s
         self._state: _Compiled | None = None
         self._lock = threading.RLock()
 
@@ -254,14 +263,29 @@ class RegoPolicyEngine(PolicyEngine):
         for action in files_by_action:
             if self._query_problem(interpreter, action) is not None:
                 raise self._blame(sources, files_by_action)
+        approval_actions = {a for a in files_by_action if self._defines(interpreter, a, "needs_approval")}
         bundle = None
         if self.compiled and files_by_action:
             entrypoints = [f"pilotage/{action.replace('.', '/')}/deny" for action in files_by_action]
+            entrypoints += [f"pilotage/{a.replace('.', '/')}/needs_approval" for a in sorted(approval_actions)]
             try:
                 bundle = interpreter.build(None, entrypoints)
             except RegoError as exc:
                 raise self._syntax_error(None, str(exc), by_name) from exc
-        return _Compiled(interpreter=interpreter, bundle=bundle, files_by_action=files_by_action)
+        return _Compiled(
+            interpreter=interpreter, bundle=bundle, files_by_action=files_by_action, approval_actions=approval_actions
+        )
+
+    @staticmethod
+    def _defines(interpreter: Interpreter, action: str, rule: str) -> bool:
+        """True when ``data.pilotage.<action>.<rule>`` is defined (evaluated once with the empty input)."""
+        from regopy import RegoError
+
+        try:
+            output = interpreter.query(f"data.pilotage.{action}.{rule}")
+        except (RegoError, ValueError):
+            return True  # defined but failing: evaluation will report it and deny
+        return not output.ok() or bool(output.results and output.results[0].expressions)
 
     @staticmethod
     def _syntax_error(source: PolicySource | None, message: str, by_name: Mapping[str, PolicySource]) -> InputError:
@@ -328,14 +352,22 @@ class RegoPolicyEngine(PolicyEngine):
 
     def _loaded(self) -> _Compiled:
         if self._state is None:
-            self._state = self._compile()
+            finished, value = _with_deadline(self._compile, self.timeout_s)
+            if not finished:
+                raise InputError(
+                    f"policy set did not load within {self.timeout_s:g} s (a rule that never terminates on the "
+                    "empty input?)",
+                    hint="simplify the rules that iterate over large ranges, then run pilotage policy check",
+                )
+            self._state = value
         return self._state
 
     def check(self) -> None:
         """Re-read, parse, smoke-test and compile every policy now (what ``pilotage policy check`` runs).
 
         Raises:
-            InputError: a policy does not parse or does not evaluate; names the file and the line when known.
+            InputError: a policy does not parse, does not evaluate, or does not load within ``timeout_s``; names
+                the file and the line when known.
         """
         with self._lock:
             self._state = None
@@ -358,28 +390,26 @@ class RegoPolicyEngine(PolicyEngine):
     # -- evaluation ----------------------------------------------------------------------------------------
 
     def evaluate(self, action: str, input: dict[str, Any]) -> Verdict:
-        """Evaluate ``data.pilotage.<action>.deny`` on ``input``; allow iff the set is empty (fail closed).
+        """Evaluate ``data.pilotage.<action>.deny`` (and ``needs_approval``) on ``input`` (fail closed).
+
+        The evaluation runs in a worker thread and the caller waits at most ``timeout_s``: rego-cpp cannot be
+        interrupted, so a policy that takes longer gets a deny ("policy engine timeout") and its interpreter is
+        abandoned to the worker, which keeps one core busy until it finishes; the next evaluation loads a fresh
+        interpreter (about 30 ms).
 
         Args:
-            action: the package below ``data.pilotage`` (``merge``, ``deploy``, ``promote``, ``rollback``, ``scale``).
+            action: the package below ``data.pilotage`` (``commit``, ``merge``, ``deploy``, ``promote``, ...).
             input: the input document (a JSON object).
 
         Returns:
-            The verdict; ``policies`` = ``["data.pilotage.<action>", <files defining it>...]``; ``reasons`` sorted.
+            The verdict (:func:`~pilotage.policy.base.make_verdict`); ``policies`` =
+            ``["data.pilotage.<action>", <files defining it>...]``.
 
         Raises:
-            InputError: ``input`` is not JSON-serialisable (NaN and infinities included).
+            InputError: ``input`` is not JSON-serialisable (NaN and infinities included) or not an object.
         """
         package = f"data.pilotage.{action}"
-        try:
-            text = json.dumps(input, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InputError(
-                f"policy input for {action!r} is not JSON-serialisable: {exc}",
-                hint="pass only str/int/float/bool/None/list/dict (no NaN) in the policy input",
-            ) from exc
-        if not isinstance(input, dict):
-            raise InputError(f"policy input for {action!r} is a {type(input).__name__}, not an object")
+        text = encode_input(action, input)
 
         def deny(reason: str, files: Sequence[str] = ()) -> Verdict:
             return Verdict(action=action, allow=False, reasons=[reason], policies=[package, *files], engine=self.url)
@@ -387,29 +417,55 @@ class RegoPolicyEngine(PolicyEngine):
         if not _ACTION_RE.match(action):
             return deny(f"no policy defines {package} (not a valid package name)")
         with self._lock:
-            try:
-                state = self._loaded()
-            except InputError as exc:
-                return deny(f"policy engine error: {exc.message}")
-            files = state.files_by_action.get(action)
-            if files is None:
-                return deny(f"no policy defines {package}")
-            result = self._run(state, action, text)
-        if isinstance(result, str):
-            return deny(result, files)
-        reasons = sorted(item if isinstance(item, str) else json.dumps(item, sort_keys=True) for item in result)
-        return Verdict(action=action, allow=not reasons, reasons=reasons, policies=[package, *files], engine=self.url)
+            previous = self._state
+            finished, value = _with_deadline(lambda: self._answer(previous, action, text), self.timeout_s)
+            if not finished:
+                self._state = None  # the worker still holds that interpreter: never share it again
+                return deny(
+                    f"policy engine timeout: {package} gave no answer within {self.timeout_s:g} s "
+                    "(a rule that takes too long or never terminates)",
+                    previous.files_by_action.get(action, []) if previous is not None else [],
+                )
+            state, outcome = value
+            self._state = state
+        if isinstance(outcome, str):
+            return deny(outcome, state.files_by_action.get(action, []) if state is not None else [])
+        denied, pending = outcome
+        files = state.files_by_action.get(action, []) if state is not None else []
+        return make_verdict(action, denied, pending, input, policies=[package, *files], engine=self.url)
 
-    def _run(self, state: _Compiled, action: str, input_json: str) -> list[Any] | str:
-        """Evaluate the deny set; return its members, or a ``str`` reason when the engine could not answer."""
+    def _answer(
+        self, state: _Compiled | None, action: str, input_json: str
+    ) -> tuple[_Compiled | None, tuple[list[Any], list[Any]] | str]:
+        """Load the policies when ``state`` is None, then evaluate both sets (runs in the worker thread)."""
+        if state is None:
+            try:
+                state = self._compile()
+            except InputError as exc:
+                return None, f"policy engine error: {exc.message}"
+        if action not in state.files_by_action:
+            return state, f"no policy defines data.pilotage.{action}"
+        denied = self._run(state, action, input_json, "deny")
+        if isinstance(denied, str):
+            return state, denied
+        pending: list[Any] = []
+        if action in state.approval_actions:
+            asked = self._run(state, action, input_json, "needs_approval")
+            if isinstance(asked, str):
+                return state, asked
+            pending = asked
+        return state, (denied, pending)
+
+    def _run(self, state: _Compiled, action: str, input_json: str, rule: str = "deny") -> list[Any] | str:
+        """Evaluate one set rule; return its members, or a ``str`` reason when the engine could not answer."""
         from regopy import NodeKind, RegoError
 
-        query = f"data.pilotage.{action}.deny"
+        query = f"data.pilotage.{action}.{rule}"
         try:
             state.interpreter.set_input_term(input_json)
             if state.bundle is not None:
                 output = state.interpreter.query_bundle_entrypoint(
-                    state.bundle, f"pilotage/{action.replace('.', '/')}/deny"
+                    state.bundle, f"pilotage/{action.replace('.', '/')}/{rule}"
                 )
             else:
                 output = state.interpreter.query(query)
@@ -420,10 +476,10 @@ class RegoPolicyEngine(PolicyEngine):
         if not output.ok():
             return f"policy engine error: {query}: {_output_error(output)}"
         if not output.results or not output.results[0].expressions:
-            return f"no policy defines {query} (the package has no deny rule)"
+            return f"no policy defines {query} (the package has no {rule} rule)"
         term = output.expressions(0).at(0)
         if term.kind != NodeKind.Set:
-            return f"policy engine error: {query} is not a set (use: deny contains msg if {{ ... }})"
+            return f"policy engine error: {query} is not a set (use: {rule} contains msg if {{ ... }})"
         value = output.results[0].expressions[0]
         return list(value) if isinstance(value, list) else [value]
 
@@ -431,3 +487,30 @@ class RegoPolicyEngine(PolicyEngine):
         """Drop the compiled policies and the interpreter. Idempotent."""
         with self._lock:
             self._state = None
+
+
+def _with_deadline(work: Callable[[], _T], timeout_s: float) -> tuple[bool, _T]:
+    """Run ``work`` in a daemon thread and wait at most ``timeout_s``; return (finished, its value).
+
+    regopy calls into rego-cpp through ctypes, which releases the GIL, so the caller's wait is not blocked by a
+    long evaluation. An exception raised by ``work`` is re-raised here.
+
+    Raises:
+        Exception: whatever ``work`` raised.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="pilotage-rego", daemon=True)
+    worker.start()
+    worker.join(max(timeout_s, 0.0))
+    if worker.is_alive():
+        return False, cast(_T, None)
+    if "error" in box:
+        raise box["error"]
+    return True, cast(_T, box["value"])

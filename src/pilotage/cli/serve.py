@@ -1,0 +1,206 @@
+"""``pilotage serve``: the long-running control plane; and the client side of ``run --submit``.
+
+``serve`` takes the control-plane lock of the state folder, kills the orphans of a control plane that died,
+closes runs whose closing rule was met (or whose budget ran out) while nothing ran, re-creates the environments
+the log says are up (:mod:`pilotage.flows.recovery`), then subscribes every agent and the flow supervisor on the
+configured bus and serves until SIGTERM or Ctrl-C. Every unfinished run resumes from where its agents stopped.
+
+``pilotage run --submit`` / ``pilotage demo --submit`` publish ``flow.started`` to the log a running ``serve``
+consumes and follow the run's events until it closes (a control plane restarted meanwhile changes nothing for
+the client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pilotage.agent import RunSpec
+from pilotage.cli import JsonOpt, app, cli_settings, console
+from pilotage.errors import ConfigError
+from pilotage.events import CloudEvent, EventType, new_event
+from pilotage.settings import Settings
+
+__all__ = ["serve", "submit_run"]
+
+#: Seconds between reads of the log while a submitting client waits for its run to close.
+FOLLOW_POLL_S = 0.2
+
+
+def _printer(json_mode: bool) -> Any:
+    from pilotage.report import stage_of, summarize
+
+    def show(event: CloudEvent) -> None:
+        if json_mode:
+            sys.stdout.write(event.to_json() + "\n")
+            sys.stdout.flush()
+            return
+        stage = stage_of(event)
+        if stage == "decision":
+            return
+        console.print(f"[dim]{event.time[11:23]}[/] {event.runid[:16]:<16} {stage:<8} {summarize(event)}")
+
+    return show
+
+
+def _install_ack_journal(bus: Any, path: Path) -> None:
+    """Append ``{"id", "offset"}`` to ``path`` after every publish the bus acknowledged (crash-safety tests)."""
+    journal = path.open("a", encoding="utf-8")
+    publish = bus.publish
+
+    async def journaled(event: CloudEvent) -> int:
+        offset: int = await publish(event)
+        journal.write(json.dumps({"id": event.id, "type": event.type, "offset": offset}) + "\n")
+        journal.flush()  # in the OS page cache: survives the death of this process
+        return offset
+
+    setattr(bus, "publish", journaled)  # noqa: B010 - instance-level wrap of a bound method
+
+
+async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: bool, ack_journal: Path | None) -> None:
+    from pilotage.agents.cost import CostAgent
+    from pilotage.app import all_agents, backends
+    from pilotage.flows.recovery import recover
+    from pilotage.flows.supervisor import FlowSupervisor
+
+    show = _printer(json_mode)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with backends(settings) as ctx:
+        if ack_journal is not None:
+            _install_ack_journal(ctx.bus, ack_journal)
+        supervisor = FlowSupervisor(ctx.bus, budget_s=budget_s, on_event=show)
+        closed = await supervisor.sweep()
+        report = await recover(ctx, home=settings.home, instance=instance)
+        agents = all_agents(ctx)
+        subs = [sub for agent in agents for sub in await agent.start()]
+        subs.append(await supervisor.start())
+        ready = {
+            "serving": True,
+            "pid": os.getpid(),
+            "instance": instance,
+            "event_log": settings.bus_url,
+            "runs_closed_at_start": closed,
+            **report.to_dict(),
+        }
+        if json_mode:
+            sys.stdout.write(json.dumps(ready) + "\n")
+            sys.stdout.flush()
+        else:
+            console.print(
+                f"[bold]Pilotage control plane[/] pid {os.getpid()} · log {settings.bus_url} · "
+                f"{len(report.runs_open)} open run(s) resumed, {len(report.environments)} environment(s) re-created, "
+                f"{len(report.orphans_killed)} orphan process(es) stopped · Ctrl-C stops"
+            )
+        try:
+            await stop.wait()
+        finally:
+            await supervisor.stop()
+            for sub in subs:
+                await sub.stop()
+            for agent in agents:
+                if isinstance(agent, CostAgent):
+                    await agent.cancel()
+
+
+@app.command()
+def serve(
+    budget: Annotated[float, typer.Option(help="Time budget of a run in seconds, from its flow.started.")] = 900.0,
+    ack_journal: Annotated[
+        Path | None, typer.Option(hidden=True, help="Append every acknowledged publish to this file (tests).")
+    ] = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Run the control plane: every agent on the configured bus, resuming unfinished runs, until Ctrl-C."""
+    from pilotage.flows.recovery import MARK_VAR
+    from pilotage.flows.supervisor import ControlPlaneLock
+
+    settings = cli_settings()
+    instance = uuid.uuid4().hex[:12]
+    lock = ControlPlaneLock(settings.home, instance)
+    lock.acquire()
+    os.environ[MARK_VAR] = f"{settings.home.resolve()}#{instance}"  # inherited by every process it starts
+    try:
+        asyncio.run(_serve(settings, instance, budget, json_mode, ack_journal))
+    finally:
+        lock.release()
+
+
+def require_no_control_plane(settings: Settings) -> None:
+    """Raise ConfigError when ``pilotage serve`` serves this state folder (its agents would act twice)."""
+    from pilotage.flows.supervisor import serving_pid
+
+    pid = serving_pid(settings.home)
+    if pid is not None:
+        raise ConfigError(
+            f"a control plane (pid {pid}: `pilotage serve`, or another `pilotage run`/`demo`) is using "
+            f"{settings.home}; running the agents here too would act twice",
+            hint="wait for that run, use another working directory, or add --submit to hand the run to pilotage serve",
+        )
+
+
+async def _follow(settings: Settings, run: RunSpec, on_event: Any) -> list[CloudEvent]:
+    from pilotage.app import open_bus
+    from pilotage.flows.feature_delivery import SOURCE
+
+    start = new_event(EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id)
+    async with open_bus(settings) as bus:
+        offset = await bus.publish(start) - 1
+        seen: list[CloudEvent] = []
+        while True:
+            batch = await bus.read(offset + 1, 1000)
+            if not batch:
+                await asyncio.sleep(FOLLOW_POLL_S)
+                continue
+            offset = batch[-1].offset
+            for record in batch:
+                if record.event.runid != run.run_id:
+                    continue
+                seen.append(record.event)
+                on_event(record.event)
+                if record.event.type in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):
+                    return seen
+
+
+def submit_run(settings: Settings, run: RunSpec, on_event: Any) -> dict[str, Any]:
+    """Publish ``flow.started`` for ``run`` to the log ``pilotage serve`` consumes; follow it until it closes.
+
+    Returns:
+        The run summary (the same keys as an in-process run's).
+
+    Raises:
+        ConfigError: no control plane serves ``settings.home``.
+    """
+    from pilotage.flows.supervisor import serving_pid
+    from pilotage.report import write_report
+
+    if serving_pid(settings.home) is None:
+        raise ConfigError(
+            f"no control plane serves {settings.home}", hint="start `pilotage serve` in this folder, or drop --submit"
+        )
+    events = asyncio.run(_follow(settings, run, on_event))
+    closing = events[-1].data
+    report = write_report(run.artifacts_path / "report.md", events, title=f"Pilotage run {run.run_id}")
+    decisions = [e.data for e in events if e.type == EventType.DECISION]
+    return {
+        "run_id": run.run_id,
+        "status": closing["status"],
+        "outcome": closing["outcome"],
+        "error": closing["error"],
+        "duration_s": closing["duration_s"],
+        "events": len(events),
+        "decisions": [{k: d[k] for k in ("id", "agent", "kind", "action")} for d in decisions],
+        "report": str(report),
+        "workdir": run.workdir,
+        "event_log": settings.bus_url,
+    }

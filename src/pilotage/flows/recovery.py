@@ -1,0 +1,339 @@
+"""Control-plane recovery: what ``pilotage serve`` does at start, before its agents consume a single event.
+
+A control plane killed mid-flow (SIGKILL, power loss) leaves three kinds of state behind:
+
+1. **The event log** (durable): every event a publisher was told was accepted. It is the truth.
+2. **Consumer offsets** (durable): each agent resumes after the last event it *finished* handling; an event whose
+   handler was interrupted is delivered again (at-least-once). Handlers publish deterministic event ids
+   (:func:`pilotage.agent.handled_event_id`) and check the log before acting, so running again is harmless.
+3. **Runtime state lost with the process**: the in-process traffic-splitting proxies and synthetic traffic die
+   with it; the service processes it started (their own sessions) survive as orphans nobody can route to.
+
+The rule chosen here (documented in ``docs/architecture.md``, "Crash safety"): **an environment is a function of
+the log**. Recovery
+
+* kills the orphaned processes of dead control planes of the same state folder (:func:`kill_orphans`): every
+  process a control plane starts inherits ``PILOTAGE_CONTROL_PLANE=<home>#<instance id>`` in its environment, and
+  ``/proc`` is searched for it (Linux; elsewhere orphans are listed as not found);
+* re-creates, for every open run, the environment of each deployment the log says is still up, from the commits
+  of ``code.generated`` and the weights of the last ``deploy.step``: a rollout in progress gets baseline + canary
+  behind a new proxy at the last weight taken and its synthetic traffic; a promoted (rolled back) deployment not
+  yet scaled down gets the canary (baseline) alone at 100 %. Each re-creation publishes ``deploy.resumed`` with
+  the new instances. The deploy verdict recorded for the deployment (``policy.evaluated`` allow) covers it; a
+  deployment without one is not re-created (fail closed) and its run fails with ``agent.failed``;
+* publishes ``controlplane.recovered`` with what it found and did.
+
+Nothing is deployed twice: ``deploy.started`` stays the only launch of a deployment; the agents then continue from
+their offsets (the next step, the interrupted judgement, rollback or promotion, the cost watch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pilotage.agent import AgentContext, RunSpec
+from pilotage.agents.deployment import DEPLOY_RESUMED, DeploymentAgent, rollout_info
+from pilotage.bus.base import Bus
+from pilotage.errors import PilotageError
+from pilotage.events import CloudEvent, EventType, new_event
+from pilotage.runtime.base import Instance, Workload
+from pilotage.runtime.local import route_registry
+from pilotage.runtime.traffic import start_traffic
+
+__all__ = [
+    "CONTROL_PLANE_RECOVERED",
+    "MARK_VAR",
+    "Orphan",
+    "RecoveryReport",
+    "find_orphans",
+    "kill_orphans",
+    "open_runs",
+    "recover",
+]
+
+SOURCE = "/pilotage/controlplane/recovery"
+#: Environment variable every process started by a control plane inherits: ``<home (absolute)>#<instance id>``.
+MARK_VAR = "PILOTAGE_CONTROL_PLANE"
+#: Published once per control-plane start: data {instance, orphans_killed, runs_open, environments, failures}.
+CONTROL_PLANE_RECOVERED = "dev.pilotage.controlplane.recovered"
+#: Seconds between SIGTERM and SIGKILL of an orphan's process group.
+ORPHAN_GRACE_S = 3.0
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A process left by a dead control plane: ``pid``, whether it leads its own process group, its command."""
+
+    pid: int
+    group_leader: bool
+    command: str
+    instance: str
+
+
+@dataclass
+class RecoveryReport:
+    """What recovery found and did (the data of ``controlplane.recovered``)."""
+
+    instance: str
+    orphans_killed: list[dict[str, Any]] = field(default_factory=list)
+    runs_open: list[str] = field(default_factory=list)
+    environments: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as a JSON-serialisable dict."""
+        return {
+            "instance": self.instance,
+            "orphans_killed": self.orphans_killed,
+            "runs_open": self.runs_open,
+            "environments": self.environments,
+            "failures": self.failures,
+        }
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else ""
+
+
+def find_orphans(home: Path, instance: str, proc: Path = Path("/proc")) -> list[Orphan]:
+    """Return the live processes marked by another control plane of ``home`` (``MARK_VAR``), not ``instance``.
+
+    Args:
+        home: the state folder (``settings.home``), compared as an absolute path.
+        instance: the id of the running control plane (its own children are not orphans).
+        proc: the procfs mount (tests may pass another folder laid out the same way).
+
+    Returns:
+        The orphans, zombies excluded; empty where ``/proc`` does not exist.
+    """
+    wanted = str(home.resolve())
+    found: list[Orphan] = []
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        mark = next((v[len(MARK_VAR) + 1 :] for v in environ if v.startswith(MARK_VAR.encode() + b"=")), None)
+        if mark is None:
+            continue
+        mark_home, _, mark_instance = mark.decode(errors="replace").rpartition("#")
+        if mark_home != wanted or mark_instance == instance or _proc_state(int(entry.name)) in ("Z", "X", ""):
+            continue
+        pid = int(entry.name)
+        try:
+            leader = os.getpgid(pid) == pid
+        except OSError:
+            continue
+        found.append(Orphan(pid, leader, command[:200], mark_instance))
+    return sorted(found, key=lambda o: o.pid)
+
+
+def _alive(pid: int) -> bool:
+    return _proc_state(pid) not in ("Z", "X", "")
+
+
+async def kill_orphans(orphans: list[Orphan], grace_s: float = ORPHAN_GRACE_S) -> list[dict[str, Any]]:
+    """Stop ``orphans``: SIGTERM (to the process group of a group leader), SIGKILL after ``grace_s`` seconds.
+
+    A process that does not lead its own group is signalled alone, so a group shared with the caller (a shell,
+    a test runner) is never hit. Returns ``[{pid, command, instance, signal}]`` for the report.
+    """
+    import asyncio
+
+    def send(orphan: Orphan, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if orphan.group_leader and orphan.pid != os.getpgid(0):
+                os.killpg(orphan.pid, sig)
+            else:
+                os.kill(orphan.pid, sig)
+
+    for orphan in orphans:
+        send(orphan, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(_alive(o.pid) for o in orphans) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    report = []
+    for orphan in orphans:
+        sig = "SIGTERM"
+        if _alive(orphan.pid):
+            send(orphan, signal.SIGKILL)
+            sig = "SIGKILL"
+        report.append({"pid": orphan.pid, "command": orphan.command, "instance": orphan.instance, "signal": sig})
+    return report
+
+
+async def _all(bus: Bus, pattern: str = "dev.pilotage.*") -> list[CloudEvent]:
+    out: list[CloudEvent] = []
+    offset = 1
+    while True:
+        batch = await bus.read(offset, 1000, pattern=pattern)
+        if not batch:
+            return out
+        out.extend(r.event for r in batch)
+        offset = batch[-1].offset + 1
+
+
+async def open_runs(bus: Bus) -> dict[str, list[CloudEvent]]:
+    """Return ``{run id: events of the run in log order}`` for every run without ``flow.completed``/``flow.failed``."""
+    runs: dict[str, list[CloudEvent]] = {}
+    closed: set[str] = set()
+    for event in await _all(bus):
+        if not event.runid:
+            continue
+        if event.type in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):
+            closed.add(event.runid)
+        runs.setdefault(event.runid, []).append(event)
+    return {run: events for run, events in runs.items() if run not in closed and _has_start(events)}
+
+
+def _has_start(events: list[CloudEvent]) -> bool:
+    return any(e.type == EventType.FLOW_STARTED for e in events)
+
+
+def _newest(events: list[CloudEvent], type: str, **match: Any) -> CloudEvent | None:
+    found = None
+    for event in events:
+        data = event.data if isinstance(event.data, dict) else {}
+        if event.type == type and all(data.get(k) == v for k, v in match.items()):
+            found = event
+    return found
+
+
+def _phase(events: list[CloudEvent], deployment_id: str) -> str | None:
+    """``rollout``, ``promoted``, ``rolled_back``, or None when the environment is already scaled down."""
+    if _newest(events, EventType.ENV_SCALED_DOWN, environment=deployment_id) is not None:
+        return None
+    if _newest(events, EventType.DEPLOY_PROMOTED, deployment_id=deployment_id) is not None:
+        return "promoted"
+    if _newest(events, EventType.DEPLOY_ROLLED_BACK, deployment_id=deployment_id) is not None:
+        return "rolled_back"
+    return "rollout"
+
+
+def _deploy_allowed(events: list[CloudEvent], deployment_id: str) -> bool:
+    for event in events:
+        data = event.data if isinstance(event.data, dict) else {}
+        if event.type == EventType.POLICY_EVALUATED and data.get("action") == "deploy" and data.get("allow"):
+            if (data.get("input") or {}).get("deployment_id") == deployment_id:
+                return True
+    return False
+
+
+async def _recreate(ctx: AgentContext, events: list[CloudEvent], info: dict[str, Any], phase: str) -> dict[str, Any]:
+    """Start the instances of ``phase`` and the route of the deployment; return the ``deploy.resumed`` data."""
+    run = RunSpec.model_validate(next(e for e in events if e.type == EventType.FLOW_STARTED).data)
+    code = _newest(events, EventType.CODE_GENERATED)
+    if code is None:
+        raise PilotageError(f"run {run.run_id}: no code.generated for deployment {info['deployment_id']}")
+    deployment_id, steps = info["deployment_id"], info["steps"]
+    base_version, head_version = info["baseline"]["version"], info["canary"]["version"]
+    last = _newest(events, EventType.DEPLOY_STEP, deployment_id=deployment_id)
+    weight = int(last.data["weight"]) if last is not None else 0
+    step = int(last.data["step"]) if last is not None else -1
+    runtime, timeout = ctx.runtime, ctx.settings.service_ready_timeout_s
+    started: dict[str, Instance] = {}
+    try:
+        if phase in ("rollout", "rolled_back"):
+            workload = Workload(run.service, base_version, Path(code.data["base_dir"]))
+            started[base_version] = await runtime.start(workload, ready_timeout_s=timeout)
+        if phase in ("rollout", "promoted"):
+            env = DeploymentAgent._fault_env(run.fault, run.inject_fault_rate)
+            workload = Workload(run.service, head_version, Path(code.data["head_dir"]), env=env)
+            started[head_version] = await runtime.start(workload, ready_timeout_s=timeout)
+        if phase == "rollout":
+            weights = {base_version: 100 - weight, head_version: weight}
+        else:
+            weights = {next(iter(started)): 100}
+        route = await runtime.route(deployment_id, started, weights, port=run.proxy_port)
+    except BaseException:
+        for instance in started.values():
+            await runtime.stop(instance)
+        raise
+    if phase == "rollout":
+        paths = list(info.get("traffic_paths") or [])
+        start_traffic(deployment_id, route.url, paths, ctx.settings.synthetic_traffic_rps)
+    ctx.graph.upsert_node("Deployment", deployment_id, {"proxy_url": route.url, "resumed": True})
+
+    def describe(version: str) -> dict[str, Any] | None:
+        instance = started.get(version)
+        return {"version": version, "url": instance.url, "pid": instance.pid} if instance else None
+
+    return {
+        "deployment_id": deployment_id,
+        "phase": phase,
+        "step": step,
+        "weight": weight,
+        "steps": steps,
+        "baseline": describe(base_version),
+        "canary": describe(head_version),
+        "proxy_url": route.url,
+        "reason": f"control plane restarted: the {phase} environment of {deployment_id} is re-created from the log",
+    }
+
+
+async def _recover_run(ctx: AgentContext, run_id: str, events: list[CloudEvent], report: RecoveryReport) -> None:
+    route_registry(ctx.runtime)  # ConfigError early when the runtime cannot keep routes
+    deployments = [str(e.data["deployment_id"]) for e in events if e.type == EventType.DEPLOY_STARTED]
+    subject = events[0].subject
+    for deployment_id in dict.fromkeys(deployments):
+        phase = _phase(events, deployment_id)
+        info = await rollout_info(ctx.bus, run_id, deployment_id)
+        if phase is None or info is None:
+            continue
+        try:
+            if not _deploy_allowed(events, deployment_id):
+                raise PilotageError(f"no allowing deploy verdict in the log for {deployment_id}: not re-created")
+            data = await _recreate(ctx, events, info, phase)
+        except PilotageError as exc:
+            report.failures.append(f"{deployment_id}: {exc.one_line()}")
+            failed = {
+                "agent": "recovery",
+                "error": f"cannot resume {deployment_id} after a control-plane restart: {exc.one_line()}",
+                "error_type": type(exc).__name__,
+                "cause_event_id": "",
+                "cause_event_type": "",
+                "verdict": None,
+            }
+            failure = new_event(EventType.AGENT_FAILED, failed, source=SOURCE, subject=subject, runid=run_id)
+            await ctx.bus.publish(failure)
+            continue
+        await ctx.bus.publish(new_event(DEPLOY_RESUMED, data, source=SOURCE, subject=subject, runid=run_id))
+        report.environments.append({"run_id": run_id, **data})
+
+
+async def recover(ctx: AgentContext, *, home: Path, instance: str) -> RecoveryReport:
+    """Kill the orphans of dead control planes of ``home`` and re-create the environments the log says are up.
+
+    Call it once at control-plane start, before the agents subscribe. Publishes ``controlplane.recovered``.
+
+    Args:
+        ctx: the open backends of the new control plane.
+        home: the state folder (``settings.home``) whose control planes are recovered.
+        instance: the id of the new control plane (the value after ``#`` in :data:`MARK_VAR`).
+
+    Returns:
+        The :class:`RecoveryReport`.
+    """
+    report = RecoveryReport(instance=instance)
+    report.orphans_killed = await kill_orphans(find_orphans(home, instance))
+    runs = await open_runs(ctx.bus)
+    report.runs_open = sorted(runs)
+    for run_id, events in runs.items():
+        await _recover_run(ctx, run_id, events, report)
+    await ctx.bus.publish(new_event(CONTROL_PLANE_RECOVERED, report.to_dict(), source=SOURCE))
+    return report

@@ -1,0 +1,66 @@
+# Banned cryptography: weak hashes used for security and the unmaintained pycrypto library.
+#
+# Input (facts from pilotage.policy.scans.scan_crypto, one per use found in the changed Python files):
+#   crypto: [{file, line, kind, name, for_security, distribution}]
+#     kind "hash":   name is the algorithm ("md5", "sha1" ...) of hashlib.<name>(), hashlib.new("<name>") or
+#                    hmac.new(..., digestmod="<name>"); for_security is false only when the call passes
+#                    usedforsecurity=False (Python 3.9+), the documented way to say "not a security use"
+#     kind "import": name is the imported module ("Crypto.Cipher", "md5", "sha"); distribution is the installed
+#                    distribution that provides it ("pycrypto", "pycryptodome") or null
+#   dependencies: [{name, version, license}]
+#
+# MD5 and SHA-1 are broken for collision resistance (RFC 6151, RFC 6194; NIST SP 800-131A Rev. 2 disallows
+# SHA-1 for digital signatures). pycrypto has been unmaintained since 2013 and has known vulnerabilities
+# (CVE-2013-7459); pycryptodome, which reuses its "Crypto" package name, is allowed.
+package pilotage.merge
+
+_weak_hashes := {"md2", "md4", "md5", "sha1", "sha", "ripemd160"}
+
+_banned_modules := {"md5", "sha"}
+
+deny contains {"msg": msg, "rule": "banned-crypto", "file": f.file, "line": f.line} if {
+	some f in input.crypto
+	f.kind == "hash"
+	lower(f.name) in _weak_hashes
+	not f.for_security == false
+	msg := sprintf(
+		"banned cryptography at %s:%v: %s used for security; use hashlib.sha256 (or pass usedforsecurity=False for a non-security checksum)",
+		[f.file, f.line, f.name],
+	)
+}
+
+deny contains {"msg": msg, "rule": "banned-crypto", "file": f.file, "line": f.line} if {
+	some f in input.crypto
+	f.kind == "import"
+	_pycrypto_import(f)
+	msg := sprintf(
+		"banned cryptography at %s:%v: import of %s from pycrypto (unmaintained, CVE-2013-7459); use cryptography or pycryptodome",
+		[f.file, f.line, f.name],
+	)
+}
+
+deny contains {"msg": msg, "rule": "banned-crypto", "file": f.file, "line": f.line} if {
+	some f in input.crypto
+	f.kind == "import"
+	split(f.name, ".")[0] in _banned_modules
+	msg := sprintf("banned cryptography at %s:%v: module %s (Python 2 weak hash); use hashlib.sha256", [f.file, f.line, f.name])
+}
+
+deny contains {"msg": msg, "rule": "banned-crypto", "dependency": _name(dep)} if {
+	some dep in input.dependencies
+	lower(_name(dep)) == "pycrypto"
+	msg := sprintf(
+		"dependency %s %s is banned cryptography (unmaintained since 2013, CVE-2013-7459): use cryptography or pycryptodome",
+		[_name(dep), _version(dep)],
+	)
+}
+
+_pycrypto_import(f) if {
+	f.distribution == "pycrypto"
+}
+
+# "Crypto" without a known distribution: pycrypto cannot be told from pycryptodome, so fail closed.
+_pycrypto_import(f) if {
+	split(f.name, ".")[0] == "Crypto"
+	not is_string(f.distribution)
+}

@@ -1,0 +1,140 @@
+"""Incident records of a rollback: a Markdown file with the evidence, and a GitHub-issue payload when configured.
+
+:func:`write_incident` writes ``<folder>/<incident_id>.md`` (summary, the judge's verdicts with statistic, p-value,
+effect size and threshold, the burn-rate alerts, the request counts, the actions taken) and, when a repository is
+configured (``settings.incident_repository = "owner/name"``), ``<folder>/<incident_id>.github-issue.json``: the
+body of GitHub's REST call *Create an issue* (``POST /repos/{owner}/{repo}/issues`` with ``title``, ``body``,
+``labels``; https://docs.github.com/en/rest/issues/issues#create-an-issue). Pilotage writes the payload and does not
+send it: posting needs a token, which is the operator's to hold (``gh api repos/OWNER/REPO/issues --input FILE``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pilotage.errors import ConfigError
+
+__all__ = ["IncidentFiles", "github_issue_payload", "render_markdown", "write_incident"]
+
+_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class IncidentFiles:
+    """Paths written for one incident: ``markdown`` always, ``github_payload`` when a repository is configured."""
+
+    markdown: Path
+    github_payload: Path | None
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_markdown(incident_id: str, summary: str, evidence: dict[str, Any], actions: list[str]) -> str:
+    """Render the incident as Markdown.
+
+    Args:
+        incident_id: id of the incident.
+        summary: one line.
+        evidence: ``deployment_id``, ``service``, ``phase``, ``step``, ``weight`` and an assessment
+            (``outcome``, ``reasons``, ``verdicts`` [...], ``alerts`` [...], ``counts``) as
+            :meth:`pilotage.rollout.analysis.Assessment.to_dict` gives.
+        actions: what was done, in order.
+    """
+    lines = [
+        f"# Incident {incident_id}",
+        "",
+        f"- **Opened:** {datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"- **Service:** {evidence.get('service', '?')} · **deployment:** {evidence.get('deployment_id', '?')}",
+        f"- **When:** {evidence.get('phase', '?')} step {evidence.get('step', '?')} at canary weight "
+        f"{evidence.get('weight', '?')}%",
+        f"- **Summary:** {summary}",
+        "",
+        "## Why",
+        "",
+        *[f"- {r}" for r in evidence.get("reasons", [])],
+        "",
+        "## Canary judge",
+        "",
+        "| metric | test | outcome | statistic | p-value | effect size | threshold |",
+        "|---|---|---|---|---|---|---|",
+        *[
+            f"| {v['metric']} | {v['test']} | {v['outcome']} | {_fmt(v['statistic'])} | {_fmt(v['p_value'])} | "
+            f"{_fmt(v['effect_size'])} | {', '.join(f'{k}={_fmt(x)}' for k, x in v['threshold'].items())} |"
+            for v in evidence.get("verdicts", [])
+        ],
+        "",
+        "## Burn-rate alerts (SRE Workbook ch. 5, scaled windows)",
+        "",
+        "| objective | rule | factor | long window s | burn | short window s | burn | firing |",
+        "|---|---|---|---|---|---|---|---|",
+        *[
+            f"| {a['objective']} | {a['rule']} | {a['factor']} | {a['long_window_s']} | {_fmt(a['long_burn'])} | "
+            f"{a['short_window_s']} | {_fmt(a['short_burn'])} | {'**yes**' if a['firing'] else 'no'} |"
+            for a in evidence.get("alerts", [])
+        ],
+        "",
+        "## Requests in the analysis window",
+        "",
+        "```json",
+        json.dumps(evidence.get("counts", {}), indent=2, sort_keys=True),
+        "```",
+        "",
+        "## Actions taken",
+        "",
+        *[f"{i}. {a}" for i, a in enumerate(actions, 1)],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def github_issue_payload(incident_id: str, summary: str, markdown: str, service: str) -> dict[str, Any]:
+    """Return the JSON body of GitHub's *Create an issue* call for this incident."""
+    return {
+        "title": f"[pilotage] {service}: {summary[:180]} ({incident_id})",
+        "body": markdown,
+        "labels": ["incident", "pilotage", f"service:{service}"],
+    }
+
+
+def write_incident(
+    folder: Path,
+    incident_id: str,
+    summary: str,
+    evidence: dict[str, Any],
+    actions: list[str],
+    *,
+    repository: str | None = None,
+) -> IncidentFiles:
+    """Write the Markdown record and, with ``repository`` (``owner/name``), the GitHub-issue payload.
+
+    Raises:
+        ConfigError: ``repository`` is not ``owner/name``.
+    """
+    if repository is not None and not _REPO.match(repository):
+        raise ConfigError(
+            f"incident repository {repository!r} is not owner/name", hint="set incident_repository = 'owner/name'"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    text = render_markdown(incident_id, summary, evidence, actions)
+    md = folder / f"{incident_id}.md"
+    md.write_text(text, encoding="utf-8")
+    payload_path = None
+    if repository is not None:
+        payload = {
+            "repository": repository,
+            **github_issue_payload(incident_id, summary, text, str(evidence.get("service", "?"))),
+        }
+        payload_path = folder / f"{incident_id}.github-issue.json"
+        payload_path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    return IncidentFiles(md, payload_path)
