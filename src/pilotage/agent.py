@@ -299,10 +299,18 @@ class Agent(ABC):
     async def authorize(self, action: str, input: dict[str, Any], *, cause: CloudEvent) -> Verdict:
         """Ask the policy engine about ``action``, publish ``dev.pilotage.policy.evaluated``, return the verdict.
 
+        A verdict whose only obstacle is ``needs_approval`` waits for a person (``pilotage approve``/``deny``, or
+        the default deny after the timeout): see :func:`pilotage.policy.approval.authorize_with_approval`.
+
         Raises:
-            PolicyDenied: the verdict is a deny (fail closed: an engine error is a deny too).
+            PolicyDenied: the verdict is a deny (fail closed: an engine error is a deny too), or the approval was
+                denied or not given in time.
         """
         verdict = self.ctx.policy.evaluate(action, input)
+        if verdict.awaits_approval and "approval" not in input:
+            from pilotage.policy.approval import authorize_with_approval
+
+            return await authorize_with_approval(self, action, input, cause=cause)
         await self.emit(
             EventType.POLICY_EVALUATED,
             {"agent": self.name, **verdict.to_dict(), "input": input},

@@ -93,7 +93,6 @@ class Settings(BaseModel):
             "ISC",
             "PSF-2.0",
             "Python Software Foundation License",
-            "Python-2.0",
             "MPL-2.0",
         ]
     )

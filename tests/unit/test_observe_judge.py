@@ -93,3 +93,12 @@ def test_combine_never_turns_inconclusive_into_pass() -> None:
     assert combine([unsure, bad]) is Outcome.FAIL
     assert combine([]) is Outcome.INCONCLUSIVE
     assert bad.to_dict()["outcome"] == "fail"
+
+
+def test_sub_millisecond_shift_is_noise_not_a_fail() -> None:
+    # recorded in the A/A benchmark: medians 0.67 ms vs 1.0 ms, fully separated, ×1.5 — below the 5 ms floor.
+    baseline = [0.00066 + 0.00001 * i for i in range(8)]
+    canary = [0.00100 + 0.00001 * i for i in range(8)]
+    verdict = compare_distributions("latency_mean_s", baseline, canary, JudgeConfig(latency_tolerance=0.4))
+    assert verdict.p_value is not None and verdict.p_value < 0.001
+    assert verdict.outcome is Outcome.PASS

@@ -141,3 +141,65 @@ def test_answer_errors_and_the_cli_across_processes(tmp_path: Path) -> None:
 
     granted = [e for e in asyncio.run(check()) if e.type == APPROVAL_GRANTED]
     assert len(granted) == 1 and granted[0].data["approved"] == [NEEDS] and granted[0].runid == RUN
+
+
+def test_any_action_waits_for_approval_through_agent_authorize(tmp_path: Path) -> None:
+    """Agent.authorize itself waits when a policy only needs approval (here a user policy on `scale`)."""
+    from pilotage.agent import Agent, AgentContext
+    from pilotage.bus.memory import MemoryBus
+    from pilotage.errors import PolicyDenied
+    from pilotage.events import new_event
+    from pilotage.graph.sqlite import SQLiteGraph
+    from pilotage.policy.rego import RegoPolicyEngine
+    from pilotage.settings import Settings
+
+    (tmp_path / "scale_approval.rego").write_text(
+        "package pilotage.scale\n\nneeds_approval contains msg if {\n"
+        "\tinput.instances > 3\n\tnot input.approval.granted\n"
+        '\tmsg := sprintf("scaling down %d instances needs approval", [input.instances])\n}\n'
+    )
+
+    class Scaler(Agent):
+        name = "scaler"
+
+        async def on_event(self, event: CloudEvent) -> None:
+            return None
+
+    def run(granted: bool | None) -> tuple[list[CloudEvent], BaseException | None]:
+        bus = MemoryBus()
+        ctx = AgentContext(
+            bus=bus,
+            graph=SQLiteGraph("sqlite:///:memory:"),
+            policy=RegoPolicyEngine([tmp_path]),
+            runtime=None,
+            settings=Settings(),
+            extras={"approval_timeout_s": 1.0},
+        )  # type: ignore[arg-type]
+        cause = new_event("dev.pilotage.deploy.promoted", {}, source="/t", subject="svc", runid="r1")
+
+        async def go() -> BaseException | None:
+            await bus.publish(cause)
+            person = asyncio.create_task(_answer_when_requested(bus, granted)) if granted is not None else None
+            try:
+                await Scaler(ctx).authorize(
+                    "scale", {"direction": "down", "instances": 5, "idle_s": 9e9, "min_idle_s": 1}, cause=cause
+                )
+                error = None
+            except PolicyDenied as exc:
+                error = exc
+            if person is not None:
+                await person
+            return error
+
+        error = asyncio.run(go())
+        return [r.event for r in asyncio.run(bus.read(1, 1000))], error
+
+    events, error = run(True)
+    assert error is None
+    assert of_type(events, APPROVAL_REQUESTED)[0].data["action"] == "scale"
+    assert of_type(events, EventType.POLICY_EVALUATED)[-1].data["allow"] is True
+    events, error = run(False)
+    assert isinstance(error, PolicyDenied) and "denied by alice" in str(error)
+    events, error = run(None)
+    assert isinstance(error, PolicyDenied) and "no answer within 1 s" in str(error)
+    assert of_type(events, APPROVAL_EXPIRED)

@@ -132,6 +132,18 @@ class SQLiteBus(Bus):
                 conn.execute("ALTER TABLE events ADD COLUMN logged_at REAL")
             if "pattern" not in {row[1] for row in conn.execute("PRAGMA table_info(consumer_offsets)")}:
                 conn.execute("ALTER TABLE consumer_offsets ADD COLUMN pattern TEXT NOT NULL DEFAULT '*'")
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc) and "unable to open" not in str(exc):
+                raise BackendCorrupt(
+                    f"event log {self.path} is not a readable SQLite database: {exc}",
+                    hint=f"move {self.path} aside and start again; nothing was written to it",
+                    path=str(self.path),
+                ) from exc
+            raise BackendError(
+                f"event log {self.path} cannot be opened for writing: {exc}",
+                hint=f"run where you may write {self.path} and its folder (SQLite's WAL needs both), or copy it",
+                path=str(self.path),
+            ) from exc
         except sqlite3.DatabaseError as exc:
             raise BackendCorrupt(
                 f"event log {self.path} is not a readable SQLite database: {exc}",

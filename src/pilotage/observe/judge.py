@@ -64,6 +64,8 @@ class JudgeConfig:
         min_requests: canary requests needed for the error-count test (default 20, the rollout step minimum).
         latency_tolerance: allowed relative increase of the canary's median (default 0.5: +50 %, Kayenta's
             "allowed increase" style; small shifts on a shared 2-core machine are noise, not regressions).
+        latency_min_shift_s: smallest absolute median increase that can fail (default 0.005 s): a relative
+            tolerance alone flags 0.67 ms → 1.0 ms (×1.5), noise on a shared machine (seen in the A/A benchmark).
         variance_tolerance: allowed relative increase of the variance (default 2.0: up to 3× the baseline's).
         error_tolerance: allowed absolute excess of the canary's error rate over the baseline (default 0.01).
         allowed_error_rate: the error rate of the binomial test without a baseline (default 0.001: a 99.9 % SLO).
@@ -73,6 +75,7 @@ class JudgeConfig:
     min_intervals: int = 8
     min_requests: int = 20
     latency_tolerance: float = 0.5
+    latency_min_shift_s: float = 0.005
     variance_tolerance: float = 2.0
     error_tolerance: float = 0.01
     allowed_error_rate: float = 0.001
@@ -139,7 +142,7 @@ def compare_distributions(
     u, p = float(result.statistic), float(result.pvalue)
     b_med, c_med = statistics.median(baseline), statistics.median(canary)
     effect = c_med / b_med if b_med > 0 else (1.0 if c_med == 0 else math.inf)
-    failed = p < config.alpha and effect > limit
+    failed = p < config.alpha and effect > limit and c_med - b_med > config.latency_min_shift_s
     reason = (
         f"canary median {c_med:.4g} vs baseline {b_med:.4g} (×{effect:.3g}, allowed ×{limit:.3g}); "
         f"p={p:.3g} (alpha {config.alpha})"
