@@ -223,3 +223,15 @@ def test_cli_exit_codes_json_sarif_and_broken_policy(tmp_path: Path) -> None:
     assert broken.stderr.count("\n") == 1
     assert broken.stderr.startswith("error: policy policies/bad.rego does not parse at line 4: ")
     assert "policies/bad.rego:4:" in broken.stderr
+
+
+def test_requests_is_denied_under_a_permissive_only_allow_list_for_certifi(tmp_path: Path) -> None:
+    """Real input with a copyleft dependency: requests depends on certifi, MPL-2.0 (weak copyleft)."""
+    permissive_only = [lic for lic in Settings().license_allowlist if not lic.startswith("MPL")]
+    engine = RegoPolicyEngine(data={"license_allowlist": permissive_only})
+    report = check_repository(sdist_of("requests", "requests", tmp_path), engine)
+    assert report.denied is True
+    version = metadata.version("certifi")
+    assert report.verdict.reasons == [
+        f'dependency certifi {version} has licence "MPL-2.0", which is not on the licence allow-list'
+    ]
