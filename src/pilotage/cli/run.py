@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import time
 from pathlib import Path
@@ -160,6 +161,12 @@ async def _execute(settings: Settings, run: RunSpec, json_mode: bool) -> dict[st
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, interrupt, sig.name)
+    # Errors of background tasks go to the log file, not to stderr (which carries one error line).
+    loop.set_exception_handler(
+        lambda _loop, context: logging.getLogger("pilotage.cli").warning(
+            "background task: %s", context.get("message"), exc_info=context.get("exception")
+        )
+    )
     async with backends(settings) as ctx:
         try:
             result = await run_feature_delivery(ctx, run, all_agents(ctx), on_event=_timeline_printer(json_mode))

@@ -71,6 +71,21 @@ def _outcome(events: list[CloudEvent]) -> str:
     return "none"
 
 
+async def _await_close(
+    closed: asyncio.Event, budget_s: float, subs: list[Subscription], seen: list[CloudEvent], failure: list[str]
+) -> None:
+    """Wait for the run to close; on timeout record the failure; on cancellation stop every consumer first."""
+    try:
+        await asyncio.wait_for(closed.wait(), budget_s)
+    except TimeoutError:
+        last = seen[-1].type if seen else EventType.FLOW_STARTED
+        failure.append(f"flow: time budget of {budget_s:.0f} s ran out after {last}")
+    except asyncio.CancelledError:  # interrupted (SIGINT/SIGTERM): stop consuming before the bus closes
+        for sub in subs:
+            await sub.stop()
+        raise
+
+
 async def run_feature_delivery(
     ctx: AgentContext,
     run: RunSpec,
@@ -119,11 +134,7 @@ async def run_feature_delivery(
     subs.append(await bus.subscribe("*", watch, group=f"flow.{run.run_id}", start_at_end_if_new=True))
     t0 = time.monotonic()
     await bus.publish(start)
-    try:
-        await asyncio.wait_for(closed.wait(), budget_s)
-    except TimeoutError:
-        last = seen[-1].type if seen else EventType.FLOW_STARTED
-        failure.append(f"flow: time budget of {budget_s:.0f} s ran out after {last}")
+    await _await_close(closed, budget_s, subs, seen, failure)
     duration_s = time.monotonic() - t0
     for sub in subs:
         await sub.stop()
