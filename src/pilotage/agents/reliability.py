@@ -163,12 +163,7 @@ class ReliabilityAgent(Agent):
         await self.emit(
             EventType.SLO_EVALUATED,
             {
-                "deployment_id": deployment_id,
-                "step": step,
-                "weight": weight,
-                "canary": measured["canary"],
-                "baseline": measured["baseline"],
-                "slo_error_rate": self.ctx.settings.slo_error_rate,
+                **{k: inputs[k] for k in ("deployment_id", "step", "weight", "canary", "baseline", "slo_error_rate")},
                 "healthy": healthy,
                 "decision_id": decision.id,
                 "window_s": measured["window_s"],

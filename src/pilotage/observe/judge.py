@@ -113,6 +113,25 @@ def _inconclusive(metric: str, test: str, reason: str, threshold: dict[str, floa
     return MetricVerdict(metric, Outcome.INCONCLUSIVE, test, None, None, None, threshold, reason)
 
 
+def _too_few(
+    metric: str,
+    test: str,
+    baseline: Sequence[float],
+    canary: Sequence[float],
+    config: JudgeConfig,
+    threshold: dict[str, float],
+) -> MetricVerdict | None:
+    """Return an Inconclusive verdict when either side has fewer than ``config.min_intervals`` values, else None."""
+    if len(baseline) < config.min_intervals or len(canary) < config.min_intervals:
+        return _inconclusive(
+            metric,
+            test,
+            f"{len(canary)} canary / {len(baseline)} baseline intervals (< {config.min_intervals})",
+            threshold,
+        )
+    return None
+
+
 def compare_distributions(
     metric: str, baseline: Sequence[float], canary: Sequence[float], config: JudgeConfig = DEFAULT_JUDGE
 ) -> MetricVerdict:
@@ -131,13 +150,9 @@ def compare_distributions(
     limit = 1.0 + config.latency_tolerance
     threshold = {"alpha": config.alpha, "max_effect": limit, "min_intervals": float(config.min_intervals)}
     test = "mann-whitney-u (one-sided, greater)"
-    if len(baseline) < config.min_intervals or len(canary) < config.min_intervals:
-        return _inconclusive(
-            metric,
-            test,
-            f"{len(canary)} canary / {len(baseline)} baseline intervals (< {config.min_intervals})",
-            threshold,
-        )
+    too_few = _too_few(metric, test, baseline, canary, config, threshold)
+    if too_few is not None:
+        return too_few
     result = stats.mannwhitneyu(canary, baseline, alternative="greater", method="auto")
     u, p = float(result.statistic), float(result.pvalue)
     b_med, c_med = statistics.median(baseline), statistics.median(canary)
@@ -162,13 +177,9 @@ def compare_variance(
     limit = 1.0 + config.variance_tolerance
     threshold = {"alpha": config.alpha, "max_effect": limit, "min_intervals": float(config.min_intervals)}
     test = "brown-forsythe (levene, median-centred)"
-    if len(baseline) < config.min_intervals or len(canary) < config.min_intervals:
-        return _inconclusive(
-            metric,
-            test,
-            f"{len(canary)} canary / {len(baseline)} baseline intervals (< {config.min_intervals})",
-            threshold,
-        )
+    too_few = _too_few(metric, test, baseline, canary, config, threshold)
+    if too_few is not None:
+        return too_few
     b_var, c_var = statistics.variance(baseline), statistics.variance(canary)
     if b_var == 0 and c_var == 0:
         return _inconclusive(metric, test, "both populations are constant", threshold)
