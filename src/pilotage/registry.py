@@ -23,6 +23,11 @@ BACKENDS: dict[str, dict[str, tuple[str, str | None]]] = {
     },
     "graph": {
         "sqlite": ("pilotage.graph.sqlite:SQLiteGraph", None),
+        # issue 4: untested here (no Neo4j server); the driver comes with the [neo4j] extra
+        "neo4j": ("pilotage.graph.neo4j:Neo4jGraph", "neo4j"),
+        "neo4j+s": ("pilotage.graph.neo4j:Neo4jGraph", "neo4j"),
+        "bolt": ("pilotage.graph.neo4j:Neo4jGraph", "neo4j"),
+        "bolt+s": ("pilotage.graph.neo4j:Neo4jGraph", "neo4j"),
     },
     "policy": {
         "rego": ("pilotage.policy.rego:RegoPolicyEngine", None),

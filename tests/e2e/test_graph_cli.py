@@ -108,3 +108,22 @@ def test_bad_inputs_through_the_cli(tmp_path: Path) -> None:
     assert bad_sql.code == 2 and "graph query failed" in one_line_error(bad_sql.stderr)
     unknown = run_cli(tmp_path, "impact", "no.such.symbol")
     assert unknown.code == 2 and "no.such.symbol: no module, symbol or file" in one_line_error(unknown.stderr)
+
+
+def test_impact_since_reads_git_diff_of_the_ingested_repository(tmp_path: Path) -> None:
+    from pilotage.codegen import git
+
+    repo = git.init_repo(make_repo(tmp_path / "shop"))
+    base = git.commit_all(repo, "baseline")
+    (repo / "shop/models.py").write_text((repo / "shop/models.py").read_text().replace("return 1", "return 2"))
+    assert run_cli(tmp_path, "graph", "ingest", "shop").code == 0
+    result = run_cli(tmp_path, "impact", "shop", "--since", base, "--json")
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert doc["files"] == ["shop/models.py"] and doc["changed"] == ["Module:shop.models"]
+    assert [t["key"] for t in doc["tests"]] == ["test_models.test_price"]
+    assert [e["key"] for e in doc["endpoints"]] == ["shop GET /items/{item_id}"]
+    text = run_cli(tmp_path, "impact", "shop", "--since", base)
+    assert f"changed since {base} in {repo.resolve()}: 1 files, 1 in the graph" in text.stdout
+    bad = run_cli(tmp_path, "impact", "shop", "--since", "nope")
+    assert bad.code == 2 and "impact --since nope: git diff" in one_line_error(bad.stderr)

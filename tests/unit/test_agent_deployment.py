@@ -84,6 +84,61 @@ def test_learned_posterior_changes_the_strategy() -> None:
     assert proven.action == "blue-green" and proven.score["risk"] < 0.3
 
 
+def test_graph_blast_radius_is_a_small_extra_weight() -> None:
+    """Issue 4: blast_radius 0 leaves the score as before; it saturates at 10 for +0.05; risk stays <= 1."""
+    change = {"lines_changed": 300, "endpoints_touched": 4}
+    before = strategy_reasoning(_inputs(**change))
+    zero = strategy_reasoning(_inputs(**change, blast_radius=0))
+    assert (zero.action, zero.score["risk"], zero.score["change_risk"]) == (
+        "canary",
+        0.3725,
+        before.score["change_risk"],
+    )
+    assert "graph_blast" not in before.score["features"] and zero.score["features"]["graph_blast"] == 0.0
+    half = strategy_reasoning(_inputs(**change, blast_radius=5))
+    assert half.score["risk"] == pytest.approx(0.3725 + 0.025) and "graph blast 0.50" in half.rationale
+    full = strategy_reasoning(_inputs(**change, blast_radius=40))
+    assert full.score["features"]["graph_blast"] == 1.0 and full.score["risk"] == pytest.approx(0.3725 + 0.05)
+    worst = {"lines_changed": 900, "endpoints_touched": 12, "new_dependencies": 5, "perf_error_rate": 0.2}
+    capped = strategy_reasoning(
+        _inputs(
+            **worst,
+            breaking_changes=1,
+            blast_radius=10,
+            posteriors={s: {"alpha": 1.0, "beta": 99.0} for s in ("blue-green", "canary", "feature-flag")},
+        )
+    )
+    assert capped.action == "feature-flag" and capped.score["risk"] == 1.0  # 0.6+0.2+0.05+0.4·0.99 capped
+
+
+def test_blast_radius_from_the_ingested_code_enters_the_decision(tmp_path: Path) -> None:
+    from pilotage.graph.ingest import ingest
+
+    async def scenario() -> None:
+        async with Stack(tmp_path, RegoPolicyEngine()) as stack:
+            stack.graph.upsert_node("Model", "tiny/canary", {"alpha": 1.0, "beta": 30.0})
+            await seed_run(stack.bus, tmp_path, tests_passed=False)
+            ingest(stack.graph, tmp_path / "versions" / "head", service="tiny")
+            await publish_perf(stack.bus, skipped=True)
+            await wait_for(stack.bus, EventType.AGENT_FAILED)  # denied: the tests failed (as above)
+            decision = (await events_of(stack.bus, EventType.DECISION))[0].data
+            # app/main.py serves 6 endpoints of service tiny (app/models.py is not in the tiny service)
+            assert decision["inputs"]["blast_radius"] == 7
+            assert decision["inputs"]["blast_radius_affected"] == [
+                "Endpoint:tiny GET /healthz",
+                "Endpoint:tiny GET /metrics",
+                "Endpoint:tiny GET /notes",
+                "Endpoint:tiny GET /notes/{note_id}",
+                "Endpoint:tiny GET /version",
+                "Endpoint:tiny POST /notes",
+                "Service:tiny",
+            ]
+            assert decision["score"]["features"]["graph_blast"] == 0.7
+            assert decision["score"]["risk"] == pytest.approx(0.1575 + 0.05 * 0.7 + 0.4 * 30 / 31, abs=1e-4)
+
+    asyncio.run(scenario())
+
+
 def test_get_paths_keeps_parameterless_gets(tmp_path: Path) -> None:
     assert get_paths(TINY / "openapi.yaml") == ["/notes", "/version"]
     bad = tmp_path / "bad.yaml"
@@ -113,6 +168,7 @@ def test_posterior_from_the_graph_and_policy_deny_when_tests_failed(tmp_path: Pa
             decision = (await events_of(stack.bus, EventType.DECISION))[0].data
             assert decision["inputs"]["posteriors"]["canary"] == {"alpha": 1.0, "beta": 30.0}
             assert decision["inputs"]["tests_passed"] is False
+            assert decision["inputs"]["blast_radius"] == 0  # issue 4: the graph does not know the code
             # change risk 0.15·300/400 + 0.15·3/10 = 0.1575; blue-green 0.1575 + 0.4·0.5 = 0.3575 → too risky for it;
             # canary's bad record (Beta(30, 1), mean 0.968) raises its risk from 0.3575 to 0.5446
             assert decision["action"] == "canary"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -32,15 +33,20 @@ def _ctx(tmp_path: Path) -> AgentContext:
     )
 
 
-async def _seed(ctx: AgentContext, tmp_path: Path, fixture: str, *, code: bool = True) -> Path:
+async def _seed(
+    ctx: AgentContext, tmp_path: Path, fixture: str, *, code: bool = True, files: list[str] | None = None
+) -> Path:
     head = shutil.copytree(FIXTURES / fixture, tmp_path / "versions" / COMMIT[:12])
+    if files is not None:  # issue 4: a test that no changed file affects, collected first (alphabetical)
+        (head / "tests/test_aa_plain.py").write_text("def test_plain() -> None:\n    assert 1 + 1 == 2\n")
     run = RunSpec(
         run_id="r1", service="pets", spec_path=str(head / "openapi.yaml"), request="x", workdir=str(tmp_path / "work")
     )
     events = [(EventType.FLOW_STARTED, run.model_dump())]
     events.append((EventType.SPEC_VALIDATED, {"spec_path": str(head / "openapi.yaml"), "valid": True}))
     if code:
-        events.append((EventType.CODE_GENERATED, {"commit": COMMIT, "head_dir": str(head), "branch": "feat"}))
+        data = {"commit": COMMIT, "head_dir": str(head), "branch": "feat"}
+        events.append((EventType.CODE_GENERATED, {**data, "files_changed": files} if files is not None else data))
     for type_, data in events:
         await ctx.bus.publish(new_event(type_, data, source="/test", subject="pets", runid="r1"))
     return head
@@ -108,12 +114,39 @@ def test_ok_service_passes_and_a_redelivery_does_nothing(tmp_path: Path) -> None
         [done] = await _events(ctx, EventType.TESTS_COMPLETED)
         assert done.data["passed"] is True and done.data["schemathesis"]["server_errors"] == 0
         assert done.data["schemathesis"]["requests"] > 0 and done.data["unit"]["passed"] == 4
+        assert done.data["affected_tests"] == "all"  # issue 4: the graph does not know this code
+        assert done.data["affected_tests_source"].startswith("all: the graph has no code under")
         assert done.runid == "r1" and done.subject == "pets" and done.source == "/pilotage/agents/testing"
         commit = ctx.graph.get_node(f"Commit:{COMMIT}")
         assert commit is not None and commit.props["message"] == "kept"  # existing node merged, not replaced
         before = len(await _events(ctx, "*"))
         await agent.handle(event)  # at-least-once delivery: the same verdict again
         assert len(await _events(ctx, "*")) == before
+
+    _run(tmp_path, scenario)
+
+
+def test_tests_the_graph_says_are_affected_run_first(tmp_path: Path) -> None:
+    """Issue 4: with the service's code ingested, the impact of files_changed orders pytest; all tests still run."""
+    from pilotage.graph.ingest import ingest
+
+    async def scenario(ctx: AgentContext) -> None:
+        head = await _seed(ctx, tmp_path, "ok_service", files=["app/main.py", "openapi.yaml"])
+        ingest(ctx.graph, head, service="pets")
+        await TestingAgent(ctx).handle(_merge())
+        [done] = await _events(ctx, EventType.TESTS_COMPLETED)
+        affected = [
+            "tests/test_pets.py::test_create_then_get",
+            "tests/test_pets.py::test_healthz",
+            "tests/test_pets.py::test_metrics_count_route_template",
+            "tests/test_pets.py::test_missing_pet_is_404",
+        ]
+        assert done.data["affected_tests"] == affected
+        assert done.data["affected_tests_source"] == "graph: 1 of 2 changed files in the graph"
+        assert done.data["passed"] is True and done.data["unit"]["passed"] == 5  # the unaffected test ran too
+        cases = ET.parse(done.data["unit"]["junit_path"]).getroot().iter("testcase")
+        ran = [f"{c.get('classname', '').replace('.', '/')}.py::{c.get('name')}" for c in cases]
+        assert ran == [*affected, "tests/test_aa_plain.py::test_plain"]  # collected first, run last
 
     _run(tmp_path, scenario)
 

@@ -10,7 +10,7 @@ import pytest
 
 from pilotage.errors import InputError
 from pilotage.graph.export import export
-from pilotage.graph.impact import impact
+from pilotage.graph.impact import impact, impact_since
 from pilotage.graph.ingest import ingest
 from pilotage.graph.sqlite import SQLiteGraph
 from tests.fixtures.graph_repo import make_repo
@@ -88,3 +88,38 @@ def test_export_graphml_cypher_mermaid(shop: tuple[SQLiteGraph, Path]) -> None:
     assert mermaid == ["flowchart LR", '    n0["Service: shop"]', '    n1["Package: shop"]', "    n0 -->|CONTAINS| n1"]
     with pytest.raises(InputError, match="unknown export format 'dot'"):
         export(graph, "dot")
+
+
+def test_impact_since_a_revision_is_the_union_over_the_files_git_lists(tmp_path: Path) -> None:
+    from pilotage.codegen import git
+
+    repo = git.init_repo(make_repo(tmp_path / "shop"))
+    (repo / "NOTES.txt").write_text("v1\n")
+    base = git.commit_all(repo, "baseline")
+    with (repo / "shop/pricing.py").open("a") as f:  # committed change
+        f.write("\n\ndef vat(price):\n    return price * 0.2\n")
+    git.commit_all(repo, "vat")
+    (repo / "shop/models.py").write_text((repo / "shop/models.py").read_text().replace("return 1", "return 2"))
+    (repo / "NOTES.txt").write_text("v2\n")  # uncommitted changes count too (diff against the working tree)
+    with SQLiteGraph(f"sqlite:///{tmp_path}/graph.db") as graph:
+        ingest(graph, repo)
+        doc = impact_since(graph, str(repo), base).to_dict()
+        assert doc["files"] == ["NOTES.txt", "shop/models.py", "shop/pricing.py"]
+        assert doc["not_in_graph"] == ["NOTES.txt"] and doc["repo"] == str(repo.resolve())
+        assert doc["changed"] == ["Module:shop.models", "Module:shop.pricing"]
+        assert sorted(by_key(doc["tests"])) == ["test_models.test_price", "test_pricing.test_total"]
+        assert sorted(by_key(doc["endpoints"])) == ["shop GET /items", "shop GET /items/{item_id}"]
+        assert by_key(doc["tests"])["test_pricing.test_total"] == (
+            "Test:test_pricing.test_total -TESTS-> Function:shop.pricing.total"
+        )
+        # a symbol of the repository finds the same repository through its node's root
+        assert impact_since(graph, "shop.pricing.total", "HEAD").to_dict()["files"] == ["NOTES.txt", "shop/models.py"]
+        assert impact_since(graph, str(repo), "HEAD~0").to_dict()["changed"] == ["Module:shop.models"]
+        git.git(repo, "stash")
+        clean = impact_since(graph, str(repo), "HEAD").to_dict()
+        assert (clean["files"], clean["changed"], clean["tests"], clean["endpoints"]) == ([], [], [], [])
+        with pytest.raises(InputError, match="impact --since no-such-rev: git diff"):
+            impact_since(graph, str(repo), "no-such-rev")
+        (tmp_path / "plain").mkdir()
+        with pytest.raises(InputError, match="impact --since HEAD: git rev-parse"):
+            impact_since(graph, str(tmp_path / "plain"), "HEAD")

@@ -111,3 +111,29 @@ def test_write_batch_deletes_edges_of_deleted_nodes(graph: SQLiteGraph) -> None:
     node = graph.get_node("Module:a")
     assert node is not None and node.props == {"y": 2}  # replaced, not merged
     assert graph.query("SELECT count(*) AS n FROM edges") == [{"n": 0}]
+
+
+def test_ingest_of_a_git_checkout_links_the_service_to_its_head_commit(tmp_path: Path) -> None:
+    import subprocess
+
+    from pilotage.graph.ingest import ingest
+    from pilotage.graph.sqlite import SQLiteGraph
+
+    repo = tmp_path / "svc"
+    (repo / "shop").mkdir(parents=True)
+    (repo / "shop" / "__init__.py").write_text("")
+    (repo / "shop" / "pricing.py").write_text("def total(xs):\n    return sum(xs)\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    graph = SQLiteGraph("sqlite:///:memory:")
+    report = ingest(graph, repo, service="shop")
+    assert report.commit == sha
+    [(edge, commit)] = graph.neighbours("Service:shop", "HAS_COMMIT")
+    assert commit.id == f"Commit:{sha}" and edge.props == {"source": "ingest"}
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "m.py").write_text("x = 1\n")
+    assert ingest(graph, plain, service="plain").commit is None

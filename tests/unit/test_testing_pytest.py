@@ -124,3 +124,11 @@ def test_parse_junit_sums_suites_and_rejects_garbage(tmp_path: Path) -> None:
 def test_has_pytest_config(tmp_path: Path, name: str, text: str, expected: bool) -> None:
     (tmp_path / name).write_text(text)
     assert has_pytest_config(tmp_path) is expected
+
+
+def test_affected_first_order_is_stable_and_matches_parametrised_ids() -> None:
+    from pilotage.testing.affected_first import order
+
+    ids = ["t/a.py::x", "t/b.py::y[1]", "t/b.py::y[2]", "t/c.py::z", "t/d.py::w"]
+    assert order(ids, ["t/c.py::z", "t/b.py::y", "t/nope.py::q"]) == [3, 1, 2, 0, 4]
+    assert order(ids, []) == [0, 1, 2, 3, 4]

@@ -6,6 +6,11 @@ the learned failure posterior of each strategy for the service, graph node ``Mod
 props ``{alpha, beta}`` (Beta(success, failure): ``alpha`` − 1 good and ``beta`` − 1 failed rollouts; Beta(1, 1)
 when absent).
 
+Issue #4 (knowledge graph): ``blast_radius`` = the number of Endpoint and Service nodes the knowledge graph says
+the change's files (``code.generated`` ``files_changed`` under ``head_dir``) affect, with ``blast_radius_affected``
+naming them; 0 when the graph has no code nodes for them (nobody ingested ``head_dir``). It adds
+:data:`GRAPH_BLAST_WEIGHT` · min(1, blast_radius / :data:`GRAPH_BLAST_SATURATION`) to the risk.
+
 Reason (``deploy.strategy``, pure): see :func:`strategy_reasoning`.
 
 Act: ``authorize("deploy")``, start the baseline (``code.generated`` ``base_dir``) and the canary (``head_dir``,
@@ -29,6 +34,8 @@ from pilotage.agent import Agent, Reasoning
 from pilotage.bus.base import Bus
 from pilotage.errors import InputError, PolicyDenied
 from pilotage.events import CloudEvent, EventType
+from pilotage.graph.base import Graph
+from pilotage.graph.impact import impact_of_files
 from pilotage.runtime.base import Instance, Workload
 from pilotage.runtime.local import route_registry
 from pilotage.runtime.traffic import start_traffic, stop_traffic
@@ -36,10 +43,13 @@ from pilotage.runtime.traffic import start_traffic, stop_traffic
 __all__ = [
     "DEPLOY_RESUMED",
     "FEATURE_FLAG_STEPS",
+    "GRAPH_BLAST_SATURATION",
+    "GRAPH_BLAST_WEIGHT",
     "RISK_WEIGHTS",
     "STRATEGIES",
     "DeploymentAgent",
     "find_event",
+    "graph_blast_radius",
     "get_paths",
     "rollout_info",
     "strategy_reasoning",
@@ -56,6 +66,12 @@ RISK_WEIGHTS = {"size": 0.15, "blast": 0.15, "dependencies": 0.05, "perf": 0.05,
 SIZE_SATURATION_LINES = 400
 #: Operations touched at which the blast-radius feature saturates.
 BLAST_SATURATION_ENDPOINTS = 10
+#: Issue #4: weight of the knowledge graph's blast radius (endpoints + services the changed files affect). Kept
+#: small and outside :data:`RISK_WEIGHTS` (which sums to 1.0) so a radius of 0 leaves every score as before; the
+#: total risk is capped at 1.0.
+GRAPH_BLAST_WEIGHT = 0.05
+#: Affected endpoints + services at which the graph blast-radius feature saturates.
+GRAPH_BLAST_SATURATION = 10
 #: New dependencies at which the dependency feature saturates.
 DEPS_SATURATION = 3
 #: Risk tiers (same thresholds as the brief's table): < LOW → blue-green, ≥ HIGH → feature-flag, else canary.
@@ -88,13 +104,18 @@ def strategy_reasoning(inputs: dict[str, Any]) -> Reasoning:
     """Score the risk of a change in [0, 1] and pick the rollout strategy (pure).
 
     ``inputs`` keys: ``lines_changed``, ``endpoints_touched``, ``new_dependencies``, ``breaking_changes`` (counts),
-    ``perf_error_rate``, ``slo_error_rate`` (fractions), ``posteriors`` {strategy: {alpha, beta}}.
+    ``perf_error_rate``, ``slo_error_rate`` (fractions), ``posteriors`` {strategy: {alpha, beta}}; optional
+    ``blast_radius`` (issue #4: endpoints + services affected according to the knowledge graph, a count).
 
     Score, for a candidate strategy *s* (weights in :data:`RISK_WEIGHTS`)::
 
         risk(s) = 0.15·min(1, lines/400) + 0.15·min(1, endpoints/10) + 0.05·min(1, new_deps/3)
                 + 0.05·min(1, perf_error_rate/slo_error_rate) + 0.20·[breaking changes > 0]
                 + 0.40·failure_mean(s),     failure_mean(s) = α/(α+β) of Beta(α, β) for s (Beta(1,1) → 0.5)
+                [+ 0.05·min(1, blast_radius/10) when ``blast_radius`` is given; risk capped at 1.0]
+
+    A decision recorded without ``blast_radius`` (before issue #4) replays to the same score: the ``graph_blast``
+    feature appears only when the input does.
 
     Table: risk < 0.3 → blue-green, 0.3 ≤ risk < 0.7 → canary, risk ≥ 0.7 or any breaking change → feature-flag.
     Strategies are tried from least to most cautious; the first whose *own* risk maps to a tier no more cautious
@@ -109,12 +130,17 @@ def strategy_reasoning(inputs: dict[str, Any]) -> Reasoning:
         "breaking": 1.0 if inputs.get("breaking_changes", 0) > 0 else 0.0,
     }
     change_risk = sum(RISK_WEIGHTS[k] * v for k, v in change.items())
+    if "blast_radius" in inputs:  # issue 4: the knowledge graph's blast radius, a small extra weight
+        change["graph_blast"] = min(1.0, _count(inputs["blast_radius"]) / GRAPH_BLAST_SATURATION)
+        change_risk += GRAPH_BLAST_WEIGHT * change["graph_blast"]
     breaking = change["breaking"] > 0
     posteriors = inputs.get("posteriors", {})
     risks: dict[str, float] = {}
     chosen = STRATEGIES[-1]
     for strategy in STRATEGIES:
-        risks[strategy] = round(change_risk + RISK_WEIGHTS["history"] * _failure_mean(posteriors.get(strategy)), 4)
+        risks[strategy] = round(
+            min(1.0, change_risk + RISK_WEIGHTS["history"] * _failure_mean(posteriors.get(strategy))), 4
+        )
         if STRATEGIES.index(_tier(risks[strategy], breaking)) <= STRATEGIES.index(strategy):
             chosen = strategy
             break
@@ -122,13 +148,37 @@ def strategy_reasoning(inputs: dict[str, Any]) -> Reasoning:
     rule = "risk<0.3→blue-green; 0.3≤risk<0.7→canary; risk≥0.7 or breaking→feature-flag"
     rationale = (
         f"change risk {change_risk:.3f} (size {change['size']:.2f}, blast {change['blast']:.2f}, "
-        f"deps {change['dependencies']:.2f}, perf {change['perf']:.2f}, breaking {int(breaking)}) plus "
+        f"deps {change['dependencies']:.2f}, perf {change['perf']:.2f}, breaking {int(breaking)}"
+        + (f", graph blast {change['graph_blast']:.2f}" if "graph_blast" in change else "")
+        + ") plus "
         f"0.4 × failure mean of {chosen} {_failure_mean(posteriors.get(chosen)):.2f} gives risk {risk:.3f} → {chosen}"
     )
     if breaking:
         rationale += "; a breaking API change always goes behind a feature flag"
     score = {"risk": risk, "change_risk": round(change_risk, 4), "features": change, "risk_by_strategy": risks}
     return Reasoning(action=chosen, rule=rule, score=score, rationale=rationale)
+
+
+# --- issue 4 (graph): blast radius ------------------------------------------------------------------------------
+def graph_blast_radius(graph: Graph, head_dir: str, files_changed: list[str]) -> tuple[int, list[str]]:
+    """Return how many Endpoint and Service nodes the graph says the change affects, and their ids.
+
+    Args:
+        graph: the knowledge graph.
+        head_dir: the changed service's folder ("" → nothing known).
+        files_changed: the change's files, relative to ``head_dir``.
+
+    Returns:
+        ``(count, sorted ids)``; ``(0, [])`` when the graph has no code nodes for those files.
+    """
+    report = impact_of_files(graph, head_dir, files_changed) if head_dir else None
+    if report is None:
+        return 0, []
+    ids = sorted(a.id for name in ("endpoints", "services") for a in report.affected.get(name, []))
+    return len(ids), ids
+
+
+# --- end issue 4 ------------------------------------------------------------------------------------------------
 
 
 def get_paths(spec_path: str | Path) -> list[str]:
@@ -248,6 +298,9 @@ class DeploymentAgent(Agent):
             props = node.props if node is not None else {}
             posteriors[strategy] = {"alpha": float(props.get("alpha", 1.0)), "beta": float(props.get("beta", 1.0))}
         perf = event.data or {}
+        blast_radius, blast_affected = graph_blast_radius(  # issue 4
+            self.ctx.graph, str(code.data.get("head_dir") or ""), [str(f) for f in code.data.get("files_changed") or []]
+        )
         return {
             "service": run.service,
             "commit": code.data["commit"],
@@ -262,6 +315,8 @@ class DeploymentAgent(Agent):
             "perf_error_rate": float(perf.get("error_rate") or 0.0),
             "slo_error_rate": self.ctx.settings.slo_error_rate,
             "posteriors": posteriors,
+            "blast_radius": blast_radius,  # issue 4: endpoints + services affected, by the knowledge graph
+            "blast_radius_affected": blast_affected,
         }
 
     async def _start_rollout(self, event: CloudEvent) -> None:

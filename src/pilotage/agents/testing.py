@@ -30,6 +30,12 @@ Emit ``tests.completed`` (``docs/events-contract.md``): ``commit``, ``head_dir``
 ``failures``, ``server_errors`` …}, ``unit`` {``passed``, ``failed``, ``errors``, ``exit_code`` …}, ``junit_path``
 (schemathesis' JUnit XML), plus ``spec_path`` and ``decision_id``.
 
+Issue #4 (knowledge graph): when the graph holds Module nodes under ``head_dir`` (someone ran
+``pilotage graph ingest`` on it), the impact of ``code.generated`` ``files_changed`` selects the affected tests; pytest
+runs them first (their node ids, in impact order), then the rest — every test still runs once
+(:mod:`pilotage.testing.affected_first`). ``tests.completed`` records ``affected_tests``: the node ids, or ``"all"``
+when the graph does not know the code, and ``affected_tests_source`` saying which. The verdict does not depend on it.
+
 Learn: ``TestRun`` node (key ``<run_id>/<commit>``; counts, verdict, per-operation results) and
 ``Commit:<sha> -TESTED_BY-> TestRun`` (the ``Commit`` node is created when missing).
 """
@@ -43,12 +49,14 @@ from typing import Any
 from pilotage.agent import Agent, Reasoning, RunSpec
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
+from pilotage.graph.base import Graph
+from pilotage.graph.impact import impact_of_files, pytest_node_ids
 from pilotage.policy.base import Verdict
 from pilotage.runtime.base import scratch_instance
 from pilotage.testing.pytest_runner import UnitResult, run_pytest
 from pilotage.testing.schemathesis_runner import SchemathesisResult, load_operations, run_schemathesis
 
-__all__ = ["TestingAgent", "verdict_reasoning"]
+__all__ = ["TestingAgent", "affected_tests", "verdict_reasoning"]
 
 #: The rule of the ``tests.verdict`` decision, as recorded in every decision.
 VERDICT_RULE = (
@@ -102,6 +110,29 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
     )
 
 
+# --- issue 4 (graph): affected tests first ----------------------------------------------------------------------
+def affected_tests(graph: Graph, head_dir: Path, files_changed: list[str]) -> tuple[list[str] | str, str]:
+    """Return the pytest node ids of the tests a change affects, by the knowledge graph, and where they come from.
+
+    Args:
+        graph: the knowledge graph.
+        head_dir: the service folder (node ids are relative to it).
+        files_changed: the change's files, relative to ``head_dir`` (``code.generated`` ``files_changed``).
+
+    Returns:
+        ``(node ids, "graph: N of M changed files in the graph")`` when the graph has Module nodes under
+        ``head_dir`` (the list may be empty: no test depends on the change), else ``("all", reason)``.
+    """
+    report = impact_of_files(graph, head_dir, files_changed)
+    if report is None:
+        return "all", f"all: the graph has no code under {head_dir} (run `pilotage graph ingest` on it)"
+    ids = pytest_node_ids(graph, report, head_dir)
+    return ids, f"graph: {len(report.changed)} of {len(files_changed)} changed files in the graph"
+
+
+# --- end issue 4 ------------------------------------------------------------------------------------------------
+
+
 def _merge_verdict(data: dict[str, Any]) -> Verdict:
     return Verdict(
         action=str(data.get("action", "merge")),
@@ -153,7 +184,10 @@ class TestingAgent(Agent):
         if done is not None and isinstance(done.data, dict) and done.data.get("commit") == commit:
             return  # redelivered: this commit was tested in this run already
         await asyncio.to_thread(load_operations, spec_path)  # an unloadable spec fails before a service starts
-        st, unit = await self._run_tests(run, commit, head_dir, spec_path)
+        files = [str(f) for f in code.data.get("files_changed") or []]
+        selected, selection_source = affected_tests(self.ctx.graph, head_dir, files)  # issue 4
+        first = selected if isinstance(selected, list) else None
+        st, unit = await self._run_tests(run, commit, head_dir, spec_path, first)
         inputs = {
             "commit": commit,
             "schemathesis": {
@@ -180,14 +214,16 @@ class TestingAgent(Agent):
                 "unit": unit.to_dict(),
                 "junit_path": str(st.junit_path),
                 "decision_id": decision.id,
+                "affected_tests": selected,  # issue 4: run first; "all" when the graph does not know the code
+                "affected_tests_source": selection_source,
             },
             cause=event,
         )
 
     async def _run_tests(
-        self, run: RunSpec, commit: str, head_dir: Path, spec_path: Path
+        self, run: RunSpec, commit: str, head_dir: Path, spec_path: Path, first: list[str] | None = None
     ) -> tuple[SchemathesisResult, UnitResult]:
-        """Start the head version, run schemathesis and pytest concurrently, stop it (always)."""
+        """Start the head version, run schemathesis and pytest concurrently (``first`` tests first), stop it."""
         out_dir = run.artifacts_path / "tests" / commit[:12]
         settings = self.ctx.settings
         try:
@@ -210,6 +246,7 @@ class TestingAgent(Agent):
                         head_dir,
                         out_dir / "pytest.junit.xml",
                         env={"PILOTAGE_DB_PATH": str(out_dir / "unit-tests.db")},
+                        first=first,
                     )
                 )
         except BaseExceptionGroup as group_error:

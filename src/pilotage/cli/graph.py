@@ -134,18 +134,30 @@ def graph_export(
 @app.command("impact")
 def impact_command(
     target: Annotated[str, typer.Argument(help="A file or folder, a dotted symbol (pkg.mod.func) or a node id.")],
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="Start from every file `git diff --name-only REV` lists in TARGET's repository (union)."
+        ),
+    ] = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """List the modules, endpoints, services and tests a change may affect, with the path explaining each."""
     from pilotage.app import open_graph
-    from pilotage.graph.impact import impact
+    from pilotage.graph.impact import impact, impact_since
 
     with open_graph(cli_settings()) as graph:
-        report = impact(graph, target)
+        report = impact(graph, target) if since is None else impact_since(graph, target, since)
     doc = report.to_dict()
     if json_mode:
         console.print_json(json.dumps(doc))
         return
+    if since is not None:
+        console.print(
+            f"[bold]changed since {escape(since)}[/bold] in {escape(str(doc['repo']))}: {len(doc['files'])} files, "
+            f"{len(doc['changed'])} in the graph"
+            + (f"; not in the graph: {escape(', '.join(doc['not_in_graph']))}" if doc["not_in_graph"] else "")
+        )
     console.print(
         f"[bold]impact[/bold] of {escape(target)}: changed {escape(', '.join(doc['changed'][:5]))}"
         + (f" (+{len(doc['changed']) - 5})" if len(doc["changed"]) > 5 else "")

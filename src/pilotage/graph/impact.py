@@ -10,6 +10,9 @@ The reachable set comes from one recursive CTE on the SQLite store (``UNION`` ke
 terminates on cycles and is linear in the edges visited); the explaining path of each node is the shortest one, found
 by a breadth-first search over the edges of that set. Results are as approximate as the edges (static calls,
 imports-based tests).
+
+:func:`impact_since` starts from every file ``git diff --name-only REV`` lists in the ingested repository and reports
+the union of their impacts (``pilotage impact PATH_OR_SYMBOL --since REV``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,17 @@ from typing import Any
 from pilotage.errors import InputError
 from pilotage.graph.base import Graph
 
-__all__ = ["WALK", "Affected", "ImpactReport", "impact", "resolve_targets"]
+__all__ = [
+    "WALK",
+    "Affected",
+    "ImpactReport",
+    "changed_files",
+    "impact",
+    "impact_of_files",
+    "impact_since",
+    "pytest_node_ids",
+    "resolve_targets",
+]
 
 #: Edge types walked backwards: ``src`` depends on ``dst``.
 WALK = ("IMPORTS", "CALLS", "TESTS", "DEFINES", "HANDLED_BY", "CONTAINS", "EXPOSES", "HAS_SPEC")
@@ -72,10 +86,20 @@ class ImpactReport:
     target: str
     changed: list[str]
     affected: dict[str, list[Affected]] = field(default_factory=dict)
+    #: ``--since`` only: the revision, the repository folder, the files git lists and those no Module node has.
+    since: str | None = None
+    repo: str | None = None
+    files: list[str] = field(default_factory=list)
+    not_in_graph: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return JSON-ready data: ``{target, changed, modules: [...], endpoints: [...], services, tests}``."""
+        """Return JSON-ready data: ``{target, changed, modules: [...], endpoints: [...], services, tests}``.
+
+        With ``--since``, also ``since``, ``repo``, ``files`` (paths relative to ``repo``) and ``not_in_graph``.
+        """
         out: dict[str, Any] = {"target": self.target, "changed": self.changed}
+        if self.since is not None:
+            out.update(since=self.since, repo=self.repo, files=self.files, not_in_graph=self.not_in_graph)
         for name in _CATEGORIES.values():
             out[name] = [a.to_dict() for a in self.affected.get(name, [])]
         return out
@@ -124,7 +148,11 @@ def impact(graph: Graph, target: str) -> ImpactReport:
     Raises:
         InputError: ``target`` names nothing in the graph.
     """
-    changed = resolve_targets(graph, target)
+    return _walk(graph, target, resolve_targets(graph, target))
+
+
+def _walk(graph: Graph, target: str, changed: list[str]) -> ImpactReport:
+    """Return the report for the changed node ids ``changed`` (an empty list gives an empty report)."""
     starts = list(changed)
     for nid in changed:
         if nid.startswith("Module:"):
@@ -158,3 +186,140 @@ def impact(graph: Graph, target: str) -> ImpactReport:
     for items in report.affected.values():
         items.sort(key=lambda a: (len(a.path), a.id))
     return report
+
+
+def _repository_of(graph: Graph, target: str) -> Path:
+    """Return the folder whose git history ``--since`` reads.
+
+    That is ``target`` itself (or its folder) when it is a path, else the ingested ``root`` of the node it names.
+
+    Raises:
+        InputError: ``target`` names nothing in the graph, or its node has no ``root`` (it was not ingested).
+    """
+    if os.path.exists(target):
+        path = Path(target).resolve()
+        return path if path.is_dir() else path.parent
+    for nid in resolve_targets(graph, target):
+        node = graph.get_node(nid)
+        root = node.props.get("root") if node is not None else None
+        if isinstance(root, str) and root:
+            return Path(root)
+    raise InputError(
+        f"{target}: not a path, and its node has no ingested root to read git history from",
+        hint="give the repository folder: pilotage impact PATH --since REV",
+        target=target,
+    )
+
+
+def changed_files(repo: Path, rev: str) -> tuple[Path, list[str]]:
+    """Return the repository's top folder and the files ``git diff --name-only REV`` lists (relative to it).
+
+    The diff is between ``rev`` and the working tree, so committed and uncommitted changes to tracked files count;
+    untracked files do not (``git add`` them first).
+
+    Raises:
+        InputError: ``repo`` is not in a git repository, or ``rev`` is not a revision of it.
+        ConfigError: git is not installed.
+    """
+    from pilotage.codegen.git import git
+    from pilotage.errors import BackendError
+
+    try:
+        top = Path(git(repo, "rev-parse", "--show-toplevel")).resolve()
+        names = git(top, "diff", "--name-only", "--no-renames", rev, "--")
+    except BackendError as exc:
+        raise InputError(
+            f"impact --since {rev}: {exc}", hint="give a folder inside a git repository and a revision it has"
+        ) from exc
+    return top, sorted(line for line in names.splitlines() if line)
+
+
+def impact_since(graph: Graph, target: str, rev: str) -> ImpactReport:
+    """Return the union of the impacts of every file changed since ``rev`` in ``target``'s repository.
+
+    Args:
+        graph: the graph the repository was ingested into.
+        target: the repository folder, a file or folder in it, or a symbol/node id of it (its ``root`` is used).
+        rev: any git revision (``HEAD~3``, a sha, a branch); the diff runs from it to the working tree.
+
+    Returns:
+        The report: ``changed`` holds the Module nodes of the changed files; files the graph has no Module for
+        (deleted, not Python, never ingested) are in ``not_in_graph``. No changed file gives an empty report.
+
+    Raises:
+        InputError: ``target`` names nothing, is not in a git repository, or ``rev`` is unknown.
+    """
+    top, names = changed_files(_repository_of(graph, target), rev)
+    changed: list[str] = []
+    missing: list[str] = []
+    for name in names:
+        rows = graph.query(
+            "SELECT id FROM nodes WHERE kind = 'Module' AND json_extract(props, '$.path') = :p ORDER BY id",
+            {"p": str((top / name).resolve())},
+        )
+        if rows:
+            changed += [r["id"] for r in rows if r["id"] not in changed]
+        else:
+            missing.append(name)
+    report = _walk(graph, target, changed)
+    report.since, report.repo, report.files, report.not_in_graph = rev, str(top), names, missing
+    return report
+
+
+def impact_of_files(graph: Graph, root: str | Path, files: Sequence[str | Path]) -> ImpactReport | None:
+    """Return the union of the impacts of ``files`` of the code under ``root``, or None when the graph does not know it.
+
+    Used by the agents (issue #4): the testing agent orders the tests by it, the deployment agent counts its blast
+    radius. Only the SQLite store answers (the walk is SQL); any other backend gives None.
+
+    Args:
+        graph: the knowledge graph.
+        root: the folder of the service's code (e.g. ``code.generated`` ``head_dir``).
+        files: changed files, relative to ``root`` or absolute.
+
+    Returns:
+        None when no Module node has a path under ``root`` (the code was never ingested), else the report
+        (``changed`` = the Module nodes of ``files``; ``not_in_graph`` = the files without one).
+    """
+    if not graph.url.startswith("sqlite:"):
+        return None
+    base = Path(root).resolve()
+    known = graph.query(
+        "SELECT count(*) AS n FROM nodes WHERE kind = 'Module' AND json_extract(props, '$.path') LIKE :prefix",
+        {"prefix": str(base).rstrip("/") + "/%"},
+    )
+    if not known or not known[0]["n"]:
+        return None
+    changed: list[str] = []
+    missing: list[str] = []
+    for name in files:
+        rows = graph.query(
+            "SELECT id FROM nodes WHERE kind = 'Module' AND json_extract(props, '$.path') = :p ORDER BY id",
+            {"p": str((base / name).resolve())},
+        )
+        changed += [r["id"] for r in rows if r["id"] not in changed]
+        if not rows:
+            missing.append(str(name))
+    report = _walk(graph, str(base), changed)
+    report.repo, report.files, report.not_in_graph = str(base), [str(f) for f in files], missing
+    return report
+
+
+def pytest_node_ids(graph: Graph, report: ImpactReport, root: str | Path) -> list[str]:
+    """Return the pytest node ids (``tests/test_x.py::TestCase::test_y``, relative to ``root``) of the report's tests.
+
+    In the report's order (shortest explaining path first), without duplicates; a test whose module file is not
+    under ``root`` is left out.
+    """
+    base = Path(root).resolve()
+    out: list[str] = []
+    for test in report.affected.get("tests", []):
+        node = graph.get_node(test.id)
+        module = graph.get_node(f"Module:{node.props.get('module')}") if node is not None else None
+        path = module.props.get("path") if module is not None else None
+        if node is None or not isinstance(path, str) or not Path(path).is_relative_to(base):
+            continue
+        nid = Path(path).relative_to(base).as_posix() + "::" + str(node.props.get("name", "")).replace(".", "::")
+        if nid not in out:
+            out.append(nid)
+    return out

@@ -22,6 +22,7 @@ error, so a broken run never looks clean.
 from __future__ import annotations
 
 import configparser
+import json
 import sys
 import tomllib
 import xml.etree.ElementTree as ET
@@ -145,6 +146,7 @@ async def run_pytest(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     env: dict[str, str] | None = None,
+    first: list[str] | None = None,
 ) -> UnitResult:
     """Run ``service_dir/tests`` with pytest and count the outcomes.
 
@@ -153,6 +155,9 @@ async def run_pytest(
         junit_path: where pytest writes its JUnit XML (the log goes next to it, ``.log`` suffix).
         timeout_s: time budget in seconds; on expiry the run is killed.
         env: extra environment variables for the test process.
+        first: pytest node ids (relative to ``service_dir``) to run before the other tests (issue #4: the tests the
+            knowledge graph says a change affects); every test still runs once
+            (:mod:`pilotage.testing.affected_first`).
 
     Returns:
         The :class:`UnitResult`; a folder without ``tests/`` gives zero counts and exit code 5.
@@ -176,6 +181,11 @@ async def run_pytest(
         empty_ini = junit_path.with_suffix(".pytest.ini")
         empty_ini.write_text("[pytest]\n")
         argv += ["-c", str(empty_ini), "--rootdir", str(service_dir)]
+    if first:  # issue #4: affected tests first
+        from pilotage.testing.affected_first import ENV
+
+        argv += ["-p", "pilotage.testing.affected_first"]
+        env = {**(env or {}), ENV: json.dumps(first)}
     outcome = await run_process(argv, cwd=service_dir, timeout_s=timeout_s, log_path=log_path, env=child_env(env))
     counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
     if junit_path.is_file():

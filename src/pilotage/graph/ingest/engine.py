@@ -50,6 +50,7 @@ class IngestReport:
     endpoints: int = 0
     endpoints_unmatched: list[str] = field(default_factory=list)
     coverage: dict[str, Any] | None = None
+    commit: str | None = None
     seconds: float = 0.0
 
     @property
@@ -72,6 +73,7 @@ class IngestReport:
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
             "imports": self.imports,
             "endpoints": self.endpoints,
+            "commit": self.commit,
             "endpoints_unmatched": self.endpoints_unmatched,
             "coverage": self.coverage,
             "seconds": round(self.seconds, 4),
@@ -298,6 +300,7 @@ def ingest(
     report.nodes_written, report.edges_written = graph.write_batch(
         batch.nodes, batch.edges, delete_nodes=batch.delete_nodes, delete_edges_from=batch.delete_edges_from
     )
+    report.commit = _link_commit(graph, root, service) if report.ingested else None
     if coverage and report.ingested:
         contexts, status = coverage_contexts(root, coverage_timeout_s)
         edges, stale = coverage_edges(graph, str(root), contexts)
@@ -305,6 +308,29 @@ def ingest(
         report.coverage = {"status": status, "edges": len(edges), "stale_removed": len(stale)}
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _link_commit(graph: Graph, root: Path, service: str) -> str | None:
+    """Link ``Service -HAS_COMMIT-> Commit:<HEAD sha>`` when ``root`` is in a git checkout; return the sha or None.
+
+    The codegen agent writes the same ``Commit:<sha>`` nodes, and deployments, test runs and metric samples hang
+    off them (``OF``, ``TESTED_BY``, ``MEASURED``), so ingested code and delivery facts meet on one node.
+    """
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root if root.is_dir() else root.parent), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    sha = done.stdout.strip()
+    if done.returncode != 0 or len(sha) != 40:
+        return None
+    commit = graph.upsert_node("Commit", sha, {"sha": sha, "root": str(root)})
+    graph.upsert_edge(node_id("Service", service), "HAS_COMMIT", commit.id, {"source": "ingest"})
+    return sha
 
 
 def modules_routes(modules: dict[str, _Module]) -> list[tuple[str, str, str, int]]:
