@@ -57,11 +57,28 @@ class EventType:
     DEPLOY_STEP = "dev.pilotage.deploy.step"
     DEPLOY_PROMOTED = "dev.pilotage.deploy.promoted"
     DEPLOY_ROLLED_BACK = "dev.pilotage.deploy.rolled_back"
+    DEPLOY_PAUSED = "dev.pilotage.deploy.paused"
+    DEPLOY_STANDBY_RELEASED = "dev.pilotage.deploy.standby_released"
     SLO_EVALUATED = "dev.pilotage.slo.evaluated"
     SLO_BREACH = "dev.pilotage.slo.breach"
     INCIDENT_OPENED = "dev.pilotage.incident.opened"
     ENV_SCALED_DOWN = "dev.pilotage.env.scaled_down"
     MODEL_UPDATED = "dev.pilotage.model.updated"
+    # --- issue 8: coordination. Contract-net (FIPA SC00029H performatives); a call for proposals is published as
+    # CNET_CFP + "." + capability (topic partitioning: a worker reads only the calls for what it can do).
+    CNET_CFP = "dev.pilotage.cnet.cfp"
+    CNET_PROPOSE = "dev.pilotage.cnet.propose"
+    CNET_REFUSE = "dev.pilotage.cnet.refuse"
+    CNET_ACCEPT = "dev.pilotage.cnet.accept"
+    CNET_REJECT = "dev.pilotage.cnet.reject"
+    CNET_CANCEL = "dev.pilotage.cnet.cancel"
+    CNET_DONE = "dev.pilotage.cnet.done"
+    CNET_FAILURE = "dev.pilotage.cnet.failure"
+    WORKER_HEARTBEAT = "dev.pilotage.worker.heartbeat"
+    WORKER_STOPPED = "dev.pilotage.worker.stopped"
+    MARKET_AUCTION_OPENED = "dev.pilotage.market.auction_opened"
+    MARKET_BID = "dev.pilotage.market.bid"
+    MARKET_AUCTION_CLOSED = "dev.pilotage.market.auction_closed"
 
 
 def matches(pattern: str, event_type: str) -> bool:

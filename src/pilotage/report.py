@@ -32,6 +32,8 @@ STAGES: dict[str, str] = {
     EventType.SLO_EVALUATED: "watch",
     EventType.SLO_BREACH: "watch",
     EventType.DEPLOY_ROLLED_BACK: "watch",
+    EventType.DEPLOY_PAUSED: "watch",
+    EventType.DEPLOY_STANDBY_RELEASED: "rollout",
     EventType.INCIDENT_OPENED: "watch",
     EventType.ENV_SCALED_DOWN: "cost",
     EventType.MODEL_UPDATED: "learn",
@@ -117,11 +119,18 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
         c = d.get("canary") or {}
         b = d.get("baseline") or {}
         state = "healthy" if d.get("healthy") else "BREACH"
-        base = f", baseline {b.get('errors')}/{b.get('requests')}" if b else ""
+        if t == EventType.SLO_EVALUATED and not d.get("healthy"):
+            state = {"pause": "PAUSED", "rollback": "ROLLBACK"}.get(str(d.get("action")), state)
+        base = f", baseline {b.get('errors')}/{b.get('requests')}" if b and b.get("requests") else ""
+        why = f" — {d['reasons'][0]}" if d.get("reasons") and not d.get("healthy") else ""
         return (
-            f"{state}: canary {c.get('errors')}/{c.get('requests')} errors{base}, "
-            f"SLO error rate ≤ {d.get('slo_error_rate')}"
+            f"{d.get('phase', 'step')} {state} ({d.get('outcome', '?')}): canary {c.get('errors')}/{c.get('requests')} "
+            f"errors{base}, SLO error rate ≤ {d.get('slo_error_rate')}{why}"
         )
+    if t == EventType.DEPLOY_PAUSED:
+        return f"PAUSED at {d.get('weight')}%: {d.get('reason')}"
+    if t == EventType.DEPLOY_STANDBY_RELEASED:
+        return f"standby {d.get('version')} stopped ({d.get('reason')})"
     if t == EventType.DEPLOY_PROMOTED:
         return f"promoted {d.get('version')} ({d.get('strategy')})"
     if t == EventType.DEPLOY_ROLLED_BACK:

@@ -132,7 +132,7 @@ def test_sigkill_mid_rollout_resumes_without_acting_twice(tmp_path: Path) -> Non
     judged = Counter(e.data["step"] for e in of_type(events, "slo.evaluated"))
     assert judged == Counter({0: 1, 1: 1, 2: 1, 3: 1})
     kinds = Counter(e.data["kind"] for e in of_type(events, "decision.made"))
-    assert kinds["deploy.strategy"] == 1 and kinds["slo.judgement"] == 4 and kinds["cost.scale"] == 1
+    assert kinds["deploy.strategy"] == 1 and kinds["slo.assessment"] == 4 and kinds["cost.scale"] == 1
     assert types["flow.completed"] == 1 and types["flow.failed"] == 0 and types["agent.failed"] == 0
     # the rollout's environment was re-created from the log, and the orphans were reported
     (resumed,) = of_type(events, "deploy.resumed")

@@ -16,8 +16,12 @@ Reason (``deploy.strategy``, pure): see :func:`strategy_reasoning`.
 Act: ``authorize("deploy")``, start the baseline (``code.generated`` ``base_dir``) and the canary (``head_dir``,
 ``PILOTAGE_FAULT_ERROR_RATE`` = the run's ``inject_fault_rate``) on the runtime, open a route named after the
 deployment with the canary at 0 %, start synthetic traffic through it, emit ``deploy.started`` then
-``deploy.step`` 0. On each healthy ``slo.evaluated`` of the deployment: the next step (``deploy.step``), or after
-the last one ``authorize("promote")``, canary 100 %, baseline and traffic stopped, ``deploy.promoted``.
+``deploy.step`` 0. On each healthy ``slo.evaluated`` of the deployment: the next step (``deploy.step``; the 100 %
+step is the post-promotion watch the reliability agent runs for ``post_promotion_watch_s``), or after the last one
+``authorize("promote")``, canary 100 %, traffic stopped, ``deploy.promoted``. The baseline stays running as the
+**hot standby** for ``settings.standby_s`` (a rollback in that time is a weight change), then it is stopped and
+``deploy.standby_released`` emitted. After a control-plane restart the standby is not re-created (recovery brings
+a promoted deployment back with the canary alone, :mod:`pilotage.flows.recovery`).
 
 Learn: ``Deployment`` node (key = deployment id; strategy, risk, outcome), ``Service -DEPLOYED-> Deployment``,
 ``Deployment -OF-> Commit:<sha>``.
@@ -25,12 +29,13 @@ Learn: ``Deployment`` node (key = deployment id; strategy, risk, outcome), ``Ser
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
 
-from pilotage.agent import Agent, Reasoning
+from pilotage.agent import Agent, AgentContext, Reasoning
 from pilotage.bus.base import Bus
 from pilotage.errors import InputError, PolicyDenied
 from pilotage.events import CloudEvent, EventType
@@ -253,6 +258,10 @@ class DeploymentAgent(Agent):
 
     name: ClassVar[str] = "deployment"
     subscribes: ClassVar[tuple[str, ...]] = (EventType.PERF_MEASURED, EventType.SLO_EVALUATED)
+
+    def __init__(self, ctx: AgentContext) -> None:
+        super().__init__(ctx)
+        self._standby_tasks: set[asyncio.Task[None]] = set()
 
     def reason(self, kind: str, inputs: dict[str, Any]) -> Reasoning:
         """``deploy.strategy`` → :func:`strategy_reasoning`."""
@@ -517,8 +526,8 @@ class DeploymentAgent(Agent):
             cause=event,
         )
         await self.ctx.runtime.set_weights(route, {base_version: 0, head_version: 100})
-        await self.ctx.runtime.stop(route.backends[base_version])
         traffic = await stop_traffic(deployment_id)
+        standby_s = self.ctx.settings.standby_s
         self.ctx.graph.upsert_node(
             "Deployment",
             deployment_id,
@@ -531,6 +540,30 @@ class DeploymentAgent(Agent):
                 "strategy": strategy,
                 "version": head_version,
                 "commit": info.get("commit"),
+                "standby": {"version": base_version, "standby_s": standby_s},
             },
+            cause=event,
+        )
+        # Hot standby (issue #3): the previous version stays warm standby_s after promotion, so a rollback in that
+        # time is a weight change, not a start; then it is stopped (the cost agent may stop it earlier when idle).
+        task = asyncio.create_task(self._release_standby(event, deployment_id, base_version, standby_s))
+        self._standby_tasks.add(task)
+        task.add_done_callback(self._standby_tasks.discard)
+
+    async def _release_standby(self, event: CloudEvent, deployment_id: str, version: str, after_s: float) -> None:
+        """Stop the hot standby ``version`` of ``deployment_id`` after ``after_s`` s; emit ``deploy.standby_released``.
+
+        Nothing happens when the route is gone or the standby is no longer running (scaled down, rolled back to).
+        """
+        await asyncio.sleep(after_s)
+        registry = route_registry(self.ctx.runtime)
+        route = registry.get_route(deployment_id)
+        standby = route.backends.get(version) if route is not None else None
+        if route is None or standby is None or route.weights.get(version) or not registry.is_running(standby):
+            return
+        await self.ctx.runtime.stop(standby)
+        await self.emit(
+            EventType.DEPLOY_STANDBY_RELEASED,
+            {"deployment_id": deployment_id, "version": version, "reason": f"standby_s={after_s} elapsed"},
             cause=event,
         )

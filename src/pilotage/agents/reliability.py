@@ -1,21 +1,30 @@
-"""The reliability agent: judge each rollout step on measured error rates and roll back on a breach.
+"""The reliability agent: observe each rollout step and the post-promotion watch, roll back a bad canary at once.
 
-Terminology follows the Google SRE Workbook (2018), chapter 2 "Implementing SLOs" and chapter 16 "Canarying
-Releases": the *SLI* is the share of requests answered without a server error (status 5xx), the *SLO* threshold
-is ``settings.slo_error_rate`` (default 5 %), the canary population is compared with the control (baseline)
-population over the same window.
+Terminology follows the Google SRE Workbook (2018): chapter 2 "Implementing SLOs" (SLIs and objectives, here the
+service's ``slo.yaml``, :mod:`pilotage.observe.slo`), chapter 5 "Alerting on SLOs" (multiwindow, multi-burn-rate
+alerts) and chapter 16 "Canarying Releases" (canary vs control population over the same window).
 
-Perceive (on ``deploy.step``): scrape ``/metrics`` of the baseline and the canary, wait
-``settings.analysis_window_s`` while the synthetic traffic flows and then until the canary has served
-``settings.min_requests_per_step`` requests (at most :data:`MAX_WAIT_FACTOR` × the window), scrape again. The
-proxy's own per-version counters are recorded beside them and stand in for a canary whose ``/metrics`` cannot be
-reached (a crashed canary still shows as 502s at the proxy).
+Perceive (on ``deploy.step``): the service's SLO (``slo.yaml`` in the change's ``head_dir``, else the documented
+default) and samples of both versions from ``settings.metrics_source_url`` (``scrape:`` each version's
+``/metrics``, or ``prometheus://host:9090`` through PromQL), taken every ``rollout_poll_s`` by
+:func:`pilotage.rollout.observation.observe` for ``analysis_window_s`` seconds — or ``post_promotion_watch_s``
+for the 100 % step, the **post-promotion watch**, where only the burn rates and the binomial test against the SLO
+run (the baseline gets no traffic). Every poll is assessed; the **first Fail ends the step at once** (fast
+rollback: nothing waits for the end of the pause); an Inconclusive step keeps sampling up to
+``rollout_inconclusive_grace_s`` more. The proxy's per-version counters are recorded beside the samples and stand
+in for a version whose ``/metrics`` cannot be read (a crashed canary shows as 502s at the proxy); a canary whose
+process exited fails without waiting for metrics.
 
-Reason (``slo.judgement``, pure): :func:`judge`.
+Reason (``slo.assessment``, pure): :func:`assessment_reasoning` recomputes the assessment from the recorded sample
+series, so ``pilotage events replay`` reproduces it. Logs written before issue #3 hold ``slo.judgement`` decisions
+(:func:`judge`, the threshold rule alone); they still replay.
 
-Act: emit ``slo.evaluated`` always. On ``rollback``: ``slo.breach``, ``authorize("rollback")``, baseline 100 %,
-canary stopped, traffic stopped, an incident report ``<artifacts>/incidents/<incident_id>.md``,
-``incident.opened`` and ``deploy.rolled_back``.
+Act: emit ``slo.evaluated`` always. On ``rollback``: ``slo.breach``, ``authorize("rollback")``, baseline — or,
+during the watch, the hot standby (the previous version the deployment agent keeps running) — to 100 %, canary
+stopped, traffic stopped, an incident record (:func:`pilotage.rollout.incident.write_incident`:
+``<artifacts>/incidents/<incident_id>.md`` and, with ``settings.incident_repository``, a GitHub-issue JSON
+payload beside it), ``incident.opened`` and ``deploy.rolled_back``. On ``pause`` (``rollout_on_inconclusive =
+"pause"``): ``deploy.paused``; the route stays at the step's weight for a human.
 
 Learn: ``MetricSample`` nodes per version per step (``Deployment -MEASURED-> MetricSample``), an ``Incident`` node
 (``Deployment -CAUSED-> Incident``) and the deployment's ``outcome``.
@@ -23,31 +32,24 @@ Learn: ``MetricSample`` nodes per version per step (``Deployment -MEASURED-> Met
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-import httpx
-
 from pilotage.agent import Agent, Decision, Reasoning
 from pilotage.agents.deployment import find_event, rollout_info
-from pilotage.errors import BackendError, InputError
+from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.observe.judge import JudgeConfig, Outcome, compare_error_counts
-from pilotage.observe.metrics import MetricsSnapshot, RequestWindow, scrape, window
+from pilotage.observe.prometheus import Sample, delta, open_source
+from pilotage.observe.slo import default_slo
+from pilotage.rollout.incident import write_incident
+from pilotage.rollout.observation import AnalysisSettings, assess_recorded, observe, recorded_inputs
 from pilotage.runtime.local import route_registry
 from pilotage.runtime.proxy import RouteStats
 from pilotage.runtime.traffic import stop_traffic
 
-__all__ = ["MAX_WAIT_FACTOR", "ReliabilityAgent", "judge"]
-
-#: A step waits at most this many analysis windows for ``min_requests_per_step`` canary requests.
-MAX_WAIT_FACTOR = 10
-#: Seconds between scrapes while waiting for enough canary requests.
-POLL_S = 0.25
+__all__ = ["ReliabilityAgent", "assessment_reasoning", "judge"]
 
 
 def judge(inputs: dict[str, Any]) -> Reasoning:
@@ -111,6 +113,40 @@ def judge(inputs: dict[str, Any]) -> Reasoning:
     return Reasoning(action="rollback" if breach else "continue", rule=rule, score=score, rationale=rationale)
 
 
+def assessment_reasoning(inputs: dict[str, Any]) -> Reasoning:
+    """Decide ``continue``, ``rollback`` or ``pause`` for one observed rollout step (pure).
+
+    ``inputs``: what :func:`pilotage.rollout.observation.recorded_inputs` records (the SLO, both sample series, the
+    source errors, the judge's thresholds), plus ``canary``/``baseline`` request windows {requests, errors,
+    error_rate}, ``slo_error_rate``, ``min_requests`` and ``on_inconclusive`` (``rollback`` or ``pause``).
+
+    Rule:
+
+    * the analysis (:func:`pilotage.rollout.analysis.assess`: burn-rate alerts, SRE Workbook ch. 5; the canary
+      judge: Fisher/binomial error counts, Mann-Whitney latency with tolerance, Brown-Forsythe spread) is **Fail**,
+      or the canary's 5xx rate exceeds ``slo_error_rate`` (:func:`judge`, the threshold rule) → **rollback**;
+    * **Inconclusive** (missing evidence: source errors, unknown SLO metric, too little traffic, a version that
+      stopped exposing metrics) → ``on_inconclusive``: **rollback** (default, fail closed) or **pause** — never
+      continue;
+    * **Pass** → **continue**.
+    """
+    found = assess_recorded(inputs, version=str(inputs.get("canary_version", "canary")))
+    threshold = judge({k: inputs[k] for k in ("canary", "baseline", "slo_error_rate", "min_requests")})
+    score: dict[str, Any] = {"assessment": found.to_dict(), "threshold": threshold.score}
+    rule = "rollback on Fail (burn rate or canary judge) or 5xx rate > SLO threshold; Inconclusive → " + str(
+        inputs["on_inconclusive"]
+    )
+    if found.outcome is Outcome.FAIL or threshold.action == "rollback":
+        action = "rollback"
+        why = found.summary() if found.outcome is Outcome.FAIL else threshold.rationale
+    elif found.outcome is Outcome.INCONCLUSIVE:
+        action = str(inputs["on_inconclusive"])
+        why = f"{found.summary()} — evidence missing, {action} (never continue on Inconclusive)"
+    else:
+        action, why = "continue", f"{found.summary()}; {threshold.rationale}"
+    return Reasoning(action=action, rule=rule, score=score, rationale=why)
+
+
 def _proxy_window(before: RouteStats | None, after: RouteStats | None, version: str) -> dict[str, int]:
     if before is None or after is None or version not in after.versions:
         return {"requests": 0, "errors": 0}
@@ -122,20 +158,41 @@ def _proxy_window(before: RouteStats | None, after: RouteStats | None, version: 
     }
 
 
+def _window(series: list[Sample], via_proxy: dict[str, int], version: str, elapsed_s: float) -> dict[str, Any]:
+    """Request window of one population: from its samples, or the proxy's counts when it has fewer than two."""
+    if len(series) >= 2:
+        d = delta(series[0], series[-1])
+        requests, errors, source = round(d.requests), round(d.errors), "metrics"
+    else:  # /metrics unreachable (crashed process): the proxy's counts are the evidence
+        requests, errors, source = via_proxy["requests"], via_proxy["errors"], "proxy"
+    rate = errors / requests if requests else 0.0
+    return {
+        "requests": requests,
+        "errors": errors,
+        "error_rate": round(rate, 6),
+        "window_s": round(elapsed_s, 3),
+        "source": source,
+        "proxy": via_proxy,
+        "version": version,
+    }
+
+
 class ReliabilityAgent(Agent):
-    """Watches every rollout step, judges it against the SLO and rolls back a breaching canary."""
+    """Watches every rollout step (and the post-promotion watch), judges it and rolls back a bad canary."""
 
     name: ClassVar[str] = "reliability"
     subscribes: ClassVar[tuple[str, ...]] = (EventType.DEPLOY_STEP,)
 
     def reason(self, kind: str, inputs: dict[str, Any]) -> Reasoning:
-        """``slo.judgement`` → :func:`judge`."""
+        """``slo.assessment`` → :func:`assessment_reasoning`; ``slo.judgement`` (older logs) → :func:`judge`."""
+        if kind == "slo.assessment":
+            return assessment_reasoning(inputs)
         if kind == "slo.judgement":
             return judge(inputs)
         return super().reason(kind, inputs)
 
     async def on_event(self, event: CloudEvent) -> None:
-        """Measure one ``deploy.step``, judge it, emit ``slo.evaluated`` and roll back on a breach."""
+        """Observe one ``deploy.step``, decide, emit ``slo.evaluated``; roll back or pause when the decision says so."""
         deployment_id = event.data["deployment_id"]
         step, weight = int(event.data["step"]), int(event.data["weight"])
         info = await rollout_info(self.ctx.bus, event.runid, deployment_id)  # crash safety: newest instances
@@ -146,32 +203,82 @@ class ReliabilityAgent(Agent):
         if judged is not None:
             await self._finish_interrupted_rollback(event, info, judged)  # crash safety (issue #7)
             return  # redelivered: this step was judged already
-        measured = await self._measure(deployment_id, info)
+        phase = "watch" if weight >= 100 else "step"
         inputs = {
             "deployment_id": deployment_id,
             "step": step,
             "weight": weight,
-            "canary": measured["canary"],
-            "baseline": measured["baseline"],
+            "phase": phase,
+            **await self._observe(event, info, phase),
             "slo_error_rate": self.ctx.settings.slo_error_rate,
-            "min_requests": self.ctx.settings.min_requests_per_step,
-            "judge_alpha": self.ctx.settings.judge_alpha,  # issue 3: the statistical judge (see judge())
+            "on_inconclusive": self.ctx.settings.rollout_on_inconclusive,
         }
-        decision = await self.decide("slo.judgement", inputs, cause=event)
+        decision = await self.decide("slo.assessment", inputs, cause=event)
+        measured = {"canary": inputs["canary"], "baseline": inputs["baseline"], "window_s": inputs["window_s"]}
         self._record_samples(deployment_id, step, weight, info, measured)
-        healthy = decision.action == "continue"
         await self.emit(
             EventType.SLO_EVALUATED,
             {
-                **{k: inputs[k] for k in ("deployment_id", "step", "weight", "canary", "baseline", "slo_error_rate")},
-                "healthy": healthy,
+                **{k: inputs[k] for k in ("deployment_id", "step", "weight", "phase", "canary", "baseline")},
+                "slo_error_rate": inputs["slo_error_rate"],
+                "healthy": decision.action == "continue",
+                "action": decision.action,
+                "outcome": decision.score["assessment"]["outcome"],
+                "reasons": decision.score["assessment"]["reasons"],
                 "decision_id": decision.id,
-                "window_s": measured["window_s"],
+                "window_s": inputs["window_s"],
             },
             cause=event,
         )
-        if not healthy:
+        if decision.action == "rollback":
             await self._roll_back(event, info, step, weight, measured, decision)
+        elif decision.action == "pause":
+            await self.emit(
+                EventType.DEPLOY_PAUSED,
+                {"deployment_id": deployment_id, "step": step, "weight": weight, "reason": decision.rationale},
+                cause=event,
+            )
+
+    async def _observe(self, event: CloudEvent, info: dict[str, Any], phase: str) -> dict[str, Any]:
+        """Poll both versions through the configured metric source; return the decision inputs it recorded."""
+        settings, registry = self.ctx.settings, route_registry(self.ctx.runtime)
+        deployment_id = info["deployment_id"]
+        route = registry.get_route(deployment_id)
+        if route is None:
+            raise InputError(f"route {deployment_id} is closed", hint="the rollout was stopped; start it again")
+        base_v, canary_v = info["baseline"]["version"], info["canary"]["version"]
+        run = await self.run_spec(event)
+        code = await self.latest(event.runid, EventType.CODE_GENERATED)
+        slo = default_slo(run.service, (code.data.get("head_dir") if code is not None else None) or None)
+        analysis = AnalysisSettings(
+            JudgeConfig(alpha=settings.judge_alpha, latency_tolerance=settings.judge_latency_tolerance),
+            settings.burn_rate_time_scale,
+            settings.min_requests_per_step,
+        )
+        source = open_source(settings.metrics_source_url)
+        before = registry.route_stats(deployment_id)
+        try:
+            seen = await observe(
+                source,
+                slo,
+                route.backends[canary_v],
+                route.backends[base_v] if phase == "step" else None,
+                duration_s=settings.analysis_window_s if phase == "step" else settings.post_promotion_watch_s,
+                poll_s=settings.rollout_poll_s,
+                grace_s=settings.rollout_inconclusive_grace_s,
+                settings=analysis,
+                alive=registry.is_running,
+            )
+        finally:
+            await source.aclose()
+        after = registry.route_stats(deployment_id) if registry.get_route(deployment_id) else None
+        return {
+            **recorded_inputs(seen, slo, analysis),
+            "canary_version": canary_v,
+            "canary": _window(seen.canary, _proxy_window(before, after, canary_v), canary_v, seen.elapsed_s),
+            "baseline": _window(seen.baseline, _proxy_window(before, after, base_v), base_v, seen.elapsed_s),
+            "window_s": round(seen.elapsed_s, 3),
+        }
 
     async def _finish_interrupted_rollback(self, event: CloudEvent, info: dict[str, Any], judged: CloudEvent) -> None:
         """Crash safety (issue #7): finish a rollback the log decided but a crash interrupted.
@@ -182,9 +289,9 @@ class ReliabilityAgent(Agent):
         """
         data = judged.data
         deployment_id = info["deployment_id"]
-        if data.get("healthy") or await find_event(
-            self.ctx.bus, EventType.DEPLOY_ROLLED_BACK, event.runid, deployment_id=deployment_id
-        ):
+        if data.get("healthy") or data.get("action") == "pause":
+            return
+        if await find_event(self.ctx.bus, EventType.DEPLOY_ROLLED_BACK, event.runid, deployment_id=deployment_id):
             return
         recorded = await self._recorded_decision(data.get("decision_id", ""))
         if recorded is None:
@@ -203,66 +310,6 @@ class ReliabilityAgent(Agent):
                     fields = Decision.__dataclass_fields__
                     return Decision(**{k: v for k, v in record.event.data.items() if k in fields})
             offset = batch[-1].offset + 1
-
-    async def _measure(self, deployment_id: str, info: dict[str, Any]) -> dict[str, Any]:
-        registry = route_registry(self.ctx.runtime)
-        urls = {role: info[role]["url"] + "/metrics" for role in ("baseline", "canary")}
-        versions = {role: info[role]["version"] for role in ("baseline", "canary")}
-
-        client = httpx.AsyncClient(timeout=2.0)  # one client: scrapes and proxy snapshots milliseconds apart
-
-        async def safe_scrape(role: str) -> MetricsSnapshot | None:
-            try:
-                return await scrape(urls[role], client=client)
-            except BackendError:
-                return None
-
-        def proxy_stats() -> RouteStats | None:
-            return registry.route_stats(deployment_id) if registry.get_route(deployment_id) else None
-
-        try:
-            return await self._windows(urls, versions, safe_scrape, proxy_stats)
-        finally:
-            await client.aclose()
-
-    async def _windows(
-        self,
-        urls: dict[str, str],
-        versions: dict[str, str],
-        safe_scrape: Callable[[str], Awaitable[MetricsSnapshot | None]],
-        proxy_stats: Callable[[], RouteStats | None],
-    ) -> dict[str, Any]:
-        settings = self.ctx.settings
-        proxy_before = proxy_stats()
-        scraped = await asyncio.gather(*(safe_scrape(role) for role in urls))
-        before = dict(zip(urls, scraped, strict=True))
-        started = time.monotonic()
-        await asyncio.sleep(settings.analysis_window_s)
-        max_wait = settings.analysis_window_s * MAX_WAIT_FACTOR
-        while True:
-            canary_now = await safe_scrape("canary")
-            c0 = before["canary"]
-            enough = (
-                canary_now is not None
-                and c0 is not None
-                and window(c0, canary_now).requests >= settings.min_requests_per_step
-            )
-            if enough or canary_now is None or time.monotonic() - started >= max_wait:
-                break
-            await asyncio.sleep(POLL_S)
-        after = {"canary": canary_now, "baseline": await safe_scrape("baseline")}
-        proxy_after = proxy_stats()
-        out: dict[str, Any] = {"window_s": round(time.monotonic() - started, 3)}
-        for role in ("baseline", "canary"):
-            via_proxy = _proxy_window(proxy_before, proxy_after, versions[role])
-            b, a = before[role], after[role]
-            if b is not None and a is not None:
-                measured: dict[str, Any] = {**window(b, a).to_dict(), "source": "metrics"}
-            else:  # /metrics unreachable (crashed process): the proxy's counts are the evidence
-                fallback = RequestWindow(via_proxy["requests"], via_proxy["errors"], time.monotonic() - started)
-                measured = {**fallback.to_dict(), "source": "proxy", "scrape_failed": urls[role]}
-            out[role] = {**measured, "proxy": via_proxy, "version": versions[role]}
-        return out
 
     def _record_samples(
         self, deployment_id: str, step: int, weight: int, info: dict[str, Any], measured: dict[str, Any]
@@ -290,6 +337,20 @@ class ReliabilityAgent(Agent):
             )
             graph.upsert_edge(dep.id, "MEASURED", node.id)
 
+    async def _switch_back(self, deployment_id: str, base_version: str, head_version: str) -> list[str]:
+        """Baseline (or the hot standby) to 100 % first, then stop the canary; return the canary's log tail."""
+        registry = route_registry(self.ctx.runtime)
+        route = registry.get_route(deployment_id)
+        if route is None:
+            return []
+        await self.ctx.runtime.set_weights(route, {base_version: 100, head_version: 0})
+        canary = route.backends.get(head_version)
+        if canary is None:
+            return []
+        log_tail = _log_tail(canary.log_path)
+        await self.ctx.runtime.stop(canary)
+        return log_tail
+
     async def _roll_back(
         self,
         event: CloudEvent,
@@ -302,6 +363,7 @@ class ReliabilityAgent(Agent):
         run = await self.run_spec(event)
         deployment_id = info["deployment_id"]
         slo = self.ctx.settings.slo_error_rate
+        phase = "watch" if weight >= 100 else "step"
         await self.emit(
             EventType.SLO_BREACH,
             {"deployment_id": deployment_id, "step": step, "canary": measured["canary"], "slo_error_rate": slo},
@@ -322,43 +384,55 @@ class ReliabilityAgent(Agent):
             },
             cause=event,
         )
-        registry = route_registry(self.ctx.runtime)
         base_version, head_version = info["baseline"]["version"], info["canary"]["version"]
-        route = registry.get_route(deployment_id)
-        log_tail: list[str] = []
-        if route is not None:
-            await self.ctx.runtime.set_weights(route, {base_version: 100, head_version: 0})
-            canary = route.backends.get(head_version)
-            if canary is not None:
-                log_tail = _log_tail(canary.log_path)
-                await self.ctx.runtime.stop(canary)
+        log_tail = await self._switch_back(deployment_id, base_version, head_version)
         traffic = await stop_traffic(deployment_id)
         incident_id = f"INC-{event.id[:8]}"
         canary_m = measured["canary"]
         summary = (
             f"canary {head_version} of {run.service} failed {canary_m['errors']} of {canary_m['requests']} requests "
-            f"({canary_m['error_rate']:.1%}) at step {step} ({weight}% traffic), above the {slo:.1%} SLO threshold; "
+            f"({canary_m['error_rate']:.1%}) at {phase} {step} ({weight}% traffic): {decision.rationale}; "
             f"rolled back to {base_version}"
         )
+        assessment = decision.score.get("assessment", {})
         evidence = {
+            **assessment,
+            "service": run.service,
+            "deployment_id": deployment_id,
+            "phase": phase,
             "step": step,
             "weight": weight,
             "canary": canary_m,
             "baseline": measured["baseline"],
+            "populations": [{"role": r, **measured[r]} for r in ("canary", "baseline")],
             "slo_error_rate": slo,
             "window_s": measured["window_s"],
             "decision_id": decision.id,
             "rule": decision.rule,
             "traffic": traffic.to_dict() if traffic is not None else None,
         }
-        report = run.artifacts_path / "incidents" / f"{incident_id}.md"
-        _write_report(report, incident_id, summary, info, evidence, decision, verdict.to_dict(), log_tail)
+        actions = [
+            f"traffic weights set to {'standby' if phase == 'watch' else 'baseline'} {base_version} 100% / "
+            f"canary {head_version} 0%",
+            f"canary {head_version} (pid {info['canary'].get('pid')}) stopped",
+            "synthetic traffic stopped",
+            f"decision `{decision.id}`: {decision.action} — {decision.rule}",
+            f"policy verdict: allow={verdict.allow} engine={verdict.engine}",
+        ]
+        files = write_incident(
+            run.artifacts_path / "incidents",
+            incident_id,
+            summary,
+            {**evidence, "log_tail": log_tail},
+            actions,
+            repository=self.ctx.settings.incident_repository,
+        )
         graph = self.ctx.graph
         dep = graph.upsert_node("Deployment", deployment_id, {"outcome": "rolled_back"})
         incident = graph.upsert_node(
             "Incident",
             incident_id,
-            {"summary": summary, "report_path": str(report), "deployment_id": deployment_id, "step": step},
+            {"summary": summary, "report_path": str(files.markdown), "deployment_id": deployment_id, "step": step},
         )
         graph.upsert_edge(dep.id, "CAUSED", incident.id)
         await self.emit(
@@ -367,7 +441,8 @@ class ReliabilityAgent(Agent):
                 "incident_id": incident_id,
                 "deployment_id": deployment_id,
                 "summary": summary,
-                "report_path": str(report),
+                "report_path": str(files.markdown),
+                "github_payload_path": str(files.github_payload) if files.github_payload else None,
                 "evidence": evidence,
             },
             cause=event,
@@ -378,6 +453,7 @@ class ReliabilityAgent(Agent):
                 "deployment_id": deployment_id,
                 "strategy": info["strategy"],
                 "version": head_version,
+                "phase": phase,
                 "reason": summary,
                 "incident_id": incident_id,
             },
@@ -389,61 +465,3 @@ def _log_tail(path: Path | None, lines: int = 15) -> list[str]:
     if path is None or not path.exists():
         return []
     return path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
-
-
-def _write_report(
-    path: Path,
-    incident_id: str,
-    summary: str,
-    info: dict[str, Any],
-    evidence: dict[str, Any],
-    decision: Decision,
-    verdict: dict[str, Any],
-    log_tail: list[str],
-) -> None:
-    """Write the incident report as Markdown (summary, impact table, decision, actions, canary log tail)."""
-    canary, baseline = evidence["canary"], evidence["baseline"]
-    rows = [
-        f"| {role} | {m['version']} | {m['requests']} | {m['errors']} | {m['error_rate']:.2%} | {m['source']} |"
-        for role, m in (("canary", canary), ("baseline", baseline))
-    ]
-    text = "\n".join(
-        [
-            f"# Incident {incident_id}",
-            "",
-            f"- **Opened:** {datetime.now(UTC).isoformat(timespec='seconds')}",
-            f"- **Deployment:** {info['deployment_id']} ({info['strategy']}, commit {info.get('commit', '?')})",
-            f"- **Summary:** {summary}",
-            "",
-            "## Evidence",
-            "",
-            f"Step {evidence['step']} sent {evidence['weight']}% of traffic to the canary for "
-            f"{evidence['window_s']} s. SLO threshold: {evidence['slo_error_rate']:.2%} of requests may fail (5xx).",
-            "",
-            "| population | version | requests | 5xx | error rate | source |",
-            "|---|---|---|---|---|---|",
-            *rows,
-            "",
-            "## Decision",
-            "",
-            f"- decision `{decision.id}`: **{decision.action}** — rule: {decision.rule}",
-            f"- rationale: {decision.rationale}",
-            f"- policy verdict: allow={verdict.get('allow')} engine={verdict.get('engine')} "
-            f"policies={verdict.get('policies')}",
-            "",
-            "## Actions taken",
-            "",
-            f"1. traffic weights set to baseline {info['baseline']['version']} 100% / canary 0%",
-            f"2. canary {info['canary']['version']} (pid {info['canary']['pid']}) stopped",
-            "3. synthetic traffic stopped",
-            "",
-            "## Canary log (last lines)",
-            "",
-            "```",
-            *(log_tail or ["(no log)"]),
-            "```",
-            "",
-        ]
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")

@@ -62,12 +62,14 @@ class FlowResult:
 
 
 def _outcome(events: list[CloudEvent]) -> str:
-    """Return ``rolled_back``, ``promoted`` or ``none`` from a run's events."""
+    """Return ``rolled_back``, ``promoted``, ``paused`` or ``none`` from a run's events."""
     types = {e.type for e in events}
     if EventType.DEPLOY_ROLLED_BACK in types:
         return "rolled_back"
     if EventType.DEPLOY_PROMOTED in types:
         return "promoted"
+    if EventType.DEPLOY_PAUSED in types:
+        return "paused"
     return "none"
 
 
@@ -129,6 +131,8 @@ async def run_feature_delivery(
             arrived.add(event.type)
             if arrived >= CLOSING_TYPES:
                 closed.set()
+        if event.type == EventType.DEPLOY_PAUSED:  # issue 3: an Inconclusive step held for a human ends the run
+            closed.set()
 
     start = new_event(EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id)
     subs.append(await bus.subscribe("*", watch, group=f"flow.{run.run_id}", start_at_end_if_new=True))

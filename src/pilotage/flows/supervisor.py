@@ -68,7 +68,8 @@ def _elapsed(start: CloudEvent | None, now: datetime) -> float:
 def run_status(events: list[CloudEvent], *, budget_s: float, now: datetime | None = None) -> RunStatus:
     """Apply the feature-delivery closing rule to the events of one run (pure).
 
-    Complete when every type of :data:`~pilotage.flows.feature_delivery.CLOSING_TYPES` arrived; failed on the first
+    Complete when every type of :data:`~pilotage.flows.feature_delivery.CLOSING_TYPES` arrived (or a rollout was
+    paused, issue #3: outcome ``paused``, the environment left for a human); failed on the first
     ``agent.failed`` or when ``budget_s`` seconds passed since ``flow.started`` (wall clock of the event times).
     """
     now = now or datetime.now(UTC)
@@ -81,7 +82,7 @@ def run_status(events: list[CloudEvent], *, budget_s: float, now: datetime | Non
     if failed is not None:
         data = failed.data if isinstance(failed.data, dict) else {}
         return RunStatus("failed", outcome, f"{data.get('agent', '?')}: {data.get('error', 'failed')}", elapsed)
-    if {e.type for e in events} >= CLOSING_TYPES:
+    if {e.type for e in events} >= CLOSING_TYPES or outcome == "paused":
         return RunStatus("completed", outcome, None, elapsed)
     if elapsed > budget_s:
         last = events[-1].type if events else EventType.FLOW_STARTED
@@ -131,7 +132,7 @@ class FlowSupervisor:
     async def _handle(self, event: CloudEvent) -> None:
         if self.on_event is not None:
             self.on_event(event)
-        if event.runid and event.type in (*CLOSING_TYPES, EventType.AGENT_FAILED):
+        if event.runid and event.type in (*CLOSING_TYPES, EventType.AGENT_FAILED, EventType.DEPLOY_PAUSED):
             await self.check(event.runid)
 
     async def _tick(self) -> None:

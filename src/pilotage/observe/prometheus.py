@@ -136,7 +136,8 @@ def parse_exposition(text: str, *, at: float | None = None, source: str = "metri
 
     Raises:
         BackendCorrupt: the text is not valid exposition format.
-        NoData: the text has no ``http_requests_total`` samples at all.
+        NoData: the text does not declare ``http_requests_total`` (a declared counter without samples is a version
+            that has served no request yet: zero counts, not missing data).
     """
     statuses: dict[str, float] = {}
     buckets: dict[float, float] = {}
@@ -145,6 +146,8 @@ def parse_exposition(text: str, *, at: float | None = None, source: str = "metri
     try:
         for family in text_string_to_metric_families(text):
             names.add(family.name)
+            if family.type == "counter" and family.name + "_total" == REQUESTS_METRIC:
+                names.add(REQUESTS_METRIC)  # declared, no request counted yet (a fresh process): zero counters
             for s in family.samples:
                 names.add(s.name)
                 if s.name == REQUESTS_METRIC:

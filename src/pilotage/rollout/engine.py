@@ -34,9 +34,10 @@ from typing import Any, Literal
 from pilotage.errors import BackendError, InputError
 from pilotage.observe.burn_rate import ROLLOUT_TIME_SCALE
 from pilotage.observe.judge import JudgeConfig, Outcome
-from pilotage.observe.prometheus import MetricSource, Sample
+from pilotage.observe.prometheus import MetricSource
 from pilotage.observe.slo import SLOSpec
-from pilotage.rollout.analysis import Assessment, assess
+from pilotage.rollout.analysis import Assessment
+from pilotage.rollout.observation import AnalysisSettings, observe
 from pilotage.runtime.base import Instance, Route, Runtime
 
 __all__ = ["EventSink", "Rollout", "RolloutConfig", "RolloutResult"]
@@ -140,70 +141,29 @@ class Rollout:
         self.on_event, self.alive = on_event, alive
         self.standby_task: asyncio.Task[None] | None = None
         self._history: list[dict[str, Any]] = []
-        self._series: dict[str, list[Sample]] = {"canary": [], "baseline": []}
 
     async def _emit(self, kind: str, data: dict[str, Any]) -> None:
         if self.on_event is not None:
             await self.on_event(kind, data)
 
-    async def _sample(self, instance: Instance, errors: list[str]) -> Sample | None:
-        try:
-            return await self.source.sample(instance.workload.version, instance.url)
-        except BackendError as exc:
-            errors.append(f"{instance.workload.version}: {exc}")
-            return None
+    async def _observe(self, duration_s: float, with_baseline: bool, grace_s: float = 0.0) -> Assessment:
+        """Poll for ``duration_s`` (+ ``grace_s`` while Inconclusive); return at the first Fail, else the last verdict.
 
-    async def _poll(self, series: dict[str, list[Sample]], with_baseline: bool) -> list[str]:
-        errors: list[str] = []
-        targets = [("canary", self.canary)] + ([("baseline", self.baseline)] if with_baseline else [])
-        got = await asyncio.gather(*(self._sample(inst, errors) for _, inst in targets))
-        for (role, _), sample in zip(targets, got, strict=True):
-            if sample is not None:
-                series[role].append(sample)
-        return errors
-
-    def _analyse(self, series: dict[str, list[Sample]], errors: list[str], with_baseline: bool) -> Assessment:
-        if self.alive is not None and not self.alive(self.canary):
-            return Assessment(Outcome.FAIL, reasons=(f"canary {self.canary_v} process exited",))
-        return assess(
-            self.slo,
-            series["canary"],
-            series["baseline"] if with_baseline else (),
-            config=self.config.judge,
-            time_scale=self.config.time_scale,
-            min_requests=self.config.min_requests,
-            errors=errors,
-            judge_latency=with_baseline,
-        )
-
-    async def _observe(
-        self,
-        duration_s: float,
-        with_baseline: bool,
-        until_not_inconclusive: bool = False,
-        series: dict[str, list[Sample]] | None = None,
-    ) -> Assessment:
-        """Poll for ``duration_s``; return at the first Fail, else the last assessment.
-
-        With ``until_not_inconclusive`` return at the first non-Inconclusive assessment (the grace period, which
-        continues the step's ``series`` so its evidence accumulates).
+        :func:`pilotage.rollout.observation.observe` does the work (the reliability agent uses it too).
         """
-        if series is None:
-            series = self._series = {"canary": [], "baseline": []}
-        errors = await self._poll(series, with_baseline)
-        deadline = time.monotonic() + duration_s
-        result = Assessment(Outcome.INCONCLUSIVE, reasons=("no analysis yet",))
-        while True:
-            await asyncio.sleep(self.config.poll_s)
-            errors = errors[-5:] + await self._poll(series, with_baseline)  # errors of recent polls only
-            result = self._analyse(series, errors[-5:], with_baseline)
-            errors = errors[-2:]
-            if result.outcome is Outcome.FAIL:
-                return result
-            if until_not_inconclusive and result.outcome is Outcome.PASS:
-                return result
-            if time.monotonic() >= deadline:
-                return result
+        settings = AnalysisSettings(self.config.judge, self.config.time_scale, self.config.min_requests)
+        seen = await observe(
+            self.source,
+            self.slo,
+            self.canary,
+            self.baseline if with_baseline else None,
+            duration_s=duration_s,
+            poll_s=self.config.poll_s,
+            grace_s=grace_s,
+            settings=settings,
+            alive=self.alive,
+        )
+        return seen.assessment
 
     async def run(self) -> RolloutResult:
         """Run the rollout to its end: promoted (and watched), rolled back, or paused."""
@@ -213,9 +173,7 @@ class Rollout:
             await self._emit("step", {"step": index, "weight": weight, "strategy": self.config.strategy})
             if weight == 100:
                 break  # promotion: judged by the post-promotion watch
-            found = await self._observe(self.config.pause_s, with_baseline=True)
-            if found.outcome is Outcome.INCONCLUSIVE:
-                found = await self._observe(self.config.inconclusive_grace_s, True, True, self._series)
+            found = await self._observe(self.config.pause_s, True, self.config.inconclusive_grace_s)
             await self._emit("assessment", {"step": index, "weight": weight, **found.to_dict()})
             self._history.append({"step": index, "weight": weight, "outcome": found.outcome.value})
             if found.outcome is Outcome.FAIL:

@@ -48,7 +48,8 @@ def render_markdown(incident_id: str, summary: str, evidence: dict[str, Any], ac
         summary: one line.
         evidence: ``deployment_id``, ``service``, ``phase``, ``step``, ``weight`` and an assessment
             (``outcome``, ``reasons``, ``verdicts`` [...], ``alerts`` [...], ``counts``) as
-            :meth:`pilotage.rollout.analysis.Assessment.to_dict` gives.
+            :meth:`pilotage.rollout.analysis.Assessment.to_dict` gives; optionally ``populations`` (a request
+            table per version) and ``log_tail`` (the canary's last log lines).
         actions: what was done, in order.
     """
     lines = [
@@ -86,6 +87,7 @@ def render_markdown(incident_id: str, summary: str, evidence: dict[str, Any], ac
         "",
         "## Requests in the analysis window",
         "",
+        *_population_rows(evidence.get("populations", [])),
         "```json",
         json.dumps(evidence.get("counts", {}), indent=2, sort_keys=True),
         "```",
@@ -95,7 +97,21 @@ def render_markdown(incident_id: str, summary: str, evidence: dict[str, Any], ac
         *[f"{i}. {a}" for i, a in enumerate(actions, 1)],
         "",
     ]
+    if evidence.get("log_tail") is not None:
+        lines += ["## Canary log (last lines)", "", "```", *(evidence["log_tail"] or ["(no log)"]), "```", ""]
     return "\n".join(lines)
+
+
+def _population_rows(populations: list[dict[str, Any]]) -> list[str]:
+    """Markdown table of ``populations`` [{role, version, requests, errors, error_rate, source}] (empty: none)."""
+    if not populations:
+        return []
+    rows = [
+        f"| {p['role']} | {p['version']} | {_fmt(p['requests'])} | {_fmt(p['errors'])} | {p['error_rate']:.2%} | "
+        f"{p.get('source', '?')} |"
+        for p in populations
+    ]
+    return ["| population | version | requests | 5xx | error rate | source |", "|---|---|---|---|---|---|", *rows, ""]
 
 
 def github_issue_payload(incident_id: str, summary: str, markdown: str, service: str) -> dict[str, Any]:

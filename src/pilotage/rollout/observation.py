@@ -1,0 +1,236 @@
+"""Observe one rollout step: poll both versions, assess at every poll, stop at the first Fail (fast rollback).
+
+Shared by the rollout engine (:mod:`pilotage.rollout.engine`, which the benchmark drives) and the reliability agent
+(which drives the rollouts of ``pilotage demo``, ``run`` and ``serve``), so both detect a bad canary the same way:
+
+1. sample the canary (and the baseline when it gets traffic) every ``poll_s`` seconds for ``duration_s``;
+2. after each poll run :func:`pilotage.rollout.analysis.assess` on everything sampled so far; the first **Fail**
+   ends the observation at once (the caller rolls back without waiting for the end of the pause); a canary whose
+   process exited is a Fail without waiting for metrics;
+3. still **Inconclusive** at the end: keep sampling the same series for up to ``grace_s`` more seconds until the
+   assessment is no longer Inconclusive (what then happens to an Inconclusive step is the caller's policy).
+
+:func:`recorded_inputs` turns an :class:`Observation` into plain data (the sample series, the source errors and
+the thresholds) and :func:`assess_recorded` recomputes the same :class:`~pilotage.rollout.analysis.Assessment`
+from it, purely: the reliability agent records the first as a decision's inputs and calls the second in its
+``reason``, so ``pilotage events replay`` reproduces every verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pilotage.errors import BackendError
+from pilotage.observe.judge import JudgeConfig, Outcome
+from pilotage.observe.prometheus import MetricSource, Sample
+from pilotage.observe.slo import SLOSpec, parse_slo
+from pilotage.rollout.analysis import Assessment, assess
+from pilotage.runtime.base import Instance
+
+__all__ = [
+    "AnalysisSettings",
+    "Observation",
+    "assess_recorded",
+    "observe",
+    "recorded_inputs",
+    "sample_from_dict",
+    "sample_to_dict",
+]
+
+#: Source errors of this many recent polls count as evidence (older ones were followed by good samples).
+RECENT_ERRORS = 5
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """Thresholds of one analysis: the judge's, the burn-rate window scale and the minimum-request guard."""
+
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    time_scale: float = 1.0 / 720.0
+    min_requests: int = 20
+
+
+@dataclass
+class Observation:
+    """What one observation saw and concluded.
+
+    Attributes:
+        assessment: the verdict of the last analysis (the one that ended the observation).
+        canary, baseline: the sample series (oldest first) that verdict was computed from.
+        errors: the source errors that verdict counted.
+        canary_exited: the canary's process had exited (the verdict is then Fail without metrics).
+        with_baseline: the baseline took part (it received traffic); the latency tests need it.
+        elapsed_s: seconds from the first poll to the verdict.
+        polls: number of polls taken.
+    """
+
+    assessment: Assessment
+    canary: list[Sample]
+    baseline: list[Sample]
+    errors: list[str]
+    canary_exited: bool
+    with_baseline: bool
+    elapsed_s: float
+    polls: int
+
+
+def sample_to_dict(sample: Sample) -> dict[str, Any]:
+    """Return ``sample`` as JSON-ready data (bucket bounds as strings, metric names sorted)."""
+    return {
+        "at": sample.at,
+        "statuses": dict(sample.statuses),
+        "latency_sum_s": sample.latency_sum_s,
+        "latency_count": sample.latency_count,
+        "buckets": {repr(k): v for k, v in sample.buckets.items()},
+        "metrics": sorted(sample.metrics),
+    }
+
+
+def sample_from_dict(data: dict[str, Any]) -> Sample:
+    """Inverse of :func:`sample_to_dict`."""
+    return Sample(
+        at=float(data["at"]),
+        statuses={str(k): float(v) for k, v in data.get("statuses", {}).items()},
+        latency_sum_s=float(data.get("latency_sum_s", 0.0)),
+        latency_count=float(data.get("latency_count", 0.0)),
+        buckets={float(k): float(v) for k, v in data.get("buckets", {}).items()},
+        metrics=frozenset(data.get("metrics", [])),
+    )
+
+
+def _analyse(
+    slo: SLOSpec,
+    canary: list[Sample],
+    baseline: list[Sample],
+    errors: list[str],
+    exited: bool,
+    with_baseline: bool,
+    settings: AnalysisSettings,
+    version: str,
+) -> Assessment:
+    if exited:
+        return Assessment(Outcome.FAIL, reasons=(f"canary {version} process exited",))
+    return assess(
+        slo,
+        canary,
+        baseline if with_baseline else (),
+        config=settings.judge,
+        time_scale=settings.time_scale,
+        min_requests=settings.min_requests,
+        errors=errors,
+        judge_latency=with_baseline,
+    )
+
+
+async def _sample(source: MetricSource, instance: Instance, errors: list[str]) -> Sample | None:
+    try:
+        return await source.sample(instance.workload.version, instance.url)
+    except BackendError as exc:
+        errors.append(f"{instance.workload.version}: {exc}")
+        return None
+
+
+async def observe(
+    source: MetricSource,
+    slo: SLOSpec,
+    canary: Instance,
+    baseline: Instance | None,
+    *,
+    duration_s: float,
+    poll_s: float,
+    grace_s: float = 0.0,
+    settings: AnalysisSettings | None = None,
+    alive: Callable[[Instance], bool] | None = None,
+) -> Observation:
+    """Observe one step; see the module docstring.
+
+    Args:
+        source: where samples come from (direct scrape or PromQL).
+        slo: the service's objectives (burn-rate alerts run on each).
+        canary: the new version's instance.
+        baseline: the previous version's instance while it gets traffic; ``None`` at 100 % or for blue-green
+            (then only the burn rates and the binomial test against the SLO run).
+        duration_s: analysis time (the step's pause), seconds.
+        poll_s: seconds between two polls.
+        grace_s: extra seconds an Inconclusive verdict may keep sampling.
+        settings: judge thresholds, burn-rate scale, minimum requests.
+        alive: tells whether an instance's process still runs (a dead canary fails at once).
+
+    Returns:
+        The :class:`Observation`; a Fail returns at the poll that found it.
+    """
+    settings = settings or AnalysisSettings()
+    with_baseline = baseline is not None
+    targets = [canary] + ([baseline] if baseline is not None else [])
+    series: list[list[Sample]] = [[], []]
+    recent: list[list[str]] = []
+    started = time.monotonic()
+    deadline, grace_end = started + duration_s, started + duration_s + grace_s
+    polls = 0
+    while True:
+        errors: list[str] = []
+        got = await asyncio.gather(*(_sample(source, inst, errors) for inst in targets))
+        polls += 1
+        for index, sample in enumerate(got):
+            if sample is not None:
+                series[index].append(sample)
+        recent = [*recent[-(RECENT_ERRORS - 1) :], errors]
+        counted = [e for poll in recent for e in poll]
+        exited = alive is not None and not alive(canary)
+        found = _analyse(slo, series[0], series[1], counted, exited, with_baseline, settings, canary.workload.version)
+        now = time.monotonic()
+        done = found.outcome is Outcome.FAIL or now >= grace_end
+        done = done or (now >= deadline and found.outcome is not Outcome.INCONCLUSIVE)
+        if done and polls >= 2:
+            return Observation(found, series[0], series[1], counted, exited, with_baseline, now - started, polls)
+        if done and found.outcome is Outcome.FAIL:  # a dead canary on the first poll
+            return Observation(found, series[0], series[1], counted, exited, with_baseline, now - started, polls)
+        await asyncio.sleep(poll_s)
+
+
+def recorded_inputs(observation: Observation, slo: SLOSpec, settings: AnalysisSettings) -> dict[str, Any]:
+    """Return the observation as decision inputs: everything :func:`assess_recorded` needs, as plain data."""
+    return {
+        "slo": slo.to_dict(),
+        "canary_series": [sample_to_dict(s) for s in observation.canary],
+        "baseline_series": [sample_to_dict(s) for s in observation.baseline],
+        "source_errors": list(observation.errors),
+        "canary_exited": observation.canary_exited,
+        "with_baseline": observation.with_baseline,
+        "judge": asdict(settings.judge),
+        "time_scale": settings.time_scale,
+        "min_requests": settings.min_requests,
+    }
+
+
+def assess_recorded(inputs: dict[str, Any], version: str = "canary") -> Assessment:
+    """Recompute the :class:`Assessment` of recorded inputs (pure; same result as the live observation).
+
+    Raises:
+        InputError: the recorded SLO is malformed (as :func:`pilotage.observe.slo.parse_slo`).
+    """
+    recorded = inputs["slo"]
+    slo = parse_slo(
+        {"window_days": recorded.get("window_days", 30), "objectives": recorded["objectives"]},
+        where=recorded.get("path") or "(recorded SLO)",
+        service=recorded.get("service", ""),
+    )
+    settings = AnalysisSettings(
+        judge=JudgeConfig(**inputs["judge"]),
+        time_scale=float(inputs["time_scale"]),
+        min_requests=int(inputs["min_requests"]),
+    )
+    return _analyse(
+        slo,
+        [sample_from_dict(s) for s in inputs["canary_series"]],
+        [sample_from_dict(s) for s in inputs["baseline_series"]],
+        list(inputs["source_errors"]),
+        bool(inputs["canary_exited"]),
+        bool(inputs["with_baseline"]),
+        settings,
+        version,
+    )
