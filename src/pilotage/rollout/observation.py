@@ -189,7 +189,7 @@ async def observe(
             return Observation(found, series[0], series[1], counted, exited, with_baseline, now - started, polls)
         if done and found.outcome is Outcome.FAIL:  # a dead canary on the first poll
             return Observation(found, series[0], series[1], counted, exited, with_baseline, now - started, polls)
-        await asyncio.sleep(poll_s)
+        await asyncio.sleep(max(0.0, started + polls * poll_s - time.monotonic()))  # fixed cadence, no drift
 
 
 def recorded_inputs(observation: Observation, slo: SLOSpec, settings: AnalysisSettings) -> dict[str, Any]:
