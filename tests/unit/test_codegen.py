@@ -218,3 +218,39 @@ def test_fault_injection_answers_500_and_counts_it(petstore_dir: Path) -> None:
         assert httpx.get(url + "/user/logout").status_code == 500
         assert httpx.get(url + "/healthz").status_code == 200
         assert 'route="/user/logout",status="500"} 1.0' in httpx.get(url + "/metrics").text
+
+
+def test_faults_switch_at_run_time_on_a_freshly_generated_service(petstore_dir: Path) -> None:
+    """Issue 3: error-rate, latency and crash faults switched per version through /__pilotage/faults."""
+    import asyncio
+
+    from pilotage.errors import BackendError
+    from pilotage.runtime.faults import FaultSpec, get_faults, set_faults
+
+    for url in serve(petstore_dir, {"PILOTAGE_ENFORCE_AUTH": "0"}):  # admin off by default: the switch is hidden
+        assert httpx.put(url + "/__pilotage/faults", json={"error_rate": 1.0}).status_code == 404
+        assert httpx.get(url + "/user/logout").status_code == 200
+    for url in serve(petstore_dir, {"PILOTAGE_ENFORCE_AUTH": "0", "PILOTAGE_FAULT_ADMIN": "1"}):
+        assert httpx.get(url + "/user/logout").status_code == 200
+        state = asyncio.run(set_faults(url, FaultSpec(error_rate=1.0)))
+        assert state["error_rate"] == 1.0
+        assert httpx.get(url + "/user/logout").status_code == 500
+        assert httpx.get(url + "/healthz").status_code == 200  # probes are never faulted
+        asyncio.run(set_faults(url, FaultSpec(error_rate=0.0, latency_ms=300)))
+        started = time.monotonic()
+        assert httpx.get(url + "/user/logout").status_code == 200
+        assert time.monotonic() - started >= 0.3  # the latency shift is applied to every request
+        assert asyncio.run(get_faults(url))["latency_ms"] == 300
+        assert 'route="/user/logout",status="500"} 1.0' in httpx.get(url + "/metrics").text
+        asyncio.run(set_faults(url, FaultSpec(crash=True)))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(url + "/healthz", timeout=0.5)
+            except httpx.HTTPError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the crash fault did not stop the process")
+        with pytest.raises(BackendError):
+            asyncio.run(get_faults(url))
