@@ -82,6 +82,7 @@ def all_agents(ctx: AgentContext) -> list[Agent]:
     from pilotage.agents.performance import PerformanceAgent
     from pilotage.agents.reliability import ReliabilityAgent
     from pilotage.agents.testing import TestingAgent
+    from pilotage.coordination.allocate import CoordinationAgent  # issue 8: records awards/auctions (replay)
 
     classes: list[type[Agent]] = [
         DesignAgent,
@@ -93,5 +94,6 @@ def all_agents(ctx: AgentContext) -> list[Agent]:
         ReliabilityAgent,
         CostAgent,
         LearningAgent,
+        CoordinationAgent,
     ]
     return [cls(ctx) for cls in classes]

@@ -36,10 +36,20 @@ class Settings(BaseModel):
         judge_latency_tolerance: 0.5 — allowed relative increase of the canary's median latency (Kayenta style).
         rollout_poll_s: 0.5 — seconds between two samples of each version during a rollout.
         rollout_on_inconclusive: ``rollback`` — what an Inconclusive step becomes after
-            ``rollout_inconclusive_grace_s`` (5 s) more analysis: ``rollback`` (fail closed) or ``pause``.
+            ``rollout_inconclusive_grace_s`` (30 s) more analysis: ``rollback`` (fail closed) or ``pause``. 30 s
+            because low traffic is the common Inconclusive: 20 requests at 10 % of 40 rps take 5 s on a quiet
+            machine, and far longer when the synthetic traffic generator shares 2 busy cores.
         post_promotion_watch_s: 10 — burn-rate alerts keep running this long after 100 % and can roll back.
         standby_s: 300 — the previous version stays warm 5 minutes after promotion (rollback = weight change).
         incident_repository: None — ``owner/name``: also write a GitHub-issue JSON payload beside each incident.
+        cnet_bid_window_s: 0.5 — seconds a contract-net manager waits for proposals once workers are known (it
+            closes earlier when every live worker answered); no call is made at all when no worker is live.
+        cnet_worker_stale_s: 3.0 — a worker whose last heartbeat is older is not live (3 missed heartbeats).
+        cnet_heartbeat_s: 1.0 — seconds between two ``worker.heartbeat`` events of a worker process.
+        cnet_max_rounds: 3 — calls for proposals per task (the first and two re-announcements) before the
+            task runs in-process.
+        market_min_share_after: 3 — an agent that lost this many auctions for a resource in a row wins the next
+            one at price 0 (minimum share: nothing starves).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -65,7 +75,7 @@ class Settings(BaseModel):
     judge_latency_tolerance: float = Field(0.5, ge=0)
     rollout_poll_s: float = Field(0.5, gt=0)
     rollout_on_inconclusive: str = Field("rollback", pattern="^(rollback|pause)$")
-    rollout_inconclusive_grace_s: float = Field(5.0, ge=0)
+    rollout_inconclusive_grace_s: float = Field(30.0, ge=0)
     post_promotion_watch_s: float = Field(10.0, ge=0)
     standby_s: float = Field(300.0, ge=0)
     incident_repository: str | None = None
@@ -73,7 +83,23 @@ class Settings(BaseModel):
     load_test_users: int = Field(10, ge=1)
     load_test_duration_s: float = Field(5.0, gt=0)
     schemathesis_max_examples: int = Field(10, ge=1)
+    # --- issue 5: testing agent (generated tests, flaky detection, authentication, time budgets) ---
+    testing_crud_examples: int = Field(5, ge=1)
+    testing_flaky_reruns: int = Field(3, ge=0)
+    testing_flaky_policy: str = Field("quarantine", pattern="^(quarantine|fail)$")
+    testing_auth_headers: dict[str, str] = Field(default_factory=dict)
+    testing_request_timeout_s: float = Field(5.0, gt=0)
+    testing_timeout_s: float = Field(180.0, gt=0)
+    testing_unit_timeout_s: float = Field(300.0, gt=0)
+    testing_generate: bool = True
     service_ready_timeout_s: float = Field(30.0, gt=0)
+
+    # --- issue 8: coordination (docs/architecture.md "Coordination" gives the sources of these defaults) ---
+    cnet_bid_window_s: float = Field(0.5, gt=0)
+    cnet_worker_stale_s: float = Field(3.0, gt=0)
+    cnet_heartbeat_s: float = Field(1.0, gt=0)
+    cnet_max_rounds: int = Field(3, ge=1)
+    market_min_share_after: int = Field(3, ge=1)
 
     idle_after_s: float = Field(7200.0, gt=0)
     instance_size: str = "small"

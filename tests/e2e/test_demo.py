@@ -55,6 +55,12 @@ def test_demo_promotes_and_records_every_decision(tmp_path: Path) -> None:
         assert d["inputs"], f"decision {d['kind']} has no inputs"
         assert d["rationale"] and d["rule"], f"decision {d['kind']} has no rationale/rule"
     strategy = next(d for d in decisions if d["kind"] == "deploy.strategy")
+    # issue 3: every rollout step is an slo.assessment on the bundled slo.yaml; the last one is the post-promotion watch
+    steps = [d for d in decisions if d["kind"] == "slo.assessment"]
+    assert steps and all(d["action"] == "continue" for d in steps)
+    assert steps[0]["inputs"]["slo"]["path"].endswith("checkout-service/slo.yaml")
+    assert steps[-1]["inputs"]["phase"] == "watch" and steps[-1]["inputs"]["weight"] == 100
+    assert len(steps[0]["inputs"]["canary_series"]) >= 2 and steps[0]["score"]["assessment"]["outcome"] == "pass"
     assert strategy["action"] in ("canary", "blue-green", "feature-flag")
     assert strategy["verdict"] is None or strategy["verdict"]["allow"] is True
     tests = of_type(run, "tests.completed")[0].data

@@ -26,6 +26,12 @@ its evidence (the figures and the threshold). Thresholds (class attributes, docu
 
 Action ``advise`` when any rule fires, else ``accept``; ``skip`` when the tests failed.
 
+Where the load test runs (issue 8): when a worker process offering ``loadtest`` is live (``pilotage worker``), the
+test is allocated by contract-net (:func:`pilotage.coordination.allocate.allocate_or_run_locally`; the award is a
+``cnet.award`` decision of the coordination agent); with no live worker, or none completing it, it runs here.
+``perf.measured`` says which (``executed_by``: ``local`` or ``worker:<id>``; ``allocation``: task id, decisions,
+rounds, reason).
+
 Learn: one ``MetricSample`` node per endpoint and one for the total (key ``<run_id>/<commit>/<endpoint>``, e.g.
 ``r1/3f2a…/GET /pets``, props = the figures) with ``Commit:<sha> -MEASURED-> MetricSample``.
 """
@@ -36,11 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.agent import Agent, Reasoning, RunSpec
+from pilotage.coordination.allocate import Allocation, allocate_or_run_locally
+from pilotage.coordination.contract_net import ContractNetOptions
+from pilotage.coordination.tasks import load_test_result_from_dict, loadtest_exec_timeout_s, run_load_test_task
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
-from pilotage.perf.locust_runner import LoadTestResult, run_load_test
+from pilotage.perf.locust_runner import LoadTestResult
 from pilotage.perf.stats import EndpointStats
-from pilotage.runtime.base import scratch_instance
 
 __all__ = ["ERROR_RATE_MAX", "P95_HIGH_MS", "TAIL_MIN_MS", "TAIL_RATIO", "PerformanceAgent", "assess"]
 
@@ -183,7 +191,7 @@ class PerformanceAgent(Agent):
                 cause=event,
             )  # fmt: skip
             return
-        result = await self._measure(event, run, commit, Path(str(data.get("head_dir", ""))), data)
+        result, allocation = await self._measure(event, run, commit, Path(str(data.get("head_dir", ""))), data)
         endpoints = [{**e.to_dict(), "endpoint": e.endpoint} for e in result.endpoints]
         inputs = {
             "commit": commit,
@@ -212,6 +220,8 @@ class PerformanceAgent(Agent):
                 "error_rate": round(result.error_rate, 6),
                 "csv_path": str(result.csv_path),
                 "decision_id": decision.id,
+                "executed_by": allocation.where,  # issue 8: "local" or "worker:<id>" (contract-net)
+                "allocation": allocation.to_dict(),
             },
             cause=event,
         )
@@ -242,28 +252,42 @@ class PerformanceAgent(Agent):
 
     async def _measure(
         self, event: CloudEvent, run: RunSpec, commit: str, head_dir: Path, data: dict[str, Any]
-    ) -> LoadTestResult:
-        """Start the head version, run the load test, stop it (always)."""
+    ) -> tuple[LoadTestResult, Allocation]:
+        """Load-test the head version: on a worker by contract-net when one is live, else here (issue 8).
+
+        Either way the version is started, load-tested and stopped by
+        :func:`~pilotage.coordination.tasks.run_load_test_task`; here it runs on this agent's runtime.
+        """
         if not head_dir.is_dir():
             raise InputError(f"run {event.runid}: head_dir {head_dir} is not a folder", hint="regenerate the code")
         spec_path = await self._spec_path(event, data)
         out_dir = run.artifacts_path / "perf" / commit[:12]
         settings = self.ctx.settings
-        async with scratch_instance(
-            self.ctx.runtime,
-            service=run.service,
-            version=f"perf-{commit[:12]}",
-            path=head_dir,
-            data_dir=out_dir,
-            ready_timeout_s=settings.service_ready_timeout_s,
-        ) as instance:
-            return await run_load_test(
-                spec_path,
-                instance.url,
-                out_dir,
-                users=settings.load_test_users,
-                duration_s=settings.load_test_duration_s,
-            )
+        payload = {
+            "service": run.service,
+            "version": f"perf-{commit[:12]}",
+            "head_dir": str(head_dir),
+            "spec_path": str(spec_path),
+            "out_dir": str(out_dir),
+            "users": settings.load_test_users,
+            "duration_s": settings.load_test_duration_s,
+            "ready_timeout_s": settings.service_ready_timeout_s,
+        }
+
+        async def here(task: dict[str, Any]) -> dict[str, Any]:
+            return await run_load_test_task(task, runtime=self.ctx.runtime)
+
+        allocation = await allocate_or_run_locally(
+            self.ctx.bus,
+            "loadtest",
+            payload,
+            here,
+            agent=self,
+            cause=event,
+            options=ContractNetOptions.from_settings(settings),
+            exec_timeout_s=loadtest_exec_timeout_s(settings.load_test_duration_s, settings.service_ready_timeout_s),
+        )
+        return load_test_result_from_dict(allocation.result), allocation
 
     def _learn(self, run: RunSpec, commit: str, result: LoadTestResult) -> None:
         graph = self.ctx.graph

@@ -4,9 +4,10 @@ Terminology follows the Google SRE Workbook (2018): chapter 2 "Implementing SLOs
 service's ``slo.yaml``, :mod:`pilotage.observe.slo`), chapter 5 "Alerting on SLOs" (multiwindow, multi-burn-rate
 alerts) and chapter 16 "Canarying Releases" (canary vs control population over the same window).
 
-Perceive (on ``deploy.step``): the service's SLO (``slo.yaml`` in the change's ``head_dir``, else the documented
-default) and samples of both versions from ``settings.metrics_source_url`` (``scrape:`` each version's
-``/metrics``, or ``prometheus://host:9090`` through PromQL), taken every ``rollout_poll_s`` by
+Perceive (on ``deploy.step``): the service's SLO (:func:`find_slo`: ``slo.yaml`` in the change's ``head_dir``,
+else beside the run's spec, else the documented default) and samples of both versions from
+``settings.metrics_source_url`` (``scrape:`` each version's ``/metrics``, or ``prometheus://host:9090`` through
+PromQL), taken every ``rollout_poll_s`` by
 :func:`pilotage.rollout.observation.observe` for ``analysis_window_s`` seconds — or ``post_promotion_watch_s``
 for the 100 % step, the **post-promotion watch**, where only the burn rates and the binomial test against the SLO
 run (the baseline gets no traffic). Every poll is assessed; the **first Fail ends the step at once** (fast
@@ -42,14 +43,14 @@ from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.observe.judge import JudgeConfig, Outcome, compare_error_counts
 from pilotage.observe.prometheus import Sample, delta, open_source
-from pilotage.observe.slo import default_slo
+from pilotage.observe.slo import SLOSpec, default_slo, load_slo
 from pilotage.rollout.incident import write_incident
 from pilotage.rollout.observation import AnalysisSettings, assess_recorded, observe, recorded_inputs
 from pilotage.runtime.local import route_registry
 from pilotage.runtime.proxy import RouteStats
 from pilotage.runtime.traffic import stop_traffic
 
-__all__ = ["ReliabilityAgent", "assessment_reasoning", "judge"]
+__all__ = ["ReliabilityAgent", "assessment_reasoning", "find_slo", "judge"]
 
 
 def judge(inputs: dict[str, Any]) -> Reasoning:
@@ -145,6 +146,20 @@ def assessment_reasoning(inputs: dict[str, Any]) -> Reasoning:
     else:
         action, why = "continue", f"{found.summary()}; {threshold.rationale}"
     return Reasoning(action=action, rule=rule, score=score, rationale=why)
+
+
+def find_slo(service: str, head_dir: str | None, spec_path: str) -> SLOSpec:
+    """Return the SLO of a rollout (``head_dir/slo.yaml``, else beside the run's spec, else the default).
+
+    The default is :data:`pilotage.observe.slo.DEFAULT_SLO`: 99.9 % availability, 99 % of requests ≤ 500 ms.
+
+    Raises:
+        InputError: a ``slo.yaml`` that exists is malformed (names the file).
+    """
+    for folder in (head_dir, str(Path(spec_path).parent) if spec_path else None):
+        if folder and (Path(folder) / "slo.yaml").is_file():
+            return load_slo(Path(folder) / "slo.yaml", service=service)
+    return default_slo(service)
 
 
 def _proxy_window(before: RouteStats | None, after: RouteStats | None, version: str) -> dict[str, int]:
@@ -249,7 +264,7 @@ class ReliabilityAgent(Agent):
         base_v, canary_v = info["baseline"]["version"], info["canary"]["version"]
         run = await self.run_spec(event)
         code = await self.latest(event.runid, EventType.CODE_GENERATED)
-        slo = default_slo(run.service, (code.data.get("head_dir") if code is not None else None) or None)
+        slo = find_slo(run.service, code.data.get("head_dir") if code is not None else None, run.spec_path)
         analysis = AnalysisSettings(
             JudgeConfig(alpha=settings.judge_alpha, latency_tolerance=settings.judge_latency_tolerance),
             settings.burn_rate_time_scale,

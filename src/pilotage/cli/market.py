@@ -1,0 +1,75 @@
+"""``pilotage market``: credit balances, recent auctions and the earning table (from the event log)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+
+from pilotage.cli import JsonOpt, app, cli_settings, console
+
+__all__ = ["market"]
+
+
+async def _ledger(url: str) -> Any:
+    from pilotage.coordination.market import Ledger
+    from pilotage.registry import backend_class
+
+    bus = backend_class("bus", url)(url)
+    async with bus:
+        return await Ledger.load(bus)
+
+
+def market_report(ledger: Any, limit: int) -> dict[str, Any]:
+    """Return ``{balances: [{agent, earned, paid, balance}], auctions: [...], earnings: [...]}`` for ``ledger``."""
+    from pilotage.coordination.market import EARNINGS
+
+    agents = sorted(set(ledger.earned) | set(ledger.paid))
+    return {
+        "balances": [
+            {"agent": a, "earned": ledger.earned.get(a, 0), "paid": ledger.paid.get(a, 0), "balance": ledger.balance(a)}
+            for a in agents
+        ],
+        "auctions": ledger.auctions[-limit:] if limit > 0 else [],
+        "earnings": [
+            {"event_type": r.event_type, "agent": r.agent_key or r.agent, "credits": r.credits, "outcome": r.outcome}
+            for r in EARNINGS
+        ],
+    }
+
+
+@app.command()
+def market(
+    limit: Annotated[int, typer.Option(help="How many of the newest auctions to show.")] = 10,
+    bus: Annotated[str | None, typer.Option("--bus", help="Bus URL (default: the bus_url setting).")] = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Show every agent's credit balance, the newest auctions and how credits are earned."""
+    from pilotage.cli.events import _event_log_exists
+
+    settings = cli_settings()
+    if bus is not None:
+        settings = settings.model_copy(update={"bus_url": bus})
+    _event_log_exists(settings)
+    report = market_report(asyncio.run(_ledger(settings.bus_url)), limit)
+    if json_mode:
+        console.print_json(json.dumps(report))
+        return
+    console.print("[bold]Balances[/] (credits: earned by outcomes, paid in auctions)")
+    if not report["balances"]:
+        console.print("  nobody has earned credits yet")
+    for row in report["balances"]:
+        console.print(f"  {row['agent']:<24} {row['balance']:>6}   earned {row['earned']:>5}  paid {row['paid']:>5}")
+    console.print(f"[bold]Recent auctions[/] ({len(report['auctions'])} shown)")
+    for auction in report["auctions"]:
+        winners = ", ".join(f"{w['agent']} pays {w['price']} ({w['via']})" for w in auction.get("winners") or [])
+        console.print(
+            f"  {str(auction.get('auction_id'))[:12]} {auction.get('resource')} x{auction.get('units')}: "
+            f"{winners or 'no sale'}; lost: {', '.join(auction.get('losers') or []) or '-'} "
+            f"(decision {auction.get('decision_id')})"
+        )
+    console.print("[bold]Earning table[/]")
+    for rule in report["earnings"]:
+        console.print(f"  {rule['credits']:>3}  {rule['agent']:<12} {rule['event_type']}: {rule['outcome']}")

@@ -1,0 +1,106 @@
+"""``pilotage worker``: a worker process that bids on contract-net tasks it can do and runs them.
+
+It hosts ``--members`` workers (default 1) behind one set of subscriptions (a group leader, see
+:mod:`pilotage.coordination.worker`), announces itself with ``worker.heartbeat`` events, bids on calls for
+proposals for its capabilities (cost = (queue length + 1) × estimated duration), runs the tasks it wins and
+reports ``done``/``failure``. SIGTERM or Ctrl-C stops it cleanly (``worker.stopped``; running tasks are cancelled
+and their managers re-announce them).
+
+Errors: an unknown capability is an input error (exit 2, the known ones listed); an unknown bus URL scheme is a
+configuration error (exit 3); a bus that cannot be reached or opened is a backend error (exit 5, the URL named
+with its password hidden).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from pilotage.cli import JsonOpt, app, cli_settings, console
+
+__all__ = ["worker"]
+
+
+def _reporter(json_mode: bool) -> Any:
+    def report(what: str, data: dict[str, Any]) -> None:
+        if json_mode:
+            sys.stdout.write(json.dumps({"event": what, **data}) + "\n")
+            sys.stdout.flush()
+            return
+        extra = f" in {data['duration_s']} s" if "duration_s" in data else ""
+        error = f": {data['error']}" if data.get("error") else ""
+        console.print(f"{what:<9} task {str(data.get('task_id'))[:12]} round {data.get('round')} "
+                      f"by {data.get('worker')}{extra}{error}")  # fmt: skip
+
+    return report
+
+
+async def _work(url: str, capabilities: list[str], host_id: str, members: int, group: str, json_mode: bool) -> None:
+    from pilotage.bus.base import redact_url
+    from pilotage.coordination.tasks import resolve_capabilities
+    from pilotage.coordination.worker import WorkerHost
+    from pilotage.registry import backend_class
+
+    resolved = resolve_capabilities(capabilities)
+    bus = backend_class("bus", url)(url)
+    settings = cli_settings()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await bus.open()
+        host = WorkerHost(
+            bus,
+            host_id,
+            resolved,
+            members=members,
+            heartbeat_s=settings.cnet_heartbeat_s,
+            group=group,
+            on_report=_reporter(json_mode),
+        )
+        await host.start()
+        ready = {"worker": host_id, "pid": os.getpid(), "capabilities": sorted(resolved), "members": members,
+                 "group": group, "bus": redact_url(url)}  # fmt: skip
+        if json_mode:
+            sys.stdout.write(json.dumps({"event": "ready", **ready}) + "\n")
+            sys.stdout.flush()
+        else:
+            console.print(
+                f"[bold]Pilotage worker[/] {host_id} (pid {os.getpid()}) · {', '.join(sorted(resolved))} · "
+                f"{members} member(s) · bus {redact_url(url)} · Ctrl-C stops"
+            )
+        try:
+            await stop.wait()
+        finally:
+            await host.stop()
+    finally:
+        await bus.close()
+
+
+@app.command()
+def worker(
+    capabilities: Annotated[
+        str, typer.Option("--capabilities", help="Comma-separated capabilities: tests, loadtest, echo.")
+    ],
+    bus: Annotated[str | None, typer.Option("--bus", help="Bus URL (default: the bus_url setting).")] = None,
+    worker_id: Annotated[str | None, typer.Option("--id", help="Worker id (default: HOSTNAME-PID).")] = None,
+    members: Annotated[int, typer.Option(min=1, help="Workers hosted by this process (one group).")] = 1,
+    group: Annotated[str, typer.Option(help="Group label reported in heartbeats (e.g. a service name).")] = "",
+    json_mode: JsonOpt = False,
+) -> None:
+    """Bid on contract-net tasks for the given capabilities and run the ones won, until Ctrl-C."""
+    from pilotage.coordination.tasks import resolve_capabilities
+
+    names = capabilities.split(",")
+    resolve_capabilities(names)  # an unknown capability fails before anything connects
+    url = bus or cli_settings().bus_url
+    host_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    asyncio.run(_work(url, names, host_id, members, group, json_mode))
