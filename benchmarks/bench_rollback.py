@@ -34,6 +34,7 @@ from pilotage.runtime.base import Instance, Route
 from pilotage.runtime.faults import FaultSpec, set_faults
 from pilotage.runtime.local import LocalRuntime
 from pilotage.runtime.traffic import start_traffic, stop_traffic
+from pilotage.settings import Settings
 
 TINY = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tiny_service"
 
@@ -106,7 +107,7 @@ async def main(args: argparse.Namespace) -> int:
             poll_s=args.poll,
             watch_s=0.0,
             standby_s=3600.0,
-            inconclusive_grace_s=2.0,
+            inconclusive_grace_s=args.grace,
             stop_canary_on_rollback=False,
         )
         ab_config = RolloutConfig(pause_s=4.0 + args.detect_within, **common)  # type: ignore[arg-type]
@@ -135,7 +136,7 @@ async def main(args: argparse.Namespace) -> int:
     print("configuration:")
     print(
         f"  local runtime, tiny_service ×2 (processes reused), synthetic traffic {args.rps} rps, canary weight "
-        f"{args.weight}%, poll every {args.poll} s"
+        f"{args.weight}%, poll every {args.poll} s, Inconclusive grace {args.grace} s"
     )
     print(
         "  SLO: default (availability 99.9 %, latency 99 % ≤ 500 ms); burn-rate rules 14.4×(5 s & 0.42 s), "
@@ -173,6 +174,12 @@ if __name__ == "__main__":
     parser.add_argument("--error-rate", type=float, default=0.05, help="injected error rate (default 0.05)")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between samples (default 0.5)")
     parser.add_argument("--detect-within", type=float, default=15.0, help="analysis seconds after the fault")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=Settings().rollout_inconclusive_grace_s,
+        help="extra analysis seconds of an Inconclusive step before it rolls back (default: the product setting)",
+    )
     parser.add_argument("--aa-seconds", type=float, default=5.0, help="analysis seconds of an A/A trial")
     parser.add_argument("--seed", type=int, default=3)
     sys.exit(asyncio.run(main(parser.parse_args())))
