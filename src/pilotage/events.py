@@ -79,6 +79,7 @@ class EventType:
     MARKET_AUCTION_OPENED = "dev.pilotage.market.auction_opened"
     MARKET_BID = "dev.pilotage.market.bid"
     MARKET_AUCTION_CLOSED = "dev.pilotage.market.auction_closed"
+    MARKET_RELEASED = "dev.pilotage.market.released"
 
 
 def matches(pattern: str, event_type: str) -> bool:

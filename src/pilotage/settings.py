@@ -50,6 +50,11 @@ class Settings(BaseModel):
             task runs in-process.
         market_min_share_after: 3 — an agent that lost this many auctions for a resource in a row wins the next
             one at price 0 (minimum share: nothing starves).
+        market_auction_window_s: 0.25 — most seconds an auction of the load-test slot waits for a bidder it
+            expects (the previous auction's losers) that has not bid; a lone requester never waits (its bid is in
+            before the auction opens, so the auction closes at once).
+        market_bid_fraction: 0.5 — the performance agent bids ``floor(balance × fraction)`` credits of its
+            service's account for the load-test slot (richer services bid more; one auction never empties one).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -100,6 +105,8 @@ class Settings(BaseModel):
     cnet_heartbeat_s: float = Field(1.0, gt=0)
     cnet_max_rounds: int = Field(3, ge=1)
     market_min_share_after: int = Field(3, ge=1)
+    market_auction_window_s: float = Field(0.25, gt=0)
+    market_bid_fraction: float = Field(0.5, ge=0, le=1)
 
     idle_after_s: float = Field(7200.0, gt=0)
     instance_size: str = "small"

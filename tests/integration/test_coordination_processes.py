@@ -193,9 +193,17 @@ def test_the_performance_agent_hands_its_load_test_to_a_worker_process(tmp_path:
     assert measured["executed_by"] == "worker:lt-1/0" and measured["allocation"]["rounds"] == 1
     assert measured["total"]["requests"] > 0 and measured["users"] == 3
     kinds = [(d["agent"], d["kind"]) for d in out["decisions"]]
-    assert kinds == [("coordination", "cnet.award"), ("performance", "perf.assessment")]
-    assert out["decisions"][0]["id"] == measured["allocation"]["decision_ids"][0]
-    assert out["decisions"][0]["cause_event_id"] and out["decisions"][0]["run_id"] == "r9"
+    # the load-test slot is auctioned first (a lone bidder wins at once), then the test is allocated to the worker
+    assert kinds == [
+        ("performance", "perf.slot_bid"),
+        ("coordination", "market.auction"),
+        ("coordination", "cnet.award"),
+        ("performance", "perf.assessment"),
+    ]
+    award = out["decisions"][2]
+    assert award["id"] == measured["allocation"]["decision_ids"][0]
+    assert award["cause_event_id"] and award["run_id"] == "r9"
+    assert measured["slot"]["price"] == 0 and measured["slot"]["decision_id"] == out["decisions"][1]["id"]
 
 
 def test_worker_cli_errors_name_the_capability_and_the_bus(tmp_path: Path) -> None:

@@ -32,18 +32,28 @@ test is allocated by contract-net (:func:`pilotage.coordination.allocate.allocat
 ``perf.measured`` says which (``executed_by``: ``local`` or ``worker:<id>``; ``allocation``: task id, decisions,
 rounds, reason).
 
+The load-test slot (issue 8): the machine runs one load test at a time. Before measuring, the agent holds the
+``loadtest-slot`` resource (:class:`pilotage.coordination.slot.SlotArbiter`), bidding as its service's account
+``performance/<service>`` for the request ``<run id>/<commit12>``. Each bid is a ``perf.slot_bid`` decision
+(rule: ``floor(balance × market_bid_fraction)``, pure, so replay recomputes it); contending runs (``pilotage serve``
+handling several, or several control planes on one bus) are ordered by sealed-bid second-price auctions
+(``market.auction`` decisions of the coordination agent); a lone run wins its auction at once. ``perf.measured``
+carries the grant (``slot``: auction, decision, price, auctions taken part in, seconds waited).
+
 Learn: one ``MetricSample`` node per endpoint and one for the total (key ``<run_id>/<commit>/<endpoint>``, e.g.
 ``r1/3f2a…/GET /pets``, props = the figures) with ``Commit:<sha> -MEASURED-> MetricSample``.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 from pilotage.agent import Agent, Reasoning, RunSpec
 from pilotage.coordination.allocate import Allocation, allocate_or_run_locally
 from pilotage.coordination.contract_net import ContractNetOptions
+from pilotage.coordination.slot import LOADTEST_SLOT, SlotArbiter, SlotGrant, bid_amount, slot_bidder
 from pilotage.coordination.tasks import load_test_result_from_dict, loadtest_exec_timeout_s, run_load_test_task
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
@@ -142,7 +152,20 @@ class PerformanceAgent(Agent):
     tail_min_ms: float = TAIL_MIN_MS
 
     def reason(self, kind: str, inputs: dict[str, Any]) -> Reasoning:
-        """``perf.assessment``: ``skip`` without passing tests, ``advise`` if :func:`assess` fires, else ``accept``."""
+        """``perf.assessment``: ``skip`` without passing tests, ``advise`` if :func:`assess` fires, else ``accept``.
+
+        ``perf.slot_bid``: action ``bid`` with score ``{"amount"}`` = :func:`~pilotage.coordination.slot.bid_amount`
+        of the recorded balance and fraction.
+        """
+        if kind == "perf.slot_bid":
+            amount = bid_amount(int(inputs.get("balance", 0)), float(inputs.get("fraction", 0.0)))
+            return Reasoning(
+                "bid",
+                "bid floor(balance x market_bid_fraction) credits of the service's account for the load-test slot",
+                {"amount": amount},
+                f"{inputs.get('bidder')} has {inputs.get('balance', 0)} credits: bids {amount} in auction "
+                f"{inputs.get('auction_id')} for {inputs.get('resource')}.",
+            )
         if kind != "perf.assessment":
             return super().reason(kind, inputs)
         if inputs.get("skipped"):
@@ -191,7 +214,8 @@ class PerformanceAgent(Agent):
                 cause=event,
             )  # fmt: skip
             return
-        result, allocation = await self._measure(event, run, commit, Path(str(data.get("head_dir", ""))), data)
+        async with self._slot(event, run, commit) as grant:
+            result, allocation = await self._measure(event, run, commit, Path(str(data.get("head_dir", ""))), data)
         endpoints = [{**e.to_dict(), "endpoint": e.endpoint} for e in result.endpoints]
         inputs = {
             "commit": commit,
@@ -222,6 +246,7 @@ class PerformanceAgent(Agent):
                 "decision_id": decision.id,
                 "executed_by": allocation.where,  # issue 8: "local" or "worker:<id>" (contract-net)
                 "allocation": allocation.to_dict(),
+                "slot": grant.to_dict(),  # issue 8: the load-test slot's auction
             },
             cause=event,
         )
@@ -241,6 +266,28 @@ class PerformanceAgent(Agent):
             f"tests did not pass: {st.get('server_errors', '?')} server errors, "
             f"{unit.get('failed', '?')} unit tests failed, {unit.get('errors', '?')} errored"
         )
+
+    def _slot(self, event: CloudEvent, run: RunSpec, commit: str) -> AbstractAsyncContextManager[SlotGrant]:
+        """Return the context that holds the machine's load-test slot for this run's commit (won by auction)."""
+        settings = self.ctx.settings
+        arbiter = SlotArbiter(
+            self.ctx.bus,
+            LOADTEST_SLOT,
+            window_s=settings.market_auction_window_s,
+            min_share_after=settings.market_min_share_after,
+            run_id=event.runid,
+            cause_event_id=event.id,
+        )
+        bidder = slot_bidder(run.service)
+
+        async def bid(balance: int, auction_id: str) -> int:
+            inputs = {"bidder": bidder, "resource": LOADTEST_SLOT, "auction_id": auction_id, "balance": balance,
+                      "fraction": settings.market_bid_fraction}  # fmt: skip
+            decision = await self.decide("perf.slot_bid", inputs, cause=event)
+            return int((decision.score or {}).get("amount", 0))
+
+        hold_s = 2 * loadtest_exec_timeout_s(settings.load_test_duration_s, settings.service_ready_timeout_s)
+        return arbiter.hold(bidder, f"{event.runid}/{commit[:12]}", bid, hold_s=hold_s)
 
     async def _spec_path(self, event: CloudEvent, data: dict[str, Any]) -> Path:
         if data.get("spec_path"):

@@ -1,4 +1,8 @@
-"""``pilotage market``: credit balances, recent auctions and the earning table (from the event log)."""
+"""``pilotage market``: credit balances, the load-test slot, recent auctions and the earning table (from the log).
+
+Bidder accounts of the load-test slot are per service (``performance/<service>``, docs/architecture.md
+"Coordination"); they are listed once they earned, paid or bid, with a zero balance when they have nothing.
+"""
 
 from __future__ import annotations
 
@@ -13,25 +17,42 @@ from pilotage.cli import JsonOpt, app, cli_settings, console
 __all__ = ["market"]
 
 
-async def _ledger(url: str) -> Any:
+async def _ledger(url: str) -> tuple[Any, Any]:
     from pilotage.coordination.market import Ledger
+    from pilotage.coordination.slot import LOADTEST_SLOT, SlotView
     from pilotage.registry import backend_class
 
     bus = backend_class("bus", url)(url)
     async with bus:
-        return await Ledger.load(bus)
+        return await Ledger.load(bus), await SlotView(bus, LOADTEST_SLOT).refresh()
 
 
-def market_report(ledger: Any, limit: int) -> dict[str, Any]:
-    """Return ``{balances: [{agent, earned, paid, balance}], auctions: [...], earnings: [...]}`` for ``ledger``."""
+def slot_report(view: Any) -> dict[str, Any]:
+    """Return ``{resource, holder: {agent, request, price, via, auction_id, since} | None, waiting, auctions}``."""
+    return {
+        "resource": view.resource,
+        "holder": view.holder(),
+        "waiting": view.waiting(),
+        "auctions": view.newest_opened,
+    }
+
+
+def market_report(ledger: Any, limit: int, view: Any = None) -> dict[str, Any]:
+    """Return ``{balances: [{agent, earned, paid, balance}], slot, auctions: [...], earnings: [...]}``.
+
+    ``slot`` is :func:`slot_report` of ``view`` (the load-test slot), or None without a view.
+    """
     from pilotage.coordination.market import EARNINGS
 
-    agents = sorted(set(ledger.earned) | set(ledger.paid))
+    bidders = {str(w.get("agent")) for a in ledger.auctions for w in a.get("winners") or []}
+    bidders |= {str(name) for a in ledger.auctions for name in a.get("losers") or []}
+    agents = sorted(set(ledger.earned) | set(ledger.paid) | bidders)
     return {
         "balances": [
             {"agent": a, "earned": ledger.earned.get(a, 0), "paid": ledger.paid.get(a, 0), "balance": ledger.balance(a)}
             for a in agents
         ],
+        "slot": slot_report(view) if view is not None else None,
         "auctions": ledger.auctions[-limit:] if limit > 0 else [],
         "earnings": [
             {"event_type": r.event_type, "agent": r.agent_key or r.agent, "credits": r.credits, "outcome": r.outcome}
@@ -46,14 +67,15 @@ def market(
     bus: Annotated[str | None, typer.Option("--bus", help="Bus URL (default: the bus_url setting).")] = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Show every agent's credit balance, the newest auctions and how credits are earned."""
+    """Show every account's credits, who holds the load-test slot, the newest auctions and how credits are earned."""
     from pilotage.cli.events import _event_log_exists
 
     settings = cli_settings()
     if bus is not None:
         settings = settings.model_copy(update={"bus_url": bus})
     _event_log_exists(settings)
-    report = market_report(asyncio.run(_ledger(settings.bus_url)), limit)
+    ledger, view = asyncio.run(_ledger(settings.bus_url))
+    report = market_report(ledger, limit, view)
     if json_mode:
         console.print_json(json.dumps(report))
         return
@@ -62,9 +84,19 @@ def market(
         console.print("  nobody has earned credits yet")
     for row in report["balances"]:
         console.print(f"  {row['agent']:<24} {row['balance']:>6}   earned {row['earned']:>5}  paid {row['paid']:>5}")
+    slot = report["slot"]
+    holder = slot["holder"]
+    held = f"held by {holder['agent']} for {holder.get('request', '?')}" if holder else "free"
+    console.print(
+        f"[bold]Load-test slot[/] ({slot['resource']}): {held}; waiting: {', '.join(slot['waiting']) or '-'}; "
+        f"{slot['auctions']} auction(s) so far"
+    )
     console.print(f"[bold]Recent auctions[/] ({len(report['auctions'])} shown)")
     for auction in report["auctions"]:
-        winners = ", ".join(f"{w['agent']} pays {w['price']} ({w['via']})" for w in auction.get("winners") or [])
+        winners = ", ".join(
+            f"{w['agent']}{' for ' + w['request'] if w.get('request') else ''} pays {w['price']} ({w['via']})"
+            for w in auction.get("winners") or []
+        )
         console.print(
             f"  {str(auction.get('auction_id'))[:12]} {auction.get('resource')} x{auction.get('units')}: "
             f"{winners or 'no sale'}; lost: {', '.join(auction.get('losers') or []) or '-'} "

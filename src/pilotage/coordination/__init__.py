@@ -5,7 +5,8 @@
 - :mod:`~pilotage.coordination.worker`: worker hosts (group leaders) and their members;
 - :mod:`~pilotage.coordination.tasks`: the capabilities a worker offers (``loadtest``, ``tests``, ``echo``);
 - :mod:`~pilotage.coordination.allocate`: :func:`allocate_or_run_locally` for agents, the coordination agent;
-- :mod:`~pilotage.coordination.market`: credit ledger from the log, sealed-bid second-price auctions.
+- :mod:`~pilotage.coordination.market`: credit ledger from the log, sealed-bid second-price auctions;
+- :mod:`~pilotage.coordination.slot`: the machine's load-test slot held by auction (the performance agent uses it).
 
 Design and scaling: ``docs/architecture.md`` ("Coordination").
 """
@@ -22,9 +23,11 @@ from pilotage.coordination.contract_net import (
 )
 from pilotage.coordination.market import Auctioneer, Ledger, auction_reasoning, place_bid
 from pilotage.coordination.messages import award_reasoning
+from pilotage.coordination.slot import LOADTEST_SLOT, SlotArbiter, SlotGrant
 from pilotage.coordination.worker import Capability, WorkerHost
 
 __all__ = [
+    "LOADTEST_SLOT",
     "Allocation",
     "Auctioneer",
     "Capability",
@@ -32,6 +35,8 @@ __all__ = [
     "ContractNetOptions",
     "CoordinationAgent",
     "Ledger",
+    "SlotArbiter",
+    "SlotGrant",
     "TaskOutcome",
     "TaskState",
     "WorkerDirectory",

@@ -13,6 +13,9 @@ outcome event                   earned by           credits why
 ``deploy.rolled_back``          reliability         10      a rollback that stopped an SLO breach (it follows one)
 ``tests.completed`` (failed)    testing             8       a test run that caught a regression before rollout
 ``perf.advice``                 performance         3       a load-test finding with its evidence
+``deploy.promoted``             performance/<svc>   5       the service's change reached 100 % healthy: its next
+                                                            load test gets priority (the load-test slot's bidder,
+                                                            :mod:`pilotage.coordination.slot`)
 ``env.scaled_down``             cost                2       an idle environment scaled to zero
 ``cnet.done``                   the worker          1       a contract-net task done
 =============================== =================== ======= ==========================================================
@@ -81,10 +84,19 @@ class EarningRule:
     outcome: str
     applies: Callable[[dict[str, Any]], bool] = lambda data: True
     agent_key: str = ""
+    per_subject: bool = False
 
-    def earner(self, data: dict[str, Any]) -> str:
-        """Return who earns: ``data[agent_key]`` when set (the worker of a ``cnet.done``), else ``agent``."""
-        return str(data.get(self.agent_key) or self.agent) if self.agent_key else self.agent
+    def earner(self, data: dict[str, Any], subject: str | None = None) -> str:
+        """Return who earns.
+
+        ``data[agent_key]`` when set (the worker of a ``cnet.done``); ``<agent>/<subject>`` for a per-service
+        account (``performance/checkout``); else ``agent``.
+        """
+        if self.agent_key:
+            return str(data.get(self.agent_key) or self.agent)
+        if self.per_subject:
+            return f"{self.agent}/{subject or 'unknown'}"
+        return self.agent
 
 
 EARNINGS: tuple[EarningRule, ...] = (
@@ -98,10 +110,19 @@ EARNINGS: tuple[EarningRule, ...] = (
         lambda d: d.get("passed") is False,
     ),
     EarningRule(EventType.PERF_ADVICE, "performance", 3, "a load-test finding with its evidence"),
+    EarningRule(
+        EventType.DEPLOY_PROMOTED,
+        "performance",
+        5,
+        "the service's change reached 100 % healthy: priority for its next load test",
+        per_subject=True,
+    ),
     EarningRule(EventType.ENV_SCALED_DOWN, "cost", 2, "an idle environment scaled to zero"),
     EarningRule(EventType.CNET_DONE, "worker", 1, "a contract-net task done", agent_key="worker"),
 )
-_RULES = {rule.event_type: rule for rule in EARNINGS}
+_RULES: dict[str, list[EarningRule]] = {}
+for _rule in EARNINGS:
+    _RULES.setdefault(_rule.event_type, []).append(_rule)
 
 
 @dataclass
@@ -137,9 +158,10 @@ class Ledger:
     def apply(self, offset: int, event: CloudEvent) -> None:
         """Fold one event into the ledger (events of other types are ignored)."""
         data = event.data if isinstance(event.data, dict) else {}
-        rule = _RULES.get(event.type)
-        if rule is not None and rule.applies(data):
-            agent = rule.earner(data)
+        for rule in _RULES.get(event.type, ()):
+            if not rule.applies(data) or (rule.per_subject and not event.subject):
+                continue  # a per-service account needs the service (the event's subject)
+            agent = rule.earner(data, event.subject)
             self.earned[agent] = self.earned.get(agent, 0) + rule.credits
             self.entries.append(
                 {
@@ -150,7 +172,7 @@ class Ledger:
                     "event_id": event.id,
                 }
             )
-        elif event.type == EventType.MARKET_AUCTION_CLOSED:
+        if event.type == EventType.MARKET_AUCTION_CLOSED:
             self._close(offset, event.id, data)
 
     def _close(self, offset: int, event_id: str, data: dict[str, Any]) -> None:
@@ -195,15 +217,19 @@ def _rank(bid: dict[str, Any], waits: dict[str, int]) -> tuple[int, int, str]:
     return (-int(bid["effective"]), -waits.get(str(bid["agent"]), 0), str(bid["agent"]))
 
 
+def _request(bid: dict[str, Any]) -> dict[str, Any]:
+    return {"request": bid["request"]} if bid.get("request") else {}
+
+
 def auction_reasoning(inputs: dict[str, Any]) -> Reasoning:
     """Allocate the units of one sealed-bid auction from its recorded inputs (pure, deterministic).
 
     Args:
-        inputs: ``{"auction_id", "resource", "units", "min_share_after", "bids": [{"agent", "amount"}],
+        inputs: ``{"auction_id", "resource", "units", "min_share_after", "bids": [{"agent", "amount", "request"?}],
             "balances": {agent: credits}, "waits": {agent: auctions lost in a row}, "invalid", "duplicates"}``.
 
     Returns:
-        action ``allocate`` with score ``{"winners": [{"agent", "price", "via"}], "losers": [agent],
+        action ``allocate`` with score ``{"winners": [{"agent", "price", "via", "request"?}], "losers": [agent],
         "rejected": [{"agent", "amount", "balance"}]}``, or ``no_sale`` when nobody bid.
     """
     units = max(int(inputs.get("units", 1)), 0)
@@ -218,7 +244,7 @@ def auction_reasoning(inputs: dict[str, Any]) -> Reasoning:
         if amount > balances.get(agent, 0):
             rejected.append({"agent": agent, "amount": amount, "balance": balances.get(agent, 0)})
             effective = 0
-        bids.append({"agent": agent, "effective": effective})
+        bids.append({"agent": agent, "effective": effective, **_request(bid)})
     if not bids:
         return Reasoning("no_sale", AUCTION_RULE, {"winners": [], "losers": [], "rejected": []},
                          f"No bid for {inputs.get('resource')} in auction {inputs.get('auction_id')}.")  # fmt: skip
@@ -226,12 +252,12 @@ def auction_reasoning(inputs: dict[str, Any]) -> Reasoning:
         (b for b in bids if waits.get(b["agent"], 0) >= min_share_after),
         key=lambda b: (-waits[b["agent"]], str(b["agent"])),
     )[:units]
-    winners = [{"agent": b["agent"], "price": 0, "via": "minimum share"} for b in starving]
+    winners = [{"agent": b["agent"], "price": 0, "via": "minimum share", **_request(b)} for b in starving]
     rest = sorted((b for b in bids if b not in starving), key=lambda b: _rank(b, waits))
     open_units = units - len(winners)
     top, losing = rest[:open_units], rest[open_units:]
     price = int(losing[0]["effective"]) if losing else 0
-    winners += [{"agent": b["agent"], "price": price, "via": "second price"} for b in top]
+    winners += [{"agent": b["agent"], "price": price, "via": "second price", **_request(b)} for b in top]
     won = {w["agent"] for w in winners}
     losers = sorted(b["agent"] for b in bids if b["agent"] not in won)
     described = ", ".join(f"{w['agent']} pays {w['price']} ({w['via']})" for w in winners) or "nobody"
@@ -242,10 +268,14 @@ def auction_reasoning(inputs: dict[str, Any]) -> Reasoning:
     return Reasoning("allocate", AUCTION_RULE, {"winners": winners, "losers": losers, "rejected": rejected}, rationale)
 
 
-async def place_bid(bus: Bus, auction_id: str, agent: str, amount: int, *, ledger: Ledger | None = None) -> CloudEvent:
+async def place_bid(
+    bus: Bus, auction_id: str, agent: str, amount: int, *, ledger: Ledger | None = None, request: str = ""
+) -> CloudEvent:
     """Publish ``agent``'s sealed bid of ``amount`` credits in ``auction_id``; return the bid event.
 
-    The bid is checked against the agent's balance now (the auctioneer checks again at the close).
+    The bid is checked against the agent's balance now (the auctioneer checks again at the close). ``request``
+    names what the bid is for when one account may bid for several requests (the load-test slot: ``<run>/<sha>``);
+    the bid's id is derived from auction, agent and request, so a re-sent bid is logged once.
 
     Raises:
         InputError: ``amount`` is negative or more than the agent's balance (the message gives the balance).
@@ -261,11 +291,12 @@ async def place_bid(bus: Bus, auction_id: str, agent: str, amount: int, *, ledge
             balance=balance,
         )
     event = CloudEvent(
-        id=coordination_id(auction_id, "bid", agent),
+        id=coordination_id(auction_id, "bid", agent, *([request] if request else [])),
         type=EventType.MARKET_BID,
         source=f"/pilotage/agents/{agent}",
-        data={"auction_id": auction_id, "agent": agent, "amount": amount, "sent_at": time.time()},
-    )
+        data={"auction_id": auction_id, "agent": agent, "amount": amount, "sent_at": time.time(),
+              **({"request": request} if request else {})},
+    )  # fmt: skip
     await bus.publish(event)
     return event
 
@@ -296,12 +327,32 @@ class Auctioneer:
         window_s: float = 1.0,
         expected: set[str] | None = None,
         auction_id: str | None = None,
+        bids_since: int | None = None,
+        extra: dict[str, Any] | None = None,
+        run_id: str = "",
+        cause_event_id: str = "",
     ) -> dict[str, Any]:
         """Open an auction, collect bids for ``window_s`` (or until every ``expected`` bidder bid), close it.
 
+        Several processes may run the same ``auction_id`` at once: the opened event, the decision and the close
+        have ids derived from it, so the log holds one of each and every caller returns the recorded close.
+
+        Args:
+            resource: what is sold.
+            units: how many identical units.
+            window_s: seconds from the opening to the close at the latest.
+            expected: bidder names whose bids close the auction early once all are in.
+            auction_id: the auction's id (default: a new uuid).
+            bids_since: offset from which bids count (default: after the opened event); bids placed before
+                the opening (the load-test slot's pending auction) are read from there.
+            extra: more fields for the opened and closed events (``seq``, ``hold_s`` of the load-test slot).
+            run_id: run recorded on the decision and the close ("" outside a run).
+            cause_event_id: event recorded as the decision's cause (``pilotage explain`` shows it).
+
         Returns:
             The ``market.auction_closed`` data: ``auction_id``, ``resource``, ``units``, ``winners``
-            [{agent, price, via}], ``losers``, ``rejected``, ``action``, ``decision_id``.
+            [{agent, price, via, request?}], ``losers``, ``rejected``, ``action``, ``decision_id``, ``bids``,
+            ``closed_at`` and ``extra``.
         """
         auction_id = auction_id or str(uuid.uuid4())
         opened = CloudEvent(
@@ -309,12 +360,13 @@ class Auctioneer:
             type=EventType.MARKET_AUCTION_OPENED,
             source=self.source,
             data={"auction_id": auction_id, "resource": resource, "units": units,
-                  "closes_at": round(time.time() + window_s, 6)},
+                  "closes_at": round(time.time() + window_s, 6), **(extra or {})},
         )  # fmt: skip
         offset = await self.bus.publish(opened)
         stored = await self.bus.read(offset, 1)
         closes_at = float(stored[0].event.data["closes_at"]) if stored else time.time()
-        bids, invalid, duplicates = await self._collect(auction_id, offset, closes_at, expected or set())
+        start = offset + 1 if bids_since is None else bids_since
+        bids, invalid, duplicates = await self._collect(auction_id, start, closes_at, expected or set())
         ledger = await Ledger.load(self.bus)
         bidders = [b["agent"] for b in bids]
         inputs = {
@@ -335,26 +387,32 @@ class Auctioneer:
             inputs=inputs,
             reasoning=auction_reasoning(inputs),
             source=self.source,
+            run_id=run_id,
+            cause_event_id=cause_event_id,
         )
         closed = {"auction_id": auction_id, "resource": resource, "units": units, "action": decision.action,
-                  **decision.score, "decision_id": decision.id}  # fmt: skip
-        await self.bus.publish(
+                  **decision.score, "decision_id": decision.id, "bids": len(decision.inputs.get("bids") or []),
+                  "closed_at": round(time.time(), 6), **(extra or {})}  # fmt: skip
+        offset = await self.bus.publish(
             CloudEvent(
                 id=coordination_id(auction_id, "closed"),
                 type=EventType.MARKET_AUCTION_CLOSED,
                 source=self.source,
+                runid=run_id,
                 data=closed,
             )
         )
+        stored = await self.bus.read(offset, 1)  # another process may have closed it first: return its close
+        if stored and stored[0].event.id == coordination_id(auction_id, "closed"):
+            return dict(stored[0].event.data)
         return closed
 
     async def _collect(
-        self, auction_id: str, after: int, closes_at: float, expected: set[str]
+        self, auction_id: str, position: int, closes_at: float, expected: set[str]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         bids: dict[str, dict[str, Any]] = {}
         invalid: list[dict[str, Any]] = []
         duplicates: list[dict[str, Any]] = []
-        position = after + 1
         while True:
             for record in await self.bus.read(position, 10_000, pattern=EventType.MARKET_BID):
                 position = record.offset + 1
@@ -369,6 +427,8 @@ class Auctioneer:
                     duplicates.append({"event_id": record.event.id, "agent": agent, "amount": amount})
                 else:
                     bids[agent] = {"agent": agent, "amount": amount, "event_id": record.event.id}
+                    if data.get("request"):
+                        bids[agent]["request"] = str(data["request"])
             now = time.time()
             if now >= closes_at or (expected and expected <= set(bids)):
                 return list(bids.values()), invalid, duplicates
