@@ -146,6 +146,7 @@ def test_tests_the_graph_says_are_affected_run_first(tmp_path: Path) -> None:
         assert done.data["passed"] is True and done.data["unit"]["passed"] == 5  # the unaffected test ran too
         cases = ET.parse(done.data["unit"]["junit_path"]).getroot().iter("testcase")
         ran = [f"{c.get('classname', '').replace('.', '/')}.py::{c.get('name')}" for c in cases]
+        ran = [nodeid for nodeid in ran if "test_pilotage_" not in nodeid]  # issue 5: generated tests run too
         assert ran == [*affected, "tests/test_aa_plain.py::test_plain"]  # collected first, run last
 
     _run(tmp_path, scenario)

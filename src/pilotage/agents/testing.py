@@ -47,21 +47,22 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.agent import Agent, Reasoning, RunSpec
-from pilotage.errors import InputError
+from pilotage.errors import BackendError, InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.graph.base import Graph
 from pilotage.graph.impact import impact_of_files, pytest_node_ids
 from pilotage.policy.base import Verdict
 from pilotage.runtime.base import scratch_instance
-from pilotage.testing.pytest_runner import UnitResult, run_pytest
-from pilotage.testing.schemathesis_runner import SchemathesisResult, load_operations, run_schemathesis
+from pilotage.testing.schemathesis_runner import load_operations
+from pilotage.testing.suite import run_test_suite
 
 __all__ = ["TestingAgent", "affected_tests", "verdict_reasoning"]
 
 #: The rule of the ``tests.verdict`` decision, as recorded in every decision.
 VERDICT_RULE = (
-    "passed iff schemathesis server_errors == 0 and its run completed, and unit failed == 0 and errors == 0; "
-    "other failed schemathesis checks are reported, not gating"
+    "passed iff schemathesis server_errors == 0 and its run completed, and unit failed == 0 and errors == 0, "
+    "and the generated tests (CRUD chains, properties, docstring examples) have no failure; "
+    "other failed schemathesis checks are reported, not gating; quarantined flaky tests are reported, not gating"
 )
 
 
@@ -70,7 +71,8 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
 
     Args:
         inputs: ``{"commit": str, "schemathesis": {"requests", "failures", "server_errors", "complete",
-            "checks_failed": [str]}, "unit": {"passed", "failed", "errors", "exit_code"}}`` (counts are ints).
+            "checks_failed": [str]}, "unit": {"passed", "failed", "errors", "exit_code"}}`` (counts are ints); issue 5
+            adds ``"generated": {"failed": int, "tests": [node ids]}`` and ``"flaky": int`` (optional).
 
     Returns:
         ``action`` "pass" or "fail"; ``score`` {server_errors, unit_failed, unit_errors, non_gating_checks}.
@@ -87,12 +89,18 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
         blockers.append("the schemathesis run did not complete (timed out or stopped early)")
     if failed or errors:
         blockers.append(f"{failed} unit tests failed and {errors} errored")
+    generated = inputs.get("generated") or {}  # issue 5; absent in decisions recorded before it
+    gen_failed = int(generated.get("failed", 0))
+    if gen_failed:
+        blockers.append(f"{gen_failed} generated tests failed ({', '.join(generated.get('tests') or [])[:300]})")
+    flaky = int(inputs.get("flaky", 0))
     other = [c for c in st.get("checks_failed") or [] if c != "not_a_server_error"]
     summary = (
         f"schemathesis: {st.get('requests', 0)} requests, {server_errors} server errors; "
         f"unit: {unit.get('passed', 0)} passed, {failed} failed, {errors} errors"
     )
     note = f" Non-gating checks that failed: {', '.join(other)}." if other else ""
+    note += f" {flaky} flaky tests quarantined (reported, not gating)." if flaky else ""
     if blockers:
         rationale = f"Fail: {'; '.join(blockers)}. {summary}.{note}"
     else:
@@ -105,6 +113,7 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
             "unit_failed": failed,
             "unit_errors": errors,
             "non_gating_checks": len(other),
+            **({"generated_failed": gen_failed, "flaky": flaky} if "generated" in inputs else {}),
         },
         rationale=rationale,
     )
@@ -187,22 +196,20 @@ class TestingAgent(Agent):
         files = [str(f) for f in code.data.get("files_changed") or []]
         selected, selection_source = affected_tests(self.ctx.graph, head_dir, files)  # issue 4
         first = selected if isinstance(selected, list) else None
-        st, unit = await self._run_tests(run, commit, head_dir, spec_path, first)
+        result = await self._run_tests(run, commit, head_dir, spec_path, first)
+        st, unit = result["schemathesis"], result["unit"]
+        gen_failures = [f["nodeid"] for f in result["failures"] if f["kind"] != "unit"]
         inputs = {
             "commit": commit,
-            "schemathesis": {
-                "requests": st.requests,
-                "failures": st.failures,
-                "server_errors": st.server_errors,
-                "errors": st.errors,
-                "complete": st.complete,
-                "checks_failed": st.checks_failed,
-            },
-            "unit": {"passed": unit.passed, "failed": unit.failed, "errors": unit.errors, "exit_code": unit.exit_code},
+            "schemathesis": {k: st[k] for k in ("requests", "failures", "server_errors", "errors", "complete")}
+            | {"checks_failed": st["checks_failed"]},
+            "unit": {k: unit[k] for k in ("passed", "failed", "errors", "exit_code")},
+            "generated": {"failed": len(gen_failures), "tests": gen_failures},  # issue 5
+            "flaky": len(result["flaky"]),
         }
         decision = await self.decide("tests.verdict", inputs, cause=event, verdict=_merge_verdict(data))
         passed = decision.action == "pass"
-        self._learn(run, commit, passed, st, unit, decision.id)
+        self._learn(run, commit, passed, result, decision.id)
         await self.emit(
             EventType.TESTS_COMPLETED,
             {
@@ -210,53 +217,75 @@ class TestingAgent(Agent):
                 "head_dir": str(head_dir),
                 "spec_path": str(spec_path),
                 "passed": passed,
-                "schemathesis": st.to_dict(),
-                "unit": unit.to_dict(),
-                "junit_path": str(st.junit_path),
+                "schemathesis": st,
+                "unit": unit,
+                "junit_path": st["junit_path"],
                 "decision_id": decision.id,
                 "affected_tests": selected,  # issue 4: run first; "all" when the graph does not know the code
                 "affected_tests_source": selection_source,
+                # issue 5: generated tests, flaky tests, failures with their reproduction, findings
+                "generated": result["generated"],
+                "failures": result["failures"],
+                "flaky": result["flaky"],
+                "quarantined": result["quarantined"],
+                "findings": result["findings"],
+                "unit_junit_path": result["unit_junit_path"],
             },
             cause=event,
         )
 
+    def _quarantined(self, service: str) -> list[str]:
+        """Node ids of this service's tests quarantined as flaky by earlier runs (``TestCase`` nodes)."""
+        nodes = self.ctx.graph.nodes("TestCase")
+        return sorted(
+            str(n.props.get("nodeid"))
+            for n in nodes
+            if n.props.get("service") == service and n.props.get("quarantined")
+        )
+
     async def _run_tests(
         self, run: RunSpec, commit: str, head_dir: Path, spec_path: Path, first: list[str] | None = None
-    ) -> tuple[SchemathesisResult, UnitResult]:
-        """Start the head version, run schemathesis and pytest concurrently (``first`` tests first), stop it."""
+    ) -> dict[str, Any]:
+        """Start the head version and run :func:`~pilotage.testing.suite.run_test_suite` against it, then stop it."""
         out_dir = run.artifacts_path / "tests" / commit[:12]
         settings = self.ctx.settings
-        try:
-            async with (
-                scratch_instance(
-                    self.ctx.runtime,
-                    service=run.service,
-                    version=f"test-{commit[:12]}",
-                    path=head_dir,
-                    data_dir=out_dir,
-                    ready_timeout_s=settings.service_ready_timeout_s,
-                ) as instance,
-                asyncio.TaskGroup() as group,
-            ):
-                st_task = group.create_task(
-                    run_schemathesis(spec_path, instance.url, out_dir, max_examples=settings.schemathesis_max_examples)
-                )
-                unit_task = group.create_task(
-                    run_pytest(
-                        head_dir,
-                        out_dir / "pytest.junit.xml",
-                        env={"PILOTAGE_DB_PATH": str(out_dir / "unit-tests.db")},
-                        first=first,
-                    )
-                )
-        except BaseExceptionGroup as group_error:
-            raise group_error.exceptions[0] from None  # one line for agent.failed: the first runner error
-        return st_task.result(), unit_task.result()
+        request = {
+            "service_dir": str(head_dir),
+            "spec_path": str(spec_path),
+            "out_dir": str(out_dir),
+            "max_examples": settings.schemathesis_max_examples,
+            "crud_examples": settings.testing_crud_examples,
+            "request_timeout_s": settings.testing_request_timeout_s,
+            "timeout_s": settings.testing_timeout_s,
+            "unit_timeout_s": settings.testing_unit_timeout_s,
+            "flaky_reruns": settings.testing_flaky_reruns,
+            "flaky_policy": settings.testing_flaky_policy,
+            "quarantine": self._quarantined(run.service),
+            "first": first,
+            "headers": dict(settings.testing_auth_headers),
+            "generate": settings.testing_generate,
+            "env": {"PILOTAGE_DB_PATH": str(out_dir / "unit-tests.db")},
+        }
+        async with scratch_instance(
+            self.ctx.runtime,
+            service=run.service,
+            version=f"test-{commit[:12]}",
+            path=head_dir,
+            data_dir=out_dir,
+            ready_timeout_s=settings.service_ready_timeout_s,
+        ) as instance:
+            result = await run_test_suite({**request, "base_url": instance.url})
+        problems = [f for f in result["findings"] if f["kind"] in ("spec_unloadable", "service_start")]
+        if problems or result["schemathesis"] is None or result["unit"] is None:
+            raise BackendError(
+                f"the test suite of {head_dir} did not run: {problems[0]['message'] if problems else 'no result'}",
+                hint=f"read {out_dir}",
+            )
+        return result
 
-    def _learn(
-        self, run: RunSpec, commit: str, passed: bool, st: SchemathesisResult, unit: UnitResult, decision_id: str
-    ) -> None:
+    def _learn(self, run: RunSpec, commit: str, passed: bool, result: dict[str, Any], decision_id: str) -> None:
         graph = self.ctx.graph
+        st, unit = result["schemathesis"], result["unit"]
         commit_node = graph.upsert_node("Commit", commit, {"sha": commit})
         test_run = graph.upsert_node(
             "TestRun",
@@ -266,17 +295,37 @@ class TestingAgent(Agent):
                 "commit": commit,
                 "service": run.service,
                 "passed": passed,
-                "requests": st.requests,
-                "failures": st.failures,
-                "server_errors": st.server_errors,
-                "checks_failed": st.checks_failed,
-                "unit_passed": unit.passed,
-                "unit_failed": unit.failed,
-                "unit_errors": unit.errors,
-                "operations": [op.to_dict() for op in st.operations],
-                "junit_path": str(st.junit_path),
-                "unit_junit_path": str(unit.junit_path),
+                "requests": st["requests"],
+                "failures": st["failures"],
+                "server_errors": st["server_errors"],
+                "checks_failed": st["checks_failed"],
+                "unit_passed": unit["passed"],
+                "unit_failed": unit["failed"],
+                "unit_errors": unit["errors"],
+                "operations": st["operations"],
+                "junit_path": st["junit_path"],
+                "unit_junit_path": result["unit_junit_path"],
                 "decision_id": decision_id,
+                "flaky": [f["nodeid"] for f in result["flaky"]],
+                "findings": result["findings"],
             },
         )
         graph.upsert_edge(commit_node.id, "TESTED_BY", test_run.id)
+        for flaky in result["flaky"]:  # issue 5: flaky tests with their history, quarantined per the policy
+            key = f"{run.service}/{flaky['nodeid']}"
+            old = graph.get_node(f"TestCase:{key}")
+            history = list((old.props.get("history") if old else None) or []) + [
+                {"run_id": run.run_id, "commit": commit, "results": flaky["history"]}
+            ]
+            node = graph.upsert_node(
+                "TestCase",
+                key,
+                {
+                    "service": run.service,
+                    "nodeid": flaky["nodeid"],
+                    "flaky": True,
+                    "quarantined": flaky["nodeid"] in result["quarantined"],
+                    "history": history,
+                },
+            )
+            graph.upsert_edge(test_run.id, "FLAKY", node.id)

@@ -147,6 +147,7 @@ async def run_pytest(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     env: dict[str, str] | None = None,
     first: list[str] | None = None,
+    extra_args: list[str] | None = None,
 ) -> UnitResult:
     """Run ``service_dir/tests`` with pytest and count the outcomes.
 
@@ -158,6 +159,7 @@ async def run_pytest(
         first: pytest node ids (relative to ``service_dir``) to run before the other tests (issue #4: the tests the
             knowledge graph says a change affects); every test still runs once
             (:mod:`pilotage.testing.affected_first`).
+        extra_args: more pytest arguments (issue #5: ``--ignore``, ``--deselect`` of quarantined tests, node ids).
 
     Returns:
         The :class:`UnitResult`; a folder without ``tests/`` gives zero counts and exit code 5.
@@ -176,7 +178,10 @@ async def run_pytest(
     if not (service_dir / "tests").is_dir():
         log_path.write_text(f"{service_dir} has no tests/ folder: nothing to run\n")
         return UnitResult(0, 0, 0, 0, NO_TESTS_COLLECTED, False, 0.0, junit_path, log_path)
-    argv = [sys.executable, "-m", "pytest", "-q", "tests", f"--junitxml={junit_path}", "-p", "no:cacheprovider"]
+    targets = [a for a in extra_args or [] if not a.startswith("-") and "::" in a] or ["tests"]
+    options = [a for a in extra_args or [] if a not in targets]
+    argv = [sys.executable, "-m", "pytest", "-q", *targets, f"--junitxml={junit_path}", "-p", "no:cacheprovider"]
+    argv += options
     if not has_pytest_config(service_dir):
         empty_ini = junit_path.with_suffix(".pytest.ini")
         empty_ini.write_text("[pytest]\n")

@@ -202,6 +202,7 @@ def build_command(
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     seed: int | None = None,
     workers: int = 1,
+    headers: dict[str, str] | None = None,
 ) -> list[str]:
     """Return the ``schemathesis run`` command line (no shell) that writes ``report_dir/schemathesis.*``."""
     config = report_dir / "schemathesis.toml"
@@ -220,6 +221,8 @@ def build_command(
     ]  # fmt: skip
     if seed is not None:
         argv += ["--seed", str(seed)]
+    for name, value in (headers or {}).items():  # issue 5: authentication from settings.testing_auth_headers
+        argv += ["--header", f"{name}: {value}"]
     return argv
 
 
@@ -367,6 +370,7 @@ async def run_schemathesis(
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     seed: int | None = None,
     workers: int = 1,
+    headers: dict[str, str] | None = None,
 ) -> SchemathesisResult:
     """Run schemathesis' property tests of ``spec_path`` against the service at ``base_url``.
 
@@ -379,6 +383,7 @@ async def run_schemathesis(
         request_timeout_s: time budget of each request in seconds.
         seed: hypothesis seed for a reproducible run (None: random, reported in the result).
         workers: concurrent schemathesis workers.
+        headers: extra headers on every request (authentication, ``settings.testing_auth_headers``).
 
     Returns:
         The :class:`SchemathesisResult`.
@@ -403,6 +408,7 @@ async def run_schemathesis(
         request_timeout_s=request_timeout_s,
         seed=seed,
         workers=workers,
+        headers=headers,
     )
     env = child_env()
     env.pop("SCHEMATHESIS_HOOKS", None)  # no user hook module may change the run

@@ -1,0 +1,158 @@
+"""Runtime helpers of the generated CRUD chain tests (:mod:`pilotage.testing.spec_tests`).
+
+Everything below the ``# --- copied below ---`` marker is copied verbatim into ``test_pilotage_api_crud.py``, so the
+repository's tests need schemathesis and hypothesis but not Pilotage. The names above the marker stand for the
+generated file's globals (the spec, target and chains) so that this module type-checks on its own.
+
+A chain (one hypothesis example): create the parent when the collection is nested, ``POST`` a body drawn from the
+spec (positive data) → 2xx and the sent fields come back; ``GET`` the item → 200 and equal to the created object;
+``PUT``/``PATCH`` a drawn body → 2xx, then ``GET`` shows the sent fields; ``DELETE`` → 2xx, then ``GET`` → 404.
+A 409 (a generated value collides with an existing unique one) discards the example; a 401/403 skips the test
+with a note to configure authentication; fields are compared only for JSON bodies (XML and form encodings drop
+characters). Floats compare with a relative
+tolerance of 1e-9 (JSON round trips). Every failure message lists the curl lines of the chain so far.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["run_chain"]
+
+schema: Any = None
+BASE_URL: str | None = None
+HEADERS: dict[str, str] = {}
+TIMEOUT_S = 5.0
+CHAINS: dict[str, dict[str, Any]] = {}
+
+# --- copied below ---
+import math  # noqa: E402
+
+import pytest  # noqa: E402
+from hypothesis import reject  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _call(case: Any, trail: list[str]) -> Any:
+    response = case.call(base_url=BASE_URL, headers=HEADERS, timeout=TIMEOUT_S)
+    trail.append(case.as_curl_command(headers=HEADERS, base_url=BASE_URL or "http://127.0.0.1:8000"))
+    return response
+
+
+def _fail(message: str, trail: list[str]) -> None:
+    raise AssertionError(message + "\nReproduce:\n" + "\n".join(trail))
+
+
+def _same(sent: Any, got: Any) -> bool:
+    if isinstance(sent, bool) or isinstance(got, bool):
+        return sent is got
+    if isinstance(sent, int | float) and isinstance(got, int | float):
+        return math.isclose(sent, got, rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(sent, dict) and isinstance(got, dict):
+        return all(k in got and _same(v, got[k]) for k, v in sent.items())
+    if isinstance(sent, list) and isinstance(got, list):
+        return len(sent) == len(got) and all(_same(a, b) for a, b in zip(sent, got, strict=True))
+    return bool(sent == got)
+
+
+def _json(response: Any, what: str, trail: list[str]) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        _fail(f"{what} answered {response.status_code} with a body that is not JSON", trail)
+    return None
+
+
+def _status(response: Any, what: str, trail: list[str]) -> None:
+    if response.status_code in (401, 403):
+        pytest.skip(
+            f"{what} answered {response.status_code}: set PILOTAGE_TEST_HEADERS (settings.testing_auth_headers)"
+        )
+    if response.status_code == 409:
+        reject()
+    if not 200 <= response.status_code < 300:
+        _fail(f"{what} answered {response.status_code}, not 2xx", trail)
+
+
+def _json_body(case: Any) -> Any:
+    """The body when it was sent as JSON (XML and form bodies lose characters on the way: no field comparison)."""
+    return case.body if "json" in str(getattr(case, "media_type", "") or "") else None
+
+
+def _compare(sent: Any, got: Any, what: str, trail: list[str]) -> None:
+    if not isinstance(sent, dict) or not isinstance(got, dict):
+        return
+    wrong = sorted(k for k, v in sent.items() if k in got and not _same(v, got[k]))
+    if wrong:
+        details = ", ".join(f"{k}: sent {sent[k]!r}, got {got[k]!r}" for k in wrong)
+        _fail(f"{what} does not return what was sent ({details})", trail)
+
+
+def _draw(data: st.DataObject, name: str) -> list[Any]:
+    """Draw every request body of the chain before any call, so the draws never depend on the service's state."""
+    chain = CHAINS[name]
+    cases = _draw(data, chain["parent"]) if chain["parent"] else []
+    scope = {chain["scope_param"]: 1} if chain["scope_param"] else None
+    cases.append(data.draw(schema[chain["collection"]]["POST"].as_strategy(path_parameters=scope)))
+    return cases
+
+
+def _create(cases: list[Any], name: str, trail: list[str]) -> tuple[Any, dict[str, Any]]:
+    chain = CHAINS[name]
+    scope: dict[str, Any] = {}
+    if chain["parent"]:
+        parent, parent_scope = _create(cases, chain["parent"], trail)
+        scope = {**parent_scope, chain["scope_param"]: parent[CHAINS[chain["parent"]]["key"]]}
+    case = cases.pop(0)
+    if scope:
+        case.path_parameters = {**(case.path_parameters or {}), **scope}
+    response = _call(case, trail)
+    what = f"POST {chain['collection']} (a body valid by the spec)"
+    _status(response, what, trail)
+    created = _json(response, what, trail)
+    if not isinstance(created, dict) or chain["key"] not in created:
+        _fail(f"{what} returned no {chain['key']!r} field", trail)
+    _compare(_json_body(case), created, what, trail)
+    return created, scope
+
+
+def _get(chain: dict[str, Any], params: dict[str, Any], trail: list[str]) -> Any:
+    return _call(schema[chain["item"]]["GET"].Case(path_parameters=params, headers={}), trail)
+
+
+def run_chain(data: st.DataObject, name: str) -> None:
+    """Run the create → read → update → delete chain of resource ``name`` (``CHAINS[name]``)."""
+    chain, trail = CHAINS[name], list[str]()
+    cases = _draw(data, name)
+    update = None
+    if chain["update"]:
+        placeholder = {chain["param"]: 1, **({chain["scope_param"]: 1} if chain["scope_param"] else {})}
+        update = data.draw(schema[chain["item"]][chain["update"]].as_strategy(path_parameters=placeholder))
+    created, scope = _create(cases, name, trail)
+    params = {**scope, chain["param"]: created[chain["key"]]}
+    item = chain["item"]
+    response = _get(chain, params, trail)
+    if response.status_code != 200:
+        _fail(f"GET {item} of the resource just created answered {response.status_code}, not 200", trail)
+    _compare(created, _json(response, f"GET {item}", trail), f"GET {item} after create", trail)
+    if update is not None:
+        case = update
+        case.path_parameters = {**(case.path_parameters or {}), **params}
+        if isinstance(case.body, dict) and chain["key"] in case.body:
+            case.body[chain["key"]] = created[chain["key"]]  # an update that renames the key is another test
+        response = _call(case, trail)
+        what = f"{chain['update']} {item} of an existing resource (a body valid by the spec)"
+        _status(response, what, trail)
+        body = _json_body(case)
+        sent = {k: v for k, v in body.items() if k != chain["key"]} if isinstance(body, dict) else None
+        response = _get(chain, params, trail)
+        if response.status_code != 200:
+            _fail(f"GET {item} after {chain['update']} answered {response.status_code}, not 200", trail)
+        _compare(sent, _json(response, f"GET {item}", trail), f"GET {item} after {chain['update']}", trail)
+    if chain["delete"]:
+        response = _call(schema[item]["DELETE"].Case(path_parameters=params, headers={}), trail)
+        if not 200 <= response.status_code < 300:
+            _fail(f"DELETE {item} of an existing resource answered {response.status_code}, not 2xx", trail)
+        response = _get(chain, params, trail)
+        if response.status_code != 404:
+            _fail(f"GET {item} after DELETE answered {response.status_code}, not 404", trail)

@@ -1,0 +1,79 @@
+"""Issue #5: CRUD chain inference, ghostwriter post-processing, flaky classification, JUnit case parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from pilotage.testing.ghostwrite import complete_tests, return_check
+from pilotage.testing.spec_tests import infer_crud_chains, write_spec_tests
+from pilotage.testing.suite import classify_flaky, parse_cases
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "inventory-service"
+
+
+def test_crud_chains_of_the_inventory_example() -> None:
+    chains = infer_crud_chains(yaml.safe_load((EXAMPLE / "openapi.yaml").read_text()))
+    assert [(c.collection, c.item, c.key, c.update, c.delete) for c in chains] == [
+        ("/items", "/items/{itemId}", "id", "PUT", True)
+    ]
+
+
+def test_written_files_compile(tmp_path: Path) -> None:
+    written = write_spec_tests(FIXTURES / "ok_service" / "openapi.yaml", tmp_path, max_examples=3)
+    assert [c["name"] for c in written["chains"]] == ["pets"]
+    for key in ("schemathesis_file", "crud_file"):
+        source = Path(written[key]).read_text()
+        compile(source, written[key], "exec")
+        assert "PILOTAGE_BASE_URL" in source
+
+
+def typed(x: int) -> float:
+    return x / 2
+
+
+def untyped_result(x: int) -> object:
+    return x
+
+
+def test_return_check_follows_the_annotation() -> None:
+    assert return_check(typed) == "assert isinstance(result, (int, float,)), result"
+    assert return_check(untyped_result) is None
+
+
+def test_fuzz_stub_is_completed_and_unfillable_dropped() -> None:
+    source = (
+        "from hypothesis import given, strategies as st\nimport mod\n\n"
+        "@given(x=st.integers())\ndef test_fuzz_typed(x: int) -> None:\n    mod.typed(x=x)\n\n"
+        "@given(x=st.nothing())\ndef test_fuzz_other(x) -> None:\n    mod.other(x=x)\n"
+    )
+    kept, dropped, imports = complete_tests(source, {"typed": typed})
+    assert len(kept) == 1 and "result = mod.typed(x=x)" in kept[0] and "assert isinstance(result" in kept[0]
+    assert dropped == [{"test": "test_fuzz_other", "reason": "ghostwriter could not build a strategy for an argument"}]
+    assert "import mod" in imports
+
+
+def test_flaky_means_mixed_history() -> None:
+    flaky, failing = classify_flaky({"a": [False, True, False], "b": [False, False], "c": [False, True]})
+    assert flaky == ["a", "c"] and failing == ["b"]
+
+
+def test_parse_cases_kinds_and_curl(tmp_path: Path) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_pilotage_api_crud.py").write_text("")
+    (tmp_path / "tests" / "test_own.py").write_text("")
+    junit = tmp_path / "j.xml"
+    junit.write_text(
+        '<testsuites><testsuite tests="2">'
+        '<testcase classname="tests.test_pilotage_api_crud" name="test_crud_pets">'
+        '<failure message="boom">GET after DELETE answered 200\nReproduce:\ncurl -X POST http://x/pets</failure>'
+        '</testcase><testcase classname="tests.test_own" name="test_ok"/></testsuite></testsuites>'
+    )
+    cases = parse_cases(junit, tmp_path)
+    assert [(c["nodeid"], c["kind"], c["outcome"]) for c in cases] == [
+        ("tests/test_pilotage_api_crud.py::test_crud_pets", "crud", "failed"),
+        ("tests/test_own.py::test_ok", "unit", "passed"),
+    ]
+    assert cases[0]["reproduce"] == "curl -X POST http://x/pets"
