@@ -222,3 +222,63 @@ def test_worker_cli_errors_name_the_capability_and_the_bus(tmp_path: Path) -> No
     scheme = worker("--capabilities", "echo", "--bus", "amqp://x")
     assert scheme.returncode == 3 and "unknown bus URL scheme" in scheme.stderr
     assert time.monotonic() - started < 60
+
+
+def test_the_testing_agent_hands_its_test_run_to_a_worker_process(tmp_path: Path) -> None:
+    """Issue 8 × 5: with a live `tests` worker the suite runs there (it starts the head version itself)."""
+    from pilotage.agents.testing import TestingAgent
+
+    url = f"sqlite:///{tmp_path}/events.db"
+    workers = Workers(url, tmp_path)
+    head = shutil.copytree(FIXTURES / "ok_service", tmp_path / "versions" / "abc123")
+
+    async def scenario() -> dict[str, Any]:
+        settings = Settings.model_validate(
+            {
+                "schemathesis_max_examples": 3,
+                "cnet_bid_window_s": 2.0,
+                "cnet_heartbeat_s": 0.3,
+                "testing_generate": False,
+            }
+        )
+        ctx = AgentContext(
+            bus=SQLiteBus(url),
+            graph=SQLiteGraph("sqlite:///:memory:"),
+            policy=None,  # type: ignore[arg-type]  # the verdict below is given; no policy question is asked
+            runtime=LocalRuntime(log_dir=tmp_path / "logs"),
+            settings=settings,
+        )
+        spec = str(head / "openapi.yaml")
+        run = RunSpec(run_id="r8", service="pets", spec_path=spec, request="x", workdir=str(tmp_path / "work"))
+        code = {"commit": "abc123" * 6, "head_dir": str(head), "files_changed": []}
+        merge = {"action": "merge", "allow": True, "agent": "governance", "reasons": [], "policies": []}
+        events = [
+            new_event(EventType.FLOW_STARTED, run.model_dump(), source="/t", subject="pets", runid="r8"),
+            new_event(EventType.CODE_GENERATED, code, source="/t", subject="pets", runid="r8"),
+            new_event(EventType.SPEC_VALIDATED, {"spec_path": spec}, source="/t", subject="pets", runid="r8"),
+            new_event(EventType.POLICY_EVALUATED, merge, source="/t", subject="pets", runid="r8"),
+        ]
+        try:
+            async with ctx.bus:
+                for e in events:
+                    await ctx.bus.publish(e)
+                await TestingAgent(ctx).handle(events[-1])
+                assert not await _of_type(ctx.bus, EventType.AGENT_FAILED)
+                [completed] = await _of_type(ctx.bus, EventType.TESTS_COMPLETED)
+                decisions = [e.data for e in await _of_type(ctx.bus, EventType.DECISION)]
+                return {"completed": completed.data, "decisions": decisions}
+        finally:
+            await ctx.runtime.close()
+            ctx.graph.close()
+
+    try:
+        workers.start("t-1", "tests")
+        out = asyncio.run(scenario())
+    finally:
+        workers.stop_all()
+    completed = out["completed"]
+    assert completed["executed_by"] == "worker:t-1/0" and completed["allocation"]["rounds"] == 1
+    assert completed["passed"] is True and completed["schemathesis"]["requests"] > 0
+    assert completed["unit"]["passed"] > 0 and completed["unit"]["failed"] == 0
+    kinds = [(d["agent"], d["kind"]) for d in out["decisions"]]
+    assert kinds == [("coordination", "cnet.award"), ("testing", "tests.verdict")]

@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.agent import Agent, Reasoning, RunSpec
+from pilotage.coordination.allocate import Allocation, allocate_or_run_locally
+from pilotage.coordination.contract_net import ContractNetOptions
 from pilotage.errors import BackendError, InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.graph.base import Graph
@@ -196,7 +198,7 @@ class TestingAgent(Agent):
         files = [str(f) for f in code.data.get("files_changed") or []]
         selected, selection_source = affected_tests(self.ctx.graph, head_dir, files)  # issue 4
         first = selected if isinstance(selected, list) else None
-        result = await self._run_tests(run, commit, head_dir, spec_path, first)
+        result, allocation = await self._run_tests(event, run, commit, head_dir, spec_path, first)
         st, unit = result["schemathesis"], result["unit"]
         gen_failures = [f["nodeid"] for f in result["failures"] if f["kind"] != "unit"]
         inputs = {
@@ -230,6 +232,9 @@ class TestingAgent(Agent):
                 "quarantined": result["quarantined"],
                 "findings": result["findings"],
                 "unit_junit_path": result["unit_junit_path"],
+                # issue 8: where the run happened (a contract-net worker, or here) and why
+                "executed_by": allocation.where,
+                "allocation": allocation.to_dict(),
             },
             cause=event,
         )
@@ -244,44 +249,79 @@ class TestingAgent(Agent):
         )
 
     async def _run_tests(
-        self, run: RunSpec, commit: str, head_dir: Path, spec_path: Path, first: list[str] | None = None
-    ) -> dict[str, Any]:
-        """Start the head version and run :func:`~pilotage.testing.suite.run_test_suite` against it, then stop it."""
+        self,
+        event: CloudEvent,
+        run: RunSpec,
+        commit: str,
+        head_dir: Path,
+        spec_path: Path,
+        first: list[str] | None = None,
+    ) -> tuple[dict[str, Any], Allocation]:
+        """Run :func:`~pilotage.testing.suite.run_test_suite` on the change: on a worker or here.
+
+        Issue #8: when a ``pilotage worker --capabilities tests`` is live, the run is allocated by contract-net
+        (:func:`~pilotage.coordination.allocate.allocate_or_run_locally`; the worker starts the head version
+        itself); otherwise — or when no worker completes it — the head version is started here and the suite runs
+        against it, then it is stopped.
+
+        Returns:
+            The suite's result and the :class:`~pilotage.coordination.allocate.Allocation` (where it ran, why).
+
+        Raises:
+            BackendError: the suite could not run (the spec does not load, the service does not start).
+        """
         out_dir = run.artifacts_path / "tests" / commit[:12]
         settings = self.ctx.settings
         request = {
-            "service_dir": str(head_dir),
-            "spec_path": str(spec_path),
-            "out_dir": str(out_dir),
+            "service_dir": str(head_dir.resolve()),  # absolute: a worker process may run elsewhere
+            "spec_path": str(spec_path.resolve()),
+            "out_dir": str(out_dir.resolve()),
             "max_examples": settings.schemathesis_max_examples,
             "crud_examples": settings.testing_crud_examples,
             "request_timeout_s": settings.testing_request_timeout_s,
             "timeout_s": settings.testing_timeout_s,
             "unit_timeout_s": settings.testing_unit_timeout_s,
+            "ready_timeout_s": settings.service_ready_timeout_s,
             "flaky_reruns": settings.testing_flaky_reruns,
             "flaky_policy": settings.testing_flaky_policy,
             "quarantine": self._quarantined(run.service),
             "first": first,
             "headers": dict(settings.testing_auth_headers),
             "generate": settings.testing_generate,
-            "env": {"PILOTAGE_DB_PATH": str(out_dir / "unit-tests.db")},
+            "env": {"PILOTAGE_DB_PATH": str((out_dir / "unit-tests.db").resolve())},
         }
-        async with scratch_instance(
-            self.ctx.runtime,
-            service=run.service,
-            version=f"test-{commit[:12]}",
-            path=head_dir,
-            data_dir=out_dir,
-            ready_timeout_s=settings.service_ready_timeout_s,
-        ) as instance:
-            result = await run_test_suite({**request, "base_url": instance.url})
+
+        async def run_here(payload: dict[str, Any]) -> dict[str, Any]:
+            async with scratch_instance(
+                self.ctx.runtime,
+                service=run.service,
+                version=f"test-{commit[:12]}",
+                path=head_dir,
+                data_dir=out_dir,
+                ready_timeout_s=settings.service_ready_timeout_s,
+            ) as instance:
+                return await run_test_suite({**payload, "base_url": instance.url})
+
+        allocation = await allocate_or_run_locally(
+            self.ctx.bus,
+            "tests",
+            request,
+            run_here,
+            agent=self,
+            cause=event,
+            options=ContractNetOptions.from_settings(settings),
+            exec_timeout_s=settings.testing_timeout_s
+            + settings.testing_unit_timeout_s
+            + settings.service_ready_timeout_s,
+        )
+        result = allocation.result
         problems = [f for f in result["findings"] if f["kind"] in ("spec_unloadable", "service_start")]
         if problems or result["schemathesis"] is None or result["unit"] is None:
             raise BackendError(
                 f"the test suite of {head_dir} did not run: {problems[0]['message'] if problems else 'no result'}",
                 hint=f"read {out_dir}",
             )
-        return result
+        return result, allocation
 
     def _learn(self, run: RunSpec, commit: str, passed: bool, result: dict[str, Any], decision_id: str) -> None:
         graph = self.ctx.graph
