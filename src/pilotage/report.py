@@ -123,8 +123,9 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
             state = {"pause": "PAUSED", "rollback": "ROLLBACK"}.get(str(d.get("action")), state)
         base = f", baseline {b.get('errors')}/{b.get('requests')}" if b and b.get("requests") else ""
         why = f" — {d['reasons'][0]}" if d.get("reasons") and not d.get("healthy") else ""
+        outcome = f" ({d['outcome']})" if d.get("outcome") else ""
         return (
-            f"{d.get('phase', 'step')} {state} ({d.get('outcome', '?')}): canary {c.get('errors')}/{c.get('requests')} "
+            f"{d.get('phase', 'step')} {state}{outcome}: canary {c.get('errors')}/{c.get('requests')} "
             f"errors{base}, SLO error rate ≤ {d.get('slo_error_rate')}{why}"
         )
     if t == EventType.DEPLOY_PAUSED:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,20 @@ class Settings(BaseModel):
             "MPL-2.0",
         ]
     )
+
+    @field_validator("incident_repository")
+    @classmethod
+    def _owner_slash_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", value):
+            raise ValueError(f"{value!r} is not a GitHub repository owner/name, e.g. 'acme/shop'")
+        return value
+
+    @field_validator("metrics_source_url")
+    @classmethod
+    def _known_metric_source(cls, value: str) -> str:
+        if not (value in ("", "scrape:") or value.startswith(("scrape:", "prometheus://", "http://"))):
+            raise ValueError(f"unknown metrics source {value!r}: use 'scrape:' or 'prometheus://host:9090'")
+        return value
 
     @field_validator("canary_steps_percent")
     @classmethod

@@ -196,3 +196,34 @@ def test_second_run_in_the_same_folder_is_refused(tmp_path: Path, checkout: Path
     finally:
         first.wait(timeout=300)
     assert first.returncode == 0
+
+
+def test_malformed_slo_beside_the_spec_fails_before_the_run(tmp_path: Path, checkout: Path) -> None:
+    """Issue 3: the SLO is read at the first rollout step; a broken one is reported before anything starts."""
+    folder = tmp_path / "svc"
+    folder.mkdir()
+    spec = folder / "openapi.yaml"
+    spec.write_text(checkout.read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / "slo.yaml").write_text("objectives:\n  - name: availability\n    sli: availability\n    target: 1.5\n")
+    result = run_cli(tmp_path, "run", "--spec", str(spec), "--request", REQUEST)
+    assert result.code == 2
+    line = one_line_error(result.stderr)
+    assert "slo.yaml" in line and "target must be in (0, 1), got 1.5" in line
+    assert not (tmp_path / ".pilotage" / "events.db").exists()  # nothing was started or written
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("incident_repository", "not a repo", "owner/name"),
+        ("metrics_source_url", "foo://x", "unknown metrics source"),
+    ],
+)
+def test_bad_rollout_settings_are_configuration_errors(
+    tmp_path: Path, checkout: Path, key: str, value: str, expected: str
+) -> None:
+    (tmp_path / "pilotage.toml").write_text(f'{key} = "{value}"\n', encoding="utf-8")
+    result = run_cli(tmp_path, "run", "--spec", str(checkout), "--request", REQUEST)
+    assert result.code == 3
+    line = one_line_error(result.stderr)
+    assert key in line and expected in line

@@ -44,7 +44,7 @@ def test_judgement_rule(canary: tuple[int, int], action: str) -> None:
 def test_faulty_canary_is_rolled_back_with_an_incident_report(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with Stack(tmp_path, RegoPolicyEngine()) as stack:
-            run = await seed_run(stack.bus, tmp_path, fault_rate=0.3, idle_after_s=1.0)
+            run = await seed_run(stack.bus, tmp_path, fault_rate=0.3, idle_after_s=5.0)  # baseline up while asserted
             await publish_perf(stack.bus)
             rolled = await wait_for(stack.bus, EventType.DEPLOY_ROLLED_BACK, timeout_s=90)
             started = (await events_of(stack.bus, EventType.DEPLOY_STARTED))[0].data
@@ -64,10 +64,10 @@ def test_faulty_canary_is_rolled_back_with_an_incident_report(tmp_path: Path) ->
             assert evaluation["outcome"] == "fail" and evaluation["action"] == "rollback" and evaluation["reasons"]
             assert evaluation["phase"] == "step"
             assert evaluation["baseline"]["errors"] == 0 and evaluation["baseline"]["requests"] > 0
-            # the scrape agrees with what the proxy saw go to each version
-            # (the proxy snapshot and the scrapes are a few milliseconds apart: a request or two may straddle them)
-            assert abs(canary_window["proxy"]["errors"] - canary_window["errors"]) <= 2
-            assert abs(canary_window["proxy"]["requests"] - canary_window["requests"]) <= 4
+            # the scrape agrees with what the proxy saw go to each version (the proxy's window opens just before the
+            # first scrape and closes just after the last: on a busy machine a few more requests fall inside it)
+            assert canary_window["requests"] - 2 <= canary_window["proxy"]["requests"] <= canary_window["requests"] + 12
+            assert canary_window["errors"] - 2 <= canary_window["proxy"]["errors"] <= canary_window["errors"] + 6
             decision = next(
                 e.data for e in await events_of(stack.bus, EventType.DECISION) if e.data["kind"] == "slo.assessment"
             )

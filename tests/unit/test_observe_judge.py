@@ -84,6 +84,17 @@ def test_variance_increase_fails_and_decrease_passes() -> None:
     assert compare_variance("x", [1.0] * 8, [1.0] * 8).outcome is Outcome.INCONCLUSIVE
 
 
+def test_sub_millisecond_jitter_is_not_a_variance_regression() -> None:
+    # the case a first-use review hit: per-interval means of 1.3-3.4 ms vs 1.5-2.1 ms, a ×15-×24 variance ratio,
+    # significant, yet the standard deviation grew by well under the 5 ms floor
+    baseline = [0.0015, 0.0021, 0.0018, 0.0016, 0.0020, 0.0017, 0.0019, 0.0018] * 2
+    jitter = [0.0013, 0.0034, 0.0014, 0.0033, 0.0013, 0.0034, 0.0015, 0.0032] * 2
+    verdict = compare_variance("latency_mean_s", baseline, jitter)
+    assert verdict.effect_size is not None and verdict.effect_size > 10
+    assert verdict.p_value is not None and verdict.p_value < 0.001
+    assert verdict.outcome is Outcome.PASS and "fails above +5 ms" in verdict.reason
+
+
 def test_combine_never_turns_inconclusive_into_pass() -> None:
     ok = compare_error_counts(0, 50, 0, 450)
     unsure = compare_error_counts(0, 5, 0, 45)

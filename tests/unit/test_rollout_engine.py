@@ -96,7 +96,7 @@ def test_canary_fault_rolls_back_fast_and_skips_remaining_steps(tmp_path: Path) 
             assert "p-value" in text and "fisher" in text.lower() or "burn rate" in text
             assert files.github_payload is not None
             payload = json.loads(files.github_payload.read_text())
-            assert payload["repository"] == "acme/tiny" and "incident" in payload["labels"]
+            assert set(payload) == {"title", "body", "labels"} and "incident" in payload["labels"]
         finally:
             await close(rollout, runtime, tmp_path.name)
 

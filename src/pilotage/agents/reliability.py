@@ -138,13 +138,14 @@ def assessment_reasoning(inputs: dict[str, Any]) -> Reasoning:
         inputs["on_inconclusive"]
     )
     if found.outcome is Outcome.FAIL or threshold.action == "rollback":
-        action = "rollback"
+        action, score["cause"] = "rollback", "breach"
         why = found.summary() if found.outcome is Outcome.FAIL else threshold.rationale
     elif found.outcome is Outcome.INCONCLUSIVE:
-        action = str(inputs["on_inconclusive"])
+        action, score["cause"] = str(inputs["on_inconclusive"]), "evidence_missing"
         why = f"{found.summary()} — evidence missing, {action} (never continue on Inconclusive)"
     else:
-        action, why = "continue", f"{found.summary()}; {threshold.rationale}"
+        action, score["cause"] = "continue", "healthy"
+        why = f"{found.summary()}; {threshold.rationale}"
     return Reasoning(action=action, rule=rule, score=score, rationale=why)
 
 
@@ -379,11 +380,13 @@ class ReliabilityAgent(Agent):
         deployment_id = info["deployment_id"]
         slo = self.ctx.settings.slo_error_rate
         phase = "watch" if weight >= 100 else "step"
-        await self.emit(
-            EventType.SLO_BREACH,
-            {"deployment_id": deployment_id, "step": step, "canary": measured["canary"], "slo_error_rate": slo},
-            cause=event,
-        )
+        missing = decision.score.get("cause") == "evidence_missing"
+        if not missing:  # a breach is measured; missing evidence is not a breach (still rolled back)
+            await self.emit(
+                EventType.SLO_BREACH,
+                {"deployment_id": deployment_id, "step": step, "canary": measured["canary"], "slo_error_rate": slo},
+                cause=event,
+            )
         verdict = await self.authorize(
             "rollback",
             {
@@ -404,11 +407,18 @@ class ReliabilityAgent(Agent):
         traffic = await stop_traffic(deployment_id)
         incident_id = f"INC-{event.id[:8]}"
         canary_m = measured["canary"]
-        summary = (
-            f"canary {head_version} of {run.service} failed {canary_m['errors']} of {canary_m['requests']} requests "
-            f"({canary_m['error_rate']:.1%}) at {phase} {step} ({weight}% traffic): {decision.rationale}; "
-            f"rolled back to {base_version}"
-        )
+        where = f"{'post-promotion watch' if phase == 'watch' else 'step'} {step} ({weight}% traffic)"
+        if missing:
+            summary = (
+                f"canary {head_version} of {run.service} could not be judged at {where}, evidence missing: "
+                f"{decision.rationale}; rolled back to {base_version} (fail closed)"
+            )
+        else:
+            summary = (
+                f"canary {head_version} of {run.service} failed {canary_m['errors']} of {canary_m['requests']} "
+                f"requests ({canary_m['error_rate']:.1%}) at {where}: {decision.rationale}; "
+                f"rolled back to {base_version}"
+            )
         assessment = decision.score.get("assessment", {})
         evidence = {
             **assessment,
@@ -458,6 +468,7 @@ class ReliabilityAgent(Agent):
                 "summary": summary,
                 "report_path": str(files.markdown),
                 "github_payload_path": str(files.github_payload) if files.github_payload else None,
+                "github_repository": self.ctx.settings.incident_repository,
                 "evidence": evidence,
             },
             cause=event,

@@ -48,8 +48,9 @@ def _demo_dir() -> Path:
 def _preflight(settings: Settings, spec: Path, request: str) -> None:
     """Fail fast, before any process starts or any event is written.
 
-    Checks the backend URLs (ConfigError), the spec (InputError), the request grammar, and that the request
-    applies to the spec (e.g. the resource does not exist yet) — the design agent repeats the last check.
+    Checks the backend URLs and the metric source (ConfigError), the spec and the ``slo.yaml`` beside it
+    (InputError), the request grammar, and that the request applies to the spec (e.g. the resource does not exist
+    yet) — the design agent repeats the last check.
     """
     from pilotage.registry import backend_class
     from pilotage.spec.evolve import evolve
@@ -65,6 +66,13 @@ def _preflight(settings: Settings, spec: Path, request: str) -> None:
         backend_class(kind, url)
     doc = load_spec(spec)
     evolve(doc, parse_request(request), path=str(spec))
+    # issue 3: the SLO beside the spec and the metric source are read only when the rollout starts; check them now
+    from pilotage.observe.prometheus import open_source
+    from pilotage.observe.slo import load_slo
+
+    if (spec.parent / "slo.yaml").is_file():
+        load_slo(spec.parent / "slo.yaml")
+    open_source(settings.metrics_source_url)
 
 
 def _make_workdir(workdir: Path) -> Path:

@@ -64,8 +64,9 @@ class JudgeConfig:
         min_requests: canary requests needed for the error-count test (default 20, the rollout step minimum).
         latency_tolerance: allowed relative increase of the canary's median (default 0.5: +50 %, Kayenta's
             "allowed increase" style; small shifts on a shared 2-core machine are noise, not regressions).
-        latency_min_shift_s: smallest absolute median increase that can fail (default 0.005 s): a relative
-            tolerance alone flags 0.67 ms → 1.0 ms (×1.5), noise on a shared machine (seen in the A/A benchmark).
+        latency_min_shift_s: smallest absolute increase of the median (rank test) or of the standard deviation
+            (spread test) that can fail (default 0.005 s): a relative tolerance alone flags 0.67 ms → 1.0 ms (×1.5),
+            noise on a shared machine (seen in the A/A benchmark and in a first-use review).
         variance_tolerance: allowed relative increase of the variance (default 2.0: up to 3× the baseline's).
         error_tolerance: allowed absolute excess of the canary's error rate over the baseline (default 0.01).
         allowed_error_rate: the error rate of the binomial test without a baseline (default 0.001: a 99.9 % SLO).
@@ -171,8 +172,10 @@ def compare_variance(
     """Brown-Forsythe test for a *larger* canary variance, with a tolerance on the variance ratio.
 
     Returns:
-        Fail when p < alpha, var(canary) > var(baseline) and the ratio exceeds 1 + ``variance_tolerance``; Pass
-        otherwise; Inconclusive with too few values or when both sides are constant (no spread to compare).
+        Fail when p < alpha, var(canary) > var(baseline), the ratio exceeds 1 + ``variance_tolerance`` *and* the
+        standard deviation grew by more than ``latency_min_shift_s`` (5 ms: a ×24 ratio of sub-millisecond jitter,
+        seen on a loaded 2-core machine, is noise, not a regression); Pass otherwise; Inconclusive with too few
+        values or when both sides are constant (no spread to compare).
     """
     limit = 1.0 + config.variance_tolerance
     threshold = {"alpha": config.alpha, "max_effect": limit, "min_intervals": float(config.min_intervals)}
@@ -186,8 +189,13 @@ def compare_variance(
     result = stats.levene(canary, baseline, center="median")
     w, p = float(result.statistic), float(result.pvalue)
     effect = c_var / b_var if b_var > 0 else math.inf
-    failed = p < config.alpha and effect > limit
-    reason = f"variance ratio canary/baseline ×{effect:.3g} (allowed ×{limit:.3g}); p={p:.3g} (alpha {config.alpha})"
+    spread_increase_s = math.sqrt(c_var) - math.sqrt(b_var)
+    failed = p < config.alpha and effect > limit and spread_increase_s > config.latency_min_shift_s
+    reason = (
+        f"variance ratio canary/baseline ×{effect:.3g} (allowed ×{limit:.3g}), standard deviation "
+        f"+{spread_increase_s * 1000:.3g} ms (fails above +{config.latency_min_shift_s * 1000:.3g} ms); "
+        f"p={p:.3g} (alpha {config.alpha})"
+    )
     return MetricVerdict(metric, Outcome.FAIL if failed else Outcome.PASS, test, w, p, effect, threshold, reason)
 
 

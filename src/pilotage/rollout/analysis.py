@@ -122,10 +122,11 @@ def assess(
             f"burn rate {a.objective}/{a.rule}: {a.long_burn:.1f}× over {a.long_window_s} s and "
             f"{a.short_burn:.1f}× over {a.short_window_s} s (> {a.factor}×)"
         )
-    for v in verdicts:
-        if v.outcome is not Outcome.PASS:
-            reasons.append(f"{v.metric} {v.outcome.value}: {v.reason}")
+    # failures first, then what the SLO could not measure (the usual root cause), then the tests short of data
+    reasons.extend(f"{v.metric} fail: {v.reason}" for v in verdicts if v.outcome is Outcome.FAIL)
     reasons.extend(f"slo {a.objective}: {a.reason}" for a in alerts if a.reason and not a.reason.startswith("only"))
+    reasons.extend(f"{v.metric} inconclusive: {v.reason}" for v in verdicts if v.outcome is Outcome.INCONCLUSIVE)
+    reasons = list(dict.fromkeys(reasons))  # the rank and spread tests can give the same "too few" reason
     c = delta(canary[0], canary[-1])
     counts: dict[str, Any] = {
         "canary": {"requests": c.requests, "errors": c.errors, "window_s": round(c.duration_s, 3)}

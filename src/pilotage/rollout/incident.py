@@ -57,7 +57,8 @@ def render_markdown(incident_id: str, summary: str, evidence: dict[str, Any], ac
         "",
         f"- **Opened:** {datetime.now(UTC).isoformat(timespec='seconds')}",
         f"- **Service:** {evidence.get('service', '?')} · **deployment:** {evidence.get('deployment_id', '?')}",
-        f"- **When:** {evidence.get('phase', '?')} step {evidence.get('step', '?')} at canary weight "
+        f"- **When:** {'post-promotion watch' if evidence.get('phase') == 'watch' else 'rollout'} step "
+        f"{evidence.get('step', '?')} at canary weight "
         f"{evidence.get('weight', '?')}%",
         f"- **Summary:** {summary}",
         "",
@@ -147,10 +148,8 @@ def write_incident(
     md.write_text(text, encoding="utf-8")
     payload_path = None
     if repository is not None:
-        payload = {
-            "repository": repository,
-            **github_issue_payload(incident_id, summary, text, str(evidence.get("service", "?"))),
-        }
+        # exactly the body of the create-an-issue call (the repository is in the URL, not the body)
+        payload = github_issue_payload(incident_id, summary, text, str(evidence.get("service", "?")))
         payload_path = folder / f"{incident_id}.github-issue.json"
         payload_path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return IncidentFiles(md, payload_path)
