@@ -52,7 +52,12 @@ STAGES: dict[str, str] = {
 
 def stage_of(event: CloudEvent) -> str:
     """Return the lifecycle stage of ``event`` (``other`` for types outside :data:`STAGES`)."""
-    return STAGES.get(event.type, "other")
+    stage = STAGES.get(event.type)
+    if stage is not None:
+        return stage
+    if event.type.startswith(("dev.pilotage.cnet.", "dev.pilotage.worker.", "dev.pilotage.market.")):
+        return "coord"  # issue 8: contract-net, workers, credit market
+    return "other"
 
 
 def _short(event_type: str) -> str:

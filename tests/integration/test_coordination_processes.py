@@ -222,6 +222,8 @@ def test_worker_cli_errors_name_the_capability_and_the_bus(tmp_path: Path) -> No
     scheme = worker("--capabilities", "echo", "--bus", "amqp://x")
     assert scheme.returncode == 3 and "unknown bus URL scheme" in scheme.stderr
     assert time.monotonic() - started < 60
+    private = worker("--capabilities", "echo", "--bus", "memory://")
+    assert private.returncode == 3 and "private to this worker" in private.stderr
 
 
 def test_the_testing_agent_hands_its_test_run_to_a_worker_process(tmp_path: Path) -> None:

@@ -6,9 +6,10 @@ proposals for its capabilities (cost = (queue length + 1) × estimated duration)
 reports ``done``/``failure``. SIGTERM or Ctrl-C stops it cleanly (``worker.stopped``; running tasks are cancelled
 and their managers re-announce them).
 
-Errors: an unknown capability is an input error (exit 2, the known ones listed); an unknown bus URL scheme is a
-configuration error (exit 3); a bus that cannot be reached or opened is a backend error (exit 5, the URL named
-with its password hidden).
+Errors: an unknown capability is an input error (exit 2, the known ones listed); an unknown bus URL scheme, or
+``memory://`` (private to the worker), is a configuration error (exit 3); a ``sqlite:///`` log that does not exist
+yet is created with a warning on stderr; a bus that cannot be reached or opened is a backend error (exit 5, the
+URL named with its password hidden).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from pilotage.cli import JsonOpt, app, cli_settings, console
+from pilotage.errors import ConfigError
 
 __all__ = ["worker"]
 
@@ -49,7 +52,18 @@ async def _work(url: str, capabilities: list[str], host_id: str, members: int, g
     from pilotage.registry import backend_class
 
     resolved = resolve_capabilities(capabilities)
-    bus = backend_class("bus", url)(url)
+    bus_class = backend_class("bus", url)
+    if url.startswith("memory:"):
+        raise ConfigError(
+            f"--bus {url}: an in-process bus is private to this worker, no manager can reach it",
+            hint="pass the control plane's bus, e.g. sqlite:///ABS/PATH/.pilotage/events.db or nats://host:4222",
+        )
+    if url.startswith("sqlite:///"):
+        log = Path(url.removeprefix("sqlite:///"))
+        if not log.exists():  # stderr: stdout stays the machine-readable stream of --json
+            sys.stderr.write(f"warning: no event log at {log} yet, an empty one is created; is this the control "
+                             "plane's log? (a mistyped path gives a worker that never receives work)\n")  # fmt: skip
+    bus = bus_class(url)
     settings = cli_settings()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
