@@ -198,6 +198,7 @@ def test_healthy_canary_is_promoted_then_scaled_to_zero(tmp_path: Path) -> None:
                 "strategy": "canary",
                 "version": "b" * 12,
                 "commit": "b" * 40,
+                "standby": {"version": "a" * 12, "standby_s": 300.0},  # issue 3: the previous version stays warm
             }
             steps = [e.data for e in await events_of(stack.bus, EventType.DEPLOY_STEP)]
             assert [(s["step"], s["weight"]) for s in steps] == [(0, 25), (1, 50), (2, 100)]
@@ -212,8 +213,9 @@ def test_healthy_canary_is_promoted_then_scaled_to_zero(tmp_path: Path) -> None:
             }
             assert verdicts == {"deploy": True, "promote": True}
             scaled = await wait_for(stack.bus, EventType.ENV_SCALED_DOWN, timeout_s=30)
-            assert scaled.data["environment"] == dep_id and scaled.data["instances_stopped"] == 1
-            assert scaled.data["saving_usd_per_hour"] == pytest.approx(0.0208)
+            # the new version and the hot standby (kept warm for standby_s, stopped earlier when the env is idle)
+            assert scaled.data["environment"] == dep_id and scaled.data["instances_stopped"] == 2
+            assert scaled.data["saving_usd_per_hour"] == pytest.approx(2 * 0.0208)
             assert scaled.data["idle_s"] >= 1.0
             assert baseline is not None and not stack.runtime.is_running(baseline)
             assert stack.runtime.instances() == [] and stack.runtime.get_route(dep_id) is None

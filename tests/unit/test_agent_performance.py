@@ -102,7 +102,11 @@ def test_measures_records_samples_and_advises(tmp_path: Path) -> None:
         total = data["total"]
         assert total["requests"] > 0 and total["p95_ms"] > 0 and data["error_rate"] == 0.0
         assert total["requests"] == sum(e["requests"] for e in data["endpoints"])
-        [decision] = [e.data for e in await _events(ctx, EventType.DECISION)]
+        decisions = [e.data for e in await _events(ctx, EventType.DECISION)]
+        # issue 8: the load-test slot is auctioned first (a lone bidder wins at once at price 0)
+        assert [d["kind"] for d in decisions] == ["perf.slot_bid", "market.auction", "perf.assessment"]
+        assert data["slot"]["price"] == 0 and data["slot"]["decision_id"] == decisions[1]["id"]
+        decision = decisions[2]
         assert decision["kind"] == "perf.assessment" and decision["action"] == "advise"
         assert decision["inputs"]["thresholds"]["p95_high_ms"] == 0.0 and decision["id"] == data["decision_id"]
         assert agent.reason("perf.assessment", decision["inputs"]).action == "advise"  # replayable from inputs
