@@ -1,14 +1,15 @@
 """Mutation score of (a) schemathesis alone with its defaults and (b) Pilotage's testing suite, side by side.
 
-Usage: ``.venv/bin/python benchmarks/bench_mutation.py [--max-mutants 6] [--seed 1] [--json]``
+Usage: ``.venv/bin/python benchmarks/bench_mutation.py [--max-mutants 10] [--services checkout,petstore,inventory]
+[--seed 1] [--json]``
 
-Services: the generated checkout service (``pilotage.codegen`` from the bundled checkout spec; mutated files
-``app/crud.py`` and ``app/store.py``, the resource logic) and the hand-written ``examples/inventory-service``
-(``app/main.py``, ``app/logic.py``).
+Services: two generated ones (``pilotage.codegen`` from the bundled checkout spec and from the Petstore 3 spec in
+``tests/fixtures/specs``; mutated files ``app/crud.py`` and ``app/store.py``, the resource logic) and the
+hand-written ``examples/inventory-service`` (``app/main.py``, ``app/logic.py``).
 
 Mutation tool: mutmut 3 rewrites a package with trampolines and runs its own test runner in-process, which does not
 fit a black-box HTTP tester that needs a restarted server per mutant. So a small documented AST operator set is
-applied to a temporary copy, one mutant at a time:
+applied to the service folder, one mutant at a time:
 
 * ``compare`` — flip one comparison (``<``↔``<=``, ``>``↔``>=``, ``==``↔``!=``, ``in``↔``not in``);
 * ``status`` — change an HTTP status literal (200↔201, 204→200, 404→400, 409→400, 422→400);
@@ -16,12 +17,20 @@ applied to a temporary copy, one mutant at a time:
 * ``no-raise`` — drop a ``raise`` guarded by an ``if`` (removed validation / not-found check);
 * ``no-call`` — drop a statement that is a bare call (a write, an update, a commit).
 
-Mutants are enumerated in source order, sampled with ``--seed``, ``--max-mutants`` per service. For each mutant an
-instance is started (a mutant that does not start is killed for both tools), then (a) ``schemathesis run`` with
-its defaults (all checks, 100 examples, all phases, fixed seed) and (b) ``run_test_suite`` (schemathesis with
-Pilotage's settings + generated CRUD/property/docstring tests + the service's own tests). A mutant is *killed* by a
-tool when the tool reports a failure that the unmutated service does not produce (failure signatures:
-``(operation, check)`` for schemathesis, failing test node ids and finding kinds for the suite).
+Method. Both tools get the same authentication: headers that satisfy the spec's security schemes
+(:func:`auth_headers`, what a user puts in ``settings.testing_auth_headers``). Per service, a *baseline* on the
+unmutated code: (a) ``schemathesis run`` with its defaults (all checks, 100 examples, all phases, fixed seed) and
+(b) ``run_test_suite`` with the testing agent's settings (schemathesis with Pilotage's settings + the generated
+CRUD chains, property and docstring tests + the service's own tests), each against its own fresh instance; the
+baseline writes Pilotage's tests once (tests written for the original, run against every mutant: no ghostwriter
+per mutant) and records, with coverage.py's subprocess measurement, the lines of ``app/`` that the two runs
+execute. Its failures are printed (the baseline check). Then for each sampled mutant (``--max-mutants`` per service,
+``--seed``): a mutant whose AST equals the original's is *equivalent* and excluded; a mutant on a line neither
+baseline run executed is counted as *not reached* — survived by both, without running them (the runs are
+deterministic up to the mutated line); otherwise (a) and (b) run concurrently against two fresh instances of the
+mutant. A mutant that does not start is killed by both. A mutant is *killed* by a tool when the tool reports a
+failure signature the baseline does not (``operation|check`` for schemathesis, failing test node ids and finding
+kinds for the suite); flaky reruns are off, the seeds are fixed.
 """
 
 from __future__ import annotations
@@ -29,20 +38,28 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import contextlib
 import json
+import os
 import random
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import coverage  # noqa: E402
+import yaml  # noqa: E402
+
+from pilotage.errors import BackendError  # noqa: E402
 from pilotage.runtime.base import scratch_instance  # noqa: E402
 from pilotage.runtime.local import LocalRuntime  # noqa: E402
+from pilotage.settings import Settings  # noqa: E402
 from pilotage.testing.process import child_env, run_process  # noqa: E402
 from pilotage.testing.schemathesis_runner import load_operations, parse_ndjson  # noqa: E402
 from pilotage.testing.suite import run_test_suite  # noqa: E402
@@ -89,118 +106,268 @@ def mutants(source: str) -> list[tuple[str, int, Any]]:
     return [(op, line, make(op, index)) for op, line, index in found]
 
 
-async def schemathesis_defaults(spec: Path, url: str, out: Path, seed: int) -> set[str]:
-    """(a): ``schemathesis run`` with defaults; return its failure signatures (``operation|check``)."""
+def auth_headers(spec: Path) -> dict[str, str]:
+    """Headers that satisfy the spec's security requirement, as a user sets ``settings.testing_auth_headers``.
+
+    ``apiKey`` in a header → that header; ``http basic`` → a Basic credential; ``http bearer``, ``oauth2`` and
+    ``openIdConnect`` → a Bearer token. Empty when the spec declares no security (the generated services accept any
+    well-formed credential: they check presence, ``PILOTAGE_ENFORCE_AUTH``).
+    """
+    doc = yaml.safe_load(spec.read_text(encoding="utf-8"))
+    headers: dict[str, str] = {}
+    for scheme in ((doc.get("components") or {}).get("securitySchemes") or {}).values():
+        kind = scheme.get("type")
+        if kind == "apiKey" and scheme.get("in", "header") == "header":
+            headers[scheme["name"]] = "pilotage-bench"
+        elif kind == "http" and str(scheme.get("scheme", "")).lower() == "basic":
+            headers.setdefault("Authorization", "Basic YmVuY2g6YmVuY2g=")
+        elif kind in ("http", "oauth2", "openIdConnect"):
+            headers.setdefault("Authorization", "Bearer pilotage-bench")
+    return headers
+
+
+async def schemathesis_defaults(spec: Path, url: str, out: Path, seed: int, headers: dict[str, str]) -> set[str]:
+    """(a): ``schemathesis run`` with defaults (plus the auth headers); return failure signatures."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "schemathesis.toml").write_text("")
     argv = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(out / "schemathesis.toml"), "run",
             str(spec), "--url", url, "--seed", str(seed), "--generation-database", "none", "--report", "ndjson",
             "--report-ndjson-path", str(out / "st.ndjson")]  # fmt: skip
+    for name, value in headers.items():
+        argv += ["--header", f"{name}: {value}"]
     await run_process(argv, cwd=out, timeout_s=600, log_path=out / "st.log", env=child_env())
     ops, meta = parse_ndjson(out / "st.ndjson", load_operations(spec))
     sigs = {f"{op.operation}|{check}" for op in ops for check in op.checks_failed}
     return sigs | ({"errors"} if meta["errors"] else set())
 
 
-async def pilotage_suite(service: Path, spec: Path, url: str, out: Path, seed: int) -> set[str]:
-    """(b): Pilotage's suite against the same instance; return its failure signatures."""
+async def pilotage_suite(
+    service: Path, spec: Path, url: str, out: Path, seed: int, headers: dict[str, str], generate: bool
+) -> tuple[set[str], dict[str, Any]]:
+    """(b): Pilotage's suite against a running instance; return its failure signatures and the raw result."""
+    settings = Settings()  # the testing agent's request (agents/testing.py), without the flaky reruns
     result = await run_test_suite(
         {"service_dir": str(service), "spec_path": str(spec), "out_dir": str(out), "base_url": url, "seed": seed,
-         "flaky_reruns": 0, "unit_timeout_s": 300}
+         "max_examples": settings.schemathesis_max_examples, "crud_examples": settings.testing_crud_examples,
+         "request_timeout_s": settings.testing_request_timeout_s, "timeout_s": settings.testing_timeout_s,
+         "unit_timeout_s": settings.testing_unit_timeout_s, "flaky_reruns": 0, "headers": headers,
+         "generate": generate}
     )  # fmt: skip
     sigs = {f"test|{f['nodeid']}" for f in result["failures"]} | {f"finding|{f['kind']}" for f in result["findings"]}
     st = result["schemathesis"] or {}
     sigs |= {f"{op['operation']}|{c}" for op in st.get("operations", []) for c in op["checks_failed"]}
-    return sigs
+    return sigs, result
 
 
-async def measure(service: Path, spec: Path, work: Path, seed: int, tag: str) -> tuple[set[str], set[str]] | None:
-    """Start ``service`` and run both tools; None when the service does not start."""
-    runtime = LocalRuntime(log_dir=work / "logs")
+async def _one(service: Path, work: Path, tag: str, run: Any) -> Any:
+    runtime = LocalRuntime(log_dir=work / "logs" / tag)
     try:
         async with scratch_instance(
             runtime, service="bench", version=tag, path=service, data_dir=work / tag, ready_timeout_s=20
         ) as instance:
-            a = await schemathesis_defaults(spec, instance.url, work / tag / "a", seed)
-            b = await pilotage_suite(service, spec, instance.url, work / tag / "b", seed)
-            return a, b
-    except Exception:  # noqa: BLE001 - a mutant that does not start
+            return await run(instance.url)
+    except BackendError:  # a mutant that does not start
         return None
     finally:
         await runtime.close()
 
 
-def prepare(work: Path) -> list[tuple[str, Path, Path, list[str]]]:
+async def measure(
+    service: Path, spec: Path, work: Path, seed: int, tag: str, headers: dict[str, str], generate: bool = False
+) -> tuple[set[str], set[str], dict[str, Any]] | None:
+    """Run (a) and (b) concurrently, each against its own fresh instance; None when the service does not start."""
+
+    async def run_a(url: str) -> set[str]:
+        started = time.monotonic()
+        try:
+            return await schemathesis_defaults(spec, url, work / tag / "a", seed, headers)
+        finally:
+            TIMES[tag + "-a"] = time.monotonic() - started
+
+    async def run_b(url: str) -> tuple[set[str], dict[str, Any]]:
+        started = time.monotonic()
+        try:
+            return await pilotage_suite(service, spec, url, work / tag / "b", seed, headers, generate)
+        finally:
+            TIMES[tag + "-b"] = time.monotonic() - started
+
+    a, b = await asyncio.gather(_one(service, work, tag + "-a", run_a), _one(service, work, tag + "-b", run_b))
+    if a is None or b is None:
+        return None
+    return a, b[0], b[1]
+
+
+#: Seconds of each tool run, by tag (printed with the progress lines).
+TIMES: dict[str, float] = {}
+SERVICES = {
+    "checkout": ("checkout (generated)", "src/pilotage/examples/checkout-service/openapi.yaml"),
+    "petstore": ("petstore (generated)", "tests/fixtures/specs/petstore3.yaml"),
+    "inventory": ("inventory (hand-written)", "examples/inventory-service"),
+}
+
+
+def prepare(work: Path, names: list[str]) -> list[tuple[str, Path, Path, list[str]]]:
+    """Copy or generate each service into ``work``: ``(label, folder, spec, mutated files)``."""
     from pilotage.codegen.generator import generate_service
 
-    gen = work / "checkout-generated"
-    spec = ROOT / "src/pilotage/examples/checkout-service/openapi.yaml"
-    generate_service(spec, gen)
-    inv = work / "inventory-handwritten"
-    shutil.copytree(ROOT / "examples/inventory-service", inv)
-    return [
-        ("checkout (generated)", gen, gen / "app" / "openapi.json", ["app/crud.py", "app/store.py"]),
-        ("inventory (hand-written)", inv, inv / "openapi.yaml", ["app/main.py", "app/logic.py"]),
-    ]
+    out = []
+    for name in names:
+        label, source = SERVICES[name]
+        folder = work / name
+        if name == "inventory":
+            shutil.copytree(ROOT / source, folder)
+            out.append((label, folder, folder / "openapi.yaml", ["app/main.py", "app/logic.py"]))
+        else:
+            generate_service(ROOT / source, folder)
+            out.append((label, folder, folder / "app" / "openapi.json", ["app/crud.py", "app/store.py"]))
+    return out
 
 
-async def bench(max_mutants: int, seed: int, progress: bool) -> list[dict[str, Any]]:
+@contextlib.contextmanager
+def line_coverage(service: Path, work: Path) -> Iterator[dict[str, set[int]]]:
+    """Record the lines of ``service/app`` that every Python process started inside the block executes.
+
+    coverage.py's subprocess measurement (``COVERAGE_PROCESS_START`` and a ``sitecustomize`` that calls
+    ``coverage.process_startup()``): the instances (uvicorn), the generated and own tests, the ghostwriter. The
+    yielded dict, ``{relative path: line numbers}``, is filled when the block ends.
+    """
+    folder = work / "coverage"
+    folder.mkdir(parents=True, exist_ok=True)
+    rc = folder / "coveragerc"
+    rc.write_text(f"[run]\nsource = {service / 'app'}\nparallel = true\nsigterm = true\ndata_file = {folder}/cov\n"
+                  "disable_warnings = no-data-collected, module-not-measured, module-not-imported\n")  # fmt: skip
+    (folder / "sitecustomize.py").write_text("import coverage\n\ncoverage.process_startup()\n")
+    saved = {k: os.environ.get(k) for k in ("COVERAGE_PROCESS_START", "PYTHONPATH")}
+    os.environ["COVERAGE_PROCESS_START"] = str(rc)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), saved["PYTHONPATH"]]))
+    lines: dict[str, set[int]] = {}
+    try:
+        yield lines
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        cov = coverage.Coverage(data_file=str(folder / "cov"), config_file=str(rc))
+        cov.combine([str(folder)])
+        data = cov.get_data()
+        for name in data.measured_files():
+            lines[Path(name).resolve().relative_to(service.resolve()).as_posix()] = set(data.lines(name) or ())
+
+
+def _equivalent(original: str, mutated: str) -> bool:
+    """The documented equivalence rule: the mutant's AST equals the original's (e.g. ``-0`` → ``-1`` folded)."""
+    return ast.dump(ast.parse(original)) == ast.dump(ast.parse(mutated))
+
+
+async def bench(max_mutants: int, seed: int, names: list[str], progress: bool) -> list[dict[str, Any]]:
+    """Measure every service: baseline (tests generated once from the unmutated code), then each sampled mutant."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-mutation-") as tmp:
         work = Path(tmp)
-        for name, service, spec, files in prepare(work):
-            baseline = await measure(service, spec, work, seed, "baseline")
-            assert baseline is not None, f"{name}: the unmutated service does not start"
-            points = [
-                (rel, op, line, apply) for rel in files for op, line, apply in mutants((service / rel).read_text())
-            ]
+        for name, service, spec, files in prepare(work, names):
+            headers = auth_headers(spec)
+            started = time.monotonic()
+            with line_coverage(service, work / service.name) as reached:
+                baseline = await measure(service, spec, work, seed, f"{service.name}-base", headers, generate=True)
+            if baseline is None:
+                raise SystemExit(f"{name}: the unmutated service does not start")
+            base_a, base_b, raw = baseline
+            generated = {k: raw["generated"].get(k) for k in ("crud", "properties", "docstrings")}
+            check = {"a_failures": sorted(base_a), "b_failures": sorted(base_b), "generated": generated,
+                     "auth_headers": sorted(headers), "seconds": round(time.monotonic() - started)}  # fmt: skip
+            if progress:
+                print(f"{name}: baseline (unmutated) schemathesis failures {sorted(base_a) or 'none'}; Pilotage "
+                      f"failures {sorted(base_b) or 'none'}; generated {generated}; auth {sorted(headers) or 'none'}"
+                      f" ({check['seconds']} s)", file=sys.stderr, flush=True)  # fmt: skip
+            points = []
+            for rel in files:
+                original = (service / rel).read_text()
+                points += [(rel, op, line, apply) for op, line, apply in mutants(original)]
             chosen = random.Random(seed).sample(points, min(max_mutants, len(points)))
-            row = {"service": name, "mutants": len(chosen), "points": len(points), "a": 0, "b": 0, "detail": []}
+            row: dict[str, Any] = {"service": name, "mutants": 0, "points": len(points), "a": 0, "b": 0,
+                                   "equivalent": 0, "unreached": 0, "baseline": check, "detail": []}  # fmt: skip
             for n, (rel, op, line, apply) in enumerate(chosen):
                 original = (service / rel).read_text()
+                mutated = apply()
+                if _equivalent(original, mutated):
+                    row["equivalent"] += 1
+                    continue
+                if line not in reached.get(rel, set()):  # neither tool's unmutated run executes it: both miss it
+                    row["mutants"] += 1
+                    row["unreached"] += 1
+                    row["detail"].append({"file": rel, "line": line, "op": op, "a": False, "b": False,
+                                          "b_new": ["unreached"]})  # fmt: skip
+                    if progress:
+                        print(f"  {name} {rel}:{line} {op}: not reached by either unmutated run: survived by both",
+                              file=sys.stderr, flush=True)  # fmt: skip
+                    continue
                 started = time.monotonic()
                 try:
-                    (service / rel).write_text(apply())
-                    got = await measure(service, spec, work, seed, f"m{n}")
+                    (service / rel).write_text(mutated)
+                    got = await measure(service, spec, work, seed, f"{service.name}-m{n}", headers)
                 finally:
                     (service / rel).write_text(original)
-                killed_a = got is None or bool(got[0] - baseline[0])
-                killed_b = got is None or bool(got[1] - baseline[1])
+                killed_a = got is None or bool(got[0] - base_a)
+                killed_b = got is None or bool(got[1] - base_b)
+                row["mutants"] += 1
                 row["a"] += killed_a
                 row["b"] += killed_b
-                row["detail"].append({"file": rel, "line": line, "op": op, "a": killed_a, "b": killed_b})
+                new_b = sorted(got[1] - base_b)[:3] if got else ["does not start"]
+                row["detail"].append({"file": rel, "line": line, "op": op, "a": killed_a, "b": killed_b,
+                                      "b_new": new_b})  # fmt: skip
                 if progress:
                     print(f"  {name} {rel}:{line} {op}: schemathesis {'killed' if killed_a else 'survived'}, "
-                          f"pilotage {'killed' if killed_b else 'survived'} ({time.monotonic() - started:.0f} s)",
-                          file=sys.stderr, flush=True)  # fmt: skip
+                          f"pilotage {'killed' if killed_b else 'survived'} {new_b} "
+                          f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
             rows.append(row)
     return rows
 
 
+def _pct(killed: int, of: int) -> str:
+    return f"{killed}/{of} = {100 * killed / max(of, 1):.0f}%"
+
+
+def _table_row(label: str, c: dict[str, int]) -> str:
+    return f"| {label} | {c['m']} ({c['p']}) | {c['e']} | {c['u']} | {_pct(c['a'], c['m'])} | {_pct(c['b'], c['m'])} |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-mutants", type=int, default=6, help="mutants per service (default 6)")
+    parser.add_argument("--max-mutants", type=int, default=10, help="mutants per service (default 10)")
+    parser.add_argument("--services", default="checkout,petstore,inventory", help="comma-separated, of: "
+                        + ", ".join(SERVICES))  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     started = time.monotonic()
-    rows = asyncio.run(bench(args.max_mutants, args.seed, not args.json))
+    names = [n.strip() for n in args.services.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(SERVICES))
+    if unknown:
+        parser.error(f"unknown service(s) {unknown}: choose from {sorted(SERVICES)}")
+    rows = asyncio.run(bench(args.max_mutants, args.seed, names, not args.json))
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    print("| service | mutants (of points) | (a) schemathesis defaults | (b) Pilotage testing agent |")
-    print("|---|---|---|---|")
-    total = {"m": 0, "a": 0, "b": 0}
+    print("| service | mutants (of points) | equivalent, excluded | not reached by either | "
+          "(a) schemathesis defaults | (b) Pilotage testing agent |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    total = {"m": 0, "a": 0, "b": 0, "u": 0, "e": 0, "p": 0}
     for row in rows:
-        m = row["mutants"]
-        total["m"] += m
-        total["a"] += row["a"]
-        total["b"] += row["b"]
-        print(f"| {row['service']} | {m} ({row['points']}) | {row['a']}/{m} = {100 * row['a'] / max(m, 1):.0f}% | "
-              f"{row['b']}/{m} = {100 * row['b'] / max(m, 1):.0f}% |")  # fmt: skip
-    m = max(total["m"], 1)
-    print(f"| **all** | {total['m']} | {total['a']}/{total['m']} = {100 * total['a'] / m:.0f}% | "
-          f"{total['b']}/{total['m']} = {100 * total['b'] / m:.0f}% |")  # fmt: skip
+        counts = {"m": row["mutants"], "a": row["a"], "b": row["b"], "u": row["unreached"], "e": row["equivalent"],
+                  "p": row["points"]}  # fmt: skip
+        total = {key: total[key] + counts[key] for key in total}
+        print(_table_row(row["service"], counts))
+    print(_table_row("**all**", total))
+    reached = total["m"] - total["u"]
+    print(f"\nreached mutants only: (a) {_pct(total['a'], reached)}, (b) {_pct(total['b'], reached)}")
+    for row in rows:
+        base = row["baseline"]
+        print(
+            f"baseline {row['service']}: schemathesis failures {base['a_failures'] or 'none'}; Pilotage failures "
+            f"{base['b_failures'] or 'none'}; auth headers {base['auth_headers'] or 'none'}"
+        )
     print(f"\n{time.monotonic() - started:.0f} s, seed {args.seed}")
 
 

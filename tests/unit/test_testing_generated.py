@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from pilotage.testing.ghostwrite import complete_tests, return_check
@@ -28,6 +32,38 @@ def test_written_files_compile(tmp_path: Path) -> None:
         source = Path(written[key]).read_text()
         compile(source, written[key], "exec")
         assert "PILOTAGE_BASE_URL" in source
+
+
+def _crud_run(service: Path) -> subprocess.CompletedProcess[str]:
+    write_spec_tests(service / "openapi.yaml", service, crud_examples=3)
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_pilotage_api_crud.py"]
+    return subprocess.run(argv, cwd=service, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize(
+    ("bug", "message"),
+    [
+        (None, None),
+        ("    return items[:limit]\n", "does not list the resource just created"),
+        # a delete that deletes nothing: the failing chain's replay meets a 409, so only the test's failure is checked
+        ('        conn.execute("DELETE FROM items WHERE id = ?", (itemId,))\n', "test_crud_items"),
+    ],
+)
+def test_crud_chain_oracle_on_the_inventory_example(tmp_path: Path, bug: str | None, message: str | None) -> None:
+    service = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, service, ignore=shutil.ignore_patterns("test_pilotage_*", "__pycache__"))
+    main = service / "app" / "main.py"
+    if bug is not None:  # a lost list entry / a delete that deletes nothing: what the life-cycle oracle must catch
+        source = main.read_text()
+        assert bug in source
+        replacement = bug.replace("return items[:limit]", "return []") if "return" in bug else ""
+        main.write_text(source.replace(bug, replacement))
+    run = _crud_run(service)
+    if message is None:
+        assert run.returncode == 0, run.stdout[-3000:]
+    else:
+        assert run.returncode == 1, run.stdout[-3000:]
+        assert message in run.stdout
 
 
 def typed(x: int) -> float:

@@ -18,6 +18,7 @@ from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from starlette.routing import Match
 
 from app.logic import is_low, reorder_quantity, value_cents
 
@@ -97,6 +98,16 @@ def _load(conn: sqlite3.Connection, item_id: int) -> Item:
     return _item(row)
 
 
+def _methods(scope: Any) -> set[str]:
+    """Every method the app answers at the request's path (``Allow`` of a 405, RFC 9110 §15.5.6)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods - {"HEAD"} if methods else methods
+
+
 @app.middleware("http")
 async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     if request.url.path in UNCOUNTED:
@@ -106,6 +117,8 @@ async def count_requests(request: Request, call_next: Callable[[Request], Awaita
         response: Response = JSONResponse({"detail": "injected fault"}, status_code=500)
     else:
         response = await call_next(request)
+    if response.status_code == 405:  # starlette names only the first matching route's methods: list them all
+        response.headers["Allow"] = ", ".join(sorted(_methods(request.scope)))
     route = request.scope.get("route")
     template = getattr(route, "path", None) or request.url.path
     REQUESTS.labels(request.method, template, str(response.status_code)).inc()
