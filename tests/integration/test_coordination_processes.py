@@ -78,6 +78,35 @@ async def _of_type(bus: Bus, type_: str) -> list[CloudEvent]:
     return [r.event for r in await bus.read(1, 100_000, pattern=type_)]
 
 
+async def _handle_on_sqlite(
+    url: str, tmp_path: Path, settings: dict[str, Any], events: list[CloudEvent], agent_class: Any, result_type: str
+) -> dict[str, Any]:
+    """Publish ``events`` on the SQLite log and let ``agent_class`` handle the last one.
+
+    Returns its one ``result_type`` event's data and every decision (real SQLite bus, in-memory graph, local
+    runtime, no policy engine: these agents ask no policy question here).
+    """
+    ctx = AgentContext(
+        bus=SQLiteBus(url),
+        graph=SQLiteGraph("sqlite:///:memory:"),
+        policy=None,  # type: ignore[arg-type]
+        runtime=LocalRuntime(log_dir=tmp_path / "logs"),
+        settings=Settings.model_validate(settings),
+    )
+    try:
+        async with ctx.bus:
+            for event in events:
+                await ctx.bus.publish(event)
+            await agent_class(ctx).handle(events[-1])
+            assert not await _of_type(ctx.bus, EventType.AGENT_FAILED)
+            [result] = await _of_type(ctx.bus, result_type)
+            decisions = [e.data for e in await _of_type(ctx.bus, EventType.DECISION)]
+            return {"result": result.data, "decisions": decisions}
+    finally:
+        await ctx.runtime.close()
+        ctx.graph.close()
+
+
 async def _kill_winner_mid_task(bus: Bus, workers: Workers) -> None:
     async with bus:
         manager = ContractNetManager(bus, options=OPTIONS)
@@ -156,33 +185,21 @@ def test_the_performance_agent_hands_its_load_test_to_a_worker_process(tmp_path:
     head = shutil.copytree(FIXTURES / "ok_service", tmp_path / "versions" / "abc123")
 
     async def scenario() -> dict[str, Any]:
-        settings = Settings.model_validate(
-            {"load_test_users": 3, "load_test_duration_s": 2.0, "cnet_bid_window_s": 2.0, "cnet_heartbeat_s": 0.3}
-        )
-        ctx = AgentContext(
-            bus=SQLiteBus(url),
-            graph=SQLiteGraph("sqlite:///:memory:"),
-            policy=None,  # type: ignore[arg-type]  # the performance agent asks no policy question
-            runtime=LocalRuntime(log_dir=tmp_path / "logs"),
-            settings=settings,
-        )
+        settings = {
+            "load_test_users": 3,
+            "load_test_duration_s": 2.0,
+            "cnet_bid_window_s": 2.0,
+            "cnet_heartbeat_s": 0.3,
+        }
         run = RunSpec(run_id="r9", service="pets", spec_path=str(head / "openapi.yaml"), request="x",
                       workdir=str(tmp_path / "work"))  # fmt: skip
         start = new_event(EventType.FLOW_STARTED, run.model_dump(), source="/t", subject="pets", runid="r9")
         data = {"commit": "abc123" * 6, "head_dir": str(head), "spec_path": str(head / "openapi.yaml"), "passed": True}
         tested = new_event(EventType.TESTS_COMPLETED, data, source="/t", subject="pets", runid="r9")
-        try:
-            async with ctx.bus:
-                await ctx.bus.publish(start)
-                await ctx.bus.publish(tested)
-                await PerformanceAgent(ctx).handle(tested)
-                [measured] = await _of_type(ctx.bus, EventType.PERF_MEASURED)
-                assert not await _of_type(ctx.bus, EventType.AGENT_FAILED)
-                decisions = [e.data for e in await _of_type(ctx.bus, EventType.DECISION)]
-                return {"measured": measured.data, "decisions": decisions}
-        finally:
-            await ctx.runtime.close()
-            ctx.graph.close()
+        out = await _handle_on_sqlite(
+            url, tmp_path, settings, [start, tested], PerformanceAgent, EventType.PERF_MEASURED
+        )
+        return {"measured": out["result"], "decisions": out["decisions"]}
 
     try:
         workers.start("lt-1", "loadtest,echo")
@@ -235,21 +252,12 @@ def test_the_testing_agent_hands_its_test_run_to_a_worker_process(tmp_path: Path
     head = shutil.copytree(FIXTURES / "ok_service", tmp_path / "versions" / "abc123")
 
     async def scenario() -> dict[str, Any]:
-        settings = Settings.model_validate(
-            {
-                "schemathesis_max_examples": 3,
-                "cnet_bid_window_s": 2.0,
-                "cnet_heartbeat_s": 0.3,
-                "testing_generate": False,
-            }
-        )
-        ctx = AgentContext(
-            bus=SQLiteBus(url),
-            graph=SQLiteGraph("sqlite:///:memory:"),
-            policy=None,  # type: ignore[arg-type]  # the verdict below is given; no policy question is asked
-            runtime=LocalRuntime(log_dir=tmp_path / "logs"),
-            settings=settings,
-        )
+        settings = {
+            "schemathesis_max_examples": 3,
+            "cnet_bid_window_s": 2.0,
+            "cnet_heartbeat_s": 0.3,
+            "testing_generate": False,
+        }
         spec = str(head / "openapi.yaml")
         run = RunSpec(run_id="r8", service="pets", spec_path=spec, request="x", workdir=str(tmp_path / "work"))
         code = {"commit": "abc123" * 6, "head_dir": str(head), "files_changed": []}
@@ -260,18 +268,8 @@ def test_the_testing_agent_hands_its_test_run_to_a_worker_process(tmp_path: Path
             new_event(EventType.SPEC_VALIDATED, {"spec_path": spec}, source="/t", subject="pets", runid="r8"),
             new_event(EventType.POLICY_EVALUATED, merge, source="/t", subject="pets", runid="r8"),
         ]
-        try:
-            async with ctx.bus:
-                for e in events:
-                    await ctx.bus.publish(e)
-                await TestingAgent(ctx).handle(events[-1])
-                assert not await _of_type(ctx.bus, EventType.AGENT_FAILED)
-                [completed] = await _of_type(ctx.bus, EventType.TESTS_COMPLETED)
-                decisions = [e.data for e in await _of_type(ctx.bus, EventType.DECISION)]
-                return {"completed": completed.data, "decisions": decisions}
-        finally:
-            await ctx.runtime.close()
-            ctx.graph.close()
+        out = await _handle_on_sqlite(url, tmp_path, settings, events, TestingAgent, EventType.TESTS_COMPLETED)
+        return {"completed": out["result"], "decisions": out["decisions"]}
 
     try:
         workers.start("t-1", "tests")
