@@ -83,6 +83,19 @@ def _glob_to_sql(pattern: str) -> tuple[str, str] | None:
     return None
 
 
+def _add_column(conn: sqlite3.Connection, alter: str) -> None:
+    """Run one ``ALTER TABLE … ADD COLUMN`` migration; another process opening the same log may win the race.
+
+    Raises:
+        sqlite3.OperationalError: any error other than the column already existing.
+    """
+    try:
+        conn.execute(alter)
+    except sqlite3.OperationalError as exc:
+        if "duplicate column name" not in str(exc):
+            raise
+
+
 class SQLiteBus(Bus):
     """Durable CloudEvents log in SQLite with group commit, consumer groups and leases.
 
@@ -129,9 +142,9 @@ class SQLiteBus(Bus):
             conn.executescript(_SCHEMA)
             columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
             if "logged_at" not in columns:  # logs written before replay-by-time existed
-                conn.execute("ALTER TABLE events ADD COLUMN logged_at REAL")
+                _add_column(conn, "ALTER TABLE events ADD COLUMN logged_at REAL")
             if "pattern" not in {row[1] for row in conn.execute("PRAGMA table_info(consumer_offsets)")}:
-                conn.execute("ALTER TABLE consumer_offsets ADD COLUMN pattern TEXT NOT NULL DEFAULT '*'")
+                _add_column(conn, "ALTER TABLE consumer_offsets ADD COLUMN pattern TEXT NOT NULL DEFAULT '*'")
         except sqlite3.OperationalError as exc:
             if "readonly" not in str(exc) and "unable to open" not in str(exc):
                 raise BackendCorrupt(
