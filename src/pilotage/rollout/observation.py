@@ -185,9 +185,7 @@ async def observe(
         now = time.monotonic()
         done = found.outcome is Outcome.FAIL or now >= grace_end
         done = done or (now >= deadline and found.outcome is not Outcome.INCONCLUSIVE)
-        if done and polls >= 2:
-            return Observation(found, series[0], series[1], counted, exited, with_baseline, now - started, polls)
-        if done and found.outcome is Outcome.FAIL:  # a dead canary on the first poll
+        if done and (polls >= 2 or found.outcome is Outcome.FAIL):  # a Fail on the first poll: a dead canary
             return Observation(found, series[0], series[1], counted, exited, with_baseline, now - started, polls)
         await asyncio.sleep(max(0.0, started + polls * poll_s - time.monotonic()))  # fixed cadence, no drift
 
