@@ -20,9 +20,12 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "inventory-service"
 
 def test_crud_chains_of_the_inventory_example() -> None:
     chains = infer_crud_chains(yaml.safe_load((EXAMPLE / "openapi.yaml").read_text()))
-    assert [(c.collection, c.item, c.key, c.update, c.delete) for c in chains] == [
-        ("/items", "/items/{itemId}", "id", "PUT", True)
+    assert [(c.collection, c.item, c.key, [u["method"] for u in c.updates], c.delete) for c in chains] == [
+        ("/items", "/items/{itemId}", "id", ["PUT"], True)
     ]
+    assert chains[0].page == {"param": "limit", "maximum": 100, "default": 20}
+    assert chains[0].searches == [{"path": "/items", "params": ["low"], "exact": {"low": [True, False]},
+                                   "limit": ["limit", 100]}]  # fmt: skip
 
 
 def test_written_files_compile(tmp_path: Path) -> None:

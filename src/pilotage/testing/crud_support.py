@@ -6,8 +6,14 @@ generated file's globals (the spec, target and chains) so that this module type-
 
 A chain (one hypothesis example): create the parent when the collection is nested, ``POST`` a body drawn from the
 spec (positive data) → 2xx and the sent fields come back; ``GET`` the item → 200 and equal to the created object;
-the collection's ``GET`` (when it returns an array) lists it with the same fields; ``PUT``/``PATCH`` a drawn body
-→ 2xx, then ``GET`` shows the sent fields; ``DELETE`` → 2xx, then ``GET`` → 404 and the list no longer has it.
+the collection's ``GET`` (when it returns an array) lists it with the same fields; every search (a ``GET`` below
+the collection with query parameters named like resource properties, e.g. ``/pet/findByStatus?status=``) asked
+for the resource's own values returns it, and an enum/boolean filter returns only matching items; every update
+(item ``PUT``/``PATCH``, an item ``POST`` naming properties, a collection ``PUT`` with the key in the body) → 2xx,
+then ``GET`` shows the sent body fields and query values, and the searches agree again; ``DELETE`` → 2xx, then
+``GET`` → 404, the list no longer has it, and every update or second ``DELETE`` that declares 404 answers 404.
+A paging test (:func:`run_paging`, when the list declares a page-size default ``D`` ≤ 100) creates ``D + 1``
+resources and checks that the list without the parameter returns at most ``D`` and with ``limit=1`` at most 1.
 Bodies are sent as JSON when the operation accepts JSON (the life-cycle oracle needs a lossless encoding; the other
 encodings stay with schemathesis' checks).
 A 409 (a generated value collides with an existing unique one) discards the example; a 401/403 skips the test
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["run_chain"]
+__all__ = ["run_chain", "run_paging"]
 
 schema: Any = None
 BASE_URL: str | None = None
@@ -32,6 +38,7 @@ CHAINS: dict[str, dict[str, Any]] = {}
 import contextlib  # noqa: E402
 import math  # noqa: E402
 
+import jsonschema  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import reject  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -166,27 +173,93 @@ def _listed(chain: dict[str, Any], scope: dict[str, Any], key: Any, trail: list[
 _LIMITS = ("limit", "size", "per_page", "page_size", "pageSize")
 
 
-def _update(chain: dict[str, Any], case: Any, params: dict[str, Any], key: Any, trail: list[str]) -> None:
-    """Send the drawn update to the existing resource and check that ``GET`` shows the sent fields."""
-    item = chain["item"]
-    case.path_parameters = {**(case.path_parameters or {}), **params}
-    if isinstance(case.body, dict) and chain["key"] in case.body:
-        case.body[chain["key"]] = key  # an update that renames the key is another test
-    response = _call(case, trail)
-    what = f"{chain['update']} {item} of an existing resource (a body valid by the spec)"
-    _status(response, what, trail)
-    body = _json_body(case)
-    sent = {k: v for k, v in body.items() if k != chain["key"]} if isinstance(body, dict) else None
+def _valid(value: Any, schema: dict[str, Any] | None) -> bool:
+    """True when ``value`` is valid for a property's schema (JSON Schema; False without a schema)."""
+    if schema is None:
+        return False
+    return bool(jsonschema.validators.validator_for(schema)(schema).is_valid(value))
+
+
+def _fresh(chain: dict[str, Any], params: dict[str, Any], what: str, trail: list[str]) -> Any:
     response = _get(chain, params, trail)
     if response.status_code != 200:
-        _fail(f"GET {item} after {chain['update']} answered {response.status_code}, not 200", trail)
-    _compare(sent, _json(response, f"GET {item}", trail), f"GET {item} after {chain['update']}", trail)
+        _fail(f"GET {chain['item']} {what} answered {response.status_code}, not 200", trail)
+    return _json(response, f"GET {chain['item']}", trail)
 
 
-def _delete(chain: dict[str, Any], params: dict[str, Any], scope: dict[str, Any], key: Any, trail: list[str]) -> None:
-    """Delete the resource; then ``GET`` answers 404 and the collection no longer lists it."""
+def _query(chain: dict[str, Any], search: dict[str, Any], query: dict[str, Any], trail: list[str]) -> tuple[Any, str]:
+    """Call a search with ``query`` (booleans as ``true``/``false``, the page size at its maximum); the items."""
+    sent = {p: (str(v).lower() if isinstance(v, bool) else v) for p, v in query.items()}
+    if search["limit"]:
+        sent[search["limit"][0]] = search["limit"][1]
+    response = _call(schema[search["path"]]["GET"].Case(query=sent, headers={}), trail)
+    what = f"GET {search['path']} with {sent}"
+    if response.status_code != 200:
+        _fail(f"{what} answered {response.status_code}, not 200", trail)
+    items = _json(response, what, trail)
+    if not isinstance(items, list):
+        _fail(f"{what} answered {type(items).__name__}, not a list", trail)
+    for name in set(search["exact"]) & set(query):
+        wrong = [i for i in items if isinstance(i, dict) and name in i and not _same(i[name], query[name])]
+        if wrong:
+            _fail(f"{what} returned {len(wrong)} item(s) whose {name} is not {query[name]!r}: {wrong[:2]}", trail)
+    return items, what
+
+
+def _search(chain: dict[str, Any], search: dict[str, Any], current: Any, trail: list[str]) -> None:
+    """Ask a search for the resource's own values: it must return the resource.
+
+    Enum/boolean filters return only matching items, and asked for another value of such a filter, the search must
+    not return the resource.
+    """
+    if not isinstance(current, dict):
+        return
+    wanted = {p: current[p] for p in search["params"] if isinstance(current.get(p), str | int | float | bool)}
+    if not wanted:
+        return
+    key = current.get(chain["key"])
+    items, what = _query(chain, search, wanted, trail)
+    found = any(isinstance(i, dict) and _same(i.get(chain["key"]), key) for i in items)
+    if not found and not (search["limit"] and len(items) >= search["limit"][1]):
+        _fail(f"{what} does not return the resource whose {sorted(wanted)} it asked for", trail)
+    for name, values in search["exact"].items():
+        other = next((v for v in values if name in wanted and not _same(v, wanted[name])), None)
+        if other is None:
+            continue
+        items, what = _query(chain, search, {**wanted, name: other}, trail)
+        if any(isinstance(i, dict) and _same(i.get(chain["key"]), key) for i in items):
+            _fail(f"{what} returns the resource whose {name} is {wanted[name]!r}", trail)
+
+
+def _update(
+    chain: dict[str, Any], update: dict[str, Any], case: Any, params: dict[str, Any], key: Any, trail: list[str]
+) -> Any:
+    """Send the drawn update to the existing resource; ``GET`` must show the sent fields. Return the fresh state."""
+    if update["via"] == "body":  # the key travels in the body (``PUT /pet``); the path holds the scope only
+        params = {k: v for k, v in params.items() if k != chain["param"]}
+        if not isinstance(case.body, dict):
+            return None
+    case.path_parameters = {**(case.path_parameters or {}), **params}
+    if isinstance(case.body, dict) and (update["via"] == "body" or chain["key"] in case.body):
+        case.body[chain["key"]] = key  # an update that renames the key is another test
+    response = _call(case, trail)
+    what = f"{update['method']} {update['path']} of an existing resource (a request valid by the spec)"
+    _status(response, what, trail)
+    body = _json_body(case)
+    sent = {k: v for k, v in body.items() if k != chain["key"]} if isinstance(body, dict) else {}
+    sent |= {k: v for k, v in (case.query or {}).items() if k != chain["key"] and _valid(v, chain["scalars"].get(k))}
+    current = _fresh(chain, {**params, chain["param"]: key}, f"after {update['method']} {update['path']}", trail)
+    _compare(sent, current, f"GET {chain['item']} after {update['method']} {update['path']}", trail)
+    return current
+
+
+def _delete(
+    chain: dict[str, Any], params: dict[str, Any], scope: dict[str, Any], key: Any, updates: list[Any], trail: list[str]
+) -> None:
+    """Delete the resource; then ``GET`` answers 404, the list no longer has it, updates/deletes declaring 404 do."""
     item = chain["item"]
-    response = _call(schema[item]["DELETE"].Case(path_parameters=params, headers={}), trail)
+    delete = schema[item]["DELETE"]
+    response = _call(delete.Case(path_parameters=params, headers={}), trail)
     if not 200 <= response.status_code < 300:
         _fail(f"DELETE {item} of an existing resource answered {response.status_code}, not 2xx", trail)
     response = _get(chain, params, trail)
@@ -194,6 +267,16 @@ def _delete(chain: dict[str, Any], params: dict[str, Any], scope: dict[str, Any]
         _fail(f"GET {item} after DELETE answered {response.status_code}, not 404", trail)
     if chain["has_list"] and _listed(chain, scope, key, trail) not in (None, ...):
         _fail(f"GET {chain['collection']} still lists the resource deleted", trail)
+    for update, case in updates:
+        if update["not_found"] and case is not None:
+            response = _call(case, trail)
+            if response.status_code != 404:
+                what = f"{update['method']} {update['path']} of the deleted resource"
+                _fail(f"{what} answered {response.status_code}, not the 404 the spec declares", trail)
+    if chain["delete_not_found"]:
+        response = _call(delete.Case(path_parameters=params, headers={}), trail)
+        if response.status_code != 404:
+            _fail(f"a second DELETE {item} answered {response.status_code}, not the 404 the spec declares", trail)
 
 
 def run_chain(data: st.DataObject, name: str) -> None:
@@ -217,25 +300,69 @@ def run_chain(data: st.DataObject, name: str) -> None:
 def _run_chain(data: st.DataObject, name: str, cleanup: list[tuple[str, dict[str, Any]]]) -> None:
     chain, trail = CHAINS[name], list[str]()
     cases = _draw(data, name)
-    update = None
-    if chain["update"]:
-        placeholder = {chain["param"]: 1, **({chain["scope_param"]: 1} if chain["scope_param"] else {})}
-        update = data.draw(_strategy(schema[chain["item"]][chain["update"]], placeholder))
+    placeholder = {chain["param"]: 1, **({chain["scope_param"]: 1} if chain["scope_param"] else {})}
+    updates = [
+        (u, data.draw(_strategy(schema[u["path"]][u["method"]], placeholder if u["via"] == "path" else None)))
+        for u in chain["updates"]
+    ]
     created, scope = _create(cases, name, trail, cleanup)
     key = created[chain["key"]]
     params = {**scope, chain["param"]: key}
-    item = chain["item"]
-    response = _get(chain, params, trail)
-    if response.status_code != 200:
-        _fail(f"GET {item} of the resource just created answered {response.status_code}, not 200", trail)
-    _compare(created, _json(response, f"GET {item}", trail), f"GET {item} after create", trail)
+    current = _fresh(chain, params, "of the resource just created", trail)
+    _compare(created, current, f"GET {chain['item']} after create", trail)
     if chain["has_list"]:
         listed = _listed(chain, scope, key, trail)
         if listed is None:
             _fail(f"GET {chain['collection']} does not list the resource just created", trail)
         if listed is not ...:
             _compare(created, listed, f"GET {chain['collection']} after create", trail)
-    if update is not None:
-        _update(chain, update, params, key, trail)
+    for search in chain["searches"]:
+        _search(chain, search, current, trail)
+    for update, case in updates:
+        current = _update(chain, update, case, params, key, trail) or current
+    if updates:
+        for search in chain["searches"]:
+            _search(chain, search, current, trail)
     if chain["delete"]:
-        _delete(chain, params, scope, key, trail)
+        _delete(chain, params, scope, key, updates, trail)
+
+
+def run_paging(data: st.DataObject, name: str) -> None:
+    """Create ``default + 1`` resources; the list must honour its page-size default and ``limit=1``; then delete them.
+
+    Bodies that collide with existing ones (409) are redrawn; an example that cannot create enough is rejected.
+    """
+    chain, page = CHAINS[name], CHAINS[name]["page"]
+    operation = schema[chain["collection"]]["POST"]
+    made: list[Any] = []
+    trail: list[str] = []
+    try:
+        for _attempt in range(3 * (page["default"] + 1)):
+            if len(made) > page["default"]:
+                break
+            response = _call(data.draw(_strategy(operation, None)), trail)
+            del trail[:-3]  # the last few requests reproduce the state well enough; D + 1 lines would not help
+            if response.status_code == 409:
+                continue
+            _status(response, f"POST {chain['collection']} (a body valid by the spec)", trail)
+            body = _json(response, f"POST {chain['collection']}", trail)
+            if isinstance(body, dict) and chain["key"] in body:
+                made.append(body[chain["key"]])
+        if len(made) <= page["default"]:
+            reject()
+        listing = schema[chain["collection"]]["GET"]
+        for query, most in (({}, page["default"]), ({page["param"]: 1}, 1)):
+            response = _call(listing.Case(query=query, headers={}), trail)
+            items = _json(response, f"GET {chain['collection']}", trail)
+            if response.status_code != 200 or not isinstance(items, list):
+                _fail(f"GET {chain['collection']} with {query} answered {response.status_code}, not a list", trail)
+            if len(items) > most:
+                told = f"{page['param']}={query[page['param']]}" if query else f"its default {page['param']}"
+                _fail(f"GET {chain['collection']} returned {len(items)} items, more than {told} ({most})", trail)
+    finally:
+        if chain["delete"]:
+            for key in made:
+                with contextlib.suppress(Exception):
+                    schema[chain["item"]]["DELETE"].Case(path_parameters={chain["param"]: key}, headers={}).call(
+                        base_url=BASE_URL, headers=HEADERS, timeout=TIMEOUT_S
+                    )

@@ -61,11 +61,25 @@ class CrudChain:
         item: item path (``/carts/{cartId}/items/{itemId}``).
         param: the item path parameter (``itemId``).
         key: the response property holding the id (``id``).
-        update: ``"PUT"``, ``"PATCH"`` or None.
+        updates: the update operations ``{"method", "path", "via", "not_found"}``: ``via`` is ``"path"`` (item
+            ``PUT``/``PATCH``, or an item ``POST`` whose query or body names resource properties, e.g. Petstore's
+            ``POST /pet/{petId}?name=&status=``) or ``"body"`` (a collection ``PUT`` with the key in the body,
+            ``PUT /pet``); ``not_found`` is True when the operation declares 404 (then it must answer 404 once the
+            resource is deleted).
         delete: True when the item path has ``DELETE``.
+        delete_not_found: True when that ``DELETE`` declares 404 (a second delete must answer 404).
         has_list: True when the collection has ``GET`` returning an array.
         parent: name of the parent chain for a nested collection (its id fills the scope parameter), or None.
         scope_param: the collection's path parameter filled with the parent's id, or None.
+        fields: the resource's properties (of the create response).
+        scalars: the scalar properties' schemas (``$ref``-free): an update's query value counts as sent only when
+            it is valid for the property (a service may ignore an invalid one).
+        searches: ``GET`` operations on the collection or below it (not the item path) returning an array, with
+            query parameters named like scalar resource properties: ``{"path", "params", "exact", "limit"}`` —
+            ``exact`` maps the enum/boolean parameters (every result must match them) to their values, ``limit``
+            is a page-size parameter set to its maximum (``[name, maximum]`` or None).
+        page: the collection ``GET``'s page-size parameter with a declared default, ``{"param", "default",
+            "maximum"}``, or None: the paging test creates ``default + 1`` resources and checks the page sizes.
     """
 
     name: str
@@ -73,12 +87,16 @@ class CrudChain:
     item: str
     param: str
     key: str
-    update: str | None = None
+    updates: list[dict[str, Any]] = field(default_factory=list)
     delete: bool = False
+    delete_not_found: bool = False
     has_list: bool = False
     parent: str | None = None
     scope_param: str | None = None
     fields: list[str] = field(default_factory=list)
+    scalars: dict[str, dict[str, Any]] = field(default_factory=dict)
+    searches: list[dict[str, Any]] = field(default_factory=list)
+    page: dict[str, Any] | None = None
 
 
 def _resolve(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
@@ -114,6 +132,96 @@ def _key_for(param: str, props: dict[str, Any]) -> str | None:
     if re.search(r"(Id|_id|ID)$", param) and "id" in props:
         return "id"
     return None
+
+
+def _declares_404(operation: dict[str, Any]) -> bool:
+    return "404" in {str(code) for code in (operation.get("responses") or {})}
+
+
+def _params(doc: dict[str, Any], path_item: dict[str, Any], operation: dict[str, Any], where: str) -> list[Any]:
+    found = [_resolve(doc, p) for p in [*(path_item.get("parameters") or []), *(operation.get("parameters") or [])]]
+    return [p for p in found if isinstance(p, dict) and p.get("in") == where]
+
+
+def _nonnull(doc: dict[str, Any], schema: Any) -> dict[str, Any]:
+    """The schema itself, or its one non-null member of an ``anyOf``/``oneOf`` (FastAPI's ``bool | None``)."""
+    schema = _resolve(doc, schema)
+    if not isinstance(schema, dict):
+        return {}
+    members = [_resolve(doc, m) for m in schema.get("anyOf") or schema.get("oneOf") or []]
+    members = [m for m in members if isinstance(m, dict) and m.get("type") != "null"]
+    return members[0] if len(members) == 1 else schema
+
+
+def _scalar(schema: dict[str, Any]) -> bool:
+    return schema.get("type") in ("string", "integer", "number", "boolean")
+
+
+def _updates(doc: dict[str, Any], collection: str, item: str, key: str, props: dict[str, Any]) -> list[dict[str, Any]]:
+    """The update operations of a resource (:class:`CrudChain` ``updates``), item path first."""
+    paths = doc.get("paths") or {}
+    found = []
+    for method in ("put", "patch", "post"):
+        operation = (paths.get(item) or {}).get(method)
+        if not isinstance(operation, dict):
+            continue
+        if method == "post":  # an item POST is an update only when it names resource properties
+            named = {p.get("name") for p in _params(doc, paths[item], operation, "query")}
+            named |= set(_json_schema(doc, operation.get("requestBody")).get("properties") or {})
+            if not named & set(props):
+                continue
+        found.append({"method": method.upper(), "path": item, "via": "path", "not_found": _declares_404(operation)})
+    operation = (paths.get(collection) or {}).get("put")
+    if isinstance(operation, dict) and key in (_json_schema(doc, operation.get("requestBody")).get("properties") or {}):
+        found.append({"method": "PUT", "path": collection, "via": "body", "not_found": _declares_404(operation)})
+    return found
+
+
+def _limit(doc: dict[str, Any], path_item: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any] | None:
+    for param in _params(doc, path_item, operation, "query"):
+        schema = _resolve(doc, param.get("schema")) or {}
+        if param.get("name") in _LIMITS and schema.get("type") == "integer" and isinstance(schema.get("maximum"), int):
+            return {"param": param["name"], "maximum": schema["maximum"], "default": schema.get("default")}
+    return None
+
+
+def _page(doc: dict[str, Any], path_item: dict[str, Any]) -> dict[str, Any] | None:
+    """The page-size parameter of a path's ``GET`` when it declares a default of at most 100, else None."""
+    limit = _limit(doc, path_item, path_item["get"])
+    if limit is None or not isinstance(limit["default"], int) or not 1 <= limit["default"] <= 100:
+        return None
+    return limit
+
+
+def _searches(doc: dict[str, Any], collection: str, item: str, props: dict[str, Any]) -> list[dict[str, Any]]:
+    """``GET`` searches over the resource (:class:`CrudChain` ``searches``)."""
+    found = []
+    base = collection.rstrip("/")
+    for path, path_item in (doc.get("paths") or {}).items():
+        operation = (path_item or {}).get("get")
+        if path == item or not isinstance(operation, dict) or "{" in path[len(base) :]:
+            continue
+        if path != collection and not path.startswith(base + "/"):
+            continue
+        if _success(doc, operation).get("type") != "array":
+            continue
+        params, exact = [], {}
+        for param in _params(doc, path_item, operation, "query"):
+            schema, prop = _nonnull(doc, param.get("schema")), _nonnull(doc, props.get(param.get("name")))
+            if param.get("name") in _LIMITS or not _scalar(schema) or not _scalar(prop):
+                continue
+            params.append(param["name"])
+            if schema.get("type") == "boolean" or isinstance(schema.get("enum"), list):
+                exact[param["name"]] = [True, False] if schema.get("type") == "boolean" else list(schema["enum"])
+        if params:
+            limit = _limit(doc, path_item, operation)
+            found.append({"path": path, "params": params, "exact": exact,
+                          "limit": [limit["param"], limit["maximum"]] if limit else None})  # fmt: skip
+    return found
+
+
+#: Query parameter names read as a page size.
+_LIMITS = ("limit", "size", "per_page", "page_size", "pageSize")
 
 
 def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
@@ -154,12 +262,16 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
                 item=item,
                 param=match.group(1),
                 key=key,
-                update="PUT" if "put" in item_ops else "PATCH" if "patch" in item_ops else None,
+                updates=_updates(doc, collection, item, key, props),
                 delete="delete" in item_ops,
+                delete_not_found="delete" in item_ops and _declares_404(item_ops["delete"]),
                 has_list=list_schema.get("type") == "array",
                 parent=parent,
                 scope_param=scope[0] if scope else None,
                 fields=sorted(props),
+                scalars={k: _nonnull(doc, v) for k, v in sorted(props.items()) if _scalar(_nonnull(doc, v))},
+                searches=_searches(doc, collection, item, props),
+                page=_page(doc, ops) if list_schema.get("type") == "array" else None,
             )
             break
     return list(chains.values())
@@ -259,6 +371,13 @@ def render_crud_tests(
             f'    """{chain.collection}: create, read back, list, update, delete, then 404."""\n'
             f"    run_chain(data, {chain.name!r})\n"
         )
+        if chain.page and not chain.parent:
+            parts.append(
+                f"\n\n@settings(SETTINGS, max_examples=1, phases=[Phase.generate])\n"
+                f"@given(data=st.data())\ndef test_paging_{chain.name}(data: st.DataObject) -> None:\n"
+                f'    """{chain.collection}: {chain.page["default"] + 1} resources, then the page sizes."""\n'
+                f"    run_paging(data, {chain.name!r})\n"
+            )
     return "".join(parts)
 
 

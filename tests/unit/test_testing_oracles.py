@@ -1,0 +1,120 @@
+"""Issue #5: the CRUD chains' extra oracles — searches, updates in every shape, 404 after delete, page sizes.
+
+Each oracle is checked the way the mutation benchmark uses it: the chains written for the unmutated service pass,
+and a planted defect (one the oracle is for) makes the chain fail with a message that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pilotage.codegen.generator import generate_service
+from pilotage.testing.spec_tests import infer_crud_chains, write_spec_tests
+
+ROOT = Path(__file__).resolve().parents[2]
+PETSTORE = ROOT / "tests" / "fixtures" / "specs" / "petstore3.yaml"
+INVENTORY = ROOT / "examples" / "inventory-service"
+
+
+def test_petstore_chains_know_its_updates_searches_and_404s() -> None:
+    chains = {c.name: c for c in infer_crud_chains(yaml.safe_load(PETSTORE.read_text()))}
+    assert sorted(chains) == ["pet", "store_order", "user"]
+    pet, user = chains["pet"], chains["user"]
+    assert [(u["method"], u["path"], u["via"], u["not_found"]) for u in pet.updates] == [
+        ("POST", "/pet/{petId}", "path", False),  # updatePetWithForm: ?name=&status= name Pet properties
+        ("PUT", "/pet", "body", True),  # updatePet: the key travels in the body
+    ]
+    assert pet.searches == [{"path": "/pet/findByStatus", "params": ["status"],
+                             "exact": {"status": ["available", "pending", "sold"]}, "limit": None}]  # fmt: skip
+    assert pet.scalars["status"]["enum"] == ["available", "pending", "sold"] and "tags" not in pet.scalars
+    assert (pet.delete, pet.delete_not_found) == (True, False)  # DELETE /pet/{petId} declares no 404
+    assert [(u["method"], u["via"], u["not_found"]) for u in user.updates] == [("PUT", "path", True)]
+    assert user.delete_not_found and user.searches == [] and user.page is None
+
+
+def _run_crud(service: Path, spec: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    write_spec_tests(spec, service, crud_examples=3)
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_pilotage_api_crud.py"]
+    return subprocess.run(
+        argv, cwd=service, capture_output=True, text=True, timeout=300, check=False, env={**os.environ, **(env or {})}
+    )
+
+
+def _plant(path: Path, old: str, new: str) -> None:
+    source = path.read_text()
+    assert source.count(old) == 1, old
+    path.write_text(source.replace(old, new))
+
+
+@pytest.fixture(scope="module")
+def petstore(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    service = tmp_path_factory.mktemp("petstore")
+    generate_service(PETSTORE, service)
+    return service
+
+
+REPLACE_BODY_WRITE = '    store.put(res["name"], key, item, scope_of(res, params))\n'
+PET_DEFECTS = [
+    (None, None, None),
+    # replace_body's write dropped: PUT /pet answers 200 and changes nothing (a lost write)
+    (REPLACE_BODY_WRITE + "    return op.respond(op.success_status, item)\n\n\ndef merge",
+     "    return op.respond(op.success_status, item)\n\n\ndef merge", "after PUT /pet does not return what"),
+    # find keeps nothing: findByStatus answers [] for every status
+    ("            found.append(item)\n", "            pass\n", "does not return the resource whose ['status']"),
+    # find ignores the filter: findByStatus answers every pet
+    ("            if name not in props or", "            if name in props or", "returned 1 item(s) whose status"),
+    # replace without the not-found check: PUT /user/{username} of a deleted user answers 200
+    ("    _existing(store, op, res, params)\n    item = _object", "    item = _object",
+     "PUT /user/{username} of the deleted resource answered 200"),
+    # merge drops the query values: POST /pet/{petId}?name=&status= changes nothing
+    ("and name != res[\"item_param\"] and", "and name == res[\"item_param\"] and", "after POST /pet/{petId} does not"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("old", "new", "message"), PET_DEFECTS)
+def test_chain_oracles_on_the_generated_petstore(
+    petstore: Path, tmp_path: Path, old: str | None, new: str | None, message: str | None
+) -> None:
+    service = tmp_path / "svc"
+    shutil.copytree(petstore, service)
+    if old is not None and new is not None:
+        _plant(service / "app" / "crud.py", old, new)
+    headers = {"Authorization": "Bearer t", "api_key": "k"}  # the spec's security schemes
+    run = _run_crud(service, service / "app" / "openapi.json", {"PILOTAGE_TEST_HEADERS": json.dumps(headers)})
+    if message is None:
+        assert run.returncode == 0 and "3 passed" in run.stdout, run.stdout[-3000:]
+    else:
+        assert run.returncode == 1, run.stdout[-3000:]
+        assert message in run.stdout, run.stdout[-3000:]
+
+
+INVENTORY_DEFECTS = [
+    # the page-size default moved from the declared 20 to 21
+    ("Query(default=20, ge=1, le=100)", "Query(default=21, ge=1, le=100)", "more than its default limit (20)"),
+    # the low filter inverted
+    ("if i.low == low]", "if i.low != low]", "GET /items with {'low':"),
+    # a delete without the not-found check: a second DELETE answers 204
+    (
+        '        _load(conn, itemId)\n        conn.execute("DELETE',
+        '        conn.execute("DELETE',
+        "a second DELETE /items/{itemId} answered 204",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), INVENTORY_DEFECTS)
+def test_chain_oracles_on_the_inventory_example(tmp_path: Path, old: str, new: str, message: str) -> None:
+    service = tmp_path / "inventory"
+    shutil.copytree(INVENTORY, service, ignore=shutil.ignore_patterns("test_pilotage_*", "__pycache__"))
+    _plant(service / "app" / "main.py", old, new)
+    run = _run_crud(service, service / "openapi.yaml")
+    assert run.returncode == 1, run.stdout[-3000:]
+    assert message in run.stdout, run.stdout[-3000:]
