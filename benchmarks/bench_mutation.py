@@ -1,6 +1,6 @@
 """Mutation score of (a) schemathesis alone with its defaults and (b) Pilotage's testing suite, side by side.
 
-Usage: ``.venv/bin/python benchmarks/bench_mutation.py [--max-mutants 10] [--services checkout,petstore,inventory]
+Usage: ``.venv/bin/python benchmarks/bench_mutation.py [--max-mutants 20] [--services checkout,petstore,inventory]
 [--seed 1] [--json]``
 
 Services: two generated ones (``pilotage.codegen`` from the bundled checkout spec and from the Petstore 3 spec in
@@ -333,7 +333,7 @@ def _table_row(label: str, c: dict[str, int]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-mutants", type=int, default=10, help="mutants per service (default 10)")
+    parser.add_argument("--max-mutants", type=int, default=20, help="mutants per service (default 20)")
     parser.add_argument("--services", default="checkout,petstore,inventory", help="comma-separated, of: "
                         + ", ".join(SERVICES))  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)

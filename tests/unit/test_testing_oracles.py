@@ -118,3 +118,53 @@ def test_chain_oracles_on_the_inventory_example(tmp_path: Path, old: str, new: s
     run = _run_crud(service, service / "openapi.yaml")
     assert run.returncode == 1, run.stdout[-3000:]
     assert message in run.stdout, run.stdout[-3000:]
+
+
+CHECKOUT = ROOT / "src" / "pilotage" / "examples" / "checkout-service" / "openapi.yaml"
+CHECKOUT_DEFECTS = [
+    (None, None, None),
+    # the id counter is never stored: the id of a deleted cart is handed out again
+    ("            db.execute(\"INSERT OR REPLACE INTO counters", "            (\"INSERT OR REPLACE INTO counters",
+     "POST /carts after a DELETE reused the deleted resource's id"),
+]  # fmt: skip
+CHECKOUT_CRUD_DEFECTS = [
+    # nested items stored without their cart: every cart lists every item
+    ("for name in res[\"scope_params\"] if name in params)", "for name in res[\"scope_params\"] if name not in params)",
+     "GET /carts/{cartId}/items of another cartId lists the resource created"),
+    # no parent check: an item can be added to a deleted cart
+    ("        raise ApiError(op.not_found_status, f\"{parent['name']} {key} not found\")\n", "        pass\n",
+     "POST /carts/{cartId}/items under a deleted cartId answered 201"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    service = tmp_path_factory.mktemp("checkout")
+    generate_service(CHECKOUT, service)
+    return service
+
+
+def test_checkout_chains_read_nested_items_from_the_list() -> None:
+    chains = {c.name: c for c in infer_crud_chains(yaml.safe_load(CHECKOUT.read_text()))}
+    items = chains["carts_items"]  # /carts/{cartId}/items/{itemId} has only DELETE: read through the list
+    assert (items.parent, items.has_get, items.has_list, items.create_not_found) == ("carts", False, True, True)
+    assert chains["carts"].has_get and not chains["carts"].create_not_found
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "message"),
+    [("store.py", *d) for d in CHECKOUT_DEFECTS] + [("crud.py", *d) for d in CHECKOUT_CRUD_DEFECTS],
+)
+def test_chain_oracles_on_the_generated_checkout(
+    checkout: Path, tmp_path: Path, file: str, old: str | None, new: str | None, message: str | None
+) -> None:
+    service = tmp_path / "svc"
+    shutil.copytree(checkout, service)
+    if old is not None and new is not None:
+        _plant(service / "app" / file, old, new)
+    run = _run_crud(service, service / "app" / "openapi.json")
+    if message is None:
+        assert run.returncode == 0 and "3 passed" in run.stdout, run.stdout[-3000:]
+    else:
+        assert run.returncode == 1, run.stdout[-3000:]
+        assert message in run.stdout, run.stdout[-3000:]

@@ -10,8 +10,10 @@ the collection's ``GET`` (when it returns an array) lists it with the same field
 the collection with query parameters named like resource properties, e.g. ``/pet/findByStatus?status=``) asked
 for the resource's own values returns it, and an enum/boolean filter returns only matching items; every update
 (item ``PUT``/``PATCH``, an item ``POST`` naming properties, a collection ``PUT`` with the key in the body) → 2xx,
-then ``GET`` shows the sent body fields and query values, and the searches agree again; ``DELETE`` → 2xx, then
-``GET`` → 404, the list no longer has it, and every update or second ``DELETE`` that declares 404 answers 404.
+then ``GET`` shows the sent body fields and query values, and the searches agree again; a nested item is not
+listed under a second parent created for the check; ``DELETE`` → 2xx, then
+``GET`` → 404, the list no longer has it, and every update or second ``DELETE`` that declares 404 answers 404;
+a new resource created after it must not get the deleted one's key again (when the service assigns keys).
 A paging test (:func:`run_paging`, when the list declares a page-size default ``D`` ≤ 100) creates ``D + 1``
 resources and checks that the list without the parameter returns at most ``D`` and with ``limit=1`` at most 1.
 Bodies are sent as JSON when the operation accepts JSON (the life-cycle oracle needs a lossless encoding; the other
@@ -181,6 +183,13 @@ def _valid(value: Any, schema: dict[str, Any] | None) -> bool:
 
 
 def _fresh(chain: dict[str, Any], params: dict[str, Any], what: str, trail: list[str]) -> Any:
+    """The resource as the service has it now: its ``GET``, or its entry in the list when it has no ``GET``."""
+    if not chain["has_get"]:
+        scope = {k: v for k, v in params.items() if k != chain["param"]}
+        listed = _listed(chain, scope, params[chain["param"]], trail)
+        if listed is None:
+            _fail(f"GET {chain['collection']} does not list the resource {what}", trail)
+        return None if listed is ... else listed
     response = _get(chain, params, trail)
     if response.status_code != 200:
         _fail(f"GET {chain['item']} {what} answered {response.status_code}, not 200", trail)
@@ -262,8 +271,8 @@ def _delete(
     response = _call(delete.Case(path_parameters=params, headers={}), trail)
     if not 200 <= response.status_code < 300:
         _fail(f"DELETE {item} of an existing resource answered {response.status_code}, not 2xx", trail)
-    response = _get(chain, params, trail)
-    if response.status_code != 404:
+    response = _get(chain, params, trail) if chain["has_get"] else None
+    if response is not None and response.status_code != 404:
         _fail(f"GET {item} after DELETE answered {response.status_code}, not 404", trail)
     if chain["has_list"] and _listed(chain, scope, key, trail) not in (None, ...):
         _fail(f"GET {chain['collection']} still lists the resource deleted", trail)
@@ -305,10 +314,15 @@ def _run_chain(data: st.DataObject, name: str, cleanup: list[tuple[str, dict[str
         (u, data.draw(_strategy(schema[u["path"]][u["method"]], placeholder if u["via"] == "path" else None)))
         for u in chain["updates"]
     ]
+    again = data.draw(_strategy(schema[chain["collection"]]["POST"], placeholder)) if chain["delete"] else None
+    sibling = []
+    if chain["parent"] and chain["has_list"]:  # a second parent, and a child body to send once it is deleted
+        child = data.draw(_strategy(schema[chain["collection"]]["POST"], placeholder))
+        sibling = [*_draw(data, chain["parent"]), child]
     created, scope = _create(cases, name, trail, cleanup)
     key = created[chain["key"]]
     params = {**scope, chain["param"]: key}
-    current = _fresh(chain, params, "of the resource just created", trail)
+    current = _fresh(chain, params, "just created", trail)
     _compare(created, current, f"GET {chain['item']} after create", trail)
     if chain["has_list"]:
         listed = _listed(chain, scope, key, trail)
@@ -316,6 +330,8 @@ def _run_chain(data: st.DataObject, name: str, cleanup: list[tuple[str, dict[str
             _fail(f"GET {chain['collection']} does not list the resource just created", trail)
         if listed is not ...:
             _compare(created, listed, f"GET {chain['collection']} after create", trail)
+    if sibling:
+        _isolated(chain, sibling, key, trail, cleanup)
     for search in chain["searches"]:
         _search(chain, search, current, trail)
     for update, case in updates:
@@ -325,6 +341,60 @@ def _run_chain(data: st.DataObject, name: str, cleanup: list[tuple[str, dict[str
             _search(chain, search, current, trail)
     if chain["delete"]:
         _delete(chain, params, scope, key, updates, trail)
+        _recreate(chain, again, scope, key, trail)
+
+
+def _isolated(
+    chain: dict[str, Any], cases: list[Any], key: Any, trail: list[str], cleanup: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Create a second parent: its list must not hold the item just created under the first one.
+
+    Then delete that parent: creating an item under it must answer 404 when the ``POST`` declares 404.
+    """
+    orphan = cases.pop()  # drawn with the parents' bodies: a child body for the deleted parent
+    parent, parent_scope = _create(cases, chain["parent"], trail, cleanup)
+    scope = {**parent_scope, chain["scope_param"]: parent[CHAINS[chain["parent"]]["key"]]}
+    if _listed(chain, scope, key, trail) not in (None, ...):
+        _fail(f"GET {chain['collection']} of another {chain['scope_param']} lists the resource created", trail)
+    parent_chain = CHAINS[chain["parent"]]
+    if not parent_chain["delete"]:
+        return
+    params = {**parent_scope, parent_chain["param"]: parent[parent_chain["key"]]}
+    response = _call(schema[parent_chain["item"]]["DELETE"].Case(path_parameters=params, headers={}), trail)
+    if not (chain["create_not_found"] and 200 <= response.status_code < 300):
+        return
+    orphan.path_parameters = {**(orphan.path_parameters or {}), **scope}
+    response = _call(orphan, trail)
+    if response.status_code != 404:
+        what = f"POST {chain['collection']} under a deleted {chain['scope_param']}"
+        _fail(f"{what} answered {response.status_code}, not the 404 the spec declares", trail)
+
+
+def _recreate(chain: dict[str, Any], case: Any, scope: dict[str, Any], gone: Any, trail: list[str]) -> None:
+    """Create another resource after a delete: a key the service assigns must not be the deleted one's again.
+
+    A reused key makes a stale reference (a link, a cached id, a retried request) reach a different resource. Keys
+    the client chooses (sent in the body, e.g. a username) are not checked. The new resource is deleted again.
+    """
+    body = _json_body(case) if case is not None else None
+    if not isinstance(body, dict) or chain["key"] in body:
+        return
+    case.path_parameters = {**(case.path_parameters or {}), **scope}
+    response = _call(case, trail)
+    if response.status_code == 409:
+        return
+    what = f"POST {chain['collection']} after a DELETE"
+    _status(response, what, trail)
+    created = _json(response, what, trail)
+    if not isinstance(created, dict) or chain["key"] not in created:
+        _fail(f"{what} returned no {chain['key']!r} field", trail)
+    with contextlib.suppress(Exception):
+        params = {**scope, chain["param"]: created[chain["key"]]}
+        schema[chain["item"]]["DELETE"].Case(path_parameters=params, headers={}).call(
+            base_url=BASE_URL, headers=HEADERS, timeout=TIMEOUT_S
+        )
+    if _same(created[chain["key"]], gone):
+        _fail(f"{what} reused the deleted resource's {chain['key']} {gone!r}", trail)
 
 
 def run_paging(data: st.DataObject, name: str) -> None:

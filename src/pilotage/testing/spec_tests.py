@@ -15,7 +15,8 @@ Both files target ``PILOTAGE_BASE_URL`` when set (a running instance), else the 
 over ASGI, the generated-service convention). Authentication comes from ``PILOTAGE_TEST_HEADERS`` (a JSON object of
 headers, set from ``settings.testing_auth_headers``), so no secret is written into the repository.
 
-A CRUD resource is a collection path ``C`` with ``POST`` and an item path ``C/{param}`` with ``GET``; its key is the
+A CRUD resource is a collection path ``C`` with ``POST`` and an item path ``C/{param}`` with ``GET`` (or with only
+``DELETE`` when ``C``'s ``GET`` lists the items); its key is the
 property of the create response named like ``param``, else ``id`` when ``param`` ends with ``Id``/``_id`` (the
 convention of the generated services and of most hand-written APIs). A nested collection (``/carts/{cartId}/items``)
 gets its parent (``/carts``) created first.
@@ -66,6 +67,10 @@ class CrudChain:
             ``POST /pet/{petId}?name=&status=``) or ``"body"`` (a collection ``PUT`` with the key in the body,
             ``PUT /pet``); ``not_found`` is True when the operation declares 404 (then it must answer 404 once the
             resource is deleted).
+        has_get: True when the item path has ``GET``; else the resource is read from the list (an item path with
+            only ``DELETE``, e.g. ``/carts/{cartId}/items/{itemId}``).
+        create_not_found: True when a nested collection's ``POST`` declares 404 (under a deleted parent it must
+            answer 404).
         delete: True when the item path has ``DELETE``.
         delete_not_found: True when that ``DELETE`` declares 404 (a second delete must answer 404).
         has_list: True when the collection has ``GET`` returning an array.
@@ -88,6 +93,8 @@ class CrudChain:
     param: str
     key: str
     updates: list[dict[str, Any]] = field(default_factory=list)
+    has_get: bool = True
+    create_not_found: bool = False
     delete: bool = False
     delete_not_found: bool = False
     has_list: bool = False
@@ -241,8 +248,9 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
             continue
         for item, item_ops in paths.items():
             match = re.fullmatch(re.escape(collection.rstrip("/")) + r"/\{([^}/]+)\}", item)
-            if not match or "get" not in (item_ops or {}):
-                continue
+            listed = _success(doc, ops["get"]).get("type") == "array" if "get" in ops else False
+            if not match or not ("get" in (item_ops or {}) or ("delete" in (item_ops or {}) and listed)):
+                continue  # a resource needs a read: the item's GET, or the list when the item has only DELETE
             props = _resolve(doc, _success(doc, ops["post"]).get("properties")) or {}
             key = _key_for(match.group(1), props)
             if key is None:
@@ -263,6 +271,8 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
                 param=match.group(1),
                 key=key,
                 updates=_updates(doc, collection, item, key, props),
+                has_get="get" in item_ops,
+                create_not_found=bool(scope) and _declares_404(ops["post"]),
                 delete="delete" in item_ops,
                 delete_not_found="delete" in item_ops and _declares_404(item_ops["delete"]),
                 has_list=list_schema.get("type") == "array",

@@ -12,12 +12,13 @@ Steps (each bounded; a bad input ends with a *finding*, never a hang):
    ``ghostwrite_timeout_s``: property and docstring tests; modules that do not import → finding ``import_error``);
 3. target ``base_url``, or start the service itself (``LocalRuntime``, ``scratch_instance``); a service that does
    not start → finding ``service_start``;
-4. concurrently: schemathesis CLI (all phases and checks, per-request ``request_timeout_s``, global ``timeout_s``)
-   and one pytest run over ``tests/`` (own + generated; the schemathesis pytest file is left to the repository's CI,
+4. one pytest run over ``tests/`` (own + generated; the schemathesis pytest file is left to the repository's CI,
    the CLI run covers it) with the global ``unit_timeout_s``; affected tests first; quarantined tests deselected;
 5. flaky detection: each failing test (at most :data:`MAX_RERUN_TESTS`) is rerun ``flaky_reruns`` times; a test
    that passes at least once is *flaky* (history ``[False, ...]``); with ``flaky_policy == "quarantine"`` it is
-   reported under ``flaky``/``quarantined``, not under failures; with ``"fail"`` it stays a failure.
+   reported under ``flaky``/``quarantined``, not under failures; with ``"fail"`` it stays a failure;
+6. then the schemathesis CLI (all phases and checks, per-request ``request_timeout_s``, global ``timeout_s``). Not
+   at the same time as pytest: the CRUD chains must be the only writer of what they create.
 
 Findings (``{"kind", "message"}``): ``spec_unloadable``, ``service_start``, ``import_error`` (the repository's tests
 or modules do not import), ``suite_timeout`` (pytest killed after ``unit_timeout_s``), ``schemathesis_timeout``,
@@ -181,30 +182,24 @@ async def _run_both(req: dict[str, Any], spec: Path, service_dir: Path, out_dir:
     env = {**req["env"], "PILOTAGE_BASE_URL": url, "PILOTAGE_TEST_HEADERS": json.dumps(req["headers"])}
     env["PILOTAGE_REQUEST_TIMEOUT_S"] = str(req["request_timeout_s"])
     args = [f"--ignore=tests/{SCHEMATHESIS_FILE}", *[f"--deselect={n}" for n in req["quarantine"]]]
-    try:
-        async with asyncio.TaskGroup() as group:
-            st_task = group.create_task(
-                run_schemathesis(
-                    spec, url, out_dir, max_examples=req["max_examples"], timeout_s=req["timeout_s"],
-                    request_timeout_s=req["request_timeout_s"], seed=req["seed"], headers=req["headers"],
-                )
-            )  # fmt: skip
-            unit_task = group.create_task(
-                run_pytest(
-                    service_dir, out_dir / "pytest.junit.xml", timeout_s=req["unit_timeout_s"], env=env,
-                    first=req["first"], extra_args=args,
-                )
-            )  # fmt: skip
-    except BaseExceptionGroup as group_error:
-        raise group_error.exceptions[0] from None
-    unit = unit_task.result()
+    # in turn, pytest first: the CRUD chains assume they are the only writer of what they create (schemathesis
+    # writing at the same time deleted and replaced their items: spurious failures), and they run before
+    # schemathesis has filled the lists past their page size (a membership check would have no evidence)
+    unit = await run_pytest(
+        service_dir, out_dir / "pytest.junit.xml", timeout_s=req["unit_timeout_s"], env=env, first=req["first"],
+        extra_args=args,
+    )  # fmt: skip
     histories: dict[str, list[bool]] = {}
     if req["flaky_reruns"] and not unit.timed_out:  # reruns hit the same instance, before it stops
         failing = [c for c in parse_cases(unit.junit_path, service_dir) if c["outcome"] in ("failed", "error")]
         ids = [c["nodeid"] for c in failing if "import" not in c["message"].lower()][:MAX_RERUN_TESTS]
         if ids:
             histories = await _rerun(service_dir, out_dir, ids, int(req["flaky_reruns"]), env)
-    return st_task.result(), unit, histories
+    st = await run_schemathesis(
+        spec, url, out_dir, max_examples=req["max_examples"], timeout_s=req["timeout_s"],
+        request_timeout_s=req["request_timeout_s"], seed=req["seed"], headers=req["headers"],
+    )  # fmt: skip
+    return st, unit, histories
 
 
 async def _against_service(req: dict[str, Any], spec: Path, service_dir: Path, out_dir: Path) -> Outcome:
