@@ -168,3 +168,32 @@ def test_chain_oracles_on_the_generated_checkout(
     else:
         assert run.returncode == 1, run.stdout[-3000:]
         assert message in run.stdout, run.stdout[-3000:]
+
+
+def test_searches_and_paging_that_need_a_required_query_parameter_are_left_out() -> None:
+    item = {"type": "object", "properties": {"id": {"type": "integer"}, "status": {"type": "string"}}}
+
+    def answer(code: str, schema: dict[str, object]) -> dict[str, object]:
+        return {code: {"description": "ok", "content": {"application/json": {"schema": schema}}}}
+
+    listing, created = answer("200", {"type": "array", "items": item}), answer("201", item)
+
+    def query(name: str, required: bool, **schema: object) -> dict[str, object]:
+        return {"name": name, "in": "query", "required": required, "schema": {"type": "integer", **schema}}
+
+    doc = {
+        "paths": {
+            "/things": {
+                "get": {"parameters": [query("limit", False, maximum=50, default=10), query("tenant", True)],
+                        "responses": listing},
+                "post": {"responses": created},
+            },
+            "/things/search": {"get": {"parameters": [query("status", True), query("q", True)], "responses": listing}},
+            "/things/{thingId}": {"get": {"responses": created}},
+        }
+    }  # fmt: skip
+    (chain,) = infer_crud_chains(doc)
+    assert chain.has_list and chain.page is None and chain.searches == []
+    doc["paths"]["/things"]["get"]["parameters"].pop()  # no required tenant: the list pages
+    (chain,) = infer_crud_chains(doc)
+    assert chain.page == {"param": "limit", "maximum": 50, "default": 10}

@@ -184,6 +184,11 @@ def _updates(doc: dict[str, Any], collection: str, item: str, key: str, props: d
     return found
 
 
+def _required_query(doc: dict[str, Any], path_item: dict[str, Any], operation: dict[str, Any]) -> bool:
+    """True when the operation requires a query parameter (the generated searches and list calls send none)."""
+    return any(p.get("required") for p in _params(doc, path_item, operation, "query"))
+
+
 def _limit(doc: dict[str, Any], path_item: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any] | None:
     for param in _params(doc, path_item, operation, "query"):
         schema = _resolve(doc, param.get("schema")) or {}
@@ -195,7 +200,9 @@ def _limit(doc: dict[str, Any], path_item: dict[str, Any], operation: dict[str, 
 def _page(doc: dict[str, Any], path_item: dict[str, Any]) -> dict[str, Any] | None:
     """The page-size parameter of a path's ``GET`` when it declares a default of at most 100, else None."""
     limit = _limit(doc, path_item, path_item["get"])
-    if limit is None or not isinstance(limit["default"], int) or not 1 <= limit["default"] <= 100:
+    if _required_query(doc, path_item, path_item["get"]) or limit is None or not isinstance(limit["default"], int):
+        return None
+    if not 1 <= limit["default"] <= 100:
         return None
     return limit
 
@@ -213,6 +220,8 @@ def _searches(doc: dict[str, Any], collection: str, item: str, props: dict[str, 
         if _success(doc, operation).get("type") != "array":
             continue
         params, exact = [], {}
+        if _required_query(doc, path_item, operation):
+            continue  # a search that needs a query parameter the chain cannot fill
         for param in _params(doc, path_item, operation, "query"):
             schema, prop = _nonnull(doc, param.get("schema")), _nonnull(doc, props.get(param.get("name")))
             if param.get("name") in _LIMITS or not _scalar(schema) or not _scalar(prop):
