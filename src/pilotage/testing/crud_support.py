@@ -288,6 +288,14 @@ def _delete(
             _fail(f"a second DELETE {item} answered {response.status_code}, not the 404 the spec declares", trail)
 
 
+def _discard(item: str, params: dict[str, Any]) -> None:
+    """Delete what a test created, best effort: the answer and any error are ignored (clean-up, not a check)."""
+    with contextlib.suppress(Exception):
+        schema[item]["DELETE"].Case(path_parameters=params, headers={}).call(
+            base_url=BASE_URL, headers=HEADERS, timeout=TIMEOUT_S
+        )
+
+
 def run_chain(data: st.DataObject, name: str) -> None:
     """Run the create → read → list → update → read → delete → read chain of resource ``name`` (``CHAINS[name]``).
 
@@ -299,10 +307,7 @@ def run_chain(data: st.DataObject, name: str) -> None:
         _run_chain(data, name, created)
     except AssertionError:
         for item, params in reversed(created):
-            with contextlib.suppress(Exception):
-                schema[item]["DELETE"].Case(path_parameters=params, headers={}).call(
-                    base_url=BASE_URL, headers=HEADERS, timeout=TIMEOUT_S
-                )
+            _discard(item, params)
         raise
 
 
@@ -388,11 +393,7 @@ def _recreate(chain: dict[str, Any], case: Any, scope: dict[str, Any], gone: Any
     created = _json(response, what, trail)
     if not isinstance(created, dict) or chain["key"] not in created:
         _fail(f"{what} returned no {chain['key']!r} field", trail)
-    with contextlib.suppress(Exception):
-        params = {**scope, chain["param"]: created[chain["key"]]}
-        schema[chain["item"]]["DELETE"].Case(path_parameters=params, headers={}).call(
-            base_url=BASE_URL, headers=HEADERS, timeout=TIMEOUT_S
-        )
+    _discard(chain["item"], {**scope, chain["param"]: created[chain["key"]]})
     if _same(created[chain["key"]], gone):
         _fail(f"{what} reused the deleted resource's {chain['key']} {gone!r}", trail)
 
@@ -432,7 +433,4 @@ def run_paging(data: st.DataObject, name: str) -> None:
     finally:
         if chain["delete"]:
             for key in made:
-                with contextlib.suppress(Exception):
-                    schema[chain["item"]]["DELETE"].Case(path_parameters={chain["param"]: key}, headers={}).call(
-                        base_url=BASE_URL, headers=HEADERS, timeout=TIMEOUT_S
-                    )
+                _discard(chain["item"], {chain["param"]: key})
