@@ -36,12 +36,13 @@ def test_petstore_chains_know_its_updates_searches_and_404s() -> None:
                              "exact": {"status": ["available", "pending", "sold"]}, "limit": None}]  # fmt: skip
     assert pet.scalars["status"]["enum"] == ["available", "pending", "sold"] and "tags" not in pet.scalars
     assert (pet.delete, pet.delete_not_found) == (True, False)  # DELETE /pet/{petId} declares no 404
+    assert [(b["method"], b["path"]) for b in pet.below] == [("POST", "/pet/{petId}/uploadImage")]
     assert [(u["method"], u["via"], u["not_found"]) for u in user.updates] == [("PUT", "path", True)]
     assert user.delete_not_found and user.searches == [] and user.page is None
 
 
 def _run_crud(service: Path, spec: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    write_spec_tests(spec, service, crud_examples=3)
+    write_spec_tests(spec, service, crud_examples=5)  # the agent's default (settings.testing_crud_examples)
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_pilotage_api_crud.py"]
     return subprocess.run(
         argv, cwd=service, capture_output=True, text=True, timeout=300, check=False, env={**os.environ, **(env or {})}
@@ -74,6 +75,9 @@ PET_DEFECTS = [
     # replace without the not-found check: PUT /user/{username} of a deleted user answers 200
     ("    _existing(store, op, res, params)\n    item = _object", "    item = _object",
      "PUT /user/{username} of the deleted resource answered 200"),
+    # no parent check: an image can be uploaded to a deleted pet
+    ("        raise ApiError(op.not_found_status, f\"{parent['name']} {key} not found\")\n", "        pass\n",
+     "POST /pet/{petId}/uploadImage of the deleted resource answered 200"),
     # merge drops the query values: POST /pet/{petId}?name=&status= changes nothing
     ("and name != res[\"item_param\"] and", "and name == res[\"item_param\"] and", "after POST /pet/{petId} does not"),
 ]  # fmt: skip
@@ -101,6 +105,10 @@ INVENTORY_DEFECTS = [
     ("Query(default=20, ge=1, le=100)", "Query(default=21, ge=1, le=100)", "more than its default limit (20)"),
     # the low filter inverted
     ("if i.low == low]", "if i.low != low]", "GET /items with {'low':"),
+    # the body default moved from the declared 0 to 1
+    ("minimum: Whole = Field(default=0,", "minimum: Whole = Field(default=1,", "without minimum gave minimum=1"),
+    # the query default moved from the declared 10 to 11
+    ("batch: int = Query(default=10,", "batch: int = Query(default=11,", "not what it answers with the declared"),
     # a delete without the not-found check: a second DELETE answers 204
     (
         '        _load(conn, itemId)\n        conn.execute("DELETE',

@@ -14,6 +14,9 @@ then ``GET`` shows the sent body fields and query values, and the searches agree
 listed under a second parent created for the check; ``DELETE`` → 2xx, then
 ``GET`` → 404, the list no longer has it, and every update or second ``DELETE`` that declares 404 answers 404;
 a new resource created after it must not get the deleted one's key again (when the service assigns keys).
+A create that omits a property with a declared default gets the default; a ``GET`` on the item (or below it) without
+its optional query parameters answers as with their declared defaults; operations below the item that declare 404
+(``POST /pet/{petId}/uploadImage``) answer 404 once it is deleted.
 A paging test (:func:`run_paging`, when the list declares a page-size default ``D`` ≤ 100) creates ``D + 1``
 resources and checks that the list without the parameter returns at most ``D`` and with ``limit=1`` at most 1.
 Bodies are sent as JSON when the operation accepts JSON (the life-cycle oracle needs a lossless encoding; the other
@@ -109,6 +112,16 @@ def _strategy(operation: Any, scope: dict[str, Any] | None) -> Any:
     return strategy
 
 
+def _update_strategy(chain: dict[str, Any], update: dict[str, Any], placeholder: dict[str, Any]) -> Any:
+    """Cases of an update; one whose query names properties (``?name=&status=``) sets at least one validly."""
+    operation = schema[update["path"]][update["method"]]
+    strategy = _strategy(operation, placeholder if update["via"] == "path" else None)
+    if any(param.name in chain["scalars"] for param in operation.query):
+        scalars = chain["scalars"]
+        strategy = strategy.filter(lambda c: any(_valid(v, scalars.get(k)) for k, v in (c.query or {}).items()))
+    return strategy
+
+
 def _draw(data: st.DataObject, name: str) -> list[Any]:
     """Draw every request body of the chain before any call, so the draws never depend on the service's state."""
     chain = CHAINS[name]
@@ -137,7 +150,11 @@ def _create(
         _fail(f"{what} returned no {chain['key']!r} field", trail)
     if chain["delete"]:
         cleanup.append((chain["item"], {**scope, chain["param"]: created[chain["key"]]}))
-    _compare(_json_body(case), created, what, trail)
+    body = _json_body(case)
+    _compare(body, created, what, trail)
+    for name, default in chain["defaults"].items():
+        if isinstance(body, dict) and name not in body and name in created and not _same(default, created[name]):
+            _fail(f"{what} without {name} gave {name}={created[name]!r}, not the declared default {default!r}", trail)
     return created, scope
 
 
@@ -276,8 +293,10 @@ def _delete(
         _fail(f"GET {item} after DELETE answered {response.status_code}, not 404", trail)
     if chain["has_list"] and _listed(chain, scope, key, trail) not in (None, ...):
         _fail(f"GET {chain['collection']} still lists the resource deleted", trail)
-    for update, case in updates:
+    for update, case in updates:  # the updates, and what hangs below the resource (``below``)
         if update["not_found"] and case is not None:
+            if update["via"] == "path":
+                case.path_parameters = {**(case.path_parameters or {}), **params}
             response = _call(case, trail)
             if response.status_code != 404:
                 what = f"{update['method']} {update['path']} of the deleted resource"
@@ -315,11 +334,9 @@ def _run_chain(data: st.DataObject, name: str, cleanup: list[tuple[str, dict[str
     chain, trail = CHAINS[name], list[str]()
     cases = _draw(data, name)
     placeholder = {chain["param"]: 1, **({chain["scope_param"]: 1} if chain["scope_param"] else {})}
-    updates = [
-        (u, data.draw(_strategy(schema[u["path"]][u["method"]], placeholder if u["via"] == "path" else None)))
-        for u in chain["updates"]
-    ]
+    updates = [(u, data.draw(_update_strategy(chain, u, placeholder))) for u in chain["updates"]]
     again = data.draw(_strategy(schema[chain["collection"]]["POST"], placeholder)) if chain["delete"] else None
+    below = [(b, data.draw(_strategy(schema[b["path"]][b["method"]], placeholder))) for b in chain["below"]]
     sibling = []
     if chain["parent"] and chain["has_list"]:  # a second parent, and a child body to send once it is deleted
         child = data.draw(_strategy(schema[chain["collection"]]["POST"], placeholder))
@@ -335,6 +352,8 @@ def _run_chain(data: st.DataObject, name: str, cleanup: list[tuple[str, dict[str
             _fail(f"GET {chain['collection']} does not list the resource just created", trail)
         if listed is not ...:
             _compare(created, listed, f"GET {chain['collection']} after create", trail)
+    for defaulted in chain["defaulted"]:
+        _same_answer(defaulted, params, trail)
     if sibling:
         _isolated(chain, sibling, key, trail, cleanup)
     for search in chain["searches"]:
@@ -345,8 +364,23 @@ def _run_chain(data: st.DataObject, name: str, cleanup: list[tuple[str, dict[str
         for search in chain["searches"]:
             _search(chain, search, current, trail)
     if chain["delete"]:
-        _delete(chain, params, scope, key, updates, trail)
+        _delete(chain, params, scope, key, [*updates, *below], trail)
         _recreate(chain, again, scope, key, trail)
+
+
+def _same_answer(defaulted: dict[str, Any], params: dict[str, Any], trail: list[str]) -> None:
+    """``GET`` without the optional query parameters must answer as ``GET`` with their declared defaults."""
+    operation = schema[defaulted["path"]]["GET"]
+    implicit = _call(operation.Case(path_parameters=params, query={}, headers={}), trail)
+    explicit = _call(operation.Case(path_parameters=params, query=dict(defaulted["params"]), headers={}), trail)
+    what = f"GET {defaulted['path']}"
+    if implicit.status_code != explicit.status_code:
+        _fail(f"{what} answered {implicit.status_code} without {sorted(defaulted['params'])} and "
+              f"{explicit.status_code} with their declared defaults {defaulted['params']}", trail)  # fmt: skip
+    if 200 <= implicit.status_code < 300 and implicit.content != explicit.content:
+        body = implicit.content[:200]
+        _fail(f"{what} without {sorted(defaulted['params'])} answered {body!r}, not what it answers with the "
+              f"declared defaults {defaulted['params']}", trail)  # fmt: skip
 
 
 def _isolated(

@@ -85,6 +85,14 @@ class CrudChain:
             is a page-size parameter set to its maximum (``[name, maximum]`` or None).
         page: the collection ``GET``'s page-size parameter with a declared default, ``{"param", "default",
             "maximum"}``, or None: the paging test creates ``default + 1`` resources and checks the page sizes.
+        defaults: scalar properties of the create body with a declared ``default``: a create that omits one must
+            come back with the default.
+        below: operations on paths below the item (``/pet/{petId}/uploadImage``, same path parameters) that
+            declare 404, shaped as ``updates`` (``{"method", "path", "via", "not_found"}``): once the resource is
+            deleted they must answer 404.
+        defaulted: ``GET`` operations on the item path or below it with optional query parameters that declare a
+            scalar default, ``{"path", "params": {name: default}}``: without them the answer must be the one
+            with the defaults given explicitly.
     """
 
     name: str
@@ -104,6 +112,9 @@ class CrudChain:
     scalars: dict[str, dict[str, Any]] = field(default_factory=dict)
     searches: list[dict[str, Any]] = field(default_factory=list)
     page: dict[str, Any] | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    below: list[dict[str, Any]] = field(default_factory=list)
+    defaulted: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _resolve(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
@@ -181,6 +192,49 @@ def _updates(doc: dict[str, Any], collection: str, item: str, key: str, props: d
     operation = (paths.get(collection) or {}).get("put")
     if isinstance(operation, dict) and key in (_json_schema(doc, operation.get("requestBody")).get("properties") or {}):
         found.append({"method": "PUT", "path": collection, "via": "body", "not_found": _declares_404(operation)})
+    return found
+
+
+def _body_defaults(doc: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any]:
+    """Scalar properties of an operation's JSON request body that declare a default: ``{name: default}``."""
+    props = _json_schema(doc, operation.get("requestBody")).get("properties") or {}
+    found = {}
+    for name, prop in props.items():
+        prop = _nonnull(doc, prop)
+        if _scalar(prop) and "default" in prop and prop["default"] is not None:
+            found[name] = prop["default"]
+    return found
+
+
+def _below(doc: dict[str, Any], item: str) -> list[dict[str, Any]]:
+    """Operations below the item path with no other path parameter that declare 404 (:class:`CrudChain`)."""
+    found = []
+    for path, path_item in (doc.get("paths") or {}).items():
+        if not path.startswith(item + "/") or "{" in path[len(item) :] or not isinstance(path_item, dict):
+            continue
+        for method in _METHODS:
+            operation = path_item.get(method)
+            if isinstance(operation, dict) and _declares_404(operation):
+                found.append({"method": method.upper(), "path": path, "via": "path", "not_found": True})
+    return found
+
+
+def _defaulted(doc: dict[str, Any], item: str) -> list[dict[str, Any]]:
+    """``GET`` operations on or below the item path with optional scalar query defaults (:class:`CrudChain`)."""
+    found = []
+    for path, path_item in (doc.get("paths") or {}).items():
+        if not (path == item or path.startswith(item + "/")) or "{" in path[len(item) :]:
+            continue
+        operation = (path_item or {}).get("get")
+        if not isinstance(operation, dict) or _required_query(doc, path_item, operation):
+            continue
+        params = {}
+        for param in _params(doc, path_item, operation, "query"):
+            schema = _nonnull(doc, param.get("schema"))
+            if _scalar(schema) and schema.get("default") is not None:
+                params[param["name"]] = schema["default"]
+        if params:
+            found.append({"path": path, "params": params})
     return found
 
 
@@ -290,6 +344,9 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
                 fields=sorted(props),
                 scalars={k: _nonnull(doc, v) for k, v in sorted(props.items()) if _scalar(_nonnull(doc, v))},
                 searches=_searches(doc, collection, item, props),
+                defaults=_body_defaults(doc, ops["post"]),
+                below=_below(doc, item),
+                defaulted=_defaulted(doc, item),
                 page=_page(doc, ops) if list_schema.get("type") == "array" else None,
             )
             break
