@@ -176,13 +176,7 @@ def _listed(chain: dict[str, Any], scope: dict[str, Any], key: Any, trail: list[
         spec = definition.get("schema", definition) if isinstance(definition, dict) else {}
         if param.name in _LIMITS and isinstance(spec, dict) and isinstance(spec.get("maximum"), int):
             query[param.name] = spec["maximum"]
-    response = _call(operation.Case(path_parameters=scope, query=query, headers={}), trail)
-    what = f"GET {chain['collection']}"
-    if response.status_code != 200:
-        _fail(f"{what} answered {response.status_code}, not 200", trail)
-    items = _json(response, what, trail)
-    if not isinstance(items, list):
-        _fail(f"{what} answered {type(items).__name__}, not a list", trail)
+    items = _items(operation.Case(path_parameters=scope, query=query, headers={}), f"GET {chain['collection']}", trail)
     found = [i for i in items if isinstance(i, dict) and _same(i.get(chain["key"]), key)]
     if found:
         return found[0]
@@ -213,18 +207,24 @@ def _fresh(chain: dict[str, Any], params: dict[str, Any], what: str, trail: list
     return _json(response, f"GET {chain['item']}", trail)
 
 
-def _query(chain: dict[str, Any], search: dict[str, Any], query: dict[str, Any], trail: list[str]) -> tuple[Any, str]:
-    """Call a search with ``query`` (booleans as ``true``/``false``, the page size at its maximum); the items."""
-    sent = {p: (str(v).lower() if isinstance(v, bool) else v) for p, v in query.items()}
-    if search["limit"]:
-        sent[search["limit"][0]] = search["limit"][1]
-    response = _call(schema[search["path"]]["GET"].Case(query=sent, headers={}), trail)
-    what = f"GET {search['path']} with {sent}"
+def _items(case: Any, what: str, trail: list[str]) -> list[Any]:
+    """Send a list request: it must answer 200 with a JSON array, which is returned."""
+    response = _call(case, trail)
     if response.status_code != 200:
         _fail(f"{what} answered {response.status_code}, not 200", trail)
     items = _json(response, what, trail)
     if not isinstance(items, list):
         _fail(f"{what} answered {type(items).__name__}, not a list", trail)
+    return list(items)
+
+
+def _query(search: dict[str, Any], scope: dict[str, Any], query: dict[str, Any], trail: list[str]) -> tuple[Any, str]:
+    """Call a search with ``query`` (booleans as ``true``/``false``, the page size at its maximum); the items."""
+    sent = {p: (str(v).lower() if isinstance(v, bool) else v) for p, v in query.items()}
+    if search["limit"]:
+        sent[search["limit"][0]] = search["limit"][1]
+    what = f"GET {search['path']} with {sent}"
+    items = _items(schema[search["path"]]["GET"].Case(path_parameters=scope, query=sent, headers={}), what, trail)
     for name in set(search["exact"]) & set(query):
         wrong = [i for i in items if isinstance(i, dict) and name in i and not _same(i[name], query[name])]
         if wrong:
@@ -232,7 +232,9 @@ def _query(chain: dict[str, Any], search: dict[str, Any], query: dict[str, Any],
     return items, what
 
 
-def _search(chain: dict[str, Any], search: dict[str, Any], current: Any, trail: list[str]) -> None:
+def _search(
+    chain: dict[str, Any], search: dict[str, Any], scope: dict[str, Any], current: Any, trail: list[str]
+) -> None:
     """Ask a search for the resource's own values: it must return the resource.
 
     Enum/boolean filters return only matching items, and asked for another value of such a filter, the search must
@@ -244,7 +246,7 @@ def _search(chain: dict[str, Any], search: dict[str, Any], current: Any, trail: 
     if not wanted:
         return
     key = current.get(chain["key"])
-    items, what = _query(chain, search, wanted, trail)
+    items, what = _query(search, scope, wanted, trail)
     found = any(isinstance(i, dict) and _same(i.get(chain["key"]), key) for i in items)
     if not found and not (search["limit"] and len(items) >= search["limit"][1]):
         _fail(f"{what} does not return the resource whose {sorted(wanted)} it asked for", trail)
@@ -252,7 +254,7 @@ def _search(chain: dict[str, Any], search: dict[str, Any], current: Any, trail: 
         other = next((v for v in values if name in wanted and not _same(v, wanted[name])), None)
         if other is None:
             continue
-        items, what = _query(chain, search, {**wanted, name: other}, trail)
+        items, what = _query(search, scope, {**wanted, name: other}, trail)
         if any(isinstance(i, dict) and _same(i.get(chain["key"]), key) for i in items):
             _fail(f"{what} returns the resource whose {name} is {wanted[name]!r}", trail)
 
@@ -357,12 +359,12 @@ def _run_chain(data: st.DataObject, name: str, cleanup: list[tuple[str, dict[str
     if sibling:
         _isolated(chain, sibling, key, trail, cleanup)
     for search in chain["searches"]:
-        _search(chain, search, current, trail)
+        _search(chain, search, scope, current, trail)
     for update, case in updates:
         current = _update(chain, update, case, params, key, trail) or current
     if updates:
         for search in chain["searches"]:
-            _search(chain, search, current, trail)
+            _search(chain, search, scope, current, trail)
     if chain["delete"]:
         _delete(chain, params, scope, key, [*updates, *below], trail)
         _recreate(chain, again, scope, key, trail)
@@ -457,10 +459,7 @@ def run_paging(data: st.DataObject, name: str) -> None:
             reject()
         listing = schema[chain["collection"]]["GET"]
         for query, most in (({}, page["default"]), ({page["param"]: 1}, 1)):
-            response = _call(listing.Case(query=query, headers={}), trail)
-            items = _json(response, f"GET {chain['collection']}", trail)
-            if response.status_code != 200 or not isinstance(items, list):
-                _fail(f"GET {chain['collection']} with {query} answered {response.status_code}, not a list", trail)
+            items = _items(listing.Case(query=query, headers={}), f"GET {chain['collection']} with {query}", trail)
             if len(items) > most:
                 told = f"{page['param']}={query[page['param']]}" if query else f"its default {page['param']}"
                 _fail(f"GET {chain['collection']} returned {len(items)} items, more than {told} ({most})", trail)
