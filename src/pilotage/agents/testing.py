@@ -43,6 +43,7 @@ Learn: ``TestRun`` node (key ``<run_id>/<commit>``; counts, verdict, per-operati
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +290,8 @@ class TestingAgent(Agent):
             "headers": dict(settings.testing_auth_headers),
             "generate": settings.testing_generate,
             "env": {"PILOTAGE_DB_PATH": str((out_dir / "unit-tests.db").resolve())},
+            # the same commit gets the same schemathesis cases: a verdict can be reproduced, not re-rolled
+            "seed": int(hashlib.sha256(commit.encode()).hexdigest()[:8], 16),
         }
 
         async def run_here(payload: dict[str, Any]) -> dict[str, Any]:
