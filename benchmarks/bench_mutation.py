@@ -1,11 +1,12 @@
 """Mutation score of (a) schemathesis alone with its defaults and (b) Pilotage's testing suite, side by side.
 
-Usage: ``.venv/bin/python benchmarks/bench_mutation.py [--max-mutants 20] [--services checkout,petstore,inventory]
-[--seed 1] [--json]``
+Usage: ``.venv/bin/python benchmarks/bench_mutation.py [--max-mutants 20] [--seed 1] [--json]
+[--services checkout,petstore,inventory,heroes]``
 
 Services: two generated ones (``pilotage.codegen`` from the bundled checkout spec and from the Petstore 3 spec in
 ``tests/fixtures/specs``; mutated files ``app/crud.py`` and ``app/store.py``, the resource logic) and the
-hand-written ``examples/inventory-service`` (``app/main.py``, ``app/logic.py``).
+hand-written ``examples/inventory-service`` (``app/main.py``, ``app/logic.py``) and ``examples/heroes-service``
+(``app/main.py``: FastAPI's SQL tutorial service as published, which Pilotage's authors did not write).
 
 Mutation tool: mutmut 3 rewrites a package with trampolines and runs its own test runner in-process, which does not
 fit a black-box HTTP tester that needs a restarted server per mutant. So a small documented AST operator set is
@@ -32,8 +33,9 @@ without such an operation never routes to), so no test of either tool could kill
 points there are and how many are covered. A mutant whose AST equals the original's is *equivalent* and excluded;
 the others run (a) and (b) concurrently against two fresh instances of the mutant. A mutant that does not start
 is killed by both. A mutant is *killed* by a tool when the tool reports a failure signature the baseline does not
-(``operation|check`` for schemathesis, failing test node ids and finding
-kinds for the suite); flaky reruns are off, the seeds are fixed.
+(``operation|check`` for schemathesis; for the suite, those of its schemathesis run, the failing tests' node ids —
+with the oracle that failed for the generated CRUD tests, ``test_update_pet|update/compare``, as fine as
+schemathesis' ``operation|check`` — and finding kinds); flaky reruns are off, the seeds are fixed.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -156,10 +159,17 @@ async def pilotage_suite(
          "unit_timeout_s": settings.testing_unit_timeout_s, "flaky_reruns": 0, "headers": headers,
          "generate": generate}
     )  # fmt: skip
-    sigs = {f"test|{f['nodeid']}" for f in result["failures"]} | {f"finding|{f['kind']}" for f in result["findings"]}
+    sigs = {f"test|{f['nodeid']}{_oracle(f.get('message'))}" for f in result["failures"]}
+    sigs |= {f"finding|{f['kind']}" for f in result["findings"]}
     st = result["schemathesis"] or {}
     sigs |= {f"{op['operation']}|{c}" for op in st.get("operations", []) for c in op["checks_failed"]}
     return sigs, result
+
+
+def _oracle(message: str | None) -> str:
+    """``|STEP/CHECK`` of a generated CRUD test's failure (``[oracle update/compare] ...``), else ``""``."""
+    found = re.search(r"\[oracle ([^\]]+)\]", message or "")
+    return f"|{found.group(1)}" if found else ""
 
 
 async def _one(service: Path, work: Path, tag: str, run: Any) -> Any:
@@ -206,6 +216,12 @@ SERVICES = {
     "checkout": ("checkout (generated)", "src/pilotage/examples/checkout-service/openapi.yaml"),
     "petstore": ("petstore (generated)", "tests/fixtures/specs/petstore3.yaml"),
     "inventory": ("inventory (hand-written)", "examples/inventory-service"),
+    "heroes": ("heroes (hand-written, FastAPI's tutorial)", "examples/heroes-service"),
+}
+#: Hand-written services: their spec and the files mutated.
+HAND_WRITTEN = {
+    "inventory": ("openapi.yaml", ["app/main.py", "app/logic.py"]),
+    "heroes": ("openapi.json", ["app/main.py"]),
 }
 
 
@@ -217,9 +233,10 @@ def prepare(work: Path, names: list[str]) -> list[tuple[str, Path, Path, list[st
     for name in names:
         label, source = SERVICES[name]
         folder = work / name
-        if name == "inventory":
+        if name in HAND_WRITTEN:
+            spec, files = HAND_WRITTEN[name]
             shutil.copytree(ROOT / source, folder)
-            out.append((label, folder, folder / "openapi.yaml", ["app/main.py", "app/logic.py"]))
+            out.append((label, folder, folder / spec, files))
         else:
             generate_service(ROOT / source, folder)
             out.append((label, folder, folder / "app" / "openapi.json", ["app/crud.py", "app/store.py"]))
@@ -334,7 +351,7 @@ def _table_row(label: str, c: dict[str, int]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-mutants", type=int, default=20, help="mutants per service (default 20)")
-    parser.add_argument("--services", default="checkout,petstore,inventory", help="comma-separated, of: "
+    parser.add_argument("--services", default="checkout,petstore,inventory,heroes", help="comma-separated, of: "
                         + ", ".join(SERVICES))  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")

@@ -25,7 +25,10 @@ def test_crud_chains_of_the_inventory_example() -> None:
     ]
     assert chains[0].page == {"param": "limit", "maximum": 100, "default": 20}
     assert chains[0].defaults == {"minimum": 0}
-    assert chains[0].defaulted == [{"path": "/items/{itemId}/reorder", "params": {"batch": 10}}]
+    assert chains[0].defaulted == [{"path": "/items", "params": {"limit": 20}},
+                                   {"path": "/items/{itemId}/reorder", "params": {"batch": 10}}]  # fmt: skip
+    assert [(p["method"], p["path"]) for p in chains[0].probes] == [
+        ("GET", "/items/{itemId}"), ("DELETE", "/items/{itemId}"), ("GET", "/items/{itemId}/reorder")]  # fmt: skip
     assert [(b["method"], b["path"]) for b in chains[0].below] == [("GET", "/items/{itemId}/reorder")]
     assert chains[0].searches == [{"path": "/items", "params": ["low"], "exact": {"low": [True, False]},
                                    "limit": ["limit", 100]}]  # fmt: skip

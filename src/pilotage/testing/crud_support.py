@@ -4,21 +4,23 @@ Everything below the ``# --- copied below ---`` marker is copied verbatim into `
 repository's tests need schemathesis and hypothesis but not Pilotage. The names above the marker stand for the
 generated file's globals (the spec, target and chains) so that this module type-checks on its own.
 
-A chain (one hypothesis example): create the parent when the collection is nested, ``POST`` a body drawn from the
-spec (positive data) → 2xx and the sent fields come back; ``GET`` the item → 200 and equal to the created object;
-the collection's ``GET`` (when it returns an array) lists it with the same fields; every search (a ``GET`` below
-the collection with query parameters named like resource properties, e.g. ``/pet/findByStatus?status=``) asked
-for the resource's own values returns it, and an enum/boolean filter returns only matching items; every update
-(item ``PUT``/``PATCH``, an item ``POST`` naming properties, a collection ``PUT`` with the key in the body) → 2xx,
-then ``GET`` shows the sent body fields and query values, and the searches agree again; a nested item is not
-listed under a second parent created for the check; ``DELETE`` → 2xx, then
-``GET`` → 404, the list no longer has it, and every update or second ``DELETE`` that declares 404 answers 404;
-a new resource created after it must not get the deleted one's key again (when the service assigns keys).
-A create that omits a property with a declared default gets the default; a ``GET`` on the item (or below it) without
-its optional query parameters answers as with their declared defaults; operations below the item that declare 404
-(``POST /pet/{petId}/uploadImage``) answer 404 once it is deleted.
-A paging test (:func:`run_paging`, when the list declares a page-size default ``D`` ≤ 100) creates ``D + 1``
-resources and checks that the list without the parameter returns at most ``D`` and with ``limit=1`` at most 1.
+A chain (:func:`run_chain`, one hypothesis example): create the parent when the collection is nested, ``POST`` a
+body drawn from the spec (positive data) → 2xx and the sent fields come back; ``GET`` the item → 200 and equal to
+the created object; the collection's ``GET`` (when it returns an array) lists it with the same fields; every search
+(a ``GET`` below the collection with query parameters named like resource properties, e.g.
+``/pet/findByStatus?status=``) asked for the resource's own values returns it, and an enum/boolean filter returns
+only matching items; a nested item is not listed under a second parent created for the check; ``DELETE`` → 2xx,
+then ``GET`` → 404, the list no longer has it, and every update, operation below the item
+(``POST /pet/{petId}/uploadImage``) or second ``DELETE`` that declares 404 answers 404. A create that omits a
+property with a declared default gets the default; a ``GET`` on the collection, the item or below it without its
+optional query parameters answers as with their declared defaults.
+Tests of their own, so that one finding does not hide the others: every update (item ``PUT``/``PATCH``, an item
+``POST`` naming properties, a collection ``PUT`` with the key in the body) → 2xx, then ``GET`` shows the sent body
+fields and query values, and the searches agree (:func:`run_updates`); a new resource created after a delete must
+not get the deleted one's key again when the service assigns keys (:func:`run_key_reuse`); keys at integer
+boundaries get no server error (:func:`run_unknown_keys`); when the list declares a page-size default ``D`` ≤ 100,
+``D + 1`` resources are created and the list without the parameter returns at most ``D`` and with ``limit=1`` at
+most 1 (:func:`run_paging`).
 Bodies are sent as JSON when the operation accepts JSON (the life-cycle oracle needs a lossless encoding; the other
 encodings stay with schemathesis' checks).
 A 409 (a generated value collides with an existing unique one) discards the example; a 401/403 skips the test
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["run_chain", "run_paging"]
+__all__ = ["run_chain", "run_key_reuse", "run_paging", "run_unknown_keys", "run_updates"]
 
 schema: Any = None
 BASE_URL: str | None = None
@@ -42,6 +44,7 @@ CHAINS: dict[str, dict[str, Any]] = {}
 # --- copied below ---
 import contextlib  # noqa: E402
 import math  # noqa: E402
+import sys  # noqa: E402
 
 import jsonschema  # noqa: E402
 import pytest  # noqa: E402
@@ -55,8 +58,23 @@ def _call(case: Any, trail: list[str]) -> Any:
     return response
 
 
+#: The step of the running test (set by :func:`_step`): with the helper that failed it names the oracle of a failure.
+_STEP = ["create"]
+
+
+def _step(name: str) -> None:
+    _STEP[0] = name
+
+
 def _fail(message: str, trail: list[str]) -> None:
-    raise AssertionError(message + "\nReproduce:\n" + "\n".join(trail))
+    """Fail the test: ``[oracle STEP/CHECK] message`` and the curl lines of the test so far.
+
+    ``CHECK`` is the helper that found the failure (``status``, ``compare``, ``delete`` ...), so two failures of one
+    test are told apart by what they checked, not only by the test's name (a report groups them; a mutation run
+    counts a new oracle failing as a new finding).
+    """
+    check = sys._getframe(1).f_code.co_name.strip("_")
+    raise AssertionError(f"[oracle {_STEP[0]}/{check}] {message}\nReproduce:\n" + "\n".join(trail))
 
 
 def _same(sent: Any, got: Any) -> bool:
@@ -140,6 +158,9 @@ def _create(
         parent, parent_scope = _create(cases, chain["parent"], trail, cleanup)
         scope = {**parent_scope, chain["scope_param"]: parent[CHAINS[chain["parent"]]["key"]]}
     case = cases.pop(0)
+    chosen = case.body.get(chain["key"]) if isinstance(case.body, dict) else None
+    if isinstance(chosen, str) and any(c in chosen for c in "\t\n\r"):
+        reject()  # a key the client chooses with a tab or newline cannot be addressed: URL parsing drops them
     if scope:
         case.path_parameters = {**(case.path_parameters or {}), **scope}
     response = _call(case, trail)
@@ -296,13 +317,21 @@ def _delete(
     if chain["has_list"] and _listed(chain, scope, key, trail) not in (None, ...):
         _fail(f"GET {chain['collection']} still lists the resource deleted", trail)
     for update, case in updates:  # the updates, and what hangs below the resource (``below``)
-        if update["not_found"] and case is not None:
-            if update["via"] == "path":
-                case.path_parameters = {**(case.path_parameters or {}), **params}
-            response = _call(case, trail)
-            if response.status_code != 404:
-                what = f"{update['method']} {update['path']} of the deleted resource"
-                _fail(f"{what} answered {response.status_code}, not the 404 the spec declares", trail)
+        if case is None:
+            continue
+        if update["via"] == "path":
+            case.path_parameters = {**(case.path_parameters or {}), **params}
+        elif isinstance(case.body, dict):  # the key travels in the body (``PUT /pet``)
+            case.path_parameters = {**(case.path_parameters or {}), **scope}
+            case.body[chain["key"]] = key
+        else:
+            continue
+        response = _call(case, trail)
+        what = f"{update['method']} {update['path']} of the deleted resource"
+        if update["not_found"] and response.status_code != 404:
+            _fail(f"{what} answered {response.status_code}, not the 404 the spec declares", trail)
+        if response.status_code >= 500:  # without a declared 404: any answer but a server error
+            _fail(f"{what} answered {response.status_code}", trail)
     if chain["delete_not_found"]:
         response = _call(delete.Case(path_parameters=params, headers={}), trail)
         if response.status_code != 404:
@@ -337,42 +366,71 @@ def _run_chain(data: st.DataObject, name: str, cleanup: list[tuple[str, dict[str
     cases = _draw(data, name)
     placeholder = {chain["param"]: 1, **({chain["scope_param"]: 1} if chain["scope_param"] else {})}
     updates = [(u, data.draw(_update_strategy(chain, u, placeholder))) for u in chain["updates"]]
-    again = data.draw(_strategy(schema[chain["collection"]]["POST"], placeholder)) if chain["delete"] else None
     below = [(b, data.draw(_strategy(schema[b["path"]][b["method"]], placeholder))) for b in chain["below"]]
     sibling = []
     if chain["parent"] and chain["has_list"]:  # a second parent, and a child body to send once it is deleted
         child = data.draw(_strategy(schema[chain["collection"]]["POST"], placeholder))
         sibling = [*_draw(data, chain["parent"]), child]
+    _step("create")
     created, scope = _create(cases, name, trail, cleanup)
     key = created[chain["key"]]
     params = {**scope, chain["param"]: key}
+    _step("read")
     current = _fresh(chain, params, "just created", trail)
     _compare(created, current, f"GET {chain['item']} after create", trail)
     if chain["has_list"]:
+        _step("list")
         listed = _listed(chain, scope, key, trail)
         if listed is None:
             _fail(f"GET {chain['collection']} does not list the resource just created", trail)
         if listed is not ...:
             _compare(created, listed, f"GET {chain['collection']} after create", trail)
+    _step("defaults")
     for defaulted in chain["defaulted"]:
         _same_answer(defaulted, params, trail)
+    _step("isolation")
     if sibling:
         _isolated(chain, sibling, key, trail, cleanup)
+    _step("search")
     for search in chain["searches"]:
         _search(chain, search, scope, current, trail)
-    for update, case in updates:
-        current = _update(chain, update, case, params, key, trail) or current
-    if updates:
+    if chain["delete"]:
+        _step("delete")
+        _delete(chain, params, scope, key, [*updates, *below], trail)
+
+
+def run_updates(data: st.DataObject, name: str) -> None:
+    """Create a resource and send it every update (``CHAINS[name]["updates"]``); then delete what was created.
+
+    Each update must be visible on read, and the searches must agree with the updated values.
+
+    A test of its own, so that an update the service mishandles (e.g. a 500 on a ``null`` it declares valid) does
+    not hide the life-cycle oracles of :func:`run_chain`.
+    """
+    chain, trail = CHAINS[name], list[str]()
+    cases = _draw(data, name)
+    placeholder = {chain["param"]: 1, **({chain["scope_param"]: 1} if chain["scope_param"] else {})}
+    updates = [(u, data.draw(_update_strategy(chain, u, placeholder))) for u in chain["updates"]]
+    created: list[tuple[str, dict[str, Any]]] = []
+    try:
+        _step("create")
+        current, scope = _create(cases, name, trail, created)
+        key = current[chain["key"]]
+        _step("update")
+        for update, case in updates:
+            current = _update(chain, update, case, {**scope, chain["param"]: key}, key, trail) or current
+        _step("search after update")
         for search in chain["searches"]:
             _search(chain, search, scope, current, trail)
-    if chain["delete"]:
-        _delete(chain, params, scope, key, [*updates, *below], trail)
-        _recreate(chain, again, scope, key, trail)
+    finally:
+        for item, params in reversed(created):
+            _discard(item, params)
 
 
 def _same_answer(defaulted: dict[str, Any], params: dict[str, Any], trail: list[str]) -> None:
     """``GET`` without the optional query parameters must answer as ``GET`` with their declared defaults."""
     operation = schema[defaulted["path"]]["GET"]
+    params = {k: v for k, v in params.items() if "{" + k + "}" in defaulted["path"]}  # the collection: scope only
     implicit = _call(operation.Case(path_parameters=params, query={}, headers={}), trail)
     explicit = _call(operation.Case(path_parameters=params, query=dict(defaulted["params"]), headers={}), trail)
     what = f"GET {defaulted['path']}"
@@ -411,6 +469,32 @@ def _isolated(
         _fail(f"{what} answered {response.status_code}, not the 404 the spec declares", trail)
 
 
+def run_key_reuse(data: st.DataObject, name: str) -> None:
+    """Create a resource, delete it, create another: a key the service assigns must not be the deleted one's again.
+
+    A test of its own (not a step of :func:`run_chain`): services that hand out ``max(id) + 1`` (SQLite's rowid
+    without ``AUTOINCREMENT``) reuse keys by design, and that finding must not hide the life-cycle oracles.
+    """
+    chain, trail = CHAINS[name], list[str]()
+    cases = _draw(data, name)
+    placeholder = {chain["param"]: 1, **({chain["scope_param"]: 1} if chain["scope_param"] else {})}
+    again = data.draw(_strategy(schema[chain["collection"]]["POST"], placeholder))
+    created: list[tuple[str, dict[str, Any]]] = []
+    try:
+        _step("create")
+        resource, scope = _create(cases, name, trail, created)
+        key = resource[chain["key"]]
+        _step("key reuse")
+        response = _call(schema[chain["item"]]["DELETE"].Case(path_parameters={**scope, chain["param"]: key},
+                                                              headers={}), trail)  # fmt: skip
+        if not 200 <= response.status_code < 300:
+            _fail(f"DELETE {chain['item']} of an existing resource answered {response.status_code}, not 2xx", trail)
+        _recreate(chain, again, scope, key, trail)
+    finally:
+        for item, params in reversed(created):
+            _discard(item, params)
+
+
 def _recreate(chain: dict[str, Any], case: Any, scope: dict[str, Any], gone: Any, trail: list[str]) -> None:
     """Create another resource after a delete: a key the service assigns must not be the deleted one's again.
 
@@ -440,6 +524,7 @@ def run_paging(data: st.DataObject, name: str) -> None:
     Bodies that collide with existing ones (409) are redrawn; an example that cannot create enough is rejected.
     """
     chain, page = CHAINS[name], CHAINS[name]["page"]
+    _step("paging")
     operation = schema[chain["collection"]]["POST"]
     made: list[Any] = []
     trail: list[str] = []
@@ -467,3 +552,27 @@ def run_paging(data: st.DataObject, name: str) -> None:
         if chain["delete"]:
             for key in made:
                 _discard(chain["item"], {chain["param"]: key})
+
+
+#: Keys at integer boundaries: zero, negative, the int32/uint32 limits, past JavaScript's safe integers, the int64
+#: limits (SQLite and most databases store 64-bit integers; a larger key must not reach the driver) and past uint64.
+BOUNDARY_KEYS = (0, -1, 2**31 - 1, 2**31, 2**32, 2**53 + 1, 2**63 - 1, 2**63, 2**64, -(2**63) - 1, 3**63)
+
+
+def run_unknown_keys(name: str) -> None:
+    """Ask the item operations of resource ``name`` (``CHAINS[name]["probes"]``) for keys at integer boundaries.
+
+    Every path parameter gets the same boundary key (:data:`BOUNDARY_KEYS`); whatever the service answers (the item,
+    404, a 4xx for a key outside the parameter's range), it must not be a server error: a 5xx here is typically an
+    integer overflow in the database driver (a key past 2⁶³ − 1 handed to SQLite) or a cast in the handler.
+    """
+    chain = CHAINS[name]
+    _step("unknown keys")
+    for probe in chain["probes"]:
+        operation = schema[probe["path"]][probe["method"]]
+        for key in BOUNDARY_KEYS:
+            trail: list[str] = []
+            params = {param.name: key for param in operation.path_parameters}
+            response = _call(operation.Case(path_parameters=params, headers={}), trail)
+            if response.status_code >= 500:
+                _fail(f"{probe['method']} {probe['path']} with the key {key} answered {response.status_code}", trail)

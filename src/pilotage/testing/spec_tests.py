@@ -90,9 +90,12 @@ class CrudChain:
         below: operations on paths below the item (``/pet/{petId}/uploadImage``, same path parameters) that
             declare 404, shaped as ``updates`` (``{"method", "path", "via", "not_found"}``): once the resource is
             deleted they must answer 404.
-        defaulted: ``GET`` operations on the item path or below it with optional query parameters that declare a
-            scalar default, ``{"path", "params": {name: default}}``: without them the answer must be the one
-            with the defaults given explicitly.
+        defaulted: ``GET`` operations on the collection, the item path or below it with optional query parameters
+            that declare a scalar default, ``{"path", "params": {name: default}}``: without them the answer must
+            be the one with the defaults given explicitly.
+        probes: ``GET``/``DELETE`` operations on the item path and below it whose path parameters are all
+            integers, ``{"method", "path"}``: asked for keys at integer boundaries (0, -1, 2³¹, 2⁵³ + 1, 2⁶³ − 1,
+            2⁶³, 2⁶⁴ ...) that no resource has, they must not answer a server error (5xx).
     """
 
     name: str
@@ -115,6 +118,7 @@ class CrudChain:
     defaults: dict[str, Any] = field(default_factory=dict)
     below: list[dict[str, Any]] = field(default_factory=list)
     defaulted: list[dict[str, Any]] = field(default_factory=list)
+    probes: list[dict[str, str]] = field(default_factory=list)
 
 
 def _resolve(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
@@ -219,11 +223,12 @@ def _below(doc: dict[str, Any], item: str) -> list[dict[str, Any]]:
     return found
 
 
-def _defaulted(doc: dict[str, Any], item: str) -> list[dict[str, Any]]:
-    """``GET`` operations on or below the item path with optional scalar query defaults (:class:`CrudChain`)."""
+def _defaulted(doc: dict[str, Any], collection: str, item: str) -> list[dict[str, Any]]:
+    """``GET`` operations with optional scalar query defaults: collection, item and below (:class:`CrudChain`)."""
     found = []
     for path, path_item in (doc.get("paths") or {}).items():
-        if not (path == item or path.startswith(item + "/")) or "{" in path[len(item) :]:
+        on_item = path == item or (path.startswith(item + "/") and "{" not in path[len(item) :])
+        if not (on_item or path == collection):
             continue
         operation = (path_item or {}).get("get")
         if not isinstance(operation, dict) or _required_query(doc, path_item, operation):
@@ -235,6 +240,26 @@ def _defaulted(doc: dict[str, Any], item: str) -> list[dict[str, Any]]:
                 params[param["name"]] = schema["default"]
         if params:
             found.append({"path": path, "params": params})
+    return found
+
+
+def _probes(doc: dict[str, Any], item: str) -> list[dict[str, str]]:
+    """Item operations the unknown-keys test sends boundary integers to (:class:`CrudChain` ``probes``).
+
+    ``GET`` (without required query parameters) and ``DELETE`` on the item path and below it, when every path
+    parameter of the path is an integer.
+    """
+    found = []
+    for path, path_item in (doc.get("paths") or {}).items():
+        if not (path == item or path.startswith(item + "/")) or "{" in path[len(item) :]:
+            continue
+        for method in ("get", "delete"):
+            operation = (path_item or {}).get(method)
+            if not isinstance(operation, dict) or (method == "get" and _required_query(doc, path_item, operation)):
+                continue
+            params = _params(doc, path_item, operation, "path")
+            if params and all(_nonnull(doc, p.get("schema")).get("type") == "integer" for p in params):
+                found.append({"method": method.upper(), "path": path})
     return found
 
 
@@ -346,7 +371,8 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
                 searches=_searches(doc, collection, item, props),
                 defaults=_body_defaults(doc, ops["post"]),
                 below=_below(doc, item),
-                defaulted=_defaulted(doc, item),
+                defaulted=_defaulted(doc, collection, item),
+                probes=_probes(doc, item),
                 page=_page(doc, ops) if list_schema.get("type") == "array" else None,
             )
             break
@@ -444,9 +470,29 @@ def render_crud_tests(
         parts.append(
             f"\n\n@settings(SETTINGS, phases=[Phase.explicit, Phase.generate])  # no shrinking: bounded time\n"
             f"@given(data=st.data())\ndef test_crud_{chain.name}(data: st.DataObject) -> None:\n"
-            f'    """{chain.collection}: create, read back, list, update, delete, then 404."""\n'
+            f'    """{chain.collection}: create, read back, list, search, delete, then 404."""\n'
             f"    run_chain(data, {chain.name!r})\n"
         )
+        if chain.updates:
+            parts.append(
+                f"\n\n@settings(SETTINGS, phases=[Phase.explicit, Phase.generate])\n"
+                f"@given(data=st.data())\ndef test_update_{chain.name}(data: st.DataObject) -> None:\n"
+                f'    """{chain.item}: every update is visible on read and in the searches."""\n'
+                f"    run_updates(data, {chain.name!r})\n"
+            )
+        if chain.delete:
+            parts.append(
+                f"\n\n@settings(SETTINGS, phases=[Phase.explicit, Phase.generate])\n"
+                f"@given(data=st.data())\ndef test_key_reuse_{chain.name}(data: st.DataObject) -> None:\n"
+                f'    """{chain.collection}: a key the service assigns is not handed out again after a delete."""\n'
+                f"    run_key_reuse(data, {chain.name!r})\n"
+            )
+        if chain.probes:
+            parts.append(
+                f"\n\ndef test_unknown_keys_{chain.name}() -> None:\n"
+                f'    """{chain.item}: keys at integer boundaries get no server error."""\n'
+                f"    run_unknown_keys({chain.name!r})\n"
+            )
         if chain.page and not chain.parent:
             parts.append(
                 f"\n\n@settings(SETTINGS, max_examples=1, phases=[Phase.generate])\n"
