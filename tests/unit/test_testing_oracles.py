@@ -116,6 +116,12 @@ INVENTORY_DEFECTS = [
         '        conn.execute("DELETE',
         "a second DELETE /items/{itemId} answered 204",
     ),
+    # the reorder batch's declared range moved: batch=1001 (above the declared maximum 1000) is answered
+    ("batch: int = Query(default=10, ge=1, le=1000)", "batch: int = Query(default=10, ge=1, le=1001)",
+     "GET /items/{itemId}/reorder?batch=1001 (outside its declared range) answered 200"),
+    # and the other way: batch=1 (the declared minimum) is rejected
+    ("batch: int = Query(default=10, ge=1, le=1000)", "batch: int = Query(default=10, ge=2, le=1000)",
+     "GET /items/{itemId}/reorder?batch=1 (within its declared range) answered 422"),
     # the id bound moved past what SQLite stores: GET /items/9223372036854775808 reaches the driver and overflows
     ("INT64_MAX = 2**63 - 1", "INT64_MAX = 2**64 - 1", "/items/9223372036854775808"),
 ]

@@ -13,7 +13,8 @@ only matching items; a nested item is not listed under a second parent created f
 then ``GET`` → 404, the list no longer has it, and every update, operation below the item
 (``POST /pet/{petId}/uploadImage``) or second ``DELETE`` that declares 404 answers 404. A create that omits a
 property with a declared default gets the default; a ``GET`` on the collection, the item or below it without its
-optional query parameters answers as with their declared defaults.
+optional query parameters answers as with their declared defaults, accepts an integer query parameter at its
+declared bounds and rejects (4xx) the values just outside them.
 Tests of their own, so that one finding does not hide the others: every update (item ``PUT``/``PATCH``, an item
 ``POST`` naming properties, a collection ``PUT`` with the key in the body) → 2xx, then ``GET`` shows the sent body
 fields and query values, and the searches agree (:func:`run_updates`); a new resource created after a delete must
@@ -388,6 +389,9 @@ def _run_chain(data: st.DataObject, name: str, cleanup: list[tuple[str, dict[str
     _step("defaults")
     for defaulted in chain["defaulted"]:
         _same_answer(defaulted, params, trail)
+    _step("bounds")
+    for bounded in chain["bounded"]:
+        _bounds(bounded, params, trail)
     _step("isolation")
     if sibling:
         _isolated(chain, sibling, key, trail, cleanup)
@@ -441,6 +445,28 @@ def _same_answer(defaulted: dict[str, Any], params: dict[str, Any], trail: list[
         body = implicit.content[:200]
         _fail(f"{what} without {sorted(defaulted['params'])} answered {body!r}, not what it answers with the "
               f"declared defaults {defaulted['params']}", trail)  # fmt: skip
+
+
+def _bounds(bounded: dict[str, Any], params: dict[str, Any], trail: list[str]) -> None:
+    """A ``GET`` of an existing resource: a query parameter at its declared bounds → 2xx, just outside them → 4xx.
+
+    Boundary value analysis where the resource exists, so that a 404 does not hide the answer (schemathesis' cases
+    mostly name resources that do not exist).
+    """
+    operation = schema[bounded["path"]]["GET"]
+    params = {k: v for k, v in params.items() if "{" + k + "}" in bounded["path"]}
+    name, what = bounded["param"], f"GET {bounded['path']}"
+    for value in bounded["valid"]:
+        if value is not None:
+            response = _call(operation.Case(path_parameters=params, query={name: value}, headers={}), trail)
+            if not 200 <= response.status_code < 300:
+                _fail(f"{what}?{name}={value} (within its declared range) answered {response.status_code}", trail)
+    for value in bounded["invalid"]:
+        if value is not None:
+            response = _call(operation.Case(path_parameters=params, query={name: value}, headers={}), trail)
+            if not 400 <= response.status_code < 500:
+                _fail(f"{what}?{name}={value} (outside its declared range) answered {response.status_code}, "
+                      "not 4xx", trail)  # fmt: skip
 
 
 def _isolated(

@@ -96,6 +96,9 @@ class CrudChain:
         probes: ``GET``/``DELETE`` operations on the item path and below it whose path parameters are all
             integers, ``{"method", "path"}``: asked for keys at integer boundaries (0, -1, 2³¹, 2⁵³ + 1, 2⁶³ − 1,
             2⁶³, 2⁶⁴ ...) that no resource has, they must not answer a server error (5xx).
+        bounded: integer query parameters with a declared range on the collection's, the item's and below-item
+            ``GET``s, ``{"path", "param", "valid": [lowest, highest], "invalid": [below, above]}``: with the
+            resource created, each valid bound must be accepted (2xx) and each value just outside rejected (4xx).
     """
 
     name: str
@@ -119,6 +122,7 @@ class CrudChain:
     below: list[dict[str, Any]] = field(default_factory=list)
     defaulted: list[dict[str, Any]] = field(default_factory=list)
     probes: list[dict[str, str]] = field(default_factory=list)
+    bounded: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _resolve(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
@@ -241,6 +245,49 @@ def _defaulted(doc: dict[str, Any], collection: str, item: str) -> list[dict[str
         if params:
             found.append({"path": path, "params": params})
     return found
+
+
+def _bounded(doc: dict[str, Any], collection: str, item: str) -> list[dict[str, Any]]:
+    """Integer query parameters with a declared range on the collection's, the item's and below-item ``GET``s.
+
+    ``{"path", "param", "valid": [lowest, highest], "invalid": [below, above]}`` (a bound the spec leaves open is
+    None): ``minimum``/``maximum``, OpenAPI 3.1's numeric ``exclusiveMinimum``/``exclusiveMaximum`` and 3.0's boolean
+    form. Operations that require a query parameter are left out (the test sends one parameter at a time).
+    """
+    found = []
+    for path, path_item in (doc.get("paths") or {}).items():
+        on_item = path == item or (path.startswith(item + "/") and "{" not in path[len(item) :])
+        operation = (path_item or {}).get("get")
+        if not (on_item or path == collection) or not isinstance(operation, dict):
+            continue
+        if _required_query(doc, path_item, operation):
+            continue
+        for param in _params(doc, path_item, operation, "query"):
+            schema = _nonnull(doc, param.get("schema"))
+            if schema.get("type") != "integer":
+                continue
+            low, high = _range(schema)
+            if low is not None or high is not None:
+                outside = [None if low is None else low - 1, None if high is None else high + 1]
+                found.append({"path": path, "param": param["name"], "valid": [low, high], "invalid": outside})
+    return found
+
+
+def _range(schema: dict[str, Any]) -> tuple[int | None, int | None]:
+    """The lowest and highest valid integer of an integer schema (None where it is open)."""
+    low, high = schema.get("minimum"), schema.get("maximum")
+    low = low if isinstance(low, int) and not isinstance(low, bool) else None
+    high = high if isinstance(high, int) and not isinstance(high, bool) else None
+    exclusive_low, exclusive_high = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+    if exclusive_low is True and low is not None:  # OpenAPI 3.0: a flag on minimum
+        low += 1
+    elif isinstance(exclusive_low, int) and not isinstance(exclusive_low, bool):  # 3.1: the bound itself
+        low = exclusive_low + 1 if low is None else max(low, exclusive_low + 1)
+    if exclusive_high is True and high is not None:
+        high -= 1
+    elif isinstance(exclusive_high, int) and not isinstance(exclusive_high, bool):
+        high = exclusive_high - 1 if high is None else min(high, exclusive_high - 1)
+    return low, high
 
 
 def _probes(doc: dict[str, Any], item: str) -> list[dict[str, str]]:
@@ -373,6 +420,7 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
                 below=_below(doc, item),
                 defaulted=_defaulted(doc, collection, item),
                 probes=_probes(doc, item),
+                bounded=_bounded(doc, collection, item),
                 page=_page(doc, ops) if list_schema.get("type") == "array" else None,
             )
             break
