@@ -141,6 +141,11 @@ def _update_strategy(chain: dict[str, Any], update: dict[str, Any], placeholder:
     return strategy
 
 
+def _placeholder(chain: dict[str, Any]) -> dict[str, Any]:
+    """Path parameters to draw an item operation's cases with (the real key is filled in before the call)."""
+    return {chain["param"]: 1, **({chain["scope_param"]: 1} if chain["scope_param"] else {})}
+
+
 def _draw(data: st.DataObject, name: str) -> list[Any]:
     """Draw every request body of the chain before any call, so the draws never depend on the service's state."""
     chain = CHAINS[name]
@@ -374,7 +379,7 @@ def run_chain(data: st.DataObject, name: str) -> None:
 def _run_chain(data: st.DataObject, name: str, cleanup: list[tuple[str, dict[str, Any]]]) -> None:
     chain, trail = CHAINS[name], list[str]()
     cases = _draw(data, name)
-    placeholder = {chain["param"]: 1, **({chain["scope_param"]: 1} if chain["scope_param"] else {})}
+    placeholder = _placeholder(chain)
     updates = [(u, data.draw(_update_strategy(chain, u, placeholder))) for u in chain["updates"]]
     below = [(b, data.draw(_strategy(schema[b["path"]][b["method"]], placeholder))) for b in chain["below"]]
     sibling = []
@@ -422,7 +427,7 @@ def run_updates(data: st.DataObject, name: str) -> None:
     """
     chain, trail = CHAINS[name], list[str]()
     cases = _draw(data, name)
-    placeholder = {chain["param"]: 1, **({chain["scope_param"]: 1} if chain["scope_param"] else {})}
+    placeholder = _placeholder(chain)
     updates = [(u, data.draw(_update_strategy(chain, u, placeholder))) for u in chain["updates"]]
     created: list[tuple[str, dict[str, Any]]] = []
     try:
@@ -512,7 +517,7 @@ def run_key_reuse(data: st.DataObject, name: str) -> None:
     """
     chain, trail = CHAINS[name], list[str]()
     cases = _draw(data, name)
-    placeholder = {chain["param"]: 1, **({chain["scope_param"]: 1} if chain["scope_param"] else {})}
+    placeholder = _placeholder(chain)
     again = data.draw(_strategy(schema[chain["collection"]]["POST"], placeholder))
     created: list[tuple[str, dict[str, Any]]] = []
     try:
