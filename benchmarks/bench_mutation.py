@@ -361,6 +361,10 @@ def main() -> None:
     unknown = sorted(set(names) - set(SERVICES))
     if unknown:
         parser.error(f"unknown service(s) {unknown}: choose from {sorted(SERVICES)}")
+    if not names or len(set(names)) != len(names):
+        parser.error(f"--services needs each service once, at least one: got {args.services!r}")
+    if args.max_mutants < 0:
+        parser.error(f"--max-mutants must be >= 0, got {args.max_mutants}")
     rows = asyncio.run(bench(args.max_mutants, args.seed, names, not args.json))
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pilotage.errors import InputError
 from pilotage.testing.ghostwrite import complete_tests, return_check
 from pilotage.testing.spec_tests import infer_crud_chains, write_spec_tests
 from pilotage.testing.suite import classify_flaky, parse_cases
@@ -122,3 +123,24 @@ def test_parse_cases_kinds_and_curl(tmp_path: Path) -> None:
         ("tests/test_own.py::test_ok", "unit", "passed"),
     ]
     assert cases[0]["reproduce"] == "curl -X POST http://x/pets"
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "hint"),
+    [
+        ("paths: [1, 2]\n", "'paths' must map path strings", "fix the spec"),
+        ("paths: {1: {}}\n", "'paths' must map path strings", "fix the spec"),
+        ("- a list\n", "is not an OpenAPI document", "fix the spec"),
+        (None, "cannot read the OpenAPI file", "check the path"),
+    ],
+)
+def test_a_spec_that_is_not_openapi_gets_a_clear_error(
+    tmp_path: Path, text: str | None, message: str, hint: str
+) -> None:
+    spec = tmp_path / "openapi.yaml"
+    if text is not None:
+        spec.write_text(text)
+    with pytest.raises(InputError) as caught:
+        write_spec_tests(spec, tmp_path / "svc")
+    assert message in str(caught.value) and str(spec) in str(caught.value)
+    assert caught.value.hint == hint

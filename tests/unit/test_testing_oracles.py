@@ -117,11 +117,17 @@ INVENTORY_DEFECTS = [
         "a second DELETE /items/{itemId} answered 204",
     ),
     # the reorder batch's declared range moved: batch=1001 (above the declared maximum 1000) is answered
-    ("batch: int = Query(default=10, ge=1, le=1000)", "batch: int = Query(default=10, ge=1, le=1001)",
-     "GET /items/{itemId}/reorder?batch=1001 (outside its declared range) answered 200"),
+    (
+        "batch: int = Query(default=10, ge=1, le=1000)",
+        "batch: int = Query(default=10, ge=1, le=1001)",
+        "GET /items/{itemId}/reorder?batch=1001 (outside its declared range) answered 200",
+    ),
     # and the other way: batch=1 (the declared minimum) is rejected
-    ("batch: int = Query(default=10, ge=1, le=1000)", "batch: int = Query(default=10, ge=2, le=1000)",
-     "GET /items/{itemId}/reorder?batch=1 (within its declared range) answered 422"),
+    (
+        "batch: int = Query(default=10, ge=1, le=1000)",
+        "batch: int = Query(default=10, ge=2, le=1000)",
+        "GET /items/{itemId}/reorder?batch=1 (within its declared range) answered 422",
+    ),
     # the id bound moved past what SQLite stores: GET /items/9223372036854775808 reaches the driver and overflows
     ("INT64_MAX = 2**63 - 1", "INT64_MAX = 2**64 - 1", "/items/9223372036854775808"),
 ]
@@ -231,6 +237,7 @@ def test_generated_tests_find_the_fastapi_tutorials_bugs(tmp_path: Path) -> None
     assert "reused the deleted resource's id" in run.stdout  # SQLite's rowid without AUTOINCREMENT
     assert "/heroes/9223372036854775808" in run.stdout  # 2**63 handed to the SQLite driver: OverflowError
     assert "NOT NULL constraint failed" in run.stdout  # PATCH with a null its HeroUpdate declares valid
+    assert '"secret_name": ' in run.stdout and "[Filtered]" not in run.stdout  # curl lines show what was sent
 
 
 def test_a_moved_list_default_is_found_on_the_collection(tmp_path: Path) -> None:

@@ -578,11 +578,17 @@ def write_spec_tests(
     try:
         doc = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputError(
-            f"cannot read the OpenAPI file {spec_path}: {exc}", hint="fix the spec", path=spec_path
-        ) from exc
+        hint = "check the path" if isinstance(exc, OSError) else "fix the spec"
+        raise InputError(f"cannot read the OpenAPI file {spec_path}: {exc}", hint=hint, path=spec_path) from exc
     if not isinstance(doc, dict):
         raise InputError(f"{spec_path} is not an OpenAPI document (no mapping)", hint="fix the spec", path=spec_path)
+    paths = doc.get("paths")
+    if paths is not None and (not isinstance(paths, dict) or not all(isinstance(p, str) for p in paths)):
+        raise InputError(
+            f"{spec_path}: 'paths' must map path strings (\"/items/{{id}}\") to operations",
+            hint="fix the spec",
+            path=spec_path,
+        )
     tests_dir.mkdir(parents=True, exist_ok=True)
     spec_rel = os.path.relpath(spec_path, tests_dir)
     st_file = tests_dir / SCHEMATHESIS_FILE
