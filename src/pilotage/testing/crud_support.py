@@ -46,6 +46,7 @@ CHAINS: dict[str, dict[str, Any]] = {}
 import contextlib  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 
 import jsonschema  # noqa: E402
 import pytest  # noqa: E402
@@ -422,6 +423,21 @@ def _run_chain(data: st.DataObject, name: str, cleanup: list[tuple[str, dict[str
         _delete(chain, params, scope, key, [*updates, *below], trail)
 
 
+@contextlib.contextmanager
+def _scratch(cases: list[Any], name: str, trail: list[str]) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """Create resource ``name`` (and its parents) from the drawn ``cases`` and yield ``(resource, scope)``.
+
+    Afterwards everything created is deleted (best effort, whatever the block raised).
+    """
+    created: list[tuple[str, dict[str, Any]]] = []
+    try:
+        _step("create")
+        yield _create(cases, name, trail, created)
+    finally:
+        for item, params in reversed(created):
+            _discard(item, params)
+
+
 def run_updates(data: st.DataObject, name: str) -> None:
     """Create a resource and send it every update (``CHAINS[name]["updates"]``); then delete what was created.
 
@@ -434,10 +450,7 @@ def run_updates(data: st.DataObject, name: str) -> None:
     cases = _draw(data, name)
     placeholder = _placeholder(chain)
     updates = [(u, data.draw(_update_strategy(chain, u, placeholder))) for u in chain["updates"]]
-    created: list[tuple[str, dict[str, Any]]] = []
-    try:
-        _step("create")
-        current, scope = _create(cases, name, trail, created)
+    with _scratch(cases, name, trail) as (current, scope):
         key = current[chain["key"]]
         _step("update")
         for update, case in updates:
@@ -445,9 +458,6 @@ def run_updates(data: st.DataObject, name: str) -> None:
         _step("search after update")
         for search in chain["searches"]:
             _search(chain, search, scope, current, trail)
-    finally:
-        for item, params in reversed(created):
-            _discard(item, params)
 
 
 def _same_answer(defaulted: dict[str, Any], params: dict[str, Any], trail: list[str]) -> None:
@@ -524,10 +534,7 @@ def run_key_reuse(data: st.DataObject, name: str) -> None:
     cases = _draw(data, name)
     placeholder = _placeholder(chain)
     again = data.draw(_strategy(schema[chain["collection"]]["POST"], placeholder))
-    created: list[tuple[str, dict[str, Any]]] = []
-    try:
-        _step("create")
-        resource, scope = _create(cases, name, trail, created)
+    with _scratch(cases, name, trail) as (resource, scope):
         key = resource[chain["key"]]
         _step("key reuse")
         response = _call(schema[chain["item"]]["DELETE"].Case(path_parameters={**scope, chain["param"]: key},
@@ -535,9 +542,6 @@ def run_key_reuse(data: st.DataObject, name: str) -> None:
         if not 200 <= response.status_code < 300:
             _fail(f"DELETE {chain['item']} of an existing resource answered {response.status_code}, not 2xx", trail)
         _recreate(chain, again, scope, key, trail)
-    finally:
-        for item, params in reversed(created):
-            _discard(item, params)
 
 
 def _recreate(chain: dict[str, Any], case: Any, scope: dict[str, Any], gone: Any, trail: list[str]) -> None:
