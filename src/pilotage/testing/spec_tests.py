@@ -227,16 +227,25 @@ def _below(doc: dict[str, Any], item: str) -> list[dict[str, Any]]:
     return found
 
 
-def _defaulted(doc: dict[str, Any], collection: str, item: str) -> list[dict[str, Any]]:
-    """``GET`` operations with optional scalar query defaults: collection, item and below (:class:`CrudChain`)."""
+def _reads(doc: dict[str, Any], collection: str, item: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """``(path, path item, operation)`` of the ``GET``s the chain can make with the resource's own keys.
+
+    On the collection, the item and below it (no other path parameter), requiring no query parameter.
+    """
     found = []
     for path, path_item in (doc.get("paths") or {}).items():
         on_item = path == item or (path.startswith(item + "/") and "{" not in path[len(item) :])
-        if not (on_item or path == collection):
-            continue
         operation = (path_item or {}).get("get")
-        if not isinstance(operation, dict) or _required_query(doc, path_item, operation):
-            continue
+        if (on_item or path == collection) and isinstance(operation, dict):
+            if not _required_query(doc, path_item, operation):
+                found.append((path, path_item, operation))
+    return found
+
+
+def _defaulted(doc: dict[str, Any], collection: str, item: str) -> list[dict[str, Any]]:
+    """``GET`` operations with optional scalar query defaults: collection, item and below (:class:`CrudChain`)."""
+    found = []
+    for path, path_item, operation in _reads(doc, collection, item):
         params = {}
         for param in _params(doc, path_item, operation, "query"):
             schema = _nonnull(doc, param.get("schema"))
@@ -255,13 +264,7 @@ def _bounded(doc: dict[str, Any], collection: str, item: str) -> list[dict[str, 
     form. Operations that require a query parameter are left out (the test sends one parameter at a time).
     """
     found = []
-    for path, path_item in (doc.get("paths") or {}).items():
-        on_item = path == item or (path.startswith(item + "/") and "{" not in path[len(item) :])
-        operation = (path_item or {}).get("get")
-        if not (on_item or path == collection) or not isinstance(operation, dict):
-            continue
-        if _required_query(doc, path_item, operation):
-            continue
+    for path, path_item, operation in _reads(doc, collection, item):
         for param in _params(doc, path_item, operation, "query"):
             schema = _nonnull(doc, param.get("schema"))
             if schema.get("type") != "integer":
@@ -275,17 +278,20 @@ def _bounded(doc: dict[str, Any], collection: str, item: str) -> list[dict[str, 
 
 def _range(schema: dict[str, Any]) -> tuple[int | None, int | None]:
     """The lowest and highest valid integer of an integer schema (None where it is open)."""
-    low, high = schema.get("minimum"), schema.get("maximum")
-    low = low if isinstance(low, int) and not isinstance(low, bool) else None
-    high = high if isinstance(high, int) and not isinstance(high, bool) else None
-    exclusive_low, exclusive_high = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
-    if exclusive_low is True and low is not None:  # OpenAPI 3.0: a flag on minimum
+
+    def number(key: str) -> int | None:  # an integer, not a bool (JSON Schema's 3.0 flag form)
+        value = schema.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    low, high = number("minimum"), number("maximum")
+    exclusive_low, exclusive_high = number("exclusiveMinimum"), number("exclusiveMaximum")
+    if schema.get("exclusiveMinimum") is True and low is not None:  # OpenAPI 3.0: a flag on minimum
         low += 1
-    elif isinstance(exclusive_low, int) and not isinstance(exclusive_low, bool):  # 3.1: the bound itself
+    elif exclusive_low is not None:  # 3.1: the bound itself
         low = exclusive_low + 1 if low is None else max(low, exclusive_low + 1)
-    if exclusive_high is True and high is not None:
+    if schema.get("exclusiveMaximum") is True and high is not None:
         high -= 1
-    elif isinstance(exclusive_high, int) and not isinstance(exclusive_high, bool):
+    elif exclusive_high is not None:
         high = exclusive_high - 1 if high is None else min(high, exclusive_high - 1)
     return low, high
 
