@@ -1,7 +1,8 @@
 """Mutation score of (a) schemathesis alone with its defaults and (b) Pilotage's testing suite, side by side.
 
-Usage: ``.venv/bin/python benchmarks/bench_mutation.py [--max-mutants 20] [--seed 1] [--json]
-[--services checkout,petstore,inventory,heroes]``
+Usage: ``.venv/bin/python benchmarks/bench_mutation.py [--max-mutants 20 | --all] [--seed 1] [--json]
+[--services checkout,petstore,inventory,heroes]`` (``--all``: every mutation point on covered lines, no sample;
+141 mutants, about 35 minutes on 2 cores)
 
 Services: two generated ones (``pilotage.codegen`` from the bundled checkout spec and from the Petstore 3 spec in
 ``tests/fixtures/specs``; mutated files ``app/crud.py`` and ``app/store.py``, the resource logic) and the
@@ -350,7 +351,8 @@ def _table_row(label: str, c: dict[str, int]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-mutants", type=int, default=20, help="mutants per service (default 20)")
+    parser.add_argument("--max-mutants", type=int, default=20, help="mutants sampled per service (default 20)")
+    parser.add_argument("--all", action="store_true", help="run every mutation point on covered lines (no sample)")
     parser.add_argument("--services", default="checkout,petstore,inventory,heroes", help="comma-separated, of: "
                         + ", ".join(SERVICES))  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
@@ -365,7 +367,8 @@ def main() -> None:
         parser.error(f"--services needs each service once, at least one: got {args.services!r}")
     if args.max_mutants < 0:
         parser.error(f"--max-mutants must be >= 0, got {args.max_mutants}")
-    rows = asyncio.run(bench(args.max_mutants, args.seed, names, not args.json))
+    limit = sys.maxsize if args.all else args.max_mutants
+    rows = asyncio.run(bench(limit, args.seed, names, not args.json))
     if args.json:
         print(json.dumps(rows, indent=1))
         return
