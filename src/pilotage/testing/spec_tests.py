@@ -504,17 +504,30 @@ def render_schemathesis_tests(spec_rel: str, *, max_examples: int, timeout_s: fl
     return _header(title, spec_rel, max_examples, timeout_s, derandomize) + _SCHEMATHESIS_BODY
 
 
+def _copied(module: Any) -> str:
+    """The part of a support module below its ``# --- copied below ---`` marker (what the generated file holds)."""
+    return str(Path(module.__file__).read_text(encoding="utf-8").split("\n# --- copied below ---\n", 1)[1])
+
+
 def render_crud_tests(
-    spec_rel: str, chains: list[CrudChain], *, max_examples: int, timeout_s: float, derandomize: bool = True
+    spec_rel: str,
+    chains: list[CrudChain],
+    *,
+    max_examples: int,
+    timeout_s: float,
+    derandomize: bool = True,
+    metrics_path: str | None = None,
 ) -> str:
     """Return the source of ``test_pilotage_api_crud.py``: one hypothesis test per chain (``crud_support`` helpers).
 
-    The chain logic is :mod:`pilotage.testing.crud_support`'s source, copied into the file, so the repository's
-    tests do not import Pilotage.
+    With ``metrics_path`` also ``test_metrics_contract``, which sends ``GET metrics_path``
+    (:func:`~pilotage.testing.metrics_support.plain_get`). The chain logic is :mod:`pilotage.testing.crud_support`'s
+    source, and the metrics check :mod:`~pilotage.testing.metrics_support`'s, copied into the file, so the
+    repository's tests do not import Pilotage.
     """
-    from pilotage.testing import crud_support
+    from pilotage.testing import crud_support, metrics_support
 
-    support = Path(crud_support.__file__).read_text(encoding="utf-8").split("\n# --- copied below ---\n", 1)[1]
+    support = _copied(crud_support)
     title = "Create → read → update → delete chains inferred from the OpenAPI spec (resource life-cycle oracle)."
     parts = [_header(title, spec_rel, max_examples, timeout_s, derandomize)]
     parts.append("from hypothesis import Phase, given\nfrom hypothesis import strategies as st\n")
@@ -554,6 +567,13 @@ def render_crud_tests(
                 f'    """{chain.collection}: {chain.page["default"] + 1} resources, then the page sizes."""\n'
                 f"    run_paging(data, {chain.name!r})\n"
             )
+    if metrics_path is not None:  # Pilotage's metrics contract, checked with three GET of that path
+        parts.append(_copied(metrics_support))
+        parts.append(
+            f"\n\ndef test_metrics_contract() -> None:\n"
+            f'    """GET /metrics counts the requests answered, per status (what the SLO watcher reads)."""\n'
+            f"    run_metrics({metrics_path!r})\n"
+        )
     return "".join(parts)
 
 
@@ -602,9 +622,12 @@ def write_spec_tests(
     chains = infer_crud_chains(doc)
     crud_file = tests_dir / CRUD_FILE
     if chains:
-        crud_file.write_text(
-            render_crud_tests(spec_rel, chains, max_examples=crud_examples, timeout_s=request_timeout_s)
+        from pilotage.testing.metrics_support import plain_get
+
+        source = render_crud_tests(
+            spec_rel, chains, max_examples=crud_examples, timeout_s=request_timeout_s, metrics_path=plain_get(doc)
         )
+        crud_file.write_text(source)
     else:
         crud_file.unlink(missing_ok=True)
     return {
