@@ -12,11 +12,33 @@ import yaml
 
 from pilotage.errors import InputError
 from pilotage.testing.ghostwrite import complete_tests, return_check
+from pilotage.testing.metrics_support import plain_get
 from pilotage.testing.spec_tests import infer_crud_chains, write_spec_tests
 from pilotage.testing.suite import classify_flaky, parse_cases
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "inventory-service"
+
+
+def test_the_metrics_contract_test_calls_a_get_that_needs_no_parameter() -> None:
+    """Not a templated path, not one with a required parameter (also behind a $ref), not the uncounted endpoints."""
+    required_header = {"name": "h", "in": "header", "required": True}
+    doc = {
+        "paths": {
+            "/healthz": {"get": {}},
+            "/metrics": {"get": {}},
+            "/items/{id}": {"get": {}},
+            "/search": {"get": {"parameters": [{"name": "q", "in": "query", "required": True}]}},
+            "/reports": {"parameters": [{"$ref": "#/components/parameters/H"}], "get": {}},
+            "/orders": {"post": {}},
+            "/items": {"get": {"parameters": [{"name": "limit", "in": "query"}]}},
+        },
+        "components": {"parameters": {"H": required_header}},
+    }
+    assert plain_get(doc) == "/items"
+    assert plain_get({"paths": {"/healthz": {"get": {}}}}) is None
+    assert plain_get(yaml.safe_load((EXAMPLE / "openapi.yaml").read_text())) == "/items"
+    assert plain_get(yaml.safe_load((FIXTURES / "specs" / "petstore3.yaml").read_text())) == "/pet/findByStatus"
 
 
 def test_crud_chains_of_the_inventory_example() -> None:

@@ -194,7 +194,8 @@ def test_chain_oracles_on_the_generated_checkout(
     if old is not None and new is not None:
         _plant(service / "app" / file, old, new)
     run = _run_crud(service, service / "app" / "openapi.json")
-    if message is None:  # carts: chain, key reuse, unknown keys; orders: chain, unknown keys; items: all three
+    if message is None:  # carts: chain, key reuse, unknown keys; orders: chain, unknown keys; items: all three;
+        # the metrics contract (GET /carts)
         assert run.returncode == 0 and "9 passed" in run.stdout, run.stdout[-3000:]
     else:
         assert run.returncode == 1, run.stdout[-3000:]

@@ -21,8 +21,8 @@ fields and query values, and the searches agree (:func:`run_updates`); a new res
 not get the deleted one's key again when the service assigns keys (:func:`run_key_reuse`); keys at integer
 boundaries get no server error (:func:`run_unknown_keys`); when the list declares a page-size default ``D`` ≤ 100,
 ``D + 1`` resources are created and the list without the parameter returns at most ``D`` and with ``limit=1`` at
-most 1 (:func:`run_paging`); three ``GET`` of a collection raise ``http_requests_total`` on ``/metrics`` for their
-status by at least three, Pilotage's metrics contract (:mod:`~pilotage.testing.metrics_support`).
+most 1 (:func:`run_paging`); three ``GET`` of an operation that needs no parameter raise ``http_requests_total`` on
+``/metrics`` for their status by at least three, Pilotage's metrics contract (:mod:`~pilotage.testing.metrics_support`).
 Bodies are sent as JSON when the operation accepts JSON (the life-cycle oracle needs a lossless encoding; the other
 encodings stay with schemathesis' checks).
 A 409 (a generated value collides with an existing unique one) discards the example; a 401/403 skips the test

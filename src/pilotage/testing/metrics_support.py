@@ -27,13 +27,14 @@ def plain_get(doc: dict[str, Any]) -> str | None:
     """Return the first path of ``doc`` (an OpenAPI mapping) whose ``GET`` needs no parameter, or None.
 
     No path template and no required parameter (``/items``, ``/pet/findByStatus``): what ``test_metrics_contract``
-    calls.
+    calls. ``/healthz`` and ``/metrics`` are left out: the contract does not count them.
     """
+    from pilotage.codegen.plan import RESERVED_PATHS  # the health and metrics endpoints
     from pilotage.testing.spec_tests import _resolve
 
     for path, item in (doc.get("paths") or {}).items():
         operation = item.get("get") if isinstance(item, dict) else None
-        if not isinstance(operation, dict) or "{" in path:
+        if not isinstance(operation, dict) or "{" in path or path in RESERVED_PATHS:
             continue
         params = [_resolve(doc, p) for p in [*(item.get("parameters") or []), *(operation.get("parameters") or [])]]
         if not any(isinstance(p, dict) and p.get("required") for p in params):
