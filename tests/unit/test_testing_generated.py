@@ -37,6 +37,9 @@ def test_the_metrics_contract_test_calls_a_get_that_needs_no_parameter() -> None
     }
     assert plain_get(doc) == "/items"
     assert plain_get({"paths": {"/healthz": {"get": {}}}}) is None
+    odd = {"/metrics/": {"get": {}}, "/p": {"get": {"parameters": {"q": {"required": True}}}}, "x": {"get": {}}}
+    assert plain_get({"paths": odd}) is None  # trailing slash, parameters not a list, no leading slash
+    assert plain_get({"paths": ["/items"]}) is None and plain_get([]) is None
     assert plain_get(yaml.safe_load((EXAMPLE / "openapi.yaml").read_text())) == "/items"
     assert plain_get(yaml.safe_load((FIXTURES / "specs" / "petstore3.yaml").read_text())) == "/pet/findByStatus"
 
@@ -147,6 +150,13 @@ def test_parse_cases_kinds_and_curl(tmp_path: Path) -> None:
     assert cases[0]["reproduce"] == "curl -X POST http://x/pets"
 
 
+VALIDATE = "validate the spec as OpenAPI 3 (e.g. with schemathesis)"
+THINGS = """paths:
+  /things: {post: {responses: {"201": {content: {application/json: {schema: {properties: {id: {type: integer}}}}}}}}}
+  /things/{id}: {get: {}}
+"""
+
+
 @pytest.mark.parametrize(
     ("text", "message", "hint"),
     [
@@ -154,6 +164,15 @@ def test_parse_cases_kinds_and_curl(tmp_path: Path) -> None:
         ("paths: {1: {}}\n", "'paths' must map path strings", "fix the spec"),
         ("- a list\n", "is not an OpenAPI document", "fix the spec"),
         (None, "cannot read the OpenAPI file", "check the path"),
+        # operations of the wrong shape (were AttributeError/TypeError tracebacks)
+        ('paths: {"/things": {post: x}, "/things/{id}": {get: {}}}\n', "has the wrong shape", VALIDATE),
+        ('paths: {"/things": [post], "/things/{id}": {get: {}}}\n', "has the wrong shape", VALIDATE),
+        (
+            'paths: {"/things": {post: {responses: ["201"]}}, "/things/{id}": {get: {}}}\n',
+            "has the wrong shape",
+            VALIDATE,
+        ),
+        (THINGS.replace("{id: {type: integer}}", "[id]"), "has the wrong shape", VALIDATE),  # properties: a list
     ],
 )
 def test_a_spec_that_is_not_openapi_gets_a_clear_error(

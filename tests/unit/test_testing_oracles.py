@@ -135,8 +135,14 @@ INVENTORY_DEFECTS = [
     (
         "    REQUESTS.labels(request.method, template, str(response.status_code)).inc()",
         "    pass",
-        '[oracle metrics/run_metrics] GET /items answered 200 3 times, but http_requests_total{method="GET", '
-        'status="200"} on /metrics rose by 0',
+        "[oracle metrics/run_metrics] GET /items answered 200 3 times, but http_requests_total with status='200' "
+        "(or 2xx) rose by 0; the whole counter rose by 0",
+    ),
+    # counted, but under a label the SLO watcher does not read
+    (
+        '["method", "route", "status"], registry=REGISTRY)',
+        '["method", "route", "code"], registry=REGISTRY)',
+        "rose by 0; the whole counter rose by 3, labels ['code', 'method', 'route']",
     ),
 ]
 
@@ -149,6 +155,30 @@ def test_chain_oracles_on_the_inventory_example(tmp_path: Path, old: str, new: s
     run = _run_crud(service, service / "openapi.yaml")
     assert run.returncode == 1, run.stdout[-3000:]
     assert message in run.stdout, run.stdout[-3000:]
+
+
+def test_the_metrics_contract_accepts_what_the_slo_watcher_reads(tmp_path: Path) -> None:
+    """Status classes (``2xx``, as prometheus-fastapi-instrumentator groups them) and a lowercase ``method`` label
+    are what the watcher counts too: no failure."""
+    service = tmp_path / "inventory"
+    shutil.copytree(INVENTORY, service, ignore=shutil.ignore_patterns("test_pilotage_*", "__pycache__"))
+    _plant(service / "app" / "main.py", "REQUESTS.labels(request.method, template, str(response.status_code))",
+           'REQUESTS.labels(request.method.lower(), template, str(response.status_code)[0] + "xx")')  # fmt: skip
+    run = _run_crud(service, service / "openapi.yaml")
+    assert run.returncode == 0 and "6 passed" in run.stdout, run.stdout[-3000:]
+
+
+def test_the_metrics_contract_names_an_unreachable_service(tmp_path: Path) -> None:
+    service = tmp_path / "inventory"
+    shutil.copytree(INVENTORY, service, ignore=shutil.ignore_patterns("test_pilotage_*", "__pycache__"))
+    write_spec_tests(service / "openapi.yaml", service, crud_examples=5)
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_pilotage_api_crud.py", "-k",
+            "metrics"]  # fmt: skip
+    env = {**os.environ, "PILOTAGE_BASE_URL": "http://127.0.0.1:9/svc"}  # port 9 (discard): nothing listens
+    run = subprocess.run(argv, cwd=service, capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert run.returncode == 1, run.stdout[-3000:]
+    assert "GET http://127.0.0.1:9/svc/metrics failed (ConnectError" in run.stdout, run.stdout[-3000:]
+    assert "is PILOTAGE_BASE_URL the service's address?" in run.stdout
 
 
 CHECKOUT = ROOT / "src" / "pilotage" / "examples" / "checkout-service" / "openapi.yaml"

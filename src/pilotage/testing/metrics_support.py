@@ -23,28 +23,33 @@ from pilotage.testing.crud_support import BASE_URL, HEADERS, TIMEOUT_S, _call, _
 __all__ = ["plain_get", "run_metrics"]
 
 
-def plain_get(doc: dict[str, Any]) -> str | None:
+def plain_get(doc: Any) -> str | None:
     """Return the first path of ``doc`` (an OpenAPI mapping) whose ``GET`` needs no parameter, or None.
 
-    No path template and no required parameter (``/items``, ``/pet/findByStatus``): what ``test_metrics_contract``
-    calls. ``/healthz`` and ``/metrics`` are left out: the contract does not count them.
+    No path template, no query string and no required parameter (``/items``, ``/pet/findByStatus``): what
+    ``test_metrics_contract`` calls. ``/healthz`` and ``/metrics`` are left out (the contract does not count them), and
+    so is a path item or operation whose shape is not OpenAPI's (``parameters`` not a list, a non-mapping operation).
     """
     from pilotage.codegen.plan import RESERVED_PATHS  # the health and metrics endpoints
     from pilotage.testing.spec_tests import _resolve
 
-    for path, item in (doc.get("paths") or {}).items():
+    paths = doc.get("paths") if isinstance(doc, dict) else None
+    for path, item in (paths if isinstance(paths, dict) else {}).items():
         operation = item.get("get") if isinstance(item, dict) else None
-        if not isinstance(operation, dict) or "{" in path or path in RESERVED_PATHS:
+        if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in "{?"):
             continue
-        params = [_resolve(doc, p) for p in [*(item.get("parameters") or []), *(operation.get("parameters") or [])]]
-        if not any(isinstance(p, dict) and p.get("required") for p in params):
-            return str(path)
+        if not isinstance(operation, dict) or path.rstrip("/") in RESERVED_PATHS:
+            continue
+        declared = [item.get("parameters") or [], operation.get("parameters") or []]
+        if not all(isinstance(group, list) for group in declared):
+            continue
+        params = [_resolve(doc, p) for group in declared for p in group]
+        if not any(not isinstance(p, dict) or p.get("required") for p in params):
+            return path
     return None
 
 
 # --- copied below ---
-from urllib.parse import urlsplit  # noqa: E402
-
 import httpx  # noqa: E402
 
 #: The request counter of Pilotage's service conventions (``docs/events-contract.md``), the SLO watcher's SLI.
@@ -52,41 +57,54 @@ REQUESTS_METRIC = "http_requests_total"
 
 
 def _scrape(trail: list[str]) -> Any:
-    """``GET /metrics`` at the service's root (run in-process: the app itself), with the headers of the other calls."""
+    """``GET <BASE_URL>/metrics`` as the SLO watcher scrapes it (in-process: the app's), redirects followed.
+
+    A connection failure fails the test with the URL (not an httpx traceback).
+    """
     if getattr(schema, "app", None) is not None:
         from starlette.testclient import TestClient
 
         url, response = "http://testserver/metrics", TestClient(schema.app).get("/metrics", headers=HEADERS)
     else:
-        root = urlsplit(str(BASE_URL))
-        url = f"{root.scheme}://{root.netloc}/metrics"
-        response = httpx.get(url, headers=HEADERS, timeout=TIMEOUT_S)
-    trail.append(f"curl -X GET '{url}'")
+        url = f"{str(BASE_URL).rstrip('/')}/metrics"
+        try:
+            response = httpx.get(url, headers=HEADERS, timeout=TIMEOUT_S, follow_redirects=True)
+        except httpx.HTTPError as exc:
+            _fail(f"GET {url} failed ({type(exc).__name__}: {exc}): is PILOTAGE_BASE_URL the service's address?", trail)
+    trail.append(f"curl -L -X GET '{url}'")
     return response
 
 
-def _requests_by_status(text: str, method: str, trail: list[str]) -> dict[str, float] | None:
-    """Sum :data:`REQUESTS_METRIC` per ``status`` label over the samples of ``method``; None when it is not declared.
+def _samples(text: str, trail: list[str]) -> list[tuple[dict[str, str], float]] | None:
+    """The samples of :data:`REQUESTS_METRIC` as ``(labels, value)``; None when the counter is not declared.
 
-    A sample without a ``method`` label counts for every method. Parsed with ``prometheus_client``'s reference parser.
+    Parsed with ``prometheus_client``'s reference parser (the SLO watcher's, ``pilotage.observe.prometheus``).
     """
     try:
         from prometheus_client.parser import text_string_to_metric_families
     except ImportError:
         pytest.skip("prometheus_client is not installed: /metrics cannot be parsed (pip install prometheus-client)")
-    counts: dict[str, float] = {}
+    found: list[tuple[dict[str, str], float]] = []
     declared = False
     try:
         for family in text_string_to_metric_families(text):
             declared = declared or (family.type == "counter" and family.name + "_total" == REQUESTS_METRIC)
-            for sample in family.samples:
-                if sample.name == REQUESTS_METRIC and sample.labels.get("method", method) == method:
-                    status = sample.labels.get("status", "unknown")
-                    counts[status] = counts.get(status, 0.0) + float(sample.value)
-                    declared = True
+            found += [(dict(s.labels), float(s.value)) for s in family.samples if s.name == REQUESTS_METRIC]
     except (ValueError, TypeError, IndexError) as exc:
         _fail(f"GET /metrics is not Prometheus text format: {exc}", trail)
-    return counts if declared else None
+    return found if declared or found else None
+
+
+def _counted(samples: list[tuple[dict[str, str], float]], status: str) -> float:
+    """Sum the requests answered ``status`` to a ``GET`` as the SLO watcher counts them.
+
+    A sample's ``status`` label may be the code or its class (``"2xx"``); its ``method`` label, when there is one,
+    may be in any case.
+    """
+    classes = (status, status[0] + "xx")
+    return sum(
+        v for labels, v in samples if labels.get("method", "GET").upper() == "GET" and labels.get("status") in classes
+    )
 
 
 def run_metrics(path: str) -> None:
@@ -96,27 +114,35 @@ def run_metrics(path: str) -> None:
     ``http_requests_total{status}`` (``docs/events-contract.md``): three ``GET path`` (an operation without required
     parameters) must raise the counter of the status they got by at least three (other clients only add to it). A
     service that answers 404 on ``/metrics`` exports no metrics and the test skips (Pilotage then counts at its
-    traffic-splitting proxy).
+    traffic-splitting proxy); so does a 401/403 on ``path`` (set ``PILOTAGE_TEST_HEADERS``).
     """
     _step("metrics")
     trail: list[str] = []
     before = _scrape(trail)
     if before.status_code == 404:
-        pytest.skip("GET /metrics answered 404: the service exports no metrics (Pilotage then counts at its proxy)")
+        pytest.skip(f"GET /metrics answered 404 ({trail[-1]}): the service exports no metrics (Pilotage then counts "
+                    "at its proxy)")  # fmt: skip
     _status(before, "GET /metrics", trail)
-    counted = _requests_by_status(before.text, "GET", trail)
+    counted = _samples(before.text, trail)
     if counted is None:
-        _fail(f"GET /metrics declares no {REQUESTS_METRIC} counter, which the SLO watcher reads the error ratio from",
+        _fail(f"GET /metrics declares no {REQUESTS_METRIC} counter, which the SLO watcher reads the error ratio from "
+              "(count every request under method, route and numeric status labels: docs/events-contract.md)",
               trail)  # fmt: skip
         return
     answered: dict[str, int] = {}
     for _ in range(3):
         response = _call(schema[path]["GET"].Case(headers={}), trail)
-        answered[str(response.status_code)] = answered.get(str(response.status_code), 0) + 1
-    after = _requests_by_status(_scrape(trail).text, "GET", trail) or {}
+        code = response.status_code
+        if code in (401, 403):
+            pytest.skip(f"GET {path} answered {code}: set PILOTAGE_TEST_HEADERS (settings.testing_auth_headers)")
+        answered[str(code)] = answered.get(str(code), 0) + 1
+    after = _samples(_scrape(trail).text, trail) or []
     for status, times in sorted(answered.items()):
-        rose = after.get(status, 0.0) - counted.get(status, 0.0)
+        rose = _counted(after, status) - _counted(counted, status)
         if rose < times:
-            counter = f'{REQUESTS_METRIC}{{method="GET", status="{status}"}}'
-            told = f"GET {path} answered {status} {times} times"
-            _fail(f"{told}, but {counter} on /metrics rose by {rose:g}", trail)
+            whole = sum(v for _, v in after) - sum(v for _, v in counted)
+            labels = sorted({name for found, _ in after for name in found})
+            _fail(f"GET {path} answered {status} {times} times, but {REQUESTS_METRIC} with status={status!r} (or "
+                  f"{status[0]}xx) rose by {rose:g}; the whole counter rose by {whole:g}, labels {labels}: the SLO "
+                  "watcher needs each request counted once under a numeric `status` label (docs/events-contract.md)",
+                  trail)  # fmt: skip

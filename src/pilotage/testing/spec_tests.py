@@ -598,7 +598,7 @@ def write_spec_tests(
         ``{"schemathesis_file": path, "crud_file": path or None, "chains": [CrudChain dicts]}`` (paths as strings).
 
     Raises:
-        InputError: the spec cannot be read as YAML/JSON (names the file).
+        InputError: the spec cannot be read as YAML/JSON, or an object in it has the wrong shape (names the file).
     """
     spec_path, tests_dir = Path(spec_path).resolve(), Path(service_dir).resolve() / "tests"
     try:
@@ -619,7 +619,14 @@ def write_spec_tests(
     spec_rel = os.path.relpath(spec_path, tests_dir)
     st_file = tests_dir / SCHEMATHESIS_FILE
     st_file.write_text(render_schemathesis_tests(spec_rel, max_examples=max_examples, timeout_s=request_timeout_s))
-    chains = infer_crud_chains(doc)
+    try:
+        chains = infer_crud_chains(doc)
+    except (AttributeError, TypeError) as exc:  # an operation, parameter or schema that is not OpenAPI's shape
+        raise InputError(
+            f"{spec_path}: an OpenAPI object has the wrong shape ({exc})",
+            hint="validate the spec as OpenAPI 3 (e.g. with schemathesis)",
+            path=spec_path,
+        ) from exc
     crud_file = tests_dir / CRUD_FILE
     if chains:
         from pilotage.testing.metrics_support import plain_get
