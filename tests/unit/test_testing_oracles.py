@@ -21,6 +21,21 @@ from pilotage.testing.spec_tests import infer_crud_chains, write_spec_tests
 
 ROOT = Path(__file__).resolve().parents[2]
 PETSTORE = ROOT / "tests" / "fixtures" / "specs" / "petstore3.yaml"
+
+
+def test_the_metrics_contract_without_credentials_skips_with_the_setting_to_fix(petstore: Path, tmp_path: Path) -> None:
+    """The generated Petstore enforces its security schemes: without PILOTAGE_TEST_HEADERS, a 401 is not a verdict."""
+    service = tmp_path / "svc"
+    shutil.copytree(petstore, service)
+    write_spec_tests(service / "app" / "openapi.json", service, crud_examples=5)
+    argv = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_pilotage_api_crud.py",
+            "-k", "metrics"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PILOTAGE_TEST_HEADERS"}
+    run = subprocess.run(argv, cwd=service, capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert run.returncode == 0 and "1 skipped" in run.stdout, run.stdout[-3000:]
+    assert "GET /pet/findByStatus answered 401: set PILOTAGE_TEST_HEADERS" in run.stdout, run.stdout[-3000:]
+
+
 INVENTORY = ROOT / "examples" / "inventory-service"
 
 

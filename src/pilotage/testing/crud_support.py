@@ -105,11 +105,16 @@ def _json(response: Any, what: str, trail: list[str]) -> Any:
     return None
 
 
-def _status(response: Any, what: str, trail: list[str]) -> None:
+def _skip_unauthorized(response: Any, what: str) -> None:
+    """Skip the test with the setting to fix when ``response`` is a 401/403 (no credentials configured)."""
     if response.status_code in (401, 403):
         pytest.skip(
             f"{what} answered {response.status_code}: set PILOTAGE_TEST_HEADERS (settings.testing_auth_headers)"
         )
+
+
+def _status(response: Any, what: str, trail: list[str]) -> None:
+    _skip_unauthorized(response, what)
     if response.status_code == 409:
         reject()
     if not 200 <= response.status_code < 300:

@@ -1,8 +1,9 @@
 """Pilotage's metrics contract as a generated test (:mod:`pilotage.testing.spec_tests`, ``test_metrics_contract``).
 
 Everything below the ``# --- copied below ---`` marker is copied verbatim into ``test_pilotage_api_crud.py`` after
-:mod:`~pilotage.testing.crud_support`'s part, whose helpers (``_call``, ``_fail``, ``_status``, ``_step``), globals
-and ``pytest`` import it uses; the imports above the marker stand for them so that this module type-checks alone.
+:mod:`~pilotage.testing.crud_support`'s part, whose helpers (``_call``, ``_fail``, ``_status``,
+``_skip_unauthorized``, ``_step``), globals and ``pytest`` import it uses; the imports above the marker stand for them
+so that this module type-checks alone.
 
 The contract (``docs/events-contract.md``): ``GET /metrics`` answers Prometheus text with the counter
 ``http_requests_total{method, route, status}``. Pilotage's SLO watcher computes each version's error ratio, and so its
@@ -18,7 +19,17 @@ from typing import Any
 
 import pytest
 
-from pilotage.testing.crud_support import BASE_URL, HEADERS, TIMEOUT_S, _call, _fail, _status, _step, schema
+from pilotage.testing.crud_support import (
+    BASE_URL,
+    HEADERS,
+    TIMEOUT_S,
+    _call,
+    _fail,
+    _skip_unauthorized,
+    _status,
+    _step,
+    schema,
+)
 
 __all__ = ["plain_get", "run_metrics"]
 
@@ -132,10 +143,8 @@ def run_metrics(path: str) -> None:
     answered: dict[str, int] = {}
     for _ in range(3):
         response = _call(schema[path]["GET"].Case(headers={}), trail)
-        code = response.status_code
-        if code in (401, 403):
-            pytest.skip(f"GET {path} answered {code}: set PILOTAGE_TEST_HEADERS (settings.testing_auth_headers)")
-        answered[str(code)] = answered.get(str(code), 0) + 1
+        _skip_unauthorized(response, f"GET {path}")
+        answered[str(response.status_code)] = answered.get(str(response.status_code), 0) + 1
     after = _samples(_scrape(trail).text, trail) or []
     for status, times in sorted(answered.items()):
         rose = _counted(after, status) - _counted(counted, status)
