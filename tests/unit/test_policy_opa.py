@@ -1,4 +1,4 @@
-"""OPAPolicyEngine against a local stand-in that speaks OPA's REST Data API on the real Rego engine.
+"""OPAPolicyEngine against a local stand-in that speaks OPA's REST Data API with OPA's own evaluator.
 
 A real OPA binary is not available here; tests/fixtures/opa_standin.py implements the documented endpoints.
 """
