@@ -1,4 +1,4 @@
-"""OPAPolicyEngine against a local stand-in that speaks OPA's REST Data API on the real Rego engine.
+"""OPAPolicyEngine against a local stand-in that speaks OPA's REST Data API with OPA's own evaluator.
 
 A real OPA binary is not available here; tests/fixtures/opa_standin.py implements the documented endpoints.
 """
@@ -38,7 +38,7 @@ def test_registered_for_http_and_https() -> None:
 def test_same_verdicts_as_the_in_process_engine() -> None:
     rego = RegoPolicyEngine(data={"license_allowlist": ALLOW})
     with opa_standin() as server:
-        opa = OPAPolicyEngine(server.url, data={"license_allowlist": ALLOW})  # type: ignore[attr-defined]
+        opa = OPAPolicyEngine(server.url, data={"license_allowlist": ALLOW})
         opa.check()
         cases = [
             ("deploy", {"commit": "c1", "tests_passed": True, "security_scan": SCAN}),
@@ -56,17 +56,43 @@ def test_same_verdicts_as_the_in_process_engine() -> None:
                 want.needs_approval,
                 want.findings,
             ), action
-            assert got.engine == server.url and got.policies == [f"data.pilotage.{action}", server.url]  # type: ignore[attr-defined]
+            assert got.engine == server.url and got.policies == [f"data.pilotage.{action}", server.url]
         posts = [path for method, path, _ in server.requests if method == "POST"]
         assert posts[:2] == ["/v1/data/pilotage/deploy/deny", "/v1/data/pilotage/deploy/needs_approval"]
         assert ("PUT", "/v1/data/license_allowlist", ALLOW) in server.requests
         assert server.requests[1][2] == {"input": cases[0][1]}
 
 
+def test_under_opa_semantics_missing_facts_deny() -> None:
+    """OPA's `not f(input.missing)` is undefined (regopy: true): the bundled policies must deny all the same."""
+    with opa_standin() as server:
+        opa = OPAPolicyEngine(server.url, data={"license_allowlist": ALLOW})
+        no_scan = opa.evaluate("deploy", {"commit": "c1", "tests_passed": True})
+        assert no_scan.allow is False
+        assert no_scan.reasons == [
+            "no security scan recorded for commit c1: no deploy without a completed security scan (bandit)"
+        ]
+        commit = {"repo_path": "/r", "branch": "pilotage/x", "role": "change", "files": ["app/main.py"]}
+        for message in ({}, {"message": ""}, {"message": None}, {"message": 42}):
+            verdict = opa.evaluate("commit", {**commit, **message})
+            assert verdict.reasons == ["empty commit message: say what the commit changes"], message
+        no_idle = opa.evaluate("scale", {"environment": "e", "direction": "down"})
+        assert no_idle.reasons == [
+            "idle time of environment e is unknown: no scale-down without it",
+            "no idle window (min_idle_s) given for environment e: no scale-down without it",
+        ]
+        assert opa.evaluate("scale", {"environment": "e", "idle_s": None, "min_idle_s": 60}).reasons == [
+            "idle time of environment e is unknown: no scale-down without it"
+        ]
+        pycrypto = {"file": "a.py", "line": 4, "kind": "import", "name": "Crypto.Cipher"}  # distribution unknown
+        (reason,) = opa.evaluate("merge", {"dependencies": [], "crypto": [pycrypto]}).reasons
+        assert reason.startswith("banned cryptography at a.py:4: import of Crypto.Cipher from pycrypto")
+
+
 def test_undefined_package_and_server_errors_deny(tmp_path: Path) -> None:
     (tmp_path / "bad.rego").write_text('package pilotage.publish\n\ndeny := "not a set"\n')
     with opa_standin([tmp_path]) as server:
-        opa = OPAPolicyEngine(server.url)  # type: ignore[attr-defined]
+        opa = OPAPolicyEngine(server.url)
         missing = opa.evaluate("launch", {})
         assert missing.allow is False
         assert missing.reasons == ["no policy defines data.pilotage.launch.deny (OPA answered undefined)"]
@@ -87,12 +113,12 @@ def test_unreachable_server_denies_and_check_names_it() -> None:
 
 def test_slow_server_times_out_to_a_deny() -> None:
     with opa_standin(delay_s=2.0) as server:
-        opa = OPAPolicyEngine(server.url, timeout_s=0.3)  # type: ignore[attr-defined]
+        opa = OPAPolicyEngine(server.url, timeout_s=0.3)
         start = time.monotonic()
         verdict = opa.evaluate("deploy", {"commit": "c", "tests_passed": True, "security_scan": SCAN})
         assert time.monotonic() - start < 1.5
         assert verdict.allow is False
-        assert verdict.reasons == [f"policy engine timeout: {server.url} gave no answer within 0.3 s"]  # type: ignore[attr-defined]
+        assert verdict.reasons == [f"policy engine timeout: {server.url} gave no answer within 0.3 s"]
 
 
 def test_input_must_be_json_serialisable() -> None:

@@ -16,8 +16,10 @@ comes from a bundle) keeps its own data, which is safe: a missing allow-list den
 
 Fail closed: a refused connection, a timeout (``timeout_s``, default 5 s per request), a non-200 status, a body
 that is not JSON or a ``result`` that is not a list each give a deny whose reason names the URL and the cause.
-A real OPA binary is not available where Pilotage's tests run; they use a stand-in that implements this API on
-the same Rego engine (``tests/fixtures/opa_standin.py``).
+A real OPA binary is not available where Pilotage's tests run; they use a stand-in that implements this API with
+OPA's own evaluator (``tests/fixtures/opa_standin.py``, PyPI ``opa-golib-python-bindings``), so this backend is
+tested against OPA's semantics, which differ from regopy's on missing and mistyped values
+(``tests/unit/test_policy_differential.py``).
 """
 
 from __future__ import annotations

@@ -18,32 +18,42 @@ _weak_hashes := {"md2", "md4", "md5", "sha1", "sha", "ripemd160"}
 
 _banned_modules := {"md5", "sha"}
 
-deny contains {"msg": msg, "rule": "banned-crypto", "file": f.file, "line": f.line} if {
+deny contains {"msg": msg, "rule": "banned-crypto", "file": _file(f), "line": _line(f)} if {
 	some f in input.crypto
 	f.kind == "hash"
-	lower(f.name) in _weak_hashes
-	not f.for_security == false
+	lower(_crypto_name(f)) in _weak_hashes
+	not _not_for_security(f)
 	msg := sprintf(
-		"banned cryptography at %s:%v: %s used for security; use hashlib.sha256 (or pass usedforsecurity=False for a non-security checksum)",
-		[f.file, f.line, f.name],
+		"banned cryptography at %s: %s used for security; use hashlib.sha256 (or pass usedforsecurity=False for a non-security checksum)",
+		[_where(f), _crypto_name(f)],
 	)
 }
 
-deny contains {"msg": msg, "rule": "banned-crypto", "file": f.file, "line": f.line} if {
+deny contains {"msg": msg, "rule": "banned-crypto", "file": _file(f), "line": _line(f)} if {
 	some f in input.crypto
 	f.kind == "import"
 	_pycrypto_import(f)
 	msg := sprintf(
-		"banned cryptography at %s:%v: import of %s from pycrypto (unmaintained, CVE-2013-7459); use cryptography or pycryptodome",
-		[f.file, f.line, f.name],
+		"banned cryptography at %s: import of %s from pycrypto (unmaintained, CVE-2013-7459); use cryptography or pycryptodome",
+		[_where(f), _crypto_name(f)],
 	)
 }
 
-deny contains {"msg": msg, "rule": "banned-crypto", "file": f.file, "line": f.line} if {
+deny contains {"msg": msg, "rule": "banned-crypto", "file": _file(f), "line": _line(f)} if {
 	some f in input.crypto
 	f.kind == "import"
-	split(f.name, ".")[0] in _banned_modules
-	msg := sprintf("banned cryptography at %s:%v: module %s (Python 2 weak hash); use hashlib.sha256", [f.file, f.line, f.name])
+	_top_module(f) in _banned_modules
+	msg := sprintf(
+		"banned cryptography at %s: module %s (Python 2 weak hash); use hashlib.sha256",
+		[_where(f), _crypto_name(f)],
+	)
+}
+
+# A fact the rules above cannot read (not an object, another kind, no name) is refused, not ignored.
+deny contains {"msg": msg, "rule": "banned-crypto", "file": _file(f), "line": _line(f)} if {
+	some f in input.crypto
+	not _crypto_fact(f)
+	msg := sprintf("unreadable cryptography fact at %s: expected {kind: hash | import, name}", [_where(f)])
 }
 
 deny contains {"msg": msg, "rule": "banned-crypto", "dependency": _name(dep)} if {
@@ -55,12 +65,29 @@ deny contains {"msg": msg, "rule": "banned-crypto", "dependency": _name(dep)} if
 	)
 }
 
+_crypto_fact(f) if {
+	f.kind in {"hash", "import"}
+	is_string(f.name)
+}
+
+_crypto_name(f) := v if {
+	v := f.name
+	is_string(v)
+} else := "(unnamed)"
+
+_top_module(f) := split(_crypto_name(f), ".")[0]
+
+# usedforsecurity=False: the documented way to say "not a security use"; anything else counts as one.
+_not_for_security(f) if f.for_security == false
+
 _pycrypto_import(f) if {
 	f.distribution == "pycrypto"
 }
 
 # "Crypto" without a known distribution: pycrypto cannot be told from pycryptodome, so fail closed.
 _pycrypto_import(f) if {
-	split(f.name, ".")[0] == "Crypto"
-	not is_string(f.distribution)
+	_top_module(f) == "Crypto"
+	not _distribution_known(f)
 }
+
+_distribution_known(f) if is_string(f.distribution)

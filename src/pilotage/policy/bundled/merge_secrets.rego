@@ -6,10 +6,10 @@
 #   The secret itself is never put into the input (only its place and kind).
 package pilotage.merge
 
-deny contains {"msg": msg, "rule": "hard-coded-secret", "file": s.file, "line": s.line} if {
+deny contains {"msg": msg, "rule": "hard-coded-secret", "file": _file(s), "line": _line(s)} if {
 	some s in input.secrets
 	msg := sprintf(
-		"hard-coded secret (%s) at %s:%v: move it to an environment variable or a secret store",
-		[s.type, s.file, s.line],
+		"hard-coded secret (%s) at %s: move it to an environment variable or a secret store",
+		[_text(s, "type"), _where(s)],
 	)
 }

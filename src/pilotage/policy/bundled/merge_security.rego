@@ -3,11 +3,21 @@
 # Input (from pilotage.policy.scans.scan_bandit over the changed service):
 #   security_scan: {tool, status, issues {high, medium, low}, findings [{test_id, file, line, severity,
 #                   confidence, text}]}
-#   A scan that did not complete is not a deny here (the deploy policy requires a completed one).
+#   A scan that did not complete is not a deny here (the deploy policy requires a completed one). A finding whose
+#   severity is not a string counts as high (fail closed).
 package pilotage.merge
 
-deny contains {"msg": msg, "rule": "security-scan", "file": f.file, "line": f.line} if {
+deny contains {"msg": msg, "rule": "security-scan", "file": _file(f), "line": _line(f)} if {
 	some f in input.security_scan.findings
-	upper(f.severity) == "HIGH"
-	msg := sprintf("security scan (bandit %s) at %s:%v: %s", [f.test_id, f.file, f.line, f.text])
+	_high_severity(f)
+	msg := sprintf("security scan (bandit %s) at %s: %s", [_text(f, "test_id"), _where(f), _text(f, "text")])
 }
+
+_high_severity(f) if {
+	is_string(f.severity)
+	upper(f.severity) == "HIGH"
+}
+
+_high_severity(f) if not _severity_given(f)
+
+_severity_given(f) if is_string(f.severity)
