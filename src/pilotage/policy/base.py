@@ -28,7 +28,8 @@ action (:data:`SAFE_DIRECTION_ACTIONS`, applied by :meth:`pilotage.agent.Agent.a
 action      direction                         engine error / timeout / down    explicit deny / needs_approval
 ==========  ================================  ===============================  ==================================
 rollback    traffic back to known-good        proceeds: "no verdict; safe      proceeds: "deny overridden; safe
-                                              direction"                       direction" (recorded, never waits)
+                                              direction"                       direction" / "approval not
+                                                                               awaited; safe direction"
 deploy      adds risk (new code serves)       deny (fail closed)               deny / waits for a person
 promote     adds risk (canary to 100 %)       deny (fail closed)               deny / waits for a person
 scale       adds risk (stops a serving env)   deny (fail closed)               deny / waits for a person
@@ -74,8 +75,10 @@ APPROVAL_PREFIX = "approval required: "
 SAFE_DIRECTION_ACTIONS: frozenset[str] = frozenset({"rollback"})
 #: :attr:`Verdict.override` of a safe-direction action the engine could not judge.
 NO_VERDICT_SAFE = "no verdict; safe direction"
-#: :attr:`Verdict.override` of a safe-direction action a working policy denied (or wanted a person for).
+#: :attr:`Verdict.override` of a safe-direction action a working policy denied.
 DENY_OVERRIDDEN_SAFE = "deny overridden; safe direction"
+#: :attr:`Verdict.override` of a safe-direction action a working policy wanted a person for (it never waits).
+APPROVAL_NOT_AWAITED_SAFE = "approval not awaited; safe direction"
 
 
 @dataclass(frozen=True)
@@ -127,12 +130,18 @@ def safe_direction(verdict: Verdict) -> Verdict:
     """Return the verdict a safe-direction action proceeds on (module doc): an allow that keeps what was said.
 
     An allowing verdict is returned unchanged. Otherwise ``allow`` becomes True and ``override`` says why:
-    ``"no verdict; safe direction"`` when the engine could not answer (``error`` set), else ``"deny overridden;
-    safe direction"``; ``reasons``, ``needs_approval``, ``findings`` and ``error`` are kept for the record.
+    ``"no verdict; safe direction"`` when the engine could not answer (``error`` set), ``"approval not awaited;
+    safe direction"`` when a pending approval was the only obstacle, else ``"deny overridden; safe direction"``;
+    ``reasons``, ``needs_approval``, ``findings`` and ``error`` are kept for the record.
     """
     if verdict.allow:
         return verdict
-    override = NO_VERDICT_SAFE if verdict.error else DENY_OVERRIDDEN_SAFE
+    if verdict.error:
+        override = NO_VERDICT_SAFE
+    elif verdict.awaits_approval:
+        override = APPROVAL_NOT_AWAITED_SAFE
+    else:
+        override = DENY_OVERRIDDEN_SAFE
     return replace(verdict, allow=True, override=override)
 
 
