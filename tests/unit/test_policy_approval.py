@@ -60,9 +60,10 @@ def test_new_dependency_waits_and_an_approval_allows_the_merge() -> None:
     assert len(request.data["signature"]) == 64 and request.data["signature_alg"] == "HMAC-SHA256"
     (granted,) = of_type(events, APPROVAL_GRANTED)
     assert granted.data["by"] == "alice" and granted.data["approved"] == [NEEDS]
-    assert granted.data["key_id"] == request.data["key_id"] and granted.data["cause_event_id"] == request.data[
-        "cause_event_id"
-    ]
+    assert (
+        granted.data["key_id"] == request.data["key_id"]
+        and granted.data["cause_event_id"] == request.data["cause_event_id"]
+    )
     (verdict,) = of_type(events, EventType.POLICY_EVALUATED)  # one verdict: the allow after the approval
     assert verdict.data["allow"] is True and verdict.data["needs_approval"] == []
     assert verdict.data["input"]["approval"] == {
@@ -124,8 +125,8 @@ def test_answer_errors_and_the_cli_across_processes(tmp_path: Path) -> None:
         async with SQLiteBus(url) as bus:
             with pytest.raises(InputError, match="no approval apr-nope was requested"):
                 await answer(bus, "apr-nope", granted=True, by="x", key=key)
-            data = {"approval_id": "apr-000000000001", "action": "merge", "agent": "governance",
-                    "needs_approval": [NEEDS], "timeout_s": 600, "default": "deny", "cause_event_id": "e-1"}  # fmt: skip
+            data = {"approval_id": "apr-000000000001", "action": "merge", "agent": "governance", "default": "deny",
+                    "needs_approval": [NEEDS], "timeout_s": 600, "cause_event_id": "e-1"}  # fmt: skip
             sealed = seal(key, APPROVAL_REQUESTED, data, RUN)
             await bus.publish(new_event(APPROVAL_REQUESTED, sealed, source="/t", subject="checkout", runid=RUN))
             # a request nobody signed (a run's process writing the log) is neither listed nor answerable
