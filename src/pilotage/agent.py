@@ -296,18 +296,54 @@ class Agent(ABC):
                 return Decision(**{k: v for k, v in recorded.items() if k in Decision.__dataclass_fields__})
         return decision
 
+    def evaluate_policy(self, action: str, input: dict[str, Any]) -> Verdict:
+        """Ask the policy engine about ``action``; an engine that raises gives a no-answer verdict (``error`` set).
+
+        The engine contract says ``evaluate`` does not raise for a policy failure; an engine that does anyway
+        (a broken backend, a bug) is an engine error like a timeout: a deny, except in the safe direction.
+
+        Raises:
+            InputError: ``input`` is not JSON-serialisable (a programming error), except for a safe-direction
+                action, which proceeds without a verdict.
+        """
+        from pilotage.policy.base import SAFE_DIRECTION_ACTIONS, no_verdict
+
+        engine = self.ctx.policy
+        try:
+            return engine.evaluate(action, input)
+        except InputError as exc:
+            if action not in SAFE_DIRECTION_ACTIONS:
+                raise
+            reason = f"policy input error: {exc.one_line()}"
+        except Exception as exc:  # the engine broke its contract: no verdict (a deny, or the safe direction)
+            log.warning("policy engine %s raised on %s: %r", engine.url, action, exc)
+            reason = f"policy engine error: {type(exc).__name__}: {exc}"
+        return no_verdict(action, reason, policies=[f"data.pilotage.{action}"], engine=engine.url)
+
     async def authorize(self, action: str, input: dict[str, Any], *, cause: CloudEvent) -> Verdict:
         """Ask the policy engine about ``action``, publish ``dev.pilotage.policy.evaluated``, return the verdict.
 
         A verdict whose only obstacle is ``needs_approval`` waits for a person (``pilotage approve``/``deny``, or
         the default deny after the timeout): see :func:`pilotage.policy.approval.authorize_with_approval`.
 
+        Direction (:mod:`pilotage.policy.base`, "Fail closed"): an action that moves traffic back to the known-good
+        version (``rollback``) is never refused and never waits — without a verdict (engine error, timeout, OPA
+        down) or against a deny it proceeds with an allowing verdict whose ``override`` says so
+        (``"no verdict; safe direction"`` / ``"deny overridden; safe direction"``) and whose ``error``/``reasons``
+        keep what the engine or the policy said. Every other action is fail closed.
+
         Raises:
             PolicyDenied: the verdict is a deny (fail closed: an engine error is a deny too), or the approval was
-                denied or not given in time.
+                denied or not given in time; never for a safe-direction action.
         """
-        verdict = self.ctx.policy.evaluate(action, input)
-        if verdict.awaits_approval and "approval" not in input:
+        from pilotage.policy.base import SAFE_DIRECTION_ACTIONS, safe_direction
+
+        verdict = self.evaluate_policy(action, input)
+        if action in SAFE_DIRECTION_ACTIONS:
+            verdict = safe_direction(verdict)
+            if verdict.override:
+                log.warning("agent %s: %s %s: %s", self.name, action, verdict.override, "; ".join(verdict.reasons))
+        elif verdict.awaits_approval and "approval" not in input:
             from pilotage.policy.approval import authorize_with_approval
 
             return await authorize_with_approval(self, action, input, cause=cause)

@@ -96,9 +96,16 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
             if what == "requested"
             else ""
         )
+        if what == "rejected":  # issue 15: an answer whose signature did not verify (forged or unsigned)
+            return (
+                f"approval {d.get('approval_id')} ignored a {str(d.get('rejected_type', '')).rsplit('.', 1)[-1]} "
+                f"claiming to be by {d.get('claimed_by') or '?'}: {d.get('reason')}"
+            )
         return f"approval {d.get('approval_id')} {what}{who}: {d.get('action')} {asks}".rstrip()
     if t == EventType.POLICY_EVALUATED:
         verdict = "allow" if d.get("allow") else "DENY " + "; ".join(d.get("reasons", []))
+        if d.get("allow") and d.get("override"):  # issue 15: a safe-direction action without the policy's allow
+            verdict += f" ({d['override']}: " + "; ".join(d.get("reasons", [])) + ")"
         return f"{d.get('action')}: {verdict}"
     if t == EventType.TESTS_COMPLETED:
         st = d.get("schemathesis") or {}

@@ -43,6 +43,9 @@ class Settings(BaseModel):
         post_promotion_watch_s: 10 — burn-rate alerts keep running this long after 100 % and can roll back.
         standby_s: 300 — the previous version stays warm 5 minutes after promotion (rollback = weight change).
         incident_repository: None — ``owner/name``: also write a GitHub-issue JSON payload beside each incident.
+        approval_key_file: None — the operator's approval key (HMAC-SHA256, 0600); None means
+            ``$XDG_CONFIG_HOME/pilotage/approval.key`` or ``~/.config/pilotage/approval.key``
+            (:mod:`pilotage.policy.approval_key`). Keep it outside ``.pilotage/`` and every run's folder.
         cnet_bid_window_s: 0.5 — seconds a contract-net manager waits for proposals once workers are known (it
             closes earlier when every live worker answered); no call is made at all when no worker is live.
         cnet_worker_stale_s: 3.0 — a worker whose last heartbeat is older is not live (3 missed heartbeats).
@@ -67,6 +70,8 @@ class Settings(BaseModel):
     policy_dirs: list[Path] = Field(default_factory=lambda: [Path("policies")])
     runtime_url: str = "local:"
     llm_url: str | None = None
+    # --- issue 15: approvals are signed with the operator's key, kept outside every run (policy/approval_key.py)
+    approval_key_file: Path | None = None
 
     slo_error_rate: float = Field(0.05, ge=0.0, le=1.0)
     min_requests_per_step: int = Field(20, ge=1)

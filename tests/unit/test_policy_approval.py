@@ -18,7 +18,9 @@ from pilotage.policy.approval import (
     APPROVAL_REQUESTED,
     answer,
     pending_approvals,
+    seal,
 )
+from pilotage.policy.approval_key import default_key_path, load_key
 from tests.unit.test_agent_governance import RUN, code_generated, make_ctx, of_type, review
 
 NEW = [{"name": "httpx", "version": "0.28.1"}]
@@ -28,10 +30,11 @@ NEEDS = "new external dependency httpx 0.28.1 (licence BSD-3-Clause) needs appro
 
 async def _answer_when_requested(bus: Any, granted: bool, by: str = "alice", reason: str = "") -> CloudEvent:
     """Play the person: wait for the request on the log, then answer it (as `pilotage approve/deny` does)."""
+    key = load_key(default_key_path())  # the operator's key (the test's own $XDG_CONFIG_HOME, tests/conftest.py)
     for _ in range(200):
-        waiting = await pending_approvals(bus)
+        waiting = await pending_approvals(bus, key)
         if waiting:
-            return await answer(bus, waiting[0]["approval_id"], granted=granted, by=by, reason=reason)
+            return await answer(bus, waiting[0]["approval_id"], granted=granted, by=by, reason=reason, key=key)
         await asyncio.sleep(0.02)
     raise AssertionError("no approval was requested")
 
@@ -54,8 +57,13 @@ def test_new_dependency_waits_and_an_approval_allows_the_merge() -> None:
     assert request.data["needs_approval"] == [NEEDS]
     assert request.data["default"] == "deny" and request.data["timeout_s"] == 1.0
     assert request.data["approval_id"].startswith("apr-") and request.runid == RUN
+    assert len(request.data["signature"]) == 64 and request.data["signature_alg"] == "HMAC-SHA256"
     (granted,) = of_type(events, APPROVAL_GRANTED)
     assert granted.data["by"] == "alice" and granted.data["approved"] == [NEEDS]
+    assert (
+        granted.data["key_id"] == request.data["key_id"]
+        and granted.data["cause_event_id"] == request.data["cause_event_id"]
+    )
     (verdict,) = of_type(events, EventType.POLICY_EVALUATED)  # one verdict: the allow after the approval
     assert verdict.data["allow"] is True and verdict.data["needs_approval"] == []
     assert verdict.data["input"]["approval"] == {
@@ -104,29 +112,38 @@ def test_preapproved_dependency_does_not_wait() -> None:
 
 def test_answer_errors_and_the_cli_across_processes(tmp_path: Path) -> None:
     """`pilotage approve` in another process answers a request in the shared SQLite log."""
+    import os
     import subprocess
     import sys
 
     from pilotage.events import new_event
 
     url = f"sqlite:///{tmp_path}/.pilotage/events.db"
+    key = load_key(tmp_path / ".config" / "pilotage" / "approval.key")  # the CLI's default key with HOME=tmp_path
 
     async def seed() -> None:
         async with SQLiteBus(url) as bus:
             with pytest.raises(InputError, match="no approval apr-nope was requested"):
-                await answer(bus, "apr-nope", granted=True, by="x")
-            data = {"approval_id": "apr-000000000001", "action": "merge", "agent": "governance",
-                    "needs_approval": [NEEDS], "timeout_s": 600, "default": "deny"}  # fmt: skip
-            await bus.publish(new_event(APPROVAL_REQUESTED, data, source="/t", subject="checkout", runid=RUN))
+                await answer(bus, "apr-nope", granted=True, by="x", key=key)
+            data = {"approval_id": "apr-000000000001", "action": "merge", "agent": "governance", "default": "deny",
+                    "needs_approval": [NEEDS], "timeout_s": 600, "cause_event_id": "e-1"}  # fmt: skip
+            sealed = seal(key, APPROVAL_REQUESTED, data, RUN)
+            await bus.publish(new_event(APPROVAL_REQUESTED, sealed, source="/t", subject="checkout", runid=RUN))
+            # a request nobody signed (a run's process writing the log) is neither listed nor answerable
+            forged = {**data, "approval_id": "apr-00000000f0f0"}
+            await bus.publish(new_event(APPROVAL_REQUESTED, forged, source="/t", subject="checkout", runid=RUN))
 
     asyncio.run(seed())
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     cli = [sys.executable, "-m", "pilotage"]
     listed = subprocess.run(
         [*cli, "policy", "pending", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert listed.returncode == 0, listed.stderr
-    assert '"apr-000000000001"' in listed.stdout
+    assert '"apr-000000000001"' in listed.stdout and "apr-00000000f0f0" not in listed.stdout
+    forged = subprocess.run([*cli, "approve", "apr-00000000f0f0"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True)  # fmt: skip
+    assert forged.returncode == 2 and "no approval apr-00000000f0f0 was requested" in forged.stderr
     ok = subprocess.run([*cli, "approve", "apr-000000000001", "--by", "carol"], cwd=tmp_path, env=env,
                         capture_output=True, text=True)  # fmt: skip
     assert ok.returncode == 0, ok.stderr
@@ -141,6 +158,8 @@ def test_answer_errors_and_the_cli_across_processes(tmp_path: Path) -> None:
 
     granted = [e for e in asyncio.run(check()) if e.type == APPROVAL_GRANTED]
     assert len(granted) == 1 and granted[0].data["approved"] == [NEEDS] and granted[0].runid == RUN
+    assert granted[0].data["signature"] == seal(key, APPROVAL_GRANTED, granted[0].data, RUN)["signature"]
+    assert (tmp_path / ".config" / "pilotage" / "approval.key").stat().st_mode & 0o777 == 0o600
 
 
 def test_any_action_waits_for_approval_through_agent_authorize(tmp_path: Path) -> None:

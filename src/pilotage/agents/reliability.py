@@ -20,11 +20,13 @@ Reason (``slo.assessment``, pure): :func:`assessment_reasoning` recomputes the a
 series, so ``pilotage events replay`` reproduces it. Logs written before issue #3 hold ``slo.judgement`` decisions
 (:func:`judge`, the threshold rule alone); they still replay.
 
-Act: emit ``slo.evaluated`` always. On ``rollback``: ``slo.breach``, ``authorize("rollback")``, baseline — or,
-during the watch, the hot standby (the previous version the deployment agent keeps running) — to 100 %, canary
-stopped, traffic stopped, an incident record (:func:`pilotage.rollout.incident.write_incident`:
-``<artifacts>/incidents/<incident_id>.md`` and, with ``settings.incident_repository``, a GitHub-issue JSON
-payload beside it), ``incident.opened`` and ``deploy.rolled_back``. On ``pause`` (``rollout_on_inconclusive =
+Act: emit ``slo.evaluated`` always. On ``rollback``: ``slo.breach``, ``authorize("rollback")`` (recorded, never
+blocking: a rollback is the safe direction, so an engine error or a deny only annotates the verdict, see
+:mod:`pilotage.policy.base`), baseline — or, during the watch, the hot standby (the previous version the
+deployment agent keeps running) — to 100 %, canary stopped, traffic stopped, an incident record
+(:func:`pilotage.rollout.incident.write_incident`: ``<artifacts>/incidents/<incident_id>.md`` and, with
+``settings.incident_repository``, a GitHub-issue JSON payload beside it), ``incident.opened`` and
+``deploy.rolled_back``. On ``pause`` (``rollout_on_inconclusive =
 "pause"``): ``deploy.paused``; the route stays at the step's weight for a human.
 
 Learn: ``MetricSample`` nodes per version per step (``Deployment -MEASURED-> MetricSample``), an ``Incident`` node
@@ -442,7 +444,8 @@ class ReliabilityAgent(Agent):
             f"canary {head_version} (pid {info['canary'].get('pid')}) stopped",
             "synthetic traffic stopped",
             f"decision `{decision.id}`: {decision.action} — {decision.rule}",
-            f"policy verdict: allow={verdict.allow} engine={verdict.engine}",
+            f"policy verdict: allow={verdict.allow} engine={verdict.engine}"
+            + (f" — {verdict.override}: {'; '.join(verdict.reasons)}" if verdict.override else ""),
         ]
         files = write_incident(
             run.artifacts_path / "incidents",

@@ -191,6 +191,7 @@ def explain(
         console.print(
             f"[bold]verdict[/]   {verdict.get('action')}: {'allow' if verdict.get('allow') else 'DENY'} "
             f"(engine {verdict.get('engine')}, policies {', '.join(verdict.get('policies') or []) or '-'})"
+            + (f" ({verdict['override']})" if verdict.get("override") else "")
             + (f" reasons: {'; '.join(verdict.get('reasons') or [])}" if verdict.get("reasons") else "")
             + (f" · event {verdict['event_id']}" if verdict.get("event_id") else "")
         )

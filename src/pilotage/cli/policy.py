@@ -9,7 +9,10 @@ a policy denies; a policy that does not load is a one-line error (exit 2) naming
 ``approve ID`` / ``deny ID`` answer an action a policy marked ``needs_approval``: the answer is an event
 (``dev.pilotage.approval.granted`` / ``.denied``) on the configured bus, so it reaches the waiting agent from any
 process sharing the event log (:mod:`pilotage.policy.approval`); ``policy pending`` lists the waiting ones. An
-unknown id or one already answered is a one-line error (exit 2).
+unknown id or one already answered is a one-line error (exit 2). The answer is signed with the operator's approval
+key (``approval_key_file``, default ``~/.config/pilotage/approval.key``, created 0600 on first use,
+:mod:`pilotage.policy.approval_key`); the waiting agent ignores answers it cannot verify, so a run's own processes
+cannot approve their deploy. Requests and answers without a valid signature are not listed.
 """
 
 from __future__ import annotations
@@ -100,10 +103,14 @@ def policy_pending(json_mode: JsonOpt = False) -> None:
     """List the actions waiting for a person's approval (answer with pilotage approve/deny ID)."""
     from pilotage.app import open_bus
     from pilotage.policy.approval import pending_approvals
+    from pilotage.policy.approval_key import key_path, load_key
+
+    settings = cli_settings()
+    key = load_key(key_path(settings))
 
     async def go() -> list[dict[str, Any]]:
-        async with open_bus(cli_settings()) as bus:
-            return await pending_approvals(bus)
+        async with open_bus(settings) as bus:
+            return await pending_approvals(bus, key)
 
     waiting = asyncio.run(go())
     if json_mode:
@@ -126,10 +133,14 @@ _ID = Annotated[str, typer.Argument(help="The approval id (apr-…), from pilota
 def _answer(ident: str, granted: bool, by: str | None, reason: str, json_mode: bool) -> None:
     from pilotage.app import open_bus
     from pilotage.policy.approval import answer
+    from pilotage.policy.approval_key import key_path, load_key
+
+    settings = cli_settings()
+    key = load_key(key_path(settings))
 
     async def go() -> CloudEvent:
-        async with open_bus(cli_settings()) as bus:
-            return await answer(bus, ident, granted=granted, by=by or getpass.getuser(), reason=reason)
+        async with open_bus(settings) as bus:
+            return await answer(bus, ident, granted=granted, by=by or getpass.getuser(), reason=reason, key=key)
 
     event = asyncio.run(go())
     if json_mode:

@@ -17,7 +17,29 @@ satisfies exactly the ``needs_approval`` messages listed in ``approved`` (:func:
 one new dependency does not cover another.
 
 Fail closed (DESIGN.md section 6): an engine error, an undefined package, a timeout or an unreachable server is a
-deny whose reason says so; the action is allowed only when ``deny`` is empty and no approval is pending.
+deny whose reason says so (and :attr:`Verdict.error` holds it); the action is allowed only when ``deny`` is empty
+and no approval is pending.
+
+Except in the safe direction (DESIGN.md 6b, issue #15 finding 5). Refusing an action is only safe when the action
+adds risk; a rollback that is refused leaves a failing canary serving its share of traffic. So the rule is per
+action (:data:`SAFE_DIRECTION_ACTIONS`, applied by :meth:`pilotage.agent.Agent.authorize`):
+
+==========  ================================  ===============================  ==================================
+action      direction                         engine error / timeout / down    explicit deny / needs_approval
+==========  ================================  ===============================  ==================================
+rollback    traffic back to known-good        proceeds: "no verdict; safe      proceeds: "deny overridden; safe
+                                              direction"                       direction" / "approval not
+                                                                               awaited; safe direction"
+deploy      adds risk (new code serves)       deny (fail closed)               deny / waits for a person
+promote     adds risk (canary to 100 %)       deny (fail closed)               deny / waits for a person
+scale       adds risk (stops a serving env)   deny (fail closed)               deny / waits for a person
+commit      adds risk (code enters git)       deny (fail closed)               deny / waits for a person
+merge       adds risk (change is accepted)    deny (fail closed)               deny / waits for a person
+==========  ================================  ===============================  ==================================
+
+A safe-direction action always gets an allowing verdict whose :attr:`Verdict.override` says why, with the
+engine's error (:attr:`Verdict.error`) or the policy's reasons kept, so ``pilotage explain`` shows what the policy
+would have said. Any action not listed as safe (including actions a user's policies add) is fail closed.
 """
 
 from __future__ import annotations
@@ -25,7 +47,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
@@ -34,11 +56,14 @@ from pilotage.errors import InputError
 __all__ = [
     "APPROVAL_PREFIX",
     "DEFAULT_TIMEOUT_S",
+    "SAFE_DIRECTION_ACTIONS",
     "PolicyEngine",
     "Verdict",
     "encode_input",
     "finding_of",
     "make_verdict",
+    "no_verdict",
+    "safe_direction",
 ]
 
 #: Seconds an engine may take to answer one evaluation before the answer counts as a deny. Bundled policies
@@ -46,6 +71,14 @@ __all__ = [
 DEFAULT_TIMEOUT_S = 5.0
 #: Prefix of the reason that stands for a pending approval in :attr:`Verdict.reasons`.
 APPROVAL_PREFIX = "approval required: "
+#: Actions that move traffic toward the known-good version: they proceed without an allowing verdict (module doc).
+SAFE_DIRECTION_ACTIONS: frozenset[str] = frozenset({"rollback"})
+#: :attr:`Verdict.override` of a safe-direction action the engine could not judge.
+NO_VERDICT_SAFE = "no verdict; safe direction"
+#: :attr:`Verdict.override` of a safe-direction action a working policy denied.
+DENY_OVERRIDDEN_SAFE = "deny overridden; safe direction"
+#: :attr:`Verdict.override` of a safe-direction action a working policy wanted a person for (it never waits).
+APPROVAL_NOT_AWAITED_SAFE = "approval not awaited; safe direction"
 
 
 @dataclass(frozen=True)
@@ -61,6 +94,11 @@ class Verdict:
         engine: the engine URL that answered (``rego:``, ``http://opa:8181`` ...).
         needs_approval: the ``needs_approval`` messages no approval in the input covers yet.
         findings: ``[{"kind": "deny" | "approval", "msg", "rule", "file"?, "line"?}]``, one per reason.
+        error: why the engine gave no answer (error, timeout, unreachable, undefined package), else ``""``; a
+            verdict with an error is never an allow, except in the safe direction.
+        override: ``""``, or why a safe-direction action proceeds without the policy's allow
+            (``"no verdict; safe direction"``, ``"deny overridden; safe direction"``); ``reasons`` then keep
+            what the policy or the engine said.
     """
 
     action: str
@@ -70,6 +108,8 @@ class Verdict:
     engine: str = ""
     needs_approval: list[str] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+    override: str = ""
 
     @property
     def awaits_approval(self) -> bool:
@@ -79,6 +119,30 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         """Return the verdict as a JSON-serialisable dict."""
         return asdict(self)
+
+
+def no_verdict(action: str, reason: str, *, policies: Sequence[str] = (), engine: str = "") -> Verdict:
+    """Return the deny verdict of an engine that could not answer: ``reasons == [reason]``, ``error == reason``."""
+    return Verdict(action=action, allow=False, reasons=[reason], policies=list(policies), engine=engine, error=reason)
+
+
+def safe_direction(verdict: Verdict) -> Verdict:
+    """Return the verdict a safe-direction action proceeds on (module doc): an allow that keeps what was said.
+
+    An allowing verdict is returned unchanged. Otherwise ``allow`` becomes True and ``override`` says why:
+    ``"no verdict; safe direction"`` when the engine could not answer (``error`` set), ``"approval not awaited;
+    safe direction"`` when a pending approval was the only obstacle, else ``"deny overridden; safe direction"``;
+    ``reasons``, ``needs_approval``, ``findings`` and ``error`` are kept for the record.
+    """
+    if verdict.allow:
+        return verdict
+    if verdict.error:
+        override = NO_VERDICT_SAFE
+    elif verdict.awaits_approval:
+        override = APPROVAL_NOT_AWAITED_SAFE
+    else:
+        override = DENY_OVERRIDDEN_SAFE
+    return replace(verdict, allow=True, override=override)
 
 
 def finding_of(item: Any, kind: str, package: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.errors import BackendUnavailable, ConfigError
-from pilotage.policy.base import DEFAULT_TIMEOUT_S, PolicyEngine, Verdict, encode_input, make_verdict
+from pilotage.policy.base import DEFAULT_TIMEOUT_S, PolicyEngine, Verdict, encode_input, make_verdict, no_verdict
 
 __all__ = ["OPAPolicyEngine"]
 
@@ -154,13 +154,13 @@ class OPAPolicyEngine(PolicyEngine):
         policies = [package, self.url]
         if not action.replace(".", "").replace("_", "").isalnum():
             reason = f"no policy defines {package} (not a valid package name)"
-            return Verdict(action=action, allow=False, reasons=[reason], policies=policies, engine=self.url)
+            return no_verdict(action, reason, policies=policies, engine=self.url)
         self._write_data()
         try:
             denied = self._query(action, "deny", text, optional=False)
             pending = self._query(action, "needs_approval", text, optional=True)
         except _Unanswered as exc:
-            return Verdict(action=action, allow=False, reasons=[str(exc)], policies=policies, engine=self.url)
+            return no_verdict(action, str(exc), policies=policies, engine=self.url)
         return make_verdict(action, denied, pending, input, policies=policies, engine=self.url)
 
     def check(self) -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pilotage.errors import InputError
-from pilotage.policy.base import DEFAULT_TIMEOUT_S, PolicyEngine, Verdict, encode_input, make_verdict
+from pilotage.policy.base import DEFAULT_TIMEOUT_S, PolicyEngine, Verdict, encode_input, make_verdict, no_verdict
 
 if TYPE_CHECKING:
     from regopy import Bundle, Interpreter, Output
@@ -412,7 +412,7 @@ class RegoPolicyEngine(PolicyEngine):
         text = encode_input(action, input)
 
         def deny(reason: str, files: Sequence[str] = ()) -> Verdict:
-            return Verdict(action=action, allow=False, reasons=[reason], policies=[package, *files], engine=self.url)
+            return no_verdict(action, reason, policies=[package, *files], engine=self.url)
 
         if not _ACTION_RE.match(action):
             return deny(f"no policy defines {package} (not a valid package name)")
