@@ -5,7 +5,9 @@ Each :class:`~pilotage.runtime.base.Workload` runs as
     python -m uvicorn app.main:app --host 127.0.0.1 --port P
 
 with the workload's directory as working directory (the generated-service conventions of
-``docs/events-contract.md``), the parent's environment plus ``workload.env``, and stdout + stderr written to
+``docs/events-contract.md``), in its own process group, with the allow-list environment of
+:mod:`pilotage.runtime.sandbox` plus ``workload.env`` (a generated service is untrusted code: it gets no Pilotage
+setting and no credential of the operator), and stdout + stderr written to
 ``<log_dir>/<service>-<version>-<port>.log``. The runtime waits for ``GET /healthz`` to answer 200.
 
 :meth:`LocalRuntime.route` starts a :class:`~pilotage.runtime.proxy.TrafficProxy` (smooth weighted
@@ -33,6 +35,7 @@ import httpx
 from pilotage.errors import BackendError, ConfigError, InputError
 from pilotage.runtime.base import Instance, Route, Runtime, Workload
 from pilotage.runtime.proxy import RouteStats, TrafficProxy, bind_local, check_weights
+from pilotage.runtime.sandbox import launch_options, sandbox_env
 
 __all__ = ["LocalRuntime", "RouteRegistry", "route_registry"]
 
@@ -129,12 +132,10 @@ class LocalRuntime(Runtime):
         try:
             proc = subprocess.Popen(  # noqa: S603 - fixed command, no shell
                 command,
-                cwd=path,
-                env={**os.environ, **workload.env},
-                stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stop() signals the group
+                # its own process group (stop() signals the group), the allow-list environment plus workload.env
+                **launch_options(path, sandbox_env(workload.env)),
             )
         except OSError as exc:
             log_file.close()
