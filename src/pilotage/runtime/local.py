@@ -36,6 +36,7 @@ from pilotage.errors import BackendError, ConfigError, InputError
 from pilotage.runtime.base import Instance, Route, Runtime, Workload
 from pilotage.runtime.proxy import RouteStats, TrafficProxy, bind_local, check_weights
 from pilotage.runtime.sandbox import launch_options, sandbox_env
+from pilotage.secrets import masker
 
 __all__ = ["LocalRuntime", "RouteRegistry", "route_registry"]
 
@@ -183,7 +184,10 @@ class LocalRuntime(Runtime):
         return entry is not None and entry[0].poll() is None
 
     async def stop(self, instance: Instance) -> None:
-        """Send SIGTERM to the instance's process group, then SIGKILL after :data:`STOP_GRACE_S`. Idempotent."""
+        """Send SIGTERM to the instance's process group, then SIGKILL after :data:`STOP_GRACE_S`. Idempotent.
+
+        Once it stopped, its log gets every registered secret masked (:meth:`pilotage.secrets.SecretMasker.mask_file`).
+        """
         await self._stop_pid(instance.pid)
 
     async def _stop_pid(self, pid: int) -> None:
@@ -204,6 +208,8 @@ class LocalRuntime(Runtime):
             proc.wait(timeout=5.0)
         finally:
             log_file.close()
+            with contextlib.suppress(OSError):  # the service saw the test headers: its log may hold them
+                masker().mask_file(Path(log_file.name))
 
     def instances(self) -> list[int]:
         """Return the pids of the processes this runtime started and has not stopped."""
