@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.events import CloudEvent, EventType
+from pilotage.secrets import write_private_text
 
 __all__ = ["STAGES", "stage_of", "summarize", "write_report"]
 
@@ -176,7 +177,8 @@ def _time(event: CloudEvent) -> str:
 def write_report(path: Path, events: list[CloudEvent], *, title: str) -> Path:
     """Write a Markdown report of a run's ``events`` to ``path`` and return it.
 
-    Sections: outcome, timeline (one row per event), decisions (inputs as JSON, rule, score, verdict).
+    Sections: outcome, timeline (one row per event), decisions (inputs as JSON, rule, score, verdict). The file
+    is written 0600 with every registered secret masked (:func:`pilotage.secrets.write_private_text`).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     closing = [e for e in events if e.type in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED)]
@@ -210,5 +212,4 @@ def write_report(path: Path, events: list[CloudEvent], *, title: str) -> Path:
             v = d["verdict"]
             lines.append(f"- policy verdict: {'allow' if v.get('allow') else 'deny'} {v.get('reasons') or ''}")
         lines += ["", "```json", json.dumps(d.get("inputs"), indent=2, default=str)[:4000], "```", ""]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_private_text(path, "\n".join(lines) + "\n")  # issue 15: 0600, secrets masked

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pilotage.errors import ConfigError
+from pilotage.secrets import MIN_ENV_SECRET_CHARS, environment_secrets, register_secrets, url_password
 
 __all__ = ["Settings", "load_settings"]
 
@@ -163,6 +164,16 @@ class Settings(BaseModel):
             raise ValueError(f"the last step must be 100 (full promotion), got {steps}")
         return steps
 
+    def secret_values(self) -> list[str]:
+        """Return the values that grant access: test header values and the passwords in backend URLs.
+
+        :func:`load_settings` registers them with :func:`pilotage.secrets.masker`, which masks them wherever
+        Pilotage writes (issue #15).
+        """
+        urls = (self.bus_url, self.graph_url, self.policy_url, self.metrics_source_url, self.llm_url)
+        passwords = [p for p in (url_password(u) for u in urls) if p]
+        return [*self.testing_auth_headers.values(), *passwords]
+
     def path_in_home(self, name: str) -> Path:
         """Return ``home / name`` (the state folder, ``.pilotage`` by default)."""
         return self.home / name
@@ -177,6 +188,9 @@ def _coerce_env(value: str) -> Any:
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Build :class:`Settings` from defaults, ``pilotage.toml``, ``PILOTAGE_*`` variables and ``overrides``.
+
+    The secrets of the result (:meth:`Settings.secret_values`) and of the environment
+    (:func:`pilotage.secrets.environment_secrets`) are registered with the process-wide masker.
 
     Raises:
         ConfigError: the TOML file does not parse, or a value has the wrong type (names the key and source).
@@ -195,7 +209,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
             values[name] = _coerce_env(env)
     values.update(overrides or {})
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
@@ -204,3 +218,6 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
             hint=f"check {key} in {path} or PILOTAGE_{key.split('.')[0].upper()}",
             key=key,
         ) from exc
+    register_secrets(settings.secret_values())
+    register_secrets(environment_secrets(), min_chars=MIN_ENV_SECRET_CHARS)
+    return settings

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pilotage.errors import BackendError
-from pilotage.testing.process import child_env, run_process
+from pilotage.runtime.sandbox import sandbox_env
+from pilotage.testing.process import run_process
 
 # a parent that starts a grandchild and prints its pid, then both sleep: the group kill must reach both
 SPAWNER = """
@@ -84,8 +85,8 @@ def test_missing_program_is_a_backend_error(tmp_path: Path) -> None:
         asyncio.run(run_process(["/no/such/program"], cwd=tmp_path, timeout_s=5, log_path=tmp_path / "l"))
 
 
-def test_child_env_is_local_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sandbox_env_is_local_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    env = child_env({"EXTRA": "1"})
+    env = sandbox_env({"EXTRA": "1"})
     assert "HTTPS_PROXY" not in env and env["NO_PROXY"] == "127.0.0.1,localhost"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["EXTRA"] == "1"

@@ -195,3 +195,62 @@ def test_global_timeout_kills_the_run(tmp_path: Path) -> None:
     assert result.timed_out and not result.complete
     assert result.exit_code is not None and result.exit_code < 0  # ended by a signal
     assert time.monotonic() - started < 15
+
+
+# -- secrets (issue #15, finding 4) ---------------------------------------------------------------------------------
+
+TENANT_SECRET = "tenant-secret-3c9e1f"
+
+
+def _cmdlines() -> list[str]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                out.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                continue
+    return out
+
+
+def test_test_headers_reach_the_service_but_no_command_line_and_no_report(tmp_path: Path) -> None:
+    """``X-Tenant`` is not a name schemathesis masks: its value must still be in no argv and no file it writes."""
+    service = shutil.copytree(FIXTURES / "buggy_service", tmp_path / "svc")
+    seen_in_argv: list[str] = []
+
+    async def watch(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            seen_in_argv.extend(c for c in _cmdlines() if TENANT_SECRET in c)
+            await asyncio.sleep(0.05)
+
+    async def scenario() -> SchemathesisResult:
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch(stop))
+        try:
+            async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+                instance = await runtime.start(
+                    Workload("buggy", "t", service, env={"PILOTAGE_DB_PATH": str(tmp_path / "svc.db")})
+                )
+                return await run_schemathesis(
+                    service / "openapi.yaml",
+                    instance.url,
+                    tmp_path / "report",
+                    max_examples=10,
+                    timeout_s=120,
+                    seed=1234,
+                    headers={"X-Tenant": TENANT_SECRET},
+                )
+        finally:
+            stop.set()
+            await watcher
+
+    result = asyncio.run(scenario())
+    assert result.complete and result.failures > 0  # a real run, with failing cases and their curl lines
+    assert seen_in_argv == []
+    curls = [e["curl"] for op in result.operations for e in op.examples]
+    assert curls and all("X-Tenant: [masked]" in c for c in curls), curls  # sent on every request, masked
+    assert TENANT_SECRET not in json.dumps(result.to_dict())
+    for path in (tmp_path / "report").rglob("*"):
+        if path.is_file():
+            assert TENANT_SECRET.encode() not in path.read_bytes(), path
+    assert (tmp_path / "report" / "schemathesis.toml").stat().st_mode & 0o777 == 0o600

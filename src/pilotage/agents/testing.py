@@ -287,7 +287,7 @@ class TestingAgent(Agent):
             "flaky_policy": settings.testing_flaky_policy,
             "quarantine": self._quarantined(run.service),
             "first": first,
-            "headers": dict(settings.testing_auth_headers),
+            # no "headers": the task is published on the bus; the credentials are added where the suite runs
             "generate": settings.testing_generate,
             "env": {"PILOTAGE_DB_PATH": str((out_dir / "unit-tests.db").resolve())},
             # the same commit gets the same schemathesis cases: a verdict can be reproduced, not re-rolled
@@ -303,7 +303,8 @@ class TestingAgent(Agent):
                 data_dir=out_dir,
                 ready_timeout_s=settings.service_ready_timeout_s,
             ) as instance:
-                return await run_test_suite({**payload, "base_url": instance.url})
+                auth = {"headers": dict(settings.testing_auth_headers)}  # never in the published payload (issue 15)
+                return await run_test_suite({**payload, "base_url": instance.url, **auth})
 
         allocation = await allocate_or_run_locally(
             self.ctx.bus,

@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent
+from pilotage.secrets import masker
 
 __all__ = ["DEFAULT_ACK_TIMEOUT_S", "Bus", "Delivery", "Handler", "Record", "Subscription", "redact_url"]
 
@@ -118,7 +119,10 @@ class Subscription:
 
 
 def coerce_event(event: CloudEvent | Mapping[str, Any] | str | bytes) -> CloudEvent:
-    """Return ``event`` as a validated :class:`CloudEvent`, serialisable and within the size limit.
+    """Return ``event`` as a validated :class:`CloudEvent`, serialisable, within the size limit, secrets masked.
+
+    Every publish goes through here, so no registered secret (:func:`pilotage.secrets.masker`) reaches a log:
+    its values in ``data`` and ``subject`` become ``[masked]`` (issue #15).
 
     Args:
         event: an event, a decoded CloudEvents JSON object, or CloudEvents JSON text.
@@ -136,7 +140,14 @@ def coerce_event(event: CloudEvent | Mapping[str, Any] | str | bytes) -> CloudEv
     else:
         raise InputError(f"cannot publish a {type(event).__name__}", hint="publish a CloudEvent or CloudEvents JSON")
     parsed.to_json()  # serialisability and size, before anything is written
-    return parsed
+    return _masked(parsed)
+
+
+def _masked(event: CloudEvent) -> CloudEvent:
+    secrets = masker()
+    if not secrets.contains_secret([event.subject, event.data]):
+        return event
+    return event.model_copy(update={"data": secrets.mask(event.data), "subject": secrets.mask(event.subject)})
 
 
 class Bus(ABC):

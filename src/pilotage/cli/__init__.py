@@ -10,6 +10,7 @@ registering on :data:`app`; this module imports them at the bottom.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -22,6 +23,7 @@ import typer
 from rich.console import Console
 
 from pilotage.errors import BackendError, ConfigError, InputError, PilotageError, PolicyDenied
+from pilotage.secrets import MaskingFormatter, private_dir, private_umask
 from pilotage.settings import Settings, load_settings
 
 __all__ = ["JsonOpt", "app", "console", "main", "cli_settings", "print_error"]
@@ -54,8 +56,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document i
 
 
 def cli_settings() -> Settings:
-    """Load the settings for a command (pilotage.toml and PILOTAGE_* in the working directory)."""
-    return load_settings()
+    """Load the settings for a command (pilotage.toml and PILOTAGE_* in the working directory).
+
+    An existing state folder (``settings.home``) is tightened to 0700 (folders made before issue 15 were 0755).
+    """
+    settings = load_settings()
+    if settings.home.is_dir():
+        with contextlib.suppress(OSError):
+            private_dir(settings.home)
+    return settings
 
 
 @app.command()
@@ -96,9 +105,9 @@ class _LazyFileHandler(logging.FileHandler):
 
 
 def _log_to_file() -> None:
-    """Send library log records to ``.pilotage/pilotage.log`` (stderr stays one error line)."""
+    """Send library log records to ``.pilotage/pilotage.log`` (stderr stays one error line), secrets masked."""
     handler = _LazyFileHandler(Path(".pilotage") / "pilotage.log", encoding="utf-8", delay=True)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(MaskingFormatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("pilotage")
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if os.environ.get("PILOTAGE_DEBUG") else logging.INFO)
@@ -110,8 +119,10 @@ def main() -> None:
 
     Exit codes: 2 InputError, 3 ConfigError, 4 PolicyDenied, 5 BackendError, 1 other PilotageError or a failed
     run, 130 interrupted, 70 an internal error (EX_SOFTWARE; ``PILOTAGE_DEBUG=1`` shows the traceback).
+    The process umask is 077: the state folder, its databases, logs, run folders and reports are owner-only.
     """
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    private_umask()  # issue 15: every file and folder the CLI and its children create is owner-only
     _log_to_file()
     try:
         result = app(standalone_mode=False)

@@ -76,9 +76,11 @@ def _preflight(settings: Settings, spec: Path, request: str) -> None:
 
 
 def _make_workdir(workdir: Path) -> Path:
-    """Create the run's work folder; an unusable path is the user's input, not a Pilotage bug."""
+    """Create the run's work folder, owner-only (0700); an unusable path is the user's input, not a Pilotage bug."""
+    from pilotage.secrets import private_dir
+
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
+        private_dir(workdir)
     except OSError as exc:
         raise InputError(
             f"cannot create the work folder {workdir}: {exc.strerror or exc}",

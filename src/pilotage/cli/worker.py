@@ -51,7 +51,8 @@ async def _work(url: str, capabilities: list[str], host_id: str, members: int, g
     from pilotage.coordination.worker import WorkerHost
     from pilotage.registry import backend_class
 
-    resolved = resolve_capabilities(capabilities)
+    settings = cli_settings()
+    resolved = resolve_capabilities(capabilities, headers=settings.testing_auth_headers)
     bus_class = backend_class("bus", url)
     if url.startswith("memory:"):
         raise ConfigError(
@@ -64,7 +65,6 @@ async def _work(url: str, capabilities: list[str], host_id: str, members: int, g
             sys.stderr.write(f"warning: no event log at {log} yet, an empty one is created; is this the control "
                              "plane's log? (a mistyped path gives a worker that never receives work)\n")  # fmt: skip
     bus = bus_class(url)
-    settings = cli_settings()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

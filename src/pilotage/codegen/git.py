@@ -8,7 +8,6 @@ branch ``pilotage/<resource>-<run>`` holds the change, and detached worktrees of
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.errors import BackendError, ConfigError, InputError
+from pilotage.runtime.sandbox import sandbox_env
 
 __all__ = [
     "AUTHOR_EMAIL",
@@ -53,6 +53,8 @@ class DiffStats:
 def git(repo: str | Path, *args: str) -> str:
     """Run ``git -C repo ARGS`` and return its stdout (stripped).
 
+    git runs with the allow-list environment of :mod:`pilotage.runtime.sandbox` (no token, no setting).
+
     Raises:
         ConfigError: the ``git`` executable is not installed.
         BackendError: git exited non-zero; the message carries the command and the last line of stderr.
@@ -60,7 +62,7 @@ def git(repo: str | Path, *args: str) -> str:
     exe = shutil.which("git")
     if exe is None:
         raise ConfigError("the git executable is not on PATH", hint="install git (https://git-scm.com)")
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    env = sandbox_env({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})  # issue 15: no credential reaches git
     try:
         done = subprocess.run(
             [exe, "-C", str(repo), *args], capture_output=True, text=True, timeout=_TIMEOUT_S, env=env, check=False

@@ -161,8 +161,21 @@ def _tests_function() -> Any:
     return function
 
 
-def resolve_capabilities(names: list[str]) -> dict[str, Capability]:
+def _with_headers(function: Any, headers: dict[str, str]) -> Any:
+    async def run(payload: dict[str, Any]) -> Any:
+        return await function({**payload, "headers": dict(headers)})
+
+    return run
+
+
+def resolve_capabilities(names: list[str], *, headers: dict[str, str] | None = None) -> dict[str, Capability]:
     """Return the :class:`Capability` for each name.
+
+    Args:
+        names: capability names (:data:`KNOWN_CAPABILITIES`).
+        headers: the test request headers of this worker's settings (``testing_auth_headers``); the ``tests``
+            capability adds them to each task, whose published payload carries none (issue #15: no credential on
+            the bus).
 
     Raises:
         InputError: a name is unknown (the message lists the known ones) or the list is empty.
@@ -185,8 +198,11 @@ def resolve_capabilities(names: list[str]) -> dict[str, Capability]:
                 "loadtest", run_load_test_task, lambda p: float(p.get("duration_s", 5.0)) + LOADTEST_OVERHEAD_S
             )
         else:
-            function = _tests_function()
-            out[name] = Capability("tests", function, lambda p: float(p.get("estimate_s", 60.0) or 60.0))
+            out[name] = Capability(
+                "tests",
+                _with_headers(_tests_function(), headers or {}),
+                lambda p: float(p.get("estimate_s", 60.0) or 60.0),
+            )
     return out
 
 

@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from pilotage.errors import BackendError, BackendUnavailable, ConfigError, InputError
 from pilotage.graph.base import Edge, Graph, Node, node_id
+from pilotage.secrets import mask
 
 __all__ = ["Neo4jGraph"]
 
@@ -128,6 +129,7 @@ class Neo4jGraph(Graph):
             InputError: ``kind`` is not an identifier.
             BackendError: the server refused the write; BackendUnavailable: it cannot be reached.
         """
+        props = mask(props or {})  # issue 15: no registered secret reaches the graph
         nid = node_id(kind, key)
         label = _ident(kind, "node kind")
 
@@ -158,6 +160,7 @@ class Neo4jGraph(Graph):
             InputError: a node is missing, or ``type`` is not an identifier.
             BackendError: the server refused the write; BackendUnavailable: it cannot be reached.
         """
+        props = mask(props or {})  # issue 15: no registered secret reaches the graph
         rel = _ident(type, "edge type")
 
         def work(tx: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pilotage.errors import BackendCorrupt, BackendError, ConfigError, InputError
 from pilotage.graph.base import Edge, Graph, Node, node_id
+from pilotage.secrets import mask
 
 __all__ = ["SQLiteGraph"]
 
@@ -87,6 +88,7 @@ class SQLiteGraph(Graph):
 
     def upsert_node(self, kind: str, key: str, props: dict[str, Any] | None = None) -> Node:
         """Create the node or merge ``props`` into it (top-level keys replaced); return the stored node."""
+        props = mask(props or {})  # issue 15: no registered secret reaches the graph
         nid = node_id(kind, key)
         with self._lock:
             db = self._db()
@@ -107,6 +109,7 @@ class SQLiteGraph(Graph):
 
     def upsert_edge(self, src: str, type: str, dst: str, props: dict[str, Any] | None = None) -> Edge:
         """Create ``src -type-> dst`` or merge ``props`` into it. Raises InputError when a node is missing."""
+        props = mask(props or {})  # issue 15: no registered secret reaches the graph
         with self._lock:
             db = self._db()
             try:

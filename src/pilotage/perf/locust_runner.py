@@ -17,7 +17,8 @@ locustfile comes from :mod:`pilotage.perf.locustfile`; results are read from ``P
 
 Network: the only host Locust talks to is ``--host`` (the runtime gives ``http://127.0.0.1:PORT``). Locust 2.x has
 no usage telemetry or update check; OpenTelemetry export only starts with ``--otel``, which is not passed, and
-``OTEL_SDK_DISABLED=true`` is set besides. ``LOCUST_*`` variables are removed from the child's environment and the
+``OTEL_SDK_DISABLED=true`` is set besides. The child's environment is the allow-list of
+:mod:`pilotage.runtime.sandbox` (no ``LOCUST_*``, ``OTEL_*``, settings or credentials) and the
 working directory is the (fresh) output folder, so neither environment nor a stray ``locust.conf`` /
 ``pyproject.toml`` can change the run (``~/.locust.conf`` is Locust's only other configuration source).
 """
@@ -34,7 +35,7 @@ from typing import Any
 from pilotage.errors import BackendError, InputError
 from pilotage.perf.locustfile import LoadTarget, write_locustfile
 from pilotage.perf.stats import EndpointStats, parse_stats_csv
-from pilotage.testing.process import child_env, run_process
+from pilotage.testing.process import run_process
 
 __all__ = ["LoadTestResult", "build_command", "run_load_test"]
 
@@ -116,12 +117,6 @@ def build_command(
     ]  # fmt: skip
 
 
-def _locust_env() -> dict[str, str]:
-    env = {k: v for k, v in child_env().items() if not k.startswith(("LOCUST_", "OTEL_"))}
-    env["OTEL_SDK_DISABLED"] = "true"
-    return env
-
-
 async def run_load_test(
     spec_path: Path,
     base_url: str,
@@ -170,7 +165,7 @@ async def run_load_test(
         cwd=out_dir,
         timeout_s=timeout_s if timeout_s is not None else seconds + STARTUP_MARGIN_S,
         log_path=out_dir / "locust.log",
-        env=_locust_env(),
+        env={"OTEL_SDK_DISABLED": "true"},
     )
     if not csv_path.is_file():
         last = outcome.output_tail[-1] if outcome.output_tail else "(no output)"

@@ -31,6 +31,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from pilotage.errors import BackendError, InputError
 from pilotage.policy.licenses import CLASSIFIER_TO_SPDX, UNKNOWN, license_of
+from pilotage.runtime.sandbox import sandbox_env
 
 __all__ = [
     "component_licence",
@@ -208,7 +209,7 @@ def sbom_licences(python: str = sys.executable, timeout_s: float = SBOM_TIMEOUT_
     """
     cmd = [sys.executable, "-m", "cyclonedx_py", "environment", python, "--no-validate", "--output-reproducible"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False, env=sandbox_env())
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BackendError(f"SBOM (cyclonedx-py) failed: {exc}", hint="pip install cyclonedx-bom") from exc
     if proc.returncode != 0:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.errors import BackendError
+from pilotage.runtime.sandbox import launch_options, sandbox_env
 
 __all__ = [
     "OFFLINE_VULNERABILITIES",
@@ -87,6 +88,7 @@ def added_lines(repo: Path, base: str, head: str) -> dict[str, set[int]]:
             text=True,
             timeout=60,
             check=False,
+            env=sandbox_env(),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BackendError(f"git diff in {repo} failed: {exc}", hint="install git") from exc
@@ -254,7 +256,9 @@ def scan_bandit(root: Path, files: Iterable[str] | None = None, timeout_s: float
         return {**base, "status": "completed", "reason": "no Python files", "issues": empty, "findings": []}
     cmd = [sys.executable, "-m", "bandit", "-f", "json", "-q", "-r", *targets]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=root)
+        proc = subprocess.run(  # the allow-list environment: the scanned code is untrusted (issue 15)
+            cmd, capture_output=True, text=True, timeout=timeout_s, check=False, **launch_options(root)
+        )
         report = json.loads(proc.stdout)
     except subprocess.TimeoutExpired:
         return {**base, "status": "error", "reason": f"bandit timed out after {timeout_s:g} s", "issues": empty}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.errors import ConfigError
+from pilotage.secrets import write_private_text
 
 __all__ = ["IncidentFiles", "github_issue_payload", "render_markdown", "write_incident"]
 
@@ -145,11 +146,11 @@ def write_incident(
     folder.mkdir(parents=True, exist_ok=True)
     text = render_markdown(incident_id, summary, evidence, actions)
     md = folder / f"{incident_id}.md"
-    md.write_text(text, encoding="utf-8")
+    write_private_text(md, text)  # issue 15: 0600, secrets masked
     payload_path = None
     if repository is not None:
         # exactly the body of the create-an-issue call (the repository is in the URL, not the body)
         payload = github_issue_payload(incident_id, summary, text, str(evidence.get("service", "?")))
         payload_path = folder / f"{incident_id}.github-issue.json"
-        payload_path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        write_private_text(payload_path, json.dumps(payload, indent=2))
     return IncidentFiles(md, payload_path)

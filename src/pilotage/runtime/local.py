@@ -5,7 +5,9 @@ Each :class:`~pilotage.runtime.base.Workload` runs as
     python -m uvicorn app.main:app --host 127.0.0.1 --port P
 
 with the workload's directory as working directory (the generated-service conventions of
-``docs/events-contract.md``), the parent's environment plus ``workload.env``, and stdout + stderr written to
+``docs/events-contract.md``), in its own process group, with the allow-list environment of
+:mod:`pilotage.runtime.sandbox` plus ``workload.env`` (a generated service is untrusted code: it gets no Pilotage
+setting and no credential of the operator), and stdout + stderr written to
 ``<log_dir>/<service>-<version>-<port>.log``. The runtime waits for ``GET /healthz`` to answer 200.
 
 :meth:`LocalRuntime.route` starts a :class:`~pilotage.runtime.proxy.TrafficProxy` (smooth weighted
@@ -33,6 +35,8 @@ import httpx
 from pilotage.errors import BackendError, ConfigError, InputError
 from pilotage.runtime.base import Instance, Route, Runtime, Workload
 from pilotage.runtime.proxy import RouteStats, TrafficProxy, bind_local, check_weights
+from pilotage.runtime.sandbox import launch_options, sandbox_env
+from pilotage.secrets import masker
 
 __all__ = ["LocalRuntime", "RouteRegistry", "route_registry"]
 
@@ -129,12 +133,10 @@ class LocalRuntime(Runtime):
         try:
             proc = subprocess.Popen(  # noqa: S603 - fixed command, no shell
                 command,
-                cwd=path,
-                env={**os.environ, **workload.env},
-                stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stop() signals the group
+                # its own process group (stop() signals the group), the allow-list environment plus workload.env
+                **launch_options(path, sandbox_env(workload.env)),
             )
         except OSError as exc:
             log_file.close()
@@ -182,7 +184,10 @@ class LocalRuntime(Runtime):
         return entry is not None and entry[0].poll() is None
 
     async def stop(self, instance: Instance) -> None:
-        """Send SIGTERM to the instance's process group, then SIGKILL after :data:`STOP_GRACE_S`. Idempotent."""
+        """Send SIGTERM to the instance's process group, then SIGKILL after :data:`STOP_GRACE_S`. Idempotent.
+
+        Once it stopped, its log gets every registered secret masked (:meth:`pilotage.secrets.SecretMasker.mask_file`).
+        """
         await self._stop_pid(instance.pid)
 
     async def _stop_pid(self, pid: int) -> None:
@@ -203,6 +208,8 @@ class LocalRuntime(Runtime):
             proc.wait(timeout=5.0)
         finally:
             log_file.close()
+            with contextlib.suppress(OSError):  # the service saw the test headers: its log may hold them
+                masker().mask_file(Path(log_file.name))
 
     def instances(self) -> list[int]:
         """Return the pids of the processes this runtime started and has not stopped."""

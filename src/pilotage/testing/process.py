@@ -10,9 +10,12 @@ Every test and load tool Pilotage drives runs in its own process, for three reas
 * **no shared global state** — hypothesis settings, logging configuration, ``sys.modules`` of the service under
   test stay out of the control plane.
 
-The child's environment is the parent's minus proxy variables, plus ``NO_PROXY=127.0.0.1,localhost`` and
-``PYTHONDONTWRITEBYTECODE=1`` (the tools only talk to services on 127.0.0.1 and must not write ``__pycache__``
-into a git worktree under test). Output (stdout + stderr) goes to a log file; the last lines are kept for errors.
+The tools run the code of a run's repository (the service's tests import it, schemathesis and Locust drive it), so
+they start as :mod:`pilotage.runtime.sandbox` says (issue #15): an allow-list environment without Pilotage's
+settings or the operator's credentials, plus the variables the caller passes, in their own process group.
+Output (stdout + stderr) goes to a log file; the last lines are kept for errors. After the tool ends, its log and
+the reports it wrote (``mask_files``) are rewritten with every registered secret masked
+(:meth:`pilotage.secrets.SecretMasker.mask_file`).
 """
 
 from __future__ import annotations
@@ -28,13 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pilotage.errors import BackendError
+from pilotage.runtime.sandbox import launch_options, sandbox_env
+from pilotage.secrets import masker
 
-__all__ = ["KILL_GRACE_S", "ProcessOutcome", "child_env", "run_process"]
+__all__ = ["KILL_GRACE_S", "ProcessOutcome", "run_process"]
 
 #: Seconds between SIGTERM and SIGKILL when a tool overruns its time budget.
 KILL_GRACE_S = 3.0
-#: Environment variables removed from a tool's environment: the tools only reach 127.0.0.1.
-_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
 @dataclass(frozen=True)
@@ -58,21 +61,18 @@ class ProcessOutcome:
     output_tail: list[str] = field(default_factory=list)
 
 
-def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Return the environment for a tool process: ``os.environ`` without proxies, localhost-only, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.update(extra or {})
-    return env
-
-
 def _tail(path: Path, lines: int = 30) -> list[str]:
     try:
         with path.open(encoding="utf-8", errors="replace") as handle:
             return [line.rstrip() for line in deque(handle, maxlen=lines) if line.strip()]
     except OSError:
         return []
+
+
+def _mask(log_path: Path, reports: Sequence[Path]) -> None:
+    for path in (log_path, *reports):
+        with contextlib.suppress(OSError):
+            masker().mask_file(path)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -98,18 +98,21 @@ async def run_process(
     timeout_s: float,
     log_path: Path,
     env: Mapping[str, str] | None = None,
+    mask_files: Sequence[Path] = (),
 ) -> ProcessOutcome:
     """Run ``argv`` in ``cwd`` with at most ``timeout_s`` seconds of wall-clock time.
 
-    The process runs in its own session (process group); on timeout, or when the awaiting task is cancelled,
-    the whole group is terminated. A non-zero exit is *not* an error here: callers read the tool's reports.
+    The process runs in its own session (process group) with :func:`~pilotage.runtime.sandbox.sandbox_env`; on
+    timeout, or when the awaiting task is cancelled, the whole group is terminated. A non-zero exit is *not* an
+    error here: callers read the tool's reports.
 
     Args:
         argv: program and arguments (no shell).
         cwd: working directory of the tool.
         timeout_s: time budget in seconds (> 0).
         log_path: file for stdout + stderr (parent folders are created; an existing file is overwritten).
-        env: the complete environment (default: :func:`child_env`).
+        env: variables the tool needs besides the allow-list (test URL, headers, database path …).
+        mask_files: reports the tool writes; they and ``log_path`` get secrets masked once it ended.
 
     Returns:
         The :class:`ProcessOutcome`.
@@ -122,13 +125,7 @@ async def run_process(
     with log_path.open("wb") as log_file:
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv,
-                cwd=str(cwd),
-                env=dict(env) if env is not None else child_env(),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
+                *argv, stdout=log_file, stderr=asyncio.subprocess.STDOUT, **launch_options(cwd, sandbox_env(env))
             )
         except OSError as exc:
             raise BackendError(
@@ -142,7 +139,9 @@ async def run_process(
             await _terminate(proc)
         except asyncio.CancelledError:
             await _terminate(proc)
+            _mask(log_path, mask_files)
             raise
+    _mask(log_path, mask_files)
     return ProcessOutcome(
         argv=list(argv),
         exit_code=proc.returncode,

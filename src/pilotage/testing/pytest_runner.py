@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.errors import BackendCorrupt, InputError
-from pilotage.testing.process import child_env, run_process
+from pilotage.testing.process import run_process
 
 __all__ = ["UnitResult", "has_pytest_config", "parse_junit", "run_pytest"]
 
@@ -155,7 +155,7 @@ async def run_pytest(
         service_dir: the service folder (holds ``app/`` and ``tests/``).
         junit_path: where pytest writes its JUnit XML (the log goes next to it, ``.log`` suffix).
         timeout_s: time budget in seconds; on expiry the run is killed.
-        env: extra environment variables for the test process.
+        env: variables the test process needs besides the allow-list of :mod:`pilotage.runtime.sandbox`.
         first: pytest node ids (relative to ``service_dir``) to run before the other tests (issue #4: the tests the
             knowledge graph says a change affects); every test still runs once
             (:mod:`pilotage.testing.affected_first`).
@@ -191,7 +191,9 @@ async def run_pytest(
 
         argv += ["-p", "pilotage.testing.affected_first"]
         env = {**(env or {}), ENV: json.dumps(first)}
-    outcome = await run_process(argv, cwd=service_dir, timeout_s=timeout_s, log_path=log_path, env=child_env(env))
+    outcome = await run_process(
+        argv, cwd=service_dir, timeout_s=timeout_s, log_path=log_path, env=env, mask_files=[junit_path]
+    )
     counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
     if junit_path.is_file():
         counts.update(parse_junit(junit_path))

@@ -18,8 +18,8 @@ network I/O), so an unloadable spec is an :class:`~pilotage.errors.InputError` n
 opaque exit code (the CLI would even retry a YAML syntax error as a GraphQL schema).
 
 Flags and why: ``--max-examples`` from ``settings.schemathesis_max_examples``; ``--request-timeout`` per request;
-``--generation-database none`` (no ``.hypothesis`` folder written anywhere); ``--config-file`` pointing to an
-empty file (a ``schemathesis.toml`` in a parent folder cannot change the run); ``--max-time`` is *not* used as
+``--generation-database none`` (no ``.hypothesis`` folder written anywhere); ``--config-file`` pointing to a file
+Pilotage writes (a ``schemathesis.toml`` in a parent folder cannot change the run); ``--max-time`` is *not* used as
 the global bound because in v4 it is a budget that fuzzing repeats until spent — the subprocess timeout is the
 bound. All phases run (examples, coverage, fuzzing, stateful).
 
@@ -28,6 +28,13 @@ responses with status >= 500; ``failures`` = test cases with a failed check or a
 = names of the failed checks (``not_a_server_error``, ``status_code_conformance`` …); ``examples`` = one curl
 line per failed check, the shortest one seen (schemathesis shrinks failing cases, so it is also the simplest).
 Stateful-phase cases are attributed to the operation they called.
+
+Secrets (issue #15): the test headers (``settings.testing_auth_headers``) never appear on the command line, which
+every local user can read in ``ps``. The config file (:func:`write_config`) names each header with a placeholder,
+``"X-Tenant" = "${PILOTAGE_TEST_HEADER_0}"``, that schemathesis resolves from its environment (its documented
+``${VAR}`` substitution), and the values are set in the child's environment only; the same file adds the header
+names to schemathesis' ``output.sanitization`` keys, so its reports show ``[masked]`` for them. After the run the
+JUnit XML, NDJSON and log are masked by value as well (:func:`pilotage.testing.process.run_process`).
 """
 
 from __future__ import annotations
@@ -43,22 +50,29 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.errors import BackendError, InputError
-from pilotage.testing.process import child_env, run_process
+from pilotage.secrets import MASK, masker, write_private_text
+from pilotage.testing.process import run_process
 
 __all__ = [
     "OperationResult",
     "SchemathesisResult",
     "build_command",
     "curl_command",
+    "header_env",
     "load_operations",
     "parse_ndjson",
     "run_schemathesis",
+    "write_config",
 ]
 
 #: Global time budget of one schemathesis run (seconds); the process group is killed after it.
 DEFAULT_TIMEOUT_S = 180.0
 #: Time budget of each request schemathesis sends (seconds).
 DEFAULT_REQUEST_TIMEOUT_S = 5.0
+#: Environment variable ``i`` of the child holds the value of the ``i``-th test header.
+HEADER_VAR = "PILOTAGE_TEST_HEADER_{}"
+#: Keys schemathesis masks in its reports when the config names none (its defaults, if they cannot be imported).
+_FALLBACK_KEYS = ("authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key", "api_key", "token")
 #: Request headers left out of reproduction commands (schemathesis' own bookkeeping).
 _NOISE_HEADERS = {"x-schemathesis-testcaseid", "user-agent", "accept-encoding", "accept", "connection"}
 
@@ -202,9 +216,12 @@ def build_command(
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     seed: int | None = None,
     workers: int = 1,
-    headers: dict[str, str] | None = None,
 ) -> list[str]:
-    """Return the ``schemathesis run`` command line (no shell) that writes ``report_dir/schemathesis.*``."""
+    """Return the ``schemathesis run`` command line (no shell) that writes ``report_dir/schemathesis.*``.
+
+    It carries no header and no secret: the headers are in ``report_dir/schemathesis.toml`` as placeholders
+    (:func:`write_config`) and their values in the child's environment (:func:`header_env`).
+    """
     config = report_dir / "schemathesis.toml"
     argv = [
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color",
@@ -221,9 +238,47 @@ def build_command(
     ]  # fmt: skip
     if seed is not None:
         argv += ["--seed", str(seed)]
-    for name, value in (headers or {}).items():  # issue 5: authentication from settings.testing_auth_headers
-        argv += ["--header", f"{name}: {value}"]
     return argv
+
+
+def _toml_string(text: str) -> str:
+    """Return ``text`` as a TOML basic string (JSON escapes are valid TOML escapes)."""
+    return json.dumps(text, ensure_ascii=True)
+
+
+def _default_sanitized_keys() -> tuple[str, ...]:
+    try:
+        from schemathesis.config._output import DEFAULT_KEYS_TO_SANITIZE
+    except ImportError:  # pragma: no cover - a schemathesis that moved them: keep the usual credentials
+        return _FALLBACK_KEYS
+    return tuple(DEFAULT_KEYS_TO_SANITIZE)
+
+
+def header_env(headers: dict[str, str] | None) -> dict[str, str]:
+    """Return ``{PILOTAGE_TEST_HEADER_i: value}``: the header values for the child's environment (never argv)."""
+    return {HEADER_VAR.format(i): value for i, value in enumerate((headers or {}).values())}
+
+
+def write_config(path: Path, headers: dict[str, str] | None = None) -> Path:
+    """Write the schemathesis config of a run to ``path`` (0600) and return it.
+
+    The file isolates the run from any ``schemathesis.toml`` around it, sends each of ``headers`` with its value
+    read from the environment (``${PILOTAGE_TEST_HEADER_i}``, see :func:`header_env`; the value is not in the
+    file) and makes schemathesis mask those header names in its reports, besides its default keys.
+    """
+    names = list(headers or {})
+    lines = ["# written by Pilotage: isolates the run; header values come from the environment, never from here"]
+    if names:
+        lines.append("[headers]")
+        for i, name in enumerate(names):
+            # schemathesis resolves ${...} in keys too: a literal "${" in a name is written "$${"
+            lines.append(
+                f"{_toml_string(name.replace('${', '$${'))} = {_toml_string('${' + HEADER_VAR.format(i) + '}')}"
+            )
+        keys = sorted({*_default_sanitized_keys(), *(n.lower() for n in names)})
+        lines += ["", "[output.sanitization]", f"keys-to-sanitize = [{', '.join(_toml_string(k) for k in keys)}]"]
+        lines.append(f"replacement = {_toml_string(MASK)}")
+    return write_private_text(path, "\n".join(lines) + "\n")
 
 
 def _ansi_c_quote(data: bytes) -> str:
@@ -250,7 +305,7 @@ def _quote_body(data: bytes) -> str:
 
 
 def curl_command(request: dict[str, Any]) -> str:
-    """Return a curl command line reproducing a recorded request.
+    """Return a curl command line reproducing a recorded request, registered secrets masked (``[masked]``).
 
     Args:
         request: the NDJSON interaction request: ``{"method", "uri", "headers": {name: [values]},
@@ -266,7 +321,7 @@ def curl_command(request: dict[str, Any]) -> str:
     if isinstance(body, dict) and "$base64" in body:
         parts += ["-d", _quote_body(base64.b64decode(body["$base64"]))]
     parts.append(shlex.quote(str(request.get("uri", ""))))
-    return " ".join(parts)
+    return masker().mask_text(" ".join(parts))
 
 
 def _events(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -395,7 +450,7 @@ async def run_schemathesis(
     operations = await asyncio.to_thread(load_operations, spec_path)  # imports + parsing: off the loop
     report_dir = Path(report_dir).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "schemathesis.toml").write_text("# empty: isolates the run from any schemathesis.toml\n")
+    write_config(report_dir / "schemathesis.toml", headers)
     junit_path = report_dir / "schemathesis.junit.xml"
     ndjson_path = report_dir / "schemathesis.ndjson"
     for stale in (junit_path, ndjson_path):
@@ -408,12 +463,14 @@ async def run_schemathesis(
         request_timeout_s=request_timeout_s,
         seed=seed,
         workers=workers,
-        headers=headers,
     )
-    env = child_env()
-    env.pop("SCHEMATHESIS_HOOKS", None)  # no user hook module may change the run
-    outcome = await run_process(
-        argv, cwd=report_dir, timeout_s=timeout_s, log_path=report_dir / "schemathesis.log", env=env
+    outcome = await run_process(  # the allow-list environment: no SCHEMATHESIS_HOOKS or other user setting
+        argv,
+        cwd=report_dir,
+        timeout_s=timeout_s,
+        log_path=report_dir / "schemathesis.log",
+        env=header_env(headers),
+        mask_files=[junit_path, ndjson_path],
     )
     results, meta = parse_ndjson(ndjson_path, operations)
     if meta["fatal"] is not None:

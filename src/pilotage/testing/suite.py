@@ -37,7 +37,7 @@ from typing import Any
 
 from pilotage.errors import BackendError, InputError
 from pilotage.testing.ghostwrite import DOCSTRINGS_FILE, PROPERTIES_FILE
-from pilotage.testing.process import child_env, run_process
+from pilotage.testing.process import run_process
 from pilotage.testing.pytest_runner import UnitResult, run_pytest
 from pilotage.testing.schemathesis_runner import SchemathesisResult, load_operations, run_schemathesis
 from pilotage.testing.spec_tests import CRUD_FILE, SCHEMATHESIS_FILE, write_spec_tests
@@ -145,7 +145,7 @@ async def _rerun(
 async def _ghostwrite(service_dir: Path, out_dir: Path, timeout_s: float) -> dict[str, Any]:
     argv = [sys.executable, "-m", "pilotage.testing.ghostwrite", str(service_dir)]
     log = out_dir / "ghostwrite.log"
-    outcome = await run_process(argv, cwd=service_dir, timeout_s=timeout_s, log_path=log, env=child_env())
+    outcome = await run_process(argv, cwd=service_dir, timeout_s=timeout_s, log_path=log)
     for line in reversed(log.read_text(encoding="utf-8", errors="replace").splitlines()):
         if line.startswith("{"):
             try:

@@ -5,7 +5,8 @@ The repository's tests run in a subprocess, ``python -m coverage run -m pytest``
 ``module.test_name`` / ``module.Class.test_name``, which is the key of the ingester's Test nodes), measuring only the
 files under the repository (``source``). A line is credited to the innermost Function (or Class body) whose
 ``line..end_line`` range holds it, and the edge ``Test -TESTS-> Function`` gets ``source: coverage`` and ``lines``
-(how many of the function's lines the test ran). This runs the repository's code: it is opt-in.
+(how many of the function's lines the test ran). This runs the repository's code: it is opt-in, and the run gets
+the allow-list environment and its own process group of :mod:`pilotage.runtime.sandbox` (issue #15).
 
 Failing tests still give coverage; a run that records no test context (no tests, import errors, timeout) leaves the
 static ``TESTS`` edges alone and says why in the report.
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.graph.base import Graph
+from pilotage.runtime.sandbox import launch_options, sandbox_env
 
 __all__ = ["coverage_contexts", "coverage_edges"]
 
@@ -42,10 +44,10 @@ def coverage_contexts(root: Path, timeout_s: float = 600.0) -> tuple[dict[str, d
         data_file = Path(tmp, ".coverage")
         rc = Path(tmp, "coveragerc")
         rc.write_text(f"[run]\ndynamic_context = test_function\ndata_file = {data_file}\nsource =\n    {root}\n")
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(root), str(root / "src"), os.environ.get("PYTHONPATH", "")]),
-        }
+        # the repository's tests are untrusted code: the allow-list environment, their own process group
+        env = sandbox_env(
+            {"PYTHONPATH": os.pathsep.join([str(root), str(root / "src"), os.environ.get("PYTHONPATH", "")])}
+        )
         cmd = [
             sys.executable,
             "-m",
@@ -59,8 +61,8 @@ def coverage_contexts(root: Path, timeout_s: float = 600.0) -> tuple[dict[str, d
             "no:cacheprovider",
         ]
         try:
-            proc = subprocess.run(
-                cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+            proc = subprocess.run(  # noqa: S603 - fixed command, no shell
+                cmd, capture_output=True, text=True, timeout=timeout_s, check=False, **launch_options(root, env)
             )
         except subprocess.TimeoutExpired:
             return {}, f"the test run took more than {timeout_s:g} s"
