@@ -128,3 +128,15 @@ def test_sandbox_env_is_an_allow_list() -> None:
         "PILOTAGE_CONTROL_PLANE": "h#i", "PILOTAGE_DB_PATH": "/d", "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
     }  # fmt: skip
+
+
+def test_a_test_suite_request_cannot_set_other_variables_for_the_processes_it_starts(tmp_path: Path) -> None:
+    # a test-suite request travels on the bus (contract-net task payloads), which run processes can write: its env
+    # may only carry the store path, never LD_PRELOAD or PYTHONSTARTUP for the pytest/schemathesis it starts
+    from pilotage.errors import InputError
+    from pilotage.testing.suite import run_test_suite
+
+    request = {"service_dir": str(tmp_path), "spec_path": str(tmp_path / "openapi.yaml"), "out_dir": str(tmp_path)}
+    for env in ({"LD_PRELOAD": str(tmp_path / "evil.so")}, {"PILOTAGE_DB_PATH": 1}, ["PILOTAGE_DB_PATH"]):
+        with pytest.raises(InputError, match="env"):
+            asyncio.run(run_test_suite({**request, "env": env}))

@@ -176,6 +176,26 @@ async def _generate(req: dict[str, Any], spec: Path, service_dir: Path, out_dir:
 
 
 Outcome = tuple[SchemathesisResult, UnitResult, dict[str, list[bool]]]
+#: The only variables a test-suite request (a bus payload anyone who writes the log could craft) may set for the
+#: processes it starts; anything else (``LD_PRELOAD``, ``PYTHONSTARTUP``…) is an InputError.
+PAYLOAD_ENV = frozenset({"PILOTAGE_DB_PATH"})
+
+
+def _payload_env(env: Any) -> dict[str, str]:
+    """Return the request's ``env`` when it sets only :data:`PAYLOAD_ENV` names to strings.
+
+    Raises:
+        InputError: ``env`` is not a mapping of strings or names another variable.
+    """
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise InputError("test suite request: env must map variable names to strings", hint="pass PILOTAGE_DB_PATH")
+    extra = sorted(set(env) - PAYLOAD_ENV)
+    if extra:
+        raise InputError(
+            f"test suite request sets {', '.join(map(str, extra))}: only {', '.join(sorted(PAYLOAD_ENV))} may be set",
+            hint="drop the other variables from env",
+        )
+    return dict(env)
 
 
 async def _run_both(req: dict[str, Any], spec: Path, service_dir: Path, out_dir: Path, url: str) -> Outcome:
@@ -276,12 +296,13 @@ async def run_test_suite(request: dict[str, Any]) -> dict[str, Any]:
         "findings": [{kind, message}], "unit_junit_path": str}``.
 
     Raises:
-        InputError: a required key is missing.
+        InputError: a required key is missing, or ``env`` sets a variable other than :data:`PAYLOAD_ENV`.
     """
     missing = [k for k in ("service_dir", "spec_path", "out_dir") if not request.get(k)]
     if missing:
         raise InputError(f"test suite request lacks {', '.join(missing)}", hint="pass service_dir, spec_path, out_dir")
     req = {**DEFAULTS, **request}
+    req["env"] = _payload_env(req["env"])
     service_dir, spec = Path(req["service_dir"]).resolve(), Path(req["spec_path"]).resolve()
     out_dir = Path(req["out_dir"]).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
