@@ -54,7 +54,9 @@ def _exit_of(cwd: Path, proc: subprocess.Popen[str]) -> tuple[int, str]:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        raise AssertionError(f"pilotage serve kept running {STOP_LIMIT_S:.0f} s after its log became unusable")
+        raise AssertionError(
+            f"pilotage serve kept running {STOP_LIMIT_S:.0f} s after its log became unusable"
+        ) from None
     return code, (cwd / "serve.err").read_text(encoding="utf-8")
 
 
@@ -105,7 +107,9 @@ def test_a_publish_the_log_refuses_stops_serve_naming_the_path(tmp_path: Path, c
             request="Add coupon support with fields code:string",
             workdir=str(tmp_path / "runs" / "run-full"),
         )
-        start = new_event(EventType.FLOW_STARTED, run.model_dump(), source="/test", subject="checkout", runid="run-full")
+        start = new_event(
+            EventType.FLOW_STARTED, run.model_dump(), source="/test", subject="checkout", runid="run-full"
+        )
         _sql(
             db,
             "INSERT INTO events(id, type, subject, runid, time, body) VALUES (?, ?, ?, ?, ?, ?)",
