@@ -109,7 +109,8 @@ class Subscription:
     """A running consumer: one member of ``group`` handling events whose type matches ``pattern``.
 
     ``errors`` collects handler exceptions (the event is still acknowledged after the handler's own error
-    handling; agents publish ``dev.pilotage.agent.failed`` themselves). ``handled`` counts handler calls.
+    handling; agents publish ``dev.pilotage.agent.failed`` themselves) and the error that stopped the member, if
+    one did (also reported to :meth:`Bus.on_fatal`). ``handled`` counts handler calls.
     """
 
     group: str
@@ -200,7 +201,7 @@ class Bus(ABC):
             error = BackendError(f"event log {redact_url(self.url)}: {where} failed: {type(exc).__name__}: {exc}")
         if self.fatal is None:
             self.fatal = error
-            log.error("event log %s is unusable: %s", self.url, error.one_line())
+            log.error("event log %s is unusable: %s", redact_url(self.url), error.one_line())
             for listener in list(self.__dict__.get("_fatal_listeners", [])):
                 listener(error)
         return error
