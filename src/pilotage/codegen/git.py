@@ -119,7 +119,7 @@ def commit_all(repo: str | Path, message: str) -> str:
     # and a request of 10,000 fields is such a message. The file is 0600 (mkstemp) and outside the repository.
     fd, name = tempfile.mkstemp(prefix="pilotage-commit-", suffix=".txt")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with open(fd, "w", encoding="utf-8") as handle:
             handle.write(message)
         git(repo, "commit", "-q", "--allow-empty", "--no-verify", "-F", name)
     finally:
