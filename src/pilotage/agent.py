@@ -11,8 +11,9 @@ each event, runs its loop in :meth:`Agent.on_event`:
    event; fail closed) and followed by an outcome event (:meth:`Agent.emit`);
 4. **learn** — write outcomes to the knowledge graph.
 
-A :class:`~pilotage.errors.PilotageError` raised by ``on_event`` becomes a ``dev.pilotage.agent.failed`` event
-carrying the one-line error; the flow that waits on the run ends with that error.
+Any exception raised by ``on_event`` becomes a ``dev.pilotage.agent.failed`` event carrying a one-line error (a
+:class:`~pilotage.errors.PilotageError`'s own line, else the exception class and message; the traceback goes to
+the log file); the flow that waits on the run ends with that error at once.
 
 Crash safety (issue #7). Delivery is at-least-once: a handler interrupted by a crash runs again on the same event
 after a restart. So that the second run does not duplicate what the first one published, every event an agent
@@ -31,12 +32,13 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from pilotage.errors import InputError, PilotageError, PolicyDenied
 from pilotage.events import CloudEvent, EventType, new_event
+from pilotage.names import valid_name
 
 if TYPE_CHECKING:
     from pilotage.bus.base import Bus, Subscription
@@ -45,9 +47,12 @@ if TYPE_CHECKING:
     from pilotage.runtime.base import Runtime
     from pilotage.settings import Settings
 
-__all__ = ["Agent", "AgentContext", "Decision", "Reasoning", "RunSpec", "handled_event_id"]
+__all__ = ["Agent", "AgentContext", "Decision", "Reasoning", "RunSpec", "handled_event_id", "one_line_reason"]
 
 log = logging.getLogger(__name__)
+
+#: Longest reason (characters) an ``agent.failed`` event carries for an exception that is not a PilotageError.
+MAX_REASON_CHARS = 500
 
 #: Namespace of the deterministic ids of events published while handling an event (uuid5).
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c8e52-3b0a-4c8e-9a51-7d2f0c4b9e10")
@@ -74,12 +79,22 @@ def handled_event_id(cause_id: str, agent: str, type: str, n: int = 0) -> str:
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{cause_id}/{agent}/{type}/{n}"))
 
 
+def one_line_reason(exc: BaseException) -> str:
+    """Return ``"<ExceptionClass>: <message>"`` on one line, at most :data:`MAX_REASON_CHARS` characters.
+
+    Used for exceptions that are not :class:`~pilotage.errors.PilotageError` (their own ``one_line`` serves).
+    """
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
 class RunSpec(BaseModel):
     """The data of ``dev.pilotage.flow.started``: what one lifecycle run is asked to do.
 
     Attributes:
-        run_id: id of the run (also the ``runid`` extension of every event of the run).
-        service: service name, used as the CloudEvents ``subject``.
+        run_id: id of the run (also the ``runid`` extension of every event of the run); a safe path component
+            (:data:`pilotage.names.NAME_PATTERN`).
+        service: service name, used as the CloudEvents ``subject`` and in file names; a safe path component.
         spec_path: the current OpenAPI document (absolute path).
         request: the change request text, e.g. "Add discount code support with fields code:string".
         workdir: folder for the run's git repository (``workdir/repo``) and artefacts (absolute).
@@ -93,8 +108,8 @@ class RunSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    run_id: str
-    service: str
+    run_id: Annotated[str, AfterValidator(valid_name)]  # path components (issue #15, 8): pilotage.names
+    service: Annotated[str, AfterValidator(valid_name)]
     spec_path: str
     request: str
     workdir: str
@@ -200,7 +215,7 @@ class Agent(ABC):
         return subs
 
     async def handle(self, event: CloudEvent) -> None:
-        """Run :meth:`on_event`; a PilotageError becomes a ``dev.pilotage.agent.failed`` event.
+        """Run :meth:`on_event`; any exception it raises becomes a ``dev.pilotage.agent.failed`` event.
 
         Events of a run that already ended (``flow.completed`` / ``flow.failed`` in the log) are skipped, so a
         control plane restarted after a crash does not act on abandoned runs.
@@ -215,22 +230,42 @@ class Agent(ABC):
             _handling.reset(token)
 
     async def _handle(self, event: CloudEvent) -> None:
+        """Run :meth:`on_event`; publish ``agent.failed`` with a one-line reason when it raises (issue #15, 7).
+
+        A :class:`~pilotage.errors.PilotageError` gives its own one-line message. Any other exception (a bug, an
+        ``OSError`` such as a full disk, a pydantic error on an event of the wrong shape) gives
+        ``"<ExceptionClass>: <message>"`` folded to one line and cut to :data:`MAX_REASON_CHARS`; its traceback
+        goes to the log file, never into the event. Either way the run fails at once instead of waiting for its
+        time budget.
+
+        Raises:
+            BackendError: ``agent.failed`` itself could not be published (the bus then stops its control plane).
+        """
         try:
             await self.on_event(event)
         except PilotageError as exc:
             log.info("agent %s failed on %s: %s", self.name, event.type, exc.one_line())
-            await self.emit(
-                EventType.AGENT_FAILED,
-                {
-                    "agent": self.name,
-                    "error": exc.one_line(),
-                    "error_type": type(exc).__name__,
-                    "cause_event_id": event.id,
-                    "cause_event_type": event.type,
-                    "verdict": exc.verdict.to_dict() if isinstance(exc, PolicyDenied) else None,
-                },
-                cause=event,
-            )
+            verdict = exc.verdict.to_dict() if isinstance(exc, PolicyDenied) else None
+            await self._publish_failure(event, exc.one_line(), type(exc).__name__, verdict)
+        except Exception as exc:  # noqa: BLE001 - every failure of a handler must end its run, not hang it
+            log.exception("agent %s failed on %s (%s)", self.name, event.type, event.id)
+            await self._publish_failure(event, one_line_reason(exc), type(exc).__name__, None)
+
+    async def _publish_failure(
+        self, event: CloudEvent, error: str, error_type: str, verdict: dict[str, Any] | None
+    ) -> None:
+        await self.emit(
+            EventType.AGENT_FAILED,
+            {
+                "agent": self.name,
+                "error": error,
+                "error_type": error_type,
+                "cause_event_id": event.id,
+                "cause_event_type": event.type,
+                "verdict": verdict,
+            },
+            cause=event,
+        )
 
     @abstractmethod
     async def on_event(self, event: CloudEvent) -> None:

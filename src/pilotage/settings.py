@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -20,6 +20,11 @@ from pilotage.errors import ConfigError
 from pilotage.secrets import MIN_ENV_SECRET_CHARS, environment_secrets, register_secrets, url_password
 
 __all__ = ["Settings", "load_settings"]
+
+#: Upper bounds of numeric settings (issue #15, finding 8): seconds in an hour and a day, and the largest count.
+_HOUR_S = 3600
+_DAY_S = 86_400
+_MAX_COUNT = 1_000_000
 
 
 class Settings(BaseModel):
@@ -60,9 +65,21 @@ class Settings(BaseModel):
             before the auction opens, so the auction closes at once).
         market_bid_fraction: 0.5 — the performance agent bids ``floor(balance × fraction)`` credits of its
             service's account for the load-test slot (richer services bid more; one auction never empties one).
+
+    Bounds (issue #15, finding 8): every number must be finite (``inf``/``nan`` are refused) and in range, or
+    :func:`load_settings` raises ConfigError naming the setting. Lower bounds are the ones each field declares
+    (a duration is > 0 or ≥ 0, a share is in 0..1). Upper bounds keep a typo from hanging a run or exhausting the
+    machine: polling and bidding intervals (``rollout_poll_s``, ``cnet_bid_window_s``, ``cnet_heartbeat_s``,
+    ``market_auction_window_s``) at most 60 s; per-request, start-up, analysis and load-test durations
+    (``testing_request_timeout_s``, ``service_ready_timeout_s``, ``analysis_window_s``, ``load_test_duration_s``,
+    ``cnet_worker_stale_s``) at most 1 h; stage budgets and watches (``testing_timeout_s``,
+    ``testing_unit_timeout_s``, ``rollout_inconclusive_grace_s``, ``post_promotion_watch_s``, ``standby_s``) at
+    most 1 day; ``idle_after_s`` at most 30 days; ``load_test_users`` and ``synthetic_traffic_rps`` at most 10,000
+    (one machine); ``testing_flaky_reruns`` and ``cnet_max_rounds`` at most 100; ``judge_latency_tolerance`` at
+    most 100 (×); prices at most 1,000 USD/h; other counts at most 1,000,000.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     home: Path = Path(".pilotage")
     bus_url: str = "sqlite:///.pilotage/events.db"
@@ -75,49 +92,49 @@ class Settings(BaseModel):
     approval_key_file: Path | None = None
 
     slo_error_rate: float = Field(0.05, ge=0.0, le=1.0)
-    min_requests_per_step: int = Field(20, ge=1)
-    analysis_window_s: float = Field(3.0, gt=0)
+    min_requests_per_step: int = Field(20, ge=1, le=_MAX_COUNT)
+    analysis_window_s: float = Field(3.0, gt=0, le=_HOUR_S)
     canary_steps_percent: list[int] = Field(default_factory=lambda: [10, 25, 50, 100])
-    synthetic_traffic_rps: float = Field(40.0, ge=0)
+    synthetic_traffic_rps: float = Field(40.0, ge=0, le=10_000)
 
     # --- issue 3: SLOs, burn rates, canary judge, rollout engine (defaults documented in the class docstring) ---
     metrics_source_url: str = "scrape:"
     burn_rate_time_scale: float = Field(1.0 / 720.0, gt=0, le=1)
     judge_alpha: float = Field(0.001, gt=0, lt=1)
-    judge_latency_tolerance: float = Field(0.5, ge=0)
-    rollout_poll_s: float = Field(0.5, gt=0)
+    judge_latency_tolerance: float = Field(0.5, ge=0, le=100)
+    rollout_poll_s: float = Field(0.5, gt=0, le=60)
     rollout_on_inconclusive: str = Field("rollback", pattern="^(rollback|pause)$")
-    rollout_inconclusive_grace_s: float = Field(30.0, ge=0)
-    post_promotion_watch_s: float = Field(10.0, ge=0)
-    standby_s: float = Field(300.0, ge=0)
+    rollout_inconclusive_grace_s: float = Field(30.0, ge=0, le=_DAY_S)
+    post_promotion_watch_s: float = Field(10.0, ge=0, le=_DAY_S)
+    standby_s: float = Field(300.0, ge=0, le=_DAY_S)
     incident_repository: str | None = None
 
-    load_test_users: int = Field(10, ge=1)
-    load_test_duration_s: float = Field(5.0, gt=0)
-    schemathesis_max_examples: int = Field(10, ge=1)
+    load_test_users: int = Field(10, ge=1, le=10_000)
+    load_test_duration_s: float = Field(5.0, gt=0, le=_HOUR_S)
+    schemathesis_max_examples: int = Field(10, ge=1, le=_MAX_COUNT)
     # --- issue 5: testing agent (generated tests, flaky detection, authentication, time budgets) ---
-    testing_crud_examples: int = Field(5, ge=1)
-    testing_flaky_reruns: int = Field(3, ge=0)
+    testing_crud_examples: int = Field(5, ge=1, le=_MAX_COUNT)
+    testing_flaky_reruns: int = Field(3, ge=0, le=100)
     testing_flaky_policy: str = Field("quarantine", pattern="^(quarantine|fail)$")
     testing_auth_headers: dict[str, str] = Field(default_factory=dict)
-    testing_request_timeout_s: float = Field(5.0, gt=0)
-    testing_timeout_s: float = Field(180.0, gt=0)
-    testing_unit_timeout_s: float = Field(300.0, gt=0)
+    testing_request_timeout_s: float = Field(5.0, gt=0, le=_HOUR_S)
+    testing_timeout_s: float = Field(180.0, gt=0, le=_DAY_S)
+    testing_unit_timeout_s: float = Field(300.0, gt=0, le=_DAY_S)
     testing_generate: bool = True
-    service_ready_timeout_s: float = Field(30.0, gt=0)
+    service_ready_timeout_s: float = Field(30.0, gt=0, le=_HOUR_S)
 
     # --- issue 8: coordination (docs/architecture.md "Coordination" gives the sources of these defaults) ---
-    cnet_bid_window_s: float = Field(0.5, gt=0)
-    cnet_worker_stale_s: float = Field(3.0, gt=0)
-    cnet_heartbeat_s: float = Field(1.0, gt=0)
-    cnet_max_rounds: int = Field(3, ge=1)
-    market_min_share_after: int = Field(3, ge=1)
-    market_auction_window_s: float = Field(0.25, gt=0)
+    cnet_bid_window_s: float = Field(0.5, gt=0, le=60)
+    cnet_worker_stale_s: float = Field(3.0, gt=0, le=_HOUR_S)
+    cnet_heartbeat_s: float = Field(1.0, gt=0, le=60)
+    cnet_max_rounds: int = Field(3, ge=1, le=100)
+    market_min_share_after: int = Field(3, ge=1, le=_MAX_COUNT)
+    market_auction_window_s: float = Field(0.25, gt=0, le=60)
     market_bid_fraction: float = Field(0.5, ge=0, le=1)
 
-    idle_after_s: float = Field(7200.0, gt=0)
+    idle_after_s: float = Field(7200.0, gt=0, le=30 * _DAY_S)
     instance_size: str = "small"
-    prices_usd_per_hour: dict[str, float] = Field(
+    prices_usd_per_hour: dict[str, Annotated[float, Field(ge=0, le=1_000)]] = Field(
         default_factory=lambda: {"small": 0.0208, "medium": 0.0416, "large": 0.0832}
     )
     license_allowlist: list[str] = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,72 @@ def test_bad_rollout_settings_are_configuration_errors(
     assert result.code == 3
     line = one_line_error(result.stderr)
     assert key in line and expected in line
+
+
+# --- issue 15, finding 8: resource exhaustion and bad values from input ------------------------------------------
+
+
+def _alias_bomb() -> str:
+    """Billion laughs: 9 levels of 9 aliases (387 million strings once expanded) in well under 2 KB."""
+    lines = ['openapi: 3.0.3\ninfo: {title: x, version: "1"}\npaths: {}', 'x-a: &a ["lol","lol","lol","lol","lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"x-{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        ("bomb.yaml", _alias_bomb(), "expands its YAML aliases too far"),
+        ("deep.json", '{"openapi": "3.0.3", "x": ' + "[" * 20_000 + "]" * 20_000 + "}", "nests too deep"),
+        ("long.yaml", 'openapi: 3.0.3\ninfo: {title: x, version: "1"}\npaths: {}\nx: ' + "9" * 5000, "number too long"),
+    ],
+)
+def test_documents_over_the_limits_are_one_line_input_errors(tmp_path: Path, name: str, text: str, said: str) -> None:
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    t0 = time.monotonic()
+    result = run_cli(tmp_path, "run", "--spec", name, "--request", REQUEST)
+    assert time.monotonic() - t0 < 60, "refused before any expansion (was 161 s and 1.2 GB for the bomb)"
+    assert result.code == 2, result.stderr
+    line = one_line_error(result.stderr)
+    assert name in line and said in line and "the limit is" in line and "fix:" in line
+    assert not (tmp_path / ".pilotage" / "events.db").exists()
+
+
+def test_an_oversize_document_is_a_one_line_input_error(tmp_path: Path) -> None:
+    from pilotage.spec.load import MAX_DOCUMENT_BYTES
+
+    with (tmp_path / "big.yaml").open("w", encoding="utf-8") as out:
+        out.write("openapi: 3.0.3\nx: '" + "a" * MAX_DOCUMENT_BYTES + "'\n")
+    result = run_cli(tmp_path, "run", "--spec", "big.yaml", "--request", REQUEST)
+    assert result.code == 2
+    line = one_line_error(result.stderr)
+    assert "big.yaml is too large" in line and f"{MAX_DOCUMENT_BYTES:,} bytes" in line
+
+
+@pytest.mark.parametrize("service", ["../..", "../escape", "a/b", "-x"])
+def test_a_service_name_that_is_a_path_is_refused(tmp_path: Path, checkout: Path, service: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_cli(work, "run", "--spec", str(checkout), "--request", REQUEST, f"--service={service}")
+    assert result.code == 2
+    line = one_line_error(result.stderr)
+    assert "--service" in line and service in line and "fix:" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"] and not (work / ".pilotage").exists()
+
+
+@pytest.mark.parametrize(
+    ("toml", "setting"),
+    [
+        ("rollout_poll_s = inf", "rollout_poll_s"),
+        ("load_test_users = 1e23", "load_test_users"),
+        ("load_test_users = 1_000_000_000_000_000", "load_test_users"),
+        ("standby_s = nan", "standby_s"),
+    ],
+)
+def test_numeric_settings_out_of_range_are_config_errors(tmp_path: Path, toml: str, setting: str) -> None:
+    (tmp_path / "pilotage.toml").write_text(toml + "\n", encoding="utf-8")
+    result = run_cli(tmp_path, "events", "tail", "-n", "1")
+    assert result.code == 3
+    line = one_line_error(result.stderr)
+    assert f"setting {setting!r}" in line and "pilotage.toml" in line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,16 @@ def test_errors(tmp_path: Path) -> None:
     (tmp_path / "versions" / sha[:12]).mkdir()
     with pytest.raises(BackendError, match="not a worktree"):
         git.worktree(repo, sha, tmp_path / "versions")
+
+
+def test_a_request_of_10000_fields_commits_as_its_message(tmp_path: Path) -> None:
+    """Issue #15, finding 7: the message goes by file (``-F``); on argv one argument over 128 KiB is E2BIG."""
+    from pilotage.spec.grammar import parse_request
+
+    request = "Add coupon support with fields " + ", ".join(f"field_{i:05d}:string" for i in range(10_000))
+    assert len(parse_request(request).fields) == 10_000 and len(request.encode()) > 200_000
+    repo = git.init_repo(tmp_path)
+    (repo / "a.txt").write_text("x\n")
+    head = git.commit_all(repo, request)
+    assert git.git(repo, "log", "-1", "--format=%B", head) == request
+    assert not list(Path(tempfile.gettempdir()).glob("pilotage-commit-*")), "the message file is removed"

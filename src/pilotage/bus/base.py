@@ -37,15 +37,26 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar
 
-from pilotage.errors import InputError
+from pilotage.errors import BackendCorrupt, BackendError, InputError, PilotageError
 from pilotage.events import CloudEvent
 from pilotage.secrets import masker
 
-__all__ = ["DEFAULT_ACK_TIMEOUT_S", "Bus", "Delivery", "Handler", "Record", "Subscription", "redact_url"]
+__all__ = [
+    "DEFAULT_ACK_TIMEOUT_S",
+    "Bus",
+    "Delivery",
+    "FatalListener",
+    "Handler",
+    "Record",
+    "Subscription",
+    "redact_url",
+]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[CloudEvent], Awaitable[None]]
+#: Called once with the error that makes a bus unusable for its control plane (see :meth:`Bus.on_fatal`).
+FatalListener = Callable[[PilotageError], None]
 
 #: Default seconds a member may hold an event without acknowledging it (NATS JetStream's AckWait default).
 DEFAULT_ACK_TIMEOUT_S = 30.0
@@ -98,7 +109,8 @@ class Subscription:
     """A running consumer: one member of ``group`` handling events whose type matches ``pattern``.
 
     ``errors`` collects handler exceptions (the event is still acknowledged after the handler's own error
-    handling; agents publish ``dev.pilotage.agent.failed`` themselves). ``handled`` counts handler calls.
+    handling; agents publish ``dev.pilotage.agent.failed`` themselves) and the error that stopped the member, if
+    one did (also reported to :meth:`Bus.on_fatal`). ``handled`` counts handler calls.
     """
 
     group: str
@@ -162,6 +174,37 @@ class Bus(ABC):
     poll_interval_s: float = 0.05
     #: True when the backend never leases an event while an earlier same-subject event is leased in the group.
     ORDERED_ACROSS_MEMBERS: ClassVar[bool] = True
+    #: The first error that made this bus unusable for a control plane (None while healthy): a publish that
+    #: could not be written, a consumer stopped by a corrupt row or a failing log. See :meth:`on_fatal`.
+    fatal: PilotageError | None = None
+
+    def on_fatal(self, listener: FatalListener) -> None:
+        """Call ``listener`` with the first fatal error of this bus (at once when there already is one).
+
+        A control plane (``pilotage serve``, an in-process ``pilotage run``) registers here and stops with that
+        error (issue #15, finding 7): its agents can no longer record what they do, or a consumer is gone, so
+        waiting for the run's time budget would only hide the failure.
+        """
+        listeners: list[FatalListener] = self.__dict__.setdefault("_fatal_listeners", [])
+        listeners.append(listener)
+        if self.fatal is not None:
+            listener(self.fatal)
+
+    def _set_fatal(self, exc: BaseException, where: str) -> PilotageError:
+        """Record ``exc`` as the fatal error (the first one wins), tell the listeners, return it as a PilotageError.
+
+        ``where`` says what failed (``publish``, ``consumer group G``) for errors that are not PilotageErrors.
+        """
+        if isinstance(exc, PilotageError):
+            error = exc
+        else:
+            error = BackendError(f"event log {redact_url(self.url)}: {where} failed: {type(exc).__name__}: {exc}")
+        if self.fatal is None:
+            self.fatal = error
+            log.error("event log %s is unusable: %s", redact_url(self.url), error.one_line())
+            for listener in list(self.__dict__.get("_fatal_listeners", [])):
+                listener(error)
+        return error
 
     async def open(self) -> None:
         """Connect / create storage. Idempotent. Raises BackendUnavailable or BackendCorrupt."""
@@ -186,7 +229,12 @@ class Bus(ABC):
             InputError: not JSON, not CloudEvents 1.0, not serialisable or too large (nothing is written).
             BackendError: the log could not be written; the event was not accepted.
         """
-        return await self._append(coerce_event(event))
+        checked = coerce_event(event)
+        try:
+            return await self._append(checked)
+        except BackendError as exc:
+            self._set_fatal(exc, "publish")
+            raise
 
     async def publish_many(self, events: Sequence[CloudEvent | Mapping[str, Any] | str | bytes]) -> list[int]:
         """Append ``events`` durably (batched where the backend can) and return their offsets in order.
@@ -196,7 +244,11 @@ class Bus(ABC):
             BackendError: the log could not be written.
         """
         checked = [coerce_event(e) for e in events]
-        return await self._append_many(checked)
+        try:
+            return await self._append_many(checked)
+        except BackendError as exc:
+            self._set_fatal(exc, "publish")
+            raise
 
     @abstractmethod
     async def _append(self, event: CloudEvent) -> int:
@@ -307,7 +359,10 @@ class Bus(ABC):
         with the same group (in one process or many) share the events (competing consumers).
 
         The event is acknowledged when ``handler`` returns. A handler exception is logged and kept in
-        ``Subscription.errors``; the event is then acknowledged so one poison event cannot stall the group.
+        ``Subscription.errors``; the event is then acknowledged so one poison event cannot stall the group. A
+        :class:`~pilotage.errors.BackendCorrupt` from the handler, or any error that ends the member itself (a
+        corrupt row it fetched, a log it cannot read or write), is fatal: it is kept in ``errors`` and reported
+        to :meth:`on_fatal` listeners, and the member stops (it never dies silently).
         While the handler runs, the leases of this member are renewed every ``ack_timeout_s / 2`` seconds, so
         only a member that crashed or hangs its event loop has its events redelivered.
 
@@ -351,6 +406,10 @@ class Bus(ABC):
                             seen.popitem(last=False)
                     await self.ack(delivery)
                     pending.pop(0)
+        except Exception as exc:  # noqa: BLE001 - a member that stops must say why, not die silently
+            log.exception("consumer %s of group %s stopped", sub.consumer, sub.group)
+            sub.errors.append(exc)
+            self._set_fatal(exc, f"consumer group {sub.group}")
         finally:
             with contextlib.suppress(Exception):
                 if pending:
@@ -380,5 +439,7 @@ class Bus(ABC):
         except Exception as exc:  # noqa: BLE001 - a consumer must survive one bad handler call
             log.exception("handler of group %s failed on event %s", sub.group, delivery.event.id)
             sub.errors.append(exc)
+            if isinstance(exc, BackendCorrupt):
+                self._set_fatal(exc, f"consumer group {sub.group}")
         finally:
             sub.handled += 1

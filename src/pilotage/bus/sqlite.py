@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import threading
 import time as _time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -133,9 +135,47 @@ class SQLiteBus(Bus):
             self._gpool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pilotage-bus-groups")
         return await asyncio.get_running_loop().run_in_executor(self._gpool, fn, *args)
 
+    def _create_or_check(self) -> None:
+        """Create a missing log atomically; refuse an existing empty file (issue #15, finding 7).
+
+        SQLite opens a 0-byte file as a new empty database, so a log truncated to 0 bytes (a full disk, a stray
+        ``> events.db``) would silently restart history. A new log is therefore written under a temporary name
+        with its header and tables, then hard-linked into place (``link`` fails when another process won the
+        race, which is fine): a file at :attr:`path` always holds a SQLite header, and a 0-byte one is corrupt.
+
+        Raises:
+            BackendCorrupt: the file exists and is empty (0 bytes).
+            OSError: the folder cannot be written.
+        """
+        if str(self.path) == ":memory:":
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            if self.path.stat().st_size == 0:
+                raise BackendCorrupt(
+                    f"event log {self.path} is an empty file (0 bytes), not a SQLite log: its events are lost",
+                    hint=f"restore {self.path} from a backup, or move it aside to start a new log",
+                    path=str(self.path),
+                )
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.new")
+        conn = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            pass  # another process created the log first: use it
+        finally:
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                leftover.unlink(missing_ok=True)
+
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._create_or_check()
             conn = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -178,7 +218,13 @@ class SQLiteBus(Bus):
         return self._groups
 
     async def open(self) -> None:
-        """Create the file and tables if needed. Raises BackendCorrupt when the file is not a SQLite log."""
+        """Create the file and tables if needed.
+
+        Raises:
+            BackendCorrupt: the file is not a SQLite log, or is empty (0 bytes: a truncated log is never
+                taken for a new one).
+            BackendError: the file or its folder cannot be created or written.
+        """
         if self._changed is None:
             self._changed = asyncio.Condition()
         if self._groups is None:

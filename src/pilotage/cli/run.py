@@ -16,6 +16,7 @@ from pilotage.agent import RunSpec
 from pilotage.cli import JsonOpt, app, cli_settings, console, print_error
 from pilotage.errors import ConfigError, InputError, PilotageError
 from pilotage.events import CloudEvent
+from pilotage.names import check_name, name_from
 from pilotage.settings import Settings
 
 SubmitOpt = Annotated[
@@ -219,6 +220,8 @@ def _start_run(
     from pilotage.flows.feature_delivery import new_run_id
 
     settings = cli_settings()
+    if service is not None:
+        check_name(service, "--service")  # before any file is read or written
     if not submit:
         require_no_control_plane(settings)
     spec = spec.expanduser().resolve()
@@ -229,7 +232,7 @@ def _start_run(
     run_id = new_run_id()
     _make_workdir(settings.home)
     workdir = _make_workdir((workdir or settings.home / "runs" / run_id).expanduser().resolve())
-    name = service or (spec.parent.name if spec.stem == "openapi" else spec.stem)
+    name = service if service is not None else name_from(spec.parent.name if spec.stem == "openapi" else spec.stem)
     run = RunSpec(
         run_id=run_id,
         service=name,
@@ -320,7 +323,10 @@ def run(
         typer.Option(help="Change request, e.g. 'Add discount code support with fields code:string, percent:integer'."),
     ],
     workdir: Annotated[Path | None, typer.Option(help="Folder for the run's repository and artefacts.")] = None,
-    service: Annotated[str | None, typer.Option(help="Service name (default: from the spec file name).")] = None,
+    service: Annotated[
+        str | None,
+        typer.Option(help="Service name: letters, digits, '.', '_', '-' (default: from the spec file name)."),
+    ] = None,
     inject_fault: Annotated[float, typer.Option(help="Share of requests (0..1) the new version fails with 500.")] = 0.0,
     crash: Annotated[bool, typer.Option("--crash", help="Inject a crash-on-start fault into the new version.")] = False,
     idle_after: Annotated[

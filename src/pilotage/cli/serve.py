@@ -4,6 +4,8 @@
 closes runs whose closing rule was met (or whose budget ran out) while nothing ran, re-creates the environments
 the log says are up (:mod:`pilotage.flows.recovery`), then subscribes every agent and the flow supervisor on the
 configured bus and serves until SIGTERM or Ctrl-C. Every unfinished run resumes from where its agents stopped.
+When the event log becomes unusable (a publish that cannot be written, a corrupt row a consumer fetched) ``serve``
+stops with that error, naming the log's path (and the row's offset): exit 5, never a control plane that hangs.
 
 ``pilotage run --submit`` / ``pilotage demo --submit`` publish ``flow.started`` to the log a running ``serve``
 consumes and follow the run's events until it closes (a control plane restarted meanwhile changes nothing for
@@ -102,6 +104,7 @@ async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: 
                 f"{len(report.runs_open)} open run(s) resumed, {len(report.environments)} environment(s) re-created, "
                 f"{len(report.orphans_killed)} orphan process(es) stopped · Ctrl-C stops"
             )
+        ctx.bus.on_fatal(lambda _error: stop.set())  # issue #15: a log it cannot write or read stops the plane
         try:
             await stop.wait()
         finally:
@@ -111,6 +114,8 @@ async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: 
             for agent in agents:
                 if isinstance(agent, CostAgent):
                     await agent.cancel()
+        if ctx.bus.fatal is not None:
+            raise ctx.bus.fatal
 
 
 @app.command()

@@ -107,6 +107,11 @@ async def run_feature_delivery(
 
     Returns:
         The :class:`FlowResult`; a failed run is a result, not an exception, so the caller can report it.
+
+    Raises:
+        BackendError: the event log became unusable during the run (a publish that could not be written, a
+            consumer stopped by a corrupt row: :meth:`~pilotage.bus.base.Bus.on_fatal`); raised at once, naming
+            the log's path, instead of waiting for ``budget_s``.
     """
     bus = ctx.bus
     subs: list[Subscription] = []
@@ -136,12 +141,15 @@ async def run_feature_delivery(
 
     start = new_event(EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id)
     subs.append(await bus.subscribe("*", watch, group=f"flow.{run.run_id}", start_at_end_if_new=True))
+    bus.on_fatal(lambda _error: closed.set())  # a log that cannot be written or read ends the wait at once
     t0 = time.monotonic()
     await bus.publish(start)
     await _await_close(closed, budget_s, subs, seen, failure)
     duration_s = time.monotonic() - t0
     for sub in subs:
         await sub.stop()
+    if bus.fatal is not None:
+        raise bus.fatal
     outcome = _outcome(seen)
     status = "failed" if failure else "completed"
     closing = new_event(

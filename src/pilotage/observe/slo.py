@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pilotage.errors import InputError
 from pilotage.observe.prometheus import LATENCY_METRIC, REQUESTS_METRIC, Sample, WindowDelta, delta
 
@@ -151,14 +149,11 @@ def load_slo(path: str | Path, *, service: str = "") -> SLOSpec:
     """Read and parse ``slo.yaml`` at ``path``.
 
     Raises:
-        InputError: unreadable, not YAML, or not the format (names the file).
+        InputError: unreadable, not YAML, over a document limit, or not the format (names the file).
     """
-    try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(
-            f"cannot read SLO file {path}: {exc}", hint="check the path and YAML syntax", path=str(path)
-        ) from exc
+    from pilotage.spec.load import load_document
+
+    doc = load_document(path, kind="SLO file", hint="check the path and YAML syntax")  # document limits: issue #15
     return parse_slo(doc, where=str(path), service=service)
 
 

@@ -5,6 +5,14 @@ it declares ``openapi: 3.x`` and validates it with ``openapi-spec-validator`` (t
 schemas for 3.0 and 3.1). Every failure is an :class:`~pilotage.errors.InputError` naming the file and the
 place (line/column for syntax errors, a JSON path such as ``$.paths['/pets'].get.responses`` for schema
 errors) and how to fix it.
+
+Every untrusted YAML/JSON document Pilotage reads (OpenAPI documents, ``slo.yaml``, specs found by the graph
+ingester) goes through :func:`parse_document` / :func:`load_document`, which bound the work a document can cause
+(issue #15, finding 8): its size (:data:`MAX_DOCUMENT_BYTES`), its nesting depth (:data:`MAX_DEPTH`, counted
+after YAML aliases are expanded), the YAML aliases it uses and the nodes they expand to (:data:`MAX_ALIASES`,
+:data:`MAX_NODES`: a "billion laughs" document of 2 KB is refused before it is expanded) and the length of its
+numbers (:data:`MAX_NUMBER_CHARS`). Each refusal is one :class:`~pilotage.errors.InputError` naming the file,
+the place and the limit (CLI exit 2).
 """
 
 from __future__ import annotations
@@ -20,10 +28,17 @@ import yaml
 from pilotage.errors import InputError
 
 __all__ = [
+    "MAX_ALIASES",
+    "MAX_DEPTH",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_NODES",
+    "MAX_NUMBER_CHARS",
     "dump_spec",
     "json_path",
+    "load_document",
     "load_spec",
     "openapi_version",
+    "parse_document",
     "spec_digest",
     "spec_key",
     "to_json_data",
@@ -31,6 +46,218 @@ __all__ = [
 ]
 
 _HINT = "pass an existing OpenAPI 3 file with --spec"
+
+#: Largest document read (bytes): 16 MiB, above the largest public API descriptions (GitHub's REST one is ~11 MB).
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+#: Deepest nesting of mappings and sequences, aliases expanded (deep JSON Schemas in real specs stay under 40).
+MAX_DEPTH = 100
+#: Most YAML aliases (``*name``) in one document.
+MAX_ALIASES = 1_000
+#: Most nodes (mappings, sequences, scalars) in one document once its aliases are expanded.
+MAX_NODES = 2_000_000
+#: Longest number (characters); Python refuses ints over 4,300 digits, and no API needs more than 100.
+MAX_NUMBER_CHARS = 100
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+def _too_much(kind: str, file: str | Path, what: str, limit: str | None, mark: Any = None) -> InputError:
+    """Return the one-line InputError of a document over one of the limits (``limit`` None: no limit to name)."""
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return InputError(
+        f"{kind} {file} {what}{where}" + (f" (the limit is {limit})" if limit else ""),
+        hint=f"make {file} smaller or flatter: documents over these limits are refused before they are expanded",
+        path=str(file),
+    )
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader that refuses deep nesting, many aliases and long numbers while it composes."""
+
+    def __init__(self, text: str, kind: str, file: str | Path) -> None:
+        super().__init__(text)
+        self.kind, self.file = kind, file
+        self.depth = self.aliases = 0
+
+    def _mark(self) -> Any:
+        return self.peek_event().start_mark  # type: ignore[no-untyped-call]
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Compose one node (see ``yaml.composer.Composer``), counting depth and aliases."""
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                mark = self._mark()
+                raise _too_much(self.kind, self.file, "uses too many YAML aliases", f"{MAX_ALIASES}", mark)
+            return super().compose_node(parent, index)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            mark = self._mark()
+            raise _too_much(self.kind, self.file, "nests too deep", f"{MAX_DEPTH} levels", mark)
+        try:
+            node: Any = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        if node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
+            raise _too_much(
+                self.kind, self.file, "holds a number too long", f"{MAX_NUMBER_CHARS} characters", node.start_mark
+            )
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node, kind: str, file: str | Path) -> None:
+    """Refuse a node graph whose alias expansion is recursive, deeper than MAX_DEPTH or over MAX_NODES nodes.
+
+    One post-order walk over the composed graph (each shared node visited once), so a billion-laughs document is
+    measured in microseconds instead of being expanded.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            on_path.discard(key)
+            children = _children(node)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            if size[key] > MAX_NODES:
+                raise _too_much(kind, file, "expands its YAML aliases too far", f"{MAX_NODES:,} nodes", node.start_mark)
+            if depth[key] > MAX_DEPTH:
+                raise _too_much(kind, file, "nests too deep through aliases", f"{MAX_DEPTH} levels", node.start_mark)
+            continue
+        if key in size:
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in on_path:
+                raise _too_much(kind, file, "holds a recursive YAML alias", None, child.start_mark)
+            if id(child) not in size:
+                stack.append((child, False))
+
+
+def _parse_yaml(text: str, kind: str, file: str | Path) -> Any:
+    loader = _LimitedLoader(text, kind, file)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, kind, file)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _checked_number(kind: str, file: str | Path, convert: Any) -> Any:
+    def parse(text: str) -> Any:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise _too_much(kind, file, "holds a number too long", f"{MAX_NUMBER_CHARS} characters")
+        return convert(text)
+
+    return parse
+
+
+def _json_depth(value: Any) -> int:
+    """Return the nesting depth of decoded JSON (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _parse_json(text: str, kind: str, file: str | Path) -> Any:
+    try:
+        doc = json.loads(
+            text,
+            parse_int=_checked_number(kind, file, int),
+            parse_float=_checked_number(kind, file, float),
+        )
+    except RecursionError as exc:
+        raise _too_much(kind, file, "nests too deep", f"{MAX_DEPTH} levels") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{kind} {file} is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+            hint=f"fix the syntax at line {exc.lineno} of {file}",
+            path=str(file),
+        ) from exc
+    if _json_depth(doc) > MAX_DEPTH:
+        raise _too_much(kind, file, "nests too deep", f"{MAX_DEPTH} levels")
+    return doc
+
+
+def parse_document(text: str, *, path: str | Path = "<memory>", kind: str = "spec file", syntax: str = "yaml") -> Any:
+    """Parse YAML (or JSON, a subset of YAML) text within the document limits of this module.
+
+    Args:
+        text: the document.
+        path: its file name, for messages.
+        kind: what it is, for messages ("spec file", "SLO file").
+        syntax: ``yaml`` (YAML 1.1 with JSON as a subset: PyYAML's safe types) or ``json`` (strict JSON, for
+            ``.json`` files where YAML's extras must not apply).
+
+    Returns:
+        The decoded document (YAML's safe types only).
+
+    Raises:
+        InputError: over a limit (size, depth, aliases, expanded nodes, number length), or not valid YAML/JSON
+            (line and column given); names ``path``.
+    """
+    if len(text) > MAX_DOCUMENT_BYTES or len(text.encode("utf-8")) > MAX_DOCUMENT_BYTES:
+        raise _too_much(kind, path, "is too large", f"{MAX_DOCUMENT_BYTES:,} bytes")
+    if syntax == "json":
+        return _parse_json(text, kind, path)
+    try:
+        return _parse_yaml(text, kind, path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError(
+            f"{kind} {path} is not valid YAML/JSON{where}: {problem}",
+            hint=f"fix the syntax{where} of {path}",
+            path=str(path),
+        ) from exc
+    except (ValueError, RecursionError) as exc:  # e.g. a date that does not exist (2024-02-30)
+        raise InputError(
+            f"{kind} {path} holds a value YAML cannot represent: {' '.join(str(exc).split())[:200]}",
+            hint=f"fix the value in {path}",
+            path=str(path),
+        ) from exc
+
+
+def load_document(path: str | Path, *, kind: str = "spec file", hint: str = _HINT, syntax: str = "yaml") -> Any:
+    """Read a YAML/JSON file and parse it with :func:`parse_document` (the size is checked before reading).
+
+    Raises:
+        InputError: missing, a folder, unreadable, not UTF-8, over a limit or not YAML/JSON; names the file.
+    """
+    file = Path(path)
+    if file.is_dir():
+        raise InputError(f"{kind} {file} is a folder, not a file", hint=hint, path=str(file))
+    if not file.is_file():
+        raise InputError(f"{kind} {file} not found", hint=hint, path=str(file))
+    try:
+        size = file.stat().st_size
+        if size > MAX_DOCUMENT_BYTES:
+            raise _too_much(kind, file, f"is too large ({size:,} bytes)", f"{MAX_DOCUMENT_BYTES:,} bytes")
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{kind} {file} cannot be read: {exc}", hint=hint, path=str(file)) from exc
+    return parse_document(text, path=file, kind=kind, syntax=syntax)
 
 
 def json_path(parts: Any) -> str:
@@ -109,29 +336,13 @@ def load_spec(path: str | Path) -> dict[str, Any]:
         The decoded document (a plain dict, keys in file order).
 
     Raises:
-        InputError: the file is missing or unreadable, is not YAML/JSON (line and column given), is not an
-            OpenAPI 3.x document, or fails validation (JSON path given).
+        InputError: the file is missing or unreadable, is over a document limit (:func:`parse_document`), is not
+            YAML/JSON (line and column given), is not an OpenAPI 3.x document, or fails validation (JSON path).
     """
     file = Path(path)
     if file.is_dir():
         raise InputError(f"spec path {file} is a folder, not a file", hint=_HINT, path=str(file))
-    if not file.is_file():
-        raise InputError(f"spec file {file} not found", hint=_HINT, path=str(file))
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"spec file {file} cannot be read: {exc}", hint=_HINT, path=str(file)) from exc
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(
-            f"spec file {file} is not valid YAML/JSON{where}: {problem}",
-            hint=f"fix the syntax{where} of {file}",
-            path=str(file),
-        ) from exc
+    doc = load_document(file)
     if isinstance(doc, dict) and "swagger" in doc and "openapi" not in doc:
         raise InputError(
             f"spec file {file} is Swagger {doc.get('swagger')}, not OpenAPI 3",

@@ -10,13 +10,13 @@ the file, as Python would import it: ``src/pkg/sub/mod.py`` with ``pkg/__init__.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pilotage.errors import InputError
+from pilotage.spec.load import parse_document
 
 __all__ = ["SKIP_DIRS", "Skipped", "discover", "find_specs", "load_spec", "module_name", "read_text"]
 
@@ -98,12 +98,13 @@ def load_spec(path: Path) -> dict[str, Any] | None:
     """Return the OpenAPI document in ``path``, or None when the file is not one (no top-level ``openapi`` key).
 
     Raises:
-        OSError, UnicodeDecodeError, yaml.YAMLError, ValueError: the file cannot be read or parsed.
+        OSError, UnicodeDecodeError: the file cannot be read.
+        InputError: the file is not YAML/JSON or is over a document limit (:func:`pilotage.spec.load.parse_document`).
     """
     text = path.read_text(encoding="utf-8")
     if "openapi" not in text[:4096]:
         return None
-    doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    doc = parse_document(text, path=path, syntax="json" if path.suffix == ".json" else "yaml")  # bounded: issue #15
     if not isinstance(doc, dict) or "openapi" not in doc or not isinstance(doc.get("paths"), dict):
         return None
     return doc
@@ -120,7 +121,7 @@ def find_specs(candidates: list[Path], extra: list[Path]) -> tuple[list[tuple[Pa
     for path in [*extra, *(c for c in candidates if c not in extra)]:
         try:
             doc = load_spec(path)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as exc:
+        except (OSError, UnicodeDecodeError, InputError) as exc:
             if path in extra or path.suffix != ".json":
                 skipped.append(Skipped(str(path), f"spec not readable: {' '.join(str(exc).split())[:200]}"))
             continue
