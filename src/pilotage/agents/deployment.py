@@ -33,8 +33,6 @@ import asyncio
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
 from pilotage.agent import Agent, AgentContext, Reasoning
 from pilotage.bus.base import Bus
 from pilotage.errors import InputError, PolicyDenied
@@ -44,6 +42,7 @@ from pilotage.graph.impact import impact_of_files
 from pilotage.runtime.base import Instance, Workload
 from pilotage.runtime.local import route_registry
 from pilotage.runtime.traffic import start_traffic, stop_traffic
+from pilotage.spec.load import load_document
 
 __all__ = [
     "DEPLOY_RESUMED",
@@ -192,12 +191,7 @@ def get_paths(spec_path: str | Path) -> list[str]:
     Raises:
         InputError: the file cannot be read or is not an OpenAPI document with ``paths``.
     """
-    try:
-        doc = yaml.safe_load(Path(spec_path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(
-            f"cannot read OpenAPI spec {spec_path}: {exc}", hint="check spec_path", path=spec_path
-        ) from exc
+    doc = load_document(spec_path, hint="check spec_path")
     if not isinstance(doc, dict) or not isinstance(doc.get("paths"), dict):
         raise InputError(f"{spec_path} has no paths object", hint="give an OpenAPI 3 document", path=spec_path)
     out = []
