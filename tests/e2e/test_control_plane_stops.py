@@ -137,3 +137,34 @@ def test_serve_refuses_an_empty_log(tmp_path: Path) -> None:
     assert result.code == 5
     line = one_line_error(result.stderr)
     assert "events.db" in line and "0 bytes" in line
+
+
+def test_a_corrupt_row_stops_a_worker_naming_its_offset(tmp_path: Path) -> None:
+    # `pilotage worker` listens to the same fatal errors as serve: a garbage contract-net call stops it (exit 5)
+    db = tmp_path / ".pilotage" / "events.db"
+    db.parent.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTAGE_")}
+    argv = [sys.executable, "-m", "pilotage", "worker", "--capabilities", "echo", "--bus", f"sqlite:///{db}", "--json"]
+    with (tmp_path / "worker.err").open("w") as err:
+        proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        assert proc.stdout is not None and '"ready"' in proc.stdout.readline()
+        _sql(
+            db,
+            "INSERT INTO events(id, type, subject, runid, time, body) VALUES (?, ?, '', '', '', '{garbage')",
+            "corrupt-cfp",
+            f"{EventType.CNET_CFP}.echo",
+        )
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            offset = conn.execute("SELECT offset FROM events WHERE id = 'corrupt-cfp'").fetchone()[0]
+        code = proc.wait(timeout=STOP_LIMIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    stderr = (tmp_path / "worker.err").read_text(encoding="utf-8")
+    assert code == 5, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]  # after the empty-log warning
+    assert len(errors) == 1 and f"offset {offset}" in errors[0], stderr

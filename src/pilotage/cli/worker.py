@@ -69,6 +69,7 @@ async def _work(url: str, capabilities: list[str], host_id: str, members: int, g
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    bus.on_fatal(lambda _error: stop.set())  # issue #15: a log it cannot write or read stops the worker
     try:
         await bus.open()
         host = WorkerHost(
@@ -95,6 +96,8 @@ async def _work(url: str, capabilities: list[str], host_id: str, members: int, g
             await stop.wait()
         finally:
             await host.stop()
+        if bus.fatal is not None:
+            raise bus.fatal
     finally:
         await bus.close()
 
