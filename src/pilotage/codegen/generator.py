@@ -23,6 +23,7 @@ is checked with :func:`~pilotage.codegen.quoting.check_python` before anything i
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import re
@@ -132,6 +133,7 @@ def read_requirements(path: str | Path) -> list[dict[str, str]]:
     return out
 
 
+@functools.cache
 def _pins(names: tuple[str, ...]) -> str:
     lines = []
     for name in names:
@@ -232,6 +234,7 @@ def _markdown(value: Any) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
+@functools.cache
 def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
     """Return the Jinja environments of the Python templates (quoting filters enforced) and of README.md."""
     loader = jinja2.FileSystemLoader(str(_TEMPLATES))

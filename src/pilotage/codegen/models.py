@@ -29,7 +29,8 @@ _MODEL_ATTRIBUTES = frozenset(dir(BaseModel))
 def model_names(doc: dict[str, Any]) -> dict[str, str]:
     """Return component schema name → unique Python name (class or alias) for every component schema."""
     used: set[str] = set()
-    return {name: python_name(str(name), "pascal", taken=used) for name in (doc.get("components") or {}).get("schemas") or {}}
+    schemas = (doc.get("components") or {}).get("schemas") or {}
+    return {name: python_name(str(name), "pascal", taken=used) for name in schemas}
 
 
 def _is_model(doc: dict[str, Any], schema: Any) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import keyword
 import math
 import pprint
@@ -203,17 +204,28 @@ def py_literal(value: Any, indent: int = 0, width: int = 116) -> Source:
     return Source(text.replace("\n", "\n" + " " * indent))
 
 
+#: AST node fields that hold identifiers (a str, a dotted str, or a list of str); Python 3.11's grammar.
+_IDENTIFIER_FIELDS = ("id", "attr", "name", "arg", "asname", "module", "names", "rest", "kwd_attrs")
+
+
+@functools.cache
+def _fields_of(kind: str) -> tuple[str, ...]:
+    return tuple(f for f in getattr(ast, kind)._fields if f in _IDENTIFIER_FIELDS)
+
+
 def identifiers_of(tree: ast.AST) -> Iterable[tuple[str, int]]:
     """Yield ``(identifier, line)`` for every name an AST binds, reads, imports or passes as a keyword."""
     line = 0
     for node in ast.walk(tree):
-        line = int(getattr(node, "lineno", line))
-        for field in ("id", "attr", "name", "arg", "asname", "module"):
-            value = getattr(node, field, None)
-            if isinstance(value, str):
-                yield from ((part, line) for part in value.split("."))
-        if isinstance(node, ast.Global | ast.Nonlocal):
-            yield from ((name, line) for name in node.names)
+        fields = _fields_of(type(node).__name__)
+        if not fields:
+            continue
+        line = getattr(node, "lineno", line)
+        for field in fields:
+            value = getattr(node, field)
+            for text in value if isinstance(value, list) else (value,):
+                if isinstance(text, str):
+                    yield from ((part, line) for part in text.split("."))
 
 
 def check_python(source: str, *, file: str, allowed: Collection[str]) -> None:

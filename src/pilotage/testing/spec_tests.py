@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -607,6 +608,14 @@ def _chain_test(kind: str, chain: str, doc: str, call: str, tests: set[str]) -> 
     return f"\n\n{head}    {py_literal(doc, 4)}\n    {call}\n"
 
 
+def _read_document(text: str) -> Any:
+    """Decode JSON as JSON (YAML reads U+2028 or NEL inside a JSON string as a line break), anything else as YAML."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return yaml.safe_load(text)
+
+
 def write_spec_tests(
     spec_path: Path,
     service_dir: Path,
@@ -633,7 +642,7 @@ def write_spec_tests(
     """
     spec_path, tests_dir = Path(spec_path).resolve(), Path(service_dir).resolve() / "tests"
     try:
-        doc = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+        doc = _read_document(spec_path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         hint = "check the path" if isinstance(exc, OSError) else "fix the spec"
         raise InputError(f"cannot read the OpenAPI file {spec_path}: {exc}", hint=hint, path=spec_path) from exc
