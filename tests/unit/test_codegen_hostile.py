@@ -463,3 +463,10 @@ def test_crud_test_file_keeps_hostile_paths_as_data(tmp_path: Path) -> None:
     assert ast.get_docstring(test, clean=False) == f"{collection}: create, read back, list, search, delete, then 404."
     calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     assert "open" not in calls
+    spec_rel = next(
+        n.value.right.value
+        for n in tree.body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "SPEC"
+        and isinstance(n.value, ast.BinOp) and isinstance(n.value.right, ast.Constant)
+    )  # fmt: skip
+    assert (tmp_path / "tests" / spec_rel).resolve() == spec.resolve()  # the file's SPEC is the spec

@@ -456,7 +456,7 @@ from hypothesis import HealthCheck, settings
 # starlette's test client (the in-process target) warns about httpx; that is not the service's problem
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
-SPEC = Path(__file__).resolve().parent / {spec_rel!r}
+SPEC = Path(__file__).resolve().parent / {spec_rel}
 BASE_URL = os.environ.get("PILOTAGE_BASE_URL") or None
 HEADERS = json.loads(os.environ.get("PILOTAGE_TEST_HEADERS") or "{{}}")
 MAX_EXAMPLES = int(os.environ.get("PILOTAGE_MAX_EXAMPLES") or {max_examples})
