@@ -42,6 +42,7 @@ from pilotage.codegen.quoting import (
     IDENTIFIER,
     Source,
     check_python,
+    py_docstring,
     py_literal,
     require_json_data,
 )
@@ -225,7 +226,7 @@ def _hexdigest(value: Any) -> Source:
 
 
 def _handler_doc(op: OperationPlan) -> Source:
-    return py_literal(f"{op.meta['method']} {op.meta['path']}: {op.meta['summary']} ({op.kind}).", 4)
+    return py_docstring(f"{op.meta['method']} {op.meta['path']}: {op.meta['summary']} ({op.kind}).", 4)
 
 
 def _markdown(value: Any) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pilotage.codegen.examples import deref, ref_name, types_of
-from pilotage.codegen.quoting import GENERATED_NAMES, check_python, py_literal, python_name
+from pilotage.codegen.quoting import GENERATED_NAMES, check_python, py_docstring, py_literal, python_name
 
 __all__ = ["model_names", "models_source"]
 
@@ -84,7 +84,7 @@ def _class_source(
     """Return the source of one model class; add its field names and ``Any``/``Field`` when needed to ``used``."""
     resolved = deref(doc, schema)
     description = " ".join(str(resolved.get("description") or f"The {cls} schema.").split())[:110]
-    lines = [f"class {cls}(BaseModel):", f"    {py_literal(description, 4)}", ""]
+    lines = [f"class {cls}(BaseModel):", f"    {py_docstring(description, 4)}", ""]
     lines.append('    model_config = ConfigDict(extra="allow", populate_by_name=True)')
     lines.append("")
     required = set(resolved.get("required") or [])

@@ -7,6 +7,7 @@ rules keep the document's text data:
   ``float``, ``bool``, ``None``, lists and string-keyed dicts of them) rendered with ``repr`` (via ``pprint``),
   never inside a hand-quoted string. Anything else (NaN, infinity, bytes, sets, cycles) is refused;
   :func:`require_json_data` refuses it first with an :class:`~pilotage.errors.InputError` naming the field.
+  Docstrings use :func:`py_docstring`: triple quotes only around text that cannot end or escape them.
 * **Identifiers** come only from :func:`python_name`: ASCII ``[A-Za-z_][A-Za-z0-9_]*``, never a keyword, soft
   keyword, builtin or a name the generated modules define or import (:data:`MODULE_NAMES`).
 * **Check**: :func:`check_python` parses each generated file with :mod:`ast` (from the bytes that will be on
@@ -37,6 +38,7 @@ __all__ = [
     "Source",
     "check_python",
     "identifiers_of",
+    "py_docstring",
     "py_literal",
     "python_name",
     "require_json_data",
@@ -180,13 +182,14 @@ def _problem(node: Any, seen: frozenset[int]) -> str | None:
     return f"is a {type(node).__name__}, not JSON data"
 
 
-def py_literal(value: Any, indent: int = 0, width: int = 116) -> Source:
+def py_literal(value: Any, indent: int = 0, width: int = 116, *, sort_dicts: bool = False) -> Source:
     """Render JSON data as a Python expression that evaluates to an equal value.
 
     Args:
         value: ``str``/``int``/finite ``float``/``bool``/``None``, or lists and string-keyed dicts of them.
         indent: columns the expression starts at (continuation lines are indented as much).
         width: line width to fit in.
+        sort_dicts: write dict keys sorted (else in insertion order).
 
     Raises:
         ValueError: ``value`` is not JSON data (see :func:`require_json_data`, which names the field).
@@ -200,7 +203,7 @@ def py_literal(value: Any, indent: int = 0, width: int = 116) -> Source:
         if isinstance(node, dict | list):
             inner = seen | {id(node)}
             stack.extend((item, inner) for item in (node.values() if isinstance(node, dict) else node))
-    text = pprint.pformat(value, width=max(width - indent, 40), sort_dicts=False)
+    text = pprint.pformat(value, width=max(width - indent, 40), sort_dicts=sort_dicts)
     return Source(text.replace("\n", "\n" + " " * indent))
 
 
@@ -211,6 +214,17 @@ _IDENTIFIER_FIELDS = ("id", "attr", "name", "arg", "asname", "module", "names", 
 @functools.cache
 def _fields_of(kind: str) -> tuple[str, ...]:
     return tuple(f for f in getattr(ast, kind)._fields if f in _IDENTIFIER_FIELDS)
+
+
+def py_docstring(text: str, indent: int = 0) -> Source:
+    """Render ``text`` as a docstring literal.
+
+    Triple double quotes when ``text`` holds only printable characters and neither a double quote nor a backslash
+    (nothing in it can end or escape the literal), else :func:`py_literal` (``'...'`` with escapes).
+    """
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return Source(f'"""{text}"""')
+    return py_literal(text, indent)
 
 
 def identifiers_of(tree: ast.AST) -> Iterable[tuple[str, int]]:

@@ -35,8 +35,16 @@ from typing import Any
 
 import yaml
 
-from pilotage.codegen.quoting import check_python, identifiers_of, py_literal, python_name, require_json_data
+from pilotage.codegen.quoting import (
+    check_python,
+    identifiers_of,
+    py_docstring,
+    py_literal,
+    python_name,
+    require_json_data,
+)
 from pilotage.errors import InputError
+from pilotage.spec.load import to_json_data
 
 __all__ = [
     "CRUD_FILE",
@@ -560,7 +568,7 @@ def render_crud_tests(
     support = _copied(crud_support)
     title = "Create → read → update → delete chains inferred from the OpenAPI spec (resource life-cycle oracle)."
     parts = [_header(title, spec_rel, max_examples, timeout_s, derandomize), _HYPOTHESIS_IMPORTS, support]
-    parts.append(f"\nCHAINS = {py_literal({c.name: asdict(c) for c in chains}, width=110)}\n")
+    parts.append(f"\nCHAINS = {py_literal({c.name: asdict(c) for c in chains}, width=110, sort_dicts=True)}\n")
     tests: set[str] = set()
     for chain in chains:
         name = py_literal(chain.name)
@@ -605,7 +613,7 @@ def _chain_test(kind: str, chain: str, doc: str, call: str, tests: set[str]) -> 
         head = f"{decorator}@given(data=st.data())\ndef {function}(data: st.DataObject) -> None:\n"
     else:
         head = f"def {function}() -> None:\n"
-    return f"\n\n{head}    {py_literal(doc, 4)}\n    {call}\n"
+    return f"\n\n{head}    {py_docstring(doc, 4)}\n    {call}\n"
 
 
 def _read_document(text: str) -> Any:
@@ -648,7 +656,6 @@ def write_spec_tests(
         raise InputError(f"cannot read the OpenAPI file {spec_path}: {exc}", hint=hint, path=spec_path) from exc
     if not isinstance(doc, dict):
         raise InputError(f"{spec_path} is not an OpenAPI document (no mapping)", hint="fix the spec", path=spec_path)
-    require_json_data(doc, path=str(spec_path))
     paths = doc.get("paths")
     if paths is not None and (not isinstance(paths, dict) or not all(isinstance(p, str) for p in paths)):
         raise InputError(
@@ -656,6 +663,8 @@ def write_spec_tests(
             hint="fix the spec",
             path=spec_path,
         )
+    doc = to_json_data(doc)  # YAML's 200: keys and dates as JSON has them
+    require_json_data(doc, path=str(spec_path))
     tests_dir.mkdir(parents=True, exist_ok=True)
     spec_rel = os.path.relpath(spec_path, tests_dir)
     st_file = tests_dir / SCHEMATHESIS_FILE
