@@ -262,12 +262,13 @@ def check_python(source: str, *, file: str, allowed: Collection[str]) -> None:
             hint="report this as a Pilotage bug with the document; meanwhile simplify the names and texts it uses",
             path=file,
         ) from exc
-    for name, line in identifiers_of(tree):
-        if name not in allowed:
-            raise InputError(
-                f"generated {file} line {line} uses the name {name!r}, which neither its template nor the "
-                "identifier sanitiser produced: document text reached the code outside a string literal",
-                hint="report this as a Pilotage bug with the document; meanwhile simplify the names and texts it uses",
-                path=file,
-                identifier=name,
-            )
+    unknown = sorted((line, name) for name, line in identifiers_of(tree) if name not in allowed)
+    if unknown:
+        line, name = unknown[0]
+        raise InputError(
+            f"generated {file} line {line} uses the name {name!r}, which neither its template nor the "
+            "identifier sanitiser produced: document text reached the code outside a string literal",
+            hint="report this as a Pilotage bug with the document; meanwhile simplify the names and texts it uses",
+            path=file,
+            identifier=name,
+        )
