@@ -15,13 +15,17 @@ Layout of the generated folder (the "Generated-service conventions" of ``docs/ev
     README.md, .gitignore
 
 The service serves the spec's paths as written (no ``servers`` base path): callers pass the base URL.
+
+The document is untrusted: its text reaches the Python files only through :mod:`pilotage.codegen.quoting`
+(the templates' ``py``/``ident`` filters; any other ``{{ }}`` output makes rendering fail), and every Python file
+is checked with :func:`~pilotage.codegen.quoting.check_python` before anything is written.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
-import pprint
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -33,6 +37,15 @@ import jinja2
 from pilotage.codegen.examples import example, schema_errors
 from pilotage.codegen.models import model_names, models_source
 from pilotage.codegen.plan import OperationPlan, Resource, ServicePlan, make_plan
+from pilotage.codegen.quoting import (
+    GENERATED_NAMES,
+    IDENTIFIER,
+    Source,
+    check_python,
+    py_docstring,
+    py_literal,
+    require_json_data,
+)
 from pilotage.errors import InputError
 from pilotage.spec.load import load_spec, spec_digest, to_json_data, validate_spec
 
@@ -67,6 +80,12 @@ SERVICE_FILES = (
     "tests/test_service.py",
 )
 _TEMPLATES = Path(__file__).parent / "templates"
+#: The ``app/crud.py`` function each resource kind's handler calls.
+_CRUD_CALLS = {
+    kind: Source(f"crud.{kind if kind != 'list' else 'list_items'}")
+    for kind in ("create", "replace", "replace_body", "merge", "list", "get", "delete", "find")
+}
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|!~&#])")
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._\-]*)\s*(?:==\s*([^\s;#]+))?")
 
 
@@ -115,6 +134,7 @@ def read_requirements(path: str | Path) -> list[dict[str, str]]:
     return out
 
 
+@functools.cache
 def _pins(names: tuple[str, ...]) -> str:
     lines = []
     for name in names:
@@ -135,11 +155,6 @@ def _resource_meta(res: Resource) -> dict[str, Any]:
         "scope_params": res.scope_params,
         "schema": res.schema,
     }
-
-
-def _literal(value: Any, indent: int) -> str:
-    text = pprint.pformat(value, width=116 - indent, sort_dicts=False)
-    return text.replace("\n", "\n" + " " * indent)
 
 
 def _round_trips(doc: dict[str, Any], plan: ServicePlan) -> list[dict[str, Any]]:
@@ -191,6 +206,58 @@ def _render(env: jinja2.Environment, name: str, **values: Any) -> str:
     return env.get_template(name).render(**values).rstrip() + "\n"
 
 
+def _only_source(value: Any) -> Any:
+    """Jinja ``finalize`` of the Python templates: every ``{{ }}`` must go through a quoting filter."""
+    if not isinstance(value, Source):
+        raise TypeError(f"template output {str(value)[:40]!r} did not go through the py/ident filters")
+    return value
+
+
+def _ident(value: Any) -> Source:
+    if not isinstance(value, Source) or not IDENTIFIER.fullmatch(value):
+        raise TypeError(f"{str(value)[:40]!r} is not an identifier made by python_name")
+    return value
+
+
+def _hexdigest(value: Any) -> Source:
+    if not re.fullmatch(r"[0-9a-f]{64}", str(value)):
+        raise TypeError(f"{str(value)[:40]!r} is not a SHA-256 hex digest")
+    return Source(value)
+
+
+def _handler_doc(op: OperationPlan) -> Source:
+    return py_docstring(f"{op.meta['method']} {op.meta['path']}: {op.meta['summary']} ({op.kind}).", 4)
+
+
+def _markdown(value: Any) -> str:
+    """Jinja ``finalize`` of README.md: one line, Markdown markup characters escaped."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in str(value)).split())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+@functools.cache
+def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
+    """Return the Jinja environments of the Python templates (quoting filters enforced) and of README.md."""
+    loader = jinja2.FileSystemLoader(str(_TEMPLATES))
+    python = jinja2.Environment(loader=loader, keep_trailing_newline=True, autoescape=False, finalize=_only_source)
+    python.filters.update(
+        py=lambda value, indent=0: py_literal(value, indent),
+        ident=_ident,
+        hexdigest=_hexdigest,
+        handler_doc=_handler_doc,
+        crud_call=_CRUD_CALLS.__getitem__,
+    )
+    markdown = jinja2.Environment(loader=loader, keep_trailing_newline=True, autoescape=False, finalize=_markdown)
+    return python, markdown
+
+
+def _check_sources(files: dict[str, str], plan: ServicePlan, models: dict[str, str]) -> None:
+    """Run :func:`~pilotage.codegen.quoting.check_python` on every document-derived Python file."""
+    made = {op.function for op in plan.operations} | set(models.values())
+    for rel in ("app/__init__.py", "app/main.py", "tests/conftest.py", "tests/test_service.py"):
+        check_python(files[rel], file=rel, allowed=GENERATED_NAMES[rel] | made)
+
+
 def _operation_summary(op: OperationPlan) -> dict[str, str]:
     return {"operation": f"{op.meta['method']} {op.meta['path']}", "function": op.function, "kind": op.kind}
 
@@ -206,9 +273,11 @@ def generate_service(spec: dict[str, Any] | str | Path, out_dir: str | Path) -> 
         What was written.
 
     Raises:
-        InputError: the spec does not load or validate.
+        InputError: the spec does not load or validate, holds values that are not JSON data (NaN, infinity; the
+            message names the field), or a generated Python file fails the quoting check (nothing is written then).
     """
     doc = load_spec(spec) if isinstance(spec, str | Path) else to_json_data(spec)
+    require_json_data(doc, path=str(spec) if isinstance(spec, str | Path) else "<memory>")
     if isinstance(spec, dict):
         validate_spec(doc)
     root = Path(out_dir)
@@ -216,16 +285,11 @@ def generate_service(spec: dict[str, Any] | str | Path, out_dir: str | Path) -> 
     plan = make_plan(doc, names)
     digest = spec_digest(doc)
     models_py, model_classes = models_source(doc, names)
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(_TEMPLATES)), keep_trailing_newline=True, autoescape=False
-    )
-    metas = {op.function: _literal(op.meta, 4) for op in plan.operations}
+    env, markdown = _environments()
     resources = {res.name: _resource_meta(res) for res in plan.resources}
     files: dict[str, str] = {
         "app/__init__.py": '"""The generated service package."""\n',
-        "app/main.py": _render(
-            env, "main.py.j2", plan=plan, digest=digest, metas=metas, resources=_literal(resources, 0)
-        ),
+        "app/main.py": _render(env, "main.py.j2", plan=plan, digest=digest, resources=resources),
         "app/models.py": models_py,
         "app/runtime.py": (_TEMPLATES / "runtime.py.tmpl").read_text(encoding="utf-8"),
         "app/crud.py": (_TEMPLATES / "crud.py.tmpl").read_text(encoding="utf-8"),
@@ -235,9 +299,9 @@ def generate_service(spec: dict[str, Any] | str | Path, out_dir: str | Path) -> 
         "tests/test_service.py": _render(
             env,
             "test_service.py.j2",
-            round_trips=_literal(_round_trips(doc, plan), 0),
-            safe_gets=_literal(_safe_gets(plan, False), 0),
-            secured_gets=_literal(_safe_gets(plan, True), 0),
+            round_trips=_round_trips(doc, plan),
+            safe_gets=_safe_gets(plan, False),
+            secured_gets=_safe_gets(plan, True),
             openapi=plan.openapi,
         ),
         "requirements.txt": _pins(RUNTIME_PACKAGES),
@@ -245,16 +309,17 @@ def generate_service(spec: dict[str, Any] | str | Path, out_dir: str | Path) -> 
         ".github/workflows/ci.yml": _render(env, "ci.yml.j2"),
         ".gitignore": (_TEMPLATES / "gitignore.tmpl").read_text(encoding="utf-8"),
         "README.md": _render(
-            env,
+            markdown,
             "README.md.j2",
             title=plan.title,
             openapi=plan.openapi,
             digest=digest,
-            resources=", ".join(f"`{r.name}` ({r.collection_path})" for r in plan.resources),
+            resources=plan.resources,
             operations=plan.operations,
         ),
     }
     assert sorted(files) == sorted(SERVICE_FILES), "SERVICE_FILES is out of date"
+    _check_sources(files, plan, names)
     for folder in ("app", "tests"):
         shutil.rmtree(root / folder, ignore_errors=True)
     for rel, text in files.items():

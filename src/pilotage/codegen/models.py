@@ -6,35 +6,31 @@ builtins. Type mapping: string → ``str`` (formats kept as strings so values ro
 ``int``, number → ``float``, boolean → ``bool``, array → ``list[T]``, object without a component name →
 ``dict[str, T]``, ``$ref`` → the referenced class, anything composed (``oneOf``/``anyOf``) → ``Any``;
 ``nullable``/``type: [..., "null"]`` and optional properties add ``| None``. Property names that are not
-Python identifiers (or clash with ``BaseModel``) get a safe field name and keep theirs as the alias.
+safe identifiers (:func:`~pilotage.codegen.quoting.python_name`: not ASCII, a keyword, a builtin, a name of the
+module, a class, a ``BaseModel`` attribute) get a safe field name and keep theirs as the alias. Document text
+(descriptions, aliases) is written only as :func:`~pilotage.codegen.quoting.py_literal` literals.
 """
 
 from __future__ import annotations
 
-import keyword
 from typing import Any
 
 from pydantic import BaseModel
 
 from pilotage.codegen.examples import deref, ref_name, types_of
-from pilotage.codegen.plan import python_name
+from pilotage.codegen.quoting import GENERATED_NAMES, check_python, py_docstring, py_literal, python_name
 
 __all__ = ["model_names", "models_source"]
 
-_TAKEN = {"BaseModel", "ConfigDict", "Field", "Any", "annotations"}
+#: Names a model field never takes (pydantic's own attributes), besides the module's classes.
+_MODEL_ATTRIBUTES = frozenset(dir(BaseModel))
 
 
 def model_names(doc: dict[str, Any]) -> dict[str, str]:
     """Return component schema name → unique Python name (class or alias) for every component schema."""
-    out: dict[str, str] = {}
-    used = set(_TAKEN)
-    for name in (doc.get("components") or {}).get("schemas") or {}:
-        candidate = python_name(name, "pascal")
-        while candidate in used:
-            candidate += "_"
-        used.add(candidate)
-        out[name] = candidate
-    return out
+    used: set[str] = set()
+    schemas = (doc.get("components") or {}).get("schemas") or {}
+    return {name: python_name(str(name), "pascal", taken=used) for name in schemas}
 
 
 def _is_model(doc: dict[str, Any], schema: Any) -> bool:
@@ -76,43 +72,35 @@ def _annotation(doc: dict[str, Any], schema: Any, names: dict[str, str], models:
     return f"{base} | None" if "null" in kinds and base != "Any" else base
 
 
-def _field_name(prop: str, taken: set[str]) -> str:
-    name = prop
-    reserved = set(dir(BaseModel))
-    if (
-        not name.isidentifier()
-        or keyword.iskeyword(name)
-        or name.startswith("_")
-        or name in reserved
-        or (name.startswith("model_"))
-    ):
-        name = python_name(prop) + "_"
-        if not name.isidentifier() or name.startswith("_"):
-            name = "field_" + str(len(taken))
-    while name in taken:
-        name += "_"
-    taken.add(name)
-    return name
+def _field_name(prop: str, taken: set[str], classes: set[str]) -> str:
+    reserved = _MODEL_ATTRIBUTES | classes
+    name = python_name(prop, "keep", reserved=reserved, taken=set(taken))
+    return python_name("field_" + name if name.startswith("model_") else name, "keep", reserved=reserved, taken=taken)
 
 
-def _class_source(doc: dict[str, Any], cls: str, schema: Any, names: dict[str, str], models: set[str]) -> str:
+def _class_source(
+    doc: dict[str, Any], cls: str, schema: Any, names: dict[str, str], models: set[str], used: set[str]
+) -> str:
+    """Return the source of one model class; add its field names and ``Any``/``Field`` when needed to ``used``."""
     resolved = deref(doc, schema)
     description = " ".join(str(resolved.get("description") or f"The {cls} schema.").split())[:110]
-    lines = [f"class {cls}(BaseModel):", f'    """{description.replace(chr(34), chr(39))}"""', ""]
+    lines = [f"class {cls}(BaseModel):", f"    {py_docstring(description, 4)}", ""]
     lines.append('    model_config = ConfigDict(extra="allow", populate_by_name=True)')
     lines.append("")
     required = set(resolved.get("required") or [])
     taken: set[str] = set()
     for prop, prop_schema in (resolved.get("properties") or {}).items():
-        field = _field_name(str(prop), taken)
+        field = _field_name(str(prop), taken, set(names.values()))
+        used.add(field)
         annotation = _annotation(doc, prop_schema, names, models)
-        alias = f"alias={str(prop)!r}" if field != prop else ""
+        alias = f"alias={py_literal(str(prop))}" if field != prop else ""
         if prop in required:
             default = f" = Field({alias})" if alias else ""
         else:
             if annotation != "Any" and not annotation.endswith("| None"):
                 annotation += " | None"
             default = f" = Field(default=None, {alias})" if alias else " = None"
+        used.update(n for n, found in (("Any", "Any" in annotation), ("Field", "Field(" in default)) if found)
         lines.append(f"    {field}: {annotation}{default}")
     return "\n".join(lines)
 
@@ -128,14 +116,16 @@ def models_source(doc: dict[str, Any], names: dict[str, str]) -> tuple[str, list
     models = {names[n] for n, s in schemas.items() if _is_model(doc, s)}
     blocks = []
     aliases = []
+    used: set[str] = set()
     for name, schema in schemas.items():
         cls = names[name]
         if cls in models:
-            blocks.append(_class_source(doc, cls, schema, names, models))
+            blocks.append(_class_source(doc, cls, schema, names, models, used))
         else:
             annotation = _annotation(doc, schema, names, set())
             builtin = annotation if all(x not in annotation for x in names.values()) else "Any"
             aliases.append(f"{cls} = {builtin.replace(' | None', '')}")
+            used.update({"Any"} if "Any" in builtin else set())
     header = [
         '"""Pydantic models of the component schemas (generated by Pilotage from openapi.json; do not edit)."""',
         "",
@@ -145,7 +135,7 @@ def models_source(doc: dict[str, Any], names: dict[str, str]) -> tuple[str, list
         "",
         "from pydantic import BaseModel, ConfigDict, Field",
         "",
-        "__all__ = " + repr(sorted(models) + sorted(a.split(" = ")[0] for a in aliases)).replace("'", '"'),
+        "__all__ = " + py_literal(sorted(models) + sorted(a.split(" = ")[0] for a in aliases)),
         "",
     ]
     if aliases:
@@ -153,10 +143,11 @@ def models_source(doc: dict[str, Any], names: dict[str, str]) -> tuple[str, list
     body = "\n\n\n".join(blocks)
     rebuild = [f"{cls}.model_rebuild()" for cls in sorted(models)]
     source = "\n".join(header) + ("\n\n" + body + "\n\n\n" if body else "\n") + "\n".join(rebuild) + "\n"
-    if "Any" not in body and not any(a.endswith("Any") or "Any]" in a for a in aliases):
+    if "Any" not in used:
         source = source.replace("from typing import Any\n\n", "")
-    if "Field(" not in body:
+    if "Field" not in used:
         source = source.replace(
             "from pydantic import BaseModel, ConfigDict, Field", "from pydantic import BaseModel, ConfigDict"
         )
+    check_python(source, file="app/models.py", allowed=GENERATED_NAMES["app/models.py"] | set(names.values()) | used)
     return source, sorted(models)

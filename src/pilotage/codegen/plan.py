@@ -22,30 +22,18 @@ example        everything else: answer the example of the documented success res
 
 from __future__ import annotations
 
-import keyword
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from pilotage.codegen.examples import deref, example, ref_name, schema_errors, types_of
+from pilotage.codegen.quoting import python_name
 
-__all__ = ["OperationPlan", "Resource", "ServicePlan", "make_plan", "python_name"]
+__all__ = ["OperationPlan", "Resource", "ServicePlan", "make_plan"]
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 RESERVED_PATHS = ("/healthz", "/metrics")
 _SEGMENT = re.compile(r"^\{([^{}]+)\}$")
-
-
-def python_name(text: str, style: str = "snake") -> str:
-    """Return a Python identifier for ``text``: ``snake`` (``get_pet_by_id``) or ``pascal`` (``PetById``)."""
-    words = re.findall(r"[A-Z]+(?=[A-Z][a-z]|\d|\b|_)|[A-Z]?[a-z]+|[A-Z]+|\d+", text)
-    if style == "pascal":
-        name = "".join(w[:1].upper() + w[1:] for w in words) or "Model"
-    else:
-        name = "_".join(w.lower() for w in words) or "op"
-    if name[0].isdigit():
-        name = ("M" if style == "pascal" else "op_") + name
-    return name + "_" if keyword.iskeyword(name) else name
 
 
 @dataclass
@@ -305,10 +293,7 @@ def make_plan(doc: dict[str, Any], model_names: dict[str, str]) -> ServicePlan:
             kind, res, parent = _classify(doc, path, method, op, plan.resources)
             responses = _responses(doc, op, plan.warnings, label)
             ok, error, missing = _statuses(responses, method, kind)
-            function = python_name(op.get("operationId") or f"{method}_{path}")
-            while function in used or function in ("app", "dispatch", "models", "store"):
-                function += "_"
-            used.add(function)
+            function = python_name(str(op.get("operationId") or f"{method}_{path}"), taken=used)
             body = deref(doc, op.get("requestBody")) if op.get("requestBody") is not None else None
             body_meta = None
             if body is not None:

@@ -24,8 +24,10 @@ gets its parent (``/carts``) created first.
 
 from __future__ import annotations
 
+import ast
+import functools
+import json
 import os
-import pprint
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +35,16 @@ from typing import Any
 
 import yaml
 
+from pilotage.codegen.quoting import (
+    check_python,
+    identifiers_of,
+    py_docstring,
+    py_literal,
+    python_name,
+    require_json_data,
+)
 from pilotage.errors import InputError
+from pilotage.spec.load import to_json_data
 
 __all__ = [
     "CRUD_FILE",
@@ -404,7 +415,8 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
                 if parent is None or len(scope) != 1:
                     continue  # a nested collection whose parent cannot be created here
             list_schema = _success(doc, ops["get"]) if "get" in ops else {}
-            name = re.sub(r"\W+", "_", re.sub(r"\{[^}]*\}", "", collection)).strip("_").lower() or "root"
+            slug = re.sub(r"\W+", "_", re.sub(r"\{[^}]*\}", "", collection), flags=re.ASCII).strip("_").lower()
+            name = python_name(slug or "root", "keep", taken=set(chains))
             chains[name] = CrudChain(
                 name=name,
                 collection=collection,
@@ -435,8 +447,8 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
 
 _HEADER = '''"""{title}
 
-Written by Pilotage's testing agent from {spec} (regenerate rather than edit). Target: ``PILOTAGE_BASE_URL`` when
-set, else ``app.main:app`` in-process; extra request headers (authentication) from ``PILOTAGE_TEST_HEADERS`` (JSON).
+Written by Pilotage's testing agent from the spec at SPEC (regenerate rather than edit). Target: ``PILOTAGE_BASE_URL``
+when set, else ``app.main:app`` in-process; extra request headers (authentication) from ``PILOTAGE_TEST_HEADERS``.
 """
 
 from __future__ import annotations
@@ -452,7 +464,7 @@ from hypothesis import HealthCheck, settings
 # starlette's test client (the in-process target) warns about httpx; that is not the service's problem
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
-SPEC = Path(__file__).resolve().parent / {spec_rel!r}
+SPEC = Path(__file__).resolve().parent / {spec_rel}
 BASE_URL = os.environ.get("PILOTAGE_BASE_URL") or None
 HEADERS = json.loads(os.environ.get("PILOTAGE_TEST_HEADERS") or "{{}}")
 MAX_EXAMPLES = int(os.environ.get("PILOTAGE_MAX_EXAMPLES") or {max_examples})
@@ -491,17 +503,38 @@ TestWorkflow.settings = settings(SETTINGS, stateful_step_count=6)
 '''
 
 
+#: Names the per-chain test functions use besides the static parts' (see :func:`_vocabulary`).
+_CHAIN_NAMES = frozenset(
+    "settings SETTINGS phases Phase explicit generate given data st DataObject max_examples run_chain run_updates "
+    "run_key_reuse run_unknown_keys run_paging run_metrics".split()
+)
+_HYPOTHESIS_IMPORTS = "from hypothesis import Phase, given\nfrom hypothesis import strategies as st\n"
+
+
 def _header(title: str, spec_rel: str, max_examples: int, timeout_s: float, derandomize: bool) -> str:
+    """The module docstring and setup; spec text and settings only as :func:`py_literal` literals."""
     return _HEADER.format(
-        title=title, spec=spec_rel, spec_rel=spec_rel, max_examples=max_examples, timeout_s=timeout_s,
-        derandomize=derandomize,
+        title=title, spec_rel=py_literal(spec_rel), max_examples=py_literal(max_examples),
+        timeout_s=py_literal(timeout_s), derandomize=py_literal(derandomize),
     )  # fmt: skip
+
+
+@functools.cache
+def _vocabulary() -> frozenset[str]:
+    """Every identifier the static parts of the two generated files use (Pilotage's own text, not the spec's)."""
+    from pilotage.testing import crud_support, metrics_support
+
+    static = _header("t", "s", 1, 1.0, True) + _SCHEMATHESIS_BODY + _HYPOTHESIS_IMPORTS
+    static += _copied(crud_support) + _copied(metrics_support)
+    return frozenset(name for name, _ in identifiers_of(ast.parse(static))) | _CHAIN_NAMES
 
 
 def render_schemathesis_tests(spec_rel: str, *, max_examples: int, timeout_s: float, derandomize: bool = True) -> str:
     """Return the source of ``test_pilotage_api_schemathesis.py`` (spec path relative to the tests folder)."""
     title = "Property-based API tests from the OpenAPI spec (schemathesis v4 Python API, all checks, stateful)."
-    return _header(title, spec_rel, max_examples, timeout_s, derandomize) + _SCHEMATHESIS_BODY
+    source = _header(title, spec_rel, max_examples, timeout_s, derandomize) + _SCHEMATHESIS_BODY
+    check_python(source, file=f"tests/{SCHEMATHESIS_FILE}", allowed=_vocabulary())
+    return source
 
 
 def _copied(module: Any) -> str:
@@ -523,58 +556,72 @@ def render_crud_tests(
     With ``metrics_path`` also ``test_metrics_contract``, which sends ``GET metrics_path``
     (:func:`~pilotage.testing.metrics_support.plain_get`). The chain logic is :mod:`pilotage.testing.crud_support`'s
     source, and the metrics check :mod:`~pilotage.testing.metrics_support`'s, copied into the file, so the
-    repository's tests do not import Pilotage.
+    repository's tests do not import Pilotage. Spec text is written only as :func:`py_literal` literals; chain
+    names are :func:`python_name` identifiers; the result passes :func:`check_python`.
+
+    Raises:
+        InputError: the source fails the quoting check (a Pilotage bug: names the identifier).
+        ValueError: a chain holds a value that is not JSON data (:func:`write_spec_tests` refuses it first).
     """
     from pilotage.testing import crud_support, metrics_support
 
     support = _copied(crud_support)
     title = "Create → read → update → delete chains inferred from the OpenAPI spec (resource life-cycle oracle)."
-    parts = [_header(title, spec_rel, max_examples, timeout_s, derandomize)]
-    parts.append("from hypothesis import Phase, given\nfrom hypothesis import strategies as st\n")
-    parts.append(support)
-    parts.append(f"\nCHAINS = {pprint.pformat({c.name: asdict(c) for c in chains}, width=110)}\n")
+    parts = [_header(title, spec_rel, max_examples, timeout_s, derandomize), _HYPOTHESIS_IMPORTS, support]
+    parts.append(f"\nCHAINS = {py_literal({c.name: asdict(c) for c in chains}, width=110, sort_dicts=True)}\n")
+    tests: set[str] = set()
     for chain in chains:
-        parts.append(
-            f"\n\n@settings(SETTINGS, phases=[Phase.explicit, Phase.generate])  # no shrinking: bounded time\n"
-            f"@given(data=st.data())\ndef test_crud_{chain.name}(data: st.DataObject) -> None:\n"
-            f'    """{chain.collection}: create, read back, list, search, delete, then 404."""\n'
-            f"    run_chain(data, {chain.name!r})\n"
-        )
+        name = py_literal(chain.name)
+        doc = f"{chain.collection}: create, read back, list, search, delete, then 404."
+        parts.append(_chain_test("crud", chain.name, doc, f"run_chain(data, {name})", tests))
         if chain.updates:
-            parts.append(
-                f"\n\n@settings(SETTINGS, phases=[Phase.explicit, Phase.generate])\n"
-                f"@given(data=st.data())\ndef test_update_{chain.name}(data: st.DataObject) -> None:\n"
-                f'    """{chain.item}: every update is visible on read and in the searches."""\n'
-                f"    run_updates(data, {chain.name!r})\n"
-            )
+            doc = f"{chain.item}: every update is visible on read and in the searches."
+            parts.append(_chain_test("update", chain.name, doc, f"run_updates(data, {name})", tests))
         if chain.delete:
-            parts.append(
-                f"\n\n@settings(SETTINGS, phases=[Phase.explicit, Phase.generate])\n"
-                f"@given(data=st.data())\ndef test_key_reuse_{chain.name}(data: st.DataObject) -> None:\n"
-                f'    """{chain.collection}: a key the service assigns is not handed out again after a delete."""\n'
-                f"    run_key_reuse(data, {chain.name!r})\n"
-            )
+            doc = f"{chain.collection}: a key the service assigns is not handed out again after a delete."
+            parts.append(_chain_test("key_reuse", chain.name, doc, f"run_key_reuse(data, {name})", tests))
         if chain.probes:
-            parts.append(
-                f"\n\ndef test_unknown_keys_{chain.name}() -> None:\n"
-                f'    """{chain.item}: keys at integer boundaries get no server error."""\n'
-                f"    run_unknown_keys({chain.name!r})\n"
-            )
+            doc = f"{chain.item}: keys at integer boundaries get no server error."
+            parts.append(_chain_test("unknown_keys", chain.name, doc, f"run_unknown_keys({name})", tests))
         if chain.page and not chain.parent:
-            parts.append(
-                f"\n\n@settings(SETTINGS, max_examples=1, phases=[Phase.generate])\n"
-                f"@given(data=st.data())\ndef test_paging_{chain.name}(data: st.DataObject) -> None:\n"
-                f'    """{chain.collection}: {chain.page["default"] + 1} resources, then the page sizes."""\n'
-                f"    run_paging(data, {chain.name!r})\n"
-            )
+            doc = f"{chain.collection}: {chain.page['default'] + 1} resources, then the page sizes."
+            parts.append(_chain_test("paging", chain.name, doc, f"run_paging(data, {name})", tests))
     if metrics_path is not None:  # Pilotage's metrics contract, checked with three GET of that path
         parts.append(_copied(metrics_support))
-        parts.append(
-            f"\n\ndef test_metrics_contract() -> None:\n"
-            f'    """GET /metrics counts the requests answered, per status (what the SLO watcher reads)."""\n'
-            f"    run_metrics({metrics_path!r})\n"
-        )
-    return "".join(parts)
+        doc = "GET /metrics counts the requests answered, per status (what the SLO watcher reads)."
+        parts.append(_chain_test("metrics_contract", "", doc, f"run_metrics({py_literal(metrics_path)})", tests))
+    source = "".join(parts)
+    check_python(source, file=f"tests/{CRUD_FILE}", allowed=_vocabulary() | tests)
+    return source
+
+
+#: Decorators of the chain tests by kind ("" for a plain test).
+_DECORATORS = {
+    "crud": "@settings(SETTINGS, phases=[Phase.explicit, Phase.generate])  # no shrinking: bounded time\n",
+    "update": "@settings(SETTINGS, phases=[Phase.explicit, Phase.generate])\n",
+    "key_reuse": "@settings(SETTINGS, phases=[Phase.explicit, Phase.generate])\n",
+    "paging": "@settings(SETTINGS, max_examples=1, phases=[Phase.generate])\n",
+}
+
+
+def _chain_test(kind: str, chain: str, doc: str, call: str, tests: set[str]) -> str:
+    """One test function ``test_<kind>_<chain>`` (``chain`` a :func:`python_name`); adds its name to ``tests``."""
+    function = f"test_{kind}_{chain}" if chain else f"test_{kind}"
+    tests.add(function)
+    decorator = _DECORATORS.get(kind, "")
+    if decorator:
+        head = f"{decorator}@given(data=st.data())\ndef {function}(data: st.DataObject) -> None:\n"
+    else:
+        head = f"def {function}() -> None:\n"
+    return f"\n\n{head}    {py_docstring(doc, 4)}\n    {call}\n"
+
+
+def _read_document(text: str) -> Any:
+    """Decode JSON as JSON (YAML reads U+2028 or NEL inside a JSON string as a line break), anything else as YAML."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return yaml.safe_load(text)
 
 
 def write_spec_tests(
@@ -598,11 +645,12 @@ def write_spec_tests(
         ``{"schemathesis_file": path, "crud_file": path or None, "chains": [CrudChain dicts]}`` (paths as strings).
 
     Raises:
-        InputError: the spec cannot be read as YAML/JSON, or an object in it has the wrong shape (names the file).
+        InputError: the spec cannot be read as YAML/JSON, holds values that are not JSON data (NaN, infinity: names
+            the field), or an object in it has the wrong shape (names the file).
     """
     spec_path, tests_dir = Path(spec_path).resolve(), Path(service_dir).resolve() / "tests"
     try:
-        doc = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+        doc = _read_document(spec_path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         hint = "check the path" if isinstance(exc, OSError) else "fix the spec"
         raise InputError(f"cannot read the OpenAPI file {spec_path}: {exc}", hint=hint, path=spec_path) from exc
@@ -615,6 +663,8 @@ def write_spec_tests(
             hint="fix the spec",
             path=spec_path,
         )
+    doc = to_json_data(doc)  # YAML's 200: keys and dates as JSON has them
+    require_json_data(doc, path=str(spec_path))
     tests_dir.mkdir(parents=True, exist_ok=True)
     spec_rel = os.path.relpath(spec_path, tests_dir)
     st_file = tests_dir / SCHEMATHESIS_FILE
