@@ -26,14 +26,11 @@ from __future__ import annotations
 
 import ast
 import functools
-import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from pilotage.codegen.quoting import (
     check_python,
@@ -44,7 +41,7 @@ from pilotage.codegen.quoting import (
     require_json_data,
 )
 from pilotage.errors import InputError
-from pilotage.spec.load import to_json_data
+from pilotage.spec.load import parse_document, to_json_data
 
 __all__ = [
     "CRUD_FILE",
@@ -616,12 +613,23 @@ def _chain_test(kind: str, chain: str, doc: str, call: str, tests: set[str]) -> 
     return f"\n\n{head}    {py_docstring(doc, 4)}\n    {call}\n"
 
 
-def _read_document(text: str) -> Any:
-    """Decode JSON as JSON (YAML reads U+2028 or NEL inside a JSON string as a line break), anything else as YAML."""
+def _read_document(spec_path: Path) -> Any:
+    """Decode the spec through the one bounded loader (JSON as JSON: YAML reads U+2028 or NEL in a string as a break).
+
+    Raises:
+        InputError: missing, unreadable, over a document limit, or not YAML/JSON (names the file).
+    """
     try:
-        return json.loads(text)
-    except ValueError:
-        return yaml.safe_load(text)
+        text = spec_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        hint = "check the path" if isinstance(exc, OSError) else "fix the spec"
+        raise InputError(f"cannot read the OpenAPI file {spec_path}: {exc}", hint=hint, path=spec_path) from exc
+    if text.lstrip().startswith("{"):
+        try:
+            return parse_document(text, path=spec_path, kind="OpenAPI file", syntax="json")
+        except InputError:
+            pass  # a YAML flow mapping, or broken JSON: YAML's reading (and its error) applies
+    return parse_document(text, path=spec_path, kind="OpenAPI file")
 
 
 def write_spec_tests(
@@ -649,11 +657,7 @@ def write_spec_tests(
             the field), or an object in it has the wrong shape (names the file).
     """
     spec_path, tests_dir = Path(spec_path).resolve(), Path(service_dir).resolve() / "tests"
-    try:
-        doc = _read_document(spec_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        hint = "check the path" if isinstance(exc, OSError) else "fix the spec"
-        raise InputError(f"cannot read the OpenAPI file {spec_path}: {exc}", hint=hint, path=spec_path) from exc
+    doc = _read_document(spec_path)
     if not isinstance(doc, dict):
         raise InputError(f"{spec_path} is not an OpenAPI document (no mapping)", hint="fix the spec", path=spec_path)
     paths = doc.get("paths")
