@@ -67,24 +67,33 @@ def _sql(db: Path, statement: str, *args: object) -> None:
     conn.close()
 
 
+def _insert_garbage(db: Path, event_id: str, event_type: str) -> int:
+    """Write a row whose body is not JSON into the log, as a damaged disk or a foreign writer would; its offset."""
+    _sql(
+        db,
+        "INSERT INTO events(id, type, subject, runid, time, body) VALUES (?, ?, '', '', '', '{garbage')",
+        event_id,
+        event_type,
+    )
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("SELECT offset FROM events WHERE id = ?", (event_id,)).fetchone()[0])
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def test_a_corrupt_row_stops_serve_naming_its_offset(tmp_path: Path) -> None:
     proc = _serve(tmp_path)
     try:
         _wait_serving(tmp_path, proc)
         db = tmp_path / ".pilotage" / "events.db"
-        _sql(
-            db,
-            "INSERT INTO events(id, type, subject, runid, time, body) VALUES (?, ?, '', '', '', '{garbage')",
-            "corrupt-1",
-            "dev.pilotage.flow.started",
-        )
-        with contextlib.closing(sqlite3.connect(db)) as conn:
-            offset = conn.execute("SELECT offset FROM events WHERE id = 'corrupt-1'").fetchone()[0]
+        offset = _insert_garbage(db, "corrupt-1", "dev.pilotage.flow.started")
         code, stderr = _exit_of(tmp_path, proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
     assert code == 5, stderr
     line = one_line_error(stderr)
     assert f"offset {offset}" in line and ".pilotage/events.db" in line
@@ -122,9 +131,7 @@ def test_a_publish_the_log_refuses_stops_serve_naming_the_path(tmp_path: Path, c
         )
         code, stderr = _exit_of(tmp_path, proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
     assert code == 5, stderr
     line = one_line_error(stderr)
     assert ".pilotage/events.db" in line and "disk is full" in line and "publish" in line
@@ -149,19 +156,10 @@ def test_a_corrupt_row_stops_a_worker_naming_its_offset(tmp_path: Path) -> None:
         proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
     try:
         assert proc.stdout is not None and '"ready"' in proc.stdout.readline()
-        _sql(
-            db,
-            "INSERT INTO events(id, type, subject, runid, time, body) VALUES (?, ?, '', '', '', '{garbage')",
-            "corrupt-cfp",
-            f"{EventType.CNET_CFP}.echo",
-        )
-        with contextlib.closing(sqlite3.connect(db)) as conn:
-            offset = conn.execute("SELECT offset FROM events WHERE id = 'corrupt-cfp'").fetchone()[0]
+        offset = _insert_garbage(db, "corrupt-cfp", f"{EventType.CNET_CFP}.echo")
         code = proc.wait(timeout=STOP_LIMIT_S)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
         assert proc.stdout is not None
         proc.stdout.close()
     stderr = (tmp_path / "worker.err").read_text(encoding="utf-8")
