@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pilotage.errors import InputError
@@ -82,3 +84,20 @@ def test_english_rules() -> None:
         "status",
         "class",
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "add a" + " " * 20_000 + "!",  # cubic backtracking of the old single expression: minutes
+        "add a" + " with" * 4_000 + " !",
+        "add " + "a b " * 5_000 + "!",
+        "add x with " + "f:string, " * 5_000 + "g:strin",
+    ],
+)
+def test_long_hostile_requests_are_refused_in_linear_time(text: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(InputError, match="not understood"):
+        parse_request(text)
+    # a bound two orders of magnitude above the measured time (milliseconds), far below the old behaviour
+    assert time.perf_counter() - started < 2.0

@@ -42,12 +42,12 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
 }
 _TYPE_ALIASES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "datetime": "date-time"}
 
-_REQUEST = re.compile(
-    r"^\s*add\s+(?P<name>[a-z][a-z0-9 \-]*?)"
-    r"(?:\s+(?:support|resource|resources|endpoints?))?"
-    r"(?:\s+with\s+(?:fields?\s+)?(?P<fields>.+?))?\s*\.?\s*$",
-    re.IGNORECASE,
-)
+# The request is split step by step on single spaces (whitespace runs collapsed first) rather than by one regular
+# expression with lazy and optional parts: that expression backtracked cubically on a long run of spaces (a 5 KB
+# request held the design agent for minutes; issue #15).
+_NAME = re.compile(r"[a-z][a-z0-9 \-]*", re.IGNORECASE)
+_KIND = re.compile(r" (?:support|resource|resources|endpoints?)$", re.IGNORECASE)
+_WITH = re.compile(r" with (?:fields? )?", re.IGNORECASE)
 _FIELD = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*:\s*(?P<type>[A-Za-z\-]+)\s*(?P<optional>\?)?$")
 
 
@@ -109,7 +109,26 @@ def singularize(word: str) -> str:
 
 
 def _reject(text: str, why: str) -> InputError:
-    return InputError(f"request {text!r} not understood: {why}", hint=f"write it as: {GRAMMAR}", request=text)
+    shown = text if len(text) <= 120 else text[:117] + "..."
+    return InputError(f"request {shown!r} not understood: {why}", hint=f"write it as: {GRAMMAR}", request=shown)
+
+
+def _split_request(text: str) -> tuple[str, str | None] | None:
+    """Return ``(NAME, FIELDS or None)`` of a request, or None when it does not have the grammar's shape.
+
+    Linear in the length of ``text``: whitespace runs become one space, then the text is cut at the first
+    `` with `` (the name is the shortest prefix, as the grammar's lazy reading had it).
+    """
+    words = " ".join(text.split()).removesuffix(".").rstrip()
+    if words[:4].lower() != "add ":
+        return None
+    rest = words[4:]
+    cut = _WITH.search(rest)
+    head, fields = (rest[: cut.start()], rest[cut.end() :].strip() or None) if cut else (rest, None)
+    if cut is not None and fields is None:
+        return None
+    head = _KIND.sub("", head)
+    return (head, fields) if _NAME.fullmatch(head) else None
 
 
 def _parse_fields(text: str, raw: str) -> tuple[dict[str, str], list[str]]:
@@ -151,17 +170,18 @@ def parse_request(text: str) -> ParsedRequest:
     Raises:
         InputError: the text does not follow the grammar; the message shows the grammar.
     """
-    match = _REQUEST.match(text or "")
-    if match is None:
+    split = _split_request(text or "")
+    if split is None:
         raise _reject(text, "it must start with 'add' and name a resource")
-    words = [w for w in re.split(r"[\s\-]+", match["name"].lower()) if w]
+    name, raw_fields = split
+    words = [w for w in re.split(r"[\s\-]+", name.lower()) if w]
     if not words or words in (["support"], ["a"], ["an"], ["the"]):
         raise _reject(text, "no resource name")
     if words[0] in {"a", "an", "the"}:
         words = words[1:]
     words[-1] = singularize(words[-1])
-    if match["fields"] is not None:
-        fields, required = _parse_fields(text, match["fields"])
+    if raw_fields is not None:
+        fields, required = _parse_fields(text, raw_fields)
     else:
         fields, required = {"name": "string"}, ["name"]
     resource = "".join(w[:1].upper() + w[1:] for w in words)
