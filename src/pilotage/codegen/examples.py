@@ -4,14 +4,32 @@
 ``enum``/``default`` when present, otherwise a value built from ``type``, ``format`` and the numeric and length
 bounds (``minimum``, ``maxLength``, ``minItems`` ...). :func:`schema_errors` checks it with
 ``openapi-schema-validator`` (OAS 3.0 or 3.1 dialect), so the generator can prove every canned response valid.
+
+Both run on untrusted documents inside the control plane, so both are bounded (issue #15): an example holds at most
+:data:`MAX_EXAMPLE_SIZE` characters and values (``minLength: 50000000`` took 3.2 GB), and a ``pattern`` may take
+:data:`PATTERN_TIMEOUT_S` on one value (``^(a|aa)+$`` backtracks exponentially, and Python's ``re`` holds the GIL, so
+no timeout or signal could stop it); either limit is an ``InputError`` naming the keyword.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["deref", "example", "ref_name", "schema_errors", "types_of"]
+import regex
+
+from pilotage.errors import InputError
+
+__all__ = ["MAX_EXAMPLE_SIZE", "PATTERN_TIMEOUT_S", "deref", "example", "ref_name", "schema_errors", "types_of"]
+
+#: Characters (of strings) plus values (items, properties) one example may hold.
+MAX_EXAMPLE_SIZE = 100_000
+#: Seconds one ``pattern`` may take on one value (the ``regex`` module's timeout; it may overshoot by about 1 s).
+PATTERN_TIMEOUT_S = 0.5
+_BUDGET: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("example_budget", default=None)
 
 _FORMATS: dict[str, Any] = {
     "date-time": "2024-01-01T00:00:00Z",
@@ -73,15 +91,53 @@ def types_of(doc: dict[str, Any], schema: Any) -> list[str]:
     return found
 
 
-def schema_errors(doc: dict[str, Any], schema: Any, value: Any) -> list[str]:
-    """Validate ``value`` against ``schema`` (refs resolved in ``doc``); return the error messages (≤ 3)."""
-    from openapi_schema_validator import OAS30Validator, OAS31Validator, oas30_format_checker, oas31_format_checker
+def _bounded_pattern(validator: Any, pattern: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    """The ``pattern`` keyword of jsonschema with a time bound (``regex`` instead of ``re``).
 
+    Raises:
+        InputError: the pattern takes longer than :data:`PATTERN_TIMEOUT_S` on ``instance``.
+    """
+    from jsonschema.exceptions import ValidationError
+
+    if not validator.is_type(instance, "string") or not isinstance(pattern, str):
+        return
+    try:
+        found = regex.search(pattern, instance, timeout=PATTERN_TIMEOUT_S)
+    except TimeoutError:
+        raise InputError(
+            f"pattern {pattern[:80]!r} takes over {PATTERN_TIMEOUT_S} s on a value of {len(instance)} characters "
+            "(catastrophic backtracking)",
+            hint="rewrite the pattern without nested or overlapping quantifiers such as (a+)+ or (a|aa)+",
+        ) from None
+    except regex.error:
+        return  # a pattern the regex module cannot read: openapi-spec-validator judged the document already
+    if found is None:
+        yield ValidationError(f"{instance[:80]!r} does not match {pattern[:80]!r}")
+
+
+@functools.cache
+def _validator_classes() -> tuple[Any, Any]:
+    from jsonschema import validators
+    from openapi_schema_validator import OAS30Validator, OAS31Validator
+
+    bounded = {"pattern": _bounded_pattern}
+    return validators.extend(OAS30Validator, bounded), validators.extend(OAS31Validator, bounded)
+
+
+def schema_errors(doc: dict[str, Any], schema: Any, value: Any) -> list[str]:
+    """Validate ``value`` against ``schema`` (refs resolved in ``doc``); return the error messages (≤ 3).
+
+    Raises:
+        InputError: a ``pattern`` takes longer than :data:`PATTERN_TIMEOUT_S` on a value.
+    """
+    from openapi_schema_validator import oas30_format_checker, oas31_format_checker
+
+    oas30, oas31 = _validator_classes()
     root = {"allOf": [schema], "components": doc.get("components", {})}
     if str(doc.get("openapi", "")).startswith("3.1"):
-        validator: Any = OAS31Validator(root, format_checker=oas31_format_checker)
+        validator: Any = oas31(root, format_checker=oas31_format_checker)
     else:
-        validator = OAS30Validator(root, format_checker=oas30_format_checker)
+        validator = oas30(root, format_checker=oas30_format_checker)
     out = []
     for error in validator.iter_errors(value):
         out.append(error.message)
@@ -90,9 +146,27 @@ def schema_errors(doc: dict[str, Any], schema: Any, value: Any) -> list[str]:
     return out
 
 
+def _spend(amount: int, what: str) -> None:
+    """Charge ``amount`` to the example being built.
+
+    Raises:
+        InputError: the example would exceed :data:`MAX_EXAMPLE_SIZE`; names ``what`` (the keyword and value).
+    """
+    budget = _BUDGET.get()
+    if budget is None:
+        return
+    budget[0] -= amount
+    if budget[0] < 0:
+        raise InputError(
+            f"an example of a schema would exceed {MAX_EXAMPLE_SIZE:,} characters and values ({what})",
+            hint="lower minLength/minItems in the document, or give the schema an example",
+        )
+
+
 def _string(schema: dict[str, Any]) -> str:
     text = str(_FORMATS.get(str(schema.get("format", "")), "string"))
     low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
+    _spend(max(low, len(text)), f"minLength {low}")
     if len(text) < low:
         text = text + "x" * (low - len(text))
     if isinstance(high, int) and len(text) > high:
@@ -113,8 +187,14 @@ def _number(schema: dict[str, Any], integer: bool) -> int | float:
         value = min(value, schema["exclusiveMaximum"] - 1)
     step = schema.get("multipleOf")
     if isinstance(step, int | float) and step > 0:
-        value = (int(value // step) or 1) * step
-    return int(value) if integer else float(value)
+        try:
+            value = (int(value // step) or 1) * step
+        except (OverflowError, ValueError):  # 1e300 // 1e-300 is inf: keep the bound; the check reports it
+            pass
+    try:
+        return int(value) if integer else float(value)
+    except (OverflowError, ValueError):
+        return 1 if integer else 1.5
 
 
 def _object(doc: dict[str, Any], schema: dict[str, Any], depth: int, stack: tuple[str, ...], use: bool) -> Any:
@@ -144,7 +224,17 @@ def example(
         depth: nesting depth reached (objects stop adding optional properties at depth 4).
         stack: the component names being expanded (stops recursive schemas).
         use_examples: prefer the schema's own ``example``/``default`` values.
+
+    Raises:
+        InputError: the example would hold more than :data:`MAX_EXAMPLE_SIZE` characters and values.
     """
+    if _BUDGET.get() is None:  # the outermost call: one budget for the whole example
+        token = _BUDGET.set([MAX_EXAMPLE_SIZE])
+        try:
+            return example(doc, schema, depth=depth, stack=stack, use_examples=use_examples)
+        finally:
+            _BUDGET.reset(token)
+    _spend(1, "values")
     name = ref_name(schema)
     if name is not None:
         stack = (*stack, name)
@@ -160,6 +250,7 @@ def example(
         count = max(int(resolved.get("minItems", 0)), 1 if depth < 5 else 0)
         if isinstance(resolved.get("maxItems"), int):
             count = min(count, resolved["maxItems"])
+        _spend(count, f"minItems {count}")
         items = resolved.get("items") or {}
         return [example(doc, items, depth=depth + 1, stack=stack, use_examples=use_examples) for _ in range(count)]
     if kind in ("integer", "number"):
