@@ -102,6 +102,8 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
                 f"approval {d.get('approval_id')} ignored a {str(d.get('rejected_type', '')).rsplit('.', 1)[-1]} "
                 f"claiming to be by {d.get('claimed_by') or '?'}: {d.get('reason')}"
             )
+        if what in ("granted", "denied") and not d.get("signature"):  # issue 15: never shown as a real answer
+            return f"approval {d.get('approval_id')} unsigned answer '{what}'{who} (ignored: not the operator's)"
         return f"approval {d.get('approval_id')} {what}{who}: {d.get('action')} {asks}".rstrip()
     if t == EventType.POLICY_EVALUATED:
         verdict = "allow" if d.get("allow") else "DENY " + "; ".join(d.get("reasons", []))
