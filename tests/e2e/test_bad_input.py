@@ -297,3 +297,10 @@ def test_numeric_settings_out_of_range_are_config_errors(tmp_path: Path, toml: s
     assert result.code == 3
     line = one_line_error(result.stderr)
     assert f"setting {setting!r}" in line and "pilotage.toml" in line
+
+
+def test_a_usage_error_of_a_sub_command_names_its_whole_path(tmp_path: Path) -> None:
+    # from a user trial: `events tail -n abc` pointed at `pilotage tail --help`, a command that does not exist
+    result = run_cli(tmp_path, "events", "tail", "-n", "abc", timeout_s=60)
+    assert result.code == 2
+    assert "(fix: see `pilotage events tail --help`)" in one_line_error(result.stderr)

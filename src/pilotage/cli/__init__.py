@@ -130,7 +130,11 @@ def main() -> None:
             sys.exit(result)
     except _usage_errors() as exc:
         ctx = getattr(exc, "ctx", None)
-        command = f" {ctx.info_name}" if ctx is not None and ctx.parent is not None else ""
+        names: list[str] = []  # the sub-command path without the program's own name: "events tail"
+        while ctx is not None and ctx.parent is not None:
+            names.insert(0, ctx.info_name)
+            ctx = ctx.parent
+        command = "".join(f" {name}" for name in names)
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         if message.strip():  # empty for "no arguments: help was shown"
             print_error(f"{message} (fix: see `pilotage{command} --help`)")
