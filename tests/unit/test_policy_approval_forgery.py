@@ -302,3 +302,25 @@ def test_the_timeline_never_shows_an_unsigned_answer_as_a_grant() -> None:
         runid="run-1",
     )
     assert summarize(signed) == "approval apr-1 granted by alice: deploy"
+
+
+def test_the_first_use_says_where_the_key_is_and_a_folder_is_not_taken_for_a_key(
+    tmp_path: Path, _operator_config_home: Path
+) -> None:
+    # from a user trial: the key was created silently, `policy pending` with another key said only "no approval
+    # pending", and a key path that is a folder got the hint "remove <folder>"
+    from tests.e2e.conftest import run_cli
+
+    key = _operator_config_home / "pilotage" / "approval.key"
+    first = run_cli(tmp_path, "policy", "pending", timeout_s=60)
+    assert first.code == 0 and f"created the operator's approval key {key} (mode 0600)" in first.stderr
+    assert f"at {key})" in first.stdout and "no approval pending (signed with key " in first.stdout
+    again = run_cli(tmp_path, "policy", "pending", timeout_s=60)
+    assert again.code == 0 and "created" not in again.stderr
+
+    from pilotage.errors import ConfigError
+    from pilotage.policy.approval_key import load_key
+
+    with pytest.raises(ConfigError, match="is a folder, not a file") as caught:
+        load_key(tmp_path)
+    assert "remove" not in caught.value.one_line() and str(tmp_path / "approval.key") in caught.value.one_line()

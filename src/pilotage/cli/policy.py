@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -98,15 +100,26 @@ def _print_report(doc: dict[str, Any]) -> None:
     console.print(f"merge: {verdict}")
 
 
+def _operator_key(settings: Any) -> bytes:
+    """Load the operator's approval key, saying on stderr when this call created it (first use)."""
+    from pilotage.policy.approval_key import key_path, load_key
+
+    path = key_path(settings)
+    existed = os.path.lexists(path)
+    key = load_key(path)
+    if not existed:
+        sys.stderr.write(f"created the operator's approval key {path} (mode 0600): approvals are signed with it\n")
+    return key
+
+
 @policy_app.command("pending")
 def policy_pending(json_mode: JsonOpt = False) -> None:
     """List the actions waiting for a person's approval (answer with pilotage approve/deny ID)."""
     from pilotage.app import open_bus
     from pilotage.policy.approval import pending_approvals
-    from pilotage.policy.approval_key import key_path, load_key
 
     settings = cli_settings()
-    key = load_key(key_path(settings))
+    key = _operator_key(settings)
 
     async def go() -> list[dict[str, Any]]:
         async with open_bus(settings) as bus:
@@ -117,7 +130,9 @@ def policy_pending(json_mode: JsonOpt = False) -> None:
         console.print_json(json.dumps(waiting))
         return
     if not waiting:
-        console.print("no approval pending")
+        from pilotage.policy.approval_key import key_id, key_path
+
+        console.print(f"no approval pending (signed with key {key_id(key)} at {key_path(settings)})")
     for item in waiting:
         console.print(
             f"{item['approval_id']}  {item['action']} by {item['agent']} in run {item['run_id']} "
@@ -133,10 +148,9 @@ _ID = Annotated[str, typer.Argument(help="The approval id (apr-…), from pilota
 def _answer(ident: str, granted: bool, by: str | None, reason: str, json_mode: bool) -> None:
     from pilotage.app import open_bus
     from pilotage.policy.approval import answer
-    from pilotage.policy.approval_key import key_path, load_key
 
     settings = cli_settings()
-    key = load_key(key_path(settings))
+    key = _operator_key(settings)
 
     async def go() -> CloudEvent:
         async with open_bus(settings) as bus:

@@ -84,6 +84,12 @@ def _check_file(path: Path) -> None:
         ConfigError: names the file and the fix.
     """
     info = path.lstat()
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(
+            f"approval key {path} is a folder, not a file",
+            hint=f"point approval_key_file (PILOTAGE_APPROVAL_KEY_FILE) at a file, e.g. {path / 'approval.key'}",
+            path=path,
+        )
     if not stat.S_ISREG(info.st_mode):
         raise ConfigError(f"approval key {path} is not a regular file", hint=f"remove {path}; it is created again")
     if info.st_uid != os.getuid():
