@@ -42,7 +42,7 @@ def plain_get(doc: Any) -> str | None:
     so is a path item or operation whose shape is not OpenAPI's (``parameters`` not a list, a non-mapping operation).
     """
     from pilotage.codegen.plan import RESERVED_PATHS  # the health and metrics endpoints
-    from pilotage.testing.spec_tests import _resolve
+    from pilotage.testing.crud_chains import _resolve
 
     paths = doc.get("paths") if isinstance(doc, dict) else None
     for path, item in (paths if isinstance(paths, dict) else {}).items():
