@@ -304,3 +304,5 @@ def test_a_usage_error_of_a_sub_command_names_its_whole_path(tmp_path: Path) -> 
     result = run_cli(tmp_path, "events", "tail", "-n", "abc", timeout_s=60)
     assert result.code == 2
     assert "(fix: see `pilotage events tail --help`)" in one_line_error(result.stderr)
+    negative = run_cli(tmp_path, "events", "tail", "-n", "-3", timeout_s=60)  # printed nothing, exit 0
+    assert negative.code == 2 and "greater than or equal to 1" in one_line_error(negative.stderr)

@@ -45,7 +45,7 @@ def _event_log_exists(settings: Settings) -> None:
 
 @events_app.command("tail")
 def events_tail(
-    n: Annotated[int, typer.Option("-n", help="How many of the newest events to show.")] = 20,
+    n: Annotated[int, typer.Option("-n", min=1, help="How many of the newest events to show (≥ 1).")] = 20,
     type_pattern: Annotated[str, typer.Option("--type", help="Event-type glob, e.g. 'dev.pilotage.deploy.*'.")] = "*",
     run_id: Annotated[str | None, typer.Option("--run", help="Only events of this run id.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events (Ctrl-C stops).")] = False,
