@@ -151,13 +151,14 @@ def coerce_event(event: CloudEvent | Mapping[str, Any] | str | bytes) -> CloudEv
         parsed = CloudEvent.from_dict(dict(event))
     else:
         raise InputError(f"cannot publish a {type(event).__name__}", hint="publish a CloudEvent or CloudEvents JSON")
-    parsed.to_json()  # serialisability and size, before anything is written
-    return _masked(parsed)
+    text = parsed.to_json()  # serialisability and size, before anything is written
+    return _masked(parsed, text)
 
 
-def _masked(event: CloudEvent) -> CloudEvent:
+def _masked(event: CloudEvent, text: str) -> CloudEvent:
+    """Return ``event`` with secrets masked in ``data`` and ``subject`` (``text``: its JSON, searched once)."""
     secrets = masker()
-    if not secrets.contains_secret([event.subject, event.data]):
+    if not secrets.contains_secret(text):
         return event
     return event.model_copy(update={"data": secrets.mask(event.data), "subject": secrets.mask(event.subject)})
 
