@@ -59,11 +59,13 @@ async def backends(settings: Settings) -> AsyncIterator[AgentContext]:
     bus = open_bus(settings)
     graph = open_graph(settings)
     runtime = open_runtime(settings)
+    ctx = AgentContext(bus=bus, graph=graph, policy=policy, runtime=runtime, settings=settings)
     try:
         await bus.open()
-        yield AgentContext(bus=bus, graph=graph, policy=policy, runtime=runtime, settings=settings)
+        yield ctx
     finally:
         try:
+            await close_rollouts(ctx)
             await runtime.close()
         finally:
             graph.close()
@@ -71,8 +73,17 @@ async def backends(settings: Settings) -> AsyncIterator[AgentContext]:
             await bus.close()
 
 
+async def close_rollouts(ctx: AgentContext) -> None:
+    """Stop what the rollout controller runs beside the runtime (the OFREP flag server), if it was started."""
+    from pilotage.rollout.controller import RolloutController
+
+    controller = ctx.extras.get("rollout_controller")
+    if isinstance(controller, RolloutController):
+        await controller.close()
+
+
 def all_agents(ctx: AgentContext) -> list[Agent]:
-    """Instantiate the eight lifecycle agents (plus learning) on ``ctx``."""
+    """Instantiate the lifecycle agents (plus rollout, learning and coordination) on ``ctx``."""
     from pilotage.agents.codegen import CodegenAgent
     from pilotage.agents.cost import CostAgent
     from pilotage.agents.deployment import DeploymentAgent
@@ -81,6 +92,7 @@ def all_agents(ctx: AgentContext) -> list[Agent]:
     from pilotage.agents.learning import LearningAgent
     from pilotage.agents.performance import PerformanceAgent
     from pilotage.agents.reliability import ReliabilityAgent
+    from pilotage.agents.rollout import RolloutAgent
     from pilotage.agents.testing import TestingAgent
     from pilotage.coordination.allocate import CoordinationAgent  # issue 8: records awards/auctions (replay)
 
@@ -92,6 +104,7 @@ def all_agents(ctx: AgentContext) -> list[Agent]:
         PerformanceAgent,
         DeploymentAgent,
         ReliabilityAgent,
+        RolloutAgent,
         CostAgent,
         LearningAgent,
         CoordinationAgent,

@@ -164,6 +164,7 @@ class CodegenAgent(Agent):
                 "files_changed": stats.files,
                 "lines_added": stats.lines_added,
                 "lines_removed": stats.lines_removed,
+                "base_lines": stats.base_lines,
                 "dependencies": dependencies,
                 "new_dependencies": new_dependencies,
                 "warnings": warnings,

@@ -1,36 +1,31 @@
-"""The reliability agent: observe each rollout step and the post-promotion watch, roll back a bad canary at once.
+"""The reliability agent: judge each rollout step and the post-promotion watch, fast enough to roll back at once.
 
 Terminology follows the Google SRE Workbook (2018): chapter 2 "Implementing SLOs" (SLIs and objectives, here the
 service's ``slo.yaml``, :mod:`pilotage.observe.slo`), chapter 5 "Alerting on SLOs" (multiwindow, multi-burn-rate
 alerts) and chapter 16 "Canarying Releases" (canary vs control population over the same window).
 
-Perceive (on ``deploy.step``): the service's SLO (:func:`find_slo`: ``slo.yaml`` in the change's ``head_dir``,
-else beside the run's spec, else the documented default) and samples of both versions from
-``settings.metrics_source_url`` (``scrape:`` each version's ``/metrics``, or ``prometheus://host:9090`` through
-PromQL), taken every ``rollout_poll_s`` by
-:func:`pilotage.rollout.observation.observe` for ``analysis_window_s`` seconds — or ``post_promotion_watch_s``
-for the 100 % step, the **post-promotion watch**, where only the burn rates and the binomial test against the SLO
-run (the baseline gets no traffic). Every poll is assessed; the **first Fail ends the step at once** (fast
-rollback: nothing waits for the end of the pause); an Inconclusive step keeps sampling up to
-``rollout_inconclusive_grace_s`` more. The proxy's per-version counters are recorded beside the samples and stand
-in for a version whose ``/metrics`` cannot be read (a crashed canary shows as 502s at the proxy); a canary whose
-process exited fails without waiting for metrics.
+Perceive (on ``deploy.step``): the rollout's state from the log (:func:`pilotage.rollout.state.load_state`), the
+service's SLO (:func:`find_slo`: ``slo.yaml`` in the new version's folder, else beside the run's spec, else the
+documented default) and samples of the two **populations** the step compares (:func:`populations`): the new
+version's instance against the previous version's (canary, blue-green), or flag-on against flag-off requests of
+the same instance (feature-flag, the ``flag`` label of its metrics). Samples come from
+``settings.metrics_source_url`` (``scrape:`` each instance's ``/metrics``, or ``prometheus://host:9090`` through
+PromQL) every ``rollout_poll_s`` (:func:`pilotage.rollout.observation.observe`) for ``analysis_window_s`` — or
+``post_promotion_watch_s`` for the 100 % step, the **post-promotion watch**, where only the burn rates and the
+binomial test against the SLO run. Every poll is assessed; the **first Fail ends the step at once**; an
+Inconclusive step keeps sampling up to ``rollout_inconclusive_grace_s`` more. The route's per-version counters
+stand in for a version whose ``/metrics`` cannot be read; a new version whose process exited fails at once. A
+blue-green **preview** step (green at its own address, 0 % of users) first smoke-checks every traffic path there.
 
 Reason (``slo.assessment``, pure): :func:`assessment_reasoning` recomputes the assessment from the recorded sample
 series, so ``pilotage events replay`` reproduces it. Logs written before issue #3 hold ``slo.judgement`` decisions
 (:func:`judge`, the threshold rule alone); they still replay.
 
-Act: emit ``slo.evaluated`` always. On ``rollback``: ``slo.breach``, ``authorize("rollback")`` (recorded, never
-blocking: a rollback is the safe direction, so an engine error or a deny only annotates the verdict, see
-:mod:`pilotage.policy.base`), baseline — or, during the watch, the hot standby (the previous version the
-deployment agent keeps running) — to 100 %, canary stopped, traffic stopped, an incident record
-(:func:`pilotage.rollout.incident.write_incident`: ``<artifacts>/incidents/<incident_id>.md`` and, with
-``settings.incident_repository``, a GitHub-issue JSON payload beside it), ``incident.opened`` and
-``deploy.rolled_back``. On ``pause`` (``rollout_on_inconclusive =
-"pause"``): ``deploy.paused``; the route stays at the step's weight for a human.
+Act: ``slo.breach`` on a measured breach, and ``slo.evaluated`` always (action ``continue``, ``rollback`` or
+``pause``, with the assessment). The agent judges only: the rollout agent and its controller
+(:mod:`pilotage.agents.rollout`, :mod:`pilotage.rollout.controller`) act on the verdict.
 
-Learn: ``MetricSample`` nodes per version per step (``Deployment -MEASURED-> MetricSample``), an ``Incident`` node
-(``Deployment -CAUSED-> Incident``) and the deployment's ``outcome``.
+Learn: ``MetricSample`` nodes per population per step (``Deployment -MEASURED-> MetricSample``).
 """
 
 from __future__ import annotations
@@ -39,18 +34,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pilotage.agent import Agent, Decision, Reasoning
-from pilotage.agents.deployment import find_event, rollout_info
+import httpx
+
+from pilotage.agent import Agent, Reasoning
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.observe.judge import JudgeConfig, Outcome, compare_error_counts
 from pilotage.observe.prometheus import Sample, delta, open_source
 from pilotage.observe.slo import SLOSpec, default_slo, load_slo
-from pilotage.rollout.incident import write_incident
-from pilotage.rollout.observation import AnalysisSettings, assess_recorded, observe, recorded_inputs
-from pilotage.runtime.local import route_registry
-from pilotage.runtime.proxy import RouteStats
-from pilotage.runtime.traffic import stop_traffic
+from pilotage.rollout.observation import AnalysisSettings, Population, assess_recorded, observe, recorded_inputs
+from pilotage.rollout.state import RolloutState, load_state
+from pilotage.runtime.base import Instance, RouteStats
 
 __all__ = ["ReliabilityAgent", "assessment_reasoning", "find_slo", "judge"]
 
@@ -132,6 +126,9 @@ def assessment_reasoning(inputs: dict[str, Any]) -> Reasoning:
       stopped exposing metrics) → ``on_inconclusive``: **rollback** (default, fail closed) or **pause** — never
       continue;
     * **Pass** → **continue**.
+
+    A blue-green preview step also records ``smoke`` ([{path, status}], status 0 = no answer): any 5xx or missing
+    answer rolls back before the switch.
     """
     found = assess_recorded(inputs, version=str(inputs.get("canary_version", "canary")))
     threshold = judge({k: inputs[k] for k in ("canary", "baseline", "slo_error_rate", "min_requests")})
@@ -139,6 +136,12 @@ def assessment_reasoning(inputs: dict[str, Any]) -> Reasoning:
     rule = "rollback on Fail (burn rate or canary judge) or 5xx rate > SLO threshold; Inconclusive → " + str(
         inputs["on_inconclusive"]
     )
+    smoke_failed = [s for s in inputs.get("smoke") or [] if not 200 <= int(s["status"]) < 500]
+    if smoke_failed:  # issue 16: blue-green's preview smoke checks (recorded only for a preview step)
+        rule += "; preview smoke check not answered or 5xx → rollback"
+        failed = ", ".join(f"GET {s['path']} → {s['status'] or 'no answer'}" for s in smoke_failed)
+        score["cause"] = "breach"
+        return Reasoning("rollback", rule, score, f"preview smoke check failed: {failed}")
     if found.outcome is Outcome.FAIL or threshold.action == "rollback":
         action, score["cause"] = "rollback", "breach"
         why = found.summary() if found.outcome is Outcome.FAIL else threshold.rationale
@@ -165,8 +168,10 @@ def find_slo(service: str, head_dir: str | None, spec_path: str) -> SLOSpec:
     return default_slo(service)
 
 
-def _proxy_window(before: RouteStats | None, after: RouteStats | None, version: str) -> dict[str, int]:
-    if before is None or after is None or version not in after.versions:
+def _proxy_window(
+    before: RouteStats | None, after: RouteStats | None, version: str, by_flag: bool = False
+) -> dict[str, int]:
+    if by_flag or before is None or after is None or version not in after.versions:
         return {"requests": 0, "errors": 0}
     old = before.versions.get(version)
     new = after.versions[version]
@@ -195,8 +200,43 @@ def _window(series: list[Sample], via_proxy: dict[str, int], version: str, elaps
     }
 
 
+async def smoke_check(base_url: str, paths: list[str], *, timeout_s: float = 2.0) -> list[dict[str, Any]]:
+    """GET each of ``paths`` once at ``base_url`` (a blue-green preview address); return [{path, status}].
+
+    ``status`` 0 means no HTTP answer (connection refused, timeout). Never raises for the service's behaviour.
+    """
+    results = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s) as client:
+        for path in paths:
+            try:
+                status = (await client.get(path)).status_code
+            except httpx.HTTPError:
+                status = 0
+            results.append({"path": path, "status": status})
+    return results
+
+
+def populations(state: RolloutState, backends: dict[str, Instance], phase: str) -> tuple[Population, Population | None]:
+    """Return the (new, control) populations a step compares; control is None during the watch.
+
+    canary / blue-green: the new version's instance against the previous version's. feature-flag: flag-on
+    requests against flag-off requests of the same instance (the ``flag`` label of the service's metrics).
+
+    Raises:
+        InputError: an instance of the rollout is missing from its route.
+    """
+    base_v, head_v = state.plan["baseline"]["version"], state.plan["canary"]["version"]
+    head, base = backends.get(head_v), backends.get(base_v)
+    if head is None or (base is None and phase != "watch" and state.strategy != "feature-flag"):
+        raise InputError(f"route {state.deployment_id} lost an instance", hint="the rollout was stopped; start again")
+    if state.strategy == "feature-flag":
+        control = Population(head, {"flag": "off"}) if phase != "watch" else None
+        return Population(head, {"flag": "on"}), control
+    return Population(head), (Population(base) if phase != "watch" and base is not None else None)
+
+
 class ReliabilityAgent(Agent):
-    """Watches every rollout step (and the post-promotion watch), judges it and rolls back a bad canary."""
+    """Judges every rollout step (and the post-promotion watch); the rollout controller acts on the verdict."""
 
     name: ClassVar[str] = "reliability"
     subscribes: ClassVar[tuple[str, ...]] = (EventType.DEPLOY_STEP,)
@@ -210,141 +250,114 @@ class ReliabilityAgent(Agent):
         return super().reason(kind, inputs)
 
     async def on_event(self, event: CloudEvent) -> None:
-        """Observe one ``deploy.step``, decide, emit ``slo.evaluated``; roll back or pause when the decision says so."""
-        deployment_id = event.data["deployment_id"]
+        """Observe one ``deploy.step``, decide, emit ``slo.evaluated`` (and ``slo.breach`` on a measured breach)."""
+        deployment_id = str(event.data["deployment_id"])
         step, weight = int(event.data["step"]), int(event.data["weight"])
-        info = await rollout_info(self.ctx.bus, event.runid, deployment_id)  # crash safety: newest instances
-        if info is None:
-            raise InputError(f"no deploy.started for deployment {deployment_id}", hint="start the rollout again")
-        bus = self.ctx.bus
-        judged = await find_event(bus, EventType.SLO_EVALUATED, event.runid, deployment_id=deployment_id, step=step)
-        if judged is not None:
-            await self._finish_interrupted_rollback(event, info, judged)  # crash safety (issue #7)
+        state = await load_state(self.log, event.runid, deployment_id)
+        if step in state.judged or state.concluded:
             return  # redelivered: this step was judged already
-        phase = "watch" if weight >= 100 else "step"
+        phase = str(event.data.get("phase") or ("watch" if weight >= 100 else "step"))
         inputs = {
             "deployment_id": deployment_id,
+            "strategy": state.strategy,
             "step": step,
             "weight": weight,
             "phase": phase,
-            **await self._observe(event, info, phase),
+            **await self._observe(event, state, phase),
             "slo_error_rate": self.ctx.settings.slo_error_rate,
             "on_inconclusive": self.ctx.settings.rollout_on_inconclusive,
         }
         decision = await self.decide("slo.assessment", inputs, cause=event)
         measured = {"canary": inputs["canary"], "baseline": inputs["baseline"], "window_s": inputs["window_s"]}
-        self._record_samples(deployment_id, step, weight, info, measured)
+        self._record_samples(state, step, weight, measured)
+        assessment = decision.score["assessment"]
+        breach = decision.action == "rollback" and decision.score.get("cause") == "breach"
+        if breach:
+            await self.emit(
+                EventType.SLO_BREACH,
+                {
+                    "deployment_id": deployment_id,
+                    "step": step,
+                    "canary": inputs["canary"],
+                    "slo_error_rate": inputs["slo_error_rate"],
+                },
+                cause=event,
+            )
         await self.emit(
             EventType.SLO_EVALUATED,
             {
-                **{k: inputs[k] for k in ("deployment_id", "step", "weight", "phase", "canary", "baseline")},
-                "slo_error_rate": inputs["slo_error_rate"],
+                **{k: inputs[k] for k in ("deployment_id", "strategy", "step", "weight", "phase")},
+                **{k: inputs[k] for k in ("canary", "baseline", "slo_error_rate", "window_s")},
                 "healthy": decision.action == "continue",
                 "action": decision.action,
-                "outcome": decision.score["assessment"]["outcome"],
-                "reasons": decision.score["assessment"]["reasons"],
+                "cause": decision.score.get("cause", ""),
+                "outcome": assessment["outcome"],
+                "reasons": assessment["reasons"],
+                "assessment": assessment,
+                "rule": decision.rule,
+                "rationale": decision.rationale,
                 "decision_id": decision.id,
-                "window_s": inputs["window_s"],
             },
             cause=event,
         )
-        if decision.action == "rollback":
-            await self._roll_back(event, info, step, weight, measured, decision)
-        elif decision.action == "pause":
-            await self.emit(
-                EventType.DEPLOY_PAUSED,
-                {"deployment_id": deployment_id, "step": step, "weight": weight, "reason": decision.rationale},
-                cause=event,
-            )
 
-    async def _observe(self, event: CloudEvent, info: dict[str, Any], phase: str) -> dict[str, Any]:
-        """Poll both versions through the configured metric source; return the decision inputs it recorded."""
-        settings, registry = self.ctx.settings, route_registry(self.ctx.runtime)
-        deployment_id = info["deployment_id"]
-        route = registry.get_route(deployment_id)
+    async def _observe(self, event: CloudEvent, state: RolloutState, phase: str) -> dict[str, Any]:
+        """Poll both populations through the configured metric source; return the decision inputs it recorded."""
+        settings, runtime = self.ctx.settings, self.ctx.runtime
+        route = runtime.get_route(state.deployment_id)
         if route is None:
-            raise InputError(f"route {deployment_id} is closed", hint="the rollout was stopped; start it again")
-        base_v, canary_v = info["baseline"]["version"], info["canary"]["version"]
+            raise InputError(f"route {state.deployment_id} is closed", hint="the rollout was stopped; start it again")
+        new, control = populations(state, route.backends, phase)
+        smoke = await smoke_check(state.preview_url, list(state.plan["traffic_paths"])) if phase == "preview" else None
         run = await self.run_spec(event)
-        code = await self.latest(event.runid, EventType.CODE_GENERATED)
-        slo = find_slo(run.service, code.data.get("head_dir") if code is not None else None, run.spec_path)
+        slo = find_slo(run.service, state.plan["canary"]["path"], run.spec_path)
         analysis = AnalysisSettings(
             JudgeConfig(alpha=settings.judge_alpha, latency_tolerance=settings.judge_latency_tolerance),
             settings.burn_rate_time_scale,
             settings.min_requests_per_step,
         )
         source = open_source(settings.metrics_source_url)
-        before = registry.route_stats(deployment_id)
+        before = runtime.route_stats(state.deployment_id)
         try:
             seen = await observe(
                 source,
                 slo,
-                route.backends[canary_v],
-                route.backends[base_v] if phase == "step" else None,
-                duration_s=settings.analysis_window_s if phase == "step" else settings.post_promotion_watch_s,
+                new,
+                control,
+                duration_s=settings.analysis_window_s if phase != "watch" else settings.post_promotion_watch_s,
                 poll_s=settings.rollout_poll_s,
                 grace_s=settings.rollout_inconclusive_grace_s,
                 settings=analysis,
-                alive=registry.is_running,
+                alive=runtime.is_running,
             )
         finally:
             await source.aclose()
-        after = registry.route_stats(deployment_id) if registry.get_route(deployment_id) else None
+        after = runtime.route_stats(state.deployment_id) if runtime.get_route(state.deployment_id) else None
+        base_v, head_v = state.plan["baseline"]["version"], state.plan["canary"]["version"]
+        by_flag = state.strategy == "feature-flag"  # the proxy cannot tell flag-on from flag-off requests
         return {
             **recorded_inputs(seen, slo, analysis),
-            "canary_version": canary_v,
-            "canary": _window(seen.canary, _proxy_window(before, after, canary_v), canary_v, seen.elapsed_s),
-            "baseline": _window(seen.baseline, _proxy_window(before, after, base_v), base_v, seen.elapsed_s),
+            "canary_version": head_v,
+            "canary": _window(seen.canary, _proxy_window(before, after, head_v, by_flag), head_v, seen.elapsed_s),
+            "baseline": _window(seen.baseline, _proxy_window(before, after, base_v, by_flag), base_v, seen.elapsed_s),
             "window_s": round(seen.elapsed_s, 3),
+            **({"smoke": smoke} if smoke is not None else {}),
         }
 
-    async def _finish_interrupted_rollback(self, event: CloudEvent, info: dict[str, Any], judged: CloudEvent) -> None:
-        """Crash safety (issue #7): finish a rollback the log decided but a crash interrupted.
-
-        The step was judged unhealthy (``slo.evaluated``) but no ``deploy.rolled_back`` followed: roll back now
-        with the recorded measurements and the recorded decision, not with a new judgement. Events the first
-        attempt already published keep their ids (deterministic), so they are not duplicated.
-        """
-        data = judged.data
-        deployment_id = info["deployment_id"]
-        if data.get("healthy") or data.get("action") == "pause":
-            return
-        if await find_event(self.ctx.bus, EventType.DEPLOY_ROLLED_BACK, event.runid, deployment_id=deployment_id):
-            return
-        recorded = await self._recorded_decision(data.get("decision_id", ""))
-        if recorded is None:
-            raise InputError(f"decision {data.get('decision_id')} of {deployment_id} is not in the log", hint="replay")
-        measured = {"canary": data["canary"], "baseline": data["baseline"], "window_s": data.get("window_s", 0.0)}
-        await self._roll_back(event, info, int(data["step"]), int(data["weight"]), measured, recorded)
-
-    async def _recorded_decision(self, decision_id: str) -> Decision | None:
-        offset = 1
-        while True:
-            batch = await self.ctx.bus.read(offset, 1000, pattern=EventType.DECISION)
-            if not batch:
-                return None
-            for record in batch:
-                if record.event.id == decision_id:
-                    fields = Decision.__dataclass_fields__
-                    return Decision(**{k: v for k, v in record.event.data.items() if k in fields})
-            offset = batch[-1].offset + 1
-
-    def _record_samples(
-        self, deployment_id: str, step: int, weight: int, info: dict[str, Any], measured: dict[str, Any]
-    ) -> None:
+    def _record_samples(self, state: RolloutState, step: int, weight: int, measured: dict[str, Any]) -> None:
         graph = self.ctx.graph
-        dep = graph.upsert_node("Deployment", deployment_id, {})
+        dep = graph.upsert_node("Deployment", state.deployment_id, {})
         for role in ("baseline", "canary"):
             sample = measured[role]
             node = graph.upsert_node(
                 "MetricSample",
-                f"{deployment_id}/{step}/{role}",
+                f"{state.deployment_id}/{step}/{role}",
                 {
-                    "deployment_id": deployment_id,
+                    "deployment_id": state.deployment_id,
                     "step": step,
                     "weight": weight if role == "canary" else 100 - weight,
                     "role": role,
-                    "version": info[role]["version"],
+                    "version": state.plan[role]["version"],
                     "requests": sample["requests"],
                     "errors": sample["errors"],
                     "error_rate": sample["error_rate"],
@@ -354,143 +367,3 @@ class ReliabilityAgent(Agent):
                 },
             )
             graph.upsert_edge(dep.id, "MEASURED", node.id)
-
-    async def _switch_back(self, deployment_id: str, base_version: str, head_version: str) -> list[str]:
-        """Baseline (or the hot standby) to 100 % first, then stop the canary; return the canary's log tail."""
-        registry = route_registry(self.ctx.runtime)
-        route = registry.get_route(deployment_id)
-        if route is None:
-            return []
-        await self.ctx.runtime.set_weights(route, {base_version: 100, head_version: 0})
-        canary = route.backends.get(head_version)
-        if canary is None:
-            return []
-        log_tail = _log_tail(canary.log_path)
-        await self.ctx.runtime.stop(canary)
-        return log_tail
-
-    async def _roll_back(
-        self,
-        event: CloudEvent,
-        info: dict[str, Any],
-        step: int,
-        weight: int,
-        measured: dict[str, Any],
-        decision: Decision,
-    ) -> None:
-        run = await self.run_spec(event)
-        deployment_id = info["deployment_id"]
-        slo = self.ctx.settings.slo_error_rate
-        phase = "watch" if weight >= 100 else "step"
-        missing = decision.score.get("cause") == "evidence_missing"
-        if not missing:  # a breach is measured; missing evidence is not a breach (still rolled back)
-            await self.emit(
-                EventType.SLO_BREACH,
-                {"deployment_id": deployment_id, "step": step, "canary": measured["canary"], "slo_error_rate": slo},
-                cause=event,
-            )
-        verdict = await self.authorize(
-            "rollback",
-            {
-                "service": run.service,
-                "deployment_id": deployment_id,
-                "version": info["baseline"]["version"],
-                "reason": decision.rationale,
-                "strategy": info["strategy"],
-                "step": step,
-                "canary": measured["canary"],
-                "slo_error_rate": slo,
-                "decision_id": decision.id,
-            },
-            cause=event,
-        )
-        base_version, head_version = info["baseline"]["version"], info["canary"]["version"]
-        log_tail = await self._switch_back(deployment_id, base_version, head_version)
-        traffic = await stop_traffic(deployment_id)
-        incident_id = f"INC-{event.id[:8]}"
-        canary_m = measured["canary"]
-        where = f"{'post-promotion watch' if phase == 'watch' else 'step'} {step} ({weight}% traffic)"
-        if missing:
-            summary = (
-                f"canary {head_version} of {run.service} could not be judged at {where}, evidence missing: "
-                f"{decision.rationale}; rolled back to {base_version} (fail closed)"
-            )
-        else:
-            summary = (
-                f"canary {head_version} of {run.service} failed {canary_m['errors']} of {canary_m['requests']} "
-                f"requests ({canary_m['error_rate']:.1%}) at {where}: {decision.rationale}; "
-                f"rolled back to {base_version}"
-            )
-        assessment = decision.score.get("assessment", {})
-        evidence = {
-            **assessment,
-            "service": run.service,
-            "deployment_id": deployment_id,
-            "phase": phase,
-            "step": step,
-            "weight": weight,
-            "canary": canary_m,
-            "baseline": measured["baseline"],
-            "populations": [{"role": r, **measured[r]} for r in ("canary", "baseline")],
-            "slo_error_rate": slo,
-            "window_s": measured["window_s"],
-            "decision_id": decision.id,
-            "rule": decision.rule,
-            "traffic": traffic.to_dict() if traffic is not None else None,
-        }
-        actions = [
-            f"traffic weights set to {'standby' if phase == 'watch' else 'baseline'} {base_version} 100% / "
-            f"canary {head_version} 0%",
-            f"canary {head_version} (pid {info['canary'].get('pid')}) stopped",
-            "synthetic traffic stopped",
-            f"decision `{decision.id}`: {decision.action} — {decision.rule}",
-            f"policy verdict: allow={verdict.allow} engine={verdict.engine}"
-            + (f" — {verdict.override}: {'; '.join(verdict.reasons)}" if verdict.override else ""),
-        ]
-        files = write_incident(
-            run.artifacts_path / "incidents",
-            incident_id,
-            summary,
-            {**evidence, "log_tail": log_tail},
-            actions,
-            repository=self.ctx.settings.incident_repository,
-        )
-        graph = self.ctx.graph
-        dep = graph.upsert_node("Deployment", deployment_id, {"outcome": "rolled_back"})
-        incident = graph.upsert_node(
-            "Incident",
-            incident_id,
-            {"summary": summary, "report_path": str(files.markdown), "deployment_id": deployment_id, "step": step},
-        )
-        graph.upsert_edge(dep.id, "CAUSED", incident.id)
-        await self.emit(
-            EventType.INCIDENT_OPENED,
-            {
-                "incident_id": incident_id,
-                "deployment_id": deployment_id,
-                "summary": summary,
-                "report_path": str(files.markdown),
-                "github_payload_path": str(files.github_payload) if files.github_payload else None,
-                "github_repository": self.ctx.settings.incident_repository,
-                "evidence": evidence,
-            },
-            cause=event,
-        )
-        await self.emit(
-            EventType.DEPLOY_ROLLED_BACK,
-            {
-                "deployment_id": deployment_id,
-                "strategy": info["strategy"],
-                "version": head_version,
-                "phase": phase,
-                "reason": summary,
-                "incident_id": incident_id,
-            },
-            cause=event,
-        )
-
-
-def _log_tail(path: Path | None, lines: int = 15) -> list[str]:
-    if path is None or not path.exists():
-        return []
-    return path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]

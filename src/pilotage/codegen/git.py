@@ -40,11 +40,16 @@ _TIMEOUT_S = 120
 
 @dataclass(frozen=True)
 class DiffStats:
-    """What changed between two commits: ``files`` (relative paths) and line counts (binary files count 0)."""
+    """What changed between two commits: ``files`` (relative paths) and line counts (binary files count 0).
+
+    ``base_lines`` is the size of the base commit (lines of every tracked text file), the denominator of the
+    change's size in percent that chooses the rollout strategy (:mod:`pilotage.agents.deployment`).
+    """
 
     files: list[str] = field(default_factory=list)
     lines_added: int = 0
     lines_removed: int = 0
+    base_lines: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the stats as JSON-serialisable data."""
@@ -151,8 +156,11 @@ def create_branch(repo: str | Path, name: str, start: str = "main") -> str:
     return rev_parse(repo, "HEAD")
 
 
-def diff_stats(repo: str | Path, base: str, head: str) -> DiffStats:
-    """Return the files and lines changed from ``base`` to ``head`` (``git diff --numstat``)."""
+#: git's empty tree (``git hash-object -t tree /dev/null``): a diff from it counts every line of a commit.
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
+def _numstat(repo: str | Path, base: str, head: str) -> tuple[list[str], int, int]:
     out = git(repo, "diff", "--numstat", "--no-renames", base, head)
     files, added, removed = [], 0, 0
     for line in out.splitlines():
@@ -163,7 +171,14 @@ def diff_stats(repo: str | Path, base: str, head: str) -> DiffStats:
         files.append(name)
         added += int(plus) if plus.isdigit() else 0
         removed += int(minus) if minus.isdigit() else 0
-    return DiffStats(files=files, lines_added=added, lines_removed=removed)
+    return files, added, removed
+
+
+def diff_stats(repo: str | Path, base: str, head: str) -> DiffStats:
+    """Return the files and lines changed from ``base`` to ``head`` (``git diff --numstat``) and the base's size."""
+    files, added, removed = _numstat(repo, base, head)
+    base_lines = _numstat(repo, EMPTY_TREE, base)[1]
+    return DiffStats(files=files, lines_added=added, lines_removed=removed, base_lines=base_lines)
 
 
 def worktree(repo: str | Path, commit: str, root: str | Path) -> Path:

@@ -15,11 +15,13 @@ the log**. Recovery
 * kills the orphaned processes of dead control planes of the same state folder (:func:`kill_orphans`): every
   process a control plane starts inherits ``PILOTAGE_CONTROL_PLANE=<home>#<instance id>`` in its environment, and
   ``/proc`` is searched for it (Linux; elsewhere orphans are listed as not found);
-* re-creates, for every open run, the environment of each deployment the log says is still up, from the commits
-  of ``code.generated`` and the weights of the last ``deploy.step``: a rollout in progress gets baseline + canary
-  behind a new proxy at the last weight taken and its synthetic traffic; a promoted (rolled back) deployment not
-  yet scaled down gets the canary (baseline) alone at 100 %. Each re-creation publishes ``deploy.resumed`` with
-  the new instances. The deploy verdict recorded for the deployment (``policy.evaluated`` allow) covers it; a
+* re-creates, for every open run, the environment of each deployment the log says is still up, from its state
+  folded from the log (:func:`pilotage.rollout.state.fold`: the ``deploy.requested`` plan and the weight of the
+  last ``deploy.step``), through the one rollout controller
+  (:meth:`pilotage.rollout.controller.RolloutController.recreate`, the same code that launched it): a rollout in
+  progress gets both versions behind a new route at the last weight (or flag share) and its synthetic traffic; a
+  promoted (rolled back) deployment not yet scaled down gets the new (previous) version alone at 100 %. Each
+  re-creation publishes ``deploy.resumed`` with the new instances. The deploy verdict recorded for the deployment (``policy.evaluated`` allow) covers it; a
   deployment without one is not re-created (fail closed) and its run fails with ``agent.failed``;
 * publishes ``controlplane.recovered`` with what it found and did.
 
@@ -37,14 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pilotage.agent import AgentContext, RunSpec
-from pilotage.agents.deployment import DEPLOY_RESUMED, DeploymentAgent, rollout_info
+from pilotage.agent import AgentContext
 from pilotage.bus.base import Bus
+from pilotage.bus.query import EventLog
 from pilotage.errors import PilotageError
 from pilotage.events import CloudEvent, EventType, new_event
-from pilotage.runtime.base import Instance, Workload
-from pilotage.runtime.local import route_registry
-from pilotage.runtime.traffic import start_traffic
+from pilotage.rollout.controller import rollout_controller
+from pilotage.rollout.state import RolloutState, fold
 
 __all__ = [
     "CONTROL_PLANE_RECOVERED",
@@ -177,22 +178,11 @@ async def kill_orphans(orphans: list[Orphan], grace_s: float = ORPHAN_GRACE_S) -
     return report
 
 
-async def _all(bus: Bus, pattern: str = "dev.pilotage.*") -> list[CloudEvent]:
-    out: list[CloudEvent] = []
-    offset = 1
-    while True:
-        batch = await bus.read(offset, 1000, pattern=pattern)
-        if not batch:
-            return out
-        out.extend(r.event for r in batch)
-        offset = batch[-1].offset + 1
-
-
 async def open_runs(bus: Bus) -> dict[str, list[CloudEvent]]:
     """Return ``{run id: events of the run in log order}`` for every run without ``flow.completed``/``flow.failed``."""
     runs: dict[str, list[CloudEvent]] = {}
     closed: set[str] = set()
-    for event in await _all(bus):
+    for event in await EventLog(bus).all("dev.pilotage.*"):
         if not event.runid:
             continue
         if event.type in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):
@@ -205,23 +195,12 @@ def _has_start(events: list[CloudEvent]) -> bool:
     return any(e.type == EventType.FLOW_STARTED for e in events)
 
 
-def _newest(events: list[CloudEvent], type: str, **match: Any) -> CloudEvent | None:
-    found = None
-    for event in events:
-        data = event.data if isinstance(event.data, dict) else {}
-        if event.type == type and all(data.get(k) == v for k, v in match.items()):
-            found = event
-    return found
-
-
-def _phase(events: list[CloudEvent], deployment_id: str) -> str | None:
+def _phase(state: RolloutState) -> str | None:
     """``rollout``, ``promoted``, ``rolled_back``, or None when the environment is already scaled down."""
-    if _newest(events, EventType.ENV_SCALED_DOWN, environment=deployment_id) is not None:
+    if state.scaled_down:
         return None
-    if _newest(events, EventType.DEPLOY_PROMOTED, deployment_id=deployment_id) is not None:
-        return "promoted"
-    if _newest(events, EventType.DEPLOY_ROLLED_BACK, deployment_id=deployment_id) is not None:
-        return "rolled_back"
+    if state.phase in ("promoted", "rolled_back"):
+        return state.phase
     return "rollout"
 
 
@@ -234,71 +213,18 @@ def _deploy_allowed(events: list[CloudEvent], deployment_id: str) -> bool:
     return False
 
 
-async def _recreate(ctx: AgentContext, events: list[CloudEvent], info: dict[str, Any], phase: str) -> dict[str, Any]:
-    """Start the instances of ``phase`` and the route of the deployment; return the ``deploy.resumed`` data."""
-    run = RunSpec.model_validate(next(e for e in events if e.type == EventType.FLOW_STARTED).data)
-    code = _newest(events, EventType.CODE_GENERATED)
-    if code is None:
-        raise PilotageError(f"run {run.run_id}: no code.generated for deployment {info['deployment_id']}")
-    deployment_id, steps = info["deployment_id"], info["steps"]
-    base_version, head_version = info["baseline"]["version"], info["canary"]["version"]
-    last = _newest(events, EventType.DEPLOY_STEP, deployment_id=deployment_id)
-    weight = int(last.data["weight"]) if last is not None else 0
-    step = int(last.data["step"]) if last is not None else -1
-    runtime, timeout = ctx.runtime, ctx.settings.service_ready_timeout_s
-    started: dict[str, Instance] = {}
-    try:
-        if phase in ("rollout", "rolled_back"):
-            workload = Workload(run.service, base_version, Path(code.data["base_dir"]))
-            started[base_version] = await runtime.start(workload, ready_timeout_s=timeout)
-        if phase in ("rollout", "promoted"):
-            env = DeploymentAgent._fault_env(run.fault, run.inject_fault_rate)
-            workload = Workload(run.service, head_version, Path(code.data["head_dir"]), env=env)
-            started[head_version] = await runtime.start(workload, ready_timeout_s=timeout)
-        if phase == "rollout":
-            weights = {base_version: 100 - weight, head_version: weight}
-        else:
-            weights = {next(iter(started)): 100}
-        route = await runtime.route(deployment_id, started, weights, port=run.proxy_port)
-    except BaseException:
-        for instance in started.values():
-            await runtime.stop(instance)
-        raise
-    if phase == "rollout":
-        paths = list(info.get("traffic_paths") or [])
-        start_traffic(deployment_id, route.url, paths, ctx.settings.synthetic_traffic_rps)
-    ctx.graph.upsert_node("Deployment", deployment_id, {"proxy_url": route.url, "resumed": True})
-
-    def describe(version: str) -> dict[str, Any] | None:
-        instance = started.get(version)
-        return {"version": version, "url": instance.url, "pid": instance.pid} if instance else None
-
-    return {
-        "deployment_id": deployment_id,
-        "phase": phase,
-        "step": step,
-        "weight": weight,
-        "steps": steps,
-        "baseline": describe(base_version),
-        "canary": describe(head_version),
-        "proxy_url": route.url,
-        "reason": f"control plane restarted: the {phase} environment of {deployment_id} is re-created from the log",
-    }
-
-
 async def _recover_run(ctx: AgentContext, run_id: str, events: list[CloudEvent], report: RecoveryReport) -> None:
-    route_registry(ctx.runtime)  # ConfigError early when the runtime cannot keep routes
     deployments = [str(e.data["deployment_id"]) for e in events if e.type == EventType.DEPLOY_STARTED]
     subject = events[0].subject
     for deployment_id in dict.fromkeys(deployments):
-        phase = _phase(events, deployment_id)
-        info = await rollout_info(ctx.bus, run_id, deployment_id)
-        if phase is None or info is None:
+        state = fold(events, deployment_id)
+        phase = _phase(state) if state is not None else None
+        if phase is None or state is None:
             continue
         try:
             if not _deploy_allowed(events, deployment_id):
                 raise PilotageError(f"no allowing deploy verdict in the log for {deployment_id}: not re-created")
-            data = await _recreate(ctx, events, info, phase)
+            data = await rollout_controller(ctx).recreate(state.plan, phase=phase, weight=state.weight)
         except PilotageError as exc:
             report.failures.append(f"{deployment_id}: {exc.one_line()}")
             failed = {
@@ -312,7 +238,9 @@ async def _recover_run(ctx: AgentContext, run_id: str, events: list[CloudEvent],
             failure = new_event(EventType.AGENT_FAILED, failed, source=SOURCE, subject=subject, runid=run_id)
             await ctx.bus.publish(failure)
             continue
-        await ctx.bus.publish(new_event(DEPLOY_RESUMED, data, source=SOURCE, subject=subject, runid=run_id))
+        ctx.graph.upsert_node("Deployment", deployment_id, {"proxy_url": data["proxy_url"], "resumed": True})
+        resumed = new_event(EventType.DEPLOY_RESUMED, data, source=SOURCE, subject=subject, runid=run_id)
+        await ctx.bus.publish(resumed)
         report.environments.append({"run_id": run_id, **data})
 
 

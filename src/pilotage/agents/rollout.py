@@ -1,0 +1,276 @@
+"""The rollout agent: the event-driven half of the one rollout controller.
+
+Perceive: on ``deploy.requested`` (the deployment agent's plan) and on each ``slo.evaluated`` (the reliability
+agent's verdict on a step), the rollout's state is folded from the run's events
+(:func:`pilotage.rollout.state.fold`) — nothing is kept in memory, so a restarted control plane continues where
+the log stands.
+
+Reason (``rollout.next``, pure): :func:`pilotage.rollout.state.next_action` on the state and the verdict →
+advance / hold / promote / roll back / pause. ``pilotage events replay`` recomputes every one of these decisions.
+
+Act, only through :class:`pilotage.rollout.controller.RolloutController` (the one component that touches the
+runtime): launch → ``deploy.started`` + ``deploy.step`` 0; advance → ``deploy.step``; promote →
+``authorize("promote")``, ``deploy.promoted``, the previous version kept warm ``standby_s`` then released
+(``deploy.standby_released``); rollback → ``authorize("rollback")`` (the safe direction: never blocked, see
+:mod:`pilotage.policy.base`), users protected first, an incident record (:mod:`pilotage.rollout.incident`),
+``incident.opened``, ``deploy.rolled_back``; pause → ``deploy.paused``. Every action is idempotent, so a handler
+interrupted by a crash and run again on the redelivered event finishes the job without doing it twice.
+
+Learn: the ``Deployment`` node's ``outcome``; ``Incident`` node with ``Deployment -CAUSED-> Incident``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from pilotage.agent import Agent, AgentContext, Reasoning
+from pilotage.events import CloudEvent, EventType
+from pilotage.rollout.controller import RollbackDone, rollout_controller
+from pilotage.rollout.incident import write_incident
+from pilotage.rollout.state import Action, RolloutState, load_state, next_action_reasoning, phase_of
+
+__all__ = ["RolloutAgent"]
+
+
+class RolloutAgent(Agent):
+    """Drives every rollout from the log: launches a requested one and acts on each step's verdict."""
+
+    name: ClassVar[str] = "rollout"
+    subscribes: ClassVar[tuple[str, ...]] = (EventType.DEPLOY_REQUESTED, EventType.SLO_EVALUATED)
+
+    def __init__(self, ctx: AgentContext) -> None:
+        super().__init__(ctx)
+        self._standby_tasks: set[asyncio.Task[None]] = set()
+
+    def reason(self, kind: str, inputs: dict[str, Any]) -> Reasoning:
+        """``rollout.next`` → :func:`next_action_reasoning`."""
+        if kind == "rollout.next":
+            return next_action_reasoning(inputs)
+        return super().reason(kind, inputs)
+
+    async def state(self, runid: str, deployment_id: str) -> RolloutState:
+        """Return the rollout's state folded from the run's events.
+
+        Raises:
+            InputError: the log holds no ``deploy.requested`` for ``deployment_id`` in run ``runid``.
+        """
+        return await load_state(self.log, runid, deployment_id)
+
+    async def on_event(self, event: CloudEvent) -> None:
+        """Dispatch ``deploy.requested`` (launch) and ``slo.evaluated`` (decide and act)."""
+        state = await self.state(event.runid, str(event.data["deployment_id"]))
+        if event.type == EventType.DEPLOY_REQUESTED:
+            await self._launch(event, state)
+        else:
+            await self._on_verdict(event, state)
+
+    async def _launch(self, event: CloudEvent, state: RolloutState) -> None:
+        controller = rollout_controller(self.ctx)
+        if state.phase == "requested":
+            try:
+                started = await controller.launch(state.plan)
+            except Exception:
+                self.ctx.graph.upsert_node("Deployment", state.deployment_id, {"outcome": "failed_to_start"})
+                raise
+            self.ctx.graph.upsert_node(
+                "Deployment",
+                state.deployment_id,
+                {"outcome": "in_progress", "steps": list(state.steps), "proxy_url": started["proxy_url"]},
+            )
+            await self.emit(EventType.DEPLOY_STARTED, started, cause=event)
+        elif state.step >= 0:
+            return  # redelivered: step 0 was taken
+        await controller.apply_step(state.plan, state.steps[0])
+        await self._emit_step(event, state, 0, state.steps[0])
+
+    async def _emit_step(self, event: CloudEvent, state: RolloutState, step: int, weight: int) -> None:
+        await self.emit(
+            EventType.DEPLOY_STEP,
+            {
+                "deployment_id": state.deployment_id,
+                "step": step,
+                "weight": weight,
+                "strategy": state.strategy,
+                "phase": phase_of(state.strategy, weight),
+            },
+            cause=event,
+        )
+
+    async def _on_verdict(self, event: CloudEvent, state: RolloutState) -> None:
+        verdict = {
+            "step": int(event.data["step"]),
+            "action": str(event.data.get("action") or ("continue" if event.data.get("healthy") else "rollback")),
+            "reason": str(event.data.get("rationale") or ""),
+        }
+        decision = await self.decide("rollout.next", {"state": state.summary(), "verdict": verdict}, cause=event)
+        action = Action(decision.action, decision.score["step"], decision.score["weight"], decision.rationale)
+        if action.kind == "advance":
+            await rollout_controller(self.ctx).apply_step(state.plan, action.weight)
+            await self._emit_step(event, state, action.step, action.weight)
+        elif action.kind == "promote":
+            await self._promote(event, state)
+        elif action.kind == "rollback":
+            await self._roll_back(event, state, decision.id)
+        elif action.kind == "pause":
+            data = {"deployment_id": state.deployment_id, "step": state.step, "weight": state.weight}
+            await self.emit(EventType.DEPLOY_PAUSED, {**data, "reason": action.reason}, cause=event)
+
+    async def _promote(self, event: CloudEvent, state: RolloutState) -> None:
+        run = await self.run_spec(event)
+        plan = state.plan
+        await self.authorize(
+            "promote",
+            {
+                "service": run.service,
+                "deployment_id": state.deployment_id,
+                "strategy": state.strategy,
+                "commit": plan.get("commit", ""),
+                "steps_passed": len(state.steps),
+                "healthy": True,
+                "canary": event.data.get("canary", {}),
+                "slo_error_rate": event.data.get("slo_error_rate"),
+            },
+            cause=event,
+        )
+        traffic = await rollout_controller(self.ctx).promote(plan)
+        standby_s = self.ctx.settings.standby_s
+        outcome = {"outcome": "promoted", "traffic": traffic.to_dict() if traffic is not None else None}
+        self.ctx.graph.upsert_node("Deployment", state.deployment_id, outcome)
+        base_v = plan["baseline"]["version"]
+        await self.emit(
+            EventType.DEPLOY_PROMOTED,
+            {
+                "deployment_id": state.deployment_id,
+                "strategy": state.strategy,
+                "version": plan["canary"]["version"],
+                "commit": plan.get("commit"),
+                "standby": {"version": base_v, "standby_s": standby_s},
+            },
+            cause=event,
+        )
+        # Hot standby (issue #3): the previous version stays warm standby_s after promotion (a rollback in that
+        # time is a weight change, not a start); then it is stopped (the cost agent may stop it earlier when idle).
+        task = asyncio.create_task(self._release_standby(event, state, standby_s))
+        self._standby_tasks.add(task)
+        task.add_done_callback(self._standby_tasks.discard)
+
+    async def _release_standby(self, event: CloudEvent, state: RolloutState, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        if not await rollout_controller(self.ctx).release_standby(state.plan):
+            return
+        await self.emit(
+            EventType.DEPLOY_STANDBY_RELEASED,
+            {
+                "deployment_id": state.deployment_id,
+                "version": state.plan["baseline"]["version"],
+                "reason": f"standby_s={after_s} elapsed",
+            },
+            cause=event,
+        )
+
+    async def _roll_back(self, event: CloudEvent, state: RolloutState, decision_id: str) -> None:
+        run = await self.run_spec(event)
+        judged = event.data
+        verdict = await self.authorize(
+            "rollback",
+            {
+                "service": run.service,
+                "deployment_id": state.deployment_id,
+                "version": state.plan["baseline"]["version"],
+                "reason": str(judged.get("rationale") or ""),
+                "strategy": state.strategy,
+                "step": state.step,
+                "canary": judged.get("canary", {}),
+                "slo_error_rate": judged.get("slo_error_rate"),
+                "decision_id": judged.get("decision_id", decision_id),
+            },
+            cause=event,
+        )
+        done = await rollout_controller(self.ctx).roll_back(state.plan)
+        policy = f"policy verdict: allow={verdict.allow} engine={verdict.engine}"
+        if verdict.override:
+            policy += f" — {verdict.override}: {'; '.join(verdict.reasons)}"
+        await self._report(event, state, done, [*done.actions, policy])
+
+    async def _report(self, event: CloudEvent, state: RolloutState, done: RollbackDone, actions: list[str]) -> None:
+        """Write the incident and publish ``incident.opened`` and ``deploy.rolled_back``."""
+        run = await self.run_spec(event)
+        judged = event.data
+        incident_id = f"INC-{event.id[:8]}"
+        summary = _summary(run.service, state, judged)
+        evidence = {
+            **(judged.get("assessment") or {}),
+            "service": run.service,
+            "deployment_id": state.deployment_id,
+            "strategy": state.strategy,
+            "phase": state.phase,
+            "step": state.step,
+            "weight": state.weight,
+            "canary": judged.get("canary", {}),
+            "baseline": judged.get("baseline", {}),
+            "slo_error_rate": judged.get("slo_error_rate"),
+            "window_s": judged.get("window_s"),
+            "decision_id": judged.get("decision_id"),
+            "rule": judged.get("rule", ""),
+            "traffic": done.traffic,
+            "protected_at": done.protected_at,
+        }
+        files = write_incident(
+            run.artifacts_path / "incidents",
+            incident_id,
+            summary,
+            {**evidence, "log_tail": done.log_tail},
+            actions,
+            repository=self.ctx.settings.incident_repository,
+        )
+        graph = self.ctx.graph
+        dep = graph.upsert_node("Deployment", state.deployment_id, {"outcome": "rolled_back"})
+        node_props = {"summary": summary, "report_path": str(files.markdown), "deployment_id": state.deployment_id}
+        incident = graph.upsert_node("Incident", incident_id, {**node_props, "step": state.step})
+        graph.upsert_edge(dep.id, "CAUSED", incident.id)
+        await self.emit(
+            EventType.INCIDENT_OPENED,
+            {
+                "incident_id": incident_id,
+                "deployment_id": state.deployment_id,
+                "summary": summary,
+                "report_path": str(files.markdown),
+                "github_payload_path": str(files.github_payload) if files.github_payload else None,
+                "github_repository": self.ctx.settings.incident_repository,
+                "evidence": evidence,
+            },
+            cause=event,
+        )
+        await self.emit(
+            EventType.DEPLOY_ROLLED_BACK,
+            {
+                "deployment_id": state.deployment_id,
+                "strategy": state.strategy,
+                "version": state.plan["canary"]["version"],
+                "phase": "watch" if state.weight >= 100 else state.phase,
+                "reason": summary,
+                "incident_id": incident_id,
+                "protected_at": done.protected_at,
+            },
+            cause=event,
+        )
+
+
+def _summary(service: str, state: RolloutState, judged: dict[str, Any]) -> str:
+    base_v, head_v = state.plan["baseline"]["version"], state.plan["canary"]["version"]
+    where = {"watch": "post-promotion watch", "preview": "preview (0% of users)"}.get(state.phase, "step")
+    where = f"{where} {state.step} ({state.weight}% {'of targeting keys' if state.strategy == 'feature-flag' else 'traffic'})"
+    back = f"flag {state.flag_key} turned off" if state.strategy == "feature-flag" else f"rolled back to {base_v}"
+    rationale = str(judged.get("rationale") or "")
+    if judged.get("cause") == "evidence_missing":
+        return (
+            f"{state.strategy} release {head_v} of {service} could not be judged at {where}, evidence missing: "
+            f"{rationale}; {back} (fail closed)"
+        )
+    canary = judged.get("canary") or {}
+    return (
+        f"{state.strategy} release {head_v} of {service} failed {canary.get('errors', '?')} of "
+        f"{canary.get('requests', '?')} requests ({float(canary.get('error_rate') or 0):.1%}) at {where}: "
+        f"{rationale}; {back}"
+    )

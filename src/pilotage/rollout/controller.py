@@ -1,0 +1,320 @@
+"""The rollout controller's hands: the one component that starts, stops and re-weights what a rollout runs.
+
+Everything a rollout does to the runtime happens here — start the versions, open the stable route, move weights,
+switch blue to green, turn a feature flag up or off, stop a canary, release the standby, scale an idle
+environment to zero, re-create an environment after a control-plane restart. The decisions are made elsewhere:
+the deployment agent chooses the strategy (``deploy.requested``), the reliability agent judges each step
+(``slo.evaluated``), and :func:`pilotage.rollout.state.next_action` (called by
+:class:`pilotage.agents.rollout.RolloutAgent`) chooses what to do next. The controller only uses the runtime
+contract (:mod:`pilotage.runtime.base`), so any runtime that passes ``tests/contract/test_runtime.py`` can run a
+rollout.
+
+What each strategy runs (weights in percent; ``plan`` = the ``deploy.requested`` data):
+
+* canary: baseline + canary behind the route at 100/0, synthetic user traffic through the route; a step sets
+  ``100 − w / w``.
+* blue-green: the same route at 100/0; green also gets synthetic traffic at its own **preview** address (its
+  instance URL) with 0 % of user traffic; the switch is one ``set_weights`` to 0/100, then preview traffic stops;
+  blue keeps running as the hot standby.
+* feature-flag: the new version gets ``PILOTAGE_OFREP_URL``/``PILOTAGE_FLAG_KEY`` and serves 100 % of the route
+  from the start with the flag at 0 %; a step sets the flag's share of targeting keys on the control plane's OFREP
+  server (:mod:`pilotage.runtime.flags`); rollback turns the flag off — no process restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pilotage.agent import AgentContext
+from pilotage.errors import BackendError
+from pilotage.runtime.base import Instance, Runtime, Workload
+from pilotage.runtime.flags import FlagServer
+from pilotage.runtime.traffic import TrafficStats, start_traffic, stop_traffic
+from pilotage.settings import Settings
+
+__all__ = ["RollbackDone", "RolloutController", "rollout_controller"]
+
+#: Key of the shared controller in :attr:`AgentContext.extras`.
+_EXTRAS_KEY = "rollout_controller"
+
+
+@dataclass
+class RollbackDone:
+    """What a rollback did: ``protected_at`` (Unix s) when users stopped reaching the bad version, the actions
+    taken (one line each), the bad version's log tail and the synthetic traffic's counts."""
+
+    protected_at: float
+    actions: list[str] = field(default_factory=list)
+    log_tail: list[str] = field(default_factory=list)
+    traffic: dict[str, Any] | None = None
+
+
+def _preview_name(deployment_id: str) -> str:
+    return f"{deployment_id}#preview"
+
+
+def _describe(instance: Instance | None) -> dict[str, Any] | None:
+    if instance is None:
+        return None
+    return {"version": instance.workload.version, "url": instance.url, "pid": instance.pid}
+
+
+class RolloutController:
+    """Performs every runtime action of every rollout of one control plane (see the module docstring).
+
+    Args:
+        runtime: the runtime (instances + routes contract).
+        settings: timeouts (``service_ready_timeout_s``) and ``synthetic_traffic_rps``.
+    """
+
+    def __init__(self, runtime: Runtime, settings: Settings) -> None:
+        self.runtime, self.settings = runtime, settings
+        self._flags: FlagServer | None = None
+        self._flags_lock = asyncio.Lock()
+
+    # --- feature flags ---------------------------------------------------------------------------------------
+    async def flags(self) -> FlagServer:
+        """Return the control plane's OFREP flag server, starting it on the first use (127.0.0.1, free port)."""
+        async with self._flags_lock:
+            if self._flags is None:
+                server = FlagServer()
+                await server.start(port=self.settings.flags_port)
+                self._flags = server
+            return self._flags
+
+    # --- launch ----------------------------------------------------------------------------------------------
+    async def _start(self, service: str, role: dict[str, Any], extra_env: dict[str, str]) -> Instance:
+        workload = Workload(service, str(role["version"]), Path(role["path"]), env={**role["env"], **extra_env})
+        return await self.runtime.start(workload, ready_timeout_s=self.settings.service_ready_timeout_s)
+
+    async def _flag_env(self, plan: dict[str, Any], percent: int) -> dict[str, str]:
+        if plan["strategy"] != "feature-flag":
+            return {}
+        flags = await self.flags()
+        flags.set_rollout(plan["flag_key"], percent)
+        return {"PILOTAGE_OFREP_URL": flags.url, "PILOTAGE_FLAG_KEY": plan["flag_key"]}
+
+    async def launch(self, plan: dict[str, Any]) -> dict[str, Any]:
+        """Start both versions and the stable route of a ``deploy.requested`` plan; return the ``deploy.started`` data.
+
+        The route starts at 100 % baseline (feature-flag: 100 % new version, flag at 0 %). Synthetic user traffic
+        goes through the route; blue-green's green also gets traffic at its preview address.
+
+        Raises:
+            ConfigError, BackendError: as :meth:`Runtime.start`/:meth:`Runtime.create_route`; whatever started is
+                stopped again first.
+        """
+        deployment_id, strategy = plan["deployment_id"], plan["strategy"]
+        base_v, head_v = plan["baseline"]["version"], plan["canary"]["version"]
+        started: list[Instance] = []
+        try:
+            baseline = await self._start(plan["service"], plan["baseline"], {})
+            started.append(baseline)
+            canary = await self._start(plan["service"], plan["canary"], await self._flag_env(plan, 0))
+            started.append(canary)
+            weights = {base_v: 0, head_v: 100} if strategy == "feature-flag" else {base_v: 100, head_v: 0}
+            backends = {base_v: baseline, head_v: canary}
+            route = await self.runtime.create_route(deployment_id, backends, weights, port=int(plan["proxy_port"]))
+        except BaseException:
+            for instance in started:
+                await self.runtime.stop(instance)
+            raise
+        self._start_traffic(plan, route.url, canary.url if strategy == "blue-green" else "")
+        return {
+            "deployment_id": deployment_id,
+            "strategy": strategy,
+            "steps": plan["steps"],
+            "commit": plan["commit"],
+            "risk": plan["risk"],
+            "baseline": _describe(baseline),
+            "canary": _describe(canary),
+            "proxy_url": route.url,
+            "preview_url": canary.url if strategy == "blue-green" else "",
+            "flag_key": plan.get("flag_key", ""),
+            "flags_url": self._flags.url if self._flags is not None and strategy == "feature-flag" else "",
+            "traffic_paths": plan["traffic_paths"],
+        }
+
+    def _start_traffic(self, plan: dict[str, Any], route_url: str, preview_url: str) -> None:
+        rps, paths = self.settings.synthetic_traffic_rps, list(plan["traffic_paths"])
+        start_traffic(plan["deployment_id"], route_url, paths, rps)
+        if preview_url:
+            start_traffic(_preview_name(plan["deployment_id"]), preview_url, paths, rps)
+
+    async def stop_traffic(self, deployment_id: str) -> TrafficStats | None:
+        """Stop the synthetic traffic of a deployment (user and preview); return the user traffic's counts."""
+        await stop_traffic(_preview_name(deployment_id))
+        return await stop_traffic(deployment_id)
+
+    # --- steps -----------------------------------------------------------------------------------------------
+    async def apply_step(self, plan: dict[str, Any], weight: int) -> None:
+        """Move a rollout to ``weight`` % (route weight, or the flag's share for feature-flag). Idempotent.
+
+        Blue-green: 0 % is the preview (nothing moves); 100 % is the atomic switch, after which preview traffic
+        stops (green now gets the users).
+
+        Raises:
+            BackendError: the route is gone (the rollout was stopped or the environment scaled down).
+        """
+        deployment_id, strategy = plan["deployment_id"], plan["strategy"]
+        if strategy == "feature-flag":
+            (await self.flags()).set_rollout(plan["flag_key"], weight)
+            return
+        if strategy == "blue-green" and weight == 0:
+            return
+        self._require_route(deployment_id)
+        base_v, head_v = plan["baseline"]["version"], plan["canary"]["version"]
+        await self.runtime.set_weights(deployment_id, {base_v: 100 - weight, head_v: weight})
+        if strategy == "blue-green":
+            await stop_traffic(_preview_name(deployment_id))
+
+    def _require_route(self, deployment_id: str) -> None:
+        if self.runtime.get_route(deployment_id) is None:
+            raise BackendError(f"route {deployment_id} is closed", hint="the rollout was stopped; start it again")
+
+    # --- conclusions -----------------------------------------------------------------------------------------
+    async def roll_back(self, plan: dict[str, Any]) -> RollbackDone:
+        """Protect users from the new version at once, then clean up; idempotent (safe to run again after a crash).
+
+        canary / blue-green: baseline (or blue, the hot standby) to 100 % first, then the new version stopped;
+        feature-flag: the flag off for everyone (the process keeps running, nothing restarts). Synthetic traffic
+        stops in both cases.
+
+        Raises:
+            BackendError: the route is gone, or the version to go back to is not running (released standby).
+        """
+        deployment_id, head_v = plan["deployment_id"], plan["canary"]["version"]
+        route = self.runtime.get_route(deployment_id)
+        canary = route.backends.get(head_v) if route is not None else None
+        if plan["strategy"] == "feature-flag":
+            (await self.flags()).flag_off(plan["flag_key"])
+            done = RollbackDone(time.time(), [f"feature flag {plan['flag_key']} off for every targeting key"])
+        else:
+            done = await self._switch_back(plan)
+        if canary is not None:
+            done.log_tail = self.runtime.log_tail(canary, lines=15)
+            if plan["strategy"] != "feature-flag":
+                await self.runtime.stop(canary)
+                done.actions.append(f"new version {head_v} (pid {canary.pid}) stopped")
+        traffic = await self.stop_traffic(deployment_id)
+        done.traffic = traffic.to_dict() if traffic is not None else None
+        done.actions.append("synthetic traffic stopped")
+        return done
+
+    async def _switch_back(self, plan: dict[str, Any]) -> RollbackDone:
+        deployment_id = plan["deployment_id"]
+        base_v, head_v = plan["baseline"]["version"], plan["canary"]["version"]
+        route = self.runtime.get_route(deployment_id)
+        if route is None:
+            raise BackendError(f"cannot roll back {deployment_id}: its route is closed", hint="start the rollout again")
+        baseline = route.backends.get(base_v)
+        if baseline is None or not (await self.runtime.health(baseline)).running:
+            raise BackendError(
+                f"cannot roll back {deployment_id}: previous version {base_v} is not running",
+                hint="raise standby_s above post_promotion_watch_s",
+            )
+        await self.runtime.set_weights(deployment_id, {base_v: 100, head_v: 0})
+        return RollbackDone(time.time(), [f"traffic weights set to {base_v} 100% / {head_v} 0%"])
+
+    async def promote(self, plan: dict[str, Any]) -> TrafficStats | None:
+        """Conclude a healthy rollout: the new version keeps 100 % (route or flag); synthetic traffic stops."""
+        return await self.stop_traffic(plan["deployment_id"])
+
+    async def release_standby(self, plan: dict[str, Any]) -> bool:
+        """Stop the previous version kept warm after promotion; False when there is nothing to stop.
+
+        Nothing happens when the route is gone, the previous version still has weight, or it already stopped.
+        """
+        route = self.runtime.get_route(plan["deployment_id"])
+        base_v = plan["baseline"]["version"]
+        standby = route.backends.get(base_v) if route is not None else None
+        if route is None or standby is None or route.weights.get(base_v):
+            return False
+        if not (await self.runtime.health(standby)).running:
+            return False
+        await self.runtime.stop(standby)
+        return True
+
+    async def scale_down(self, deployment_id: str) -> int:
+        """Stop every running instance of an idle environment and close its route; return how many stopped."""
+        route = self.runtime.get_route(deployment_id)
+        if route is None:
+            return 0
+        stopped = 0
+        for instance in route.backends.values():
+            if (await self.runtime.health(instance)).running:
+                await self.runtime.stop(instance)
+                stopped += 1
+        await self.runtime.close_route(deployment_id)
+        await self.stop_traffic(deployment_id)
+        return stopped
+
+    # --- crash recovery --------------------------------------------------------------------------------------
+    async def recreate(self, plan: dict[str, Any], *, phase: str, weight: int) -> dict[str, Any]:
+        """Re-create a deployment's environment after a control-plane restart; return the ``deploy.resumed`` data.
+
+        ``phase``: ``rollout`` (both versions at ``weight``, synthetic traffic, blue-green preview traffic while at
+        0 %), ``promoted`` (the new version alone at 100 %) or ``rolled_back`` (the baseline alone). A feature-flag
+        rollout gets its flag back at ``weight`` (0 after a rollback).
+
+        Raises:
+            ConfigError, BackendError: as :meth:`launch`; whatever started is stopped again first.
+        """
+        deployment_id, strategy = plan["deployment_id"], plan["strategy"]
+        roles = {"rollout": ("baseline", "canary"), "promoted": ("canary",), "rolled_back": ("baseline",)}[phase]
+        flag_percent = weight if phase != "rolled_back" else 0
+        started: dict[str, Instance] = {}
+        try:
+            for role in roles:
+                extra = await self._flag_env(plan, flag_percent) if role == "canary" else {}
+                started[role] = await self._start(plan["service"], plan[role], extra)
+            weights = self._recreated_weights(plan, started, phase, weight)
+            backends = {plan[role]["version"]: instance for role, instance in started.items()}
+            route = await self.runtime.create_route(deployment_id, backends, weights, port=int(plan["proxy_port"]))
+        except BaseException:
+            for instance in started.values():
+                await self.runtime.stop(instance)
+            raise
+        preview = started["canary"].url if strategy == "blue-green" and phase == "rollout" and weight == 0 else ""
+        if phase == "rollout":
+            self._start_traffic(plan, route.url, preview)
+        return {
+            "deployment_id": deployment_id,
+            "phase": phase,
+            "weight": weight,
+            "baseline": _describe(started.get("baseline")),
+            "canary": _describe(started.get("canary")),
+            "proxy_url": route.url,
+            "preview_url": preview,
+            "reason": f"control plane restarted: the {phase} environment of {deployment_id} is re-created from the log",
+        }
+
+    @staticmethod
+    def _recreated_weights(
+        plan: dict[str, Any], started: dict[str, Instance], phase: str, weight: int
+    ) -> dict[str, int]:
+        if phase != "rollout":
+            return {plan[role]["version"]: 100 for role in started}
+        base_v, head_v = plan["baseline"]["version"], plan["canary"]["version"]
+        if plan["strategy"] == "feature-flag":
+            return {base_v: 0, head_v: 100}
+        return {base_v: 100 - weight, head_v: weight}
+
+    async def close(self) -> None:
+        """Stop the flag server (the runtime closes its own instances and routes)."""
+        if self._flags is not None:
+            await self._flags.stop()
+            self._flags = None
+
+
+def rollout_controller(ctx: AgentContext) -> RolloutController:
+    """Return the control plane's one :class:`RolloutController` (created on first use, kept in ``ctx.extras``)."""
+    controller = ctx.extras.get(_EXTRAS_KEY)
+    if controller is None:
+        controller = RolloutController(ctx.runtime, ctx.settings)
+        ctx.extras[_EXTRAS_KEY] = controller
+    return controller
