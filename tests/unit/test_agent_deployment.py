@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pilotage.agents.deployment import DeploymentAgent, get_paths, strategy_reasoning
+from pilotage.agents.deployment import get_paths, seed_strategy, strategy_reasoning
 from pilotage.errors import InputError
 from pilotage.events import EventType
 from pilotage.policy.rego import RegoPolicyEngine
@@ -39,49 +39,71 @@ def _inputs(**over: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("over", "strategy", "risk"),
     [
-        # 0.15·(50/400) + 0.15·(1/10) + 0.4·0.5 = 0.23375 → low
-        ({"lines_changed": 50, "endpoints_touched": 1}, "blue-green", 0.2338),
-        # 0.15·(300/400) + 0.15·(4/10) + 0.4·0.5 = 0.3725 → medium
-        ({"lines_changed": 300, "endpoints_touched": 4}, "canary", 0.3725),
-        # any breaking change → feature flag, whatever the score
-        ({"lines_changed": 10, "breaking_changes": 1}, "feature-flag", 0.4038),
-        # 0.15 + 0.15 + 0.05 + 0.05 + 0.4·0.5 = 0.6 → canary, not yet high
+        # 3 % of the code: the seed's minor change → canary; 0.15·(50/400) + 0.15·(1/10) + 0.4·0.5 = 0.23375
+        ({"change_percent": 3.0, "lines_changed": 50, "endpoints_touched": 1}, "canary", 0.2338),
+        # 12 %: moderate → blue-green; 0.15·(300/400) + 0.15·(4/10) + 0.4·0.5 = 0.3725 allows blue-green
+        ({"change_percent": 12.0, "lines_changed": 300, "endpoints_touched": 4}, "blue-green", 0.3725),
+        # 30 %: major → feature flags, whatever the risk
+        ({"change_percent": 30.0, "lines_changed": 50}, "feature-flag", 0.2188),
+        # a breaking change always goes behind a flag, even a minor one
+        ({"change_percent": 1.0, "lines_changed": 10, "breaking_changes": 1}, "feature-flag", 0.4038),
+        # minor by size, but risky: 0.15 + 0.15 + 0.05 + 0.05 + 0.4·0.5 = 0.6 → moved to blue-green
         (
-            {"lines_changed": 900, "endpoints_touched": 12, "new_dependencies": 5, "perf_error_rate": 0.2},
-            "canary",
+            {
+                "change_percent": 4.0,
+                "lines_changed": 900,
+                "endpoints_touched": 12,
+                "new_dependencies": 5,
+                "perf_error_rate": 0.2,
+            },
+            "blue-green",
             0.6,
         ),
-        # the same with a breaking change: 0.8 → high
-        (
-            {"lines_changed": 900, "endpoints_touched": 12, "new_dependencies": 5, "breaking_changes": 2},
-            "feature-flag",
-            0.75,
-        ),
+        # a decision recorded before issue 16 (no change_percent) replays with the rule of that time
+        ({"lines_changed": 50, "endpoints_touched": 1}, "blue-green", 0.2338),
+        ({"lines_changed": 300, "endpoints_touched": 4}, "canary", 0.3725),
     ],
 )
-def test_risk_table(over: dict[str, Any], strategy: str, risk: float) -> None:
+def test_seed_table_then_risk(over: dict[str, Any], strategy: str, risk: float) -> None:
     reasoning = strategy_reasoning(_inputs(**over))
     assert reasoning.action == strategy
     assert reasoning.score["risk"] == pytest.approx(risk, abs=1e-4)
     assert 0.0 <= reasoning.score["risk"] <= 1.0
 
 
+def test_seed_table_boundaries_and_the_recorded_move() -> None:
+    assert [seed_strategy(p) for p in (0.0, 5.0, 5.01, 20.0, 20.01, 300.0)] == [
+        "canary",
+        "canary",
+        "blue-green",
+        "blue-green",
+        "feature-flag",
+        "feature-flag",
+    ]
+    moved = strategy_reasoning(_inputs(change_percent=4.0, lines_changed=400, endpoints_touched=10))
+    assert moved.score["table_strategy"] == "canary" and moved.action == "blue-green"
+    assert "risk moved it from canary to the more cautious blue-green" in moved.rationale
+
+
 def test_learned_posterior_changes_the_strategy() -> None:
-    change = {"lines_changed": 50, "endpoints_touched": 1}
+    change = {"change_percent": 3.0, "lines_changed": 50, "endpoints_touched": 1}
     fresh = strategy_reasoning(_inputs(**change))
-    assert fresh.action == "blue-green"
-    # blue-green failed 8 of 9 times for this service: Beta(9, 2) failure mean 0.818
-    burned = strategy_reasoning(_inputs(**change, posteriors={"blue-green": {"alpha": 2.0, "beta": 9.0}}))
-    assert burned.score["risk_by_strategy"]["blue-green"] > fresh.score["risk_by_strategy"]["blue-green"]
-    assert burned.action == "canary"
-    assert burned.score["risk"] == pytest.approx(fresh.score["risk"])  # canary still has the Beta(1, 1) prior
-    # and a strategy that always worked lowers the risk: canary with Beta(1, 20) drops below 0.3
-    trusted = strategy_reasoning(_inputs(lines_changed=300, endpoints_touched=4))
-    assert trusted.action == "canary"
+    assert fresh.action == "canary"
+    # canary failed 8 of 9 times for this service: Beta(2, 9) failure mean 0.818 → its risk 0.36 ≥ 0.3
+    burned = strategy_reasoning(_inputs(**change, posteriors={"canary": {"alpha": 2.0, "beta": 9.0}}))
+    assert burned.score["risk_by_strategy"]["canary"] == pytest.approx(0.0338 + 0.4 * 9 / 11, abs=1e-4)
+    assert burned.action == "blue-green"
+    assert burned.score["risk"] == pytest.approx(fresh.score["risk"])  # blue-green still has the Beta(1, 1) prior
+    # a strategy with a perfect record never makes a change *less* cautious than the table says
     proven = strategy_reasoning(
-        _inputs(lines_changed=300, endpoints_touched=4, posteriors={"blue-green": {"alpha": 20.0, "beta": 1.0}})
+        _inputs(
+            change_percent=12.0,
+            lines_changed=300,
+            endpoints_touched=4,
+            posteriors={"canary": {"alpha": 50.0, "beta": 1.0}},
+        )
     )
-    assert proven.action == "blue-green" and proven.score["risk"] < 0.3
+    assert proven.action == "blue-green"
 
 
 def test_graph_blast_radius_is_a_small_extra_weight() -> None:
@@ -134,7 +156,9 @@ def test_blast_radius_from_the_ingested_code_enters_the_decision(tmp_path: Path)
                 "Service:tiny",
             ]
             assert decision["score"]["features"]["graph_blast"] == 0.7
-            assert decision["score"]["risk"] == pytest.approx(0.1575 + 0.05 * 0.7 + 0.4 * 30 / 31, abs=1e-4)
+            # canary's bad record moves the change to blue-green, whose prior is Beta(1, 1)
+            assert decision["action"] == "blue-green"
+            assert decision["score"]["risk"] == pytest.approx(0.1575 + 0.05 * 0.7 + 0.4 * 0.5, abs=1e-4)
 
     asyncio.run(scenario())
 
@@ -145,15 +169,6 @@ def test_get_paths_keeps_parameterless_gets(tmp_path: Path) -> None:
     bad.write_text("openapi: 3.0.3\n", encoding="utf-8")
     with pytest.raises(InputError, match="has no paths"):
         get_paths(bad)
-
-
-def test_steps_per_strategy(tmp_path: Path) -> None:
-    stack = Stack(tmp_path, AllowAll(), canary_steps_percent=[10, 30, 100])
-    agent = stack.agents[0]
-    assert isinstance(agent, DeploymentAgent)
-    assert agent.steps_for("canary") == [10, 30, 100]
-    assert agent.steps_for("blue-green") == [100]
-    assert agent.steps_for("feature-flag") == [5, 100]
 
 
 def test_posterior_from_the_graph_and_policy_deny_when_tests_failed(tmp_path: Path) -> None:
@@ -169,11 +184,12 @@ def test_posterior_from_the_graph_and_policy_deny_when_tests_failed(tmp_path: Pa
             assert decision["inputs"]["posteriors"]["canary"] == {"alpha": 1.0, "beta": 30.0}
             assert decision["inputs"]["tests_passed"] is False
             assert decision["inputs"]["blast_radius"] == 0  # issue 4: the graph does not know the code
-            # change risk 0.15·300/400 + 0.15·3/10 = 0.1575; blue-green 0.1575 + 0.4·0.5 = 0.3575 → too risky for it;
-            # canary's bad record (Beta(30, 1), mean 0.968) raises its risk from 0.3575 to 0.5446
-            assert decision["action"] == "canary"
-            assert decision["score"]["risk"] == pytest.approx(0.1575 + 0.4 * 30 / 31, abs=1e-4)
-            assert decision["score"]["risk_by_strategy"]["blue-green"] == pytest.approx(0.3575, abs=1e-4)
+            # 300 of 6,000 lines (5 %): the table says canary; change risk 0.15·300/400 + 0.15·3/10 = 0.1575, and
+            # canary's bad record (Beta(1, 30), mean 0.968) raises its risk to 0.5446 ≥ 0.3 → blue-green (0.3575)
+            assert decision["inputs"]["change_percent"] == 5.0
+            assert decision["score"]["table_strategy"] == "canary" and decision["action"] == "blue-green"
+            assert decision["score"]["risk_by_strategy"]["canary"] == pytest.approx(0.1575 + 0.4 * 30 / 31, abs=1e-4)
+            assert decision["score"]["risk"] == pytest.approx(0.3575, abs=1e-4)
             verdict = (await events_of(stack.bus, EventType.POLICY_EVALUATED))[0].data
             assert verdict["action"] == "deploy" and verdict["allow"] is False
             assert await events_of(stack.bus, EventType.DEPLOY_STARTED) == []

@@ -1,7 +1,7 @@
 """The deployment agent: measure the change, choose a rollout strategy, and ask the rollout controller for it.
 
-Perceive (on ``perf.measured``): change size from ``code.generated`` (lines added + removed, and the base's size
-``base_lines``: the change in percent), new dependencies, breaking changes and endpoints touched from
+Perceive (on ``perf.measured``): change size from ``code.generated`` (source lines changed over the base's source
+lines, :data:`pilotage.codegen.git.CODE_SUFFIXES`: the change in percent; lines added + removed of all files), new dependencies, breaking changes and endpoints touched from
 ``spec.proposed``, the test verdict from ``tests.completed``, the load-test error rate, the knowledge graph's blast
 radius (issue #4), and the learned failure posterior of each strategy for the service, graph node
 ``Model:<service>/<strategy>`` with props ``{alpha, beta}`` (Beta(1, 1) when absent).
@@ -120,7 +120,8 @@ def _change_features(inputs: dict[str, Any]) -> dict[str, float]:
 def strategy_reasoning(inputs: dict[str, Any]) -> Reasoning:
     """Choose the rollout strategy: the seed's table on the change's size, moved by risk (pure).
 
-    ``inputs`` keys: ``change_percent`` (lines added + removed over the base's lines, percent), ``lines_changed``,
+    ``inputs`` keys: ``change_percent`` (source lines changed over the base's source lines, percent),
+    ``lines_changed``,
     ``endpoints_touched``, ``new_dependencies``, ``breaking_changes`` (counts), ``perf_error_rate``,
     ``slo_error_rate`` (fractions), ``posteriors`` {strategy: {alpha, beta}}; optional ``blast_radius``.
 
@@ -338,13 +339,16 @@ class DeploymentAgent(Agent):
             self.ctx.graph, str(code.data.get("head_dir") or ""), [str(f) for f in code.data.get("files_changed") or []]
         )
         lines_changed = int(code.data.get("lines_added", 0)) + int(code.data.get("lines_removed", 0))
+        code_changed, base_code = int(code.data.get("code_lines_changed", 0)), int(code.data.get("base_code_lines", 0))
         return {
             "service": run.service,
             "commit": code.data["commit"],
             "base_commit": code.data.get("base_commit", ""),
             "lines_changed": lines_changed,
-            "base_lines": int(code.data.get("base_lines") or 0),
-            "change_percent": round(100.0 * lines_changed / max(1, int(code.data.get("base_lines") or 0)), 2),
+            "code_lines_changed": code_changed,
+            "base_code_lines": base_code,
+            # the seed's "code diff": source lines changed over the base's source lines (a new service: 100 %)
+            "change_percent": round(100.0 * code_changed / base_code, 2) if base_code else 100.0,
             "files_changed": _count(code.data.get("files_changed")),
             "new_dependencies": _count(code.data.get("new_dependencies")),
             "endpoints_touched": len(touched),

@@ -42,14 +42,16 @@ _TIMEOUT_S = 120
 class DiffStats:
     """What changed between two commits: ``files`` (relative paths) and line counts (binary files count 0).
 
-    ``base_lines`` is the size of the base commit (lines of every tracked text file), the denominator of the
-    change's size in percent that chooses the rollout strategy (:mod:`pilotage.agents.deployment`).
+    ``code_lines_changed`` (added + removed) and ``base_code_lines`` count only source code (files ending in one of
+    :data:`CODE_SUFFIXES`; documents, data and configuration are left out): their ratio is the change's size in
+    percent that chooses the rollout strategy (the seed's table, :mod:`pilotage.agents.deployment`).
     """
 
     files: list[str] = field(default_factory=list)
     lines_added: int = 0
     lines_removed: int = 0
-    base_lines: int = 0
+    code_lines_changed: int = 0
+    base_code_lines: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the stats as JSON-serialisable data."""
@@ -160,25 +162,34 @@ def create_branch(repo: str | Path, name: str, start: str = "main") -> str:
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 
-def _numstat(repo: str | Path, base: str, head: str) -> tuple[list[str], int, int]:
+#: File suffixes counted as source code in a change's size (common languages of services and their build scripts).
+CODE_SUFFIXES = (".py", ".js", ".mjs", ".ts", ".go", ".java", ".kt", ".rb", ".rs", ".cs", ".php", ".scala", ".sh")
+
+
+def _numstat(repo: str | Path, base: str, head: str) -> list[tuple[str, int, int]]:
+    """``git diff --numstat`` rows: (path, lines added, lines removed); binary files count 0."""
     out = git(repo, "diff", "--numstat", "--no-renames", base, head)
-    files, added, removed = [], 0, 0
+    rows = []
     for line in out.splitlines():
         parts = line.split("\t", 2)
-        if len(parts) != 3:
-            continue
-        plus, minus, name = parts
-        files.append(name)
-        added += int(plus) if plus.isdigit() else 0
-        removed += int(minus) if minus.isdigit() else 0
-    return files, added, removed
+        if len(parts) == 3:
+            plus, minus, name = parts
+            rows.append((name, int(plus) if plus.isdigit() else 0, int(minus) if minus.isdigit() else 0))
+    return rows
 
 
 def diff_stats(repo: str | Path, base: str, head: str) -> DiffStats:
     """Return the files and lines changed from ``base`` to ``head`` (``git diff --numstat``) and the base's size."""
-    files, added, removed = _numstat(repo, base, head)
-    base_lines = _numstat(repo, EMPTY_TREE, base)[1]
-    return DiffStats(files=files, lines_added=added, lines_removed=removed, base_lines=base_lines)
+    rows = _numstat(repo, base, head)
+    code = [r for r in rows if r[0].endswith(CODE_SUFFIXES)]
+    base_code = [r for r in _numstat(repo, EMPTY_TREE, base) if r[0].endswith(CODE_SUFFIXES)]
+    return DiffStats(
+        files=[r[0] for r in rows],
+        lines_added=sum(r[1] for r in rows),
+        lines_removed=sum(r[2] for r in rows),
+        code_lines_changed=sum(r[1] + r[2] for r in code),
+        base_code_lines=sum(r[1] for r in base_code),
+    )
 
 
 def worktree(repo: str | Path, commit: str, root: str | Path) -> Path:
