@@ -48,7 +48,9 @@ def tiny(tmp_path: Path, version: str, **env: str) -> Workload:
 
 
 @asynccontextmanager
-async def two_versions(make: Callable[[], Runtime], tmp_path: Path) -> AsyncIterator[tuple[Runtime, Instance, Instance]]:
+async def two_versions(
+    make: Callable[[], Runtime], tmp_path: Path
+) -> AsyncIterator[tuple[Runtime, Instance, Instance]]:
     """A runtime with v1 and v2 of the tiny service running (v2 with its fault switch on), closed afterwards."""
     async with make() as runtime:
         v1, v2 = await asyncio.gather(
@@ -85,9 +87,7 @@ def test_start_is_ready_logs_and_stop_is_idempotent(make_runtime: Callable[[], R
     asyncio.run(scenario())
 
 
-def test_weights_take_effect_on_the_next_request_and_split(
-    make_runtime: Callable[[], Runtime], tmp_path: Path
-) -> None:
+def test_weights_take_effect_on_the_next_request_and_split(make_runtime: Callable[[], Runtime], tmp_path: Path) -> None:
     async def scenario() -> None:
         async with two_versions(make_runtime, tmp_path) as (runtime, v1, v2):
             route = await runtime.create_route("shop", {"v1": v1, "v2": v2}, {"v1": 100, "v2": 0})

@@ -100,8 +100,8 @@ class VersionStats:
         requests: requests sent to this version since the route was created.
         errors: of those, answers with status ≥ 500 and requests that failed to reach it (connection errors).
         mean_latency_ms, p95_latency_ms: over the last ``latency_window`` requests, from the route's forwarding a
-            request to its receiving the version's full answer (or the failure), ms; None before the first request. p95 is the
-            nearest-rank percentile (the smallest sample ≥ 95 % of the window).
+            request to its receiving the version's full answer (or the failure), ms; None before the first request.
+            p95 is the nearest-rank percentile (the smallest sample ≥ 95 % of the window).
         latency_window: how many recent requests the latency figures cover (bounded by the runtime).
         last_request_at: Unix time (s) of the last request, None before the first.
     """

@@ -14,7 +14,8 @@ rollout windows honest where weighted *random* choice would drift by ±√(n·p�
 
 The proxy counts, per version, the requests it forwarded, the responses with status ≥ 500 (and upstream
 failures, answered 502), the wall-clock time of the last request (the cost agent's idleness) and the upstream
-latency of the last :data:`LATENCY_WINDOW` requests (:meth:`TrafficProxy.stats`). Every response carries ``x-pilotage-version`` naming the version that served it.
+latency of the last :data:`LATENCY_WINDOW` requests (:meth:`TrafficProxy.stats`). Every response carries
+``x-pilotage-version`` naming the version that served it.
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ class TrafficProxy:
         self._balancer = SmoothWeightedRoundRobin(check_weights(weights, set(self.backends)))
 
     def stats(self) -> RouteStats:
-        """Return a snapshot of the counters and latency summaries (see :class:`~pilotage.runtime.base.VersionStats`)."""
+        """Return a snapshot of the counters and latency summaries (:class:`~pilotage.runtime.base.VersionStats`)."""
         return RouteStats(
             name=self.name,
             started_at=self._started_at,
