@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO, NoReturn, Protocol, runtime_checkable
+from typing import IO, NoReturn, Protocol
 
 import httpx
 
@@ -52,7 +52,6 @@ LOG_TAIL_LINES = 20
 HEALTH_TIMEOUT_S = 1.0
 
 
-@runtime_checkable
 class RouteRegistry(Protocol):
     """Transitional: the synchronous route look-ups agents used before the contract had routes."""
 
@@ -171,6 +170,7 @@ class LocalRuntime(Runtime):
             log_file.close()
             raise BackendError(f"cannot start {command[0]} in {path}: {exc}", hint="check the Python install") from exc
         self._procs[proc.pid] = (proc, log_file)
+        self._exit_codes.pop(proc.pid, None)  # a reused pid
         instance = Instance(
             workload=workload, url=f"http://127.0.0.1:{port}", port=port, pid=proc.pid, log_path=log_path
         )
