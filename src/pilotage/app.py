@@ -41,7 +41,7 @@ def open_policy(settings: Settings) -> PolicyEngine:
 
 def open_runtime(settings: Settings) -> Runtime:
     """Return the execution runtime for ``settings.runtime_url``."""
-    runtime: Runtime = backend_class("runtime", settings.runtime_url)()
+    runtime: Runtime = backend_class("runtime", settings.runtime_url)(settings.runtime_url)
     return runtime
 
 

@@ -35,7 +35,7 @@ def test_busy_environment_is_kept_until_traffic_stops(tmp_path: Path) -> None:
             instances = await asyncio.gather(
                 *(stack.runtime.start(Workload("tiny", v, copy_service(tmp_path / v))) for v in ("v1", "v2"))
             )
-            route = await stack.runtime.route(
+            route = await stack.runtime.create_route(
                 "env-1", dict(zip(("v1", "v2"), instances, strict=True)), {"v1": 50, "v2": 50}
             )
             start_traffic("env-1", route.url, ["/notes"], 20.0)
@@ -51,15 +51,15 @@ def test_busy_environment_is_kept_until_traffic_stops(tmp_path: Path) -> None:
             )
             await asyncio.sleep(2.0)  # traffic flows: twice the idle window passes without a scale-down
             assert await events_of(stack.bus, EventType.ENV_SCALED_DOWN) == []
-            assert all(stack.runtime.is_running(i) for i in instances)
+            assert all([(await stack.runtime.health(i)).running for i in instances])
             await stop_traffic("env-1")
             scaled = await wait_for(stack.bus, EventType.ENV_SCALED_DOWN, timeout_s=10)
             assert time.monotonic() - began >= 3.0
             assert scaled.data["instances_stopped"] == 2
             assert scaled.data["saving_usd_per_hour"] == pytest.approx(2 * 0.0416)
             assert "t3.medium" in scaled.data["price_source"]
-            assert not any(stack.runtime.is_running(i) for i in instances)
-            assert stack.runtime.get_route("env-1") is None
+            assert not any([(await stack.runtime.health(i)).running for i in instances])
+            assert await stack.runtime.get_route("env-1") is None
             verdict = (await events_of(stack.bus, EventType.POLICY_EVALUATED))[0].data
             assert verdict["action"] == "scale" and verdict["allow"] is True
             assert verdict["input"]["min_idle_s"] == 1.0 and verdict["input"]["idle_s"] >= 1.0
@@ -76,7 +76,7 @@ def test_handler_returns_at_once_and_a_closed_route_ends_the_watch(tmp_path: Pat
         async with Stack(tmp_path, RegoPolicyEngine()) as stack:
             await seed_run(stack.bus, tmp_path, idle_after_s=3600.0)
             instance = await stack.runtime.start(Workload("tiny", "v1", copy_service(tmp_path / "v1")))
-            await stack.runtime.route("env-2", {"v1": instance}, {"v1": 100})
+            await stack.runtime.create_route("env-2", {"v1": instance}, {"v1": 100})
             event = new_event(
                 EventType.DEPLOY_ROLLED_BACK, {"deployment_id": "env-2"}, source=SOURCE, subject="tiny", runid="run-1"
             )
@@ -86,6 +86,6 @@ def test_handler_returns_at_once_and_a_closed_route_ends_the_watch(tmp_path: Pat
             await stack.runtime.close_route("env-2")
             await asyncio.wait_for(stack.cost.drain(), timeout=5)
             assert await events_of(stack.bus, EventType.ENV_SCALED_DOWN) == []
-            assert stack.runtime.is_running(instance)
+            assert (await stack.runtime.health(instance)).running
 
     asyncio.run(scenario())

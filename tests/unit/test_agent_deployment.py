@@ -222,7 +222,7 @@ def test_healthy_canary_is_promoted_then_scaled_to_zero(tmp_path: Path) -> None:
             assert [e["healthy"] for e in evaluations] == [True, True, True]
             assert all(e["canary"]["requests"] >= 20 and e["canary"]["errors"] == 0 for e in evaluations)
             assert evaluations[0]["baseline"]["requests"] > evaluations[0]["canary"]["requests"]  # 75 % vs 25 %
-            route = stack.runtime.get_route(dep_id)
+            route = await stack.runtime.get_route(dep_id)
             baseline = route.backends["a" * 12] if route else None
             verdicts = {
                 e.data["action"]: e.data["allow"] for e in await events_of(stack.bus, EventType.POLICY_EVALUATED)
@@ -233,8 +233,8 @@ def test_healthy_canary_is_promoted_then_scaled_to_zero(tmp_path: Path) -> None:
             assert scaled.data["environment"] == dep_id and scaled.data["instances_stopped"] == 2
             assert scaled.data["saving_usd_per_hour"] == pytest.approx(2 * 0.0208)
             assert scaled.data["idle_s"] >= 1.0
-            assert baseline is not None and not stack.runtime.is_running(baseline)
-            assert stack.runtime.instances() == [] and stack.runtime.get_route(dep_id) is None
+            assert baseline is not None and not (await stack.runtime.health(baseline)).running
+            assert stack.runtime.instances() == [] and await stack.runtime.get_route(dep_id) is None
             node = stack.graph.get_node(f"Deployment:{dep_id}")
             assert node is not None and node.props["outcome"] == "promoted" and node.props["strategy"] == "canary"
             assert {e.type for e, _ in stack.graph.neighbours(node.id)} == {"OF", "MEASURED", "RAN_IN"}

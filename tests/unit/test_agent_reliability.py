@@ -49,11 +49,11 @@ def test_faulty_canary_is_rolled_back_with_an_incident_report(tmp_path: Path) ->
             rolled = await wait_for(stack.bus, EventType.DEPLOY_ROLLED_BACK, timeout_s=90)
             started = (await events_of(stack.bus, EventType.DEPLOY_STARTED))[0].data
             dep_id = started["deployment_id"]
-            route = stack.runtime.get_route(dep_id)
+            route = await stack.runtime.get_route(dep_id)
             assert route is not None and route.weights == {"a" * 12: 100, "b" * 12: 0}
             canary = route.backends["b" * 12]
-            assert not stack.runtime.is_running(canary)
-            assert stack.runtime.is_running(route.backends["a" * 12])
+            assert not (await stack.runtime.health(canary)).running
+            assert (await stack.runtime.health(route.backends["a" * 12])).running
 
             evaluation = (await events_of(stack.bus, EventType.SLO_EVALUATED))[0].data
             assert evaluation["step"] == 0 and evaluation["weight"] == 25 and evaluation["healthy"] is False

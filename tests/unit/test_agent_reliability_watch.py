@@ -43,10 +43,10 @@ def test_a_fault_after_promotion_is_caught_by_the_watch_and_rolled_back_to_the_h
             assert rolled.data["phase"] == "watch" and rolled.data["version"] == B
             assert await events_of(stack.bus, EventType.DEPLOY_PROMOTED) == []
 
-            route = stack.runtime.get_route(started["deployment_id"])
+            route = await stack.runtime.get_route(started["deployment_id"])
             assert route is not None and route.weights == {A: 100, B: 0}
-            assert stack.runtime.is_running(route.backends[A])  # the standby took the traffic back
-            assert not stack.runtime.is_running(route.backends[B])
+            assert (await stack.runtime.health(route.backends[A])).running  # the standby took the traffic back
+            assert not (await stack.runtime.health(route.backends[B])).running
 
             evaluations = [e.data for e in await events_of(stack.bus, EventType.SLO_EVALUATED)]
             assert [(e["phase"], e["healthy"]) for e in evaluations] == [("step", True), ("watch", False)]
@@ -71,12 +71,15 @@ def test_the_previous_version_stays_warm_for_standby_s_after_promotion(tmp_path:
             await publish_perf(stack.bus)
             promoted = await wait_for(stack.bus, EventType.DEPLOY_PROMOTED, timeout_s=90)
             assert promoted.data["standby"] == {"version": A, "standby_s": 4.0}
-            route = stack.runtime.get_route(promoted.data["deployment_id"])
+            route = await stack.runtime.get_route(promoted.data["deployment_id"])
             assert route is not None and route.weights == {A: 0, B: 100}
-            assert stack.runtime.is_running(route.backends[A])  # warm, with no traffic
+            assert (await stack.runtime.health(route.backends[A])).running  # warm, with no traffic
             released = await wait_for(stack.bus, EventType.DEPLOY_STANDBY_RELEASED, timeout_s=30)
             assert released.data["version"] == A
-            assert not stack.runtime.is_running(route.backends[A]) and stack.runtime.is_running(route.backends[B])
+            assert (
+                not (await stack.runtime.health(route.backends[A])).running
+                and (await stack.runtime.health(route.backends[B])).running
+            )
 
     asyncio.run(scenario())
 
@@ -99,7 +102,7 @@ def test_a_step_without_evidence_is_never_passed_it_pauses_or_rolls_back_per_pol
             assert evaluated.data["healthy"] is False and evaluated.data["outcome"] == "inconclusive"
             assert evaluated.data["action"] == policy
             assert any("cannot" in r or "127.0.0.1:1" in r for r in evaluated.data["reasons"])
-            route = stack.runtime.get_route(evaluated.data["deployment_id"])
+            route = await stack.runtime.get_route(evaluated.data["deployment_id"])
             assert route is not None
             if policy == "pause":
                 paused = await wait_for(stack.bus, EventType.DEPLOY_PAUSED, timeout_s=10)

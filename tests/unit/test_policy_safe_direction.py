@@ -141,10 +141,10 @@ def test_a_failing_canary_is_rolled_back_when_the_rollback_policy_cannot_be_eval
             await publish_perf(stack.bus)
             rolled = await wait_for(stack.bus, EventType.DEPLOY_ROLLED_BACK, timeout_s=90)
             dep_id = (await events_of(stack.bus, EventType.DEPLOY_STARTED))[0].data["deployment_id"]
-            route = stack.runtime.get_route(dep_id)
+            route = await stack.runtime.get_route(dep_id)
             assert route is not None and route.weights == {"a" * 12: 100, "b" * 12: 0}
-            assert not stack.runtime.is_running(route.backends["b" * 12])
-            assert stack.runtime.is_running(route.backends["a" * 12])
+            assert not (await stack.runtime.health(route.backends["b" * 12])).running
+            assert (await stack.runtime.health(route.backends["a" * 12])).running
             verdicts = [e.data for e in await events_of(stack.bus, EventType.POLICY_EVALUATED)]
             assert [(v["action"], v["allow"], v["override"]) for v in verdicts] == [
                 ("deploy", True, ""),

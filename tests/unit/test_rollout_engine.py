@@ -25,7 +25,7 @@ async def rollout_env(tmp_path: Path, config: RolloutConfig, slo: Any = None) ->
     for v in ("v1", "v2"):
         env = {"PILOTAGE_FAULT_ADMIN": "1", "PILOTAGE_DB_PATH": str(tmp_path / f"{v}.db")}
         insts.append(await runtime.start(Workload("tiny", v, copy_service(tmp_path / v), env=env)))
-    route = await runtime.route(tmp_path.name, {"v1": insts[0], "v2": insts[1]}, {"v1": 100, "v2": 0})
+    route = await runtime.create_route(tmp_path.name, {"v1": insts[0], "v2": insts[1]}, {"v1": 100, "v2": 0})
     start_traffic(tmp_path.name, route.url, ["/version"], 80)
     events: list = []
 
@@ -79,7 +79,7 @@ def test_canary_fault_rolls_back_fast_and_skips_remaining_steps(tmp_path: Path) 
             assert result.step == 0 and result.weight == 25
             assert rollout.route.weights == {"v1": 100, "v2": 0}
             assert [k for k, _ in events].count("step") == 1  # steps 50 and 100 were skipped
-            assert not runtime.is_running(rollout.canary)
+            assert not (await runtime.health(rollout.canary)).running
             assert result.assessment is not None
             evidence = {
                 "service": "tiny",
@@ -113,7 +113,7 @@ def test_post_promotion_watch_rolls_back_to_the_hot_standby(tmp_path: Path) -> N
             while not any(k == "promoted" for k, _ in events):
                 await asyncio.sleep(0.05)
             assert rollout.route.weights == {"v1": 0, "v2": 100}
-            assert runtime.is_running(rollout.baseline)  # standby kept warm
+            assert (await runtime.health(rollout.baseline)).running  # standby kept warm
             await set_faults(rollout.canary.url, FaultSpec(error_rate=0.3))
             result = await task
             assert result.outcome == "rolled_back" and result.phase == "watch"

@@ -1,9 +1,13 @@
-"""LocalRuntime with real processes: start, health, stop, port in use, crash and timeout reporting."""
+"""LocalRuntime with real processes: what only ``local:`` does (pids, working folder, log files, start failures).
+
+The behaviour every runtime shares is in ``tests/contract/test_runtime.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -12,6 +16,7 @@ import pytest
 
 from pilotage.errors import BackendError, ConfigError, InputError
 from pilotage.runtime.base import Workload
+from pilotage.runtime.faults import FaultSpec, set_faults
 from pilotage.runtime.local import LocalRuntime, route_registry
 from tests.fixtures.tiny_service.harness import copy_service
 
@@ -24,7 +29,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_start_serves_health_and_stop_ends_the_process(tmp_path: Path) -> None:
+def test_instance_is_a_process_in_the_service_folder_with_a_log_file(tmp_path: Path) -> None:
     service = copy_service(tmp_path / "svc")
 
     async def scenario() -> None:
@@ -32,19 +37,39 @@ def test_start_serves_health_and_stop_ends_the_process(tmp_path: Path) -> None:
         instance = await runtime.start(Workload("tiny", "v1", service, env={"TINY_VERSION": "v-one"}))
         try:
             assert instance.url == f"http://127.0.0.1:{instance.port}"
-            assert instance.port > 0 and _alive(instance.pid) and runtime.is_running(instance)
+            assert instance.port > 0 and _alive(instance.pid) and runtime.instances() == [instance.pid]
             async with httpx.AsyncClient() as client:
-                assert (await client.get(instance.url + "/healthz")).json() == {"status": "ok"}
                 assert (await client.get(instance.url + "/version")).json() == {"version": "v-one"}
                 created = await client.post(instance.url + "/notes", json={"text": "hello"})
                 assert created.status_code == 201
             assert (service / "data.db").exists()  # the working directory is the service folder
         finally:
             await runtime.stop(instance)
-        assert not runtime.is_running(instance) and not _alive(instance.pid)
-        await runtime.stop(instance)  # idempotent
-        assert instance.log_path is not None and instance.log_path.exists()
+        assert not _alive(instance.pid) and runtime.instances() == []
+        assert (await runtime.health(instance)).exit_code in (0, -signal.SIGTERM)  # SIGTERM was enough, no SIGKILL
+        assert instance.log_path is not None and instance.log_path.name == f"tiny-v1-{instance.port}.log"
+        assert (
+            await runtime.log_tail(instance, 50)
+            == [line.rstrip() for line in instance.log_path.read_text().splitlines() if line.strip()][-50:]
+        )
         await runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_health_reports_the_exit_code_of_a_crashed_process(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+            env = {"PILOTAGE_FAULT_ADMIN": "1"}
+            instance = await runtime.start(Workload("tiny", "v1", copy_service(tmp_path / "svc"), env=env))
+            await set_faults(instance.url, FaultSpec(crash=True))  # tiny_service exits with status 3
+            for _ in range(100):
+                health = await runtime.health(instance)
+                if not health.running:
+                    break
+                await asyncio.sleep(0.05)
+            assert (health.running, health.ready, health.exit_code) == (False, False, 3)
+            assert not runtime.is_running(instance)  # the transitional synchronous alias agrees
 
     asyncio.run(scenario())
 
@@ -116,7 +141,7 @@ def test_workload_without_app_is_an_input_error(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_close_stops_every_process_and_route(tmp_path: Path) -> None:
+def test_close_kills_every_process_and_the_transitional_registry_sees_the_routes(tmp_path: Path) -> None:
     a, b = copy_service(tmp_path / "a"), copy_service(tmp_path / "b")
 
     async def scenario() -> None:
@@ -124,14 +149,16 @@ def test_close_stops_every_process_and_route(tmp_path: Path) -> None:
         one, two = await asyncio.gather(
             runtime.start(Workload("tiny", "a", a)), runtime.start(Workload("tiny", "b", b))
         )
-        route = await runtime.route("r", {"a": one, "b": two}, {"a": 50, "b": 50})
-        assert route_registry(runtime).get_route("r") is route
+        route = await runtime.route("r", {"a": one, "b": two}, {"a": 50, "b": 50})  # the transitional alias
+        registry = route_registry(runtime)
+        await runtime.set_weights(route, {"a": 0, "b": 100})  # a Route in place of its name: also updated
+        assert route.weights == {"a": 0, "b": 100}
+        seen = registry.get_route("r")
+        assert seen is not None and seen.weights == {"a": 0, "b": 100} and registry.route_stats("r").requests == 0
+        assert registry.is_running(one)
         await runtime.close()
-        assert runtime.instances() == [] and runtime.get_route("r") is None
+        assert runtime.instances() == [] and registry.get_route("r") is None
         assert not _alive(one.pid) and not _alive(two.pid)
-        with pytest.raises(httpx.ConnectError):
-            async with httpx.AsyncClient() as client:
-                await client.get(route.url + "/healthz")
 
     asyncio.run(scenario())
 

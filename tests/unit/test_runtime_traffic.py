@@ -18,7 +18,7 @@ def test_generator_sends_at_the_requested_rate_through_the_proxy(tmp_path: Path)
     async def scenario() -> None:
         async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
             v1 = await runtime.start(Workload("tiny", "v1", copy_service(tmp_path / "v1")))
-            route = await runtime.route("t", {"v1": v1}, {"v1": 100})
+            route = await runtime.create_route("t", {"v1": v1}, {"v1": 100})
             generator = start_traffic("t", route.url, ["/notes", "/version", "/missing"], 60.0)
             assert get_traffic("t") is generator and generator.running
             with pytest.raises(InputError, match="already running"):
@@ -30,9 +30,9 @@ def test_generator_sends_at_the_requested_rate_through_the_proxy(tmp_path: Path)
             assert stats.failures == 0 and stats.skipped == 0
             assert stats.statuses[200] >= 2 * stats.statuses[404] - 2  # 2 of 3 paths exist
             assert sum(stats.statuses.values()) == stats.sent
-            assert runtime.route_stats("t").requests == stats.sent
+            assert (await runtime.route_stats("t")).requests == stats.sent
             await asyncio.sleep(0.2)
-            assert runtime.route_stats("t").requests == stats.sent  # really stopped
+            assert (await runtime.route_stats("t")).requests == stats.sent  # really stopped
             assert await stop_traffic("t") is None
 
     asyncio.run(scenario())

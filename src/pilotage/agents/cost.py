@@ -33,7 +33,6 @@ from pilotage.agent import Agent, AgentContext, Reasoning
 from pilotage.bus.base import Subscription
 from pilotage.errors import ConfigError
 from pilotage.events import CloudEvent, EventType
-from pilotage.runtime.local import route_registry
 
 __all__ = ["MAX_BUSY_S", "PRICE_SOURCE", "CostAgent", "idle_reasoning"]
 
@@ -160,20 +159,20 @@ class CostAgent(Agent):
             )
         price = settings.prices_usd_per_hour[settings.instance_size]
         idle_after_s = run.idle_after_s
-        registry = route_registry(self.ctx.runtime)
+        runtime = self.ctx.runtime
         poll_s = max(0.05, min(self.poll_s, idle_after_s / 4))
         deadline = time.monotonic() + idle_after_s + self.max_busy_s
         while time.monotonic() < deadline:
-            route = registry.get_route(deployment_id)
+            route = await runtime.get_route(deployment_id)
             if route is None:
                 return  # closed by someone else: nothing left to scale
-            idle_s = registry.route_stats(deployment_id).idle_s()
+            idle_s = (await runtime.route_stats(deployment_id)).idle_s()
             if idle_s >= idle_after_s:
                 break
             await asyncio.sleep(min(poll_s, max(0.05, idle_after_s - idle_s)))
         else:
             return  # busy for the whole watch: leave it running
-        running = [i for i in route.backends.values() if registry.is_running(i)]
+        running = [i for i in route.backends.values() if (await runtime.health(i)).running]
         inputs = {
             "environment": deployment_id,
             "idle_s": idle_s,
@@ -198,8 +197,8 @@ class CostAgent(Agent):
             cause=event,
         )
         for instance in running:
-            await self.ctx.runtime.stop(instance)
-        await registry.close_route(deployment_id)
+            await runtime.stop(instance)
+        await runtime.close_route(deployment_id)
         saving = decision.score["saving_usd_per_hour"]
         source = PRICE_SOURCE.format(size=settings.instance_size)
         graph = self.ctx.graph

@@ -1,20 +1,39 @@
 """The execution-runtime contract: run versions of a service and split traffic between them.
 
-A *workload* is one version of one service (a directory holding a generated service). The runtime starts
-it as an :class:`Instance` reachable over HTTP, and a :class:`Route` (a traffic-splitting proxy) sends each
-request to one instance chosen by integer weights that sum to 100.
+A *workload* is one version of one service (a directory holding a generated service). The runtime starts it as
+an :class:`Instance` reachable over HTTP (:class:`InstanceRuntime`), and a :class:`Route` sends each request to one
+instance chosen by integer weights that sum to 100 (:class:`RouteRuntime`). :class:`Runtime` is both, plus
+:meth:`Runtime.close`; a backend is chosen by URL (``local:`` today, see :mod:`pilotage.registry`).
+
+Everything that crosses the contract is plain data (dataclasses of str, int, float, dict, Path), never a process
+handle or a proxy object, so a runtime that manages remote pods can return the same values. Every runtime must pass
+``tests/contract/test_runtime.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-__all__ = ["Instance", "Route", "Runtime", "Workload", "scratch_instance"]
+__all__ = [
+    "Instance",
+    "InstanceHealth",
+    "InstanceRuntime",
+    "Route",
+    "RouteRuntime",
+    "RouteStats",
+    "Runtime",
+    "VersionStats",
+    "Workload",
+    "route_name",
+    "scratch_instance",
+]
 
 
 @dataclass(frozen=True)
@@ -38,7 +57,7 @@ class Workload:
 
 @dataclass
 class Instance:
-    """A running workload: ``url`` is ``http://127.0.0.1:PORT``; ``pid`` its OS process id (0 if none)."""
+    """A running workload: ``url`` is ``http://HOST:PORT``; ``pid`` its OS process id (0 if none)."""
 
     workload: Workload
     url: str
@@ -47,9 +66,24 @@ class Instance:
     log_path: Path | None = None
 
 
+@dataclass(frozen=True)
+class InstanceHealth:
+    """What :meth:`InstanceRuntime.health` saw.
+
+    Attributes:
+        running: the instance's process (container) is alive.
+        ready: it answered ``GET /healthz`` with 200 just now (implies ``running``).
+        exit_code: its exit status once it ended (negative: killed by that signal), None while running or unknown.
+    """
+
+    running: bool
+    ready: bool
+    exit_code: int | None = None
+
+
 @dataclass
 class Route:
-    """A traffic split: ``url`` of the proxy, ``weights`` version → percent (sum 100)."""
+    """A traffic split: ``url`` of the stable entry point, ``weights`` version → percent (sum 100)."""
 
     name: str
     url: str
@@ -58,35 +92,151 @@ class Route:
     weights: dict[str, int] = field(default_factory=dict)
 
 
-class Runtime(ABC):
-    """Contract of an execution runtime (async: starting processes and proxies is I/O)."""
+@dataclass(frozen=True)
+class VersionStats:
+    """Request statistics of one version behind a route.
 
-    url: str = ""
+    Attributes:
+        requests: requests sent to this version since the route was created.
+        errors: of those, answers with status ≥ 500 and requests that failed to reach it (connection errors).
+        mean_latency_ms, p95_latency_ms: over the last ``latency_window`` requests, from the route's forwarding a
+            request to its receiving the version's full answer (or the failure), ms; None before the first request.
+            p95 is the nearest-rank percentile (the smallest sample ≥ 95 % of the window).
+        latency_window: how many recent requests the latency figures cover (bounded by the runtime).
+        last_request_at: Unix time (s) of the last request, None before the first.
+    """
+
+    requests: int = 0
+    errors: int = 0
+    mean_latency_ms: float | None = None
+    p95_latency_ms: float | None = None
+    latency_window: int = 0
+    last_request_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the statistics as a JSON-serialisable dict (the attribute names as keys)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RouteStats:
+    """A snapshot of a route's statistics: ``versions`` version → :class:`VersionStats`; times in Unix s."""
+
+    name: str
+    started_at: float
+    last_request_at: float | None
+    versions: dict[str, VersionStats] = field(default_factory=dict)
+
+    @property
+    def requests(self) -> int:
+        """Requests sent to any version."""
+        return sum(v.requests for v in self.versions.values())
+
+    def idle_s(self, now: float | None = None) -> float:
+        """Seconds from the last request (from the route's creation when it has had none) to ``now`` (Unix s)."""
+        now = time.time() if now is None else now
+        return max(0.0, now - (self.last_request_at if self.last_request_at is not None else self.started_at))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"name", "started_at", "last_request_at", "requests", "versions": {version: {...}}}``."""
+        return {
+            "name": self.name,
+            "started_at": self.started_at,
+            "last_request_at": self.last_request_at,
+            "requests": self.requests,
+            "versions": {version: stats.to_dict() for version, stats in self.versions.items()},
+        }
+
+
+def route_name(route: str | Route) -> str:
+    """Return the name of ``route`` (a name is returned as is): the one place the transition accepts both."""
+    return route.name if isinstance(route, Route) else route
+
+
+class InstanceRuntime(ABC):
+    """Start, watch and stop instances of workloads (async: every call may do I/O)."""
 
     @abstractmethod
     async def start(self, workload: Workload, *, ready_timeout_s: float = 30.0) -> Instance:
-        """Start ``workload`` and wait until it answers HTTP.
+        """Start ``workload`` and wait until it answers ``GET /healthz`` with 200.
 
         Raises:
+            InputError: the workload cannot be run (e.g. its folder holds no service).
             ConfigError: the requested port is already in use (the message names the port).
-            BackendError: the process exited or did not become ready; the message carries its log tail.
+            BackendError: it exited or was not ready within ``ready_timeout_s``; the message quotes its log.
         """
 
     @abstractmethod
     async def stop(self, instance: Instance) -> None:
-        """Stop the instance (SIGTERM, then SIGKILL after a grace period). Idempotent."""
+        """Stop ``instance`` (gracefully, then forcibly). Idempotent; an instance of another runtime is ignored."""
 
     @abstractmethod
-    async def route(self, name: str, backends: dict[str, Instance], weights: dict[str, int], port: int = 0) -> Route:
-        """Start a traffic-splitting proxy in front of ``backends`` with ``weights`` (percent, sum 100)."""
+    async def health(self, instance: Instance) -> InstanceHealth:
+        """Return whether ``instance`` runs and answers ``GET /healthz`` now; never raises for a dead instance."""
 
     @abstractmethod
-    async def set_weights(self, route: Route, weights: dict[str, int]) -> None:
-        """Change the split of ``route``; takes effect for the next request. Raises InputError if sum ≠ 100."""
+    async def log_tail(self, instance: Instance, lines: int = 20) -> list[str]:
+        """Return the last ``lines`` non-blank lines of the instance's output (stdout + stderr), oldest first.
+
+        Registered secrets are masked. An instance whose output is gone gives ``[]``.
+        """
+
+
+class RouteRuntime(ABC):
+    """Create stable routes in front of instances and split their traffic by weight, by route name."""
+
+    @abstractmethod
+    async def create_route(
+        self, name: str, backends: dict[str, Instance], weights: dict[str, int], port: int = 0
+    ) -> Route:
+        """Open route ``name`` (on ``port``, 0 = any) splitting requests between ``backends`` by ``weights``.
+
+        Raises:
+            InputError: a route called ``name`` is open, or the weights are invalid (see :meth:`set_weights`).
+            ConfigError: the port is in use.
+        """
+
+    @abstractmethod
+    async def set_weights(self, name: str | Route, weights: dict[str, int]) -> None:
+        """Change the split of route ``name``; the next request uses it.
+
+        A :class:`Route` is accepted in place of its name while callers move to names (its ``weights`` are then
+        updated too); routes returned earlier by :meth:`get_route` keep the old weights.
+
+        Raises:
+            InputError: no open route has that name, a weight is not an integer ≥ 0, the weights do not sum to
+                100, or they name a version the route has no backend for.
+        """
+
+    @abstractmethod
+    async def get_route(self, name: str) -> Route | None:
+        """Return a snapshot of the open route called ``name`` (current weights), or None."""
+
+    @abstractmethod
+    async def route_stats(self, name: str) -> RouteStats:
+        """Return the per-version statistics of route ``name``.
+
+        Raises:
+            InputError: no open route has that name.
+        """
+
+    @abstractmethod
+    async def close_route(self, name: str) -> None:
+        """Close route ``name``: its entry point stops answering, its instances keep running. Idempotent."""
+
+
+class Runtime(InstanceRuntime, RouteRuntime):
+    """An execution runtime: instances and routes, closed together (also as ``async with``)."""
+
+    url: str = ""
 
     @abstractmethod
     async def close(self) -> None:
-        """Stop every proxy and instance this runtime started. Idempotent."""
+        """Close every route, then stop every instance this runtime started. Idempotent."""
+
+    async def route(self, name: str, backends: dict[str, Instance], weights: dict[str, int], port: int = 0) -> Route:
+        """Transitional alias of :meth:`create_route` (remove once no caller uses it)."""
+        return await self.create_route(name, backends, weights, port)
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -99,14 +249,14 @@ class Runtime(ABC):
 
 @contextlib.asynccontextmanager
 async def scratch_instance(
-    runtime: Runtime, *, service: str, version: str, path: Path, data_dir: Path, ready_timeout_s: float
+    runtime: InstanceRuntime, *, service: str, version: str, path: Path, data_dir: Path, ready_timeout_s: float
 ) -> AsyncIterator[Instance]:
     """Start a throw-away instance for testing or load-testing, yield it, and always stop it.
 
     The instance gets a fresh SQLite file ``data_dir/service.db`` (``PILOTAGE_DB_PATH``) and no injected faults.
 
     Raises:
-        ConfigError, BackendError: as :meth:`Runtime.start`.
+        ConfigError, BackendError: as :meth:`InstanceRuntime.start`.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     db_path = data_dir / "service.db"

@@ -10,16 +10,20 @@ with the workload's directory as working directory (the generated-service conven
 setting and no credential of the operator), and stdout + stderr written to
 ``<log_dir>/<service>-<version>-<port>.log``. The runtime waits for ``GET /healthz`` to answer 200.
 
-:meth:`LocalRuntime.route` starts a :class:`~pilotage.runtime.proxy.TrafficProxy` (smooth weighted
-round-robin) on the caller's asyncio loop. The runtime keeps a registry of routes by name so agents that did not
-create a route can find it (:meth:`LocalRuntime.get_route`), read its counters (:meth:`LocalRuntime.route_stats`)
-and close it (:meth:`LocalRuntime.close_route`); :class:`RouteRegistry` is that capability as a protocol.
+A route is a :class:`~pilotage.runtime.proxy.TrafficProxy` (smooth weighted round-robin) on the caller's asyncio
+loop, kept by name so agents that did not create it can find, weigh, inspect and close it through the
+:class:`~pilotage.runtime.base.Runtime` contract.
+
+Transitional (until the deployment and reliability agents, the recovery flow, the rollout engine and
+``bench_rollback`` use the contract): :func:`route_registry` / :class:`RouteRegistry` (a synchronous view of the
+routes) and the synchronous :meth:`LocalRuntime.is_running`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -28,13 +32,13 @@ import tempfile
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO, NoReturn, Protocol, runtime_checkable
+from typing import IO, NoReturn, Protocol
 
 import httpx
 
 from pilotage.errors import BackendError, ConfigError, InputError
-from pilotage.runtime.base import Instance, Route, Runtime, Workload
-from pilotage.runtime.proxy import RouteStats, TrafficProxy, bind_local, check_weights
+from pilotage.runtime.base import Instance, InstanceHealth, Route, RouteStats, Runtime, Workload, route_name
+from pilotage.runtime.proxy import TrafficProxy, bind_local, check_weights
 from pilotage.runtime.sandbox import launch_options, sandbox_env
 from pilotage.secrets import masker
 
@@ -44,17 +48,18 @@ __all__ = ["LocalRuntime", "RouteRegistry", "route_registry"]
 STOP_GRACE_S = 5.0
 #: Lines of the service log quoted in a start failure.
 LOG_TAIL_LINES = 20
+#: Timeout of the ``GET /healthz`` probe of :meth:`LocalRuntime.health`, seconds.
+HEALTH_TIMEOUT_S = 1.0
 
 
-@runtime_checkable
 class RouteRegistry(Protocol):
-    """What agents need beyond the :class:`Runtime` contract: find, inspect and close routes by name."""
+    """Transitional: the synchronous route look-ups agents used before the contract had routes."""
 
     def get_route(self, name: str) -> Route | None:
-        """Return the route called ``name``, or None."""
+        """Return a snapshot of the route called ``name``, or None."""
 
     def route_stats(self, name: str) -> RouteStats:
-        """Return the request counters of route ``name``."""
+        """Return the statistics of route ``name``."""
 
     def is_running(self, instance: Instance) -> bool:
         """Return True while ``instance``'s process is alive."""
@@ -66,24 +71,46 @@ class RouteRegistry(Protocol):
         """Stop the proxy of route ``name`` (not its instances)."""
 
 
+class _SyncRoutes:
+    """Transitional :class:`RouteRegistry` over a :class:`LocalRuntime` (its routes live in this process)."""
+
+    def __init__(self, runtime: LocalRuntime) -> None:
+        self._runtime = runtime
+
+    def get_route(self, name: str) -> Route | None:
+        return self._runtime._snapshot(name)
+
+    def route_stats(self, name: str) -> RouteStats:
+        return self._runtime._proxy(name).stats()
+
+    def is_running(self, instance: Instance) -> bool:
+        return self._runtime.is_running(instance)
+
+    async def stop(self, instance: Instance) -> None:
+        await self._runtime.stop(instance)
+
+    async def close_route(self, name: str) -> None:
+        await self._runtime.close_route(name)
+
+
 def route_registry(runtime: Runtime) -> RouteRegistry:
-    """Return ``runtime`` as a :class:`RouteRegistry`.
+    """Transitional: return a synchronous view of the routes of ``runtime`` (use the async contract instead).
 
     Raises:
-        ConfigError: the runtime cannot look routes up by name (names the runtime URL).
+        ConfigError: ``runtime`` is not a local runtime (names the runtime URL).
     """
-    if not isinstance(runtime, RouteRegistry):
+    if not isinstance(runtime, LocalRuntime):
         raise ConfigError(
-            f"runtime {runtime.url!r} cannot look up routes by name",
-            hint="use runtime_url = 'local:' (the local runtime keeps a route registry)",
+            f"runtime {runtime.url!r} has no synchronous route registry",
+            hint="call the Runtime contract (await runtime.get_route(name), runtime.route_stats(name))",
         )
-    return runtime
+    return _SyncRoutes(runtime)
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
     try:
         with path.open(encoding="utf-8", errors="replace") as handle:
-            return [line.rstrip() for line in deque(handle, maxlen=lines) if line.strip()]
+            return list(deque((line.rstrip() for line in handle if line.strip()), maxlen=max(0, lines)))
     except OSError:
         return []
 
@@ -105,6 +132,7 @@ class LocalRuntime(Runtime):
         self.url = url
         self.log_dir = log_dir or Path(tempfile.gettempdir()) / "pilotage" / "logs"
         self._procs: dict[int, tuple[subprocess.Popen[bytes], IO[bytes]]] = {}
+        self._exit_codes: dict[int, int] = {}  # pid → exit status of the processes it stopped
         self._routes: dict[str, tuple[Route, TrafficProxy]] = {}
 
     # -- instances ---------------------------------------------------------------------------------------------
@@ -142,6 +170,7 @@ class LocalRuntime(Runtime):
             log_file.close()
             raise BackendError(f"cannot start {command[0]} in {path}: {exc}", hint="check the Python install") from exc
         self._procs[proc.pid] = (proc, log_file)
+        self._exit_codes.pop(proc.pid, None)  # a reused pid
         instance = Instance(
             workload=workload, url=f"http://127.0.0.1:{port}", port=port, pid=proc.pid, log_path=log_path
         )
@@ -178,8 +207,34 @@ class LocalRuntime(Runtime):
             log_tail=tail,
         )
 
+    async def health(self, instance: Instance) -> InstanceHealth:
+        """Return whether the instance's process runs, its exit status once ended, and whether /healthz answers 200.
+
+        An instance this runtime did not start (or no longer knows) is reported not running, exit code None.
+        """
+        entry = self._procs.get(instance.pid)
+        code = entry[0].poll() if entry is not None else self._exit_codes.get(instance.pid)
+        running = entry is not None and code is None
+        ready = running and await self._answers_health(instance.url)
+        return InstanceHealth(running=running, ready=ready, exit_code=code)
+
+    @staticmethod
+    async def _answers_health(url: str) -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S) as client:
+                return (await client.get(f"{url}/healthz")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def log_tail(self, instance: Instance, lines: int = LOG_TAIL_LINES) -> list[str]:
+        """Return the last ``lines`` non-blank lines of the instance's log file, secrets masked (read off the loop)."""
+        if instance.log_path is None:
+            return []
+        tail = await asyncio.to_thread(_tail, instance.log_path, lines)
+        return [masker().mask_text(line) for line in tail]
+
     def is_running(self, instance: Instance) -> bool:
-        """Return True while the process of ``instance`` runs (False once stopped or exited)."""
+        """Transitional, synchronous: True while the process of ``instance`` runs (``health().running``)."""
         entry = self._procs.get(instance.pid)
         return entry is not None and entry[0].poll() is None
 
@@ -205,7 +260,7 @@ class LocalRuntime(Runtime):
                 if proc.poll() is None:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5.0)
+            self._exit_codes[pid] = proc.wait(timeout=5.0)
         finally:
             log_file.close()
             with contextlib.suppress(OSError):  # the service saw the test headers: its log may hold them
@@ -217,7 +272,9 @@ class LocalRuntime(Runtime):
 
     # -- routes ------------------------------------------------------------------------------------------------
 
-    async def route(self, name: str, backends: dict[str, Instance], weights: dict[str, int], port: int = 0) -> Route:
+    async def create_route(
+        self, name: str, backends: dict[str, Instance], weights: dict[str, int], port: int = 0
+    ) -> Route:
         """Start a proxy on 127.0.0.1:``port`` splitting requests between ``backends`` by ``weights``.
 
         Raises:
@@ -231,32 +288,41 @@ class LocalRuntime(Runtime):
         await proxy.start()
         route = Route(name=name, url=proxy.url, port=proxy.port, backends=dict(backends), weights=proxy.weights)
         self._routes[name] = (route, proxy)
-        return route
+        return _copy(route)
 
-    async def set_weights(self, route: Route, weights: dict[str, int]) -> None:
-        """Change the split of ``route`` (next request). Raises InputError if the sum is not 100 or it is closed."""
-        if route.name not in self._routes:
-            raise InputError(f"route {route.name!r} is not open", hint="create it with route() first")
-        _, proxy = self._routes[route.name]
+    async def set_weights(self, name: str | Route, weights: dict[str, int]) -> None:
+        """Change the split of route ``name`` from the next request on (a :class:`Route` also gets its weights set).
+
+        Raises:
+            InputError: no open route has that name, or the weights are invalid (sum ≠ 100, unknown version).
+        """
+        proxy = self._proxy(route_name(name))
         proxy.set_weights(weights)
-        route.weights = proxy.weights
-        self._routes[route.name][0].weights = proxy.weights
+        self._routes[proxy.name][0].weights = proxy.weights
+        if isinstance(name, Route):
+            name.weights = proxy.weights
 
-    def get_route(self, name: str) -> Route | None:
-        """Return the open route called ``name``, or None."""
-        entry = self._routes.get(name)
-        return entry[0] if entry else None
+    async def get_route(self, name: str) -> Route | None:
+        """Return a snapshot of the open route called ``name``, or None."""
+        return self._snapshot(name)
 
-    def route_stats(self, name: str) -> RouteStats:
-        """Return the request counters of route ``name``.
+    async def route_stats(self, name: str) -> RouteStats:
+        """Return the statistics of route ``name`` (:meth:`TrafficProxy.stats`).
 
         Raises:
             InputError: no open route has that name.
         """
+        return self._proxy(name).stats()
+
+    def _snapshot(self, name: str) -> Route | None:
+        entry = self._routes.get(name)
+        return _copy(entry[0]) if entry else None
+
+    def _proxy(self, name: str) -> TrafficProxy:
         entry = self._routes.get(name)
         if entry is None:
             raise InputError(f"no open route {name!r}", hint=f"open routes: {sorted(self._routes) or 'none'}")
-        return entry[1].stats()
+        return entry[1]
 
     async def close_route(self, name: str) -> None:
         """Stop the proxy of route ``name`` (its instances keep running). Idempotent."""
@@ -269,3 +335,8 @@ class LocalRuntime(Runtime):
         for name in list(self._routes):
             await self.close_route(name)
         await asyncio.gather(*(self._stop_pid(pid) for pid in list(self._procs)))
+
+
+def _copy(route: Route) -> Route:
+    """A snapshot of ``route`` the caller may change without changing the runtime's."""
+    return dataclasses.replace(route, backends=dict(route.backends), weights=dict(route.weights))
