@@ -33,6 +33,7 @@ from pilotage.agent import Agent, AgentContext, Reasoning
 from pilotage.bus.base import Subscription
 from pilotage.errors import ConfigError
 from pilotage.events import CloudEvent, EventType
+from pilotage.rollout.controller import rollout_controller
 
 __all__ = ["MAX_BUSY_S", "PRICE_SOURCE", "CostAgent", "idle_reasoning"]
 
@@ -196,9 +197,7 @@ class CostAgent(Agent):
             },
             cause=event,
         )
-        for instance in running:
-            await runtime.stop(instance)
-        await runtime.close_route(deployment_id)
+        stopped = await rollout_controller(self.ctx).scale_down(deployment_id)  # the one component that stops
         saving = decision.score["saving_usd_per_hour"]
         source = PRICE_SOURCE.format(size=settings.instance_size)
         graph = self.ctx.graph
@@ -209,7 +208,7 @@ class CostAgent(Agent):
                 "service": run.service,
                 "state": "scaled_to_zero",
                 "idle_s": round(idle_s, 3),
-                "instances_stopped": len(running),
+                "instances_stopped": stopped,
                 "instance_size": settings.instance_size,
                 "saving_usd_per_hour": saving,
                 "price_source": source,
@@ -225,7 +224,7 @@ class CostAgent(Agent):
             {
                 "environment": deployment_id,
                 "idle_s": round(idle_s, 3),
-                "instances_stopped": len(running),
+                "instances_stopped": stopped,
                 "saving_usd_per_hour": saving,
                 "price_source": source,
                 "deployment_id": deployment_id,

@@ -304,7 +304,7 @@ class ReliabilityAgent(Agent):
     async def _observe(self, event: CloudEvent, state: RolloutState, phase: str) -> dict[str, Any]:
         """Poll both populations through the configured metric source; return the decision inputs it recorded."""
         settings, runtime = self.ctx.settings, self.ctx.runtime
-        route = runtime.get_route(state.deployment_id)
+        route = await runtime.get_route(state.deployment_id)
         if route is None:
             raise InputError(f"route {state.deployment_id} is closed", hint="the rollout was stopped; start it again")
         new, control = populations(state, route.backends, phase)
@@ -317,7 +317,7 @@ class ReliabilityAgent(Agent):
             settings.min_requests_per_step,
         )
         source = open_source(settings.metrics_source_url)
-        before = runtime.route_stats(state.deployment_id)
+        before = await runtime.route_stats(state.deployment_id)
         try:
             seen = await observe(
                 source,
@@ -332,7 +332,7 @@ class ReliabilityAgent(Agent):
             )
         finally:
             await source.aclose()
-        after = runtime.route_stats(state.deployment_id) if runtime.get_route(state.deployment_id) else None
+        after = await runtime.route_stats(state.deployment_id) if await runtime.get_route(state.deployment_id) else None
         base_v, head_v = state.plan["baseline"]["version"], state.plan["canary"]["version"]
         by_flag = state.strategy == "feature-flag"  # the proxy cannot tell flag-on from flag-off requests
         return {

@@ -173,7 +173,7 @@ class RolloutController:
             await stop_traffic(_preview_name(deployment_id))
 
     def _require_route(self, deployment_id: str) -> None:
-        if self.runtime.get_route(deployment_id) is None:
+        if await self.runtime.get_route(deployment_id) is None:
             raise BackendError(f"route {deployment_id} is closed", hint="the rollout was stopped; start it again")
 
     # --- conclusions -----------------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ class RolloutController:
             BackendError: the route is gone, or the version to go back to is not running (released standby).
         """
         deployment_id, head_v = plan["deployment_id"], plan["canary"]["version"]
-        route = self.runtime.get_route(deployment_id)
+        route = await self.runtime.get_route(deployment_id)
         canary = route.backends.get(head_v) if route is not None else None
         if plan["strategy"] == "feature-flag":
             (await self.flags()).flag_off(plan["flag_key"])
@@ -196,7 +196,7 @@ class RolloutController:
         else:
             done = await self._switch_back(plan)
         if canary is not None:
-            done.log_tail = self.runtime.log_tail(canary, lines=15)
+            done.log_tail = await self.runtime.log_tail(canary, lines=15)
             if plan["strategy"] != "feature-flag":
                 await self.runtime.stop(canary)
                 done.actions.append(f"new version {head_v} (pid {canary.pid}) stopped")
@@ -208,7 +208,7 @@ class RolloutController:
     async def _switch_back(self, plan: dict[str, Any]) -> RollbackDone:
         deployment_id = plan["deployment_id"]
         base_v, head_v = plan["baseline"]["version"], plan["canary"]["version"]
-        route = self.runtime.get_route(deployment_id)
+        route = await self.runtime.get_route(deployment_id)
         if route is None:
             raise BackendError(f"cannot roll back {deployment_id}: its route is closed", hint="start the rollout again")
         baseline = route.backends.get(base_v)
@@ -229,7 +229,7 @@ class RolloutController:
 
         Nothing happens when the route is gone, the previous version still has weight, or it already stopped.
         """
-        route = self.runtime.get_route(plan["deployment_id"])
+        route = await self.runtime.get_route(plan["deployment_id"])
         base_v = plan["baseline"]["version"]
         standby = route.backends.get(base_v) if route is not None else None
         if route is None or standby is None or route.weights.get(base_v):
@@ -241,7 +241,7 @@ class RolloutController:
 
     async def scale_down(self, deployment_id: str) -> int:
         """Stop every running instance of an idle environment and close its route; return how many stopped."""
-        route = self.runtime.get_route(deployment_id)
+        route = await self.runtime.get_route(deployment_id)
         if route is None:
             return 0
         stopped = 0
