@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pilotage.codegen.quoting import python_name
+from pilotage.spec.openapi import merged_parameters, resolve
 
 __all__ = ["CrudChain", "infer_crud_chains"]
 
@@ -94,22 +95,10 @@ class CrudChain:
     bounded: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _resolve(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
-    while isinstance(node, dict) and isinstance(node.get("$ref"), str) and depth < 20:
-        ref = node["$ref"]
-        if not ref.startswith("#/"):
-            return {}
-        target: Any = doc
-        for part in ref[2:].split("/"):
-            target = target.get(part.replace("~1", "/").replace("~0", "~"), {}) if isinstance(target, dict) else {}
-        node, depth = target, depth + 1
-    return node
-
-
 def _json_schema(doc: dict[str, Any], holder: Any) -> dict[str, Any]:
-    content = (_resolve(doc, holder) or {}).get("content") or {}
+    content = (resolve(doc, holder) or {}).get("content") or {}
     media: Any = content.get("application/json") or next(iter(content.values()), {}) if content else {}
-    schema = _resolve(doc, (media or {}).get("schema") or {})
+    schema = resolve(doc, (media or {}).get("schema") or {})
     return schema if isinstance(schema, dict) else {}
 
 
@@ -134,16 +123,16 @@ def _declares_404(operation: dict[str, Any]) -> bool:
 
 
 def _params(doc: dict[str, Any], path_item: dict[str, Any], operation: dict[str, Any], where: str) -> list[Any]:
-    found = [_resolve(doc, p) for p in [*(path_item.get("parameters") or []), *(operation.get("parameters") or [])]]
-    return [p for p in found if isinstance(p, dict) and p.get("in") == where]
+    """The merged parameters (:func:`~pilotage.spec.openapi.merged_parameters`) that are ``in`` ``where``."""
+    return [p for p in merged_parameters(doc, path_item, operation) if p["in"] == where]
 
 
 def _nonnull(doc: dict[str, Any], schema: Any) -> dict[str, Any]:
     """The schema itself, or its one non-null member of an ``anyOf``/``oneOf`` (FastAPI's ``bool | None``)."""
-    schema = _resolve(doc, schema)
+    schema = resolve(doc, schema)
     if not isinstance(schema, dict):
         return {}
-    members = [_resolve(doc, m) for m in schema.get("anyOf") or schema.get("oneOf") or []]
+    members = [resolve(doc, m) for m in schema.get("anyOf") or schema.get("oneOf") or []]
     members = [m for m in members if isinstance(m, dict) and m.get("type") != "null"]
     return members[0] if len(members) == 1 else schema
 
@@ -292,7 +281,7 @@ def _required_query(doc: dict[str, Any], path_item: dict[str, Any], operation: d
 
 def _limit(doc: dict[str, Any], path_item: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any] | None:
     for param in _params(doc, path_item, operation, "query"):
-        schema = _resolve(doc, param.get("schema")) or {}
+        schema = resolve(doc, param.get("schema")) or {}
         if param.get("name") in _LIMITS and schema.get("type") == "integer" and isinstance(schema.get("maximum"), int):
             return {"param": param["name"], "maximum": schema["maximum"], "default": schema.get("default")}
     return None
@@ -345,7 +334,8 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
     """Find the CRUD resources of an OpenAPI document (rules in the module docstring).
 
     Args:
-        doc: the OpenAPI 3 document as a dict (``$ref`` inside the document only).
+        doc: the OpenAPI 3 document as a dict (references to other files made local:
+            :func:`pilotage.spec.openapi.bundle_refs`).
 
     Returns:
         The chains, parents before their nested collections, in path order.
@@ -361,7 +351,7 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
             listed = _success(doc, ops["get"]).get("type") == "array" if "get" in ops else False
             if not match or not ("get" in (item_ops or {}) or ("delete" in (item_ops or {}) and listed)):
                 continue  # a resource needs a read: the item's GET, or the list when the item has only DELETE
-            props = _resolve(doc, _success(doc, ops["post"]).get("properties")) or {}
+            props = resolve(doc, _success(doc, ops["post"]).get("properties")) or {}
             key = _key_for(match.group(1), props)
             if key is None:
                 continue
