@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
+from pilotage.codegen.examples import example
 from pilotage.errors import InputError
+from pilotage.perf.locustfile import load_targets
 from pilotage.spec.load import load_spec
 from pilotage.spec.openapi import (
     FILES_KEY,
@@ -125,6 +127,8 @@ def test_relative_files_are_embedded_and_resolve_both_ways(tmp_path: Path) -> No
     pet = resolve(doc, op.responses["200"]["content"]["application/json"]["schema"])
     assert resolve(doc, pet["properties"]["tag"]) == {"type": "string", "example": "cat"}
     assert ref_name(op.responses["200"]["content"]["application/json"]["schema"]) == "Pet"
+    assert example(doc, pet) == {"tag": "cat"}  # codegen's examples resolve through spec.openapi
+    assert [t.operation for t in load_targets(doc)] == ["GET /pets"]  # so does the load test
 
 
 def test_cycles_across_files_stay_references(tmp_path: Path) -> None:
