@@ -23,20 +23,12 @@ from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.graph.base import node_id
 from pilotage.spec.diff import diff_specs
-from pilotage.spec.evolve import HTTP_METHODS, evolve, operations
+from pilotage.spec.evolve import evolve, operations
 from pilotage.spec.grammar import parse_request
 from pilotage.spec.load import dump_spec, load_spec, spec_digest, spec_key
+from pilotage.spec.openapi import iter_operations, operation_ids
 
 __all__ = ["DesignAgent", "record_spec"]
-
-
-def _operation_ids(doc: dict[str, Any]) -> list[str]:
-    ids = []
-    for item in (doc.get("paths") or {}).values():
-        for method, op in (item or {}).items():
-            if method in HTTP_METHODS and isinstance(op, dict) and op.get("operationId"):
-                ids.append(str(op["operationId"]))
-    return sorted(ids)
 
 
 def record_spec(graph: Any, service: str, doc: dict[str, Any], path: str | Path) -> str:
@@ -61,22 +53,19 @@ def record_spec(graph: Any, service: str, doc: dict[str, Any], path: str | Path)
     )
     spec_id = node_id("Spec", key)
     graph.upsert_edge(node_id("Service", service), "HAS_SPEC", spec_id)
-    for path_name, item in (doc.get("paths") or {}).items():
-        for method, op in (item or {}).items():
-            if method not in HTTP_METHODS or not isinstance(op, dict):
-                continue
-            endpoint = f"{service} {method.upper()} {path_name}"
-            graph.upsert_node(
-                "Endpoint",
-                endpoint,
-                {
-                    "service": service,
-                    "method": method.upper(),
-                    "path": path_name,
-                    "operation_id": op.get("operationId"),
-                },
-            )
-            graph.upsert_edge(spec_id, "DEFINES", node_id("Endpoint", endpoint))
+    for op in iter_operations(doc):
+        endpoint = f"{service} {op.label}"
+        graph.upsert_node(
+            "Endpoint",
+            endpoint,
+            {
+                "service": service,
+                "method": op.method.upper(),
+                "path": op.path,
+                "operation_id": op.operation.get("operationId"),
+            },
+        )
+        graph.upsert_edge(spec_id, "DEFINES", node_id("Endpoint", endpoint))
     return spec_id
 
 
@@ -139,7 +128,7 @@ class DesignAgent(Agent):
             "request": req.to_dict(),
             "existing_paths": sorted((base.get("paths") or {}).keys()),
             "existing_schemas": sorted(((base.get("components") or {}).get("schemas") or {}).keys()),
-            "existing_operation_ids": _operation_ids(base),
+            "existing_operation_ids": operation_ids(base),
         }
         decision = await self.decide("design.change", inputs, cause=event)
         if decision.action == "refuse":

@@ -1,4 +1,4 @@
-"""Build example values from OpenAPI schemas, and the schema helpers the generator shares.
+"""Build example values from OpenAPI schemas (the one owner of example generation), and the type reader.
 
 :func:`example` returns a value that the schema accepts: the schema's own ``example``/``examples``/``const``/
 ``enum``/``default`` when present, otherwise a value built from ``type``, ``format`` and the numeric and length
@@ -8,22 +8,24 @@ bounds (``minimum``, ``maxLength``, ``minItems`` ...). :func:`schema_errors` che
 Both run on untrusted documents inside the control plane, so both are bounded (issue #15): an example holds at most
 :data:`MAX_EXAMPLE_SIZE` characters and values (``minLength: 50000000`` took 3.2 GB), and a ``pattern`` may take
 :data:`PATTERN_TIMEOUT_S` on one value (``^(a|aa)+$`` backtracks exponentially, and Python's ``re`` holds the GIL, so
-no timeout or signal could stop it); either limit is an ``InputError`` naming the keyword.
+no timeout or signal could stop it); either limit is an ``InputError`` naming the keyword. References are
+resolved by :mod:`pilotage.spec.openapi`; an operation's example body is ``example(doc, schema)`` of the schema
+of :attr:`~pilotage.spec.openapi.Operation.request_body`'s media type.
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
-import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
 import regex
 
 from pilotage.errors import InputError
+from pilotage.spec.openapi import ref_name, resolve_dict
 
-__all__ = ["MAX_EXAMPLE_SIZE", "PATTERN_TIMEOUT_S", "deref", "example", "ref_name", "schema_errors", "types_of"]
+__all__ = ["MAX_EXAMPLE_SIZE", "PATTERN_TIMEOUT_S", "example", "schema_errors", "types_of"]
 
 #: Characters (of strings) plus values (items, properties) one example may hold.
 MAX_EXAMPLE_SIZE = 100_000
@@ -48,32 +50,9 @@ _FORMATS: dict[str, Any] = {
 }
 
 
-def ref_name(schema: Any) -> str | None:
-    """Return ``X`` for a schema ``{"$ref": "#/components/schemas/X"}``, else None."""
-    if isinstance(schema, dict) and isinstance(schema.get("$ref"), str):
-        ref = schema["$ref"]
-        if ref.startswith("#/components/schemas/"):
-            return urllib.parse.unquote(ref.rsplit("/", 1)[-1]).replace("~1", "/").replace("~0", "~")
-    return None
-
-
-def deref(doc: dict[str, Any], schema: Any, depth: int = 0) -> Any:
-    """Follow local ``$ref`` pointers in ``doc`` until a non-reference schema (``{}`` when unresolvable)."""
-    while isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and depth < 50:
-        ref = schema["$ref"]
-        if not ref.startswith("#/"):
-            return {}
-        node: Any = doc
-        for part in ref[2:].split("/"):
-            part = urllib.parse.unquote(part).replace("~1", "/").replace("~0", "~")
-            node = node.get(part) if isinstance(node, dict) else None
-        schema, depth = (node if node is not None else {}), depth + 1
-    return schema if isinstance(schema, dict) else {}
-
-
 def types_of(doc: dict[str, Any], schema: Any) -> list[str]:
     """Return the JSON types ``schema`` admits (``type``, 3.1 type lists, ``nullable``, composed schemas)."""
-    resolved = deref(doc, schema)
+    resolved = resolve_dict(doc, schema)
     declared = resolved.get("type")
     if isinstance(declared, str):
         found = [declared]
@@ -238,7 +217,7 @@ def example(
     name = ref_name(schema)
     if name is not None:
         stack = (*stack, name)
-    resolved = deref(doc, schema)
+    resolved = resolve_dict(doc, schema)
     found, value = _from_keywords(doc, resolved, depth, stack, use_examples)
     if found:
         return value

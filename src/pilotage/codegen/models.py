@@ -17,8 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pilotage.codegen.examples import deref, ref_name, types_of
+from pilotage.codegen.examples import types_of
 from pilotage.codegen.quoting import GENERATED_NAMES, check_python, py_docstring, py_literal, python_name
+from pilotage.spec.openapi import ref_name, resolve_dict
 
 __all__ = ["model_names", "models_source"]
 
@@ -34,7 +35,7 @@ def model_names(doc: dict[str, Any]) -> dict[str, str]:
 
 
 def _is_model(doc: dict[str, Any], schema: Any) -> bool:
-    resolved = deref(doc, schema)
+    resolved = resolve_dict(doc, schema)
     return (
         "object" in types_of(doc, resolved)
         and bool(resolved.get("properties"))
@@ -50,7 +51,7 @@ def _annotation(doc: dict[str, Any], schema: Any, names: dict[str, str], models:
             return "Any"
         nullable = "null" in types_of(doc, schema)
         return f"{target} | None" if nullable and target in models else target
-    resolved = deref(doc, schema)
+    resolved = resolve_dict(doc, schema)
     if not isinstance(resolved, dict) or any(k in resolved for k in ("oneOf", "anyOf", "not")):
         return "Any"
     if resolved.get("allOf"):
@@ -82,7 +83,7 @@ def _class_source(
     doc: dict[str, Any], cls: str, schema: Any, names: dict[str, str], models: set[str], used: set[str]
 ) -> str:
     """Return the source of one model class; add its field names and ``Any``/``Field`` when needed to ``used``."""
-    resolved = deref(doc, schema)
+    resolved = resolve_dict(doc, schema)
     description = " ".join(str(resolved.get("description") or f"The {cls} schema.").split())[:110]
     lines = [f"class {cls}(BaseModel):", f"    {py_docstring(description, 4)}", ""]
     lines.append('    model_config = ConfigDict(extra="allow", populate_by_name=True)')

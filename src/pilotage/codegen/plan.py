@@ -26,12 +26,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pilotage.codegen.examples import deref, example, ref_name, schema_errors, types_of
+from pilotage.codegen.examples import example, schema_errors, types_of
 from pilotage.codegen.quoting import python_name
+from pilotage.spec.openapi import Operation, iter_operations, merged_parameters, ref_name, resolve_dict
 
 __all__ = ["OperationPlan", "Resource", "ServicePlan", "make_plan"]
 
-METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 RESERVED_PATHS = ("/healthz", "/metrics")
 _SEGMENT = re.compile(r"^\{([^{}]+)\}$")
 
@@ -85,10 +85,9 @@ def _json_media(content: dict[str, Any]) -> str | None:
     return next(iter(content), None)
 
 
-def _responses(doc: dict[str, Any], op: dict[str, Any], warnings: list[str], label: str) -> dict[str, Any]:
+def _responses(doc: dict[str, Any], op: Operation, warnings: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for code, response in (op.get("responses") or {}).items():
-        response = deref(doc, response)
+    for code, response in op.responses.items():
         content = response.get("content") or {}
         media = _json_media(content)
         schema = (content.get(media) or {}).get("schema") if media else None
@@ -98,14 +97,14 @@ def _responses(doc: dict[str, Any], op: dict[str, Any], warnings: list[str], lab
             if schema_errors(doc, schema, value):
                 value = example(doc, schema, use_examples=False)
                 if schema_errors(doc, schema, value):
-                    warnings.append(f"{label} {code}: generated example does not match the schema")
+                    warnings.append(f"{op.label} {code}: generated example does not match the schema")
         headers = {}
         for name, header in (response.get("headers") or {}).items():
-            header = deref(doc, header)
+            header = resolve_dict(doc, header)
             if name.lower() != "content-type" and isinstance(header.get("schema"), dict):
                 sample = example(doc, header["schema"])
                 headers[name] = str(sample).lower() if isinstance(sample, bool) else str(sample)
-        out[str(code).upper() if "X" in str(code).upper() else str(code)] = {
+        out[code.upper() if "X" in code.upper() else code] = {
             "media": media,
             "schema": schema,
             "example": value,
@@ -129,14 +128,13 @@ def _statuses(responses: dict[str, Any], method: str, kind: str) -> tuple[int, i
     return ok, error, missing
 
 
-def _security(doc: dict[str, Any], op: dict[str, Any]) -> list[list[dict[str, Any]]]:
+def _security(doc: dict[str, Any], op: Operation) -> list[list[dict[str, Any]]]:
     schemes = (doc.get("components") or {}).get("securitySchemes") or {}
-    requirements = op.get("security", doc.get("security")) or []
     out = []
-    for requirement in requirements:
+    for requirement in op.security:
         if not requirement:
             return []
-        out.append([deref(doc, schemes.get(name, {})) for name in requirement])
+        out.append([resolve_dict(doc, schemes.get(name, {})) for name in requirement])
     return out
 
 
@@ -148,10 +146,12 @@ def _op_schema(doc: dict[str, Any], op: dict[str, Any] | None, where: str) -> An
     if not op:
         return None
     if where == "body":
-        content = deref(doc, op.get("requestBody")).get("content") or {}
+        content = resolve_dict(doc, op.get("requestBody")).get("content") or {}
     else:
         ok = [c for c in (op.get("responses") or {}) if str(c).startswith("2")]
-        content = deref(doc, (op.get("responses") or {}).get(sorted(ok)[0] if ok else "", {})).get("content") or {}
+        content = (
+            resolve_dict(doc, (op.get("responses") or {}).get(sorted(ok)[0] if ok else "", {})).get("content") or {}
+        )
     media = _json_media(content)
     return (content.get(media) or {}).get("schema") if media else None
 
@@ -159,26 +159,27 @@ def _op_schema(doc: dict[str, Any], op: dict[str, Any] | None, where: str) -> An
 def _find_resources(doc: dict[str, Any]) -> list[Resource]:
     paths = doc.get("paths") or {}
     found: list[Resource] = []
-    for path, item in paths.items():
+    for path, raw in paths.items():
+        item = resolve_dict(doc, raw)
         segments = path.rstrip("/").split("/")
         last = _SEGMENT.match(segments[-1]) if len(segments) > 1 else None
-        if last is None or not isinstance(item, dict):
+        if last is None or not item:
             continue
         collection = "/".join(segments[:-1]) or "/"
-        parent = paths.get(collection) or {}
+        parent = resolve_dict(doc, paths.get(collection))
         schema = _op_schema(doc, item.get("get"), "response")
         if not _object_schema(doc, schema):
             schema = _op_schema(doc, parent.get("post"), "body") or _op_schema(doc, item.get("put"), "body")
         if not _object_schema(doc, schema):
             continue
         param = last.group(1)
-        props = deref(doc, schema).get("properties") or {}
+        props = resolve_dict(doc, schema).get("properties") or {}
         key = param if param in props else ("id" if "id" in props else None)
-        key_schema = deref(doc, props.get(key, {})) if key else {}
+        key_schema = resolve_dict(doc, props.get(key, {})) if key else {}
         key_kind = "integer" if "integer" in types_of(doc, key_schema) else "string"
         if key is None:
-            params = [p for p in item.get("parameters", []) + (item.get("get") or {}).get("parameters", [])]
-            pschema: Any = next((deref(doc, p).get("schema") for p in params if deref(doc, p).get("name") == param), {})
+            params = merged_parameters(doc, item, item.get("get") or {})
+            pschema: Any = next((p.get("schema") for p in params if p["name"] == param), {})
             key_kind = "integer" if "integer" in types_of(doc, pschema) else "string"
         found.append(
             Resource(
@@ -212,7 +213,7 @@ def _kind_for(
         kinds = {"get": "get", "put": "replace", "patch": "merge", "post": "merge", "delete": "delete"}
         return kinds.get(method)
     if path.startswith(res.collection_path.rstrip("/") + "/") and method == "get" and parent is None:
-        response = deref(doc, _op_schema(doc, op, "response"))
+        response = resolve_dict(doc, _op_schema(doc, op, "response"))
         if "array" in types_of(doc, response) and ref_name(response.get("items")) == res.schema_name:
             if res.schema_name is not None and "{" not in path[len(res.collection_path) :]:
                 return "find"
@@ -234,14 +235,10 @@ def _classify(
     return ("nested" if parent is not None else "example"), None, parent
 
 
-def _parameters(doc: dict[str, Any], item: dict[str, Any], op: dict[str, Any], aliases: dict[str, str]) -> list[Any]:
-    merged: dict[tuple[str, str], dict[str, Any]] = {}
-    for raw in [*(item.get("parameters") or []), *(op.get("parameters") or [])]:
-        param = deref(doc, raw)
-        if "name" in param and "in" in param:
-            merged[(param["in"], param["name"])] = param
+def _parameters(op: Operation, aliases: dict[str, str]) -> list[Any]:
     out = []
-    for (where, name), param in merged.items():
+    for param in op.parameters:
+        where, name = param["in"], param["name"]
         schema = param.get("schema")
         if schema is None and isinstance(param.get("content"), dict) and param["content"]:
             schema = next(iter(param["content"].values())).get("schema")
@@ -262,6 +259,53 @@ def _route_key(path: str) -> tuple[int, ...]:
     return tuple(1 if "{" in seg else 0 for seg in path.split("/"))
 
 
+def _aliases(path: str) -> dict[str, str]:
+    """Path parameter name → the route's safe alias (``p0``, ``p1`` ...), in path order."""
+    return {name: f"p{i}" for i, name in enumerate(re.findall(r"\{([^{}]+)\}", path))}
+
+
+def _body_meta(op: Operation) -> dict[str, Any] | None:
+    """``{"required", "content": {media type: schema}}`` of the operation's request body, or None."""
+    body = op.request_body
+    if body is None:
+        return None
+    content = {
+        m.split(";")[0].strip().lower(): (c or {}).get("schema") or {} for m, c in (body.get("content") or {}).items()
+    }
+    return {"required": bool(body.get("required")), "content": content}
+
+
+def _plan_operation(
+    doc: dict[str, Any], op: Operation, plan: ServicePlan, used: set[str], model_names: dict[str, str]
+) -> str:
+    """Add the :class:`OperationPlan` of ``op`` to ``plan`` (``used``: function names taken); return its name."""
+    kind, res, parent = _classify(doc, op.path, op.method, op.operation, plan.resources)
+    responses = _responses(doc, op, plan.warnings)
+    ok, error, missing = _statuses(responses, op.method, kind)
+    function = python_name(str(op.operation.get("operationId") or f"{op.method}_{op.path}"), taken=used)
+    body_meta = _body_meta(op)
+    meta = {
+        "operation_id": op.operation.get("operationId") or function,
+        "method": op.method.upper(),
+        "path": op.path,
+        "summary": " ".join(str(op.operation.get("summary") or op.operation.get("description") or op.label).split())[
+            :150
+        ],
+        "parameters": _parameters(op, _aliases(op.path)),
+        "body": body_meta,
+        "responses": responses,
+        "success_status": ok,
+        "error_status": error,
+        "not_found_status": missing,
+        "documents_415": "415" in responses or "default" in responses or "4XX" in responses,
+        "security": _security(doc, op),
+    }
+    body_ref = ref_name((body_meta or {}).get("content", {}).get("application/json"))
+    model = model_names.get(body_ref) if body_ref else None
+    plan.operations.append(OperationPlan(function, kind, res, parent, meta, model))
+    return function
+
+
 def make_plan(doc: dict[str, Any], model_names: dict[str, str]) -> ServicePlan:
     """Build the :class:`ServicePlan` of a validated OpenAPI 3.0/3.1 document.
 
@@ -273,54 +317,17 @@ def make_plan(doc: dict[str, Any], model_names: dict[str, str]) -> ServicePlan:
     plan = ServicePlan(str(info.get("title", "API")), str(info.get("version", "0")), str(doc["openapi"]), [], [], [])
     plan.resources = _find_resources(doc)
     used: set[str] = set()
-    for path, item in (doc.get("paths") or {}).items():
-        if not isinstance(item, dict):
+    handlers: dict[str, dict[str, str]] = {}
+    for op in iter_operations(doc):
+        if op.path in RESERVED_PATHS:
+            skipped = f"{op.path}: reserved for the service's own health/metrics endpoint"
+            plan.skipped.extend([] if skipped in plan.skipped else [skipped])
             continue
-        if path in RESERVED_PATHS:
-            plan.skipped.append(f"{path}: reserved for the service's own health/metrics endpoint")
-            continue
-        names = re.findall(r"\{([^{}]+)\}", path)
-        aliases = {name: f"p{i}" for i, name in enumerate(names)}
+        handlers.setdefault(op.path, {})[op.method.upper()] = _plan_operation(doc, op, plan, used, model_names)
+    for path, by_method in handlers.items():
         route = path
-        for name, alias in aliases.items():
+        for name, alias in _aliases(path).items():
             route = route.replace("{" + name + "}", "{" + alias + "}")
-        handlers: dict[str, str] = {}
-        for method in METHODS:
-            op = item.get(method)
-            if not isinstance(op, dict):
-                continue
-            label = f"{method.upper()} {path}"
-            kind, res, parent = _classify(doc, path, method, op, plan.resources)
-            responses = _responses(doc, op, plan.warnings, label)
-            ok, error, missing = _statuses(responses, method, kind)
-            function = python_name(str(op.get("operationId") or f"{method}_{path}"), taken=used)
-            body = deref(doc, op.get("requestBody")) if op.get("requestBody") is not None else None
-            body_meta = None
-            if body is not None:
-                content = {
-                    m.split(";")[0].strip().lower(): (c or {}).get("schema") or {}
-                    for m, c in (body.get("content") or {}).items()
-                }
-                body_meta = {"required": bool(body.get("required")), "content": content}
-            meta = {
-                "operation_id": op.get("operationId") or function,
-                "method": method.upper(),
-                "path": path,
-                "summary": " ".join(str(op.get("summary") or op.get("description") or label).split())[:150],
-                "parameters": _parameters(doc, item, op, aliases),
-                "body": body_meta,
-                "responses": responses,
-                "success_status": ok,
-                "error_status": error,
-                "not_found_status": missing,
-                "documents_415": "415" in responses or "default" in responses or "4XX" in responses,
-                "security": _security(doc, op),
-            }
-            body_ref = ref_name((body_meta or {}).get("content", {}).get("application/json"))  # type: ignore[attr-defined]
-            model = model_names.get(body_ref) if body_ref else None
-            plan.operations.append(OperationPlan(function, kind, res, parent, meta, model))
-            handlers[method.upper()] = function
-        if handlers:
-            plan.routes.append((route, path, handlers))
+        plan.routes.append((route, path, by_method))
     plan.routes.sort(key=lambda r: _route_key(r[1]))
     return plan

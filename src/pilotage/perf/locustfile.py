@@ -33,6 +33,7 @@ from typing import Any
 
 from pilotage.codegen.quoting import py_docstring
 from pilotage.errors import InputError
+from pilotage.spec.openapi import Operation, iter_operations, resolve, takes_no_parameters
 
 __all__ = [
     "GET_WEIGHT",
@@ -120,32 +121,9 @@ class LoadTarget:
         return f"{self.method} {self.path}"
 
 
-def _resolve(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
-    """Follow a local ``$ref`` (``#/components/...``) up to 10 levels; other nodes are returned as they are."""
-    while isinstance(node, dict) and isinstance(node.get("$ref"), str) and depth < 10:
-        ref = node["$ref"]
-        if not ref.startswith("#/"):
-            return {}
-        target: Any = doc
-        for part in ref[2:].split("/"):
-            part = part.replace("~1", "/").replace("~0", "~")
-            target = target.get(part) if isinstance(target, dict) else None
-        node, depth = target, depth + 1
-    return node
-
-
-def _all_optional(doc: dict[str, Any], *param_lists: Any) -> bool:
-    for params in param_lists:
-        for param in params or []:
-            param = _resolve(doc, param)
-            if isinstance(param, dict) and (param.get("required") or param.get("in") == "path"):
-                return False
-    return True
-
-
 def _schema_example(doc: dict[str, Any], schema: Any) -> Any:
     """Return the schema's ``example``, or an object built from its properties' examples (every required one)."""
-    schema = _resolve(doc, schema)
+    schema = resolve(doc, schema)
     if not isinstance(schema, dict):
         return None
     if "example" in schema:
@@ -155,7 +133,7 @@ def _schema_example(doc: dict[str, Any], schema: Any) -> Any:
         return None
     out: dict[str, Any] = {}
     for name, prop in props.items():
-        prop = _resolve(doc, prop)
+        prop = resolve(doc, prop)
         if isinstance(prop, dict) and "example" in prop and not prop.get("readOnly"):
             out[name] = prop["example"]
     if not out or any(name not in out for name in schema.get("required") or []):
@@ -163,10 +141,10 @@ def _schema_example(doc: dict[str, Any], schema: Any) -> Any:
     return out
 
 
-def _example_body(doc: dict[str, Any], operation: dict[str, Any]) -> Any:
-    """Return the explicit example JSON body of ``operation``'s request, or None when there is none."""
-    body = _resolve(doc, operation.get("requestBody"))
-    media = _resolve(doc, (body.get("content") or {}).get("application/json")) if isinstance(body, dict) else None
+def _example_body(doc: dict[str, Any], op: Operation) -> Any:
+    """Return the explicit example JSON body of ``op``'s request, or None when there is none."""
+    body = op.request_body
+    media = resolve(doc, (body.get("content") or {}).get("application/json")) if isinstance(body, dict) else None
     if not isinstance(media, dict):
         return None
     if "example" in media:
@@ -174,26 +152,15 @@ def _example_body(doc: dict[str, Any], operation: dict[str, Any]) -> Any:
     examples = media.get("examples")
     if isinstance(examples, dict):
         for example in examples.values():
-            example = _resolve(doc, example)
+            example = resolve(doc, example)
             if isinstance(example, dict) and "value" in example:
                 return example["value"]
     return _schema_example(doc, media.get("schema"))
 
 
-def _needs_auth(doc: dict[str, Any], operation: dict[str, Any]) -> bool:
-    """True when ``operation`` requires credentials (OpenAPI 3 "Security Requirement Object" semantics)."""
-    requirements = operation.get("security", doc.get("security"))
-    if not isinstance(requirements, list) or not requirements:
-        return False
-    return not any(isinstance(req, dict) and not req for req in requirements)
-
-
-def _callable(doc: dict[str, Any], shared: Any, operation: Any) -> bool:
-    return (
-        isinstance(operation, dict)
-        and _all_optional(doc, shared, operation.get("parameters"))
-        and not _needs_auth(doc, operation)
-    )
+def _needs_auth(op: Operation) -> bool:
+    """True when ``op`` requires credentials (OpenAPI 3 "Security Requirement Object" semantics: ``{}`` is none)."""
+    return bool(op.security) and not any(isinstance(req, dict) and not req for req in op.security)
 
 
 def load_targets(doc: dict[str, Any], *, include_post: bool = True) -> list[LoadTarget]:
@@ -204,18 +171,15 @@ def load_targets(doc: dict[str, Any], *, include_post: bool = True) -> list[Load
         include_post: also target collection ``POST`` operations that have an example body.
     """
     targets: list[LoadTarget] = []
-    for path, item in (doc.get("paths") or {}).items():
-        item = _resolve(doc, item)
-        if not isinstance(item, dict) or "{" in str(path):
+    for op in iter_operations(doc):
+        if not takes_no_parameters(op) or _needs_auth(op):
             continue
-        shared = item.get("parameters")
-        if _callable(doc, shared, item.get("get")):
-            targets.append(LoadTarget("GET", str(path), GET_WEIGHT))
-        post = item.get("post")
-        if include_post and isinstance(post, dict) and _callable(doc, shared, post):
-            body = _example_body(doc, post)
+        if op.method == "get":
+            targets.append(LoadTarget("GET", op.path, GET_WEIGHT))
+        elif op.method == "post" and include_post:
+            body = _example_body(doc, op)
             if body is not None:
-                targets.append(LoadTarget("POST", str(path), POST_WEIGHT, body))
+                targets.append(LoadTarget("POST", op.path, POST_WEIGHT, body))
     return targets
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pilotage.spec.evolve import HTTP_METHODS, operations
+from pilotage.spec.evolve import operations
+from pilotage.spec.openapi import Operation, iter_operations, ref_of
 
 __all__ = ["SpecDiff", "diff_specs"]
 
@@ -49,11 +50,10 @@ class SpecDiff:
 
 
 def _type_of(schema: Any) -> Any:
+    """The ``$ref`` of a reference (a change of target is a change of type), else the schema's ``type``."""
     if not isinstance(schema, dict):
         return None
-    if "$ref" in schema:
-        return schema["$ref"]
-    return schema.get("type")
+    return ref_of(schema) or schema.get("type")
 
 
 def _compare_schema(name: str, old: Any, new: Any, out: SpecDiff) -> None:
@@ -79,16 +79,16 @@ def _compare_schema(name: str, old: Any, new: Any, out: SpecDiff) -> None:
         out.breaking.append(f"schema {name}: property {prop!r} became required")
 
 
-def _required_params(op: Any) -> set[tuple[str, str]]:
-    params = op.get("parameters") if isinstance(op, dict) else None
-    return {(p.get("in", ""), p.get("name", "")) for p in params or [] if isinstance(p, dict) and p.get("required")}
+def _required_params(op: Operation) -> set[tuple[str, str]]:
+    """``(in, name)`` of the operation's required parameters, path-level ones included."""
+    return {(p["in"], p["name"]) for p in op.parameters if p.get("required")}
 
 
 def diff_specs(old: dict[str, Any], new: dict[str, Any]) -> SpecDiff:
     """Compare ``old`` with ``new`` (decoded OpenAPI 3 documents).
 
     Returns:
-        A :class:`SpecDiff`; operations are listed in document order.
+        A :class:`SpecDiff`; operations are listed in path order (:func:`~pilotage.spec.openapi.iter_operations`).
     """
     out = SpecDiff()
     old_ops, new_ops = operations(old), operations(new)
@@ -104,11 +104,9 @@ def diff_specs(old: dict[str, Any], new: dict[str, Any]) -> SpecDiff:
         else:
             _compare_schema(name, old_schemas[name], new_schemas[name], out)
     out.non_breaking.extend(f"schema {name} added" for name in new_schemas if name not in old_schemas)
-    for path, item in (new.get("paths") or {}).items():
-        old_item = (old.get("paths") or {}).get(path) or {}
-        for method, op in (item or {}).items():
-            if method not in HTTP_METHODS or method not in old_item:
-                continue
-            for where, pname in sorted(_required_params(op) - _required_params(old_item[method])):
-                out.breaking.append(f"operation {method.upper()} {path}: new required {where} parameter {pname!r}")
+    old_by_label = {op.label: op for op in iter_operations(old)}
+    for op in iter_operations(new):
+        if op.label in old_by_label:
+            for where, pname in sorted(_required_params(op) - _required_params(old_by_label[op.label])):
+                out.breaking.append(f"operation {op.label}: new required {where} parameter {pname!r}")
     return out

@@ -20,28 +20,18 @@ from typing import Any
 from pilotage.errors import InputError
 from pilotage.spec.grammar import FIELD_TYPES, ParsedRequest, pluralize
 from pilotage.spec.load import validate_spec
+from pilotage.spec.openapi import iter_operations, operation_ids
 
-__all__ = ["HTTP_METHODS", "evolve", "operations"]
-
-HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+__all__ = ["evolve", "operations"]
 
 
 def operations(doc: dict[str, Any]) -> list[str]:
-    """Return the operations of ``doc`` as ``"METHOD /path"`` strings, in document order."""
-    out: list[str] = []
-    for path, item in (doc.get("paths") or {}).items():
-        if isinstance(item, dict):
-            out.extend(f"{method.upper()} {path}" for method in item if method in HTTP_METHODS)
-    return out
+    """Return the operations of ``doc`` as ``"METHOD /path"`` strings.
 
-
-def _operation_ids(doc: dict[str, Any]) -> set[str]:
-    ids = set()
-    for item in (doc.get("paths") or {}).values():
-        for method, op in (item or {}).items():
-            if method in HTTP_METHODS and isinstance(op, dict) and "operationId" in op:
-                ids.add(op["operationId"])
-    return ids
+    In :func:`~pilotage.spec.openapi.iter_operations` order: paths as the document lists them, methods in the
+    specification's order.
+    """
+    return [op.label for op in iter_operations(doc)]
 
 
 def _resource_schema(req: ParsedRequest) -> dict[str, Any]:
@@ -149,7 +139,7 @@ def evolve(doc: dict[str, Any], req: ParsedRequest, *, path: str = "<spec>") -> 
                 path=path,
             )
     collection, item = _crud_paths(req)
-    taken = _operation_ids(doc) & {op["operationId"] for op in [*collection.values(), *item.values()]}
+    taken = set(operation_ids(doc)) & {op["operationId"] for op in [*collection.values(), *item.values()]}
     if taken:
         raise InputError(
             f"spec file {path} already uses the operationId {sorted(taken)[0]!r}",

@@ -333,11 +333,13 @@ def load_spec(path: str | Path) -> dict[str, Any]:
         path: the file.
 
     Returns:
-        The decoded document (a plain dict, keys in file order).
+        The decoded document (a plain dict, keys in file order), with the files its ``$ref`` values name embedded
+        and the references made local (:func:`pilotage.spec.openapi.bundle_refs`).
 
     Raises:
         InputError: the file is missing or unreadable, is over a document limit (:func:`parse_document`), is not
-            YAML/JSON (line and column given), is not an OpenAPI 3.x document, or fails validation (JSON path).
+            YAML/JSON (line and column given), is not an OpenAPI 3.x document, has a ``$ref`` to a URL, an absolute
+            path or a file outside its folder (:func:`pilotage.spec.openapi.bundle_refs`), or fails validation.
     """
     file = Path(path)
     if file.is_dir():
@@ -356,31 +358,11 @@ def load_spec(path: str | Path) -> dict[str, Any]:
             hint="pass a file with a top-level `openapi: 3.0.x` or `3.1.x` key (Swagger 2.0 is not supported)",
             path=str(file),
         )
-    data: dict[str, Any] = to_json_data(doc)
-    external = _first_external_ref(data)
-    if external is not None:
-        raise InputError(
-            f"spec file {file} uses an external $ref ({external}), which Pilotage does not resolve",
-            hint="bundle the spec into one file first (e.g. `redocly bundle` or `swagger-cli bundle`)",
-            path=str(file),
-        )
+    from pilotage.spec.openapi import bundle_refs  # spec.openapi reads the referenced files with load_document
+
+    data: dict[str, Any] = bundle_refs(to_json_data(doc), file)
     validate_spec(data, path=file)
     return data
-
-
-def _first_external_ref(value: Any) -> str | None:
-    """Return the first ``$ref`` that points outside the document (not ``#/...``), or None."""
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and not ref.startswith("#"):
-                return ref
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return None
 
 
 def to_json_data(value: Any) -> Any:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pilotage.codegen.quoting import python_name
+from pilotage.spec.openapi import Operation, iter_operations, resolve, resolve_dict
 
 __all__ = ["CrudChain", "infer_crud_chains"]
 
@@ -94,22 +95,10 @@ class CrudChain:
     bounded: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _resolve(doc: dict[str, Any], node: Any, depth: int = 0) -> Any:
-    while isinstance(node, dict) and isinstance(node.get("$ref"), str) and depth < 20:
-        ref = node["$ref"]
-        if not ref.startswith("#/"):
-            return {}
-        target: Any = doc
-        for part in ref[2:].split("/"):
-            target = target.get(part.replace("~1", "/").replace("~0", "~"), {}) if isinstance(target, dict) else {}
-        node, depth = target, depth + 1
-    return node
-
-
 def _json_schema(doc: dict[str, Any], holder: Any) -> dict[str, Any]:
-    content = (_resolve(doc, holder) or {}).get("content") or {}
+    content = (resolve(doc, holder) or {}).get("content") or {}
     media: Any = content.get("application/json") or next(iter(content.values()), {}) if content else {}
-    schema = _resolve(doc, (media or {}).get("schema") or {})
+    schema = resolve(doc, (media or {}).get("schema") or {})
     return schema if isinstance(schema, dict) else {}
 
 
@@ -133,17 +122,25 @@ def _declares_404(operation: dict[str, Any]) -> bool:
     return "404" in {str(code) for code in (operation.get("responses") or {})}
 
 
-def _params(doc: dict[str, Any], path_item: dict[str, Any], operation: dict[str, Any], where: str) -> list[Any]:
-    found = [_resolve(doc, p) for p in [*(path_item.get("parameters") or []), *(operation.get("parameters") or [])]]
-    return [p for p in found if isinstance(p, dict) and p.get("in") == where]
+def _params(op: Operation, where: str) -> list[dict[str, Any]]:
+    """The operation's parameters ``in`` ``where`` (``query``, ``path`` ...), path-level ones merged in.
+
+    See :attr:`pilotage.spec.openapi.Operation.parameters`.
+    """
+    return [p for p in op.parameters if p["in"] == where]
+
+
+def _operation(doc: dict[str, Any], path: str, method: str) -> Operation | None:
+    """The operation ``method`` (lower case) of ``path``, or None."""
+    return next((op for op in iter_operations(doc) if op.path == path and op.method == method), None)
 
 
 def _nonnull(doc: dict[str, Any], schema: Any) -> dict[str, Any]:
     """The schema itself, or its one non-null member of an ``anyOf``/``oneOf`` (FastAPI's ``bool | None``)."""
-    schema = _resolve(doc, schema)
+    schema = resolve(doc, schema)
     if not isinstance(schema, dict):
         return {}
-    members = [_resolve(doc, m) for m in schema.get("anyOf") or schema.get("oneOf") or []]
+    members = [resolve(doc, m) for m in schema.get("anyOf") or schema.get("oneOf") or []]
     members = [m for m in members if isinstance(m, dict) and m.get("type") != "null"]
     return members[0] if len(members) == 1 else schema
 
@@ -154,21 +151,20 @@ def _scalar(schema: dict[str, Any]) -> bool:
 
 def _updates(doc: dict[str, Any], collection: str, item: str, key: str, props: dict[str, Any]) -> list[dict[str, Any]]:
     """The update operations of a resource (:class:`CrudChain` ``updates``), item path first."""
-    paths = doc.get("paths") or {}
     found = []
     for method in ("put", "patch", "post"):
-        operation = (paths.get(item) or {}).get(method)
-        if not isinstance(operation, dict):
+        op = _operation(doc, item, method)
+        if op is None:
             continue
         if method == "post":  # an item POST is an update only when it names resource properties
-            named = {p.get("name") for p in _params(doc, paths[item], operation, "query")}
-            named |= set(_json_schema(doc, operation.get("requestBody")).get("properties") or {})
+            named = {p["name"] for p in _params(op, "query")}
+            named |= set(_json_schema(doc, op.request_body).get("properties") or {})
             if not named & set(props):
                 continue
-        found.append({"method": method.upper(), "path": item, "via": "path", "not_found": _declares_404(operation)})
-    operation = (paths.get(collection) or {}).get("put")
-    if isinstance(operation, dict) and key in (_json_schema(doc, operation.get("requestBody")).get("properties") or {}):
-        found.append({"method": "PUT", "path": collection, "via": "body", "not_found": _declares_404(operation)})
+        found.append({"method": method.upper(), "path": item, "via": "path", "not_found": _declares_404(op.operation)})
+    op = _operation(doc, collection, "put")
+    if op is not None and key in (_json_schema(doc, op.request_body).get("properties") or {}):
+        found.append({"method": "PUT", "path": collection, "via": "body", "not_found": _declares_404(op.operation)})
     return found
 
 
@@ -186,42 +182,38 @@ def _body_defaults(doc: dict[str, Any], operation: dict[str, Any]) -> dict[str, 
 def _below(doc: dict[str, Any], item: str) -> list[dict[str, Any]]:
     """Operations below the item path with no other path parameter that declare 404 (:class:`CrudChain`)."""
     found = []
-    for path, path_item in (doc.get("paths") or {}).items():
-        if not path.startswith(item + "/") or "{" in path[len(item) :] or not isinstance(path_item, dict):
+    for op in iter_operations(doc):
+        if not op.path.startswith(item + "/") or "{" in op.path[len(item) :] or op.method not in _METHODS:
             continue
-        for method in _METHODS:
-            operation = path_item.get(method)
-            if isinstance(operation, dict) and _declares_404(operation):
-                found.append({"method": method.upper(), "path": path, "via": "path", "not_found": True})
+        if _declares_404(op.operation):
+            found.append({"method": op.method.upper(), "path": op.path, "via": "path", "not_found": True})
     return found
 
 
-def _reads(doc: dict[str, Any], collection: str, item: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """``(path, path item, operation)`` of the ``GET``s the chain can make with the resource's own keys.
+def _reads(doc: dict[str, Any], collection: str, item: str) -> list[Operation]:
+    """The ``GET``s the chain can make with the resource's own keys.
 
     On the collection, the item and below it (no other path parameter), requiring no query parameter.
     """
     found = []
-    for path, path_item in (doc.get("paths") or {}).items():
-        on_item = path == item or (path.startswith(item + "/") and "{" not in path[len(item) :])
-        operation = (path_item or {}).get("get")
-        if (on_item or path == collection) and isinstance(operation, dict):
-            if not _required_query(doc, path_item, operation):
-                found.append((path, path_item, operation))
+    for op in iter_operations(doc):
+        on_item = op.path == item or (op.path.startswith(item + "/") and "{" not in op.path[len(item) :])
+        if (on_item or op.path == collection) and op.method == "get" and not _required_query(op):
+            found.append(op)
     return found
 
 
 def _defaulted(doc: dict[str, Any], collection: str, item: str) -> list[dict[str, Any]]:
     """``GET`` operations with optional scalar query defaults: collection, item and below (:class:`CrudChain`)."""
     found = []
-    for path, path_item, operation in _reads(doc, collection, item):
+    for op in _reads(doc, collection, item):
         params = {}
-        for param in _params(doc, path_item, operation, "query"):
+        for param in _params(op, "query"):
             schema = _nonnull(doc, param.get("schema"))
             if _scalar(schema) and schema.get("default") is not None:
                 params[param["name"]] = schema["default"]
         if params:
-            found.append({"path": path, "params": params})
+            found.append({"path": op.path, "params": params})
     return found
 
 
@@ -233,15 +225,15 @@ def _bounded(doc: dict[str, Any], collection: str, item: str) -> list[dict[str, 
     form. Operations that require a query parameter are left out (the test sends one parameter at a time).
     """
     found = []
-    for path, path_item, operation in _reads(doc, collection, item):
-        for param in _params(doc, path_item, operation, "query"):
+    for op in _reads(doc, collection, item):
+        for param in _params(op, "query"):
             schema = _nonnull(doc, param.get("schema"))
             if schema.get("type") != "integer":
                 continue
             low, high = _range(schema)
             if low is not None or high is not None:
                 outside = [None if low is None else low - 1, None if high is None else high + 1]
-                found.append({"path": path, "param": param["name"], "valid": [low, high], "invalid": outside})
+                found.append({"path": op.path, "param": param["name"], "valid": [low, high], "invalid": outside})
     return found
 
 
@@ -272,36 +264,36 @@ def _probes(doc: dict[str, Any], item: str) -> list[dict[str, str]]:
     parameter of the path is an integer.
     """
     found = []
-    for path, path_item in (doc.get("paths") or {}).items():
-        if not (path == item or path.startswith(item + "/")) or "{" in path[len(item) :]:
+    for op in iter_operations(doc):
+        if not (op.path == item or op.path.startswith(item + "/")) or "{" in op.path[len(item) :]:
             continue
-        for method in ("get", "delete"):
-            operation = (path_item or {}).get(method)
-            if not isinstance(operation, dict) or (method == "get" and _required_query(doc, path_item, operation)):
-                continue
-            params = _params(doc, path_item, operation, "path")
-            if params and all(_nonnull(doc, p.get("schema")).get("type") == "integer" for p in params):
-                found.append({"method": method.upper(), "path": path})
+        if op.method not in ("get", "delete") or (op.method == "get" and _required_query(op)):
+            continue
+        params = _params(op, "path")
+        if params and all(_nonnull(doc, p.get("schema")).get("type") == "integer" for p in params):
+            found.append({"method": op.method.upper(), "path": op.path})
     return found
 
 
-def _required_query(doc: dict[str, Any], path_item: dict[str, Any], operation: dict[str, Any]) -> bool:
+def _required_query(op: Operation) -> bool:
     """True when the operation requires a query parameter (the generated searches and list calls send none)."""
-    return any(p.get("required") for p in _params(doc, path_item, operation, "query"))
+    return any(p.get("required") for p in _params(op, "query"))
 
 
-def _limit(doc: dict[str, Any], path_item: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any] | None:
-    for param in _params(doc, path_item, operation, "query"):
-        schema = _resolve(doc, param.get("schema")) or {}
+def _limit(op: Operation) -> dict[str, Any] | None:
+    """The page-size query parameter ``{"param", "maximum", "default"}`` of ``op``, or None."""
+    for param in _params(op, "query"):
+        schema = resolve_dict(op.doc, param.get("schema"))
         if param.get("name") in _LIMITS and schema.get("type") == "integer" and isinstance(schema.get("maximum"), int):
             return {"param": param["name"], "maximum": schema["maximum"], "default": schema.get("default")}
     return None
 
 
-def _page(doc: dict[str, Any], path_item: dict[str, Any]) -> dict[str, Any] | None:
+def _page(doc: dict[str, Any], path: str) -> dict[str, Any] | None:
     """The page-size parameter of a path's ``GET`` when it declares a default of at most 100, else None."""
-    limit = _limit(doc, path_item, path_item["get"])
-    if _required_query(doc, path_item, path_item["get"]) or limit is None or not isinstance(limit["default"], int):
+    op = _operation(doc, path, "get")
+    limit = _limit(op) if op is not None else None
+    if op is None or _required_query(op) or limit is None or not isinstance(limit["default"], int):
         return None
     if not 1 <= limit["default"] <= 100:
         return None
@@ -312,27 +304,26 @@ def _searches(doc: dict[str, Any], collection: str, item: str, props: dict[str, 
     """``GET`` searches over the resource (:class:`CrudChain` ``searches``)."""
     found = []
     base = collection.rstrip("/")
-    for path, path_item in (doc.get("paths") or {}).items():
-        operation = (path_item or {}).get("get")
-        if path == item or not isinstance(operation, dict) or "{" in path[len(base) :]:
+    for op in iter_operations(doc):
+        if op.path == item or op.method != "get" or "{" in op.path[len(base) :]:
             continue
-        if path != collection and not path.startswith(base + "/"):
+        if op.path != collection and not op.path.startswith(base + "/"):
             continue
-        if _success(doc, operation).get("type") != "array":
+        if _success(doc, op.operation).get("type") != "array":
             continue
         params, exact = [], {}
-        if _required_query(doc, path_item, operation):
+        if _required_query(op):
             continue  # a search that needs a query parameter the chain cannot fill
-        for param in _params(doc, path_item, operation, "query"):
-            schema, prop = _nonnull(doc, param.get("schema")), _nonnull(doc, props.get(param.get("name")))
-            if param.get("name") in _LIMITS or not _scalar(schema) or not _scalar(prop):
+        for param in _params(op, "query"):
+            schema, prop = _nonnull(doc, param.get("schema")), _nonnull(doc, props.get(param["name"]))
+            if param["name"] in _LIMITS or not _scalar(schema) or not _scalar(prop):
                 continue
             params.append(param["name"])
             if schema.get("type") == "boolean" or isinstance(schema.get("enum"), list):
                 exact[param["name"]] = [True, False] if schema.get("type") == "boolean" else list(schema["enum"])
         if params:
-            limit = _limit(doc, path_item, operation)
-            found.append({"path": path, "params": params, "exact": exact,
+            limit = _limit(op)
+            found.append({"path": op.path, "params": params, "exact": exact,
                           "limit": [limit["param"], limit["maximum"]] if limit else None})  # fmt: skip
     return found
 
@@ -345,12 +336,13 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
     """Find the CRUD resources of an OpenAPI document (rules in the module docstring).
 
     Args:
-        doc: the OpenAPI 3 document as a dict (``$ref`` inside the document only).
+        doc: the OpenAPI 3 document as a dict (references to other files made local:
+            :func:`pilotage.spec.openapi.bundle_refs`).
 
     Returns:
         The chains, parents before their nested collections, in path order.
     """
-    paths: dict[str, Any] = doc.get("paths") or {}
+    paths = {path: resolve(doc, item) for path, item in (doc.get("paths") or {}).items()}
     chains: dict[str, CrudChain] = {}
     for collection in sorted(paths, key=lambda p: (p.count("/"), p)):
         ops = paths[collection] or {}
@@ -361,7 +353,7 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
             listed = _success(doc, ops["get"]).get("type") == "array" if "get" in ops else False
             if not match or not ("get" in (item_ops or {}) or ("delete" in (item_ops or {}) and listed)):
                 continue  # a resource needs a read: the item's GET, or the list when the item has only DELETE
-            props = _resolve(doc, _success(doc, ops["post"]).get("properties")) or {}
+            props = resolve(doc, _success(doc, ops["post"]).get("properties")) or {}
             key = _key_for(match.group(1), props)
             if key is None:
                 continue
@@ -397,7 +389,7 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
                 defaulted=_defaulted(doc, collection, item),
                 probes=_probes(doc, item),
                 bounded=_bounded(doc, collection, item),
-                page=_page(doc, ops) if list_schema.get("type") == "array" else None,
+                page=_page(doc, collection) if list_schema.get("type") == "array" else None,
             )
             break
     return list(chains.values())

@@ -42,20 +42,10 @@ def plain_get(doc: Any) -> str | None:
     so is a path item or operation whose shape is not OpenAPI's (``parameters`` not a list, a non-mapping operation).
     """
     from pilotage.codegen.plan import RESERVED_PATHS  # the health and metrics endpoints
-    from pilotage.testing.crud_chains import _resolve
+    from pilotage.spec.openapi import parameterless_gets
 
-    paths = doc.get("paths") if isinstance(doc, dict) else None
-    for path, item in (paths if isinstance(paths, dict) else {}).items():
-        operation = item.get("get") if isinstance(item, dict) else None
-        if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in "{?"):
-            continue
-        if not isinstance(operation, dict) or path.rstrip("/") in RESERVED_PATHS:
-            continue
-        declared = [item.get("parameters") or [], operation.get("parameters") or []]
-        if not all(isinstance(group, list) for group in declared):
-            continue
-        params = [_resolve(doc, p) for group in declared for p in group]
-        if not any(not isinstance(p, dict) or p.get("required") for p in params):
+    for path in parameterless_gets(doc):
+        if path.startswith("/") and "?" not in path and path.rstrip("/") not in RESERVED_PATHS:
             return path
     return None
 

@@ -37,6 +37,7 @@ from pilotage.codegen.quoting import (
 )
 from pilotage.errors import InputError
 from pilotage.spec.load import parse_document, to_json_data
+from pilotage.spec.openapi import bundle_refs
 from pilotage.testing.crud_chains import CrudChain, infer_crud_chains
 
 __all__ = [
@@ -265,7 +266,8 @@ def write_spec_tests(
 
     Raises:
         InputError: the spec cannot be read as YAML/JSON, holds values that are not JSON data (NaN, infinity: names
-            the field), or an object in it has the wrong shape (names the file).
+            the field), an object in it has the wrong shape (names the file), or a ``$ref`` is refused or does not
+            resolve (:mod:`pilotage.spec.openapi`: names the ref).
     """
     spec_path, tests_dir = Path(spec_path).resolve(), Path(service_dir).resolve() / "tests"
     doc = _read_document(spec_path)
@@ -278,7 +280,7 @@ def write_spec_tests(
             hint="fix the spec",
             path=spec_path,
         )
-    doc = to_json_data(doc)  # YAML's 200: keys and dates as JSON has them
+    doc = bundle_refs(to_json_data(doc), spec_path)  # YAML's 200: keys as JSON has them; other files' refs local
     require_json_data(doc, path=str(spec_path))
     tests_dir.mkdir(parents=True, exist_ok=True)
     spec_rel = os.path.relpath(spec_path, tests_dir)

@@ -1,0 +1,482 @@
+"""The one reader of OpenAPI 3 structure: ``$ref`` resolution, operations with their parameters, the base path.
+
+References (:func:`resolve`) are JSON pointers into the document (``#/components/schemas/Pet``; RFC 6901: the
+fragment is percent-decoded, then ``~1`` is ``/`` and ``~0`` is ``~``). A Reference Object that points at another
+Reference Object is followed up to :data:`MAX_REF_HOPS` times; a chain that comes back to a reference already
+followed is a cycle. Both are an :class:`~pilotage.errors.InputError` naming the ``$ref`` and the field, never a
+loop. A recursive *schema* (``Node.children.items: {$ref: Node}``) is not a chain: :func:`resolve` returns
+``Node`` and a caller walking the schema lazily meets the reference again one level down.
+
+References to other files (``common.yaml#/components/schemas/Error``, ``paths/pets.yaml``) are relative to the
+file that holds them. :func:`bundle_refs` (called by :func:`pilotage.spec.load.load_spec`) reads each such file
+once through the bounded loader :func:`~pilotage.spec.load.load_document`, embeds it under the root key
+:data:`FILES_KEY` (``x-pilotage-files``, an OpenAPI extension, so the result still validates) and rewrites every
+reference into a local pointer, so one document answers every later :func:`resolve` and recursive schemas across
+files still work. Only files inside the root document's folder tree are read (symbolic links resolved first);
+a URL, an absolute path or a path that leaves the folder is refused, as is more than :data:`MAX_REF_FILES` files
+or :data:`~pilotage.spec.load.MAX_DOCUMENT_BYTES` bytes in all.
+
+Operations (:func:`iter_operations`) come in path order as :class:`Operation`, whose parameters merge the
+path item's and the operation's (the operation's win on the same ``(name, in)``: OpenAPI 3.1 §4.8.9.1) with
+every reference resolved. Example values of schemas are built by :func:`pilotage.codegen.examples.example`
+(which resolves through this module); this module only reads what the document says.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pilotage.errors import InputError
+from pilotage.spec.load import MAX_DOCUMENT_BYTES, json_path, load_document, to_json_data
+
+__all__ = [
+    "FILES_KEY",
+    "HTTP_METHODS",
+    "MAX_REF_FILES",
+    "MAX_REF_HOPS",
+    "Operation",
+    "base_path",
+    "bundle_refs",
+    "iter_operations",
+    "merged_parameters",
+    "operation_ids",
+    "parameterless_get_paths",
+    "parameterless_gets",
+    "ref_name",
+    "ref_of",
+    "resolve",
+    "resolve_dict",
+    "takes_no_parameters",
+]
+
+#: The operation fields of a Path Item Object, in the specification's order (OpenAPI 3.0/3.1 §4.8.9).
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+#: Most Reference Objects followed from one node before a non-reference node (real documents chain one or two).
+MAX_REF_HOPS = 32
+#: Most other files one document may reference (directly or through the files it references).
+MAX_REF_FILES = 256
+#: Root key under which :func:`bundle_refs` embeds the referenced files, by path relative to the root's folder.
+FILES_KEY = "x-pilotage-files"
+
+_SCHEMA_PREFIX = re.compile(r"^#(?:/.*)?/components/schemas/([^/]+)$")
+_HINT = "fix the $ref so it names a part of the document (a JSON pointer such as #/components/schemas/Pet)"
+
+
+def ref_of(node: Any) -> str | None:
+    """Return the ``$ref`` string of a Reference Object (``{"$ref": "..."}``), else None."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            return ref
+    return None
+
+
+def _unescape(segment: str) -> str:
+    """One JSON-pointer segment of a URI fragment: percent-decoded, then ``~1`` → ``/`` and ``~0`` → ``~``."""
+    return urllib.parse.unquote(segment).replace("~1", "/").replace("~0", "~")
+
+
+def _escape(segment: str) -> str:
+    """The inverse of :func:`_unescape` for one key."""
+    return urllib.parse.quote(segment.replace("~", "~0").replace("/", "~1"), safe="")
+
+
+def ref_name(node: Any) -> str | None:
+    """Return ``X`` for a reference to a component schema (``#/components/schemas/X``, also in an embedded file).
+
+    ``~0``/``~1`` and percent escapes are decoded; any other node gives None.
+    """
+    match = _SCHEMA_PREFIX.match(ref_of(node) or "")
+    return _unescape(match.group(1)) if match else None
+
+
+def _pointer(doc: Any, ref: str, where: str) -> Any:
+    """Return the node ``ref`` (a local ``#/...`` pointer) names in ``doc``.
+
+    Raises:
+        InputError: ``ref`` is not a local JSON pointer, or a segment does not exist; names ``ref`` and ``where``.
+    """
+    if not ref.startswith("#") or (len(ref) > 1 and ref[1] != "/"):
+        raise InputError(
+            f"$ref {ref!r} at {where} is not a JSON pointer into this document",
+            hint="load the document with load_spec (it resolves relative files) or use #/components/... pointers",
+        )
+    node = doc
+    for raw in ref[2:].split("/") if len(ref) > 1 else []:
+        key = _unescape(raw)
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            raise InputError(f"$ref {ref!r} at {where} does not resolve: no {key!r} there", hint=_HINT)
+    return node
+
+
+def resolve(doc: dict[str, Any], node: Any, *, where: str = "a $ref") -> Any:
+    """Follow ``node`` while it is a Reference Object; return the first node that is not (``node`` itself if none).
+
+    Args:
+        doc: the (bundled) OpenAPI document the pointers refer into.
+        node: any node of it.
+        where: the field holding ``node``, for messages (``$.paths['/pets'].get.requestBody``).
+
+    Raises:
+        InputError: a reference does not resolve, is not local (bundle with :func:`bundle_refs` first), comes back
+            to one already followed (a cycle) or the chain is longer than :data:`MAX_REF_HOPS`; names the ref.
+    """
+    followed: list[str] = []
+    while (ref := ref_of(node)) is not None:
+        if ref in followed:
+            chain = " -> ".join([*followed, ref])
+            raise InputError(f"$ref {ref!r} at {where} is a cycle of references ({chain})", hint=_HINT)
+        if len(followed) >= MAX_REF_HOPS:
+            raise InputError(
+                f"$ref {followed[0]!r} at {where} chains more than {MAX_REF_HOPS} references",
+                hint="point the $ref at the schema itself, not at another reference",
+            )
+        followed.append(ref)
+        node = _pointer(doc, ref, where if len(followed) == 1 else followed[-2])
+    return node
+
+
+def resolve_dict(doc: dict[str, Any], node: Any, *, where: str = "a $ref") -> dict[str, Any]:
+    """:func:`resolve`, then ``{}`` for anything that is not a mapping (a missing or malformed object)."""
+    found = resolve(doc, node, where=where)
+    return found if isinstance(found, dict) else {}
+
+
+# --- relative files ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Bundle:
+    """The state of one :func:`bundle_refs` call: the root folder, the files read and the bytes they hold."""
+
+    root_file: Path
+    files: dict[str, Any] = field(default_factory=dict)
+    total_bytes: int = 0
+
+    @property
+    def root_dir(self) -> Path:
+        return self.root_file.parent
+
+
+def _refuse(ref: str, where: str, why: str) -> InputError:
+    return InputError(
+        f"$ref {ref!r} at {where} {why}",
+        hint="reference only files beside the document or in its sub-folders, by relative path (common.yaml#/X)",
+    )
+
+
+def _target_file(bundle: _Bundle, ref: str, holder: Path, where: str) -> Path:
+    """Return the file a relative ``ref`` names, resolved against the file ``holder`` that contains it.
+
+    Raises:
+        InputError: a URL, an absolute path, or a file outside the root document's folder tree.
+    """
+    parts = urllib.parse.urlsplit(ref)
+    if parts.scheme or parts.netloc or ref.startswith("//"):
+        raise _refuse(ref, where, "is a URL; Pilotage reads no document from the network")
+    name = urllib.parse.unquote(parts.path)
+    if Path(name).is_absolute() or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise _refuse(ref, where, "is an absolute path")
+    target = (holder.parent / name).resolve()
+    if not target.is_relative_to(bundle.root_dir):
+        raise _refuse(ref, where, f"leaves the folder of the document ({bundle.root_dir})")
+    return target
+
+
+def _read_file(bundle: _Bundle, target: Path, ref: str, where: str) -> str:
+    """Read ``target`` into ``bundle`` (once); return its key (path relative to the root folder, ``/``-separated).
+
+    Raises:
+        InputError: too many files or bytes in all, or the file does not load (:func:`load_document`).
+    """
+    key = target.relative_to(bundle.root_dir).as_posix()
+    if key in bundle.files:
+        return key
+    if len(bundle.files) >= MAX_REF_FILES:
+        raise _refuse(ref, where, f"needs more than {MAX_REF_FILES} files")
+    size = target.stat().st_size if target.is_file() else 0
+    if bundle.total_bytes + size > MAX_DOCUMENT_BYTES:
+        raise _refuse(ref, where, f"brings the referenced files over {MAX_DOCUMENT_BYTES:,} bytes in all")
+    bundle.total_bytes += size
+    hint = f"the $ref {ref!r} at {where} names this file"
+    bundle.files[key] = to_json_data(load_document(target, hint=hint))
+    return key
+
+
+def _local_ref(bundle: _Bundle, ref: str, holder: Path, where: str) -> tuple[str, str | None]:
+    """Return ``(local pointer, key of a newly read file or None)`` for ``ref`` found in file ``holder``."""
+    path, _, fragment = ref.partition("#")
+    if fragment and not fragment.startswith("/"):
+        raise _refuse(ref, where, "names an anchor; only JSON pointers (#/...) are resolved")
+    target = (_target_file(bundle, ref, holder, where) if path else holder).resolve()
+    if target == bundle.root_file:
+        return "#" + fragment, None
+    known = target.relative_to(bundle.root_dir).as_posix() in bundle.files
+    key = _read_file(bundle, target, ref, where)
+    return f"#/{FILES_KEY}/{_escape(key)}{fragment}", None if known else key
+
+
+def _rewrite(bundle: _Bundle, node: Any, holder: Path, label: str) -> list[str]:
+    """Rewrite every ``$ref`` below ``node`` (read from file ``holder``) in place; return the keys of new files."""
+    new: list[str] = []
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(node, ())]
+    while stack:
+        item, parts = stack.pop()
+        if isinstance(item, list):
+            stack.extend((child, (*parts, i)) for i, child in enumerate(item))
+            continue
+        if not isinstance(item, dict):
+            continue
+        ref = ref_of(item)
+        if ref is not None and (holder != bundle.root_file or not ref.startswith("#")):
+            item["$ref"], key = _local_ref(bundle, ref, holder, f"{label}{json_path(parts)}")
+            new.extend([key] if key else [])
+        stack.extend((child, (*parts, name)) for name, child in item.items() if name != "$ref")
+    return new
+
+
+def _has_file_ref(node: Any) -> bool:
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            ref = ref_of(item)
+            if ref is not None and not ref.startswith("#"):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def bundle_refs(doc: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """Return ``doc`` with its references to other files made local (see the module docstring).
+
+    Args:
+        doc: the decoded root document (JSON data model), read from ``path``.
+        path: the root document's file: relative references resolve against it.
+
+    Returns:
+        ``doc`` itself when it references no other file; else a copy with the files under :data:`FILES_KEY`.
+
+    Raises:
+        InputError: a reference is a URL, an absolute path, leaves the document's folder, names an anchor, or
+            its file is missing, unreadable or over a limit (:func:`load_document`), or there are more than
+            :data:`MAX_REF_FILES` files or :data:`MAX_DOCUMENT_BYTES` bytes; names the ref and the field.
+    """
+    if not _has_file_ref(doc):
+        return doc
+    if FILES_KEY in doc:
+        raise InputError(f"spec file {path} uses the reserved key {FILES_KEY}", hint=f"rename {FILES_KEY}")
+    root = Path(path).resolve()
+    bundle = _Bundle(root_file=root)
+    out = copy.deepcopy(doc)
+    pending = [(key, root.parent / key) for key in _rewrite(bundle, out, root, f"{path} ")]
+    while pending:
+        key, file = pending.pop()
+        pending.extend((new, root.parent / new) for new in _rewrite(bundle, bundle.files[key], file, f"{key} "))
+    out[FILES_KEY] = bundle.files
+    return out
+
+
+# --- operations -------------------------------------------------------------------------------------------------
+
+
+def _parameter_list(doc: dict[str, Any], group: Any, where: str) -> list[dict[str, Any]]:
+    """The resolved Parameter Objects of one ``parameters`` field.
+
+    Raises:
+        InputError: the field is not a list, or an entry is not a mapping with string ``name`` and ``in``.
+    """
+    if group is None:
+        return []
+    if not isinstance(group, list):
+        raise InputError(f"{where}.parameters is not a list", hint="give parameters as a list of Parameter Objects")
+    out = []
+    for i, raw in enumerate(group):
+        param = resolve(doc, raw, where=f"{where}.parameters[{i}]")
+        if (
+            not isinstance(param, dict)
+            or not isinstance(param.get("name"), str)
+            or not isinstance(param.get("in"), str)
+        ):
+            raise InputError(
+                f"{where}.parameters[{i}] is not a Parameter Object (a mapping with name and in)",
+                hint="give each parameter a name and an in (path, query, header, cookie)",
+            )
+        out.append(param)
+    return out
+
+
+def merged_parameters(
+    doc: dict[str, Any], path_item: dict[str, Any], operation: dict[str, Any], *, where: str = "$"
+) -> list[dict[str, Any]]:
+    """Return an operation's parameters: the path item's, then the operation's, each ``$ref`` resolved.
+
+    An operation parameter with the same ``(name, in)`` as a path-level one replaces it in place (OpenAPI 3.1
+    §4.8.9.1 "Path Item Object", field ``parameters``).
+
+    Raises:
+        InputError: a ``parameters`` field is not a list of Parameter Objects, or a reference fails (:func:`resolve`).
+    """
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for param in _parameter_list(doc, path_item.get("parameters"), where):
+        merged[(param["name"], param["in"])] = param
+    for param in _parameter_list(doc, operation.get("parameters"), where):
+        merged[(param["name"], param["in"])] = param
+    return list(merged.values())
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation of a document, its references resolved on access.
+
+    Attributes:
+        doc: the document (pointers resolve in it).
+        path: the path template (``/pets/{petId}``).
+        method: lower-case HTTP method (``get``).
+        path_item: the resolved Path Item Object.
+        operation: the Operation Object.
+    """
+
+    doc: dict[str, Any] = field(repr=False)
+    path: str
+    method: str
+    path_item: dict[str, Any] = field(repr=False)
+    operation: dict[str, Any] = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        """``"GET /pets"``."""
+        return f"{self.method.upper()} {self.path}"
+
+    @property
+    def where(self) -> str:
+        """The operation's JSON path, for messages (``$.paths['/pets'].get``)."""
+        return json_path(["paths", self.path, self.method])
+
+    @property
+    def parameters(self) -> list[dict[str, Any]]:
+        """The merged parameters (:func:`merged_parameters`); raises InputError on a malformed list."""
+        return merged_parameters(self.doc, self.path_item, self.operation, where=self.where)
+
+    @property
+    def request_body(self) -> dict[str, Any] | None:
+        """The resolved Request Body Object, or None when the operation has none."""
+        body = self.operation.get("requestBody")
+        return None if body is None else resolve_dict(self.doc, body, where=f"{self.where}.requestBody")
+
+    @property
+    def responses(self) -> dict[str, dict[str, Any]]:
+        """Status code (a string: ``"200"``, ``"4XX"``, ``"default"``) → resolved Response Object, in order."""
+        raw = self.operation.get("responses")
+        return {
+            str(code): resolve_dict(self.doc, response, where=f"{self.where}.responses[{str(code)!r}]")
+            for code, response in (raw.items() if isinstance(raw, dict) else [])
+        }
+
+    @property
+    def security(self) -> list[Any]:
+        """The security requirements in force: the operation's ``security``, else the document's (``[]``: none)."""
+        requirements = self.operation.get("security", self.doc.get("security"))
+        return requirements if isinstance(requirements, list) else []
+
+
+def iter_operations(doc: Any) -> Iterator[Operation]:
+    """Yield the operations of ``doc``: paths in document order, each path's methods in :data:`HTTP_METHODS` order.
+
+    Path items and operations that are not mappings are passed over (an unvalidated document may hold them).
+
+    Raises:
+        InputError: a path item's ``$ref`` does not resolve (:func:`resolve`).
+    """
+    paths = doc.get("paths") if isinstance(doc, dict) else None
+    for path, raw in (paths if isinstance(paths, dict) else {}).items():
+        item = resolve(doc, raw, where=json_path(["paths", path]))
+        if not isinstance(path, str) or not isinstance(item, dict):
+            continue
+        for method in HTTP_METHODS:
+            operation = item.get(method)
+            if isinstance(operation, dict):
+                yield Operation(doc, path, method, item, operation)
+
+
+def operation_ids(doc: Any) -> list[str]:
+    """Return the ``operationId`` values of ``doc``'s operations (those that have one), sorted."""
+    return sorted(str(op.operation["operationId"]) for op in iter_operations(doc) if op.operation.get("operationId"))
+
+
+def takes_no_parameters(op: Operation) -> bool:
+    """True when ``op`` can be called as it is: no ``{param}`` in its path and no required parameter.
+
+    A path parameter counts as required (OpenAPI requires ``required: true`` on them); so does a malformed
+    ``parameters`` list (the operation is not known to be callable).
+    """
+    if "{" in op.path:
+        return False
+    try:
+        params = op.parameters
+    except InputError:
+        return False
+    return not any(p.get("required") or p["in"] == "path" for p in params)
+
+
+def parameterless_gets(doc: Any) -> Iterator[str]:
+    """Yield the paths whose ``GET`` :func:`takes_no_parameters`, in document order."""
+    for op in iter_operations(doc):
+        if op.method == "get" and takes_no_parameters(op):
+            yield op.path
+
+
+def parameterless_get_paths(doc: Any) -> list[str]:
+    """Return the paths whose ``GET`` takes no parameter (:func:`takes_no_parameters`), sorted.
+
+    Raises:
+        InputError: ``doc`` is not a mapping with a ``paths`` mapping.
+    """
+    if not isinstance(doc, dict) or not isinstance(doc.get("paths"), dict):
+        raise InputError("the OpenAPI document has no paths object", hint="give an OpenAPI 3 document")
+    return sorted(parameterless_gets(doc))
+
+
+# --- servers ----------------------------------------------------------------------------------------------------
+
+
+def base_path(doc: Any) -> str:
+    """Return the path of ``servers[0].url`` with its variables set to their defaults, without a trailing ``/``.
+
+    ``https://{host}/v{major}`` with ``major`` defaulting to ``1`` gives ``/v1``; ``/api/`` gives ``/api``; no
+    ``servers``, no path or ``/`` give ``""`` (OpenAPI's default server is ``/``: §4.8.1, field ``servers``).
+
+    Raises:
+        InputError: the URL uses a variable that ``servers[0].variables`` does not give a string default.
+    """
+    servers = doc.get("servers") if isinstance(doc, dict) else None
+    server = servers[0] if isinstance(servers, list) and servers and isinstance(servers[0], dict) else {}
+    url, variables = server.get("url"), server.get("variables")
+    if not isinstance(url, str):
+        return ""
+    variables = variables if isinstance(variables, dict) else {}
+
+    def default(match: re.Match[str]) -> str:
+        variable = variables.get(match.group(1))
+        value = variable.get("default") if isinstance(variable, dict) else None
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise InputError(
+                f"servers[0].url {url!r} uses the variable {match.group(1)!r}, which has no default",
+                hint=f"add servers[0].variables.{match.group(1)}.default",
+            )
+        return str(value)
+
+    path = urllib.parse.urlsplit(re.sub(r"\{([^{}]+)\}", default, url)).path.rstrip("/")
+    return "/" + path.lstrip("/") if path else ""
