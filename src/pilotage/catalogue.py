@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from pilotage.errors import BackendCorrupt, InputError
-from pilotage.events import CloudEvent, EventType, matches
+from pilotage.events import CloudEvent, EventType, matches, new_event
 from pilotage.names import valid_name
 
 if TYPE_CHECKING:
     from pilotage.bus.base import Delivery, Record
 
-__all__ = ["PATTERNS", "REGISTRY", "EventData", "RunSpec", "check", "model_for", "parse"]
+__all__ = ["PATTERNS", "REGISTRY", "EventData", "RunSpec", "check", "checked_event", "model_for", "parse"]
 
 M = TypeVar("M", bound=BaseModel)
 Obj = dict[str, Any]
@@ -712,6 +712,21 @@ def check(type: str, data: Any) -> None:
             event_type=type,
             field=field,
         ) from exc
+
+
+def checked_event(
+    type: str, data: Any, *, source: str, subject: str | None = None, runid: str = "", id: str | None = None
+) -> CloudEvent:
+    """Return :func:`pilotage.events.new_event` of ``data`` after :func:`check` (for publishers outside agents).
+
+    ``id`` replaces the fresh random id (deterministic ids of the coordination protocols).
+
+    Raises:
+        InputError: ``data`` does not fit the model of ``type``.
+    """
+    check(type, data)
+    event = new_event(type, data, source=source, subject=subject, runid=runid)
+    return event if id is None else event.model_copy(update={"id": id})
 
 
 def parse(item: Record | Delivery | CloudEvent, model: type[M]) -> M:

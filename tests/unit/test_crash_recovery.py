@@ -22,7 +22,6 @@ from pilotage.flows.supervisor import ControlPlaneLock, FlowSupervisor, closing_
 from pilotage.graph.sqlite import SQLiteGraph
 from pilotage.settings import Settings
 
-
 #: A type outside ``dev.pilotage.`` (not in the catalogue): the test is about ids, not payloads.
 STEP = "test.counter.step"
 

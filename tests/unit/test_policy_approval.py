@@ -70,7 +70,11 @@ def test_new_dependency_waits_and_an_approval_allows_the_merge() -> None:
     }
     assert of_type(events, EventType.AGENT_FAILED) == []
     order = [e.type for e in events]
-    assert order.index(EventType.APPROVAL_REQUESTED) < order.index(EventType.APPROVAL_GRANTED) < order.index(EventType.POLICY_EVALUATED)
+    assert (
+        order.index(EventType.APPROVAL_REQUESTED)
+        < order.index(EventType.APPROVAL_GRANTED)
+        < order.index(EventType.POLICY_EVALUATED)
+    )
 
 
 def test_a_person_denies_the_merge() -> None:
@@ -124,10 +128,14 @@ def test_answer_errors_and_the_cli_across_processes(tmp_path: Path) -> None:
             data = {"approval_id": "apr-000000000001", "action": "merge", "agent": "governance", "default": "deny",
                     "needs_approval": [NEEDS], "timeout_s": 600, "cause_event_id": "e-1"}  # fmt: skip
             sealed = seal(key, EventType.APPROVAL_REQUESTED, data, RUN)
-            await bus.publish(new_event(EventType.APPROVAL_REQUESTED, sealed, source="/t", subject="checkout", runid=RUN))
+            await bus.publish(
+                new_event(EventType.APPROVAL_REQUESTED, sealed, source="/t", subject="checkout", runid=RUN)
+            )
             # a request nobody signed (a run's process writing the log) is neither listed nor answerable
             forged = {**data, "approval_id": "apr-00000000f0f0"}
-            await bus.publish(new_event(EventType.APPROVAL_REQUESTED, forged, source="/t", subject="checkout", runid=RUN))
+            await bus.publish(
+                new_event(EventType.APPROVAL_REQUESTED, forged, source="/t", subject="checkout", runid=RUN)
+            )
 
     asyncio.run(seed())
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}

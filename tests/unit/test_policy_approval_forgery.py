@@ -191,7 +191,13 @@ def _request(key: bytes, ident: str = "apr-0000000000aa", cause_id: str = "e-1")
 
     data = {"approval_id": ident, "action": "deploy", "agent": "deployment", "needs_approval": [NEEDS],
             "timeout_s": 600.0, "default": "deny", "cause_event_id": cause_id}  # fmt: skip
-    return new_event(EventType.APPROVAL_REQUESTED, seal(key, EventType.APPROVAL_REQUESTED, data, RUN), source="/t", subject="s", runid=RUN)
+    return new_event(
+        EventType.APPROVAL_REQUESTED,
+        seal(key, EventType.APPROVAL_REQUESTED, data, RUN),
+        source="/t",
+        subject="s",
+        runid=RUN,
+    )
 
 
 def test_a_signature_binds_the_id_action_decision_approver_and_cause(tmp_path: Path) -> None:

@@ -172,7 +172,9 @@ class GovernanceAgent(Agent):
         policy_input = merge_input(generated.data, pr)
         facts = await asyncio.to_thread(gather_facts, generated.data, policy_input)
         policy_input.update(facts)
-        await self.emit(EventType.SECURITY_SCANNED, {"commit": policy_input["commit"], **facts["security_scan"]}, cause=event)
+        await self.emit(
+            EventType.SECURITY_SCANNED, {"commit": policy_input["commit"], **facts["security_scan"]}, cause=event
+        )
         denied: PolicyDenied | None = None
         try:
             verdict = await authorize_with_approval(self, ACTION, policy_input, cause=event)

@@ -42,9 +42,9 @@ import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pilotage.bus.query import EventLog
-from pilotage.catalogue import check
+from pilotage.catalogue import checked_event
 from pilotage.errors import InputError, PolicyDenied
-from pilotage.events import CloudEvent, EventType, new_event
+from pilotage.events import CloudEvent, EventType
 from pilotage.policy.approval_key import SIGNATURE_ALG, key_id, key_path, load_key, sign, verify
 from pilotage.policy.base import SAFE_DIRECTION_ACTIONS, Verdict
 
@@ -219,8 +219,7 @@ async def answer(bus: Bus, ident: str, *, granted: bool, by: str, key: bytes, re
         "cause_event_id": data.get("cause_event_id"),
     }
     sealed = seal(key, type, body, request.runid)
-    check(type, sealed)
-    event = new_event(type, sealed, source="/pilotage/cli", subject=request.subject, runid=request.runid)
+    event = checked_event(type, sealed, source="/pilotage/cli", subject=request.subject, runid=request.runid)
     await bus.publish(event)
     return event
 
@@ -326,11 +325,15 @@ async def authorize_with_approval(
             "default": "deny",
             "cause_event_id": cause.id,
         }
-        await agent.emit(EventType.APPROVAL_REQUESTED, seal(key, EventType.APPROVAL_REQUESTED, body, cause.runid), cause=cause)
+        await agent.emit(
+            EventType.APPROVAL_REQUESTED, seal(key, EventType.APPROVAL_REQUESTED, body, cause.runid), cause=cause
+        )
     reply, ignored = await _wait(agent, ident, action, cause, wait_s, key)
     if reply is None:
         body = {"approval_id": ident, "action": action, "default": "deny", "cause_event_id": cause.id}
-        await agent.emit(EventType.APPROVAL_EXPIRED, seal(key, EventType.APPROVAL_EXPIRED, body, cause.runid), cause=cause)
+        await agent.emit(
+            EventType.APPROVAL_EXPIRED, seal(key, EventType.APPROVAL_EXPIRED, body, cause.runid), cause=cause
+        )
         forged = f" ({ignored} unsigned or forged answer(s) ignored)" if ignored else ""
         await _refuse(
             agent,
