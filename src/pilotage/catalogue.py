@@ -11,7 +11,7 @@
   :class:`~pilotage.errors.InputError` naming the id and type (a delivered event), never a pydantic or key error
   inside an agent (the agent base turns either into ``agent.failed``).
 
-Models list exactly the keys the code writes: required keys are written on every path, ``X | None = None`` keys
+Models list exactly the keys the code writes, strictly typed (no coercion): required keys are written on every path, ``X | None = None`` keys
 on some; no other key is accepted (``extra="forbid"``). Nested objects whose shape belongs to another module
 (verdicts, evidence, allocations, load-test figures) are ``dict[str, Any]``; their owners document them.
 Units are in the names (``_s`` seconds, ``_ms`` milliseconds, ``_usd_per_hour``); times ``sent_at`` /
@@ -42,9 +42,13 @@ Obj = dict[str, Any]
 
 
 class EventData(BaseModel):
-    """Base of every event-data model: unknown keys are refused (a new key needs a new field here)."""
+    """Base of every event-data model: unknown keys are refused (a new key needs a new field here).
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: no coercion (``"0"`` is not an integer, a tuple not a list), so what validates is what the JSON holds;
+    an integer is accepted where a number is expected.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --- the flow ------------------------------------------------------------------------------------------------
