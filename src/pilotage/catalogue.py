@@ -11,9 +11,10 @@
   :class:`~pilotage.errors.InputError` naming the id and type (a delivered event), never a pydantic or key error
   inside an agent (the agent base turns either into ``agent.failed``).
 
-Models list exactly the keys the code writes, strictly typed (no coercion): required keys are written on every path, ``X | None = None`` keys
-on some; no other key is accepted (``extra="forbid"``). Nested objects whose shape belongs to another module
-(verdicts, evidence, allocations, load-test figures) are ``dict[str, Any]``; their owners document them.
+Models list exactly the keys the code writes, strictly typed (no coercion): required keys are written on every
+path, ``X | None = None`` keys on some; no other key is accepted (``extra="forbid"``). Nested objects whose
+shape belongs to another module (verdicts, evidence, allocations, load-test figures) are ``dict[str, Any]``;
+their owners document them.
 Units are in the names (``_s`` seconds, ``_ms`` milliseconds, ``_usd_per_hour``); times ``sent_at`` /
 ``closes_at`` are Unix seconds. ``docs/events-contract.md`` is generated from this module
 (``python -m pilotage.catalogue_doc``).

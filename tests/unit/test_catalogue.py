@@ -149,8 +149,8 @@ def test_an_auction_and_a_closed_run_publish_catalogued_payloads() -> None:
         await place_bid(bus, "a1", "deployment", 3, request="r1/abc")
         await job
         await bus.publish(new_event(EventType.FLOW_STARTED, {}, source="/t", subject="s", runid="r2"))
-        failed = {"agent": "x", "error": "boom", "error_type": "InputError", "cause_event_id": "", "cause_event_type": ""}
-        await bus.publish(new_event(EventType.AGENT_FAILED, {**failed, "verdict": None}, source="/t", runid="r2"))
+        failed = {"agent": "x", "error": "boom", "error_type": "InputError", "cause_event_id": "", "verdict": None}
+        await bus.publish(new_event(EventType.AGENT_FAILED, failed, source="/t", runid="r2"))
         assert (await FlowSupervisor(bus).check("r2")).status == "failed"
         return [r.event for r in await bus.read(1, 100)]
 

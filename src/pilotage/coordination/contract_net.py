@@ -456,8 +456,10 @@ class ContractNetManager:
         considered = {b["worker"] for b in inputs.get("bids") or []} | {d["worker"] for d in inputs["duplicates"]}
         invalid = {i["event_id"] for i in inputs.get("invalid") or []} | {d["event_id"] for d in inputs["duplicates"]}
         late: list[dict[str, Any]] = []
-        round_ = {"task_id": task.task_id, "round": task.round}
-        for event in await EventLog(self.bus).all(EventType.CNET_PROPOSE, after=cfp_offset, **round_):
+        proposals = EventLog(self.bus).all(
+            EventType.CNET_PROPOSE, after=cfp_offset, task_id=task.task_id, round=task.round
+        )
+        for event in await proposals:
             data = event.data
             if event.id in invalid:
                 continue
