@@ -65,7 +65,8 @@ class RunSpec(EventData):
         workdir: folder for the run's git repository (``workdir/repo``) and artefacts (absolute).
         inject_fault_rate: share of requests (0..1) the new version answers with HTTP 500 (0 = no fault).
         idle_after_s: seconds without requests before the cost agent scales an environment to zero.
-        fault: ``errors`` (HTTP 500 on ``inject_fault_rate`` of requests) or ``crash`` (exits on start).
+        fault: ``errors`` (HTTP 500 on ``inject_fault_rate`` of requests) or ``crash`` (the process exits on
+            start); ignored when ``inject_fault_rate`` is 0 and ``fault`` is ``errors``.
         proxy_port: port of the traffic-splitting proxy in front of the service (0 = any free port).
     """
 
