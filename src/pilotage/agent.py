@@ -31,14 +31,12 @@ import logging
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
-
+from pilotage.bus.query import EventLog
+from pilotage.catalogue import RunSpec, check, parse
 from pilotage.errors import InputError, PilotageError, PolicyDenied
 from pilotage.events import CloudEvent, EventType, new_event
-from pilotage.names import valid_name
 
 if TYPE_CHECKING:
     from pilotage.bus.base import Bus, Subscription
@@ -86,47 +84,6 @@ def one_line_reason(exc: BaseException) -> str:
     """
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
-
-
-class RunSpec(BaseModel):
-    """The data of ``dev.pilotage.flow.started``: what one lifecycle run is asked to do.
-
-    Attributes:
-        run_id: id of the run (also the ``runid`` extension of every event of the run); a safe path component
-            (:data:`pilotage.names.NAME_PATTERN`).
-        service: service name, used as the CloudEvents ``subject`` and in file names; a safe path component.
-        spec_path: the current OpenAPI document (absolute path).
-        request: the change request text, e.g. "Add discount code support with fields code:string".
-        workdir: folder for the run's git repository (``workdir/repo``) and artefacts (absolute).
-        inject_fault_rate: share of requests (0..1) the new version answers with HTTP 500 (0 = no fault).
-        idle_after_s: seconds without requests before the cost agent scales an environment to zero.
-        fault: kind of injected fault in the new version: ``errors`` (HTTP 500 on ``inject_fault_rate`` of
-            requests) or ``crash`` (the process exits on start); ignored when ``inject_fault_rate`` is 0 and
-            ``fault`` is ``errors``.
-        proxy_port: port of the traffic-splitting proxy in front of the service (0 = any free port).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    run_id: Annotated[str, AfterValidator(valid_name)]  # path components (issue #15, 8): pilotage.names
-    service: Annotated[str, AfterValidator(valid_name)]
-    spec_path: str
-    request: str
-    workdir: str
-    inject_fault_rate: float = 0.0
-    idle_after_s: float = 7200.0
-    fault: str = "errors"
-    proxy_port: int = 0
-
-    @property
-    def repo_path(self) -> Path:
-        """The git repository the codegen agent writes (``workdir/repo``)."""
-        return Path(self.workdir) / "repo"
-
-    @property
-    def artifacts_path(self) -> Path:
-        """Folder for reports, specs and load-test output (``workdir/artifacts``)."""
-        return Path(self.workdir) / "artifacts"
 
 
 @dataclass(frozen=True)
@@ -197,6 +154,11 @@ class Agent(ABC):
     def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
         self._runs: dict[str, RunSpec] = {}
+
+    @property
+    def log(self) -> EventLog:
+        """Queries over the event log of ``ctx.bus`` ("has this happened in the run yet?")."""
+        return EventLog(self.ctx.bus)
 
     @property
     def source(self) -> str:
@@ -294,7 +256,11 @@ class Agent(ABC):
 
         While handling ``cause`` the id is deterministic (:func:`handled_event_id`): a handler that runs again
         after a crash republishes the same ids and the log keeps the first copy.
+
+        Raises:
+            InputError: ``data`` does not fit the catalogue model of ``type`` (:func:`pilotage.catalogue.check`).
         """
+        check(type, data)
         event = self._new_event(type, data, cause)
         await self.ctx.bus.publish(event)
         return event
@@ -322,10 +288,11 @@ class Agent(ABC):
             cause_event_id=cause.id,
             run_id=cause.runid,
         )
+        check(EventType.DECISION, decision.to_dict())
         offset = await self.ctx.bus.publish(event.model_copy(update={"data": decision.to_dict()}))
-        stored = await self.ctx.bus.read(offset, 1)
-        if stored and stored[0].event.id == event.id and isinstance(stored[0].event.data, dict):
-            recorded = stored[0].event.data
+        stored = await self.log.at(offset)
+        if stored is not None and stored.id == event.id and isinstance(stored.data, dict):
+            recorded = stored.data
             if recorded != decision.to_dict():
                 log.info("agent %s acts on decision %s recorded before a restart", self.name, event.id)
                 return Decision(**{k: v for k, v in recorded.items() if k in Decision.__dataclass_fields__})
@@ -397,40 +364,25 @@ class Agent(ABC):
 
     async def _run_closed(self, runid: str) -> bool:
         for closing in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):
-            if await self.latest(runid, closing) is not None:
+            if await self.log.exists(closing, run=runid):
                 return True
         return False
 
     async def latest(self, runid: str, type: str) -> CloudEvent | None:
         """Return the newest event of ``type`` in run ``runid`` from the log, or None (derivable state)."""
-        found: CloudEvent | None = None
-        offset = 1
-        while True:
-            batch = await self.ctx.bus.read(offset, 1000, pattern=type)
-            if not batch:
-                return found
-            for record in batch:
-                if record.event.runid == runid:
-                    found = record.event
-            offset = batch[-1].offset + 1
+        return await self.log.latest(type, run=runid)
 
     async def run_spec(self, event: CloudEvent) -> RunSpec:
         """Return the :class:`RunSpec` of the run ``event`` belongs to, read from the log (cached).
 
         Raises:
-            InputError: the log holds no ``dev.pilotage.flow.started`` event for that run.
+            InputError: the log holds no ``dev.pilotage.flow.started`` event for that run, or its data is not a
+                run spec.
         """
         if event.runid in self._runs:
             return self._runs[event.runid]
-        offset = 1
-        while True:
-            batch = await self.ctx.bus.read(offset, 1000, pattern=EventType.FLOW_STARTED)
-            if not batch:
-                break
-            for record in batch:
-                if record.event.runid == event.runid:
-                    spec = RunSpec.model_validate(record.event.data)
-                    self._runs[event.runid] = spec
-                    return spec
-            offset = batch[-1].offset + 1
-        raise InputError(f"no flow.started event for run {event.runid!r} in the log", hint="start the run again")
+        started = await self.log.first(EventType.FLOW_STARTED, run=event.runid)
+        if started is None:
+            raise InputError(f"no flow.started event for run {event.runid!r} in the log", hint="start the run again")
+        spec = self._runs[event.runid] = parse(started, RunSpec)
+        return spec

@@ -36,7 +36,8 @@ MAX_EVENT_BYTES = 1024 * 1024
 class EventType:
     """Names of every event type Pilotage emits (``dev.pilotage.`` + area + verb).
 
-    The ``data`` shape of each is documented in ``docs/architecture.md`` ("Events").
+    The ``data`` of each is a model in :mod:`pilotage.catalogue` (``docs/events-contract.md`` is generated
+    from them): a new type is one constant here, one model and one registry line there.
     """
 
     PREFIX = "dev.pilotage."
@@ -61,11 +62,20 @@ class EventType:
     DEPLOY_ROLLED_BACK = "dev.pilotage.deploy.rolled_back"
     DEPLOY_PAUSED = "dev.pilotage.deploy.paused"
     DEPLOY_STANDBY_RELEASED = "dev.pilotage.deploy.standby_released"
+    DEPLOY_RESUMED = "dev.pilotage.deploy.resumed"
     SLO_EVALUATED = "dev.pilotage.slo.evaluated"
     SLO_BREACH = "dev.pilotage.slo.breach"
     INCIDENT_OPENED = "dev.pilotage.incident.opened"
     ENV_SCALED_DOWN = "dev.pilotage.env.scaled_down"
     MODEL_UPDATED = "dev.pilotage.model.updated"
+    CONTROL_PLANE_RECOVERED = "dev.pilotage.controlplane.recovered"
+    # --- issue 6: governance and human approval (signed: pilotage.policy.approval)
+    SECURITY_SCANNED = "dev.pilotage.security.scanned"
+    APPROVAL_REQUESTED = "dev.pilotage.approval.requested"
+    APPROVAL_GRANTED = "dev.pilotage.approval.granted"
+    APPROVAL_DENIED = "dev.pilotage.approval.denied"
+    APPROVAL_EXPIRED = "dev.pilotage.approval.expired"
+    APPROVAL_REJECTED = "dev.pilotage.approval.rejected"
     # --- issue 8: coordination. Contract-net (FIPA SC00029H performatives); a call for proposals is published as
     # CNET_CFP + "." + capability (topic partitioning: a worker reads only the calls for what it can do).
     CNET_CFP = "dev.pilotage.cnet.cfp"

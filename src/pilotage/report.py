@@ -43,11 +43,11 @@ STAGES: dict[str, str] = {
     EventType.FLOW_COMPLETED: "done",
     EventType.FLOW_FAILED: "done",
     # issue 6 (policy): the governance agent's security scan and the human-approval exchange
-    "dev.pilotage.security.scanned": "policy",
-    "dev.pilotage.approval.requested": "policy",
-    "dev.pilotage.approval.granted": "policy",
-    "dev.pilotage.approval.denied": "policy",
-    "dev.pilotage.approval.expired": "policy",
+    EventType.SECURITY_SCANNED: "policy",
+    EventType.APPROVAL_REQUESTED: "policy",
+    EventType.APPROVAL_GRANTED: "policy",
+    EventType.APPROVAL_DENIED: "policy",
+    EventType.APPROVAL_EXPIRED: "policy",
 }
 
 
@@ -83,7 +83,7 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
         )
     if t == EventType.PR_OPENED:
         return f"pull request {d.get('branch')} → {d.get('base_branch')}"
-    if t == "dev.pilotage.security.scanned":  # issue 6
+    if t == EventType.SECURITY_SCANNED:  # issue 6
         issues = d.get("issues") or {}
         return (
             f"security scan ({d.get('tool')}) {d.get('status')}: {issues.get('high', 0)} high, "

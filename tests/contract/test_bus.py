@@ -83,6 +83,27 @@ class BusContract:
 
         self.run(go())
 
+    def test_read_filters_by_runid_and_limit_counts_matches(self, tmp_path: Path) -> None:
+        async def go() -> None:
+            async with self.make_bus(tmp_path) as bus:
+                for i in range(4):
+                    for run in ("r1", "r2", ""):
+                        await bus.publish(new_event("dev.pilotage.deploy.step", {"n": i}, source="/t", runid=run))
+                await bus.publish(new_event("dev.pilotage.slo.evaluated", {"n": 9}, source="/t", runid="r2"))
+                r2 = await bus.read(1, 100, runid="r2")
+                assert [(r.event.type[-4:], r.event.data["n"]) for r in r2] == [("step", i) for i in range(4)] + [
+                    ("ated", 9)
+                ]
+                assert all(r.event.runid == "r2" for r in r2)
+                typed = await bus.read(r2[1].offset, 2, pattern="dev.pilotage.deploy.*", runid="r2")
+                assert [r.event.data["n"] for r in typed] == [1, 2]  # limit counts the run's events only
+                none = await bus.read(1, 100, runid="")
+                assert [r.event.data["n"] for r in none] == [0, 1, 2, 3] and all(not r.event.runid for r in none)
+                assert await bus.read(1, 100, runid="r-unknown") == []
+                assert len(await bus.read(1, 100)) == 13  # None: every run
+
+        self.run(go())
+
     def test_publish_many_returns_offsets_in_order(self, tmp_path: Path) -> None:
         async def go() -> None:
             async with self.make_bus(tmp_path) as bus:

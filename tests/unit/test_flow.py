@@ -27,9 +27,13 @@ class Closer(Agent):
     async def on_event(self, event: CloudEvent) -> None:
         run = await self.run_spec(event)
         await self.decide("test.kind", {"ok": run.inject_fault_rate == 0}, cause=event)
-        await self.emit(EventType.DEPLOY_PROMOTED, {"version": "v2"}, cause=event)
-        await self.emit(EventType.MODEL_UPDATED, {}, cause=event)
-        await self.emit(EventType.ENV_SCALED_DOWN, {}, cause=event)
+        promoted = {"deployment_id": "d1", "strategy": "canary", "version": "v2", "commit": None, "standby": {}}
+        await self.emit(EventType.DEPLOY_PROMOTED, promoted, cause=event)
+        model = {"service": run.service, "strategy": "canary", "alpha": 1.0, "beta": 2.0, "failure_mean": 0.33}
+        await self.emit(EventType.MODEL_UPDATED, model, cause=event)
+        scaled = {"environment": "d1", "idle_s": 0.0, "instances_stopped": 1, "saving_usd_per_hour": 0.1,
+                  "price_source": "test", "deployment_id": "d1"}  # fmt: skip
+        await self.emit(EventType.ENV_SCALED_DOWN, scaled, cause=event)
 
 
 class Failer(Agent):

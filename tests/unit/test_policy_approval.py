@@ -12,10 +12,6 @@ from pilotage.bus.sqlite import SQLiteBus
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.policy.approval import (
-    APPROVAL_DENIED,
-    APPROVAL_EXPIRED,
-    APPROVAL_GRANTED,
-    APPROVAL_REQUESTED,
     answer,
     pending_approvals,
     seal,
@@ -53,12 +49,12 @@ def _review_with(ctx: Any, person: Any) -> list[CloudEvent]:
 def test_new_dependency_waits_and_an_approval_allows_the_merge() -> None:
     ctx = make_ctx()
     events = _review_with(ctx, lambda bus: _answer_when_requested(bus, True))
-    (request,) = of_type(events, APPROVAL_REQUESTED)
+    (request,) = of_type(events, EventType.APPROVAL_REQUESTED)
     assert request.data["needs_approval"] == [NEEDS]
     assert request.data["default"] == "deny" and request.data["timeout_s"] == 1.0
     assert request.data["approval_id"].startswith("apr-") and request.runid == RUN
     assert len(request.data["signature"]) == 64 and request.data["signature_alg"] == "HMAC-SHA256"
-    (granted,) = of_type(events, APPROVAL_GRANTED)
+    (granted,) = of_type(events, EventType.APPROVAL_GRANTED)
     assert granted.data["by"] == "alice" and granted.data["approved"] == [NEEDS]
     assert (
         granted.data["key_id"] == request.data["key_id"]
@@ -74,7 +70,11 @@ def test_new_dependency_waits_and_an_approval_allows_the_merge() -> None:
     }
     assert of_type(events, EventType.AGENT_FAILED) == []
     order = [e.type for e in events]
-    assert order.index(APPROVAL_REQUESTED) < order.index(APPROVAL_GRANTED) < order.index(EventType.POLICY_EVALUATED)
+    assert (
+        order.index(EventType.APPROVAL_REQUESTED)
+        < order.index(EventType.APPROVAL_GRANTED)
+        < order.index(EventType.POLICY_EVALUATED)
+    )
 
 
 def test_a_person_denies_the_merge() -> None:
@@ -82,17 +82,17 @@ def test_a_person_denies_the_merge() -> None:
     events = _review_with(ctx, lambda bus: _answer_when_requested(bus, False, "bob", "use the stdlib"))
     (verdict,) = of_type(events, EventType.POLICY_EVALUATED)
     assert verdict.data["allow"] is False
-    ident = of_type(events, APPROVAL_REQUESTED)[0].data["approval_id"]
+    ident = of_type(events, EventType.APPROVAL_REQUESTED)[0].data["approval_id"]
     assert verdict.data["reasons"] == [f"approval {ident} denied by bob: use the stdlib", "approval required: " + NEEDS]
     (failed,) = of_type(events, EventType.AGENT_FAILED)
     assert failed.data["error_type"] == "PolicyDenied" and "denied by bob" in failed.data["error"]
-    assert of_type(events, APPROVAL_DENIED)[0].data["approved"] == []
+    assert of_type(events, EventType.APPROVAL_DENIED)[0].data["approved"] == []
 
 
 def test_no_answer_applies_the_default_deny_after_the_timeout() -> None:
     ctx = make_ctx()  # approval_timeout_s = 1.0
     events = _review_with(ctx, None)
-    (expired,) = of_type(events, APPROVAL_EXPIRED)
+    (expired,) = of_type(events, EventType.APPROVAL_EXPIRED)
     assert expired.data["default"] == "deny"
     (verdict,) = of_type(events, EventType.POLICY_EVALUATED)
     assert verdict.data["allow"] is False
@@ -106,7 +106,7 @@ def test_preapproved_dependency_does_not_wait() -> None:
     ctx = make_ctx()
     ctx.policy.data["approved_dependencies"] = ["HTTPX"]  # type: ignore[attr-defined]
     events = _review_with(ctx, None)
-    assert of_type(events, APPROVAL_REQUESTED) == []
+    assert of_type(events, EventType.APPROVAL_REQUESTED) == []
     assert of_type(events, EventType.POLICY_EVALUATED)[0].data["allow"] is True
 
 
@@ -127,11 +127,15 @@ def test_answer_errors_and_the_cli_across_processes(tmp_path: Path) -> None:
                 await answer(bus, "apr-nope", granted=True, by="x", key=key)
             data = {"approval_id": "apr-000000000001", "action": "merge", "agent": "governance", "default": "deny",
                     "needs_approval": [NEEDS], "timeout_s": 600, "cause_event_id": "e-1"}  # fmt: skip
-            sealed = seal(key, APPROVAL_REQUESTED, data, RUN)
-            await bus.publish(new_event(APPROVAL_REQUESTED, sealed, source="/t", subject="checkout", runid=RUN))
+            sealed = seal(key, EventType.APPROVAL_REQUESTED, data, RUN)
+            await bus.publish(
+                new_event(EventType.APPROVAL_REQUESTED, sealed, source="/t", subject="checkout", runid=RUN)
+            )
             # a request nobody signed (a run's process writing the log) is neither listed nor answerable
             forged = {**data, "approval_id": "apr-00000000f0f0"}
-            await bus.publish(new_event(APPROVAL_REQUESTED, forged, source="/t", subject="checkout", runid=RUN))
+            await bus.publish(
+                new_event(EventType.APPROVAL_REQUESTED, forged, source="/t", subject="checkout", runid=RUN)
+            )
 
     asyncio.run(seed())
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
@@ -156,9 +160,9 @@ def test_answer_errors_and_the_cli_across_processes(tmp_path: Path) -> None:
         async with SQLiteBus(url) as bus:
             return [r.event for r in await bus.read(1, 100)]
 
-    granted = [e for e in asyncio.run(check()) if e.type == APPROVAL_GRANTED]
+    granted = [e for e in asyncio.run(check()) if e.type == EventType.APPROVAL_GRANTED]
     assert len(granted) == 1 and granted[0].data["approved"] == [NEEDS] and granted[0].runid == RUN
-    assert granted[0].data["signature"] == seal(key, APPROVAL_GRANTED, granted[0].data, RUN)["signature"]
+    assert granted[0].data["signature"] == seal(key, EventType.APPROVAL_GRANTED, granted[0].data, RUN)["signature"]
     assert (tmp_path / ".config" / "pilotage" / "approval.key").stat().st_mode & 0o777 == 0o600
 
 
@@ -215,10 +219,10 @@ def test_any_action_waits_for_approval_through_agent_authorize(tmp_path: Path) -
 
     events, error = run(True)
     assert error is None
-    assert of_type(events, APPROVAL_REQUESTED)[0].data["action"] == "scale"
+    assert of_type(events, EventType.APPROVAL_REQUESTED)[0].data["action"] == "scale"
     assert of_type(events, EventType.POLICY_EVALUATED)[-1].data["allow"] is True
     events, error = run(False)
     assert isinstance(error, PolicyDenied) and "denied by alice" in str(error)
     events, error = run(None)
     assert isinstance(error, PolicyDenied) and "no answer within 1 s" in str(error)
-    assert of_type(events, APPROVAL_EXPIRED)
+    assert of_type(events, EventType.APPROVAL_EXPIRED)

@@ -187,16 +187,22 @@ def test_a_signed_pilotage_approve_from_another_terminal_allows_the_deploy(tmp_p
 
 
 def _request(key: bytes, ident: str = "apr-0000000000aa", cause_id: str = "e-1") -> CloudEvent:
-    from pilotage.policy.approval import APPROVAL_REQUESTED, seal
+    from pilotage.policy.approval import seal
 
     data = {"approval_id": ident, "action": "deploy", "agent": "deployment", "needs_approval": [NEEDS],
             "timeout_s": 600.0, "default": "deny", "cause_event_id": cause_id}  # fmt: skip
-    return new_event(APPROVAL_REQUESTED, seal(key, APPROVAL_REQUESTED, data, RUN), source="/t", subject="s", runid=RUN)
+    return new_event(
+        EventType.APPROVAL_REQUESTED,
+        seal(key, EventType.APPROVAL_REQUESTED, data, RUN),
+        source="/t",
+        subject="s",
+        runid=RUN,
+    )
 
 
 def test_a_signature_binds_the_id_action_decision_approver_and_cause(tmp_path: Path) -> None:
     from pilotage.bus.memory import MemoryBus
-    from pilotage.policy.approval import APPROVAL_DENIED, APPROVAL_GRANTED, answer, seal_problem
+    from pilotage.policy.approval import answer, seal_problem
     from pilotage.policy.approval_key import load_key
 
     key, other = load_key(tmp_path / "k1"), load_key(tmp_path / "k2")
@@ -211,13 +217,13 @@ def test_a_signature_binds_the_id_action_decision_approver_and_cause(tmp_path: P
     assert seal_problem(key, good) is None
     assert seal_problem(other, good) is not None and seal_problem(other, good).startswith("signed with another key")
 
-    def changed(type: str = APPROVAL_GRANTED, runid: str = RUN, **data: Any) -> CloudEvent:
+    def changed(type: str = EventType.APPROVAL_GRANTED, runid: str = RUN, **data: Any) -> CloudEvent:
         return good.model_copy(update={"type": type, "runid": runid, "data": {**good.data, **data}})
 
     bad = "bad signature (forged, or changed after signing)"
     assert seal_problem(key, changed(approval_id="apr-0000000000bb")) == bad  # replayed onto another approval
     assert seal_problem(key, changed(action="promote")) == bad
-    assert seal_problem(key, changed(type=APPROVAL_DENIED)) == bad  # decision
+    assert seal_problem(key, changed(type=EventType.APPROVAL_DENIED)) == bad  # decision
     assert seal_problem(key, changed(by="mallory")) == bad  # approver
     assert seal_problem(key, changed(cause_event_id="e-2")) == bad  # the request it answers
     assert seal_problem(key, changed(approved=[NEEDS, "and everything else"])) == bad
@@ -228,7 +234,7 @@ def test_a_signature_binds_the_id_action_decision_approver_and_cause(tmp_path: P
 
 def test_a_forged_answer_neither_hides_a_request_nor_blocks_the_operator(tmp_path: Path) -> None:
     from pilotage.bus.memory import MemoryBus
-    from pilotage.policy.approval import APPROVAL_GRANTED, answer, find_approval, pending_approvals
+    from pilotage.policy.approval import answer, find_approval, pending_approvals
     from pilotage.policy.approval_key import load_key
 
     key = load_key(tmp_path / "approval.key")
@@ -238,7 +244,7 @@ def test_a_forged_answer_neither_hides_a_request_nor_blocks_the_operator(tmp_pat
         await bus.publish(_request(key))
         forged = {"approval_id": "apr-0000000000aa", "action": "deploy", "by": "alice", "reason": "",
                   "approved": [NEEDS], "cause_event_id": "e-1"}  # fmt: skip
-        await bus.publish(new_event(APPROVAL_GRANTED, forged, source="/pilotage/cli", subject="s", runid=RUN))
+        await bus.publish(new_event(EventType.APPROVAL_GRANTED, forged, source="/pilotage/cli", subject="s", runid=RUN))
         waiting = await pending_approvals(bus, key)
         denied = await answer(bus, "apr-0000000000aa", granted=False, by="carol", reason="no", key=key)
         return waiting, denied, (await find_approval(bus, "apr-0000000000aa", key))[1]

@@ -111,24 +111,18 @@ class CostAgent(Agent):
         return subs
 
     async def _unwatched_outcomes(self) -> list[CloudEvent]:
-        bus = self.ctx.bus
+        """Return the first outcome (promoted / rolled back) of each deployment not scaled down, in open runs."""
         outcomes: dict[str, CloudEvent] = {}
         scaled: set[str] = set()
         closed: set[str] = set()
-        offset = 1
-        while True:
-            batch = await bus.read(offset, 1000, pattern="dev.pilotage.*")
-            if not batch:
-                break
-            for record in batch:
-                event, data = record.event, record.event.data if isinstance(record.event.data, dict) else {}
-                if event.type in self.subscribes and data.get("deployment_id"):
-                    outcomes.setdefault(str(data["deployment_id"]), event)
-                elif event.type == EventType.ENV_SCALED_DOWN:
-                    scaled.add(str(data.get("environment")))
-                elif event.type in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):
-                    closed.add(event.runid)
-            offset = batch[-1].offset + 1
+        for event in await self.log.all(EventType.PREFIX + "*"):
+            data = event.data if isinstance(event.data, dict) else {}
+            if event.type in self.subscribes and data.get("deployment_id"):
+                outcomes.setdefault(str(data["deployment_id"]), event)
+            elif event.type == EventType.ENV_SCALED_DOWN:
+                scaled.add(str(data.get("environment")))
+            elif event.type in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):
+                closed.add(event.runid)
         return [e for dep, e in outcomes.items() if dep not in scaled and e.runid not in closed]
 
     async def cancel(self) -> None:

@@ -44,10 +44,7 @@ from pilotage.policy.facts import dependency_facts, normalise
 from pilotage.policy.licenses import UNKNOWN, enrich
 from pilotage.policy.scans import OFFLINE_VULNERABILITIES, added_lines, scan_bandit, scan_crypto, scan_secrets
 
-__all__ = ["SECURITY_SCANNED", "GovernanceAgent", "gather_facts", "merge_input"]
-
-#: Event type of the security scan of a change (data: the ``security_scan`` fact plus ``commit``).
-SECURITY_SCANNED = "dev.pilotage.security.scanned"
+__all__ = ["GovernanceAgent", "gather_facts", "merge_input"]
 
 #: The decision kind this agent records.
 KIND = "governance.review"
@@ -175,7 +172,9 @@ class GovernanceAgent(Agent):
         policy_input = merge_input(generated.data, pr)
         facts = await asyncio.to_thread(gather_facts, generated.data, policy_input)
         policy_input.update(facts)
-        await self.emit(SECURITY_SCANNED, {"commit": policy_input["commit"], **facts["security_scan"]}, cause=event)
+        await self.emit(
+            EventType.SECURITY_SCANNED, {"commit": policy_input["commit"], **facts["security_scan"]}, cause=event
+        )
         denied: PolicyDenied | None = None
         try:
             verdict = await authorize_with_approval(self, ACTION, policy_input, cause=event)

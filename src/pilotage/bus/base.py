@@ -260,8 +260,15 @@ class Bus(ABC):
 
     # -- reading ----------------------------------------------------------------------------------------
     @abstractmethod
-    async def read(self, from_offset: int = 1, limit: int = 1000, pattern: str = "*") -> list[Record]:
-        """Return up to ``limit`` records with offset ≥ ``from_offset`` whose type matches ``pattern``."""
+    async def read(
+        self, from_offset: int = 1, limit: int = 1000, pattern: str = "*", *, runid: str | None = None
+    ) -> list[Record]:
+        """Return up to ``limit`` records with offset ≥ ``from_offset`` whose type matches ``pattern``.
+
+        ``runid`` (when not None) keeps only the events whose ``runid`` extension equals it (``""``: the events
+        of no run); the backend filters, so ``limit`` counts matching records. Queries over the log:
+        :class:`pilotage.bus.query.EventLog`.
+        """
 
     @abstractmethod
     async def offset_at(self, time: datetime) -> int:

@@ -168,8 +168,13 @@ class KafkaBus(Bus):
         consumer.assign(tps)
         return consumer, tps
 
-    async def read(self, from_offset: int = 1, limit: int = 1000, pattern: str = "*") -> list[Record]:
-        """Return up to ``limit`` records with encoded offset ≥ ``from_offset`` matching ``pattern``."""
+    async def read(
+        self, from_offset: int = 1, limit: int = 1000, pattern: str = "*", *, runid: str | None = None
+    ) -> list[Record]:
+        """Return up to ``limit`` records with encoded offset ≥ ``from_offset`` matching ``pattern``.
+
+        ``runid`` (when not None) keeps the events of that run only (filtered here after decoding).
+        """
         consumer, tps = await self._reader()
         out: list[Record] = []
         try:
@@ -184,7 +189,8 @@ class KafkaBus(Bus):
                     batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1000)
                     for record in batch.get(tp, []):
                         event = self._event(record)
-                        if record.offset < ends[tp] and matches(pattern, event.type):
+                        wanted = matches(pattern, event.type) and (runid is None or event.runid == runid)
+                        if record.offset < ends[tp] and wanted:
                             out.append(Record(self._encode(tp.partition, record.offset), event))
                             got += 1
         except KafkaError as exc:

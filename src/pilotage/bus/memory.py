@@ -98,11 +98,19 @@ class MemoryBus(Bus):
         lists = [self._by_type[t] for t in types]
         yield from heapq.merge(*(offsets[bisect.bisect_right(offsets, after) :] for offsets in lists))
 
-    async def read(self, from_offset: int = 1, limit: int = 1000, pattern: str = "*") -> list[Record]:
-        """Return up to ``limit`` records at or after ``from_offset`` whose type matches ``pattern``."""
+    async def read(
+        self, from_offset: int = 1, limit: int = 1000, pattern: str = "*", *, runid: str | None = None
+    ) -> list[Record]:
+        """Return up to ``limit`` records at or after ``from_offset`` whose type matches ``pattern``.
+
+        ``runid`` (when not None) keeps the events of that run only.
+        """
         out: list[Record] = []
         for offset in self._matching(pattern, max(from_offset, 1) - 1):
-            out.append(Record(offset, self._log[offset - 1]))
+            event = self._log[offset - 1]
+            if runid is not None and event.runid != runid:
+                continue
+            out.append(Record(offset, event))
             if len(out) >= limit:
                 break
         return out

@@ -243,8 +243,12 @@ class NatsBus(Bus):
             with contextlib.suppress(Exception):
                 await self._js.delete_consumer(self.stream, info.name)
 
-    async def read(self, from_offset: int = 1, limit: int = 1000, pattern: str = "*") -> list[Record]:
+    async def read(
+        self, from_offset: int = 1, limit: int = 1000, pattern: str = "*", *, runid: str | None = None
+    ) -> list[Record]:
         """Return up to ``limit`` records at or after ``from_offset`` whose type matches ``pattern``.
+
+        ``runid`` (when not None) keeps the events of that run only (filtered here: subjects carry the type only).
 
         Raises:
             BackendCorrupt: a message is not a valid CloudEvent (``offset`` names its sequence).
@@ -265,7 +269,7 @@ class NatsBus(Bus):
                     break
                 for msg in msgs:
                     event = self._decode(msg)
-                    if matches(pattern, event.type):
+                    if matches(pattern, event.type) and (runid is None or event.runid == runid):
                         out.append(Record(int(msg.metadata.sequence.stream), event))
                 position = int(msgs[-1].metadata.sequence.stream) + 1
         return out[:limit]

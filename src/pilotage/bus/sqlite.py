@@ -301,13 +301,18 @@ class SQLiteBus(Bus):
             self._changed.notify_all()
 
     # -- reading --------------------------------------------------------------------------------------
-    def _rows(self, conn: sqlite3.Connection, after: int, pattern: str, columns: str) -> list[Any]:
+    def _rows(
+        self, conn: sqlite3.Connection, after: int, pattern: str, columns: str, runid: str | None = None
+    ) -> list[Any]:
         sql = f"SELECT {columns} FROM events WHERE offset > ?"
         args: list[Any] = [after]
         where = _glob_to_sql(pattern)
         if where is not None:
             sql += where[0]
             args.append(where[1])
+        if runid is not None:  # the events_runid index
+            sql += " AND runid = ?"
+            args.append(runid)
         try:
             return conn.execute(sql + " ORDER BY offset LIMIT ?", (*args, _PAGE)).fetchall()
         except sqlite3.DatabaseError as exc:
@@ -318,11 +323,11 @@ class SQLiteBus(Bus):
                 offset=after + 1,
             ) from exc
 
-    def _select(self, from_offset: int, limit: int, pattern: str) -> list[Record]:
+    def _select(self, from_offset: int, limit: int, pattern: str, runid: str | None) -> list[Record]:
         out: list[Record] = []
         after = max(from_offset, 1) - 1
         while len(out) < limit:
-            rows = self._rows(self._g(), after, pattern, "offset, type, body")
+            rows = self._rows(self._g(), after, pattern, "offset, type, body", runid)
             for offset, type_, body in rows:
                 if matches(pattern, type_):
                     out.append(Record(int(offset), self._decode(int(offset), body)))
@@ -344,14 +349,18 @@ class SQLiteBus(Bus):
                 offset=offset,
             ) from exc
 
-    async def read(self, from_offset: int = 1, limit: int = 1000, pattern: str = "*") -> list[Record]:
+    async def read(
+        self, from_offset: int = 1, limit: int = 1000, pattern: str = "*", *, runid: str | None = None
+    ) -> list[Record]:
         """Return up to ``limit`` records at or after ``from_offset`` whose type matches ``pattern``.
+
+        ``runid`` (when not None) keeps the events of that run only (``WHERE runid = ?``, indexed).
 
         Raises:
             BackendCorrupt: a stored row is not a valid CloudEvent (the message and ``offset`` name it).
         """
         await self.open()
-        return await self._on_groups(self._select, from_offset, limit, pattern)
+        return await self._on_groups(self._select, from_offset, limit, pattern, runid)
 
     def _scalar(self, sql: str, *args: Any) -> int:
         row = self._g().execute(sql, args).fetchone()

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from pilotage.bus.base import Record
+from pilotage.bus.query import EventLog
 from pilotage.cli import JsonOpt, app, cli_settings, console, print_error
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
@@ -21,19 +22,14 @@ events_app = typer.Typer(help="The event log: tail it, replay its decisions.", n
 app.add_typer(events_app, name="events")
 
 
-async def _read_events(settings: Settings, pattern: str, run_id: str | None) -> list[tuple[int, CloudEvent]]:
+async def _read_events(
+    settings: Settings, pattern: str, run_id: str | None, after: int = 0
+) -> list[tuple[int, CloudEvent]]:
+    """Return ``(offset, event)`` of the events matching ``pattern`` (and run ``run_id``) after offset ``after``."""
     from pilotage.app import open_bus
 
-    bus = open_bus(settings)
-    async with bus:
-        out: list[tuple[int, CloudEvent]] = []
-        offset = 1
-        while True:
-            batch = await bus.read(offset, 5000, pattern=pattern)
-            if not batch:
-                return out
-            out.extend((r.offset, r.event) for r in batch if run_id is None or r.event.runid == run_id)
-            offset = batch[-1].offset + 1
+    async with open_bus(settings) as bus:
+        return [(r.offset, r.event) for r in await EventLog(bus).records(pattern, run=run_id, after=after)]
 
 
 def _event_log_exists(settings: Settings) -> None:
@@ -73,10 +69,9 @@ def events_tail(
     shown = records[-1][0] if records else 0
     while follow:
         time.sleep(0.5)
-        for offset, event in asyncio.run(_read_events(settings, type_pattern, run_id)):
-            if offset > shown:
-                emit(offset, event)
-                shown = offset
+        for offset, event in asyncio.run(_read_events(settings, type_pattern, run_id, after=shown)):
+            emit(offset, event)
+            shown = offset
 
 
 @events_app.command("replay")

@@ -142,15 +142,17 @@ class RunInterrupted(PilotageError):
 
 async def _record_interruption(bus: Any, run: RunSpec, signal_name: str) -> None:
     """Publish ``flow.failed`` for an interrupted run and write its report (both best effort, never raise)."""
-    from pilotage.events import EventType, new_event
+    from pilotage.bus.query import EventLog
+    from pilotage.catalogue import checked_event
+    from pilotage.events import EventType
     from pilotage.report import write_report
 
     data = {"run_id": run.run_id, "status": "failed", "outcome": "none", "error": f"interrupted by {signal_name}"}
     try:
         await bus.publish(
-            new_event(EventType.FLOW_FAILED, data, source="/pilotage/cli", subject=run.service, runid=run.run_id)
+            checked_event(EventType.FLOW_FAILED, data, source="/pilotage/cli", subject=run.service, runid=run.run_id)
         )
-        events = [r.event for r in await bus.read(1, 1_000_000) if r.event.runid == run.run_id]
+        events = await EventLog(bus).all(run=run.run_id)
         write_report(run.artifacts_path / "report.md", events, title=f"Pilotage run {run.run_id}")
     except (PilotageError, OSError):
         return

@@ -26,9 +26,11 @@ from typing import Annotated, Any
 import typer
 
 from pilotage.agent import RunSpec
+from pilotage.bus.query import EventLog
+from pilotage.catalogue import checked_event
 from pilotage.cli import JsonOpt, app, cli_settings, console
 from pilotage.errors import ConfigError
-from pilotage.events import CloudEvent, EventType, new_event
+from pilotage.events import CloudEvent, EventType
 from pilotage.settings import Settings
 
 __all__ = ["serve", "submit_run"]
@@ -158,19 +160,19 @@ async def _follow(settings: Settings, run: RunSpec, on_event: Any) -> list[Cloud
     from pilotage.app import open_bus
     from pilotage.flows.feature_delivery import SOURCE
 
-    start = new_event(EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id)
+    start = checked_event(
+        EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id
+    )
     async with open_bus(settings) as bus:
         offset = await bus.publish(start) - 1
         seen: list[CloudEvent] = []
         while True:
-            batch = await bus.read(offset + 1, 1000)
+            batch = await EventLog(bus).records(run=run.run_id, after=offset)
             if not batch:
                 await asyncio.sleep(FOLLOW_POLL_S)
                 continue
             offset = batch[-1].offset
             for record in batch:
-                if record.event.runid != run.run_id:
-                    continue
                 seen.append(record.event)
                 on_event(record.event)
                 if record.event.type in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):

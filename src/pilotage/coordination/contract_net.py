@@ -35,6 +35,8 @@ from enum import StrEnum
 from typing import Any
 
 from pilotage.bus.base import Bus
+from pilotage.bus.query import EventLog, data_matches
+from pilotage.catalogue import checked_event
 from pilotage.coordination.messages import (
     award_reasoning,
     cfp_type,
@@ -173,20 +175,18 @@ class WorkerDirectory:
 
         if self._next is None:
             self._next = await self.bus.offset_at(datetime.fromtimestamp(time.time() - self.stale_s, UTC))
-        while True:
-            batch = await self.bus.read(self._next, 1000, pattern="dev.pilotage.worker.*")
-            if not batch:
-                return
-            for record in batch:
-                data = record.event.data if isinstance(record.event.data, dict) else {}
-                host = str(data.get("host", ""))
-                sent = float(data.get("sent_at", 0.0) or 0.0)
-                if record.event.type == EventType.WORKER_HEARTBEAT and host:
-                    if sent >= self._beats.get(host, (0.0, {}))[0]:
-                        self._beats[host] = (sent, data)
-                elif record.event.type == EventType.WORKER_STOPPED and host:
-                    self._stopped[host] = max(sent, self._stopped.get(host, 0.0))
-            self._next = batch[-1].offset + 1
+        records = await EventLog(self.bus).records(EventType.PREFIX + "worker.*", after=self._next - 1)
+        for record in records:
+            data = record.event.data if isinstance(record.event.data, dict) else {}
+            host = str(data.get("host", ""))
+            sent = float(data.get("sent_at", 0.0) or 0.0)
+            if record.event.type == EventType.WORKER_HEARTBEAT and host:
+                if sent >= self._beats.get(host, (0.0, {}))[0]:
+                    self._beats[host] = (sent, data)
+            elif record.event.type == EventType.WORKER_STOPPED and host:
+                self._stopped[host] = max(sent, self._stopped.get(host, 0.0))
+        if records:
+            self._next = records[-1].offset + 1
 
     def is_live(self, host: str, now: float | None = None) -> bool:
         """Return True when ``host`` sent a heartbeat within ``stale_s`` and did not stop after it."""
@@ -268,16 +268,15 @@ class ContractNetManager:
         self.cause_event_id = cause_event_id
 
     def _event(self, event_id: str, type_: str, data: dict[str, Any]) -> CloudEvent:
-        return CloudEvent(
-            id=event_id, type=type_, source=self.source, subject=self.subject, runid=self.run_id, data=data
-        )
+        """Return the checked event (:func:`pilotage.catalogue.checked_event`) with id ``event_id``."""
+        return checked_event(type_, data, source=self.source, subject=self.subject, runid=self.run_id, id=event_id)
 
     async def _publish_stored(self, event: CloudEvent) -> tuple[int, dict[str, Any]]:
         """Publish ``event``; return its offset and the data the log holds (the first copy when run again)."""
         offset = await self.bus.publish(event)
-        stored = await self.bus.read(offset, 1)
-        if stored and stored[0].event.id == event.id and isinstance(stored[0].event.data, dict):
-            return offset, stored[0].event.data
+        stored = await EventLog(self.bus).at(offset)
+        if stored is not None and stored.id == event.id and isinstance(stored.data, dict):
+            return offset, stored.data
         return offset, dict(event.data)
 
     async def run(
@@ -358,13 +357,13 @@ class ContractNetManager:
     async def _collect(self, task: TaskOutcome, after: int, deadline: float) -> _Answers:
         """Read the round's answers until ``deadline`` or until every live capable host answered."""
         answers = _Answers()
-        positions = {EventType.CNET_PROPOSE: after + 1, EventType.CNET_REFUSE: after + 1}
+        positions = {EventType.CNET_PROPOSE: after, EventType.CNET_REFUSE: after}
+        log = EventLog(self.bus)
         while True:
-            for type_, start in positions.items():
-                for record in await self.bus.read(start, 10_000, pattern=type_):
-                    positions[type_] = record.offset + 1
-                    data = record.event.data if isinstance(record.event.data, dict) else {}
-                    if data.get("task_id") == task.task_id and data.get("round") == task.round:
+            for type_, position in positions.items():
+                for record in await log.records(type_, after=position):
+                    positions[type_] = record.offset
+                    if data_matches(record.event, {"task_id": task.task_id, "round": task.round}):
                         answers.take(record.offset, record.event)
             now = time.time()
             if now >= deadline:
@@ -417,17 +416,17 @@ class ContractNetManager:
         self, task: TaskOutcome, winner: str, host: str, accept_offset: int
     ) -> tuple[bool, dict[str, Any] | None]:
         """Wait for the winner's done/failure; return (True, None) when DONE, else (False, why it failed)."""
-        stored = await self.bus.read(accept_offset, 1)
-        deadline = float(stored[0].event.data["exec_deadline"]) if stored else time.time()
-        position = accept_offset + 1
+        log = EventLog(self.bus)
+        stored = await log.at(accept_offset)
+        deadline = float(stored.data["exec_deadline"]) if stored is not None else time.time()
+        position = accept_offset
         next_liveness = 0.0
+        mine = {"task_id": task.task_id, "round": task.round, "worker": winner}
         while True:
-            for record in await self.bus.read(position, 10_000, pattern="dev.pilotage.cnet.*"):
-                position = record.offset + 1
+            for record in await log.records(EventType.PREFIX + "cnet.*", after=position):
+                position = record.offset
                 data = record.event.data if isinstance(record.event.data, dict) else {}
-                if data.get("task_id") != task.task_id or data.get("round") != task.round:
-                    continue
-                if data.get("worker") != winner:
+                if not data_matches(record.event, mine):
                     continue
                 if record.event.type == EventType.CNET_DONE:
                     task.result = data.get("result") if isinstance(data.get("result"), dict) else {}
@@ -457,9 +456,12 @@ class ContractNetManager:
         considered = {b["worker"] for b in inputs.get("bids") or []} | {d["worker"] for d in inputs["duplicates"]}
         invalid = {i["event_id"] for i in inputs.get("invalid") or []} | {d["event_id"] for d in inputs["duplicates"]}
         late: list[dict[str, Any]] = []
-        for record in await self.bus.read(cfp_offset + 1, 10_000, pattern=EventType.CNET_PROPOSE):
-            data = record.event.data if isinstance(record.event.data, dict) else {}
-            if data.get("task_id") != task.task_id or data.get("round") != task.round or record.event.id in invalid:
+        proposals = EventLog(self.bus).all(
+            EventType.CNET_PROPOSE, after=cfp_offset, task_id=task.task_id, round=task.round
+        )
+        for event in await proposals:
+            data = event.data
+            if event.id in invalid:
                 continue
             bid: dict[str, Any] = data["bid"] if isinstance(data.get("bid"), dict) else {}
             if bid.get("worker") not in considered:

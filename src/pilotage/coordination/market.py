@@ -52,6 +52,8 @@ from typing import Any
 
 from pilotage.agent import Reasoning
 from pilotage.bus.base import Bus
+from pilotage.bus.query import EventLog, data_matches
+from pilotage.catalogue import checked_event
 from pilotage.coordination.messages import coordination_id, record_decision
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
@@ -202,15 +204,7 @@ class Ledger:
     @classmethod
     async def load(cls, bus: Bus) -> Ledger:
         """Read the whole log and return its ledger."""
-        ledger = cls()
-        offset = 1
-        while True:
-            batch = await bus.read(offset, 5000)
-            if not batch:
-                return ledger
-            for record in batch:
-                ledger.apply(record.offset, record.event)
-            offset = batch[-1].offset + 1
+        return cls.from_events((r.offset, r.event) for r in await EventLog(bus).records())
 
 
 def _rank(bid: dict[str, Any], waits: dict[str, int]) -> tuple[int, int, str]:
@@ -290,12 +284,12 @@ async def place_bid(
             hint=f"bid at most {balance}; credits are earned by outcomes (`pilotage market` shows the table)",
             balance=balance,
         )
-    event = CloudEvent(
-        id=coordination_id(auction_id, "bid", agent, *([request] if request else [])),
-        type=EventType.MARKET_BID,
+    event = checked_event(
+        EventType.MARKET_BID,
+        {"auction_id": auction_id, "agent": agent, "amount": amount, "sent_at": time.time(),
+         **({"request": request} if request else {})},
         source=f"/pilotage/agents/{agent}",
-        data={"auction_id": auction_id, "agent": agent, "amount": amount, "sent_at": time.time(),
-              **({"request": request} if request else {})},
+        id=coordination_id(auction_id, "bid", agent, *([request] if request else [])),
     )  # fmt: skip
     await bus.publish(event)
     return event
@@ -355,16 +349,17 @@ class Auctioneer:
             ``closed_at`` and ``extra``.
         """
         auction_id = auction_id or str(uuid.uuid4())
-        opened = CloudEvent(
-            id=coordination_id(auction_id, "opened"),
-            type=EventType.MARKET_AUCTION_OPENED,
+        opened = checked_event(
+            EventType.MARKET_AUCTION_OPENED,
+            {"auction_id": auction_id, "resource": resource, "units": units,
+             "closes_at": round(time.time() + window_s, 6), **(extra or {})},
             source=self.source,
-            data={"auction_id": auction_id, "resource": resource, "units": units,
-                  "closes_at": round(time.time() + window_s, 6), **(extra or {})},
+            id=coordination_id(auction_id, "opened"),
         )  # fmt: skip
+        log = EventLog(self.bus)
         offset = await self.bus.publish(opened)
-        stored = await self.bus.read(offset, 1)
-        closes_at = float(stored[0].event.data["closes_at"]) if stored else time.time()
+        stored = await log.at(offset)
+        closes_at = float(stored.data["closes_at"]) if stored is not None else time.time()
         start = offset + 1 if bids_since is None else bids_since
         bids, invalid, duplicates = await self._collect(auction_id, start, closes_at, expected or set())
         ledger = await Ledger.load(self.bus)
@@ -393,18 +388,11 @@ class Auctioneer:
         closed = {"auction_id": auction_id, "resource": resource, "units": units, "action": decision.action,
                   **decision.score, "decision_id": decision.id, "bids": len(decision.inputs.get("bids") or []),
                   "closed_at": round(time.time(), 6), **(extra or {})}  # fmt: skip
-        offset = await self.bus.publish(
-            CloudEvent(
-                id=coordination_id(auction_id, "closed"),
-                type=EventType.MARKET_AUCTION_CLOSED,
-                source=self.source,
-                runid=run_id,
-                data=closed,
-            )
-        )
-        stored = await self.bus.read(offset, 1)  # another process may have closed it first: return its close
-        if stored and stored[0].event.id == coordination_id(auction_id, "closed"):
-            return dict(stored[0].event.data)
+        closed_id = coordination_id(auction_id, "closed")
+        event = checked_event(EventType.MARKET_AUCTION_CLOSED, closed, source=self.source, runid=run_id, id=closed_id)
+        stored = await log.at(await self.bus.publish(event))  # another process may have closed it first
+        if stored is not None and stored.id == closed_id:
+            return dict(stored.data)
         return closed
 
     async def _collect(
@@ -413,12 +401,13 @@ class Auctioneer:
         bids: dict[str, dict[str, Any]] = {}
         invalid: list[dict[str, Any]] = []
         duplicates: list[dict[str, Any]] = []
+        log = EventLog(self.bus)
         while True:
-            for record in await self.bus.read(position, 10_000, pattern=EventType.MARKET_BID):
+            for record in await log.records(EventType.MARKET_BID, after=position - 1):
                 position = record.offset + 1
-                data = record.event.data if isinstance(record.event.data, dict) else {}
-                if data.get("auction_id") != auction_id:
+                if not data_matches(record.event, {"auction_id": auction_id}):
                     continue
+                data = record.event.data
                 agent, amount = data.get("agent"), data.get("amount")
                 if not isinstance(agent, str) or not agent or type(amount) is not int or amount < 0:
                     reason = "agent must be a name, amount an integer >= 0"

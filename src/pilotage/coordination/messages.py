@@ -39,7 +39,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pilotage.agent import EVENT_ID_NAMESPACE, Decision, Reasoning
 from pilotage.bus.base import Bus
-from pilotage.events import CloudEvent, EventType
+from pilotage.bus.query import EventLog
+from pilotage.catalogue import checked_event
+from pilotage.events import EventType
 
 __all__ = [
     "AWARD_RULE",
@@ -211,18 +213,12 @@ async def record_decision(
         cause_event_id=cause_event_id,
         run_id=run_id,
     )
-    event = CloudEvent(
-        id=event_id,
-        type=EventType.DECISION,
-        source=source,
-        subject=subject,
-        runid=run_id,
-        data=decision.to_dict(),
+    event = checked_event(
+        EventType.DECISION, decision.to_dict(), source=source, subject=subject, runid=run_id, id=event_id
     )
-    offset = await bus.publish(event)
-    stored = await bus.read(offset, 1)
-    if stored and stored[0].event.id == event_id and isinstance(stored[0].event.data, dict):
-        recorded = stored[0].event.data
+    stored = await EventLog(bus).at(await bus.publish(event))
+    if stored is not None and stored.id == event_id and isinstance(stored.data, dict):
+        recorded = stored.data
         if recorded != decision.to_dict():
             log.info("coordination acts on decision %s recorded before a restart", event_id)
             return Decision(**{k: v for k, v in recorded.items() if k in Decision.__dataclass_fields__})

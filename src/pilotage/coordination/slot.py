@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pilotage.bus.base import Bus
+from pilotage.bus.query import EventLog
+from pilotage.catalogue import checked_event
 from pilotage.coordination.market import MARKET_SOURCE, Auctioneer, Ledger, place_bid
 from pilotage.coordination.messages import coordination_id
 from pilotage.events import CloudEvent, EventType
@@ -135,13 +137,10 @@ class SlotView:
 
     async def refresh(self) -> SlotView:
         """Read the market events logged since the last call; return self."""
-        while True:
-            batch = await self.bus.read(self._next, 5000, pattern="dev.pilotage.market.*")
-            if not batch:
-                return self
-            for record in batch:
-                self._take(record.offset, record.event)
-            self._next = batch[-1].offset + 1
+        for record in await EventLog(self.bus).records(EventType.PREFIX + "market.*", after=self._next - 1):
+            self._take(record.offset, record.event)
+            self._next = record.offset + 1
+        return self
 
     def _take(self, offset: int, event: CloudEvent) -> None:
         data = event.data if isinstance(event.data, dict) else {}
@@ -309,20 +308,16 @@ class SlotArbiter:
 
     async def release(self, grant: SlotGrant) -> None:
         """Publish ``market.released`` for ``grant``: the next auction of the resource may run."""
+        data = {
+            "auction_id": grant.auction_id,
+            "resource": grant.resource,
+            "agent": grant.bidder,
+            "request": grant.request,
+            "sent_at": time.time(),
+        }
+        released_id = coordination_id(grant.auction_id, "released")
         await self.bus.publish(
-            CloudEvent(
-                id=coordination_id(grant.auction_id, "released"),
-                type=EventType.MARKET_RELEASED,
-                source=MARKET_SOURCE,
-                runid=self.run_id,
-                data={
-                    "auction_id": grant.auction_id,
-                    "resource": grant.resource,
-                    "agent": grant.bidder,
-                    "request": grant.request,
-                    "sent_at": time.time(),
-                },
-            )
+            checked_event(EventType.MARKET_RELEASED, data, source=MARKET_SOURCE, runid=self.run_id, id=released_id)
         )
 
     @asynccontextmanager

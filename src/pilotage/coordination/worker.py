@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pilotage.bus.base import Bus, Subscription
+from pilotage.catalogue import checked_event
 from pilotage.coordination.messages import Bid, best_bid, cfp_type, coordination_id
 from pilotage.errors import PilotageError
 from pilotage.events import CloudEvent, EventType
@@ -151,8 +152,8 @@ class WorkerHost:
             )
 
     def _event(self, type_: str, data: dict[str, Any], event_id: str | None = None) -> CloudEvent:
-        event = CloudEvent(type=type_, source=self.source, data=data)
-        return event.model_copy(update={"id": event_id}) if event_id else event
+        """Return the checked event (:func:`pilotage.catalogue.checked_event`), with id ``event_id`` when given."""
+        return checked_event(type_, data, source=self.source, id=event_id)
 
     def heartbeat_data(self) -> dict[str, Any]:
         """Return the heartbeat: host, group, pid, hostname, capabilities, members, queued and running tasks."""

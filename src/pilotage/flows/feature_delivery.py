@@ -21,7 +21,8 @@ from typing import Any
 
 from pilotage.agent import Agent, AgentContext, RunSpec
 from pilotage.bus.base import Subscription
-from pilotage.events import CloudEvent, EventType, new_event
+from pilotage.catalogue import checked_event
+from pilotage.events import CloudEvent, EventType
 
 __all__ = ["CLOSING_TYPES", "FlowResult", "new_run_id", "run_feature_delivery"]
 
@@ -139,7 +140,9 @@ async def run_feature_delivery(
         if event.type == EventType.DEPLOY_PAUSED:  # issue 3: an Inconclusive step held for a human ends the run
             closed.set()
 
-    start = new_event(EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id)
+    start = checked_event(
+        EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id
+    )
     subs.append(await bus.subscribe("*", watch, group=f"flow.{run.run_id}", start_at_end_if_new=True))
     bus.on_fatal(lambda _error: closed.set())  # a log that cannot be written or read ends the wait at once
     t0 = time.monotonic()
@@ -152,7 +155,7 @@ async def run_feature_delivery(
         raise bus.fatal
     outcome = _outcome(seen)
     status = "failed" if failure else "completed"
-    closing = new_event(
+    closing = checked_event(
         EventType.FLOW_FAILED if failure else EventType.FLOW_COMPLETED,
         {
             "run_id": run.run_id,

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import IO
 
 from pilotage.bus.base import Bus, Subscription
+from pilotage.bus.query import EventLog
+from pilotage.catalogue import checked_event
 from pilotage.errors import ConfigError
-from pilotage.events import CloudEvent, EventType, new_event
+from pilotage.events import CloudEvent, EventType
 from pilotage.flows.feature_delivery import CLOSING_TYPES, SOURCE, _outcome
 
 __all__ = ["ControlPlaneLock", "FlowSupervisor", "RunStatus", "closing_id", "run_status", "serving_pid"]
@@ -142,14 +144,7 @@ class FlowSupervisor:
 
     async def run_events(self, run_id: str) -> list[CloudEvent]:
         """Return every event of ``run_id`` in log order."""
-        out: list[CloudEvent] = []
-        offset = 1
-        while True:
-            batch = await self.bus.read(offset, 1000)
-            if not batch:
-                return out
-            out.extend(r.event for r in batch if r.event.runid == run_id)
-            offset = batch[-1].offset + 1
+        return await EventLog(self.bus).all(run=run_id)
 
     async def check(self, run_id: str) -> RunStatus:
         """Derive the state of ``run_id`` from the log and publish its closing event when the rule is met."""
@@ -167,17 +162,11 @@ class FlowSupervisor:
         """
         started: list[str] = []
         closed: set[str] = set()
-        offset = 1
-        while True:
-            batch = await self.bus.read(offset, 1000, pattern="dev.pilotage.flow.*")
-            if not batch:
-                break
-            for record in batch:
-                if record.event.type == EventType.FLOW_STARTED:
-                    started.append(record.event.runid)
-                elif record.event.type in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):
-                    closed.add(record.event.runid)
-            offset = batch[-1].offset + 1
+        for event in await EventLog(self.bus).all(EventType.PREFIX + "flow.*"):
+            if event.type == EventType.FLOW_STARTED:
+                started.append(event.runid)
+            elif event.type in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):
+                closed.add(event.runid)
         done = []
         for run_id in started:
             if run_id not in closed and (await self.check(run_id)).status in ("completed", "failed"):
@@ -186,19 +175,15 @@ class FlowSupervisor:
 
     async def _close(self, run_id: str, events: list[CloudEvent], state: RunStatus) -> None:
         subject = events[0].subject if events else None
-        closing = new_event(
-            EventType.FLOW_FAILED if state.status == "failed" else EventType.FLOW_COMPLETED,
-            {
-                "run_id": run_id,
-                "status": state.status,
-                "outcome": state.outcome,
-                "error": state.error,
-                "duration_s": round(state.elapsed_s, 3),
-            },
-            source=SOURCE,
-            subject=subject,
-            runid=run_id,
-        )
+        type = EventType.FLOW_FAILED if state.status == "failed" else EventType.FLOW_COMPLETED
+        data = {
+            "run_id": run_id,
+            "status": state.status,
+            "outcome": state.outcome,
+            "error": state.error,
+            "duration_s": round(state.elapsed_s, 3),
+        }
+        closing = checked_event(type, data, source=SOURCE, subject=subject, runid=run_id)
         await self.bus.publish(closing.model_copy(update={"id": closing_id(run_id)}))
 
 

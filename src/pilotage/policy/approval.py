@@ -41,8 +41,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from pilotage.bus.query import EventLog
+from pilotage.catalogue import checked_event
 from pilotage.errors import InputError, PolicyDenied
-from pilotage.events import CloudEvent, EventType, new_event
+from pilotage.events import CloudEvent, EventType
 from pilotage.policy.approval_key import SIGNATURE_ALG, key_id, key_path, load_key, sign, verify
 from pilotage.policy.base import SAFE_DIRECTION_ACTIONS, Verdict
 
@@ -51,11 +53,6 @@ if TYPE_CHECKING:
     from pilotage.bus.base import Bus
 
 __all__ = [
-    "APPROVAL_DENIED",
-    "APPROVAL_EXPIRED",
-    "APPROVAL_GRANTED",
-    "APPROVAL_REJECTED",
-    "APPROVAL_REQUESTED",
     "APPROVAL_TIMEOUT_S",
     "SIGNED_FIELDS",
     "answer",
@@ -69,19 +66,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-APPROVAL_REQUESTED = "dev.pilotage.approval.requested"
-APPROVAL_GRANTED = "dev.pilotage.approval.granted"
-APPROVAL_DENIED = "dev.pilotage.approval.denied"
-APPROVAL_EXPIRED = "dev.pilotage.approval.expired"
-APPROVAL_REJECTED = "dev.pilotage.approval.rejected"
-_ANSWERS = (APPROVAL_GRANTED, APPROVAL_DENIED)
+_ANSWERS = (EventType.APPROVAL_GRANTED, EventType.APPROVAL_DENIED)
 _ANSWER_FIELDS = ("approval_id", "action", "by", "reason", "approved", "cause_event_id")
 #: The data fields each approval event signs, besides its type (the decision) and its run id.
 SIGNED_FIELDS: dict[str, tuple[str, ...]] = {
-    APPROVAL_REQUESTED: ("approval_id", "action", "agent", "needs_approval", "default", "cause_event_id"),
-    APPROVAL_GRANTED: _ANSWER_FIELDS,
-    APPROVAL_DENIED: _ANSWER_FIELDS,
-    APPROVAL_EXPIRED: ("approval_id", "action", "default", "cause_event_id"),
+    EventType.APPROVAL_REQUESTED: ("approval_id", "action", "agent", "needs_approval", "default", "cause_event_id"),
+    EventType.APPROVAL_GRANTED: _ANSWER_FIELDS,
+    EventType.APPROVAL_DENIED: _ANSWER_FIELDS,
+    EventType.APPROVAL_EXPIRED: ("approval_id", "action", "default", "cause_event_id"),
 }
 #: Seconds an action waits for a person before the default (deny) applies.
 APPROVAL_TIMEOUT_S = 600.0
@@ -134,23 +126,21 @@ def _mismatch(event: CloudEvent, action: str, cause_id: str, runid: str) -> str 
     return None
 
 
-async def _scan(bus: Bus, ident: str, start: int = 1) -> tuple[list[CloudEvent], int]:
-    """Return the approval events with ``data.approval_id == ident`` from offset ``start`` on, and the next offset."""
-    found: list[CloudEvent] = []
-    offset = start
-    while True:
-        batch = await bus.read(offset, 1000, pattern="dev.pilotage.approval.*")
-        if not batch:
-            return found, offset
-        for record in batch:
-            data = record.event.data
-            if isinstance(data, dict) and data.get("approval_id") == ident:
-                found.append(record.event)
-        offset = batch[-1].offset + 1
+#: Every approval event (requests, answers, expiries, rejections).
+_APPROVALS = EventType.PREFIX + "approval.*"
+
+
+async def _scan(bus: Bus, ident: str, after: int = 0) -> tuple[list[CloudEvent], int]:
+    """Return the approval events with ``data.approval_id == ident`` after offset ``after``, and the last offset seen.
+
+    Pass the returned offset as ``after`` next time to read only what came since.
+    """
+    records = await EventLog(bus).records(_APPROVALS, after=after, approval_id=ident)
+    return [r.event for r in records], (records[-1].offset if records else after)
 
 
 def _first_request(key: bytes, events: list[CloudEvent]) -> CloudEvent | None:
-    return next((e for e in events if e.type == APPROVAL_REQUESTED and seal_problem(key, e) is None), None)
+    return next((e for e in events if e.type == EventType.APPROVAL_REQUESTED and seal_problem(key, e) is None), None)
 
 
 def _first_answer(key: bytes, events: list[CloudEvent], request: CloudEvent) -> CloudEvent | None:
@@ -158,7 +148,7 @@ def _first_answer(key: bytes, events: list[CloudEvent], request: CloudEvent) -> 
     data = request.data if isinstance(request.data, dict) else {}
     action, cause_id = str(data.get("action")), str(data.get("cause_event_id"))
     for event in events:
-        if event.type in (*_ANSWERS, APPROVAL_EXPIRED) and seal_problem(key, event) is None:
+        if event.type in (*_ANSWERS, EventType.APPROVAL_EXPIRED) and seal_problem(key, event) is None:
             if _mismatch(event, action, cause_id, request.runid) is None:
                 return event
     return None
@@ -177,15 +167,9 @@ async def pending_approvals(bus: Bus, key: bytes) -> list[dict[str, Any]]:
     Unsigned or badly signed requests, answers and expiries are ignored: a run's process cannot add or hide one.
     """
     by_id: dict[str, list[CloudEvent]] = {}
-    offset = 1
-    while True:
-        batch = await bus.read(offset, 1000, pattern="dev.pilotage.approval.*")
-        if not batch:
-            break
-        for record in batch:
-            data = record.event.data if isinstance(record.event.data, dict) else {}
-            by_id.setdefault(str(data.get("approval_id", "")), []).append(record.event)
-        offset = batch[-1].offset + 1
+    for event in await EventLog(bus).all(_APPROVALS):
+        data = event.data if isinstance(event.data, dict) else {}
+        by_id.setdefault(str(data.get("approval_id", "")), []).append(event)
     waiting = []
     for events in by_id.values():
         request = _first_request(key, events)
@@ -225,7 +209,7 @@ async def answer(bus: Bus, ident: str, *, granted: bool, by: str, key: bytes, re
             hint="an answer cannot be changed; ask for the action again",
         )
     data = request.data if isinstance(request.data, dict) else {}
-    type = APPROVAL_GRANTED if granted else APPROVAL_DENIED
+    type = EventType.APPROVAL_GRANTED if granted else EventType.APPROVAL_DENIED
     body = {
         "approval_id": ident,
         "action": data.get("action"),
@@ -234,9 +218,8 @@ async def answer(bus: Bus, ident: str, *, granted: bool, by: str, key: bytes, re
         "approved": list(data.get("needs_approval") or []) if granted else [],
         "cause_event_id": data.get("cause_event_id"),
     }
-    event = new_event(
-        type, seal(key, type, body, request.runid), source="/pilotage/cli", subject=request.subject, runid=request.runid
-    )
+    sealed = seal(key, type, body, request.runid)
+    event = checked_event(type, sealed, source="/pilotage/cli", subject=request.subject, runid=request.runid)
     await bus.publish(event)
     return event
 
@@ -246,7 +229,7 @@ async def _wait(
 ) -> tuple[CloudEvent | None, int]:
     """Return the first signed answer to ``ident`` within ``timeout_s`` (None after it) and how many were rejected."""
     deadline = time.monotonic() + timeout_s
-    offset = 1
+    offset = 0
     rejected: set[str] = set()
     while True:
         events, offset = await _scan(agent.ctx.bus, ident, offset)
@@ -269,7 +252,7 @@ async def _reject(agent: Agent, ident: str, action: str, event: CloudEvent, prob
     data = event.data if isinstance(event.data, dict) else {}
     log.warning("approval %s: ignored %s %s: %s", ident, event.type, event.id, problem)
     await agent.emit(
-        APPROVAL_REJECTED,
+        EventType.APPROVAL_REJECTED,
         {
             "approval_id": ident,
             "action": action,
@@ -342,11 +325,15 @@ async def authorize_with_approval(
             "default": "deny",
             "cause_event_id": cause.id,
         }
-        await agent.emit(APPROVAL_REQUESTED, seal(key, APPROVAL_REQUESTED, body, cause.runid), cause=cause)
+        await agent.emit(
+            EventType.APPROVAL_REQUESTED, seal(key, EventType.APPROVAL_REQUESTED, body, cause.runid), cause=cause
+        )
     reply, ignored = await _wait(agent, ident, action, cause, wait_s, key)
     if reply is None:
         body = {"approval_id": ident, "action": action, "default": "deny", "cause_event_id": cause.id}
-        await agent.emit(APPROVAL_EXPIRED, seal(key, APPROVAL_EXPIRED, body, cause.runid), cause=cause)
+        await agent.emit(
+            EventType.APPROVAL_EXPIRED, seal(key, EventType.APPROVAL_EXPIRED, body, cause.runid), cause=cause
+        )
         forged = f" ({ignored} unsigned or forged answer(s) ignored)" if ignored else ""
         await _refuse(
             agent,
@@ -357,7 +344,7 @@ async def authorize_with_approval(
         )
     data = reply.data if isinstance(reply.data, dict) else {}
     who = str(data.get("by") or "someone")
-    if reply.type == APPROVAL_DENIED:
+    if reply.type == EventType.APPROVAL_DENIED:
         why = f": {data['reason']}" if data.get("reason") else ""
         await _refuse(agent, first, f"approval {ident} denied by {who}{why}", policy_input, cause)
     approval = {"id": ident, "granted": True, "by": who, "approved": list(data.get("approved") or [])}
