@@ -183,6 +183,8 @@ class CodeGenerated(EventData):
     files_changed: list[str]
     lines_added: int
     lines_removed: int
+    code_lines_changed: int = 0
+    base_code_lines: int = 0
     dependencies: list[Obj]
     new_dependencies: list[Obj]
     warnings: list[str]
@@ -271,8 +273,28 @@ class PerfAdvice(EventData):
 
 
 # --- rollout -------------------------------------------------------------------------------------------------
+class DeployRequested(EventData):
+    """The plan of a rollout: strategy (the seed's table moved by risk), steps, the two versions
+    ({version, path, env}), synthetic-traffic paths, the flag of a feature-flag release. Deployment → rollout."""
+
+    deployment_id: str
+    service: str
+    strategy: str
+    risk: float
+    steps: list[int]
+    commit: str
+    baseline: Obj
+    canary: Obj
+    traffic_paths: list[str]
+    proxy_port: int
+    flag_key: str
+    decision_id: str | None = None
+
+
 class DeployStarted(EventData):
-    """Both versions run behind the proxy; ``baseline``/``canary`` = {version, url, pid}. Deployment."""
+    """Both versions run behind the stable route; ``baseline``/``canary`` = {version, url, pid}; ``preview_url`` =
+    green's own address (blue-green), ``flag_key``/``flags_url`` = the release flag and the OFREP server
+    (feature-flag). Rollout → reliability."""
 
     deployment_id: str
     strategy: str
@@ -282,20 +304,25 @@ class DeployStarted(EventData):
     baseline: Obj
     canary: Obj
     proxy_url: str
+    preview_url: str
+    flag_key: str
+    flags_url: str
     traffic_paths: list[str]
 
 
 class DeployStep(EventData):
-    """Traffic moved: ``weight`` = canary percent at 0-based ``step``. Deployment → reliability."""
+    """The rollout moved: ``weight`` = the new version's route percent, or the flag's share of targeting keys
+    (feature-flag), at 0-based ``step``; ``phase`` preview / step / watch. Rollout → reliability."""
 
     deployment_id: str
     step: int
     weight: int
     strategy: str
+    phase: str = "step"
 
 
 class DeployPromoted(EventData):
-    """The canary takes all traffic; ``standby`` = {version, standby_s}. Deployment → cost, learning."""
+    """The new version keeps all traffic; ``standby`` = {version, standby_s}. Rollout → cost, learning."""
 
     deployment_id: str
     strategy: str
@@ -305,7 +332,8 @@ class DeployPromoted(EventData):
 
 
 class DeployRolledBack(EventData):
-    """Traffic moved back to the baseline (``phase`` step / watch). Reliability → cost, learning."""
+    """Users protected from the new version (``phase`` preview / step / watch); ``protected_at`` = Unix s when
+    the previous version had 100 % again or the flag was off. Rollout → cost, learning."""
 
     deployment_id: str
     strategy: str
@@ -313,10 +341,11 @@ class DeployRolledBack(EventData):
     phase: str
     reason: str
     incident_id: str
+    protected_at: float | None = None
 
 
 class DeployPaused(EventData):
-    """An Inconclusive step held for a person (``rollout_on_inconclusive = "pause"``). Reliability → flow."""
+    """An Inconclusive step held for a person (``rollout_on_inconclusive = "pause"``). Rollout → flow."""
 
     deployment_id: str
     step: int
@@ -325,7 +354,7 @@ class DeployPaused(EventData):
 
 
 class DeployStandbyReleased(EventData):
-    """The previous version stopped ``standby_s`` after promotion. Deployment."""
+    """The previous version stopped ``standby_s`` after promotion. Rollout."""
 
     deployment_id: str
     version: str
@@ -333,23 +362,24 @@ class DeployStandbyReleased(EventData):
 
 
 class DeployResumed(EventData):
-    """A restarted control plane re-created a deployment's environment (new urls). Recovery → deployment."""
+    """A restarted control plane re-created a deployment's environment (new urls). Recovery → rollout."""
 
     deployment_id: str
     phase: str
-    step: int
     weight: int
-    steps: list[int]
     baseline: Obj | None
     canary: Obj | None
     proxy_url: str
+    preview_url: str
     reason: str
 
 
 class SloEvaluated(EventData):
-    """One SLO assessment of a step or the post-promotion watch. Reliability → deployment."""
+    """The verdict on one step or the post-promotion watch: ``action`` continue / rollback / pause, ``cause``
+    healthy / breach / evidence_missing, with the assessment. Reliability → rollout."""
 
     deployment_id: str
+    strategy: str
     step: int
     weight: int
     phase: str
@@ -358,8 +388,12 @@ class SloEvaluated(EventData):
     slo_error_rate: float
     healthy: bool
     action: str
+    cause: str
     outcome: str
     reasons: list[str]
+    assessment: Obj
+    rule: str
+    rationale: str
     decision_id: str
     window_s: float
 
@@ -638,6 +672,7 @@ REGISTRY: dict[str, type[BaseModel]] = {
     E.TESTS_COMPLETED: TestsCompleted,
     E.PERF_MEASURED: PerfMeasured,
     E.PERF_ADVICE: PerfAdvice,
+    E.DEPLOY_REQUESTED: DeployRequested,
     E.DEPLOY_STARTED: DeployStarted,
     E.DEPLOY_STEP: DeployStep,
     E.DEPLOY_PROMOTED: DeployPromoted,

@@ -29,6 +29,7 @@ from pilotage.graph.base import Graph
 from pilotage.graph.impact import impact_of_files
 from pilotage.rollout.state import STRATEGIES, steps_for
 from pilotage.spec.load import load_document
+from pilotage.spec.openapi import parameterless_get_paths
 
 __all__ = [
     "GRAPH_BLAST_SATURATION",
@@ -222,24 +223,13 @@ def graph_blast_radius(graph: Graph, head_dir: str, files_changed: list[str]) ->
 
 
 def get_paths(spec_path: str | Path) -> list[str]:
-    """Return the spec's parameterless GET paths (no ``{param}`` in the path, no required parameter), sorted.
+    """Return the parameterless GET paths of the OpenAPI document at ``spec_path``, sorted
+    (:func:`pilotage.spec.openapi.parameterless_get_paths`).
 
     Raises:
         InputError: the file cannot be read or is not an OpenAPI document with ``paths``.
     """
-    doc = load_document(spec_path, hint="check spec_path")
-    if not isinstance(doc, dict) or not isinstance(doc.get("paths"), dict):
-        raise InputError(f"{spec_path} has no paths object", hint="give an OpenAPI 3 document", path=spec_path)
-    out = []
-    for path, item in doc["paths"].items():
-        get = item.get("get") if isinstance(item, dict) else None
-        if "{" in path or not isinstance(get, dict):
-            continue
-        params = [*(item.get("parameters") or []), *(get.get("parameters") or [])]
-        if any(isinstance(p, dict) and p.get("required") for p in params):
-            continue
-        out.append(path)
-    return sorted(out)
+    return parameterless_get_paths(load_document(spec_path, hint="check spec_path"))
 
 
 def traffic_paths(spec_path: str, base_spec_path: str) -> list[str]:
