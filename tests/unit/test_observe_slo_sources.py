@@ -144,9 +144,12 @@ http_request_duration_seconds_count{flag="off",method="GET",route="/notes"} 60.0
 def test_populations_keep_only_the_series_with_their_labels() -> None:
     on = parse_exposition(FLAGGED, at=1.0, labels={"flag": "on"})
     off = parse_exposition(FLAGGED, at=1.0, labels={"flag": "off", "route": "/notes"})
-    assert (on.statuses, on.latency_count, on.latency_sum_s, on.buckets) == ({"200": 30.0, "500": 10.0}, 40, 4, {
-        float("inf"): 40.0
-    })
+    assert (on.statuses, on.latency_count, on.latency_sum_s, on.buckets) == (
+        {"200": 30.0, "500": 10.0},
+        40,
+        4,
+        {float("inf"): 40.0},
+    )
     assert (off.statuses, off.latency_count, off.buckets) == ({"200": 60.0}, 60.0, {float("inf"): 60.0})
     assert parse_exposition(FLAGGED, at=1.0).statuses == {"200": 90.0, "500": 10.0}  # no labels: everything
     none_yet = parse_exposition(FLAGGED, at=1.0, labels={"flag": "none"})  # declared, nothing served: zeros

@@ -241,7 +241,9 @@ def test_new_operations_follow_the_flag_and_metrics_carry_it(flagged_service: Pa
                     assert (await http.get(NEW_OP, headers={"x-targeting-key": on})).status_code == 200
                     assert (await http.get(NEW_OP, headers={"x-targeting-key": off})).status_code == 404
                     assert (await http.get(OLD_OP, headers={"x-targeting-key": off})).status_code == 200
-                    created = await http.post(NEW_OP, json={"code": "X", "percent": 5}, headers={"x-targeting-key": off})
+                    created = await http.post(
+                        NEW_OP, json={"code": "X", "percent": 5}, headers={"x-targeting-key": off}
+                    )
                     assert created.status_code == 404  # the write is refused too, nothing stored
                     text = (await http.get("/metrics")).text
                     assert metric(text, NEW_OP, "200", "on") == 1 and metric(text, NEW_OP, "404", "off") == 1
@@ -366,6 +368,48 @@ def test_answers_are_not_held_back_by_nagle() -> None:
         try:
             assert statistics.median(await asyncio.to_thread(timed)) < 0.030  # a delayed ACK alone is 40 ms
         finally:
+            await flags.stop()
+
+    run(main())
+
+
+def test_a_flag_release_is_judged_on_flag_on_versus_flag_off_requests_of_one_instance(
+    flagged_service: Path, tmp_path: Path
+) -> None:
+    """The whole path: synthetic users (targeting keys) → one instance → populations by flag → a Fail verdict."""
+    from pilotage.observe.judge import Outcome
+    from pilotage.observe.prometheus import ScrapeSource
+    from pilotage.observe.slo import default_slo
+    from pilotage.rollout.observation import Population, observe
+    from pilotage.runtime.base import Workload
+    from pilotage.runtime.local import LocalRuntime
+    from pilotage.runtime.traffic import TrafficGenerator
+
+    async def main() -> None:
+        flags = FlagServer()
+        url = await flags.start()
+        flags.set_rollout(FLAG, 50)
+        env = {
+            "PILOTAGE_OFREP_URL": url,
+            "PILOTAGE_FLAG_KEY": FLAG,
+            "PILOTAGE_FAULT_ERROR_RATE": "0.5",
+            "PILOTAGE_FAULT_SCOPE": "flag",
+        }
+        source = ScrapeSource()
+        try:
+            async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+                inst = await runtime.start(Workload("checkout", "v2", flagged_service, env=env))
+                traffic = TrafficGenerator(inst.url, [OLD_OP, NEW_OP], 60.0, seed=1).start()
+                try:
+                    on, off = Population(inst, {"flag": "on"}), Population(inst, {"flag": "off"})
+                    seen = await observe(source, default_slo("checkout"), on, off, duration_s=30, poll_s=0.5)
+                finally:
+                    await traffic.stop()
+                assert seen.assessment.outcome is Outcome.FAIL, seen.assessment.summary()
+                assert seen.canary[-1].statuses.get("500", 0) > 0 and "500" not in seen.baseline[-1].statuses
+                assert seen.baseline[-1].statuses.get("404", 0) > 0  # flag-off users do not see the new operations
+        finally:
+            await source.aclose()
             await flags.stop()
 
     run(main())

@@ -8,7 +8,8 @@ On ``spec.validated`` it
 2. **reasons** (kind ``codegen.plan``): which files and resources it generates and where it commits;
 3. **acts**: on a fresh repository, generates the service for the base spec and commits it on ``main``
    ("baseline"); then branches ``pilotage/<resource-slug>-<run id[:8]>`` from ``main``, regenerates for the
-   next spec and commits with the request as message; adds detached worktrees of both commits under
+   next spec (the operations it adds behind the release flag, ``flagged_operations``) and commits with the
+   request as message; adds detached worktrees of both commits under
    ``workdir/versions/<sha12>``; emits ``code.generated`` then ``pr.opened``;
 4. **learns**: ``Service -HAS_COMMIT-> Commit`` for both commits and ``Commit -IMPLEMENTS-> Spec``.
 

@@ -79,9 +79,10 @@ def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def promql_string(value: str) -> str:
-    """Return ``value`` as a double-quoted PromQL string literal (``\\``, ``\"`` and control characters escaped).
+    """Return ``value`` as a double-quoted PromQL string literal.
 
-    PromQL strings follow Go's escaping (https://prometheus.io/docs/prometheus/latest/querying/basics/#string-literals).
+    Backslash, double quote and control characters are escaped as in Go, whose rules PromQL strings follow
+    (https://prometheus.io/docs/prometheus/latest/querying/basics/#string-literals).
     """
     out = []
     for char in value:

@@ -328,7 +328,9 @@ class FlagServer:
         state = self._flags.get(key)
         if state is None:
             details = f"no flag {key[:MAX_KEY_CHARS]!r} on this server"
-            return JSONResponse({"key": key[:MAX_KEY_CHARS], "errorCode": "FLAG_NOT_FOUND", "errorDetails": details}, 404)
+            return JSONResponse(
+                {"key": key[:MAX_KEY_CHARS], "errorCode": "FLAG_NOT_FOUND", "errorDetails": details}, 404
+            )
         answer = _evaluate(state, context)
         self._evaluations[key, answer["variant"]] += 1
         return JSONResponse({**answer, "cacheable": False})

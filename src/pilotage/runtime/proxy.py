@@ -190,6 +190,7 @@ class EmbeddedServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        """Install no signal handler (uvicorn's own would replace the host process's)."""
         yield
 
 
