@@ -185,6 +185,7 @@ class CodeGenerated(EventData):
     lines_removed: int
     code_lines_changed: int = 0
     base_code_lines: int = 0
+    flagged_operations: list[str] = []
     dependencies: list[Obj]
     new_dependencies: list[Obj]
     warnings: list[str]

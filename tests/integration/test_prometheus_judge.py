@@ -148,6 +148,11 @@ async def drive(prometheus: str, versions: dict[str, Instance]) -> None:
             await source.query("sum(http_requests_total{")
         with pytest.raises(NoData, match="empty result"):
             await source.sample("v9-not-deployed", "")
+        # populations: label matchers added to the selector; Prometheus parses the escaped string literal
+        route = await source.sample("v2", "", {"route": "/notes"})
+        assert set(route.statuses) == {"200", "500"} and route.latency_count > 0
+        with pytest.raises(NoData, match="empty result"):
+            await source.sample("v2", "", {"route": 'no"such\\route\n'})
     finally:
         stop.set()
         await sender

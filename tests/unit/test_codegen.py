@@ -143,7 +143,7 @@ def test_health_and_metrics(petstore_url: str) -> None:
     httpx.get(petstore_url + "/pet/123456")
     httpx.get(petstore_url + "/pet/123456")
     text = httpx.get(petstore_url + "/metrics").text
-    assert 'http_requests_total{method="GET",route="/pet/{petId}",status="404"} 2.0' in text
+    assert 'http_requests_total{flag="none",method="GET",route="/pet/{petId}",status="404"} 2.0' in text
     assert 'route="/healthz"' not in text and 'route="/metrics"' not in text
 
 

@@ -125,3 +125,58 @@ def test_open_source_schemes() -> None:
     with pytest.raises(ConfigError):
         open_source("graphite://x")
     assert json.dumps(parse_slo({"objectives": [{"sli": "availability", "target": 0.9}]}).to_dict())
+
+
+FLAGGED = """# TYPE http_requests_total counter
+http_requests_total{flag="on",method="GET",route="/notes",status="200"} 30.0
+http_requests_total{flag="on",method="GET",route="/notes",status="500"} 10.0
+http_requests_total{flag="off",method="GET",route="/notes",status="200"} 60.0
+# TYPE http_request_duration_seconds histogram
+http_request_duration_seconds_bucket{flag="on",le="+Inf",method="GET",route="/notes"} 40.0
+http_request_duration_seconds_sum{flag="on",method="GET",route="/notes"} 4.0
+http_request_duration_seconds_count{flag="on",method="GET",route="/notes"} 40.0
+http_request_duration_seconds_bucket{flag="off",le="+Inf",method="GET",route="/notes"} 60.0
+http_request_duration_seconds_sum{flag="off",method="GET",route="/notes"} 1.0
+http_request_duration_seconds_count{flag="off",method="GET",route="/notes"} 60.0
+"""
+
+
+def test_populations_keep_only_the_series_with_their_labels() -> None:
+    on = parse_exposition(FLAGGED, at=1.0, labels={"flag": "on"})
+    off = parse_exposition(FLAGGED, at=1.0, labels={"flag": "off", "route": "/notes"})
+    assert (on.statuses, on.latency_count, on.latency_sum_s, on.buckets) == (
+        {"200": 30.0, "500": 10.0},
+        40,
+        4,
+        {float("inf"): 40.0},
+    )
+    assert (off.statuses, off.latency_count, off.buckets) == ({"200": 60.0}, 60.0, {float("inf"): 60.0})
+    assert parse_exposition(FLAGGED, at=1.0).statuses == {"200": 90.0, "500": 10.0}  # no labels: everything
+    none_yet = parse_exposition(FLAGGED, at=1.0, labels={"flag": "none"})  # declared, nothing served: zeros
+    assert none_yet.statuses == {} and "http_requests_total" in none_yet.metrics
+    for bad in ({"fl-ag": "on"}, {"flag": 1}):
+        with pytest.raises(InputError, match="label"):
+            parse_exposition(FLAGGED, labels=bad)  # type: ignore[arg-type]
+
+
+def test_promql_population_matchers_are_escaped_string_literals() -> None:
+    from pilotage.observe.prometheus import promql_string
+
+    assert promql_string('o"n\\\n\x01é') == '"o\\"n\\\\\\n\\x01é"'
+    queries: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        queries.append(request.url.params["query"])
+        vector = [{"metric": {"status": "200", "le": "+Inf"}, "value": [1.0, "5"]}]
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "vector", "result": vector}})
+
+    async def scenario() -> None:
+        source = PromQLSource("prometheus://prom.test:9090")
+        source._client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+        sample = await source.sample("v2", "", {"flag": 'o"n'})
+        assert sample.statuses == {"200": 5.0}
+        await source.aclose()
+
+    asyncio.run(scenario())
+    assert queries[0] == 'sum by (status) (http_requests_total{version="v2",flag="o\\"n"})'
+    assert all('{version="v2",flag="o\\"n"}' in q for q in queries) and len(queries) == 4

@@ -52,3 +52,37 @@ def test_generator_with_duration_stops_by_itself_and_counts_failures() -> None:
 def test_invalid_generator_arguments(paths: list[str], rps: float) -> None:
     with pytest.raises(InputError):
         TrafficGenerator("http://127.0.0.1:1", paths, rps)
+
+
+def test_each_request_names_a_synthetic_user_from_the_pool() -> None:
+    import uvicorn
+
+    from pilotage.runtime.proxy import EmbeddedServer, bind_local
+    from pilotage.runtime.traffic import TARGETING_KEY_HEADER
+
+    seen: list[str] = []
+
+    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "http":
+            seen.append(dict(scope["headers"]).get(TARGETING_KEY_HEADER.encode(), b"").decode())
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    async def scenario() -> None:
+        sock = bind_local(0)
+        server = EmbeddedServer(uvicorn.Config(app, log_config=None, lifespan="off"))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        generator = TrafficGenerator(url, ["/x"], 200.0, duration_s=1.0, targeting_keys=5, seed=7).start()
+        while generator.running:
+            await asyncio.sleep(0.05)
+        server.should_exit = True
+        await task
+        assert generator.stats.statuses == {200: generator.stats.sent} and len(seen) == generator.stats.sent
+        assert set(seen) == {f"user-{i}" for i in range(5)}  # ~200 draws from 5 users reach every one
+
+    asyncio.run(scenario())
+    with pytest.raises(InputError, match="targeting_keys"):
+        TrafficGenerator("http://127.0.0.1:1", ["/x"], 1.0, targeting_keys=0)

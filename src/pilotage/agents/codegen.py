@@ -8,7 +8,8 @@ On ``spec.validated`` it
 2. **reasons** (kind ``codegen.plan``): which files and resources it generates and where it commits;
 3. **acts**: on a fresh repository, generates the service for the base spec and commits it on ``main``
    ("baseline"); then branches ``pilotage/<resource-slug>-<run id[:8]>`` from ``main``, regenerates for the
-   next spec and commits with the request as message; adds detached worktrees of both commits under
+   next spec (the operations it adds behind the release flag, ``flagged_operations``) and commits with the
+   request as message; adds detached worktrees of both commits under
    ``workdir/versions/<sha12>``; emits ``code.generated`` then ``pr.opened``;
 4. **learns**: ``Service -HAS_COMMIT-> Commit`` for both commits and ``Commit -IMPLEMENTS-> Spec``.
 
@@ -28,6 +29,7 @@ from pilotage.codegen.plan import make_plan
 from pilotage.errors import BackendError
 from pilotage.events import CloudEvent, EventType
 from pilotage.graph.base import node_id
+from pilotage.spec.diff import diff_specs
 from pilotage.spec.grammar import parse_request
 from pilotage.spec.load import load_spec, spec_key
 
@@ -109,6 +111,7 @@ class CodegenAgent(Agent):
         repo = run.repo_path.resolve()
         branch = branch_name(req.slug, run.run_id)
         operations, resources = _plan_summary(next_doc)
+        flagged = diff_specs(base_doc, next_doc).added
         initialized = git.is_repo(repo)
         inputs = {
             "repo_initialized": initialized,
@@ -133,7 +136,8 @@ class CodegenAgent(Agent):
         commit = self._existing_change(repo, branch, run.request)
         if commit is None:
             git.create_branch(repo, branch, "main")
-            generated = generate_service(next_doc, repo)
+            # issue 16: the operations the change adds are served only to requests whose release flag is on
+            generated = generate_service(next_doc, repo, flagged=flagged)
             # issue 6 (policy): every commit asks the policy engine first; a deny raises PolicyDenied (fail closed)
             await self.authorize(
                 "commit", _commit_input(repo, branch, "change", run.request, generated.files), cause=event
@@ -169,6 +173,7 @@ class CodegenAgent(Agent):
                 "dependencies": dependencies,
                 "new_dependencies": new_dependencies,
                 "warnings": warnings,
+                "flagged_operations": flagged,
                 "decision_id": decision.id,
             },
             cause=event,

@@ -28,6 +28,7 @@ import importlib.metadata
 import json
 import re
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,16 @@ __all__ = [
 ]
 
 #: Distributions the generated service imports at run time (pinned to the generating environment's versions).
-RUNTIME_PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "prometheus-client", "openapi-schema-validator")
+RUNTIME_PACKAGES = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "pydantic",
+    "prometheus-client",
+    "openapi-schema-validator",
+    "openfeature-sdk",  # the release flag (env PILOTAGE_OFREP_URL): OpenFeature SDK + its OFREP provider
+    "openfeature-provider-ofrep",
+)
 #: Distributions its tests need.
 TEST_PACKAGES = ("pytest", "httpx")
 #: Every file the generator writes, relative to the service folder.
@@ -103,6 +113,7 @@ class GeneratedService:
         skipped: paths not generated, with the reason.
         warnings: spec problems the generator worked around.
         digest: SHA-256 of the spec.
+        flagged: the operations behind the release flag (``"METHOD /path"``), in plan order.
     """
 
     root: Path
@@ -114,6 +125,7 @@ class GeneratedService:
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     digest: str = ""
+    flagged: list[str] = field(default_factory=list)
 
 
 def read_requirements(path: str | Path) -> list[dict[str, str]]:
@@ -262,12 +274,30 @@ def _operation_summary(op: OperationPlan) -> dict[str, str]:
     return {"operation": f"{op.meta['method']} {op.meta['path']}", "function": op.function, "kind": op.kind}
 
 
-def generate_service(spec: dict[str, Any] | str | Path, out_dir: str | Path) -> GeneratedService:
+def _flag_operations(plan: ServicePlan, flagged: Collection[str]) -> None:
+    """Mark the operations named in ``flagged`` (``"METHOD /path"``) as behind the release flag (``meta.flagged``).
+
+    Names the plan does not generate (a reserved path) are reported in ``plan.warnings``.
+    """
+    wanted = {" ".join(str(name).split()) for name in flagged}
+    for op in plan.operations:
+        label = f"{op.meta['method']} {op.meta['path']}"
+        op.meta["flagged"] = label in wanted
+        wanted.discard(label)
+    plan.warnings.extend(f"flagged operation {name[:200]!r} is not generated: no flag gate" for name in sorted(wanted))
+
+
+def generate_service(
+    spec: dict[str, Any] | str | Path, out_dir: str | Path, *, flagged: Collection[str] = ()
+) -> GeneratedService:
     """Generate the service for ``spec`` into ``out_dir`` (``app/`` and ``tests/`` are replaced).
 
     Args:
         spec: a decoded OpenAPI 3.0/3.1 document, or the path of one.
         out_dir: the service folder (created if missing; other files in it are kept).
+        flagged: operations (``"GET /discount-codes"``, as ``spec.proposed``'s ``operations_added``) put behind
+            the release flag: they answer 404 to requests whose flag is off (env ``PILOTAGE_OFREP_URL``,
+            ``docs/events-contract.md``).
 
     Returns:
         What was written.
@@ -283,6 +313,7 @@ def generate_service(spec: dict[str, Any] | str | Path, out_dir: str | Path) -> 
     root = Path(out_dir)
     names = model_names(doc)
     plan = make_plan(doc, names)
+    _flag_operations(plan, flagged)
     digest = spec_digest(doc)
     models_py, model_classes = models_source(doc, names)
     env, markdown = _environments()
@@ -338,4 +369,5 @@ def generate_service(spec: dict[str, Any] | str | Path, out_dir: str | Path) -> 
         skipped=plan.skipped,
         warnings=plan.warnings,
         digest=digest,
+        flagged=[f"{op.meta['method']} {op.meta['path']}" for op in plan.operations if op.meta["flagged"]],
     )

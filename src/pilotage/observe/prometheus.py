@@ -13,6 +13,12 @@ and burn rates are computed from the difference of two samples (:func:`delta`), 
   and the histogram series — where ``SEL`` is the version's label selector (default ``version="<v>"``, set by the
   scrape config's target labels).
 
+**Populations.** ``sample(version, instance_url, labels)`` keeps only the series whose labels include every pair of
+``labels`` (e.g. ``{"flag": "on"}``: the requests one instance served with its release flag on, see
+:mod:`pilotage.runtime.flags`), so a flag release compares flag-on with flag-off requests of one process. The
+scrape source filters the parsed samples; the PromQL source adds the pairs to the selector, values escaped as
+PromQL string literals. A population that has served nothing yet has zero counters, not :class:`NoData`.
+
 Failure modes, all :class:`~pilotage.errors.BackendError` subclasses so the caller can turn them into an
 *Inconclusive* verdict with the reason (never a pass): unreachable endpoint or server (``BackendUnavailable``),
 a query Prometheus rejects or a body that is not the format (``BackendCorrupt``), and an empty result
@@ -22,7 +28,9 @@ a query Prometheus rejects or a body that is not the format (``BackendCorrupt``)
 from __future__ import annotations
 
 import math
+import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -30,7 +38,7 @@ from urllib.parse import urlsplit
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from pilotage.errors import BackendCorrupt, BackendError, BackendUnavailable, ConfigError
+from pilotage.errors import BackendCorrupt, BackendError, BackendUnavailable, ConfigError, InputError
 
 __all__ = [
     "LATENCY_METRIC",
@@ -44,12 +52,49 @@ __all__ = [
     "delta",
     "open_source",
     "parse_exposition",
+    "promql_string",
 ]
 
 #: Request counter of the generated-service conventions (``docs/events-contract.md``).
 REQUESTS_METRIC = "http_requests_total"
 #: Latency histogram of the generated-service conventions, seconds.
 LATENCY_METRIC = "http_request_duration_seconds"
+#: A Prometheus label name (https://prometheus.io/docs/concepts/data_model/#metric-names-and-labels).
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    """Return ``labels`` as a dict ({} for None).
+
+    Raises:
+        InputError: a name is not a Prometheus label name, or a value is not a string.
+    """
+    for name, value in (labels or {}).items():
+        if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name) or not isinstance(value, str):
+            raise InputError(
+                f"metric population label {name!r}={value!r} is not valid",
+                hint="use a label name [a-zA-Z_][a-zA-Z0-9_]* and a string value, e.g. flag='on'",
+            )
+    return dict(labels or {})
+
+
+def promql_string(value: str) -> str:
+    """Return ``value`` as a double-quoted PromQL string literal.
+
+    Backslash, double quote and control characters are escaped as in Go, whose rules PromQL strings follow
+    (https://prometheus.io/docs/prometheus/latest/querying/basics/#string-literals).
+    """
+    out = []
+    for char in value:
+        if char in '\\"':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 class NoData(BackendError):
@@ -131,10 +176,19 @@ def delta(before: Sample, after: Sample) -> WindowDelta:
     )
 
 
-def parse_exposition(text: str, *, at: float | None = None, source: str = "metrics text") -> Sample:
+def parse_exposition(
+    text: str, *, at: float | None = None, source: str = "metrics text", labels: Mapping[str, str] | None = None
+) -> Sample:
     """Parse Prometheus text exposition into a :class:`Sample` (every label set summed per status / bucket).
 
+    Args:
+        text: the exposition text.
+        at: Unix time (s) of the sample; default now.
+        source: named in errors.
+        labels: keep only the series whose labels include all these pairs (a population); None keeps all.
+
     Raises:
+        InputError: a ``labels`` name is not a label name.
         BackendCorrupt: the text is not valid exposition format.
         NoData: the text does not declare ``http_requests_total`` (a declared counter without samples is a version
             that has served no request yet: zero counts, not missing data).
@@ -143,6 +197,7 @@ def parse_exposition(text: str, *, at: float | None = None, source: str = "metri
     buckets: dict[float, float] = {}
     lat_sum = lat_count = 0.0
     names: set[str] = set()
+    wanted = _check_labels(labels).items()
     try:
         for family in text_string_to_metric_families(text):
             names.add(family.name)
@@ -150,6 +205,8 @@ def parse_exposition(text: str, *, at: float | None = None, source: str = "metri
                 names.add(REQUESTS_METRIC)  # declared, no request counted yet (a fresh process): zero counters
             for s in family.samples:
                 names.add(s.name)
+                if not wanted <= s.labels.items():
+                    continue
                 if s.name == REQUESTS_METRIC:
                     status = s.labels.get("status", "unknown")
                     statuses[status] = statuses.get(status, 0.0) + float(s.value)
@@ -172,10 +229,14 @@ def parse_exposition(text: str, *, at: float | None = None, source: str = "metri
 class MetricSource(Protocol):
     """Where SLIs come from: the cumulative :class:`Sample` of one version now."""
 
-    async def sample(self, version: str, instance_url: str) -> Sample:
+    async def sample(self, version: str, instance_url: str, labels: Mapping[str, str] | None = None) -> Sample:
         """Return the version's counters now (``instance_url`` is its base URL, used by direct scraping).
 
+        ``labels`` narrows the sample to the series carrying all these label pairs (a population such as
+        ``{"flag": "on"}``); None counts every series of the version.
+
         Raises:
+            InputError: a ``labels`` name is not a label name.
             BackendError: unreachable, malformed, failed query, or :class:`NoData`.
         """
 
@@ -194,8 +255,9 @@ class ScrapeSource:
         self.timeout_s = timeout_s
         self._client: httpx.AsyncClient | None = None
 
-    async def sample(self, version: str, instance_url: str) -> Sample:
-        """Scrape ``instance_url/metrics``; see :class:`MetricSource`."""
+    async def sample(self, version: str, instance_url: str, labels: Mapping[str, str] | None = None) -> Sample:
+        """Scrape ``instance_url/metrics`` and keep the ``labels`` population; see :class:`MetricSource`."""
+        _check_labels(labels)
         url = instance_url.rstrip("/") + "/metrics"
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout_s)
@@ -210,7 +272,7 @@ class ScrapeSource:
             raise NoData(f"{url} answered 404: version {version} stopped exposing metrics", hint="serve /metrics")
         if response.status_code != 200:
             raise BackendUnavailable(f"{url} answered HTTP {response.status_code}", hint="serve /metrics", url=url)
-        return parse_exposition(response.text, at=at, source=url)
+        return parse_exposition(response.text, at=at, source=url, labels=labels)
 
     async def aclose(self) -> None:
         """Close the HTTP client. Idempotent."""
@@ -274,9 +336,13 @@ class PromQLSource:
             raise BackendCorrupt(f"PromQL answer has no result vector (query {promql!r})", hint="instant query")
         return result
 
-    async def sample(self, version: str, instance_url: str) -> Sample:
-        """Query the version's counters; see :class:`MetricSource`. ``instance_url`` is not used."""
-        sel = self.selector.format(version=version)
+    async def sample(self, version: str, instance_url: str, labels: Mapping[str, str] | None = None) -> Sample:
+        """Query the counters of the version's ``labels`` population; see :class:`MetricSource`.
+
+        ``instance_url`` is not used; ``labels`` are added to the selector as ``name="value"`` matchers.
+        """
+        matchers = [f"{name}={promql_string(value)}" for name, value in _check_labels(labels).items()]
+        sel = ",".join(part for part in (self.selector.format(version=version), *matchers) if part)
         at = time.time()
         statuses = {
             str(r["metric"].get("status", "unknown")): _value(r)

@@ -10,6 +10,13 @@ Shared by the rollout engine (:mod:`pilotage.rollout.engine`, which the benchmar
 3. still **Inconclusive** at the end: keep sampling the same series for up to ``grace_s`` more seconds until the
    assessment is no longer Inconclusive (what then happens to an Inconclusive step is the caller's policy).
 
+What is compared is a :class:`Population`: an instance's requests, optionally narrowed to a label set. A
+version rollout compares two instances (``Population(canary_instance)`` vs ``Population(baseline_instance)``); a
+flag release compares the requests of ONE instance with its release flag on and off
+(``Population(instance, {"flag": "on"})`` vs ``Population(instance, {"flag": "off"})``, the label of the
+generated-service conventions, :mod:`pilotage.runtime.flags`). A bare :class:`~pilotage.runtime.base.Instance` is
+accepted wherever a population is and means all its requests.
+
 :func:`recorded_inputs` turns an :class:`Observation` into plain data (the sample series, the source errors and
 the thresholds) and :func:`assess_recorded` recomputes the same :class:`~pilotage.rollout.analysis.Assessment`
 from it, purely: the reliability agent records the first as a decision's inputs and calls the second in its
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,6 +41,7 @@ from pilotage.runtime.base import Instance
 __all__ = [
     "AnalysisSettings",
     "Observation",
+    "Population",
     "assess_recorded",
     "observe",
     "recorded_inputs",
@@ -43,6 +51,30 @@ __all__ = [
 
 #: Source errors of this many recent polls count as evidence (older ones were followed by good samples).
 RECENT_ERRORS = 5
+
+
+@dataclass(frozen=True)
+class Population:
+    """The requests of one instance, optionally only those whose metric series carry all of ``labels``.
+
+    Attributes:
+        instance: the process that served them.
+        labels: label pairs the series must carry (``{"flag": "on"}``); None or {} means every request.
+    """
+
+    instance: Instance
+    labels: Mapping[str, str] | None = None
+
+    @property
+    def name(self) -> str:
+        """How verdicts and source errors name it: ``v2`` or ``v2{flag="on"}``."""
+        pairs = ",".join(f'{k}="{v}"' for k, v in sorted((self.labels or {}).items()))
+        return self.instance.workload.version + (f"{{{pairs}}}" if pairs else "")
+
+
+def _as_population(target: Instance | Population) -> Population:
+    """Return ``target`` as a :class:`Population` (an instance means all its requests)."""
+    return target if isinstance(target, Population) else Population(target)
 
 
 @dataclass(frozen=True)
@@ -126,19 +158,22 @@ def _analyse(
     )
 
 
-async def _sample(source: MetricSource, instance: Instance, errors: list[str]) -> Sample | None:
+async def _sample(source: MetricSource, population: Population, errors: list[str]) -> Sample | None:
+    instance = population.instance
     try:
-        return await source.sample(instance.workload.version, instance.url)
+        if population.labels:
+            return await source.sample(instance.workload.version, instance.url, population.labels)
+        return await source.sample(instance.workload.version, instance.url)  # sources predating populations
     except BackendError as exc:
-        errors.append(f"{instance.workload.version}: {exc}")
+        errors.append(f"{population.name}: {exc}")
         return None
 
 
 async def observe(
     source: MetricSource,
     slo: SLOSpec,
-    canary: Instance,
-    baseline: Instance | None,
+    canary: Instance | Population,
+    baseline: Instance | Population | None,
     *,
     duration_s: float,
     poll_s: float,
@@ -151,21 +186,24 @@ async def observe(
     Args:
         source: where samples come from (direct scrape or PromQL).
         slo: the service's objectives (burn-rate alerts run on each).
-        canary: the new version's instance.
-        baseline: the previous version's instance while it gets traffic; ``None`` at 100 % or for blue-green
-            (then only the burn rates and the binomial test against the SLO run).
+        canary: what is judged: the new version's instance, or a population (a flag release: the instance's
+            flag-on requests).
+        baseline: what it is compared with: the previous version's instance while it gets traffic, or a
+            population (the same instance's flag-off requests); ``None`` at 100 % or for blue-green (then only the
+            burn rates and the binomial test against the SLO run).
         duration_s: analysis time (the step's pause), seconds.
         poll_s: seconds between two polls.
         grace_s: extra seconds an Inconclusive verdict may keep sampling.
         settings: judge thresholds, burn-rate scale, minimum requests.
-        alive: tells whether an instance's process still runs (a dead canary fails at once).
+        alive: tells whether an instance's process still runs (a dead canary's instance fails at once).
 
     Returns:
         The :class:`Observation`; a Fail returns at the poll that found it.
     """
     settings = settings or AnalysisSettings()
     with_baseline = baseline is not None
-    targets = [canary] + ([baseline] if baseline is not None else [])
+    judged = _as_population(canary)
+    targets = [judged] + ([_as_population(baseline)] if baseline is not None else [])
     series: list[list[Sample]] = [[], []]
     recent: list[list[str]] = []
     started = time.monotonic()
@@ -180,8 +218,8 @@ async def observe(
                 series[index].append(sample)
         recent = [*recent[-(RECENT_ERRORS - 1) :], errors]
         counted = [e for poll in recent for e in poll]
-        exited = alive is not None and not alive(canary)
-        found = _analyse(slo, series[0], series[1], counted, exited, with_baseline, settings, canary.workload.version)
+        exited = alive is not None and not alive(judged.instance)
+        found = _analyse(slo, series[0], series[1], counted, exited, with_baseline, settings, judged.name)
         now = time.monotonic()
         done = found.outcome is Outcome.FAIL or now >= grace_end
         done = done or (now >= deadline and found.outcome is not Outcome.INCONCLUSIVE)

@@ -6,6 +6,8 @@ Contract of a generated service (``codegen/templates/runtime.py.tmpl``) and of `
 ``PILOTAGE_FAULT_ERROR_RATE``      0..1 at start: that share of requests (not /metrics, /healthz) answer 500
 ``PILOTAGE_FAULT_LATENCY_MS``      ms at start: every request is delayed that long (a latency shift)
 ``PILOTAGE_FAULT_CRASH_ON_START``  ``1``: the app raises at startup, the process exits (crash fault)
+``PILOTAGE_FAULT_SCOPE``           ``flag``: error-rate and latency faults hit only requests whose release flag is
+                                   not off (generated services, :mod:`pilotage.runtime.flags`)
 ``PILOTAGE_FAULT_ADMIN``           ``1``: enables ``GET``/``PUT /__pilotage/faults`` (off by default: a production
                                    service must not let anyone switch faults on)
 =================================  ===============================================================================

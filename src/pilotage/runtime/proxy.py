@@ -38,6 +38,7 @@ from pilotage.runtime.base import RouteStats, VersionStats
 
 __all__ = [
     "LATENCY_WINDOW",
+    "EmbeddedServer",
     "RouteStats",  # re-exported for callers that still import it from here; owned by runtime.base
     "SmoothWeightedRoundRobin",
     "TrafficProxy",
@@ -107,7 +108,10 @@ def bind_local(port: int) -> socket.socket:
     Raises:
         ConfigError: the port is already in use or cannot be bound (the message names the port).
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on accepted sockets whose proto is
+    # IPPROTO_TCP (base_events._set_nodelay); without it Nagle's algorithm holds the response body behind its
+    # headers until the client's delayed ACK, about 40 ms per request on Linux.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", port))
@@ -190,11 +194,12 @@ def latency_summary(samples_ms: Iterable[float]) -> tuple[float | None, float | 
     return round(sum(ordered) / len(ordered), 3), round(p95, 3)
 
 
-class _EmbeddedServer(uvicorn.Server):
+class EmbeddedServer(uvicorn.Server):
     """uvicorn's server without its SIGINT/SIGTERM handlers: the host process keeps its own signal handling."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        """Install no signal handler (uvicorn's own would replace the host process's)."""
         yield
 
 
@@ -225,7 +230,7 @@ class TrafficProxy:
         self._started_at = 0.0
         self._last_request_at: float | None = None
         self._client: httpx.AsyncClient | None = None
-        self._server: _EmbeddedServer | None = None
+        self._server: EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -273,7 +278,7 @@ class TrafficProxy:
         config = uvicorn.Config(
             self, log_config=None, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
         )
-        self._server = _EmbeddedServer(config)
+        self._server = EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=f"proxy-{self.name}")
         deadline = time.monotonic() + ready_timeout_s
         while not self._server.started:
