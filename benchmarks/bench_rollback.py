@@ -140,7 +140,9 @@ class Bench:
         """Run one trial; return (kind, fault → protected s, decision → flag off seen s)."""
         run_id, dep = f"trial-{index}", f"bench-{index}"
         self.ctx.settings = self.ctx.settings.model_copy(update={"analysis_window_s": analysis_s})
-        run = RunSpec(run_id=run_id, service="checkout", spec_path=str(EXAMPLE), request=REQUEST, workdir=str(self.work))
+        run = RunSpec(
+            run_id=run_id, service="checkout", spec_path=str(EXAMPLE), request=REQUEST, workdir=str(self.work)
+        )
         await self.bus.publish(new_event(EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, runid=run_id))
         plan = self.plan(dep)
         await self.bus.publish(new_event(EventType.DEPLOY_REQUESTED, plan, source=SOURCE, runid=run_id))
@@ -250,7 +252,7 @@ def report(args: argparse.Namespace, ab: list[Any], aa: list[Any], elapsed_s: fl
     print(
         f"  strategy {args.strategy}; local runtime, generated checkout service v1 → v2 (2 processes per trial), "
         f"{args.rps} rps synthetic traffic, first step {args.weight if args.strategy != 'blue-green' else 0}% "
-        f"({'preview address' if args.strategy == 'blue-green' else 'weight' if args.strategy == 'canary' else 'of targeting keys'})"
+        f"({ {'blue-green': 'preview address', 'canary': 'weight'}.get(args.strategy, 'of targeting keys') })"
         f", poll every {args.poll} s, Inconclusive grace {args.grace} s, seed {args.seed}, wall time {elapsed_s:.0f} s"
     )
     print(

@@ -275,8 +275,11 @@ class PerfAdvice(EventData):
 
 # --- rollout -------------------------------------------------------------------------------------------------
 class DeployRequested(EventData):
-    """The plan of a rollout: strategy (the seed's table moved by risk), steps, the two versions
-    ({version, path, env}), synthetic-traffic paths, the flag of a feature-flag release. Deployment → rollout."""
+    """The plan of a rollout. Deployment → rollout.
+
+    Strategy (the seed's table moved by risk), steps, the two versions ({version, path, env}), synthetic-traffic
+    paths, the flag of a feature-flag release.
+    """
 
     deployment_id: str
     service: str
@@ -293,9 +296,11 @@ class DeployRequested(EventData):
 
 
 class DeployStarted(EventData):
-    """Both versions run behind the stable route; ``baseline``/``canary`` = {version, url, pid}; ``preview_url`` =
-    green's own address (blue-green), ``flag_key``/``flags_url`` = the release flag and the OFREP server
-    (feature-flag). Rollout → reliability."""
+    """Both versions run behind the stable route. Rollout → reliability.
+
+    ``baseline``/``canary`` = {version, url, pid}; ``preview_url`` = green's own address (blue-green);
+    ``flag_key``/``flags_url`` = the release flag and the OFREP server (feature-flag).
+    """
 
     deployment_id: str
     strategy: str
@@ -312,8 +317,11 @@ class DeployStarted(EventData):
 
 
 class DeployStep(EventData):
-    """The rollout moved: ``weight`` = the new version's route percent, or the flag's share of targeting keys
-    (feature-flag), at 0-based ``step``; ``phase`` preview / step / watch. Rollout → reliability."""
+    """The rollout moved. Rollout → reliability.
+
+    ``weight`` = the new version's route percent, or the flag's share of targeting keys (feature-flag), at 0-based
+    ``step``; ``phase`` preview / step / watch.
+    """
 
     deployment_id: str
     step: int
@@ -333,8 +341,11 @@ class DeployPromoted(EventData):
 
 
 class DeployRolledBack(EventData):
-    """Users protected from the new version (``phase`` preview / step / watch); ``protected_at`` = Unix s when
-    the previous version had 100 % again or the flag was off. Rollout → cost, learning."""
+    """Users protected from the new version. Rollout → cost, learning.
+
+    ``phase`` preview / step / watch; ``protected_at`` = Unix s when the previous version had 100 % again or the
+    flag was off.
+    """
 
     deployment_id: str
     strategy: str
@@ -376,8 +387,10 @@ class DeployResumed(EventData):
 
 
 class SloEvaluated(EventData):
-    """The verdict on one step or the post-promotion watch: ``action`` continue / rollback / pause, ``cause``
-    healthy / breach / evidence_missing, with the assessment. Reliability → rollout."""
+    """The verdict on one step or the post-promotion watch. Reliability → rollout.
+
+    ``action`` continue / rollback / pause; ``cause`` healthy / breach / evidence_missing; the assessment.
+    """
 
     deployment_id: str
     strategy: str

@@ -31,7 +31,9 @@ STATUS_ONLY: dict = {
                     "200": {
                         "description": "ok",
                         "content": {
-                            "application/json": {"schema": {"type": "object", "properties": {"ok": {"type": "boolean"}}}}
+                            "application/json": {
+                                "schema": {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+                            }
                         },
                     }
                 },

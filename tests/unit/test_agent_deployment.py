@@ -14,7 +14,6 @@ from pilotage.events import EventType
 from pilotage.policy.rego import RegoPolicyEngine
 from tests.fixtures.tiny_service.harness import (
     TINY,
-    AllowAll,
     Stack,
     events_of,
     publish_perf,

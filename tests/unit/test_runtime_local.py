@@ -17,7 +17,7 @@ import pytest
 from pilotage.errors import BackendError, ConfigError, InputError
 from pilotage.runtime.base import Workload
 from pilotage.runtime.faults import FaultSpec, set_faults
-from pilotage.runtime.local import LocalRuntime, route_registry
+from pilotage.runtime.local import LocalRuntime
 from tests.fixtures.tiny_service.harness import copy_service
 
 
@@ -69,7 +69,6 @@ def test_health_reports_the_exit_code_of_a_crashed_process(tmp_path: Path) -> No
                     break
                 await asyncio.sleep(0.05)
             assert (health.running, health.ready, health.exit_code) == (False, False, 3)
-            assert not runtime.is_running(instance)  # the transitional synchronous alias agrees
 
     asyncio.run(scenario())
 
@@ -141,7 +140,7 @@ def test_workload_without_app_is_an_input_error(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_close_kills_every_process_and_the_transitional_registry_sees_the_routes(tmp_path: Path) -> None:
+def test_close_kills_every_process_and_closes_every_route(tmp_path: Path) -> None:
     a, b = copy_service(tmp_path / "a"), copy_service(tmp_path / "b")
 
     async def scenario() -> None:
@@ -149,15 +148,14 @@ def test_close_kills_every_process_and_the_transitional_registry_sees_the_routes
         one, two = await asyncio.gather(
             runtime.start(Workload("tiny", "a", a)), runtime.start(Workload("tiny", "b", b))
         )
-        route = await runtime.route("r", {"a": one, "b": two}, {"a": 50, "b": 50})  # the transitional alias
-        registry = route_registry(runtime)
-        await runtime.set_weights(route, {"a": 0, "b": 100})  # a Route in place of its name: also updated
-        assert route.weights == {"a": 0, "b": 100}
-        seen = registry.get_route("r")
-        assert seen is not None and seen.weights == {"a": 0, "b": 100} and registry.route_stats("r").requests == 0
-        assert registry.is_running(one)
+        route = await runtime.create_route("r", {"a": one, "b": two}, {"a": 50, "b": 50})
+        await runtime.set_weights("r", {"a": 0, "b": 100})
+        assert route.weights == {"a": 50, "b": 50}  # a snapshot: the runtime owns the route
+        seen = await runtime.get_route("r")
+        assert seen is not None and seen.weights == {"a": 0, "b": 100}
+        assert (await runtime.route_stats("r")).requests == 0 and (await runtime.health(one)).running
         await runtime.close()
-        assert runtime.instances() == [] and registry.get_route("r") is None
+        assert runtime.instances() == [] and await runtime.get_route("r") is None
         assert not _alive(one.pid) and not _alive(two.pid)
 
     asyncio.run(scenario())

@@ -1,10 +1,11 @@
 """The deployment agent: measure the change, choose a rollout strategy, and ask the rollout controller for it.
 
 Perceive (on ``perf.measured``): change size from ``code.generated`` (source lines changed over the base's source
-lines, :data:`pilotage.codegen.git.CODE_SUFFIXES`: the change in percent; lines added + removed of all files), new dependencies, breaking changes and endpoints touched from
-``spec.proposed``, the test verdict from ``tests.completed``, the load-test error rate, the knowledge graph's blast
-radius (issue #4), and the learned failure posterior of each strategy for the service, graph node
-``Model:<service>/<strategy>`` with props ``{alpha, beta}`` (Beta(1, 1) when absent).
+lines, :data:`pilotage.codegen.git.CODE_SUFFIXES`: the change in percent; lines added + removed of all files), new
+dependencies, breaking changes and endpoints touched from ``spec.proposed``, the test verdict from
+``tests.completed``, the load-test error rate, the knowledge graph's blast radius (issue #4), and the learned
+failure posterior of each strategy for the service, graph node ``Model:<service>/<strategy>`` with props
+``{alpha, beta}`` (Beta(1, 1) when absent).
 
 Reason (``deploy.strategy``, pure): :func:`strategy_reasoning` — the seed's table on the measured size, moved to a
 more cautious strategy by risk; both are recorded in the decision.
@@ -223,8 +224,9 @@ def graph_blast_radius(graph: Graph, head_dir: str, files_changed: list[str]) ->
 
 
 def get_paths(spec_path: str | Path) -> list[str]:
-    """Return the parameterless GET paths of the OpenAPI document at ``spec_path``, sorted
-    (:func:`pilotage.spec.openapi.parameterless_get_paths`).
+    """Return the parameterless GET paths of the OpenAPI document at ``spec_path``, sorted.
+
+    :func:`pilotage.spec.openapi.parameterless_get_paths` does the walking.
 
     Raises:
         InputError: the file cannot be read or is not an OpenAPI document with ``paths``.
@@ -233,8 +235,9 @@ def get_paths(spec_path: str | Path) -> list[str]:
 
 
 def traffic_paths(spec_path: str, base_spec_path: str) -> list[str]:
-    """Synthetic-traffic paths: the parameterless GETs both versions serve (a path new in the change would 404 on
-    the baseline and skew the comparison).
+    """Return the synthetic-traffic paths: the parameterless GETs both versions serve.
+
+    A path new in the change would 404 on the baseline and skew the comparison.
 
     Raises:
         InputError: no such path (the message says to add a collection GET endpoint).

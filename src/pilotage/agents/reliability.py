@@ -328,7 +328,7 @@ class ReliabilityAgent(Agent):
                 poll_s=settings.rollout_poll_s,
                 grace_s=settings.rollout_inconclusive_grace_s,
                 settings=analysis,
-                alive=runtime.is_running,
+                alive=self._alive,
             )
         finally:
             await source.aclose()
@@ -343,6 +343,9 @@ class ReliabilityAgent(Agent):
             "window_s": round(seen.elapsed_s, 3),
             **({"smoke": smoke} if smoke is not None else {}),
         }
+
+    async def _alive(self, instance: Instance) -> bool:
+        return (await self.ctx.runtime.health(instance)).running
 
     def _record_samples(self, state: RolloutState, step: int, weight: int, measured: dict[str, Any]) -> None:
         graph = self.ctx.graph

@@ -260,7 +260,8 @@ class RolloutAgent(Agent):
 def _summary(service: str, state: RolloutState, judged: dict[str, Any]) -> str:
     base_v, head_v = state.plan["baseline"]["version"], state.plan["canary"]["version"]
     where = {"watch": "post-promotion watch", "preview": "preview (0% of users)"}.get(state.phase, "step")
-    where = f"{where} {state.step} ({state.weight}% {'of targeting keys' if state.strategy == 'feature-flag' else 'traffic'})"
+    share = "of targeting keys" if state.strategy == "feature-flag" else "traffic"
+    where = f"{where} {state.step} ({state.weight}% {share})"
     back = f"flag {state.flag_key} turned off" if state.strategy == "feature-flag" else f"rolled back to {base_v}"
     rationale = str(judged.get("rationale") or "")
     if judged.get("cause") == "evidence_missing":

@@ -21,8 +21,9 @@ the log**. Recovery
   (:meth:`pilotage.rollout.controller.RolloutController.recreate`, the same code that launched it): a rollout in
   progress gets both versions behind a new route at the last weight (or flag share) and its synthetic traffic; a
   promoted (rolled back) deployment not yet scaled down gets the new (previous) version alone at 100 %. Each
-  re-creation publishes ``deploy.resumed`` with the new instances. The deploy verdict recorded for the deployment (``policy.evaluated`` allow) covers it; a
-  deployment without one is not re-created (fail closed) and its run fails with ``agent.failed``;
+  re-creation publishes ``deploy.resumed`` with the new instances. The deploy verdict recorded for the deployment
+  (``policy.evaluated`` allow) covers it; a deployment without one is not re-created (fail closed) and its run
+  fails with ``agent.failed``;
 * publishes ``controlplane.recovered`` with what it found and did.
 
 Nothing is deployed twice: ``deploy.started`` stays the only launch of a deployment; the agents then continue from

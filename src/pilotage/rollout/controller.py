@@ -44,8 +44,11 @@ _EXTRAS_KEY = "rollout_controller"
 
 @dataclass
 class RollbackDone:
-    """What a rollback did: ``protected_at`` (Unix s) when users stopped reaching the bad version, the actions
-    taken (one line each), the bad version's log tail and the synthetic traffic's counts."""
+    """What a rollback did.
+
+    ``protected_at`` (Unix s) when users stopped reaching the bad version, the actions taken (one line each), the
+    bad version's log tail and the synthetic traffic's counts.
+    """
 
     protected_at: float
     actions: list[str] = field(default_factory=list)
@@ -166,13 +169,13 @@ class RolloutController:
             return
         if strategy == "blue-green" and weight == 0:
             return
-        self._require_route(deployment_id)
+        await self._require_route(deployment_id)
         base_v, head_v = plan["baseline"]["version"], plan["canary"]["version"]
         await self.runtime.set_weights(deployment_id, {base_v: 100 - weight, head_v: weight})
         if strategy == "blue-green":
             await stop_traffic(_preview_name(deployment_id))
 
-    def _require_route(self, deployment_id: str) -> None:
+    async def _require_route(self, deployment_id: str) -> None:
         if await self.runtime.get_route(deployment_id) is None:
             raise BackendError(f"route {deployment_id} is closed", hint="the rollout was stopped; start it again")
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -179,7 +179,7 @@ async def observe(
     poll_s: float,
     grace_s: float = 0.0,
     settings: AnalysisSettings | None = None,
-    alive: Callable[[Instance], bool] | None = None,
+    alive: Callable[[Instance], Awaitable[bool]] | None = None,
 ) -> Observation:
     """Observe one step; see the module docstring.
 
@@ -195,7 +195,8 @@ async def observe(
         poll_s: seconds between two polls.
         grace_s: extra seconds an Inconclusive verdict may keep sampling.
         settings: judge thresholds, burn-rate scale, minimum requests.
-        alive: tells whether an instance's process still runs (a dead canary's instance fails at once).
+        alive: async check that an instance's process still runs (a dead canary's instance fails at once), e.g.
+            ``lambda i: runtime.health(i)`` mapped to ``running``.
 
     Returns:
         The :class:`Observation`; a Fail returns at the poll that found it.
@@ -218,7 +219,7 @@ async def observe(
                 series[index].append(sample)
         recent = [*recent[-(RECENT_ERRORS - 1) :], errors]
         counted = [e for poll in recent for e in poll]
-        exited = alive is not None and not alive(judged.instance)
+        exited = alive is not None and not await alive(judged.instance)
         found = _analyse(slo, series[0], series[1], counted, exited, with_baseline, settings, judged.name)
         now = time.monotonic()
         done = found.outcome is Outcome.FAIL or now >= grace_end

@@ -31,7 +31,6 @@ __all__ = [
     "Runtime",
     "VersionStats",
     "Workload",
-    "route_name",
     "scratch_instance",
 ]
 
@@ -148,11 +147,6 @@ class RouteStats:
         }
 
 
-def route_name(route: str | Route) -> str:
-    """Return the name of ``route`` (a name is returned as is): the one place the transition accepts both."""
-    return route.name if isinstance(route, Route) else route
-
-
 class InstanceRuntime(ABC):
     """Start, watch and stop instances of workloads (async: every call may do I/O)."""
 
@@ -197,11 +191,10 @@ class RouteRuntime(ABC):
         """
 
     @abstractmethod
-    async def set_weights(self, name: str | Route, weights: dict[str, int]) -> None:
+    async def set_weights(self, name: str, weights: dict[str, int]) -> None:
         """Change the split of route ``name``; the next request uses it.
 
-        A :class:`Route` is accepted in place of its name while callers move to names (its ``weights`` are then
-        updated too); routes returned earlier by :meth:`get_route` keep the old weights.
+        Routes returned earlier by :meth:`get_route` are snapshots and keep the old weights.
 
         Raises:
             InputError: no open route has that name, a weight is not an integer ≥ 0, the weights do not sum to
@@ -233,10 +226,6 @@ class Runtime(InstanceRuntime, RouteRuntime):
     @abstractmethod
     async def close(self) -> None:
         """Close every route, then stop every instance this runtime started. Idempotent."""
-
-    async def route(self, name: str, backends: dict[str, Instance], weights: dict[str, int], port: int = 0) -> Route:
-        """Transitional alias of :meth:`create_route` (remove once no caller uses it)."""
-        return await self.create_route(name, backends, weights, port)
 
     async def __aenter__(self) -> Runtime:
         return self

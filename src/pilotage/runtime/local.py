@@ -13,10 +13,6 @@ setting and no credential of the operator), and stdout + stderr written to
 A route is a :class:`~pilotage.runtime.proxy.TrafficProxy` (smooth weighted round-robin) on the caller's asyncio
 loop, kept by name so agents that did not create it can find, weigh, inspect and close it through the
 :class:`~pilotage.runtime.base.Runtime` contract.
-
-Transitional (until the deployment and reliability agents, the recovery flow, the rollout engine and
-``bench_rollback`` use the contract): :func:`route_registry` / :class:`RouteRegistry` (a synchronous view of the
-routes) and the synchronous :meth:`LocalRuntime.is_running`.
 """
 
 from __future__ import annotations
@@ -32,17 +28,17 @@ import tempfile
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO, NoReturn, Protocol
+from typing import IO, NoReturn
 
 import httpx
 
 from pilotage.errors import BackendError, ConfigError, InputError
-from pilotage.runtime.base import Instance, InstanceHealth, Route, RouteStats, Runtime, Workload, route_name
+from pilotage.runtime.base import Instance, InstanceHealth, Route, RouteStats, Runtime, Workload
 from pilotage.runtime.proxy import TrafficProxy, bind_local, check_weights
 from pilotage.runtime.sandbox import launch_options, sandbox_env
 from pilotage.secrets import masker
 
-__all__ = ["LocalRuntime", "RouteRegistry", "route_registry"]
+__all__ = ["LocalRuntime"]
 
 #: Seconds between SIGTERM and SIGKILL in :meth:`LocalRuntime.stop` (uvicorn finishes in-flight requests first).
 STOP_GRACE_S = 5.0
@@ -50,61 +46,6 @@ STOP_GRACE_S = 5.0
 LOG_TAIL_LINES = 20
 #: Timeout of the ``GET /healthz`` probe of :meth:`LocalRuntime.health`, seconds.
 HEALTH_TIMEOUT_S = 1.0
-
-
-class RouteRegistry(Protocol):
-    """Transitional: the synchronous route look-ups agents used before the contract had routes."""
-
-    def get_route(self, name: str) -> Route | None:
-        """Return a snapshot of the route called ``name``, or None."""
-
-    def route_stats(self, name: str) -> RouteStats:
-        """Return the statistics of route ``name``."""
-
-    def is_running(self, instance: Instance) -> bool:
-        """Return True while ``instance``'s process is alive."""
-
-    async def stop(self, instance: Instance) -> None:
-        """Stop ``instance``."""
-
-    async def close_route(self, name: str) -> None:
-        """Stop the proxy of route ``name`` (not its instances)."""
-
-
-class _SyncRoutes:
-    """Transitional :class:`RouteRegistry` over a :class:`LocalRuntime` (its routes live in this process)."""
-
-    def __init__(self, runtime: LocalRuntime) -> None:
-        self._runtime = runtime
-
-    def get_route(self, name: str) -> Route | None:
-        return self._runtime._snapshot(name)
-
-    def route_stats(self, name: str) -> RouteStats:
-        return self._runtime._proxy(name).stats()
-
-    def is_running(self, instance: Instance) -> bool:
-        return self._runtime.is_running(instance)
-
-    async def stop(self, instance: Instance) -> None:
-        await self._runtime.stop(instance)
-
-    async def close_route(self, name: str) -> None:
-        await self._runtime.close_route(name)
-
-
-def route_registry(runtime: Runtime) -> RouteRegistry:
-    """Transitional: return a synchronous view of the routes of ``runtime`` (use the async contract instead).
-
-    Raises:
-        ConfigError: ``runtime`` is not a local runtime (names the runtime URL).
-    """
-    if not isinstance(runtime, LocalRuntime):
-        raise ConfigError(
-            f"runtime {runtime.url!r} has no synchronous route registry",
-            hint="call the Runtime contract (await runtime.get_route(name), runtime.route_stats(name))",
-        )
-    return _SyncRoutes(runtime)
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
@@ -233,11 +174,6 @@ class LocalRuntime(Runtime):
         tail = await asyncio.to_thread(_tail, instance.log_path, lines)
         return [masker().mask_text(line) for line in tail]
 
-    def is_running(self, instance: Instance) -> bool:
-        """Transitional, synchronous: True while the process of ``instance`` runs (``health().running``)."""
-        entry = self._procs.get(instance.pid)
-        return entry is not None and entry[0].poll() is None
-
     async def stop(self, instance: Instance) -> None:
         """Send SIGTERM to the instance's process group, then SIGKILL after :data:`STOP_GRACE_S`. Idempotent.
 
@@ -290,17 +226,15 @@ class LocalRuntime(Runtime):
         self._routes[name] = (route, proxy)
         return _copy(route)
 
-    async def set_weights(self, name: str | Route, weights: dict[str, int]) -> None:
+    async def set_weights(self, name: str, weights: dict[str, int]) -> None:
         """Change the split of route ``name`` from the next request on (a :class:`Route` also gets its weights set).
 
         Raises:
             InputError: no open route has that name, or the weights are invalid (sum ≠ 100, unknown version).
         """
-        proxy = self._proxy(route_name(name))
+        proxy = self._proxy(name)
         proxy.set_weights(weights)
         self._routes[proxy.name][0].weights = proxy.weights
-        if isinstance(name, Route):
-            name.weights = proxy.weights
 
     async def get_route(self, name: str) -> Route | None:
         """Return a snapshot of the open route called ``name``, or None."""
