@@ -38,15 +38,15 @@ def _inputs(**over: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("over", "strategy", "risk"),
     [
-        # 3 % of the code: the seed's minor change → canary; 0.15·(50/400) + 0.15·(1/10) + 0.4·0.5 = 0.23375
-        ({"change_percent": 3.0, "lines_changed": 50, "endpoints_touched": 1}, "canary", 0.2338),
-        # 12 %: moderate → blue-green; 0.15·(300/400) + 0.15·(4/10) + 0.4·0.5 = 0.3725 allows blue-green
-        ({"change_percent": 12.0, "lines_changed": 300, "endpoints_touched": 4}, "blue-green", 0.3725),
+        # 3 % of the code: the seed's minor change → canary; 0.15·(1/10) + 0.4·0.5 = 0.215 (size is the table's)
+        ({"change_percent": 3.0, "lines_changed": 50, "endpoints_touched": 1}, "canary", 0.215),
+        # 12 %: moderate → blue-green; 0.15·(4/10) + 0.4·0.5 = 0.26
+        ({"change_percent": 12.0, "lines_changed": 300, "endpoints_touched": 4}, "blue-green", 0.26),
         # 30 %: major → feature flags, whatever the risk
-        ({"change_percent": 30.0, "lines_changed": 50}, "feature-flag", 0.2188),
-        # a breaking change always goes behind a flag, even a minor one
-        ({"change_percent": 1.0, "lines_changed": 10, "breaking_changes": 1}, "feature-flag", 0.4038),
-        # minor by size, but risky: 0.15 + 0.15 + 0.05 + 0.05 + 0.4·0.5 = 0.6 → moved to blue-green
+        ({"change_percent": 30.0, "lines_changed": 50}, "feature-flag", 0.2),
+        # a breaking change always goes behind a flag, even a minor one: 0.2 + 0.2
+        ({"change_percent": 1.0, "lines_changed": 10, "breaking_changes": 1}, "feature-flag", 0.4),
+        # minor by size, but risky: 0.15 + 0.05 + 0.05 + 0.4·0.5 = 0.45 → moved to blue-green
         (
             {
                 "change_percent": 4.0,
@@ -56,7 +56,7 @@ def _inputs(**over: Any) -> dict[str, Any]:
                 "perf_error_rate": 0.2,
             },
             "blue-green",
-            0.6,
+            0.45,
         ),
         # a decision recorded before issue 16 (no change_percent) replays with the rule of that time
         ({"lines_changed": 50, "endpoints_touched": 1}, "blue-green", 0.2338),
@@ -79,7 +79,7 @@ def test_seed_table_boundaries_and_the_recorded_move() -> None:
         "feature-flag",
         "feature-flag",
     ]
-    moved = strategy_reasoning(_inputs(change_percent=4.0, lines_changed=400, endpoints_touched=10))
+    moved = strategy_reasoning(_inputs(change_percent=4.0, lines_changed=40, endpoints_touched=10))
     assert moved.score["table_strategy"] == "canary" and moved.action == "blue-green"
     assert "risk moved it from canary to the more cautious blue-green" in moved.rationale
 
@@ -88,9 +88,9 @@ def test_learned_posterior_changes_the_strategy() -> None:
     change = {"change_percent": 3.0, "lines_changed": 50, "endpoints_touched": 1}
     fresh = strategy_reasoning(_inputs(**change))
     assert fresh.action == "canary"
-    # canary failed 8 of 9 times for this service: Beta(2, 9) failure mean 0.818 → its risk 0.36 ≥ 0.3
+    # canary failed 8 of 9 times for this service: Beta(2, 9) failure mean 0.818 → its risk 0.342 ≥ 0.3
     burned = strategy_reasoning(_inputs(**change, posteriors={"canary": {"alpha": 2.0, "beta": 9.0}}))
-    assert burned.score["risk_by_strategy"]["canary"] == pytest.approx(0.0338 + 0.4 * 9 / 11, abs=1e-4)
+    assert burned.score["risk_by_strategy"]["canary"] == pytest.approx(0.015 + 0.4 * 9 / 11, abs=1e-4)
     assert burned.action == "blue-green"
     assert burned.score["risk"] == pytest.approx(fresh.score["risk"])  # blue-green still has the Beta(1, 1) prior
     # a strategy with a perfect record never makes a change *less* cautious than the table says
@@ -155,9 +155,8 @@ def test_blast_radius_from_the_ingested_code_enters_the_decision(tmp_path: Path)
                 "Service:tiny",
             ]
             assert decision["score"]["features"]["graph_blast"] == 0.7
-            # canary's bad record moves the change to blue-green, whose prior is Beta(1, 1)
             assert decision["action"] == "blue-green"
-            assert decision["score"]["risk"] == pytest.approx(0.1575 + 0.05 * 0.7 + 0.4 * 0.5, abs=1e-4)
+            assert decision["score"]["risk"] == pytest.approx(0.045 + 0.05 * 0.7 + 0.4 * 0.5, abs=1e-4)
 
     asyncio.run(scenario())
 
@@ -183,12 +182,12 @@ def test_posterior_from_the_graph_and_policy_deny_when_tests_failed(tmp_path: Pa
             assert decision["inputs"]["posteriors"]["canary"] == {"alpha": 1.0, "beta": 30.0}
             assert decision["inputs"]["tests_passed"] is False
             assert decision["inputs"]["blast_radius"] == 0  # issue 4: the graph does not know the code
-            # 300 of 6,000 lines (5 %): the table says canary; change risk 0.15·300/400 + 0.15·3/10 = 0.1575, and
-            # canary's bad record (Beta(1, 30), mean 0.968) raises its risk to 0.5446 ≥ 0.3 → blue-green (0.3575)
+            # 300 of 6,000 source lines (5 %): the table says canary; change risk 0.15·3/10 = 0.045, and canary's
+            # bad record (Beta(1, 30), mean 0.968) raises its risk to 0.432 ≥ 0.3 → blue-green (prior: 0.245)
             assert decision["inputs"]["change_percent"] == 5.0
             assert decision["score"]["table_strategy"] == "canary" and decision["action"] == "blue-green"
-            assert decision["score"]["risk_by_strategy"]["canary"] == pytest.approx(0.1575 + 0.4 * 30 / 31, abs=1e-4)
-            assert decision["score"]["risk"] == pytest.approx(0.3575, abs=1e-4)
+            assert decision["score"]["risk_by_strategy"]["canary"] == pytest.approx(0.045 + 0.4 * 30 / 31, abs=1e-4)
+            assert decision["score"]["risk"] == pytest.approx(0.245, abs=1e-4)
             verdict = (await events_of(stack.bus, EventType.POLICY_EVALUATED))[0].data
             assert verdict["action"] == "deploy" and verdict["allow"] is False
             assert await events_of(stack.bus, EventType.DEPLOY_STARTED) == []

@@ -130,9 +130,12 @@ def strategy_reasoning(inputs: dict[str, Any]) -> Reasoning:
     1. **Table** (:func:`seed_strategy`): ≤ 5 % → canary, ≤ 20 % → blue-green, > 20 % → feature-flag.
     2. **Risk** of a candidate strategy *s* (weights :data:`RISK_WEIGHTS`)::
 
-           risk(s) = 0.15·min(1, lines/400) + 0.15·min(1, endpoints/10) + 0.05·min(1, new_deps/3)
+           risk(s) = 0.15·min(1, endpoints/10) + 0.05·min(1, new_deps/3)
                    + 0.05·min(1, perf_error_rate/slo_error_rate) + 0.20·[breaking changes > 0]
                    [+ 0.05·min(1, blast_radius/10)] + 0.40·failure_mean(s)      (capped at 1.0)
+
+       The size is not in it: it chose the table's row already (``features`` still records it). With no history
+       (Beta(1, 1): 0.2) a change touching up to 6 endpoints stays where the table put it.
 
        with failure_mean(s) = β/(α+β) of the learned Beta posterior of *s* for the service (Beta(1,1) → 0.5).
        risk < 0.3 allows canary, 0.3 ≤ risk < 0.7 at least blue-green, risk ≥ 0.7 or a breaking change only
@@ -144,10 +147,12 @@ def strategy_reasoning(inputs: dict[str, Any]) -> Reasoning:
     Decisions recorded before issue #16 (no ``change_percent``) replay with the rule of that time.
     """
     change = _change_features(inputs)
-    change_risk = sum(RISK_WEIGHTS.get(k, GRAPH_BLAST_WEIGHT) * v for k, v in change.items())
+    legacy = "change_percent" not in inputs
+    # the size chose the table's row; it does not move the strategy a second time (decisions before issue 16 did)
+    counted = {k: v for k, v in change.items() if legacy or k != "size"}
+    change_risk = sum(RISK_WEIGHTS.get(k, GRAPH_BLAST_WEIGHT) * v for k, v in counted.items())
     breaking = change["breaking"] > 0
     posteriors = inputs.get("posteriors", {})
-    legacy = "change_percent" not in inputs
     order = _LEGACY_ORDER if legacy else STRATEGIES
     table = order[0] if legacy else seed_strategy(float(inputs["change_percent"]))
     risks: dict[str, float] = {}
