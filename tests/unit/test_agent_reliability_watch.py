@@ -107,11 +107,13 @@ def test_a_step_without_evidence_is_never_passed_it_pauses_or_rolls_back_per_pol
             if policy == "pause":
                 paused = await wait_for(stack.bus, EventType.DEPLOY_PAUSED, timeout_s=10)
                 assert paused.data["weight"] == 50 and "Inconclusive" in paused.data["reason"]
-                assert route.weights == {A: 50, B: 50}  # held at the step's weight for a human
+                route = await stack.runtime.get_route(evaluated.data["deployment_id"])
+                assert route is not None and route.weights == {A: 50, B: 50}  # held at the step's weight for a human
                 assert await events_of(stack.bus, EventType.DEPLOY_ROLLED_BACK) == []
             else:
                 await wait_for(stack.bus, EventType.DEPLOY_ROLLED_BACK, timeout_s=30)
-                assert route.weights == {A: 100, B: 0}
+                route = await stack.runtime.get_route(evaluated.data["deployment_id"])
+                assert route is not None and route.weights == {A: 100, B: 0}
                 assert await events_of(stack.bus, EventType.DEPLOY_PAUSED) == []
             assert [e.data["step"] for e in await events_of(stack.bus, EventType.DEPLOY_STEP)] == [0]
 

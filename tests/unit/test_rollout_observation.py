@@ -87,6 +87,10 @@ def test_a_version_that_stops_exposing_metrics_is_inconclusive_never_pass() -> N
     assert any("exposes no http_requests_total" in r for r in seen.assessment.reasons)
 
 
+async def _alive_unless_v2(inst: Instance) -> bool:
+    return inst.workload.version != "v2"
+
+
 def test_a_dead_canary_fails_without_waiting_for_metrics() -> None:
     source = CountingSource({"v1": 0.0, "v2": 0.0})
     seen = run(
@@ -97,7 +101,7 @@ def test_a_dead_canary_fails_without_waiting_for_metrics() -> None:
             instance("v1"),
             duration_s=30,
             poll_s=0.01,
-            alive=lambda inst: inst.workload.version != "v2",
+            alive=_alive_unless_v2,
         )
     )
     assert seen.assessment.outcome is Outcome.FAIL and seen.polls == 1 and seen.canary_exited

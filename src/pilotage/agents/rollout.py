@@ -114,7 +114,8 @@ class RolloutAgent(Agent):
             await self._roll_back(event, state, decision.id)
         elif action.kind == "pause":
             data = {"deployment_id": state.deployment_id, "step": state.step, "weight": state.weight}
-            await self.emit(EventType.DEPLOY_PAUSED, {**data, "reason": action.reason}, cause=event)
+            reason = f"{action.reason}: {verdict['reason']}" if verdict["reason"] else action.reason
+            await self.emit(EventType.DEPLOY_PAUSED, {**data, "reason": reason}, cause=event)
 
     async def _promote(self, event: CloudEvent, state: RolloutState) -> None:
         run = await self.run_spec(event)
@@ -209,6 +210,7 @@ class RolloutAgent(Agent):
             "weight": state.weight,
             "canary": judged.get("canary", {}),
             "baseline": judged.get("baseline", {}),
+            "populations": [{"role": r, **(judged.get(r) or {})} for r in ("canary", "baseline") if judged.get(r)],
             "slo_error_rate": judged.get("slo_error_rate"),
             "window_s": judged.get("window_s"),
             "decision_id": judged.get("decision_id"),
