@@ -573,12 +573,15 @@ class WorkerStopped(EventData):
     sent_at: float
 
 
-class MarketAuctionOpened(EventData):
-    """A sealed-bid auction opens; ``seq``/``hold_s`` for the load-test slot. Auctioneer → bidders."""
-
+class _Auction(EventData):
     auction_id: str
     resource: str
     units: int
+
+
+class MarketAuctionOpened(_Auction):
+    """A sealed-bid auction opens; ``seq``/``hold_s`` for the load-test slot. Auctioneer → bidders."""
+
     closes_at: float
     seq: int | None = None
     hold_s: float | None = None
@@ -594,12 +597,9 @@ class MarketBid(EventData):
     request: str | None = None
 
 
-class MarketAuctionClosed(EventData):
+class MarketAuctionClosed(_Auction):
     """The auction's result: ``winners`` [{agent, price, via, request?}]. Auctioneer → ledger, slot arbiter."""
 
-    auction_id: str
-    resource: str
-    units: int
     action: str
     winners: list[Obj]
     losers: list[str]
