@@ -202,7 +202,11 @@ class PrOpened(EventData):
 
 
 class SecurityScanned(EventData):
-    """The bandit summary of the change (``policy.scans.scan_bandit``). Governance → deployment (deploy policy)."""
+    """The bandit summary of the change (``policy.scans.scan_bandit``). Governance → deployment (deploy policy).
+
+    ``files``/``lines`` count what bandit read; ``target``, ``version``, ``files``, ``lines`` and ``findings`` are
+    absent when no checkout of the change could be scanned, ``lines`` and ``findings`` when bandit did not run.
+    """
 
     commit: str
     tool: str
@@ -212,6 +216,7 @@ class SecurityScanned(EventData):
     version: str | None = None
     target: str | None = None
     files: int | None = None
+    lines: int | None = None
     findings: list[Obj] | None = None
 
 
