@@ -205,7 +205,11 @@ class PrOpened(EventData):
 
 
 class SecurityScanned(EventData):
-    """The bandit summary of the change (``policy.scans.scan_bandit``). Governance → deployment (deploy policy)."""
+    """The bandit summary of the change (``policy.scans.scan_bandit``). Governance → deployment (deploy policy).
+
+    ``files``/``lines`` count what bandit read; ``target``, ``version``, ``files``, ``lines`` and ``findings`` are
+    absent when no checkout of the change could be scanned, ``lines`` and ``findings`` when bandit did not run.
+    """
 
     commit: str
     tool: str
@@ -215,6 +219,7 @@ class SecurityScanned(EventData):
     version: str | None = None
     target: str | None = None
     files: int | None = None
+    lines: int | None = None
     findings: list[Obj] | None = None
 
 
@@ -621,12 +626,15 @@ class WorkerStopped(EventData):
     sent_at: float
 
 
-class MarketAuctionOpened(EventData):
-    """A sealed-bid auction opens; ``seq``/``hold_s`` for the load-test slot. Auctioneer → bidders."""
-
+class _Auction(EventData):
     auction_id: str
     resource: str
     units: int
+
+
+class MarketAuctionOpened(_Auction):
+    """A sealed-bid auction opens; ``seq``/``hold_s`` for the load-test slot. Auctioneer → bidders."""
+
     closes_at: float
     seq: int | None = None
     hold_s: float | None = None
@@ -642,12 +650,9 @@ class MarketBid(EventData):
     request: str | None = None
 
 
-class MarketAuctionClosed(EventData):
+class MarketAuctionClosed(_Auction):
     """The auction's result: ``winners`` [{agent, price, via, request?}]. Auctioneer → ledger, slot arbiter."""
 
-    auction_id: str
-    resource: str
-    units: int
     action: str
     winners: list[Obj]
     losers: list[str]

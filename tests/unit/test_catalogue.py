@@ -167,3 +167,12 @@ def test_the_recovery_report_fits_its_model() -> None:
     data: dict[str, Any] = report.to_dict()
     check(EventType.CONTROL_PLANE_RECOVERED, data)
     assert ControlPlaneRecovered.model_validate(data).runs_open == ["r1"]
+
+
+def test_a_real_bandit_scan_fits_security_scanned(tmp_path: Path) -> None:
+    from pilotage.policy.scans import scan_bandit
+
+    (tmp_path / "app.py").write_text("import subprocess\nsubprocess.call('ls', shell=True)\n", encoding="utf-8")
+    scan = scan_bandit(tmp_path)
+    assert scan["status"] == "completed" and scan["lines"] == 2 and scan["findings"]
+    check(EventType.SECURITY_SCANNED, {"commit": "c" * 40, **scan})
