@@ -103,7 +103,17 @@ def test_a_reason_that_touches_a_backend_fails_the_replay() -> None:
 
 
 def test_every_lifecycle_agent_is_built_without_backends() -> None:
-    lifecycle = ["design", "codegen", "governance", "testing", "performance", "deployment", "reliability", "rollout", "cost"]
+    lifecycle = [
+        "design",
+        "codegen",
+        "governance",
+        "testing",
+        "performance",
+        "deployment",
+        "reliability",
+        "rollout",
+        "cost",
+    ]
     assert sorted(detached_agents()) == sorted([*lifecycle, "learning", "coordination"])
 
 

@@ -44,12 +44,12 @@ from pilotage.agent import AgentContext
 from pilotage.bus.base import Bus
 from pilotage.bus.query import EventLog
 from pilotage.errors import PilotageError
-from pilotage.events import CloudEvent, EventType, new_event
+from pilotage.catalogue import checked_event
+from pilotage.events import CloudEvent, EventType
 from pilotage.rollout.controller import rollout_controller
 from pilotage.rollout.state import RolloutState, fold
 
 __all__ = [
-    "CONTROL_PLANE_RECOVERED",
     "MARK_VAR",
     "Orphan",
     "RecoveryReport",
@@ -62,8 +62,6 @@ __all__ = [
 SOURCE = "/pilotage/controlplane/recovery"
 #: Environment variable every process started by a control plane inherits: ``<home (absolute)>#<instance id>``.
 MARK_VAR = "PILOTAGE_CONTROL_PLANE"
-#: Published once per control-plane start: data {instance, orphans_killed, runs_open, environments, failures}.
-CONTROL_PLANE_RECOVERED = "dev.pilotage.controlplane.recovered"
 #: Seconds between SIGTERM and SIGKILL of an orphan's process group.
 ORPHAN_GRACE_S = 3.0
 
@@ -236,11 +234,11 @@ async def _recover_run(ctx: AgentContext, run_id: str, events: list[CloudEvent],
                 "cause_event_type": "",
                 "verdict": None,
             }
-            failure = new_event(EventType.AGENT_FAILED, failed, source=SOURCE, subject=subject, runid=run_id)
+            failure = checked_event(EventType.AGENT_FAILED, failed, source=SOURCE, subject=subject, runid=run_id)
             await ctx.bus.publish(failure)
             continue
         ctx.graph.upsert_node("Deployment", deployment_id, {"proxy_url": data["proxy_url"], "resumed": True})
-        resumed = new_event(EventType.DEPLOY_RESUMED, data, source=SOURCE, subject=subject, runid=run_id)
+        resumed = checked_event(EventType.DEPLOY_RESUMED, data, source=SOURCE, subject=subject, runid=run_id)
         await ctx.bus.publish(resumed)
         report.environments.append({"run_id": run_id, **data})
 
@@ -264,5 +262,5 @@ async def recover(ctx: AgentContext, *, home: Path, instance: str) -> RecoveryRe
     report.runs_open = sorted(runs)
     for run_id, events in runs.items():
         await _recover_run(ctx, run_id, events, report)
-    await ctx.bus.publish(new_event(CONTROL_PLANE_RECOVERED, report.to_dict(), source=SOURCE))
+    await ctx.bus.publish(checked_event(EventType.CONTROL_PLANE_RECOVERED, report.to_dict(), source=SOURCE))
     return report
