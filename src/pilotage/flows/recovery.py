@@ -43,8 +43,8 @@ from typing import Any
 from pilotage.agent import AgentContext
 from pilotage.bus.base import Bus
 from pilotage.bus.query import EventLog
-from pilotage.errors import PilotageError
 from pilotage.catalogue import checked_event
+from pilotage.errors import PilotageError
 from pilotage.events import CloudEvent, EventType
 from pilotage.rollout.controller import rollout_controller
 from pilotage.rollout.state import RolloutState, fold
