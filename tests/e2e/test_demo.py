@@ -28,6 +28,7 @@ def test_demo_promotes_and_records_every_decision(tmp_path: Path) -> None:
         "policy.evaluated",
         "tests.completed",
         "perf.measured",
+        "deploy.requested",
         "deploy.started",
         "deploy.step",
         "slo.evaluated",
@@ -49,6 +50,7 @@ def test_demo_promotes_and_records_every_decision(tmp_path: Path) -> None:
         "performance",
         "deployment",
         "reliability",
+        "rollout",
         "learning",
     } <= agents
     for d in decisions:
@@ -61,7 +63,15 @@ def test_demo_promotes_and_records_every_decision(tmp_path: Path) -> None:
     assert steps[0]["inputs"]["slo"]["path"].endswith("checkout-service/slo.yaml")
     assert steps[-1]["inputs"]["phase"] == "watch" and steps[-1]["inputs"]["weight"] == 100
     assert len(steps[0]["inputs"]["canary_series"]) >= 2 and steps[0]["score"]["assessment"]["outcome"] == "pass"
-    assert strategy["action"] in ("canary", "blue-green", "feature-flag")
+    # issue 16: the demo's change is moderate (5–20 % of the source lines) → blue-green, as in the seed's step 6
+    assert 5.0 < strategy["inputs"]["change_percent"] <= 20.0 and strategy["action"] == "blue-green"
+    phases = [(e.data["phase"], e.data["weight"]) for e in of_type(run, "deploy.step")]
+    assert phases == [("preview", 0), ("watch", 100)]  # green at its preview address, then one switch
+    assert of_type(run, "deploy.started")[0].data["preview_url"].startswith("http://127.0.0.1:")
+    assert steps[0]["inputs"]["phase"] == "preview" and steps[0]["inputs"]["smoke"]
+    assert all(s["status"] == 200 for s in steps[0]["inputs"]["smoke"])
+    moves = [d for d in decisions if d["kind"] == "rollout.next"]
+    assert [d["action"] for d in moves] == ["advance", "promote"]
     assert strategy["verdict"] is None or strategy["verdict"]["allow"] is True
     tests = of_type(run, "tests.completed")[0].data
     assert tests["passed"] is True and tests["schemathesis"]["server_errors"] == 0
@@ -77,9 +87,9 @@ def test_demo_promotes_and_records_every_decision(tmp_path: Path) -> None:
     assert doc["kind"] == "deploy.strategy" and doc["inputs"] == strategy["inputs"]
     # the verdict that gated the deploy, and the launch it led to (issue #7)
     assert doc["policy_verdict"]["action"] == "deploy" and doc["policy_verdict"]["allow"] is True
-    assert [e["type"] for e in doc["outcome_events"]][:2] == ["dev.pilotage.deploy.started", "dev.pilotage.deploy.step"]
+    assert [e["type"] for e in doc["outcome_events"]][:1] == ["dev.pilotage.deploy.requested"]
     human = run_cli(tmp_path, "explain", strategy["id"])
-    assert human.code == 0 and "verdict   deploy: allow" in human.stdout and "deploy.started" in human.stdout
+    assert human.code == 0 and "verdict   deploy: allow" in human.stdout and "deploy.requested" in human.stdout
 
     replayed = run_cli(tmp_path, "events", "replay", "--json")
     assert replayed.code == 0, replayed.stderr + replayed.stdout
@@ -103,6 +113,10 @@ def test_demo_with_injected_fault_rolls_back(tmp_path: Path) -> None:
     assert rolled and rolled[0].data["allow"] is True
     model = of_type(run, "model.updated")[0].data
     assert model["beta"] >= 2  # one observed failure on top of the Beta(1, 1) prior
+    # issue 16: blue-green caught the fault at green's preview address, before any user was switched to it
+    assert [(e.data["phase"], e.data["weight"]) for e in of_type(run, "deploy.step")] == [("preview", 0)]
+    back = of_type(run, "deploy.rolled_back")[0].data
+    assert back["strategy"] == "blue-green" and back["phase"] == "preview" and back["protected_at"] > 0
 
     human = run_cli(tmp_path, "events", "tail", "-n", "5")
     assert human.code == 0 and "done" in human.stdout
