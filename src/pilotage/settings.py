@@ -99,7 +99,7 @@ class Settings(BaseModel):
     canary_steps_percent: list[int] = Field(default_factory=lambda: [10, 25, 50, 100])
     synthetic_traffic_rps: float = Field(40.0, ge=0, le=10_000)
 
-    # --- issue 3: SLOs, burn rates, canary judge, rollout engine (defaults documented in the class docstring) ---
+    # --- issue 3: SLOs, burn rates, canary judge, rollouts (defaults documented in the class docstring) ---
     metrics_source_url: str = "scrape:"
     burn_rate_time_scale: float = Field(1.0 / 720.0, gt=0, le=1)
     judge_alpha: float = Field(0.001, gt=0, lt=1)

@@ -1,1 +1,1 @@
-"""Rollouts: the engine (canary steps, blue-green, fast rollback, watch, standby), its analysis and incidents."""
+"""Rollouts: the one controller (state from events, next_action, the runtime actions), analysis and incidents."""

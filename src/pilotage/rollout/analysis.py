@@ -1,6 +1,6 @@
 """One analysis of a rollout: burn-rate alerts plus the canary judge on the samples collected so far (pure).
 
-:func:`assess` is what the rollout engine runs at every poll and what the reliability agent records as a decision:
+:func:`assess` is what the reliability agent runs at every poll and records as a decision:
 it takes the two versions' sample series (cumulative counters, oldest first, see
 :mod:`pilotage.observe.prometheus`) and returns an :class:`Assessment`:
 

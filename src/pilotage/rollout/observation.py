@@ -1,7 +1,7 @@
 """Observe one rollout step: poll both versions, assess at every poll, stop at the first Fail (fast rollback).
 
-Shared by the rollout engine (:mod:`pilotage.rollout.engine`, which the benchmark drives) and the reliability agent
-(which drives the rollouts of ``pilotage demo``, ``run`` and ``serve``), so both detect a bad canary the same way:
+Used by the reliability agent for every step of every rollout (``pilotage demo``, ``run``, ``serve`` and
+``benchmarks/bench_rollback.py``, which drives the same agents):
 
 1. sample the canary (and the baseline when it gets traffic) every ``poll_s`` seconds for ``duration_s``;
 2. after each poll run :func:`pilotage.rollout.analysis.assess` on everything sampled so far; the first **Fail**
