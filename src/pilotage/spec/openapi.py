@@ -241,7 +241,7 @@ def _rewrite(bundle: _Bundle, node: Any, holder: Path, label: str) -> list[str]:
         if ref is not None and (holder != bundle.root_file or not ref.startswith("#")):
             item["$ref"], key = _local_ref(bundle, ref, holder, f"{label}{json_path(parts)}")
             new.extend([key] if key else [])
-        stack.extend((child, (*parts, name)) for name, child in item.items() if name != "$ref")
+        stack.extend((child, (*parts, name)) for name, child in item.items() if ref is None or name != "$ref")
     return new
 
 
