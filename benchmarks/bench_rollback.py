@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.fixtures.tiny_service.harness import AllowAll  # the benchmark measures the rollout, not the policies
 
 from pilotage.agent import AgentContext, RunSpec
 from pilotage.agents.reliability import ReliabilityAgent
@@ -47,7 +48,6 @@ from pilotage.bus.sqlite import SQLiteBus
 from pilotage.codegen.generator import generate_service
 from pilotage.events import EventType, new_event
 from pilotage.graph.sqlite import SQLiteGraph
-from pilotage.policy.base import PolicyEngine, Verdict
 from pilotage.rollout.controller import rollout_controller
 from pilotage.runtime.faults import FaultSpec, set_faults
 from pilotage.runtime.flags import bucket
@@ -61,18 +61,6 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "src" / "pilotage" / "examples" 
 REQUEST = "Add discount code support with fields code:string, percent:integer"
 STRATEGY = {"canary": "canary", "blue-green": "blue-green", "flag": "feature-flag"}
 SOURCE = "/pilotage/benchmarks/rollback"
-
-
-class AllowAll(PolicyEngine):
-    """The benchmark measures the rollout, not the policies: every promote/rollback is allowed."""
-
-    url = "bench:allow-all"
-
-    def evaluate(self, action: str, input: dict[str, Any]) -> Verdict:
-        return Verdict(action=action, allow=True, policies=[f"bench.{action}"], engine=self.url)
-
-    def check(self) -> None:
-        return None
 
 
 def percentile(values: list[float], q: float) -> float:

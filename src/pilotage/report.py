@@ -27,7 +27,9 @@ STAGES: dict[str, str] = {
     EventType.TESTS_COMPLETED: "test",
     EventType.PERF_MEASURED: "perf",
     EventType.PERF_ADVICE: "perf",
+    EventType.DEPLOY_REQUESTED: "rollout",
     EventType.DEPLOY_STARTED: "rollout",
+    EventType.DEPLOY_RESUMED: "rollout",
     EventType.DEPLOY_STEP: "rollout",
     EventType.DEPLOY_PROMOTED: "rollout",
     EventType.SLO_EVALUATED: "watch",
@@ -63,6 +65,18 @@ def stage_of(event: CloudEvent) -> str:
 
 def _short(event_type: str) -> str:
     return event_type.removeprefix(EventType.PREFIX)
+
+
+def _step_summary(d: dict[str, Any]) -> str:
+    """One ``deploy.step`` in the strategy's own words (issue 16)."""
+    step, weight, strategy = d.get("step"), d.get("weight"), d.get("strategy")
+    if strategy == "feature-flag":
+        return f"step {step}: flag on for {weight}% of targeting keys"
+    if d.get("phase") == "preview":
+        return f"step {step}: green at its preview address, 0% of users"
+    if strategy == "blue-green":
+        return f"step {step}: switched to green (100%), watching"
+    return f"step {step}: canary weight {weight}%"
 
 
 def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event type, flat
@@ -126,10 +140,14 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
             f"{tot.get('requests')} requests, {tot.get('rps', 0):.0f} req/s, p50 {tot.get('p50_ms')} ms, "
             f"p95 {tot.get('p95_ms')} ms, p99 {tot.get('p99_ms')} ms, error rate {d.get('error_rate')}"
         )
+    if t == EventType.DEPLOY_REQUESTED:
+        return f"{d.get('strategy')} requested (risk {d.get('risk')}), steps {d.get('steps')}"
     if t == EventType.DEPLOY_STARTED:
-        return f"{d.get('strategy')} with steps {d.get('steps')} via {d.get('proxy_url')}"
+        where = f", preview {d['preview_url']}" if d.get("preview_url") else ""
+        flag = f", flag {d['flag_key']} on {d.get('flags_url')}" if d.get("flag_key") else ""
+        return f"{d.get('strategy')} with steps {d.get('steps')} via {d.get('proxy_url')}{where}{flag}"
     if t == EventType.DEPLOY_STEP:
-        return f"step {d.get('step')}: canary weight {d.get('weight')}%"
+        return _step_summary(d)
     if t in (EventType.SLO_EVALUATED, EventType.SLO_BREACH):
         c = d.get("canary") or {}
         b = d.get("baseline") or {}

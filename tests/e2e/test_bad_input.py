@@ -97,7 +97,7 @@ def test_generated_service_that_crashes_on_start(tmp_path: Path, checkout: Path)
     assert "crash" in line and "fix:" in line
     events = read_log(tmp_path)
     failed = of_type(events, "agent.failed")
-    assert failed and failed[0].data["agent"] == "deployment"
+    assert failed and failed[0].data["agent"] == "rollout"  # the rollout controller starts the new version
     assert of_type(events, "tests.completed"), "events accepted before the crash must still be in the log"
     assert of_type(events, "flow.failed")
     assert_log_readable(tmp_path)

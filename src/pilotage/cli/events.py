@@ -113,10 +113,11 @@ def events_replay(
 def _gating_verdict(decision: dict[str, Any], after: list[CloudEvent]) -> dict[str, Any] | None:
     """Return the policy verdict that gated the decision's action (None when no action needed one).
 
-    The ``policy.evaluated`` whose input names the decision, else the verdict recorded in the decision, else the
-    agent's first ``policy.evaluated`` after the decision and before its next one.
+    The ``policy.evaluated`` (of any agent) whose input names the decision, else the verdict recorded in the
+    decision, else the agent's first ``policy.evaluated`` after the decision and before its next one.
     """
-    policies = [e for e in after if e.type == EventType.POLICY_EVALUATED and e.data.get("agent") == decision["agent"]]
+    policies = [e for e in after if e.type == EventType.POLICY_EVALUATED]
+    # the verdict may come from another agent: the reliability agent judges, the rollout agent asks for the rollback
     named = next((e for e in policies if (e.data.get("input") or {}).get("decision_id") == decision["id"]), None)
     if named is not None:
         return {"event_id": named.id, **{k: v for k, v in named.data.items() if k != "input"}}

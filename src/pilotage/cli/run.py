@@ -339,7 +339,11 @@ def run(
     submit: SubmitOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Carry REQUEST through the lifecycle on any OpenAPI 3 document. Exit 1 unless the change is promoted."""
+    """Carry REQUEST through the lifecycle on any OpenAPI 3 document.
+
+    Exit 0 when the run ends as expected: promoted, or rolled back when a fault was injected (--inject-fault,
+    --crash); else 1.
+    """
     if not 0.0 <= inject_fault <= 1.0:
         raise InputError(f"--inject-fault {inject_fault} is outside 0..1", hint="pass a share such as 0.3")
     if not 0 <= port <= 65535:
@@ -356,4 +360,4 @@ def run(
         json_mode=json_mode,
         submit=submit,
     )
-    _finish(summary, json_mode, "promoted")
+    _finish(summary, json_mode, "rolled_back" if inject_fault > 0 or crash else "promoted")

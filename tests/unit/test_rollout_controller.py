@@ -1,0 +1,182 @@
+"""The rollout controller's hands on a real runtime: each strategy launched, stepped, rolled back, re-created.
+
+Real processes (two copies of ``tests/fixtures/tiny_service``), the real weighted proxy and the real OFREP flag
+server; what the routes and the flag answer is checked over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pilotage.agent import AgentContext
+from pilotage.agents.reliability import ReliabilityAgent
+from pilotage.bus.memory import MemoryBus
+from pilotage.errors import BackendError
+from pilotage.events import EventType, new_event
+from pilotage.graph.sqlite import SQLiteGraph
+from pilotage.rollout.controller import RolloutController
+from pilotage.runtime.local import LocalRuntime
+from pilotage.settings import Settings
+from tests.fixtures.tiny_service.harness import AllowAll, copy_service, wait_for
+
+
+def _plan(tmp_path: Path, strategy: str, steps: list[int]) -> dict[str, Any]:
+    base, head = copy_service(tmp_path / "v1"), copy_service(tmp_path / "v2")
+    return {
+        "deployment_id": f"dep-{strategy}",
+        "service": "tiny",
+        "strategy": strategy,
+        "risk": 0.1,
+        "steps": steps,
+        "commit": "b" * 40,
+        "baseline": {"version": "v1", "path": str(base), "env": {"TINY_VERSION": "v1"}},
+        "canary": {"version": "v2", "path": str(head), "env": {"TINY_VERSION": "v2"}},
+        "traffic_paths": ["/version"],
+        "proxy_port": 0,
+        "flag_key": f"tiny.dep-{strategy}" if strategy == "feature-flag" else "",
+    }
+
+
+async def _versions(url: str, n: int = 40) -> Counter[str]:
+    async with httpx.AsyncClient(base_url=url, timeout=5.0) as client:
+        answers = [await client.get("/version") for _ in range(n)]
+    return Counter(str(a.json().get("version")) for a in answers)
+
+
+def _controller(tmp_path: Path) -> RolloutController:
+    settings = Settings(synthetic_traffic_rps=20.0, service_ready_timeout_s=20.0)
+    return RolloutController(LocalRuntime(log_dir=tmp_path / "logs"), settings)
+
+
+def test_canary_steps_and_rolls_back_by_route_weight(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        controller = _controller(tmp_path)
+        plan = _plan(tmp_path, "canary", [25, 100])
+        try:
+            started = await controller.launch(plan)
+            assert started["preview_url"] == "" and started["flag_key"] == ""
+            assert await _versions(started["proxy_url"]) == {"v1": 40}  # the route starts at 100/0
+            await controller.apply_step(plan, 50)
+            assert set(await _versions(started["proxy_url"])) == {"v1", "v2"}
+            done = await controller.roll_back(plan)
+            assert await _versions(started["proxy_url"]) == {"v1": 40}
+            assert done.protected_at > 0 and any("v1 100% / v2 0%" in a for a in done.actions)
+            route = await controller.runtime.get_route("dep-canary")
+            assert route is not None and not (await controller.runtime.health(route.backends["v2"])).running
+            await controller.roll_back(plan)  # idempotent: a redelivered verdict finishes, it does not fail
+            assert await controller.scale_down("dep-canary") == 1  # the baseline; the canary was stopped
+            assert await controller.runtime.get_route("dep-canary") is None
+            with pytest.raises(BackendError, match="route dep-canary is closed"):
+                await controller.apply_step(plan, 100)
+        finally:
+            await controller.close()
+            await controller.runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_blue_green_previews_green_then_switches_atomically_and_keeps_blue_warm(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        controller = _controller(tmp_path)
+        plan = _plan(tmp_path, "blue-green", [0, 100])
+        try:
+            started = await controller.launch(plan)
+            assert started["preview_url"] == started["canary"]["url"]
+            assert await _versions(started["proxy_url"]) == {"v1": 40}  # users stay on blue
+            assert await _versions(started["preview_url"], 5) == {"v2": 5}  # green answers at its own address
+            await asyncio.sleep(0.5)
+            route_stats = await controller.runtime.route_stats("dep-blue-green")
+            assert route_stats.versions["v2"].requests == 0  # the preview traffic does not go through the route
+            await controller.apply_step(plan, 0)  # the preview step moves nothing
+            await controller.apply_step(plan, 100)
+            assert await _versions(started["proxy_url"]) == {"v2": 40}  # one switch, every user
+            route = await controller.runtime.get_route("dep-blue-green")
+            assert route is not None and (await controller.runtime.health(route.backends["v1"])).running
+            await controller.roll_back(plan)  # during the watch: straight back to the warm blue
+            assert await _versions(started["proxy_url"]) == {"v1": 40}
+        finally:
+            await controller.close()
+            await controller.runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_feature_flag_moves_the_flag_and_rollback_turns_it_off_without_a_restart(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        controller = _controller(tmp_path)
+        plan = _plan(tmp_path, "feature-flag", [5, 100])
+        try:
+            started = await controller.launch(plan)
+            flags = await controller.flags()
+            assert started["flags_url"] == flags.url and flags.get(plan["flag_key"]).percent == 0
+            assert await _versions(started["proxy_url"]) == {"v2": 40}  # the new code serves, its flag off
+            await controller.apply_step(plan, 25)
+            assert flags.get(plan["flag_key"]).percent == 25
+            pid = started["canary"]["pid"]
+            done = await controller.roll_back(plan)
+            assert not flags.get(plan["flag_key"]).enabled and "off for every targeting key" in done.actions[0]
+            route = await controller.runtime.get_route("dep-feature-flag")
+            assert route is not None and route.backends["v2"].pid == pid
+            assert (await controller.runtime.health(route.backends["v2"])).running  # no process restarted
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                answer = await client.post(
+                    f"{flags.url}/ofrep/v1/evaluate/flags/{plan['flag_key']}",
+                    json={"context": {"targetingKey": "user-1"}},
+                )
+            assert answer.json()["value"] is False and answer.json()["reason"] == "DISABLED"
+        finally:
+            await controller.close()
+            await controller.runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_recreate_brings_a_rollout_back_at_its_last_weight(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        controller = _controller(tmp_path)
+        plan = _plan(tmp_path, "canary", [25, 100])
+        try:
+            resumed = await controller.recreate(plan, phase="rollout", weight=100)
+            assert resumed["phase"] == "rollout" and resumed["canary"]["version"] == "v2"
+            assert await _versions(resumed["proxy_url"]) == {"v2": 40}
+            await controller.runtime.close_route("dep-canary")
+            promoted = await controller.recreate(plan, phase="promoted", weight=100)
+            assert promoted["baseline"] is None and await _versions(promoted["proxy_url"]) == {"v2": 40}
+        finally:
+            await controller.close()
+            await controller.runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_event_of_a_foreign_shape_fails_its_run_with_a_clear_error(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        bus = MemoryBus()
+        ctx = AgentContext(
+            bus=bus,
+            graph=SQLiteGraph("sqlite:///:memory:"),
+            policy=AllowAll(),
+            runtime=LocalRuntime(log_dir=tmp_path / "logs"),
+            settings=Settings(),
+        )
+        agent = ReliabilityAgent(ctx)
+        subs = await agent.start()
+        try:
+            # a deploy.step as another producer (or an older Pilotage) might write it: no weight
+            step = {"deployment_id": "dep-x", "step": 0, "strategy": "canary"}
+            await bus.publish(new_event(EventType.DEPLOY_STEP, step, source="/elsewhere", runid="run-1"))
+            failed = await wait_for(bus, EventType.AGENT_FAILED, timeout_s=10)
+            assert failed.data["agent"] == "reliability" and failed.data["error_type"] == "InputError"
+            assert "dev.pilotage.deploy.step" in failed.data["error"] and "weight" in failed.data["error"]
+        finally:
+            for sub in subs:
+                await sub.stop()
+            await ctx.runtime.close()
+
+    asyncio.run(scenario())
