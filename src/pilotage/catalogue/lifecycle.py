@@ -1,0 +1,237 @@
+"""Event-data models of the lifecycle up to the rollout: the flow, design, code, review, tests, performance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
+
+from pilotage.catalogue.base import EventData, Obj
+from pilotage.names import valid_name
+
+
+# --- the flow ------------------------------------------------------------------------------------------------
+class RunSpec(EventData):
+    """What one lifecycle run is asked to do. Flow runner (`pilotage run`/`serve`) → design, every agent.
+
+    Attributes:
+        run_id: id of the run (also the ``runid`` of every event of the run); a safe path component
+            (:data:`pilotage.names.NAME_PATTERN`).
+        service: service name, the CloudEvents ``subject`` and part of file names; a safe path component.
+        spec_path: the current OpenAPI document (absolute path).
+        request: the change request text, e.g. "Add discount code support with fields code:string".
+        workdir: folder for the run's git repository (``workdir/repo``) and artefacts (absolute).
+        inject_fault_rate: share of requests (0..1) the new version answers with HTTP 500 (0 = no fault).
+        idle_after_s: seconds without requests before the cost agent scales an environment to zero.
+        fault: ``errors`` (HTTP 500 on ``inject_fault_rate`` of requests) or ``crash`` (the process exits on
+            start); ignored when ``inject_fault_rate`` is 0 and ``fault`` is ``errors``.
+        proxy_port: port of the traffic-splitting proxy in front of the service (0 = any free port).
+    """
+
+    run_id: Annotated[str, AfterValidator(valid_name)]  # path components (issue #15, 8): pilotage.names
+    service: Annotated[str, AfterValidator(valid_name)]
+    spec_path: str
+    request: str
+    workdir: str
+    inject_fault_rate: float = 0.0
+    idle_after_s: float = 7200.0
+    fault: str = "errors"
+    proxy_port: int = 0
+
+    @property
+    def repo_path(self) -> Path:
+        """The git repository the codegen agent writes (``workdir/repo``)."""
+        return Path(self.workdir) / "repo"
+
+    @property
+    def artifacts_path(self) -> Path:
+        """Folder for reports, specs and load-test output (``workdir/artifacts``)."""
+        return Path(self.workdir) / "artifacts"
+
+
+class FlowClosed(EventData):
+    """The run ended (status completed / failed). Flow runner, supervisor, `pilotage run` on a signal → report.
+
+    ``error`` is None on success; ``duration_s`` is absent when an interrupted run is recorded.
+    """
+
+    run_id: str
+    status: str
+    outcome: str
+    error: str | None
+    duration_s: float | None = None
+
+
+class AgentFailed(EventData):
+    """An agent's handler raised (one-line ``error``). `Agent.handle`, recovery → flow runner (ends the run)."""
+
+    agent: str
+    error: str
+    error_type: str
+    cause_event_id: str
+    cause_event_type: str
+    verdict: Obj | None
+
+
+class DecisionMade(EventData):
+    """A recorded choice (``Decision.to_dict()``; ``id`` = the event id). `Agent.decide`, coordination → explain."""
+
+    id: str
+    agent: str
+    kind: str
+    inputs: Obj
+    action: str
+    rule: str
+    score: Any
+    rationale: str
+    verdict: Obj | None = None
+    cause_event_id: str = ""
+    run_id: str = ""
+
+
+class PolicyEvaluated(EventData):
+    """A policy verdict (``Verdict.to_dict()`` + agent + input). `Agent.authorize` → testing (merge allowed)."""
+
+    agent: str
+    action: str
+    allow: bool
+    reasons: list[str]
+    policies: list[str]
+    engine: str
+    needs_approval: list[str]
+    findings: list[Obj]
+    error: str
+    override: str
+    input: Obj
+
+
+# --- design, code, tests, performance ------------------------------------------------------------------------
+class SpecProposed(EventData):
+    """The evolved OpenAPI document and its diff. Design → (report)."""
+
+    spec_path: str
+    base_spec_path: str
+    resource: str
+    fields: dict[str, str]
+    operations_added: list[str]
+    diff: Obj
+    decision_id: str
+
+
+class SpecValidated(EventData):
+    """The proposed document loads and validates. Design → codegen."""
+
+    spec_path: str
+    base_spec_path: str
+    openapi_version: str
+    operation_count: int
+    valid: bool
+
+
+class CodeGenerated(EventData):
+    """The service generated and committed; base and head checked out under ``workdir/versions``. Codegen."""
+
+    repo_path: str
+    base_branch: str
+    base_commit: str
+    branch: str
+    commit: str
+    base_dir: str
+    head_dir: str
+    files_changed: list[str]
+    lines_added: int
+    lines_removed: int
+    code_lines_changed: int = 0
+    base_code_lines: int = 0
+    flagged_operations: list[str] = []
+    dependencies: list[Obj]
+    new_dependencies: list[Obj]
+    warnings: list[str]
+    decision_id: str
+
+
+class PrOpened(EventData):
+    """A pull request for the generated change. Codegen → governance."""
+
+    repo_path: str
+    branch: str
+    base_branch: str
+    commit: str
+    base_commit: str
+    title: str
+    body: str
+
+
+class SecurityScanned(EventData):
+    """The bandit summary of the change (``policy.scans.scan_bandit``). Governance → deployment (deploy policy).
+
+    ``files``/``lines`` count what bandit read; ``target``, ``version``, ``files``, ``lines`` and ``findings`` are
+    absent when no checkout of the change could be scanned, ``lines`` and ``findings`` when bandit did not run.
+    """
+
+    commit: str
+    tool: str
+    status: str
+    issues: Obj
+    reason: str | None = None
+    version: str | None = None
+    target: str | None = None
+    files: int | None = None
+    lines: int | None = None
+    findings: list[Obj] | None = None
+
+
+class TestsCompleted(EventData):
+    """Schemathesis, unit and generated tests of the head commit. Testing → performance."""
+
+    __test__ = False  # not a pytest class
+
+    commit: str
+    head_dir: str
+    spec_path: str
+    passed: bool
+    schemathesis: Obj
+    unit: Obj
+    junit_path: str
+    decision_id: str
+    affected_tests: list[str] | str
+    affected_tests_source: str
+    generated: Obj
+    failures: list[Obj]
+    flaky: list[Obj]
+    quarantined: list[str]
+    findings: list[Obj]
+    unit_junit_path: str
+    executed_by: str
+    allocation: Obj
+
+
+class PerfMeasured(EventData):
+    """The load test of the head commit, or why it was skipped. Performance → deployment.
+
+    ``csv_path``, ``executed_by``, ``allocation`` and ``slot`` are absent when the test was skipped.
+    """
+
+    commit: str
+    skipped: bool
+    reason: str
+    users: int
+    duration_s: float
+    endpoints: list[Obj]
+    total: Obj
+    error_rate: float
+    decision_id: str
+    csv_path: str | None = None
+    executed_by: str | None = None
+    allocation: Obj | None = None
+    slot: Obj | None = None
+
+
+class PerfAdvice(EventData):
+    """Advice the load-test figures call for (``agents.performance.assess``). Performance → (report)."""
+
+    commit: str
+    advice: list[Obj]
+    thresholds: Obj
+    decision_id: str
