@@ -21,6 +21,7 @@ from pilotage.catalogue import (
     CnetCfp,
     ControlPlaneRecovered,
     DeployStep,
+    RunSpec,
     check,
     model_for,
     parse,
@@ -85,7 +86,8 @@ class Sloppy(Agent):
 def test_a_malformed_payload_from_an_agent_fails_its_run_and_is_not_published() -> None:
     bus = MemoryBus()
     ctx = AgentContext(bus, SQLiteGraph("sqlite:///:memory:"), None, None, Settings())  # type: ignore[arg-type]
-    start = new_event(EventType.FLOW_STARTED, {}, source="/t", subject="s", runid="r1")
+    run = RunSpec(run_id="r1", service="s", spec_path="/s.yaml", request="Add x support", workdir="/w")
+    start = new_event(EventType.FLOW_STARTED, run.model_dump(), source="/t", subject="s", runid="r1")
 
     async def go() -> list[CloudEvent]:
         await bus.publish(start)
