@@ -1,8 +1,7 @@
 """Crash safety (issue #7, item 5): SIGKILL the control plane mid-rollout, restart it, and check the log.
 
 ``pilotage serve`` runs in a subprocess, ``pilotage demo --submit`` hands it the demo run, and the control plane is
-killed with SIGKILL once the canary rollout has taken its second step (service processes running, proxy and
-traffic in memory). A second ``pilotage serve`` must kill the orphaned service processes, re-create the rollout's
+killed with SIGKILL once the blue-green rollout has taken its second step (the switch to green: service processes running, proxy and traffic in memory). A second ``pilotage serve`` must kill the orphaned service processes, re-create the rollout's
 environment from the log and let the agents finish the run, without doing anything twice.
 """
 
@@ -88,7 +87,7 @@ def test_sigkill_mid_rollout_resumes_without_acting_twice(tmp_path: Path) -> Non
         return any(e.data["step"] >= 1 for e in of_type(read_log(tmp_path), "deploy.step"))
 
     try:
-        _wait_for("the second canary step", second_step_taken, serve1)
+        _wait_for("the switch to green", second_step_taken, serve1)
         serve1.send_signal(signal.SIGKILL)
         assert serve1.wait(timeout=30) == -signal.SIGKILL
         killed_at = read_log(tmp_path)
@@ -127,17 +126,20 @@ def test_sigkill_mid_rollout_resumes_without_acting_twice(tmp_path: Path) -> Non
     assert types["deploy.started"] == 1 and types["deploy.promoted"] == 1 and types["deploy.rolled_back"] == 0
     verdicts = Counter(e.data["action"] for e in of_type(events, "policy.evaluated"))
     assert verdicts["deploy"] == 1 and verdicts["promote"] == 1 and verdicts["scale"] == 1
+    # the demo's change is moderate: blue-green, preview (step 0) then the switch (step 1, watched)
     steps = [e.data["step"] for e in of_type(events, "deploy.step")]
-    assert sorted(steps) == [0, 1, 2, 3] and len(steps) == len(set(steps))
+    assert sorted(steps) == [0, 1] and len(steps) == len(set(steps))
     judged = Counter(e.data["step"] for e in of_type(events, "slo.evaluated"))
-    assert judged == Counter({0: 1, 1: 1, 2: 1, 3: 1})
+    assert judged == Counter({0: 1, 1: 1})
     kinds = Counter(e.data["kind"] for e in of_type(events, "decision.made"))
-    assert kinds["deploy.strategy"] == 1 and kinds["slo.assessment"] == 4 and kinds["cost.scale"] == 1
+    assert kinds["deploy.strategy"] == 1 and kinds["slo.assessment"] == 2 and kinds["cost.scale"] == 1
+    moves = [e.data["action"] for e in of_type(events, "decision.made") if e.data["kind"] == "rollout.next"]
+    assert moves == ["advance", "promote"]  # the controller's decisions, each once
     assert types["flow.completed"] == 1 and types["flow.failed"] == 0 and types["agent.failed"] == 0
     # the rollout's environment was re-created from the log, and the orphans were reported
     (resumed,) = of_type(events, "deploy.resumed")
     assert resumed.data["phase"] == "rollout" and resumed.data["deployment_id"] == started.data["deployment_id"]
-    assert resumed.data["step"] >= 1 and resumed.data["canary"]["pid"] not in service_pids
+    assert resumed.data["weight"] == 100 and resumed.data["canary"]["pid"] not in service_pids
     recovered = [e for e in read_log(tmp_path) if e.type == "dev.pilotage.controlplane.recovered"]
     killed = {o["pid"] for o in recovered[-1].data["orphans_killed"]}
     assert set(service_pids) <= killed
