@@ -1,8 +1,9 @@
 """Crash safety (issue #7, item 5): SIGKILL the control plane mid-rollout, restart it, and check the log.
 
 ``pilotage serve`` runs in a subprocess, ``pilotage demo --submit`` hands it the demo run, and the control plane is
-killed with SIGKILL once the blue-green rollout has taken its second step (the switch to green: service processes running, proxy and traffic in memory). A second ``pilotage serve`` must kill the orphaned service processes, re-create the rollout's
-environment from the log and let the agents finish the run, without doing anything twice.
+killed with SIGKILL once the blue-green rollout has taken its second step (the switch to green: service processes
+running, proxy and traffic in memory). A second ``pilotage serve`` must kill the orphaned service processes,
+re-create the rollout's environment from the log and let the agents finish the run, without doing anything twice.
 """
 
 from __future__ import annotations
