@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -38,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.fixtures.tiny_service.harness import AllowAll  # the benchmark measures the rollout, not the policies
 
 from pilotage.agent import AgentContext, RunSpec
 from pilotage.agents.reliability import ReliabilityAgent
@@ -48,11 +48,13 @@ from pilotage.bus.sqlite import SQLiteBus
 from pilotage.codegen.generator import generate_service
 from pilotage.events import EventType, new_event
 from pilotage.graph.sqlite import SQLiteGraph
+from pilotage.policy.rego import RegoPolicyEngine
 from pilotage.rollout.controller import rollout_controller
 from pilotage.runtime.faults import FaultSpec, set_faults
 from pilotage.runtime.flags import bucket
 from pilotage.runtime.local import LocalRuntime
 from pilotage.settings import Settings
+from pilotage.spec.diff import diff_specs
 from pilotage.spec.evolve import evolve
 from pilotage.spec.grammar import parse_request
 from pilotage.spec.load import load_document
@@ -95,7 +97,7 @@ class Bench:
         self.ctx = AgentContext(
             bus=self.bus,
             graph=SQLiteGraph(f"sqlite:///{work / 'graph.db'}"),
-            policy=AllowAll(),
+            policy=RegoPolicyEngine(),  # the bundled promote and rollback policies, evaluated for real
             runtime=LocalRuntime(log_dir=work / "logs"),
             settings=settings,
         )
@@ -103,7 +105,8 @@ class Bench:
         self.agents = [ReliabilityAgent(self.ctx), RolloutAgent(self.ctx)]
         base_doc = load_document(EXAMPLE)
         generate_service(base_doc, work / "v1")
-        generate_service(evolve(base_doc, parse_request(REQUEST)), work / "v2")
+        next_doc = evolve(base_doc, parse_request(REQUEST))
+        generate_service(next_doc, work / "v2", flagged=diff_specs(base_doc, next_doc).added)  # as the codegen agent
 
     def plan(self, deployment_id: str) -> dict[str, Any]:
         steps = {"canary": [self.args.weight, 100], "blue-green": [0, 100], "feature-flag": [self.args.weight, 100]}
@@ -221,6 +224,7 @@ async def main(args: argparse.Namespace) -> int:
         await close_rollouts(bench.ctx)
         await bench.ctx.runtime.close()
         await bench.bus.close()
+        shutil.rmtree(work, ignore_errors=True)
     report(args, ab, aa, time.monotonic() - started)
     times = [t for kind, t, _ in ab if kind == "detected" and t is not None]
     flag_times = [f for _, _, f in ab if f is not None]

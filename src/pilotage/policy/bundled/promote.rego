@@ -1,6 +1,6 @@
 # Promote policy: may a canary take all the traffic?
 #
-# Input (built by the deployment agent from the last dev.pilotage.slo.evaluated):
+# Input (built by the rollout agent from the last dev.pilotage.slo.evaluated):
 #   deployment_id: string
 #   healthy: bool      the canary met the SLO at the last analysis step
 #
