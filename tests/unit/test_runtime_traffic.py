@@ -55,8 +55,6 @@ def test_invalid_generator_arguments(paths: list[str], rps: float) -> None:
 
 
 def test_each_request_names_a_synthetic_user_from_the_pool() -> None:
-    import uvicorn
-
     from pilotage.runtime.proxy import EmbeddedServer, bind_local
     from pilotage.runtime.traffic import TARGETING_KEY_HEADER
 
@@ -70,16 +68,13 @@ def test_each_request_names_a_synthetic_user_from_the_pool() -> None:
 
     async def scenario() -> None:
         sock = bind_local(0)
-        server = EmbeddedServer(uvicorn.Config(app, log_config=None, lifespan="off"))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            await asyncio.sleep(0.01)
+        server = EmbeddedServer(app, "header recorder")
+        await server.launch(sock)
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         generator = TrafficGenerator(url, ["/x"], 200.0, duration_s=1.0, targeting_keys=5, seed=7).start()
         while generator.running:
             await asyncio.sleep(0.05)
-        server.should_exit = True
-        await task
+        await server.halt()
         assert generator.stats.statuses == {200: generator.stats.sent} and len(seen) == generator.stats.sent
         assert set(seen) == {f"user-{i}" for i in range(5)}  # ~200 draws from 5 users reach every one
 

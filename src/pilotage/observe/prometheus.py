@@ -195,7 +195,7 @@ def parse_exposition(
     """
     statuses: dict[str, float] = {}
     buckets: dict[float, float] = {}
-    lat_sum = lat_count = 0.0
+    latency = [0.0, 0.0]  # histogram _sum (s), _count
     names: set[str] = set()
     wanted = _check_labels(labels).items()
     try:
@@ -205,25 +205,40 @@ def parse_exposition(
                 names.add(REQUESTS_METRIC)  # declared, no request counted yet (a fresh process): zero counters
             for s in family.samples:
                 names.add(s.name)
-                if not wanted <= s.labels.items():
-                    continue
-                if s.name == REQUESTS_METRIC:
-                    status = s.labels.get("status", "unknown")
-                    statuses[status] = statuses.get(status, 0.0) + float(s.value)
-                elif s.name == LATENCY_METRIC + "_sum":
-                    lat_sum += float(s.value)
-                elif s.name == LATENCY_METRIC + "_count":
-                    lat_count += float(s.value)
-                elif s.name == LATENCY_METRIC + "_bucket":
-                    le = float(s.labels.get("le", "+Inf"))
-                    buckets[le] = buckets.get(le, 0.0) + float(s.value)
+                if wanted <= s.labels.items():
+                    _accumulate(s.name, s.labels, float(s.value), statuses, buckets, latency)
     except (ValueError, TypeError, IndexError) as exc:
         raise BackendCorrupt(
             f"{source} is not Prometheus text format: {exc}", hint="serve prometheus_client text", source=source
         ) from exc
     if REQUESTS_METRIC not in names:
         raise NoData(f"{source} exposes no {REQUESTS_METRIC}", hint="count requests per status", source=source)
-    return Sample(time.time() if at is None else at, statuses, lat_sum, lat_count, buckets, frozenset(names))
+    return Sample(time.time() if at is None else at, statuses, latency[0], latency[1], buckets, frozenset(names))
+
+
+def _accumulate(
+    name: str,
+    labels: Mapping[str, str],
+    value: float,
+    statuses: dict[str, float],
+    buckets: dict[float, float],
+    latency: list[float],
+) -> None:
+    """Add one sample to the request count of its status, the latency ``[sum_s, count]`` or its bucket.
+
+    Raises:
+        ValueError: a bucket bound ``le`` that is not a number.
+    """
+    if name == REQUESTS_METRIC:
+        status = labels.get("status", "unknown")
+        statuses[status] = statuses.get(status, 0.0) + value
+    elif name == LATENCY_METRIC + "_sum":
+        latency[0] += value
+    elif name == LATENCY_METRIC + "_count":
+        latency[1] += value
+    elif name == LATENCY_METRIC + "_bucket":
+        le = float(labels.get("le", "+Inf"))
+        buckets[le] = buckets.get(le, 0.0) + value
 
 
 class MetricSource(Protocol):

@@ -36,8 +36,6 @@ decode) is a parse error (400). No input produces a 500 or a traceback.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import re
@@ -47,7 +45,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from starlette.responses import JSONResponse, Response
 
 from pilotage.errors import BackendError, InputError
@@ -208,7 +205,6 @@ class FlagServer:
         self._flags: dict[str, FlagState] = {}
         self._evaluations: Counter[tuple[str, str]] = Counter()
         self._server: EmbeddedServer | None = None
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -273,37 +269,19 @@ class FlagServer:
         """
         sock = bind_local(port)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self, log_config=None, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
-        )
-        self._server = EmbeddedServer(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=f"ofrep-{self.name}")
-        deadline = time.monotonic() + ready_timeout_s
-        while not self._server.started:
-            if self._task.done() or time.monotonic() > deadline:
-                await self.stop()
-                raise BackendError(
-                    f"flag server {self.name!r} on port {self.port} did not start within {ready_timeout_s} s",
-                    hint="check that nothing else grabbed the port and retry",
-                    port=self.port,
-                )
-            await asyncio.sleep(0.01)
+        self._server = EmbeddedServer(self, f"flag server {self.name!r}")
+        try:
+            await self._server.launch(sock, ready_timeout_s)
+        except BackendError:
+            self._server = None
+            raise
         return self.url
 
     async def stop(self) -> None:
         """Stop serving (flag values are kept; a new :meth:`start` serves them again). Idempotent."""
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=5.0)
-            except TimeoutError:
-                self._server.force_exit = True
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._task
-            except Exception:  # noqa: BLE001 - a server that crashed is stopped too
-                pass
-        self._server, self._task = None, None
+        if self._server is not None:
+            await self._server.halt()
+            self._server = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point: route one request to the OFREP endpoints; every failure is an OFREP error body."""

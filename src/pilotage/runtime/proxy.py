@@ -195,12 +195,63 @@ def latency_summary(samples_ms: Iterable[float]) -> tuple[float | None, float | 
 
 
 class EmbeddedServer(uvicorn.Server):
-    """uvicorn's server without its SIGINT/SIGTERM handlers: the host process keeps its own signal handling."""
+    """uvicorn serving an ASGI ``app`` as a task of the caller's loop (the traffic proxy, the flag server).
+
+    Without uvicorn's SIGINT/SIGTERM handlers: the host process keeps its own signal handling.
+
+    Args:
+        app: the ASGI application.
+        what: how messages name it (``traffic proxy 'checkout'``).
+    """
+
+    def __init__(self, app: Any, what: str) -> None:
+        super().__init__(
+            uvicorn.Config(
+                app, log_config=None, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
+            )
+        )
+        self.what = what
+        self._task: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         """Install no signal handler (uvicorn's own would replace the host process's)."""
         yield
+
+    async def launch(self, sock: socket.socket, ready_timeout_s: float = 10.0) -> None:
+        """Serve on ``sock`` (bound by :func:`bind_local`) and return once uvicorn has started.
+
+        Raises:
+            BackendError: the server did not start within ``ready_timeout_s`` (it is stopped again).
+        """
+        port = sock.getsockname()[1]
+        self._task = asyncio.create_task(self.serve(sockets=[sock]), name=f"{self.what} on {port}")
+        deadline = time.monotonic() + ready_timeout_s
+        while not self.started:
+            if self._task.done() or time.monotonic() > deadline:
+                await self.halt()
+                raise BackendError(
+                    f"{self.what} on port {port} did not start within {ready_timeout_s} s",
+                    hint="check that nothing else grabbed the port and retry",
+                    port=port,
+                )
+            await asyncio.sleep(0.01)
+
+    async def halt(self) -> None:
+        """Stop serving: graceful for 5 s, then forced. Idempotent."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=5.0)
+        except TimeoutError:
+            self.force_exit = True
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        except Exception:  # noqa: BLE001 - a server that crashed is stopped too
+            pass
 
 
 class TrafficProxy:
@@ -231,7 +282,6 @@ class TrafficProxy:
         self._last_request_at: float | None = None
         self._client: httpx.AsyncClient | None = None
         self._server: EmbeddedServer | None = None
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -275,38 +325,20 @@ class TrafficProxy:
         self._client = httpx.AsyncClient(
             timeout=self.timeout_s, limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
         )
-        config = uvicorn.Config(
-            self, log_config=None, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
-        )
-        self._server = EmbeddedServer(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=f"proxy-{self.name}")
-        deadline = time.monotonic() + ready_timeout_s
-        while not self._server.started:
-            if self._task.done() or time.monotonic() > deadline:
-                await self.stop()
-                raise BackendError(
-                    f"traffic proxy {self.name!r} on port {self.port} did not start within {ready_timeout_s} s",
-                    hint="check that nothing else grabbed the port and retry",
-                    port=self.port,
-                )
-            await asyncio.sleep(0.01)
+        self._server = EmbeddedServer(self, f"traffic proxy {self.name!r}")
+        try:
+            await self._server.launch(sock, ready_timeout_s)
+        except BackendError:
+            await self.stop()
+            raise
         self._started_at = time.time()
         return self.url
 
     async def stop(self) -> None:
         """Stop serving and close upstream connections. Idempotent."""
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=5.0)
-            except TimeoutError:
-                self._server.force_exit = True
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._task
-            except Exception:  # noqa: BLE001 - a server that crashed is stopped too
-                pass
-        self._server, self._task = None, None
+        if self._server is not None:
+            await self._server.halt()
+            self._server = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
