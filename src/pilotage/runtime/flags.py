@@ -1,4 +1,4 @@
-"""Feature flags served over the OpenFeature Remote Evaluation Protocol (OFREP), in-process on the caller's loop.
+"""Feature flags served over the OpenFeature Remote Evaluation Protocol (OFREP), in-process on a thread of their own.
 
 A :class:`FlagServer` holds boolean release flags and answers the OFREP core API, so any OpenFeature SDK with an
 OFREP provider (``openfeature-provider-ofrep`` in Python) reads them. The protocol is the OpenAPI document
@@ -36,9 +36,11 @@ decode) is a parse error (400). No input produces a 500 or a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -193,7 +195,9 @@ class FlagServer:
     """A flag store with an OFREP server, run on the caller's asyncio loop (embedded uvicorn, 127.0.0.1).
 
     Flag changes (:meth:`set_rollout`, :meth:`flag_off`) take effect on the next evaluation: nothing is cached
-    here, and answers tell providers not to cache either. Methods are called on the loop's thread.
+    here, and answers tell providers not to cache either. Flags change on the caller's thread and are evaluated on
+    the server's own thread: a change replaces a flag's :class:`FlagState` whole (one dict assignment), so an
+    evaluation sees the old or the new state, never a mix.
 
     Args:
         name: used in task names and messages.
@@ -205,6 +209,7 @@ class FlagServer:
         self._flags: dict[str, FlagState] = {}
         self._evaluations: Counter[tuple[str, str]] = Counter()
         self._server: EmbeddedServer | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -261,7 +266,11 @@ class FlagServer:
         return state
 
     async def start(self, port: int = 0, ready_timeout_s: float = 10.0) -> str:
-        """Bind 127.0.0.1:``port`` (0 = a free port), start serving on the running loop and return the URL.
+        """Bind 127.0.0.1:``port`` (0 = a free port), start serving on a thread of its own and return the URL.
+
+        The server gets its own thread and event loop: a flag is read on every request of a flagged service, so a
+        control plane busy with its own work (policy evaluation, writing an incident) must not delay it — a
+        rollback's flag-off reaches the service's next request, not the next free moment of the control plane.
 
         Raises:
             ConfigError: the port is in use.
@@ -269,19 +278,34 @@ class FlagServer:
         """
         sock = bind_local(port)
         self.port = sock.getsockname()[1]
-        self._server = EmbeddedServer(self, f"flag server {self.name!r}")
-        try:
-            await self._server.launch(sock, ready_timeout_s)
-        except BackendError:
-            self._server = None
-            raise
+        server = EmbeddedServer(self, f"flag server {self.name!r}")
+        thread = threading.Thread(
+            target=lambda: asyncio.run(server.serve(sockets=[sock])), name=f"flag server {self.name}", daemon=True
+        )
+        thread.start()
+        self._server, self._thread = server, thread
+        deadline = time.monotonic() + ready_timeout_s
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                await self.stop()
+                raise BackendError(
+                    f"flag server on port {self.port} did not start within {ready_timeout_s} s",
+                    hint="check that nothing else grabbed the port and retry",
+                    port=self.port,
+                )
+            await asyncio.sleep(0.01)
         return self.url
 
     async def stop(self) -> None:
         """Stop serving (flag values are kept; a new :meth:`start` serves them again). Idempotent."""
-        if self._server is not None:
-            await self._server.halt()
-            self._server = None
+        server, thread, self._server, self._thread = self._server, self._thread, None, None
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 5.0)
+        if thread.is_alive():
+            server.force_exit = True
+            await asyncio.to_thread(thread.join, 5.0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point: route one request to the OFREP endpoints; every failure is an OFREP error body."""
