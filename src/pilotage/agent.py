@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pilotage.bus.query import EventLog
-from pilotage.catalogue import RunSpec, check, model_for, parse
+from pilotage.catalogue import RunSpec, check, parse
 from pilotage.errors import InputError, PilotageError, PolicyDenied
 from pilotage.events import CloudEvent, EventType, new_event
 
@@ -194,10 +194,9 @@ class Agent(ABC):
     async def _handle(self, event: CloudEvent) -> None:
         """Run :meth:`on_event`; publish ``agent.failed`` with a one-line reason when it raises (issue #15, 7).
 
-        The event's data is first read against its model in :mod:`pilotage.catalogue`: a shape another producer or
-        an older Pilotage wrote is an :class:`~pilotage.errors.InputError` naming the event, its type and the field,
-        before any agent code runs. A :class:`~pilotage.errors.PilotageError` gives its own one-line message. Any
-        other exception (a bug, an ``OSError`` such as a full disk) gives
+        A :class:`~pilotage.errors.PilotageError` gives its own one-line message (an agent that reads an event
+        through :func:`pilotage.catalogue.parse` gets an ``InputError`` naming the event and the field for a
+        foreign or older shape). Any other exception (a bug, an ``OSError`` such as a full disk) gives
         ``"<ExceptionClass>: <message>"`` folded to one line and cut to :data:`MAX_REASON_CHARS`; its traceback
         goes to the log file, never into the event. Either way the run fails at once instead of waiting for its
         time budget.
@@ -206,9 +205,6 @@ class Agent(ABC):
             BackendError: ``agent.failed`` itself could not be published (the bus then stops its control plane).
         """
         try:
-            model = model_for(event.type)
-            if model is not None:  # issue 16: a foreign or older shape is an InputError naming it, not a crash
-                parse(event, model)
             await self.on_event(event)
         except PilotageError as exc:
             log.info("agent %s failed on %s: %s", self.name, event.type, exc.one_line())

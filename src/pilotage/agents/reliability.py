@@ -37,6 +37,8 @@ from typing import Any, ClassVar
 import httpx
 
 from pilotage.agent import Agent, Reasoning
+from pilotage.catalogue import parse
+from pilotage.catalogue.rollout import DeployStep
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.observe.judge import JudgeConfig, Outcome, compare_error_counts
@@ -251,12 +253,12 @@ class ReliabilityAgent(Agent):
 
     async def on_event(self, event: CloudEvent) -> None:
         """Observe one ``deploy.step``, decide, emit ``slo.evaluated`` (and ``slo.breach`` on a measured breach)."""
-        deployment_id = str(event.data["deployment_id"])
-        step, weight = int(event.data["step"]), int(event.data["weight"])
+        moved = parse(event, DeployStep)  # a foreign or older shape: InputError naming the event and the field
+        deployment_id, step, weight = moved.deployment_id, moved.step, moved.weight
         state = await load_state(self.log, event.runid, deployment_id)
         if step in state.judged or state.concluded:
             return  # redelivered: this step was judged already
-        phase = str(event.data.get("phase") or ("watch" if weight >= 100 else "step"))
+        phase = moved.phase
         inputs = {
             "deployment_id": deployment_id,
             "strategy": state.strategy,

@@ -25,6 +25,8 @@ import asyncio
 from typing import Any, ClassVar
 
 from pilotage.agent import Agent, AgentContext, Reasoning
+from pilotage.catalogue import parse
+from pilotage.catalogue.rollout import DeployRequested, SloEvaluated
 from pilotage.events import CloudEvent, EventType
 from pilotage.rollout.controller import RollbackDone, rollout_controller
 from pilotage.rollout.incident import write_incident
@@ -59,7 +61,12 @@ class RolloutAgent(Agent):
 
     async def on_event(self, event: CloudEvent) -> None:
         """Dispatch ``deploy.requested`` (launch) and ``slo.evaluated`` (decide and act)."""
-        state = await self.state(event.runid, str(event.data["deployment_id"]))
+        # typed reads: a foreign or older shape is an InputError naming the event and the field
+        if event.type == EventType.DEPLOY_REQUESTED:
+            deployment_id = parse(event, DeployRequested).deployment_id
+        else:
+            deployment_id = parse(event, SloEvaluated).deployment_id
+        state = await self.state(event.runid, deployment_id)
         if event.type == EventType.DEPLOY_REQUESTED:
             await self._launch(event, state)
         else:
