@@ -137,7 +137,7 @@ class Bench:
         await self.bus.publish(new_event(EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, runid=run_id))
         plan = self.plan(dep)
         await self.bus.publish(new_event(EventType.DEPLOY_REQUESTED, plan, source=SOURCE, runid=run_id))
-        started = await self._wait(EventType.DEPLOY_STEP, run_id, 60.0, step=0)
+        await self._wait(EventType.DEPLOY_STEP, run_id, 60.0, step=0)
         fault_at, prober = None, None
         if fault is not None:
             await asyncio.sleep(random.uniform(1.0, 4.0))
@@ -152,7 +152,6 @@ class Bench:
             end = await self._wait(EventType.DEPLOY_ROLLED_BACK, run_id, 30.0)
         flag_s = await self._flag_seen_s(run_id, prober)
         await rollout_controller(self.ctx).scale_down(dep)
-        del started
         if end.type == EventType.DEPLOY_ROLLED_BACK:
             protected = float(end.data["protected_at"])
             if fault_at is not None and protected >= fault_at:

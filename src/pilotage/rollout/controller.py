@@ -31,7 +31,7 @@ from typing import Any
 
 from pilotage.agent import AgentContext
 from pilotage.errors import BackendError
-from pilotage.runtime.base import Instance, Runtime, Workload
+from pilotage.runtime.base import Instance, Route, Runtime, Workload
 from pilotage.runtime.flags import FlagServer
 from pilotage.runtime.traffic import TrafficStats, start_traffic, stop_traffic
 from pilotage.settings import Settings
@@ -197,7 +197,7 @@ class RolloutController:
             (await self.flags()).flag_off(plan["flag_key"])
             done = RollbackDone(time.time(), [f"feature flag {plan['flag_key']} off for every targeting key"])
         else:
-            done = await self._switch_back(plan)
+            done = await self._switch_back(plan, route)
         if canary is not None:
             done.log_tail = await self.runtime.log_tail(canary, lines=15)
             if plan["strategy"] != "feature-flag":
@@ -208,10 +208,9 @@ class RolloutController:
         done.actions.append("synthetic traffic stopped")
         return done
 
-    async def _switch_back(self, plan: dict[str, Any]) -> RollbackDone:
+    async def _switch_back(self, plan: dict[str, Any], route: Route | None) -> RollbackDone:
         deployment_id = plan["deployment_id"]
         base_v, head_v = plan["baseline"]["version"], plan["canary"]["version"]
-        route = await self.runtime.get_route(deployment_id)
         if route is None:
             raise BackendError(f"cannot roll back {deployment_id}: its route is closed", hint="start the rollout again")
         baseline = route.backends.get(base_v)
