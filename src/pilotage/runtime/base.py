@@ -45,6 +45,11 @@ class Workload:
         path: directory of the service (holds ``app/main.py`` for generated services).
         env: extra environment variables (e.g. ``PILOTAGE_FAULT_ERROR_RATE=0.3``).
         port: TCP port on 127.0.0.1; 0 lets the runtime choose a free one.
+        command: the start command line of a service's descriptor (``pilotage.yaml`` ``start``, with ``{port}``,
+            ``{prepared}`` and ``{python}`` placeholders, run by ``/bin/sh`` in ``path``); "" runs a generated
+            service (``python -m uvicorn app.main:app``).
+        prepared: the commit's prepared folder (``{prepared}``, :mod:`pilotage.fleet.prepare`); "" when none.
+        health_path: the path that answers 200 once the instance is ready.
     """
 
     service: str
@@ -52,6 +57,9 @@ class Workload:
     path: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
+    command: str = ""
+    prepared: str = ""
+    health_path: str = "/healthz"
 
 
 @dataclass
@@ -152,12 +160,14 @@ class InstanceRuntime(ABC):
 
     @abstractmethod
     async def start(self, workload: Workload, *, ready_timeout_s: float = 30.0) -> Instance:
-        """Start ``workload`` and wait until it answers ``GET /healthz`` with 200.
+        """Start ``workload`` and wait until it answers ``GET <workload.health_path>`` with 200.
 
         Raises:
             InputError: the workload cannot be run (e.g. its folder holds no service).
-            ConfigError: the requested port is already in use (the message names the port).
-            BackendError: it exited or was not ready within ``ready_timeout_s``; the message quotes its log.
+            ConfigError: the requested port is already in use (the message names the port); a descriptor's start
+                command exited, never opened its port or its health path never answered 200 (names the field).
+            BackendError: a generated service exited or was not ready within ``ready_timeout_s``; the message
+                quotes its log.
         """
 
     @abstractmethod
@@ -166,7 +176,7 @@ class InstanceRuntime(ABC):
 
     @abstractmethod
     async def health(self, instance: Instance) -> InstanceHealth:
-        """Return whether ``instance`` runs and answers ``GET /healthz`` now; never raises for a dead instance."""
+        """Return whether ``instance`` runs and answers its health path now; never raises for a dead instance."""
 
     @abstractmethod
     async def log_tail(self, instance: Instance, lines: int = 20) -> list[str]:

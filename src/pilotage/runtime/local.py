@@ -1,6 +1,7 @@
 """``local:``: run service versions as local processes and split traffic with an in-process proxy (the default).
 
-Each :class:`~pilotage.runtime.base.Workload` runs as
+Each :class:`~pilotage.runtime.base.Workload` runs its descriptor's start command (``/bin/sh -c 'exec START'``,
+placeholders rendered by :func:`pilotage.fleet.descriptor.render_command`), or for a generated service
 
     python -m uvicorn app.main:app --host 127.0.0.1 --port P
 
@@ -8,7 +9,8 @@ with the workload's directory as working directory (the generated-service conven
 ``docs/events-contract.md``), in its own process group, with the allow-list environment of
 :mod:`pilotage.runtime.sandbox` plus ``workload.env`` (a generated service is untrusted code: it gets no Pilotage
 setting and no credential of the operator), and stdout + stderr written to
-``<log_dir>/<service>-<version>-<port>.log``. The runtime waits for ``GET /healthz`` to answer 200.
+``<log_dir>/<service>-<version>-<port>.log``. The runtime waits for ``GET <health_path>`` (default ``/healthz``) to
+answer 200.
 
 A route is a :class:`~pilotage.runtime.proxy.TrafficProxy` (smooth weighted round-robin) on the caller's asyncio
 loop, kept by name so agents that did not create it can find, weigh, inspect and close it through the
@@ -33,6 +35,7 @@ from typing import IO, NoReturn
 import httpx
 
 from pilotage.errors import BackendError, ConfigError, InputError
+from pilotage.fleet.descriptor import render_command
 from pilotage.runtime.base import Instance, InstanceHealth, Route, RouteStats, Runtime, Workload
 from pilotage.runtime.proxy import TrafficProxy, bind_local, check_weights
 from pilotage.runtime.sandbox import launch_options, sandbox_env
@@ -84,23 +87,27 @@ class LocalRuntime(Runtime):
         Raises:
             InputError: the workload directory has no ``app/main.py``.
             ConfigError: the requested port is already in use (the message names the port).
-            BackendError: the process exited or was not ready within ``ready_timeout_s``; the message quotes the
+            ConfigError: a descriptor's start command exited, never opened its port or its health path never
+                answered 200 (the message names the field: ``start``/``health``).
+            BackendError: a generated service exited or was not ready within ``ready_timeout_s``; the message quotes the
                 last line of its log and the error carries ``log_path`` and ``log_tail``.
         """
         path = Path(workload.path).resolve()
-        if not (path / "app" / "main.py").is_file():
+        if not workload.command and not (path / "app" / "main.py").is_file():
             raise InputError(
                 f"{path} holds no app/main.py", hint="point the workload at a generated service folder", path=path
             )
+        if not path.is_dir():
+            raise InputError(f"{path} is not a folder", hint="check out the commit first", path=path)
         sock = bind_local(workload.port)  # ConfigError when in use; a free port when 0
         port = sock.getsockname()[1]
         sock.close()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{workload.service}-{workload.version}-{port}.log"
         log_file = log_path.open("wb")
-        command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+        command = _command(workload, port)
         try:
-            proc = subprocess.Popen(  # noqa: S603 - fixed command, no shell
+            proc = subprocess.Popen(  # noqa: S603 - the operator's descriptor command, or a fixed one; no shell input
                 command,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -120,32 +127,46 @@ class LocalRuntime(Runtime):
 
     async def _wait_ready(self, instance: Instance, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
+        health = instance.workload.health_path
+        answered: int | None = None  # the last status the health path answered (None: the port never opened)
         async with httpx.AsyncClient(timeout=1.0) as client:
             while True:
                 if proc.poll() is not None:
                     await self.stop(instance)
-                    self._fail(instance, f"crashed on start (exit code {proc.returncode})")
+                    self._fail(instance, f"crashed on start (exit code {proc.returncode})", "start")
                 try:
-                    response = await client.get(f"{instance.url}/healthz")
-                    if response.status_code == 200:
+                    answered = (await client.get(f"{instance.url}{health}")).status_code
+                    if answered == 200:
                         return
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
                     await self.stop(instance)
-                    self._fail(instance, f"was not ready within {timeout_s} s (GET /healthz never answered 200)")
+                    if answered is None:
+                        self._fail(
+                            instance, f"was not ready within {timeout_s} s: port {instance.port} never opened", "start"
+                        )
+                    what = f"was not ready within {timeout_s} s: GET {health} answered {answered}, not 200"
+                    self._fail(instance, what, "health")
                 await asyncio.sleep(0.1)
 
-    def _fail(self, instance: Instance, what: str) -> NoReturn:
+    def _fail(self, instance: Instance, what: str, field: str) -> NoReturn:
         assert instance.log_path is not None
         tail = _tail(instance.log_path)
         last = tail[-1] if tail else "(empty log)"
+        workload = instance.workload
+        context = {"path": str(workload.path), "log_path": str(instance.log_path), "log_tail": tail}
+        if workload.command:  # the operator's descriptor: a configuration problem, named by its field
+            raise ConfigError(
+                f"pilotage.yaml {field}: service {workload.service} ({workload.version}) {what}: {last}",
+                hint=f"fix `{field}` in {workload.path}/pilotage.yaml; the service's output is in {instance.log_path}",
+                field=field,
+                **context,
+            )
         raise BackendError(
-            f"generated service in {instance.workload.path} {what}: {last}",
+            f"generated service in {workload.path} {what}: {last}",
             hint=f"read {instance.log_path} and fix the service; try `python -m uvicorn app.main:app` in that folder",
-            path=str(instance.workload.path),
-            log_path=str(instance.log_path),
-            log_tail=tail,
+            **context,
         )
 
     async def health(self, instance: Instance) -> InstanceHealth:
@@ -156,14 +177,14 @@ class LocalRuntime(Runtime):
         entry = self._procs.get(instance.pid)
         code = entry[0].poll() if entry is not None else self._exit_codes.get(instance.pid)
         running = entry is not None and code is None
-        ready = running and await self._answers_health(instance.url)
+        ready = running and await self._answers_health(instance.url + instance.workload.health_path)
         return InstanceHealth(running=running, ready=ready, exit_code=code)
 
     @staticmethod
     async def _answers_health(url: str) -> bool:
         try:
             async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S) as client:
-                return (await client.get(f"{url}/healthz")).status_code == 200
+                return (await client.get(url)).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -269,6 +290,14 @@ class LocalRuntime(Runtime):
         for name in list(self._routes):
             await self.close_route(name)
         await asyncio.gather(*(self._stop_pid(pid) for pid in list(self._procs)))
+
+
+def _command(workload: Workload, port: int) -> list[str]:
+    """The argv of ``workload``: its descriptor's start command through ``/bin/sh``, else a generated service's."""
+    if workload.command:
+        line = render_command(workload.command, port=port, prepared=workload.prepared)
+        return ["/bin/sh", "-c", f"exec {line}"]  # exec: the service is the group leader stop() signals
+    return [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
 
 
 def _copy(route: Route) -> Route:

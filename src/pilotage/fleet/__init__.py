@@ -1,0 +1,1 @@
+"""Services Pilotage manages: the descriptor (pilotage.yaml), the registry of services, their production versions."""

@@ -1,0 +1,296 @@
+"""The service descriptor: ``pilotage.yaml`` at the root of a service's git repository.
+
+It says how Pilotage prepares, starts, checks and exercises one service it did not write (issue #17). The shape is
+the JSON Schema shipped in the package (``pilotage/fleet/pilotage.schema.json``, :func:`descriptor_schema`),
+validated with ``jsonschema``; field names follow Backstage's ``catalog-info.yaml`` where it has them (``owner``,
+``providesApis``, ``consumesApis``, ``dependsOn``). Example::
+
+    name: orders
+    owner: team-orders
+    prepare:
+      command: python3 -m venv {prepared}/venv && {prepared}/venv/bin/pip install -r requirements.txt
+      inputs: [requirements.txt]
+    start: {prepared}/venv/bin/python -m uvicorn app.main:app --host 127.0.0.1 --port {port}
+    health: /healthz
+    metrics: proxy            # or /metrics
+    openapi: openapi.yaml     # or /openapi.json (served)
+    test: {prepared}/venv/bin/python -m pytest -q
+    traffic: {writes: true}
+
+Commands are shell command lines (``/bin/sh -c``), the operator's own configuration of the service; the values
+Pilotage substitutes for the placeholders ``{port}``, ``{prepared}`` and ``{python}`` are shell-quoted
+(:func:`render_command`). Nothing else in a command is interpreted by Pilotage.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shlex
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from pilotage.errors import ConfigError
+from pilotage.spec.load import json_path, load_document, parse_document
+
+__all__ = [
+    "DESCRIPTOR_FILE",
+    "Credentials",
+    "Prepare",
+    "ServiceDescriptor",
+    "Traffic",
+    "descriptor_schema",
+    "load_descriptor",
+    "parse_descriptor",
+    "parse_descriptor_text",
+    "render_command",
+]
+
+#: The descriptor's file name at a repository's root.
+DESCRIPTOR_FILE = "pilotage.yaml"
+_PLACEHOLDERS = ("port", "prepared", "python")
+
+
+@dataclass(frozen=True)
+class Prepare:
+    """The prepare step: ``command`` run once per cache key (the content of ``inputs``, else the commit)."""
+
+    command: str
+    inputs: tuple[str, ...] = ()
+    timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A request header whose value is read from the operator's environment variable ``env`` (never stored)."""
+
+    header: str
+    env: str
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What Pilotage may send during a rollout: writes allowed, explicit ``METHOD /path`` requests, credentials."""
+
+    writes: bool = False
+    requests: tuple[str, ...] = ()
+    credentials: Credentials | None = None
+
+
+@dataclass(frozen=True)
+class ServiceDescriptor:
+    """A validated ``pilotage.yaml``.
+
+    Attributes:
+        name: the service's name (:data:`pilotage.names.NAME_PATTERN`).
+        start: the command line that serves a commit on ``127.0.0.1:{port}``.
+        path: the descriptor file it was read from ("" when parsed from memory).
+        health: path answering 200 when ready (default ``/healthz``).
+        metrics: the service's Prometheus path (``/metrics``) or ``proxy`` (SLIs from the proxy; the default).
+        openapi: a repository file, or a served path when it starts with ``/``; None when the service has none.
+        slo, test, owner, description: as in the schema; None when absent.
+        env: extra environment of every command (no secrets).
+        ready_timeout_s: seconds the service may take to answer ``health`` after start; None = the setting.
+        prepare, traffic: see :class:`Prepare`, :class:`Traffic`.
+        provides_apis, consumes_apis, depends_on: Backstage relations, kept for the fleet (issue #19).
+    """
+
+    name: str
+    start: str
+    path: str = ""
+    health: str = "/healthz"
+    metrics: str = "proxy"
+    openapi: str | None = None
+    slo: str | None = None
+    test: str | None = None
+    owner: str | None = None
+    description: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    ready_timeout_s: float | None = None
+    prepare: Prepare | None = None
+    traffic: Traffic = field(default_factory=Traffic)
+    provides_apis: tuple[str, ...] = ()
+    consumes_apis: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
+
+    @property
+    def openapi_served(self) -> bool:
+        """True when ``openapi`` is a path the running service serves (``/openapi.json``), not a file."""
+        return bool(self.openapi and self.openapi.startswith("/"))
+
+    @property
+    def proxy_metrics(self) -> bool:
+        """True when the service is judged on what its proxy sees (no Prometheus endpoint of its own)."""
+        return self.metrics == "proxy"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the descriptor in the file's own shape (schema field names), JSON-serialisable."""
+        out: dict[str, Any] = {"name": self.name, "start": self.start, "health": self.health, "metrics": self.metrics}
+        for key in ("openapi", "slo", "test", "owner", "description", "ready_timeout_s"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.env:
+            out["env"] = dict(self.env)
+        if self.prepare:
+            out["prepare"] = {"command": self.prepare.command, "inputs": list(self.prepare.inputs)}
+            out["prepare"]["timeout_s"] = self.prepare.timeout_s
+        traffic: dict[str, Any] = {"writes": self.traffic.writes, "requests": list(self.traffic.requests)}
+        if self.traffic.credentials:
+            traffic["credentials"] = {"header": self.traffic.credentials.header, "env": self.traffic.credentials.env}
+        out["traffic"] = traffic
+        for key, value in (
+            ("providesApis", self.provides_apis),
+            ("consumesApis", self.consumes_apis),
+            ("dependsOn", self.depends_on),
+        ):
+            if value:
+                out[key] = list(value)
+        return out
+
+
+@functools.cache
+def descriptor_schema() -> dict[str, Any]:
+    """Return the descriptor's JSON Schema (draft 2020-12), the file shipped in the package."""
+    text = resources.files("pilotage.fleet").joinpath("pilotage.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _schema_error(path: str, error: jsonschema.ValidationError) -> ConfigError:
+    where = json_path(error.absolute_path).removeprefix("$").lstrip(".") or "(top level)"
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known)) if isinstance(error.instance, dict) else []
+        what = f"unknown key {extra[0]!r}" if extra else error.message
+        hint = f"known keys here: {', '.join(known)}"
+    elif error.validator == "required":
+        what, hint = error.message, "add it (see `pilotage init` for a commented example)"
+    elif error.validator == "pattern" and error.absolute_path and error.absolute_path[-1] == "start":
+        what, hint = "the start command has no {port} placeholder", "serve on 127.0.0.1:{port}"
+    else:
+        what, hint = " ".join(error.message.split())[:200], "see the descriptor's JSON Schema: pilotage init --schema"
+    return ConfigError(f"{path}: {where}: {what}", hint=hint, path=path, field=where)
+
+
+def parse_descriptor(data: Any, *, path: str = DESCRIPTOR_FILE) -> ServiceDescriptor:
+    """Validate parsed YAML against the schema and return the :class:`ServiceDescriptor`.
+
+    Raises:
+        ConfigError: the data breaks the schema (unknown key, wrong type, no ``start``, ...) or a command names an
+            unknown placeholder; the message names the file and the field (``pilotage.yaml: traffic.writes: ...``).
+    """
+    validator = jsonschema.Draft202012Validator(descriptor_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
+    if errors:
+        raise _schema_error(path, errors[0])
+    for key in ("start", "test"):
+        if key in data:
+            _check_placeholders(path, key, data[key])
+    if "prepare" in data:
+        _check_placeholders(path, "prepare.command", data["prepare"]["command"])
+    return _build(data, path)
+
+
+def _check_placeholders(path: str, where: str, command: str) -> None:
+    try:
+        render_command(command, port=0, prepared="", python="")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {where}: {exc.message}", hint=exc.hint, path=path, field=where) from exc
+
+
+def _build(data: dict[str, Any], path: str) -> ServiceDescriptor:
+    prepare = data.get("prepare")
+    traffic = data.get("traffic") or {}
+    creds = traffic.get("credentials")
+    return ServiceDescriptor(
+        name=data["name"],
+        start=data["start"],
+        path=path,
+        health=data.get("health", "/healthz"),
+        metrics=data.get("metrics", "proxy"),
+        openapi=data.get("openapi"),
+        slo=data.get("slo"),
+        test=data.get("test"),
+        owner=data.get("owner"),
+        description=data.get("description"),
+        env=dict(data.get("env") or {}),
+        ready_timeout_s=data.get("ready_timeout_s"),
+        prepare=Prepare(prepare["command"], tuple(prepare.get("inputs") or ()), float(prepare.get("timeout_s", 600.0)))
+        if prepare
+        else None,
+        traffic=Traffic(
+            writes=bool(traffic.get("writes", False)),
+            requests=tuple(traffic.get("requests") or ()),
+            credentials=Credentials(creds["header"], creds["env"]) if creds else None,
+        ),
+        provides_apis=tuple(data.get("providesApis") or ()),
+        consumes_apis=tuple(data.get("consumesApis") or ()),
+        depends_on=tuple(data.get("dependsOn") or ()),
+    )
+
+
+def load_descriptor(repo_dir: str | Path) -> ServiceDescriptor:
+    """Read and validate ``repo_dir/pilotage.yaml`` (bounded YAML loader of :mod:`pilotage.spec.load`).
+
+    Raises:
+        ConfigError: no descriptor in ``repo_dir`` (hint: ``pilotage init``), not YAML, or it breaks the schema; the
+            message names the file and the field.
+    """
+    file = Path(repo_dir) / DESCRIPTOR_FILE
+    if not file.is_file():
+        raise ConfigError(
+            f"{file}: no service descriptor", hint=f"run `pilotage init {repo_dir}` and commit it", path=str(file)
+        )
+    try:
+        data = load_document(file, kind="service descriptor", hint=f"fix {file}")
+    except Exception as exc:  # InputError of the loader: a descriptor is configuration (exit 3)
+        raise ConfigError(str(exc), path=str(file)) from exc
+    return parse_descriptor(data, path=str(file))
+
+
+def parse_descriptor_text(text: str, *, path: str = DESCRIPTOR_FILE) -> ServiceDescriptor:
+    """Parse descriptor YAML text (e.g. ``git show REV:pilotage.yaml``) and validate it.
+
+    Raises:
+        ConfigError: as :func:`load_descriptor`.
+    """
+    try:
+        data = parse_document(text, path=path, kind="service descriptor")
+    except Exception as exc:
+        raise ConfigError(str(exc), path=path) from exc
+    return parse_descriptor(data, path=path)
+
+
+def render_command(command: str, *, port: int | None = None, prepared: str | Path = "", python: str = "") -> str:
+    """Return ``command`` with ``{port}``, ``{prepared}`` and ``{python}`` replaced by shell-quoted values.
+
+    ``python`` defaults to the interpreter running Pilotage (``sys.executable``); ``{{``/``}}`` are literal braces.
+
+    Raises:
+        ConfigError: the command names another placeholder, or ``{port}`` where no port is given.
+    """
+    values = {"port": "" if port is None else str(port), "prepared": str(prepared), "python": python or sys.executable}
+    out, i = [], 0
+    while i < len(command):
+        char = command[i]
+        if command.startswith("{{", i) or command.startswith("}}", i):
+            out.append(char)
+            i += 2
+            continue
+        if char == "{":
+            end = command.find("}", i)
+            name = command[i + 1 : end] if end > 0 else command[i + 1 :]
+            if end < 0 or name not in _PLACEHOLDERS or (name == "port" and port is None):
+                allowed = ", ".join("{" + p + "}" for p in _PLACEHOLDERS)
+                raise ConfigError(f"unknown placeholder {{{name}}} in {command!r}", hint=f"use only {allowed}")
+            out.append(shlex.quote(values[name]) if values[name] else "''")
+            i = end + 1
+            continue
+        out.append(char)
+        i += 1
+    return "".join(out)
