@@ -93,11 +93,13 @@ def all_agents(ctx: AgentContext) -> list[Agent]:
     from pilotage.agents.performance import PerformanceAgent
     from pilotage.agents.reliability import ReliabilityAgent
     from pilotage.agents.rollout import RolloutAgent
+    from pilotage.agents.source import SourceAgent
     from pilotage.agents.testing import TestingAgent
     from pilotage.coordination.allocate import CoordinationAgent  # issue 8: records awards/auctions (replay)
 
     classes: list[type[Agent]] = [
         DesignAgent,
+        SourceAgent,
         CodegenAgent,
         GovernanceAgent,
         TestingAgent,

@@ -69,6 +69,11 @@ class EventType:
     ENV_SCALED_DOWN = "dev.pilotage.env.scaled_down"
     MODEL_UPDATED = "dev.pilotage.model.updated"
     CONTROL_PLANE_RECOVERED = "dev.pilotage.controlplane.recovered"
+    # --- issue 17: services under management (pilotage.fleet)
+    SERVICE_ADDED = "dev.pilotage.service.added"
+    SERVICE_RELEASED = "dev.pilotage.service.released"
+    SERVICE_UP = "dev.pilotage.service.up"
+    SERVICE_DOWN = "dev.pilotage.service.down"
     # --- issue 6: governance and human approval (signed: pilotage.policy.approval)
     SECURITY_SCANNED = "dev.pilotage.security.scanned"
     APPROVAL_REQUESTED = "dev.pilotage.approval.requested"

@@ -104,6 +104,8 @@ class CodegenAgent(Agent):
             BackendError: git failed.
         """
         run: RunSpec = await self.run_spec(event)
+        if run.delivery:
+            return  # a delivery's commit exists already (the source agent announces it)
         data = event.data or {}
         next_doc = load_spec(data["spec_path"])
         base_doc = load_spec(data["base_spec_path"])

@@ -122,6 +122,8 @@ class DesignAgent(Agent):
             InputError: the spec does not load, the request is outside the grammar, or the resource exists.
         """
         run = RunSpec.model_validate(event.data)
+        if run.delivery:
+            return  # a delivery brings its own commit (pilotage.agents.source)
         base = load_spec(run.spec_path)
         req = parse_request(run.request)
         inputs = {

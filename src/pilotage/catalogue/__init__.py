@@ -50,6 +50,7 @@ from pilotage.catalogue.coordination import (  # noqa: F401 - re-exported: the c
     WorkerHeartbeat,
     WorkerStopped,
 )
+from pilotage.catalogue.fleet import ServiceAdded, ServiceDown, ServiceReleased, ServiceUp  # noqa: F401
 from pilotage.catalogue.lifecycle import (  # noqa: F401 - re-exported: the catalogue's models
     AgentFailed,
     CodeGenerated,
@@ -122,6 +123,10 @@ REGISTRY: dict[str, type[BaseModel]] = {
     E.ENV_SCALED_DOWN: EnvScaledDown,
     E.MODEL_UPDATED: ModelUpdated,
     E.CONTROL_PLANE_RECOVERED: ControlPlaneRecovered,
+    E.SERVICE_ADDED: ServiceAdded,
+    E.SERVICE_RELEASED: ServiceReleased,
+    E.SERVICE_UP: ServiceUp,
+    E.SERVICE_DOWN: ServiceDown,
     E.APPROVAL_REQUESTED: ApprovalRequested,
     E.APPROVAL_GRANTED: ApprovalAnswered,
     E.APPROVAL_DENIED: ApprovalAnswered,

@@ -27,6 +27,10 @@ class RunSpec(EventData):
         fault: ``errors`` (HTTP 500 on ``inject_fault_rate`` of requests) or ``crash`` (the process exits on
             start); ignored when ``inject_fault_rate`` is 0 and ``fault`` is ``errors``.
         proxy_port: port of the traffic-splitting proxy in front of the service (0 = any free port).
+        kind: ``generate`` (design + codegen produce the commit from ``request``) or ``deliver`` (a commit ``rev`` of
+            a managed service's own repository ``service_repo``, issue #17).
+        rev: the revision to deliver (any git revision: sha, branch, tag, ``HEAD``); "" for ``generate``.
+        service_repo: the managed service's git repository (absolute); "" for ``generate``.
     """
 
     run_id: Annotated[str, AfterValidator(valid_name)]  # path components (issue #15, 8): pilotage.names
@@ -38,6 +42,14 @@ class RunSpec(EventData):
     idle_after_s: float = 7200.0
     fault: str = "errors"
     proxy_port: int = 0
+    kind: str = "generate"
+    rev: str = ""
+    service_repo: str = ""
+
+    @property
+    def delivery(self) -> bool:
+        """True for a delivery of a managed service's own commit (``kind == "deliver"``)."""
+        return self.kind == "deliver"
 
     @property
     def repo_path(self) -> Path:
@@ -130,7 +142,13 @@ class SpecValidated(EventData):
 
 
 class CodeGenerated(EventData):
-    """The service generated and committed; base and head checked out under ``workdir/versions``. Codegen."""
+    """The service generated and committed; base and head checked out under ``workdir/versions``. Codegen.
+
+    For a delivery of a managed service's own commit (issue #17) the source agent publishes it: ``repo_path`` and
+    ``service_repo`` are the user's repository, ``base_commit`` the production commit, ``base_dir``/``head_dir``
+    read-only exports of both commits, ``head_prepared``/``base_prepared`` their prepared folders (the
+    descriptor's ``{prepared}``; "" without a prepare step). Generated services leave the three "".
+    """
 
     repo_path: str
     base_branch: str
@@ -145,6 +163,9 @@ class CodeGenerated(EventData):
     code_lines_changed: int = 0
     base_code_lines: int = 0
     flagged_operations: list[str] = []
+    head_prepared: str = ""
+    base_prepared: str = ""
+    service_repo: str = ""
     dependencies: list[Obj]
     new_dependencies: list[Obj]
     warnings: list[str]
