@@ -50,6 +50,8 @@ class Settings(BaseModel):
         standby_s: 300 — the previous version stays warm 5 minutes after promotion (rollback = weight change).
         fleet_port_base: 18100 — managed services get stable addresses on 127.0.0.1 from this port up
             (`pilotage service add`, issue #17), one port per service, kept across deliveries.
+        fleet_idle_after_s: 0 — seconds without a request before a managed service's production version is scaled
+            to zero behind its stable address (it wakes on the next request); 0 keeps it running.
         flags_port: 0 — TCP port on 127.0.0.1 of the control plane's OFREP flag server (feature-flag releases,
             ``POST /ofrep/v1/evaluate/flags/{key}``); 0 picks a free port.
         incident_repository: None — ``owner/name``: also write a GitHub-issue JSON payload beside each incident.
@@ -113,6 +115,7 @@ class Settings(BaseModel):
     standby_s: float = Field(300.0, ge=0, le=_DAY_S)
     flags_port: int = Field(0, ge=0, le=65535)
     fleet_port_base: int = Field(18100, ge=1024, le=64535)
+    fleet_idle_after_s: float = Field(0.0, ge=0.0)
     incident_repository: str | None = None
 
     load_test_users: int = Field(10, ge=1, le=10_000)

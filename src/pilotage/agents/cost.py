@@ -146,6 +146,8 @@ class CostAgent(Agent):
 
     async def _watch(self, event: CloudEvent, deployment_id: str) -> None:
         run = await self.run_spec(event)
+        if run.delivery:
+            return  # issue 17: what a delivery leaves serving is the service's production (pilotage.fleet.keeper)
         settings = self.ctx.settings
         if settings.instance_size not in settings.prices_usd_per_hour:
             raise ConfigError(

@@ -26,6 +26,8 @@ from typing import Any, ClassVar
 from pilotage.agent import Agent, Reasoning
 from pilotage.errors import InputError, PolicyDenied
 from pilotage.events import CloudEvent, EventType
+from pilotage.fleet.descriptor import DESCRIPTOR_FILE, load_descriptor
+from pilotage.fleet.registry import stable_route_name
 from pilotage.graph.base import Graph
 from pilotage.graph.impact import impact_of_files
 from pilotage.rollout.state import STRATEGIES, steps_for
@@ -144,8 +146,29 @@ def strategy_reasoning(inputs: dict[str, Any]) -> Reasoning:
        whose own risk allows it is chosen; risk never moves a change to a *less* cautious strategy. A strategy
        that failed often for this service raises its own risk and hands the change on.
 
+    4. Issue #17: when ``strategies_available`` is given (a delivered service: ``canary``, ``blue-green``; feature
+       flags need the service to read Pilotage's OFREP flag), a strategy it does not support becomes the most
+       cautious one it does.
+
     Decisions recorded before issue #16 (no ``change_percent``) replay with the rule of that time.
     """
+    chosen = _table_and_risk(inputs)
+    available = inputs.get("strategies_available")
+    if not available or chosen.action in available:
+        return chosen
+    # issue 17: a delivered service does not read Pilotage's release flag; the most cautious strategy it supports
+    fallback = [s for s in STRATEGIES if s in available][-1]
+    return Reasoning(
+        action=fallback,
+        rule=chosen.rule + "; only the strategies the service supports",
+        score={**chosen.score, "unsupported": chosen.action},
+        rationale=f"{chosen.rationale}; {inputs.get('service', 'the service')} supports only "
+        f"{', '.join(available)} ({chosen.action} needs the service to read an OFREP release flag) → {fallback}",
+    )
+
+
+def _table_and_risk(inputs: dict[str, Any]) -> Reasoning:
+    """The table's strategy moved by risk (:func:`strategy_reasoning`, before the service's supported strategies)."""
     change = _change_features(inputs)
     legacy = "change_percent" not in inputs
     # the size chose the table's row; it does not move the strategy a second time (decisions before issue 16 did)
@@ -271,6 +294,32 @@ def fault_env(fault: str, fault_rate: float, strategy: str) -> dict[str, str]:
     return env
 
 
+#: Strategies a delivered service supports (issue #17): feature flags need it to read Pilotage's OFREP flag.
+DELIVERY_STRATEGIES = ("canary", "blue-green")
+
+
+def workload_role(version: str, path: str, prepared: str, env: dict[str, str]) -> dict[str, Any]:
+    """One version of a ``deploy.requested`` plan: ``{version, path, env}`` (and how to start it).
+
+    When ``path`` holds a descriptor (``pilotage.yaml``) the role also has ``command``, ``prepared``,
+    ``health_path`` and ``metrics``.
+
+    Raises:
+        ConfigError: the descriptor is invalid.
+    """
+    role: dict[str, Any] = {"version": version, "path": str(path), "env": dict(env)}
+    if (Path(path) / DESCRIPTOR_FILE).is_file():
+        descriptor = load_descriptor(path)
+        role.update(
+            command=descriptor.start,
+            prepared=prepared,
+            health_path=descriptor.health,
+            metrics=descriptor.metrics,
+            env={**descriptor.env, **env},
+        )
+    return role
+
+
 class DeploymentAgent(Agent):
     """Chooses a rollout strategy for a change and asks the rollout controller to run it (``deploy.requested``)."""
 
@@ -358,7 +407,7 @@ class DeploymentAgent(Agent):
             "posteriors": posteriors,
             "blast_radius": blast_radius,  # issue 4: endpoints + services affected, by the knowledge graph
             "blast_radius_affected": blast_affected,
-        }
+        } | ({"strategies_available": list(DELIVERY_STRATEGIES)} if run.delivery else {})
 
     def _learn(
         self, inputs: dict[str, Any], deployment_id: str, strategy: str, risk: float, decision_id: str, run_id: str
@@ -382,6 +431,7 @@ class DeploymentAgent(Agent):
         proposed = await self.latest(event.runid, EventType.SPEC_PROPOSED)
         spec_path = str(proposed.data["spec_path"]) if proposed is not None else run.spec_path
         base_spec = str(proposed.data.get("base_spec_path") or run.spec_path) if proposed is not None else spec_path
+        canary_env = fault_env(run.fault, run.inject_fault_rate, strategy) if not run.delivery else {}
         return {
             "deployment_id": deployment_id,
             "service": run.service,
@@ -389,12 +439,10 @@ class DeploymentAgent(Agent):
             "risk": risk,
             "steps": list(steps_for(strategy, self.ctx.settings.canary_steps_percent)),
             "commit": code["commit"],
-            "baseline": {"version": base_version, "path": str(code["base_dir"]), "env": {}},
-            "canary": {
-                "version": head_version,
-                "path": str(code["head_dir"]),
-                "env": fault_env(run.fault, run.inject_fault_rate, strategy),
-            },
+            "baseline": workload_role(base_version, code["base_dir"], code.get("base_prepared", ""), {}),
+            "canary": workload_role(head_version, code["head_dir"], code.get("head_prepared", ""), canary_env),
+            # issue 17: a delivery rolls out on the service's stable route, from the production version it serves
+            "route": stable_route_name(run.service) if run.delivery else "",
             "traffic_paths": traffic_paths(spec_path, base_spec),
             "proxy_port": run.proxy_port,
             "flag_key": f"{run.service}.{deployment_id}" if strategy == "feature-flag" else "",

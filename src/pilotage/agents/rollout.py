@@ -157,11 +157,34 @@ class RolloutAgent(Agent):
             },
             cause=event,
         )
+        if plan.get("route"):  # issue 17: a managed service's delivery — the new production commit
+            await self._release(event, run.service, plan, state.deployment_id)
         # Hot standby (issue #3): the previous version stays warm standby_s after promotion (a rollback in that
         # time is a weight change, not a start); then it is stopped (the cost agent may stop it earlier when idle).
         task = asyncio.create_task(self._release_standby(event, state, standby_s))
         self._standby_tasks.add(task)
         task.add_done_callback(self._standby_tasks.discard)
+
+    async def _release(self, event: CloudEvent, service: str, plan: dict[str, Any], deployment_id: str) -> None:
+        """Record the promoted commit as the service's production (``service.released``; graph PRODUCTION edge)."""
+        code = await self.latest(event.runid, EventType.CODE_GENERATED)
+        previous = str(code.data.get("base_commit", "")) if code is not None else ""
+        commit = str(plan.get("commit", ""))
+        graph = self.ctx.graph
+        graph.upsert_node("Service", service, {"name": service, "production_commit": commit})
+        graph.upsert_node("Commit", commit, {"sha": commit, "service": service})
+        graph.upsert_edge(f"Service:{service}", "PRODUCTION", f"Commit:{commit}", {"since_run": event.runid})
+        await self.emit(
+            EventType.SERVICE_RELEASED,
+            {
+                "service": service,
+                "commit": commit,
+                "previous_commit": previous,
+                "deployment_id": deployment_id,
+                "run_id": event.runid,
+            },
+            cause=event,
+        )
 
     async def _release_standby(self, event: CloudEvent, state: RolloutState, after_s: float) -> None:
         await asyncio.sleep(after_s)

@@ -57,11 +57,12 @@ class ServiceUp(EventData):
 class ServiceDown(EventData):
     """The production version stopped. Fleet keeper → `service show`.
 
-    ``reason``: ``down`` (`pilotage down`, the control plane stopped) or ``scaled_to_zero`` (idle; the stable
-    address stays open and wakes it on the next request).
+    ``reason``: ``down`` (`pilotage down`, the control plane stopped), ``scaled_to_zero`` (idle; the stable
+    address stays open and wakes it on the next request) or ``failed`` (it did not prepare or start: ``error``).
     """
 
     service: str
     commit: str
     url: str
     reason: str
+    error: str | None = None

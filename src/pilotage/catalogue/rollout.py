@@ -9,8 +9,10 @@ from pilotage.catalogue.base import EventData, Obj
 class DeployRequested(EventData):
     """The plan of a rollout. Deployment → rollout.
 
-    Strategy (the seed's table moved by risk), steps, the two versions ({version, path, env}), synthetic-traffic
-    paths, the flag of a feature-flag release.
+    Strategy (the seed's table moved by risk), steps, the two versions ({version, path, env}, and for a service
+    with a descriptor: command, prepared, health_path, metrics), synthetic-traffic paths, the flag of a
+    feature-flag release; ``route``: the managed service's stable route the rollout runs on (issue #17; "" = a
+    route of the deployment's own, named by its id).
     """
 
     deployment_id: str
@@ -25,6 +27,7 @@ class DeployRequested(EventData):
     proxy_port: int
     flag_key: str
     decision_id: str | None = None
+    route: str = ""
 
 
 class DeployStarted(EventData):

@@ -24,12 +24,21 @@ from pilotage.bus.base import Subscription
 from pilotage.catalogue import checked_event
 from pilotage.events import CloudEvent, EventType
 
-__all__ = ["CLOSING_TYPES", "FlowResult", "new_run_id", "run_feature_delivery"]
+__all__ = ["CLOSING_TYPES", "FlowResult", "closing_types", "new_run_id", "run_feature_delivery"]
 
 SOURCE = "/pilotage/flows/feature_delivery"
 
-#: Event types that must all arrive for the run to complete.
+#: Event types that must all arrive for a run that generates a service to complete (its environment is scaled
+#: to zero once idle).
 CLOSING_TYPES: frozenset[str] = frozenset({EventType.MODEL_UPDATED, EventType.ENV_SCALED_DOWN})
+#: A delivery of a managed service (issue #17) completes once its outcome is learnt: the version it leaves
+#: serving is the service's production, kept by the fleet, not an environment of the run.
+DELIVERY_CLOSING_TYPES: frozenset[str] = frozenset({EventType.MODEL_UPDATED})
+
+
+def closing_types(kind: str) -> frozenset[str]:
+    """The event types that must all arrive for a run of ``kind`` (``generate``/``deliver``) to complete."""
+    return DELIVERY_CLOSING_TYPES if kind == "deliver" else CLOSING_TYPES
 
 
 def new_run_id() -> str:
@@ -122,6 +131,7 @@ async def run_feature_delivery(
     closed = asyncio.Event()
     arrived: set[str] = set()
     failure: list[str] = []
+    needed = closing_types(run.kind)
 
     async def watch(event: CloudEvent) -> None:
         if event.runid != run.run_id:
@@ -133,9 +143,9 @@ async def run_feature_delivery(
             data = event.data or {}
             failure.append(f"{data.get('agent', '?')}: {data.get('error', 'failed')}")
             closed.set()
-        if event.type in CLOSING_TYPES:
+        if event.type in needed:
             arrived.add(event.type)
-            if arrived >= CLOSING_TYPES:
+            if arrived >= needed:
                 closed.set()
         if event.type == EventType.DEPLOY_PAUSED:  # issue 3: an Inconclusive step held for a human ends the run
             closed.set()

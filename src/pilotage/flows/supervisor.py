@@ -31,7 +31,7 @@ from pilotage.bus.query import EventLog
 from pilotage.catalogue import checked_event
 from pilotage.errors import ConfigError
 from pilotage.events import CloudEvent, EventType
-from pilotage.flows.feature_delivery import CLOSING_TYPES, SOURCE, _outcome
+from pilotage.flows.feature_delivery import CLOSING_TYPES, SOURCE, _outcome, closing_types
 
 __all__ = ["ControlPlaneLock", "FlowSupervisor", "RunStatus", "closing_id", "run_status", "serving_pid"]
 
@@ -70,7 +70,8 @@ def _elapsed(start: CloudEvent | None, now: datetime) -> float:
 def run_status(events: list[CloudEvent], *, budget_s: float, now: datetime | None = None) -> RunStatus:
     """Apply the feature-delivery closing rule to the events of one run (pure).
 
-    Complete when every type of :data:`~pilotage.flows.feature_delivery.CLOSING_TYPES` arrived (or a rollout was
+    Complete when every type of :func:`~pilotage.flows.feature_delivery.closing_types` of the run's kind arrived
+    (or a rollout was
     paused, issue #3: outcome ``paused``, the environment left for a human); failed on the first
     ``agent.failed`` or when ``budget_s`` seconds passed since ``flow.started`` (wall clock of the event times).
     """
@@ -84,7 +85,8 @@ def run_status(events: list[CloudEvent], *, budget_s: float, now: datetime | Non
     if failed is not None:
         data = failed.data if isinstance(failed.data, dict) else {}
         return RunStatus("failed", outcome, f"{data.get('agent', '?')}: {data.get('error', 'failed')}", elapsed)
-    if {e.type for e in events} >= CLOSING_TYPES or outcome == "paused":
+    kind = str(start.data.get("kind", "generate")) if start is not None and isinstance(start.data, dict) else ""
+    if {e.type for e in events} >= closing_types(kind) or outcome == "paused":
         return RunStatus("completed", outcome, None, elapsed)
     if elapsed > budget_s:
         last = events[-1].type if events else EventType.FLOW_STARTED

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from pilotage.runtime.flags import FlagServer
 from pilotage.runtime.traffic import TrafficStats, start_traffic, stop_traffic
 from pilotage.settings import Settings
 
-__all__ = ["RollbackDone", "RolloutController", "rollout_controller"]
+__all__ = ["RollbackDone", "RolloutController", "role_workload", "rollout_controller"]
 
 #: Key of the shared controller in :attr:`AgentContext.extras`.
 _EXTRAS_KEY = "rollout_controller"
@@ -78,6 +79,7 @@ class RolloutController:
         self.runtime, self.settings = runtime, settings
         self._flags: FlagServer | None = None
         self._flags_lock = asyncio.Lock()
+        self._wakers: dict[str, Callable[[], Awaitable[None]]] = {}
 
     # --- feature flags ---------------------------------------------------------------------------------------
     async def flags(self) -> FlagServer:
@@ -91,8 +93,9 @@ class RolloutController:
 
     # --- launch ----------------------------------------------------------------------------------------------
     async def _start(self, service: str, role: dict[str, Any], extra_env: dict[str, str]) -> Instance:
-        workload = Workload(service, str(role["version"]), Path(role["path"]), env={**role["env"], **extra_env})
-        return await self.runtime.start(workload, ready_timeout_s=self.settings.service_ready_timeout_s)
+        return await self.runtime.start(
+            role_workload(service, role, extra_env), ready_timeout_s=self.settings.service_ready_timeout_s
+        )
 
     async def _flag_env(self, plan: dict[str, Any], percent: int) -> dict[str, str]:
         if plan["strategy"] != "feature-flag":
@@ -113,19 +116,22 @@ class RolloutController:
         """
         deployment_id, strategy = plan["deployment_id"], plan["strategy"]
         base_v, head_v = plan["baseline"]["version"], plan["canary"]["version"]
-        started: list[Instance] = []
-        try:
-            baseline = await self._start(plan["service"], plan["baseline"], {})
-            started.append(baseline)
-            canary = await self._start(plan["service"], plan["canary"], await self._flag_env(plan, 0))
-            started.append(canary)
-            weights = {base_v: 0, head_v: 100} if strategy == "feature-flag" else {base_v: 100, head_v: 0}
-            backends = {base_v: baseline, head_v: canary}
-            route = await self.runtime.create_route(deployment_id, backends, weights, port=int(plan["proxy_port"]))
-        except BaseException:
-            for instance in started:
-                await self.runtime.stop(instance)
-            raise
+        if plan.get("route"):
+            baseline, canary, route = await self._launch_on_stable_route(plan)
+        else:
+            started: list[Instance] = []
+            try:
+                baseline = await self._start(plan["service"], plan["baseline"], {})
+                started.append(baseline)
+                canary = await self._start(plan["service"], plan["canary"], await self._flag_env(plan, 0))
+                started.append(canary)
+                weights = {base_v: 0, head_v: 100} if strategy == "feature-flag" else {base_v: 100, head_v: 0}
+                backends = {base_v: baseline, head_v: canary}
+                route = await self.runtime.create_route(deployment_id, backends, weights, port=int(plan["proxy_port"]))
+            except BaseException:
+                for instance in started:
+                    await self.runtime.stop(instance)
+                raise
         self._start_traffic(plan, route.url, canary.url if strategy == "blue-green" else "")
         return {
             "deployment_id": deployment_id,
@@ -141,6 +147,54 @@ class RolloutController:
             "flags_url": self._flags.url if self._flags is not None and strategy == "feature-flag" else "",
             "traffic_paths": plan["traffic_paths"],
         }
+
+    async def _launch_on_stable_route(self, plan: dict[str, Any]) -> tuple[Instance, Instance, Route]:
+        """Add the new version to a managed service's stable route at 0 %, beside the production version it serves.
+
+        The production instance is *adopted*: the rollout never starts it, and a rollback leaves it serving.
+
+        Raises:
+            BackendError: the stable route is not open or does not serve the plan's baseline (production) version.
+            ConfigError, BackendError: the new version does not start (nothing else changed).
+        """
+        name, base_v, head_v = plan["route"], plan["baseline"]["version"], plan["canary"]["version"]
+        route = await self._production_route(name)
+        baseline = route.backends.get(base_v)
+        if baseline is None:
+            serving = ", ".join(sorted(route.backends)) or "nothing"
+            raise BackendError(
+                f"stable route {name} serves {serving}, not the production version {base_v} the plan starts from",
+                hint="run `pilotage up` (or restart `pilotage serve`) so production serves its recorded commit",
+            )
+        canary = await self._start(plan["service"], plan["canary"], {})
+        try:
+            await self.runtime.set_weights(name, {base_v: 100, head_v: 0}, backends={base_v: baseline, head_v: canary})
+        except BaseException:
+            await self.runtime.stop(canary)
+            raise
+        snapshot = await self.runtime.get_route(name)
+        assert snapshot is not None
+        return baseline, canary, snapshot
+
+    async def _production_route(self, name: str) -> Route:
+        """The open stable route ``name``, woken first when it is scaled to zero (:meth:`register_waker`).
+
+        Raises:
+            BackendError: no such route is open.
+        """
+        route = await self.runtime.get_route(name)
+        if route is not None and not route.backends and name in self._wakers:
+            await self._wakers[name]()
+            route = await self.runtime.get_route(name)
+        if route is None or not route.backends:
+            raise BackendError(
+                f"the stable route {name} is not serving", hint="run `pilotage up` (or `pilotage serve`) first"
+            )
+        return route
+
+    def register_waker(self, route: str, waker: Callable[[], Awaitable[None]]) -> None:
+        """Remember how to wake the production version of a stable ``route`` scaled to zero (the fleet keeper)."""
+        self._wakers[route] = waker
 
     def _start_traffic(self, plan: dict[str, Any], route_url: str, preview_url: str) -> None:
         rps, paths = self.settings.synthetic_traffic_rps, list(plan["traffic_paths"])
@@ -169,9 +223,10 @@ class RolloutController:
             return
         if strategy == "blue-green" and weight == 0:
             return
-        await self._require_route(deployment_id)
+        route_name = _route_name(plan)
+        await self._require_route(route_name)
         base_v, head_v = plan["baseline"]["version"], plan["canary"]["version"]
-        await self.runtime.set_weights(deployment_id, {base_v: 100 - weight, head_v: weight})
+        await self.runtime.set_weights(route_name, {base_v: 100 - weight, head_v: weight})
         if strategy == "blue-green":
             await stop_traffic(_preview_name(deployment_id))
 
@@ -191,7 +246,7 @@ class RolloutController:
             BackendError: the route is gone, or the version to go back to is not running (released standby).
         """
         deployment_id, head_v = plan["deployment_id"], plan["canary"]["version"]
-        route = await self.runtime.get_route(deployment_id)
+        route = await self.runtime.get_route(_route_name(plan))
         canary = route.backends.get(head_v) if route is not None else None
         if plan["strategy"] == "feature-flag":
             (await self.flags()).flag_off(plan["flag_key"])
@@ -219,6 +274,11 @@ class RolloutController:
                 f"cannot roll back {deployment_id}: previous version {base_v} is not running",
                 hint="raise standby_s above post_promotion_watch_s",
             )
+        if plan.get("route"):  # a managed service: production alone on its stable route again
+            await self.runtime.set_weights(plan["route"], {base_v: 100}, backends={base_v: baseline})
+            return RollbackDone(
+                time.time(), [f"stable route {plan['route']}: production {base_v} 100%, {head_v} removed"]
+            )
         await self.runtime.set_weights(deployment_id, {base_v: 100, head_v: 0})
         return RollbackDone(time.time(), [f"traffic weights set to {base_v} 100% / {head_v} 0%"])
 
@@ -231,11 +291,13 @@ class RolloutController:
 
         Nothing happens when the route is gone, the previous version still has weight, or it already stopped.
         """
-        route = await self.runtime.get_route(plan["deployment_id"])
-        base_v = plan["baseline"]["version"]
+        route = await self.runtime.get_route(_route_name(plan))
+        base_v, head_v = plan["baseline"]["version"], plan["canary"]["version"]
         standby = route.backends.get(base_v) if route is not None else None
         if route is None or standby is None or route.weights.get(base_v):
             return False
+        if plan.get("route") and head_v in route.backends:  # the new production alone on the stable route
+            await self.runtime.set_weights(plan["route"], {head_v: 100}, backends={head_v: route.backends[head_v]})
         if not (await self.runtime.health(standby)).running:
             return False
         await self.runtime.stop(standby)
@@ -306,11 +368,86 @@ class RolloutController:
             return {base_v: 0, head_v: 100}
         return {base_v: 100 - weight, head_v: weight}
 
+    # --- production of managed services (issue 17; driven by pilotage.fleet.keeper) ---------------------------
+    async def serve_production(
+        self,
+        service: str,
+        role: dict[str, Any],
+        route_name: str,
+        port: int,
+        waker: Callable[[], Awaitable[None]],
+    ) -> tuple[Instance, Route]:
+        """Start a production version and make it the only backend of its stable route (opened on ``port``).
+
+        An open route (scaled to zero, or serving a dead instance) gets the new instance in place of its backends;
+        ``waker`` is remembered and given to a new route: a request to the route while it is cold calls it.
+
+        Raises:
+            ConfigError, BackendError: the version does not start, or the port is taken (nothing is left running).
+        """
+        instance = await self._start(service, role, {})
+        version = instance.workload.version
+        try:
+            if await self.runtime.get_route(route_name) is None:
+                await self.runtime.create_route(route_name, {version: instance}, {version: 100}, port=port, waker=waker)
+            else:
+                await self.runtime.set_weights(route_name, {version: 100}, backends={version: instance})
+        except BaseException:
+            await self.runtime.stop(instance)
+            raise
+        self._wakers[route_name] = waker
+        route = await self.runtime.get_route(route_name)
+        assert route is not None
+        return instance, route
+
+    async def scale_to_zero(self, route_name: str) -> int:
+        """Stop every backend of a stable route and leave the route open and cold (it wakes on the next request).
+
+        Returns:
+            How many instances stopped (0 when the route is not open or already cold).
+        """
+        route = await self.runtime.get_route(route_name)
+        if route is None or not route.backends:
+            return 0
+        await self.runtime.set_weights(route_name, {}, backends={})
+        for instance in route.backends.values():
+            await self.runtime.stop(instance)
+        return len(route.backends)
+
+    async def close_production(self, route_name: str) -> int:
+        """Close a stable route and stop its backends (`pilotage down`); return how many instances stopped."""
+        route = await self.runtime.get_route(route_name)
+        if route is None:
+            return 0
+        await self.runtime.close_route(route_name)
+        for instance in route.backends.values():
+            await self.runtime.stop(instance)
+        self._wakers.pop(route_name, None)
+        return len(route.backends)
+
     async def close(self) -> None:
         """Stop the flag server (the runtime closes its own instances and routes)."""
         if self._flags is not None:
             await self._flags.stop()
             self._flags = None
+
+
+def _route_name(plan: dict[str, Any]) -> str:
+    """The route a plan's rollout runs on: a managed service's stable route, else one named by the deployment id."""
+    return str(plan.get("route") or plan["deployment_id"])
+
+
+def role_workload(service: str, role: dict[str, Any], extra_env: dict[str, str] | None = None) -> Workload:
+    """The :class:`Workload` of one version of a plan (``{version, path, env}`` + a descriptor's start fields)."""
+    return Workload(
+        service,
+        str(role["version"]),
+        Path(role["path"]),
+        env={**role.get("env", {}), **(extra_env or {})},
+        command=str(role.get("command", "")),
+        prepared=str(role.get("prepared", "")),
+        health_path=str(role.get("health_path", "/healthz")),
+    )
 
 
 def rollout_controller(ctx: AgentContext) -> RolloutController:

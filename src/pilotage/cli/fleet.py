@@ -1,0 +1,407 @@
+"""Services under management (issue #17): ``service add|list|show``, ``deliver``, ``up``, ``down``.
+
+``pilotage up`` starts ``pilotage serve`` in the background (the control plane keeps each production version
+behind its stable address, re-creates it after a crash and wakes it after a scale-to-zero) and returns once every
+managed service serves; ``pilotage down`` stops that control plane, which stops the services. ``pilotage deliver``
+hands the delivery to the control plane when one serves the folder, else runs it in-process: production is
+started behind its stable address for the delivery and stopped when the command ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pilotage.agent import RunSpec
+from pilotage.cli import JsonOpt, app, cli_settings, console, print_error
+from pilotage.errors import ConfigError, InputError
+from pilotage.settings import Settings
+
+service_app = typer.Typer(help="Services under management: add, list, show.", no_args_is_help=True)
+app.add_typer(service_app, name="service")
+
+#: Seconds `pilotage up` waits for every service to serve (a first prepare installs a venv).
+UP_TIMEOUT_S = 600.0
+
+
+def _emit(json_mode: bool, data: Any) -> None:
+    if json_mode:
+        console.print_json(json.dumps(data))
+
+
+async def _with_log(settings: Settings, work: Any) -> Any:
+    from pilotage.app import open_bus, open_graph
+
+    async with open_bus(settings) as bus:
+        graph = open_graph(settings)
+        try:
+            return await work(bus, graph)
+        finally:
+            graph.close()
+
+
+@service_app.command("add")
+def service_add(
+    paths: Annotated[list[Path], typer.Argument(help="Git repositories with a pilotage.yaml at their root.")],
+    port: Annotated[int, typer.Option(help="Stable port (0 = the next free one from fleet_port_base).")] = 0,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Put services under management: their HEAD becomes the production commit, each gets a stable address."""
+    from pilotage.fleet.registry import add_service
+    from pilotage.secrets import private_dir
+
+    settings = cli_settings()
+    private_dir(settings.home)
+    if port and len(paths) > 1:
+        raise InputError("--port names one stable port, but several services were given", hint="add them one by one")
+
+    async def work(bus: Any, graph: Any) -> list[dict[str, Any]]:
+        return [await add_service(bus, graph, p, port_base=settings.fleet_port_base, port=port) for p in paths]
+
+    added = asyncio.run(_with_log(settings, work))
+    _emit(json_mode, added)
+    if not json_mode:
+        for data in added:
+            console.print(
+                f"added [bold]{data['service']}[/] · production {data['commit'][:12]} · stable address "
+                f"http://127.0.0.1:{data['stable_port']} · {data['repo_path']}"
+            )
+        console.print("next: `pilotage up` to serve production, `pilotage deliver SERVICE REV` to deliver a commit")
+
+
+def _fleet(settings: Settings) -> dict[str, Any]:
+    from pilotage.fleet.registry import load_fleet
+
+    async def work(bus: Any, _graph: Any) -> Any:
+        return await load_fleet(bus)
+
+    result: dict[str, Any] = asyncio.run(_with_log(settings, work))
+    return result
+
+
+def _state(service: Any) -> str:
+    if service.up is None:
+        return "down"
+    return "up" if service.up["state"] == "up" else str(service.up.get("reason", "down"))
+
+
+@service_app.command("list")
+def service_list(json_mode: JsonOpt = False) -> None:
+    """List the managed services: production commit, stable address, state, last delivery."""
+    from rich.table import Table
+
+    fleet = _fleet(cli_settings())
+    if json_mode:
+        _emit(True, [s.to_dict() for s in fleet.values()])
+        return
+    table = Table("service", "production", "stable address", "state", "last delivery", "owner")
+    for service in fleet.values():
+        last = service.deliveries[-1] if service.deliveries else None
+        delivered = f"{last['rev']} {last['status']} {last['outcome']}".strip() if last else "-"
+        owner = str(service.descriptor.get("owner") or "-")
+        table.add_row(
+            service.name, service.production_commit[:12], service.stable_url, _state(service), delivered, owner
+        )
+    console.print(table if fleet else "no managed service (add one: `pilotage service add PATH`)")
+
+
+@service_app.command("show")
+def service_show(name: Annotated[str, typer.Argument(help="The service's name.")], json_mode: JsonOpt = False) -> None:
+    """One service: production commit, stable address, state, deliveries and outcomes, SLO status."""
+    settings = cli_settings()
+    fleet = _fleet(settings)
+    if name not in fleet:
+        raise InputError(
+            f"service {name!r} is not managed here (managed: {', '.join(sorted(fleet)) or 'none'})",
+            hint="pilotage service add PATH",
+        )
+    service = fleet[name]
+    data = service.to_dict() | {"slo": _slo_status(settings, service)}
+    if json_mode:
+        _emit(True, data)
+        return
+    console.print(f"[bold]{name}[/] · owner {data['owner'] or '-'} · {service.repo_path}")
+    console.print(f"production {service.production_commit} · stable address {service.stable_url} · {_state(service)}")
+    if service.wake_s:
+        console.print(f"wake-ups: {len(service.wake_s)}, last {service.wake_s[-1]:.2f} s")
+    console.print(f"SLO: {data['slo']['summary']}")
+    for entry in service.deliveries[-10:]:
+        commit = str(entry.get("commit", ""))[:12]
+        error = f" · {entry['error']}" if entry.get("error") else ""
+        console.print(f"  {entry['started'][:19]} {entry['rev']} {commit} {entry['status']} {entry['outcome']}{error}")
+
+
+def _slo_status(settings: Settings, service: Any) -> dict[str, Any]:
+    """The last watch verdict of the service's deliveries (``slo.evaluated``), from the log."""
+    from pilotage.bus.query import EventLog
+    from pilotage.events import EventType
+
+    runs = [d["run_id"] for d in service.deliveries]
+
+    async def work(bus: Any, _graph: Any) -> Any:
+        for run_id in reversed(runs):
+            verdict = await EventLog(bus).latest(EventType.SLO_EVALUATED, run=run_id)
+            if verdict is not None:
+                return verdict.data
+        return None
+
+    verdict = asyncio.run(_with_log(settings, work)) if runs else None
+    if verdict is None:
+        return {"summary": "no delivery judged yet", "verdict": None}
+    return {"summary": f"{verdict.get('assessment', '')}: {verdict.get('reason', '')}"[:200], "verdict": verdict}
+
+
+# --- deliver -------------------------------------------------------------------------------------------------
+def _check_delivery(settings: Settings, name: str, rev: str) -> tuple[Any, str]:
+    """Fail before anything starts: the service is managed, ``rev`` exists, its descriptor is valid, it is new.
+
+    Raises:
+        InputError: not managed, not found, or already production (exit 2).
+        ConfigError: the descriptor at ``rev`` is missing or invalid (exit 3).
+    """
+    from pilotage.fleet.checkout import descriptor_at, resolve_rev
+
+    fleet = _fleet(settings)
+    if name not in fleet:
+        raise InputError(
+            f"service {name!r} is not managed here (managed: {', '.join(sorted(fleet)) or 'none'})",
+            hint="pilotage service add PATH",
+        )
+    service = fleet[name]
+    if not Path(service.repo_path).is_dir():
+        raise InputError(f"{service.repo_path} (service {name}) no longer exists", hint="restore the repository")
+    sha = resolve_rev(service.repo_path, rev)
+    descriptor_at(service.repo_path, sha)
+    if sha == service.production_commit:
+        raise InputError(f"{rev} ({sha[:12]}) is already the production commit of {name}", hint="commit a change")
+    return service, sha
+
+
+@app.command()
+def deliver(
+    service: Annotated[str, typer.Argument(help="A managed service's name.")],
+    rev: Annotated[str, typer.Argument(help="A revision of its repository: sha, branch, tag, HEAD.")] = "HEAD",
+    budget: Annotated[float, typer.Option(help="Time budget of the delivery in seconds.")] = 900.0,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Run the lifecycle on commit REV of SERVICE's own repository; exit 0 when it is promoted to production."""
+    from pilotage.cli.run import _finish, _make_workdir, _timeline_printer
+    from pilotage.cli.serve import submit_run
+    from pilotage.flows.feature_delivery import new_run_id
+    from pilotage.flows.supervisor import serving_pid
+
+    settings = cli_settings()
+    managed, sha = _check_delivery(settings, service, rev)
+    run_id = new_run_id()
+    workdir = _make_workdir((settings.home / "runs" / run_id).expanduser().resolve())
+    run = RunSpec(
+        run_id=run_id,
+        service=service,
+        spec_path="",
+        request=f"deliver {rev}",
+        workdir=str(workdir),
+        idle_after_s=3600.0,
+        kind="deliver",
+        rev=sha,
+        service_repo=managed.repo_path,
+    )
+    if not json_mode:
+        console.print(
+            f"[bold]Pilotage[/] delivery [bold]{run_id}[/] · {service} {rev} ({sha[:12]}) over production "
+            f"{managed.production_commit[:12]} · stable address {managed.stable_url}"
+        )
+    if serving_pid(settings.home) is not None:
+        summary = submit_run(settings, run, _timeline_printer(json_mode))
+    else:
+        summary = _deliver_here(settings, run, json_mode, budget)
+    _finish(summary, json_mode, None)
+    if summary["outcome"] != "promoted":
+        print_error(
+            f"delivery of {service} {rev} ended {summary['outcome']}: production {managed.production_commit[:12]} "
+            f"keeps serving (see {summary['report']})"
+        )
+        raise typer.Exit(1)
+
+
+def _deliver_here(settings: Settings, run: RunSpec, json_mode: bool, budget_s: float) -> dict[str, Any]:
+    from pilotage.flows.supervisor import ControlPlaneLock
+
+    lock = ControlPlaneLock(settings.home, run.run_id)
+    lock.acquire()
+    try:
+        return asyncio.run(_deliver_async(settings, run, json_mode, budget_s))
+    finally:
+        lock.release()
+
+
+async def _deliver_async(settings: Settings, run: RunSpec, json_mode: bool, budget_s: float) -> dict[str, Any]:
+    from pilotage.app import all_agents, backends
+    from pilotage.cli.run import _timeline_printer
+    from pilotage.fleet.keeper import FleetKeeper
+    from pilotage.flows.feature_delivery import run_feature_delivery
+    from pilotage.report import write_report
+
+    async with backends(settings) as ctx:
+        keeper = FleetKeeper(ctx)
+        await keeper.up([run.service])  # ConfigError/BackendError: production does not start; nothing delivered
+        watch = asyncio.create_task(keeper.watch())
+        try:
+            result = await run_feature_delivery(
+                ctx, run, all_agents(ctx), budget_s=budget_s, on_event=_timeline_printer(json_mode)
+            )
+        finally:
+            watch.cancel()
+            await keeper.down()
+    report = write_report(run.artifacts_path / "report.md", result.events, title=f"Pilotage delivery {run.run_id}")
+    return {
+        "run_id": run.run_id,
+        "status": result.status,
+        "outcome": result.outcome,
+        "error": result.error,
+        "duration_s": round(result.duration_s, 3),
+        "events": len(result.events),
+        "decisions": [
+            {"id": d["id"], "agent": d["agent"], "kind": d["kind"], "action": d["action"]} for d in result.decisions()
+        ],
+        "report": str(report),
+        "workdir": run.workdir,
+        "event_log": settings.bus_url,
+    }
+
+
+# --- up / down -----------------------------------------------------------------------------------------------
+@app.command()
+def up(json_mode: JsonOpt = False) -> None:
+    """Serve every managed service's production version behind its stable address (a background control plane)."""
+    from pilotage.flows.supervisor import serving_pid
+    from pilotage.secrets import private_dir
+
+    settings = cli_settings()
+    fleet = _fleet(settings)
+    if not fleet:
+        raise InputError("no managed service to start", hint="pilotage service add PATH")
+    private_dir(settings.home)
+    since = time.time()
+    pid = serving_pid(settings.home)
+    if pid is None:
+        pid = _spawn_control_plane(settings)
+    states = _wait_up(settings, sorted(fleet), since, pid)
+    failed = {n: s for n, s in states.items() if s["state"] != "up"}
+    _emit(json_mode, {"pid": pid, "services": states})
+    if not json_mode:
+        for name, state in states.items():
+            line = f"{state['url']} → {name} {state['commit'][:12]}" if state["state"] == "up" else state["error"]
+            console.print(f"[{'green' if state['state'] == 'up' else 'red'}]{state['state']:<6}[/] {name}: {line}")
+        console.print(f"control plane pid {pid} keeps them up; `pilotage down` stops them")
+    if failed:
+        name, state = next(iter(failed.items()))
+        print_error(f"service {name} did not start: {state['error']}")
+        raise typer.Exit(3)
+
+
+def _spawn_control_plane(settings: Settings) -> int:
+    """Start ``pilotage serve`` detached (own session, output to ``<home>/serve.log``); return its pid.
+
+    Raises:
+        ConfigError: it exited at once (the message quotes the last line of its log).
+    """
+    log_path = settings.path_in_home("serve.log")
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - this interpreter running Pilotage itself
+            [sys.executable, "-m", "pilotage", "serve", "--json"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    from pilotage.flows.supervisor import serving_pid
+
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            raise ConfigError(
+                f"the control plane exited at once: {tail[-1] if tail else proc.returncode}", hint=f"read {log_path}"
+            )
+        if serving_pid(settings.home) == proc.pid:
+            return proc.pid
+        time.sleep(0.1)
+    return proc.pid
+
+
+def _wait_up(settings: Settings, names: list[str], since: float, pid: int) -> dict[str, dict[str, Any]]:
+    """Wait until each service serves (``service.up``) or failed (``service.down`` reason ``failed``)."""
+    from datetime import datetime
+
+    deadline = time.monotonic() + UP_TIMEOUT_S
+    states: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        for name, service in _fleet(settings).items():
+            up = service.up
+            if name in names and up and datetime.fromisoformat(up["at"]).timestamp() >= since - 1:
+                if up["state"] == "up" or up.get("reason") == "failed":
+                    states[name] = {**up, "error": up.get("error")}
+        already = [n for n in names if n not in states and _answers(_fleet_url(settings, n))]
+        for name in already:
+            states[name] = {"state": "up", "url": _fleet_url(settings, name), "commit": "", "error": None}
+        if len(states) == len(names):
+            return states
+        if not _alive(pid):
+            break
+        time.sleep(0.3)
+    for name in names:
+        states.setdefault(name, {"state": "down", "url": "", "commit": "", "error": f"not up (see {settings.home})"})
+    return states
+
+
+def _fleet_url(settings: Settings, name: str) -> str:
+    return str(_fleet(settings)[name].stable_url)
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1.0).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+@app.command()
+def down(json_mode: JsonOpt = False) -> None:
+    """Stop the control plane `pilotage up` started (and with it every production version it serves)."""
+    from pilotage.flows.supervisor import serving_pid
+
+    settings = cli_settings()
+    pid = serving_pid(settings.home)
+    if pid is None or pid < 0:
+        _emit(json_mode, {"stopped": False, "pid": None})
+        if not json_mode:
+            console.print("nothing serves this folder")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30.0
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        raise ConfigError(f"the control plane (pid {pid}) did not stop within 30 s", hint=f"kill {pid}")
+    _emit(json_mode, {"stopped": True, "pid": pid})
+    if not json_mode:
+        console.print(f"control plane pid {pid} stopped; production versions stopped")

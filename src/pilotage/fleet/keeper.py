@@ -1,0 +1,180 @@
+"""The fleet keeper: each managed service's production version behind its stable address (issue #17).
+
+The production commit of a service is a function of the log (:mod:`pilotage.fleet.registry`); the keeper makes
+the runtime match it, through the one rollout controller (:class:`~pilotage.rollout.controller.RolloutController`
+starts, re-weights and stops everything):
+
+* :meth:`FleetKeeper.up` — export and prepare the production commit (cached), start it from its descriptor and
+  open the stable route ``service:<name>`` on the service's stable port (``service.up``, reason ``up``);
+* :meth:`FleetKeeper.watch` (under ``pilotage serve``, or during an in-process delivery) — every ``poll_s``: a
+  stable route whose only backend's process died gets the production commit again (``service.up``, reason
+  ``recreated``); with ``idle_after_s`` > 0, a route without a request for that long is scaled to zero: its
+  instance stops, the route stays open (``service.down``, reason ``scaled_to_zero``);
+* waking — a request to a cold route is held by the route while the keeper starts the production version again
+  (the *waker* given to the route, as KEDA's HTTP add-on does); ``service.up`` (reason ``woken``) carries
+  ``wake_s``, the seconds from that request's arrival to the version answering its health path;
+* :meth:`FleetKeeper.down` — close every stable route and stop its instances (``service.down``, reason ``down``).
+
+While a delivery's rollout runs on a stable route (two backends), the keeper leaves it alone: the rollout agent
+owns it until the rollout ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pilotage.agent import AgentContext
+from pilotage.agents.deployment import workload_role
+from pilotage.catalogue import checked_event
+from pilotage.errors import InputError
+from pilotage.events import EventType
+from pilotage.fleet.checkout import descriptor_at, prepare
+from pilotage.fleet.registry import ManagedService, load_fleet, stable_route_name
+from pilotage.rollout.controller import rollout_controller
+
+__all__ = ["FleetKeeper"]
+
+_log = logging.getLogger(__name__)
+SOURCE = "pilotage/fleet/keeper"
+
+
+class FleetKeeper:
+    """Keeps managed services' production versions serving (see the module docstring).
+
+    Args:
+        ctx: the control plane's backends (bus, runtime, settings).
+        poll_s: seconds between two checks of :meth:`watch`.
+        idle_after_s: seconds without a request before a production version is scaled to zero; 0 = never.
+    """
+
+    def __init__(self, ctx: AgentContext, *, poll_s: float = 1.0, idle_after_s: float = 0.0) -> None:
+        self.ctx, self.poll_s, self.idle_after_s = ctx, poll_s, idle_after_s
+        self.kept: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def up(self, names: list[str] | None = None) -> list[dict[str, Any]]:
+        """Start the production version of each managed service in ``names`` (default: all) not serving yet.
+
+        Returns:
+            The ``service.up`` data of each service started now (those already serving are skipped).
+
+        Raises:
+            InputError: a name is not managed.
+            ConfigError, BackendError: a production version does not prepare or start (the services started
+                before it keep serving).
+        """
+        fleet = await load_fleet(self.ctx.bus)
+        wanted = names if names is not None else sorted(fleet)
+        started = []
+        for name in wanted:
+            if name not in fleet:
+                raise InputError(f"service {name!r} is not managed here", hint="pilotage service add PATH")
+            if await self._serving(name):
+                self.kept.add(name)
+                continue
+            started.append(await self._start(fleet[name], "up"))
+        return started
+
+    async def _serving(self, name: str) -> bool:
+        route = await self.ctx.runtime.get_route(stable_route_name(name))
+        return route is not None and bool(route.backends)
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def _start(self, service: ManagedService, reason: str, t0: float | None = None) -> dict[str, Any]:
+        """Prepare and start ``service``'s production commit behind its stable route; publish ``service.up``."""
+        async with self._lock(service.name):
+            sha = service.production_commit
+            root = self.ctx.settings.path_in_home("services").resolve() / service.name
+            descriptor = await asyncio.to_thread(descriptor_at, service.repo_path, sha)
+            prepared = await asyncio.to_thread(prepare, service.repo_path, sha, descriptor, root)
+            role = workload_role(sha[:12], str(prepared.checkout), prepared.prepared, {})
+            instance, route = await rollout_controller(self.ctx).serve_production(
+                service.name, role, stable_route_name(service.name), service.stable_port, self._waker(service.name)
+            )
+            self.kept.add(service.name)
+            data = {
+                "service": service.name,
+                "commit": sha,
+                "url": route.url,
+                "instance_url": instance.url,
+                "pid": instance.pid,
+                "reason": reason,
+            }
+            if t0 is not None:
+                data["wake_s"] = round(time.monotonic() - t0, 3)
+            await self._publish(EventType.SERVICE_UP, data, service.name)
+            return data
+
+    def _waker(self, name: str) -> Callable[[], Awaitable[None]]:
+        async def wake() -> None:
+            t0 = time.monotonic()
+            fleet = await load_fleet(self.ctx.bus)
+            if name in fleet and not await self._serving(name):
+                await self._start(fleet[name], "woken", t0)
+
+        return wake
+
+    async def _publish(self, kind: str, data: dict[str, Any], service: str) -> None:
+        await self.ctx.bus.publish(checked_event(kind, data, source=SOURCE, subject=service))
+
+    async def check(self) -> None:
+        """One round of :meth:`watch`: re-create dead production versions, scale idle ones to zero."""
+        fleet = await load_fleet(self.ctx.bus)
+        for name in sorted(self.kept):
+            if name in fleet:
+                with contextlib.suppress(Exception):  # one service's failure must not stop the others' care
+                    await self._check_one(fleet[name])
+
+    async def _check_one(self, service: ManagedService) -> None:
+        runtime = self.ctx.runtime
+        route_name = stable_route_name(service.name)
+        route = await runtime.get_route(route_name)
+        if route is None or len(route.backends) != 1 or self._lock(service.name).locked():
+            return  # closed, cold (wakes on a request), or a rollout in progress (the rollout agent owns it)
+        instance = next(iter(route.backends.values()))
+        if not (await runtime.health(instance)).running:
+            _log.warning("production of %s (pid %s) is not running: re-creating it", service.name, instance.pid)
+            await self._start(service, "recreated")
+            return
+        if self.idle_after_s > 0 and (await runtime.route_stats(route_name)).idle_s() >= self.idle_after_s:
+            stopped = await rollout_controller(self.ctx).scale_to_zero(route_name)
+            if stopped:
+                data = {"service": service.name, "commit": service.production_commit, "url": route.url}
+                await self._publish(EventType.SERVICE_DOWN, data | {"reason": "scaled_to_zero"}, service.name)
+
+    async def watch(self) -> None:
+        """Run :meth:`check` every ``poll_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await self.check()
+            except Exception:  # noqa: BLE001 - the log file gets it; the keeper keeps watching
+                _log.exception("fleet keeper check failed")
+
+    async def down(self, names: list[str] | None = None) -> list[str]:
+        """Close the stable routes of ``names`` (default: every service kept) and stop their instances.
+
+        Returns:
+            The services stopped.
+        """
+        fleet = await load_fleet(self.ctx.bus)
+        stopped = []
+        for name in sorted(names if names is not None else self.kept):
+            route = await self.ctx.runtime.get_route(stable_route_name(name))
+            if route is None:
+                continue
+            await rollout_controller(self.ctx).close_production(stable_route_name(name))
+            self.kept.discard(name)
+            stopped.append(name)
+            commit = fleet[name].production_commit if name in fleet else ""
+            await self._publish(
+                EventType.SERVICE_DOWN, {"service": name, "commit": commit, "url": route.url, "reason": "down"}, name
+            )
+        return stopped
