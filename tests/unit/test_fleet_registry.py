@@ -1,0 +1,147 @@
+"""Services under management: read-only checkouts, the cached prepare step, the registry folded from the log."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pilotage.bus.memory import MemoryBus
+from pilotage.catalogue import checked_event
+from pilotage.errors import ConfigError, InputError
+from pilotage.events import EventType
+from pilotage.fleet.checkout import checkout, descriptor_at, prepare, resolve_rev
+from pilotage.fleet.registry import add_service, load_fleet
+from pilotage.graph.sqlite import SQLiteGraph
+
+DESCRIPTOR = """\
+name: shop
+owner: team-shop
+prepare:
+  command: echo "$(cat requirements.txt)" > {prepared}/installed.txt && echo ran >> {prepared}/../runs.log
+  inputs: [requirements.txt]
+start: "{python} -m http.server {port} --bind 127.0.0.1"
+health: /
+"""
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_repo(path: Path, files: dict[str, str]) -> Path:
+    path.mkdir(parents=True)
+    _git(path, "init", "-q", "-b", "main")
+    _git(path, "config", "user.email", "dev@example.com")
+    _git(path, "config", "user.name", "Dev")
+    return commit(path, files, "initial")
+
+
+def commit(repo: Path, files: dict[str, str], message: str) -> Path:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text, encoding="utf-8")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", message)
+    return repo
+
+
+def test_checkout_exports_a_commit_without_touching_the_repository(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "shop", {"pilotage.yaml": DESCRIPTOR, "app.py": "print('v1')\n"})
+    first = resolve_rev(repo, "HEAD")
+    commit(repo, {"app.py": "print('v2')\n"}, "v2")
+    folder = checkout(repo, first, tmp_path / "checkouts")
+    assert (folder / "app.py").read_text() == "print('v1')\n"
+    assert folder.name == first[:12]
+    assert _git(repo, "status", "--porcelain") == ""  # nothing written in the user's repository
+    assert _git(repo, "worktree", "list").count("\n") == 0  # no worktree added
+    assert checkout(repo, first, tmp_path / "checkouts") == folder  # idempotent
+
+
+def test_prepare_runs_once_per_content_of_its_inputs(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "shop", {"pilotage.yaml": DESCRIPTOR, "requirements.txt": "flask==3.1.3\n"})
+    root = tmp_path / "state" / "shop"
+    first = resolve_rev(repo, "HEAD")
+    prepared = prepare(repo, first, descriptor_at(repo, first), root)
+    assert prepared.ran and Path(prepared.prepared, "installed.txt").read_text().strip() == "flask==3.1.3"
+    commit(repo, {"app.py": "x = 1\n"}, "code only")  # requirements unchanged: the same key
+    second = resolve_rev(repo, "HEAD")
+    again = prepare(repo, second, descriptor_at(repo, second), root)
+    assert not again.ran and again.prepared == prepared.prepared and again.checkout != prepared.checkout
+    commit(repo, {"requirements.txt": "flask==3.1.4\n"}, "bump")
+    third = resolve_rev(repo, "HEAD")
+    bumped = prepare(repo, third, descriptor_at(repo, third), root)
+    assert bumped.ran and bumped.prepared != prepared.prepared
+    assert (root / "prepared" / "runs.log").read_text().split() == ["ran", "ran"]
+
+
+def test_a_failing_prepare_is_a_config_error_naming_the_field_and_leaves_no_cache(tmp_path: Path) -> None:
+    bad = DESCRIPTOR.replace('echo "$(cat requirements.txt)"', "echo 'no such package' >&2; exit 7; echo")
+    repo = make_repo(tmp_path / "shop", {"pilotage.yaml": bad, "requirements.txt": "x\n"})
+    sha = resolve_rev(repo, "HEAD")
+    with pytest.raises(ConfigError) as info:
+        prepare(repo, sha, descriptor_at(repo, sha), tmp_path / "state")
+    assert "prepare.command exited 7: no such package" in str(info.value)
+    assert "pilotage.yaml" in str(info.value)
+    assert not list((tmp_path / "state" / "prepared").glob("*/.prepared"))
+
+
+def test_unknown_revision_and_missing_descriptor_are_named(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "shop", {"README.md": "no descriptor\n"})
+    with pytest.raises(InputError, match=r"revision 'v9' not found in .*shop"):
+        resolve_rev(repo, "v9")
+    with pytest.raises(ConfigError, match=r"pilotage.yaml@[0-9a-f]{12}: the commit has no service descriptor"):
+        descriptor_at(repo, resolve_rev(repo, "HEAD"))
+
+
+def _add(tmp_path: Path, bus: MemoryBus, path: Path, port: int = 0) -> dict[str, object]:
+    graph = SQLiteGraph(f"sqlite:///{tmp_path / 'graph.db'}")
+    try:
+        return asyncio.run(add_service(bus, graph, path, port_base=18950, port=port))
+    finally:
+        graph.close()
+
+
+def test_add_service_records_production_and_a_stable_port_and_refuses_a_taken_name(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    repo = make_repo(tmp_path / "shop", {"pilotage.yaml": DESCRIPTOR})
+    data = _add(tmp_path, bus, repo)
+    assert data["service"] == "shop" and data["commit"] == resolve_rev(repo, "HEAD")
+    assert 18950 <= int(str(data["stable_port"])) < 19950
+    twin = make_repo(tmp_path / "twin", {"pilotage.yaml": DESCRIPTOR})
+    with pytest.raises(InputError, match=r"service name 'shop' .*twin/pilotage.yaml\) is already taken by .*shop"):
+        _add(tmp_path, bus, twin)
+    fleet = asyncio.run(load_fleet(bus))
+    assert list(fleet) == ["shop"] and fleet["shop"].descriptor["owner"] == "team-shop"
+
+
+def test_add_service_refuses_a_folder_that_is_not_a_git_repository(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(InputError, match=r"plain is not a git repository"):
+        _add(tmp_path, MemoryBus(), plain)
+    with pytest.raises(InputError, match=r"nowhere is not a folder"):
+        _add(tmp_path, MemoryBus(), tmp_path / "nowhere")
+
+
+def test_fleet_state_follows_releases_and_deliveries(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    repo = make_repo(tmp_path / "shop", {"pilotage.yaml": DESCRIPTOR})
+    first = str(_add(tmp_path, bus, repo)["commit"])
+
+    async def scenario() -> None:
+        run = {"run_id": "run-1", "service": "shop", "spec_path": "", "request": "deliver", "workdir": "/tmp/x"}
+        run |= {"kind": "deliver", "rev": "abc"}
+        await bus.publish(checked_event(EventType.FLOW_STARTED, run, source="t", subject="shop", runid="run-1"))
+        released = {"service": "shop", "commit": "f" * 40, "previous_commit": first, "deployment_id": "d"}
+        await bus.publish(checked_event(EventType.SERVICE_RELEASED, released | {"run_id": "run-1"}, source="t"))
+        closed = {"run_id": "run-1", "status": "completed", "outcome": "promoted", "error": None}
+        await bus.publish(checked_event(EventType.FLOW_COMPLETED, closed, source="t", runid="run-1"))
+
+    asyncio.run(scenario())
+    shop = asyncio.run(load_fleet(bus))["shop"]
+    assert shop.production_commit == "f" * 40
+    assert shop.deliveries[0]["run_id"] == "run-1" and shop.deliveries[0]["outcome"] == "promoted"
+    assert shop.deliveries[0]["commit"] == "f" * 40
