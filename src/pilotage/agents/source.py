@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from pilotage.agent import Agent, Reasoning
 from pilotage.catalogue import RunSpec
 from pilotage.codegen.git import diff_stats
-from pilotage.errors import InputError
+from pilotage.errors import ConfigError, InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.fleet.checkout import Prepared, descriptor_at, prepare, resolve_rev
 from pilotage.fleet.descriptor import ServiceDescriptor
@@ -182,11 +182,11 @@ def _inside(folder: Path, relative: str, descriptor_path: str, field: str) -> Pa
     """``folder/relative`` when it is a file inside ``folder``.
 
     Raises:
-        InputError: it escapes the folder or does not exist (names the descriptor and the field).
+        ConfigError: it escapes the folder or does not exist (names the descriptor and the field).
     """
     target = (folder / relative).resolve()
     if not target.is_relative_to(folder.resolve()) or not target.is_file():
-        raise InputError(
+        raise ConfigError(
             f"{descriptor_path}: {field}: {relative} is not a file of the commit",
             hint=f"commit the file or fix `{field}` in pilotage.yaml",
             field=field,

@@ -180,10 +180,43 @@ def _check_delivery(settings: Settings, name: str, rev: str) -> tuple[Any, str]:
     if not Path(service.repo_path).is_dir():
         raise InputError(f"{service.repo_path} (service {name}) no longer exists", hint="restore the repository")
     sha = resolve_rev(service.repo_path, rev)
-    descriptor_at(service.repo_path, sha)
+    descriptor = descriptor_at(service.repo_path, sha)
+    if (
+        descriptor.openapi
+        and not descriptor.openapi_served
+        and not _in_commit(service.repo_path, sha, descriptor.openapi)
+    ):
+        raise ConfigError(
+            f"{descriptor.path}: openapi: {descriptor.openapi} is not a file of the commit",
+            hint="commit the document, or fix `openapi` (a file path, or a path the service serves such as /openapi.json)",
+            field="openapi",
+        )
     if sha == service.production_commit:
         raise InputError(f"{rev} ({sha[:12]}) is already the production commit of {name}", hint="commit a change")
     return service, sha
+
+
+def _in_commit(repo: str, sha: str, path: str) -> bool:
+    from pilotage.codegen.git import git
+    from pilotage.errors import BackendError
+
+    from posixpath import normpath
+
+    try:
+        return git(repo, "cat-file", "-t", f"{sha}:{normpath(path)}") == "blob"
+    except BackendError:
+        return False
+
+
+#: Exit codes of a delivery whose run failed on a bad input (2) or a bad descriptor (3) of the delivered commit.
+_FAILED_EXIT = {"InputError": 2, "ConfigError": 3}
+
+
+def _failure_type(events: list[Any]) -> str:
+    from pilotage.events import EventType
+
+    failed = next((e for e in events if e.type == EventType.AGENT_FAILED), None)
+    return str(failed.data.get("error_type", "")) if failed is not None and isinstance(failed.data, dict) else ""
 
 
 @app.command()
@@ -223,6 +256,10 @@ def deliver(
         summary = submit_run(settings, run, _timeline_printer(json_mode))
     else:
         summary = _deliver_here(settings, run, json_mode, budget)
+    if summary["status"] != "completed":
+        _report(summary, json_mode)
+        print_error(f"{summary['error']} (production {managed.production_commit[:12]} keeps serving)")
+        raise typer.Exit(_FAILED_EXIT.get(summary.get("error_type", ""), 1))
     _finish(summary, json_mode, None)
     if summary["outcome"] != "promoted":
         print_error(
@@ -230,6 +267,13 @@ def deliver(
             f"keeps serving (see {summary['report']})"
         )
         raise typer.Exit(1)
+
+
+def _report(summary: dict[str, Any], json_mode: bool) -> None:
+    if json_mode:
+        console.print_json(json.dumps(summary))
+    else:
+        console.print(f"\n[bold red]{summary['status']}[/] · {summary['duration_s']:.1f}s · report {summary['report']}")
 
 
 def _deliver_here(settings: Settings, run: RunSpec, json_mode: bool, budget_s: float) -> dict[str, Any]:
@@ -275,6 +319,7 @@ async def _deliver_async(settings: Settings, run: RunSpec, json_mode: bool, budg
         "report": str(report),
         "workdir": run.workdir,
         "event_log": settings.bus_url,
+        "error_type": _failure_type(result.events),
     }
 
 

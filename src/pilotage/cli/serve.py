@@ -148,9 +148,7 @@ async def _start_fleet(ctx: Any, settings: Settings) -> tuple[Any, list[Any], as
     async def on_added(event: CloudEvent) -> None:
         await bring_up(str(event.data["service"]))
 
-    sub = await ctx.bus.subscribe(
-        EventType.SERVICE_ADDED, on_added, group="fleet.keeper", start_at_end_if_new=True
-    )
+    sub = await ctx.bus.subscribe(EventType.SERVICE_ADDED, on_added, group="fleet.keeper", start_at_end_if_new=True)
     return keeper, [sub], asyncio.create_task(keeper.watch())
 
 
