@@ -188,7 +188,7 @@ def _check_delivery(settings: Settings, name: str, rev: str) -> tuple[Any, str]:
     ):
         raise ConfigError(
             f"{descriptor.path}: openapi: {descriptor.openapi} is not a file of the commit",
-            hint="commit the document, or fix `openapi` (a file path, or a path the service serves such as /openapi.json)",
+            hint="commit the document, or fix `openapi` (a file, or a path the service serves: /openapi.json)",
             field="openapi",
         )
     if sha == service.production_commit:
@@ -197,10 +197,10 @@ def _check_delivery(settings: Settings, name: str, rev: str) -> tuple[Any, str]:
 
 
 def _in_commit(repo: str, sha: str, path: str) -> bool:
+    from posixpath import normpath
+
     from pilotage.codegen.git import git
     from pilotage.errors import BackendError
-
-    from posixpath import normpath
 
     try:
         return git(repo, "cat-file", "-t", f"{sha}:{normpath(path)}") == "blob"
