@@ -249,7 +249,7 @@ def load_descriptor(repo_dir: str | Path) -> ServiceDescriptor:
     try:
         data = load_document(file, kind="service descriptor", hint=f"fix {file}")
     except Exception as exc:  # InputError of the loader: a descriptor is configuration (exit 3)
-        raise ConfigError(str(exc), path=str(file)) from exc
+        raise ConfigError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None), path=str(file)) from exc
     return parse_descriptor(data, path=str(file))
 
 
@@ -262,7 +262,7 @@ def parse_descriptor_text(text: str, *, path: str = DESCRIPTOR_FILE) -> ServiceD
     try:
         data = parse_document(text, path=path, kind="service descriptor")
     except Exception as exc:
-        raise ConfigError(str(exc), path=path) from exc
+        raise ConfigError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None), path=path) from exc
     return parse_descriptor(data, path=path)
 
 
