@@ -159,6 +159,7 @@ def main() -> None:
 from pilotage.cli import events as _events  # noqa: E402,F401 - registers its commands on app
 from pilotage.cli import fleet as _fleet  # noqa: E402,F401 - registers its commands on app (issue 17: service, deliver, up, down)
 from pilotage.cli import graph as _graph  # noqa: E402,F401 - registers its commands on app (issue 4: graph, impact)
+from pilotage.cli import init as _init  # noqa: E402,F401 - registers its commands on app (issue 17: init)
 from pilotage.cli import market as _market  # noqa: E402,F401 - registers its commands on app (issue 8: market)
 from pilotage.cli import policy as _policy  # noqa: E402,F401 - registers its commands on app (issue 6: policy, approve, deny)
 from pilotage.cli import run as _run  # noqa: E402,F401 - registers its commands on app

@@ -197,8 +197,8 @@ def parse_descriptor(data: Any, *, path: str = DESCRIPTOR_FILE) -> ServiceDescri
 
 
 def _check_placeholders(path: str, where: str, command: str) -> None:
-    try:
-        render_command(command, port=0, prepared="", python="")
+    try:  # {port} is the start command's only: prepare and test run before/without a listening port
+        render_command(command, port=0 if where == "start" else None, prepared="", python="")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {where}: {exc.message}", hint=exc.hint, path=path, field=where) from exc
 
@@ -249,7 +249,7 @@ def load_descriptor(repo_dir: str | Path) -> ServiceDescriptor:
     try:
         data = load_document(file, kind="service descriptor", hint=f"fix {file}")
     except Exception as exc:  # InputError of the loader: a descriptor is configuration (exit 3)
-        raise ConfigError(str(exc), path=str(file)) from exc
+        raise ConfigError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None), path=str(file)) from exc
     return parse_descriptor(data, path=str(file))
 
 
@@ -262,7 +262,7 @@ def parse_descriptor_text(text: str, *, path: str = DESCRIPTOR_FILE) -> ServiceD
     try:
         data = parse_document(text, path=path, kind="service descriptor")
     except Exception as exc:
-        raise ConfigError(str(exc), path=path) from exc
+        raise ConfigError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None), path=path) from exc
     return parse_descriptor(data, path=path)
 
 
@@ -286,8 +286,12 @@ def render_command(command: str, *, port: int | None = None, prepared: str | Pat
             end = command.find("}", i)
             name = command[i + 1 : end] if end > 0 else command[i + 1 :]
             if end < 0 or name not in _PLACEHOLDERS or (name == "port" and port is None):
-                allowed = ", ".join("{" + p + "}" for p in _PLACEHOLDERS)
-                raise ConfigError(f"unknown placeholder {{{name}}} in {command!r}", hint=f"use only {allowed}")
+                allowed = ", ".join("{" + p + "}" for p in _PLACEHOLDERS if p != "port" or port is not None)
+                what = f"unknown placeholder {{{name}}}"
+                if name == "port" and end > 0:
+                    what = "{port} is known to the start command only"
+                hint = f"use only {allowed}; write {{{{ and }}}} for literal braces"
+                raise ConfigError(f"{what} in {command!r}", hint=hint)
             out.append(shlex.quote(values[name]) if values[name] else "''")
             i = end + 1
             continue

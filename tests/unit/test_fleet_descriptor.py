@@ -1,0 +1,163 @@
+"""The service descriptor: a valid pilotage.yaml round-trips; each bad input is one ConfigError naming file, field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from pilotage.errors import ConfigError
+from pilotage.fleet.descriptor import (
+    Credentials,
+    Prepare,
+    ServiceDescriptor,
+    Traffic,
+    descriptor_schema,
+    load_descriptor,
+    parse_descriptor,
+    parse_descriptor_text,
+    render_command,
+)
+
+VALID = """\
+name: orders
+owner: team-orders
+description: Orders of the shop
+prepare:
+  command: python3 -m venv {prepared}/venv && {prepared}/venv/bin/pip install -r requirements.txt
+  inputs: [requirements.txt]
+  timeout_s: 300
+start: "{prepared}/venv/bin/python -m uvicorn app.main:app --host 127.0.0.1 --port {port}"
+env: {APP_MODE: test}
+health: /livez
+ready_timeout_s: 20
+metrics: /metrics
+openapi: openapi.yaml
+slo: slo.yaml
+test: "{prepared}/venv/bin/python -m pytest -q"
+traffic:
+  writes: true
+  requests: ["GET /status/200", "POST /orders"]
+  credentials: {header: Authorization, env: ORDERS_TOKEN}
+providesApis: [orders-api]
+consumesApis: [payments-api]
+dependsOn: ["resource:orders-db"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "pilotage.yaml").write_text(text, encoding="utf-8")
+    return tmp_path / "pilotage.yaml"
+
+
+def refused(tmp_path: Path, text: str) -> ConfigError:
+    """Load ``text`` from a real file and return the ConfigError, checking it is one line naming the file."""
+    file = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_descriptor(tmp_path)
+    line = info.value.one_line()
+    assert "\n" not in str(info.value) and str(file) in line, line
+    assert info.value.hint, line
+    return info.value
+
+
+def test_valid_descriptor_loads_and_round_trips(tmp_path: Path) -> None:
+    descriptor = load_descriptor(write(tmp_path, VALID).parent)
+    assert descriptor.path == str(tmp_path / "pilotage.yaml")
+    assert descriptor.prepare == Prepare(
+        "python3 -m venv {prepared}/venv && {prepared}/venv/bin/pip install -r requirements.txt",
+        ("requirements.txt",),
+        300.0,
+    )
+    assert descriptor.traffic == Traffic(
+        True, ("GET /status/200", "POST /orders"), Credentials("Authorization", "ORDERS_TOKEN")
+    )
+    assert (descriptor.health, descriptor.metrics, descriptor.env) == ("/livez", "/metrics", {"APP_MODE": "test"})
+    assert not descriptor.openapi_served and not descriptor.proxy_metrics
+    data = descriptor.to_dict()
+    json.dumps(data)  # JSON-serialisable
+    jsonschema.validate(data, descriptor_schema())
+    again = parse_descriptor(data, path=descriptor.path)
+    assert again == descriptor and again.to_dict() == data
+
+
+def test_minimal_descriptor_takes_the_defaults() -> None:
+    descriptor = parse_descriptor_text("name: a\nstart: run --port {port}\n")
+    assert descriptor == ServiceDescriptor(name="a", start="run --port {port}", path="pilotage.yaml")
+    assert descriptor.health == "/healthz" and descriptor.proxy_metrics and descriptor.traffic.writes is False
+    assert parse_descriptor(descriptor.to_dict()) == descriptor
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    error = refused(tmp_path, VALID + "replicas: 3\n")
+    assert "(top level): unknown key 'replicas'" in error.message and "known keys here" in (error.hint or "")
+    assert error.field == "(top level)"
+
+
+def test_unknown_nested_key(tmp_path: Path) -> None:
+    error = refused(tmp_path, "name: a\nstart: x {port}\ntraffic: {write: true}\n")
+    assert error.message.endswith("pilotage.yaml: traffic: unknown key 'write'"), error.message
+    assert error.hint == "known keys here: credentials, requests, writes"
+
+
+def test_writes_must_be_a_boolean(tmp_path: Path) -> None:
+    error = refused(tmp_path, 'name: a\nstart: x {port}\ntraffic: {writes: "yes"}\n')
+    assert "traffic.writes: 'yes' is not of type 'boolean'" in error.message and error.field == "traffic.writes"
+
+
+def test_health_must_be_a_string(tmp_path: Path) -> None:
+    error = refused(tmp_path, "name: a\nstart: x {port}\nhealth: 5\n")
+    assert "pilotage.yaml: health: 5 is not of type 'string'" in error.message and error.field == "health"
+
+
+def test_no_start_command(tmp_path: Path) -> None:
+    error = refused(tmp_path, "name: a\nhealth: /healthz\n")
+    assert "'start' is a required property" in error.message and "pilotage init" in (error.hint or "")
+
+
+def test_start_without_port(tmp_path: Path) -> None:
+    error = refused(tmp_path, "name: a\nstart: python -m http.server 8000\n")
+    assert error.message.endswith("start: the start command has no {port} placeholder") and error.field == "start"
+
+
+def test_unknown_placeholder(tmp_path: Path) -> None:
+    error = refused(tmp_path, "name: a\nstart: run --port {port} --dir {foo}\n")
+    assert "pilotage.yaml: start: unknown placeholder {foo}" in error.message and error.field == "start"
+    assert "{prepared}" in (error.hint or "") and "{{" in (error.hint or "")
+
+
+def test_port_placeholder_only_in_start(tmp_path: Path) -> None:
+    error = refused(tmp_path, 'name: a\nstart: run {port}\ntest: "pytest --port {port}"\n')
+    assert "test: {port} is known to the start command only" in error.message and error.field == "test"
+    error = refused(tmp_path, 'name: a\nstart: run {port}\nprepare: {command: "make {port}"}\n')
+    assert error.field == "prepare.command" and "{port}" not in (error.hint or "")
+
+
+@pytest.mark.parametrize("name", ["../etc", "a..b", "-rf", "", "x" * 64, "a/b"])
+def test_bad_name(tmp_path: Path, name: str) -> None:
+    error = refused(tmp_path, f"name: {json.dumps(name)}\nstart: x {{port}}\n")
+    assert "pilotage.yaml: name: " in error.message and error.field == "name"
+
+
+def test_not_yaml(tmp_path: Path) -> None:
+    error = refused(tmp_path, "name: [orders\nstart: x {port}\n")
+    assert "is not valid YAML/JSON at line" in error.message
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    error = refused(tmp_path, "- name: orders\n")
+    assert "(top level): [{'name': 'orders'}] is not of type 'object'" in error.message
+
+
+def test_missing_file_hint_names_pilotage_init(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_descriptor(tmp_path)
+    assert info.value.message == f"{tmp_path / 'pilotage.yaml'}: no service descriptor"
+    assert info.value.hint == f"run `pilotage init {tmp_path}` and commit it"
+
+
+def test_render_command_quotes_the_values() -> None:
+    line = render_command("{python} serve --port {port} --dir {prepared} {{literal}}", port=8080, prepared="/a b")
+    assert line.endswith("serve --port 8080 --dir '/a b' {literal}")
