@@ -130,6 +130,7 @@ class Settings(BaseModel):
     testing_timeout_s: float = Field(180.0, gt=0, le=_DAY_S)
     testing_unit_timeout_s: float = Field(300.0, gt=0, le=_DAY_S)
     testing_generate: bool = True
+    testing_api_tests: bool = True  # issue 17: spec-derived tests (schemathesis, CRUD) of a delivered service
     service_ready_timeout_s: float = Field(30.0, gt=0, le=_HOUR_S)
 
     # --- issue 8: coordination (docs/architecture.md "Coordination" gives the sources of these defaults) ---
