@@ -200,3 +200,90 @@ def test_close_route_stops_only_the_proxy_and_close_stops_everything(
             await versions_served(second.url, 1)
 
     asyncio.run(scenario())
+
+
+def test_set_weights_with_backends_replaces_the_backend_set_atomically(
+    make_runtime: Callable[[], Runtime], tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with two_versions(make_runtime, tmp_path) as (runtime, v1, v2):
+            route = await runtime.create_route("live", {"v1": v1}, {"v1": 100})
+            assert route.metrics_url.startswith("http://") and route.metrics_url != route.url
+            with pytest.raises(InputError, match="unknown version 'v2'"):
+                await runtime.set_weights("live", {"v1": 90, "v2": 10})  # v2 is not behind the route yet
+            await runtime.set_weights("live", {"v1": 90, "v2": 10}, backends={"v1": v1, "v2": v2})  # add a canary
+            current = await runtime.get_route("live")
+            assert current is not None and set(current.backends) == {"v1", "v2"} and current.weights["v2"] == 10
+            assert Counter(await versions_served(route.url, 20)) == {"v1": 18, "v2": 2}  # local: SWRR, exact
+            with pytest.raises(InputError, match="unknown version 'v2'"):  # refused: nothing changes
+                await runtime.set_weights("live", {"v1": 50, "v2": 50}, backends={"v1": v1})
+            await runtime.set_weights("live", {"v1": 100}, backends={"v1": v1})  # remove it again
+            current = await runtime.get_route("live")
+            assert current is not None and (set(current.backends), current.weights) == ({"v1"}, {"v1": 100})
+            assert await versions_served(route.url, 10) == ["v1"] * 10
+            stats = await runtime.route_stats("live")
+            assert (stats.versions["v1"].requests, stats.versions["v2"].requests) == (28, 2)  # history is kept
+            with pytest.raises(InputError, match="sum to 0"):
+                await runtime.set_weights("live", {}, backends={"v1": v1})
+
+    asyncio.run(scenario())
+
+
+def test_a_cold_route_without_a_waker_answers_503_at_once(make_runtime: Callable[[], Runtime], tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with make_runtime() as runtime:
+            v1 = await runtime.start(tiny(tmp_path, "v1"))
+            idle = await runtime.create_route("idle", {}, {})  # cold from the start
+            live = await runtime.create_route("live", {"v1": v1}, {"v1": 100})
+            await runtime.set_weights("live", {}, backends={})  # scaled to zero
+            current = await runtime.get_route("live")
+            assert current is not None and (current.backends, current.weights) == ({}, {})
+            started = time.monotonic()
+            async with httpx.AsyncClient(timeout=10) as client:
+                answers = [await client.get(route.url + "/version") for route in (idle, live)]
+            assert time.monotonic() - started < 2
+            assert [a.status_code for a in answers] == [503, 503]
+            assert all("no waker" in a.json()["detail"] for a in answers)
+            stats = await runtime.route_stats("live")
+            assert (stats.wakes, stats.last_wake_s, stats.requests) == (0, None, 0)  # no version served them
+            await runtime.set_weights("live", {"v1": 100}, backends={"v1": v1})  # warm again
+            assert await versions_served(live.url, 2) == ["v1"] * 2
+
+    asyncio.run(scenario())
+
+
+def test_a_cold_route_wakes_on_its_first_request_and_reports_the_wake_time(
+    make_runtime: Callable[[], Runtime], tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with make_runtime() as runtime:
+            calls: list[Instance] = []
+
+            async def wake() -> None:  # what a scaler does: start the version, then give the route its backend
+                version = f"v{len(calls) + 1}"  # a fresh folder each time: v1, then v2
+                instance = await runtime.start(tiny(tmp_path, version))
+                calls.append(instance)
+                await runtime.set_weights("lazy", {version: 100}, backends={version: instance})
+
+            route = await runtime.create_route("lazy", {}, {}, waker=wake)
+            assert (route.backends, route.weights) == ({}, {})
+            assert (await runtime.route_stats("lazy")).wakes == 0
+            started = time.monotonic()
+            async with httpx.AsyncClient(timeout=90) as client:
+                answers = await asyncio.gather(*(client.get(route.url + "/version") for _ in range(3)))
+            elapsed_s = time.monotonic() - started
+            assert [(a.status_code, a.json()["version"]) for a in answers] == [(200, "v1")] * 3  # the real answer
+            assert len(calls) == 1  # one waker call for the three held requests
+            stats = await runtime.route_stats("lazy")
+            assert stats.wakes == 1 and stats.last_wake_s is not None and 0 < stats.last_wake_s <= elapsed_s
+            assert stats.versions["v1"].requests == 3
+            assert (await runtime.health(calls[0])).ready
+            # scale to zero again: the next request wakes it again
+            await runtime.set_weights("lazy", {}, backends={})
+            await runtime.stop(calls[0])
+            assert await versions_served(route.url, 1) == ["v2"]
+            again = await runtime.route_stats("lazy")
+            assert len(calls) == 2 and again.wakes == 2 and again.last_wake_s is not None and again.last_wake_s > 0
+            assert json.loads(json.dumps(again.to_dict()))["wakes"] == 2
+
+    asyncio.run(scenario())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -14,9 +15,17 @@ import httpx
 import pytest
 
 from pilotage.errors import ConfigError, InputError
+from pilotage.observe.prometheus import parse_exposition
 from pilotage.runtime.base import Instance, Workload
 from pilotage.runtime.local import LocalRuntime
-from pilotage.runtime.proxy import SmoothWeightedRoundRobin, TrafficProxy, check_weights, latency_summary
+from pilotage.runtime.proxy import (
+    EmbeddedServer,
+    SmoothWeightedRoundRobin,
+    TrafficProxy,
+    bind_local,
+    check_weights,
+    latency_summary,
+)
 from tests.fixtures.tiny_service.harness import copy_service
 
 
@@ -145,3 +154,89 @@ def test_proxy_port_in_use_is_a_config_error() -> None:
         asyncio.run(scenario())
     finally:
         holder.close()
+
+
+async def _hello(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    """A backend in-process: every request answers 200 ``hello``."""
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+        await send({"type": "http.response.body", "body": b"hello"})
+
+
+def test_a_cold_route_that_does_not_wake_in_time_answers_503_and_holds_a_bounded_number() -> None:
+    calls: list[str] = []
+    cancelled = asyncio.Event()
+
+    async def never() -> None:
+        calls.append("wake")
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def scenario() -> None:
+        proxy = TrafficProxy("slow", {}, {}, waker=never, wake_timeout_s=0.5, max_held=2)
+        url = await proxy.start()
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                first = asyncio.create_task(client.get(url + "/a"))
+                second = asyncio.create_task(client.get(url + "/b"))
+                await asyncio.sleep(0.2)  # both held now
+                over = await client.get(url + "/c")
+                assert over.status_code == 503 and "already holds 2 requests" in over.json()["detail"]
+                held = await asyncio.gather(first, second)
+                assert [a.status_code for a in held] == [503, 503]
+                assert all("did not wake up within 0.5 s" in a.json()["detail"] for a in held)
+                late = await client.get(url + "/d")  # the waker still runs: this request joins its wake-up
+                assert late.status_code == 503 and calls == ["wake"]
+                exposition = (await client.get(proxy.metrics_url)).text
+            assert parse_exposition(exposition, labels={"version": ""}).statuses == {"503": 4.0}
+            assert "pilotage_proxy_held_requests 0.0" in exposition and "pilotage_proxy_wakes_total 0.0" in exposition
+            assert (proxy.stats().wakes, proxy.stats().last_wake_s, proxy.stats().requests) == (0, None, 0)
+        finally:
+            await proxy.stop()
+        await asyncio.wait_for(cancelled.wait(), 5)  # closing the route cancelled its waker
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_waker_answers_503_at_once_and_the_next_request_wakes_again() -> None:
+    async def scenario() -> None:
+        sock = bind_local(0)
+        backend = EmbeddedServer(_hello, "hello backend")
+        await backend.launch(sock)
+        attempts: list[int] = []
+
+        async def flaky() -> None:
+            attempts.append(len(attempts))
+            if len(attempts) == 1:
+                raise RuntimeError("no capacity left")
+            await asyncio.sleep(0.2)  # a start that takes a while
+            proxy.set_weights({"hello": 100}, {"hello": f"http://127.0.0.1:{sock.getsockname()[1]}"})
+
+        proxy = TrafficProxy("flaky", {}, {}, waker=flaky, wake_timeout_s=30)
+        url = await proxy.start()
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                started = time.monotonic()
+                failed = await client.get(url + "/x")
+                assert time.monotonic() - started < 5  # not the 30 s timeout
+                assert failed.status_code == 503
+                assert failed.json()["detail"] == "route 'flaky' failed to wake up: RuntimeError: no capacity left"
+                woken = await asyncio.gather(*(client.get(url + "/x") for _ in range(3)))
+                assert [(a.status_code, a.text) for a in woken] == [(200, "hello")] * 3
+                exposition = (await client.get(proxy.metrics_url)).text
+            assert attempts == [0, 1]
+            stats = proxy.stats()
+            assert stats.wakes == 1 and stats.last_wake_s is not None and 0.2 <= stats.last_wake_s < 5
+            assert stats.versions["hello"].requests == 3
+            assert "pilotage_proxy_wakes_total 1.0" in exposition
+            last = [line for line in exposition.splitlines() if line.startswith("pilotage_proxy_last_wake_seconds ")]
+            assert len(last) == 1 and abs(float(last[0].split()[1]) - stats.last_wake_s) < 1e-3
+            assert parse_exposition(exposition, labels={"version": "hello"}).statuses == {"200": 3.0}
+        finally:
+            await proxy.stop()
+            await backend.halt()
+
+    asyncio.run(scenario())

@@ -8,6 +8,9 @@ and burn rates are computed from the difference of two samples (:func:`delta`), 
 * :class:`ScrapeSource` (default, ``metrics_source_url = "scrape:"``): ``GET <instance>/metrics`` and parse the
   text exposition format with ``prometheus_client``'s reference parser
   (https://prometheus.io/docs/instrumenting/exposition_formats/).
+* :class:`ProxySource`: the counters a route's proxy keeps per version (``GET <route.metrics_url>``, label
+  ``version``, :mod:`pilotage.runtime.proxy_metrics`), for a service that exposes no metrics of its own: it is
+  judged on what its proxy sees, as Flagger judges on what a mesh sees.
 * :class:`PromQLSource` (``prometheus://host:9090``): instant queries on the HTTP API
   (https://prometheus.io/docs/prometheus/latest/querying/api/) — ``sum by (status) (http_requests_total{SEL})``
   and the histogram series — where ``SEL`` is the version's label selector (default ``version="<v>"``, set by the
@@ -45,7 +48,9 @@ __all__ = [
     "REQUESTS_METRIC",
     "MetricSource",
     "NoData",
+    "PROXY_WEIGHT_METRIC",
     "PromQLSource",
+    "ProxySource",
     "Sample",
     "ScrapeSource",
     "WindowDelta",
@@ -59,6 +64,8 @@ __all__ = [
 REQUESTS_METRIC = "http_requests_total"
 #: Latency histogram of the generated-service conventions, seconds.
 LATENCY_METRIC = "http_request_duration_seconds"
+#: Gauge of a traffic proxy: each version's current share of the route's requests, percent (0 once removed).
+PROXY_WEIGHT_METRIC = "pilotage_proxy_weight_percent"
 #: A Prometheus label name (https://prometheus.io/docs/concepts/data_model/#metric-names-and-labels).
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
@@ -273,7 +280,16 @@ class ScrapeSource:
     async def sample(self, version: str, instance_url: str, labels: Mapping[str, str] | None = None) -> Sample:
         """Scrape ``instance_url/metrics`` and keep the ``labels`` population; see :class:`MetricSource`."""
         _check_labels(labels)
-        url = instance_url.rstrip("/") + "/metrics"
+        at, text = await self._scrape(instance_url.rstrip("/") + "/metrics", version)
+        return parse_exposition(text, at=at, source=instance_url.rstrip("/") + "/metrics", labels=labels)
+
+    async def _scrape(self, url: str, version: str) -> tuple[float, str]:
+        """``GET url``: return the time of the request (Unix s) and the body.
+
+        Raises:
+            BackendUnavailable: unreachable, or an answer other than 200 and 404.
+            NoData: 404.
+        """
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout_s)
         at = time.time()
@@ -287,13 +303,65 @@ class ScrapeSource:
             raise NoData(f"{url} answered 404: version {version} stopped exposing metrics", hint="serve /metrics")
         if response.status_code != 200:
             raise BackendUnavailable(f"{url} answered HTTP {response.status_code}", hint="serve /metrics", url=url)
-        return parse_exposition(response.text, at=at, source=url, labels=labels)
+        return at, response.text
 
     async def aclose(self) -> None:
         """Close the HTTP client. Idempotent."""
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+class ProxySource(ScrapeSource):
+    """The requests a route's proxy forwarded to each version, scraped from the route's ``metrics_url``.
+
+    For services without their own ``/metrics``: the proxy counts every request through the route
+    (:mod:`pilotage.runtime.proxy_metrics`), and a version's sample is the series with ``version="<v>"`` (and the
+    population's ``labels``). Blue-green's preview is counted the same way when it is a route of its own with the
+    green version as its only backend.
+
+    Args:
+        metrics_url: the route's :attr:`~pilotage.runtime.base.Route.metrics_url` (``http://127.0.0.1:P/metrics``).
+        timeout_s: connect + read timeout per scrape, seconds.
+
+    Raises:
+        ConfigError: ``metrics_url`` is not an http(s) URL.
+    """
+
+    def __init__(self, metrics_url: str, *, timeout_s: float = 2.0) -> None:
+        if not metrics_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"proxy metrics URL {metrics_url!r} is not an http URL", hint="pass the route's metrics_url"
+            )
+        super().__init__(timeout_s=timeout_s)
+        self.metrics_url = metrics_url
+
+    async def sample(self, version: str, instance_url: str, labels: Mapping[str, str] | None = None) -> Sample:
+        """Scrape the proxy and keep ``{"version": version, **labels}``; ``instance_url`` is not used.
+
+        Raises:
+            InputError: a ``labels`` name is not a label name.
+            NoData: the route never had a backend for ``version`` (a version with no request yet is zero counts).
+            BackendError: as :meth:`ScrapeSource.sample`.
+        """
+        wanted = {**_check_labels(labels), "version": version}
+        at, text = await self._scrape(self.metrics_url, version)
+        sample = parse_exposition(text, at=at, source=self.metrics_url, labels=wanted)
+        if not _has_version(text, version):
+            raise NoData(
+                f"{self.metrics_url}: the route never had a backend for version {version}",
+                hint="judge a version that is behind this route, or use the route of its preview",
+                version=version,
+            )
+        return sample
+
+
+def _has_version(text: str, version: str) -> bool:
+    """Whether the proxy exposition has a :data:`PROXY_WEIGHT_METRIC` series for ``version`` (text already parsed)."""
+    for family in text_string_to_metric_families(text):
+        if family.name == PROXY_WEIGHT_METRIC:
+            return any(s.labels.get("version") == version for s in family.samples)
+    return False
 
 
 class PromQLSource:

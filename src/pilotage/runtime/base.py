@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +30,7 @@ __all__ = [
     "RouteStats",
     "Runtime",
     "VersionStats",
+    "Waker",
     "Workload",
     "scratch_instance",
 ]
@@ -88,15 +89,27 @@ class InstanceHealth:
     exit_code: int | None = None
 
 
+#: What a cold route calls on its first request: an async callable without argument that brings a backend up
+#: (start an instance, then :meth:`RouteRuntime.set_weights` with ``backends``).
+Waker = Callable[[], Awaitable[None]]
+
+
 @dataclass
 class Route:
-    """A traffic split: ``url`` of the stable entry point, ``weights`` version → percent (sum 100)."""
+    """A traffic split: ``url`` of the stable entry point, ``weights`` version → percent (sum 100).
+
+    A route whose ``backends`` and ``weights`` are both empty is *cold*: see :meth:`RouteRuntime.create_route`.
+    ``metrics_url`` is where the route's own per-version request metrics are served in Prometheus text
+    (``http_requests_total{version, method, status}``, ``http_request_duration_seconds{version, method}``), on a
+    listener apart from ``url`` so every path of ``url`` reaches the service; "" when the runtime serves none.
+    """
 
     name: str
     url: str
     port: int
     backends: dict[str, Instance] = field(default_factory=dict)
     weights: dict[str, int] = field(default_factory=dict)
+    metrics_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,12 +140,19 @@ class VersionStats:
 
 @dataclass(frozen=True)
 class RouteStats:
-    """A snapshot of a route's statistics: ``versions`` version → :class:`VersionStats`; times in Unix s."""
+    """A snapshot of a route's statistics: ``versions`` version → :class:`VersionStats`; times in Unix s.
+
+    ``versions`` keeps every version the route ever had a backend for (counters are never reset). ``wakes`` counts
+    the cold route's wake-ups; ``last_wake_s`` is the last one's duration, from the first request held to the route
+    having a backend again, seconds (None before the first wake-up).
+    """
 
     name: str
     started_at: float
     last_request_at: float | None
     versions: dict[str, VersionStats] = field(default_factory=dict)
+    wakes: int = 0
+    last_wake_s: float | None = None
 
     @property
     def requests(self) -> int:
@@ -145,13 +165,18 @@ class RouteStats:
         return max(0.0, now - (self.last_request_at if self.last_request_at is not None else self.started_at))
 
     def to_dict(self) -> dict[str, Any]:
-        """Return ``{"name", "started_at", "last_request_at", "requests", "versions": {version: {...}}}``."""
+        """Return ``{"name", "started_at", "last_request_at", "requests", "versions": {v: {...}}, "wakes", ...}``.
+
+        Keys are the attribute names plus ``requests``; ``versions`` maps each version to its statistics' dict.
+        """
         return {
             "name": self.name,
             "started_at": self.started_at,
             "last_request_at": self.last_request_at,
             "requests": self.requests,
             "versions": {version: stats.to_dict() for version, stats in self.versions.items()},
+            "wakes": self.wakes,
+            "last_wake_s": self.last_wake_s,
         }
 
 
@@ -191,9 +216,26 @@ class RouteRuntime(ABC):
 
     @abstractmethod
     async def create_route(
-        self, name: str, backends: dict[str, Instance], weights: dict[str, int], port: int = 0
+        self,
+        name: str,
+        backends: dict[str, Instance],
+        weights: dict[str, int],
+        port: int = 0,
+        *,
+        waker: Waker | None = None,
     ) -> Route:
         """Open route ``name`` (on ``port``, 0 = any) splitting requests between ``backends`` by ``weights``.
+
+        Every request through the route is counted per version, and a backend that cannot be reached answers
+        502 (a 5xx); the counters are served at :attr:`Route.metrics_url` and returned by :meth:`route_stats`.
+
+        With ``backends`` and ``weights`` both ``{}`` the route is *cold* (so is one given ``{}`` by
+        :meth:`set_weights`). A request to a cold route without ``waker`` gets 503 at once. With a ``waker``, the
+        route holds the request, and every one arriving meanwhile (bounded by the runtime, 503 beyond), calls
+        ``waker()`` once, and forwards them as soon as the route has a backend again (the waker is expected to start
+        an instance and call :meth:`set_weights` with ``backends``); a request held longer than the runtime's wake
+        timeout (60 s by default), or held when the waker raises, gets 503 with the reason. Each wake-up's
+        duration is reported (:attr:`RouteStats.wakes`, :attr:`RouteStats.last_wake_s`).
 
         Raises:
             InputError: a route called ``name`` is open, or the weights are invalid (see :meth:`set_weights`).
@@ -201,14 +243,20 @@ class RouteRuntime(ABC):
         """
 
     @abstractmethod
-    async def set_weights(self, name: str, weights: dict[str, int]) -> None:
+    async def set_weights(
+        self, name: str, weights: dict[str, int], backends: dict[str, Instance] | None = None
+    ) -> None:
         """Change the split of route ``name``; the next request uses it.
+
+        With ``backends`` (version → instance), the route's backend set is replaced by it together with the
+        weights, atomically (a request sees either the old set and split or the new ones): a canary is added to a
+        live route, or removed, this way. ``weights={}`` with ``backends={}`` makes the route cold.
 
         Routes returned earlier by :meth:`get_route` are snapshots and keep the old weights.
 
         Raises:
             InputError: no open route has that name, a weight is not an integer ≥ 0, the weights do not sum to
-                100, or they name a version the route has no backend for.
+                100 (unless both are empty), or they name a version the route has (or would have) no backend for.
         """
 
     @abstractmethod

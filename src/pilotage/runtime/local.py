@@ -14,7 +14,9 @@ answer 200.
 
 A route is a :class:`~pilotage.runtime.proxy.TrafficProxy` (smooth weighted round-robin) on the caller's asyncio
 loop, kept by name so agents that did not create it can find, weigh, inspect and close it through the
-:class:`~pilotage.runtime.base.Runtime` contract.
+:class:`~pilotage.runtime.base.Runtime` contract. Its per-version metrics are served on a second port of the proxy
+(:attr:`~pilotage.runtime.base.Route.metrics_url`); a cold route holds requests while its waker runs (the proxy's
+:data:`~pilotage.runtime.proxy.WAKE_TIMEOUT_S` and :data:`~pilotage.runtime.proxy.MAX_HELD` unless given).
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ import httpx
 
 from pilotage.errors import BackendError, ConfigError, InputError
 from pilotage.fleet.descriptor import render_command
-from pilotage.runtime.base import Instance, InstanceHealth, Route, RouteStats, Runtime, Workload
-from pilotage.runtime.proxy import TrafficProxy, bind_local, check_weights
+from pilotage.runtime.base import Instance, InstanceHealth, Route, RouteStats, Runtime, Waker, Workload
+from pilotage.runtime.proxy import MAX_HELD, WAKE_TIMEOUT_S, TrafficProxy, bind_local, check_weights
 from pilotage.runtime.sandbox import launch_options, sandbox_env
 from pilotage.secrets import masker
 
@@ -65,16 +67,28 @@ class LocalRuntime(Runtime):
     Args:
         url: ``local:`` (no options yet).
         log_dir: folder for the services' logs; default ``<tmp>/pilotage/logs`` (created on first start).
+        wake_timeout_s: seconds a request waits for a cold route to wake (default
+            :data:`~pilotage.runtime.proxy.WAKE_TIMEOUT_S`, 60).
+        max_held: requests a cold route holds at most while it wakes (default :data:`~pilotage.runtime.proxy.MAX_HELD`).
 
     Raises:
         ConfigError: ``url`` is not a ``local:`` URL.
     """
 
-    def __init__(self, url: str = "local:", *, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        url: str = "local:",
+        *,
+        log_dir: Path | None = None,
+        wake_timeout_s: float = WAKE_TIMEOUT_S,
+        max_held: int = MAX_HELD,
+    ) -> None:
         if not url.startswith("local:"):
             raise ConfigError(f"runtime URL {url!r} is not local:", hint="use runtime_url = 'local:'", url=url)
         self.url = url
         self.log_dir = log_dir or Path(tempfile.gettempdir()) / "pilotage" / "logs"
+        self.wake_timeout_s = wake_timeout_s
+        self.max_held = max_held
         self._procs: dict[int, tuple[subprocess.Popen[bytes], IO[bytes]]] = {}
         self._exit_codes: dict[int, int] = {}  # pid → exit status of the processes it stopped
         self._routes: dict[str, tuple[Route, TrafficProxy]] = {}
@@ -230,9 +244,18 @@ class LocalRuntime(Runtime):
     # -- routes ------------------------------------------------------------------------------------------------
 
     async def create_route(
-        self, name: str, backends: dict[str, Instance], weights: dict[str, int], port: int = 0
+        self,
+        name: str,
+        backends: dict[str, Instance],
+        weights: dict[str, int],
+        port: int = 0,
+        *,
+        waker: Waker | None = None,
     ) -> Route:
         """Start a proxy on 127.0.0.1:``port`` splitting requests between ``backends`` by ``weights``.
+
+        ``{}`` and ``{}`` open a cold route, woken by ``waker`` (see
+        :meth:`pilotage.runtime.base.RouteRuntime.create_route`).
 
         Raises:
             InputError: a route called ``name`` exists, or the weights are invalid (sum ≠ 100, unknown version).
@@ -240,22 +263,41 @@ class LocalRuntime(Runtime):
         """
         if name in self._routes:
             raise InputError(f"route {name!r} already exists", hint="close it first or choose another name")
-        check_weights(weights, set(backends))
-        proxy = TrafficProxy(name, {v: i.url for v, i in backends.items()}, weights, port=port)
+        check_weights(weights, set(backends), cold_ok=True)
+        urls = {v: i.url for v, i in backends.items()}
+        proxy = TrafficProxy(
+            name, urls, weights, port=port, waker=waker, wake_timeout_s=self.wake_timeout_s, max_held=self.max_held
+        )
         await proxy.start()
-        route = Route(name=name, url=proxy.url, port=proxy.port, backends=dict(backends), weights=proxy.weights)
+        route = Route(
+            name=name,
+            url=proxy.url,
+            port=proxy.port,
+            backends=dict(backends),
+            weights=proxy.weights,
+            metrics_url=proxy.metrics_url,
+        )
         self._routes[name] = (route, proxy)
         return _copy(route)
 
-    async def set_weights(self, name: str, weights: dict[str, int]) -> None:
-        """Change the split of route ``name`` from the next request on (a :class:`Route` also gets its weights set).
+    async def set_weights(
+        self, name: str, weights: dict[str, int], backends: dict[str, Instance] | None = None
+    ) -> None:
+        """Change the split of route ``name`` from the next request on, with ``backends`` its backend set too.
+
+        The kept :class:`Route` gets the new weights (and backends). ``{}`` with ``{}`` makes the route cold.
 
         Raises:
-            InputError: no open route has that name, or the weights are invalid (sum ≠ 100, unknown version).
+            InputError: no open route has that name, or the weights are invalid (sum ≠ 100, unknown version);
+                nothing changed then.
         """
         proxy = self._proxy(name)
-        proxy.set_weights(weights)
-        self._routes[proxy.name][0].weights = proxy.weights
+        urls = None if backends is None else {v: i.url for v, i in backends.items()}
+        proxy.set_weights(weights, urls)
+        route = self._routes[proxy.name][0]
+        route.weights = proxy.weights
+        if backends is not None:
+            route.backends = dict(backends)
 
     async def get_route(self, name: str) -> Route | None:
         """Return a snapshot of the open route called ``name``, or None."""

@@ -14,8 +14,16 @@ rollout windows honest where weighted *random* choice would drift by ±√(n·p�
 
 The proxy counts, per version, the requests it forwarded, the responses with status ≥ 500 (and upstream
 failures, answered 502), the wall-clock time of the last request (the cost agent's idleness) and the upstream
-latency of the last :data:`LATENCY_WINDOW` requests (:meth:`TrafficProxy.stats`). Every response carries
-``x-pilotage-version`` naming the version that served it.
+latency of the last :data:`LATENCY_WINDOW` requests (:meth:`TrafficProxy.stats`); the same requests are counted in
+Prometheus text on a second, admin listener (:attr:`TrafficProxy.metrics_url`, :mod:`pilotage.runtime.proxy_metrics`).
+Every response carries ``x-pilotage-version`` naming the version that served it.
+
+**Cold routes** (scale to zero with wake on the first request, as KEDA's HTTP add-on does): a proxy without
+backends holds each arriving request (at most ``max_held``), calls its ``waker`` once and forwards the held
+requests as soon as :meth:`TrafficProxy.set_weights` gives it backends again. One *wake-up* runs from the first
+held request to that moment; it ends without a backend when the waker raises (the held requests get 503 at once)
+or when every held request timed out (``wake_timeout_s``, 503) after the waker returned; the next request starts
+another. A cold proxy without a waker answers 503 at once.
 """
 
 from __future__ import annotations
@@ -23,21 +31,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import math
 import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import uvicorn
 
 from pilotage.errors import BackendError, ConfigError, InputError
-from pilotage.runtime.base import RouteStats, VersionStats
+from pilotage.runtime.base import RouteStats, VersionStats, Waker
+from pilotage.runtime.proxy_metrics import METRICS_PATH, ProxyMetrics
 
 __all__ = [
     "LATENCY_WINDOW",
+    "MAX_HELD",
+    "WAKE_TIMEOUT_S",
     "EmbeddedServer",
     "RouteStats",  # re-exported for callers that still import it from here; owned by runtime.base
     "SmoothWeightedRoundRobin",
@@ -52,6 +65,12 @@ __all__ = [
 #: the default 40 requests/s for 3 s sends 120, so the window spans several steps; sorting 1000 floats per stats call
 #: costs well under a millisecond.
 LATENCY_WINDOW = 1000
+#: Requests a cold route holds while it wakes; more get 503 at once (bounds the sockets a burst can pin).
+MAX_HELD = 256
+#: Seconds a request waits for a cold route to wake before it gets 503 (issue #17; KEDA's HTTP add-on
+#: bounds the same wait with its readiness timeout): a generated service starts in 1-3 s here, a descriptor's may
+#: take longer.
+WAKE_TIMEOUT_S = 60.0
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -77,12 +96,18 @@ _HOP_BY_HOP = frozenset(
 )
 
 
-def check_weights(weights: dict[str, int], versions: set[str] | None = None) -> dict[str, int]:
+def check_weights(
+    weights: dict[str, int], versions: set[str] | None = None, *, cold_ok: bool = False
+) -> dict[str, int]:
     """Return ``weights`` validated: non-negative integers summing to 100, naming only known ``versions``.
+
+    With ``cold_ok``, ``{}`` with no ``versions`` (a cold route) is valid too.
 
     Raises:
         InputError: a weight is not a non-negative integer, the sum is not 100, or a version is unknown.
     """
+    if cold_ok and not weights and not versions:
+        return {}
     for version, weight in weights.items():
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
             raise InputError(
@@ -254,34 +279,71 @@ class EmbeddedServer(uvicorn.Server):
             pass
 
 
+@dataclass
+class _WakeUp:
+    """One wake-up of a cold route (see the module docstring).
+
+    Held requests await ``future``: "" once there is a backend, else the reason of their 503. ``started`` is the
+    first held request's monotonic time (s); ``task`` runs the waker; ``waker_done`` once it returned or raised.
+    """
+
+    future: asyncio.Future[str]
+    started: float
+    task: asyncio.Task[None] | None = None
+    waker_done: bool = False
+
+
 class TrafficProxy:
     """An HTTP reverse proxy splitting requests between versions of one service by weight.
 
     Args:
         name: route name (used in messages and stats).
-        backends: version → base URL (``http://127.0.0.1:PORT``).
+        backends: version → base URL (``http://127.0.0.1:PORT``); ``{}`` with ``weights={}`` is a cold route.
         weights: version → percent, summing to 100.
         port: port to listen on at 127.0.0.1; 0 chooses a free one.
         timeout_s: upstream timeout per request (connect + read), seconds.
+        waker: awaited once per wake-up of the cold route (module docstring); None: a cold route answers 503.
+        wake_timeout_s: seconds a request waits for a wake-up (default :data:`WAKE_TIMEOUT_S`).
+        max_held: requests held at most while cold (default :data:`MAX_HELD`).
 
     Raises:
         InputError: the weights are invalid or name a version without a backend.
     """
 
     def __init__(
-        self, name: str, backends: dict[str, str], weights: dict[str, int], *, port: int = 0, timeout_s: float = 10.0
+        self,
+        name: str,
+        backends: dict[str, str],
+        weights: dict[str, int],
+        *,
+        port: int = 0,
+        timeout_s: float = 10.0,
+        waker: Waker | None = None,
+        wake_timeout_s: float = WAKE_TIMEOUT_S,
+        max_held: int = MAX_HELD,
     ) -> None:
         self.name = name
-        self.backends = dict(backends)
-        self._balancer = SmoothWeightedRoundRobin(check_weights(weights, set(backends)))
         self.requested_port = port
         self.port = 0
+        self.admin_port = 0
         self.timeout_s = timeout_s
-        self._stats = {version: _VersionCounters(LATENCY_WINDOW) for version in backends}
+        self.waker = waker
+        self.wake_timeout_s = wake_timeout_s
+        self.max_held = max_held
+        self.metrics = ProxyMetrics(name)
+        self.backends: dict[str, str] = {}
+        self._balancer = SmoothWeightedRoundRobin({})
+        self._stats: dict[str, _VersionCounters] = {}
+        self.wakes = 0
+        self.last_wake_s: float | None = None
+        self._wake: _WakeUp | None = None
+        self._held = 0
+        self.set_weights(weights, backends)
         self._started_at = 0.0
         self._last_request_at: float | None = None
         self._client: httpx.AsyncClient | None = None
         self._server: EmbeddedServer | None = None
+        self._admin: EmbeddedServer | None = None
 
     @property
     def url(self) -> str:
@@ -289,17 +351,31 @@ class TrafficProxy:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def metrics_url(self) -> str:
+        """URL of the route's Prometheus metrics on the admin listener (:mod:`~pilotage.runtime.proxy_metrics`)."""
+        return f"http://127.0.0.1:{self.admin_port}{METRICS_PATH}"
+
+    @property
     def weights(self) -> dict[str, int]:
         """The current split, version → percent."""
         return dict(self._balancer.weights)
 
-    def set_weights(self, weights: dict[str, int]) -> None:
-        """Change the split; the next request uses it.
+    def set_weights(self, weights: dict[str, int], backends: dict[str, str] | None = None) -> None:
+        """Change the split, and with ``backends`` (version → base URL) the backend set too; the next request uses them.
+
+        ``{}`` with ``{}`` makes the route cold; backends for a cold route end its wake-up (recorded).
 
         Raises:
-            InputError: the weights are invalid or name a version without a backend.
+            InputError: the weights are invalid or name a version without a backend (nothing changed).
         """
-        self._balancer = SmoothWeightedRoundRobin(check_weights(weights, set(self.backends)))
+        chosen = self.backends if backends is None else dict(backends)
+        checked = check_weights(weights, set(chosen), cold_ok=True)
+        self.backends, self._balancer = chosen, SmoothWeightedRoundRobin(checked)
+        for version in chosen:
+            self._stats.setdefault(version, _VersionCounters(LATENCY_WINDOW))
+        self.metrics.set_weights(checked, set(self._stats))
+        if chosen:
+            self._woke()
 
     def stats(self) -> RouteStats:
         """Return a snapshot of the counters and latency summaries (:class:`~pilotage.runtime.base.VersionStats`)."""
@@ -308,37 +384,54 @@ class TrafficProxy:
             started_at=self._started_at,
             last_request_at=self._last_request_at,
             versions={version: counters.snapshot() for version, counters in self._stats.items()},
+            wakes=self.wakes,
+            last_wake_s=self.last_wake_s,
         )
 
     async def start(self, ready_timeout_s: float = 10.0) -> str:
-        """Bind the port, start serving on the running loop and return the proxy URL.
+        """Bind the routed port and a free admin port, start serving on the running loop and return the proxy URL.
 
         Raises:
             ConfigError: the port is in use.
-            BackendError: the server did not start within ``ready_timeout_s``.
+            BackendError: a server did not start within ``ready_timeout_s``.
         """
         sock = bind_local(self.requested_port)
         # accepted connections inherit TCP_NODELAY from the listening socket; without it the body, written after the
         # headers, waited for the client's delayed ACK (Nagle): 48 ms per GET through the proxy instead of 7 ms
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.port = sock.getsockname()[1]
+        try:
+            admin = bind_local(0)
+        except ConfigError:
+            sock.close()
+            raise
+        self.port, self.admin_port = sock.getsockname()[1], admin.getsockname()[1]
         self._client = httpx.AsyncClient(
             timeout=self.timeout_s, limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
         )
         self._server = EmbeddedServer(self, f"traffic proxy {self.name!r}")
+        self._admin = EmbeddedServer(self.metrics, f"metrics of traffic proxy {self.name!r}")
         try:
             await self._server.launch(sock, ready_timeout_s)
+            await self._admin.launch(admin, ready_timeout_s)
         except BackendError:
+            admin.close()
             await self.stop()
             raise
         self._started_at = time.time()
         return self.url
 
     async def stop(self) -> None:
-        """Stop serving and close upstream connections. Idempotent."""
-        if self._server is not None:
-            await self._server.halt()
-            self._server = None
+        """Stop serving (both listeners), cancel a running waker, close upstream connections. Idempotent."""
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            if not wake.future.done():
+                wake.future.set_result(f"route {self.name!r} was closed while waking up")
+            if wake.task is not None:
+                wake.task.cancel()
+        for server in (self._server, self._admin):
+            if server is not None:
+                await server.halt()
+        self._server = self._admin = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -347,30 +440,89 @@ class TrafficProxy:
         """ASGI entry point: forward one HTTP request to the version picked by the balancer."""
         if scope["type"] != "http":
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body.extend(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        body = await _read_body(receive)
+        refusal = await self._backend_or_refusal()
+        if refusal:
+            self._last_request_at = time.time()
+            self.metrics.refused(scope["method"], 503)
+            detail = json.dumps({"detail": refusal}).encode()
+            await _respond(send, 503, [(b"content-type", b"application/json")], detail)
+            return
         version = self._balancer.pick()
-        now = time.time()
         counters = self._stats[version]
         counters.requests += 1
-        counters.last_request_at = self._last_request_at = now
+        counters.last_request_at = self._last_request_at = time.time()
         target = self.backends[version] + scope.get("raw_path", scope["path"].encode()).decode("latin-1")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
         headers = [(k, v) for k, v in scope["headers"] if k.decode("latin-1").lower() not in _HOP_BY_HOP]
         started = time.perf_counter()
-        status, out_headers, content = await self._forward(scope["method"], target, headers, bytes(body))
-        counters.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+        status, out_headers, content = await self._forward(scope["method"], target, headers, body)
+        elapsed_s = time.perf_counter() - started
+        counters.latencies_ms.append(elapsed_s * 1000.0)
         if status >= 500:
             counters.errors += 1
+        self.metrics.observe(version, scope["method"], status, elapsed_s)
         out_headers.append((b"x-pilotage-version", version.encode()))
-        out_headers.append((b"content-length", str(len(content)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": out_headers})
-        await send({"type": "http.response.body", "body": content})
+        await _respond(send, status, out_headers, content)
+
+    async def _backend_or_refusal(self) -> str:
+        """Return "" once the route has a backend (holding the request while a cold route wakes), else why not."""
+        if self.backends:
+            return ""
+        if self.waker is None:
+            return f"route {self.name!r} is scaled to zero and has no waker: start a version and set its weights"
+        if self._held >= self.max_held:
+            return f"route {self.name!r} is waking up and already holds {self.max_held} requests: retry shortly"
+        wake = self._wake or self._start_wake(self.waker)
+        self._held += 1
+        self.metrics.held.set(self._held)
+        try:
+            reason = await asyncio.wait_for(asyncio.shield(wake.future), self.wake_timeout_s)
+        except TimeoutError:
+            reason = f"route {self.name!r} did not wake up within {self.wake_timeout_s} s"
+        finally:
+            self._held -= 1
+            self.metrics.held.set(self._held)
+            self._abandon_if_idle(wake)
+        if not reason and not self.backends:
+            reason = f"route {self.name!r} was scaled to zero again while the request waited"
+        return reason
+
+    def _start_wake(self, waker: Waker) -> _WakeUp:
+        wake = _WakeUp(asyncio.get_running_loop().create_future(), time.monotonic())
+        self._wake = wake
+        wake.task = asyncio.create_task(self._run_waker(waker, wake), name=f"waker of route {self.name!r}")
+        return wake
+
+    async def _run_waker(self, waker: Waker, wake: _WakeUp) -> None:
+        try:
+            await waker()
+        except Exception as exc:  # noqa: BLE001 - any failure of the waker ends its wake-up: the held requests get 503
+            if not wake.future.done():
+                wake.future.set_result(f"route {self.name!r} failed to wake up: {type(exc).__name__}: {exc}")
+            if self._wake is wake:
+                self._wake = None
+        finally:
+            wake.waker_done, wake.task = True, None
+            self._abandon_if_idle(wake)
+
+    def _abandon_if_idle(self, wake: _WakeUp) -> None:
+        """End a wake-up nobody waits for any more whose waker returned without giving the route a backend."""
+        if self._wake is wake and wake.waker_done and self._held == 0 and not wake.future.done():
+            wake.future.set_result(f"route {self.name!r} got no backend from its waker")
+            self._wake = None
+
+    def _woke(self) -> None:
+        """The route has backends: end the wake-up in progress, recording its duration, and release its requests."""
+        wake, self._wake = self._wake, None
+        if wake is None or wake.future.done():
+            return
+        duration_s = time.monotonic() - wake.started
+        self.wakes += 1
+        self.last_wake_s = round(duration_s, 6)
+        self.metrics.woke(duration_s)
+        wake.future.set_result("")
 
     async def _forward(
         self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes
@@ -387,3 +539,20 @@ class TrafficProxy:
             if k.lower() not in _HOP_BY_HOP
         ]
         return response.status_code, kept, response.content
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body of an ASGI HTTP request."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        body.extend(message.get("body", b""))
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
+    """Send one whole ASGI HTTP response (``content-length`` added)."""
+    headers.append((b"content-length", str(len(content)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})

@@ -1,0 +1,155 @@
+"""SLIs without instrumentation (issue #17): the proxy counts every request per version in Prometheus text, and the
+rollout analysis judges versions that export no metrics on what their route's proxy saw.
+
+Real processes behind a real proxy: the tiny service, and plain standard-library HTTP servers without ``/metrics``
+(``tests/fixtures/plain_http/server.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pilotage.errors import ConfigError
+from pilotage.observe.judge import Outcome
+from pilotage.observe.prometheus import NoData, ProxySource, parse_exposition
+from pilotage.observe.slo import default_slo
+from pilotage.rollout.observation import observe
+from pilotage.runtime.base import Instance, Workload
+from pilotage.runtime.local import LocalRuntime
+from tests.fixtures.tiny_service.harness import copy_service
+
+PLAIN = Path(__file__).parents[1] / "fixtures" / "plain_http"
+
+
+def _free_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def _gauges(text: str, name: str) -> dict[str, float]:
+    """``version`` label (or "") → value of gauge ``name`` in an exposition."""
+    return {
+        s.labels.get("version", ""): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+def test_every_request_through_the_route_is_counted_per_version_on_the_admin_listener(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+            ok = Workload("tiny", "v1", copy_service(tmp_path / "v1"))
+            failing = Workload("tiny", "v2", copy_service(tmp_path / "v2"), env={"PILOTAGE_FAULT_ERROR_RATE": "1"})
+            v1, v2 = await asyncio.gather(runtime.start(ok), runtime.start(failing))
+            port = _free_port()  # nothing listens there: every request to v3 is a connection failure
+            v3 = Instance(Workload("tiny", "v3", tmp_path), f"http://127.0.0.1:{port}", port)
+            route = await runtime.create_route("count", {"v1": v1, "v2": v2, "v3": v3}, {"v1": 50, "v2": 25, "v3": 25})
+            async with httpx.AsyncClient(timeout=10) as client:
+                # SWRR's first pick is v1: the route's own /metrics path reaches the service, not the proxy's counters
+                service_metrics = await client.get(route.url + "/metrics")
+                statuses = [(await client.get(route.url + "/notes")).status_code for _ in range(19)]
+                exposition = (await client.get(route.metrics_url)).text
+                elsewhere = await client.get(route.metrics_url.removesuffix("/metrics") + "/notes")
+            assert service_metrics.headers["x-pilotage-version"] == "v1"
+            assert "# TYPE http_requests_total counter" in service_metrics.text  # the tiny service's own
+            assert "pilotage_proxy" not in service_metrics.text and "pilotage_proxy_weight_percent" in exposition
+            assert elsewhere.status_code == 404 and sorted(set(statuses)) == [200, 500, 502]
+            samples = {v: parse_exposition(exposition, labels={"version": v}) for v in ("v1", "v2", "v3")}
+            assert samples["v1"].statuses == {"200": 10.0}  # 1 /metrics + 9 /notes: SWRR 2:1:1, exact
+            assert samples["v2"].statuses == {"500": 5.0} and samples["v3"].statuses == {"502": 5.0}
+            assert [samples[v].latency_count for v in ("v1", "v2", "v3")] == [10.0, 5.0, 5.0]
+            assert samples["v1"].buckets[0.5] == 10.0 and samples["v1"].buckets[float("inf")] == 10.0
+            stats = await runtime.route_stats("count")
+            assert {v: (s.requests, s.errors) for v, s in stats.versions.items()} == {
+                "v1": (10, 0),
+                "v2": (5, 5),
+                "v3": (5, 5),
+            }
+            assert _gauges(exposition, "pilotage_proxy_weight_percent") == {"v1": 50.0, "v2": 25.0, "v3": 25.0}
+            assert _gauges(exposition, "pilotage_proxy_wakes_total") == {"": 0.0}
+            await runtime.set_weights("count", {"v1": 100}, backends={"v1": v1})  # v2, v3 removed: 0, history kept
+            async with httpx.AsyncClient(timeout=10) as client:
+                after = (await client.get(route.metrics_url)).text
+            assert _gauges(after, "pilotage_proxy_weight_percent") == {"v1": 100.0, "v2": 0.0, "v3": 0.0}
+            source = ProxySource(route.metrics_url)
+            try:
+                assert (await source.sample("v2", "http://unused")).statuses == {"500": 5.0}
+                narrowed = await source.sample("v1", "http://unused", {"method": "GET", "status": "200"})
+                assert narrowed.statuses == {"200": 10.0}
+                with pytest.raises(NoData, match="never had a backend for version v9"):
+                    await source.sample("v9", "http://unused")
+            finally:
+                await source.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_proxy_source_needs_an_http_url() -> None:
+    with pytest.raises(ConfigError, match="not an http URL"):
+        ProxySource("127.0.0.1:9000/metrics")
+
+
+async def _traffic(urls: list[str], rps: float, stop: asyncio.Event) -> None:
+    """GET every URL of ``urls`` in turn, ``rps`` requests per second each, until ``stop`` is set."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        while not stop.is_set():
+            for url in urls:
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.get(url)
+            await asyncio.sleep(1.0 / rps)
+
+
+def test_versions_without_metrics_are_judged_on_what_their_proxy_counted(tmp_path: Path) -> None:
+    """A version answering 500s fails, a healthy one passes: the analysis reads only the proxy's counters."""
+
+    def plain(version: str, status: int) -> Workload:
+        return Workload(
+            "shop",
+            version,
+            PLAIN,
+            env={"PLAIN_STATUS": str(status), "PLAIN_VERSION": version},
+            command="{python} server.py {port}",
+        )
+
+    async def scenario() -> None:
+        async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+            good, bad, green = await asyncio.gather(
+                runtime.start(plain("v1", 200)), runtime.start(plain("v2", 500)), runtime.start(plain("v3", 200))
+            )
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(good.url + "/metrics")).status_code == 404  # no metrics of its own
+            canary = await runtime.create_route("shop", {"v1": good, "v2": bad}, {"v1": 50, "v2": 50})
+            # blue-green's green at a counted preview address: a route of its own with one backend
+            preview = await runtime.create_route("shop-preview", {"v3": green}, {"v3": 100})
+            stop = asyncio.Event()
+            traffic = asyncio.create_task(_traffic([canary.url + "/items", preview.url + "/items"], 40.0, stop))
+            canary_source, preview_source = ProxySource(canary.metrics_url), ProxySource(preview.metrics_url)
+            slo = default_slo("shop")
+            try:
+                failing, passing = await asyncio.gather(
+                    observe(canary_source, slo, bad, good, duration_s=3.0, poll_s=0.25),
+                    observe(preview_source, slo, green, None, duration_s=3.0, poll_s=0.25),
+                )
+            finally:
+                stop.set()
+                await traffic
+                await canary_source.aclose()
+                await preview_source.aclose()
+            assert failing.assessment.outcome is Outcome.FAIL, failing.assessment.summary()
+            assert failing.canary[-1].statuses.get("500", 0) > 0 and set(failing.baseline[-1].statuses) == {"200"}
+            assert passing.assessment.outcome is Outcome.PASS, passing.assessment.summary()
+            assert passing.assessment.counts["canary"]["requests"] >= 20
+            assert set(passing.canary[-1].statuses) == {"200"} and passing.canary[-1].latency_count > 0
+
+    asyncio.run(scenario())
