@@ -87,7 +87,9 @@ def test_blue_green_previews_green_then_switches_atomically_and_keeps_blue_warm(
         plan = _plan(tmp_path, "blue-green", [0, 100])
         try:
             started = await controller.launch(plan)
-            assert started["preview_url"] == started["canary"]["url"]
+            preview = await controller.runtime.get_route("dep-blue-green#preview")  # green alone behind its proxy
+            assert preview is not None and started["preview_url"] == preview.url != started["canary"]["url"]
+            assert list(preview.backends) == ["v2"]
             assert await _versions(started["proxy_url"]) == {"v1": 40}  # users stay on blue
             assert await _versions(started["preview_url"], 5) == {"v2": 5}  # green answers at its own address
             await asyncio.sleep(0.5)
@@ -95,6 +97,7 @@ def test_blue_green_previews_green_then_switches_atomically_and_keeps_blue_warm(
             assert route_stats.versions["v2"].requests == 0  # the preview traffic does not go through the route
             await controller.apply_step(plan, 0)  # the preview step moves nothing
             await controller.apply_step(plan, 100)
+            assert await controller.runtime.get_route("dep-blue-green#preview") is None  # closed at the switch
             assert await _versions(started["proxy_url"]) == {"v2": 40}  # one switch, every user
             route = await controller.runtime.get_route("dep-blue-green")
             assert route is not None and (await controller.runtime.health(route.backends["v1"])).running

@@ -42,11 +42,19 @@ from pilotage.catalogue.rollout import DeployStep
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.observe.judge import JudgeConfig, Outcome, compare_error_counts
-from pilotage.observe.prometheus import Sample, delta, open_source
+from pilotage.observe.prometheus import (
+    MetricSource,
+    PerVersionSource,
+    ProxySource,
+    Sample,
+    ScrapeSource,
+    delta,
+    open_source,
+)
 from pilotage.observe.slo import SLOSpec, default_slo, load_slo
 from pilotage.rollout.observation import AnalysisSettings, Population, assess_recorded, observe, recorded_inputs
-from pilotage.rollout.state import RolloutState, load_state
-from pilotage.runtime.base import Instance, RouteStats
+from pilotage.rollout.state import RolloutState, load_state, preview_route_name
+from pilotage.runtime.base import Instance, Route, RouteStats
 
 __all__ = ["ReliabilityAgent", "assessment_reasoning", "find_slo", "judge"]
 
@@ -306,9 +314,10 @@ class ReliabilityAgent(Agent):
     async def _observe(self, event: CloudEvent, state: RolloutState, phase: str) -> dict[str, Any]:
         """Poll both populations through the configured metric source; return the decision inputs it recorded."""
         settings, runtime = self.ctx.settings, self.ctx.runtime
-        route = await runtime.get_route(state.deployment_id)
+        route_name = str(state.plan.get("route") or state.deployment_id)  # issue 17: a managed service's stable route
+        route = await runtime.get_route(route_name)
         if route is None:
-            raise InputError(f"route {state.deployment_id} is closed", hint="the rollout was stopped; start it again")
+            raise InputError(f"route {route_name} is closed", hint="the rollout was stopped; start it again")
         new, control = populations(state, route.backends, phase)
         smoke = await smoke_check(state.preview_url, list(state.plan["traffic_paths"])) if phase == "preview" else None
         run = await self.run_spec(event)
@@ -318,8 +327,8 @@ class ReliabilityAgent(Agent):
             settings.burn_rate_time_scale,
             settings.min_requests_per_step,
         )
-        source = open_source(settings.metrics_source_url)
-        before = await runtime.route_stats(state.deployment_id)
+        source = await self._metric_source(state, route, phase)
+        before = await runtime.route_stats(route_name)
         try:
             seen = await observe(
                 source,
@@ -334,7 +343,7 @@ class ReliabilityAgent(Agent):
             )
         finally:
             await source.aclose()
-        after = await runtime.route_stats(state.deployment_id) if await runtime.get_route(state.deployment_id) else None
+        after = await runtime.route_stats(route_name) if await runtime.get_route(route_name) else None
         base_v, head_v = state.plan["baseline"]["version"], state.plan["canary"]["version"]
         by_flag = state.strategy == "feature-flag"  # the proxy cannot tell flag-on from flag-off requests
         return {
@@ -345,6 +354,27 @@ class ReliabilityAgent(Agent):
             "window_s": round(seen.elapsed_s, 3),
             **({"smoke": smoke} if smoke is not None else {}),
         }
+
+    async def _metric_source(self, state: RolloutState, route: Route, phase: str) -> MetricSource:
+        """The configured metric source, adapted per version to its descriptor's ``metrics`` (issue #17).
+
+        ``proxy``: what the route's proxy counted (during blue-green's preview, green from its preview route);
+        another path than ``/metrics``: scraped there.
+        """
+        default: MetricSource = open_source(self.ctx.settings.metrics_source_url)
+        sources: dict[str, MetricSource] = {}
+        for role in ("baseline", "canary"):
+            spec = state.plan[role]
+            metrics = str(spec.get("metrics", "/metrics"))
+            if metrics == "proxy":
+                url = route.metrics_url
+                if role == "canary" and phase == "preview":
+                    preview = await self.ctx.runtime.get_route(preview_route_name(state.deployment_id))
+                    url = preview.metrics_url if preview is not None else url
+                sources[str(spec["version"])] = ProxySource(url)
+            elif metrics != "/metrics" and isinstance(default, ScrapeSource):
+                sources[str(spec["version"])] = ScrapeSource(path=metrics)
+        return PerVersionSource(sources, default) if sources else default
 
     async def _alive(self, instance: Instance) -> bool:
         return (await self.ctx.runtime.health(instance)).running

@@ -271,17 +271,20 @@ class ScrapeSource:
 
     Args:
         timeout_s: connect + read timeout per scrape, seconds.
+        path: the metrics path of the instances (a service descriptor's ``metrics``, default ``/metrics``).
     """
 
-    def __init__(self, *, timeout_s: float = 2.0) -> None:
+    def __init__(self, *, timeout_s: float = 2.0, path: str = "/metrics") -> None:
         self.timeout_s = timeout_s
+        self.path = path if path.startswith("/") else "/" + path
         self._client: httpx.AsyncClient | None = None
 
     async def sample(self, version: str, instance_url: str, labels: Mapping[str, str] | None = None) -> Sample:
-        """Scrape ``instance_url/metrics`` and keep the ``labels`` population; see :class:`MetricSource`."""
+        """Scrape ``instance_url`` + :attr:`path` and keep the ``labels`` population; see :class:`MetricSource`."""
         _check_labels(labels)
-        at, text = await self._scrape(instance_url.rstrip("/") + "/metrics", version)
-        return parse_exposition(text, at=at, source=instance_url.rstrip("/") + "/metrics", labels=labels)
+        url = instance_url.rstrip("/") + self.path
+        at, text = await self._scrape(url, version)
+        return parse_exposition(text, at=at, source=url, labels=labels)
 
     async def _scrape(self, url: str, version: str) -> tuple[float, str]:
         """``GET url``: return the time of the request (Unix s) and the body.
@@ -459,6 +462,33 @@ def _value(result: dict[str, Any]) -> float:
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise BackendCorrupt(f"PromQL sample without a value: {result!r}", hint="instant vector query") from exc
     return value if math.isfinite(value) else 0.0
+
+
+class PerVersionSource:
+    """Samples each version from its own source.
+
+    Issue #17: a delivered version is judged through its proxy, another through its own ``/metrics``, and
+    blue-green's green through its preview route.
+
+    Args:
+        sources: version → its source; versions not listed use ``default``.
+        default: the source of every other version.
+    """
+
+    def __init__(self, sources: Mapping[str, MetricSource], default: MetricSource) -> None:
+        self.sources, self.default = dict(sources), default
+
+    async def sample(self, version: str, instance_url: str, labels: Mapping[str, str] | None = None) -> Sample:
+        """Delegate to the version's source; see :class:`MetricSource`."""
+        return await self.sources.get(version, self.default).sample(version, instance_url, labels)
+
+    async def aclose(self) -> None:
+        """Close every source once."""
+        seen: set[int] = set()
+        for source in (*self.sources.values(), self.default):
+            if id(source) not in seen:
+                seen.add(id(source))
+                await source.aclose()
 
 
 def open_source(url: str) -> ScrapeSource | PromQLSource:

@@ -13,8 +13,9 @@ What each strategy runs (weights in percent; ``plan`` = the ``deploy.requested``
 
 * canary: baseline + canary behind the route at 100/0, synthetic user traffic through the route; a step sets
   ``100 − w / w``.
-* blue-green: the same route at 100/0; green also gets synthetic traffic at its own **preview** address (its
-  instance URL) with 0 % of user traffic; the switch is one ``set_weights`` to 0/100, then preview traffic stops;
+* blue-green: the same route at 100/0; green also gets synthetic traffic at its own **preview** address (a
+  route of its own with green alone, ``<deployment>#preview``) with 0 % of user traffic; the switch is one
+  ``set_weights`` to 0/100, then preview traffic stops;
   blue keeps running as the hot standby.
 * feature-flag: the new version gets ``PILOTAGE_OFREP_URL``/``PILOTAGE_FLAG_KEY`` and serves 100 % of the route
   from the start with the flag at 0 %; a step sets the flag's share of targeting keys on the control plane's OFREP
@@ -32,6 +33,7 @@ from typing import Any
 
 from pilotage.agent import AgentContext
 from pilotage.errors import BackendError
+from pilotage.rollout.state import preview_route_name
 from pilotage.runtime.base import Instance, Route, Runtime, Workload
 from pilotage.runtime.flags import FlagServer
 from pilotage.runtime.traffic import TrafficStats, start_traffic, stop_traffic
@@ -55,10 +57,6 @@ class RollbackDone:
     actions: list[str] = field(default_factory=list)
     log_tail: list[str] = field(default_factory=list)
     traffic: dict[str, Any] | None = None
-
-
-def _preview_name(deployment_id: str) -> str:
-    return f"{deployment_id}#preview"
 
 
 def _describe(instance: Instance | None) -> dict[str, Any] | None:
@@ -132,7 +130,8 @@ class RolloutController:
                 for instance in started:
                     await self.runtime.stop(instance)
                 raise
-        self._start_traffic(plan, route.url, canary.url if strategy == "blue-green" else "")
+        preview_url = await self._open_preview(plan, canary) if strategy == "blue-green" else ""
+        self._start_traffic(plan, route.url, preview_url)
         return {
             "deployment_id": deployment_id,
             "strategy": strategy,
@@ -142,7 +141,7 @@ class RolloutController:
             "baseline": _describe(baseline),
             "canary": _describe(canary),
             "proxy_url": route.url,
-            "preview_url": canary.url if strategy == "blue-green" else "",
+            "preview_url": preview_url,
             "flag_key": plan.get("flag_key", ""),
             "flags_url": self._flags.url if self._flags is not None and strategy == "feature-flag" else "",
             "traffic_paths": plan["traffic_paths"],
@@ -196,15 +195,31 @@ class RolloutController:
         """Remember how to wake the production version of a stable ``route`` scaled to zero (the fleet keeper)."""
         self._wakers[route] = waker
 
+    async def _open_preview(self, plan: dict[str, Any], canary: Instance) -> str:
+        """Open blue-green's preview address and return its URL (idempotent).
+
+        The preview is a route of its own with green alone: its proxy counts the preview's requests, for services
+        judged on their proxy's SLIs.
+        """
+        name, head_v = preview_route_name(plan["deployment_id"]), plan["canary"]["version"]
+        route = await self.runtime.get_route(name)
+        if route is None:
+            route = await self.runtime.create_route(name, {head_v: canary}, {head_v: 100})
+        return route.url
+
+    async def _close_preview(self, deployment_id: str) -> None:
+        await stop_traffic(preview_route_name(deployment_id))
+        await self.runtime.close_route(preview_route_name(deployment_id))
+
     def _start_traffic(self, plan: dict[str, Any], route_url: str, preview_url: str) -> None:
         rps, paths = self.settings.synthetic_traffic_rps, list(plan["traffic_paths"])
         start_traffic(plan["deployment_id"], route_url, paths, rps)
         if preview_url:
-            start_traffic(_preview_name(plan["deployment_id"]), preview_url, paths, rps)
+            start_traffic(preview_route_name(plan["deployment_id"]), preview_url, paths, rps)
 
     async def stop_traffic(self, deployment_id: str) -> TrafficStats | None:
         """Stop the synthetic traffic of a deployment (user and preview); return the user traffic's counts."""
-        await stop_traffic(_preview_name(deployment_id))
+        await stop_traffic(preview_route_name(deployment_id))
         return await stop_traffic(deployment_id)
 
     # --- steps -----------------------------------------------------------------------------------------------
@@ -228,7 +243,7 @@ class RolloutController:
         base_v, head_v = plan["baseline"]["version"], plan["canary"]["version"]
         await self.runtime.set_weights(route_name, {base_v: 100 - weight, head_v: weight})
         if strategy == "blue-green":
-            await stop_traffic(_preview_name(deployment_id))
+            await self._close_preview(deployment_id)
 
     async def _require_route(self, deployment_id: str) -> None:
         if await self.runtime.get_route(deployment_id) is None:
@@ -259,6 +274,7 @@ class RolloutController:
                 await self.runtime.stop(canary)
                 done.actions.append(f"new version {head_v} (pid {canary.pid}) stopped")
         traffic = await self.stop_traffic(deployment_id)
+        await self._close_preview(deployment_id)
         done.traffic = traffic.to_dict() if traffic is not None else None
         done.actions.append("synthetic traffic stopped")
         return done
@@ -284,7 +300,9 @@ class RolloutController:
 
     async def promote(self, plan: dict[str, Any]) -> TrafficStats | None:
         """Conclude a healthy rollout: the new version keeps 100 % (route or flag); synthetic traffic stops."""
-        return await self.stop_traffic(plan["deployment_id"])
+        stats = await self.stop_traffic(plan["deployment_id"])
+        await self._close_preview(plan["deployment_id"])
+        return stats
 
     async def release_standby(self, plan: dict[str, Any]) -> bool:
         """Stop the previous version kept warm after promotion; False when there is nothing to stop.
@@ -315,6 +333,7 @@ class RolloutController:
                 stopped += 1
         await self.runtime.close_route(deployment_id)
         await self.stop_traffic(deployment_id)
+        await self._close_preview(deployment_id)
         return stopped
 
     # --- crash recovery --------------------------------------------------------------------------------------
@@ -343,7 +362,8 @@ class RolloutController:
             for instance in started.values():
                 await self.runtime.stop(instance)
             raise
-        preview = started["canary"].url if strategy == "blue-green" and phase == "rollout" and weight == 0 else ""
+        previewing = strategy == "blue-green" and phase == "rollout" and weight == 0
+        preview = await self._open_preview(plan, started["canary"]) if previewing else ""
         if phase == "rollout":
             self._start_traffic(plan, route.url, preview)
         return {

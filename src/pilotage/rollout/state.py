@@ -43,6 +43,7 @@ __all__ = [
     "next_action",
     "next_action_reasoning",
     "phase_of",
+    "preview_route_name",
     "steps_for",
 ]
 
@@ -288,3 +289,8 @@ def next_action_reasoning(inputs: dict[str, Any]) -> Reasoning:
         score={"step": action.step, "weight": action.weight},
         rationale=action.reason,
     )
+
+
+def preview_route_name(deployment_id: str) -> str:
+    """The route of blue-green's preview address: the new version alone, counted by its own proxy."""
+    return f"{deployment_id}#preview"
