@@ -1,0 +1,89 @@
+"""The fleet keeper: production behind a stable address, re-created after a crash, scaled to zero and woken, down.
+
+Real processes (a hand-written FastAPI service in its own git repository, started from its descriptor), the local
+runtime's proxy on a fixed stable port, the log on memory://.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import httpx
+
+from pilotage.agent import AgentContext
+from pilotage.bus.memory import MemoryBus
+from pilotage.fleet.keeper import FleetKeeper
+from pilotage.fleet.registry import add_service, load_fleet
+from pilotage.graph.sqlite import SQLiteGraph
+from pilotage.policy.rego import RegoPolicyEngine
+from pilotage.runtime.local import LocalRuntime
+from pilotage.settings import Settings
+from tests.fixtures.notes_repo import make_notes_repo
+
+PORT = 18680
+
+
+def _ctx(tmp_path: Path) -> AgentContext:
+    settings = Settings(home=tmp_path / ".pilotage", service_ready_timeout_s=20.0)
+    return AgentContext(
+        bus=MemoryBus(),
+        graph=SQLiteGraph(f"sqlite:///{tmp_path / 'graph.db'}"),
+        policy=RegoPolicyEngine(),
+        runtime=LocalRuntime(log_dir=tmp_path / "logs"),
+        settings=settings,
+    )
+
+
+async def _types(ctx: AgentContext) -> list[tuple[str, str]]:
+    events = [r.event for r in await ctx.bus.read(1, 10_000)]
+    return [(e.type.rsplit(".", 2)[-2] + "." + e.type.rsplit(".", 1)[-1], e.data.get("reason", "")) for e in events]
+
+
+def test_production_serves_at_its_stable_address_is_recreated_scaled_to_zero_woken_and_stopped(
+    tmp_path: Path,
+) -> None:
+    repo = make_notes_repo(tmp_path / "notes")
+
+    async def scenario() -> None:
+        ctx = _ctx(tmp_path)
+        try:
+            await add_service(ctx.bus, ctx.graph, repo, port_base=PORT, port=PORT)
+            keeper = FleetKeeper(ctx, poll_s=0.2, idle_after_s=1.0)
+            [up] = await keeper.up()
+            stable = f"http://127.0.0.1:{PORT}"
+            assert up["url"] == stable and up["reason"] == "up"
+            async with httpx.AsyncClient(timeout=10) as client:
+                note = (await client.post(f"{stable}/notes", json={"text": "a"})).json()
+                assert (await client.get(f"{stable}/notes/{note['id']}")).status_code == 200
+
+                os.killpg(up["pid"], signal.SIGKILL)  # production dies
+                await asyncio.sleep(0.3)
+                await keeper.check()
+                fleet = await load_fleet(ctx.bus)
+                assert fleet["notes"].up is not None and fleet["notes"].up["reason"] == "recreated"
+                assert (await client.get(f"{stable}/notes")).status_code == 200
+
+                await asyncio.sleep(1.2)  # idle past idle_after_s
+                await keeper.check()
+                route = await ctx.runtime.get_route("service:notes")
+                assert route is not None and route.backends == {}  # cold, still open
+                woken = await client.get(f"{stable}/notes")  # held while production starts again
+                assert woken.status_code == 200 and woken.json() == []  # a new process: in-memory data is gone
+            fleet = await load_fleet(ctx.bus)
+            assert fleet["notes"].up is not None and fleet["notes"].up["reason"] == "woken"
+            assert len(fleet["notes"].wake_s) == 1 and 0.0 < fleet["notes"].wake_s[0] < 20.0
+            stats = await ctx.runtime.route_stats("service:notes")
+            assert stats.wakes == 1
+
+            assert await keeper.down() == ["notes"]
+            assert await ctx.runtime.get_route("service:notes") is None
+            reasons = [reason for kind, reason in await _types(ctx) if kind in ("service.up", "service.down")]
+            assert reasons == ["up", "recreated", "scaled_to_zero", "woken", "down"]
+        finally:
+            await ctx.runtime.close()
+            ctx.graph.close()
+
+    asyncio.run(scenario())
