@@ -27,6 +27,9 @@ class RunSpec(EventData):
         fault: ``errors`` (HTTP 500 on ``inject_fault_rate`` of requests) or ``crash`` (the process exits on
             start); ignored when ``inject_fault_rate`` is 0 and ``fault`` is ``errors``.
         proxy_port: port of the traffic-splitting proxy in front of the service (0 = any free port).
+        commit_tests: commit the spec-derived tests Pilotage generates for a service with a descriptor
+            (``pilotage.yaml``) on a branch ``pilotage/tests-<sha12>`` of the user's repository (never its current
+            branch); False keeps them among the run's artefacts only.
     """
 
     run_id: Annotated[str, AfterValidator(valid_name)]  # path components (issue #15, 8): pilotage.names
@@ -38,6 +41,7 @@ class RunSpec(EventData):
     idle_after_s: float = 7200.0
     fault: str = "errors"
     proxy_port: int = 0
+    commit_tests: bool = False
 
     @property
     def repo_path(self) -> Path:
@@ -130,7 +134,12 @@ class SpecValidated(EventData):
 
 
 class CodeGenerated(EventData):
-    """The service generated and committed; base and head checked out under ``workdir/versions``. Codegen."""
+    """The service generated and committed; base and head checked out under ``workdir/versions``. Codegen.
+
+    For a service with a descriptor (``pilotage.yaml``, issue #17) ``head_dir``/``base_dir`` are Pilotage-owned
+    worktrees of the user's commits, ``head_prepared``/``base_prepared`` their prepared folders ("" when the
+    descriptor has no prepare step) and ``service_repo`` the user's own repository ("" for generated services).
+    """
 
     repo_path: str
     base_branch: str
@@ -149,6 +158,9 @@ class CodeGenerated(EventData):
     new_dependencies: list[Obj]
     warnings: list[str]
     decision_id: str
+    head_prepared: str = ""
+    base_prepared: str = ""
+    service_repo: str = ""
 
 
 class PrOpened(EventData):
@@ -183,7 +195,12 @@ class SecurityScanned(EventData):
 
 
 class TestsCompleted(EventData):
-    """Schemathesis, unit and generated tests of the head commit. Testing → performance."""
+    """Schemathesis, unit and generated tests of the head commit. Testing → performance.
+
+    For a service with a descriptor, ``unit`` is its own ``test`` command and ``descriptor`` the ``pilotage.yaml``
+    read; ``tests_branch``/``tests_commit`` name the branch of the user's repository holding the generated tests
+    when the run asked for ``commit_tests`` (absent otherwise).
+    """
 
     __test__ = False  # not a pytest class
 
@@ -205,6 +222,9 @@ class TestsCompleted(EventData):
     unit_junit_path: str
     executed_by: str
     allocation: Obj
+    descriptor: str | None = None
+    tests_branch: str | None = None
+    tests_commit: str | None = None
 
 
 class PerfMeasured(EventData):
