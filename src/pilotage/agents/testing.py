@@ -36,6 +36,17 @@ runs them first (their node ids, in impact order), then the rest — every test 
 (:mod:`pilotage.testing.affected_first`). ``tests.completed`` records ``affected_tests``: the node ids, or ``"all"``
 when the graph does not know the code, and ``affected_tests_source`` saying which. The verdict does not depend on it.
 
+Issue #17 (services with a descriptor): when ``head_dir/pilotage.yaml`` exists the service is the user's own, and
+no ``spec.validated`` is needed. The head version starts from its descriptor (``start``, ``health``, ``env``, the
+``head_prepared`` folder of ``code.generated``; :func:`pilotage.runtime.base.scratch_workload`), then
+:func:`pilotage.testing.descriptor_suite.run_descriptor_suite` runs its own ``test`` command (the ``unit`` result,
+``ran: false`` without one) and, when ``openapi`` names a document (a repository file, or a path the instance
+serves, fetched and validated), the spec-derived tests from a scratch folder among the artefacts and schemathesis;
+without a document ``schemathesis`` is marked not run and only the own tests gate. Such a run happens here, not
+through contract-net (the ``tests`` payload carries no descriptor). With the run's ``commit_tests`` the generated
+tests are committed on ``pilotage/tests-<sha12>`` of ``service_repo`` (:mod:`pilotage.testing.commit_tests`);
+``tests.completed`` then names ``tests_branch`` and ``tests_commit``, and always ``descriptor``.
+
 Learn: ``TestRun`` node (key ``<run_id>/<commit>``; counts, verdict, per-operation results) and
 ``Commit:<sha> -TESTED_BY-> TestRun`` (the ``Commit`` node is created when missing).
 """
@@ -44,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +64,13 @@ from pilotage.coordination.allocate import Allocation, allocate_or_run_locally
 from pilotage.coordination.contract_net import ContractNetOptions
 from pilotage.errors import BackendError, InputError
 from pilotage.events import CloudEvent, EventType
+from pilotage.fleet.descriptor import DESCRIPTOR_FILE, ServiceDescriptor, load_descriptor
 from pilotage.graph.base import Graph
 from pilotage.graph.impact import impact_of_files, pytest_node_ids
 from pilotage.policy.base import Verdict
 from pilotage.runtime.base import scratch_instance
+from pilotage.testing.commit_tests import commit_spec_tests
+from pilotage.testing.descriptor_suite import run_descriptor_head
 from pilotage.testing.schemathesis_runner import load_operations
 from pilotage.testing.suite import run_test_suite
 
@@ -65,7 +80,8 @@ __all__ = ["TestingAgent", "affected_tests", "verdict_reasoning"]
 VERDICT_RULE = (
     "passed iff schemathesis server_errors == 0 and its run completed, and unit failed == 0 and errors == 0, "
     "and the generated tests (CRUD chains, properties, docstring examples) have no failure; "
-    "other failed schemathesis checks are reported, not gating; quarantined flaky tests are reported, not gating"
+    "other failed schemathesis checks are reported, not gating; quarantined flaky tests are reported, not gating; "
+    "a part marked not run (ran: false: no OpenAPI document, no test command) does not gate"
 )
 
 
@@ -75,7 +91,9 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
     Args:
         inputs: ``{"commit": str, "schemathesis": {"requests", "failures", "server_errors", "complete",
             "checks_failed": [str]}, "unit": {"passed", "failed", "errors", "exit_code"}}`` (counts are ints); issue 5
-            adds ``"generated": {"failed": int, "tests": [node ids]}`` and ``"flaky": int`` (optional).
+            adds ``"generated": {"failed": int, "tests": [node ids]}`` and ``"flaky": int`` (optional); issue 17 adds
+            ``"ran": False`` and ``"reason"`` to ``schemathesis`` / ``unit`` when that part did not run (no OpenAPI
+            document, no test command): a part that did not run does not gate.
 
     Returns:
         ``action`` "pass" or "fail"; ``score`` {server_errors, unit_failed, unit_errors, non_gating_checks}.
@@ -85,10 +103,11 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
     server_errors = int(st.get("server_errors", 0))
     failed, errors = int(unit.get("failed", 0)), int(unit.get("errors", 0))
     complete = bool(st.get("complete", False))
+    st_ran = st.get("ran", True) is not False  # issue 17: False when the service has no OpenAPI document
     blockers = []
     if server_errors:
         blockers.append(f"{server_errors} schemathesis responses were server errors (5xx)")
-    if not complete:
+    if not complete and st_ran:
         blockers.append("the schemathesis run did not complete (timed out or stopped early)")
     if failed or errors:
         blockers.append(f"{failed} unit tests failed and {errors} errored")
@@ -98,9 +117,15 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
         blockers.append(f"{gen_failed} generated tests failed ({', '.join(generated.get('tests') or [])[:300]})")
     flaky = int(inputs.get("flaky", 0))
     other = [c for c in st.get("checks_failed") or [] if c != "not_a_server_error"]
-    summary = (
-        f"schemathesis: {st.get('requests', 0)} requests, {server_errors} server errors; "
-        f"unit: {unit.get('passed', 0)} passed, {failed} failed, {errors} errors"
+    summary = "; ".join(
+        (
+            f"schemathesis: {st.get('requests', 0)} requests, {server_errors} server errors"
+            if st_ran
+            else f"schemathesis: not run ({st.get('reason', '')})",
+            f"unit: {unit.get('passed', 0)} passed, {failed} failed, {errors} errors"
+            if unit.get("ran", True) is not False
+            else f"unit: not run ({unit.get('reason', '')})",
+        )
     )
     note = f" Non-gating checks that failed: {', '.join(other)}." if other else ""
     note += f" {flaky} flaky tests quarantined (reported, not gating)." if flaky else ""
@@ -155,6 +180,67 @@ def _merge_verdict(data: dict[str, Any]) -> Verdict:
     )
 
 
+def _descriptor_of(head_dir: Path) -> ServiceDescriptor | None:
+    """The validated ``head_dir/pilotage.yaml``, or None for a generated service (no descriptor).
+
+    Raises:
+        ConfigError: the descriptor exists but breaks its schema (names the file and the field).
+    """
+    if not (head_dir / DESCRIPTOR_FILE).is_file():
+        return None
+    return load_descriptor(head_dir)
+
+
+def _not_run(part: dict[str, Any]) -> dict[str, Any]:
+    """``{"ran": False, "reason"}`` of a result part that did not run (issue 17), else nothing (older decisions)."""
+    return {"ran": False, "reason": str(part.get("reason", ""))} if part.get("ran") is False else {}
+
+
+async def _commit_tests(
+    code: dict[str, Any],
+    descriptor: ServiceDescriptor,
+    spec_path: Path | None,
+    out_dir: Path,
+    options: dict[str, Any],
+    findings: list[dict[str, str]],
+) -> dict[str, str]:
+    """Commit the spec-derived tests on their branch of ``service_repo`` (the run's ``commit_tests``, issue 17).
+
+    A commit that cannot be made (no document, no repository, a git error) is a finding, not a failure: the
+    test results stand.
+
+    Returns:
+        ``{"tests_branch", "tests_commit"}``, or ``{}`` when nothing was committed (the reason added to
+        ``findings`` as ``commit_tests_skipped`` / ``commit_tests_failed``).
+    """
+    if spec_path is None or not descriptor.openapi:
+        message = "commit_tests: the service has no OpenAPI document, so Pilotage generated no tests to commit"
+        findings.append({"kind": "commit_tests_skipped", "message": message})
+        return {}
+    try:
+        committed = await commit_spec_tests(
+            str(code.get("service_repo") or ""), str(code["commit"]), openapi=descriptor.openapi,
+            spec_path=spec_path, scratch=out_dir, max_examples=options["max_examples"],
+            crud_examples=options["crud_examples"], request_timeout_s=options["request_timeout_s"],
+        )  # fmt: skip
+    except (BackendError, InputError) as exc:
+        findings.append({"kind": "commit_tests_failed", "message": f"commit_tests: {exc}"})
+        return {}
+    return {"tests_branch": committed["branch"], "tests_commit": committed["commit"]}
+
+
+@dataclass
+class _Outcome:
+    """What one kind of test run gives the verdict and ``tests.completed``."""
+
+    result: dict[str, Any]
+    allocation: Allocation
+    spec_path: str
+    selected: list[str] | str
+    selection_source: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 class TestingAgent(Agent):
     """Runs schemathesis and the service's own tests on the head version of an allowed merge.
 
@@ -179,37 +265,98 @@ class TestingAgent(Agent):
             return
         run = await self.run_spec(event)
         code = await self.latest(event.runid, EventType.CODE_GENERATED)
-        spec = await self.latest(event.runid, EventType.SPEC_VALIDATED)
         if code is None or not isinstance(code.data, dict):
             raise InputError(f"run {event.runid}: no code.generated event before the merge verdict", hint="run codegen")
-        if spec is None or not isinstance(spec.data, dict):
-            raise InputError(f"run {event.runid}: no spec.validated event before the merge verdict", hint="run design")
         commit = str(code.data.get("commit", ""))
         head_dir = Path(str(code.data.get("head_dir", "")))
-        spec_path = Path(str(spec.data.get("spec_path", "")))
-        if not commit or not head_dir.is_dir():
+        if not commit or not code.data.get("head_dir") or not head_dir.is_dir():
             raise InputError(
                 f"run {event.runid}: code.generated has no commit or its head_dir {head_dir} is not a folder",
                 hint="regenerate the code",
             )
+        descriptor = await asyncio.to_thread(_descriptor_of, head_dir)  # issue 17: None for a generated service
+        spec = await self.latest(event.runid, EventType.SPEC_VALIDATED)
+        if descriptor is None and (spec is None or not isinstance(spec.data, dict)):
+            raise InputError(f"run {event.runid}: no spec.validated event before the merge verdict", hint="run design")
         done = await self.latest(event.runid, EventType.TESTS_COMPLETED)
         if done is not None and isinstance(done.data, dict) and done.data.get("commit") == commit:
             return  # redelivered: this commit was tested in this run already
+        if descriptor is None:
+            assert spec is not None and isinstance(spec.data, dict)
+            outcome = await self._test_generated(event, run, code.data, Path(str(spec.data.get("spec_path", ""))))
+        else:
+            outcome = await self._test_descriptor(event, run, code.data, descriptor)
+        await self._conclude(event, run, commit, head_dir, outcome)
+
+    async def _test_generated(self, event: CloudEvent, run: RunSpec, code: dict[str, Any], spec_path: Path) -> _Outcome:
+        """A generated service: the spec of ``spec.validated``, affected tests first, contract-net or here."""
+        commit, head_dir = str(code["commit"]), Path(str(code["head_dir"]))
         await asyncio.to_thread(load_operations, spec_path)  # an unloadable spec fails before a service starts
-        files = [str(f) for f in code.data.get("files_changed") or []]
+        files = [str(f) for f in code.get("files_changed") or []]
         selected, selection_source = affected_tests(self.ctx.graph, head_dir, files)  # issue 4
         first = selected if isinstance(selected, list) else None
         result, allocation = await self._run_tests(event, run, commit, head_dir, spec_path, first)
+        return _Outcome(result, allocation, str(spec_path), selected, selection_source)
+
+    async def _test_descriptor(
+        self, event: CloudEvent, run: RunSpec, code: dict[str, Any], descriptor: ServiceDescriptor
+    ) -> _Outcome:
+        """A service with ``pilotage.yaml`` (issue 17): its own tests, the spec-derived ones, schemathesis; here.
+
+        Runs on this process's runtime, not through contract-net: the ``tests`` task payload carries no
+        descriptor or prepared folder, and a worker would need both to start the service (running here is
+        acceptable, as it is when no worker is live).
+        """
+        commit, head_dir = str(code["commit"]), Path(str(code["head_dir"]))
+        out_dir = (run.artifacts_path / "tests" / commit[:12]).resolve()
+        options = self._suite_options(commit, run)
+        test, prepared = descriptor.test, str(code.get("head_prepared") or "")
+        result, spec_path = await run_descriptor_head(
+            self.ctx.runtime, descriptor, service=run.service, commit=commit, head_dir=head_dir, prepared=prepared,
+            out_dir=out_dir, ready_timeout_s=descriptor.ready_timeout_s or self.ctx.settings.service_ready_timeout_s,
+            options=options,
+        )  # fmt: skip
+        extra: dict[str, Any] = {"descriptor": descriptor.path}
+        if run.commit_tests:
+            extra |= await _commit_tests(code, descriptor, spec_path, out_dir, options, result["findings"])
+        where = "a descriptor service runs here: the contract-net tests payload carries no descriptor"
+        source = "all: a descriptor service's own tests run as its `test` command" + ("" if test else " (none)")
+        allocation = Allocation(result=result, where="local", reason=where)
+        return _Outcome(result, allocation, str(spec_path or ""), "all", source, extra)
+
+    def _suite_options(self, commit: str, run: RunSpec) -> dict[str, Any]:
+        """The test-suite knobs from the settings (shared by both kinds of service; no credential)."""
+        settings = self.ctx.settings
+        return {
+            "max_examples": settings.schemathesis_max_examples,
+            "crud_examples": settings.testing_crud_examples,
+            "request_timeout_s": settings.testing_request_timeout_s,
+            "timeout_s": settings.testing_timeout_s,
+            "unit_timeout_s": settings.testing_unit_timeout_s,
+            "flaky_reruns": settings.testing_flaky_reruns,
+            "flaky_policy": settings.testing_flaky_policy,
+            "quarantine": self._quarantined(run.service),
+            "generate": settings.testing_generate,
+            # the same commit gets the same schemathesis cases: a verdict can be reproduced, not re-rolled
+            "seed": int(hashlib.sha256(commit.encode()).hexdigest()[:8], 16),
+            "headers": dict(settings.testing_auth_headers),  # removed from a published payload (issue 15)
+        }
+
+    async def _conclude(self, event: CloudEvent, run: RunSpec, commit: str, head_dir: Path, outcome: _Outcome) -> None:
+        """Decide the verdict, record the TestRun, publish ``tests.completed``."""
+        result, allocation = outcome.result, outcome.allocation
         st, unit = result["schemathesis"], result["unit"]
         gen_failures = [f["nodeid"] for f in result["failures"] if f["kind"] != "unit"]
         inputs = {
             "commit": commit,
             "schemathesis": {k: st[k] for k in ("requests", "failures", "server_errors", "errors", "complete")}
-            | {"checks_failed": st["checks_failed"]},
-            "unit": {k: unit[k] for k in ("passed", "failed", "errors", "exit_code")},
+            | {"checks_failed": st["checks_failed"]}
+            | _not_run(st),
+            "unit": {k: unit[k] for k in ("passed", "failed", "errors", "exit_code")} | _not_run(unit),
             "generated": {"failed": len(gen_failures), "tests": gen_failures},  # issue 5
             "flaky": len(result["flaky"]),
         }
+        data = event.data if isinstance(event.data, dict) else {}
         decision = await self.decide("tests.verdict", inputs, cause=event, verdict=_merge_verdict(data))
         passed = decision.action == "pass"
         self._learn(run, commit, passed, result, decision.id)
@@ -218,14 +365,14 @@ class TestingAgent(Agent):
             {
                 "commit": commit,
                 "head_dir": str(head_dir),
-                "spec_path": str(spec_path),
+                "spec_path": outcome.spec_path,
                 "passed": passed,
                 "schemathesis": st,
                 "unit": unit,
                 "junit_path": st["junit_path"],
                 "decision_id": decision.id,
-                "affected_tests": selected,  # issue 4: run first; "all" when the graph does not know the code
-                "affected_tests_source": selection_source,
+                "affected_tests": outcome.selected,  # issue 4: run first; "all" when the graph does not know the code
+                "affected_tests_source": outcome.selection_source,
                 # issue 5: generated tests, flaky tests, failures with their reproduction, findings
                 "generated": result["generated"],
                 "failures": result["failures"],
@@ -236,6 +383,7 @@ class TestingAgent(Agent):
                 # issue 8: where the run happened (a contract-net worker, or here) and why
                 "executed_by": allocation.where,
                 "allocation": allocation.to_dict(),
+                **outcome.extra,  # issue 17: descriptor, tests_branch, tests_commit
             },
             cause=event,
         )
@@ -273,25 +421,16 @@ class TestingAgent(Agent):
         """
         out_dir = run.artifacts_path / "tests" / commit[:12]
         settings = self.ctx.settings
+        options = self._suite_options(commit, run)
+        options.pop("headers")  # the task is published on the bus; the credentials are added where the suite runs
         request = {
             "service_dir": str(head_dir.resolve()),  # absolute: a worker process may run elsewhere
             "spec_path": str(spec_path.resolve()),
             "out_dir": str(out_dir.resolve()),
-            "max_examples": settings.schemathesis_max_examples,
-            "crud_examples": settings.testing_crud_examples,
-            "request_timeout_s": settings.testing_request_timeout_s,
-            "timeout_s": settings.testing_timeout_s,
-            "unit_timeout_s": settings.testing_unit_timeout_s,
+            **options,
             "ready_timeout_s": settings.service_ready_timeout_s,
-            "flaky_reruns": settings.testing_flaky_reruns,
-            "flaky_policy": settings.testing_flaky_policy,
-            "quarantine": self._quarantined(run.service),
             "first": first,
-            # no "headers": the task is published on the bus; the credentials are added where the suite runs
-            "generate": settings.testing_generate,
             "env": {"PILOTAGE_DB_PATH": str((out_dir / "unit-tests.db").resolve())},
-            # the same commit gets the same schemathesis cases: a verdict can be reproduced, not re-rolled
-            "seed": int(hashlib.sha256(commit.encode()).hexdigest()[:8], 16),
         }
 
         async def run_here(payload: dict[str, Any]) -> dict[str, Any]:

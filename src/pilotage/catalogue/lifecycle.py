@@ -31,6 +31,9 @@ class RunSpec(EventData):
             a managed service's own repository ``service_repo``, issue #17).
         rev: the revision to deliver (any git revision: sha, branch, tag, ``HEAD``); "" for ``generate``.
         service_repo: the managed service's git repository (absolute); "" for ``generate``.
+        commit_tests: commit the spec-derived tests Pilotage generates for a service with a descriptor
+            (``pilotage.yaml``) on a branch ``pilotage/tests-<sha12>`` of the user's repository (never its current
+            branch); False keeps them among the run's artefacts only.
     """
 
     run_id: Annotated[str, AfterValidator(valid_name)]  # path components (issue #15, 8): pilotage.names
@@ -42,6 +45,7 @@ class RunSpec(EventData):
     idle_after_s: float = 7200.0
     fault: str = "errors"
     proxy_port: int = 0
+    commit_tests: bool = False
     kind: str = "generate"
     rev: str = ""
     service_repo: str = ""
@@ -163,13 +167,13 @@ class CodeGenerated(EventData):
     code_lines_changed: int = 0
     base_code_lines: int = 0
     flagged_operations: list[str] = []
-    head_prepared: str = ""
-    base_prepared: str = ""
-    service_repo: str = ""
     dependencies: list[Obj]
     new_dependencies: list[Obj]
     warnings: list[str]
     decision_id: str
+    head_prepared: str = ""
+    base_prepared: str = ""
+    service_repo: str = ""
 
 
 class PrOpened(EventData):
@@ -204,7 +208,12 @@ class SecurityScanned(EventData):
 
 
 class TestsCompleted(EventData):
-    """Schemathesis, unit and generated tests of the head commit. Testing → performance."""
+    """Schemathesis, unit and generated tests of the head commit. Testing → performance.
+
+    For a service with a descriptor, ``unit`` is its own ``test`` command and ``descriptor`` the ``pilotage.yaml``
+    read; ``tests_branch``/``tests_commit`` name the branch of the user's repository holding the generated tests
+    when the run asked for ``commit_tests`` (absent otherwise).
+    """
 
     __test__ = False  # not a pytest class
 
@@ -226,6 +235,9 @@ class TestsCompleted(EventData):
     unit_junit_path: str
     executed_by: str
     allocation: Obj
+    descriptor: str | None = None
+    tests_branch: str | None = None
+    tests_commit: str | None = None
 
 
 class PerfMeasured(EventData):

@@ -33,6 +33,7 @@ __all__ = [
     "Waker",
     "Workload",
     "scratch_instance",
+    "scratch_workload",
 ]
 
 
@@ -295,12 +296,33 @@ class Runtime(InstanceRuntime, RouteRuntime):
 
 
 @contextlib.asynccontextmanager
+async def scratch_workload(
+    runtime: InstanceRuntime, workload: Workload, *, ready_timeout_s: float
+) -> AsyncIterator[Instance]:
+    """Start ``workload`` as a throw-away instance, yield it, and always stop it (any kind of service).
+
+    The caller chooses every field of the workload: for a service with a descriptor (``pilotage.yaml``) its
+    ``command``, ``prepared``, ``health_path`` and the descriptor's ``env``; :func:`scratch_instance` builds the
+    workload of a generated service.
+
+    Raises:
+        ConfigError, BackendError, InputError: as :meth:`InstanceRuntime.start`.
+    """
+    instance = await runtime.start(workload, ready_timeout_s=ready_timeout_s)
+    try:
+        yield instance
+    finally:
+        await runtime.stop(instance)
+
+
+@contextlib.asynccontextmanager
 async def scratch_instance(
     runtime: InstanceRuntime, *, service: str, version: str, path: Path, data_dir: Path, ready_timeout_s: float
 ) -> AsyncIterator[Instance]:
-    """Start a throw-away instance for testing or load-testing, yield it, and always stop it.
+    """Start a throw-away instance of a generated service for testing or load-testing, yield it, always stop it.
 
-    The instance gets a fresh SQLite file ``data_dir/service.db`` (``PILOTAGE_DB_PATH``) and no injected faults.
+    The instance gets a fresh SQLite file ``data_dir/service.db`` (``PILOTAGE_DB_PATH``, the generated-service
+    convention) and no injected faults. A service with a descriptor starts with :func:`scratch_workload`.
 
     Raises:
         ConfigError, BackendError: as :meth:`InstanceRuntime.start`.
@@ -309,8 +331,6 @@ async def scratch_instance(
     db_path = data_dir / "service.db"
     db_path.unlink(missing_ok=True)
     env = {"PILOTAGE_DB_PATH": str(db_path), "PILOTAGE_FAULT_ERROR_RATE": "0", "PYTHONDONTWRITEBYTECODE": "1"}
-    instance = await runtime.start(Workload(service, version, path, env=env), ready_timeout_s=ready_timeout_s)
-    try:
+    workload = Workload(service, version, path, env=env)
+    async with scratch_workload(runtime, workload, ready_timeout_s=ready_timeout_s) as instance:
         yield instance
-    finally:
-        await runtime.stop(instance)
