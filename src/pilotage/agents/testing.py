@@ -337,6 +337,7 @@ class TestingAgent(Agent):
             "flaky_policy": settings.testing_flaky_policy,
             "quarantine": self._quarantined(run.service),
             "generate": settings.testing_generate,
+            "api_tests": settings.testing_api_tests,
             # the same commit gets the same schemathesis cases: a verdict can be reproduced, not re-rolled
             "seed": int(hashlib.sha256(commit.encode()).hexdigest()[:8], 16),
             "headers": dict(settings.testing_auth_headers),  # removed from a published payload (issue 15)

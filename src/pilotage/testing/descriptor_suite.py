@@ -59,6 +59,7 @@ SERVED_SPEC = "openapi.served"
 #: Request keys of :func:`run_descriptor_suite` besides :data:`pilotage.testing.suite.DEFAULTS`, and their defaults.
 DESCRIPTOR_DEFAULTS: dict[str, Any] = {
     "test": None,
+    "api_tests": True,
     "test_reason": "pilotage.yaml has no `test` command",
     "prepared": "",
     "port": None,
@@ -199,7 +200,8 @@ async def run_descriptor_suite(request: dict[str, Any]) -> dict[str, Any]:
         request: ``service_dir`` (the checkout), ``out_dir`` and ``base_url`` (the running instance) required;
             ``test`` (the descriptor's command, None: not run), ``prepared``, ``port``, ``descriptor_env``,
             ``spec_path`` (a validated document, "": none — :func:`resolve_openapi`), ``metrics_contract`` (False
-            deselects ``test_metrics_contract``), ``test_reason`` (why own tests do not run) and the keys of
+            deselects ``test_metrics_contract``), ``api_tests`` (False: no spec-derived test, the setting
+            ``testing_api_tests``), ``test_reason`` (why own tests do not run) and the keys of
             :data:`pilotage.testing.suite.DEFAULTS` (``unit_timeout_s`` bounds each pytest/test run, ``timeout_s``
             schemathesis).
 
@@ -240,6 +242,9 @@ async def run_descriptor_suite(request: dict[str, Any]) -> dict[str, Any]:
     result["unit_junit_path"] = ""
     if not req["spec_path"]:
         result["schemathesis"] = not_run_schemathesis("pilotage.yaml names no OpenAPI document (`openapi`)")
+        return result
+    if not req["api_tests"]:
+        result["schemathesis"] = not_run_schemathesis("spec-derived tests are off (setting testing_api_tests)")
         return result
     await _spec_derived(req, Path(req["spec_path"]), out_dir, result)
     return result
