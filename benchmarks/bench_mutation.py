@@ -255,7 +255,10 @@ def line_coverage(service: Path, work: Path) -> Iterator[dict[str, set[int]]]:
     rc = folder / "coveragerc"
     rc.write_text(f"[run]\nsource = {service / 'app'}\nparallel = true\nsigterm = true\ndata_file = {folder}/cov\n"
                   "disable_warnings = no-data-collected, module-not-measured, module-not-imported\n")  # fmt: skip
-    (folder / "sitecustomize.py").write_text("import coverage\n\ncoverage.process_startup()\n")
+    # The rc path is set here too: the sandbox environment of run processes (pilotage.runtime.sandbox, issue #15)
+    # passes PYTHONPATH, which finds this file, but not COVERAGE_PROCESS_START.
+    startup = f"import os\n\nos.environ.setdefault('COVERAGE_PROCESS_START', {str(rc)!r})\n"
+    (folder / "sitecustomize.py").write_text(startup + "import coverage\n\ncoverage.process_startup()\n")
     saved = {k: os.environ.get(k) for k in ("COVERAGE_PROCESS_START", "PYTHONPATH")}
     os.environ["COVERAGE_PROCESS_START"] = str(rc)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), saved["PYTHONPATH"]]))
