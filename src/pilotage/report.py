@@ -44,6 +44,11 @@ STAGES: dict[str, str] = {
     EventType.AGENT_FAILED: "error",
     EventType.FLOW_COMPLETED: "done",
     EventType.FLOW_FAILED: "done",
+    # issue 17: services under management
+    EventType.SERVICE_ADDED: "fleet",
+    EventType.SERVICE_RELEASED: "fleet",
+    EventType.SERVICE_UP: "fleet",
+    EventType.SERVICE_DOWN: "fleet",
     # issue 6 (policy): the governance agent's security scan and the human-approval exchange
     EventType.SECURITY_SCANNED: "policy",
     EventType.APPROVAL_REQUESTED: "policy",
@@ -79,24 +84,50 @@ def _step_summary(d: dict[str, Any]) -> str:
     return f"step {step}: canary weight {weight}%"
 
 
+def _fleet_summary(t: str, d: dict[str, Any]) -> str:
+    """One ``service.*`` event (issue 17)."""
+    if t == EventType.SERVICE_ADDED:
+        return f"{d.get('service')} added, production {str(d.get('commit'))[:12]}, port {d.get('stable_port')}"
+    if t == EventType.SERVICE_RELEASED:
+        was = str(d.get("previous_commit"))[:12]
+        return f"production of {d.get('service')} is now {str(d.get('commit'))[:12]} (was {was})"
+    if t == EventType.SERVICE_UP:
+        wake = f" in {d['wake_s']} s" if d.get("wake_s") is not None else ""
+        return f"{d.get('service')} {str(d.get('commit'))[:12]} {d.get('reason')}{wake} at {d.get('url')}"
+    error = f": {d['error']}" if d.get("error") else ""
+    return f"{d.get('service')} down ({d.get('reason')}){error}"
+
+
 def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event type, flat
     """Return a one-line human summary of ``event`` for the timeline."""
     d: dict[str, Any] = event.data if isinstance(event.data, dict) else {}
     t = event.type
     if t == EventType.FLOW_STARTED:
+        if d.get("kind") == "deliver":  # issue 17
+            return f"deliver {d.get('service')} {str(d.get('rev'))[:12]} from {d.get('service_repo')}"
         return f"request {d.get('request')!r} on {Path(str(d.get('spec_path', ''))).name}"
     if t == EventType.SPEC_PROPOSED:
-        ops = d.get("operations_added", [])
-        return f"{len(ops)} operations added for {d.get('resource')} ({(d.get('diff') or {}).get('classification')})"
+        ops, diff = d.get("operations_added", []), d.get("diff") or {}
+        if not d.get("resource"):  # a delivery: the commit's own document against production's
+            return f"OpenAPI diff against production: {len(ops)} added, {len(diff.get('removed') or [])} removed " + (
+                f"({diff.get('classification')})"
+            )
+        return f"{len(ops)} operations added for {d.get('resource')} ({diff.get('classification')})"
     if t == EventType.SPEC_VALIDATED:
         return f"OpenAPI {d.get('openapi_version')} valid, {d.get('operation_count')} operations"
     if t == EventType.CODE_GENERATED:
+        where = "" if d.get("service_repo") else f" on {d.get('branch')}"
+        notes = f" ({'; '.join(d['warnings'])})" if d.get("service_repo") and d.get("warnings") else ""
         return (
-            f"commit {str(d.get('commit'))[:10]} on {d.get('branch')}: {len(d.get('files_changed', []))} files, "
-            f"+{d.get('lines_added')}/-{d.get('lines_removed')}"
+            f"commit {str(d.get('commit'))[:10]}{where}: {len(d.get('files_changed', []))} files, "
+            f"+{d.get('lines_added')}/-{d.get('lines_removed')}{notes}"
         )
     if t == EventType.PR_OPENED:
+        if d.get("base_branch") == "production":  # issue 17: a delivery's change under review
+            return f"change {str(d.get('base_commit'))[:12]}..{str(d.get('commit'))[:12]} under review"
         return f"pull request {d.get('branch')} → {d.get('base_branch')}"
+    if t in (EventType.SERVICE_ADDED, EventType.SERVICE_RELEASED, EventType.SERVICE_UP, EventType.SERVICE_DOWN):
+        return _fleet_summary(t, d)
     if t == EventType.SECURITY_SCANNED:  # issue 6
         issues = d.get("issues") or {}
         return (

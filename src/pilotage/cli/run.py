@@ -38,6 +38,7 @@ STAGE_STYLE = {
     "decision": "dim",
     "error": "bold red",
     "done": "bold",
+    "fleet": "bold blue",
 }
 
 
