@@ -9,8 +9,11 @@ from pilotage.catalogue.base import EventData, Obj
 class DeployRequested(EventData):
     """The plan of a rollout. Deployment → rollout.
 
-    Strategy (the seed's table moved by risk), steps, the two versions ({version, path, env}), synthetic-traffic
-    paths, the flag of a feature-flag release.
+    Strategy (the seed's table moved by risk), steps, the two versions ({version, path, env}), the flag of a
+    feature-flag release, and the synthetic-traffic plan ``traffic`` (issue 17, :mod:`pilotage.rollout.traffic_plan`:
+    requests [{operation, method, path, weight, touched, params, body, creates ...}], skipped [{operation, kind,
+    reason}], credentials {header, env} (names only) or null, writes, touched, summary; absent in older logs);
+    ``traffic_paths`` = its GETs that need no parameter (the blue-green preview's smoke checks).
     """
 
     deployment_id: str
@@ -25,6 +28,7 @@ class DeployRequested(EventData):
     proxy_port: int
     flag_key: str
     decision_id: str | None = None
+    traffic: Obj | None = None
 
 
 class DeployStarted(EventData):
@@ -52,7 +56,7 @@ class DeployStep(EventData):
     """The rollout moved. Rollout → reliability.
 
     ``weight`` = the new version's route percent, or the flag's share of targeting keys (feature-flag), at 0-based
-    ``step``; ``phase`` preview / step / watch.
+    ``step``; ``phase`` preview / step / watch; ``traffic`` (step 0 only) = the traffic plan's one-line summary.
     """
 
     deployment_id: str
@@ -60,6 +64,7 @@ class DeployStep(EventData):
     weight: int
     strategy: str
     phase: str = "step"
+    traffic: str | None = None
 
 
 class DeployPromoted(EventData):

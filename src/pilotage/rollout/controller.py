@@ -33,7 +33,7 @@ from pilotage.agent import AgentContext
 from pilotage.errors import BackendError
 from pilotage.runtime.base import Instance, Route, Runtime, Workload
 from pilotage.runtime.flags import FlagServer
-from pilotage.runtime.traffic import TrafficStats, start_traffic, stop_traffic
+from pilotage.runtime.traffic import TrafficStats, has_requests, start_traffic, stop_traffic
 from pilotage.settings import Settings
 
 __all__ = ["RollbackDone", "RolloutController", "rollout_controller"]
@@ -143,10 +143,13 @@ class RolloutController:
         }
 
     def _start_traffic(self, plan: dict[str, Any], route_url: str, preview_url: str) -> None:
-        rps, paths = self.settings.synthetic_traffic_rps, list(plan["traffic_paths"])
-        start_traffic(plan["deployment_id"], route_url, paths, rps)
+        # the traffic plan (issue 17; older plans: GET paths); nothing to call → no generator, real traffic only
+        rps, traffic = self.settings.synthetic_traffic_rps, plan.get("traffic") or list(plan["traffic_paths"])
+        if not has_requests(traffic):
+            return
+        start_traffic(plan["deployment_id"], route_url, traffic, rps)
         if preview_url:
-            start_traffic(_preview_name(plan["deployment_id"]), preview_url, paths, rps)
+            start_traffic(_preview_name(plan["deployment_id"]), preview_url, traffic, rps)
 
     async def stop_traffic(self, deployment_id: str) -> TrafficStats | None:
         """Stop the synthetic traffic of a deployment (user and preview); return the user traffic's counts."""
