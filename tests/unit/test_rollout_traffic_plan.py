@@ -59,6 +59,8 @@ def test_petstore3_without_writes_or_credentials_calls_only_the_open_reads() -> 
     assert len(plan["skipped"]) == 17 and plan["credentials"] is None and plan["writes"] is False
     assert plan["summary"] == "2 requests; 17 operations skipped (credentials 4, writes 13)"
     assert smoke_paths(plan) == ["/api/v3/user/login", "/api/v3/user/logout"]
+    # a generated service serves the paths as written, whatever servers[0] says
+    assert smoke_paths(build_traffic_plan(load_spec(PETSTORE3), path_prefix="")) == ["/user/login", "/user/logout"]
 
 
 def test_petstore3_with_writes_and_credentials_creates_then_uses_items() -> None:

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 from pilotage.agent import Agent, Reasoning
 from pilotage.errors import InputError, PolicyDenied
 from pilotage.events import CloudEvent, EventType
+from pilotage.fleet.descriptor import DESCRIPTOR_FILE
 from pilotage.graph.base import Graph
 from pilotage.graph.impact import impact_of_files
 from pilotage.rollout.state import STRATEGIES, steps_for
@@ -251,7 +252,9 @@ def traffic_plan(spec_path: str, base_spec_path: str, head_dir: str, touched: li
     Args:
         spec_path: the head version's OpenAPI document.
         base_spec_path: the base version's ("" or a missing file → none).
-        head_dir: the head version's folder (its ``pilotage.yaml`` gives writes, requests and credentials).
+        head_dir: the head version's folder (its ``pilotage.yaml`` gives writes, requests and credentials, and
+            its services are called at the document's ``servers[0]`` path; a generated service, without one, at
+            the paths as written, :mod:`pilotage.codegen.generator`).
         touched: operations the change touches besides the spec diff (``"METHOD /path"``: changed handlers).
 
     Raises:
@@ -259,6 +262,7 @@ def traffic_plan(spec_path: str, base_spec_path: str, head_dir: str, touched: li
     """
     settings = descriptor_traffic(head_dir)
     credentials = settings.credentials
+    described = bool(head_dir) and (Path(head_dir) / DESCRIPTOR_FILE).is_file()
     base = load_spec(base_spec_path) if base_spec_path and Path(base_spec_path).is_file() else None
     return build_traffic_plan(
         load_spec(spec_path),
@@ -268,6 +272,8 @@ def traffic_plan(spec_path: str, base_spec_path: str, head_dir: str, touched: li
         requests=settings.requests,
         credentials={"header": credentials.header, "env": credentials.env} if credentials else None,
         credentials_set=bool(credentials and os.environ.get(credentials.env)),
+        # a service with a descriptor serves at its document's servers[0] path; a generated one at its paths
+        path_prefix=None if described else "",
     )
 
 

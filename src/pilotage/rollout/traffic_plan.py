@@ -474,6 +474,7 @@ def build_traffic_plan(
     requests: Iterable[str] = (),
     credentials: Mapping[str, str] | None = None,
     credentials_set: bool = True,
+    path_prefix: str | None = None,
 ) -> dict[str, Any]:
     """Return the traffic plan of the head version (see the module docstring; pure, JSON-serialisable).
 
@@ -487,6 +488,8 @@ def build_traffic_plan(
         credentials: ``{"header", "env"}`` (``traffic.credentials``): names only; the generator reads the value.
         credentials_set: False when the environment variable ``credentials["env"]`` is unset: secured operations
             are then skipped, saying so.
+        path_prefix: put before every document path; None: the document's ``servers[0]`` path
+            (:func:`pilotage.spec.openapi.base_path`). Generated services serve the paths as written (``""``).
 
     Returns:
         ``{"requests", "skipped", "credentials", "writes", "touched", "summary"}``.
@@ -497,7 +500,7 @@ def build_traffic_plan(
     usable = dict(credentials) if credentials and credentials_set else None
     change = _normalise(touched) | (set(touched_operations(head, base)) if base is not None else set())
     in_base = {op.label for op in iter_operations(base)} if base is not None else None
-    prefix = base_path(head)
+    prefix = base_path(head) if path_prefix is None else path_prefix.rstrip("/")
     ops = {op.label: op for op in iter_operations(head)}
     found: dict[str, dict[str, Any] | _Skip] = {}
     for label, op in ops.items():
