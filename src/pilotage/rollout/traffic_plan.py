@@ -329,19 +329,16 @@ def _entry(
     declared = {p["name"] for p in params if p["in"] == "path"}
     missing = [name for name in _PARAM.findall(op.path) if name not in declared]
     params += [{"name": name, "in": "path", "from": "created"} for name in missing]
-    return {
-        "operation": op.label,
-        "method": op.method.upper(),
-        "path": prefix + op.path,
-        "weight": OTHER_WEIGHT,
-        "touched": False,
-        "source": "openapi",
-        "secured": secured,
-        "in_base": True,
-        "creates": False,
-        "params": params,
-        "body": _body(doc, op),
-    }
+    return _request(op.label, op.method.upper(), prefix + op.path, "openapi", secured, params, _body(doc, op))
+
+
+def _request(
+    label: str, method: str, path: str, source: str, secured: bool, params: list[dict[str, Any]], body: Any
+) -> dict[str, Any]:
+    """One entry of a plan's ``requests`` (weight, touched and in_base are set when the plan is assembled)."""
+    return {"operation": label, "method": method, "path": path, "weight": OTHER_WEIGHT, "touched": False,
+            "source": source, "secured": secured, "in_base": True, "creates": False, "params": params,
+            "body": body}  # fmt: skip
 
 
 # --- created items ----------------------------------------------------------------------------------------------
@@ -425,19 +422,7 @@ def _described(line: str, writes: bool) -> dict[str, Any] | _Skip:
         return _Skip("writes", _WRITES_OFF)
     if method == "OPTIONS":
         return _Skip("method", "OPTIONS is not sent by synthetic traffic")
-    return {
-        "operation": f"{method} {path}",
-        "method": method,
-        "path": path,
-        "weight": TOUCHED_WEIGHT,
-        "touched": False,
-        "source": "descriptor",
-        "secured": False,
-        "in_base": True,
-        "creates": False,
-        "params": [],
-        "body": None,
-    }
+    return {**_request(f"{method} {path}", method, path, "descriptor", False, [], None), "weight": TOUCHED_WEIGHT}
 
 
 def _summary(requests: list[dict[str, Any]], skipped: list[dict[str, Any]], skipped_total: int) -> str:

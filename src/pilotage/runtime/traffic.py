@@ -153,7 +153,7 @@ def _planned(item: Any, index: int) -> _Planned:
             f"traffic plan request {index} {str(item)[:120]} is not a request",
             hint="build the plan with pilotage.rollout.traffic_plan.build_traffic_plan",
         )
-    assert isinstance(item, Mapping)
+    assert isinstance(item, Mapping)  # for the type checker: ``ok`` checked it
     params = tuple(dict(p) for p in item.get("params") or () if isinstance(p, Mapping))
     method = str(item["method"]).upper()
     return _Planned(
@@ -177,7 +177,7 @@ def _plan_requests(traffic: list[str] | Mapping[str, Any]) -> list[_Planned]:
         raw = traffic.get("requests")
         requests = [_planned(item, i) for i, item in enumerate(raw if isinstance(raw, list) else [])]
     else:
-        if any(not isinstance(p, str) or not p.startswith("/") for p in traffic):
+        if not traffic or any(not isinstance(p, str) or not p.startswith("/") for p in traffic):
             raise InputError(
                 f"traffic paths {traffic!r} must be a non-empty list of /paths", hint="pass e.g. ['/items']"
             )
