@@ -73,15 +73,16 @@ def _short(event_type: str) -> str:
 
 
 def _step_summary(d: dict[str, Any]) -> str:
-    """One ``deploy.step`` in the strategy's own words (issue 16)."""
+    """One ``deploy.step`` in the strategy's own words (issue 16), with the traffic plan's summary at step 0."""
     step, weight, strategy = d.get("step"), d.get("weight"), d.get("strategy")
+    traffic = f"; synthetic traffic: {d['traffic']}" if d.get("traffic") else ""
     if strategy == "feature-flag":
-        return f"step {step}: flag on for {weight}% of targeting keys"
+        return f"step {step}: flag on for {weight}% of targeting keys{traffic}"
     if d.get("phase") == "preview":
-        return f"step {step}: green at its preview address, 0% of users"
+        return f"step {step}: green at its preview address, 0% of users{traffic}"
     if strategy == "blue-green":
-        return f"step {step}: switched to green (100%), watching"
-    return f"step {step}: canary weight {weight}%"
+        return f"step {step}: switched to green (100%), watching{traffic}"
+    return f"step {step}: canary weight {weight}%{traffic}"
 
 
 def _fleet_summary(t: str, d: dict[str, Any]) -> str:

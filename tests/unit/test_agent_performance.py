@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pilotage.agent import AgentContext, RunSpec
 from pilotage.agents.performance import PerformanceAgent, assess
@@ -82,6 +83,27 @@ def test_failed_tests_skip_the_load_test(tmp_path: Path) -> None:
         assert decision["kind"] == "perf.assessment" and decision["action"] == "skip"
         assert not (tmp_path / "work" / "artifacts" / "perf").exists()  # no service was started
         assert ctx.graph.nodes("MetricSample") == []
+
+    _run(tmp_path, scenario)
+
+
+def test_a_document_with_nothing_callable_skips_the_load_test_with_the_reason(tmp_path: Path) -> None:
+    from pilotage.perf.locustfile import NO_TARGET
+
+    async def scenario(ctx: AgentContext) -> None:
+        event = await _tests_completed(ctx, tmp_path, passed=True)
+        spec = Path(event.data["spec_path"])  # every operation now needs credentials, and none are configured
+        doc = yaml.safe_load(spec.read_text(encoding="utf-8"))
+        doc["security"] = [{"key": []}]
+        doc.setdefault("components", {})["securitySchemes"] = {"key": {"type": "apiKey", "in": "header", "name": "K"}}
+        spec.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        await PerformanceAgent(ctx).handle(event)
+        [measured] = await _events(ctx, EventType.PERF_MEASURED)
+        assert measured.data["skipped"] is True and measured.data["reason"] == f"openapi.yaml: {NO_TARGET}"
+        [decision] = [e.data for e in await _events(ctx, EventType.DECISION)]
+        assert decision["kind"] == "perf.assessment" and decision["action"] == "skip"
+        assert not (tmp_path / "work" / "artifacts" / "perf").exists()  # no service was started
+        assert await _events(ctx, EventType.AGENT_FAILED) == []
 
     _run(tmp_path, scenario)
 

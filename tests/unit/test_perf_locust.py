@@ -81,3 +81,80 @@ def test_command_is_headless_bounded_and_local() -> None:
         assert part in joined
     assert "--only-summary" in argv and "--otel" not in argv
     assert "locust" not in sys.modules  # the control plane never imports locust (gevent monkey-patching)
+
+
+# --- issue 17: the service's traffic credentials --------------------------------------------------------------
+
+SECURED_APP = """
+import os
+
+from fastapi import FastAPI, Header, HTTPException
+
+app = FastAPI()
+
+
+@app.get("/healthz")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@app.get("/open")
+def open_() -> dict:
+    return {"ok": True}
+
+
+@app.get("/things")
+def things(x_api_key: str = Header(default="")) -> list:
+    if x_api_key != os.environ["THINGS_EXPECTED_KEY"]:
+        raise HTTPException(status_code=401, detail="bad key")
+    return [{"id": 1}]
+"""
+
+SECURED_SPEC = """
+openapi: 3.0.3
+info: {title: things, version: "1"}
+paths:
+  /open:
+    get:
+      responses: {"200": {description: ok}}
+  /things:
+    get:
+      security: [{key: []}]
+      responses: {"200": {description: things}, "401": {description: no key}}
+components:
+  securitySchemes:
+    key: {type: apiKey, in: header, name: X-Api-Key}
+"""
+
+
+def test_secured_operations_are_load_tested_with_the_credentials_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "l0ad-test-key-" + tmp_path.name[-6:]
+    service = tmp_path / "svc"
+    (service / "app").mkdir(parents=True)
+    (service / "app" / "__init__.py").write_text("", encoding="utf-8")
+    (service / "app" / "main.py").write_text(SECURED_APP, encoding="utf-8")
+    spec = tmp_path / "openapi.yaml"
+    spec.write_text(SECURED_SPEC, encoding="utf-8")
+    creds = {"header": "X-Api-Key", "env": "THINGS_API_KEY"}
+
+    async def scenario(with_key: bool) -> LoadTestResult:
+        if with_key:
+            monkeypatch.setenv("THINGS_API_KEY", secret)
+        else:
+            monkeypatch.delenv("THINGS_API_KEY", raising=False)
+        async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+            instance = await runtime.start(Workload("things", "t", service, env={"THINGS_EXPECTED_KEY": secret}))
+            out = tmp_path / ("perf-key" if with_key else "perf-nokey")
+            return await run_load_test(spec, instance.url, out, users=2, duration_s=1.0, credentials=creds)
+
+    result = asyncio.run(scenario(True))
+    by = {e.endpoint: e for e in result.endpoints}
+    assert set(by) == {"GET /open", "GET /things"}
+    assert by["GET /things"].requests > 0 and by["GET /things"].failures == 0  # every request had the key
+    text = result.locustfile.read_text(encoding="utf-8")
+    assert "THINGS_API_KEY" in text and secret not in text  # the file names the variable, never the value
+    assert secret not in result.log_path.read_text(encoding="utf-8")
+    unset = asyncio.run(scenario(False))  # the variable is not set: the secured operation is left out
+    assert [e.endpoint for e in unset.endpoints] == ["GET /open"]

@@ -122,3 +122,23 @@ def test_write_locustfile_of_a_broken_spec_names_the_file(tmp_path: Path) -> Non
     spec.write_text("openapi: 3.0.3\npaths: [\n")
     with pytest.raises(InputError, match="bad.yaml"):
         write_locustfile(spec, tmp_path / "locustfile.py")
+
+
+def test_credentials_make_secured_operations_targets_and_the_file_names_only_the_variable() -> None:
+    doc = json.loads(json.dumps(DOC))
+    doc["security"] = [{"key": []}]
+    assert [t.operation for t in load_targets(doc, credentials=True)] == [
+        "GET /items",
+        "POST /items",
+        "GET /admin",
+        "GET /orders",
+        "POST /notes",
+    ]
+    text = render_locustfile(load_targets(doc, credentials=True), credentials={"header": "X-Key", "env": "SVC_KEY"})
+    tree = ast.parse(text)
+    assigned = {
+        n.targets[0].id: n.value for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
+    }
+    assert json.loads(ast.literal_eval(assigned["CREDENTIALS"].args[0])) == {"env": "SVC_KEY", "header": "X-Key"}  # type: ignore[attr-defined]
+    plain = render_locustfile(load_targets(DOC))
+    assert "CREDENTIALS = json.loads('null')" in plain

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from pilotage.errors import InputError
 from pilotage.runtime.base import Workload
 from pilotage.runtime.local import LocalRuntime
-from pilotage.runtime.traffic import TrafficGenerator, get_traffic, start_traffic, stop_traffic
+from pilotage.runtime.traffic import (
+    TARGETING_KEY_HEADER,
+    TrafficGenerator,
+    TrafficStats,
+    get_traffic,
+    has_requests,
+    start_traffic,
+    stop_traffic,
+)
 from tests.fixtures.tiny_service.harness import copy_service
 
 
@@ -81,3 +92,153 @@ def test_each_request_names_a_synthetic_user_from_the_pool() -> None:
     asyncio.run(scenario())
     with pytest.raises(InputError, match="targeting_keys"):
         TrafficGenerator("http://127.0.0.1:1", ["/x"], 1.0, targeting_keys=0)
+
+
+# --- issue 17: traffic plans ------------------------------------------------------------------------------------
+
+
+def test_a_plan_creates_a_note_with_post_then_gets_it_by_its_id(tmp_path: Path) -> None:
+    from pilotage.rollout.traffic_plan import build_traffic_plan
+    from pilotage.spec.load import load_spec
+    from tests.fixtures.tiny_service.harness import TINY
+
+    plan = build_traffic_plan(load_spec(TINY / "openapi.yaml"), writes=True, touched=["GET /notes/{note_id}"])
+    assert plan["requests"][0]["operation"] == "GET /notes/{note_id}"  # touched: first, weight 3
+
+    async def scenario() -> None:
+        async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+            env = {"PILOTAGE_DB_PATH": str(tmp_path / "notes.db")}
+            tiny = await runtime.start(Workload("tiny", "v1", copy_service(tmp_path / "v1"), env=env))
+            generator = TrafficGenerator(tiny.url, plan, 100.0, duration_s=1.5, seed=3).start()
+            while generator.running:
+                await asyncio.sleep(0.05)
+            stats = generator.stats
+            by = stats.by_operation
+            # the first GET /notes/{note_id} had no note to read: the generator created one instead
+            assert by["POST /notes"][201] >= 10 and set(by["POST /notes"]) == {201}
+            assert by["GET /notes/{note_id}"][200] >= 60 and set(by["GET /notes/{note_id}"]) == {200}  # real ids
+            assert set(by["GET /notes"]) == {200} and set(by["GET /version"]) == {200}
+            assert stats.failures == 0 and stats.unfilled == 0 and sum(stats.statuses.values()) == stats.sent
+            async with httpx.AsyncClient(base_url=tiny.url) as client:
+                notes = (await client.get("/notes")).json()
+            assert notes[0] == {"id": 1, "text": "string"}  # the body built from the schema
+            assert len(notes) == min(50, by["POST /notes"][201])
+
+    asyncio.run(scenario())
+
+
+def _items_app(seen: list[dict[str, str]]) -> Any:
+    """A tiny ASGI items service recording request headers: POST /items, GET and DELETE /items/{id}."""
+    items: set[int] = set()
+
+    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        seen.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        method, parts = scope["method"], scope["path"].strip("/").split("/")
+        status, body = 404, b""
+        if method == "POST" and parts == ["items"]:
+            new = len(items) + 1000 + len(seen)
+            items.add(new)
+            status, body = 201, json.dumps({"id": new, "name": "x"}).encode()
+        elif len(parts) == 2 and parts[1].isdigit() and int(parts[1]) in items:
+            status = 200 if method == "GET" else 204
+            if method == "DELETE":
+                items.discard(int(parts[1]))
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+ITEMS_DOC: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "items", "version": "1"},
+    "security": [{"key": []}],
+    "paths": {
+        "/items": {
+            "post": {
+                "requestBody": {
+                    "content": {
+                        "application/json": {"schema": {"type": "object", "properties": {"name": {"type": "string"}}}}
+                    }
+                },
+                "responses": {"201": {"description": "created"}},
+            }
+        },
+        "/items/{id}": {
+            "get": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {},
+            },
+            "delete": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {},
+            },
+        },
+    },
+    "components": {"securitySchemes": {"key": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}}},
+}
+
+
+def test_credentials_reach_the_service_from_the_environment_and_are_masked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from pilotage.rollout.traffic_plan import build_traffic_plan
+    from pilotage.runtime.proxy import EmbeddedServer, bind_local
+    from pilotage.secrets import MASK, MaskingFormatter, masker
+
+    secret = "tr4ffic-s3cret-" + tmp_path.name[-6:]
+    creds = {"header": "X-Api-Key", "env": "PILOTAGE_TEST_TRAFFIC_KEY"}
+    plan = build_traffic_plan(ITEMS_DOC, writes=True, credentials=creds)
+    assert [r["operation"] for r in plan["requests"]] == ["POST /items", "GET /items/{id}", "DELETE /items/{id}"]
+    assert secret not in json.dumps(plan)
+    seen: list[dict[str, str]] = []
+
+    async def scenario() -> TrafficStats:
+        sock = bind_local(0)
+        server = EmbeddedServer(_items_app(seen), "items")
+        await server.launch(sock)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        env = {creds["env"]: secret}
+        generator = TrafficGenerator(url, plan, 150.0, duration_s=1.0, seed=5, environ=env).start()
+        while generator.running:
+            await asyncio.sleep(0.05)
+        await server.halt()
+        return generator.stats
+
+    stats = asyncio.run(scenario())
+    assert seen and all(h.get("x-api-key") == secret for h in seen)  # every request carried the credential
+    assert all(h.get(TARGETING_KEY_HEADER, "").startswith("user-") for h in seen)  # the targeting key is kept
+    by = stats.by_operation
+    assert set(by["DELETE /items/{id}"]) == {204}  # each DELETE used a created item up: never the same twice
+    assert by["GET /items/{id}"].get(200, 0) > 0 and by["POST /items"][201] > 0
+    assert secret not in json.dumps(stats.to_dict())
+    # the value was registered with the secret masker: a log line holding it is masked
+    handler = logging.StreamHandler(io := __import__("io").StringIO())
+    handler.setFormatter(MaskingFormatter("%(message)s"))
+    logger = logging.getLogger("pilotage.test.traffic")
+    logger.addHandler(handler)
+    try:
+        logger.warning("sent header X-Api-Key: %s", secret)
+    finally:
+        logger.removeHandler(handler)
+    assert io.getvalue().strip() == f"sent header X-Api-Key: {MASK}" and masker().contains_secret(secret)
+    # a variable that is not set: the requests go without it, and the log says which variable
+    with caplog.at_level(logging.WARNING, logger="pilotage.runtime.traffic"):
+        TrafficGenerator("http://127.0.0.1:1", plan, 1.0, environ={})
+    assert "PILOTAGE_TEST_TRAFFIC_KEY is not set" in caplog.text
+
+
+def test_invalid_plans_are_input_errors() -> None:
+    with pytest.raises(InputError, match="no request"):
+        TrafficGenerator("http://127.0.0.1:1", {"requests": [], "summary": "nothing"}, 1.0)
+    with pytest.raises(InputError, match="is not a request"):
+        TrafficGenerator("http://127.0.0.1:1", {"requests": [{"method": "GET", "path": "x"}]}, 1.0)
+    with pytest.raises(InputError, match="is not a request"):
+        TrafficGenerator("http://127.0.0.1:1", {"requests": [{"method": "GET", "path": "/x", "weight": 0}]}, 1.0)
+    assert not has_requests({"requests": []}) and not has_requests([]) and has_requests(["/x"])

@@ -11,8 +11,11 @@ Reason (``deploy.strategy``, pure): :func:`strategy_reasoning` — the seed's ta
 more cautious strategy by risk; both are recorded in the decision.
 
 Act: ``authorize("deploy")``, then ``deploy.requested`` with the plan (versions, folders, the new version's
-environment, steps, synthetic-traffic paths both versions serve). The agent never touches the runtime: the rollout
-controller (:mod:`pilotage.rollout.controller`) launches and drives the rollout.
+environment, steps, and the synthetic-traffic plan, :func:`traffic_plan`: requests built from the head version's
+OpenAPI document, the change's operations first — from the spec diff and the graph's endpoints of the changed
+handlers — within the ``traffic`` settings of its ``pilotage.yaml``; ``traffic.summary`` says when nothing can be
+called). The agent never touches the runtime: the rollout controller (:mod:`pilotage.rollout.controller`) launches
+and drives the rollout.
 
 Learn: ``Deployment`` node (key = deployment id; strategy, risk, outcome), ``Service -DEPLOYED-> Deployment``,
 ``Deployment -OF-> Commit:<sha>``.
@@ -20,6 +23,7 @@ Learn: ``Deployment`` node (key = deployment id; strategy, risk, outcome), ``Ser
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,7 +35,8 @@ from pilotage.fleet.registry import stable_route_name
 from pilotage.graph.base import Graph
 from pilotage.graph.impact import impact_of_files
 from pilotage.rollout.state import STRATEGIES, steps_for
-from pilotage.spec.load import load_document
+from pilotage.rollout.traffic_plan import build_traffic_plan, descriptor_traffic, smoke_paths
+from pilotage.spec.load import load_document, load_spec
 from pilotage.spec.openapi import parameterless_get_paths
 
 __all__ = [
@@ -45,6 +50,7 @@ __all__ = [
     "graph_blast_radius",
     "seed_strategy",
     "strategy_reasoning",
+    "traffic_plan",
 ]
 
 #: The seed's table (Pilotage brief, step 6): a change of at most this share of the code (percent of the base's
@@ -262,22 +268,40 @@ def get_paths(spec_path: str | Path) -> list[str]:
     return parameterless_get_paths(load_document(spec_path, hint="check spec_path"))
 
 
-def traffic_paths(spec_path: str, base_spec_path: str) -> list[str]:
-    """Return the synthetic-traffic paths: the parameterless GETs both versions serve.
+#: The document of a service that names none (issue 17): its traffic is its descriptor's ``traffic.requests``.
+NO_DOCUMENT: dict[str, Any] = {"openapi": "3.0.3", "info": {"title": "no document", "version": "0"}, "paths": {}}
 
-    A path new in the change would 404 on the baseline and skew the comparison.
+
+def traffic_plan(spec_path: str, base_spec_path: str, head_dir: str, touched: list[str]) -> dict[str, Any]:
+    """Return the synthetic-traffic plan of a rollout (:func:`pilotage.rollout.traffic_plan.build_traffic_plan`).
+
+    Args:
+        spec_path: the head version's OpenAPI document ("": none, only the descriptor's ``traffic.requests``).
+        base_spec_path: the base version's ("" or a missing file → none).
+        head_dir: the head version's folder (its ``pilotage.yaml`` gives writes, requests and credentials, and
+            its services are called at the document's ``servers[0]`` path; a generated service, without one, at
+            the paths as written, :mod:`pilotage.codegen.generator`).
+        touched: operations the change touches besides the spec diff (``"METHOD /path"``: changed handlers).
 
     Raises:
-        InputError: no such path (the message says to add a collection GET endpoint).
+        InputError: a document does not load or validate; ConfigError: a malformed ``pilotage.yaml``.
     """
-    base_paths = set(get_paths(base_spec_path))
-    paths = [p for p in get_paths(spec_path) if p in base_paths]
-    if not paths:
-        raise InputError(
-            f"{spec_path} has no parameterless GET path both versions serve, for synthetic traffic",
-            hint="add a collection GET endpoint (e.g. GET /items) to the spec",
-        )
-    return paths
+    settings = descriptor_traffic(head_dir)
+    credentials = settings.credentials
+    described = bool(head_dir) and (Path(head_dir) / DESCRIPTOR_FILE).is_file()
+    base = load_spec(base_spec_path) if base_spec_path and Path(base_spec_path).is_file() else None
+    head = load_spec(spec_path) if spec_path else NO_DOCUMENT  # a delivered service without an OpenAPI document
+    return build_traffic_plan(
+        head,
+        base,
+        touched=touched,
+        writes=settings.writes,
+        requests=settings.requests,
+        credentials={"header": credentials.header, "env": credentials.env} if credentials else None,
+        credentials_set=bool(credentials and os.environ.get(credentials.env)),
+        # a service with a descriptor serves at its document's servers[0] path; a generated one at its paths
+        path_prefix=None if described else "",
+    )
 
 
 def fault_env(fault: str, fault_rate: float, strategy: str) -> dict[str, str]:
@@ -364,7 +388,10 @@ class DeploymentAgent(Agent):
         except PolicyDenied:
             self.ctx.graph.upsert_node("Deployment", deployment_id, {"outcome": "denied"})
             raise
-        plan = await self._plan(event, code.data, deployment_id, decision.action, decision.score["risk"])
+        touched = sorted(
+            {str(a).split(" ", 1)[1] for a in inputs["blast_radius_affected"] if str(a).startswith("Endpoint:")}
+        )  # the graph's endpoints of the changed handlers ("Endpoint:<service> GET /notes" → "GET /notes")
+        plan = await self._plan(event, code.data, deployment_id, decision.action, decision.score["risk"], touched)
         await self.emit(EventType.DEPLOY_REQUESTED, {**plan, "decision_id": decision.id}, cause=event)
 
     async def _perceive(self, event: CloudEvent, code: CloudEvent) -> dict[str, Any]:
@@ -421,7 +448,13 @@ class DeploymentAgent(Agent):
         graph.upsert_edge(dep.id, "OF", f"Commit:{inputs['commit']}")
 
     async def _plan(
-        self, event: CloudEvent, code: dict[str, Any], deployment_id: str, strategy: str, risk: float
+        self,
+        event: CloudEvent,
+        code: dict[str, Any],
+        deployment_id: str,
+        strategy: str,
+        risk: float,
+        touched: list[str],
     ) -> dict[str, Any]:
         """The ``deploy.requested`` data: what the controller needs to launch and drive the rollout."""
         run = await self.run_spec(event)
@@ -431,7 +464,14 @@ class DeploymentAgent(Agent):
         proposed = await self.latest(event.runid, EventType.SPEC_PROPOSED)
         spec_path = str(proposed.data["spec_path"]) if proposed is not None else run.spec_path
         base_spec = str(proposed.data.get("base_spec_path") or run.spec_path) if proposed is not None else spec_path
+        if run.delivery and proposed is None:  # issue 17: a served document (saved by the tests), or none at all
+            tested = await self.latest(event.runid, EventType.TESTS_COMPLETED)
+            spec_path = base_spec = str(tested.data.get("spec_path") or "") if tested is not None else ""
         canary_env = fault_env(run.fault, run.inject_fault_rate, strategy) if not run.delivery else {}
+        spec_data = proposed.data if proposed is not None else {}
+        diff = spec_data.get("diff") or {}
+        touched = [*touched, *(str(x) for x in (diff.get("added") or []) + (spec_data.get("operations_added") or []))]
+        traffic = traffic_plan(spec_path, base_spec, str(code["head_dir"]), touched)
         return {
             "deployment_id": deployment_id,
             "service": run.service,
@@ -443,7 +483,8 @@ class DeploymentAgent(Agent):
             "canary": workload_role(head_version, code["head_dir"], code.get("head_prepared", ""), canary_env),
             # issue 17: a delivery rolls out on the service's stable route, from the production version it serves
             "route": stable_route_name(run.service) if run.delivery else "",
-            "traffic_paths": traffic_paths(spec_path, base_spec),
+            "traffic": traffic,  # issue 17: the synthetic-traffic plan (requests, skipped, summary)
+            "traffic_paths": smoke_paths(traffic),  # its GETs that need nothing filled: the preview smoke check
             "proxy_port": run.proxy_port,
             "flag_key": f"{run.service}.{deployment_id}" if strategy == "feature-flag" else "",
         }

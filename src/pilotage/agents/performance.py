@@ -8,10 +8,15 @@ Act:
 
 * tests did not pass → no load test; emit ``perf.measured`` ``{skipped: true, reason}`` (the deploy policy denies
   the rollout later, from ``tests.completed``);
+* the document has no operation the load test can call (:func:`pilotage.perf.locustfile.load_targets`: secured
+  operations count only when the head version's ``pilotage.yaml`` gives ``traffic.credentials`` and its variable
+  is set) → the same ``{skipped: true, reason}``, naming why (issue 17), instead of a failed run;
 * otherwise start the head version on the runtime (``version="perf-<sha12>"``, a fresh SQLite file under
   ``<workdir>/artifacts/perf/<sha12>/``, no fault injection), run Locust against it
   (:func:`pilotage.perf.locust_runner.run_load_test`, ``settings.load_test_users`` users for
-  ``settings.load_test_duration_s`` seconds), stop it (always), emit ``perf.measured`` (``docs/events-contract.md``:
+  ``settings.load_test_duration_s`` seconds; secured operations with the descriptor's credentials, the header's
+  value read from the environment where the test runs), stop it (always), emit ``perf.measured``
+  (``docs/events-contract.md``:
   commit, skipped, reason, users, duration_s, endpoints [{method, name, requests, failures, p50_ms, p95_ms,
   p99_ms, rps}], total, error_rate) and, when a rule fires, ``perf.advice``.
 
@@ -46,6 +51,8 @@ Learn: one ``MetricSample`` node per endpoint and one for the total (key ``<run_
 
 from __future__ import annotations
 
+import asyncio
+import os
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -58,7 +65,10 @@ from pilotage.coordination.tasks import load_test_result_from_dict, loadtest_exe
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.perf.locust_runner import LoadTestResult
+from pilotage.perf.locustfile import NO_TARGET, load_targets
 from pilotage.perf.stats import EndpointStats
+from pilotage.rollout.traffic_plan import descriptor_traffic
+from pilotage.spec.load import load_spec
 
 __all__ = ["ERROR_RATE_MAX", "P95_HIGH_MS", "TAIL_MIN_MS", "TAIL_RATIO", "PerformanceAgent", "assess"]
 
@@ -132,6 +142,12 @@ def assess(inputs: dict[str, Any]) -> list[dict[str, Any]]:
     return advice
 
 
+def _credentials(head_dir: str) -> dict[str, str] | None:
+    """``{"header", "env"}`` of the head version's ``traffic.credentials`` (``pilotage.yaml``), or None."""
+    found = descriptor_traffic(head_dir).credentials
+    return {"header": found.header, "env": found.env} if found is not None else None
+
+
 def _empty_total() -> dict[str, Any]:
     return EndpointStats("", "Aggregated", 0, 0, None, None, None, 0.0).to_dict()
 
@@ -200,19 +216,12 @@ class PerformanceAgent(Agent):
         if done is not None and isinstance(done.data, dict) and done.data.get("commit") == commit:
             return  # redelivered: this commit was measured in this run already
         run = await self.run_spec(event)
-        settings = self.ctx.settings
-        users, duration_s = settings.load_test_users, settings.load_test_duration_s
         if not data.get("passed"):
-            reason = self._failure_reason(data)
-            decision = await self.decide(
-                "perf.assessment", {"commit": commit, "skipped": True, "reason": reason}, cause=event
-            )
-            await self.emit(
-                EventType.PERF_MEASURED,
-                {"commit": commit, "skipped": True, "reason": reason, "users": users, "duration_s": duration_s,
-                 "endpoints": [], "total": _empty_total(), "error_rate": 0.0, "decision_id": decision.id},
-                cause=event,
-            )  # fmt: skip
+            await self._skip(event, commit, self._failure_reason(data))
+            return
+        nothing = await self._nothing_to_call(event, data)
+        if nothing:  # issue 17: no operation callable (e.g. every one secured, no credentials): skip, not fail
+            await self._skip(event, commit, nothing)
             return
         async with self._slot(event, run, commit) as grant:
             result, allocation = await self._measure(event, run, commit, Path(str(data.get("head_dir", ""))), data)
@@ -257,6 +266,30 @@ class PerformanceAgent(Agent):
                  "decision_id": decision.id},
                 cause=event,
             )  # fmt: skip
+
+    async def _skip(self, event: CloudEvent, commit: str, reason: str) -> None:
+        """Record why ``commit`` is not load-tested: a ``skip`` decision and ``perf.measured`` ``{skipped: true}``."""
+        users, duration_s = self.ctx.settings.load_test_users, self.ctx.settings.load_test_duration_s
+        decision = await self.decide(
+            "perf.assessment", {"commit": commit, "skipped": True, "reason": reason}, cause=event
+        )
+        await self.emit(
+            EventType.PERF_MEASURED,
+            {"commit": commit, "skipped": True, "reason": reason, "users": users, "duration_s": duration_s,
+             "endpoints": [], "total": _empty_total(), "error_rate": 0.0, "decision_id": decision.id},
+            cause=event,
+        )  # fmt: skip
+
+    async def _nothing_to_call(self, event: CloudEvent, data: dict[str, Any]) -> str:
+        """Return why the load test has no target (:data:`~pilotage.perf.locustfile.NO_TARGET`), or "" if it has one.
+
+        Secured operations count when the head version's ``traffic.credentials`` variable is set here.
+        """
+        spec_path = await self._spec_path(event, data)
+        credentials = _credentials(str(data.get("head_dir", "")))
+        doc = await asyncio.to_thread(load_spec, spec_path)
+        usable = credentials is not None and bool(os.environ.get(credentials["env"]))
+        return "" if load_targets(doc, credentials=usable) else f"{spec_path.name}: {NO_TARGET}"
 
     @staticmethod
     def _failure_reason(data: dict[str, Any]) -> str:
@@ -319,6 +352,7 @@ class PerformanceAgent(Agent):
             "users": settings.load_test_users,
             "duration_s": settings.load_test_duration_s,
             "ready_timeout_s": settings.service_ready_timeout_s,
+            "credentials": _credentials(str(head_dir)),  # names only (the payload may go on the bus to a worker)
         }
 
         async def here(task: dict[str, Any]) -> dict[str, Any]:

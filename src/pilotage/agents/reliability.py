@@ -13,9 +13,12 @@ the same instance (feature-flag, the ``flag`` label of its metrics). Samples com
 PromQL) every ``rollout_poll_s`` (:func:`pilotage.rollout.observation.observe`) for ``analysis_window_s`` — or
 ``post_promotion_watch_s`` for the 100 % step, the **post-promotion watch**, where only the burn rates and the
 binomial test against the SLO run. Every poll is assessed; the **first Fail ends the step at once**; an
-Inconclusive step keeps sampling up to ``rollout_inconclusive_grace_s`` more. The route's per-version counters
-stand in for a version whose ``/metrics`` cannot be read; a new version whose process exited fails at once. A
-blue-green **preview** step (green at its own address, 0 % of users) first smoke-checks every traffic path there.
+Inconclusive step keeps sampling up to ``rollout_inconclusive_grace_s`` more — except a step that got no request
+at all when the rollout's traffic plan had nothing to call (issue 17): nothing would come, so it is Inconclusive
+at the end of the window, then ``rollout_on_inconclusive`` (real requests through the route are judged as usual).
+The route's per-version counters stand in for a version whose ``/metrics`` cannot be read; a new version whose
+process exited fails at once. A blue-green **preview** step (green at its own address, 0 % of users) first
+smoke-checks every traffic path there.
 
 Reason (``slo.assessment``, pure): :func:`assessment_reasoning` recomputes the assessment from the recorded sample
 series, so ``pilotage events replay`` reproduces it. Logs written before issue #3 hold ``slo.judgement`` decisions
@@ -158,6 +161,8 @@ def assessment_reasoning(inputs: dict[str, Any]) -> Reasoning:
     elif found.outcome is Outcome.INCONCLUSIVE:
         action, score["cause"] = str(inputs["on_inconclusive"]), "evidence_missing"
         why = f"{found.summary()} — evidence missing, {action} (never continue on Inconclusive)"
+        if inputs.get("synthetic_traffic"):  # issue 17: the traffic plan had nothing to call
+            why += f"; synthetic traffic: {inputs['synthetic_traffic']}"
     else:
         action, score["cause"] = "continue", "healthy"
         why = f"{found.summary()}; {threshold.rationale}"
@@ -327,6 +332,9 @@ class ReliabilityAgent(Agent):
             settings.burn_rate_time_scale,
             settings.min_requests_per_step,
         )
+        traffic = state.plan.get("traffic")
+        # issue 17: a plan with nothing to call sends nothing; a step that got no request is not given the grace
+        idle = isinstance(traffic, dict) and not traffic.get("requests")
         source = await self._metric_source(state, route, phase)
         before = await runtime.route_stats(route_name)
         try:
@@ -340,6 +348,7 @@ class ReliabilityAgent(Agent):
                 grace_s=settings.rollout_inconclusive_grace_s,
                 settings=analysis,
                 alive=self._alive,
+                grace_needs_requests=idle,
             )
         finally:
             await source.aclose()
@@ -353,6 +362,7 @@ class ReliabilityAgent(Agent):
             "baseline": _window(seen.baseline, _proxy_window(before, after, base_v, by_flag), base_v, seen.elapsed_s),
             "window_s": round(seen.elapsed_s, 3),
             **({"smoke": smoke} if smoke is not None else {}),
+            **({"synthetic_traffic": str(traffic.get("summary", ""))} if idle and isinstance(traffic, dict) else {}),
         }
 
     async def _metric_source(self, state: RolloutState, route: Route, phase: str) -> MetricSource:

@@ -92,17 +92,17 @@ class RolloutAgent(Agent):
         await self._emit_step(event, state, 0, state.steps[0])
 
     async def _emit_step(self, event: CloudEvent, state: RolloutState, step: int, weight: int) -> None:
-        await self.emit(
-            EventType.DEPLOY_STEP,
-            {
-                "deployment_id": state.deployment_id,
-                "step": step,
-                "weight": weight,
-                "strategy": state.strategy,
-                "phase": phase_of(state.strategy, weight),
-            },
-            cause=event,
-        )
+        data: dict[str, Any] = {
+            "deployment_id": state.deployment_id,
+            "step": step,
+            "weight": weight,
+            "strategy": state.strategy,
+            "phase": phase_of(state.strategy, weight),
+        }
+        traffic = state.plan.get("traffic")
+        if step == 0 and isinstance(traffic, dict) and traffic.get("summary"):
+            data["traffic"] = str(traffic["summary"])  # issue 17: what synthetic traffic sends, or that it cannot
+        await self.emit(EventType.DEPLOY_STEP, data, cause=event)
 
     async def _on_verdict(self, event: CloudEvent, state: RolloutState) -> None:
         verdict = {

@@ -10,9 +10,12 @@ class DeployRequested(EventData):
     """The plan of a rollout. Deployment → rollout.
 
     Strategy (the seed's table moved by risk), steps, the two versions ({version, path, env}, and for a service
-    with a descriptor: command, prepared, health_path, metrics), synthetic-traffic paths, the flag of a
-    feature-flag release; ``route``: the managed service's stable route the rollout runs on (issue #17; "" = a
-    route of the deployment's own, named by its id).
+    with a descriptor: command, prepared, health_path, metrics), the flag of a feature-flag release, ``route``: the
+    managed service's stable route the rollout runs on (issue #17; "" = a route of the deployment's own, named by
+    its id), and the synthetic-traffic plan ``traffic`` (issue 17, :mod:`pilotage.rollout.traffic_plan`:
+    requests [{operation, method, path, weight, touched, params, body, creates ...}], skipped [{operation, kind,
+    reason}], credentials {header, env} (names only) or null, writes, touched, summary; absent in older logs);
+    ``traffic_paths`` = its GETs that need no parameter (the blue-green preview's smoke checks).
     """
 
     deployment_id: str
@@ -28,6 +31,7 @@ class DeployRequested(EventData):
     flag_key: str
     decision_id: str | None = None
     route: str = ""
+    traffic: Obj | None = None
 
 
 class DeployStarted(EventData):
@@ -55,7 +59,7 @@ class DeployStep(EventData):
     """The rollout moved. Rollout → reliability.
 
     ``weight`` = the new version's route percent, or the flag's share of targeting keys (feature-flag), at 0-based
-    ``step``; ``phase`` preview / step / watch.
+    ``step``; ``phase`` preview / step / watch; ``traffic`` (step 0 only) = the traffic plan's one-line summary.
     """
 
     deployment_id: str
@@ -63,6 +67,7 @@ class DeployStep(EventData):
     weight: int
     strategy: str
     phase: str = "step"
+    traffic: str | None = None
 
 
 class DeployPromoted(EventData):

@@ -75,7 +75,8 @@ async def run_load_test_task(payload: dict[str, Any], runtime: Any = None) -> di
 
     Args:
         payload: ``{"service", "version", "head_dir", "spec_path", "out_dir", "users", "duration_s",
-            "ready_timeout_s"}`` (paths absolute, durations in seconds).
+            "ready_timeout_s"}`` (paths absolute, durations in seconds), optional ``credentials`` ``{"header",
+            "env"}``: names only, the value is read from the environment of the process that runs the test.
         runtime: the :class:`~pilotage.runtime.base.Runtime` to start the version on (default: a fresh
             :class:`~pilotage.runtime.local.LocalRuntime`, closed afterwards).
 
@@ -113,6 +114,7 @@ async def run_load_test_task(payload: dict[str, Any], runtime: Any = None) -> di
                 out_dir,
                 users=int(payload.get("users", 10)),
                 duration_s=float(payload.get("duration_s", 5.0)),
+                credentials=payload.get("credentials") or None,  # names only; the value is read where it runs
             )
     finally:
         if own:

@@ -18,7 +18,8 @@ locustfile comes from :mod:`pilotage.perf.locustfile`; results are read from ``P
 Network: the only host Locust talks to is ``--host`` (the runtime gives ``http://127.0.0.1:PORT``). Locust 2.x has
 no usage telemetry or update check; OpenTelemetry export only starts with ``--otel``, which is not passed, and
 ``OTEL_SDK_DISABLED=true`` is set besides. The child's environment is the allow-list of
-:mod:`pilotage.runtime.sandbox` (no ``LOCUST_*``, ``OTEL_*``, settings or credentials) and the
+:mod:`pilotage.runtime.sandbox` (no ``LOCUST_*``, ``OTEL_*``, settings or credentials — except the one variable of
+the service's own ``traffic.credentials`` when given: its secured operations are then called) and the
 working directory is the (fresh) output folder, so neither environment nor a stray ``locust.conf`` /
 ``pyproject.toml`` can change the run (``~/.locust.conf`` is Locust's only other configuration source).
 """
@@ -27,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from typing import Any
 from pilotage.errors import BackendError, InputError
 from pilotage.perf.locustfile import LoadTarget, write_locustfile
 from pilotage.perf.stats import EndpointStats, parse_stats_csv
+from pilotage.secrets import register_secrets
 from pilotage.testing.process import run_process
 
 __all__ = ["LoadTestResult", "build_command", "run_load_test"]
@@ -127,6 +131,7 @@ async def run_load_test(
     spawn_rate: float | None = None,
     timeout_s: float | None = None,
     include_post: bool = True,
+    credentials: Mapping[str, str] | None = None,
 ) -> LoadTestResult:
     """Load-test the service at ``base_url`` on the operations of ``spec_path`` (see :mod:`pilotage.perf.locustfile`).
 
@@ -139,6 +144,9 @@ async def run_load_test(
         spawn_rate: users started per second (default: all users in the first second).
         timeout_s: wall-clock bound of the subprocess (default: ``duration_s`` + :data:`STARTUP_MARGIN_S`).
         include_post: also call collection POSTs that have an example body.
+        credentials: ``{"header", "env"}`` (``traffic.credentials`` of the service's ``pilotage.yaml``): when the
+            variable ``env`` is set here, its value goes to the Locust process's environment only (registered with
+            the secret masker; the locustfile names the variable) and secured operations are called with it.
 
     Returns:
         The :class:`LoadTestResult`.
@@ -152,7 +160,18 @@ async def run_load_test(
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     locustfile = out_dir / "locustfile.py"
-    targets = await asyncio.to_thread(write_locustfile, Path(spec_path), locustfile, include_post=include_post)
+    secret = os.environ.get(str(credentials["env"]), "") if credentials else ""
+    env = {"OTEL_SDK_DISABLED": "true"}
+    if credentials and secret:
+        register_secrets([secret])
+        env[str(credentials["env"])] = secret
+    targets = await asyncio.to_thread(
+        write_locustfile,
+        Path(spec_path),
+        locustfile,
+        include_post=include_post,
+        credentials=credentials if secret else None,
+    )
     seconds = max(1, math.ceil(duration_s))
     rate = float(spawn_rate) if spawn_rate is not None else float(users)
     csv_prefix = out_dir / "locust"
@@ -165,7 +184,7 @@ async def run_load_test(
         cwd=out_dir,
         timeout_s=timeout_s if timeout_s is not None else seconds + STARTUP_MARGIN_S,
         log_path=out_dir / "locust.log",
-        env={"OTEL_SDK_DISABLED": "true"},
+        env=env,
     )
     if not csv_path.is_file():
         last = outcome.output_tail[-1] if outcome.output_tail else "(no output)"

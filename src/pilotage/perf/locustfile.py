@@ -12,8 +12,12 @@ Targets (:func:`load_targets`):
   risk score reads.
 
 Operations that require authentication (a non-empty ``security`` requirement, the operation's own or the
-document's, without the ``{}`` "anonymous allowed" alternative) are left out for the same reason: the load test
-has no credentials, so every request would be a 401.
+document's, without the ``{}`` "anonymous allowed" alternative: :func:`pilotage.spec.openapi.requires_credentials`)
+are left out for the same reason — every request would be a 401 — unless the service's ``pilotage.yaml`` gives
+``traffic.credentials`` (a header and the name of the environment variable holding its value, the same credentials
+the rollout's synthetic traffic uses) and that variable is set: then they are targets, and every request carries
+the header. The generated file holds only the two *names*; the value reaches the Locust process through its
+environment (:func:`pilotage.perf.locust_runner.run_load_test`) and is registered with the secret masker.
 
 Weights 3:1 make reads dominate, the usual shape of API traffic. Requests are named by their path template, so
 Locust's statistics have one row per operation (``Type`` = method, ``Name`` = path).
@@ -27,16 +31,18 @@ measures latency under concurrency rather than saturating one CPU with a tight l
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pilotage.codegen.quoting import py_docstring
 from pilotage.errors import InputError
-from pilotage.spec.openapi import Operation, iter_operations, resolve, takes_no_parameters
+from pilotage.spec.openapi import Operation, iter_operations, requires_credentials, resolve, takes_no_parameters
 
 __all__ = [
     "GET_WEIGHT",
+    "NO_TARGET",
     "POST_WEIGHT",
     "WAIT_MAX_S",
     "WAIT_MIN_S",
@@ -57,10 +63,16 @@ WAIT_MAX_S = 0.05
 CSV_INTERVAL_S = 0.1
 #: Seconds a virtual user waits for a connection or a response before counting a failure.
 NETWORK_TIMEOUT_S = 10.0
+#: Why a document gives no load-test target (the performance agent skips the load test with it).
+NO_TARGET = (
+    "no operation the load test can call (a GET without required parameters, or a collection POST with an example "
+    "body, without credentials unless traffic.credentials is set)"
+)
 
 _TEMPLATE = """{docstring}
 
 import json
+import os
 
 import gevent
 import locust.stats
@@ -77,10 +89,15 @@ def _final_csv_write(**_kwargs):
 
 
 TARGETS = json.loads({targets!r})
+# Credentials: the header's name and the environment variable holding its value (never the value itself).
+CREDENTIALS = json.loads({credentials!r})
+HEADERS = {{}}
+if CREDENTIALS and os.environ.get(CREDENTIALS["env"]):
+    HEADERS[CREDENTIALS["header"]] = os.environ[CREDENTIALS["env"]]
 
 
 def _task(target):
-    kwargs = {{"name": target["path"]}}
+    kwargs = {{"name": target["path"], "headers": HEADERS}}
     if target["body"] is not None:
         kwargs["json"] = target["body"]
 
@@ -158,21 +175,17 @@ def _example_body(doc: dict[str, Any], op: Operation) -> Any:
     return _schema_example(doc, media.get("schema"))
 
 
-def _needs_auth(op: Operation) -> bool:
-    """True when ``op`` requires credentials (OpenAPI 3 "Security Requirement Object" semantics: ``{}`` is none)."""
-    return bool(op.security) and not any(isinstance(req, dict) and not req for req in op.security)
-
-
-def load_targets(doc: dict[str, Any], *, include_post: bool = True) -> list[LoadTarget]:
+def load_targets(doc: dict[str, Any], *, include_post: bool = True, credentials: bool = False) -> list[LoadTarget]:
     """Return the load-test targets of a decoded OpenAPI document, in path order (see the module docstring).
 
     Args:
         doc: the decoded OpenAPI 3 document.
         include_post: also target collection ``POST`` operations that have an example body.
+        credentials: the requests carry credentials, so operations that require them are targets too.
     """
     targets: list[LoadTarget] = []
     for op in iter_operations(doc):
-        if not takes_no_parameters(op) or _needs_auth(op):
+        if not takes_no_parameters(op) or (requires_credentials(op) and not credentials):
             continue
         if op.method == "get":
             targets.append(LoadTarget("GET", op.path, GET_WEIGHT))
@@ -183,8 +196,16 @@ def load_targets(doc: dict[str, Any], *, include_post: bool = True) -> list[Load
     return targets
 
 
-def render_locustfile(targets: list[LoadTarget], *, source: str = "an OpenAPI spec") -> str:
+def render_locustfile(
+    targets: list[LoadTarget], *, source: str = "an OpenAPI spec", credentials: Mapping[str, str] | None = None
+) -> str:
     """Return the text of a locustfile that calls ``targets`` (weights as relative task frequencies).
+
+    Args:
+        targets: what to call.
+        source: the document's name, for the file's docstring and messages.
+        credentials: ``{"header", "env"}``: every request carries ``header``, its value read from the environment
+            variable ``env`` when Locust starts (names only in the file).
 
     Raises:
         InputError: ``targets`` is empty (nothing the load test can call).
@@ -192,14 +213,16 @@ def render_locustfile(targets: list[LoadTarget], *, source: str = "an OpenAPI sp
     if not targets:
         raise InputError(
             f"{source} has no operation a load test can call (a GET without required parameters)",
-            hint="add a collection GET (e.g. GET /items) to the spec",
+            hint="add a collection GET (e.g. GET /items) to the spec, or traffic.credentials to pilotage.yaml",
         )
+    names = {"header": str(credentials["header"]), "env": str(credentials["env"])} if credentials else None
     payload = json.dumps([asdict(t) for t in targets], separators=(",", ":"), sort_keys=True)
     return _TEMPLATE.format(
         docstring=py_docstring(
             f"Locustfile generated by pilotage.perf.locustfile from {source}; regenerated each run."
         ),
         targets=payload,
+        credentials=json.dumps(names, separators=(",", ":"), sort_keys=True),
         wait_min=WAIT_MIN_S,
         wait_max=WAIT_MAX_S,
         timeout=NETWORK_TIMEOUT_S,
@@ -207,8 +230,13 @@ def render_locustfile(targets: list[LoadTarget], *, source: str = "an OpenAPI sp
     )
 
 
-def write_locustfile(spec_path: Path, out_path: Path, *, include_post: bool = True) -> list[LoadTarget]:
+def write_locustfile(
+    spec_path: Path, out_path: Path, *, include_post: bool = True, credentials: Mapping[str, str] | None = None
+) -> list[LoadTarget]:
     """Load ``spec_path``, write the locustfile for its targets to ``out_path`` and return the targets.
+
+    ``credentials`` (``{"header", "env"}``, the variable set) make secured operations targets
+    (:func:`render_locustfile`).
 
     Raises:
         InputError: the spec does not load or validate (names the file), or it has no load-test target.
@@ -216,7 +244,8 @@ def write_locustfile(spec_path: Path, out_path: Path, *, include_post: bool = Tr
     from pilotage.spec.load import load_spec
 
     doc = load_spec(spec_path)
-    targets = load_targets(doc, include_post=include_post)
+    targets = load_targets(doc, include_post=include_post, credentials=credentials is not None)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(render_locustfile(targets, source=str(spec_path)), encoding="utf-8")
+    text = render_locustfile(targets, source=str(spec_path), credentials=credentials)
+    out_path.write_text(text, encoding="utf-8")
     return targets

@@ -36,7 +36,7 @@ from pilotage.errors import BackendError
 from pilotage.rollout.state import preview_route_name
 from pilotage.runtime.base import Instance, Route, Runtime, Workload
 from pilotage.runtime.flags import FlagServer
-from pilotage.runtime.traffic import TrafficStats, start_traffic, stop_traffic
+from pilotage.runtime.traffic import TrafficStats, has_requests, start_traffic, stop_traffic
 from pilotage.settings import Settings
 
 __all__ = ["RollbackDone", "RolloutController", "role_workload", "rollout_controller"]
@@ -212,10 +212,13 @@ class RolloutController:
         await self.runtime.close_route(preview_route_name(deployment_id))
 
     def _start_traffic(self, plan: dict[str, Any], route_url: str, preview_url: str) -> None:
-        rps, paths = self.settings.synthetic_traffic_rps, list(plan["traffic_paths"])
-        start_traffic(plan["deployment_id"], route_url, paths, rps)
+        # the traffic plan (issue 17; older plans: GET paths); nothing to call → no generator, real traffic only
+        rps, traffic = self.settings.synthetic_traffic_rps, plan.get("traffic") or list(plan["traffic_paths"])
+        if not has_requests(traffic):
+            return
+        start_traffic(plan["deployment_id"], route_url, traffic, rps)
         if preview_url:
-            start_traffic(preview_route_name(plan["deployment_id"]), preview_url, paths, rps)
+            start_traffic(preview_route_name(plan["deployment_id"]), preview_url, traffic, rps)
 
     async def stop_traffic(self, deployment_id: str) -> TrafficStats | None:
         """Stop the synthetic traffic of a deployment (user and preview); return the user traffic's counts."""

@@ -8,7 +8,9 @@ Used by the reliability agent for every step of every rollout (``pilotage demo``
    ends the observation at once (the caller rolls back without waiting for the end of the pause); a canary whose
    process exited is a Fail without waiting for metrics;
 3. still **Inconclusive** at the end: keep sampling the same series for up to ``grace_s`` more seconds until the
-   assessment is no longer Inconclusive (what then happens to an Inconclusive step is the caller's policy).
+   assessment is no longer Inconclusive (what then happens to an Inconclusive step is the caller's policy) —
+   unless ``grace_needs_requests`` and no population got a single request: waiting for traffic that nothing
+   sends is pointless (a rollout whose traffic plan has nothing to call, issue 17).
 
 What is compared is a :class:`Population`: an instance's requests, optionally narrowed to a label set. A
 version rollout compares two instances (``Population(canary_instance)`` vs ``Population(baseline_instance)``); a
@@ -33,7 +35,7 @@ from typing import Any
 
 from pilotage.errors import BackendError
 from pilotage.observe.judge import JudgeConfig, Outcome
-from pilotage.observe.prometheus import MetricSource, Sample
+from pilotage.observe.prometheus import MetricSource, Sample, delta
 from pilotage.observe.slo import SLOSpec, parse_slo
 from pilotage.rollout.analysis import Assessment, assess
 from pilotage.runtime.base import Instance
@@ -180,6 +182,7 @@ async def observe(
     grace_s: float = 0.0,
     settings: AnalysisSettings | None = None,
     alive: Callable[[Instance], Awaitable[bool]] | None = None,
+    grace_needs_requests: bool = False,
 ) -> Observation:
     """Observe one step; see the module docstring.
 
@@ -197,6 +200,8 @@ async def observe(
         settings: judge thresholds, burn-rate scale, minimum requests.
         alive: async check that an instance's process still runs (a dead canary's instance fails at once), e.g.
             ``lambda i: runtime.health(i)`` mapped to ``running``.
+        grace_needs_requests: take the grace only when some population got a request during the window (the
+            caller sends no synthetic traffic, so only real requests can end an Inconclusive verdict).
 
     Returns:
         The :class:`Observation`; a Fail returns at the poll that found it.
@@ -224,9 +229,15 @@ async def observe(
         now = time.monotonic()
         done = found.outcome is Outcome.FAIL or now >= grace_end
         done = done or (now >= deadline and found.outcome is not Outcome.INCONCLUSIVE)
+        done = done or (now >= deadline and grace_needs_requests and not _any_request(series))
         if done and (polls >= 2 or found.outcome is Outcome.FAIL):  # a Fail on the first poll: a dead canary
             return Observation(found, series[0], series[1], counted, exited, with_baseline, now - started, polls)
         await asyncio.sleep(max(0.0, started + polls * poll_s - time.monotonic()))  # fixed cadence, no drift
+
+
+def _any_request(series: list[list[Sample]]) -> bool:
+    """True when some series counted a request between its first and last sample."""
+    return any(len(samples) >= 2 and delta(samples[0], samples[-1]).requests > 0 for samples in series)
 
 
 def recorded_inputs(observation: Observation, slo: SLOSpec, settings: AnalysisSettings) -> dict[str, Any]:

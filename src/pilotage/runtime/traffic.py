@@ -1,10 +1,22 @@
-"""Synthetic traffic: a bounded open-loop generator of GET requests, for rollouts of services with no real users.
+"""Synthetic traffic: a bounded open-loop generator executing a traffic plan, for rollouts of services with no users.
 
 The demo has no users, so a rollout would have nothing to measure. :class:`TrafficGenerator` sends ``rps``
-GET requests per second (open loop: requests are launched on a fixed schedule whether or not earlier ones have
-answered, as load generators such as wrk2 do to avoid coordinated omission) to ``base_url`` + each of ``paths``
-in turn. It is bounded: at most ``max_in_flight`` requests are outstanding (a launch is skipped, and counted in
-``skipped``, when the limit is reached) and it runs until :meth:`TrafficGenerator.stop` or ``duration_s``.
+requests per second (open loop: requests are launched on a fixed schedule whether or not earlier ones have
+answered, as load generators such as wrk2 do to avoid coordinated omission) to ``base_url``. What it sends is a
+**traffic plan** (:func:`pilotage.rollout.traffic_plan.build_traffic_plan`, JSON): requests with a method, a path
+template, a weight, a JSON body and how each parameter is filled. Requests are chosen by smooth weighted
+round-robin (:class:`pilotage.runtime.proxy.SmoothWeightedRoundRobin`: exact shares, spread evenly). A path
+parameter filled ``from: created`` takes a field (``id``, ``petId`` ...) of an item the traffic itself created: the
+answers of the plan's creating requests (``POST /pets``) are kept, at most :data:`POOL_SIZE` per request; when none
+is kept yet, the creating request is sent instead (create, then use); a ``DELETE`` uses an item up. A plain list
+of paths (``["/notes", "/version"]``, the API before plans) is a plan of GETs of weight 1, sent in turn.
+
+Credentials: a plan's ``credentials`` hold a header name and the name of an environment variable; the value is
+read from the control plane's environment when the generator is built, registered with the secret masker
+(:func:`pilotage.secrets.register_secrets`) so it never lands in a log, event or report, and sent on every
+request. The generator is bounded: at most ``max_in_flight`` requests are outstanding (a launch is skipped, and
+counted in ``skipped``, when the limit is reached) and it runs until :meth:`TrafficGenerator.stop` or
+``duration_s``.
 
 Each request carries a targeting key (header :data:`TARGETING_KEY_HEADER`, ``user-0`` … ``user-<N-1>``, drawn
 uniformly from a pool of ``targeting_keys`` users), so a service whose release flag is split by targeting key
@@ -19,24 +31,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import random
+import re
 import time
+import urllib.parse
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from pilotage.errors import InputError
+from pilotage.runtime.proxy import SmoothWeightedRoundRobin
+from pilotage.secrets import register_secrets
 
 __all__ = [
+    "POOL_SIZE",
     "TARGETING_KEYS",
     "TARGETING_KEY_HEADER",
     "TrafficGenerator",
     "TrafficStats",
     "get_traffic",
+    "has_requests",
     "start_traffic",
     "stop_traffic",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: Default bound on outstanding requests; at 40 rps and the default 2 s timeout it is never reached by a healthy
 #: service, and it caps sockets when a backend hangs.
@@ -45,20 +69,37 @@ MAX_IN_FLIGHT = 64
 TARGETING_KEY_HEADER = "x-targeting-key"
 #: Default number of synthetic users: at 1,000 keys a 5 % release reaches 50 ± 7 of them (binomial s.d.).
 TARGETING_KEYS = 1000
+#: Created items kept per creating request (the newest; older ones are forgotten).
+POOL_SIZE = 100
+#: How many creating requests deep "create, then use" goes (``/a/{x}/b/{y}`` needs two).
+MAX_CREATE_DEPTH = 4
+#: Fields of a created item's answer kept (scalars only, strings up to 256 characters).
+MAX_ANSWER_FIELDS = 64
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_PARAM = re.compile(r"\{([^{}]+)\}")
 
 
 @dataclass
 class TrafficStats:
     """Counts of a generator.
 
-    ``sent`` requests, answers by ``statuses`` (code → count), transport ``failures`` (no HTTP answer) and
-    launches ``skipped`` because ``max_in_flight`` requests were outstanding.
+    ``sent`` requests, answers by ``statuses`` (code → count) and by ``by_operation`` (plan operation → code →
+    count), transport ``failures`` (no HTTP answer), launches ``skipped`` because ``max_in_flight`` requests were
+    outstanding, and ``unfilled`` launches whose parameters no created item could fill (its creator failed).
     """
 
     sent: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     failures: int = 0
     skipped: int = 0
+    unfilled: int = 0
+    by_operation: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    def record(self, operation: str, status: int) -> None:
+        """Count one answer of ``operation`` with ``status``."""
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        counts = self.by_operation.setdefault(operation, {})
+        counts[status] = counts.get(status, 0) + 1
 
     def to_dict(self) -> dict[str, Any]:
         """Return the counts as a JSON-serialisable dict (status codes as strings)."""
@@ -67,31 +108,138 @@ class TrafficStats:
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "failures": self.failures,
             "skipped": self.skipped,
+            "unfilled": self.unfilled,
+            "by_operation": {
+                op: {str(k): v for k, v in sorted(counts.items())} for op, counts in sorted(self.by_operation.items())
+            },
         }
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """One request of a plan, checked: ``operation`` label, method, path template, weight, body, parameters."""
+
+    operation: str
+    method: str
+    path: str
+    weight: int
+    body: Any = None
+    params: tuple[dict[str, Any], ...] = ()
+    creates: bool = False
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One request ready to send."""
+
+    planned: _Planned
+    path: str
+    query: dict[str, Any]
+    headers: dict[str, str]
+    values: dict[str, Any]
+
+
+def _planned(item: Any, index: int) -> _Planned:
+    """Check one entry of a plan's ``requests``.
+
+    Raises:
+        InputError: not a mapping with a known method, a ``/path`` and a positive integer weight.
+    """
+    ok = isinstance(item, Mapping) and str(item.get("method", "")).upper() in _METHODS
+    ok = ok and isinstance(item.get("path"), str) and str(item["path"]).startswith("/")
+    weight = item.get("weight", 1) if isinstance(item, Mapping) else 0
+    if not ok or not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+        raise InputError(
+            f"traffic plan request {index} {str(item)[:120]} is not a request",
+            hint="build the plan with pilotage.rollout.traffic_plan.build_traffic_plan",
+        )
+    assert isinstance(item, Mapping)  # for the type checker: ``ok`` checked it
+    params = tuple(dict(p) for p in item.get("params") or () if isinstance(p, Mapping))
+    method = str(item["method"]).upper()
+    return _Planned(
+        str(item.get("operation") or f"{method} {item['path']}"),
+        method,
+        str(item["path"]),
+        weight,
+        item.get("body"),
+        params,
+        bool(item.get("creates")),
+    )
+
+
+def _plan_requests(traffic: list[str] | Mapping[str, Any]) -> list[_Planned]:
+    """The requests of a plan, or of a list of GET paths.
+
+    Raises:
+        InputError: no request, a path not starting with ``/``, or a malformed plan entry.
+    """
+    if isinstance(traffic, Mapping):
+        raw = traffic.get("requests")
+        requests = [_planned(item, i) for i, item in enumerate(raw if isinstance(raw, list) else [])]
+    else:
+        if not traffic or any(not isinstance(p, str) or not p.startswith("/") for p in traffic):
+            raise InputError(
+                f"traffic paths {traffic!r} must be a non-empty list of /paths", hint="pass e.g. ['/items']"
+            )
+        requests = [_Planned(f"GET {p}", "GET", p, 1) for p in traffic]
+    if not requests:
+        raise InputError(
+            "the traffic plan has no request", hint="pass a plan with requests, or paths such as ['/items']"
+        )
+    return requests
+
+
+def has_requests(traffic: list[str] | Mapping[str, Any] | None) -> bool:
+    """True when ``traffic`` (a plan, or a list of paths) has something to send."""
+    if isinstance(traffic, Mapping):
+        return bool(traffic.get("requests"))
+    return bool(traffic)
+
+
+def _credential_headers(traffic: Any, environ: Mapping[str, str] | None) -> dict[str, str]:
+    """``{header: value}`` of a plan's credentials, the value read from ``environ`` and registered as a secret."""
+    creds = traffic.get("credentials") if isinstance(traffic, Mapping) else None
+    if not isinstance(creds, Mapping) or not creds.get("header") or not creds.get("env"):
+        return {}
+    value = (os.environ if environ is None else environ).get(str(creds["env"]), "")
+    if not value:
+        _log.warning("traffic credentials: environment variable %s is not set; requests go without them", creds["env"])
+        return {}
+    register_secrets([value])
+    return {str(creds["header"]): value}
+
+
+def _text(value: Any) -> str:
+    """A parameter value as sent: JSON spelling for booleans."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 class TrafficGenerator:
-    """Open-loop GET traffic at a fixed rate.
+    """Open-loop traffic at a fixed rate, executing a traffic plan (or GETs of a list of paths).
 
     Args:
         base_url: where to send requests (a proxy URL, ``http://127.0.0.1:PORT``).
-        paths: request paths cycled in order, e.g. ``["/orders", "/discount-codes"]``.
+        traffic: a traffic plan (``{"requests": [...], "credentials": ...}``, see the module docstring) or request
+            paths sent in turn, e.g. ``["/orders", "/discount-codes"]``.
         rps: requests per second (> 0).
         duration_s: stop by itself after this many seconds (None: run until :meth:`stop`).
         timeout_s: per-request timeout, seconds.
         max_in_flight: bound on outstanding requests.
         targeting_keys: size of the pool of synthetic users the requests' targeting keys are drawn from.
-        seed: seed of the draw (None: a different sequence each run).
+        seed: seed of the draws (None: a different sequence each run).
+        environ: where the credential's environment variable is read (default ``os.environ``).
 
     Raises:
-        InputError: ``paths`` is empty, a path does not start with ``/``, ``rps`` is not positive or
+        InputError: no request, a path does not start with ``/``, a malformed plan, ``rps`` is not positive or
             ``targeting_keys`` is below 1.
     """
 
     def __init__(
         self,
         base_url: str,
-        paths: list[str],
+        traffic: list[str] | Mapping[str, Any],
         rps: float,
         *,
         duration_s: float | None = None,
@@ -99,9 +247,9 @@ class TrafficGenerator:
         max_in_flight: int = MAX_IN_FLIGHT,
         targeting_keys: int = TARGETING_KEYS,
         seed: int | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        if not paths or any(not p.startswith("/") for p in paths):
-            raise InputError(f"traffic paths {paths!r} must be a non-empty list of /paths", hint="pass e.g. ['/items']")
+        self.requests = _plan_requests(traffic)
         if rps <= 0:
             raise InputError(f"traffic rate {rps} rps must be positive", hint="set synthetic_traffic_rps > 0")
         if targeting_keys < 1:
@@ -109,14 +257,27 @@ class TrafficGenerator:
         self.targeting_keys = targeting_keys
         self._random = random.Random(seed)
         self.base_url = base_url.rstrip("/")
-        self.paths = list(paths)
         self.rps = rps
         self.duration_s = duration_s
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
         self.stats = TrafficStats()
+        self._headers = _credential_headers(traffic, environ)
+        self._balancer = SmoothWeightedRoundRobin({str(i): r.weight for i, r in enumerate(self.requests)})
+        self._by_operation = {r.operation: r for r in self.requests}
+        self._pools: dict[str, deque[dict[str, Any]]] = {}
+        self._wanted: dict[str, set[str]] = {}
+        for request in self.requests:
+            for param in request.params:
+                if param.get("from") == "created" and param.get("by"):
+                    self._wanted.setdefault(str(param["by"]), set()).update(map(str, param.get("fields") or ["id"]))
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
+
+    @property
+    def paths(self) -> list[str]:
+        """The path templates of the requests, in plan order."""
+        return [r.path for r in self.requests]
 
     @property
     def running(self) -> bool:
@@ -144,13 +305,7 @@ class TrafficGenerator:
             try:
                 index = 0
                 while self.duration_s is None or time.monotonic() - started < self.duration_s:
-                    if len(self._pending) >= self.max_in_flight:
-                        self.stats.skipped += 1
-                    else:
-                        path = self.paths[index % len(self.paths)]
-                        task = asyncio.create_task(self._one(client, path))
-                        self._pending.add(task)
-                        task.add_done_callback(self._pending.discard)
+                    self._launch(client)
                     index += 1
                     # schedule on the ideal timeline (no drift from slow iterations)
                     delay = started + index * interval - time.monotonic()
@@ -162,22 +317,115 @@ class TrafficGenerator:
                 for task in list(self._pending):
                     task.cancel()
 
-    async def _one(self, client: httpx.AsyncClient, path: str) -> None:
+    def _launch(self, client: httpx.AsyncClient) -> None:
+        """Launch the next request of the plan (or its creator), unless ``max_in_flight`` are outstanding."""
+        if len(self._pending) >= self.max_in_flight:
+            self.stats.skipped += 1
+            return
+        call = self._fill(self.requests[int(self._balancer.pick())], 0)
+        if call is None:
+            self.stats.unfilled += 1
+            return
+        task = asyncio.create_task(self._one(client, call))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def _created(self, param: dict[str, Any], values: dict[str, Any], consume: bool) -> bool | _Planned:
+        """Fill ``param`` from a created item into ``values`` (``consume``: use the item up, a DELETE).
+
+        Returns True when filled, the creating request when no item exists yet, False when no item can fill it.
+        """
+        pool = self._pools.get(str(param.get("by")))
+        if not pool:
+            return self._by_operation.get(str(param.get("by"))) or False
+        entry = pool.pop() if consume else self._random.choice(pool)
+        value = next((entry["answer"][f] for f in param.get("fields") or ["id"] if f in entry["answer"]), None)
+        if value is None:
+            return False
+        values[str(param["name"])] = value
+        for name, known in entry["values"].items():
+            values.setdefault(name, known)
+        return True
+
+    def _fill(self, request: _Planned, depth: int) -> _Call | None:
+        """The call for ``request``: created items first (deepest path parameter first), then the static values.
+
+        Returns its creator's call when an item it needs is not created yet, None when nothing can fill it.
+        """
+        values: dict[str, Any] = {}
+        created = [p for p in request.params if p.get("from") == "created"]
+        for param in reversed(created):
+            if str(param.get("name")) in values:
+                continue
+            found = self._created(param, values, consume=request.method == "DELETE" and param is created[-1])
+            if found is False:
+                return None
+            if isinstance(found, _Planned):
+                return self._fill(found, depth + 1) if depth < MAX_CREATE_DEPTH else None
+        query: dict[str, Any] = {}
+        headers = dict(self._headers)
+        for param in request.params:
+            where, name = param.get("in"), str(param.get("name"))
+            if param.get("from") == "created" or "value" not in param:
+                continue
+            if where == "path":
+                values[name] = param["value"]
+            elif where == "query":
+                value = param["value"]
+                query[name] = [_text(v) for v in value] if isinstance(value, list) else _text(value)
+            elif where == "header":
+                headers[name] = _text(param["value"])
+        if any(name not in values for name in _PARAM.findall(request.path)):
+            return None
+        path = _PARAM.sub(lambda m: urllib.parse.quote(_text(values[m.group(1)]), safe=""), request.path)
+        return _Call(request, path, query, headers, values)
+
+    async def _one(self, client: httpx.AsyncClient, call: _Call) -> None:
         self.stats.sent += 1
-        user = f"user-{self._random.randrange(self.targeting_keys)}"
+        planned = call.planned
+        headers = {**call.headers, TARGETING_KEY_HEADER: f"user-{self._random.randrange(self.targeting_keys)}"}
+        options: dict[str, Any] = {"headers": headers}
+        if call.query:
+            options["params"] = call.query
+        if planned.body is not None:
+            options["json"] = planned.body
         try:
-            response = await client.get(self.base_url + path, headers={TARGETING_KEY_HEADER: user})
+            response = await client.request(planned.method, self.base_url + call.path, **options)
         except httpx.HTTPError:
             self.stats.failures += 1
             return
-        self.stats.statuses[response.status_code] = self.stats.statuses.get(response.status_code, 0) + 1
+        self.stats.record(planned.operation, response.status_code)
+        if planned.creates and 200 <= response.status_code < 300:
+            self._keep(planned, call, response)
+
+    def _keep(self, planned: _Planned, call: _Call, response: httpx.Response) -> None:
+        """Keep the item a creating request answered with (scalar fields), if it has a field a user wants."""
+        try:
+            answer = response.json()
+        except ValueError:
+            return
+        if not isinstance(answer, dict):
+            return
+        fields = {
+            str(k): v
+            for k, v in list(answer.items())[:MAX_ANSWER_FIELDS]
+            if isinstance(v, int | float | bool) or (isinstance(v, str) and len(v) <= 256)
+        }
+        if not set(fields) & self._wanted.get(planned.operation, set()):
+            return
+        entry = {"values": dict(call.values), "answer": fields}
+        self._pools.setdefault(planned.operation, deque(maxlen=POOL_SIZE)).append(entry)
 
 
 _REGISTRY: dict[str, TrafficGenerator] = {}
 
 
-def start_traffic(name: str, base_url: str, paths: list[str], rps: float, **options: Any) -> TrafficGenerator:
-    """Start a :class:`TrafficGenerator` registered as ``name`` (replacing and stopping nothing: names are unique).
+def start_traffic(
+    name: str, base_url: str, traffic: list[str] | Mapping[str, Any], rps: float, **options: Any
+) -> TrafficGenerator:
+    """Start a :class:`TrafficGenerator` on ``traffic`` (a plan or paths) registered as ``name``.
+
+    Names are unique: nothing is replaced or stopped.
 
     Raises:
         InputError: a running generator already has that name, or the arguments are invalid.
@@ -185,7 +433,7 @@ def start_traffic(name: str, base_url: str, paths: list[str], rps: float, **opti
     current = _REGISTRY.get(name)
     if current is not None and current.running:
         raise InputError(f"synthetic traffic {name!r} is already running", hint="stop it first")
-    generator = TrafficGenerator(base_url, paths, rps, **options).start()
+    generator = TrafficGenerator(base_url, traffic, rps, **options).start()
     _REGISTRY[name] = generator
     return generator
 

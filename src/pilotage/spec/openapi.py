@@ -50,6 +50,7 @@ __all__ = [
     "parameterless_gets",
     "ref_name",
     "ref_of",
+    "requires_credentials",
     "resolve",
     "resolve_dict",
     "takes_no_parameters",
@@ -409,6 +410,15 @@ def iter_operations(doc: Any) -> Iterator[Operation]:
             operation = item.get(method)
             if isinstance(operation, dict):
                 yield Operation(doc, path, method, item, operation)
+
+
+def requires_credentials(op: Operation) -> bool:
+    """True when ``op`` needs credentials: a security requirement in force and no ``{}`` (anonymous) alternative.
+
+    OpenAPI 3 "Security Requirement Object": ``security: [{}]`` or an empty requirement among the alternatives
+    makes security optional; ``security: []`` on the operation removes the document's requirement.
+    """
+    return bool(op.security) and not any(isinstance(req, dict) and not req for req in op.security)
 
 
 def operation_ids(doc: Any) -> list[str]:
