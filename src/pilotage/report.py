@@ -168,9 +168,11 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
         if d.get("skipped"):
             return f"skipped: {d.get('reason')}"
         tot = d.get("total") or {}
+        prod = (d.get("production") or {}).get("total") or {}
+        beside = f"; production p50 {prod.get('p50_ms')} ms, p95 {prod.get('p95_ms')} ms" if prod else ""
         return (
             f"{tot.get('requests')} requests, {tot.get('rps', 0):.0f} req/s, p50 {tot.get('p50_ms')} ms, "
-            f"p95 {tot.get('p95_ms')} ms, p99 {tot.get('p99_ms')} ms, error rate {d.get('error_rate')}"
+            f"p95 {tot.get('p95_ms')} ms, p99 {tot.get('p99_ms')} ms, error rate {d.get('error_rate')}{beside}"
         )
     if t == EventType.DEPLOY_REQUESTED:
         return f"{d.get('strategy')} requested (risk {d.get('risk')}), steps {d.get('steps')}"

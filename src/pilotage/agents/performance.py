@@ -219,12 +219,26 @@ class PerformanceAgent(Agent):
         if not data.get("passed"):
             await self._skip(event, commit, self._failure_reason(data))
             return
+        code = await self.latest(event.runid, EventType.CODE_GENERATED)
+        delivered = code.data if code is not None and code.data.get("service_repo") else None
+        if delivered is not None and not data.get("spec_path"):  # issue 17: a service without an OpenAPI document
+            await self._skip(event, commit, NO_DOCUMENT_REASON)
+            return
         nothing = await self._nothing_to_call(event, data)
         if nothing:  # issue 17: no operation callable (e.g. every one secured, no credentials): skip, not fail
             await self._skip(event, commit, nothing)
             return
         async with self._slot(event, run, commit) as grant:
-            result, allocation = await self._measure(event, run, commit, Path(str(data.get("head_dir", ""))), data)
+            head = _role(delivered, "head") if delivered is not None else None
+            result, allocation = await self._measure(
+                event, run, commit, Path(str(data.get("head_dir", ""))), data, head
+            )
+            production = None
+            if delivered is not None:  # issue 17: production measured the same way, recorded beside it
+                base_commit = str(delivered["base_commit"])
+                production, _ = await self._measure(
+                    event, run, base_commit, Path(str(delivered["base_dir"])), data, _role(delivered, "base")
+                )
         endpoints = [{**e.to_dict(), "endpoint": e.endpoint} for e in result.endpoints]
         inputs = {
             "commit": commit,
@@ -256,7 +270,8 @@ class PerformanceAgent(Agent):
                 "executed_by": allocation.where,  # issue 8: "local" or "worker:<id>" (contract-net)
                 "allocation": allocation.to_dict(),
                 "slot": grant.to_dict(),  # issue 8: the load-test slot's auction
-            },
+            }
+            | ({"production": _figures(production, str(delivered["base_commit"]))} if production and delivered else {}),
             cause=event,
         )
         if decision.action == "advise":
@@ -331,7 +346,13 @@ class PerformanceAgent(Agent):
         return Path(str(spec.data["spec_path"]))
 
     async def _measure(
-        self, event: CloudEvent, run: RunSpec, commit: str, head_dir: Path, data: dict[str, Any]
+        self,
+        event: CloudEvent,
+        run: RunSpec,
+        commit: str,
+        head_dir: Path,
+        data: dict[str, Any],
+        workload: dict[str, Any] | None = None,
     ) -> tuple[LoadTestResult, Allocation]:
         """Load-test the head version: on a worker by contract-net when one is live, else here (issue 8).
 
@@ -354,6 +375,8 @@ class PerformanceAgent(Agent):
             "ready_timeout_s": settings.service_ready_timeout_s,
             "credentials": _credentials(str(head_dir)),  # names only (the payload may go on the bus to a worker)
         }
+        if workload is not None:  # issue 17: started from its descriptor (command, prepared folder, health path)
+            payload["workload"] = workload
 
         async def here(task: dict[str, Any]) -> dict[str, Any]:
             return await run_load_test_task(task, runtime=self.ctx.runtime)
@@ -390,3 +413,29 @@ class PerformanceAgent(Agent):
                 },
             )
             graph.upsert_edge(commit_node.id, "MEASURED", sample.id)
+
+
+#: Why a delivered service without an OpenAPI document is not load-tested (issue 17).
+NO_DOCUMENT_REASON = (
+    "pilotage.yaml names no OpenAPI document: the load test has no operation to call "
+    "(the rollout still exercises the descriptor's traffic.requests)"
+)
+
+
+def _role(code: dict[str, Any], which: str) -> dict[str, Any]:
+    """The start fields of a delivered commit (``head``/``base`` of ``code.generated``), from its descriptor."""
+    from pilotage.agents.deployment import workload_role
+
+    sha = str(code["commit"] if which == "head" else code["base_commit"])
+    folder = str(code[f"{which}_dir"])
+    return workload_role(f"perf-{sha[:12]}", folder, str(code.get(f"{which}_prepared", "")), {})
+
+
+def _figures(result: LoadTestResult, commit: str) -> dict[str, Any]:
+    """The production version's load-test figures recorded beside the new version's (issue 17)."""
+    return {
+        "commit": commit,
+        "total": result.total.to_dict(),
+        "error_rate": round(result.error_rate, 6),
+        "endpoints": [e.to_dict() for e in result.endpoints],
+    }

@@ -243,7 +243,9 @@ class TestsCompleted(EventData):
 class PerfMeasured(EventData):
     """The load test of the head commit, or why it was skipped. Performance → deployment.
 
-    ``csv_path``, ``executed_by``, ``allocation`` and ``slot`` are absent when the test was skipped.
+    ``csv_path``, ``executed_by``, ``allocation`` and ``slot`` are absent when the test was skipped; ``production``
+    (issue 17, a delivery: ``{commit, total, error_rate, endpoints}``) holds the production version's figures,
+    measured the same way just after.
     """
 
     commit: str
@@ -259,6 +261,7 @@ class PerfMeasured(EventData):
     executed_by: str | None = None
     allocation: Obj | None = None
     slot: Obj | None = None
+    production: Obj | None = None
 
 
 class PerfAdvice(EventData):

@@ -76,7 +76,9 @@ async def run_load_test_task(payload: dict[str, Any], runtime: Any = None) -> di
     Args:
         payload: ``{"service", "version", "head_dir", "spec_path", "out_dir", "users", "duration_s",
             "ready_timeout_s"}`` (paths absolute, durations in seconds), optional ``credentials`` ``{"header",
-            "env"}``: names only, the value is read from the environment of the process that runs the test.
+            "env"}``: names only, the value is read from the environment of the process that runs the test;
+            optional ``workload`` (issue 17: a ``deploy.requested`` role of a service with a descriptor —
+            ``command``, ``prepared``, ``health_path``, ``env``): started by its own command.
         runtime: the :class:`~pilotage.runtime.base.Runtime` to start the version on (default: a fresh
             :class:`~pilotage.runtime.local.LocalRuntime`, closed afterwards).
 
@@ -99,15 +101,24 @@ async def run_load_test_task(payload: dict[str, Any], runtime: Any = None) -> di
         from pilotage.runtime.local import LocalRuntime
 
         runtime = LocalRuntime(log_dir=out_dir / "logs")
+    ready_timeout_s = float(payload.get("ready_timeout_s", 30.0))
     try:
-        async with scratch_instance(
-            runtime,
-            service=_required(payload, "service"),
-            version=_required(payload, "version"),
-            path=head_dir,
-            data_dir=out_dir,
-            ready_timeout_s=float(payload.get("ready_timeout_s", 30.0)),
-        ) as instance:
+        if payload.get("workload"):  # issue 17: a service with a descriptor, started by its own start command
+            from pilotage.rollout.controller import role_workload
+            from pilotage.runtime.base import scratch_workload
+
+            workload = role_workload(_required(payload, "service"), {**payload["workload"], "path": str(head_dir)})
+            started = scratch_workload(runtime, workload, ready_timeout_s=ready_timeout_s)
+        else:
+            started = scratch_instance(
+                runtime,
+                service=_required(payload, "service"),
+                version=_required(payload, "version"),
+                path=head_dir,
+                data_dir=out_dir,
+                ready_timeout_s=ready_timeout_s,
+            )
+        async with started as instance:
             result = await run_load_test(
                 Path(_required(payload, "spec_path")),
                 instance.url,
