@@ -106,7 +106,7 @@ def service_list(json_mode: JsonOpt = False) -> None:
     table = Table("service", "production", "stable address", "state", "last delivery", "owner")
     for service in fleet.values():
         last = service.deliveries[-1] if service.deliveries else None
-        delivered = f"{last['rev']} {last['status']} {last['outcome']}".strip() if last else "-"
+        delivered = f"{last['rev'][:12]} {last['status']} {last['outcome']}".strip() if last else "-"
         owner = str(service.descriptor.get("owner") or "-")
         table.add_row(
             service.name, service.production_commit[:12], service.stable_url, _state(service), delivered, owner
@@ -137,7 +137,9 @@ def service_show(name: Annotated[str, typer.Argument(help="The service's name.")
     for entry in service.deliveries[-10:]:
         commit = str(entry.get("commit", ""))[:12]
         error = f" · {entry['error']}" if entry.get("error") else ""
-        console.print(f"  {entry['started'][:19]} {entry['rev']} {commit} {entry['status']} {entry['outcome']}{error}")
+        console.print(
+            f"  {entry['started'][:19]} {commit or entry['rev'][:12]} {entry['status']} {entry['outcome']}{error}"
+        )
 
 
 def _slo_status(settings: Settings, service: Any) -> dict[str, Any]:
@@ -157,7 +159,13 @@ def _slo_status(settings: Settings, service: Any) -> dict[str, Any]:
     verdict = asyncio.run(_with_log(settings, work)) if runs else None
     if verdict is None:
         return {"summary": "no delivery judged yet", "verdict": None}
-    return {"summary": f"{verdict.get('assessment', '')}: {verdict.get('reason', '')}"[:200], "verdict": verdict}
+    canary = verdict.get("canary") or {}
+    state = "healthy" if verdict.get("healthy") else f"{verdict.get('action')} ({verdict.get('cause') or 'breach'})"
+    summary = (
+        f"{state} at the last watched step ({verdict.get('phase')}, {verdict.get('weight')}%): "
+        f"{canary.get('errors')}/{canary.get('requests')} errors, SLO error rate ≤ {verdict.get('slo_error_rate')}"
+    )
+    return {"summary": summary, "verdict": verdict}
 
 
 # --- deliver -------------------------------------------------------------------------------------------------
