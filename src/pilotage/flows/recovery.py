@@ -218,9 +218,14 @@ async def _recover_run(ctx: AgentContext, run_id: str, events: list[CloudEvent],
     for deployment_id in dict.fromkeys(deployments):
         state = fold(events, deployment_id)
         phase = _phase(state) if state is not None else None
-        if phase is None or state is None:
-            continue
+        if phase is None or state is None or (state.plan.get("route") and phase != "rollout"):
+            continue  # issue 17: what a finished delivery left serving is production, re-created by the fleet keeper
         try:
+            if state.plan.get("route"):
+                raise PilotageError(
+                    f"a delivery interrupted mid-rollout is not resumed: production {state.plan['baseline']['version']}"
+                    " is served again from the log; deliver the commit again"
+                )
             if not _deploy_allowed(events, deployment_id):
                 raise PilotageError(f"no allowing deploy verdict in the log for {deployment_id}: not re-created")
             data = await rollout_controller(ctx).recreate(state.plan, phase=phase, weight=state.weight)
