@@ -117,14 +117,10 @@ def service_list(json_mode: JsonOpt = False) -> None:
 @service_app.command("show")
 def service_show(name: Annotated[str, typer.Argument(help="The service's name.")], json_mode: JsonOpt = False) -> None:
     """One service: production commit, stable address, state, deliveries and outcomes, SLO status."""
+    from pilotage.fleet.registry import require_managed
+
     settings = cli_settings()
-    fleet = _fleet(settings)
-    if name not in fleet:
-        raise InputError(
-            f"service {name!r} is not managed here (managed: {', '.join(sorted(fleet)) or 'none'})",
-            hint="pilotage service add PATH",
-        )
-    service = fleet[name]
+    service = require_managed(_fleet(settings), name)
     data = service.to_dict() | {"slo": _slo_status(settings, service)}
     if json_mode:
         _emit(True, data)
@@ -177,14 +173,9 @@ def _check_delivery(settings: Settings, name: str, rev: str) -> tuple[Any, str]:
         ConfigError: the descriptor at ``rev`` is missing or invalid (exit 3).
     """
     from pilotage.fleet.checkout import descriptor_at, resolve_rev
+    from pilotage.fleet.registry import require_managed
 
-    fleet = _fleet(settings)
-    if name not in fleet:
-        raise InputError(
-            f"service {name!r} is not managed here (managed: {', '.join(sorted(fleet)) or 'none'})",
-            hint="pilotage service add PATH",
-        )
-    service = fleet[name]
+    service = require_managed(_fleet(settings), name)
     if not Path(service.repo_path).is_dir():
         raise InputError(f"{service.repo_path} (service {name}) no longer exists", hint="restore the repository")
     sha = resolve_rev(service.repo_path, rev)
@@ -297,10 +288,9 @@ def _deliver_here(settings: Settings, run: RunSpec, json_mode: bool, budget_s: f
 
 async def _deliver_async(settings: Settings, run: RunSpec, json_mode: bool, budget_s: float) -> dict[str, Any]:
     from pilotage.app import all_agents, backends
-    from pilotage.cli.run import _timeline_printer
+    from pilotage.cli.run import _timeline_printer, run_summary
     from pilotage.fleet.keeper import FleetKeeper
     from pilotage.flows.feature_delivery import run_feature_delivery
-    from pilotage.report import write_report
 
     async with backends(settings) as ctx:
         keeper = FleetKeeper(ctx)
@@ -313,21 +303,8 @@ async def _deliver_async(settings: Settings, run: RunSpec, json_mode: bool, budg
         finally:
             watch.cancel()
             await keeper.down()
-    report = write_report(run.artifacts_path / "report.md", result.events, title=f"Pilotage delivery {run.run_id}")
-    return {
-        "run_id": run.run_id,
-        "status": result.status,
-        "outcome": result.outcome,
-        "error": result.error,
-        "duration_s": round(result.duration_s, 3),
-        "events": len(result.events),
-        "decisions": [
-            {"id": d["id"], "agent": d["agent"], "kind": d["kind"], "action": d["action"]} for d in result.decisions()
-        ],
-        "report": str(report),
-        "workdir": run.workdir,
-        "event_log": settings.bus_url,
-        "error_type": _failure_type(result.events),
+    return run_summary(settings, run, result, title=f"Pilotage delivery {run.run_id}") | {
+        "error_type": _failure_type(result.events)
     }
 
 

@@ -162,7 +162,6 @@ async def _record_interruption(bus: Any, run: RunSpec, signal_name: str) -> None
 async def _execute(settings: Settings, run: RunSpec, json_mode: bool) -> dict[str, Any]:
     from pilotage.app import all_agents, backends
     from pilotage.flows.feature_delivery import run_feature_delivery
-    from pilotage.report import write_report
 
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -189,7 +188,14 @@ async def _execute(settings: Settings, run: RunSpec, json_mode: bool) -> dict[st
                 raise
             await _record_interruption(ctx.bus, run, received[0])
             raise RunInterrupted(run, received[0]) from None
-    report = write_report(run.artifacts_path / "report.md", result.events, title=f"Pilotage run {run.run_id}")
+    return run_summary(settings, run, result, title=f"Pilotage run {run.run_id}")
+
+
+def run_summary(settings: Settings, run: RunSpec, result: Any, *, title: str) -> dict[str, Any]:
+    """Write the run's Markdown report and return the command's summary (``--json``) of a finished flow."""
+    from pilotage.report import write_report
+
+    report = write_report(run.artifacts_path / "report.md", result.events, title=title)
     return {
         "run_id": run.run_id,
         "status": result.status,

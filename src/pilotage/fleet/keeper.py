@@ -31,10 +31,9 @@ from typing import Any
 from pilotage.agent import AgentContext
 from pilotage.agents.deployment import workload_role
 from pilotage.catalogue import checked_event
-from pilotage.errors import InputError
 from pilotage.events import EventType
 from pilotage.fleet.checkout import descriptor_at, prepare
-from pilotage.fleet.registry import ManagedService, load_fleet, stable_route_name
+from pilotage.fleet.registry import ManagedService, load_fleet, require_managed, stable_route_name
 from pilotage.rollout.controller import rollout_controller
 
 __all__ = ["FleetKeeper"]
@@ -72,8 +71,7 @@ class FleetKeeper:
         wanted = names if names is not None else sorted(fleet)
         started = []
         for name in wanted:
-            if name not in fleet:
-                raise InputError(f"service {name!r} is not managed here", hint="pilotage service add PATH")
+            require_managed(fleet, name)
             if await self._serving(name):
                 self.kept.add(name)
                 continue

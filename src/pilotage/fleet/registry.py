@@ -29,7 +29,15 @@ from pilotage.events import EventType
 from pilotage.fleet.checkout import descriptor_at, resolve_rev
 from pilotage.graph.base import Graph
 
-__all__ = ["ManagedService", "add_service", "fold_fleet", "load_fleet", "managed_service", "stable_route_name"]
+__all__ = [
+    "ManagedService",
+    "add_service",
+    "fold_fleet",
+    "load_fleet",
+    "managed_service",
+    "require_managed",
+    "stable_route_name",
+]
 
 #: Deliveries kept per service in :attr:`ManagedService.deliveries` (newest last).
 MAX_DELIVERIES = 20
@@ -146,17 +154,25 @@ async def load_fleet(bus: Bus) -> dict[str, ManagedService]:
     return fold_fleet([r.event for r in events])
 
 
-async def managed_service(bus: Bus, name: str) -> ManagedService:
-    """Return the managed service ``name``.
+def require_managed(fleet: dict[str, ManagedService], name: str) -> ManagedService:
+    """Return ``fleet[name]``.
 
     Raises:
         InputError: no such service (the message lists the managed ones).
     """
-    fleet = await load_fleet(bus)
     if name not in fleet:
         known = ", ".join(sorted(fleet)) or "none"
         raise InputError(f"service {name!r} is not managed here (managed: {known})", hint="pilotage service add PATH")
     return fleet[name]
+
+
+async def managed_service(bus: Bus, name: str) -> ManagedService:
+    """Return the managed service ``name`` from the log.
+
+    Raises:
+        InputError: no such service (the message lists the managed ones).
+    """
+    return require_managed(await load_fleet(bus), name)
 
 
 def _free_port(base: int, taken: set[int]) -> int:
