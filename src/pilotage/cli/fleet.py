@@ -223,6 +223,13 @@ def deliver(
     service: Annotated[str, typer.Argument(help="A managed service's name.")],
     rev: Annotated[str, typer.Argument(help="A revision of its repository: sha, branch, tag, HEAD.")] = "HEAD",
     budget: Annotated[float, typer.Option(help="Time budget of the delivery in seconds.")] = 900.0,
+    commit_tests: Annotated[
+        bool,
+        typer.Option(
+            "--commit-tests",
+            help="Commit Pilotage's spec-derived tests to the service's repository on a branch pilotage/tests-<sha>.",
+        ),
+    ] = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Run the lifecycle on commit REV of SERVICE's own repository; exit 0 when it is promoted to production."""
@@ -245,6 +252,7 @@ def deliver(
         kind="deliver",
         rev=sha,
         service_repo=managed.repo_path,
+        commit_tests=commit_tests,
     )
     if not json_mode:
         console.print(
