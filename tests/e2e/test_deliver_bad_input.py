@@ -34,7 +34,10 @@ def _one_line(stderr: str) -> str:
     ("descriptor", "expected"),
     [
         (GOOD + "replicas: 3\n", r"pilotage.yaml@[0-9a-f]{12}: \(top level\): unknown key 'replicas'"),
-        (GOOD.replace("writes: true", "writes: maybe"), r"pilotage.yaml@[0-9a-f]{12}: traffic.writes: .maybe. is not of type"),
+        (
+            GOOD.replace("writes: true", "writes: maybe"),
+            r"pilotage.yaml@[0-9a-f]{12}: traffic.writes: .maybe. is not of type",
+        ),
         ("\n".join(line for line in GOOD.splitlines() if not line.startswith("start:")), r"'start' is a required"),
     ],
     ids=["unknown-key", "wrong-type", "no-start"],

@@ -4,12 +4,15 @@ The demo has no users, so a rollout would have nothing to measure. :class:`Traff
 requests per second (open loop: requests are launched on a fixed schedule whether or not earlier ones have
 answered, as load generators such as wrk2 do to avoid coordinated omission) to ``base_url``. What it sends is a
 **traffic plan** (:func:`pilotage.rollout.traffic_plan.build_traffic_plan`, JSON): requests with a method, a path
-template, a weight, a JSON body and how each parameter is filled. Requests are chosen by smooth weighted
-round-robin (:class:`pilotage.runtime.proxy.SmoothWeightedRoundRobin`: exact shares, spread evenly). A path
+template, a weight, a JSON body and how each parameter is filled. Requests are drawn at random in proportion to
+their weights (a seeded :class:`random.Random`), not in a fixed cycle: the route in front of the versions splits
+by smooth weighted round-robin, and two fixed cycles alias — with five request kinds of equal weight and a 90/10
+split, every tenth request, the one the canary gets, was always the same kind, so the canary saw only
+``GET /healthz`` and the judge nothing (found delivering the orders example). A path
 parameter filled ``from: created`` takes a field (``id``, ``petId`` ...) of an item the traffic itself created: the
 answers of the plan's creating requests (``POST /pets``) are kept, at most :data:`POOL_SIZE` per request; when none
 is kept yet, the creating request is sent instead (create, then use); a ``DELETE`` uses an item up. A plain list
-of paths (``["/notes", "/version"]``, the API before plans) is a plan of GETs of weight 1, sent in turn.
+of paths (``["/notes", "/version"]``, the API before plans) is a plan of GETs of weight 1.
 
 Credentials: a plan's ``credentials`` hold a header name and the name of an environment variable; the value is
 read from the control plane's environment when the generator is built, registered with the secret masker
@@ -45,7 +48,6 @@ from typing import Any
 import httpx
 
 from pilotage.errors import InputError
-from pilotage.runtime.proxy import SmoothWeightedRoundRobin
 from pilotage.secrets import register_secrets
 
 __all__ = [
@@ -263,7 +265,7 @@ class TrafficGenerator:
         self.max_in_flight = max_in_flight
         self.stats = TrafficStats()
         self._headers = _credential_headers(traffic, environ)
-        self._balancer = SmoothWeightedRoundRobin({str(i): r.weight for i, r in enumerate(self.requests)})
+        self._weights = [r.weight for r in self.requests]
         self._by_operation = {r.operation: r for r in self.requests}
         self._pools: dict[str, deque[dict[str, Any]]] = {}
         self._wanted: dict[str, set[str]] = {}
@@ -322,7 +324,7 @@ class TrafficGenerator:
         if len(self._pending) >= self.max_in_flight:
             self.stats.skipped += 1
             return
-        call = self._fill(self.requests[int(self._balancer.pick())], 0)
+        call = self._fill(self._random.choices(self.requests, weights=self._weights)[0], 0)
         if call is None:
             self.stats.unfilled += 1
             return
