@@ -218,6 +218,17 @@ def _failure_type(events: list[Any]) -> str:
     return str(failed.data.get("error_type", "")) if failed is not None and isinstance(failed.data, dict) else ""
 
 
+def _logged_failure_type(settings: Settings, run_id: str) -> str:
+    """The exception class of the run's ``agent.failed`` (a delivery handed to ``pilotage serve``), or ""."""
+    from pilotage.bus.query import EventLog
+    from pilotage.events import EventType
+
+    async def work(bus: Any, _graph: Any) -> Any:
+        return await EventLog(bus).all(EventType.AGENT_FAILED, run=run_id)
+
+    return _failure_type(asyncio.run(_with_log(settings, work)))
+
+
 @app.command()
 def deliver(
     service: Annotated[str, typer.Argument(help="A managed service's name.")],
@@ -261,6 +272,7 @@ def deliver(
         )
     if serving_pid(settings.home) is not None:
         summary = submit_run(settings, run, _timeline_printer(json_mode))
+        summary["error_type"] = _logged_failure_type(settings, run.run_id)
     else:
         summary = _deliver_here(settings, run, json_mode, budget)
     if summary["status"] != "completed":
