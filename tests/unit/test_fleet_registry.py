@@ -92,6 +92,9 @@ def test_unknown_revision_and_missing_descriptor_are_named(tmp_path: Path) -> No
     repo = make_repo(tmp_path / "shop", {"README.md": "no descriptor\n"})
     with pytest.raises(InputError, match=r"revision 'v9' not found in .*shop"):
         resolve_rev(repo, "v9")
+    for option in ("--output=/tmp/x", "-h", " "):  # never handed to git as an option
+        with pytest.raises(InputError, match=r"is not a git revision"):
+            resolve_rev(repo, option)
     with pytest.raises(ConfigError, match=r"pilotage.yaml@[0-9a-f]{12}: the commit has no service descriptor"):
         descriptor_at(repo, resolve_rev(repo, "HEAD"))
 

@@ -54,8 +54,11 @@ def resolve_rev(repo: str | Path, rev: str) -> str:
     """Return the full sha of ``rev`` in ``repo``.
 
     Raises:
-        InputError: ``rev`` names no commit of the repository (exit 2; the message names both).
+        InputError: ``rev`` names no commit of the repository, or starts with ``-`` (it would be read as an option
+            of git; exit 2; the message names both).
     """
+    if rev.startswith("-") or not rev.strip() or "\0" in rev:
+        raise InputError(f"revision {rev!r} is not a git revision", hint="name a commit, branch or tag")
     try:
         return rev_parse(repo, rev)
     except BackendError as exc:
