@@ -105,6 +105,7 @@ def test_a_reason_that_touches_a_backend_fails_the_replay() -> None:
 def test_every_lifecycle_agent_is_built_without_backends() -> None:
     lifecycle = [
         "design",
+        "source",  # issue 17: a delivery's commit
         "codegen",
         "governance",
         "testing",
