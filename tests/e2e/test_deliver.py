@@ -109,3 +109,37 @@ def test_a_commit_failing_one_operation_is_rolled_back_while_production_keeps_se
     assert down.code == 0, down.stderr
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{stable}/notes", timeout=2)
+
+
+def test_production_comes_back_at_its_stable_address_after_the_control_plane_is_killed(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    repo = make_notes_repo(tmp_path / "notes")
+    work = _workdir(tmp_path, 18630)
+    assert run_cli(work, "service", "add", str(repo)).code == 0
+    first = run_cli(work, "up", "--json", timeout_s=120)
+    assert first.code == 0, first.stderr
+    stable = "http://127.0.0.1:18630"
+    try:
+        assert httpx.get(f"{stable}/notes", timeout=5).status_code == 200
+        os.kill(first.json()["pid"], signal.SIGKILL)  # the control plane dies; its proxy (the address) with it
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{stable}/notes", timeout=1)
+            except httpx.HTTPError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the stable address still answered after its control plane was killed")
+        again = run_cli(work, "up", "--json", timeout_s=120)  # a new control plane: production from the log
+        assert again.code == 0, again.stderr
+        assert again.json()["pid"] != first.json()["pid"]
+        assert httpx.get(f"{stable}/notes", timeout=5).status_code == 200
+        ups = [e.data for e in of_type(read_log(work), "service.up")]
+        assert [u["commit"] for u in ups] == [git(repo, "rev-parse", "HEAD")] * 2
+        recovered = of_type(read_log(work), "controlplane.recovered")[-1].data
+        assert recovered["orphans_killed"]  # the dead plane's production process was stopped, not leaked
+    finally:
+        assert run_cli(work, "down").code == 0
