@@ -82,6 +82,12 @@ def test_production_serves_at_its_stable_address_is_recreated_scaled_to_zero_wok
             assert await ctx.runtime.get_route("service:notes") is None
             reasons = [reason for kind, reason in await _types(ctx) if kind in ("service.up", "service.down")]
             assert reasons == ["up", "recreated", "scaled_to_zero", "woken", "down"]
+            events = [r.event for r in await ctx.bus.read(1, 10_000)]
+            scale = [e.data for e in events if e.type.endswith("decision.made") and e.data["kind"] == "cost.scale"]
+            assert [d["action"] for d in scale] == ["scale_down"]  # the cost agent decided it ...
+            verdicts = [e.data for e in events if e.type.endswith("policy.evaluated") and e.data["action"] == "scale"]
+            assert len(verdicts) == 1 and verdicts[0]["allow"]  # ... and the scale policy allowed it, before it ran
+            assert verdicts[0]["input"]["environment"] == "service:notes"
         finally:
             await ctx.runtime.close()
             ctx.graph.close()

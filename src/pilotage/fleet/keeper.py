@@ -8,8 +8,9 @@ starts, re-weights and stops everything):
   open the stable route ``service:<name>`` on the service's stable port (``service.up``, reason ``up``);
 * :meth:`FleetKeeper.watch` (under ``pilotage serve``, or during an in-process delivery) — every ``poll_s``: a
   stable route whose only backend's process died gets the production commit again (``service.up``, reason
-  ``recreated``); with ``idle_after_s`` > 0, a route without a request for that long is scaled to zero: its
-  instance stops, the route stays open (``service.down``, reason ``scaled_to_zero``);
+  ``recreated``); with ``idle_after_s`` > 0, a route without a request for that long is scaled to zero — after
+  the cost agent's ``cost.scale`` decision and the ``scale`` policy's verdict, both recorded — its instance
+  stops, the route stays open (``service.down``, reason ``scaled_to_zero``);
 * waking — a request to a cold route is held by the route while the keeper starts the production version again
   (the *waker* given to the route, as KEDA's HTTP add-on does); ``service.up`` (reason ``woken``) carries
   ``wake_s``, the seconds from that request's arrival to the version answering its health path;
@@ -31,6 +32,7 @@ from typing import Any
 from pilotage.agent import AgentContext
 from pilotage.agents.deployment import workload_role
 from pilotage.catalogue import checked_event
+from pilotage.errors import PolicyDenied
 from pilotage.events import EventType
 from pilotage.fleet.checkout import descriptor_at, prepare
 from pilotage.fleet.registry import ManagedService, load_fleet, require_managed, stable_route_name
@@ -141,11 +143,53 @@ class FleetKeeper:
             _log.warning("production of %s (pid %s) is not running: re-creating it", service.name, instance.pid)
             await self._start(service, "recreated")
             return
-        if self.idle_after_s > 0 and (await runtime.route_stats(route_name)).idle_s() >= self.idle_after_s:
+        idle_s = (await runtime.route_stats(route_name)).idle_s()
+        if self.idle_after_s > 0 and idle_s >= self.idle_after_s and await self._scale_allowed(service, idle_s):
             stopped = await rollout_controller(self.ctx).scale_to_zero(route_name)
             if stopped:
                 data = {"service": service.name, "commit": service.production_commit, "url": route.url}
                 await self._publish(EventType.SERVICE_DOWN, data | {"reason": "scaled_to_zero"}, service.name)
+
+    async def _scale_allowed(self, service: ManagedService, idle_s: float) -> bool:
+        """The cost agent's ``cost.scale`` decision and the ``scale`` policy, as for a run's environment.
+
+        Both are recorded (``decision.made``, ``policy.evaluated``) with the service's newest ``service.up`` as their
+        cause; a deny (or an engine that cannot answer: fail closed) keeps the version running.
+        """
+        from pilotage.agents.cost import CostAgent
+        from pilotage.bus.query import EventLog
+
+        cause = await EventLog(self.ctx.bus).latest(EventType.SERVICE_UP, service=service.name)
+        settings = self.ctx.settings
+        price = settings.prices_usd_per_hour.get(settings.instance_size)
+        if cause is None or price is None:
+            return False
+        cost = CostAgent(self.ctx)
+        environment = stable_route_name(service.name)
+        inputs = {
+            "environment": environment,
+            "idle_s": round(idle_s, 3),
+            "idle_after_s": self.idle_after_s,
+            "instances": 1,
+            "price_usd_per_hour": price,
+        }
+        decision = await cost.decide("cost.scale", inputs, cause=cause)
+        if decision.action != "scale_down":
+            return False
+        policy_input = {
+            "service": service.name,
+            "environment": environment,
+            "direction": "down",
+            "idle_s": round(idle_s, 3),
+            "min_idle_s": self.idle_after_s,
+            "instances": 1,
+            "saving_usd_per_hour": decision.score["saving_usd_per_hour"],
+        }
+        try:
+            await cost.authorize("scale", policy_input, cause=cause)
+        except PolicyDenied:
+            return False
+        return True
 
     async def watch(self) -> None:
         """Run :meth:`check` every ``poll_s`` until cancelled."""
