@@ -159,11 +159,18 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
     if t == EventType.TESTS_COMPLETED:
         st = d.get("schemathesis") or {}
         unit = d.get("unit") or {}
-        return (
-            f"{'passed' if d.get('passed') else 'FAILED'}: schemathesis {st.get('requests')} requests, "
-            f"{st.get('server_errors')} server errors (gating), {st.get('failures')} other findings (reported, "
-            f"not gating); unit {unit.get('passed')} passed, {unit.get('failed')} failed"
+        api = (
+            f"schemathesis {st.get('requests')} requests, {st.get('server_errors')} server errors (gating), "
+            f"{st.get('failures')} other findings (reported, not gating)"
+            if st.get("ran", True)
+            else "spec-derived tests not run"
         )
+        own = (
+            f"unit {unit.get('passed')} passed, {unit.get('failed')} failed"
+            if unit.get("ran", True)
+            else "no test command"
+        )
+        return f"{'passed' if d.get('passed') else 'FAILED'}: {api}; {own}"
     if t == EventType.PERF_MEASURED:
         if d.get("skipped"):
             return f"skipped: {d.get('reason')}"

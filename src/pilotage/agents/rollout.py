@@ -185,6 +185,12 @@ class RolloutAgent(Agent):
             },
             cause=event,
         )
+        started = await self.log.latest(EventType.DEPLOY_STARTED, run=event.runid, deployment_id=deployment_id)
+        if started is not None:  # the new production serves the stable address (service show, pilotage up)
+            canary = started.data.get("canary") or {}
+            up: dict[str, Any] = {"service": service, "commit": commit, "url": str(started.data.get("proxy_url", ""))}
+            up |= {"instance_url": str(canary.get("url", "")), "pid": int(canary.get("pid", 0)), "reason": "released"}
+            await self.emit(EventType.SERVICE_UP, up, cause=event)
 
     async def _release_standby(self, event: CloudEvent, state: RolloutState, after_s: float) -> None:
         await asyncio.sleep(after_s)

@@ -42,7 +42,8 @@ class ServiceUp(EventData):
     """The production version serves behind the stable address. Fleet keeper → `pilotage up`, `service show`.
 
     ``reason``: ``up`` (started), ``recreated`` (its process had died), ``woken`` (a request arrived while it was
-    scaled to zero; ``wake_s`` = seconds from that request to the version answering).
+    scaled to zero; ``wake_s`` = seconds from that request to the version answering), ``released`` (a delivery's
+    new version promoted: it serves the stable address now; published by the rollout agent).
     """
 
     service: str

@@ -165,7 +165,29 @@ def _slo_status(settings: Settings, service: Any) -> dict[str, Any]:
 
 
 # --- deliver -------------------------------------------------------------------------------------------------
-def _check_delivery(settings: Settings, name: str, rev: str) -> tuple[Any, str]:
+def _refuse_concurrent(service: Any, budget_s: float) -> None:
+    """Refuse a second delivery of a service while one runs (two rollouts would share its stable route).
+
+    A delivery counts as running until its run closes, or — a run whose process died — its budget has passed.
+
+    Raises:
+        InputError: a delivery of the service started less than ``budget_s`` ago and has not ended.
+    """
+    from datetime import UTC, datetime
+
+    for entry in reversed(service.deliveries):
+        if entry.get("status") != "running":
+            continue
+        age_s = (datetime.now(UTC) - datetime.fromisoformat(entry["started"])).total_seconds()
+        if age_s < budget_s:
+            raise InputError(
+                f"a delivery of {service.name} is in progress (run {entry['run_id']}, {entry['rev'][:12]}, started "
+                f"{age_s:.0f} s ago): two rollouts cannot share its stable address",
+                hint=f"wait for it to end (`pilotage service show {service.name}`), then deliver",
+            )
+
+
+def _check_delivery(settings: Settings, name: str, rev: str, budget_s: float = 900.0) -> tuple[Any, str]:
     """Fail before anything starts: the service is managed, ``rev`` exists, its descriptor is valid, it is new.
 
     Raises:
@@ -176,6 +198,7 @@ def _check_delivery(settings: Settings, name: str, rev: str) -> tuple[Any, str]:
     from pilotage.fleet.registry import require_managed
 
     service = require_managed(_fleet(settings), name)
+    _refuse_concurrent(service, budget_s)
     if not Path(service.repo_path).is_dir():
         raise InputError(f"{service.repo_path} (service {name}) no longer exists", hint="restore the repository")
     sha = resolve_rev(service.repo_path, rev)
@@ -250,7 +273,7 @@ def deliver(
     from pilotage.flows.supervisor import serving_pid
 
     settings = cli_settings()
-    managed, sha = _check_delivery(settings, service, rev)
+    managed, sha = _check_delivery(settings, service, rev, budget)
     run_id = new_run_id()
     workdir = _make_workdir((settings.home / "runs" / run_id).expanduser().resolve())
     run = RunSpec(
@@ -400,9 +423,15 @@ def _wait_up(settings: Settings, names: list[str], since: float, pid: int) -> di
             if name in names and up and datetime.fromisoformat(up["at"]).timestamp() >= since - 1:
                 if up["state"] == "up" or up.get("reason") == "failed":
                     states[name] = {**up, "error": up.get("error")}
-        already = [n for n in names if n not in states and _answers(_fleet_url(settings, n))]
+        already = [n for n in names if n not in states and _answers(_fleet(settings)[n].stable_url)]
         for name in already:
-            states[name] = {"state": "up", "url": _fleet_url(settings, name), "commit": "", "error": None}
+            service = _fleet(settings)[name]
+            states[name] = {
+                "state": "up",
+                "url": service.stable_url,
+                "commit": service.production_commit,
+                "error": None,
+            }
         if len(states) == len(names):
             return states
         if not _alive(pid):
@@ -411,10 +440,6 @@ def _wait_up(settings: Settings, names: list[str], since: float, pid: int) -> di
     for name in names:
         states.setdefault(name, {"state": "down", "url": "", "commit": "", "error": f"not up (see {settings.home})"})
     return states
-
-
-def _fleet_url(settings: Settings, name: str) -> str:
-    return str(_fleet(settings)[name].stable_url)
 
 
 def _answers(url: str) -> bool:

@@ -77,9 +77,12 @@ def descriptor_at(repo: str | Path, sha: str) -> ServiceDescriptor:
     try:
         text = git(repo, "show", f"{sha}:{DESCRIPTOR_FILE}")
     except BackendError as exc:
+        written = (Path(repo) / DESCRIPTOR_FILE).is_file()
         raise ConfigError(
             f"{where}: the commit has no service descriptor",
-            hint=f"write one with `pilotage init {repo}` and commit it",
+            hint=f"commit it: git -C {repo} add {DESCRIPTOR_FILE} && git -C {repo} commit"
+            if written
+            else f"write one with `pilotage init {repo}` and commit it",
         ) from exc
     return parse_descriptor_text(text, path=where)
 

@@ -136,13 +136,18 @@ class FleetKeeper:
         runtime = self.ctx.runtime
         route_name = stable_route_name(service.name)
         route = await runtime.get_route(route_name)
-        if route is None or len(route.backends) != 1 or self._lock(service.name).locked():
-            return  # closed, cold (wakes on a request), or a rollout in progress (the rollout agent owns it)
-        instance = next(iter(route.backends.values()))
+        version = service.production_commit[:12]
+        if route is None or not route.backends or self._lock(service.name).locked():
+            return  # closed, or cold (it wakes on a request)
+        if route.weights.get(version) != 100:
+            return  # a rollout in progress: the rollout agent owns the route until it ends
+        instance = route.backends[version]  # production alone, or beside the previous version kept warm (standby)
         if not (await runtime.health(instance)).running:
             _log.warning("production of %s (pid %s) is not running: re-creating it", service.name, instance.pid)
             await self._start(service, "recreated")
             return
+        if len(route.backends) != 1:
+            return  # the warm standby of the last promotion: not idle yet
         idle_s = (await runtime.route_stats(route_name)).idle_s()
         if self.idle_after_s > 0 and idle_s >= self.idle_after_s and await self._scale_allowed(service, idle_s):
             stopped = await rollout_controller(self.ctx).scale_to_zero(route_name)

@@ -207,6 +207,11 @@ async def add_service(bus: Bus, graph: Graph, path: str | Path, *, port_base: in
     sha = resolve_rev(repo, "HEAD")
     descriptor = descriptor_at(repo, sha)
     fleet = await load_fleet(bus)
+    if descriptor.name in fleet and fleet[descriptor.name].repo_path == str(repo):
+        raise InputError(
+            f"{repo} is already managed as {descriptor.name!r}",
+            hint=f"see `pilotage service show {descriptor.name}`; deliver its commits with `pilotage deliver`",
+        )
     if descriptor.name in fleet:
         other = fleet[descriptor.name].repo_path
         raise InputError(

@@ -402,22 +402,28 @@ class RolloutController:
     ) -> tuple[Instance, Route]:
         """Start a production version and make it the only backend of its stable route (opened on ``port``).
 
-        An open route (scaled to zero, or serving a dead instance) gets the new instance in place of its backends;
-        ``waker`` is remembered and given to a new route: a request to the route while it is cold calls it.
+        An open route (scaled to zero, or serving a dead instance) gets the new instance in place of its backends,
+        which are stopped (a warm standby of the last promotion included); ``waker`` is remembered and given to a
+        new route: a request to the route while it is cold calls it.
 
         Raises:
             ConfigError, BackendError: the version does not start, or the port is taken (nothing is left running).
         """
         instance = await self._start(service, role, {})
         version = instance.workload.version
+        replaced: list[Instance] = []
         try:
-            if await self.runtime.get_route(route_name) is None:
+            current = await self.runtime.get_route(route_name)
+            if current is None:
                 await self.runtime.create_route(route_name, {version: instance}, {version: 100}, port=port, waker=waker)
             else:
                 await self.runtime.set_weights(route_name, {version: 100}, backends={version: instance})
+                replaced = list(current.backends.values())
         except BaseException:
             await self.runtime.stop(instance)
             raise
+        for old in replaced:  # a dead production process, or the previous version kept warm after a promotion
+            await self.runtime.stop(old)
         self._wakers[route_name] = waker
         route = await self.runtime.get_route(route_name)
         assert route is not None
