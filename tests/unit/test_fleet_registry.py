@@ -148,3 +148,20 @@ def test_fleet_state_follows_releases_and_deliveries(tmp_path: Path) -> None:
     assert shop.production_commit == "f" * 40
     assert shop.deliveries[0]["run_id"] == "run-1" and shop.deliveries[0]["outcome"] == "promoted"
     assert shop.deliveries[0]["commit"] == "f" * 40
+
+
+def test_a_second_delivery_is_refused_while_one_runs_until_its_budget_passed(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from pilotage.cli.fleet import _refuse_concurrent
+    from pilotage.fleet.registry import ManagedService
+
+    now = datetime.now(UTC)
+    running = {"run_id": "run-1", "rev": "a" * 40, "status": "running", "outcome": ""}
+    service = ManagedService("shop", str(tmp_path), 18950, "b" * 40, {}, [running | {"started": now.isoformat()}])
+    with pytest.raises(InputError, match=r"a delivery of shop is in progress \(run run-1, aaaaaaaaaaaa, started \d+ s"):
+        _refuse_concurrent(service, 900.0)
+    service.deliveries = [running | {"started": (now - timedelta(seconds=901)).isoformat()}]  # its process died
+    _refuse_concurrent(service, 900.0)
+    service.deliveries = [running | {"started": now.isoformat(), "status": "completed"}]
+    _refuse_concurrent(service, 900.0)
