@@ -86,6 +86,7 @@ def make_repo(service: str, dest: Path) -> Path:
         return notes_repo.make_notes_repo(dest / "notes")
     if service == "orders":
         fleet.ensure_postgres_database("orders")
+        fleet.ensure_postgres_database("orders_scratch")
     return fleet.make_service_repo(service, dest)
 
 

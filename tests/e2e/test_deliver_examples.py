@@ -13,7 +13,6 @@ import pytest
 from tests.e2e.conftest import of_type, read_log, run_cli
 from tests.fixtures.fleet import (
     bad_change,
-    commit_files,
     ensure_postgres_database,
     make_httpbin_repo,
     make_service_repo,
@@ -52,6 +51,7 @@ def test_the_httpbin_upgrade_is_judged_through_its_proxy_and_promoted(tmp_path: 
 
 def test_orders_keeps_its_data_in_postgresql_and_a_delivery_is_promoted(tmp_path: Path) -> None:
     ensure_postgres_database("orders")
+    ensure_postgres_database("orders_scratch")  # its descriptor's scratch_env: tests never write production data
     repo = make_service_repo("orders", tmp_path / "repos")
     work = _work(tmp_path, 18650)
     assert run_cli(work, "service", "add", str(repo)).code == 0
@@ -66,9 +66,6 @@ def test_orders_keeps_its_data_in_postgresql_and_a_delivery_is_promoted(tmp_path
 def test_a_catalog_commit_failing_on_production_data_is_rolled_back_by_the_canary(tmp_path: Path) -> None:
     """The commit passes the catalog's own tests (one-word names) and fails on the seeded rows the canary reads."""
     repo = make_service_repo("catalog", tmp_path / "repos")
-    descriptor = (repo / "pilotage.yaml").read_text(encoding="utf-8")
-    private_db = f"env:\n  CATALOG_DB_PATH: {tmp_path / 'catalog.db'}\n"  # production data of this test only
-    commit_files(repo, {"pilotage.yaml": descriptor + private_db}, "catalog: its own database file")
     work = _work(tmp_path, 18660, "testing_api_tests = false\n")
     added = run_cli(work, "service", "add", str(repo), "--json")
     assert added.code == 0, added.stderr

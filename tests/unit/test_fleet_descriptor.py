@@ -161,3 +161,22 @@ def test_missing_file_hint_names_pilotage_init(tmp_path: Path) -> None:
 def test_render_command_quotes_the_values() -> None:
     line = render_command("{python} serve --port {port} --dir {prepared} {{literal}}", port=8080, prepared="/a b")
     assert line.endswith("serve --port 8080 --dir '/a b' {literal}")
+
+
+def test_env_values_name_the_data_folder_and_scratch_env_overrides_them_for_test_instances(tmp_path: Path) -> None:
+    from pilotage.agents.deployment import workload_role
+    from pilotage.fleet.descriptor import render_env
+
+    text = (
+        'name: shop\nstart: "{python} -m app --port {port}"\n'
+        'env: {DB: "{data}/shop.db", MODE: prod}\nscratch_env: {MODE: test}\n'
+    )
+    (tmp_path / "pilotage.yaml").write_text(text, encoding="utf-8")
+    descriptor = parse_descriptor_text(text)
+    assert render_env(descriptor.env, data="/srv/shop") == {"DB": "/srv/shop/shop.db", "MODE": "prod"}
+    production = workload_role("v1", str(tmp_path), "", {}, data_dir="/srv/shop")
+    scratch = workload_role("v1", str(tmp_path), "", {}, data_dir="/tmp/t", scratch=True)
+    assert production["env"] == {"DB": "{data}/shop.db", "MODE": "prod"} and production["data_dir"] == "/srv/shop"
+    assert scratch["env"]["MODE"] == "test" and scratch["data_dir"] == "/tmp/t"
+    with pytest.raises(ConfigError, match=r"pilotage.yaml: env.DB: \{port\} is known to the start command only"):
+        parse_descriptor_text(text.replace("{data}/shop.db", "{port}"))

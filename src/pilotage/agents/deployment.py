@@ -36,6 +36,7 @@ from pilotage.graph.base import Graph
 from pilotage.graph.impact import impact_of_files
 from pilotage.rollout.state import STRATEGIES, steps_for
 from pilotage.rollout.traffic_plan import build_traffic_plan, descriptor_traffic, smoke_paths
+from pilotage.settings import Settings
 from pilotage.spec.load import load_document, load_spec
 from pilotage.spec.openapi import parameterless_get_paths
 
@@ -318,15 +319,23 @@ def fault_env(fault: str, fault_rate: float, strategy: str) -> dict[str, str]:
     return env
 
 
+def production_data_dir(settings: Settings, service: str) -> Path:
+    """A managed service's production data folder (``{data}``), kept across deliveries: ``<home>/services/<s>/data``."""
+    return settings.path_in_home("services").resolve() / service / "data"
+
+
 #: Strategies a delivered service supports (issue #17): feature flags need it to read Pilotage's OFREP flag.
 DELIVERY_STRATEGIES = ("canary", "blue-green")
 
 
-def workload_role(version: str, path: str, prepared: str, env: dict[str, str]) -> dict[str, Any]:
+def workload_role(
+    version: str, path: str, prepared: str, env: dict[str, str], *, data_dir: str = "", scratch: bool = False
+) -> dict[str, Any]:
     """One version of a ``deploy.requested`` plan: ``{version, path, env}`` (and how to start it).
 
     When ``path`` holds a descriptor (``pilotage.yaml``) the role also has ``command``, ``prepared``,
-    ``health_path`` and ``metrics``.
+    ``health_path``, ``metrics`` and ``data_dir`` (``{data}``: production's folder for the versions a rollout runs,
+    a fresh one for a ``scratch`` instance, which also gets the descriptor's ``scratch_env``).
 
     Raises:
         ConfigError: the descriptor is invalid.
@@ -334,12 +343,14 @@ def workload_role(version: str, path: str, prepared: str, env: dict[str, str]) -
     role: dict[str, Any] = {"version": version, "path": str(path), "env": dict(env)}
     if (Path(path) / DESCRIPTOR_FILE).is_file():
         descriptor = load_descriptor(path)
+        scratch_env = descriptor.scratch_env if scratch else {}
         role.update(
             command=descriptor.start,
             prepared=prepared,
             health_path=descriptor.health,
             metrics=descriptor.metrics,
-            env={**descriptor.env, **env},
+            env={**descriptor.env, **scratch_env, **env},
+            data_dir=data_dir,
         )
     return role
 
@@ -468,6 +479,7 @@ class DeploymentAgent(Agent):
             tested = await self.latest(event.runid, EventType.TESTS_COMPLETED)
             spec_path = base_spec = str(tested.data.get("spec_path") or "") if tested is not None else ""
         canary_env = fault_env(run.fault, run.inject_fault_rate, strategy) if not run.delivery else {}
+        data = str(production_data_dir(self.ctx.settings, run.service)) if run.delivery else ""
         spec_data = proposed.data if proposed is not None else {}
         diff = spec_data.get("diff") or {}
         touched = [*touched, *(str(x) for x in (diff.get("added") or []) + (spec_data.get("operations_added") or []))]
@@ -479,8 +491,10 @@ class DeploymentAgent(Agent):
             "risk": risk,
             "steps": list(steps_for(strategy, self.ctx.settings.canary_steps_percent)),
             "commit": code["commit"],
-            "baseline": workload_role(base_version, code["base_dir"], code.get("base_prepared", ""), {}),
-            "canary": workload_role(head_version, code["head_dir"], code.get("head_prepared", ""), canary_env),
+            "baseline": workload_role(base_version, code["base_dir"], code.get("base_prepared", ""), {}, data_dir=data),
+            "canary": workload_role(
+                head_version, code["head_dir"], code.get("head_prepared", ""), canary_env, data_dir=data
+            ),
             # issue 17: a delivery rolls out on the service's stable route, from the production version it serves
             "route": stable_route_name(run.service) if run.delivery else "",
             "traffic": traffic,  # issue 17: the synthetic-traffic plan (requests, skipped, summary)

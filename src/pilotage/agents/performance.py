@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -428,7 +429,10 @@ def _role(code: dict[str, Any], which: str) -> dict[str, Any]:
 
     sha = str(code["commit"] if which == "head" else code["base_commit"])
     folder = str(code[f"{which}_dir"])
-    return workload_role(f"perf-{sha[:12]}", folder, str(code.get(f"{which}_prepared", "")), {})
+    data = tempfile.mkdtemp(prefix=f"pilotage-perf-{sha[:12]}-")  # a fresh {data}: never production's
+    return workload_role(
+        f"perf-{sha[:12]}", folder, str(code.get(f"{which}_prepared", "")), {}, data_dir=data, scratch=True
+    )
 
 
 def _figures(result: LoadTestResult, commit: str) -> dict[str, Any]:

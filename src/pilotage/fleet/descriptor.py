@@ -49,11 +49,12 @@ __all__ = [
     "parse_descriptor",
     "parse_descriptor_text",
     "render_command",
+    "render_env",
 ]
 
 #: The descriptor's file name at a repository's root.
 DESCRIPTOR_FILE = "pilotage.yaml"
-_PLACEHOLDERS = ("port", "prepared", "python")
+_PLACEHOLDERS = ("port", "prepared", "python", "data")
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,10 @@ class ServiceDescriptor:
         metrics: the service's Prometheus path (``/metrics``) or ``proxy`` (SLIs from the proxy; the default).
         openapi: a repository file, or a served path when it starts with ``/``; None when the service has none.
         slo, test, owner, description: as in the schema; None when absent.
-        env: extra environment of every command (no secrets).
+        env: extra environment of every command (no secrets); values may name ``{data}``, ``{prepared}``,
+            ``{python}`` (:func:`render_env`).
+        scratch_env: environment over ``env`` of the instances started to test or load-test a commit (a test
+            database), so that Pilotage's tests never write production data.
         ready_timeout_s: seconds the service may take to answer ``health`` after start; None = the setting.
         prepare, traffic: see :class:`Prepare`, :class:`Traffic`.
         provides_apis, consumes_apis, depends_on: Backstage relations, kept for the fleet (issue #19).
@@ -111,6 +115,7 @@ class ServiceDescriptor:
     owner: str | None = None
     description: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    scratch_env: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float | None = None
     prepare: Prepare | None = None
     traffic: Traffic = field(default_factory=Traffic)
@@ -136,6 +141,8 @@ class ServiceDescriptor:
                 out[key] = getattr(self, key)
         if self.env:
             out["env"] = dict(self.env)
+        if self.scratch_env:
+            out["scratch_env"] = dict(self.scratch_env)
         if self.prepare:
             out["prepare"] = {"command": self.prepare.command, "inputs": list(self.prepare.inputs)}
             out["prepare"]["timeout_s"] = self.prepare.timeout_s
@@ -193,6 +200,13 @@ def parse_descriptor(data: Any, *, path: str = DESCRIPTOR_FILE) -> ServiceDescri
             _check_placeholders(path, key, data[key])
     if "prepare" in data:
         _check_placeholders(path, "prepare.command", data["prepare"]["command"])
+    for block in ("env", "scratch_env"):
+        for key, value in (data.get(block) or {}).items():
+            try:
+                render_env({key: value})
+            except ConfigError as exc:
+                where = f"{block}.{key}"
+                raise ConfigError(f"{path}: {where}: {exc.message}", hint=exc.hint, path=path, field=where) from exc
     return _build(data, path)
 
 
@@ -219,6 +233,7 @@ def _build(data: dict[str, Any], path: str) -> ServiceDescriptor:
         owner=data.get("owner"),
         description=data.get("description"),
         env=dict(data.get("env") or {}),
+        scratch_env=dict(data.get("scratch_env") or {}),
         ready_timeout_s=data.get("ready_timeout_s"),
         prepare=Prepare(prepare["command"], tuple(prepare.get("inputs") or ()), float(prepare.get("timeout_s", 600.0)))
         if prepare
@@ -266,15 +281,44 @@ def parse_descriptor_text(text: str, *, path: str = DESCRIPTOR_FILE) -> ServiceD
     return parse_descriptor(data, path=path)
 
 
-def render_command(command: str, *, port: int | None = None, prepared: str | Path = "", python: str = "") -> str:
-    """Return ``command`` with ``{port}``, ``{prepared}`` and ``{python}`` replaced by shell-quoted values.
+def render_env(env: dict[str, str], *, prepared: str | Path = "", data: str | Path = "") -> dict[str, str]:
+    """Return ``env`` with ``{data}``, ``{prepared}`` and ``{python}`` replaced in its values.
+
+    The values are not shell-quoted: an environment value is no command line.
+
+    Raises:
+        ConfigError: a value names another placeholder (``{port}`` included).
+    """
+    out = {}
+    for key, value in env.items():
+        rendered = _render(value, {"prepared": str(prepared), "python": sys.executable, "data": str(data)}, quote=False)
+        out[key] = rendered
+    return out
+
+
+def render_command(
+    command: str, *, port: int | None = None, prepared: str | Path = "", python: str = "", data: str | Path = ""
+) -> str:
+    """Return ``command`` with ``{port}``, ``{prepared}``, ``{python}`` and ``{data}`` replaced by shell-quoted values.
 
     ``python`` defaults to the interpreter running Pilotage (``sys.executable``); ``{{``/``}}`` are literal braces.
 
     Raises:
         ConfigError: the command names another placeholder, or ``{port}`` where no port is given.
     """
-    values = {"port": "" if port is None else str(port), "prepared": str(prepared), "python": python or sys.executable}
+    values = {"prepared": str(prepared), "python": python or sys.executable, "data": str(data)}
+    if port is not None:
+        values["port"] = str(port)
+    return _render(command, values, quote=True)
+
+
+def _render(command: str, values: dict[str, str], *, quote: bool) -> str:
+    """Replace the ``{name}`` placeholders of ``values`` in ``command`` (shell-quoted when ``quote``).
+
+    Raises:
+        ConfigError: another placeholder, or ``{port}`` where it is not given.
+    """
+    port = values.get("port")
     out, i = [], 0
     while i < len(command):
         char = command[i]
@@ -292,7 +336,7 @@ def render_command(command: str, *, port: int | None = None, prepared: str | Pat
                     what = "{port} is known to the start command only"
                 hint = f"use only {allowed}; write {{{{ and }}}} for literal braces"
                 raise ConfigError(f"{what} in {command!r}", hint=hint)
-            out.append(shlex.quote(values[name]) if values[name] else "''")
+            out.append(values[name] if not quote else shlex.quote(values[name]) if values[name] else "''")
             i = end + 1
             continue
         out.append(char)

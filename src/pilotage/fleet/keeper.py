@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pilotage.agent import AgentContext
-from pilotage.agents.deployment import workload_role
+from pilotage.agents.deployment import production_data_dir, workload_role
 from pilotage.catalogue import checked_event
 from pilotage.errors import PolicyDenied
 from pilotage.events import EventType
@@ -94,7 +94,8 @@ class FleetKeeper:
             root = self.ctx.settings.path_in_home("services").resolve() / service.name
             descriptor = await asyncio.to_thread(descriptor_at, service.repo_path, sha)
             prepared = await asyncio.to_thread(prepare, service.repo_path, sha, descriptor, root)
-            role = workload_role(sha[:12], str(prepared.checkout), prepared.prepared, {})
+            data_dir = str(production_data_dir(self.ctx.settings, service.name))
+            role = workload_role(sha[:12], str(prepared.checkout), prepared.prepared, {}, data_dir=data_dir)
             instance, route = await rollout_controller(self.ctx).serve_production(
                 service.name, role, stable_route_name(service.name), service.stable_port, self._waker(service.name)
             )

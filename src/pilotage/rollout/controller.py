@@ -476,6 +476,7 @@ def role_workload(service: str, role: dict[str, Any], extra_env: dict[str, str] 
         command=str(role.get("command", "")),
         prepared=str(role.get("prepared", "")),
         health_path=str(role.get("health_path", "/healthz")),
+        data_dir=str(role.get("data_dir", "")),
     )
 
 

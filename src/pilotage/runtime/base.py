@@ -52,6 +52,8 @@ class Workload:
             service (``python -m uvicorn app.main:app``).
         prepared: the commit's prepared folder (``{prepared}``, :mod:`pilotage.fleet.prepare`); "" when none.
         health_path: the path that answers 200 once the instance is ready.
+        data_dir: the instance's data folder (``{data}`` of the descriptor's start command and env; created before
+            the start); "" when none.
     """
 
     service: str
@@ -62,6 +64,7 @@ class Workload:
     command: str = ""
     prepared: str = ""
     health_path: str = "/healthz"
+    data_dir: str = ""
 
 
 @dataclass

@@ -37,7 +37,7 @@ from typing import IO, NoReturn
 import httpx
 
 from pilotage.errors import BackendError, ConfigError, InputError
-from pilotage.fleet.descriptor import render_command
+from pilotage.fleet.descriptor import render_command, render_env
 from pilotage.runtime.base import Instance, InstanceHealth, Route, RouteStats, Runtime, Waker, Workload
 from pilotage.runtime.proxy import MAX_HELD, WAKE_TIMEOUT_S, TrafficProxy, bind_local, check_weights
 from pilotage.runtime.sandbox import launch_options, sandbox_env
@@ -120,13 +120,18 @@ class LocalRuntime(Runtime):
         log_path = self.log_dir / f"{workload.service}-{workload.version}-{port}.log"
         log_file = log_path.open("wb")
         command = _command(workload, port)
+        env = dict(workload.env)
+        if workload.command:  # a descriptor's env values may name {data}, {prepared}, {python}
+            if workload.data_dir:
+                Path(workload.data_dir).mkdir(parents=True, exist_ok=True)
+            env = render_env(env, prepared=workload.prepared, data=workload.data_dir)
         try:
             proc = subprocess.Popen(  # noqa: S603 - the operator's descriptor command, or a fixed one; no shell input
                 command,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 # its own process group (stop() signals the group), the allow-list environment plus workload.env
-                **launch_options(path, sandbox_env(workload.env)),
+                **launch_options(path, sandbox_env(env)),
             )
         except OSError as exc:
             log_file.close()
@@ -337,7 +342,7 @@ class LocalRuntime(Runtime):
 def _command(workload: Workload, port: int) -> list[str]:
     """The argv of ``workload``: its descriptor's start command through ``/bin/sh``, else a generated service's."""
     if workload.command:
-        line = render_command(workload.command, port=port, prepared=workload.prepared)
+        line = render_command(workload.command, port=port, prepared=workload.prepared, data=workload.data_dir)
         return ["/bin/sh", "-c", f"exec {line}"]  # exec: the service is the group leader stop() signals
     return [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
 

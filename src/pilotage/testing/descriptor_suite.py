@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from pilotage.errors import ConfigError, InputError
-from pilotage.fleet.descriptor import ServiceDescriptor
+from pilotage.fleet.descriptor import ServiceDescriptor, render_env
 from pilotage.runtime.base import InstanceRuntime, Workload, scratch_workload
 from pilotage.spec.load import MAX_DOCUMENT_BYTES, load_spec
 from pilotage.testing.own_tests import not_run_schemathesis, not_run_unit, own_failure, run_own_tests
@@ -317,9 +317,10 @@ async def run_descriptor_head(
             or its ``test`` names an unknown placeholder (each names the descriptor's field).
         BackendError: a tool could not run.
     """
+    env = {**descriptor.env, **descriptor.scratch_env}  # issue 17: tests never write production data
     workload = Workload(
-        service, f"test-{commit[:12]}", Path(head_dir), env=dict(descriptor.env), command=descriptor.start,
-        prepared=prepared, health_path=descriptor.health,
+        service, f"test-{commit[:12]}", Path(head_dir), env=env, command=descriptor.start,
+        prepared=prepared, health_path=descriptor.health, data_dir=str(Path(out_dir) / "data"),
     )  # fmt: skip
     async with scratch_workload(runtime, workload, ready_timeout_s=ready_timeout_s) as instance:
         spec = await resolve_openapi(
@@ -329,7 +330,8 @@ async def run_descriptor_head(
         request = {
             **options, "service_dir": str(head_dir), "out_dir": str(out_dir), "base_url": instance.url,
             "port": instance.port, "test": descriptor.test, "prepared": prepared,
-            "descriptor_env": dict(descriptor.env), "spec_path": str(spec or ""),
+            "descriptor_env": render_env(env, prepared=prepared, data=Path(out_dir) / "data"),
+            "spec_path": str(spec or ""),
             "metrics_contract": not descriptor.proxy_metrics,
         }  # fmt: skip
         return await run_descriptor_suite(request), spec
