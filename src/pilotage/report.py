@@ -129,6 +129,11 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
         return f"pull request {d.get('branch')} → {d.get('base_branch')}"
     if t in (EventType.SERVICE_ADDED, EventType.SERVICE_RELEASED, EventType.SERVICE_UP, EventType.SERVICE_DOWN):
         return _fleet_summary(t, d)
+    if t == EventType.MARKET_AUCTION_CLOSED:
+        won = ", ".join(f"{w.get('agent')} at {w.get('price')} credits" for w in d.get("winners") or []) or "no sale"
+        return f"{d.get('resource')} auction {d.get('auction_id')}: {won} ({d.get('bids')} bids)"
+    if t == EventType.MARKET_RELEASED:
+        return f"{d.get('resource')} released by {d.get('agent')}"
     if t == EventType.SECURITY_SCANNED:  # issue 6
         issues = d.get("issues") or {}
         return (

@@ -367,6 +367,11 @@ def up(json_mode: JsonOpt = False) -> None:
     pid = serving_pid(settings.home)
     if pid is None:
         pid = _spawn_control_plane(settings)
+    if not json_mode:
+        console.print(
+            f"control plane pid {pid}: preparing and starting {len(fleet)} service(s) "
+            "(a first prepare installs dependencies; its output is in .pilotage/services/NAME/prepared/*.log)"
+        )
     states = _wait_up(settings, sorted(fleet), since, pid)
     failed = {n: s for n, s in states.items() if s["state"] != "up"}
     _emit(json_mode, {"pid": pid, "services": states})
