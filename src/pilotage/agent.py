@@ -128,6 +128,11 @@ class Decision:
         return asdict(self)
 
 
+#: Characters of a failure's one-line error kept in ``agent.failed`` (a service's output quoted in it can be any
+#: size; the event log refuses events over 1 MiB, and a failure that cannot be published would hang its run).
+MAX_ERROR_CHARS = 4000
+
+
 @dataclass
 class AgentContext:
     """What an agent may use: the bus, the graph, the policy engine, the runtime and the settings."""
@@ -221,7 +226,7 @@ class Agent(ABC):
             EventType.AGENT_FAILED,
             {
                 "agent": self.name,
-                "error": error,
+                "error": error if len(error) <= MAX_ERROR_CHARS else error[:MAX_ERROR_CHARS] + " … (cut; see the log)",
                 "error_type": error_type,
                 "cause_event_id": event.id,
                 "cause_event_type": event.type,

@@ -103,6 +103,7 @@ def test_the_deployment_plan_follows_the_head_versions_descriptor(
     async def scenario() -> None:
         stack = Stack(tmp_path, AllowAll())
         stack.agents = [DeploymentAgent(stack.ctx)]  # the plan only: nothing is launched
+        stack.ctx.settings.traffic_credential_envs.append("TINY_TRAFFIC_KEY")  # the operator allows this variable
         async with stack:
             await seed_run(stack.bus, tmp_path, operations_added=["GET /notes/{note_id}"])
             (tmp_path / "versions" / "head" / "pilotage.yaml").write_text(

@@ -180,3 +180,34 @@ def test_env_values_name_the_data_folder_and_scratch_env_overrides_them_for_test
     assert scratch["env"]["MODE"] == "test" and scratch["data_dir"] == "/tmp/t"
     with pytest.raises(ConfigError, match=r"pilotage.yaml: env.DB: \{port\} is known to the start command only"):
         parse_descriptor_text(text.replace("{data}/shop.db", "{port}"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ('test: "pytest\\u0000"\n', "test"),
+        ("ready_timeout_s: .nan\n", "ready_timeout_s"),
+        ('env: {A: "x\\u0007"}\n', "env.A"),
+    ],
+)
+def test_control_characters_and_non_finite_timeouts_are_refused(extra: str, field: str) -> None:
+    text = 'name: shop\nstart: "{python} -m app --port {port}"\n' + extra
+    with pytest.raises(ConfigError, match=rf"pilotage.yaml: {field}: "):
+        parse_descriptor_text(text)
+
+
+def test_a_descriptor_cannot_name_a_credential_variable_the_operator_did_not_allow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pilotage.agents.deployment import traffic_plan
+
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_secret123")
+    descriptor = (
+        'name: shop\nstart: "{python} -m app --port {port}"\n'
+        "traffic: {requests: ['GET /items'], credentials: {header: X-Leak, env: GITHUB_TOKEN}}\n"
+    )
+    (tmp_path / "pilotage.yaml").write_text(descriptor, encoding="utf-8")
+    refused = traffic_plan("", "", str(tmp_path), [], allowed_envs=[])
+    assert refused["credentials"] is None  # the value of GITHUB_TOKEN is never read nor sent
+    allowed = traffic_plan("", "", str(tmp_path), [], allowed_envs=["GITHUB_TOKEN"])
+    assert allowed["credentials"] == {"header": "X-Leak", "env": "GITHUB_TOKEN"}

@@ -273,7 +273,9 @@ def get_paths(spec_path: str | Path) -> list[str]:
 NO_DOCUMENT: dict[str, Any] = {"openapi": "3.0.3", "info": {"title": "no document", "version": "0"}, "paths": {}}
 
 
-def traffic_plan(spec_path: str, base_spec_path: str, head_dir: str, touched: list[str]) -> dict[str, Any]:
+def traffic_plan(
+    spec_path: str, base_spec_path: str, head_dir: str, touched: list[str], allowed_envs: list[str] | None = None
+) -> dict[str, Any]:
     """Return the synthetic-traffic plan of a rollout (:func:`pilotage.rollout.traffic_plan.build_traffic_plan`).
 
     Args:
@@ -283,12 +285,17 @@ def traffic_plan(spec_path: str, base_spec_path: str, head_dir: str, touched: li
             its services are called at the document's ``servers[0]`` path; a generated service, without one, at
             the paths as written, :mod:`pilotage.codegen.generator`).
         touched: operations the change touches besides the spec diff (``"METHOD /path"``: changed handlers).
+        allowed_envs: the environment variables a descriptor may name in ``traffic.credentials`` (the setting
+            ``traffic_credential_envs``; None = any, for generated services); another name is ignored, so a
+            delivered commit cannot have the control plane send it a secret of the operator.
 
     Raises:
         InputError: a document does not load or validate; ConfigError: a malformed ``pilotage.yaml``.
     """
     settings = descriptor_traffic(head_dir)
     credentials = settings.credentials
+    if credentials is not None and allowed_envs is not None and credentials.env not in allowed_envs:
+        credentials = None  # not the operator's choice: secured operations are skipped (the plan says so)
     described = bool(head_dir) and (Path(head_dir) / DESCRIPTOR_FILE).is_file()
     base = load_spec(base_spec_path) if base_spec_path and Path(base_spec_path).is_file() else None
     head = load_spec(spec_path) if spec_path else NO_DOCUMENT  # a delivered service without an OpenAPI document
@@ -483,7 +490,8 @@ class DeploymentAgent(Agent):
         spec_data = proposed.data if proposed is not None else {}
         diff = spec_data.get("diff") or {}
         touched = [*touched, *(str(x) for x in (diff.get("added") or []) + (spec_data.get("operations_added") or []))]
-        traffic = traffic_plan(spec_path, base_spec, str(code["head_dir"]), touched)
+        allowed = list(self.ctx.settings.traffic_credential_envs)
+        traffic = traffic_plan(spec_path, base_spec, str(code["head_dir"]), touched, allowed)
         return {
             "deployment_id": deployment_id,
             "service": run.service,

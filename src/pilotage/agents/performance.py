@@ -143,10 +143,16 @@ def assess(inputs: dict[str, Any]) -> list[dict[str, Any]]:
     return advice
 
 
-def _credentials(head_dir: str) -> dict[str, str] | None:
-    """``{"header", "env"}`` of the head version's ``traffic.credentials`` (``pilotage.yaml``), or None."""
+def _credentials(head_dir: str, allowed_envs: list[str]) -> dict[str, str] | None:
+    """``{"header", "env"}`` of the head version's ``traffic.credentials`` (``pilotage.yaml``), or None.
+
+    None too when the variable is not in ``allowed_envs`` (the operator's ``traffic_credential_envs``): a delivered
+    commit is untrusted and must not have the control plane send it another secret.
+    """
     found = descriptor_traffic(head_dir).credentials
-    return {"header": found.header, "env": found.env} if found is not None else None
+    if found is None or found.env not in allowed_envs:
+        return None
+    return {"header": found.header, "env": found.env}
 
 
 def _empty_total() -> dict[str, Any]:
@@ -302,7 +308,7 @@ class PerformanceAgent(Agent):
         Secured operations count when the head version's ``traffic.credentials`` variable is set here.
         """
         spec_path = await self._spec_path(event, data)
-        credentials = _credentials(str(data.get("head_dir", "")))
+        credentials = _credentials(str(data.get("head_dir", "")), self.ctx.settings.traffic_credential_envs)
         doc = await asyncio.to_thread(load_spec, spec_path)
         usable = credentials is not None and bool(os.environ.get(credentials["env"]))
         return "" if load_targets(doc, credentials=usable) else f"{spec_path.name}: {NO_TARGET}"
@@ -374,7 +380,9 @@ class PerformanceAgent(Agent):
             "users": settings.load_test_users,
             "duration_s": settings.load_test_duration_s,
             "ready_timeout_s": settings.service_ready_timeout_s,
-            "credentials": _credentials(str(head_dir)),  # names only (the payload may go on the bus to a worker)
+            "credentials": _credentials(
+                str(head_dir), self.ctx.settings.traffic_credential_envs
+            ),  # names only (the payload may go on the bus to a worker)
         }
         if workload is not None:  # issue 17: started from its descriptor (command, prepared folder, health path)
             payload["workload"] = workload

@@ -457,11 +457,16 @@ def _answers(url: str) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """True while process ``pid`` runs (a zombie — a dead child not reaped yet — is not alive)."""
     try:
         os.kill(pid, 0)
     except OSError:
         return False
-    return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    except OSError:
+        return True  # no /proc (not Linux): signal 0 is all we have
+    return "\nState:\tZ" not in status
 
 
 @app.command()

@@ -138,8 +138,9 @@ async def _start_fleet(ctx: Any, settings: Settings) -> tuple[Any, list[Any], as
     async def bring_up(name: str) -> None:
         try:
             await keeper.up([name])
-        except PilotageError as exc:
-            data = {"service": name, "commit": "", "url": "", "reason": "failed", "error": exc.one_line()}
+        except Exception as exc:  # noqa: BLE001 - one service's failure never stops the control plane
+            line = exc.one_line() if isinstance(exc, PilotageError) else f"{type(exc).__name__}: {exc}"
+            data = {"service": name, "commit": "", "url": "", "reason": "failed", "error": line[:2000]}
             await ctx.bus.publish(checked_event(EventType.SERVICE_DOWN, data, source="pilotage/serve", subject=name))
 
     for name in sorted(await load_fleet(ctx.bus)):

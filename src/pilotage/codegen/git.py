@@ -73,7 +73,13 @@ def git(repo: str | Path, *args: str) -> str:
     env = sandbox_env({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})  # issue 15: no credential reaches git
     try:
         done = subprocess.run(
-            [exe, "-C", str(repo), *args], capture_output=True, text=True, timeout=_TIMEOUT_S, env=env, check=False
+            [exe, "-C", str(repo), *args],
+            capture_output=True,
+            text=True,
+            errors="replace",  # a file that is not UTF-8 (git show) is data, never a crash
+            timeout=_TIMEOUT_S,
+            env=env,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise BackendError(f"git {' '.join(args)} in {repo} timed out after {_TIMEOUT_S} s") from exc

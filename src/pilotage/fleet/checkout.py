@@ -16,6 +16,9 @@ import contextlib
 import fcntl
 import hashlib
 import io
+import os
+import shutil
+import signal
 import subprocess
 import tarfile
 import time
@@ -25,7 +28,14 @@ from pathlib import Path
 
 from pilotage.codegen.git import git, rev_parse
 from pilotage.errors import BackendError, ConfigError, InputError
-from pilotage.fleet.descriptor import DESCRIPTOR_FILE, ServiceDescriptor, parse_descriptor_text, render_command
+from pilotage.fleet.descriptor import (
+    DESCRIPTOR_FILE,
+    ServiceDescriptor,
+    parse_descriptor_text,
+    render_command,
+    render_env,
+)
+from pilotage.runtime.local import tail_lines
 from pilotage.runtime.sandbox import launch_options, sandbox_env
 
 __all__ = ["Prepared", "checkout", "descriptor_at", "prepare", "resolve_rev"]
@@ -107,8 +117,15 @@ def checkout(repo: str | Path, sha: str, root: Path) -> Path:
     )
     if archive.returncode != 0:
         raise BackendError(f"git archive {sha[:12]} failed in {repo}: {archive.stderr.decode()[-200:].strip()}")
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(staging, filter="data")  # the data filter refuses absolute paths, .. and device files
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(staging, filter="data")  # the data filter refuses absolute paths, .. and device files
+    except (tarfile.TarError, OSError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ConfigError(
+            f"{repo} at {sha[:12]}: {exc}",
+            hint="a committed symlink may not point outside the repository (an absolute or ../ target)",
+        ) from exc
     (staging / ".pilotage-commit").write_text(sha + "\n", encoding="utf-8")
     try:
         staging.rename(target)
@@ -176,22 +193,22 @@ def _run_prepare(descriptor: ServiceDescriptor, folder: Path, prepared: Path, lo
     assert descriptor.prepare is not None
     line = render_command(descriptor.prepare.command, prepared=prepared)
     timeout_s = descriptor.prepare.timeout_s
+    env = render_env(descriptor.env, prepared=prepared)
     with log_path.open("wb") as log:
+        proc = subprocess.Popen(  # noqa: S603 - the operator's descriptor command through /bin/sh
+            ["/bin/sh", "-c", line], stdout=log, stderr=subprocess.STDOUT, **launch_options(folder, sandbox_env(env))
+        )
         try:
-            done = subprocess.run(  # noqa: S603 - the operator's descriptor command through /bin/sh
-                ["/bin/sh", "-c", line],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=timeout_s,
-                check=False,
-                **launch_options(folder, sandbox_env(descriptor.env)),
-            )
-            code: int | None = done.returncode
+            code: int | None = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             code = None
+        finally:  # its own process group: nothing it started outlives it (a hung step, a background job)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     if code == 0:
         return
-    tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-_TAIL_LINES:]
+    tail = tail_lines(log_path, _TAIL_LINES)
     what = f"ran past {timeout_s} s" if code is None else f"exited {code}"
     raise ConfigError(
         f"{descriptor.path}: prepare.command {what}: {tail[-1] if tail else '(no output)'}",

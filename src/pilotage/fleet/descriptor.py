@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -200,6 +201,7 @@ def parse_descriptor(data: Any, *, path: str = DESCRIPTOR_FILE) -> ServiceDescri
             _check_placeholders(path, key, data[key])
     if "prepare" in data:
         _check_placeholders(path, "prepare.command", data["prepare"]["command"])
+    _check_text_and_numbers(path, data)
     for block in ("env", "scratch_env"):
         for key, value in (data.get(block) or {}).items():
             try:
@@ -208,6 +210,30 @@ def parse_descriptor(data: Any, *, path: str = DESCRIPTOR_FILE) -> ServiceDescri
                 where = f"{block}.{key}"
                 raise ConfigError(f"{path}: {where}: {exc.message}", hint=exc.hint, path=path, field=where) from exc
     return _build(data, path)
+
+
+def _check_text_and_numbers(path: str, data: dict[str, Any]) -> None:
+    """Refuse control characters in commands and env values, and timeouts that are not finite numbers.
+
+    Raises:
+        ConfigError: naming the file and the field.
+    """
+    texts = {key: data.get(key) for key in ("start", "test")}
+    texts["prepare.command"] = (data.get("prepare") or {}).get("command")
+    for block in ("env", "scratch_env"):
+        texts.update({f"{block}.{k}": v for k, v in (data.get(block) or {}).items()})
+    for where, text in texts.items():
+        if isinstance(text, str) and any(ord(c) < 32 and c not in "\t\n" for c in text):
+            raise ConfigError(f"{path}: {where}: holds a control character", hint="remove it", path=path, field=where)
+    numbers = {
+        "ready_timeout_s": data.get("ready_timeout_s"),
+        "prepare.timeout_s": (data.get("prepare") or {}).get("timeout_s"),
+    }
+    for where, number in numbers.items():
+        if number is not None and not math.isfinite(float(number)):
+            raise ConfigError(
+                f"{path}: {where}: {number} is not a finite number of seconds", hint="e.g. 60", path=path, field=where
+            )
 
 
 def _check_placeholders(path: str, where: str, command: str) -> None:

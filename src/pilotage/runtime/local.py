@@ -43,7 +43,7 @@ from pilotage.runtime.proxy import MAX_HELD, WAKE_TIMEOUT_S, TrafficProxy, bind_
 from pilotage.runtime.sandbox import launch_options, sandbox_env
 from pilotage.secrets import masker
 
-__all__ = ["LocalRuntime"]
+__all__ = ["LocalRuntime", "tail_lines"]
 
 #: Seconds between SIGTERM and SIGKILL in :meth:`LocalRuntime.stop` (uvicorn finishes in-flight requests first).
 STOP_GRACE_S = 5.0
@@ -53,12 +53,30 @@ LOG_TAIL_LINES = 20
 HEALTH_TIMEOUT_S = 1.0
 
 
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+#: Bytes read from the end of a log for its tail, and characters kept of each quoted line (a process's output can
+#: be gigabytes, or one line of megabytes: a quote of it must stay small enough for an event).
+TAIL_BYTES = 65536
+TAIL_LINE_CHARS = 500
+
+
+def tail_lines(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+    """Return the last ``lines`` non-blank lines of the file at ``path``; ``[]`` when it cannot be read.
+
+    Only its last :data:`TAIL_BYTES` are read, and each line is cut to :data:`TAIL_LINE_CHARS` characters.
+    """
     try:
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            return list(deque((line.rstrip() for line in handle if line.strip()), maxlen=max(0, lines)))
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - TAIL_BYTES))
+            text = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return []
+    kept = deque((line.rstrip() for line in text.splitlines() if line.strip()), maxlen=max(0, lines))
+    return [line if len(line) <= TAIL_LINE_CHARS else line[:TAIL_LINE_CHARS] + " …" for line in kept]
+
+
+_tail = tail_lines
 
 
 class LocalRuntime(Runtime):

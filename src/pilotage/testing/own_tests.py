@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.fleet.descriptor import render_command
+from pilotage.runtime.local import tail_lines
 from pilotage.testing.process import run_process
 
 __all__ = [
@@ -140,9 +141,8 @@ async def run_own_tests(
     outcome = await run_process(
         ["/bin/sh", "-c", line], cwd=Path(service_dir), timeout_s=timeout_s, log_path=log_path, env=env
     )
-    text = log_path.read_text(encoding="utf-8", errors="replace") if log_path.is_file() else ""
-    counts, source = _counts(parse_pytest_summary(text), outcome.exit_code, outcome.timed_out)
-    tail = outcome.output_tail[-TAIL_LINES:]
+    tail = tail_lines(log_path, TAIL_LINES)  # bounded: the last 64 KiB, lines cut to 500 characters
+    counts, source = _counts(parse_pytest_summary("\n".join(tail)), outcome.exit_code, outcome.timed_out)
     message = ""
     if counts["failed"] or counts["errors"]:
         why = f"killed after {timeout_s} s" if outcome.timed_out else f"exited with {outcome.exit_code}"
