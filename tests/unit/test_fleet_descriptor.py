@@ -211,3 +211,19 @@ def test_a_descriptor_cannot_name_a_credential_variable_the_operator_did_not_all
     assert refused["credentials"] is None  # the value of GITHUB_TOKEN is never read nor sent
     allowed = traffic_plan("", "", str(tmp_path), [], allowed_envs=["GITHUB_TOKEN"])
     assert allowed["credentials"] == {"header": "X-Leak", "env": "GITHUB_TOKEN"}
+
+
+def test_the_slo_file_a_descriptor_names_is_the_rollouts_slo(tmp_path: Path) -> None:
+    from pilotage.agents.reliability import find_slo
+
+    (tmp_path / "pilotage.yaml").write_text('name: shop\nstart: "x {port}"\nslo: ops/slo.yaml\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"pilotage.yaml: slo: ops/slo.yaml is not a file of the commit"):
+        find_slo("shop", str(tmp_path), "")
+    (tmp_path / "ops").mkdir()
+    (tmp_path / "ops" / "slo.yaml").write_text(
+        "service: shop\nobjectives:\n  - name: availability\n    sli: {kind: availability}\n    target: 0.95\n"
+        "    window_days: 30\n",
+        encoding="utf-8",
+    )
+    slo = find_slo("shop", str(tmp_path), "")
+    assert [o.target for o in slo.objectives] == [0.95]

@@ -42,8 +42,9 @@ import httpx
 from pilotage.agent import Agent, Reasoning
 from pilotage.catalogue import parse
 from pilotage.catalogue.rollout import DeployStep
-from pilotage.errors import InputError
+from pilotage.errors import ConfigError, InputError
 from pilotage.events import CloudEvent, EventType
+from pilotage.fleet.descriptor import DESCRIPTOR_FILE, load_descriptor
 from pilotage.observe.judge import JudgeConfig, Outcome, compare_error_counts
 from pilotage.observe.prometheus import (
     MetricSource,
@@ -170,17 +171,45 @@ def assessment_reasoning(inputs: dict[str, Any]) -> Reasoning:
 
 
 def find_slo(service: str, head_dir: str | None, spec_path: str) -> SLOSpec:
-    """Return the SLO of a rollout (``head_dir/slo.yaml``, else beside the run's spec, else the default).
+    """Return the SLO of a rollout.
+
+    In order: the file the head's ``pilotage.yaml`` names in ``slo`` (issue 17), ``head_dir/slo.yaml``, an
+    ``slo.yaml`` beside the run's spec, the default.
 
     The default is :data:`pilotage.observe.slo.DEFAULT_SLO`: 99.9 % availability, 99 % of requests ≤ 500 ms.
 
     Raises:
-        InputError: a ``slo.yaml`` that exists is malformed (names the file).
+        InputError: an SLO file that exists is malformed (names the file).
+        ConfigError: the descriptor names an SLO file the commit does not have (names the field).
     """
+    named = _descriptor_slo(head_dir)
+    if named is not None:
+        return load_slo(named, service=service)
     for folder in (head_dir, str(Path(spec_path).parent) if spec_path else None):
         if folder and (Path(folder) / "slo.yaml").is_file():
             return load_slo(Path(folder) / "slo.yaml", service=service)
     return default_slo(service)
+
+
+def _descriptor_slo(head_dir: str | None) -> Path | None:
+    """The SLO file ``pilotage.yaml`` names in ``slo`` (inside ``head_dir``), or None when it names none.
+
+    Raises:
+        ConfigError: the file is missing or outside the commit.
+    """
+    if not head_dir or not (Path(head_dir) / DESCRIPTOR_FILE).is_file():
+        return None
+    descriptor = load_descriptor(head_dir)
+    if not descriptor.slo:
+        return None
+    target = (Path(head_dir) / descriptor.slo).resolve()
+    if not target.is_relative_to(Path(head_dir).resolve()) or not target.is_file():
+        raise ConfigError(
+            f"{descriptor.path}: slo: {descriptor.slo} is not a file of the commit",
+            hint="commit the SLO file or fix `slo` in pilotage.yaml",
+            field="slo",
+        )
+    return target
 
 
 def _proxy_window(
