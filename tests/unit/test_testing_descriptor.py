@@ -354,3 +354,36 @@ def test_a_part_that_did_not_run_does_not_gate() -> None:
     reasoning = verdict_reasoning(inputs)
     assert reasoning.action == "pass" and "unit: not run (no test command)" in reasoning.rationale
     assert verdict_reasoning({**inputs, "schemathesis": {**inputs["schemathesis"], "ran": True}}).action == "fail"
+
+
+def test_a_served_document_dripped_byte_by_byte_is_refused_within_its_total_deadline(tmp_path: Path) -> None:
+    import time
+
+    from pilotage.errors import ConfigError
+    from pilotage.testing.descriptor_suite import _fetch
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def drip(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        while not writer.is_closing():  # one byte every 0.3 s: each read is within the 0.5 s timeout, the whole not
+            writer.write(b"{")
+            await asyncio.sleep(0.3)
+
+    async def scenario() -> float:
+        server = await asyncio.start_server(drip, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        started = time.monotonic()
+        try:
+            with pytest.raises(ConfigError, match=r"pilotage.yaml openapi: GET .*/openapi.json did not finish within"):
+                await _fetch(f"http://127.0.0.1:{port}/openapi.json", tmp_path, {}, 0.5)
+        finally:
+            for writer in writers:
+                writer.close()
+            server.close()
+            await server.wait_closed()
+            await asyncio.sleep(0.4)  # the handler sees its writer closing and returns
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 5.0

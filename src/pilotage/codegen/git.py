@@ -93,8 +93,10 @@ def git(repo: str | Path, *args: str) -> str:
 
 
 def is_repo(path: str | Path) -> bool:
-    """Return True when ``path`` is the top folder of a git repository (a ``.git`` entry exists)."""
-    return (Path(path) / ".git").exists()
+    """Return True when ``path`` is the top folder of a git repository (a ``.git`` entry exists, or it is bare)."""
+    folder = Path(path)
+    bare = (folder / "HEAD").is_file() and (folder / "objects").is_dir() and (folder / "refs").is_dir()
+    return (folder / ".git").exists() or bare
 
 
 def init_repo(path: str | Path) -> Path:

@@ -89,8 +89,26 @@ async def _fetch(url: str, out_dir: Path, headers: dict[str, str], timeout_s: fl
     """GET ``url`` (at most :data:`MAX_DOCUMENT_BYTES`) and save the body as ``<out_dir>/openapi.served.json|yaml``.
 
     Raises:
-        ConfigError: no answer, a status other than 200, or a body over the limit (names the ``openapi`` field).
+        ConfigError: no answer, a status other than 200, a body over the limit, or the whole answer not received
+            within :data:`FETCH_TOTAL_FACTOR` × ``timeout_s`` (a document dripped byte by byte); names the
+            ``openapi`` field.
     """
+    total_s = FETCH_TOTAL_FACTOR * timeout_s
+    try:
+        return await asyncio.wait_for(_fetch_body(url, out_dir, headers, timeout_s), total_s)
+    except TimeoutError as exc:
+        raise ConfigError(
+            f"pilotage.yaml openapi: GET {url} did not finish within {total_s:g} s",
+            hint="serve the document faster, or name a repository file in `openapi`",
+            field="openapi",
+        ) from exc
+
+
+#: The whole served document must arrive within this many per-request timeouts.
+FETCH_TOTAL_FACTOR = 3
+
+
+async def _fetch_body(url: str, out_dir: Path, headers: dict[str, str], timeout_s: float) -> Path:
     body = bytearray()
     try:
         async with httpx.AsyncClient(timeout=timeout_s, headers=headers) as client:
