@@ -423,14 +423,15 @@ def _wait_up(settings: Settings, names: list[str], since: float, pid: int) -> di
     deadline = time.monotonic() + UP_TIMEOUT_S
     states: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:
-        for name, service in _fleet(settings).items():
+        fleet = _fleet(settings)  # one read of the log per poll
+        for name, service in fleet.items():
             up = service.up
             if name in names and up and datetime.fromisoformat(up["at"]).timestamp() >= since - 1:
                 if up["state"] == "up" or up.get("reason") == "failed":
                     states[name] = {**up, "error": up.get("error")}
-        already = [n for n in names if n not in states and _answers(_fleet(settings)[n].stable_url)]
+        already = [n for n in names if n not in states and _answers(fleet[n].stable_url)]
         for name in already:
-            service = _fleet(settings)[name]
+            service = fleet[name]
             states[name] = {
                 "state": "up",
                 "url": service.stable_url,
