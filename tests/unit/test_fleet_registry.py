@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,8 @@ from pilotage.events import EventType
 from pilotage.fleet.checkout import checkout, descriptor_at, prepare, resolve_rev
 from pilotage.fleet.registry import add_service, load_fleet
 from pilotage.graph.sqlite import SQLiteGraph
+from tests.fixtures.fleet import commit_files as commit
+from tests.fixtures.fleet import git
 
 DESCRIPTOR = """\
 name: shop
@@ -27,25 +28,13 @@ health: /
 """
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
 def make_repo(path: Path, files: dict[str, str]) -> Path:
     path.mkdir(parents=True)
-    _git(path, "init", "-q", "-b", "main")
-    _git(path, "config", "user.email", "dev@example.com")
-    _git(path, "config", "user.name", "Dev")
-    return commit(path, files, "initial")
-
-
-def commit(repo: Path, files: dict[str, str], message: str) -> Path:
-    for name, text in files.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text, encoding="utf-8")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", message)
-    return repo
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.email", "dev@example.com")
+    git(path, "config", "user.name", "Dev")
+    commit(path, files, "initial")
+    return path
 
 
 def test_checkout_exports_a_commit_without_touching_the_repository(tmp_path: Path) -> None:
@@ -55,8 +44,8 @@ def test_checkout_exports_a_commit_without_touching_the_repository(tmp_path: Pat
     folder = checkout(repo, first, tmp_path / "checkouts")
     assert (folder / "app.py").read_text() == "print('v1')\n"
     assert folder.name == first[:12]
-    assert _git(repo, "status", "--porcelain") == ""  # nothing written in the user's repository
-    assert _git(repo, "worktree", "list").count("\n") == 0  # no worktree added
+    assert git(repo, "status", "--porcelain") == ""  # nothing written in the user's repository
+    assert git(repo, "worktree", "list").count("\n") == 0  # no worktree added
     assert checkout(repo, first, tmp_path / "checkouts") == folder  # idempotent
 
 
