@@ -164,8 +164,8 @@ def test_render_command_quotes_the_values() -> None:
 
 
 def test_env_values_name_the_data_folder_and_scratch_env_overrides_them_for_test_instances(tmp_path: Path) -> None:
-    from pilotage.agents.deployment import workload_role
     from pilotage.fleet.descriptor import render_env
+    from pilotage.fleet.workload import workload_role
 
     text = (
         'name: shop\nstart: "{python} -m app --port {port}"\n'
@@ -174,8 +174,8 @@ def test_env_values_name_the_data_folder_and_scratch_env_overrides_them_for_test
     (tmp_path / "pilotage.yaml").write_text(text, encoding="utf-8")
     descriptor = parse_descriptor_text(text)
     assert render_env(descriptor.env, data="/srv/shop") == {"DB": "/srv/shop/shop.db", "MODE": "prod"}
-    production = workload_role("v1", str(tmp_path), "", {}, data_dir="/srv/shop")
-    scratch = workload_role("v1", str(tmp_path), "", {}, data_dir="/tmp/t", scratch=True)
+    production = workload_role("v1", str(tmp_path), "", {}, addresses={}, data_dir="/srv/shop")
+    scratch = workload_role("v1", str(tmp_path), "", {}, addresses={}, data_dir="/tmp/t", scratch=True)
     assert production["env"] == {"DB": "{data}/shop.db", "MODE": "prod"} and production["data_dir"] == "/srv/shop"
     assert scratch["env"]["MODE"] == "test" and scratch["data_dir"] == "/tmp/t"
     with pytest.raises(ConfigError, match=r"pilotage.yaml: env.DB: \{port\} is known to the start command only"):

@@ -30,13 +30,13 @@ from typing import Any, ClassVar
 from pilotage.agent import Agent, Reasoning
 from pilotage.errors import InputError, PolicyDenied
 from pilotage.events import CloudEvent, EventType
-from pilotage.fleet.descriptor import DESCRIPTOR_FILE, load_descriptor
-from pilotage.fleet.registry import stable_route_name
+from pilotage.fleet.descriptor import DESCRIPTOR_FILE
+from pilotage.fleet.registry import load_fleet, stable_route_name
+from pilotage.fleet.workload import production_data_dir, provider_addresses, workload_role
 from pilotage.graph.base import Graph
 from pilotage.graph.impact import impact_of_files
 from pilotage.rollout.state import STRATEGIES, steps_for
 from pilotage.rollout.traffic_plan import build_traffic_plan, descriptor_traffic, smoke_paths
-from pilotage.settings import Settings
 from pilotage.spec.load import load_document, load_spec
 from pilotage.spec.openapi import parameterless_get_paths
 
@@ -333,40 +333,8 @@ def fault_env(fault: str, fault_rate: float, strategy: str) -> dict[str, str]:
     return env
 
 
-def production_data_dir(settings: Settings, service: str) -> Path:
-    """A managed service's production data folder (``{data}``), kept across deliveries: ``<home>/services/<s>/data``."""
-    return settings.path_in_home("services").resolve() / service / "data"
-
-
 #: Strategies a delivered service supports (issue #17): feature flags need it to read Pilotage's OFREP flag.
 DELIVERY_STRATEGIES = ("canary", "blue-green")
-
-
-def workload_role(
-    version: str, path: str, prepared: str, env: dict[str, str], *, data_dir: str = "", scratch: bool = False
-) -> dict[str, Any]:
-    """One version of a ``deploy.requested`` plan: ``{version, path, env}`` (and how to start it).
-
-    When ``path`` holds a descriptor (``pilotage.yaml``) the role also has ``command``, ``prepared``,
-    ``health_path``, ``metrics`` and ``data_dir`` (``{data}``: production's folder for the versions a rollout runs,
-    a fresh one for a ``scratch`` instance, which also gets the descriptor's ``scratch_env``).
-
-    Raises:
-        ConfigError: the descriptor is invalid.
-    """
-    role: dict[str, Any] = {"version": version, "path": str(path), "env": dict(env)}
-    if (Path(path) / DESCRIPTOR_FILE).is_file():
-        descriptor = load_descriptor(path)
-        scratch_env = descriptor.scratch_env if scratch else {}
-        role.update(
-            command=descriptor.start,
-            prepared=prepared,
-            health_path=descriptor.health,
-            metrics=descriptor.metrics,
-            env={**descriptor.env, **scratch_env, **env},
-            data_dir=data_dir,
-        )
-    return role
 
 
 class DeploymentAgent(Agent):
@@ -504,6 +472,13 @@ class DeploymentAgent(Agent):
         traffic = traffic_plan(
             spec_path, base_spec, str(code["head_dir"]), touched, allowed, generated=not run.delivery
         )
+        addresses = provider_addresses(await load_fleet(self.ctx.bus))  # issue 19: each consumed provider's
+        base_role = workload_role(
+            base_version, code["base_dir"], code.get("base_prepared", ""), {}, addresses=addresses, data_dir=data
+        )
+        head_role = workload_role(
+            head_version, code["head_dir"], code.get("head_prepared", ""), canary_env, addresses=addresses, data_dir=data
+        )
         return {
             "deployment_id": deployment_id,
             "service": run.service,
@@ -511,10 +486,8 @@ class DeploymentAgent(Agent):
             "risk": risk,
             "steps": list(steps_for(strategy, self.ctx.settings.canary_steps_percent)),
             "commit": code["commit"],
-            "baseline": workload_role(base_version, code["base_dir"], code.get("base_prepared", ""), {}, data_dir=data),
-            "canary": workload_role(
-                head_version, code["head_dir"], code.get("head_prepared", ""), canary_env, data_dir=data
-            ),
+            "baseline": base_role,
+            "canary": head_role,
             "route": stable_route_name(run.service) if managed else "",
             "traffic": traffic,  # issue 17: the synthetic-traffic plan (requests, skipped, summary)
             "traffic_paths": smoke_paths(traffic),  # its GETs that need nothing filled: the preview smoke check

@@ -65,6 +65,8 @@ from pilotage.coordination.slot import LOADTEST_SLOT, SlotArbiter, SlotGrant, bi
 from pilotage.coordination.tasks import load_test_result_from_dict, loadtest_exec_timeout_s, run_load_test_task
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
+from pilotage.fleet.registry import load_fleet
+from pilotage.fleet.workload import provider_addresses, workload_role
 from pilotage.perf.locust_runner import LoadTestResult
 from pilotage.perf.locustfile import NO_TARGET, load_targets
 from pilotage.perf.stats import EndpointStats
@@ -235,8 +237,9 @@ class PerformanceAgent(Agent):
         if nothing:  # issue 17: no operation callable (e.g. every one secured, no credentials): skip, not fail
             await self._skip(event, commit, nothing)
             return
+        addresses = provider_addresses(await load_fleet(self.ctx.bus)) if delivered is not None else {}
         async with self._slot(event, run, commit) as grant:
-            head = _role(delivered, "head") if delivered is not None else None
+            head = _role(delivered, "head", addresses) if delivered is not None else None
             result, allocation = await self._measure(
                 event, run, commit, Path(str(data.get("head_dir", ""))), data, head
             )
@@ -244,7 +247,7 @@ class PerformanceAgent(Agent):
             if delivered is not None:  # issue 17: production measured the same way, recorded beside it
                 base_commit = str(delivered["base_commit"])
                 production, _ = await self._measure(
-                    event, run, base_commit, Path(str(delivered["base_dir"])), data, _role(delivered, "base")
+                    event, run, base_commit, Path(str(delivered["base_dir"])), data, _role(delivered, "base", addresses)
                 )
         endpoints = [{**e.to_dict(), "endpoint": e.endpoint} for e in result.endpoints]
         inputs = {
@@ -431,15 +434,22 @@ NO_DOCUMENT_REASON = (
 )
 
 
-def _role(code: dict[str, Any], which: str) -> dict[str, Any]:
-    """The start fields of a delivered commit (``head``/``base`` of ``code.generated``), from its descriptor."""
-    from pilotage.agents.deployment import workload_role
+def _role(code: dict[str, Any], which: str, addresses: dict[str, str]) -> dict[str, Any]:
+    """The start fields of a delivered commit (``head``/``base`` of ``code.generated``), from its descriptor.
 
+    ``addresses``: the providers' stable addresses (:func:`pilotage.fleet.workload.provider_addresses`).
+    """
     sha = str(code["commit"] if which == "head" else code["base_commit"])
     folder = str(code[f"{which}_dir"])
     data = tempfile.mkdtemp(prefix=f"pilotage-perf-{sha[:12]}-")  # a fresh {data}: never production's
     return workload_role(
-        f"perf-{sha[:12]}", folder, str(code.get(f"{which}_prepared", "")), {}, data_dir=data, scratch=True
+        f"perf-{sha[:12]}",
+        folder,
+        str(code.get(f"{which}_prepared", "")),
+        {},
+        addresses=addresses,
+        data_dir=data,
+        scratch=True,
     )
 
 

@@ -65,6 +65,8 @@ from pilotage.coordination.contract_net import ContractNetOptions
 from pilotage.errors import BackendError, InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.fleet.descriptor import DESCRIPTOR_FILE, ServiceDescriptor, load_descriptor
+from pilotage.fleet.registry import load_fleet
+from pilotage.fleet.workload import provider_addresses
 from pilotage.graph.base import Graph
 from pilotage.graph.impact import impact_of_files, pytest_node_ids
 from pilotage.policy.base import Verdict
@@ -316,7 +318,7 @@ class TestingAgent(Agent):
         result, spec_path = await run_descriptor_head(
             self.ctx.runtime, descriptor, service=run.service, commit=commit, head_dir=head_dir, prepared=prepared,
             out_dir=out_dir, ready_timeout_s=descriptor.ready_timeout_s or self.ctx.settings.service_ready_timeout_s,
-            options=options,
+            options=options, addresses=provider_addresses(await load_fleet(self.ctx.bus)),
         )  # fmt: skip
         extra: dict[str, Any] = {"descriptor": descriptor.path}
         if run.commit_tests:

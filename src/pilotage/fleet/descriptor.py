@@ -16,6 +16,11 @@ validated with ``jsonschema``; field names follow Backstage's ``catalog-info.yam
     openapi: openapi.yaml     # or /openapi.json (served)
     test: {prepared}/venv/bin/python -m pytest -q
     traffic: {writes: true}
+    providesApis: [orders]    # the API(s) whose document is `openapi`
+    consumes:                 # what it calls of other managed services (issue #19)
+      - service: payments
+        env: PAYMENTS_URL     # gets http://127.0.0.1:<payments' stable port> in every instance Pilotage starts
+        operations: [createPayment, "GET /payments/{payment_id}"]
 
 Commands are shell command lines (``/bin/sh -c``), the operator's own configuration of the service; the values
 Pilotage substitutes for the placeholders ``{port}``, ``{prepared}`` and ``{python}`` are shell-quoted
@@ -41,6 +46,7 @@ from pilotage.spec.load import json_path, load_document, parse_document
 
 __all__ = [
     "DESCRIPTOR_FILE",
+    "Consumes",
     "Credentials",
     "Prepare",
     "ServiceDescriptor",
@@ -76,6 +82,17 @@ class Credentials:
 
 
 @dataclass(frozen=True)
+class Consumes:
+    """One provider a service calls (issue #19): the managed ``service``, the variable ``env`` that receives its
+    stable address (``http://127.0.0.1:PORT``), and the ``operations`` called (``operationId`` or ``METHOD /path``
+    of the provider's OpenAPI document, as written)."""
+
+    service: str
+    env: str
+    operations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Traffic:
     """What Pilotage may send during a rollout: writes allowed, explicit ``METHOD /path`` requests, credentials."""
 
@@ -102,7 +119,8 @@ class ServiceDescriptor:
             database), so that Pilotage's tests never write production data.
         ready_timeout_s: seconds the service may take to answer ``health`` after start; None = the setting.
         prepare, traffic: see :class:`Prepare`, :class:`Traffic`.
-        provides_apis, consumes_apis, depends_on: Backstage relations, kept for the fleet (issue #19).
+        provides_apis, consumes_apis, depends_on: Backstage relations (``dependsOn`` entity refs as written).
+        consumes: the managed services this one calls (:class:`Consumes`, issue #19).
     """
 
     name: str
@@ -123,6 +141,27 @@ class ServiceDescriptor:
     provides_apis: tuple[str, ...] = ()
     consumes_apis: tuple[str, ...] = ()
     depends_on: tuple[str, ...] = ()
+    consumes: tuple[Consumes, ...] = ()
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """The services this one depends on, in order, without repeats: each ``consumes`` provider, then the
+        ``dependsOn`` refs that name a component (``payments``, ``component:payments``,
+        ``component:default/payments``); other kinds (``resource:orders-db``) are not services."""
+        names = [c.service for c in self.consumes]
+        for ref in self.depends_on:
+            kind, _, rest = ref.rpartition(":")
+            if kind in ("", "component"):
+                names.append(rest.rpartition("/")[2])
+        return tuple(dict.fromkeys(n for n in names if n))
+
+    @property
+    def apis(self) -> tuple[str, ...]:
+        """The API names whose document is ``openapi``: ``providesApis``, else the service's name; none without
+        a document."""
+        if not self.openapi:
+            return ()
+        return self.provides_apis or (self.name,)
 
     @property
     def openapi_served(self) -> bool:
@@ -158,6 +197,10 @@ class ServiceDescriptor:
         ):
             if value:
                 out[key] = list(value)
+        if self.consumes:
+            out["consumes"] = [
+                {"service": c.service, "env": c.env, "operations": list(c.operations)} for c in self.consumes
+            ]
         return out
 
 
@@ -180,9 +223,22 @@ def _schema_error(path: str, error: jsonschema.ValidationError) -> ConfigError:
         what, hint = error.message, "add it (see `pilotage init` for a commented example)"
     elif error.validator == "pattern" and error.absolute_path and error.absolute_path[-1] == "start":
         what, hint = "the start command has no {port} placeholder", "serve on 127.0.0.1:{port}"
+    elif error.validator == "pattern" and where.startswith("consumes["):
+        what, hint = _consumes_pattern(where, error.instance)
     else:
         what, hint = " ".join(error.message.split())[:200], "see the descriptor's JSON Schema: pilotage init --schema"
     return ConfigError(f"{path}: {where}: {what}", hint=hint, path=path, field=where)
+
+
+def _consumes_pattern(where: str, value: Any) -> tuple[str, str]:
+    """Message and hint of a ``consumes`` value that breaks its pattern (a name, a variable, an operation)."""
+    if where.endswith(".service"):
+        return f"{value!r} is not a service name", "name a managed service (letters, digits, '.', '_', '-')"
+    if where.endswith(".env") and str(value).startswith("PILOTAGE_"):
+        return f"{value!r} is reserved (PILOTAGE_* variables are Pilotage's own)", "name another variable"
+    if where.endswith(".env"):
+        return f"{value!r} is not an environment variable name", "letters, digits and '_', not starting with a digit"
+    return "an operation holds a control character", "write operationId or 'METHOD /path' on one line"
 
 
 def parse_descriptor(data: Any, *, path: str = DESCRIPTOR_FILE) -> ServiceDescriptor:
@@ -209,7 +265,35 @@ def parse_descriptor(data: Any, *, path: str = DESCRIPTOR_FILE) -> ServiceDescri
             except ConfigError as exc:
                 where = f"{block}.{key}"
                 raise ConfigError(f"{path}: {where}: {exc.message}", hint=exc.hint, path=path, field=where) from exc
+    _check_consumes(path, data)
     return _build(data, path)
+
+
+def _check_consumes(path: str, data: dict[str, Any]) -> None:
+    """One entry per provider, one variable per entry, none the service itself or a variable ``env`` sets.
+
+    Raises:
+        ConfigError: naming the file and the field (``consumes[1].env``).
+    """
+    seen_services: dict[str, int] = {}
+    seen_envs: dict[str, int] = {}
+    own_env = set(data.get("env") or {}) | set(data.get("scratch_env") or {})
+    for i, entry in enumerate(data.get("consumes") or []):
+        service, env = entry["service"], entry["env"]
+        problem = None
+        if service == data["name"]:
+            problem = ("service", f"{service!r} is this service itself", "a service does not consume itself")
+        elif service in seen_services:
+            problem = ("service", f"{service!r} is listed twice (also consumes[{seen_services[service]}])",
+                       "list every operation of one provider in one entry")  # fmt: skip
+        elif env in seen_envs:
+            problem = ("env", f"{env} is also the variable of consumes[{seen_envs[env]}]", "one variable per provider")
+        elif env in own_env:
+            problem = ("env", f"{env} is also set in env/scratch_env", "Pilotage sets it: remove it from env")
+        if problem:
+            where = f"consumes[{i}].{problem[0]}"
+            raise ConfigError(f"{path}: {where}: {problem[1]}", hint=problem[2], path=path, field=where)
+        seen_services[service], seen_envs[env] = i, i
 
 
 def _check_text_and_numbers(path: str, data: dict[str, Any]) -> None:
@@ -272,6 +356,9 @@ def _build(data: dict[str, Any], path: str) -> ServiceDescriptor:
         provides_apis=tuple(data.get("providesApis") or ()),
         consumes_apis=tuple(data.get("consumesApis") or ()),
         depends_on=tuple(data.get("dependsOn") or ()),
+        consumes=tuple(
+            Consumes(c["service"], c["env"], tuple(c["operations"])) for c in data.get("consumes") or ()
+        ),
     )
 
 

@@ -30,13 +30,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pilotage.agent import AgentContext
-from pilotage.agents.deployment import production_data_dir, workload_role
 from pilotage.bus.base import Subscription
 from pilotage.catalogue import checked_event
 from pilotage.errors import PilotageError, PolicyDenied
 from pilotage.events import CloudEvent, EventType
 from pilotage.fleet.checkout import descriptor_at, prepare
 from pilotage.fleet.registry import ManagedService, load_fleet, require_managed, stable_route_name
+from pilotage.fleet.workload import production_data_dir, provider_addresses, workload_role
 from pilotage.rollout.controller import rollout_controller
 
 __all__ = ["FleetKeeper", "keep_fleet"]
@@ -99,7 +99,10 @@ class FleetKeeper:
             descriptor = await asyncio.to_thread(descriptor_at, service.repo_path, sha)
             prepared = await asyncio.to_thread(prepare, service.repo_path, sha, descriptor, root)
             data_dir = str(production_data_dir(self.ctx.settings, service.name))
-            role = workload_role(sha[:12], str(prepared.checkout), prepared.prepared, {}, data_dir=data_dir)
+            addresses = provider_addresses(await load_fleet(self.ctx.bus))  # issue 19: consumed providers
+            role = workload_role(
+                sha[:12], str(prepared.checkout), prepared.prepared, {}, addresses=addresses, data_dir=data_dir
+            )
             instance, route = await rollout_controller(self.ctx).serve_production(
                 service.name, role, stable_route_name(service.name), service.stable_port, self._waker(service.name)
             )

@@ -27,12 +27,14 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from pilotage.errors import ConfigError, InputError
 from pilotage.fleet.descriptor import ServiceDescriptor, render_env
+from pilotage.fleet.workload import instance_env
 from pilotage.runtime.base import InstanceRuntime, Workload, scratch_workload
 from pilotage.spec.load import MAX_DOCUMENT_BYTES, load_spec
 from pilotage.testing.own_tests import not_run_schemathesis, not_run_unit, own_failure, run_own_tests
@@ -309,12 +311,14 @@ async def run_descriptor_head(
     out_dir: Path,
     ready_timeout_s: float,
     options: dict[str, Any],
+    addresses: Mapping[str, str],
 ) -> tuple[dict[str, Any], Path | None]:
     """Start the head commit from its descriptor, test it (:func:`run_descriptor_suite`), always stop it.
 
-    The scratch instance is ``Workload(service, "test-<sha12>", head_dir, env=descriptor.env,
-    command=descriptor.start, prepared=prepared, health_path=descriptor.health)``
-    (:func:`pilotage.runtime.base.scratch_workload`).
+    The scratch instance is ``Workload(service, "test-<sha12>", head_dir, env=instance_env(descriptor, addresses,
+    scratch=True), command=descriptor.start, prepared=prepared, health_path=descriptor.health)``
+    (:func:`pilotage.runtime.base.scratch_workload`, :func:`pilotage.fleet.workload.instance_env`); the test
+    command gets the same environment.
 
     Args:
         runtime: the runtime that starts the instance.
@@ -326,6 +330,7 @@ async def run_descriptor_head(
         out_dir: the run's test artefacts (``<artifacts>/tests/<sha12>``).
         ready_timeout_s: the descriptor's ``ready_timeout_s``, else ``settings.service_ready_timeout_s``.
         options: the :data:`pilotage.testing.suite.DEFAULTS` keys (``headers`` included).
+        addresses: the managed services' stable addresses (the ``consumes`` variables, issue 19).
 
     Returns:
         The suite's result and the validated OpenAPI document (None when the service has none).
@@ -335,7 +340,7 @@ async def run_descriptor_head(
             or its ``test`` names an unknown placeholder (each names the descriptor's field).
         BackendError: a tool could not run.
     """
-    env = {**descriptor.env, **descriptor.scratch_env}  # issue 17: tests never write production data
+    env = instance_env(descriptor, addresses, scratch=True)  # issue 17: tests never write production data
     workload = Workload(
         service, f"test-{commit[:12]}", Path(head_dir), env=env, command=descriptor.start,
         prepared=prepared, health_path=descriptor.health, data_dir=str(Path(out_dir) / "data"),
