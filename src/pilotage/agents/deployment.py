@@ -476,8 +476,9 @@ class DeploymentAgent(Agent):
         base_role = workload_role(
             base_version, code["base_dir"], code.get("base_prepared", ""), {}, addresses=addresses, data_dir=data
         )
+        head_prepared = code.get("head_prepared", "")
         head_role = workload_role(
-            head_version, code["head_dir"], code.get("head_prepared", ""), canary_env, addresses=addresses, data_dir=data
+            head_version, code["head_dir"], head_prepared, canary_env, addresses=addresses, data_dir=data
         )
         return {
             "deployment_id": deployment_id,

@@ -83,9 +83,11 @@ class Credentials:
 
 @dataclass(frozen=True)
 class Consumes:
-    """One provider a service calls (issue #19): the managed ``service``, the variable ``env`` that receives its
-    stable address (``http://127.0.0.1:PORT``), and the ``operations`` called (``operationId`` or ``METHOD /path``
-    of the provider's OpenAPI document, as written)."""
+    """One provider a service calls (issue #19).
+
+    The managed ``service``, the variable ``env`` that receives its stable address (``http://127.0.0.1:PORT``), and
+    the ``operations`` called (``operationId`` or ``METHOD /path`` of the provider's OpenAPI document, as written).
+    """
 
     service: str
     env: str
@@ -145,9 +147,12 @@ class ServiceDescriptor:
 
     @property
     def dependencies(self) -> tuple[str, ...]:
-        """The services this one depends on, in order, without repeats: each ``consumes`` provider, then the
-        ``dependsOn`` refs that name a component (``payments``, ``component:payments``,
-        ``component:default/payments``); other kinds (``resource:orders-db``) are not services."""
+        """The services this one depends on, in order, without repeats.
+
+        Each ``consumes`` provider, then the ``dependsOn`` refs that name a component (``payments``,
+        ``component:payments``, ``component:default/payments``); other kinds (``resource:orders-db``) are not
+        services.
+        """
         names = [c.service for c in self.consumes]
         for ref in self.depends_on:
             kind, _, rest = ref.rpartition(":")
@@ -157,8 +162,7 @@ class ServiceDescriptor:
 
     @property
     def apis(self) -> tuple[str, ...]:
-        """The API names whose document is ``openapi``: ``providesApis``, else the service's name; none without
-        a document."""
+        """The API names whose document is ``openapi``: ``providesApis``, else the service's name (none without one)."""
         if not self.openapi:
             return ()
         return self.provides_apis or (self.name,)
@@ -356,9 +360,7 @@ def _build(data: dict[str, Any], path: str) -> ServiceDescriptor:
         provides_apis=tuple(data.get("providesApis") or ()),
         consumes_apis=tuple(data.get("consumesApis") or ()),
         depends_on=tuple(data.get("dependsOn") or ()),
-        consumes=tuple(
-            Consumes(c["service"], c["env"], tuple(c["operations"])) for c in data.get("consumes") or ()
-        ),
+        consumes=tuple(Consumes(c["service"], c["env"], tuple(c["operations"])) for c in data.get("consumes") or ()),
     )
 
 

@@ -90,7 +90,7 @@ def workload_role(
     data_dir: str = "",
     scratch: bool = False,
 ) -> dict[str, Any]:
-    """One version of a ``deploy.requested`` plan, or an instance the keeper or a stage starts: ``{version, path, env}``.
+    """One version of a ``deploy.requested`` plan, or an instance the keeper starts: ``{version, path, env}``.
 
     When ``path`` holds a descriptor (``pilotage.yaml``) the role also has ``command``, ``prepared``,
     ``health_path``, ``metrics`` and ``data_dir`` (``{data}``: production's folder for the versions a rollout runs,

@@ -176,6 +176,7 @@ def _collect(
             is_test=result.is_test,
             lines=result.lines,
             routes=[[r.method, r.path, r.handler, r.line] for r in result.routes],
+            http_calls=[[c.method, c.path, c.caller, c.line] for c in result.http_calls],
             aliases=result.aliases if m.is_package else {},
         )
     return modules

@@ -8,6 +8,12 @@ made inside each function, and HTTP route decorators (FastAPI ``@app.get("/p")``
 Calls are **approximate** (static, no type inference): a call is recorded by the dotted name written at the call
 site (``f()``, ``mod.f()``, ``self.m()``, ``Class()``) and is later resolved against the names the repository defines
 and imports; calls through variables, ``getattr`` or other objects' methods are not seen.
+
+HTTP client calls (issue #19, :class:`HttpCall`): ``x.get(URL)`` … ``x.delete(URL)`` (httpx, requests, their
+clients and sessions: any receiver) and ``x.request("METHOD", URL)`` / ``x.stream("METHOD", URL)``, whose URL (first
+argument or ``url=``) is a string literal, an f-string or ``base + "/literal"``. The path is the URL from its first
+``/`` after a scheme and host or after a leading ``{…}`` (the base address, e.g. ``f"{PAYMENTS_URL}/payments"``);
+each other ``{…}`` of an f-string becomes ``{}``. A URL without such a path (``d.get("key")``) is no HTTP call.
 """
 
 from __future__ import annotations
@@ -18,10 +24,14 @@ from dataclasses import dataclass, field
 
 from pilotage.errors import InputError
 
-__all__ = ["HTTP_METHODS", "ParsedModule", "Route", "Symbol", "parse_module", "is_test_path"]
+__all__ = ["HTTP_METHODS", "HttpCall", "ParsedModule", "Route", "Symbol", "parse_module", "is_test_path"]
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
 _FLASK_PARAM = re.compile(r"<(?:[a-zA-Z_]+:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
+#: A URL's scheme and host (``http://127.0.0.1:8000``), dropped before its path.
+_ORIGIN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*")
+#: Client methods whose first argument is the HTTP method and second the URL.
+_METHOD_FIRST = ("request", "stream")
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,20 @@ class Route:
     line: int
 
 
+@dataclass(frozen=True)
+class HttpCall:
+    """An HTTP client call found in the code.
+
+    ``method`` upper-case, ``path`` as written with ``{}`` for each interpolated part (``/payments/{}``), the calling
+    function's qualname (the module's name at top level), its line.
+    """
+
+    method: str
+    path: str
+    caller: str
+    line: int
+
+
 @dataclass
 class ParsedModule:
     """Everything :func:`parse_module` extracts from one file.
@@ -53,6 +77,7 @@ class ParsedModule:
             for ``from a import b`` both ``a.b`` and ``a`` are candidates, the ingester keeps the one it knows.
         aliases: local name → dotted target it was imported as (``{"Client": "httpx._client.Client"}``).
         calls: ``(caller qualname, callee as written and alias-expanded, line)``.
+        http_calls: the HTTP client calls with a literal path (:class:`HttpCall`).
     """
 
     name: str
@@ -63,6 +88,7 @@ class ParsedModule:
     aliases: dict[str, str] = field(default_factory=dict)
     calls: list[tuple[str, str, int]] = field(default_factory=list)
     routes: list[Route] = field(default_factory=list)
+    http_calls: list[HttpCall] = field(default_factory=list)
     lines: int = 0
 
 
@@ -107,6 +133,59 @@ def _route(decorator: ast.expr, handler: str) -> list[Route]:
         if kw.arg == "methods" and isinstance(kw.value, (ast.List, ast.Tuple)):
             methods = [str(e.value).upper() for e in kw.value.elts if isinstance(e, ast.Constant)]
     return [Route(m, path, handler, decorator.lineno) for m in methods]
+
+
+def _url_text(node: ast.expr) -> str | None:
+    """The URL of a call argument as text, ``{}`` for each interpolated part; None when it is not literal enough."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value.replace("{", "{{").replace("}", "}}")
+    if isinstance(node, ast.JoinedStr):
+        parts = []
+        for value in node.values:
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                parts.append(value.value.replace("{", "{{").replace("}", "}}"))
+            else:
+                parts.append("{}")
+        return "".join(parts)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        right = _url_text(node.right)
+        return None if right is None else "{}" + right  # base + "/path": the left side is the base address
+    return None
+
+
+def http_path(url: str) -> str | None:
+    """The path of a URL as written by :func:`_url_text`, or None when it has none.
+
+    From its first ``/`` after an origin or a leading ``{}``; ``{}`` for interpolated parts, ``{{``/``}}`` back to
+    literal braces; no query or fragment.
+    """
+    text = _ORIGIN.sub("", url)
+    if text.startswith("{}"):
+        text = text[2:]
+    if not text.startswith("/") or text.startswith("//"):
+        return None
+    path = text.split("?", 1)[0].split("#", 1)[0]
+    return re.sub(r"\{\{|\}\}", lambda m: m.group(0)[0], path)
+
+
+def _http_call(node: ast.Call) -> tuple[str, str] | None:
+    """``(METHOD, path)`` of an HTTP client call (module docstring), or None."""
+    func = node.func
+    if not isinstance(func, ast.Attribute):
+        return None
+    attr = func.attr.lower()
+    args = list(node.args)
+    url_kw = next((kw.value for kw in node.keywords if kw.arg == "url"), None)
+    if attr in _METHOD_FIRST and args and isinstance(args[0], ast.Constant) and isinstance(args[0].value, str):
+        method, args = args[0].value.upper(), args[1:]
+    elif attr in HTTP_METHODS:
+        method = attr.upper()
+    else:
+        return None
+    target = args[0] if args else url_kw
+    url = _url_text(target) if target is not None else None
+    path = http_path(url) if url is not None else None
+    return (method, path) if path is not None and method.lower() in HTTP_METHODS else None
 
 
 _LEAVES = (ast.Name, ast.Constant, ast.expr_context, ast.operator, ast.boolop, ast.cmpop, ast.unaryop, ast.alias)
@@ -199,6 +278,10 @@ class _Visitor:
         self.function = outer
 
     def call(self, node: ast.Call) -> None:
+        found = _http_call(node)
+        if found is not None:
+            caller = self.function or self.out.name
+            self.out.http_calls.append(HttpCall(found[0], found[1], caller, node.lineno))
         if self.function is None:
             return
         written = _dotted(node.func)
@@ -212,7 +295,7 @@ class _Visitor:
 
 
 def parse_module(source: str, name: str, *, is_package: bool, is_test: bool, filename: str) -> ParsedModule:
-    """Extract symbols, imports, calls and routes from ``source`` (the text of module ``name``).
+    """Extract symbols, imports, calls, routes and HTTP client calls from ``source`` (the text of module ``name``).
 
     Args:
         source: the file's text (already decoded).
