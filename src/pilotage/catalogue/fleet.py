@@ -36,13 +36,18 @@ class ServiceAdded(EventData):
 
 
 class ServiceReleased(EventData):
-    """A delivery was promoted: ``commit`` is the service's production commit. Rollout agent → fleet state."""
+    """A delivery was promoted: ``commit`` is the service's production commit. Rollout agent → fleet state.
+
+    ``descriptor``: the ``pilotage.yaml`` of ``commit`` (schema field names; issue #19: the fleet's live
+    dependencies are those of the production descriptors); None in logs written before it.
+    """
 
     service: Annotated[str, AfterValidator(valid_name)]
     commit: str
     previous_commit: str
     deployment_id: str
     run_id: str
+    descriptor: Obj | None = None
 
 
 class ServiceUp(EventData):

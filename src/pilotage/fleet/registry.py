@@ -16,6 +16,7 @@ nodes (``Service -[PRODUCTION]-> Commit``).
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,15 +29,20 @@ from pilotage.codegen.git import is_repo
 from pilotage.errors import InputError
 from pilotage.events import EventType
 from pilotage.fleet.checkout import descriptor_at, resolve_rev
+from pilotage.fleet.deps import cycle_error, dependency_graph, find_cycle
+from pilotage.fleet.descriptor import ServiceDescriptor, parse_descriptor
 from pilotage.graph.base import Graph
 
 __all__ = [
+    "AddCheck",
     "ManagedService",
     "add_service",
     "fold_fleet",
+    "live_descriptors",
     "load_fleet",
     "managed_service",
     "refuse_concurrent",
+    "refuse_cycle",
     "register_generated",
     "require_managed",
     "stable_route_name",
@@ -67,7 +73,8 @@ class ManagedService:
     Attributes:
         name, repo_path, stable_port: as added; the stable address is ``http://127.0.0.1:<stable_port>``.
         production_commit: the commit the stable address serves (the newest ``service.released``, else as added).
-        descriptor: the ``pilotage.yaml`` of the production commit when added (schema field names).
+        descriptor: the ``pilotage.yaml`` of the production commit (schema field names): as added, then as
+            released (``service.released`` carries it since issue #19).
         deliveries: ``{run_id, rev, status, outcome, started, closed}`` of recent deliveries, oldest first.
         up: the newest ``service.up``/``service.down`` data with ``state`` ``up``/``down``; None if never started.
         wake_s: the wake-up times reported by ``service.up`` (reason ``woken``), seconds.
@@ -88,6 +95,14 @@ class ManagedService:
     def stable_url(self) -> str:
         """The stable address clients and other services use."""
         return f"http://127.0.0.1:{self.stable_port}"
+
+    def production_descriptor(self) -> ServiceDescriptor:
+        """The production commit's descriptor, parsed (``<repo>/pilotage.yaml@<sha12>`` in messages).
+
+        Raises:
+            ConfigError: the stored descriptor no longer validates (a schema changed since it was recorded).
+        """
+        return parse_descriptor(self.descriptor, path=f"{self.repo_path}/pilotage.yaml@{self.production_commit[:12]}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable view (``service show --json``)."""
@@ -156,6 +171,8 @@ def _apply(fleet: dict[str, ManagedService], runs: dict[str, tuple[str, dict[str
         return
     if kind == EventType.SERVICE_RELEASED:
         service.production_commit = data["commit"]
+        if isinstance(data.get("descriptor"), dict):
+            service.descriptor = dict(data["descriptor"])
         for entry in reversed(service.deliveries):
             if entry["run_id"] == data["run_id"]:
                 entry["commit"] = data["commit"]
@@ -219,16 +236,41 @@ def _free_port(base: int, taken: set[int]) -> int:
     raise InputError(f"no free port in {base}..{base + 999} for a stable address", hint="set fleet_port_base")
 
 
-async def add_service(bus: Bus, graph: Graph, path: str | Path, *, port_base: int, port: int = 0) -> dict[str, Any]:
+#: ``check(descriptor, fleet)`` run by :func:`add_service` before it publishes (raises to refuse the service).
+AddCheck = Callable[[ServiceDescriptor, dict[str, ManagedService]], Awaitable[None]]
+
+
+def live_descriptors(fleet: dict[str, ManagedService]) -> dict[str, ServiceDescriptor]:
+    """Each managed service's production descriptor, by name (:meth:`ManagedService.production_descriptor`)."""
+    return {name: service.production_descriptor() for name, service in fleet.items()}
+
+
+def refuse_cycle(descriptor: ServiceDescriptor, fleet: dict[str, ManagedService]) -> None:
+    """Refuse ``descriptor`` when it closes a dependency cycle with the fleet's live descriptors (issue #19).
+
+    Raises:
+        ConfigError: naming the cycle (``payments → orders → payments``) and the descriptor.
+    """
+    cycle = find_cycle(dependency_graph({**live_descriptors(fleet), descriptor.name: descriptor}))
+    if cycle is not None:
+        raise cycle_error(cycle, descriptor.path)
+
+
+async def add_service(
+    bus: Bus, graph: Graph, path: str | Path, *, port_base: int, port: int = 0, check: AddCheck | None = None
+) -> dict[str, Any]:
     """Put the git repository at ``path`` under management and return the ``service.added`` data.
 
-    The production commit is the repository's ``HEAD``; its ``pilotage.yaml`` must be valid; the stable port is
-    ``port`` or the first free port from ``port_base`` not taken by another managed service.
+    The production commit is the repository's ``HEAD``; its ``pilotage.yaml`` must be valid and must not close a
+    dependency cycle (:func:`refuse_cycle`); ``check`` (the CLI's: the ``consumes`` providers and operations
+    against their documents, :mod:`pilotage.fleet.documents`) may refuse it too. The stable port is ``port`` or
+    the first free port from ``port_base`` not taken by another managed service.
 
     Raises:
         InputError: ``path`` is not a folder or not the top of a git repository, it has no commit, or the
             descriptor's name is taken by another managed service (exit 2).
-        ConfigError: the descriptor at ``HEAD`` is missing or invalid (names the file and field).
+        ConfigError: the descriptor at ``HEAD`` is missing or invalid, or closes a dependency cycle (names the file
+            and field); whatever ``check`` raises.
     """
     repo = Path(path).expanduser().resolve()
     if not repo.is_dir():
@@ -249,6 +291,9 @@ async def add_service(bus: Bus, graph: Graph, path: str | Path, *, port_base: in
             f"service name {descriptor.name!r} ({repo}/pilotage.yaml) is already taken by {other}",
             hint="choose another `name` in pilotage.yaml",
         )
+    refuse_cycle(descriptor, fleet)
+    if check is not None:
+        await check(descriptor, fleet)
     stable_port = port or _free_port(port_base, {s.stable_port for s in fleet.values()})
     data = {
         "service": descriptor.name,
