@@ -27,10 +27,12 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pilotage.agent import Agent, Reasoning
+from pilotage.agent import Agent, Reasoning, RunSpec
 from pilotage.errors import InputError, PolicyDenied
 from pilotage.events import CloudEvent, EventType
 from pilotage.fleet.descriptor import DESCRIPTOR_FILE
+from pilotage.fleet.documents import DocumentSource
+from pilotage.fleet.impact import impact_of_delivery
 from pilotage.fleet.registry import load_fleet, stable_route_name
 from pilotage.fleet.workload import production_data_dir, provider_addresses, workload_role
 from pilotage.graph.base import Graph
@@ -372,6 +374,9 @@ class DeploymentAgent(Agent):
             "breaking_changes": inputs["breaking_changes"],
             "decision_id": decision.id,
         }
+        cross_service = await self._cross_service(event, code.data)  # issue 19: live consumers of a breaking change
+        if cross_service is not None:
+            policy_input["cross_service"] = cross_service
         # issue 6 (policy): the deploy input carries the change's security scan (bandit, by governance)
         scanned = await self.latest(event.runid, EventType.SECURITY_SCANNED)
         if scanned is not None and isinstance(scanned.data, dict):
@@ -440,6 +445,33 @@ class DeploymentAgent(Agent):
         graph.upsert_edge(f"Service:{inputs['service']}", "DEPLOYED", dep.id)
         graph.upsert_edge(dep.id, "OF", f"Commit:{inputs['commit']}")
 
+    async def _documents(self, event: CloudEvent, run: RunSpec, proposed: CloudEvent | None) -> tuple[str, str]:
+        """``(head document, base document)`` files of the run ("": none; a served one: the head's for both)."""
+        spec_path = str(proposed.data["spec_path"]) if proposed is not None else run.spec_path
+        base_spec = str(proposed.data.get("base_spec_path") or run.spec_path) if proposed is not None else spec_path
+        if run.delivery and proposed is None:  # issue 17: a served document (saved by the tests), or none at all
+            tested = await self.latest(event.runid, EventType.TESTS_COMPLETED)
+            spec_path = base_spec = str(tested.data.get("spec_path") or "") if tested is not None else ""
+        return spec_path, base_spec
+
+    async def _cross_service(self, event: CloudEvent, code: dict[str, Any]) -> dict[str, Any] | None:
+        """Issue 19: the change's breaking changes mapped to the provider's live consumers, or None (unmanaged).
+
+        The deploy input's ``cross_service`` (:func:`pilotage.fleet.impact.impact_of_delivery`).
+
+        Raises:
+            ConfigError: production's document cannot be loaded (a served one: cache, stable address, scratch).
+        """
+        if not code.get("service_repo"):
+            return None
+        run = await self.run_spec(event)
+        proposed = await self.latest(event.runid, EventType.SPEC_PROPOSED)
+        spec_path, base_spec = await self._documents(event, run, proposed)
+        source = DocumentSource(self.ctx.settings, self.ctx.runtime)
+        return await impact_of_delivery(
+            source, await load_fleet(self.ctx.bus), run.service, spec_path, base_spec if proposed is not None else None
+        )
+
     async def _plan(
         self,
         event: CloudEvent,
@@ -455,11 +487,7 @@ class DeploymentAgent(Agent):
         if head_version == base_version:
             head_version += "-canary"
         proposed = await self.latest(event.runid, EventType.SPEC_PROPOSED)
-        spec_path = str(proposed.data["spec_path"]) if proposed is not None else run.spec_path
-        base_spec = str(proposed.data.get("base_spec_path") or run.spec_path) if proposed is not None else spec_path
-        if run.delivery and proposed is None:  # issue 17: a served document (saved by the tests), or none at all
-            tested = await self.latest(event.runid, EventType.TESTS_COMPLETED)
-            spec_path = base_spec = str(tested.data.get("spec_path") or "") if tested is not None else ""
+        spec_path, base_spec = await self._documents(event, run, proposed)
         canary_env = fault_env(run.fault, run.inject_fault_rate, strategy) if not run.delivery else {}
         # issue 17: a managed service's change (a delivery, or a generated service's run) rolls out on its stable
         # route, from the production version it serves, whose data folder both versions use

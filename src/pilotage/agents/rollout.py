@@ -22,15 +22,24 @@ Learn: the ``Deployment`` node's ``outcome``; ``Incident`` node with ``Deploymen
 from __future__ import annotations
 
 import asyncio
+import logging
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pilotage.agent import Agent, AgentContext, Reasoning
 from pilotage.catalogue import parse
 from pilotage.catalogue.rollout import DeployRequested, SloEvaluated
 from pilotage.events import CloudEvent, EventType
+from pilotage.fleet.descriptor import DESCRIPTOR_FILE, ServiceDescriptor, load_descriptor
+from pilotage.fleet.documents import remember_document
+from pilotage.fleet.graph import record_service
+from pilotage.fleet.registry import live_descriptors, load_fleet
 from pilotage.rollout.controller import RollbackDone, rollout_controller
 from pilotage.rollout.incident import write_incident
 from pilotage.rollout.state import Action, RolloutState, load_state, next_action_reasoning, phase_of
+from pilotage.spec.load import load_spec
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RolloutAgent"]
 
@@ -174,6 +183,7 @@ class RolloutAgent(Agent):
         graph.upsert_node("Service", service, {"name": service, "production_commit": commit})
         graph.upsert_node("Commit", commit, {"sha": commit, "service": service})
         graph.upsert_edge(f"Service:{service}", "PRODUCTION", f"Commit:{commit}", {"since_run": event.runid})
+        descriptor = _head_descriptor(code.data if code is not None else {})
         await self.emit(
             EventType.SERVICE_RELEASED,
             {
@@ -182,15 +192,39 @@ class RolloutAgent(Agent):
                 "previous_commit": previous,
                 "deployment_id": deployment_id,
                 "run_id": event.runid,
+                "descriptor": descriptor.to_dict() if descriptor is not None else None,
             },
             cause=event,
         )
+        if descriptor is not None:  # issue 19: the fleet graph holds production's APIs and dependencies
+            try:
+                await self._record_release(event, descriptor, commit)
+            except Exception as exc:  # noqa: BLE001 - a derived view: the release stands, the log file says why
+                log.warning("release of %s %s not written to the fleet graph: %s", service, commit[:12], exc)
         started = await self.log.latest(EventType.DEPLOY_STARTED, run=event.runid, deployment_id=deployment_id)
         if started is not None:  # the new production serves the stable address (service show, pilotage up)
             canary = started.data.get("canary") or {}
             up: dict[str, Any] = {"service": service, "commit": commit, "url": str(started.data.get("proxy_url", ""))}
             up |= {"instance_url": str(canary.get("url", "")), "pid": int(canary.get("pid", 0)), "reason": "released"}
             await self.emit(EventType.SERVICE_UP, up, cause=event)
+
+    async def _record_release(self, event: CloudEvent, descriptor: ServiceDescriptor, commit: str) -> None:
+        """Write the released service's APIs, operations and dependencies to the graph (issue 19).
+
+        :func:`pilotage.fleet.graph.record_service`, from the run's document of the new production (a served one
+        is cached for later, :func:`pilotage.fleet.documents.remember_document`).
+        """
+        spec = await self.latest(event.runid, EventType.SPEC_PROPOSED)
+        tested = await self.latest(event.runid, EventType.TESTS_COMPLETED)
+        holder = spec or tested
+        path = str(holder.data.get("spec_path") or "") if holder is not None else ""
+        if not descriptor.openapi:
+            path = ""
+        if path and descriptor.openapi_served:
+            remember_document(self.ctx.settings, descriptor.name, commit, path)
+        document = await asyncio.to_thread(load_spec, path) if path else None
+        fleet = await load_fleet(self.ctx.bus)  # service.released is in: production is the new descriptor
+        record_service(self.ctx.graph, descriptor, commit, document, live_descriptors(fleet))
 
     async def _release_standby(self, event: CloudEvent, state: RolloutState, after_s: float) -> None:
         await asyncio.sleep(after_s)
@@ -313,3 +347,11 @@ def _summary(service: str, state: RolloutState, judged: dict[str, Any]) -> str:
         f"{canary.get('requests', '?')} requests ({float(canary.get('error_rate') or 0):.1%}) at {where}: "
         f"{rationale}; {back}"
     )
+
+
+def _head_descriptor(code: dict[str, Any]) -> ServiceDescriptor | None:
+    """The released commit's ``pilotage.yaml`` (``code.generated`` ``head_dir``), or None when it has none."""
+    head = str(code.get("head_dir") or "")
+    if not head or not (Path(head) / DESCRIPTOR_FILE).is_file():
+        return None
+    return load_descriptor(head)

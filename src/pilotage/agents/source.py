@@ -29,7 +29,8 @@ from pilotage.errors import ConfigError, InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.fleet.checkout import Prepared, descriptor_at, prepare, resolve_rev
 from pilotage.fleet.descriptor import ServiceDescriptor
-from pilotage.fleet.registry import load_fleet
+from pilotage.fleet.documents import DocumentSource, check_consumed
+from pilotage.fleet.registry import load_fleet, refuse_cycle
 from pilotage.spec.diff import diff_specs
 from pilotage.spec.evolve import operations
 from pilotage.spec.load import load_spec
@@ -76,7 +77,8 @@ class SourceAgent(Agent):
 
         Raises:
             InputError: the service is not managed, ``rev`` is not found or already in production.
-            ConfigError: a commit's descriptor is missing or invalid, or its prepare step failed.
+            ConfigError: a commit's descriptor is missing or invalid, closes a dependency cycle or consumes an
+                unknown service or operation (issue 19), or its prepare step failed.
         """
         run = RunSpec.model_validate(event.data)
         if not run.delivery:
@@ -100,6 +102,8 @@ class SourceAgent(Agent):
                 f"{head_desc.path}: name is {head_desc.name!r}, but the delivery is of {run.service!r}",
                 hint="a service keeps its name; add a renamed service as a new one",
             )
+        refuse_cycle(head_desc, fleet)  # issue 19: the commit's dependencies, against the live fleet
+        await check_consumed(DocumentSource(self.ctx.settings, self.ctx.runtime), head_desc, fleet)
         root = self.ctx.settings.path_in_home("services").resolve() / run.service
         head_prep = await asyncio.to_thread(prepare, repo, head, head_desc, root)
         base_prep = await asyncio.to_thread(prepare, repo, base, base_desc, root)

@@ -1,4 +1,4 @@
-"""Services under management (issue #17): ``service add|list|show``, ``deliver``, ``up``, ``down``.
+"""Services under management (issue #17): ``service add|list|show|graph``, ``deliver``, ``up``, ``down``.
 
 ``pilotage up`` starts ``pilotage serve`` in the background (the control plane keeps each production version
 behind its stable address, re-creates it after a crash and wakes it after a scale-to-zero) and returns once every
@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,8 +56,12 @@ def service_add(
     port: Annotated[int, typer.Option(help="Stable port (0 = the next free one from fleet_port_base).")] = 0,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Put services under management: their HEAD becomes the production commit, each gets a stable address."""
-    from pilotage.fleet.registry import add_service
+    """Put services under management: their HEAD becomes the production commit, each gets a stable address.
+
+    Several paths are added providers first; a ``consumes`` entry is checked against its provider's document.
+    """
+    from pilotage.app import open_runtime
+    from pilotage.fleet.onboard import add_services
     from pilotage.secrets import private_dir
 
     settings = cli_settings()
@@ -65,16 +70,24 @@ def service_add(
         raise InputError("--port names one stable port, but several services were given", hint="add them one by one")
 
     async def work(bus: Any, graph: Any) -> list[dict[str, Any]]:
-        return [await add_service(bus, graph, p, port_base=settings.fleet_port_base, port=port) for p in paths]
+        runtime = open_runtime(settings)  # starts a provider whose served document nothing else gives
+        try:
+            return await add_services(bus, graph, settings, runtime, list(paths), port=port)
+        finally:
+            await runtime.close()
 
     added = asyncio.run(_with_log(settings, work))
     _emit(json_mode, added)
     if not json_mode:
         for data in added:
+            consumes = [c["service"] for c in data["descriptor"].get("consumes") or []]
             console.print(
                 f"added [bold]{data['service']}[/] · production {data['commit'][:12]} · stable address "
                 f"http://127.0.0.1:{data['stable_port']} · {data['repo_path']}"
+                + (f" · consumes {', '.join(consumes)}" if consumes else "")
             )
+            if data["note"]:
+                console.print(f"  [dim]operations not in the graph yet: {data['note']}[/]")
         console.print("next: `pilotage up` to serve production, `pilotage deliver SERVICE REV` to deliver a commit")
 
 
@@ -120,8 +133,12 @@ def service_show(name: Annotated[str, typer.Argument(help="The service's name.")
     from pilotage.fleet.registry import require_managed
 
     settings = cli_settings()
-    service = require_managed(_fleet(settings), name)
-    data = service.to_dict() | {"slo": _slo_status(settings, service)}
+    fleet = _fleet(settings)
+    service = require_managed(fleet, name)
+    data = service.to_dict() | {
+        "slo": _slo_status(settings, service),
+        "dependencies": _relations(settings, fleet, name),
+    }
     if json_mode:
         _emit(True, data)
         return
@@ -130,12 +147,49 @@ def service_show(name: Annotated[str, typer.Argument(help="The service's name.")
     if service.wake_s:
         console.print(f"wake-ups: {len(service.wake_s)}, last {service.wake_s[-1]:.2f} s")
     console.print(f"SLO: {data['slo']['summary']}")
+    _print_relations(data["dependencies"])
     for entry in service.deliveries[-10:]:
         commit = str(entry.get("commit", ""))[:12]
         error = f" · {entry['error']}" if entry.get("error") else ""
         console.print(
             f"  {entry['started'][:19]} {commit or entry['rev'][:12]} {entry['status']} {entry['outcome']}{error}"
         )
+
+
+def _relations(settings: Settings, fleet: dict[str, Any], name: str) -> dict[str, Any]:
+    from pilotage.fleet.onboard import relations
+
+    async def work(_bus: Any, graph: Any) -> dict[str, Any]:
+        return relations(graph, fleet, name)
+
+    result: dict[str, Any] = asyncio.run(_with_log(settings, work))
+    return result
+
+
+def _print_relations(rel: dict[str, Any]) -> None:
+    """``service show``'s lines on APIs, providers, consumers and the code's calls (issue 19)."""
+    for api in rel["provides"]:
+        count = "operations unknown" if api["operations"] is None else f"{api['operations']} operations"
+        console.print(f"provides API {api['api']} ({count})")
+    for c in rel["consumes"]:
+        console.print(f"consumes {c['service']} via {c['env']}: {', '.join(c['operations'])}")
+    for c in rel["consumers"]:
+        ops = ", ".join(op["operation"] for op in c["operations"]) + "".join(f", {u} (not in the document)"
+                                                                             for u in c["unresolved"])  # fmt: skip
+        console.print(f"consumed by {c['service']} ({c['env']}): {ops}")
+    calls = rel["calls"]
+    if not rel["consumes"] and not calls.get("ingested"):
+        return
+    if not calls.get("ingested"):
+        console.print(f"code calls: not ingested ({calls['hint']})")
+        return
+    console.print(f"code calls: {calls['calls']} HTTP calls found")
+    for item in calls["declared_not_called"]:
+        console.print(f"  declared, never called: {item['provider']} {item['operation']}")
+    for item in calls["called_not_declared"]:
+        console.print(f"  called, not declared: {item['provider']} {item['operation']} at {item['at']}")
+    for item in calls["unmatched_calls"]:
+        console.print(f"  [dim]call to no managed operation: {item['call']} at {item['at']}[/]")
 
 
 def _slo_status(settings: Settings, service: Any) -> dict[str, Any]:
@@ -162,6 +216,52 @@ def _slo_status(settings: Settings, service: Any) -> dict[str, Any]:
         f"{canary.get('errors')}/{canary.get('requests')} errors, SLO error rate ≤ {verdict.get('slo_error_rate')}"
     )
     return {"summary": summary, "verdict": verdict}
+
+
+class GraphFormat(StrEnum):
+    """Formats of ``service graph``."""
+
+    mermaid = "mermaid"
+    graphml = "graphml"
+    json = "json"
+
+
+@service_app.command("graph")
+def service_graph(
+    fmt: Annotated[
+        GraphFormat, typer.Option("--format", help="mermaid (default), graphml or json.")
+    ] = GraphFormat.mermaid,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Draw the fleet: services, the APIs they provide, their operations, who consumes what and depends on whom."""
+    from pilotage.fleet.graph import fleet_subgraph
+    from pilotage.fleet.onboard import relations
+    from pilotage.graph.export import to_graphml, to_mermaid
+
+    settings = cli_settings()
+    fleet = _fleet(settings)
+    fmt = GraphFormat.json if json_mode else fmt
+
+    async def work(_bus: Any, graph: Any) -> tuple[Any, Any, dict[str, Any]]:
+        nodes, edges = fleet_subgraph(graph, set(fleet))
+        return nodes, edges, {name: relations(graph, fleet, name) for name in sorted(fleet)}
+
+    nodes, edges, rel = asyncio.run(_with_log(settings, work))
+    if fmt == GraphFormat.json:
+        doc = {
+            "services": rel,
+            "nodes": [{"id": n.id, "kind": n.kind, "key": n.key, "props": n.props} for n in nodes],
+            "edges": [{"src": e.src, "type": e.type, "dst": e.dst, "props": e.props} for e in edges],
+        }
+        text = json.dumps(doc, indent=2)
+    else:
+        text = "\n".join((to_mermaid if fmt == GraphFormat.mermaid else to_graphml)(nodes, edges))
+    if output is not None:
+        output.write_text(text + "\n", encoding="utf-8")
+        console.print(f"wrote the fleet graph ({len(nodes)} nodes, {len(edges)} edges) as {fmt.value} to {output}")
+    else:
+        sys.stdout.write(text + "\n")
 
 
 # --- deliver -------------------------------------------------------------------------------------------------

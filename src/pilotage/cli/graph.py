@@ -3,8 +3,9 @@
 ``graph ingest PATH`` reads a Python repository into the configured graph (``graph_url``), incrementally; files it
 cannot read are listed with the reason and the command exits 1 only when nothing at all could be ingested.
 ``impact PATH_OR_SYMBOL`` lists the modules, endpoints, services and tests a change may affect, each with the chain
-of edges that explains it. ``graph query SQL`` runs read-only SQL on the store; ``graph export`` writes Cypher,
-GraphML or Mermaid.
+of edges that explains it; ``impact --service A --rev REV`` (issue #19) lists the breaking API changes of commit REV
+of managed service A and the consumers that use them, as the deploy gate would name them, without delivering.
+``graph query SQL`` runs read-only SQL on the store; ``graph export`` writes Cypher, GraphML or Mermaid.
 """
 
 from __future__ import annotations
@@ -133,19 +134,33 @@ def graph_export(
 
 @app.command("impact")
 def impact_command(
-    target: Annotated[str, typer.Argument(help="A file or folder, a dotted symbol (pkg.mod.func) or a node id.")],
+    target: Annotated[
+        str | None, typer.Argument(help="A file or folder, a dotted symbol (pkg.mod.func) or a node id.")
+    ] = None,
     since: Annotated[
         str | None,
         typer.Option(
             "--since", help="Start from every file `git diff --name-only REV` lists in TARGET's repository (union)."
         ),
     ] = None,
+    service: Annotated[
+        str | None, typer.Option("--service", help="A managed service: the cross-service impact of --rev.")
+    ] = None,
+    rev: Annotated[str, typer.Option("--rev", help="With --service: a revision of its repository.")] = "HEAD",
     json_mode: JsonOpt = False,
 ) -> None:
-    """List the modules, endpoints, services and tests a change may affect, with the path explaining each."""
+    """List what a change may affect: code (TARGET), or the consumers a service's commit breaks (--service, --rev)."""
     from pilotage.app import open_graph
+    from pilotage.errors import InputError
     from pilotage.graph.impact import impact, impact_since
 
+    if service is not None:
+        if target is not None or since is not None:
+            raise InputError("--service takes no TARGET or --since", hint="pilotage impact --service A --rev REV")
+        _service_impact(service, rev, json_mode)
+        return
+    if target is None:
+        raise InputError("name a TARGET, or --service", hint="pilotage impact PATH, or pilotage impact --service A")
     with open_graph(cli_settings()) as graph:
         report = impact(graph, target) if since is None else impact_since(graph, target, since)
     doc = report.to_dict()
@@ -167,3 +182,32 @@ def impact_command(
         console.print(f"[bold]{category}[/bold] ({len(items)})")
         for item in items:
             console.print(f"  {escape(item['key'])}  [dim]{escape(item['path'])}[/dim]")
+
+
+def _service_impact(service: str, rev: str, json_mode: bool) -> None:
+    """``impact --service``: :func:`pilotage.fleet.impact.service_impact`, printed."""
+    import asyncio
+
+    from pilotage.fleet.impact import service_impact
+
+    doc = asyncio.run(service_impact(cli_settings(), service, rev))
+    if json_mode:
+        console.print_json(json.dumps(doc))
+        return
+    console.print(
+        f"[bold]impact[/bold] of {escape(service)} {escape(rev)} ({doc['commit'][:12]}) over production "
+        f"{doc['production_commit'][:12]}: {escape(doc['summary'])}"
+    )
+    console.print(f"documents: production {doc['documents']['production']}, commit {doc['documents']['commit']}")
+    console.print(f"[bold]breaking changes[/bold] ({len(doc['breaking'])})")
+    for change in doc["breaking"]:
+        console.print(f"  {escape(change['operation'])}: {escape(change['detail'])} [dim]{change['rule']}[/dim]")
+    console.print(f"[bold]consumers affected[/bold] ({len(doc['consumers'])})")
+    for consumer in doc["consumers"]:
+        for op in consumer["operations"]:
+            details = "; ".join(c["detail"] for c in op["changes"])
+            console.print(f"  {consumer['service']} ({consumer['env']}) · {escape(op['operation'])}: {escape(details)}")
+    if doc["unaffected"]:
+        console.print(f"not affected: {', '.join(doc['unaffected'])}")
+    for line in doc["gate"]:
+        console.print(f"deploy gate: {escape(line)}")

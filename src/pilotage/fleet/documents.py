@@ -26,6 +26,7 @@ from typing import Any
 
 from pilotage.errors import ConfigError, InputError, PilotageError
 from pilotage.fleet.checkout import checkout, descriptor_at, prepare
+from pilotage.fleet.deps import check_consumes
 from pilotage.fleet.descriptor import ServiceDescriptor
 from pilotage.fleet.registry import ManagedService
 from pilotage.fleet.workload import instance_env, provider_addresses
@@ -34,7 +35,7 @@ from pilotage.settings import Settings
 from pilotage.spec.load import load_spec
 from pilotage.testing.descriptor_suite import SERVED_SPEC, resolve_openapi
 
-__all__ = ["DocumentSource", "LoadedDocument", "remember_document"]
+__all__ = ["DocumentSource", "LoadedDocument", "check_consumed", "remember_document"]
 
 
 @dataclass(frozen=True)
@@ -178,3 +179,23 @@ class DocumentSource:
             ready_s = descriptor.ready_timeout_s or self.settings.service_ready_timeout_s
             async with scratch_workload(self.runtime, workload, ready_timeout_s=ready_s) as instance:
                 return await self._fetch(descriptor, folder, instance.url, f"served {what} (scratch instance)")
+
+
+async def check_consumed(
+    source: DocumentSource, descriptor: ServiceDescriptor, fleet: dict[str, ManagedService]
+) -> None:
+    """Check ``descriptor``'s ``consumes`` against the fleet: each provider managed, each operation in its document.
+
+    :func:`pilotage.fleet.deps.check_consumes` on each provider's production document, loaded by ``source``.
+
+    Raises:
+        ConfigError: an unknown provider or operation (naming the descriptor's field), or a provider's document
+            that cannot be loaded (naming the provider, its commit and why).
+    """
+    documents: dict[str, dict[str, Any] | None] = {}
+    for entry in descriptor.consumes:
+        provider = fleet.get(entry.service)
+        if provider is not None and entry.service not in documents:
+            loaded = await source.production(provider, fleet)
+            documents[entry.service] = loaded.doc if loaded else None
+    check_consumes(descriptor, sorted(fleet), documents)

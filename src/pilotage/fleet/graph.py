@@ -70,7 +70,7 @@ def _provider_part(
     ops = [(op.label, op.method.upper(), op.path, str(op.operation.get("operationId") or "")) for op in
            iter_operations(doc)] if doc is not None else None  # fmt: skip
     for api in descriptor.apis:
-        props = {"name": api, "service": name, "openapi": descriptor.openapi, "commit": commit}
+        props: dict[str, Any] = {"name": api, "service": name, "openapi": descriptor.openapi, "commit": commit}
         props["base_path"] = base_path(doc) if doc is not None else ""
         props["operations"] = len(ops) if ops is not None else None
         nodes.append(("API", api, props))
@@ -202,7 +202,7 @@ def _code_calls(graph: Graph, service: str) -> list[tuple[str, str, str]] | None
     modules = [m for m in graph.nodes("Module", limit=_LIMIT) if m.props.get("service") == service]
     if not modules:
         return None
-    calls = []
+    calls: list[tuple[str, str, str]] = []
     for module in modules:
         file = Path(str(module.props.get("path", "")))
         root = Path(str(module.props.get("root", "")))
@@ -243,9 +243,9 @@ def call_report(graph: Graph, consumer: ServiceDescriptor, managed: Mapping[str,
     never = []
     for entry in consumer.consumes:
         for ref in entry.operations:
-            op = _resolve(ref, ops.get(entry.service, []))
-            if op is None or op.id not in used.get(entry.service, set()):
-                never.append({"provider": entry.service, "operation": _label(op) if op else ref})
+            found = _resolve(ref, ops.get(entry.service, []))
+            if found is None or found.id not in used.get(entry.service, set()):
+                never.append({"provider": entry.service, "operation": _label(found) if found else ref})
     return {
         "ingested": True,
         "calls": len(calls),

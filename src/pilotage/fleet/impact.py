@@ -19,14 +19,25 @@ Shape::
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pilotage.fleet.deps import Consumer, consumers_of
 from pilotage.fleet.documents import DocumentSource
 from pilotage.fleet.registry import ManagedService, live_descriptors, require_managed
+from pilotage.settings import Settings
 from pilotage.spec.diff import BreakingChange, diff_specs
+from pilotage.spec.load import load_spec
 
-__all__ = ["NO_DOCUMENT", "cross_service_impact", "impact_between", "impact_of_rev"]
+__all__ = [
+    "GATE_RULES",
+    "NO_DOCUMENT",
+    "cross_service_impact",
+    "impact_between",
+    "impact_of_delivery",
+    "impact_of_rev",
+    "service_impact",
+]
 
 #: A provider whose new descriptor names no document: every operation of the old one counts as removed.
 NO_DOCUMENT: dict[str, Any] = {"openapi": "3.0.3", "info": {"title": "no document", "version": "0"}, "paths": {}}
@@ -41,7 +52,8 @@ def cross_service_impact(provider: str, changes: list[BreakingChange], consumers
     by_operation: dict[str, list[BreakingChange]] = {}
     for change in changes:
         by_operation.setdefault(change.operation, []).append(change)
-    affected, unaffected = [], []
+    affected: list[dict[str, Any]] = []
+    unaffected = []
     for consumer in consumers:
         operations = [
             {**op.to_dict(), "changes": [{"rule": c.rule, "detail": c.detail} for c in by_operation[op.label]]}
@@ -111,3 +123,74 @@ async def impact_of_rev(
         "documents": {"production": old.source if old else None, "commit": new.source if new else None},
         "non_breaking": non_breaking,
     }
+
+
+async def impact_of_delivery(
+    source: DocumentSource, fleet: dict[str, ManagedService], service: str, head_spec: str, base_spec: str | None
+) -> dict[str, Any] | None:
+    """The cross-service impact of a delivery in progress (the deployment agent's ``cross_service`` input).
+
+    Args:
+        source: loads production's document when the run has no file of it.
+        fleet: the managed services (their production descriptors are the live consumers).
+        service: the delivered service (None is returned when it is not managed).
+        head_spec: the delivered commit's validated document ("": it names none).
+        base_spec: production's document file when the run read it (``spec.proposed`` ``base_spec_path``), else
+            None: :meth:`DocumentSource.production` loads it (a served document).
+
+    Returns:
+        :func:`cross_service_impact`'s shape; without any consumer no document is read.
+
+    Raises:
+        ConfigError: production's document cannot be loaded.
+        InputError: a document does not load or a ``$ref`` does not resolve.
+    """
+    provider = fleet.get(service)
+    if provider is None:
+        return None
+    if not any(c.service == service for d in live_descriptors(fleet).values() for c in d.consumes):
+        return cross_service_impact(service, [], [])
+    if base_spec:
+        old: dict[str, Any] | None = await asyncio.to_thread(load_spec, base_spec)
+    else:
+        loaded = await source.production(provider, fleet)
+        old = loaded.doc if loaded else None
+    new = await asyncio.to_thread(load_spec, head_spec) if head_spec else None
+    return impact_between(provider, fleet, old, new)
+
+
+#: The rules of ``policy/bundled/deploy_consumers.rego`` (findings of other deploy rules are not shown).
+GATE_RULES = ("breaking-change-consumed",)
+
+
+async def service_impact(settings: Settings, service: str, rev: str) -> dict[str, Any]:
+    """``pilotage impact --service A --rev REV``: :func:`impact_of_rev` plus what the deploy gate would say.
+
+    Opens the log (the fleet), the runtime (a served document of REV is read from a scratch instance) and the
+    policy engine; ``gate`` lists the deploy policy's findings on this ``cross_service`` input
+    (``approval required: …`` or a deny), empty when it would let the change through.
+
+    Raises:
+        InputError: the service is not managed, or REV is not a revision of its repository.
+        ConfigError: a descriptor or a document cannot be loaded.
+    """
+    from pilotage.app import open_bus, open_policy, open_runtime
+    from pilotage.fleet.checkout import resolve_rev
+    from pilotage.fleet.registry import load_fleet
+
+    async with open_bus(settings) as bus:
+        fleet = await load_fleet(bus)
+    sha = resolve_rev(require_managed(fleet, service).repo_path, rev)
+    runtime = open_runtime(settings)
+    try:
+        result = await impact_of_rev(DocumentSource(settings, runtime), fleet, service, sha)
+    finally:
+        await runtime.close()
+    with open_policy(settings) as policy:
+        verdict = policy.evaluate("deploy", {"service": service, "commit": sha, "cross_service": result})
+    result["gate"] = [
+        f"{'approval required' if f['kind'] == 'approval' else 'deny'}: {f['msg']}"
+        for f in verdict.findings
+        if f.get("rule") in GATE_RULES or "cross_service" in str(f.get("msg", ""))
+    ]
+    return result
