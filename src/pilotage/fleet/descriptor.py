@@ -229,6 +229,10 @@ def _schema_error(path: str, error: jsonschema.ValidationError) -> ConfigError:
         what, hint = "the start command has no {port} placeholder", "serve on 127.0.0.1:{port}"
     elif error.validator == "pattern" and where.startswith("consumes["):
         what, hint = _consumes_pattern(where, error.instance)
+    elif error.validator in ("maxItems", "maxLength"):  # the value itself would swamp the line
+        unit = "items" if error.validator == "maxItems" else "characters"
+        what = f"has {len(error.instance)} {unit}, more than {error.validator_value}"
+        hint = "see the descriptor's JSON Schema: pilotage init --schema"
     else:
         what, hint = " ".join(error.message.split())[:200], "see the descriptor's JSON Schema: pilotage init --schema"
     return ConfigError(f"{path}: {where}: {what}", hint=hint, path=path, field=where)
