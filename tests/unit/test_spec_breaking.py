@@ -38,7 +38,9 @@ DOC: dict[str, Any] = {
             "parameters": [{"name": "payment_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
             "get": {
                 "operationId": "getPayment",
-                "parameters": [{"name": "view", "in": "query", "schema": {"type": "string", "enum": ["short", "full"]}}],
+                "parameters": [
+                    {"name": "view", "in": "query", "schema": {"type": "string", "enum": ["short", "full"]}}
+                ],
                 "responses": {
                     "200": {"description": "ok", "content": {"application/json": {"schema": {
                         "$ref": "#/components/schemas/Payment"}}}},
@@ -140,14 +142,15 @@ def test_new_required_request_properties_and_parameters_narrowed_enums_and_chang
         {"name": "X-Tenant", "in": "header", "required": True, "schema": {"type": "string"}},
     ]
     found = sorted(changes(new), key=lambda c: (c[1], c[2]))
+    get, post, gone = "GET /payments/{payment_id}", "POST /payments", "no longer accepts enum value(s)"
     assert found == [
-        ("new-required-request-parameter", "GET /payments/{payment_id}", "new required header parameter 'X-Tenant'"),
-        ("request-parameter-became-required", "GET /payments/{payment_id}", "new required query parameter 'view'"),
-        ("request-parameter-enum-value-removed", "GET /payments/{payment_id}", "query parameter 'view' no longer accepts enum value(s) \"short\""),
-        ("new-required-request-property", "POST /payments", "new required request property 'customer'"),
-        ("request-property-type-changed", "POST /payments", "request property 'amount' type changed from integer to string"),
-        ("request-property-enum-value-removed", "POST /payments", "request property 'currency' no longer accepts enum value(s) \"USD\""),
-        ("request-property-became-required", "POST /payments", "request property 'reference' became required"),
+        ("new-required-request-parameter", get, "new required header parameter 'X-Tenant'"),
+        ("request-parameter-became-required", get, "new required query parameter 'view'"),
+        ("request-parameter-enum-value-removed", get, f"query parameter 'view' {gone} \"short\""),
+        ("new-required-request-property", post, "new required request property 'customer'"),
+        ("request-property-type-changed", post, "request property 'amount' type changed from integer to string"),
+        ("request-property-enum-value-removed", post, f"request property 'currency' {gone} \"USD\""),
+        ("request-property-became-required", post, "request property 'reference' became required"),
     ]  # fmt: skip
     diff = diff_specs(DOC, new)
     assert diff.classification == "breaking"
