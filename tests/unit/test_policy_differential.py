@@ -64,6 +64,24 @@ DEPLOY = {
     "security_scan": SCAN,
 }
 
+#: issue 19: the deploy input of a provider whose breaking change a live consumer uses (fleet/impact.py)
+CROSS_SERVICE = {
+    "provider": "notes",
+    "breaking": [{"rule": "response-required-property-removed", "operation": "GET /notes", "operation_id": "",
+                  "detail": "response 200 property 'items/text' removed"}],
+    "consumers": [
+        {"service": "digest", "env": "NOTES_URL", "operations": [
+            {"operation": "GET /notes", "operation_id": "list", "declared_as": "GET /notes", "changes": [
+                {"rule": "response-required-property-removed", "detail": "response 200 property 'items/text' removed"},
+                {"rule": "response-property-type-changed", "detail": "response 200 property 'items/id' type changed"},
+            ]},
+            {"operation": "GET /notes/{id}", "operation_id": "", "declared_as": "GET /notes/{id}", "changes": []},
+        ]},
+    ],
+    "unaffected": ["audit"],
+    "summary": "1 breaking change(s) of notes; used by digest (GET /notes)",
+}  # fmt: skip
+
 #: agents/deployment.py, authorize("promote", ...)
 PROMOTE = {
     "service": "checkout",
@@ -159,6 +177,7 @@ MERGE_CLEAN.update(files_changed=["app/main.py"], security_scan=SCAN)
 BASES: list[tuple[str, str, dict[str, Any]]] = [
     ("deploy", "ok", DEPLOY),
     ("deploy", "high", {**DEPLOY, "security_scan": {**SCAN, "issues": {"high": 2, "medium": 0, "low": 0}}}),
+    ("deploy", "consumers", {**DEPLOY, "cross_service": CROSS_SERVICE}),
     ("promote", "ok", PROMOTE),
     ("rollback", "ok", ROLLBACK),
     ("scale", "down", SCALE),
@@ -178,7 +197,11 @@ VALUES: list[Any] = [None, "", " ", "x", "down", 0, 1, -1, 2.5, True, False, [],
 
 #: the fields each bundled policy reads (at any depth; the first and last item of every list are followed)
 READ: dict[str, set[str]] = {
-    "deploy": {"commit", "tests_passed", "security_scan_passed", "security_scan", "status", "issues", "high"},
+    "deploy": {
+        "commit", "tests_passed", "security_scan_passed", "security_scan", "status", "issues", "high",
+        "cross_service", "provider", "consumers", "service", "env", "operations", "operation", "changes", "detail",
+        "rule",
+    },
     "promote": {"deployment_id", "healthy"},
     "rollback": set(),
     "scale": {"environment", "direction", "idle_s", "min_idle_s"},
@@ -272,6 +295,7 @@ def test_the_table_covers_every_field_the_policies_read() -> None:
         "change: message", "change: files.15", "change: role", "change: branch",
         "findings: dependencies.0.license", "findings: new_dependencies.0.name", "findings: transitive_dependencies",
         "findings: files_changed.2", "findings: secrets.0.type", "findings: crypto.0.for_security",
+        "consumers: cross_service.consumers.0.operations.0.changes.1.detail", "consumers: cross_service.provider",
         "findings: crypto.1.distribution", "findings: security_scan.findings.0.severity",
     ]:  # fmt: skip
         assert field in labels
