@@ -281,7 +281,10 @@ async def _refuse(
     await agent.emit(
         EventType.POLICY_EVALUATED, {"agent": agent.name, **refused.to_dict(), "input": policy_input}, cause=cause
     )
-    raise PolicyDenied(f"policy denied {verdict.action}: {reason}", verdict=refused, hint="ask for the action again")
+    asked = f" (the approval was asked for: {'; '.join(verdict.needs_approval)})" if verdict.needs_approval else ""
+    raise PolicyDenied(
+        f"policy denied {verdict.action}: {reason}{asked}", verdict=refused, hint="ask for the action again"
+    )
 
 
 async def authorize_with_approval(

@@ -1,0 +1,120 @@
+"""Two services that depend on each other, as a user runs them (issue #19).
+
+The notes service and digest, its consumer (``tests/fixtures/consumer_repo.py``), each in its own git repository:
+added in one command (the consumer named first), served by `pilotage up` (digest gets the notes' stable address in
+``NOTES_URL``), drawn by `service graph`. A commit of notes that renames a response property breaks what digest
+calls: `pilotage impact --service notes` names digest and the operations; a delivery of it waits at the deploy
+gate for a person, who denies it (the delivery fails naming digest, production untouched); delivered again and
+approved, it is promoted and the graph holds the new production.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import CliResult, run_cli
+from tests.fixtures.consumer_repo import breaking_notes_change, make_pair
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+PORT = 18640
+#: The notes' own tests gate the deliveries; short load test and watch (the approval is what this test is about).
+SETTINGS = (
+    f"testing_api_tests = false\nfleet_port_base = {PORT}\nload_test_duration_s = 2.0\n"
+    "post_promotion_watch_s = 2.0\nstandby_s = 0.0\n"
+)
+
+
+def _deliver_in_background(work: Path) -> subprocess.Popen[str]:
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTAGE_")} | {"COLUMNS": "200"}
+    return subprocess.Popen(  # noqa: S603 - this interpreter running Pilotage
+        [sys.executable, "-m", "pilotage", "deliver", "notes", "HEAD", "--json"],
+        cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _pending(work: Path, delivery: subprocess.Popen[str], timeout_s: float = 300.0) -> dict[str, Any]:
+    """The approval the delivery waits for (polled with `pilotage policy pending --json`)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert delivery.poll() is None, delivery.communicate()
+        waiting = run_cli(work, "policy", "pending", "--json", timeout_s=60)
+        assert waiting.code == 0, waiting.stderr
+        if waiting.json():
+            [item] = waiting.json()
+            return dict(item)
+        time.sleep(1.0)
+    raise AssertionError("no approval requested in time")
+
+
+def _finish(delivery: subprocess.Popen[str]) -> CliResult:
+    stdout, stderr = delivery.communicate(timeout=600)
+    return CliResult(delivery.returncode, stdout, stderr)
+
+
+def test_a_breaking_change_waits_for_a_person_naming_its_consumer_then_is_denied_and_approved(tmp_path: Path) -> None:
+    notes, digest = make_pair(tmp_path / "repos")
+    work = tmp_path / "ops"
+    work.mkdir()
+    (work / "pilotage.toml").write_text(SETTINGS, encoding="utf-8")
+    added = run_cli(work, "service", "add", str(digest), str(notes), "--json")
+    assert added.code == 0, added.stderr
+    assert [a["service"] for a in added.json()] == ["notes", "digest"]  # providers first
+    drawn = run_cli(work, "service", "graph")
+    assert drawn.code == 0 and "|DEPENDS_ON|" in drawn.stdout and '["Operation: notes GET /notes"]' in drawn.stdout
+
+    up = run_cli(work, "up", "--json", timeout_s=300)
+    try:
+        assert up.code == 0, up.stdout + up.stderr
+        health = httpx.get(f"http://127.0.0.1:{PORT + 1}/healthz", timeout=5).json()  # digest, added second
+        assert health["notes_url"] == f"http://127.0.0.1:{PORT}"  # the notes' stable address, set by Pilotage
+        assert httpx.get(f"http://127.0.0.1:{PORT + 1}/digest", timeout=5).json() == {"count": 0, "newest": ""}
+
+        change = breaking_notes_change(notes)
+        impact = run_cli(work, "impact", "--service", "notes", "--rev", "HEAD", "--json")
+        assert impact.code == 0, impact.stderr
+        doc = impact.json()
+        assert doc["commit"] == change and [c["service"] for c in doc["consumers"]] == ["digest"]
+        assert [op["operation"] for op in doc["consumers"][0]["operations"]] == ["GET /notes", "GET /notes/{note_id}"]
+        [gate] = doc["gate"]
+        assert gate.startswith("approval required: breaking API change of notes used by live consumer digest")
+
+        first = _deliver_in_background(work)
+        waiting = _pending(work, first)
+        [message] = waiting["needs_approval"]
+        assert message == gate.removeprefix("approval required: ")  # the gate says what `impact` said
+        assert run_cli(work, "deny", waiting["approval_id"], "--reason", "digest still reads text").code == 0
+        denied = _finish(first)
+        assert denied.code != 0
+        assert "live consumer digest (NOTES_URL): GET /notes: response 200 property 'items/text' removed" in (
+            denied.stdout + denied.stderr
+        )
+        shown = json.loads(run_cli(work, "service", "show", "notes", "--json").stdout)
+        assert shown["production_commit"] != change  # nothing delivered
+
+        second = _deliver_in_background(work)
+        again = _pending(work, second)
+        assert again["needs_approval"] == [message]
+        assert run_cli(work, "approve", again["approval_id"], "--reason", "digest moves to body next").code == 0
+        approved = _finish(second)
+        assert approved.code == 0, approved.stdout[-3000:] + approved.stderr
+        assert json.loads(approved.stdout)["outcome"] == "promoted"
+        shown = json.loads(run_cli(work, "service", "show", "notes", "--json").stdout)
+        assert shown["production_commit"] == change
+        assert shown["descriptor"]["openapi"] == "openapi.yaml"
+        consumers = shown["dependencies"]["consumers"]
+        assert [(c["service"], [op["operation"] for op in c["operations"]]) for c in consumers] == [
+            ("digest", ["GET /notes", "GET /notes/{note_id}"])
+        ]
+    finally:
+        run_cli(work, "down", timeout_s=120)
