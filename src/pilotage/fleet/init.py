@@ -400,9 +400,15 @@ traffic:
 _FOOTER = """\
 # ready_timeout_s: 30        # seconds the service may take to answer health after start
 # Backstage relations, for the fleet (entity names as in catalog-info.yaml):
-# providesApis: [orders-api]
+# providesApis: [orders-api]          # the API name(s) of the openapi document
 # consumesApis: [payments-api]
 # dependsOn: [resource:orders-db]
+# What this service calls of other managed services: Pilotage sets env to the provider's stable address in every
+# instance it starts, and checks the operations against the provider's OpenAPI document:
+# consumes:
+#   - service: payments
+#     env: PAYMENTS_URL
+#     operations: [createPayment, "GET /payments/{payment_id}"]
 """
 
 _COMMENTED = {
