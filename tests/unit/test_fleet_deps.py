@@ -11,7 +11,7 @@ import pytest
 
 from pilotage.bus.memory import MemoryBus
 from pilotage.errors import ConfigError
-from pilotage.fleet.deps import consumers_of, find_cycle, providers_first, resolve_operations
+from pilotage.fleet.deps import consumers_of, find_cycle, providers_first, resolve_operations, serving_order
 from pilotage.fleet.descriptor import Consumes, parse_descriptor_text
 from pilotage.fleet.onboard import add_services
 from pilotage.fleet.registry import ManagedService, load_fleet
@@ -205,3 +205,13 @@ def test_a_served_document_with_nothing_serving_it_is_named(tmp_path: Path) -> N
         _add(tmp_path, notes, make_consumer_repo(tmp_path / "digest"))
     line = info.value.one_line()
     assert "/openapi.json of notes at" in line and "does not serve" in line and "pilotage up" in line, line
+
+
+def test_a_delivery_serves_its_providers_first_production_and_new_dependencies_alike() -> None:
+    payments = desc("payments", extra="dependsOn: [ledger]\n")
+    ledger, audit = desc("ledger"), desc("audit")
+    shop = desc("shop", "  - {service: payments, env: PAYMENTS_URL, operations: [x]}\n")
+    live = {"payments": payments, "ledger": ledger, "audit": audit, "shop": shop}
+    head = desc("shop", "  - {service: audit, env: AUDIT_URL, operations: [y]}\n")  # the new commit drops payments
+    assert serving_order(live, "shop", head) == ["audit", "ledger", "payments", "shop"]
+    assert serving_order(live, "ledger", ledger) == ["ledger"]

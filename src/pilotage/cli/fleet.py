@@ -415,7 +415,9 @@ async def _deliver_async(settings: Settings, run: RunSpec, json_mode: bool, budg
 
     async with backends(settings) as ctx:
         keeper = FleetKeeper(ctx)
-        await keeper.up([run.service])  # ConfigError/BackendError: production does not start; nothing delivered
+        # ConfigError/BackendError: production does not start; nothing delivered. Issue 19: the providers it
+        # consumes serve their stable addresses too (the addresses its instances are given)
+        await keeper.up(await _with_providers(ctx.bus, run))
         watch = asyncio.create_task(keeper.watch())
         try:
             result = await run_feature_delivery(
@@ -427,6 +429,17 @@ async def _deliver_async(settings: Settings, run: RunSpec, json_mode: bool, budg
     return run_summary(settings, run, result, title=f"Pilotage delivery {run.run_id}") | {
         "error_type": _failure_type(result.events)
     }
+
+
+async def _with_providers(bus: Any, run: RunSpec) -> list[str]:
+    """The delivered service and every managed service it depends on (its production's and REV's dependencies)."""
+    from pilotage.fleet.checkout import descriptor_at
+    from pilotage.fleet.deps import serving_order
+    from pilotage.fleet.registry import live_descriptors, load_fleet
+
+    live = live_descriptors(await load_fleet(bus))
+    head = await asyncio.to_thread(descriptor_at, run.service_repo, run.rev)
+    return serving_order(live, run.service, head)
 
 
 # --- up / down -----------------------------------------------------------------------------------------------

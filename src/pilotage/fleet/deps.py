@@ -35,6 +35,8 @@ __all__ = [
     "dependency_graph",
     "find_cycle",
     "providers_first",
+    "serving_order",
+    "with_dependencies",
     "resolve_operations",
 ]
 
@@ -120,6 +122,34 @@ def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
                 path.append(nxt)
                 stack.append(iter(sorted(graph.get(nxt, ()))))
     return None
+
+
+def with_dependencies(graph: Mapping[str, Sequence[str]], names: Sequence[str]) -> list[str]:
+    """``names`` and everything they depend on, transitively, in ``graph``: dependencies first, no repeats."""
+    out: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in out or name in path:
+            return
+        for dep in graph.get(name, ()):
+            visit(dep, (*path, name))
+        out.append(name)
+
+    for name in names:
+        visit(name, ())
+    return out
+
+
+def serving_order(descriptors: Mapping[str, ServiceDescriptor], service: str, head: ServiceDescriptor) -> list[str]:
+    """What must serve for a delivery of ``service`` whose new commit's descriptor is ``head``, in start order.
+
+    Its providers' providers first, then its providers (production's and the new commit's dependencies), then
+    ``service``.
+    """
+    graph = dependency_graph(descriptors)
+    both = set(graph.get(service, [])) | set(dependency_graph({**descriptors, service: head})[service])
+    graph[service] = sorted(both)
+    return with_dependencies(graph, [service])
 
 
 def cycle_error(cycle: list[str], path: str) -> ConfigError:
