@@ -1,0 +1,72 @@
+"""A managed service's document at a commit (issue #19): a served one read from a scratch instance of the commit
+(a real process), then from the cache; the fleet's production descriptor follows releases."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from pilotage.bus.memory import MemoryBus
+from pilotage.catalogue import checked_event
+from pilotage.events import EventType
+from pilotage.fleet.documents import DocumentSource, remember_document
+from pilotage.fleet.registry import add_service, fold_fleet, load_fleet
+from pilotage.graph.sqlite import SQLiteGraph
+from pilotage.runtime.local import LocalRuntime
+from pilotage.settings import Settings
+from tests.fixtures.fleet import commit_files
+from tests.fixtures.notes_repo import make_notes_repo
+
+
+def _served_notes(tmp_path: Path) -> Path:
+    notes = make_notes_repo(tmp_path / "notes")
+    text = (notes / "pilotage.yaml").read_text().replace("openapi: openapi.yaml", "openapi: /openapi.json")
+    commit_files(notes, {"pilotage.yaml": text, "openapi.yaml": None}, "FastAPI serves the document")
+    return notes
+
+
+def test_a_served_document_is_read_from_a_scratch_instance_once_then_from_the_cache(tmp_path: Path) -> None:
+    notes = _served_notes(tmp_path)
+    settings = Settings(home=tmp_path / "state")
+
+    async def go() -> tuple[Any, Any, Any]:
+        bus = MemoryBus()
+        await add_service(bus, SQLiteGraph(f"sqlite:///{tmp_path}/g.db"), notes, port_base=18990)
+        fleet = await load_fleet(bus)
+        runtime = LocalRuntime(log_dir=tmp_path / "logs")
+        try:
+            first = await DocumentSource(settings, runtime).production(fleet["notes"], fleet)
+        finally:
+            await runtime.close()
+        again = await DocumentSource(settings).production(fleet["notes"], fleet)  # no runtime: the cache
+        return fleet["notes"], first, again
+
+    service, first, again = asyncio.run(go())
+    assert first.source.endswith("(scratch instance)") and again.source.endswith("(cached)")
+    assert first.path == again.path and first.path.parent.name == service.production_commit[:12]
+    assert {op for op in first.doc["paths"]} == {"/healthz", "/notes", "/notes/{note_id}"}
+    assert first.doc == again.doc
+
+
+def test_a_release_caches_its_tested_document_and_becomes_the_production_descriptor(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "state")
+    saved = tmp_path / "openapi.served.json"
+    saved.write_text('{"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {}}', encoding="utf-8")
+    remember_document(settings, "notes", "a" * 40, saved)
+    assert (
+        settings.home / "services/notes/documents/aaaaaaaaaaaa/openapi.served.json"
+    ).read_text() == saved.read_text()
+    descriptor = {"name": "notes", "start": "x {port}", "openapi": "/openapi.json"}
+    released = {**descriptor, "consumes": [{"service": "ledger", "env": "LEDGER_URL", "operations": ["GET /x"]}]}
+    events = [
+        checked_event(EventType.SERVICE_ADDED, {"service": "notes", "repo_path": "/r", "commit": "a" * 40,
+                                                "stable_port": 18000, "descriptor": descriptor}, source="t"),
+        checked_event(EventType.SERVICE_RELEASED, {"service": "notes", "commit": "b" * 40, "previous_commit": "a" * 40,
+                                                   "deployment_id": "d", "run_id": "r", "descriptor": released},
+                      source="t"),
+    ]  # fmt: skip
+    service = fold_fleet(events)["notes"]
+    assert service.production_commit == "b" * 40
+    assert service.production_descriptor().dependencies == ("ledger",)
+    assert service.production_descriptor().path == "/r/pilotage.yaml@bbbbbbbbbbbb"
