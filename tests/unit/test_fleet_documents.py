@@ -70,3 +70,40 @@ def test_a_release_caches_its_tested_document_and_becomes_the_production_descrip
     assert service.production_commit == "b" * 40
     assert service.production_descriptor().dependencies == ("ledger",)
     assert service.production_descriptor().path == "/r/pilotage.yaml@bbbbbbbbbbbb"
+
+
+def test_the_test_instance_and_the_test_command_get_the_providers_address(tmp_path: Path) -> None:
+    """The testing stage's scratch instance (``run_descriptor_head``) and the service's own test command see
+    ``NOTES_URL``; the test command fails unless it is the address given."""
+    from pilotage.fleet.descriptor import load_descriptor
+    from pilotage.testing.descriptor_suite import run_descriptor_head
+    from tests.fixtures.consumer_repo import make_consumer_repo
+
+    digest = make_consumer_repo(tmp_path / "digest")
+    check = (
+        "test: \"{python} -c 'import os, sys, urllib.request; "
+        'sys.exit(os.environ[\\"NOTES_URL\\"] != \\"http://127.0.0.1:18998\\" or '
+        'b\\"18998\\" not in urllib.request.urlopen(os.environ[\\"PILOTAGE_BASE_URL\\"] + \\"/healthz\\").read())\'"\n'
+    )
+    text = (
+        (digest / "pilotage.yaml")
+        .read_text()
+        .replace('test: "{python} -m pytest -q -p no:cacheprovider tests"\n', check)
+    )
+    (digest / "pilotage.yaml").write_text(text, encoding="utf-8")
+
+    async def go(addresses: dict[str, str]) -> dict[str, Any]:
+        runtime = LocalRuntime(log_dir=tmp_path / "logs")
+        try:
+            result, _ = await run_descriptor_head(
+                runtime, load_descriptor(digest), service="digest", commit="c" * 40, head_dir=digest, prepared="",
+                out_dir=tmp_path / f"out-{len(addresses)}", ready_timeout_s=30.0, options={}, addresses=addresses,
+            )  # fmt: skip
+        finally:
+            await runtime.close()
+        return result
+
+    passed = asyncio.run(go({"notes": "http://127.0.0.1:18998"}))
+    assert passed["unit"]["failed"] == 0 and passed["unit"]["passed"] == 1, passed["unit"]
+    failed = asyncio.run(go({"notes": "http://127.0.0.1:18997", "x": ""}))
+    assert failed["unit"]["failed"] == 1, failed["unit"]
