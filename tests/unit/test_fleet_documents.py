@@ -107,3 +107,48 @@ def test_the_test_instance_and_the_test_command_get_the_providers_address(tmp_pa
     assert passed["unit"]["failed"] == 0 and passed["unit"]["passed"] == 1, passed["unit"]
     failed = asyncio.run(go({"notes": "http://127.0.0.1:18997", "x": ""}))
     assert failed["unit"]["failed"] == 1, failed["unit"]
+
+
+def test_a_release_records_the_new_production_descriptor_and_rewrites_the_fleet_graph(tmp_path: Path) -> None:
+    """The rollout agent's release (``RolloutAgent._release``) on a real fleet: a commit of notes that drops
+    ``GET /notes/{note_id}`` becomes production; digest's declaration of it is left unresolved in the graph."""
+    import json
+
+    from pilotage.agent import AgentContext
+    from pilotage.agents.rollout import RolloutAgent
+    from pilotage.events import new_event
+    from pilotage.fleet.checkout import checkout
+    from pilotage.fleet.onboard import add_services
+    from tests.fixtures.consumer_repo import make_pair
+
+    notes, digest = make_pair(tmp_path / "repos")
+    settings = Settings(home=tmp_path / "state", fleet_port_base=18950)
+    graph = SQLiteGraph(f"sqlite:///{tmp_path}/graph.db")
+    ctx = AgentContext(bus=MemoryBus(), graph=graph, policy=None, runtime=None, settings=settings)  # type: ignore[arg-type]
+
+    async def go() -> tuple[Any, str]:
+        await add_services(ctx.bus, graph, settings, None, [notes, digest])
+        doc = json.loads((notes / "openapi.yaml").read_text())
+        del doc["paths"]["/notes/{note_id}"]
+        sha = commit_files(notes, {"openapi.yaml": json.dumps(doc)}, "notes: no reading one note")
+        head = checkout(notes, sha, tmp_path / "checkouts")
+        before = (await load_fleet(ctx.bus))["notes"].production_commit
+        code = {"head_dir": str(head), "base_commit": before, "commit": sha}
+        for kind, data in (
+            (EventType.CODE_GENERATED, code),
+            (EventType.SPEC_PROPOSED, {"spec_path": str(head / "openapi.yaml")}),
+        ):
+            await ctx.bus.publish(new_event(kind, data, source="/test", subject="notes", runid="run-1"))
+        cause = new_event(EventType.DEPLOY_PROMOTED, {}, source="/test", subject="notes", runid="run-1")
+        await RolloutAgent(ctx)._release(cause, "notes", {"commit": sha}, "dep-1")
+        return await load_fleet(ctx.bus), sha
+
+    fleet, sha = asyncio.run(go())
+    assert fleet["notes"].production_commit == sha
+    assert fleet["notes"].descriptor == fleet["notes"].production_descriptor().to_dict()
+    removed = graph.get_node("Operation:notes GET /notes/{note_id}")
+    assert removed is not None and removed.props["removed_in"] == sha
+    api = graph.get_node("API:notes")
+    assert api is not None and api.props["operations"] == 3 and api.props["commit"] == sha
+    row = graph.query("SELECT props FROM edges WHERE src = 'Service:digest' AND type = 'DEPENDS_ON'")[0]
+    assert json.loads(row["props"])["unresolved"] == ["get_note_notes__note_id__get"]
