@@ -306,3 +306,27 @@ def test_a_usage_error_of_a_sub_command_names_its_whole_path(tmp_path: Path) -> 
     assert "(fix: see `pilotage events tail --help`)" in one_line_error(result.stderr)
     negative = run_cli(tmp_path, "events", "tail", "-n", "-3", timeout_s=60)  # printed nothing, exit 0
     assert negative.code == 2 and "greater than or equal to 1" in one_line_error(negative.stderr)
+
+
+def test_json_mode_prints_a_document_on_failure_and_version_flag(tmp_path: Path) -> None:
+    # issue 18 (item 9): scripts get a JSON document on failure too; `pilotage --version`
+    failed = run_cli(tmp_path, "run", "--spec", str(tmp_path / "nowhere.yaml"), "--request", REQUEST, "--json")
+    assert failed.code == 2 and "nowhere.yaml not found" in one_line_error(failed.stderr)
+    doc = json.loads(failed.stdout)
+    assert doc["status"] == "error" and doc["exit_code"] == 2 and doc["error_type"] == "InputError"
+    assert "nowhere.yaml not found" in doc["error"] and doc["hint"]
+    version = run_cli(tmp_path, "--version")
+    assert version.code == 0 and version.stdout.strip().count(".") == 2
+
+
+@pytest.mark.slow
+def test_workdir_holds_the_log_and_every_run(tmp_path: Path, checkout: Path) -> None:
+    # issue 18 (item 9): --workdir DIR puts the event log, graph, lock and each run in DIR; nothing in the cwd
+    state = tmp_path / "state"
+    first = run_cli(tmp_path, "run", "--spec", str(checkout), "--request", REQUEST, "--workdir", str(state), "--json")
+    assert first.code == 0, first.stderr
+    assert not (tmp_path / ".pilotage").exists()
+    assert (state / "events.db").is_file() and (state / "graph.db").is_file()
+    summary = first.json()
+    assert summary["workdir"] == str(state / "runs" / summary["run_id"]) and summary["event_log"].endswith("events.db")
+    assert Path(summary["report"]).is_file() and str(state) in summary["report"]

@@ -17,6 +17,7 @@ the place and the limit (CLI exit 2).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -220,6 +221,9 @@ def parse_document(text: str, *, path: str | Path = "<memory>", kind: str = "spe
         raise _too_much(kind, path, "is too large", f"{MAX_DOCUMENT_BYTES:,} bytes")
     if syntax == "json":
         return _parse_json(text, kind, path)
+    if text.lstrip()[:1] in ("{", "["):  # JSON text (YAML's subset): the C JSON parser, not PyYAML's pure Python one
+        with contextlib.suppress(InputError):  # flow-style YAML (`{a: 1}`) is not JSON: parsed as YAML below
+            return _parse_json(text, kind, path)
     try:
         return _parse_yaml(text, kind, path)
     except yaml.YAMLError as exc:
