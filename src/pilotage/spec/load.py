@@ -290,7 +290,9 @@ def validate_spec(doc: dict[str, Any], *, path: str | Path = "<memory>") -> None
         path: file name used in error messages.
 
     Raises:
-        InputError: the document is not OpenAPI 3.0/3.1 or breaks its schema; the message names the JSON path.
+        InputError: the document is not OpenAPI 3.0/3.1, has schemas that apply to themselves in a cycle
+            (:func:`pilotage.spec.openapi.check_schema_cycles`, named), or breaks its schema; the message names the
+            JSON path.
     """
     from openapi_spec_validator import OpenAPIV30SpecValidator, OpenAPIV31SpecValidator
 
@@ -305,6 +307,9 @@ def validate_spec(doc: dict[str, Any], *, path: str | Path = "<memory>") -> None
             hint="use a document with a top-level `openapi: 3.0.x` or `openapi: 3.1.x` key",
             path=str(path),
         )
+    from pilotage.spec.openapi import check_schema_cycles  # spec.openapi imports this module
+
+    check_schema_cycles(doc, path=path)  # openapi-spec-validator would recurse for ever on such a cycle
     try:
         errors = list(validator_cls(doc).iter_errors())
     except Exception as exc:  # the validator raises on unresolvable $refs and similar structural problems

@@ -43,6 +43,7 @@ __all__ = [
     "Operation",
     "base_path",
     "bundle_refs",
+    "check_schema_cycles",
     "iter_operations",
     "merged_parameters",
     "operation_ids",
@@ -50,9 +51,11 @@ __all__ = [
     "parameterless_gets",
     "ref_name",
     "ref_of",
+    "references",
     "requires_credentials",
     "resolve",
     "resolve_dict",
+    "schema_cycle",
     "takes_no_parameters",
 ]
 
@@ -153,6 +156,121 @@ def resolve_dict(doc: dict[str, Any], node: Any, *, where: str = "a $ref") -> di
     return found if isinstance(found, dict) else {}
 
 
+# --- walking references and schema cycles ----------------------------------------------------------------------
+
+#: Fields whose keys are names the document chooses (a property, a schema, a media type ...): there a key starting
+#: with ``x-`` is a name, everywhere else it is a Specification Extension (OpenAPI 3.1 §4.9).
+_NAMED_MAPS = frozenset(
+    {"properties", "patternProperties", "schemas", "parameters", "examples", "requestBodies", "headers", "links",
+     "securitySchemes", "callbacks", "pathItems", "content", "encoding", "variables", "webhooks", "$defs",
+     "definitions", "dependentSchemas"}
+)  # fmt: skip
+#: Keywords that apply a subschema to the *same* value (JSON Schema 2020-12 §10.2 in-place applicators).
+_IN_PLACE = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
+
+
+def _extension(parts: tuple[Any, ...], key: Any) -> bool:
+    """True when ``key`` under the node at ``parts`` is a Specification Extension (``x-...``, not a chosen name)."""
+    if not isinstance(key, str) or not key.startswith("x-") or (not parts and key == FILES_KEY):
+        return False
+    named = parts == (FILES_KEY,) or (parts and parts[-1] in _NAMED_MAPS) or parts[-2:-1] == ("components",)
+    return not named
+
+
+def references(node: Any) -> Iterator[tuple[dict[str, Any], tuple[Any, ...]]]:
+    """Yield every Reference Object below ``node`` with its path (keys and indexes), iteratively.
+
+    ``$ref`` values inside Specification Extensions (``x-...`` fields) are tool data, not references of the
+    document: they are neither yielded nor walked (so they are not bundled, followed or validated). The caller
+    may change an object's ``$ref`` before asking for the next one.
+    """
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(node, ())]
+    while stack:
+        item, parts = stack.pop()
+        if isinstance(item, list):
+            stack.extend((child, (*parts, i)) for i, child in enumerate(item))
+            continue
+        if not isinstance(item, dict):
+            continue
+        if ref_of(item) is not None:
+            yield item, parts
+        stack.extend(
+            (child, (*parts, key)) for key, child in item.items() if key != "$ref" and not _extension(parts, key)
+        )
+
+
+def _in_place_refs(doc: dict[str, Any], ref: str) -> list[str]:
+    """The local references the schema at ``ref`` applies to its own value (through :data:`_IN_PLACE` and ``$ref``)."""
+    try:
+        schema = _pointer(doc, ref, ref)
+    except InputError:
+        return []  # openapi-spec-validator names a reference that does not resolve
+    out: list[str] = []
+    stack = [schema]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, dict):
+            continue
+        target = ref_of(item)
+        if target is not None and target.startswith("#"):
+            out.append(target)
+        for key in _IN_PLACE:
+            part = item.get(key)
+            if isinstance(part, dict) and key == "dependentSchemas":
+                stack.extend(part.values())
+            else:
+                stack.extend(part if isinstance(part, list) else [part])
+    return out
+
+
+def schema_cycle(doc: dict[str, Any]) -> list[str] | None:
+    """Return a cycle of schemas that apply to their own value, as the references followed, or None.
+
+    ``A: {allOf: [{$ref: B}]}`` with ``B: {oneOf: [{$ref: A}, ...]}`` validates a value against A by validating the
+    same value against B, then A again, for ever: no validator can finish, so no request or answer can be checked.
+    A cycle through ``properties``, ``items`` or ``additionalProperties`` (a tree) is fine: each step goes one level
+    into the value, and a value is finite. Iterative depth-first search over every local reference of the document.
+    """
+    edges: dict[str, list[str]] = {}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in dict.fromkeys(item["$ref"] for item, _ in references(doc) if item["$ref"].startswith("#")):
+        if root in state:
+            continue
+        path, pending = [root], [iter(edges.setdefault(root, _in_place_refs(doc, root)))]
+        state[root] = 1
+        while pending:
+            nxt = next(pending[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                pending.pop()
+            elif state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                pending.append(iter(edges.setdefault(nxt, _in_place_refs(doc, nxt))))
+    return None
+
+
+def check_schema_cycles(doc: dict[str, Any], *, path: str | Path = "<memory>") -> None:
+    """Refuse a document with a :func:`schema_cycle`, naming it.
+
+    Raises:
+        InputError: ``spec file PATH has schemas that apply to themselves: A -> B -> A ...``.
+    """
+    cycle = schema_cycle(doc)
+    if cycle is not None:
+        chain = " -> ".join(ref_name({"$ref": ref}) or ref for ref in cycle)
+        raise InputError(
+            f"spec file {path} has schemas that apply to themselves: {chain} (through allOf/anyOf/oneOf/not/$ref, "
+            "never reaching a property or an item), so no value can ever be validated against them",
+            hint="break the cycle: one of these schemas must describe a property or an array item of the value "
+            "(properties, items), not the value itself",
+            path=str(path),
+            cycle=chain,
+        )
+
+
 # --- relative files ---------------------------------------------------------------------------------------------
 
 
@@ -230,34 +348,16 @@ def _local_ref(bundle: _Bundle, ref: str, holder: Path, where: str) -> tuple[str
 def _rewrite(bundle: _Bundle, node: Any, holder: Path, label: str) -> list[str]:
     """Rewrite every ``$ref`` below ``node`` (read from file ``holder``) in place; return the keys of new files."""
     new: list[str] = []
-    stack: list[tuple[Any, tuple[Any, ...]]] = [(node, ())]
-    while stack:
-        item, parts = stack.pop()
-        if isinstance(item, list):
-            stack.extend((child, (*parts, i)) for i, child in enumerate(item))
-            continue
-        if not isinstance(item, dict):
-            continue
-        ref = ref_of(item)
-        if ref is not None and (holder != bundle.root_file or not ref.startswith("#")):
+    for item, parts in references(node):
+        ref = item["$ref"]
+        if holder != bundle.root_file or not ref.startswith("#"):
             item["$ref"], key = _local_ref(bundle, ref, holder, f"{label}{json_path(parts)}")
             new.extend([key] if key else [])
-        stack.extend((child, (*parts, name)) for name, child in item.items() if ref is None or name != "$ref")
     return new
 
 
 def _has_file_ref(node: Any) -> bool:
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            ref = ref_of(item)
-            if ref is not None and not ref.startswith("#"):
-                return True
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+    return any(not item["$ref"].startswith("#") for item, _ in references(node))
 
 
 def bundle_refs(doc: dict[str, Any], path: str | Path) -> dict[str, Any]:
