@@ -90,7 +90,7 @@ def answers(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     folder = tmp_path_factory.mktemp("alias-bodies")
     service = generate_service(DOCUMENT, folder)
     assert set(service.models) == {"Circle", "Dated", "Named", "Square"}, service.models
-    requests = [{"method": "POST", "path": path, "json": body} for path, valid, invalid in CASES for body in (valid, invalid)]
+    requests = [{"method": "POST", "path": path, "json": body} for path, *bodies in CASES for body in bodies]
     answer = ask(Path(folder), requests)
     assert answer["ok"], answer.get("error")
     return list(answer["answers"])

@@ -215,10 +215,13 @@ def nested(levels: int) -> dict[str, Any]:
 
 def test_the_generated_service_accepts_deep_trees_and_refuses_absurd_ones(tmp_path: Path) -> None:
     doc = document(TREES["required array of itself"])
+    content = doc["paths"]["/nodes"]["post"]["requestBody"]["content"]
+    content["application/xml"] = content["application/json"]
     generate_service(doc, tmp_path)
     json_type = {"content-type": "application/json"}
     too_deep = '{"name": "n", "children": [' * 3000 + '{"name": "leaf", "children": []}' + "]}" * 3000
     not_json_deep = "[" * 20_000 + "]" * 20_000
+    deep_xml = "<Node><name>n</name><children>" * 3000 + "</children></Node>" * 3000
     answer = ask(
         tmp_path,
         [
@@ -228,11 +231,12 @@ def test_the_generated_service_accepts_deep_trees_and_refuses_absurd_ones(tmp_pa
             {"method": "POST", "path": "/nodes", "json": {"name": "x", "children": [{"name": "y"}]}},
             {"method": "POST", "path": "/nodes", "content": not_json_deep, "headers": json_type},
             {"method": "GET", "path": "/nodes/2"},
+            {"method": "POST", "path": "/nodes", "content": deep_xml, "headers": {"content-type": "application/xml"}},
         ],
     )
     assert answer["ok"], answer.get("error")
     statuses = [a["status"] for a in answer["answers"]]
-    assert statuses == [201, 201, 422, 422, 422, 200], answer["answers"]
+    assert statuses == [201, 201, 422, 422, 422, 200, 422], answer["answers"]
     assert answer["answers"][1]["json"] == nested(40)  # as sent: the tree is stored, not an example
     assert answer["answers"][5]["json"] == nested(40)  # the second item created (Node has no key: ids 1, 2 ...)
 

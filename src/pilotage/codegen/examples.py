@@ -289,9 +289,11 @@ def _example(doc: dict[str, Any], schema: Any, depth: int, stack: _Stack, use: b
 
 
 def _admits_null(schema: dict[str, Any]) -> bool:
-    """True when ``null`` is valid for ``schema`` by its own ``type``: ``"null"`` among the types (3.1), or
-    ``nullable: true`` beside a ``type`` and no composition (OpenAPI 3.0.3 §4.7.24.1: nullable needs ``type``, and an
-    ``allOf`` still applies its parts to null)."""
+    """True when ``null`` is valid for ``schema`` by its own ``type``.
+
+    That is ``"null"`` among the types (3.1), or ``nullable: true`` beside a ``type`` and no composition (OpenAPI
+    3.0.3 §4.7.24.1: nullable needs ``type``, and an ``allOf`` still applies its parts to null).
+    """
     declared = schema.get("type")
     if declared == "null" or (isinstance(declared, list) and "null" in declared):
         return True

@@ -35,7 +35,7 @@ def model_names(doc: dict[str, Any]) -> dict[str, str]:
 
 
 def is_model(doc: dict[str, Any], schema: Any) -> bool:
-    """True when ``schema`` becomes a ``BaseModel`` class: an object with properties and no ``oneOf``/``anyOf``/``allOf``.
+    """True when ``schema`` becomes a ``BaseModel`` class: an object with properties and no composition keyword.
 
     Every other component schema (unions, scalars, enums, arrays, bare objects) becomes a type alias, which has no
     ``model_validate``: the generated service validates those bodies against the document's schema only.
