@@ -29,11 +29,11 @@ from typing import Any
 from pilotage.codegen.examples import example, schema_errors, types_of
 from pilotage.codegen.models import is_model
 from pilotage.codegen.quoting import python_name
+from pilotage.spec.evolve import RESERVED_PATHS  # the service's own /healthz and /metrics
 from pilotage.spec.openapi import Operation, iter_operations, merged_parameters, ref_name, resolve_dict
 
 __all__ = ["OperationPlan", "Resource", "ServicePlan", "make_plan"]
 
-RESERVED_PATHS = ("/healthz", "/metrics")
 _SEGMENT = re.compile(r"^\{([^{}]+)\}$")
 
 
