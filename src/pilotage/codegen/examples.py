@@ -306,10 +306,8 @@ def _branch(branches: list[Any], stack: _Stack) -> Any:
     return next((b for b in branches if not _refers_to(b, stack)), branches[0])
 
 
-def _from_keywords(
-    doc: dict[str, Any], resolved: dict[str, Any], depth: int, stack: _Stack, use: bool
-) -> tuple[bool, Any]:
-    """Return ``(True, value)`` when ``example``/``const``/``enum``/composition keywords decide the example."""
+def _given(resolved: dict[str, Any], use: bool) -> tuple[bool, Any]:
+    """``(True, value)`` when the schema states its example: ``example``/``const``/``default``/``examples``/``enum``."""
     if use:
         for key in ("example", "const", "default"):
             if key in resolved:
@@ -320,6 +318,16 @@ def _from_keywords(
         return True, resolved["const"]
     if isinstance(resolved.get("enum"), list) and resolved["enum"]:
         return True, next((v for v in resolved["enum"] if v is not None), resolved["enum"][0])
+    return False, None
+
+
+def _from_keywords(
+    doc: dict[str, Any], resolved: dict[str, Any], depth: int, stack: _Stack, use: bool
+) -> tuple[bool, Any]:
+    """Return ``(True, value)`` when ``example``/``const``/``enum``/composition keywords decide the example."""
+    found, value = _given(resolved, use)
+    if found:
+        return found, value
     if resolved.get("allOf"):
         merged: Any = None
         for part in resolved["allOf"]:

@@ -5,7 +5,7 @@ ignored)::
 
     request       := add-resource | add-field | add-operation
     add-resource  := "add" [ARTICLE] NAME [KIND] "with" ["field" | "fields"] FIELDS
-    add-field     := "add" [ARTICLE] ["field" | "fields"] NEWFIELDS ["field" | "fields"] ("to" | "on") [ARTICLE] TARGET
+    add-field     := "add" [ARTICLE] ["field"|"fields"] NEWFIELDS ["field"|"fields"] ("to"|"on"|"for") [ARTICLE] TARGET
                      ("field"/"fields" exactly once, before or after NEWFIELDS)
     add-operation := "add" [ARTICLE] VERB ["operation" | "endpoint"] ("to" | "on" | "for") [ARTICLE] TARGET
     NAME      := WORD+        letters, digits, hyphens; no grammar word (to, on, for, with, and, field, operation)
@@ -17,7 +17,8 @@ ignored)::
     IDENT     := [A-Za-z_][A-Za-z0-9_]*         not "id" (the server assigns it)
     TYPE      := string | integer | number | boolean | date | date-time       (str, int, float, bool, datetime too)
     VERB      := list | get | create | update | delete
-    TARGET    := WORD+ [schema | resource | resources] | "/" PATH   an existing schema or collection ("orders", "/pet")
+    TARGET    := WORD+ [schema | resource | resources | model | object | collection] | "/" PATH
+                              an existing schema or collection of the document ("orders", "cart items", "/pet")
     ARTICLE   := a | an | the
 
 Examples: ``Add discount code support with fields code:string, percent:integer`` (a new resource ``DiscountCode``
