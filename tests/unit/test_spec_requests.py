@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pilotage.codegen.generator import generate_service
 from pilotage.errors import InputError
@@ -288,3 +289,13 @@ def test_the_checkout_service_serves_a_new_field_and_a_new_operation(tmp_path: P
     statuses = [a["status"] for a in answer["answers"]]
     assert statuses == [201, 422, 200, 204, 404, 404], answer["answers"]
     assert answer["answers"][2]["json"]["tags"] == "gift, urgent"
+
+
+def test_a_field_goes_to_a_schema_kept_in_another_file(tmp_path: Path) -> None:
+    doc = copy.deepcopy(SHOP)
+    (tmp_path / "common.yaml").write_text(yaml.safe_dump({"Order": doc["components"]["schemas"]["Order"]}))
+    doc["components"]["schemas"]["Order"] = {"$ref": "common.yaml#/Order"}
+    (tmp_path / "shop.yaml").write_text(yaml.safe_dump(doc))
+    new = evolve(load_spec(tmp_path / "shop.yaml"), parse_request("Add a tags field to orders"))
+    assert new["components"]["schemas"]["Order"] == {"$ref": "#/x-pilotage-files/common.yaml/Order"}
+    assert new["x-pilotage-files"]["common.yaml"]["Order"]["properties"]["tags"] == {"type": "string"}

@@ -457,7 +457,7 @@ def apply_change(doc: dict[str, Any], req: ParsedRequest, change: Change, *, pat
     """
     new = copy.deepcopy(doc)
     if change.kind == "add-field":
-        schema = new["components"]["schemas"][change.schema]
+        schema = resolve_dict(new, new["components"]["schemas"][change.schema])  # the object itself, in ``new``
         properties = schema.setdefault("properties", {})
         properties.update({name: dict(FIELD_TYPES[type_]) for name, type_ in change.fields.items()})
     elif change.kind == "add-operation":
