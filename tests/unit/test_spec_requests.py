@@ -299,3 +299,9 @@ def test_a_field_goes_to_a_schema_kept_in_another_file(tmp_path: Path) -> None:
     new = evolve(load_spec(tmp_path / "shop.yaml"), parse_request("Add a tags field to orders"))
     assert new["components"]["schemas"]["Order"] == {"$ref": "#/x-pilotage-files/common.yaml/Order"}
     assert new["x-pilotage-files"]["common.yaml"]["Order"]["properties"]["tags"] == {"type": "string"}
+
+
+def test_the_closest_reading_fixes_the_field_not_the_name() -> None:
+    with pytest.raises(InputError) as info:
+        parse_request("add code with fields label:string, code")
+    assert info.value.context["closest"] == "add code with fields label:string, code:string"

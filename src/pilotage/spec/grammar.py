@@ -228,8 +228,7 @@ def _parse_fields(text: str, raw: str, *, typed: bool) -> tuple[dict[str, str], 
             continue
         match = _FIELD.match(part)
         if match is None or (typed and match["type"] is None):
-            closest = f"{text.replace(part, part.split(':')[0].strip() + ':string', 1)}" if typed and match else None
-            raise refusal(text, f"field {part!r} is not NAME:TYPE", closest)
+            raise refusal(text, f"field {part!r} is not NAME:TYPE", _typed(text, raw, part) if match else None)
         name = match["name"]
         type_ = _type_of(text, name, match["type"]) if match["type"] else "string"
         if name.lower() == "id":
@@ -242,6 +241,15 @@ def _parse_fields(text: str, raw: str, *, typed: bool) -> tuple[dict[str, str], 
     if not fields:
         raise refusal(text, "'with fields' names no field")
     return fields, required
+
+
+def _typed(text: str, raw: str, part: str) -> str | None:
+    """``text`` with the untyped field ``part`` of its fields ``raw`` made ``part:string`` (a closest reading)."""
+    normalized = " ".join(text.split()).removesuffix(".").rstrip()
+    if not normalized.endswith(raw):
+        return None
+    one = re.compile(rf"(?<![A-Za-z0-9_:]){re.escape(part)}(?![A-Za-z0-9_:])")
+    return normalized[: len(normalized) - len(raw)] + one.sub(f"{part}:string", raw, count=1)
 
 
 def _slug(*parts: str) -> str:
