@@ -23,6 +23,7 @@ with one line naming the reason and, where there is one, the closest reading (``
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
@@ -74,15 +75,7 @@ class Change:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the change as JSON-serialisable data (the design agent's decision input)."""
-        return {
-            "kind": self.kind,
-            "schema": self.schema,
-            "fields": dict(self.fields),
-            "required": list(self.required),
-            "operations": list(self.operations),
-            "collection_path": self.collection_path,
-            "item_path": self.item_path,
-        }
+        return dataclasses.asdict(self)
 
 
 def operations(doc: dict[str, Any]) -> list[str]:
