@@ -21,7 +21,8 @@ from pilotage.codegen.examples import FORCED_DEPTH, example, schema_errors
 from pilotage.codegen.generator import generate_service
 from pilotage.errors import InputError
 from pilotage.spec.load import load_spec, validate_spec
-from pilotage.spec.openapi import references, schema_cycle
+from pilotage.spec.openapi import UNFOLLOWED_REF, references, schema_cycle, unfollowed_extension_refs
+from pilotage.testing.schemathesis_runner import load_operations
 from tests.fixtures.service_importer import ask
 
 NODE = "#/components/schemas/Node"
@@ -258,3 +259,20 @@ def test_refs_inside_extensions_are_not_followed(tmp_path: Path) -> None:
     assert not any("nope" in ref or "example.com" in ref or "missing" in ref or "outside" in ref for ref in found)
     assert loaded["x-tool"] == {"$ref": "https://example.com/tool.json"}  # kept as the tool's data
     generate_service(loaded, tmp_path / "service")
+
+
+def test_tools_get_the_document_with_extension_refs_unfollowed(tmp_path: Path) -> None:
+    """schemathesis resolves every $ref it meets: the documents Pilotage hands to tools carry none in extensions."""
+    doc = document(TREES["required array of itself"])
+    doc["components"]["schemas"]["Node"]["x-codegen"] = {"$ref": "https://example.com/ignored.json"}
+    doc["paths"]["/nodes"]["post"]["x-sdk"] = {"list": [{"$ref": "#/nowhere"}]}
+    file = tmp_path / "openapi.json"
+    file.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="example.com"):
+        load_operations(file)  # the tool itself follows it
+    tools = unfollowed_extension_refs(load_spec(file))
+    assert tools["components"]["schemas"]["Node"]["x-codegen"] == {UNFOLLOWED_REF: "https://example.com/ignored.json"}
+    assert tools["paths"]["/nodes"]["post"]["x-sdk"] == {"list": [{UNFOLLOWED_REF: "#/nowhere"}]}
+    assert tools["components"]["schemas"]["Node"]["properties"]["children"]["items"] == {"$ref": NODE}
+    file.write_text(json.dumps(tools))
+    assert sorted(load_operations(file)) == ["GET /nodes", "GET /nodes/{id}", "POST /nodes"]

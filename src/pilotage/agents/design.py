@@ -29,7 +29,7 @@ from pilotage.spec.diff import diff_specs
 from pilotage.spec.evolve import Change, apply_change, operations, plan_change
 from pilotage.spec.grammar import ParsedRequest, parse_request
 from pilotage.spec.load import dump_spec, load_spec, spec_digest, spec_key
-from pilotage.spec.openapi import iter_operations
+from pilotage.spec.openapi import iter_operations, unfollowed_extension_refs
 
 __all__ = ["DesignAgent", "record_spec"]
 
@@ -155,8 +155,9 @@ class DesignAgent(Agent):
             )
         new = apply_change(base, req, change, path=run.spec_path)
         artifacts = run.artifacts_path.resolve()
-        base_path = dump_spec(base, artifacts / "openapi.base.yaml")
-        next_path = dump_spec(new, artifacts / "openapi.next.yaml")
+        # the documents every later stage and tool reads; $refs inside x- extensions are data, never followed
+        base_path = dump_spec(unfollowed_extension_refs(base), artifacts / "openapi.base.yaml")
+        next_path = dump_spec(unfollowed_extension_refs(new), artifacts / "openapi.next.yaml")
         load_spec(next_path)  # what codegen will read must round-trip and validate
         diff = diff_specs(base, new)
         added = diff.added

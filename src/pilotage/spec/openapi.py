@@ -40,10 +40,10 @@ __all__ = [
     "HTTP_METHODS",
     "MAX_REF_FILES",
     "MAX_REF_HOPS",
+    "UNFOLLOWED_REF",
     "Operation",
     "base_path",
     "bundle_refs",
-    "check_schema_cycles",
     "iter_operations",
     "merged_parameters",
     "operation_ids",
@@ -57,6 +57,7 @@ __all__ = [
     "resolve_dict",
     "schema_cycle",
     "takes_no_parameters",
+    "unfollowed_extension_refs",
 ]
 
 #: The operation fields of a Path Item Object, in the specification's order (OpenAPI 3.0/3.1 §4.8.9).
@@ -160,11 +161,9 @@ def resolve_dict(doc: dict[str, Any], node: Any, *, where: str = "a $ref") -> di
 
 #: Fields whose keys are names the document chooses (a property, a schema, a media type ...): there a key starting
 #: with ``x-`` is a name, everywhere else it is a Specification Extension (OpenAPI 3.1 §4.9).
-_NAMED_MAPS = frozenset(
-    {"properties", "patternProperties", "schemas", "parameters", "examples", "requestBodies", "headers", "links",
-     "securitySchemes", "callbacks", "pathItems", "content", "encoding", "variables", "webhooks", "$defs",
-     "definitions", "dependentSchemas"}
-)  # fmt: skip
+_NAMED_MAPS = frozenset("properties patternProperties schemas parameters examples requestBodies headers links "
+                        "securitySchemes callbacks pathItems content encoding variables webhooks $defs definitions "
+                        "dependentSchemas".split())  # fmt: skip
 #: Keywords that apply a subschema to the *same* value (JSON Schema 2020-12 §10.2 in-place applicators).
 _IN_PLACE = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
 
@@ -177,26 +176,48 @@ def _extension(parts: tuple[Any, ...], key: Any) -> bool:
     return not named
 
 
+def _mappings(node: Any) -> Iterator[tuple[dict[str, Any], tuple[Any, ...], bool]]:
+    """Every mapping below ``node`` (iteratively) with its path and whether it lies inside an ``x-`` extension.
+
+    A mapping's children are taken after it is yielded, so the caller may change it (its ``$ref`` is not walked).
+    """
+    stack: list[tuple[Any, tuple[Any, ...], bool]] = [(node, (), False)]
+    while stack:
+        item, parts, inside = stack.pop()
+        if isinstance(item, list):
+            stack.extend((child, (*parts, i), inside) for i, child in enumerate(item))
+        elif isinstance(item, dict):
+            yield item, parts, inside
+            stack.extend((c, (*parts, k), inside or _extension(parts, k)) for k, c in item.items() if k != "$ref")
+
+
 def references(node: Any) -> Iterator[tuple[dict[str, Any], tuple[Any, ...]]]:
-    """Yield every Reference Object below ``node`` with its path (keys and indexes), iteratively.
+    """Yield every Reference Object below ``node`` with its path (keys and indexes).
 
     ``$ref`` values inside Specification Extensions (``x-...`` fields) are tool data, not references of the
-    document: they are neither yielded nor walked (so they are not bundled, followed or validated). The caller
-    may change an object's ``$ref`` before asking for the next one.
+    document: they are not yielded (so they are not bundled, followed or validated). The caller may change an
+    object's ``$ref`` before asking for the next one.
     """
-    stack: list[tuple[Any, tuple[Any, ...]]] = [(node, ())]
-    while stack:
-        item, parts = stack.pop()
-        if isinstance(item, list):
-            stack.extend((child, (*parts, i)) for i, child in enumerate(item))
-            continue
-        if not isinstance(item, dict):
-            continue
-        if ref_of(item) is not None:
+    for item, parts, inside in _mappings(node):
+        if not inside and ref_of(item) is not None:
             yield item, parts
-        stack.extend(
-            (child, (*parts, key)) for key, child in item.items() if key != "$ref" and not _extension(parts, key)
-        )
+
+
+#: What :func:`unfollowed_extension_refs` renames ``$ref`` to inside extensions.
+UNFOLLOWED_REF = "x-unfollowed-ref"
+
+
+def unfollowed_extension_refs(doc: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``doc`` with every ``$ref`` key inside an ``x-`` extension renamed :data:`UNFOLLOWED_REF`.
+
+    Pilotage never follows those (:func:`references`), but tools it runs on the document resolve every ``$ref``
+    they meet (schemathesis refused ``x-codegen: {$ref: https://...}`` inside a schema as unresolvable).
+    """
+    out = copy.deepcopy(doc)
+    for item, _, inside in _mappings(out):
+        if inside and "$ref" in item:
+            item[UNFOLLOWED_REF] = item.pop("$ref")
+    return out
 
 
 def _in_place_refs(doc: dict[str, Any], ref: str) -> list[str]:
@@ -250,25 +271,6 @@ def schema_cycle(doc: dict[str, Any]) -> list[str] | None:
                 path.append(nxt)
                 pending.append(iter(edges.setdefault(nxt, _in_place_refs(doc, nxt))))
     return None
-
-
-def check_schema_cycles(doc: dict[str, Any], *, path: str | Path = "<memory>") -> None:
-    """Refuse a document with a :func:`schema_cycle`, naming it.
-
-    Raises:
-        InputError: ``spec file PATH has schemas that apply to themselves: A -> B -> A ...``.
-    """
-    cycle = schema_cycle(doc)
-    if cycle is not None:
-        chain = " -> ".join(ref_name({"$ref": ref}) or ref for ref in cycle)
-        raise InputError(
-            f"spec file {path} has schemas that apply to themselves: {chain} (through allOf/anyOf/oneOf/not/$ref, "
-            "never reaching a property or an item), so no value can ever be validated against them",
-            hint="break the cycle: one of these schemas must describe a property or an array item of the value "
-            "(properties, items), not the value itself",
-            path=str(path),
-            cycle=chain,
-        )
 
 
 # --- relative files ---------------------------------------------------------------------------------------------
