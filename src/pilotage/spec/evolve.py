@@ -196,6 +196,8 @@ def _refuse(req: ParsedRequest, path: str, why: str, rule: str, closest: str | N
     hints = {
         "reserved-path": "name the resource otherwise: the generated service serves /healthz and /metrics itself",
         "unresolved-name": "name a schema or a collection path of the document",
+        "not-an-object": "add the field to a plain object schema (an object part of the allOf)",
+        "no-item-path": "ask for a list or create operation, or add the item path to the document first",
     }
     return InputError(
         f"request {shown!r} cannot be applied to spec file {path}: {why}{meant}",
