@@ -120,8 +120,9 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
     if t == EventType.SPEC_VALIDATED:
         return f"OpenAPI {d.get('openapi_version')} valid, {d.get('operation_count')} operations"
     if t == EventType.CODE_GENERATED:
-        where = "" if d.get("service_repo") else f" on {d.get('branch')}"
-        notes = f" ({'; '.join(d['warnings'])})" if d.get("service_repo") and d.get("warnings") else ""
+        delivered = d.get("base_branch") == "production"  # a delivered commit (else generated, on its branch)
+        where = "" if delivered else f" on {d.get('branch')}"
+        notes = f" ({'; '.join(d['warnings'])})" if delivered and d.get("warnings") else ""
         return (
             f"commit {str(d.get('commit'))[:10]}{where}: {len(d.get('files_changed', []))} files, "
             f"+{d.get('lines_added')}/-{d.get('lines_removed')}{notes}"

@@ -95,6 +95,20 @@ def test_demo_promotes_and_records_every_decision(tmp_path: Path) -> None:
     assert replayed.code == 0, replayed.stderr + replayed.stdout
     assert replayed.json() == {"decisions": len(decisions), "differing": 0, "results": []}
 
+    # issue 17: the demo is a delivery to a managed service: the baseline served on the stable address as
+    # production, the change rolled out there beside it, and promoted into production
+    code = of_type(run, "code.generated")[0].data
+    started = of_type(run, "deploy.started")[0].data
+    shown = run_cli(tmp_path, "service", "show", "checkout", "--json")
+    assert shown.code == 0, shown.stderr
+    service = shown.json()
+    assert service["generated"] is True and service["repo_path"] == code["repo_path"]
+    assert service["production_commit"] == code["commit"] and started["proxy_url"] == service["stable_url"]
+    assert started["baseline"]["version"] == code["base_commit"][:12]
+    assert [(d["run_id"], d["outcome"]) for d in service["deliveries"]] == [(summary["run_id"], "promoted")]
+    ups = [e.data for e in events if e.type == "dev.pilotage.service.up" and e.data["service"] == "checkout"]
+    assert ups[0]["commit"] == code["base_commit"] and ups[0]["url"] == service["stable_url"]
+
 
 def test_demo_with_injected_fault_rolls_back(tmp_path: Path) -> None:
     result = run_cli(tmp_path, "demo", "--inject-fault", "--json")

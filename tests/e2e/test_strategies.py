@@ -73,7 +73,8 @@ def test_a_small_change_is_canaried_and_a_fault_rolls_it_back(tmp_path: Path) ->
     rolled = of_type(run, "deploy.rolled_back")[0].data
     assert rolled["strategy"] == "canary" and rolled["phase"] == "step"
     report = Path(of_type(run, "incident.opened")[0].data["report_path"]).read_text(encoding="utf-8")
-    assert "traffic weights set to" in report and "stopped" in report  # back to the baseline, canary stopped
+    # back to production alone on the service's stable route (issue 17), the canary stopped
+    assert "stable route service:spec: production" in report and "stopped" in report
     assert not of_type(run, "deploy.promoted")
 
 
@@ -95,8 +96,10 @@ def test_a_large_change_goes_behind_a_flag_and_a_fault_turns_the_flag_off(tmp_pa
     assert judged["action"] == "rollback"  # flag-on requests failed, flag-off ones did not
     rolled = of_type(run, "deploy.rolled_back")[0].data
     assert rolled["strategy"] == "feature-flag" and "turned off" in rolled["reason"]
-    # no process restarted: the new version was started once, and never stopped by the rollback
+    # no process restarted: users were protected by the flag turned off (the new version, started once, is
+    # stopped after that, leaving production alone on the stable route: issue 17)
     assert len(of_type(run, "deploy.started")) == 1 and not of_type(run, "deploy.resumed")
     report = Path(of_type(run, "incident.opened")[0].data["report_path"]).read_text(encoding="utf-8")
     assert "feature flag" in report and "off for every targeting key" in report
     assert "stopped" not in report.split("feature flag", 1)[1].split("\n", 1)[0]
+    assert "stable route service:spec: production" in report

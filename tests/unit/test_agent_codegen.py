@@ -10,8 +10,11 @@ from pathlib import Path
 from pilotage.agent import AgentContext
 from pilotage.agents.codegen import CodegenAgent, branch_name
 from pilotage.agents.design import DesignAgent
+from pilotage.catalogue import checked_event
 from pilotage.codegen import git
 from pilotage.events import CloudEvent, EventType
+from pilotage.fleet.descriptor import load_descriptor
+from pilotage.fleet.registry import load_fleet
 from pilotage.policy.rego import RegoPolicyEngine
 from pilotage.spec.load import load_spec, spec_key
 from tests.unit.test_agent_design import CHECKOUT, started
@@ -78,7 +81,7 @@ def test_generates_commits_and_opens_a_pr(tmp_path: Path) -> None:
 
     decision = next(e.data for e in events if e.type == EventType.DECISION and e.data["kind"] == "codegen.plan")
     assert decision["action"] == "baseline-and-branch"
-    assert decision["score"] == {"files": 14, "resources": 4, "operations": 15, "stored_operations": 15}
+    assert decision["score"] == {"files": 15, "resources": 4, "operations": 15, "stored_operations": 15}
     replay = CodegenAgent(ctx).reason("codegen.plan", decision["inputs"])
     assert (replay.action, replay.score, replay.rationale) == (
         decision["action"],
@@ -95,6 +98,14 @@ def test_generates_commits_and_opens_a_pr(tmp_path: Path) -> None:
         spec_key("checkout", load_spec(CHECKOUT))
     ]
 
+    # issue 17: the generated service is a managed service, its baseline the production the change goes to
+    fleet = asyncio.run(load_fleet(ctx.bus))
+    assert fleet["checkout"].generated and fleet["checkout"].repo_path == str(repo)
+    assert fleet["checkout"].production_commit == generated["base_commit"] and generated["service_repo"] == str(repo)
+    assert [d["run_id"] for d in fleet["checkout"].deliveries] == ["run-design-1"]
+    descriptor = load_descriptor(generated["head_dir"])  # the one Pilotage wrote validates against the schema
+    assert (descriptor.name, descriptor.health, descriptor.openapi) == ("checkout", "/healthz", "app/openapi.json")
+
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         cwd=generated["head_dir"],
@@ -108,6 +119,11 @@ def test_generates_commits_and_opens_a_pr(tmp_path: Path) -> None:
 def test_second_run_reuses_the_repository(tmp_path: Path) -> None:
     ctx = make_ctx()
     first = asyncio.run(design_then_codegen(ctx, tmp_path))
+    refused = asyncio.run(design_then_codegen(ctx, tmp_path, run_id="run-second-2"))
+    failed = [e.data["error"] for e in refused if e.type == EventType.AGENT_FAILED]
+    assert any("a delivery of checkout is in progress (run run-design-1" in str(f) for f in failed)  # concurrent
+    closed = {"run_id": "run-design-1", "status": "completed", "outcome": "promoted", "error": None}
+    asyncio.run(ctx.bus.publish(checked_event(EventType.FLOW_COMPLETED, closed, source="t", runid="run-design-1")))
     second = asyncio.run(design_then_codegen(ctx, tmp_path, run_id="run-second-2"))
     g1 = next(e.data for e in first if e.type == EventType.CODE_GENERATED)
     g2 = next(e.data for e in second if e.type == EventType.CODE_GENERATED)

@@ -142,15 +142,67 @@ def test_fleet_state_follows_releases_and_deliveries(tmp_path: Path) -> None:
 def test_a_second_delivery_is_refused_while_one_runs_until_its_budget_passed(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from pilotage.cli.fleet import _refuse_concurrent
-    from pilotage.fleet.registry import ManagedService
+    from pilotage.fleet.registry import ManagedService, refuse_concurrent
 
     now = datetime.now(UTC)
     running = {"run_id": "run-1", "rev": "a" * 40, "status": "running", "outcome": ""}
     service = ManagedService("shop", str(tmp_path), 18950, "b" * 40, {}, [running | {"started": now.isoformat()}])
     with pytest.raises(InputError, match=r"a delivery of shop is in progress \(run run-1, aaaaaaaaaaaa, started \d+ s"):
-        _refuse_concurrent(service, 900.0)
+        refuse_concurrent(service, 900.0)
     service.deliveries = [running | {"started": (now - timedelta(seconds=901)).isoformat()}]  # its process died
-    _refuse_concurrent(service, 900.0)
+    refuse_concurrent(service, 900.0)
     service.deliveries = [running | {"started": now.isoformat(), "status": "completed"}]
-    _refuse_concurrent(service, 900.0)
+    refuse_concurrent(service, 900.0)
+
+
+GENERATED = "name: shop\nowner: pilotage\nstart: '{python} -m http.server {port} --bind 127.0.0.1'\nhealth: /\n"
+
+
+def _register(tmp_path: Path, bus: MemoryBus, repo: Path, run_id: str) -> dict[str, object]:
+    from pilotage.fleet.registry import register_generated
+
+    graph = SQLiteGraph(f"sqlite:///{tmp_path / 'graph.db'}")
+    try:
+        sha = resolve_rev(repo, "HEAD")
+        return asyncio.run(register_generated(bus, graph, repo, sha, run_id=run_id, port_base=18950))
+    finally:
+        graph.close()
+
+
+def _start_run(bus: MemoryBus, run_id: str) -> None:
+    run = {"run_id": run_id, "service": "shop", "spec_path": "", "request": "Add a thing", "workdir": "/tmp/x"}
+    asyncio.run(bus.publish(checked_event(EventType.FLOW_STARTED, run, source="t", subject="shop", runid=run_id)))
+
+
+def test_a_generated_service_is_replaced_by_the_next_run_and_its_runs_are_its_deliveries(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    _start_run(bus, "run-1")
+    first = make_repo(tmp_path / "run-1", {"pilotage.yaml": GENERATED})
+    added = _register(tmp_path, bus, first, "run-1")
+    assert added["generated"] is True and added["replaces"] == ""
+    shop = asyncio.run(load_fleet(bus))["shop"]
+    assert shop.generated and shop.repo_path == str(first) and shop.production_commit == resolve_rev(first, "HEAD")
+    assert [d["run_id"] for d in shop.deliveries] == ["run-1"] and shop.deliveries[0]["rev"] == "Add a thing"
+    with pytest.raises(InputError, match=r"a delivery of shop is in progress \(run run-1"):
+        _register(tmp_path, bus, make_repo(tmp_path / "run-2", {"pilotage.yaml": GENERATED}), "run-2")
+    closed = {"run_id": "run-1", "status": "completed", "outcome": "promoted", "error": None}
+    asyncio.run(bus.publish(checked_event(EventType.FLOW_COMPLETED, closed, source="t", runid="run-1")))
+    _start_run(bus, "run-2")
+    again = _register(tmp_path, bus, tmp_path / "run-2", "run-2")
+    assert again["replaces"] == str(first) and again["stable_port"] == added["stable_port"]  # same address
+    shop = asyncio.run(load_fleet(bus))["shop"]
+    assert shop.repo_path == str(tmp_path / "run-2") and [d["run_id"] for d in shop.deliveries] == ["run-1", "run-2"]
+    assert _register(tmp_path, bus, tmp_path / "run-2", "run-2")["commit"] == shop.production_commit  # no re-add
+    assert len([e for e in bus._log if e.type == EventType.SERVICE_ADDED]) == 2
+
+
+def test_a_run_never_takes_over_a_service_added_by_hand(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    _add(tmp_path, bus, make_repo(tmp_path / "shop", {"pilotage.yaml": DESCRIPTOR}))
+    generated = make_repo(tmp_path / "generated", {"pilotage.yaml": GENERATED})
+    with pytest.raises(InputError, match=r"service 'shop' is managed from .*shop, which Pilotage did not generate"):
+        _register(tmp_path, bus, generated, "run-1")
+    forged = {"service": "shop", "repo_path": str(generated), "commit": "a" * 40, "stable_port": 1, "descriptor": {}}
+    forged |= {"generated": True, "replaces": str(tmp_path / "shop")}  # a service.added that tries anyway
+    asyncio.run(bus.publish(checked_event(EventType.SERVICE_ADDED, forged, source="t", subject="shop")))
+    assert asyncio.run(load_fleet(bus))["shop"].repo_path == str(tmp_path / "shop")

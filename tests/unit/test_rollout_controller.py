@@ -19,6 +19,7 @@ from pilotage.agents.reliability import ReliabilityAgent
 from pilotage.bus.memory import MemoryBus
 from pilotage.errors import BackendError
 from pilotage.events import EventType, new_event
+from pilotage.flows.recovery import process_alive
 from pilotage.graph.sqlite import SQLiteGraph
 from pilotage.rollout.controller import RolloutController
 from pilotage.runtime.local import LocalRuntime
@@ -181,5 +182,59 @@ def test_an_event_of_a_foreign_shape_fails_its_run_with_a_clear_error(tmp_path: 
             for sub in subs:
                 await sub.stop()
             await ctx.runtime.close()
+
+    asyncio.run(scenario())
+
+
+async def _production(controller: RolloutController, plan: dict[str, Any]) -> str:
+    """Serve the plan's baseline as production on the stable route ``service:tiny`` (as the fleet keeper does)."""
+
+    async def no_waker() -> None:
+        return None
+
+    _instance, route = await controller.serve_production("tiny", plan["baseline"], "service:tiny", 0, no_waker)
+    return route.url
+
+
+def test_feature_flag_on_a_stable_route_starts_beside_production_and_rolls_back_to_it_alone(tmp_path: Path) -> None:
+    # issue 17: a generated service's run rolls out on its stable route like any delivery, flags included
+    async def scenario() -> None:
+        controller = _controller(tmp_path)
+        plan = _plan(tmp_path, "feature-flag", [5, 100]) | {"route": "service:tiny"}
+        try:
+            url = await _production(controller, plan)
+            production = await controller.runtime.get_route("service:tiny")
+            assert production is not None
+            production_pid = production.backends["v1"].pid
+            started = await controller.launch(plan)
+            assert started["proxy_url"] == url and started["baseline"]["pid"] == production_pid  # adopted
+            assert await _versions(url) == {"v2": 40}  # the new code serves the route, its flag at 0 %
+            done = await controller.roll_back(plan)
+            assert "off for every targeting key" in done.actions[0] and "production v1 100%" in done.actions[1]
+            route = await controller.runtime.get_route("service:tiny")
+            assert route is not None and set(route.backends) == {"v1"} and route.backends["v1"].pid == production_pid
+            assert await _versions(url) == {"v1": 40}
+            assert not process_alive(int(started["canary"]["pid"]))  # the new version stopped
+        finally:
+            await controller.close()
+            await controller.runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_recreate_on_a_stable_route_starts_the_new_version_beside_production(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        controller = _controller(tmp_path)
+        plan = _plan(tmp_path, "canary", [50, 100]) | {"route": "service:tiny"}
+        try:
+            url = await _production(controller, plan)
+            resumed = await controller.recreate(plan, phase="rollout", weight=50)
+            assert resumed["proxy_url"] == url and resumed["weight"] == 50
+            route = await controller.runtime.get_route("service:tiny")
+            assert route is not None and route.weights == {"v1": 50, "v2": 50}
+            assert set(await _versions(url)) == {"v1", "v2"}
+        finally:
+            await controller.close()
+            await controller.runtime.close()
 
     asyncio.run(scenario())

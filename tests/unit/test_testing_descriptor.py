@@ -154,7 +154,7 @@ async def _seed(ctx: AgentContext, tmp_path: Path, repo: Path, commit: str, *, c
     head = tmp_path / "work" / "versions" / commit[:12]
     _git(repo, "worktree", "add", "-q", "--detach", str(head), commit)
     run = RunSpec(
-        run_id="r1", service="notes", spec_path="", request="deliver", workdir=str(tmp_path / "work"),
+        run_id="r1", service="notes", spec_path="", request="deliver", workdir=str(tmp_path / "work"), kind="deliver",
         commit_tests=commit_tests,
     )  # fmt: skip
     code = {"commit": commit, "head_dir": str(head), "branch": "main", "service_repo": str(repo)}

@@ -10,7 +10,9 @@ On ``spec.validated`` it
    ("baseline"); then branches ``pilotage/<resource-slug>-<run id[:8]>`` from ``main``, regenerates for the
    next spec (the operations it adds behind the release flag, ``flagged_operations``) and commits with the
    request as message; adds detached worktrees of both commits under
-   ``workdir/versions/<sha12>``; emits ``code.generated`` then ``pr.opened``;
+   ``workdir/versions/<sha12>``; makes the generated repository a managed service whose production is the
+   baseline (:func:`pilotage.fleet.registry.register_generated`, issue 17: the change is delivered like any
+   commit of a managed service); emits ``code.generated`` then ``pr.opened``;
 4. **learns**: ``Service -HAS_COMMIT-> Commit`` for both commits and ``Commit -IMPLEMENTS-> Spec``.
 
 Redelivery of the same event is harmless: a branch whose head already carries the request is reused.
@@ -28,6 +30,7 @@ from pilotage.codegen.models import model_names
 from pilotage.codegen.plan import make_plan
 from pilotage.errors import BackendError
 from pilotage.events import CloudEvent, EventType
+from pilotage.fleet.registry import register_generated
 from pilotage.graph.base import node_id
 from pilotage.spec.diff import diff_specs
 from pilotage.spec.grammar import parse_request
@@ -126,7 +129,7 @@ class CodegenAgent(Agent):
 
         if not initialized:
             git.init_repo(repo)
-            baseline = generate_service(base_doc, repo)
+            baseline = generate_service(base_doc, repo, name=run.service)
             info = base_doc.get("info") or {}
             message = f"baseline: {info.get('title', run.service)} {info.get('version', '')}".strip()
             # issue 6 (policy): every commit asks the policy engine first; a deny raises PolicyDenied (fail closed)
@@ -139,7 +142,7 @@ class CodegenAgent(Agent):
         if commit is None:
             git.create_branch(repo, branch, "main")
             # issue 16: the operations the change adds are served only to requests whose release flag is on
-            generated = generate_service(next_doc, repo, flagged=flagged)
+            generated = generate_service(next_doc, repo, flagged=flagged, name=run.service)
             # issue 6 (policy): every commit asks the policy engine first; a deny raises PolicyDenied (fail closed)
             await self.authorize(
                 "commit", _commit_input(repo, branch, "change", run.request, generated.files), cause=event
@@ -157,6 +160,18 @@ class CodegenAgent(Agent):
         base_names = {d["name"] for d in read_requirements(base_dir / "requirements.txt")}
         new_dependencies = [d for d in dependencies if d["name"] not in base_names]
 
+        # issue 17: the generated service is a managed service; its baseline is the production the change is
+        # delivered against, served on the service's stable address (pilotage.fleet.keeper brings it up)
+        settings = self.ctx.settings
+        await register_generated(
+            self.ctx.bus,
+            self.ctx.graph,
+            repo,
+            base_commit,
+            run_id=run.run_id,
+            port_base=settings.fleet_port_base,
+            port=run.proxy_port,
+        )
         await self.emit(
             EventType.CODE_GENERATED,
             {
@@ -177,6 +192,7 @@ class CodegenAgent(Agent):
                 "warnings": warnings,
                 "flagged_operations": flagged,
                 "decision_id": decision.id,
+                "service_repo": str(repo),
             },
             cause=event,
         )

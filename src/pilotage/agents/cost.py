@@ -120,7 +120,7 @@ class CostAgent(Agent):
             if event.type in self.subscribes and data.get("deployment_id"):
                 outcomes.setdefault(str(data["deployment_id"]), event)
             elif event.type == EventType.ENV_SCALED_DOWN:
-                scaled.add(str(data.get("environment")))
+                scaled.add(str(data.get("deployment_id") or data.get("environment")))
             elif event.type in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):
                 closed.add(event.runid)
         return [e for dep, e in outcomes.items() if dep not in scaled and e.runid not in closed]
@@ -148,6 +148,11 @@ class CostAgent(Agent):
         run = await self.run_spec(event)
         if run.delivery:
             return  # issue 17: what a delivery leaves serving is the service's production (pilotage.fleet.keeper)
+        # issue 17: a generated service's run rolls out on the service's stable route: that route is the
+        # environment; scaled to zero it stays open and wakes on the next request (pilotage.fleet.keeper)
+        requested = await self.latest(event.runid, EventType.DEPLOY_REQUESTED)
+        stable_route = str((requested.data or {}).get("route") or "") if requested is not None else ""
+        environment = stable_route or deployment_id
         settings = self.ctx.settings
         if settings.instance_size not in settings.prices_usd_per_hour:
             raise ConfigError(
@@ -160,10 +165,10 @@ class CostAgent(Agent):
         poll_s = max(0.05, min(self.poll_s, idle_after_s / 4))
         deadline = time.monotonic() + idle_after_s + self.max_busy_s
         while time.monotonic() < deadline:
-            route = await runtime.get_route(deployment_id)
-            if route is None:
-                return  # closed by someone else: nothing left to scale
-            idle_s = (await runtime.route_stats(deployment_id)).idle_s()
+            route = await runtime.get_route(environment)
+            if route is None or not route.backends:
+                return  # closed (or scaled to zero) by someone else: nothing left to scale
+            idle_s = (await runtime.route_stats(environment)).idle_s()
             if idle_s >= idle_after_s:
                 break
             await asyncio.sleep(min(poll_s, max(0.05, idle_after_s - idle_s)))
@@ -171,7 +176,7 @@ class CostAgent(Agent):
             return  # busy for the whole watch: leave it running
         running = [i for i in route.backends.values() if (await runtime.health(i)).running]
         inputs = {
-            "environment": deployment_id,
+            "environment": environment,
             "idle_s": idle_s,
             "idle_after_s": idle_after_s,
             "instances": len(running),
@@ -184,7 +189,7 @@ class CostAgent(Agent):
             "scale",
             {
                 "service": run.service,
-                "environment": deployment_id,
+                "environment": environment,
                 "direction": "down",
                 "idle_s": idle_s,
                 "min_idle_s": idle_after_s,
@@ -193,7 +198,12 @@ class CostAgent(Agent):
             },
             cause=event,
         )
-        stopped = await rollout_controller(self.ctx).scale_down(deployment_id)  # the one component that stops
+        controller = rollout_controller(self.ctx)  # the one component that stops
+        if stable_route:
+            stopped = await controller.scale_to_zero(stable_route)
+            await controller.stop_traffic(deployment_id)
+        else:
+            stopped = await controller.scale_down(deployment_id)
         saving = decision.score["saving_usd_per_hour"]
         source = PRICE_SOURCE.format(size=settings.instance_size)
         graph = self.ctx.graph
@@ -218,7 +228,7 @@ class CostAgent(Agent):
         await self.emit(
             EventType.ENV_SCALED_DOWN,
             {
-                "environment": deployment_id,
+                "environment": environment,
                 "idle_s": round(idle_s, 3),
                 "instances_stopped": stopped,
                 "saving_usd_per_hour": saving,

@@ -274,7 +274,13 @@ NO_DOCUMENT: dict[str, Any] = {"openapi": "3.0.3", "info": {"title": "no documen
 
 
 def traffic_plan(
-    spec_path: str, base_spec_path: str, head_dir: str, touched: list[str], allowed_envs: list[str] | None = None
+    spec_path: str,
+    base_spec_path: str,
+    head_dir: str,
+    touched: list[str],
+    allowed_envs: list[str] | None = None,
+    *,
+    generated: bool = False,
 ) -> dict[str, Any]:
     """Return the synthetic-traffic plan of a rollout (:func:`pilotage.rollout.traffic_plan.build_traffic_plan`).
 
@@ -288,6 +294,7 @@ def traffic_plan(
         allowed_envs: the environment variables a descriptor may name in ``traffic.credentials`` (the setting
             ``traffic_credential_envs``; None = any, for generated services); another name is ignored, so a
             delivered commit cannot have the control plane send it a secret of the operator.
+        generated: Pilotage generated the service (it serves at the paths as written, whatever its descriptor).
 
     Raises:
         InputError: a document does not load or validate; ConfigError: a malformed ``pilotage.yaml``.
@@ -296,7 +303,7 @@ def traffic_plan(
     credentials = settings.credentials
     if credentials is not None and allowed_envs is not None and credentials.env not in allowed_envs:
         credentials = None  # not the operator's choice: secured operations are skipped (the plan says so)
-    described = bool(head_dir) and (Path(head_dir) / DESCRIPTOR_FILE).is_file()
+    described = not generated and bool(head_dir) and (Path(head_dir) / DESCRIPTOR_FILE).is_file()
     base = load_spec(base_spec_path) if base_spec_path and Path(base_spec_path).is_file() else None
     head = load_spec(spec_path) if spec_path else NO_DOCUMENT  # a delivered service without an OpenAPI document
     return build_traffic_plan(
@@ -486,12 +493,17 @@ class DeploymentAgent(Agent):
             tested = await self.latest(event.runid, EventType.TESTS_COMPLETED)
             spec_path = base_spec = str(tested.data.get("spec_path") or "") if tested is not None else ""
         canary_env = fault_env(run.fault, run.inject_fault_rate, strategy) if not run.delivery else {}
-        data = str(production_data_dir(self.ctx.settings, run.service)) if run.delivery else ""
+        # issue 17: a managed service's change (a delivery, or a generated service's run) rolls out on its stable
+        # route, from the production version it serves, whose data folder both versions use
+        managed = bool(code.get("service_repo"))
+        data = str(production_data_dir(self.ctx.settings, run.service)) if managed else ""
         spec_data = proposed.data if proposed is not None else {}
         diff = spec_data.get("diff") or {}
         touched = [*touched, *(str(x) for x in (diff.get("added") or []) + (spec_data.get("operations_added") or []))]
         allowed = list(self.ctx.settings.traffic_credential_envs)
-        traffic = traffic_plan(spec_path, base_spec, str(code["head_dir"]), touched, allowed)
+        traffic = traffic_plan(
+            spec_path, base_spec, str(code["head_dir"]), touched, allowed, generated=not run.delivery
+        )
         return {
             "deployment_id": deployment_id,
             "service": run.service,
@@ -503,8 +515,7 @@ class DeploymentAgent(Agent):
             "canary": workload_role(
                 head_version, code["head_dir"], code.get("head_prepared", ""), canary_env, data_dir=data
             ),
-            # issue 17: a delivery rolls out on the service's stable route, from the production version it serves
-            "route": stable_route_name(run.service) if run.delivery else "",
+            "route": stable_route_name(run.service) if managed else "",
             "traffic": traffic,  # issue 17: the synthetic-traffic plan (requests, skipped, summary)
             "traffic_paths": smoke_paths(traffic),  # its GETs that need nothing filled: the preview smoke check
             "proxy_port": run.proxy_port,

@@ -227,7 +227,7 @@ class PerformanceAgent(Agent):
             await self._skip(event, commit, self._failure_reason(data))
             return
         code = await self.latest(event.runid, EventType.CODE_GENERATED)
-        delivered = code.data if code is not None and code.data.get("service_repo") else None
+        delivered = code.data if code is not None and run.delivery else None
         if delivered is not None and not data.get("spec_path"):  # issue 17: a service without an OpenAPI document
             await self._skip(event, commit, NO_DOCUMENT_REASON)
             return

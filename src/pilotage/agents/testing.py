@@ -274,7 +274,9 @@ class TestingAgent(Agent):
                 f"run {event.runid}: code.generated has no commit or its head_dir {head_dir} is not a folder",
                 hint="regenerate the code",
             )
-        descriptor = await asyncio.to_thread(_descriptor_of, head_dir)  # issue 17: None for a generated service
+        # issue 17: a delivered commit is tested from its descriptor; a generated service (whose pilotage.yaml
+        # Pilotage wrote) keeps the generated-service stage (ghostwriter, contract-net workers)
+        descriptor = await asyncio.to_thread(_descriptor_of, head_dir) if run.delivery else None
         spec = await self.latest(event.runid, EventType.SPEC_VALIDATED)
         if descriptor is None and (spec is None or not isinstance(spec.data, dict)):
             raise InputError(f"run {event.runid}: no spec.validated event before the merge verdict", hint="run design")

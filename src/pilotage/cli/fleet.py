@@ -165,28 +165,6 @@ def _slo_status(settings: Settings, service: Any) -> dict[str, Any]:
 
 
 # --- deliver -------------------------------------------------------------------------------------------------
-def _refuse_concurrent(service: Any, budget_s: float) -> None:
-    """Refuse a second delivery of a service while one runs (two rollouts would share its stable route).
-
-    A delivery counts as running until its run closes, or — a run whose process died — its budget has passed.
-
-    Raises:
-        InputError: a delivery of the service started less than ``budget_s`` ago and has not ended.
-    """
-    from datetime import UTC, datetime
-
-    for entry in reversed(service.deliveries):
-        if entry.get("status") != "running":
-            continue
-        age_s = (datetime.now(UTC) - datetime.fromisoformat(entry["started"])).total_seconds()
-        if age_s < budget_s:
-            raise InputError(
-                f"a delivery of {service.name} is in progress (run {entry['run_id']}, {entry['rev'][:12]}, started "
-                f"{age_s:.0f} s ago): two rollouts cannot share its stable address",
-                hint=f"wait for it to end (`pilotage service show {service.name}`), then deliver",
-            )
-
-
 def _check_delivery(settings: Settings, name: str, rev: str, budget_s: float = 900.0) -> tuple[Any, str]:
     """Fail before anything starts: the service is managed, ``rev`` exists, its descriptor is valid, it is new.
 
@@ -195,10 +173,10 @@ def _check_delivery(settings: Settings, name: str, rev: str, budget_s: float = 9
         ConfigError: the descriptor at ``rev`` is missing or invalid (exit 3).
     """
     from pilotage.fleet.checkout import descriptor_at, resolve_rev
-    from pilotage.fleet.registry import require_managed
+    from pilotage.fleet.registry import refuse_concurrent, require_managed
 
     service = require_managed(_fleet(settings), name)
-    _refuse_concurrent(service, budget_s)
+    refuse_concurrent(service, budget_s)
     if not Path(service.repo_path).is_dir():
         raise InputError(f"{service.repo_path} (service {name}) no longer exists", hint="restore the repository")
     sha = resolve_rev(service.repo_path, rev)
@@ -420,6 +398,8 @@ def _wait_up(settings: Settings, names: list[str], since: float, pid: int) -> di
     """Wait until each service serves (``service.up``) or failed (``service.down`` reason ``failed``)."""
     from datetime import datetime
 
+    from pilotage.flows.recovery import process_alive
+
     deadline = time.monotonic() + UP_TIMEOUT_S
     states: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:
@@ -440,7 +420,7 @@ def _wait_up(settings: Settings, names: list[str], since: float, pid: int) -> di
             }
         if len(states) == len(names):
             return states
-        if not _alive(pid):
+        if not process_alive(pid):
             break
         time.sleep(0.3)
     for name in names:
@@ -457,22 +437,10 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    """True while process ``pid`` runs (a zombie — a dead child not reaped yet — is not alive)."""
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
-    except OSError:
-        return True  # no /proc (not Linux): signal 0 is all we have
-    return "\nState:\tZ" not in status
-
-
 @app.command()
 def down(json_mode: JsonOpt = False) -> None:
     """Stop the control plane `pilotage up` started (and with it every production version it serves)."""
+    from pilotage.flows.recovery import process_alive
     from pilotage.flows.supervisor import serving_pid
 
     settings = cli_settings()
@@ -484,9 +452,9 @@ def down(json_mode: JsonOpt = False) -> None:
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30.0
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    if process_alive(pid):
         raise ConfigError(f"the control plane (pid {pid}) did not stop within 30 s", hint=f"kill {pid}")
     _emit(json_mode, {"stopped": True, "pid": pid})
     if not json_mode:

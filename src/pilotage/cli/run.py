@@ -161,6 +161,7 @@ async def _record_interruption(bus: Any, run: RunSpec, signal_name: str) -> None
 
 async def _execute(settings: Settings, run: RunSpec, json_mode: bool) -> dict[str, Any]:
     from pilotage.app import all_agents, backends
+    from pilotage.fleet.keeper import keep_fleet
     from pilotage.flows.feature_delivery import run_feature_delivery
 
     task = asyncio.current_task()
@@ -181,6 +182,9 @@ async def _execute(settings: Settings, run: RunSpec, json_mode: bool) -> dict[st
         )
     )
     async with backends(settings) as ctx:
+        # issue 17: the generated service is a managed service; its production (the baseline its codegen agent adds)
+        # is served on its stable address for the run, and the change is delivered against it
+        keeper, subs, watch = await keep_fleet(ctx, idle_after_s=0.0, only=run.service)
         try:
             result = await run_feature_delivery(ctx, run, all_agents(ctx), on_event=_timeline_printer(json_mode))
         except asyncio.CancelledError:
@@ -188,6 +192,11 @@ async def _execute(settings: Settings, run: RunSpec, json_mode: bool) -> dict[st
                 raise
             await _record_interruption(ctx.bus, run, received[0])
             raise RunInterrupted(run, received[0]) from None
+        finally:
+            watch.cancel()
+            for sub in subs:
+                await sub.stop()
+            await keeper.down()
     return run_summary(settings, run, result, title=f"Pilotage run {run.run_id}")
 
 

@@ -29,7 +29,7 @@ from pilotage.agent import RunSpec
 from pilotage.bus.query import EventLog
 from pilotage.catalogue import checked_event
 from pilotage.cli import JsonOpt, app, cli_settings, console
-from pilotage.errors import ConfigError, PilotageError
+from pilotage.errors import ConfigError
 from pilotage.events import CloudEvent, EventType
 from pilotage.settings import Settings
 
@@ -72,6 +72,7 @@ def _install_ack_journal(bus: Any, path: Path) -> None:
 async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: bool, ack_journal: Path | None) -> None:
     from pilotage.agents.cost import CostAgent
     from pilotage.app import all_agents, backends
+    from pilotage.fleet.keeper import keep_fleet
     from pilotage.flows.recovery import recover
     from pilotage.flows.supervisor import FlowSupervisor
 
@@ -85,11 +86,16 @@ async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: 
             _install_ack_journal(ctx.bus, ack_journal)
         supervisor = FlowSupervisor(ctx.bus, budget_s=budget_s, on_event=show)
         closed = await supervisor.sweep()
-        report = await recover(ctx, home=settings.home, instance=instance)
+        fleet: list[Any] = []
+
+        async def fleet_up() -> None:  # issue 17: production of every managed service, before runs resume
+            fleet.extend(await keep_fleet(ctx, idle_after_s=settings.fleet_idle_after_s))
+
+        report = await recover(ctx, home=settings.home, instance=instance, keep_fleet=fleet_up)
+        keeper, fleet_subs, watch = fleet
         agents = all_agents(ctx)
         subs = [sub for agent in agents for sub in await agent.start()]
         subs.append(await supervisor.start())
-        keeper, fleet_subs, watch = await _start_fleet(ctx, settings)
         subs.extend(fleet_subs)
         ready = {
             "serving": True,
@@ -122,35 +128,6 @@ async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: 
             await keeper.down()
         if ctx.bus.fatal is not None:
             raise ctx.bus.fatal
-
-
-async def _start_fleet(ctx: Any, settings: Settings) -> tuple[Any, list[Any], asyncio.Task[None]]:
-    """Bring every managed service's production up (issue #17), follow ``service.added``, watch them.
-
-    A service that does not prepare or start is recorded (``service.down``, reason ``failed``, with the error);
-    the others and the control plane keep running.
-    """
-    from pilotage.fleet.keeper import FleetKeeper
-    from pilotage.fleet.registry import load_fleet
-
-    keeper = FleetKeeper(ctx, idle_after_s=settings.fleet_idle_after_s)
-
-    async def bring_up(name: str) -> None:
-        try:
-            await keeper.up([name])
-        except Exception as exc:  # noqa: BLE001 - one service's failure never stops the control plane
-            line = exc.one_line() if isinstance(exc, PilotageError) else f"{type(exc).__name__}: {exc}"
-            data = {"service": name, "commit": "", "url": "", "reason": "failed", "error": line[:2000]}
-            await ctx.bus.publish(checked_event(EventType.SERVICE_DOWN, data, source="pilotage/serve", subject=name))
-
-    for name in sorted(await load_fleet(ctx.bus)):
-        await bring_up(name)
-
-    async def on_added(event: CloudEvent) -> None:
-        await bring_up(str(event.data["service"]))
-
-    sub = await ctx.bus.subscribe(EventType.SERVICE_ADDED, on_added, group="fleet.keeper", start_at_end_if_new=True)
-    return keeper, [sub], asyncio.create_task(keeper.watch())
 
 
 @app.command()

@@ -31,14 +31,15 @@ from typing import Any
 
 from pilotage.agent import AgentContext
 from pilotage.agents.deployment import production_data_dir, workload_role
+from pilotage.bus.base import Subscription
 from pilotage.catalogue import checked_event
-from pilotage.errors import PolicyDenied
-from pilotage.events import EventType
+from pilotage.errors import PilotageError, PolicyDenied
+from pilotage.events import CloudEvent, EventType
 from pilotage.fleet.checkout import descriptor_at, prepare
 from pilotage.fleet.registry import ManagedService, load_fleet, require_managed, stable_route_name
 from pilotage.rollout.controller import rollout_controller
 
-__all__ = ["FleetKeeper"]
+__all__ = ["FleetKeeper", "keep_fleet"]
 
 _log = logging.getLogger(__name__)
 SOURCE = "pilotage/fleet/keeper"
@@ -74,15 +75,18 @@ class FleetKeeper:
         started = []
         for name in wanted:
             require_managed(fleet, name)
-            if await self._serving(name):
+            if await self._serving(name, fleet[name].production_commit[:12]):
                 self.kept.add(name)
                 continue
             started.append(await self._start(fleet[name], "up"))
         return started
 
-    async def _serving(self, name: str) -> bool:
+    async def _serving(self, name: str, version: str = "") -> bool:
+        """The stable route of ``name`` has a backend (``version`` among them, when given)."""
         route = await self.ctx.runtime.get_route(stable_route_name(name))
-        return route is not None and bool(route.backends)
+        if route is None or not route.backends:
+            return False
+        return not version or version in route.backends
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -226,3 +230,40 @@ class FleetKeeper:
                 EventType.SERVICE_DOWN, {"service": name, "commit": commit, "url": route.url, "reason": "down"}, name
             )
         return stopped
+
+
+async def keep_fleet(
+    ctx: AgentContext, *, idle_after_s: float, only: str | None = None
+) -> tuple[FleetKeeper, list[Subscription], asyncio.Task[None]]:
+    """Keep managed services' production serving: bring them up, follow ``service.added``, watch them.
+
+    Under ``pilotage serve`` (``only`` None) every managed service is brought up at once; a one-shot ``pilotage
+    run`` passes ``only=<its service>``: the service its codegen agent adds is brought up as soon as it is added
+    (or re-added with a new production: the route then serves the new one). A service that does not prepare or
+    start is recorded (``service.down``, reason ``failed``, with the error); the others and the control plane keep
+    running.
+
+    Returns:
+        The keeper, the ``service.added`` subscription (stop it) and the :meth:`FleetKeeper.watch` task (cancel it).
+    """
+    keeper = FleetKeeper(ctx, idle_after_s=idle_after_s)
+
+    async def bring_up(name: str) -> None:
+        try:
+            await keeper.up([name])
+        except Exception as exc:  # noqa: BLE001 - one service's failure never stops the control plane
+            line = exc.one_line() if isinstance(exc, PilotageError) else f"{type(exc).__name__}: {exc}"
+            data = {"service": name, "commit": "", "url": "", "reason": "failed", "error": line[:2000]}
+            await keeper._publish(EventType.SERVICE_DOWN, data, name)
+
+    if only is None:
+        for name in sorted(await load_fleet(ctx.bus)):
+            await bring_up(name)
+
+    async def on_added(event: CloudEvent) -> None:
+        name = str((event.data or {}).get("service", ""))
+        if only is None or name == only:
+            await bring_up(name)
+
+    sub = await ctx.bus.subscribe(EventType.SERVICE_ADDED, on_added, group="fleet.keeper", start_at_end_if_new=True)
+    return keeper, [sub], asyncio.create_task(keeper.watch())

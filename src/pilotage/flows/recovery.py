@@ -36,6 +36,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ __all__ = [
     "MARK_VAR",
     "Orphan",
     "RecoveryReport",
+    "process_alive",
     "find_orphans",
     "kill_orphans",
     "open_runs",
@@ -143,7 +145,8 @@ def find_orphans(home: Path, instance: str, proc: Path = Path("/proc")) -> list[
     return sorted(found, key=lambda o: o.pid)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while process ``pid`` runs (Linux ``/proc``; a zombie — dead, not reaped yet — is not alive)."""
     return _proc_state(pid) not in ("Z", "X", "")
 
 
@@ -165,12 +168,12 @@ async def kill_orphans(orphans: list[Orphan], grace_s: float = ORPHAN_GRACE_S) -
     for orphan in orphans:
         send(orphan, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while any(_alive(o.pid) for o in orphans) and time.monotonic() < deadline:
+    while any(process_alive(o.pid) for o in orphans) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     report = []
     for orphan in orphans:
         sig = "SIGTERM"
-        if _alive(orphan.pid):
+        if process_alive(orphan.pid):
             send(orphan, signal.SIGKILL)
             sig = "SIGKILL"
         report.append({"pid": orphan.pid, "command": orphan.command, "instance": orphan.instance, "signal": sig})
@@ -212,6 +215,14 @@ def _deploy_allowed(events: list[CloudEvent], deployment_id: str) -> bool:
     return False
 
 
+def _kind(events: list[CloudEvent]) -> str:
+    """The run's kind (``generate``/``deliver``) from its ``flow.started``."""
+    for event in events:
+        if event.type == EventType.FLOW_STARTED and isinstance(event.data, dict):
+            return str(event.data.get("kind", "generate"))
+    return "generate"
+
+
 async def _recover_run(ctx: AgentContext, run_id: str, events: list[CloudEvent], report: RecoveryReport) -> None:
     deployments = [str(e.data["deployment_id"]) for e in events if e.type == EventType.DEPLOY_STARTED]
     subject = events[0].subject
@@ -221,7 +232,7 @@ async def _recover_run(ctx: AgentContext, run_id: str, events: list[CloudEvent],
         if phase is None or state is None or (state.plan.get("route") and phase != "rollout"):
             continue  # issue 17: what a finished delivery left serving is production, re-created by the fleet keeper
         try:
-            if state.plan.get("route"):
+            if state.plan.get("route") and _kind(events) == "deliver":
                 raise PilotageError(
                     f"a delivery interrupted mid-rollout is not resumed: production {state.plan['baseline']['version']}"
                     " is served again from the log; deliver the commit again"
@@ -248,7 +259,13 @@ async def _recover_run(ctx: AgentContext, run_id: str, events: list[CloudEvent],
         report.environments.append({"run_id": run_id, **data})
 
 
-async def recover(ctx: AgentContext, *, home: Path, instance: str) -> RecoveryReport:
+async def recover(
+    ctx: AgentContext,
+    *,
+    home: Path,
+    instance: str,
+    keep_fleet: Callable[[], Awaitable[None]] | None = None,
+) -> RecoveryReport:
     """Kill the orphans of dead control planes of ``home`` and re-create the environments the log says are up.
 
     Call it once at control-plane start, before the agents subscribe. Publishes ``controlplane.recovered``.
@@ -257,12 +274,16 @@ async def recover(ctx: AgentContext, *, home: Path, instance: str) -> RecoveryRe
         ctx: the open backends of the new control plane.
         home: the state folder (``settings.home``) whose control planes are recovered.
         instance: the id of the new control plane (the value after ``#`` in :data:`MARK_VAR`).
+        keep_fleet: brings the managed services' production versions up (the fleet keeper), called once the
+            orphans are stopped and before any run is resumed.
 
     Returns:
         The :class:`RecoveryReport`.
     """
     report = RecoveryReport(instance=instance)
     report.orphans_killed = await kill_orphans(find_orphans(home, instance))
+    if keep_fleet is not None:  # managed services' production first: a resumed rollout starts beside it
+        await keep_fleet()
     runs = await open_runs(ctx.bus)
     report.runs_open = sorted(runs)
     for run_id, events in runs.items():

@@ -157,23 +157,44 @@ class RolloutController:
             ConfigError, BackendError: the new version does not start (nothing else changed).
         """
         name, base_v, head_v = plan["route"], plan["baseline"]["version"], plan["canary"]["version"]
-        route = await self._production_route(name)
-        baseline = route.backends.get(base_v)
-        if baseline is None:
-            serving = ", ".join(sorted(route.backends)) or "nothing"
-            raise BackendError(
-                f"stable route {name} serves {serving}, not the production version {base_v} the plan starts from",
-                hint="run `pilotage up` (or restart `pilotage serve`) so production serves its recorded commit",
-            )
-        canary = await self._start(plan["service"], plan["canary"], {})
+        baseline = await self._production_instance(name, base_v)
+        canary = await self._start(plan["service"], plan["canary"], await self._flag_env(plan, 0))
+        weights = {base_v: 0, head_v: 100} if plan["strategy"] == "feature-flag" else {base_v: 100, head_v: 0}
         try:
-            await self.runtime.set_weights(name, {base_v: 100, head_v: 0}, backends={base_v: baseline, head_v: canary})
+            await self.runtime.set_weights(name, weights, backends={base_v: baseline, head_v: canary})
         except BaseException:
             await self.runtime.stop(canary)
             raise
         snapshot = await self.runtime.get_route(name)
         assert snapshot is not None
         return baseline, canary, snapshot
+
+    async def _production_instance(self, name: str, version: str) -> Instance:
+        """The instance of production ``version`` on the stable route ``name``.
+
+        The fleet keeper opens the route when the service is added (a generated service is added by its run's
+        codegen agent, moments before), so this waits up to ``service_ready_timeout_s`` for it to serve
+        ``version``.
+
+        Raises:
+            BackendError: the route does not serve ``version`` in time (names what it serves).
+        """
+        deadline = time.monotonic() + float(self.settings.service_ready_timeout_s)
+        while True:
+            route = await self.runtime.get_route(name)
+            if route is not None and not route.backends and name in self._wakers:
+                route = await self._production_route(name)  # scaled to zero: wake it
+            instance = route.backends.get(version) if route is not None else None
+            if instance is not None:
+                return instance
+            if time.monotonic() >= deadline:
+                serving = ", ".join(sorted(route.backends)) if route is not None else "nothing (not open)"
+                raise BackendError(
+                    f"stable route {name} serves {serving or 'nothing'}, not the production version {version} the "
+                    "plan starts from",
+                    hint="run `pilotage up` (or restart `pilotage serve`) so production serves its recorded commit",
+                )
+            await asyncio.sleep(0.2)
 
     async def _production_route(self, name: str) -> Route:
         """The open stable route ``name``, woken first when it is scaled to zero (:meth:`register_waker`).
@@ -269,11 +290,13 @@ class RolloutController:
         if plan["strategy"] == "feature-flag":
             (await self.flags()).flag_off(plan["flag_key"])
             done = RollbackDone(time.time(), [f"feature flag {plan['flag_key']} off for every targeting key"])
+            if plan.get("route"):  # a managed service: then production alone on its stable route again
+                done.actions.extend((await self._switch_back(plan, route)).actions)
         else:
             done = await self._switch_back(plan, route)
         if canary is not None:
             done.log_tail = await self.runtime.log_tail(canary, lines=15)
-            if plan["strategy"] != "feature-flag":
+            if plan["strategy"] != "feature-flag" or plan.get("route"):
                 await self.runtime.stop(canary)
                 done.actions.append(f"new version {head_v} (pid {canary.pid}) stopped")
         traffic = await self.stop_traffic(deployment_id)
@@ -345,11 +368,15 @@ class RolloutController:
 
         ``phase``: ``rollout`` (both versions at ``weight``, synthetic traffic, blue-green preview traffic while at
         0 %), ``promoted`` (the new version alone at 100 %) or ``rolled_back`` (the baseline alone). A feature-flag
-        rollout gets its flag back at ``weight`` (0 after a rollback).
+        rollout gets its flag back at ``weight`` (0 after a rollback). A managed service's plan (``route``) is
+        always in ``rollout`` here: the new version is started again beside the production version the fleet
+        keeper serves on the stable route (what a finished rollout left serving is production, kept by the keeper).
 
         Raises:
             ConfigError, BackendError: as :meth:`launch`; whatever started is stopped again first.
         """
+        if plan.get("route"):
+            return await self._recreate_on_stable_route(plan, weight)
         deployment_id, strategy = plan["deployment_id"], plan["strategy"]
         roles = {"rollout": ("baseline", "canary"), "promoted": ("canary",), "rolled_back": ("baseline",)}[phase]
         flag_percent = weight if phase != "rolled_back" else 0
@@ -378,6 +405,34 @@ class RolloutController:
             "proxy_url": route.url,
             "preview_url": preview,
             "reason": f"control plane restarted: the {phase} environment of {deployment_id} is re-created from the log",
+        }
+
+    async def _recreate_on_stable_route(self, plan: dict[str, Any], weight: int) -> dict[str, Any]:
+        """Resume a managed service's rollout: the new version again beside production (kept by the fleet keeper)."""
+        name, base_v, head_v = plan["route"], plan["baseline"]["version"], plan["canary"]["version"]
+        baseline = await self._production_instance(name, base_v)
+        canary = await self._start(plan["service"], plan["canary"], await self._flag_env(plan, weight))
+        started = {"baseline": baseline, "canary": canary}
+        try:
+            weights = self._recreated_weights(plan, started, "rollout", weight)
+            await self.runtime.set_weights(name, weights, backends={base_v: baseline, head_v: canary})
+        except BaseException:
+            await self.runtime.stop(canary)
+            raise
+        route = await self.runtime.get_route(name)
+        assert route is not None
+        previewing = plan["strategy"] == "blue-green" and weight == 0
+        preview = await self._open_preview(plan, canary) if previewing else ""
+        self._start_traffic(plan, route.url, preview)
+        return {
+            "deployment_id": plan["deployment_id"],
+            "phase": "rollout",
+            "weight": weight,
+            "baseline": _describe(baseline),
+            "canary": _describe(canary),
+            "proxy_url": route.url,
+            "preview_url": preview,
+            "reason": f"control plane restarted: {head_v} is back beside production {base_v} on {name} at {weight} %",
         }
 
     @staticmethod
