@@ -104,11 +104,22 @@ def test_generated_service_that_crashes_on_start(tmp_path: Path, checkout: Path)
 
 
 def test_resource_that_already_exists_is_bad_input(tmp_path: Path, petstore: Path) -> None:
-    result = run_cli(tmp_path, "run", "--spec", str(petstore), "--request", "Add pet support")
+    result = run_cli(tmp_path, "run", "--spec", str(petstore), "--request", "Add pet support with fields nick:string")
     assert result.code == 2
     line = one_line_error(result.stderr)
-    assert "Pet" in line and "fix:" in line
+    assert "already has the schema Pet" in line and "did you mean 'Add a nick field to pet'" in line
+    assert "fix:" in line
     assert not (tmp_path / ".pilotage" / "events.db").exists()  # refused before anything was written
+
+
+def test_the_seeds_words_are_refused_with_the_closest_reading(tmp_path: Path, checkout: Path) -> None:
+    """Issue #18: this request was promoted as a resource discount-code-support-to-the-checkout-services."""
+    request = "Add discount code support to the checkout service"
+    result = run_cli(tmp_path, "run", "--spec", str(checkout), "--request", request)
+    assert result.code == 2
+    line = one_line_error(result.stderr)
+    assert "did you mean 'Add discount code support with fields NAME:TYPE, ...'" in line and "fix:" in line
+    assert not (tmp_path / ".pilotage" / "events.db").exists()
 
 
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:
