@@ -4,7 +4,8 @@ A :class:`Provider` is a service's name and the variable that holds its base URL
 ``INVENTORY_URL``, as ``consumes`` in ``pilotage.yaml`` names them (Pilotage sets each to the provider's stable
 address). The variable is read on every call and has no default. A provider that cannot be reached (variable
 unset, connection refused, timeout) raises :class:`ProviderError` with status 503 naming the variable; one that
-answers 5xx raises it with 502. The app answers either as it is (``{"detail": message}``).
+answers 5xx raises it with 502, quoting the start of its answer. The app answers either as it is
+(``{"detail": message}``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class Provider:
         except httpx2.HTTPError as exc:
             raise ProviderError(503, f"{self.name} is unreachable at {self.env}={base}: {exc!r}") from None
         if response.status_code >= 500:
-            raise ProviderError(502, f"{self.name} answered {response.status_code} to {method} {path}")
+            said = response.text[:300]
+            raise ProviderError(502, f"{self.name} answered {response.status_code} to {method} {path}: {said}")
         return response
 
     def close(self) -> None:
@@ -77,9 +79,17 @@ def close_all() -> None:
     INVENTORY.close()
 
 
-def _expect(response: httpx2.Response, provider: Provider, status: int) -> dict[str, Any]:
+def _expect(response: httpx2.Response, provider: Provider, status: int, *fields: str) -> dict[str, Any]:
+    """Return the JSON answer when it has ``status`` and ``fields``; a 4xx otherwise raises it or 502."""
     if response.status_code == status:
-        return response.json()
+        body = response.json()
+        missing = [name for name in fields if not isinstance(body, dict) or name not in body]
+        if missing:
+            where = f"{response.request.method} {response.request.url.path}"
+            raise HTTPException(
+                status_code=502, detail=f"{provider.name}: no {', '.join(missing)} in its answer to {where}"
+            )
+        return body
     detail = response.json().get("detail") if "json" in response.headers.get("content-type", "") else response.text
     conflict = response.status_code in (402, 409)  # declined, not enough stock: the caller's to handle
     raise HTTPException(status_code=response.status_code if conflict else 502, detail=f"{provider.name}: {detail}")
@@ -88,7 +98,7 @@ def _expect(response: httpx2.Response, provider: Provider, status: int) -> dict[
 def reserve_stock(inventory: Provider, order: dict[str, Any]) -> dict[str, Any]:
     """``reserveStock``: hold the order's units; return the reservation (409 when there are not enough)."""
     body = {"order_id": order["id"], "product_id": order["product_id"], "quantity": order["quantity"]}
-    return _expect(inventory.call("POST", "/reservations", body), inventory, 201)
+    return _expect(inventory.call("POST", "/reservations", body), inventory, 201, "id")
 
 
 def release_stock(inventory: Provider, reservation_id: int) -> dict[str, Any]:
@@ -99,7 +109,7 @@ def release_stock(inventory: Provider, reservation_id: int) -> dict[str, Any]:
 def charge(payments: Provider, order: dict[str, Any]) -> dict[str, Any]:
     """``createPayment`` for the order's total; return the payment (402 when it is declined)."""
     body = {"order_id": order["id"], "amount_cents": order["quantity"] * order["unit_price_cents"]}
-    return _expect(payments.call("POST", "/payments", body), payments, 201)
+    return _expect(payments.call("POST", "/payments", body), payments, 201, "id")
 
 
 def refund(payments: Provider, payment_id: int) -> dict[str, Any]:
