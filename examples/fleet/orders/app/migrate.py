@@ -35,14 +35,20 @@ class MigrationError(Exception):
 
 
 def migration_files(folder: Path = MIGRATIONS) -> list[tuple[str, Path]]:
-    """Return ``(version, file)`` of each migration in ``folder``, by version (the file's 3-digit prefix)."""
-    found = []
+    """Return ``(version, file)`` of each migration in ``folder``, by version (the file's 3-digit prefix).
+
+    Raises:
+        MigrationError: a file is misnamed, or two files have the same number.
+    """
+    found: dict[str, Path] = {}
     for path in sorted(folder.glob("*.sql")):
         match = _NAME.fullmatch(path.name)
         if match is None:
             raise MigrationError(f"{path}: a migration is named NNN_what_it_does.sql (lowercase, 3 digits)")
-        found.append((match.group(1), path))
-    return found
+        if match.group(1) in found:
+            raise MigrationError(f"{path}: {found[match.group(1)].name} has the same number; renumber one")
+        found[match.group(1)] = path
+    return list(found.items())
 
 
 def _applied(conn: psycopg.Connection) -> dict[str, str]:

@@ -82,7 +82,10 @@ def close_all() -> None:
 
 
 def _expect(response: httpx2.Response, provider: Provider, status: int, *fields: str) -> dict[str, Any]:
-    """Return the JSON answer when it has ``status`` and ``fields``; a 4xx otherwise raises it or 502."""
+    """Return the JSON answer if it has ``status`` and ``fields``; else raise HTTPException.
+
+    The exception has the provider's own status for 402, 404 and 409 (the caller's to handle), 502 for anything else.
+    """
     if response.status_code == status:
         body = response.json()
         missing = [name for name in fields if not isinstance(body, dict) or name not in body]
