@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pilotage.fleet.descriptor import ServiceDescriptor, load_descriptor, render_command
+from pilotage.fleet.descriptor import ServiceDescriptor, load_descriptor
 from pilotage.observe.prometheus import parse_exposition
 from pilotage.spec.load import load_spec, validate_spec
 from tests.fixtures.fleet import (
@@ -33,7 +33,7 @@ from tests.fixtures.fleet import (
     trivial_change,
     upgrade_httpbin,
 )
-from tests.fixtures.fleet_run import Prepared, Processes, consumes, example_descriptor, shell
+from tests.fixtures.fleet_run import Prepared, Processes, consumes, example_descriptor, run_tests
 
 #: The orders service's database while these tests run it (its own tests make and drop their own).
 ORDERS_DB = "pilotage_fleet_example_orders"
@@ -45,7 +45,7 @@ SERVICES = [pytest.param(s, id=s, marks=[pytest.mark.integration] if s in NEEDS_
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
     """``prepared(repo) -> {prepared}``: each descriptor's prepare command, once per inputs' sha256."""
-    return Prepared(tmp_path_factory.mktemp("fleet-prepared"))
+    return Prepared.shared(tmp_path_factory)
 
 
 def _service_env(service: str, tmp_path: Path) -> dict[str, str]:
@@ -168,9 +168,7 @@ def test_httpbin_repo(tmp_path: Path) -> None:
 
 def _own_tests(repo: Path, prepared: Prepared) -> str:
     """Run the descriptor's test command in ``repo`` (no provider variables set); return its output."""
-    descriptor = example_descriptor(repo)
-    assert descriptor.test is not None
-    done = shell(render_command(descriptor.test, prepared=prepared(repo)), repo, descriptor.env, 300.0)
+    done = run_tests(repo, prepared)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
     return done.stdout
