@@ -13,6 +13,7 @@ import os
 import secrets
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,61 +102,72 @@ def _columns(database: str) -> list[str]:
     return psql(query, database).splitlines()
 
 
-def test_a_checkout_runs_through_orders_to_payments_and_inventory_and_lands_in_postgresql(
-    tmp_path: Path, prepared: Prepared, database: str
-) -> None:
+@dataclass
+class Fleet:
+    """The example fleet at commit 1, running: repositories and base URLs by service, the processes."""
+
+    repos: dict[str, Path]
+    urls: dict[str, str]
+    processes: Processes
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, prepared: Prepared, database: str) -> Iterator[Fleet]:
     repos = make_fleet(tmp_path / "repos")
     with Processes(tmp_path / "run", prepared) as processes:
-        urls = _start_fleet(processes, repos, database)
-        for consumer in ("orders", "storefront"):  # what consumes declares exists in each provider's document
-            for entry in consumes(repos[consumer]):
-                provider = str(entry["service"])
-                assert set(entry["operations"]) <= _operations(repos[provider], urls[provider])  # type: ignore[arg-type]
+        yield Fleet(repos, _start_fleet(processes, repos, database), processes)
 
-        done = _checkout(urls["storefront"], product_id=3, quantity=2)
-        assert done.status_code == 201, done.text
-        assert done.json() == {"order_id": 1, "status": "paid", "product_name": "Coffee grinder", "total_cents": 25800}
-        query = "SELECT product_id, quantity, unit_price_cents, status, payment_id, reservation_id FROM orders"
-        assert psql(query, database) == "3|2|12900|paid|1|1"
-        assert _migrations(database) == "001,002"
-        payment = httpx.get(urls["payments"] + "/payments/1").json()
-        assert payment == {"id": 1, "order_id": 1, "amount_cents": 25800, "currency": "EUR", "status": "captured"}
-        assert httpx.get(urls["inventory"] + "/reservations/1").json()["status"] == "held"
-        assert httpx.get(urls["inventory"] + "/stock/3").json() == {"product_id": 3, "available": 998}
-        assert httpx.get(urls["storefront"] + "/checkout/1").json() == {"order_id": 1, "status": "paid"}
 
-        httpx.put(urls["inventory"] + "/stock/2", json={"available": 1})
-        short = _checkout(urls["storefront"], product_id=2, quantity=2)
-        assert short.status_code == 409
-        assert short.json()["detail"] == "orders: inventory: not enough stock of product 2: 1 available, 2 asked"
-        assert httpx.get(urls["payments"] + "/payments", params={"order_id": 2}).json() == []
+def test_a_checkout_runs_through_orders_to_payments_and_inventory_and_lands_in_postgresql(
+    fleet: Fleet, database: str
+) -> None:
+    repos, urls, processes = fleet.repos, fleet.urls, fleet.processes
+    for consumer in ("orders", "storefront"):  # what consumes declares exists in each provider's document
+        for entry in consumes(repos[consumer]):
+            provider = entry["service"]
+            assert set(entry["operations"]) <= _operations(repos[provider], urls[provider])
 
-        processes.stop("payments")
-        down = _checkout(urls["storefront"], product_id=1, quantity=1)
-        assert down.status_code == 502
-        assert f"payments is unreachable at PAYMENTS_URL={urls['payments']}" in down.json()["detail"]
-        assert httpx.get(urls["inventory"] + "/stock/1").json()["available"] == 1000  # its reservation released
-        assert psql("SELECT id, status FROM orders WHERE id > 1 ORDER BY id", database) == "2|placed\n3|placed"
+    done = _checkout(urls["storefront"], product_id=3, quantity=2)
+    assert done.status_code == 201, done.text
+    assert done.json() == {"order_id": 1, "status": "paid", "product_name": "Coffee grinder", "total_cents": 25800}
+    query = "SELECT product_id, quantity, unit_price_cents, status, payment_id, reservation_id FROM orders"
+    assert psql(query, database) == "3|2|12900|paid|1|1"
+    assert _migrations(database) == "001,002"
+    payment = httpx.get(urls["payments"] + "/payments/1").json()
+    assert payment == {"id": 1, "order_id": 1, "amount_cents": 25800, "currency": "EUR", "status": "captured"}
+    assert httpx.get(urls["inventory"] + "/reservations/1").json()["status"] == "held"
+    assert httpx.get(urls["inventory"] + "/stock/3").json() == {"product_id": 3, "available": 998}
+    assert httpx.get(urls["storefront"] + "/checkout/1").json() == {"order_id": 1, "status": "paid"}
 
-        processes.stop("orders")
-        gone = httpx.get(urls["storefront"] + "/checkout/1")
-        assert gone.status_code == 503
-        assert gone.json()["detail"].startswith(f"orders is unreachable at ORDERS_URL={urls['orders']}")
+    httpx.put(urls["inventory"] + "/stock/2", json={"available": 1})
+    short = _checkout(urls["storefront"], product_id=2, quantity=2)
+    assert short.status_code == 409
+    assert short.json()["detail"] == "orders: inventory: not enough stock of product 2: 1 available, 2 asked"
+    assert httpx.get(urls["payments"] + "/payments", params={"order_id": 2}).json() == []
+
+    processes.stop("payments")
+    down = _checkout(urls["storefront"], product_id=1, quantity=1)
+    assert down.status_code == 502
+    assert f"payments is unreachable at PAYMENTS_URL={urls['payments']}" in down.json()["detail"]
+    assert httpx.get(urls["inventory"] + "/stock/1").json()["available"] == 1000  # its reservation released
+    assert psql("SELECT id, status FROM orders WHERE id > 1 ORDER BY id", database) == "2|placed\n3|placed"
+
+    processes.stop("orders")
+    gone = httpx.get(urls["storefront"] + "/checkout/1")
+    assert gone.status_code == 503
+    assert gone.json()["detail"].startswith(f"orders is unreachable at ORDERS_URL={urls['orders']}")
 
 
 def test_each_consumer_verifies_its_providers_with_its_own_tests(
-    tmp_path: Path, prepared: Prepared, database: str
+    fleet: Fleet, prepared: Prepared, database: str
 ) -> None:
     """The consumers' tests marked ``provider(...)`` run against the live providers (none skipped) and pass."""
-    repos = make_fleet(tmp_path / "repos")
-    with Processes(tmp_path / "run", prepared) as processes:
-        urls = _start_fleet(processes, repos, database)
-        for consumer in ("orders", "storefront"):
-            wired = {str(entry["env"]): urls[str(entry["service"])] for entry in consumes(repos[consumer])}
-            done = run_tests(repos[consumer], prepared, wired)
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-            assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-500:]
-        assert int(psql("SELECT count(*) FROM orders WHERE status = 'paid'", database)) == 1  # storefront's contract
+    for consumer in ("orders", "storefront"):
+        wired = {c["env"]: fleet.urls[c["service"]] for c in consumes(fleet.repos[consumer])}
+        done = run_tests(fleet.repos[consumer], prepared, wired)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-500:]
+    assert int(psql("SELECT count(*) FROM orders WHERE status = 'paid'", database)) == 1  # storefront's contract
 
 
 def test_the_gift_note_release_migrates_orders_first_and_the_old_orders_still_works(
