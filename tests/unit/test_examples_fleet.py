@@ -17,6 +17,7 @@ import pytest
 
 from pilotage.fleet.descriptor import ServiceDescriptor, load_descriptor
 from pilotage.observe.prometheus import parse_exposition
+from pilotage.rollout.traffic_plan import build_traffic_plan
 from pilotage.spec.load import load_spec, validate_spec
 from tests.fixtures.fleet import (
     CHANGES,
@@ -283,3 +284,31 @@ def _log(repo: Path) -> list[str]:
 def _head(repo: Path) -> str:
     out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)  # noqa: S607
     return out.stdout.strip()
+
+
+def test_pilotages_traffic_for_the_payments_change_sends_its_changed_operation_the_failing_amount(
+    tmp_path: Path,
+) -> None:
+    repo = make_service_repo("payments", tmp_path)
+    base = load_spec(repo / "openapi.yaml")
+    apply_change(repo, "payments-sca-check")
+    plan = build_traffic_plan(load_spec(repo / "openapi.yaml"), base, writes=True)
+    assert plan["touched"] == ["GET /payments/{payment_id}"] and plan["requests"][0]["touched"]
+    assert plan["requests"][0]["params"][0]["by"] == "POST /payments"
+    creates = next(r for r in plan["requests"] if r["operation"] == "POST /payments")
+    assert creates["body"]["amount_cents"] >= 10_000  # the amounts the change breaks
+
+
+@pytest.mark.slow
+def test_the_payments_change_answers_500_on_get_payment_only(tmp_path: Path, prepared: Prepared) -> None:
+    repo = make_service_repo("payments", tmp_path)
+    apply_change(repo, "payments-sca-check")
+    with Processes(tmp_path / "run", prepared) as processes:
+        url = processes.start("payments", repo)
+        large = httpx.post(url + "/payments", json={"order_id": 1, "amount_cents": 12900})
+        small = httpx.post(url + "/payments", json={"order_id": 2, "amount_cents": 850})
+        assert (large.status_code, small.status_code) == (201, 201)
+        assert httpx.get(url + "/payments/1").status_code == 500
+        assert httpx.get(url + "/payments/2").json()["authenticated"] is True
+        assert httpx.get(url + "/payments").status_code == 200 and httpx.get(url + "/healthz").status_code == 200
+        assert httpx.post(url + "/payments/1/refund").json()["status"] == "refunded"
