@@ -40,8 +40,9 @@ def test_refund_is_idempotent(client: TestClient) -> None:
 
 
 def test_over_the_limit_is_declined_and_not_recorded(client: TestClient) -> None:
-    response = client.post("/payments", json={"order_id": 1, "amount_cents": 1_000_001})
-    assert response.status_code == 402 and "limit of 1000000 cents" in response.json()["detail"]
+    for amount in (1_000_001, 2**63 - 1):
+        response = client.post("/payments", json={"order_id": 1, "amount_cents": amount})
+        assert response.status_code == 402 and "limit of 1000000 cents" in response.json()["detail"]
     assert client.get("/payments").json() == []
     assert _pay(client, amount_cents=1_000_000)["status"] == "captured"
 
