@@ -113,6 +113,9 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
             return f"OpenAPI diff against production: {len(ops)} added, {len(diff.get('removed') or [])} removed " + (
                 f"({diff.get('classification')})"
             )
+        if d.get("change") == "add-field":
+            fields = ", ".join(d.get("fields") or {})
+            return f"field {fields} added to schema {d.get('resource')} ({diff.get('classification')})"
         return f"{len(ops)} operations added for {d.get('resource')} ({diff.get('classification')})"
     if t == EventType.SPEC_VALIDATED:
         return f"OpenAPI {d.get('openapi_version')} valid, {d.get('operation_count')} operations"

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pilotage.errors import ConfigError
 from pilotage.secrets import MIN_ENV_SECRET_CHARS, environment_secrets, register_secrets, url_password
@@ -207,6 +207,25 @@ class Settings(BaseModel):
     def path_in_home(self, name: str) -> Path:
         """Return ``home / name`` (the state folder, ``.pilotage`` by default)."""
         return self.home / name
+
+    @model_validator(mode="after")
+    def _state_in_home(self) -> Settings:
+        """Put the embedded event log and graph in ``home`` unless their URLs are set.
+
+        ``sqlite:///<home>/events.db`` and ``sqlite:///<home>/graph.db`` (issue 18: ``--workdir``, ``PILOTAGE_HOME``).
+        """
+        for name, file in (("bus_url", "events.db"), ("graph_url", "graph.db")):
+            if name not in self.model_fields_set:
+                self.__dict__[name] = f"sqlite:///{self.home / file}"  # a default: not marked as set
+        return self
+
+    def with_home(self, home: Path) -> Settings:
+        """Return these settings with ``home`` as the state folder.
+
+        The embedded log and graph move with it unless their URLs were set explicitly.
+        """
+        values = {name: getattr(self, name) for name in self.model_fields_set}
+        return type(self)(**(values | {"home": home}))
 
 
 def _coerce_env(value: str) -> Any:

@@ -104,11 +104,22 @@ def test_generated_service_that_crashes_on_start(tmp_path: Path, checkout: Path)
 
 
 def test_resource_that_already_exists_is_bad_input(tmp_path: Path, petstore: Path) -> None:
-    result = run_cli(tmp_path, "run", "--spec", str(petstore), "--request", "Add pet support")
+    result = run_cli(tmp_path, "run", "--spec", str(petstore), "--request", "Add pet support with fields nick:string")
     assert result.code == 2
     line = one_line_error(result.stderr)
-    assert "Pet" in line and "fix:" in line
+    assert "already has the schema Pet" in line and "did you mean 'Add a nick field to pet'" in line
+    assert "fix:" in line
     assert not (tmp_path / ".pilotage" / "events.db").exists()  # refused before anything was written
+
+
+def test_the_seeds_words_are_refused_with_the_closest_reading(tmp_path: Path, checkout: Path) -> None:
+    """Issue #18: this request was promoted as a resource discount-code-support-to-the-checkout-services."""
+    request = "Add discount code support to the checkout service"
+    result = run_cli(tmp_path, "run", "--spec", str(checkout), "--request", request)
+    assert result.code == 2
+    line = one_line_error(result.stderr)
+    assert "did you mean 'Add discount code support with fields NAME:TYPE, ...'" in line and "fix:" in line
+    assert not (tmp_path / ".pilotage" / "events.db").exists()
 
 
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:
@@ -306,3 +317,27 @@ def test_a_usage_error_of_a_sub_command_names_its_whole_path(tmp_path: Path) -> 
     assert "(fix: see `pilotage events tail --help`)" in one_line_error(result.stderr)
     negative = run_cli(tmp_path, "events", "tail", "-n", "-3", timeout_s=60)  # printed nothing, exit 0
     assert negative.code == 2 and "greater than or equal to 1" in one_line_error(negative.stderr)
+
+
+def test_json_mode_prints_a_document_on_failure_and_version_flag(tmp_path: Path) -> None:
+    # issue 18 (item 9): scripts get a JSON document on failure too; `pilotage --version`
+    failed = run_cli(tmp_path, "run", "--spec", str(tmp_path / "nowhere.yaml"), "--request", REQUEST, "--json")
+    assert failed.code == 2 and "nowhere.yaml not found" in one_line_error(failed.stderr)
+    doc = json.loads(failed.stdout)
+    assert doc["status"] == "error" and doc["exit_code"] == 2 and doc["error_type"] == "InputError"
+    assert "nowhere.yaml not found" in doc["error"] and doc["hint"]
+    version = run_cli(tmp_path, "--version")
+    assert version.code == 0 and version.stdout.strip().count(".") == 2
+
+
+@pytest.mark.slow
+def test_workdir_holds_the_log_and_every_run(tmp_path: Path, checkout: Path) -> None:
+    # issue 18 (item 9): --workdir DIR puts the event log, graph, lock and each run in DIR; nothing in the cwd
+    state = tmp_path / "state"
+    first = run_cli(tmp_path, "run", "--spec", str(checkout), "--request", REQUEST, "--workdir", str(state), "--json")
+    assert first.code == 0, first.stderr
+    assert not (tmp_path / ".pilotage").exists()
+    assert (state / "events.db").is_file() and (state / "graph.db").is_file()
+    summary = first.json()
+    assert summary["workdir"] == str(state / "runs" / summary["run_id"]) and summary["event_log"].endswith("events.db")
+    assert Path(summary["report"]).is_file() and str(state) in summary["report"]

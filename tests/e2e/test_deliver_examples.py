@@ -49,12 +49,17 @@ def test_the_httpbin_upgrade_is_judged_through_its_proxy_and_promoted(tmp_path: 
     assert shown["production_commit"] == upgrade
 
 
+@pytest.mark.xfail(strict=True, reason="consumes lands with fleet-deps (orders' descriptor names its providers)")
 def test_orders_keeps_its_data_in_postgresql_and_a_delivery_is_promoted(tmp_path: Path) -> None:
     ensure_postgres_database("orders")
     ensure_postgres_database("orders_scratch")  # its descriptor's scratch_env: tests never write production data
-    repo = make_service_repo("orders", tmp_path / "repos")
     work = _work(tmp_path, 18650)
-    assert run_cli(work, "service", "add", str(repo)).code == 0
+    for provider in ("payments", "inventory"):  # orders pays through them (PAYMENTS_URL, INVENTORY_URL)
+        added = run_cli(work, "service", "add", str(make_service_repo(provider, tmp_path / "repos")))
+        assert added.code == 0, added.stderr
+    repo = make_service_repo("orders", tmp_path / "repos")
+    added = run_cli(work, "service", "add", str(repo))
+    assert added.code == 0, added.stderr
     change = trivial_change(repo)
     result = run_cli(work, "deliver", "orders", "HEAD", "--json", timeout_s=900)
     assert result.code == 0, result.stdout[-3000:] + result.stderr

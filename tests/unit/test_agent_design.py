@@ -58,7 +58,8 @@ def test_proposes_and_validates_the_new_spec(tmp_path: Path) -> None:
     decision = of(events, EventType.DECISION)[0]
     assert decision["kind"] == "design.change" and decision["action"] == "add-resource"
     assert decision["inputs"]["request"]["resource"] == "DiscountCode"
-    assert "/carts" in decision["inputs"]["existing_paths"]
+    assert decision["inputs"]["change"]["operations"][0] == "GET /discount-codes"
+    assert decision["inputs"]["refusal"] is None
     replay = DesignAgent(ctx).reason("design.change", decision["inputs"])
     assert (replay.action, replay.rule, replay.score) == (decision["action"], decision["rule"], decision["score"])
 
@@ -109,7 +110,8 @@ def test_writes_the_graph(tmp_path: Path) -> None:
     ("request_text", "error"),
     [
         ("make it faster please", "not understood"),
-        ("Add cart support", "cannot be applied"),
+        ("Add cart support", "not understood"),
+        ("Add cart support with fields note:string", "cannot be applied"),
     ],
 )
 def test_bad_requests_become_agent_failed(tmp_path: Path, request_text: str, error: str) -> None:
@@ -123,10 +125,13 @@ def test_bad_requests_become_agent_failed(tmp_path: Path, request_text: str, err
 
 def test_refusal_is_a_recorded_decision(tmp_path: Path) -> None:
     ctx = make_ctx()
-    events = asyncio.run(run_agent(ctx, started(tmp_path, "Add cart support")))
+    events = asyncio.run(run_agent(ctx, started(tmp_path, "Add cart support with fields note:string")))
     decision = of(events, EventType.DECISION)[0]
     assert decision["action"] == "refuse" and decision["rule"] == "no-overwrite"
     assert "schema Cart" in decision["rationale"]
+    assert "did you mean 'Add a note field to carts'" in decision["rationale"]
+    replay = DesignAgent(ctx).reason("design.change", decision["inputs"])
+    assert (replay.action, replay.rule) == ("refuse", "no-overwrite")
 
 
 def test_missing_spec_file(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ import pytest
 
 from pilotage.errors import ConfigError, PilotageError
 from pilotage.registry import backend_class
-from pilotage.settings import load_settings
+from pilotage.settings import Settings, load_settings
 
 
 def test_defaults_toml_and_env_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,3 +54,14 @@ def test_canary_steps_are_validated(tmp_path: Path, steps: str, needle: str) -> 
     cfg.write_text(f"canary_steps_percent = {steps}\n")
     with pytest.raises(ConfigError, match=needle):
         load_settings(cfg)
+
+
+def test_the_embedded_log_and_graph_live_in_the_state_folder_unless_set(tmp_path: Path) -> None:
+    # issue 18 (item 9): --workdir DIR / PILOTAGE_HOME put everything in DIR, the event log and graph included
+    moved = Settings(home=tmp_path / "state")
+    assert moved.bus_url == f"sqlite:///{tmp_path}/state/events.db"
+    assert moved.graph_url == f"sqlite:///{tmp_path}/state/graph.db"
+    assert Settings().bus_url == "sqlite:///.pilotage/events.db"  # the default folder, as before
+    explicit = Settings(bus_url="nats://127.0.0.1:4222", canary_steps_percent=[20, 100]).with_home(tmp_path)
+    assert explicit.bus_url == "nats://127.0.0.1:4222" and explicit.graph_url == f"sqlite:///{tmp_path}/graph.db"
+    assert explicit.canary_steps_percent == [20, 100] and explicit.home == tmp_path

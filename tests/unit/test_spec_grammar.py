@@ -20,10 +20,18 @@ def test_demo_request() -> None:
     assert req.required == ["code", "percent"]
 
 
-def test_case_trailing_period_and_default_field() -> None:
-    req = parse_request("ADD Gift Box SUPPORT.")
-    assert (req.resource, req.collection_path) == ("GiftBox", "/gift-boxes")
-    assert req.fields == {"name": "string"}
+def test_case_and_trailing_period() -> None:
+    req = parse_request("ADD Gift Box SUPPORT WITH FIELDS label:STRING.")
+    assert (req.kind, req.resource, req.collection_path) == ("resource", "GiftBox", "/gift-boxes")
+    assert req.fields == {"label": "string"}
+
+
+def test_a_new_resource_without_fields_is_refused_not_invented() -> None:
+    """Issue #18: without fields the resource got an invented ``name:string``."""
+    with pytest.raises(InputError) as info:
+        parse_request("ADD Gift Box SUPPORT.")
+    assert "names its fields" in str(info.value)
+    assert info.value.context["closest"] == "Add Gift Box support with fields NAME:TYPE, ..."
 
 
 @pytest.mark.parametrize(
@@ -44,8 +52,8 @@ def test_field_forms(text: str, fields: dict[str, str], required: list[str]) -> 
 
 
 def test_plural_input_is_singularised() -> None:
-    assert parse_request("add cities").resource == "City"
-    assert parse_request("add boxes").collection_path == "/boxes"
+    assert parse_request("add cities with fields name:string").resource == "City"
+    assert parse_request("add boxes with fields size:integer").collection_path == "/boxes"
 
 
 @pytest.mark.parametrize(

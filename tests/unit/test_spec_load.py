@@ -118,3 +118,17 @@ def test_folder_and_external_refs_are_named(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match=r"schemas\.yaml not found.*\$ref '\./schemas\.yaml#/Widget' at .*schema"):
         load_spec(ext)  # relative files are read (spec.openapi.bundle_refs); a missing one is named with its $ref
+
+
+def test_a_json_document_is_parsed_as_json_and_flow_yaml_still_parses() -> None:
+    # issue 18 (item 9): a JSON document went through PyYAML's pure-Python parser (minutes for 15 MB; the C JSON
+    # parser takes about a second). JSON's "\\/" escape is not YAML 1.1's: it parses only on the JSON path.
+    from pilotage.spec.load import parse_document
+
+    assert parse_document('{"url": "http:\\/\\/example.com", "n": [1, 2.5]}') == {
+        "url": "http://example.com",
+        "n": [1, 2.5],
+    }
+    assert parse_document("{a: 1, b: [x, y]}") == {"a": 1, "b": ["x", "y"]}  # flow YAML is not JSON
+    with pytest.raises(InputError, match="holds a number too long"):
+        parse_document('{"n": ' + "9" * 200 + "}")

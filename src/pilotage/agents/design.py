@@ -3,10 +3,13 @@
 On ``flow.started`` it
 
 1. **perceives** the run: loads and validates the current spec, parses the request with the deterministic
-   grammar (:mod:`pilotage.spec.grammar`);
-2. **reasons** (:meth:`DesignAgent.reason`, kind ``design.change``) from the parsed request and the spec's
-   existing paths, schemas and operationIds: add the resource with CRUD operations, or refuse when any of
-   them already exists;
+   grammar (:mod:`pilotage.spec.grammar`; a request outside it fails the run with the grammar and the closest
+   reading) and resolves its names against the spec (:func:`pilotage.spec.evolve.plan_change`): the change, or
+   why it does not apply;
+2. **reasons** (:meth:`DesignAgent.reason`, kind ``design.change``) from the parsed request and that resolution:
+   add the resource with CRUD operations, add the fields to the schema, add the operation to the resource, or
+   refuse (the name exists, is reserved, names nothing in the spec ...), so nothing is promoted from a request
+   Pilotage did not understand;
 3. **acts**: writes ``artifacts/openapi.base.yaml`` (the current spec) and ``artifacts/openapi.next.yaml``
    (the evolved one), diffs them, and emits ``spec.proposed`` then ``spec.validated``;
 4. **learns**: ``Service -HAS_SPEC-> Spec -DEFINES-> Endpoint`` in the knowledge graph, and
@@ -23,10 +26,10 @@ from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.graph.base import node_id
 from pilotage.spec.diff import diff_specs
-from pilotage.spec.evolve import evolve, operations
-from pilotage.spec.grammar import parse_request
+from pilotage.spec.evolve import Change, apply_change, operations, plan_change
+from pilotage.spec.grammar import ParsedRequest, parse_request
 from pilotage.spec.load import dump_spec, load_spec, spec_digest, spec_key
-from pilotage.spec.openapi import iter_operations, operation_ids
+from pilotage.spec.openapi import iter_operations, unfollowed_extension_refs
 
 __all__ = ["DesignAgent", "record_spec"]
 
@@ -69,6 +72,20 @@ def record_spec(graph: Any, service: str, doc: dict[str, Any], path: str | Path)
     return spec_id
 
 
+def _resolve(doc: dict[str, Any], req: ParsedRequest, path: str) -> tuple[Change | None, InputError | None]:
+    """``(change, None)`` or ``(None, refusal)`` of :func:`~pilotage.spec.evolve.plan_change`.
+
+    Raises:
+        InputError: any other failure to read the spec.
+    """
+    try:
+        return plan_change(doc, req, path=path), None
+    except InputError as exc:
+        if "rule" not in exc.context:
+            raise
+        return None, exc
+
+
 class DesignAgent(Agent):
     """Turns the run's request into ``artifacts/openapi.next.yaml`` and announces it (see module docstring)."""
 
@@ -76,73 +93,71 @@ class DesignAgent(Agent):
     subscribes: ClassVar[tuple[str, ...]] = (EventType.FLOW_STARTED,)
 
     def reason(self, kind: str, inputs: dict[str, Any]) -> Reasoning:
-        """Decide a ``design.change`` from the parsed request and the existing spec (pure).
+        """Decide a ``design.change`` from the parsed request and its resolution against the spec (pure).
 
-        Inputs: ``request`` (:meth:`ParsedRequest.to_dict`), ``existing_paths``, ``existing_schemas``,
-        ``existing_operation_ids`` (sorted lists).
+        Inputs: ``request`` (:meth:`ParsedRequest.to_dict`), ``change`` (:meth:`Change.to_dict`, or None) and
+        ``refusal`` (``{"rule", "why"}`` from :func:`~pilotage.spec.evolve.plan_change`, or None).
 
         Returns:
-            action ``add-resource`` (rule ``grammar.add-resource-crud``; score: operations and fields added) or
-            ``refuse`` (rule ``no-overwrite``) when the schema, a path or an operationId is already taken.
+            action ``add-resource`` (rule ``grammar.add-resource-crud``), ``add-field`` (``grammar.add-field``) or
+            ``add-operation`` (``grammar.add-operation``); score: operations and fields added, required fields. Or
+            ``refuse`` with the refusal's rule (``no-overwrite``, ``reserved-path``, ``unresolved-name`` ...).
         """
         if kind != "design.change":
             return super().reason(kind, inputs)
-        req = inputs["request"]
-        resource = req["resource"]
-        plural = "".join(w[:1].upper() + w[1:] for w in req["collection_path"].strip("/").split("-"))
-        wanted_ids = {f"list{plural}", f"create{resource}", f"get{resource}", f"update{resource}", f"delete{resource}"}
-        clashes = []
-        if resource in inputs["existing_schemas"]:
-            clashes.append(f"schema {resource}")
-        clashes.extend(f"path {p}" for p in (req["collection_path"], req["item_path"]) if p in inputs["existing_paths"])
-        clashes.extend(f"operationId {o}" for o in sorted(wanted_ids & set(inputs["existing_operation_ids"])))
-        if clashes:
-            return Reasoning(
-                action="refuse",
-                rule="no-overwrite",
-                score={"clashes": len(clashes)},
-                rationale=f"The spec already has {', '.join(clashes)}; adding {resource} would overwrite it.",
-            )
-        fields = ", ".join(f"{k}:{v}" for k, v in req["fields"].items())
+        refusal, change = inputs.get("refusal"), inputs.get("change")
+        if refusal or not change:
+            refusal = refusal or {"rule": "unresolved-name", "why": "the request resolves to no change"}
+            return Reasoning(action="refuse", rule=str(refusal["rule"]), score={"refusals": 1},
+                             rationale=f"The request does not apply to the spec: {refusal['why']}.")  # fmt: skip
+        fields = ", ".join(f"{k}:{v}" for k, v in change["fields"].items())
+        ops = ", ".join(change["operations"])
+        rationale = {
+            "add-resource": f"The request names a new resource {change['schema']} ({fields}); the spec has no "
+            f"{change['collection_path']} yet, so add schema {change['schema']} and {ops} - an additive change.",
+            "add-field": f"The request adds {fields} to the spec's schema {change['schema']}, as optional properties "
+            "so existing clients stay valid - a non-breaking change.",
+            "add-operation": f"The request adds {ops} to the spec's resource {change['collection_path']} (schema "
+            f"{change['schema']}), which does not have it yet - an additive change.",
+        }[change["kind"]]
         return Reasoning(
-            action="add-resource",
-            rule="grammar.add-resource-crud",
-            score={"operations_added": 5, "fields": len(req["fields"]), "required": len(req["required"])},
-            rationale=(
-                f"The request names a new resource {resource} ({fields}); the spec has no {req['collection_path']} "
-                f"yet, so add schema {resource} and list/create/get/update/delete operations under "
-                f"{req['collection_path']} - a non-breaking, additive change."
-            ),
+            action=change["kind"],
+            rule={"add-resource": "grammar.add-resource-crud"}.get(change["kind"], f"grammar.{change['kind']}"),
+            score={
+                "operations_added": len(change["operations"]),
+                "fields": len(change["fields"]),
+                "required": len(change["required"]),
+            },
+            rationale=rationale,
         )
 
     async def on_event(self, event: CloudEvent) -> None:
         """Design the change for one ``flow.started`` event.
 
         Raises:
-            InputError: the spec does not load, the request is outside the grammar, or the resource exists.
+            InputError: the spec does not load, the request is outside the grammar, or it does not apply to the
+                spec (a name that exists, is reserved or resolves to nothing; with the closest reading).
         """
         run = RunSpec.model_validate(event.data)
         if run.delivery:
             return  # a delivery brings its own commit (pilotage.agents.source)
         base = load_spec(run.spec_path)
         req = parse_request(run.request)
-        inputs = {
-            "request": req.to_dict(),
-            "existing_paths": sorted((base.get("paths") or {}).keys()),
-            "existing_schemas": sorted(((base.get("components") or {}).get("schemas") or {}).keys()),
-            "existing_operation_ids": operation_ids(base),
-        }
+        change, refused = _resolve(base, req, run.spec_path)
+        refusal = None if refused is None else {"rule": refused.context["rule"], "why": refused.context["why"]}
+        inputs = {"request": req.to_dict(), "change": change.to_dict() if change else None, "refusal": refusal}
         decision = await self.decide("design.change", inputs, cause=event)
-        if decision.action == "refuse":
-            raise InputError(
+        if decision.action == "refuse" or change is None:
+            raise refused or InputError(
                 f"request {run.request!r} cannot be applied to spec file {run.spec_path}: {decision.rationale}",
-                hint="ask for a resource the spec does not define yet",
+                hint="ask for something the spec does not have yet",
                 path=run.spec_path,
             )
-        new = evolve(base, req, path=run.spec_path)
+        new = apply_change(base, req, change, path=run.spec_path)
         artifacts = run.artifacts_path.resolve()
-        base_path = dump_spec(base, artifacts / "openapi.base.yaml")
-        next_path = dump_spec(new, artifacts / "openapi.next.yaml")
+        # the documents every later stage and tool reads; $refs inside x- extensions are data, never followed
+        base_path = dump_spec(unfollowed_extension_refs(base), artifacts / "openapi.base.yaml")
+        next_path = dump_spec(unfollowed_extension_refs(new), artifacts / "openapi.next.yaml")
         load_spec(next_path)  # what codegen will read must round-trip and validate
         diff = diff_specs(base, new)
         added = diff.added
@@ -151,8 +166,9 @@ class DesignAgent(Agent):
             {
                 "spec_path": str(next_path),
                 "base_spec_path": str(base_path),
-                "resource": req.resource,
-                "fields": dict(req.fields),
+                "change": change.kind,
+                "resource": change.schema,
+                "fields": dict(change.fields),
                 "operations_added": added,
                 "diff": diff.to_dict(),
                 "decision_id": decision.id,

@@ -124,10 +124,15 @@ class PolicyEvaluated(EventData):
 
 # --- design, code, tests, performance ------------------------------------------------------------------------
 class SpecProposed(EventData):
-    """The evolved OpenAPI document and its diff. Design → (report)."""
+    """The evolved OpenAPI document and its diff. Design → (report).
+
+    ``change`` is the kind of request (``add-resource``, ``add-field``, ``add-operation``; "" for a delivery's own
+    commit), ``resource`` the schema it adds or changes, ``fields`` the properties it adds to it.
+    """
 
     spec_path: str
     base_spec_path: str
+    change: str = ""
     resource: str
     fields: dict[str, str]
     operations_added: list[str]

@@ -39,6 +39,24 @@ app = typer.Typer(
 console = Console(highlight=False, soft_wrap=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from pilotage import __version__
+
+        console.print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Agents that carry a service from request to a watched, costed rollout."""
+
+
 def print_error(line: str) -> None:
     """Write ``error: <line>`` as exactly one line on stderr (never wrapped, no markup)."""
     sys.stderr.write("error: " + " ".join(line.split()) + "\n")
@@ -105,13 +123,40 @@ class _LazyFileHandler(logging.FileHandler):
 
 
 def _log_to_file() -> None:
-    """Send library log records to ``.pilotage/pilotage.log`` (stderr stays one error line), secrets masked."""
-    handler = _LazyFileHandler(Path(".pilotage") / "pilotage.log", encoding="utf-8", delay=True)
+    """Send library log records to ``<home>/pilotage.log`` (stderr stays one error line), secrets masked.
+
+    ``home`` is ``PILOTAGE_HOME`` or ``.pilotage``; :func:`log_in` moves the file to another state folder.
+    """
+    home = Path(os.environ.get("PILOTAGE_HOME") or ".pilotage")
+    handler = _LazyFileHandler(home / "pilotage.log", encoding="utf-8", delay=True)
     handler.setFormatter(MaskingFormatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("pilotage")
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if os.environ.get("PILOTAGE_DEBUG") else logging.INFO)
     root.propagate = False
+
+
+def log_in(home: Path) -> None:
+    """Write the CLI's log file in the state folder ``home`` from now on (``--workdir``)."""
+    for handler in logging.getLogger("pilotage").handlers:
+        if isinstance(handler, _LazyFileHandler):
+            handler.close()  # reopened lazily at the new path by the next record
+            handler.baseFilename = str((home / "pilotage.log").resolve())
+
+
+def _json_requested() -> bool:
+    """The command line asks for JSON output: an error is then also a JSON document on stdout."""
+    return "--json" in sys.argv[1:]
+
+
+def _fail(line: str, code: int, error_type: str, hint: str | None = None) -> None:
+    """Report a failed command: one line on stderr, and with ``--json`` a document on stdout; exit ``code``."""
+    print_error(line)
+    if _json_requested():
+        doc = {"status": "error", "error": line, "error_type": error_type, "exit_code": code, "hint": hint}
+        sys.stdout.write(json.dumps(doc) + "\n")
+        sys.stdout.flush()
+    sys.exit(code)
 
 
 def main() -> None:
@@ -136,24 +181,23 @@ def main() -> None:
             ctx = ctx.parent
         command = "".join(f" {name}" for name in names)
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        if message.strip():  # empty for "no arguments: help was shown"
-            print_error(f"{message} (fix: see `pilotage{command} --help`)")
-        sys.exit(2)
+        if not message.strip():  # empty for "no arguments: help was shown"
+            sys.exit(2)
+        _fail(f"{message} (fix: see `pilotage{command} --help`)", 2, "UsageError")
     except PilotageError as exc:
         code = getattr(exc, "exit_code", None) or next((c for cls, c in EXIT_CODES if isinstance(exc, cls)), 1)
-        print_error(exc.one_line())
-        sys.exit(code)
+        _fail(exc.one_line(), code, type(exc).__name__, getattr(exc, "hint", None))
     except KeyboardInterrupt:
-        print_error("interrupted; events accepted so far are in the log")
-        sys.exit(130)
+        _fail("interrupted; events accepted so far are in the log", 130, "Interrupted")
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if os.environ.get("PILOTAGE_DEBUG"):
             raise
-        print_error(
+        _fail(
             f"internal error: {type(exc).__name__}: {exc} "
-            "(fix: this is a Pilotage bug; rerun with PILOTAGE_DEBUG=1 for the traceback and report it)"
+            "(fix: this is a Pilotage bug; rerun with PILOTAGE_DEBUG=1 for the traceback and report it)",
+            70,
+            "InternalError",
         )
-        sys.exit(70)
 
 
 from pilotage.cli import events as _events  # noqa: E402,F401 - registers its commands on app

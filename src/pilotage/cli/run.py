@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from pilotage.agent import RunSpec
-from pilotage.cli import JsonOpt, app, cli_settings, console, print_error
+from pilotage.cli import JsonOpt, app, cli_settings, console, log_in, print_error
 from pilotage.errors import ConfigError, InputError, PilotageError
 from pilotage.events import CloudEvent
 from pilotage.names import check_name, name_from
@@ -47,7 +47,11 @@ def _demo_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "examples" / "checkout-service"
 
 
-def _preflight(settings: Settings, spec: Path, request: str) -> None:
+#: Documents larger than this (bytes) get a progress line while they are read and validated.
+LARGE_DOCUMENT_BYTES = 1_000_000
+
+
+def _preflight(settings: Settings, spec: Path, request: str, *, json_mode: bool = False) -> None:
     """Fail fast, before any process starts or any event is written.
 
     Checks the backend URLs and the metric source (ConfigError), the spec and the ``slo.yaml`` beside it
@@ -66,6 +70,9 @@ def _preflight(settings: Settings, spec: Path, request: str) -> None:
         ("runtime", settings.runtime_url),
     ):
         backend_class(kind, url)
+    size = spec.stat().st_size if spec.is_file() else 0
+    if size > LARGE_DOCUMENT_BYTES and not json_mode:  # validation of a large document takes a while
+        console.print(f"reading and validating {spec.name} ({size / 1e6:.1f} MB) … (Ctrl-C stops)")
     doc = load_spec(spec)
     evolve(doc, parse_request(request), path=str(spec))
     # issue 3: the SLO beside the spec and the metric source are read only when the rollout starts; check them now
@@ -238,18 +245,21 @@ def _start_run(
     from pilotage.flows.feature_delivery import new_run_id
 
     settings = cli_settings()
+    if workdir is not None:  # issue 18: everything in DIR — the event log, graph, lock, log file and every run
+        settings = settings.with_home(workdir.expanduser().resolve())
+        log_in(settings.home)
     if service is not None:
         check_name(service, "--service")  # before any file is read or written
     if not submit:
         require_no_control_plane(settings)
     spec = spec.expanduser().resolve()
-    _preflight(settings, spec, request)
+    _preflight(settings, spec, request, json_mode=json_mode)
     _check_port_free(port)
     if idle_after_s <= 0:
         raise InputError(f"--idle-after {idle_after_s} is not a positive number of seconds", hint="pass e.g. 10")
     run_id = new_run_id()
     _make_workdir(settings.home)
-    workdir = _make_workdir((workdir or settings.home / "runs" / run_id).expanduser().resolve())
+    workdir = _make_workdir((settings.home / "runs" / run_id).resolve())  # a run never overwrites another
     name = service if service is not None else name_from(spec.parent.name if spec.stem == "openapi" else spec.stem)
     run = RunSpec(
         run_id=run_id,
@@ -308,7 +318,13 @@ def demo(
             "--inject-fault", help="The new version answers 500 on 30% of requests; the run must end rolled back."
         ),
     ] = False,
-    workdir: Annotated[Path | None, typer.Option(help="Folder for the run's repository and artefacts.")] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            help="State folder for this run: the event log, graph, lock, log file and runs/<run id> (default "
+            ".pilotage; PILOTAGE_HOME does the same for every command)."
+        ),
+    ] = None,
     submit: SubmitOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
@@ -340,7 +356,13 @@ def run(
         str,
         typer.Option(help="Change request, e.g. 'Add discount code support with fields code:string, percent:integer'."),
     ],
-    workdir: Annotated[Path | None, typer.Option(help="Folder for the run's repository and artefacts.")] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            help="State folder for this run: the event log, graph, lock, log file and runs/<run id> (default "
+            ".pilotage; PILOTAGE_HOME does the same for every command)."
+        ),
+    ] = None,
     service: Annotated[
         str | None,
         typer.Option(help="Service name: letters, digits, '.', '_', '-' (default: from the spec file name)."),

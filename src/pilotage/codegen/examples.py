@@ -23,7 +23,7 @@ from typing import Any
 import regex
 
 from pilotage.errors import InputError
-from pilotage.spec.openapi import ref_name, resolve_dict
+from pilotage.spec.openapi import FILES_KEY, ref_name, resolve_dict
 
 __all__ = ["MAX_EXAMPLE_SIZE", "PATTERN_TIMEOUT_S", "example", "schema_errors", "types_of"]
 
@@ -50,8 +50,17 @@ _FORMATS: dict[str, Any] = {
 }
 
 
-def types_of(doc: dict[str, Any], schema: Any) -> list[str]:
-    """Return the JSON types ``schema`` admits (``type``, 3.1 type lists, ``nullable``, composed schemas)."""
+def types_of(doc: dict[str, Any], schema: Any, _seen: frozenset[str] = frozenset()) -> list[str]:
+    """Return the JSON types ``schema`` admits (``type``, 3.1 type lists, ``nullable``, composed schemas).
+
+    A union that comes back to a schema already being read adds nothing (``_seen``: the names on the way), so even a
+    document with such a cycle (refused by :func:`pilotage.spec.load.validate_spec`) cannot overflow the stack.
+    """
+    name = ref_name(schema)
+    if name is not None:
+        if name in _seen:
+            return []
+        _seen = _seen | {name}
     resolved = resolve_dict(doc, schema)
     declared = resolved.get("type")
     if isinstance(declared, str):
@@ -62,7 +71,7 @@ def types_of(doc: dict[str, Any], schema: Any) -> list[str]:
         found = []
         for key in ("allOf", "oneOf", "anyOf"):
             for sub in resolved.get(key) or []:
-                found.extend(t for t in types_of(doc, sub) if t not in found)
+                found.extend(t for t in types_of(doc, sub, _seen) if t not in found)
         if not found and "properties" in resolved:
             found = ["object"]
     if resolved.get("nullable") and "null" not in found:
@@ -112,7 +121,7 @@ def schema_errors(doc: dict[str, Any], schema: Any, value: Any) -> list[str]:
     from openapi_schema_validator import oas30_format_checker, oas31_format_checker
 
     oas30, oas31 = _validator_classes()
-    root = {"allOf": [schema], "components": doc.get("components", {})}
+    root = {"allOf": [schema], "components": doc.get("components", {}), FILES_KEY: doc.get(FILES_KEY, {})}
     if str(doc.get("openapi", "")).startswith("3.1"):
         validator: Any = oas31(root, format_checker=oas31_format_checker)
     else:
@@ -176,71 +185,129 @@ def _number(schema: dict[str, Any], integer: bool) -> int | float:
         return 1 if integer else 1.5
 
 
-def _object(doc: dict[str, Any], schema: dict[str, Any], depth: int, stack: tuple[str, ...], use: bool) -> Any:
+#: Below this depth an example object holds its optional properties too; from it on, only the required ones.
+FULL_DEPTH = 4
+#: From this depth on an example only holds what the schema forces: required properties, ``minItems`` items,
+#: ``allOf`` parts, a branch of a union. A schema met again there nests itself for ever: it has no finite value.
+FORCED_DEPTH = 5
+
+_Stack = tuple[tuple[str, int], ...]  # (component schema name, depth at which its expansion began), outermost first
+
+
+def _refers_to(schema: Any, stack: _Stack) -> bool:
+    """True when ``schema`` is, or directly holds (array items, union branches), a reference to a name on ``stack``."""
+    names = {name for name, _ in stack}
+    parts = [schema]
+    if isinstance(schema, dict):
+        parts.append(schema.get("items"))
+        for key in ("oneOf", "anyOf", "allOf"):
+            branches = schema.get(key)
+            parts.extend(branches if isinstance(branches, list) else [])
+    return any(ref_name(part) in names for part in parts)
+
+
+def _no_finite_value(name: str, stack: _Stack) -> InputError:
+    start = next(i for i, (entry, depth) in enumerate(stack) if entry == name and depth >= FORCED_DEPTH)
+    chain = " -> ".join([*(entry for entry, _ in stack[start:]), name])
+    return InputError(
+        f"schema {name!r} has no finite value: {chain} nests it in itself through required properties, minItems or "
+        "union branches that all recurse",
+        hint="make one property of the cycle optional or nullable (or minItems 0), or give the schema an example",
+        cycle=chain,
+    )
+
+
+def _object(doc: dict[str, Any], schema: dict[str, Any], depth: int, stack: _Stack, use: bool) -> Any:
     out: dict[str, Any] = {}
     required = set(schema.get("required") or [])
     for name, prop in (schema.get("properties") or {}).items():
-        name_ref = ref_name(prop)
-        recursive = name_ref is not None and name_ref in stack
-        if name in required or (depth < 4 and not recursive):
-            if recursive and depth >= 4:
-                continue
-            out[name] = example(doc, prop, depth=depth + 1, stack=stack, use_examples=use)
+        if name in required or (depth < FULL_DEPTH and not _refers_to(prop, stack)):
+            out[name] = _example(doc, prop, depth + 1, stack, use)
     extra = schema.get("additionalProperties")
-    if not out and isinstance(extra, dict) and extra and depth < 4:
-        out["key"] = example(doc, extra, depth=depth + 1, stack=stack, use_examples=use)
+    if not out and isinstance(extra, dict) and extra and depth < FULL_DEPTH and not _refers_to(extra, stack):
+        out["key"] = _example(doc, extra, depth + 1, stack, use)
     return out
 
 
-def example(
-    doc: dict[str, Any], schema: Any, *, depth: int = 0, stack: tuple[str, ...] = (), use_examples: bool = True
-) -> Any:
+def _array(doc: dict[str, Any], schema: dict[str, Any], depth: int, stack: _Stack, use: bool) -> list[Any]:
+    items = schema.get("items") or {}
+    least = int(schema.get("minItems", 0))
+    count = least if _refers_to(items, stack) else max(least, 1 if depth < FORCED_DEPTH else 0)
+    if isinstance(schema.get("maxItems"), int):
+        count = min(count, schema["maxItems"])
+    _spend(count, f"minItems {count}")
+    return [_example(doc, items, depth + 1, stack, use) for _ in range(count)]
+
+
+def example(doc: dict[str, Any], schema: Any, *, use_examples: bool = True) -> Any:
     """Return an example value for ``schema`` (refs resolved in ``doc``).
+
+    Bounded for recursive schemas (``Node.children.items: {$ref: Node}``, unions and ``additionalProperties``
+    that come back to an enclosing schema): an optional property, an item or a union branch that would expand a
+    schema being expanded is left out (or the branch that does not recurse, or ``null``, is taken), objects hold
+    optional properties only above :data:`FULL_DEPTH` levels and arrays are empty from :data:`FORCED_DEPTH` on.
 
     Args:
         doc: the OpenAPI document holding ``components``.
         schema: the schema (may be a ``$ref``).
-        depth: nesting depth reached (objects stop adding optional properties at depth 4).
-        stack: the component names being expanded (stops recursive schemas).
         use_examples: prefer the schema's own ``example``/``default`` values.
 
     Raises:
-        InputError: the example would hold more than :data:`MAX_EXAMPLE_SIZE` characters and values.
+        InputError: the example would hold more than :data:`MAX_EXAMPLE_SIZE` characters and values, or the schema
+            has no finite value (a required property or ``minItems`` chain that comes back to it; names the cycle).
     """
-    if _BUDGET.get() is None:  # the outermost call: one budget for the whole example
-        token = _BUDGET.set([MAX_EXAMPLE_SIZE])
-        try:
-            return example(doc, schema, depth=depth, stack=stack, use_examples=use_examples)
-        finally:
-            _BUDGET.reset(token)
+    token = _BUDGET.set([MAX_EXAMPLE_SIZE])
+    try:
+        return _example(doc, schema, 0, (), use_examples)
+    finally:
+        _BUDGET.reset(token)
+
+
+def _example(doc: dict[str, Any], schema: Any, depth: int, stack: _Stack, use: bool) -> Any:
     _spend(1, "values")
     name = ref_name(schema)
-    if name is not None:
-        stack = (*stack, name)
     resolved = resolve_dict(doc, schema)
-    found, value = _from_keywords(doc, resolved, depth, stack, use_examples)
+    if _refers_to(schema, stack) and _admits_null(resolved):
+        return None  # a recursive schema that admits null ends the recursion
+    if name is not None:
+        if depth >= FORCED_DEPTH and any(e == name and d >= FORCED_DEPTH for e, d in stack):
+            raise _no_finite_value(name, stack)
+        stack = (*stack, (name, depth))
+    found, value = _from_keywords(doc, resolved, depth, stack, use)
     if found:
         return value
-    kinds = [t for t in types_of(doc, resolved) if t != "null"] or (["null"] if types_of(doc, resolved) else [])
+    types = types_of(doc, resolved)
+    kinds = [t for t in types if t != "null"] or (["null"] if types else [])
     kind = kinds[0] if kinds else ("object" if "properties" in resolved else "array" if "items" in resolved else "")
     if kind == "object":
-        return _object(doc, resolved, depth, stack, use_examples)
+        return _object(doc, resolved, depth, stack, use)
     if kind == "array":
-        count = max(int(resolved.get("minItems", 0)), 1 if depth < 5 else 0)
-        if isinstance(resolved.get("maxItems"), int):
-            count = min(count, resolved["maxItems"])
-        _spend(count, f"minItems {count}")
-        items = resolved.get("items") or {}
-        return [example(doc, items, depth=depth + 1, stack=stack, use_examples=use_examples) for _ in range(count)]
+        return _array(doc, resolved, depth, stack, use)
     if kind in ("integer", "number"):
         return _number(resolved, kind == "integer")
     return {"boolean": True, "null": None}.get(kind, _string(resolved) if kind == "string" else "string")
 
 
-def _from_keywords(
-    doc: dict[str, Any], resolved: dict[str, Any], depth: int, stack: tuple[str, ...], use: bool
-) -> tuple[bool, Any]:
-    """Return ``(True, value)`` when ``example``/``const``/``enum``/composition keywords decide the example."""
+def _admits_null(schema: dict[str, Any]) -> bool:
+    """True when ``null`` is valid for ``schema`` by its own ``type``.
+
+    That is ``"null"`` among the types (3.1), or ``nullable: true`` beside a ``type`` and no composition (OpenAPI
+    3.0.3 §4.7.24.1: nullable needs ``type``, and an ``allOf`` still applies its parts to null).
+    """
+    declared = schema.get("type")
+    if declared == "null" or (isinstance(declared, list) and "null" in declared):
+        return True
+    composed = any(k in schema for k in ("allOf", "oneOf", "anyOf"))
+    return schema.get("nullable") is True and isinstance(declared, str) and not composed
+
+
+def _branch(branches: list[Any], stack: _Stack) -> Any:
+    """The first union branch that does not come back to a schema being expanded (else the first one)."""
+    return next((b for b in branches if not _refers_to(b, stack)), branches[0])
+
+
+def _given(resolved: dict[str, Any], use: bool) -> tuple[bool, Any]:
+    """``(True, value)`` when the schema states its example: ``example``/``const``/``default``/``examples``/``enum``."""
     if use:
         for key in ("example", "const", "default"):
             if key in resolved:
@@ -251,13 +318,23 @@ def _from_keywords(
         return True, resolved["const"]
     if isinstance(resolved.get("enum"), list) and resolved["enum"]:
         return True, next((v for v in resolved["enum"] if v is not None), resolved["enum"][0])
+    return False, None
+
+
+def _from_keywords(
+    doc: dict[str, Any], resolved: dict[str, Any], depth: int, stack: _Stack, use: bool
+) -> tuple[bool, Any]:
+    """Return ``(True, value)`` when ``example``/``const``/``enum``/composition keywords decide the example."""
+    found, value = _given(resolved, use)
+    if found:
+        return found, value
     if resolved.get("allOf"):
         merged: Any = None
         for part in resolved["allOf"]:
-            value = example(doc, part, depth=depth, stack=stack, use_examples=use)
+            value = _example(doc, part, depth, stack, use)
             merged = {**merged, **value} if isinstance(merged, dict) and isinstance(value, dict) else value
         return True, merged
     for key in ("oneOf", "anyOf"):
         if resolved.get(key):
-            return True, example(doc, resolved[key][0], depth=depth, stack=stack, use_examples=use)
+            return True, _example(doc, _branch(resolved[key], stack), depth, stack, use)
     return False, None

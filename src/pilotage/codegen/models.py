@@ -21,7 +21,7 @@ from pilotage.codegen.examples import types_of
 from pilotage.codegen.quoting import GENERATED_NAMES, check_python, py_docstring, py_literal, python_name
 from pilotage.spec.openapi import ref_name, resolve_dict
 
-__all__ = ["model_names", "models_source"]
+__all__ = ["is_model", "model_names", "models_source"]
 
 #: Names a model field never takes (pydantic's own attributes), besides the module's classes.
 _MODEL_ATTRIBUTES = frozenset(dir(BaseModel))
@@ -34,7 +34,12 @@ def model_names(doc: dict[str, Any]) -> dict[str, str]:
     return {name: python_name(str(name), "pascal", taken=used) for name in schemas}
 
 
-def _is_model(doc: dict[str, Any], schema: Any) -> bool:
+def is_model(doc: dict[str, Any], schema: Any) -> bool:
+    """True when ``schema`` becomes a ``BaseModel`` class: an object with properties and no composition keyword.
+
+    Every other component schema (unions, scalars, enums, arrays, bare objects) becomes a type alias, which has no
+    ``model_validate``: the generated service validates those bodies against the document's schema only.
+    """
     resolved = resolve_dict(doc, schema)
     return (
         "object" in types_of(doc, resolved)
@@ -114,7 +119,7 @@ def models_source(doc: dict[str, Any], names: dict[str, str]) -> tuple[str, list
         names: the result of :func:`model_names`.
     """
     schemas = (doc.get("components") or {}).get("schemas") or {}
-    models = {names[n] for n, s in schemas.items() if _is_model(doc, s)}
+    models = {names[n] for n, s in schemas.items() if is_model(doc, s)}
     blocks = []
     aliases = []
     used: set[str] = set()

@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pilotage.codegen.examples import example, schema_errors, types_of
+from pilotage.codegen.models import is_model
 from pilotage.codegen.quoting import python_name
+from pilotage.spec.evolve import RESERVED_PATHS  # the service's own /healthz and /metrics
 from pilotage.spec.openapi import Operation, iter_operations, merged_parameters, ref_name, resolve_dict
 
 __all__ = ["OperationPlan", "Resource", "ServicePlan", "make_plan"]
 
-RESERVED_PATHS = ("/healthz", "/metrics")
 _SEGMENT = re.compile(r"^\{([^{}]+)\}$")
 
 
@@ -300,8 +301,10 @@ def _plan_operation(
         "documents_415": "415" in responses or "default" in responses or "4XX" in responses,
         "security": _security(doc, op),
     }
-    body_ref = ref_name((body_meta or {}).get("content", {}).get("application/json"))
-    model = model_names.get(body_ref) if body_ref else None
+    body_schema = (body_meta or {}).get("content", {}).get("application/json")
+    body_ref = ref_name(body_schema)
+    # only a generated BaseModel class validates a body; an alias (union, scalar, enum, array) is not a class
+    model = model_names.get(body_ref) if body_ref and is_model(doc, body_schema) else None
     plan.operations.append(OperationPlan(function, kind, res, parent, meta, model))
     return function
 

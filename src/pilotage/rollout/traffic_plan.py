@@ -60,7 +60,7 @@ from pilotage.spec.openapi import (
     Operation,
     base_path,
     iter_operations,
-    ref_of,
+    references,
     requires_credentials,
     resolve_dict,
 )
@@ -102,19 +102,8 @@ _DESCRIBED = re.compile(r"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (/\S*)$")
 
 
 def _refs(node: Any) -> set[str]:
-    """Every ``$ref`` string below ``node`` (a JSON value)."""
-    found: set[str] = set()
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            ref = ref_of(item)
-            if ref is not None:
-                found.add(ref)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return found
+    """Every ``$ref`` string below ``node`` (a JSON value), those inside ``x-`` extensions left out."""
+    return {item["$ref"] for item, _ in references(node)}
 
 
 def _components(doc: Mapping[str, Any]) -> dict[str, Any]:

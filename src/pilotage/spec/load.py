@@ -17,6 +17,7 @@ the place and the limit (CLI exit 2).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -220,6 +221,9 @@ def parse_document(text: str, *, path: str | Path = "<memory>", kind: str = "spe
         raise _too_much(kind, path, "is too large", f"{MAX_DOCUMENT_BYTES:,} bytes")
     if syntax == "json":
         return _parse_json(text, kind, path)
+    if text.lstrip()[:1] in ("{", "["):  # JSON text (YAML's subset): the C JSON parser, not PyYAML's pure Python one
+        with contextlib.suppress(InputError):  # flow-style YAML (`{a: 1}`) is not JSON: parsed as YAML below
+            return _parse_json(text, kind, path)
     try:
         return _parse_yaml(text, kind, path)
     except yaml.YAMLError as exc:
@@ -282,6 +286,27 @@ def openapi_version(doc: Any) -> str:
     return ""
 
 
+def _refuse_schema_cycles(doc: dict[str, Any], path: str | Path) -> None:
+    """Refuse a document with a :func:`pilotage.spec.openapi.schema_cycle`, naming it.
+
+    Raises:
+        InputError: ``spec file PATH has schemas that apply to themselves: A -> B -> A ...`` (context ``cycle``).
+    """
+    from pilotage.spec.openapi import ref_name, schema_cycle  # spec.openapi imports this module
+
+    cycle = schema_cycle(doc)
+    if cycle is not None:
+        chain = " -> ".join(ref_name({"$ref": ref}) or ref for ref in cycle)
+        raise InputError(
+            f"spec file {path} has schemas that apply to themselves: {chain} (through allOf/anyOf/oneOf/not/$ref, "
+            "never reaching a property or an item), so no value can ever be validated against them",
+            hint="break the cycle: one of these schemas must describe a property or an array item of the value "
+            "(properties, items), not the value itself",
+            path=str(path),
+            cycle=chain,
+        )
+
+
 def validate_spec(doc: dict[str, Any], *, path: str | Path = "<memory>") -> None:
     """Validate a decoded OpenAPI 3.0/3.1 document.
 
@@ -290,7 +315,9 @@ def validate_spec(doc: dict[str, Any], *, path: str | Path = "<memory>") -> None
         path: file name used in error messages.
 
     Raises:
-        InputError: the document is not OpenAPI 3.0/3.1 or breaks its schema; the message names the JSON path.
+        InputError: the document is not OpenAPI 3.0/3.1, has schemas that apply to themselves in a cycle
+            (:func:`pilotage.spec.openapi.schema_cycle`, named), or breaks its schema; the message names the JSON
+            path.
     """
     from openapi_spec_validator import OpenAPIV30SpecValidator, OpenAPIV31SpecValidator
 
@@ -305,6 +332,7 @@ def validate_spec(doc: dict[str, Any], *, path: str | Path = "<memory>") -> None
             hint="use a document with a top-level `openapi: 3.0.x` or `openapi: 3.1.x` key",
             path=str(path),
         )
+    _refuse_schema_cycles(doc, path)  # openapi-spec-validator would recurse for ever on such a cycle
     try:
         errors = list(validator_cls(doc).iter_errors())
     except Exception as exc:  # the validator raises on unresolvable $refs and similar structural problems

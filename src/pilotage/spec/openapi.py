@@ -40,6 +40,7 @@ __all__ = [
     "HTTP_METHODS",
     "MAX_REF_FILES",
     "MAX_REF_HOPS",
+    "UNFOLLOWED_REF",
     "Operation",
     "base_path",
     "bundle_refs",
@@ -50,10 +51,13 @@ __all__ = [
     "parameterless_gets",
     "ref_name",
     "ref_of",
+    "references",
     "requires_credentials",
     "resolve",
     "resolve_dict",
+    "schema_cycle",
     "takes_no_parameters",
+    "unfollowed_extension_refs",
 ]
 
 #: The operation fields of a Path Item Object, in the specification's order (OpenAPI 3.0/3.1 §4.8.9).
@@ -153,6 +157,122 @@ def resolve_dict(doc: dict[str, Any], node: Any, *, where: str = "a $ref") -> di
     return found if isinstance(found, dict) else {}
 
 
+# --- walking references and schema cycles ----------------------------------------------------------------------
+
+#: Fields whose keys are names the document chooses (a property, a schema, a media type ...): there a key starting
+#: with ``x-`` is a name, everywhere else it is a Specification Extension (OpenAPI 3.1 §4.9).
+_NAMED_MAPS = frozenset("properties patternProperties schemas parameters examples requestBodies headers links "
+                        "securitySchemes callbacks pathItems content encoding variables webhooks $defs definitions "
+                        "dependentSchemas".split())  # fmt: skip
+#: Keywords that apply a subschema to the *same* value (JSON Schema 2020-12 §10.2 in-place applicators).
+_IN_PLACE = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
+
+
+def _extension(parts: tuple[Any, ...], key: Any) -> bool:
+    """True when ``key`` under the node at ``parts`` is a Specification Extension (``x-...``, not a chosen name)."""
+    if not isinstance(key, str) or not key.startswith("x-") or (not parts and key == FILES_KEY):
+        return False
+    named = parts == (FILES_KEY,) or (parts and parts[-1] in _NAMED_MAPS) or parts[-2:-1] == ("components",)
+    return not named
+
+
+def _mappings(node: Any) -> Iterator[tuple[dict[str, Any], tuple[Any, ...], bool]]:
+    """Every mapping below ``node`` (iteratively) with its path and whether it lies inside an ``x-`` extension.
+
+    A mapping's children are taken after it is yielded, so the caller may change it (its ``$ref`` is not walked).
+    """
+    stack: list[tuple[Any, tuple[Any, ...], bool]] = [(node, (), False)]
+    while stack:
+        item, parts, inside = stack.pop()
+        if isinstance(item, list):
+            stack.extend((child, (*parts, i), inside) for i, child in enumerate(item))
+        elif isinstance(item, dict):
+            yield item, parts, inside
+            stack.extend((c, (*parts, k), inside or _extension(parts, k)) for k, c in item.items() if k != "$ref")
+
+
+def references(node: Any) -> Iterator[tuple[dict[str, Any], tuple[Any, ...]]]:
+    """Yield every Reference Object below ``node`` with its path (keys and indexes).
+
+    ``$ref`` values inside Specification Extensions (``x-...`` fields) are tool data, not references of the
+    document: they are not yielded (so they are not bundled, followed or validated). The caller may change an
+    object's ``$ref`` before asking for the next one.
+    """
+    for item, parts, inside in _mappings(node):
+        if not inside and ref_of(item) is not None:
+            yield item, parts
+
+
+#: What :func:`unfollowed_extension_refs` renames ``$ref`` to inside extensions.
+UNFOLLOWED_REF = "x-unfollowed-ref"
+
+
+def unfollowed_extension_refs(doc: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``doc`` with every ``$ref`` key inside an ``x-`` extension renamed :data:`UNFOLLOWED_REF`.
+
+    Pilotage never follows those (:func:`references`), but tools it runs on the document resolve every ``$ref``
+    they meet (schemathesis refused ``x-codegen: {$ref: https://...}`` inside a schema as unresolvable).
+    """
+    out = copy.deepcopy(doc)
+    for item, _, inside in _mappings(out):
+        if inside and "$ref" in item:
+            item[UNFOLLOWED_REF] = item.pop("$ref")
+    return out
+
+
+def _in_place_refs(doc: dict[str, Any], ref: str) -> list[str]:
+    """The local references the schema at ``ref`` applies to its own value (through :data:`_IN_PLACE` and ``$ref``)."""
+    try:
+        schema = _pointer(doc, ref, ref)
+    except InputError:
+        return []  # openapi-spec-validator names a reference that does not resolve
+    out: list[str] = []
+    stack = [schema]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, dict):
+            continue
+        target = ref_of(item)
+        if target is not None and target.startswith("#"):
+            out.append(target)
+        for key in _IN_PLACE:
+            part = item.get(key)
+            if isinstance(part, dict) and key == "dependentSchemas":
+                stack.extend(part.values())
+            else:
+                stack.extend(part if isinstance(part, list) else [part])
+    return out
+
+
+def schema_cycle(doc: dict[str, Any]) -> list[str] | None:
+    """Return a cycle of schemas that apply to their own value, as the references followed, or None.
+
+    ``A: {allOf: [{$ref: B}]}`` with ``B: {oneOf: [{$ref: A}, ...]}`` validates a value against A by validating the
+    same value against B, then A again, for ever: no validator can finish, so no request or answer can be checked.
+    A cycle through ``properties``, ``items`` or ``additionalProperties`` (a tree) is fine: each step goes one level
+    into the value, and a value is finite. Iterative depth-first search over every local reference of the document.
+    """
+    edges: dict[str, list[str]] = {}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in dict.fromkeys(item["$ref"] for item, _ in references(doc) if item["$ref"].startswith("#")):
+        if root in state:
+            continue
+        path, pending = [root], [iter(edges.setdefault(root, _in_place_refs(doc, root)))]
+        state[root] = 1
+        while pending:
+            nxt = next(pending[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                pending.pop()
+            elif state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                pending.append(iter(edges.setdefault(nxt, _in_place_refs(doc, nxt))))
+    return None
+
+
 # --- relative files ---------------------------------------------------------------------------------------------
 
 
@@ -230,34 +350,16 @@ def _local_ref(bundle: _Bundle, ref: str, holder: Path, where: str) -> tuple[str
 def _rewrite(bundle: _Bundle, node: Any, holder: Path, label: str) -> list[str]:
     """Rewrite every ``$ref`` below ``node`` (read from file ``holder``) in place; return the keys of new files."""
     new: list[str] = []
-    stack: list[tuple[Any, tuple[Any, ...]]] = [(node, ())]
-    while stack:
-        item, parts = stack.pop()
-        if isinstance(item, list):
-            stack.extend((child, (*parts, i)) for i, child in enumerate(item))
-            continue
-        if not isinstance(item, dict):
-            continue
-        ref = ref_of(item)
-        if ref is not None and (holder != bundle.root_file or not ref.startswith("#")):
+    for item, parts in references(node):
+        ref = item["$ref"]
+        if holder != bundle.root_file or not ref.startswith("#"):
             item["$ref"], key = _local_ref(bundle, ref, holder, f"{label}{json_path(parts)}")
             new.extend([key] if key else [])
-        stack.extend((child, (*parts, name)) for name, child in item.items() if ref is None or name != "$ref")
     return new
 
 
 def _has_file_ref(node: Any) -> bool:
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            ref = ref_of(item)
-            if ref is not None and not ref.startswith("#"):
-                return True
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+    return any(not item["$ref"].startswith("#") for item, _ in references(node))
 
 
 def bundle_refs(doc: dict[str, Any], path: str | Path) -> dict[str, Any]:

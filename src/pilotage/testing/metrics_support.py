@@ -41,7 +41,7 @@ def plain_get(doc: Any) -> str | None:
     ``test_metrics_contract`` calls. ``/healthz`` and ``/metrics`` are left out (the contract does not count them), and
     so is a path item or operation whose shape is not OpenAPI's (``parameters`` not a list, a non-mapping operation).
     """
-    from pilotage.codegen.plan import RESERVED_PATHS  # the health and metrics endpoints
+    from pilotage.spec.evolve import RESERVED_PATHS  # the health and metrics endpoints
     from pilotage.spec.openapi import parameterless_gets
 
     for path in parameterless_gets(doc):

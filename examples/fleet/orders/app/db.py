@@ -1,7 +1,8 @@
-"""PostgreSQL storage of orders: a connection pool, the table, and the queries.
+"""PostgreSQL storage of orders: a connection pool and the queries.
 
-The database is ``$ORDERS_DATABASE_URL`` (default ``postgresql://postgres@127.0.0.1:5432/orders``); it must exist,
-the ``orders`` table is created at startup when missing. Every instance of the service shares the database.
+The database is ``$ORDERS_DATABASE_URL`` (default ``postgresql://postgres@127.0.0.1:5432/orders``); it must exist.
+Its schema is the migrations' (:mod:`app.migrate`), applied when the pool opens. Every instance of the service
+shares the database.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from app.migrate import migrate
+
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/orders"
-COLUMNS = "id, product_id, quantity, status"
-#: Key of the advisory lock that serialises CREATE TABLE when two instances start together.
-SCHEMA_LOCK = 1_702_017
+COLUMNS = "id, product_id, quantity, unit_price_cents, status, payment_id, reservation_id"
 
 _pool: ConnectionPool | None = None
 
@@ -26,17 +27,11 @@ def database_url() -> str:
 
 
 def open_pool() -> None:
-    """Connect (up to 8 connections) and create the ``orders`` table when missing."""
+    """Apply the missing migrations, then connect (up to 8 connections)."""
     global _pool
+    migrate(database_url())
     _pool = ConnectionPool(database_url(), min_size=1, max_size=8, kwargs={"row_factory": dict_row}, open=False)
     _pool.open(wait=True, timeout=10.0)
-    with _pool.connection() as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS orders ("
-            "id BIGSERIAL PRIMARY KEY, product_id BIGINT NOT NULL, quantity INTEGER NOT NULL, "
-            "status TEXT NOT NULL DEFAULT 'placed', created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-        )
 
 
 def close_pool() -> None:
@@ -53,6 +48,12 @@ def _connection() -> Any:
     return _pool.connection()
 
 
+def _one(query: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+    with _connection() as conn:
+        row = conn.execute(query, params).fetchone()
+        return dict(row) if row else None
+
+
 def list_orders(status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
     """Return up to ``limit`` orders after the first ``offset``, by id, only those in ``status`` if given."""
     with _connection() as conn:
@@ -65,26 +66,28 @@ def list_orders(status: str | None, limit: int, offset: int) -> list[dict[str, A
         )
 
 
-def create_order(product_id: int, quantity: int) -> dict[str, Any]:
+def create_order(product_id: int, quantity: int, unit_price_cents: int) -> dict[str, Any]:
     """Insert a placed order and return it."""
-    with _connection() as conn:
-        row = conn.execute(
-            f"INSERT INTO orders (product_id, quantity) VALUES (%s, %s) RETURNING {COLUMNS}", (product_id, quantity)
-        ).fetchone()
-        return dict(row)
+    query = f"INSERT INTO orders (product_id, quantity, unit_price_cents) VALUES (%s, %s, %s) RETURNING {COLUMNS}"
+    order = _one(query, (product_id, quantity, unit_price_cents))
+    assert order is not None
+    return order
 
 
 def get_order(order_id: int) -> dict[str, Any] | None:
     """Return the order ``order_id``, or None when there is none."""
-    with _connection() as conn:
-        row = conn.execute(f"SELECT {COLUMNS} FROM orders WHERE id = %s", (order_id,)).fetchone()
-        return dict(row) if row else None
+    return _one(f"SELECT {COLUMNS} FROM orders WHERE id = %s", (order_id,))
+
+
+def mark_paid(order_id: int, payment_id: int, reservation_id: int) -> dict[str, Any] | None:
+    """Record the payment and reservation of a placed order and return it; None unless it was still placed."""
+    return _one(
+        f"UPDATE orders SET status = 'paid', payment_id = %s, reservation_id = %s "
+        f"WHERE id = %s AND status = 'placed' RETURNING {COLUMNS}",
+        (payment_id, reservation_id, order_id),
+    )
 
 
 def cancel_order(order_id: int) -> dict[str, Any] | None:
     """Mark the order cancelled (again is fine) and return it, or None when there is none."""
-    with _connection() as conn:
-        row = conn.execute(
-            f"UPDATE orders SET status = 'cancelled' WHERE id = %s RETURNING {COLUMNS}", (order_id,)
-        ).fetchone()
-        return dict(row) if row else None
+    return _one(f"UPDATE orders SET status = 'cancelled' WHERE id = %s RETURNING {COLUMNS}", (order_id,))

@@ -27,7 +27,7 @@ def _count(samples: dict, method: str, route: str, status: str) -> float:
 
 def test_requests_are_counted_by_route_template_and_status(client: TestClient) -> None:
     before = _samples(client)
-    client.post("/orders", json={"product_id": 1, "quantity": 1})
+    client.post("/orders", json={"product_id": 1, "quantity": 1, "unit_price_cents": 100})
     client.get("/orders/1")
     client.get("/orders/999")
     client.get("/healthz")

@@ -5,7 +5,7 @@ from fastapi.testclient import TestClient
 
 
 def _place(client: TestClient, product_id: int = 1, quantity: int = 2) -> dict:
-    response = client.post("/orders", json={"product_id": product_id, "quantity": quantity})
+    response = client.post("/orders", json={"product_id": product_id, "quantity": quantity, "unit_price_cents": 850})
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -16,7 +16,15 @@ def test_healthz(client: TestClient) -> None:
 
 def test_place_then_get(client: TestClient) -> None:
     order = _place(client, product_id=3, quantity=5)
-    assert order == {"id": 1, "product_id": 3, "quantity": 5, "status": "placed"}
+    assert order == {
+        "id": 1,
+        "product_id": 3,
+        "quantity": 5,
+        "unit_price_cents": 850,
+        "status": "placed",
+        "payment_id": None,
+        "reservation_id": None,
+    }
     assert client.get("/orders/1").json() == order
 
 
@@ -46,12 +54,14 @@ def test_unknown_order_is_404(client: TestClient) -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        {"product_id": 0, "quantity": 1},
-        {"product_id": 1, "quantity": 0},
-        {"product_id": 1, "quantity": 1001},
-        {"product_id": 9223372036854775808, "quantity": 1},
-        {"product_id": 1},
-        {"product_id": 1, "quantity": 1, "status": "cancelled"},
+        {"product_id": 0, "quantity": 1, "unit_price_cents": 100},
+        {"product_id": 1, "quantity": 0, "unit_price_cents": 100},
+        {"product_id": 1, "quantity": 1001, "unit_price_cents": 100},
+        {"product_id": 9223372036854775808, "quantity": 1, "unit_price_cents": 100},
+        {"product_id": 1, "quantity": 1, "unit_price_cents": 0},
+        {"product_id": 1, "quantity": 1},
+        {"product_id": 1, "unit_price_cents": 100},
+        {"product_id": 1, "quantity": 1, "unit_price_cents": 100, "status": "cancelled"},
     ],
 )
 def test_invalid_orders_are_rejected(client: TestClient, body: dict) -> None:
@@ -63,6 +73,22 @@ def test_unknown_status_filter_is_rejected(client: TestClient) -> None:
     assert client.get("/orders", params={"status": "shipped"}).status_code == 422
 
 
-def test_openapi_is_served(client: TestClient) -> None:
+def test_the_deprecated_status_operation_answers_the_status(client: TestClient) -> None:
+    order = _place(client)
+    assert client.get(f"/orders/{order['id']}/status").json() == {"id": order["id"], "status": "placed"}
+    assert client.get("/orders/77/status").status_code == 404
+
+
+def test_openapi_names_each_operation(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    assert set(paths) == {"/healthz", "/orders", "/orders/{order_id}", "/orders/{order_id}/cancel"}
+    ids = {(method.upper(), path): op["operationId"] for path, item in paths.items() for method, op in item.items()}
+    assert ids == {
+        ("GET", "/healthz"): "healthz",
+        ("GET", "/orders"): "listOrders",
+        ("POST", "/orders"): "createOrder",
+        ("GET", "/orders/{order_id}"): "getOrder",
+        ("GET", "/orders/{order_id}/status"): "getOrderStatus",
+        ("POST", "/orders/{order_id}/pay"): "payOrder",
+        ("POST", "/orders/{order_id}/cancel"): "cancelOrder",
+    }
+    assert paths["/orders/{order_id}/status"]["get"]["deprecated"] is True
