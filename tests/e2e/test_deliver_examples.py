@@ -49,7 +49,6 @@ def test_the_httpbin_upgrade_is_judged_through_its_proxy_and_promoted(tmp_path: 
     assert shown["production_commit"] == upgrade
 
 
-@pytest.mark.xfail(strict=True, reason="consumes lands with fleet-deps (orders' descriptor names its providers)")
 def test_orders_keeps_its_data_in_postgresql_and_a_delivery_is_promoted(tmp_path: Path) -> None:
     ensure_postgres_database("orders")
     ensure_postgres_database("orders_scratch")  # its descriptor's scratch_env: tests never write production data

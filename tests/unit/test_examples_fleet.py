@@ -71,7 +71,6 @@ def test_a_service_without_providers_parses_as_it_is(service: str) -> None:
     assert load_descriptor(EXAMPLES / service) == example_descriptor(EXAMPLES / service)
 
 
-@pytest.mark.xfail(strict=True, reason="consumes lands with fleet-deps")
 @pytest.mark.parametrize("service", ["orders", "storefront"])
 def test_a_consumer_descriptor_parses_with_its_consumes(service: str) -> None:
     assert load_descriptor(EXAMPLES / service).name == service
