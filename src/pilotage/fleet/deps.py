@@ -24,7 +24,7 @@ from typing import Any
 
 from pilotage.errors import ConfigError
 from pilotage.fleet.descriptor import ServiceDescriptor
-from pilotage.spec.openapi import iter_operations
+from pilotage.spec.openapi import first_cycle, iter_operations
 
 __all__ = [
     "Consumer",
@@ -101,27 +101,10 @@ def dependency_graph(descriptors: Mapping[str, ServiceDescriptor]) -> dict[str, 
 def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
     """Return a cycle of ``graph`` as ``[a, b, …, a]`` (from the first service, by name, on one), or None.
 
-    Iterative depth-first search (white/grey/black), services and their dependencies in sorted order, so the same
+    :func:`pilotage.spec.openapi.first_cycle` with services and their dependencies in sorted order, so the same
     graph always gives the same cycle.
     """
-    state: dict[str, int] = {}  # 1 on the current path, 2 done
-    for root in sorted(graph):
-        if state.get(root):
-            continue
-        path, stack = [root], [iter(sorted(graph.get(root, ())))]
-        state[root] = 1
-        while stack:
-            nxt = next(stack[-1], None)
-            if nxt is None:
-                state[path.pop()] = 2
-                stack.pop()
-            elif state.get(nxt) == 1:
-                return [*path[path.index(nxt) :], nxt]
-            elif not state.get(nxt):
-                state[nxt] = 1
-                path.append(nxt)
-                stack.append(iter(sorted(graph.get(nxt, ()))))
-    return None
+    return first_cycle(sorted(graph), lambda name: sorted(graph.get(name, ())))
 
 
 def with_dependencies(graph: Mapping[str, Sequence[str]], names: Sequence[str]) -> list[str]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import re
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ __all__ = [
     "Operation",
     "base_path",
     "bundle_refs",
+    "first_cycle",
     "iter_operations",
     "merged_parameters",
     "operation_ids",
@@ -253,11 +254,22 @@ def schema_cycle(doc: dict[str, Any]) -> list[str] | None:
     into the value, and a value is finite. Iterative depth-first search over every local reference of the document.
     """
     edges: dict[str, list[str]] = {}
+    roots = dict.fromkeys(item["$ref"] for item, _ in references(doc) if item["$ref"].startswith("#"))
+    return first_cycle(roots, lambda ref: edges.setdefault(ref, _in_place_refs(doc, ref)))
+
+
+def first_cycle(roots: Iterable[str], successors: Callable[[str], Iterable[str]]) -> list[str] | None:
+    """Return the first cycle of a directed graph reached from ``roots``, as ``[a, b, …, a]``, or None.
+
+    Iterative depth-first search (white/grey/black), roots and successors in the order given, so the same graph
+    always gives the same cycle; ``successors(node)`` is called once per node reached. Also the fleet's dependency
+    cycles (:func:`pilotage.fleet.deps.find_cycle`).
+    """
     state: dict[str, int] = {}  # 1: on the current path, 2: done
-    for root in dict.fromkeys(item["$ref"] for item, _ in references(doc) if item["$ref"].startswith("#")):
+    for root in roots:
         if root in state:
             continue
-        path, pending = [root], [iter(edges.setdefault(root, _in_place_refs(doc, root)))]
+        path, pending = [root], [iter(successors(root))]
         state[root] = 1
         while pending:
             nxt = next(pending[-1], None)
@@ -269,7 +281,7 @@ def schema_cycle(doc: dict[str, Any]) -> list[str] | None:
             elif nxt not in state:
                 state[nxt] = 1
                 path.append(nxt)
-                pending.append(iter(edges.setdefault(nxt, _in_place_refs(doc, nxt))))
+                pending.append(iter(successors(nxt)))
     return None
 
 
