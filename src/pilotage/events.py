@@ -74,6 +74,10 @@ class EventType:
     SERVICE_RELEASED = "dev.pilotage.service.released"
     SERVICE_UP = "dev.pilotage.service.up"
     SERVICE_DOWN = "dev.pilotage.service.down"
+    # --- issue 19: releases of several services (pilotage.flows.release)
+    RELEASE_PLANNED = "dev.pilotage.release.planned"
+    RELEASE_COMPLETED = "dev.pilotage.release.completed"
+    RELEASE_ROLLED_BACK = "dev.pilotage.release.rolled_back"
     # --- issue 6: governance and human approval (signed: pilotage.policy.approval)
     SECURITY_SCANNED = "dev.pilotage.security.scanned"
     APPROVAL_REQUESTED = "dev.pilotage.approval.requested"

@@ -79,3 +79,50 @@ class ServiceDown(EventData):
     url: str
     reason: str
     error: str | None = None
+
+
+class ReleasePlanned(EventData):
+    """A release of several services was ordered (issue #19). ``pilotage deliver A@REV B@REV`` → `explain`.
+
+    Attributes:
+        release_id: the release (``rel-`` + 12 hex; the events' ``runid``).
+        decision_id: the ``decision.made`` that chose the order (``pilotage explain`` it).
+        order: one step per service in delivery order: ``service``, ``rev``, ``commit``, ``previous_commit``,
+            ``after`` (the release's services it goes after) and ``why`` (one line per ordering reason).
+        edges: the ordering constraints: ``{"first", "then", "rule", "why"}`` (rule ``additive-provider-first``,
+            ``consumer-stops-first`` or ``breaking-still-used``).
+    """
+
+    release_id: str
+    decision_id: str
+    order: list[Obj]
+    edges: list[Obj]
+
+
+class ReleaseCompleted(EventData):
+    """Every service of the release was promoted, in ``order``; ``runs``: service → its delivery's run id."""
+
+    release_id: str
+    order: list[str]
+    runs: dict[str, str]
+    duration_s: float
+
+
+class ReleaseRolledBack(EventData):
+    """A delivery of the release did not promote; the services it had promoted were rolled back in reverse order.
+
+    Attributes:
+        failed: the service whose delivery failed or rolled back, ``run_id`` its run, ``error`` the one-line cause.
+        rolled_back: per promoted service, newest first: ``service``, ``commit`` (removed), ``previous_commit``
+            (serving again), ``standby`` (True: the warm previous version took the route back; False: it was
+            started again) and ``actions``.
+        not_delivered: services of the release that never started.
+    """
+
+    release_id: str
+    failed: str
+    run_id: str
+    error: str
+    rolled_back: list[Obj]
+    not_delivered: list[str]
+    duration_s: float

@@ -332,8 +332,15 @@ def _logged_failure_type(settings: Settings, run_id: str) -> str:
 
 @app.command()
 def deliver(
-    service: Annotated[str, typer.Argument(help="A managed service's name.")],
-    rev: Annotated[str, typer.Argument(help="A revision of its repository: sha, branch, tag, HEAD.")] = "HEAD",
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="SERVICE [REV] (a sha, branch, tag; default HEAD), or several SERVICE@REV delivered as one release."
+        ),
+    ] = None,
+    release: Annotated[
+        Path | None, typer.Option("--release", help="A release file: YAML `services: [A@REV, B@REV]`.")
+    ] = None,
     budget: Annotated[float, typer.Option(help="Time budget of the delivery in seconds.")] = 900.0,
     commit_tests: Annotated[
         bool,
@@ -344,13 +351,25 @@ def deliver(
     ] = False,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Run the lifecycle on commit REV of SERVICE's own repository; exit 0 when it is promoted to production."""
+    """Run the lifecycle on commit REV of SERVICE's own repository; exit 0 when it is promoted to production.
+
+    Several ``SERVICE@REV`` (or ``--release FILE``) are one release: delivered in dependency order, rolled back in
+    reverse order when one fails (README "Releases of several services").
+    """
     from pilotage.cli.run import _finish, _make_workdir, _timeline_printer
     from pilotage.cli.serve import submit_run
     from pilotage.flows.feature_delivery import new_run_id
     from pilotage.flows.supervisor import serving_pid
 
     settings = cli_settings()
+    single = _single_target(targets or [], release)
+    if single is None:
+        from pilotage.cli.release import deliver_release
+
+        members = _release_members(targets or [], release)
+        deliver_release(settings, members, budget_s=budget, commit_tests=commit_tests, json_mode=json_mode)
+        return
+    service, rev = single
     managed, sha = _check_delivery(settings, service, rev, budget)
     run_id = new_run_id()
     workdir = _make_workdir((settings.home / "runs" / run_id).expanduser().resolve())
@@ -387,6 +406,35 @@ def deliver(
             f"keeps serving (see {summary['report']})"
         )
         raise typer.Exit(1)
+
+
+def _single_target(targets: list[str], release: Path | None) -> tuple[str, str] | None:
+    """``(SERVICE, REV)`` of a single delivery, or None for a release (several ``@`` members or a release file).
+
+    Raises:
+        InputError: more than two words without ``@``.
+    """
+    if not targets and release is None:
+        raise InputError("deliver needs a service", hint="deliver SERVICE [REV], or A@REV B@REV …, or --release FILE")
+    if release is not None or len(targets) > 2 or any("@" in t for t in targets):
+        if len(targets) == 1 and release is None:
+            service, _, rev = targets[0].partition("@")
+            return (service, rev) if service and rev else None
+        if release is None and not all("@" in t for t in targets):
+            raise InputError(
+                f"cannot read {' '.join(targets)!r} as a delivery", hint="deliver SERVICE [REV], or A@REV B@REV …"
+            )
+        return None
+    return targets[0], targets[1] if len(targets) > 1 else "HEAD"
+
+
+def _release_members(targets: list[str], release: Path | None) -> list[Any]:
+    """The members named on the command line and in the release file (a service named twice: InputError)."""
+    from pilotage.fleet.release import load_release_file, parse_members, refuse_duplicates
+
+    members = parse_members(targets) + (load_release_file(release) if release is not None else [])
+    refuse_duplicates(members)
+    return members
 
 
 def _report(summary: dict[str, Any], json_mode: bool) -> None:
