@@ -143,7 +143,7 @@ async def _announce_standby(ctx: AgentContext, member: Member) -> None:
     instance = route.backends.get(member.previous_commit[:12]) if route is not None else None
     if route is None or instance is None:
         return
-    data = {"service": member.service, "commit": member.previous_commit, "url": route.url}
+    data: dict[str, Any] = {"service": member.service, "commit": member.previous_commit, "url": route.url}
     data |= {"instance_url": instance.url, "pid": instance.pid, "reason": "release_rolled_back"}
     await _publish(ctx, EventType.SERVICE_UP, data, member.service)
 
