@@ -74,6 +74,7 @@ class EventType:
     SERVICE_RELEASED = "dev.pilotage.service.released"
     SERVICE_UP = "dev.pilotage.service.up"
     SERVICE_DOWN = "dev.pilotage.service.down"
+    CONTRACT_VERIFIED = "dev.pilotage.contract.verified"  # issue 19: a consumer's tests against a provider commit
     # --- issue 6: governance and human approval (signed: pilotage.policy.approval)
     SECURITY_SCANNED = "dev.pilotage.security.scanned"
     APPROVAL_REQUESTED = "dev.pilotage.approval.requested"

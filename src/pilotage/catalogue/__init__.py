@@ -50,7 +50,13 @@ from pilotage.catalogue.coordination import (  # noqa: F401 - re-exported: the c
     WorkerHeartbeat,
     WorkerStopped,
 )
-from pilotage.catalogue.fleet import ServiceAdded, ServiceDown, ServiceReleased, ServiceUp  # noqa: F401
+from pilotage.catalogue.fleet import (  # noqa: F401
+    ContractVerified,
+    ServiceAdded,
+    ServiceDown,
+    ServiceReleased,
+    ServiceUp,
+)
 from pilotage.catalogue.lifecycle import (  # noqa: F401 - re-exported: the catalogue's models
     AgentFailed,
     CodeGenerated,
@@ -127,6 +133,7 @@ REGISTRY: dict[str, type[BaseModel]] = {
     E.SERVICE_RELEASED: ServiceReleased,
     E.SERVICE_UP: ServiceUp,
     E.SERVICE_DOWN: ServiceDown,
+    E.CONTRACT_VERIFIED: ContractVerified,
     E.APPROVAL_REQUESTED: ApprovalRequested,
     E.APPROVAL_GRANTED: ApprovalAnswered,
     E.APPROVAL_DENIED: ApprovalAnswered,
