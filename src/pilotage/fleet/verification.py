@@ -250,7 +250,7 @@ def record_verifications(graph: Graph, verifications: list[Verification], at: da
 
 
 def verifications_of(graph: Graph, service: str, commits: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The VERIFIED edges touching ``commits`` of ``service``, newest first (at most 20 each way).
+    """The VERIFIED edges touching ``commits`` of ``service``, newest first, then by name (at most 20 each way).
 
     Args:
         graph: the knowledge graph.
@@ -272,7 +272,8 @@ def verifications_of(graph: Graph, service: str, commits: list[str]) -> dict[str
             if edge.props.get("consumer") == service:
                 found["as_consumer"].append(_row(edge.props, sha, str(other.props.get("sha"))))
     for rows in found.values():
-        rows.sort(key=lambda r: str(r["time"]), reverse=True)
+        rows.sort(key=lambda r: (str(r["consumer"]), str(r["provider"])))
+        rows.sort(key=lambda r: str(r["time"]), reverse=True)  # stable: one time's rows stay in name order
         del rows[_SHOWN:]
     return found
 
