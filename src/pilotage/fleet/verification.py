@@ -20,7 +20,8 @@ command's output, else the command itself); a consumer whose descriptor has no `
 
 The graph records each run (:func:`record_verifications`): ``Commit:<consumer sha> -VERIFIED-> Commit:<provider
 sha>`` with ``{consumer, provider, passed, failed_tests, timed_out, time}`` — what Pact's ``can-i-deploy``
-answers; :func:`verifications_of` reads them for ``pilotage service show``.
+answers — and ``Service -HAS_COMMIT-> Commit`` for both commits, through which :func:`verifications_of` finds them
+for ``pilotage service show`` (a provider commit that never shipped included).
 """
 
 from __future__ import annotations
@@ -242,29 +243,37 @@ def record_verifications(graph: Graph, verifications: list[Verification], at: da
     for v in verifications:
         if v.passed is None:
             continue
-        src = graph.upsert_node("Commit", v.consumer_commit, {"sha": v.consumer_commit})
-        dst = graph.upsert_node("Commit", v.provider_commit, {"sha": v.provider_commit})
+        src = _commit_of(graph, v.consumer, v.consumer_commit)
+        dst = _commit_of(graph, v.provider, v.provider_commit)
         props = {"consumer": v.consumer, "provider": v.provider, "passed": v.passed,
                  "failed_tests": v.failed_tests, "timed_out": v.timed_out, "time": when}  # fmt: skip
         graph.upsert_edge(src.id, VERIFIED, dst.id, props)
 
 
-def verifications_of(graph: Graph, service: str, commits: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The VERIFIED edges touching ``commits`` of ``service``, newest first, then by name (at most 20 each way).
+def _commit_of(graph: Graph, service: str, sha: str) -> Any:
+    """``Commit:<sha>`` (props ``sha``, ``service``) and ``Service:<service> -HAS_COMMIT-> Commit:<sha>``."""
+    graph.upsert_node("Service", service, {"name": service})
+    commit = graph.upsert_node("Commit", sha, {"sha": sha, "service": service})
+    graph.upsert_edge(node_id("Service", service), "HAS_COMMIT", commit.id)
+    return commit
+
+
+def verifications_of(graph: Graph, service: str) -> dict[str, list[dict[str, Any]]]:
+    """The VERIFIED edges of ``service``'s commits (``HAS_COMMIT``), newest first, then by name (20 each way).
 
     Args:
         graph: the knowledge graph.
         service: the service shown.
-        commits: its commits to look at (production's and its deliveries').
 
     Returns:
         ``{"as_provider": [{consumer, consumer_commit, provider_commit, passed, failed_tests, timed_out, time}],
         "as_consumer": [{provider, provider_commit, consumer_commit, …}]}``.
     """
     found: dict[str, list[dict[str, Any]]] = {"as_provider": [], "as_consumer": []}
-    for sha in dict.fromkeys(c for c in commits if c):
-        if graph.get_node(node_id("Commit", sha)) is None:
-            continue
+    if graph.get_node(node_id("Service", service)) is None:
+        return found
+    for _edge, commit in graph.neighbours(node_id("Service", service), "HAS_COMMIT", "out"):
+        sha = str(commit.props.get("sha") or commit.id.removeprefix("Commit:"))
         for edge, other in graph.neighbours(node_id("Commit", sha), VERIFIED, "in"):
             if edge.props.get("provider") == service:
                 found["as_provider"].append(_row(edge.props, str(other.props.get("sha")), sha))
