@@ -48,9 +48,7 @@ def test_a_created_note_keeps_its_text() -> None:
 HANG_TIMEOUT_S = 15.0
 
 
-def _verify(
-    tmp_path: Path, change: Any, *, hanging: bool
-) -> tuple[list[Verification], dict[str, Any], SQLiteGraph]:
+def _verify(tmp_path: Path, change: Any, *, hanging: bool) -> tuple[list[Verification], dict[str, Any], SQLiteGraph]:
     """notes, digest (with the contract test) and, when ``hanging``, ``stuck`` (its test command sleeps) managed;
     ``change`` committed to notes and verified; returns the verifications, the fleet and the graph."""
     notes, digest = make_pair(tmp_path / "repos")

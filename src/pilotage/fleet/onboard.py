@@ -24,8 +24,8 @@ from pilotage.fleet.deps import consumers_of, providers_first
 from pilotage.fleet.descriptor import ServiceDescriptor
 from pilotage.fleet.documents import DocumentSource, check_consumed
 from pilotage.fleet.graph import call_report, provider_operations, record_service
-from pilotage.fleet.verification import verifications_of
 from pilotage.fleet.registry import ManagedService, add_service, live_descriptors, load_fleet
+from pilotage.fleet.verification import verifications_of
 from pilotage.graph.base import Graph, node_id
 from pilotage.runtime.base import InstanceRuntime
 from pilotage.settings import Settings

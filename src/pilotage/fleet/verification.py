@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,7 @@ class Verification:
 
 
 def failed_tests_in(log_path: Path) -> list[str]:
-    """The test ids of pytest's ``FAILED``/``ERROR`` summary lines in the end of ``log_path`` (``[]``: none/unreadable)."""
+    """Test ids of pytest's ``FAILED``/``ERROR`` summary lines at the end of ``log_path`` (``[]``: none)."""
     try:
         with log_path.open("rb") as handle:
             handle.seek(0, 2)
@@ -148,7 +148,9 @@ async def verify_consumer(
     Args:
         settings: for the consumer's prepared folders (``<home>/services/<consumer>``).
         consumer: the consuming service (its production commit and descriptor).
-        provider, provider_commit, provider_url: the provider, its new commit and the address serving it.
+        provider: the provider's name.
+        provider_commit: its new commit.
+        provider_url: the address serving that commit.
         addresses: every managed service's stable address (the consumer's other providers).
         out_dir: this consumer's artefacts (``own-tests.log``, its ``{data}`` folder).
         timeout_s: the command's budget (``settings.consumer_verification_timeout_s``).
@@ -160,10 +162,9 @@ async def verify_consumer(
     descriptor = consumer.production_descriptor()
     sha = consumer.production_commit
     env_name = next(c.env for c in descriptor.consumes if c.service == provider)
-    base = {"consumer": consumer.name, "consumer_commit": sha, "provider": provider,
-            "provider_commit": provider_commit, "env": env_name}  # fmt: skip
+    base = Verification(consumer.name, sha, provider, provider_commit, env_name, passed=None)
     if not descriptor.test:
-        return Verification(**base, passed=None, message="its pilotage.yaml has no `test` command")
+        return replace(base, message="its pilotage.yaml has no `test` command")
     root = settings.path_in_home("services").resolve() / consumer.name
     ready = await asyncio.to_thread(prepare, consumer.repo_path, sha, descriptor, root)
     env = instance_env(descriptor, {**addresses, provider: provider_url}, scratch=True)
@@ -172,11 +173,11 @@ async def verify_consumer(
         descriptor.test, ready.checkout, out_dir, prepared=ready.prepared, env=rendered, timeout_s=timeout_s
     )
     if not (unit["failed"] or unit["errors"]):
-        return Verification(**base, passed=True, duration_s=unit["duration_s"], log_path=unit["log_path"])
+        return replace(base, passed=True, duration_s=unit["duration_s"], log_path=unit["log_path"])
     named = failed_tests_in(Path(unit["log_path"])) or [f"{OWN_TESTS_NODE} `{unit['command']}`"]
     why = f"killed after {timeout_s:g} s" if unit["timed_out"] else f"exited with {unit['exit_code']}"
-    return Verification(
-        **base, passed=False, failed_tests=named, timed_out=bool(unit["timed_out"]), duration_s=unit["duration_s"],
+    return replace(
+        base, passed=False, failed_tests=named, timed_out=bool(unit["timed_out"]), duration_s=unit["duration_s"],
         message=f"`{unit['command']}` {why}", log_path=unit["log_path"],
     )  # fmt: skip
 
@@ -204,7 +205,11 @@ async def verify_consumers(
         runtime: starts the provider's new version.
         settings: ``consumer_verification_timeout_s``, ``service_ready_timeout_s``, the state folder.
         fleet: the managed services (their production descriptors say who consumes ``provider``).
-        provider: the delivered service; ``commit``, ``head_dir``, ``descriptor``, ``prepared``: its new commit.
+        provider: the delivered service.
+        commit: its new commit (full sha).
+        head_dir: that commit's checkout.
+        descriptor: that commit's ``pilotage.yaml``.
+        prepared: its prepared folder ("" without a prepare step).
         out_dir: the verification's artefacts (``<artifacts>/tests/<sha12>/consumers``).
 
     Raises:
@@ -226,8 +231,14 @@ async def verify_consumers(
         for name in names:
             out.append(
                 await verify_consumer(
-                    settings, fleet[name], provider=provider, provider_commit=commit, provider_url=instance.url,
-                    addresses=addresses, out_dir=out_dir / name, timeout_s=settings.consumer_verification_timeout_s,
+                    settings,
+                    fleet[name],
+                    provider=provider,
+                    provider_commit=commit,
+                    provider_url=instance.url,
+                    addresses=addresses,
+                    out_dir=out_dir / name,
+                    timeout_s=settings.consumer_verification_timeout_s,
                 )  # fmt: skip
             )
     return out
