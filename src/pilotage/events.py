@@ -78,6 +78,7 @@ class EventType:
     RELEASE_PLANNED = "dev.pilotage.release.planned"
     RELEASE_COMPLETED = "dev.pilotage.release.completed"
     RELEASE_ROLLED_BACK = "dev.pilotage.release.rolled_back"
+    CONTRACT_VERIFIED = "dev.pilotage.contract.verified"  # issue 19: a consumer's tests against a provider commit
     # --- issue 6: governance and human approval (signed: pilotage.policy.approval)
     SECURITY_SCANNED = "dev.pilotage.security.scanned"
     APPROVAL_REQUESTED = "dev.pilotage.approval.requested"

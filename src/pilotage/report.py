@@ -49,6 +49,7 @@ STAGES: dict[str, str] = {
     EventType.SERVICE_RELEASED: "fleet",
     EventType.SERVICE_UP: "fleet",
     EventType.SERVICE_DOWN: "fleet",
+    EventType.CONTRACT_VERIFIED: "test",  # issue 19: a consumer's tests against the delivered commit
     # issue 6 (policy): the governance agent's security scan and the human-approval exchange
     EventType.SECURITY_SCANNED: "policy",
     EventType.APPROVAL_REQUESTED: "policy",

@@ -52,6 +52,9 @@ class Settings(BaseModel):
             (`pilotage service add`, issue #17), one port per service, kept across deliveries.
         fleet_idle_after_s: 0 — seconds without a request before a managed service's production version is scaled
             to zero behind its stable address (it wakes on the next request); 0 keeps it running.
+        consumer_verification_timeout_s: 300 — seconds one consumer's ``test`` command may run against a provider's
+            new version (issue #19, :mod:`pilotage.fleet.verification`); past it the command's process group is
+            killed and the verification fails, naming the consumer (the default is ``testing_unit_timeout_s``'s).
         flags_port: 0 — TCP port on 127.0.0.1 of the control plane's OFREP flag server (feature-flag releases,
             ``POST /ofrep/v1/evaluate/flags/{key}``); 0 picks a free port.
         incident_repository: None — ``owner/name``: also write a GitHub-issue JSON payload beside each incident.
@@ -116,6 +119,7 @@ class Settings(BaseModel):
     flags_port: int = Field(0, ge=0, le=65535)
     fleet_port_base: int = Field(18100, ge=1024, le=64535)
     fleet_idle_after_s: float = Field(0.0, ge=0.0)
+    consumer_verification_timeout_s: float = Field(300.0, gt=0, le=_DAY_S)  # issue 19: a consumer's tests
     incident_repository: str | None = None
 
     load_test_users: int = Field(10, ge=1, le=10_000)

@@ -377,6 +377,10 @@ class DeploymentAgent(Agent):
         cross_service = await self._cross_service(event, code.data)  # issue 19: live consumers of a breaking change
         if cross_service is not None:
             policy_input["cross_service"] = cross_service
+            tests = await self.latest(event.runid, EventType.TESTS_COMPLETED)  # issue 19: its consumers' tests
+            verified = tests.data.get("consumer_verification") if tests is not None else None
+            if verified is not None:
+                policy_input["consumer_verification"] = verified
         # issue 6 (policy): the deploy input carries the change's security scan (bandit, by governance)
         scanned = await self.latest(event.runid, EventType.SECURITY_SCANNED)
         if scanned is not None and isinstance(scanned.data, dict):

@@ -320,10 +320,11 @@ class PerformanceAgent(Agent):
     def _failure_reason(data: dict[str, Any]) -> str:
         st = data.get("schemathesis") or {}
         unit = data.get("unit") or {}
+        consumers = str((data.get("consumer_verification") or {}).get("summary") or "")  # issue 19
         return (
             f"tests did not pass: {st.get('server_errors', '?')} server errors, "
             f"{unit.get('failed', '?')} unit tests failed, {unit.get('errors', '?')} errored"
-        )
+        ) + (f"; {consumers}" if consumers else "")
 
     def _slot(self, event: CloudEvent, run: RunSpec, commit: str) -> AbstractAsyncContextManager[SlotGrant]:
         """Return the context that holds the machine's load-test slot for this run's commit (won by auction)."""

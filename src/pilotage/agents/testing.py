@@ -66,6 +66,7 @@ from pilotage.errors import BackendError, InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.fleet.descriptor import DESCRIPTOR_FILE, ServiceDescriptor, load_descriptor
 from pilotage.fleet.registry import load_fleet
+from pilotage.fleet.verification import record_verifications, summary_line, verify_consumers
 from pilotage.fleet.workload import provider_addresses
 from pilotage.graph.base import Graph
 from pilotage.graph.impact import impact_of_files, pytest_node_ids
@@ -83,7 +84,8 @@ VERDICT_RULE = (
     "passed iff schemathesis server_errors == 0 and its run completed, and unit failed == 0 and errors == 0, "
     "and the generated tests (CRUD chains, properties, docstring examples) have no failure; "
     "other failed schemathesis checks are reported, not gating; quarantined flaky tests are reported, not gating; "
-    "a part marked not run (ran: false: no OpenAPI document, no test command) does not gate"
+    "a part marked not run (ran: false: no OpenAPI document, no test command) does not gate; "
+    "every live consumer's own tests pass against the commit (issue 19)"
 )
 
 
@@ -96,6 +98,8 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
             adds ``"generated": {"failed": int, "tests": [node ids]}`` and ``"flaky": int`` (optional); issue 17 adds
             ``"ran": False`` and ``"reason"`` to ``schemathesis`` / ``unit`` when that part did not run (no OpenAPI
             document, no test command): a part that did not run does not gate.
+            Issue 19 adds ``"consumers": {"verified": int, "failed": int, "summary": str}`` (a managed provider with
+            consumers): ``failed`` > 0 fails the verdict, quoting ``summary`` (each failed consumer and its tests).
 
     Returns:
         ``action`` "pass" or "fail"; ``score`` {server_errors, unit_failed, unit_errors, non_gating_checks}.
@@ -117,6 +121,9 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
     gen_failed = int(generated.get("failed", 0))
     if gen_failed:
         blockers.append(f"{gen_failed} generated tests failed ({', '.join(generated.get('tests') or [])[:300]})")
+    consumers = inputs.get("consumers") or {}  # issue 19: consumer verification
+    if consumers.get("failed"):
+        blockers.append(str(consumers.get("summary") or f"{consumers['failed']} consumers failed verification"))
     flaky = int(inputs.get("flaky", 0))
     other = [c for c in st.get("checks_failed") or [] if c != "not_a_server_error"]
     summary = "; ".join(
@@ -144,6 +151,7 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
             "unit_errors": errors,
             "non_gating_checks": len(other),
             **({"generated_failed": gen_failed, "flaky": flaky} if "generated" in inputs else {}),
+            **({"consumers_failed": int(consumers.get("failed", 0))} if consumers else {}),
         },
         rationale=rationale,
     )
@@ -321,12 +329,34 @@ class TestingAgent(Agent):
             options=options, addresses=provider_addresses(await load_fleet(self.ctx.bus)),
         )  # fmt: skip
         extra: dict[str, Any] = {"descriptor": descriptor.path}
+        if code.get("service_repo"):  # issue 19: the provider's live consumers, against this commit
+            extra["consumer_verification"] = await self._verify_consumers(event, run, code, descriptor, out_dir)
         if run.commit_tests:
             extra |= await _commit_tests(code, descriptor, spec_path, out_dir, options, result["findings"])
         where = "a descriptor service runs here: the contract-net tests payload carries no descriptor"
         source = "all: a descriptor service's own tests run as its `test` command" + ("" if test else " (none)")
         allocation = Allocation(result=result, where="local", reason=where)
         return _Outcome(result, allocation, str(spec_path or ""), "all", source, extra)
+
+    async def _verify_consumers(
+        self, event: CloudEvent, run: RunSpec, code: dict[str, Any], descriptor: ServiceDescriptor, out_dir: Path
+    ) -> dict[str, Any]:
+        """Issue 19: every live consumer's tests against a scratch instance of this commit; events and graph edges.
+
+        Returns:
+            ``{"summary": one line naming the failed consumers and tests ("" when none failed), "consumers":
+            [contract.verified data]}`` (:mod:`pilotage.fleet.verification`).
+        """
+        commit = str(code["commit"])
+        verifications = await verify_consumers(
+            self.ctx.runtime, self.ctx.settings, await load_fleet(self.ctx.bus), provider=run.service, commit=commit,
+            head_dir=Path(str(code["head_dir"])), descriptor=descriptor, prepared=str(code.get("head_prepared") or ""),
+            out_dir=out_dir / "consumers",
+        )  # fmt: skip
+        record_verifications(self.ctx.graph, verifications)
+        for verification in verifications:
+            await self.emit(EventType.CONTRACT_VERIFIED, verification.to_dict(), cause=event)
+        return {"summary": summary_line(verifications), "consumers": [v.to_dict() for v in verifications]}
 
     def _suite_options(self, commit: str, run: RunSpec) -> dict[str, Any]:
         """The test-suite knobs from the settings (shared by both kinds of service; no credential)."""
@@ -361,6 +391,11 @@ class TestingAgent(Agent):
             "generated": {"failed": len(gen_failures), "tests": gen_failures},  # issue 5
             "flaky": len(result["flaky"]),
         }
+        verification = outcome.extra.get("consumer_verification")
+        if verification is not None:  # issue 19
+            failed = sum(1 for v in verification["consumers"] if v["passed"] is False)
+            inputs["consumers"] = {"verified": len(verification["consumers"]), "failed": failed,
+                                   "summary": verification["summary"]}  # fmt: skip
         data = event.data if isinstance(event.data, dict) else {}
         decision = await self.decide("tests.verdict", inputs, cause=event, verdict=_merge_verdict(data))
         passed = decision.action == "pass"

@@ -126,3 +126,29 @@ class ReleaseRolledBack(EventData):
     rolled_back: list[Obj]
     not_delivered: list[str]
     duration_s: float
+
+
+class ContractVerified(EventData):
+    """A consumer's own tests ran against a provider's new commit (issue #19). Testing agent → graph, `service show`.
+
+    Attributes:
+        consumer, consumer_commit: the consumer and its production commit, whose ``test`` command ran.
+        provider, provider_commit: the delivered service and commit, served by a scratch instance.
+        env: the consumer's variable that carried the new version's address.
+        passed: False blocks the delivery; None: the consumer has no ``test`` command (not verified).
+        failed_tests: pytest ids of the failing tests, or the command when it names none (a timeout).
+        timed_out: the command ran past ``consumer_verification_timeout_s`` and was killed.
+        duration_s: the command's wall time in seconds; ``message``: why it failed; ``log_path``: its output.
+    """
+
+    consumer: str
+    consumer_commit: str
+    provider: str
+    provider_commit: str
+    env: str
+    passed: bool | None
+    failed_tests: list[str]
+    timed_out: bool
+    duration_s: float
+    message: str
+    log_path: str

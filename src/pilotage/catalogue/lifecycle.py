@@ -217,7 +217,9 @@ class TestsCompleted(EventData):
 
     For a service with a descriptor, ``unit`` is its own ``test`` command and ``descriptor`` the ``pilotage.yaml``
     read; ``tests_branch``/``tests_commit`` name the branch of the user's repository holding the generated tests
-    when the run asked for ``commit_tests`` (absent otherwise).
+    when the run asked for ``commit_tests`` (absent otherwise). ``consumer_verification`` (issue #19, a managed
+    provider with consumers): ``{"summary": one line naming each failed consumer and its tests ("" when none
+    failed), "consumers": [contract.verified data]}``.
     """
 
     __test__ = False  # not a pytest class
@@ -243,6 +245,7 @@ class TestsCompleted(EventData):
     descriptor: str | None = None
     tests_branch: str | None = None
     tests_commit: str | None = None
+    consumer_verification: Obj | None = None
 
 
 class PerfMeasured(EventData):

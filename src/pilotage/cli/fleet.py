@@ -177,6 +177,7 @@ def _print_relations(rel: dict[str, Any]) -> None:
         ops = ", ".join(op["operation"] for op in c["operations"]) + "".join(f", {u} (not in the document)"
                                                                              for u in c["unresolved"])  # fmt: skip
         console.print(f"consumed by {c['service']} ({c['env']}): {ops}")
+    _print_verifications(rel["verifications"])
     calls = rel["calls"]
     if not rel["consumes"] and not calls.get("ingested"):
         return
@@ -190,6 +191,22 @@ def _print_relations(rel: dict[str, Any]) -> None:
         console.print(f"  called, not declared: {item['provider']} {item['operation']} at {item['at']}")
     for item in calls["unmatched_calls"]:
         console.print(f"  [dim]call to no managed operation: {item['call']} at {item['at']}[/]")
+
+
+def _print_verifications(found: dict[str, Any]) -> None:
+    """``service show``'s consumer verifications (issue 19): who verified which commit, newest first."""
+    for v in found["as_provider"]:
+        result = "passed" if v["passed"] else "FAILED " + ", ".join(v["failed_tests"])
+        console.print(
+            f"verified by {v['consumer']}@{v['consumer_commit'][:12]} against {v['provider_commit'][:12]}: "
+            f"{result} · {v['time']}"
+        )
+    for v in found["as_consumer"]:
+        result = "passed" if v["passed"] else "FAILED " + ", ".join(v["failed_tests"])
+        console.print(
+            f"verified {v['provider']}@{v['provider_commit'][:12]} with {v['consumer_commit'][:12]}: "
+            f"{result} · {v['time']}"
+        )
 
 
 def _slo_status(settings: Settings, service: Any) -> dict[str, Any]:

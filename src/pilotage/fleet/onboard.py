@@ -25,6 +25,7 @@ from pilotage.fleet.descriptor import ServiceDescriptor
 from pilotage.fleet.documents import DocumentSource, check_consumed
 from pilotage.fleet.graph import call_report, provider_operations, record_service
 from pilotage.fleet.registry import ManagedService, add_service, live_descriptors, load_fleet
+from pilotage.fleet.verification import verifications_of
 from pilotage.graph.base import Graph, node_id
 from pilotage.runtime.base import InstanceRuntime
 from pilotage.settings import Settings
@@ -122,7 +123,7 @@ def relations(graph: Graph, fleet: dict[str, ManagedService], name: str) -> dict
     Returns:
         ``{"provides": [{api, operations}], "consumes": [{service, env, operations}], "consumers": [{service,
         env, operations: [{operation, operation_id, declared_as}], unresolved}], "depends_on": [names],
-        "calls": call_report(...)}``.
+        "calls": call_report(...), "verifications": verifications_of(...)}`` (who verified which commit).
     """
     managed = live_descriptors(fleet)
     descriptor = managed[name]
@@ -139,6 +140,7 @@ def relations(graph: Graph, fleet: dict[str, ManagedService], name: str) -> dict
         "consumers": [c.to_dict() for c in consumers_of(name, managed, doc)],
         "depends_on": [d for d in descriptor.dependencies if d in managed],
         "calls": call_report(graph, descriptor, managed),
+        "verifications": verifications_of(graph, name),  # issue 19: VERIFIED edges of its commits
     }
 
 

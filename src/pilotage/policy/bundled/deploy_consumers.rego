@@ -17,6 +17,13 @@
 # no answer within the approval timeout (600 s), denies the deploy. An organisation that wants a plain deny
 # writes `deny` rules on the same input in its own policies/ folder.
 #
+#   consumer_verification: object, optional (a managed provider with consumers; pilotage.fleet.verification)
+#     summary:   string   "" when every consumer's own tests passed against the commit, else the one line naming
+#                         each failed consumer (name@commit, variable) and its failing tests or its timeout
+#     consumers: [contract.verified data]
+#   A failed verification denies, quoting that line: a consumer whose tests fail against the new version is
+#   broken by it, whatever the document says.
+#
 # Fail closed: a cross_service that is present but not an object with a consumers list, or a consumer entry that is
 # not an object with a service name and a non-empty operations list, denies (the consumers cannot be checked).
 package pilotage.deploy
@@ -30,6 +37,12 @@ needs_approval contains {"msg": msg, "rule": "breaking-change-consumed", "consum
 		"breaking API change of ", _provider, " used by live consumer ", name,
 		" (", _text(consumer, "env"), "): ", concat("; ", uses),
 	])
+}
+
+deny contains msg if {
+	is_string(input.consumer_verification.summary)
+	input.consumer_verification.summary != ""
+	msg := input.consumer_verification.summary
 }
 
 deny contains msg if {
