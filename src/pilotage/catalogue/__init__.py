@@ -51,10 +51,10 @@ from pilotage.catalogue.coordination import (  # noqa: F401 - re-exported: the c
     WorkerStopped,
 )
 from pilotage.catalogue.fleet import (  # noqa: F401
+    ContractVerified,
     ReleaseCompleted,
     ReleasePlanned,
     ReleaseRolledBack,
-    ContractVerified,
     ServiceAdded,
     ServiceDown,
     ServiceReleased,
