@@ -47,6 +47,7 @@ def test_checkout_exports_a_commit_without_touching_the_repository(tmp_path: Pat
     assert git(repo, "status", "--porcelain") == ""  # nothing written in the user's repository
     assert git(repo, "worktree", "list").count("\n") == 0  # no worktree added
     assert checkout(repo, first, tmp_path / "checkouts") == folder  # idempotent
+    assert (folder / "app.py").stat().st_mode & 0o077 == 0  # owner-only, as the whole state folder (issue 15)
 
 
 def test_prepare_runs_once_per_content_of_its_inputs(tmp_path: Path) -> None:

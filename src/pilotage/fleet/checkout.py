@@ -97,6 +97,12 @@ def descriptor_at(repo: str | Path, sha: str) -> ServiceDescriptor:
     return parse_descriptor_text(text, path=where)
 
 
+def _private_data(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """Apply tarfile's ``data`` filter, with owner-only modes (issue 15: Pilotage's state folder is private)."""
+    member = tarfile.data_filter(member, dest)
+    return member.replace(mode=member.mode & 0o700, deep=False) if member.mode is not None else member
+
+
 def checkout(repo: str | Path, sha: str, root: Path) -> Path:
     """Export commit ``sha`` of ``repo`` into ``root/<sha12>`` (``git archive``; idempotent) and return the folder.
 
@@ -119,7 +125,7 @@ def checkout(repo: str | Path, sha: str, root: Path) -> Path:
         raise BackendError(f"git archive {sha[:12]} failed in {repo}: {archive.stderr.decode()[-200:].strip()}")
     try:
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-            tar.extractall(staging, filter="data")  # the data filter refuses absolute paths, .. and device files
+            tar.extractall(staging, filter=_private_data)  # refuses absolute paths, .. and device files
     except (tarfile.TarError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise ConfigError(
