@@ -136,7 +136,8 @@ def _verdicts(
     else:
         c_windows, b_windows = intervals(canary), None
     latency_objectives = [o for o in slo.objectives if o.sli == "latency"]
-    detectors = (len(QUANTILES) + 1) if judge_latency and with_baseline else 0
+    histogram = bool(canary[-1].buckets) and bool(baseline) and bool(baseline[-1].buckets)
+    detectors = (len(QUANTILES) + 1) if judge_latency and with_baseline and histogram else 0
     n_latency = len(latency_objectives) + detectors
     out: list[MetricVerdict] = []
     if not any(o.sli == "availability" for o in slo.objectives):  # errors are always judged
