@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pilotage.agents.reliability import assessment_reasoning
+from pilotage.agents.reliability import assessment_reasoning, evidence_lines
 from pilotage.observe.burn_rate import ROLLOUT_TIME_SCALE, burn_alerts
 from pilotage.observe.judge import Outcome
 from pilotage.observe.prometheus import Sample
@@ -135,6 +135,16 @@ def test_identical_versions_pass_once_the_evidence_suffices_and_record_the_detec
     assert evidence["e_value"] < evidence["e_threshold"]
     assert 0 < evidence["upper_bound"] < evidence["tolerance"]
     assert 0 < evidence["mde"] <= evidence["upper_bound"]
+
+
+def test_explain_lines_show_the_evidence_against_its_threshold_and_the_detectable_effect() -> None:
+    canary, baseline = pair(5, 30.0, 100.0, 0.25)
+    lines = evidence_lines(judged(canary, baseline).to_dict())
+    errors = next(line for line in lines if line.startswith("error_rate"))
+    assert errors.startswith("error_rate pass (gate): e = ") and " of 200" in errors
+    assert "vs tolerance 5.00%" in errors and "smallest detectable effect" in errors
+    p99 = next(line for line in lines if line.startswith("latency_p99_s"))
+    assert "(detector)" in p99 and " of 1e+03" in p99 and "canary " in p99 and " ms vs baseline " in p99
 
 
 def test_identical_versions_watched_long_raise_no_alarm_at_any_poll() -> None:

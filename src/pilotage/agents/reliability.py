@@ -63,7 +63,15 @@ from pilotage.rollout.observation import AnalysisSettings, Population, assess_re
 from pilotage.rollout.state import RolloutState, load_state, preview_route_name
 from pilotage.runtime.base import Instance, Route, RouteStats
 
-__all__ = ["ReliabilityAgent", "assessment_reasoning", "evidence_line", "find_slo", "judge", "step_evidence"]
+__all__ = [
+    "ReliabilityAgent",
+    "assessment_reasoning",
+    "evidence_line",
+    "evidence_lines",
+    "find_slo",
+    "judge",
+    "step_evidence",
+]
 
 
 def judge(inputs: dict[str, Any]) -> Reasoning:
@@ -213,6 +221,35 @@ def evidence_line(assessment: dict[str, Any]) -> str:
                 f" (tolerance {ev['tolerance']:.2%}, detectable {ev['mde']:.2%})"
             )
     return "; ".join(parts) or "no sequential evidence"
+
+
+def evidence_lines(assessment: dict[str, Any]) -> list[str]:
+    """Per metric, one line of sequential evidence (what ``pilotage explain`` prints for a step)."""
+    lines = []
+    for item in step_evidence(assessment):
+        role = "gate" if item["gate"] else "detector"
+        line = f"{item['metric']} {item['outcome']} ({role}): e = {_num(item.get('e_value'))} of {_num(item.get('e_threshold'))}"
+        if "upper_bound" in item:
+            line += (
+                f" · excess ≤ {_pct(item['upper_bound'])} vs tolerance {_pct(item.get('tolerance'))}"
+                f" · smallest detectable effect {_pct(item.get('mde'))}"
+            )
+        if item.get("canary_s") is not None or item.get("baseline_s") is not None:
+            line += f" · canary {_ms(item.get('canary_s'))} vs baseline {_ms(item.get('baseline_s'))}"
+        lines.append(line)
+    return lines
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, int | float) else str(value)
+
+
+def _pct(value: Any) -> str:
+    return f"{value:.2%}" if isinstance(value, int | float) else str(value)
+
+
+def _ms(value: Any) -> str:
+    return f"{value * 1000:.4g} ms" if isinstance(value, int | float) else "n/a"
 
 
 def step_evidence(assessment: dict[str, Any]) -> list[dict[str, Any]]:
