@@ -187,7 +187,7 @@ def test_a_crash_looping_canary_never_passes_and_its_errors_do_not_vanish() -> N
     assert found.counts["canary"]["errors"] > 20
 
 
-# --- 5. latency beyond the median ---------------------------------------------------------------------------------------
+# --- 5. latency beyond the median ------------------------------------------------------------------------------------
 
 
 def test_a_tail_only_regression_fails() -> None:

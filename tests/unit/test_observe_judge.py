@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pilotage.observe.judge import JudgeConfig, MetricVerdict, Outcome, RateCounts, combine, judge_rate
+from pilotage.observe.judge import DEFAULT_JUDGE, JudgeConfig, MetricVerdict, Outcome, RateCounts, combine, judge_rate
 from pilotage.observe.latency import (
     distribution_verdict,
     histogram_quantile,
@@ -24,7 +24,7 @@ def counts(per_interval: list[tuple[int, int, int, int]], baseline: bool = True)
     return RateCounts(tuple(Table(*t) for t in per_interval), baseline)
 
 
-def errors(rate_counts: RateCounts, config: JudgeConfig = JudgeConfig()) -> MetricVerdict:
+def errors(rate_counts: RateCounts, config: JudgeConfig = DEFAULT_JUDGE) -> MetricVerdict:
     return judge_rate("error_rate", rate_counts, reference=BUDGET, materiality=BUDGET, alpha=0.005, config=config)
 
 

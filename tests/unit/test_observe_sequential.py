@@ -84,5 +84,6 @@ def test_confidence_sequence_covers_the_rate_at_every_look() -> None:
         trials = rng.poisson(20, 60)
         events = rng.binomial(trials, 0.02)
         x, n = np.cumsum(events), np.cumsum(trials)
-        missed += any(not (lo <= 0.02 <= hi) for lo, hi in (bernoulli_bounds(int(a), int(b), 0.05) for a, b in zip(x, n)))
+        bounds = [bernoulli_bounds(int(a), int(b), 0.05) for a, b in zip(x, n, strict=True)]
+        missed += any(not lo <= 0.02 <= hi for lo, hi in bounds)
     assert missed / 200 <= 0.05

@@ -129,7 +129,9 @@ def judge(inputs: dict[str, Any]) -> Reasoning:
     return Reasoning(action="rollback" if breach else "continue", rule=rule, score=score, rationale=rationale)
 
 
-def _legacy_fisher(errors: int, requests: int, b_errors: int, b_requests: int, inputs: dict[str, Any]) -> dict[str, Any]:
+def _legacy_fisher(
+    errors: int, requests: int, b_errors: int, b_requests: int, inputs: dict[str, Any]
+) -> dict[str, Any]:
     """The issue-3 Fisher verdict of ``slo.judgement`` decisions (kept so that older logs replay unchanged).
 
     One-sided Fisher's exact test of the canary's 5xx share against the baseline's at ``judge_alpha``, failing
@@ -228,7 +230,8 @@ def evidence_lines(assessment: dict[str, Any]) -> list[str]:
     lines = []
     for item in step_evidence(assessment):
         role = "gate" if item["gate"] else "detector"
-        line = f"{item['metric']} {item['outcome']} ({role}): e = {_num(item.get('e_value'))} of {_num(item.get('e_threshold'))}"
+        e_value, e_threshold = _num(item.get("e_value")), _num(item.get("e_threshold"))
+        line = f"{item['metric']} {item['outcome']} ({role}): e = {e_value} of {e_threshold}"
         if "upper_bound" in item:
             line += (
                 f" · excess ≤ {_pct(item['upper_bound'])} vs tolerance {_pct(item.get('tolerance'))}"

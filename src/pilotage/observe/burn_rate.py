@@ -163,7 +163,10 @@ def _rule(objective: SLOObjective, rule: BurnRule, series: Sequence[Sample], sca
         return BurnAlert(**base, **measured, firing=False, guarded=True, reason=reason)
     bound = _lower_burn(long_v, budget)
     firing = (
-        long_v.bad >= MIN_BAD_EVENTS and bound > rule.factor and measured["short_burn"] > rule.factor and short_v.total > 0
+        long_v.bad >= MIN_BAD_EVENTS
+        and bound > rule.factor
+        and measured["short_burn"] > rule.factor
+        and short_v.total > 0
     )
     return BurnAlert(**base, **measured, firing=firing, guarded=False, long_bound=bound)
 

@@ -87,7 +87,7 @@ class JudgeConfig:
     allowed_error_rate: float = 0.001
 
     def alpha_for(self, test: str, latency_tests: int) -> float:
-        """The share of :attr:`alpha` of one test: ``errors`` half, each of ``latency_tests`` an equal part of the rest."""
+        """This test's share of :attr:`alpha`: ``errors`` half, each of ``latency_tests`` an equal part of the rest."""
         if test == "errors":
             return self.alpha / 2.0 if latency_tests else self.alpha
         return self.alpha / 2.0 / max(1, latency_tests)
@@ -244,7 +244,7 @@ def judge_rate(
 
 
 def combine(verdicts: Sequence[MetricVerdict]) -> Outcome:
-    """Overall outcome: any Fail → Fail; else any gating Inconclusive (or no gating verdict) → Inconclusive; else Pass."""
+    """Overall outcome: any Fail → Fail; else a gating Inconclusive (or no gating verdict) → Inconclusive; else Pass."""
     if any(v.outcome is Outcome.FAIL for v in verdicts):
         return Outcome.FAIL
     gates = [v for v in verdicts if v.gate]

@@ -136,7 +136,9 @@ def _quantile_tables(
 def _shift_material(canary_s: float | None, baseline_s: float | None, config: JudgeConfig) -> bool:
     if canary_s is None or baseline_s is None:
         return False
-    return canary_s > baseline_s * (1.0 + config.latency_tolerance) and canary_s - baseline_s > config.latency_min_shift_s
+    return (
+        canary_s > baseline_s * (1.0 + config.latency_tolerance) and canary_s - baseline_s > config.latency_min_shift_s
+    )
 
 
 def quantile_verdict(
@@ -150,8 +152,10 @@ def quantile_verdict(
     """Sequential verdict on the canary's q-quantile against the baseline's (see the module docstring).
 
     Args:
-        q: the quantile (0.5, 0.95, 0.99). need: baseline requests before a bound is taken from the baseline.
-        canary, baseline: per-interval windows of the two populations, the same intervals.
+        q: the quantile (0.5, 0.95, 0.99).
+        need: baseline requests before a bound is taken from the baseline.
+        canary: per-interval windows of the canary.
+        baseline: the baseline's windows of the same intervals.
         alpha: this test's share of the false-alarm budget.
         config: ``latency_tolerance``, ``latency_min_shift_s``, ``beta`` (the intervals' confidence).
     """
@@ -221,7 +225,9 @@ def distribution_verdict(
     test = "sequential ridit (bucketed Mann-Whitney) test"
     effect = c_mean / b_mean if c_mean is not None and b_mean else None
     p_value = min(1.0, 1.0 / e_value)
-    return MetricVerdict("latency_distribution", outcome, test, log_e, p_value, effect, threshold, said, evidence, False)
+    return MetricVerdict(
+        "latency_distribution", outcome, test, log_e, p_value, effect, threshold, said, evidence, False
+    )
 
 
 def _per_bucket(cumulative: Sequence[float]) -> list[float]:

@@ -88,7 +88,7 @@ class Table:
 
 
 def _log_mixture(log_lrs: np.ndarray, weights: np.ndarray) -> float:
-    """log Σ w_k exp(l_k)."""
+    """Log Σ w_k exp(l_k)."""
     return float(logsumexp(log_lrs, b=weights))
 
 
@@ -98,7 +98,7 @@ def _log_comb(n: np.ndarray | int, k: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=1 << 16)
 def _table_log_lr(table: Table, odds: tuple[float, ...]) -> tuple[float, ...]:
-    """log P_ψ(x) − log P_1(x) of one table for every ψ of ``odds`` (0 when the margins fix x).
+    """Log P_ψ(x) − log P_1(x) of one table for every ψ of ``odds`` (0 when the margins fix x).
 
     Cached: the rollout judges the whole series again at every poll, so each interval's table is met many times.
     """
@@ -114,7 +114,7 @@ def _table_log_lr(table: Table, odds: tuple[float, ...]) -> tuple[float, ...]:
 
 
 def conditional_log_e(tables: Sequence[Table], grid: Sequence[tuple[float, float]] = ODDS_GRID) -> float:
-    """log of the mixture e-value against "odds ratio canary/baseline ≤ 1" over per-interval 2×2 tables.
+    """Log of the mixture e-value against "odds ratio canary/baseline ≤ 1" over per-interval 2×2 tables.
 
     Args:
         tables: one :class:`Table` per interval, in time order (intervals without events contribute nothing).
@@ -133,7 +133,7 @@ def conditional_log_e(tables: Sequence[Table], grid: Sequence[tuple[float, float
 
 
 def binomial_log_e(x: int, n: int, p0: float, factors: Sequence[float] = RATE_FACTORS) -> float:
-    """log of the mixture e-value against "rate ≤ p0" after ``x`` events in ``n`` trials.
+    """Log of the mixture e-value against "rate ≤ p0" after ``x`` events in ``n`` trials.
 
     Alternatives p₁ = f × p0 below 1 (equal weights). ``p0`` outside (0, 1) gives 0 (no test).
     """
@@ -147,7 +147,7 @@ def binomial_log_e(x: int, n: int, p0: float, factors: Sequence[float] = RATE_FA
 
 
 def ridit_log_e(pairs: Sequence[tuple[Sequence[float], Sequence[float]]]) -> tuple[float, float]:
-    """log mixture e-value against "canary latencies are not stochastically larger", and the mean canary ridit.
+    """Log mixture e-value against "canary latencies are not stochastically larger", and the mean canary ridit.
 
     Args:
         pairs: per interval, (canary counts per bucket, baseline counts per bucket), the same buckets in order

@@ -161,9 +161,7 @@ def _verdicts(
 
 def _shared(alerts: Sequence[BurnAlert], baseline_alerts: Sequence[BurnAlert]) -> list[str]:
     """Objectives whose canary alert fires while the baseline burns the same budget at least as fast as the rule."""
-    hot = {
-        (a.objective, a.rule) for a in baseline_alerts if a.long_burn is not None and a.long_burn > a.factor
-    }
+    hot = {(a.objective, a.rule) for a in baseline_alerts if a.long_burn is not None and a.long_burn > a.factor}
     return sorted({a.objective for a in alerts if a.firing and (a.objective, a.rule) in hot})
 
 
