@@ -1,0 +1,314 @@
+"""Canary-judge benchmark (issue #21): Pilotage's judge and a Kayenta-style judge on seeded traces of every shape.
+
+    python benchmarks/bench_judge.py [--seeds 100] [--quick] [--json] [--class NAME ...] [--jobs 1]
+
+Each class of :data:`tests.fixtures.judge_traces.CLASSES` (A/A across 5-200 rps and 5-50 % weights, lognormal and
+bimodal latencies, a 60 s watch, missing data; error, sparse-error, median, tail, bimodal and spread regressions
+sized at or above what the SLO allows; both versions degrading; a counter reset; a crash loop; no data; no canary
+traffic) is generated ``--seeds`` times, and each trace is fed poll by poll (every 0.5 s of trace time) through
+the rollout step's control flow (:func:`tests.fixtures.judge_replay.replay`: first Fail ends the step, Pass or
+Fail at the end of the 3 s window, Inconclusive extends for the 30 s grace). Pilotage's judge is called through
+one adapter (:func:`tests.fixtures.judge_replay.pilotage_judge`, the rollout's own recorded-decision path).
+
+The **Kayenta-style judge** (:func:`kayenta_judge`) follows Kayenta's NetflixACAJudge: per metric (error ratio,
+mean latency and p99 latency from the histogram buckets, one value per scrape interval, no-request intervals
+dropped as NaN), a two-sample Mann-Whitney confidence interval of the shift at 98 % (Hodges-Lehmann estimate;
+the distribution-free order-statistic interval, normal approximation), classified High when the interval's lower
+end exceeds ``tolerance`` × |estimate| (0.25) and the mean ratio is at least the allowed increase (1.0, its
+default), direction "increase"; score = passing / classified metrics × 100, all metrics without data score 0;
+Pass when the score is ≥ 75, else Fail. It judges from the 8th poll on (Pilotage's ``min_intervals``), in the same
+step loop. Not modelled: Kayenta's outlier removal and metric groups/weights.
+
+Per class and judge the table gives the share of Fail / Pass / Inconclusive decisions, the class's measure, its
+target and whether it is met, and the median time to decision. Measures by the class's ground truth:
+
+* ``healthy`` (A/A): **false alarms** = Fail share, target ≤ 1 % at any weight and watch length.
+* ``regression``: **detection** = Fail share among the *decidable* traces, target ≥ 99 %. Decidable: an oracle
+  knowing both versions' true rates, given the canary's expected requests in 15 s, would detect it with an exact
+  one-sided binomial test (α 1 %, power 99 %) on errors or on requests over the SLO threshold. The undecidable
+  traces should end Inconclusive, never Pass ("pass%" shows the regressions that passed).
+* ``no-evidence`` (no canary data or no canary requests) and ``hold`` (both versions degrade: the canary is not
+  the cause): **Inconclusive judged as Pass** = Pass count, target 0; on ``hold`` a Fail blames the canary and
+  counts as a false alarm (target ≤ 1 %).
+* median time to decision ≤ 15 s for ``healthy`` and ``regression`` classes (not for the 60 s watch, whose length
+  is the point, nor where the right answer is to wait).
+
+Baseline measured on 2026-12-06 (2-core shared machine, ``--seeds 100``, Pilotage's judge before issue #21):
+
+    (filled in below by the first run; see BASELINE_TABLE)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the trace fixtures live in tests/fixtures
+
+from tests.fixtures.judge_replay import JudgeView, StepResult, pilotage_judge, replay  # noqa: E402
+from tests.fixtures.judge_traces import CLASSES, Trace, make_trace  # noqa: E402
+
+from pilotage.observe.judge import Outcome  # noqa: E402
+from pilotage.observe.prometheus import Sample, delta  # noqa: E402
+
+#: Kayenta NetflixACAJudge defaults: MannWhitneyClassifier(tolerance = 0.25, confLevel = 0.98), allowed increase
+#: 1.0 (mean ratio), pass threshold of the score (the task's "Pass when ≥ 75 % of metrics pass").
+KAYENTA_TOLERANCE, KAYENTA_CONFIDENCE, KAYENTA_ALLOWED_INCREASE, KAYENTA_PASS_SCORE = 0.25, 0.98, 1.0, 75.0
+#: Polls before the Kayenta-style judge gives a verdict (Pilotage's ``min_intervals``).
+KAYENTA_WARMUP_POLLS = 8
+#: Targets of issue #21.
+TARGET_DETECTION, TARGET_FALSE_ALARMS, TARGET_DECISION_S = 0.99, 0.01, 15.0
+#: The oracle's test: one-sided exact binomial, this α and power, on the canary's expected requests in 15 s.
+ORACLE_ALPHA, ORACLE_POWER = 0.01, 0.99
+#: Classes whose decision time has no target (the watch length is the point).
+NO_TIME_TARGET = {"aa-long-watch"}
+JUDGES = ("pilotage", "kayenta")
+
+
+# --- the Kayenta-style judge -------------------------------------------------------------------------------------
+
+
+def bucket_quantile(q: float, le_counts: dict[float, float]) -> float | None:
+    """Prometheus ``histogram_quantile``: linear interpolation in the bucket holding rank q·total (s; None if empty)."""
+    bounds = sorted(le_counts)
+    total = le_counts[bounds[-1]] if bounds else 0.0
+    if total <= 0:
+        return None
+    rank, prev_le, prev_count = q * total, 0.0, 0.0
+    for le in bounds:
+        count = le_counts[le]
+        if count >= rank:
+            if math.isinf(le):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_count) / max(count - prev_count, 1e-12)
+        prev_le, prev_count = le, count
+    return prev_le
+
+
+def interval_values(series: Sequence[Sample]) -> dict[str, list[float]]:
+    """One value per interval between consecutive samples (no-request intervals dropped, Kayenta's NaN removal)."""
+    out: dict[str, list[float]] = {"error_ratio": [], "latency_mean_s": [], "latency_p99_s": []}
+    for before, after in zip(series, series[1:], strict=False):
+        d = delta(before, after)
+        if d.requests > 0:
+            out["error_ratio"].append(d.errors / d.requests)
+        if d.latency_count > 0:
+            out["latency_mean_s"].append(d.latency_sum_s / d.latency_count)
+            p99 = bucket_quantile(0.99, d.good_latency)
+            if p99 is not None:
+                out["latency_p99_s"].append(p99)
+    return out
+
+
+def mann_whitney_high(control: Sequence[float], experiment: Sequence[float]) -> bool:
+    """Kayenta's MannWhitneyClassifier, direction increase: is the experiment classified High?"""
+    c, e = np.asarray(control, dtype=float), np.asarray(experiment, dtype=float)
+    if np.array_equal(np.sort(c), np.sort(e)) or np.unique(np.concatenate((c, e))).size == 1:
+        return False
+    diffs = np.sort((e[:, None] - c[None, :]).ravel())
+    n, m = e.size, c.size
+    z = float(stats.norm.ppf(1 - (1 - KAYENTA_CONFIDENCE) / 2))
+    k = math.floor(n * m / 2 - z * math.sqrt(n * m * (n + m + 1) / 12))
+    if k < 1:
+        return False  # too few values: the interval is unbounded
+    lower, estimate = float(diffs[k - 1]), float(np.median(diffs))
+    mean_c = float(c.mean())
+    ratio = float(e.mean()) / mean_c if mean_c > 0 else math.inf
+    return lower > KAYENTA_TOLERANCE * abs(estimate) and ratio >= KAYENTA_ALLOWED_INCREASE
+
+
+def kayenta_judge(view: JudgeView) -> tuple[Outcome, tuple[str, ...]]:
+    """Kayenta-style verdict on one poll's view (see the module docstring)."""
+    if view.polls < KAYENTA_WARMUP_POLLS:
+        return Outcome.INCONCLUSIVE, ("warming up",)
+    base, can = interval_values(view.baseline), interval_values(view.canary)
+    labels = {name: ("nodata" if not base[name] or not can[name] else "pass") for name in base}
+    for name, label in labels.items():
+        if label == "pass" and mann_whitney_high(base[name], can[name]):
+            labels[name] = "high"
+    judged = [label for label in labels.values() if label != "nodata"]
+    score = 100.0 * judged.count("pass") / len(judged) if judged else 0.0
+    reasons = tuple(f"{name}: {label}" for name, label in labels.items())
+    return (Outcome.PASS if score >= KAYENTA_PASS_SCORE else Outcome.FAIL), (f"score {score:.0f}", *reasons)
+
+
+# --- the oracle --------------------------------------------------------------------------------------------------
+
+
+def decidable(trace: Trace, within_s: float = TARGET_DECISION_S) -> bool:
+    """Could an oracle knowing both true rates detect this regression from the canary's requests in ``within_s``?"""
+    spec, true = trace.spec, trace.meta["true"]
+    n = int(spec.rps * spec.weight * within_s)
+    pairs = (
+        (true["baseline_error_rate"], true["canary_error_rate"]),
+        (true["baseline_over_threshold"], true["canary_over_threshold"]),
+    )
+    for p0, p1 in pairs:
+        if n == 0 or p1 <= p0:
+            continue
+        critical = 1 if p0 == 0 else int(stats.binom.isf(ORACLE_ALPHA, n, p0)) + 1  # P(X ≥ critical | p0) ≤ α
+        if float(stats.binom.sf(critical - 1, n, p1)) >= ORACLE_POWER:
+            return True
+    return False
+
+
+# --- running and reporting ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One trace's outcome under one judge."""
+
+    outcome: str
+    decided_at_s: float
+    decidable: bool
+
+
+def run_one(cls: str, seed: int) -> dict[str, Row]:
+    """Generate one trace and replay it through both judges."""
+    trace = make_trace(cls, seed)
+    able = trace.truth == "regression" and decidable(trace)
+    results: dict[str, StepResult] = {
+        "pilotage": replay(trace, pilotage_judge),
+        "kayenta": replay(trace, kayenta_judge),
+    }
+    return {name: Row(r.outcome.value, r.decided_at_s, able) for name, r in results.items()}
+
+
+def _share(rows: Sequence[Row], outcome: str) -> float:
+    return sum(r.outcome == outcome for r in rows) / len(rows) if rows else float("nan")
+
+
+def summarise(cls: str, rows: Sequence[Row]) -> dict[str, Any]:
+    """Shares, the class's measure against its target, and the median decision time of one judge on one class."""
+    truth = make_trace(cls, 0).truth
+    out: dict[str, Any] = {
+        "n": len(rows),
+        "fail": _share(rows, "fail"),
+        "pass": _share(rows, "pass"),
+        "inconclusive": _share(rows, "inconclusive"),
+        "median_decision_s": statistics.median(r.decided_at_s for r in rows),
+    }
+    if truth == "healthy":
+        out.update(measure="false alarms", value=out["fail"], target=f"<= {TARGET_FALSE_ALARMS:.0%}")
+        out["met"] = out["fail"] <= TARGET_FALSE_ALARMS
+    elif truth == "regression":
+        able = [r for r in rows if r.decidable]
+        value = _share(able, "fail") if able else float("nan")
+        out.update(measure=f"detection ({len(able)} decidable)", value=value, target=f">= {TARGET_DETECTION:.0%}")
+        out["met"] = value >= TARGET_DETECTION if able else None  # nothing decidable: no verdict on the target
+    else:
+        passes = sum(r.outcome == "pass" for r in rows)
+        out.update(measure="inconclusive as pass", value=float(passes), target="0")
+        out["met"] = passes == 0 and (truth != "hold" or out["fail"] <= TARGET_FALSE_ALARMS)
+    timed = truth in ("healthy", "regression") and cls not in NO_TIME_TARGET
+    out["time_met"] = out["median_decision_s"] <= TARGET_DECISION_S if timed else None
+    return out
+
+
+def collect(classes: Sequence[str], seeds: int, jobs: int) -> dict[str, dict[str, list[Row]]]:
+    """Run every (class, seed); progress on stderr."""
+    rows: dict[str, dict[str, list[Row]]] = {c: {j: [] for j in JUDGES} for c in classes}
+    tasks = [(c, s) for c in classes for s in range(seeds)]
+    started = time.monotonic()
+    with ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else _Serial() as pool:
+        for done, ((cls, _), result) in enumerate(
+            zip(tasks, pool.map(run_one, *zip(*tasks, strict=True)), strict=True)
+        ):
+            for judge, row in result.items():
+                rows[cls][judge].append(row)
+            if (done + 1) % seeds == 0:
+                print(f"  {cls}: {seeds} traces ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+    return rows
+
+
+class _Serial:
+    """A stand-in for a process pool with one worker: ``map`` in this process."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, fn: Any, *iterables: Any) -> Any:
+        return map(fn, *iterables)
+
+
+def _fmt(value: float, measure: str) -> str:
+    if measure == "inconclusive as pass":
+        return f"{value:.0f}"
+    return "n/a" if math.isnan(value) else f"{value:.1%}"
+
+
+def _yes(met: bool | None) -> str:
+    return {True: "yes", False: "NO", None: "n/a"}[met]
+
+
+def table(report: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The per-class table (markdown)."""
+    lines = [
+        "| class | truth | judge | n | fail | pass | inconcl. | measure | value | target | met | median s (<= 15) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cls, by_judge in report.items():
+        truth = make_trace(cls, 0).truth
+        for judge, s in by_judge.items():
+            lines.append(
+                f"| {cls} | {truth} | {judge} | {s['n']} | {s['fail']:.1%} | {s['pass']:.1%} | "
+                f"{s['inconclusive']:.1%} | {s['measure']} | {_fmt(s['value'], s['measure'])} | {s['target']} | "
+                f"{_yes(s['met'])} | {s['median_decision_s']:.1f} ({_yes(s['time_met'])}) |"
+            )
+    return "\n".join(lines)
+
+
+def _all_met(summary: dict[str, Any]) -> bool:
+    """No target of the class missed (a target without a verdict, n/a, is not a miss)."""
+    return summary["met"] is not False and summary["time_met"] is not False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=100, help="traces per class (default 100)")
+    parser.add_argument("--quick", action="store_true", help="20 traces per class (about a minute)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
+    parser.add_argument("--class", dest="classes", action="append", metavar="NAME", help="only this class (repeat)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1: the machine is shared)")
+    args = parser.parse_args(argv)
+    classes = args.classes or list(CLASSES)
+    unknown = [c for c in classes if c not in CLASSES]
+    if unknown:
+        parser.error(f"unknown class {', '.join(unknown)}; known: {', '.join(CLASSES)}")
+    seeds = 20 if args.quick else args.seeds
+    if seeds < 1 or args.jobs < 1:
+        parser.error("--seeds and --jobs must be at least 1")
+    started = time.monotonic()
+    rows = collect(classes, seeds, args.jobs)
+    report = {c: {j: summarise(c, rows[c][j]) for j in JUDGES} for c in classes}
+    met = {
+        j: sum(report[c][j]["met"] is not False and report[c][j]["time_met"] is not False for c in classes)
+        for j in JUDGES
+    }
+    if args.json:
+        print(json.dumps({"seeds": seeds, "classes": report, "classes_meeting_all_targets": met}, indent=2))
+    else:
+        print(f"{seeds} traces per class, {time.monotonic() - started:.0f} s\n")
+        print(table(report))
+        print("\nclasses meeting every target: " + ", ".join(f"{j} {met[j]}/{len(classes)}" for j in JUDGES))
+    return 0 if met["pilotage"] == len(classes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
