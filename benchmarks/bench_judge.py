@@ -169,11 +169,18 @@ def decidable(trace: Trace, within_s: float = TARGET_DECISION_S) -> bool:
 
 @dataclass(frozen=True)
 class Row:
-    """One trace's outcome under one judge."""
+    """One trace's outcome under one judge: ``outcome``, ``decided_at_s``, ``decidable`` (the oracle, regressions
+    only) and ``inconclusive_pass`` (a Pass without the evidence: no-evidence or hold truth, or a Pass its judge
+    reached with a metric it could not measure — Kayenta's score leaves no-data metrics out)."""
 
     outcome: str
     decided_at_s: float
     decidable: bool
+    inconclusive_pass: bool
+
+
+def _unmeasured(reasons: Sequence[str]) -> bool:
+    return any("nodata" in r or "inconclusive" in r for r in reasons)
 
 
 def run_one(cls: str, seed: int) -> dict[str, Row]:
@@ -184,7 +191,12 @@ def run_one(cls: str, seed: int) -> dict[str, Row]:
         "pilotage": replay(trace, pilotage_judge),
         "kayenta": replay(trace, kayenta_judge),
     }
-    return {name: Row(r.outcome.value, r.decided_at_s, able) for name, r in results.items()}
+    rows = {}
+    for name, r in results.items():
+        passed = r.outcome is Outcome.PASS
+        blind = passed and (trace.truth in ("no-evidence", "hold") or _unmeasured(r.reasons))
+        rows[name] = Row(r.outcome.value, r.decided_at_s, able, blind)
+    return rows
 
 
 def _share(rows: Sequence[Row], outcome: str) -> float:
@@ -192,29 +204,34 @@ def _share(rows: Sequence[Row], outcome: str) -> float:
 
 
 def summarise(cls: str, rows: Sequence[Row]) -> dict[str, Any]:
-    """Shares, the class's measure against its target, and the median decision time of one judge on one class."""
+    """One judge on one class: outcome shares and each applicable target's value and whether it is met.
+
+    Keys: ``n``, ``fail``, ``pass``, ``inconclusive`` (shares), ``detection`` and ``decidable`` (regressions),
+    ``false_alarms`` (healthy and hold), ``inconclusive_as_pass`` (count), ``median_decision_s``, and ``met`` (target
+    name → True / False; absent where it does not apply or, for detection, no trace was decidable).
+    """
     truth = make_trace(cls, 0).truth
     out: dict[str, Any] = {
+        "truth": truth,
         "n": len(rows),
         "fail": _share(rows, "fail"),
         "pass": _share(rows, "pass"),
         "inconclusive": _share(rows, "inconclusive"),
+        "inconclusive_as_pass": sum(r.inconclusive_pass for r in rows),
         "median_decision_s": statistics.median(r.decided_at_s for r in rows),
     }
-    if truth == "healthy":
-        out.update(measure="false alarms", value=out["fail"], target=f"<= {TARGET_FALSE_ALARMS:.0%}")
-        out["met"] = out["fail"] <= TARGET_FALSE_ALARMS
-    elif truth == "regression":
+    met = {"inconclusive_as_pass": out["inconclusive_as_pass"] == 0}
+    if truth in ("healthy", "hold"):
+        out["false_alarms"] = out["fail"]
+        met["false_alarms"] = out["fail"] <= TARGET_FALSE_ALARMS
+    if truth == "regression":
         able = [r for r in rows if r.decidable]
-        value = _share(able, "fail") if able else float("nan")
-        out.update(measure=f"detection ({len(able)} decidable)", value=value, target=f">= {TARGET_DETECTION:.0%}")
-        out["met"] = value >= TARGET_DETECTION if able else None  # nothing decidable: no verdict on the target
-    else:
-        passes = sum(r.outcome == "pass" for r in rows)
-        out.update(measure="inconclusive as pass", value=float(passes), target="0")
-        out["met"] = passes == 0 and (truth != "hold" or out["fail"] <= TARGET_FALSE_ALARMS)
-    timed = truth in ("healthy", "regression") and cls not in NO_TIME_TARGET
-    out["time_met"] = out["median_decision_s"] <= TARGET_DECISION_S if timed else None
+        out["decidable"], out["detection"] = len(able), _share(able, "fail")
+        if able:
+            met["detection"] = out["detection"] >= TARGET_DETECTION
+    if truth in ("healthy", "regression") and cls not in NO_TIME_TARGET:
+        met["median_decision_s"] = out["median_decision_s"] <= TARGET_DECISION_S
+    out["met"] = met
     return out
 
 
@@ -247,36 +264,49 @@ class _Serial:
         return map(fn, *iterables)
 
 
-def _fmt(value: float, measure: str) -> str:
-    if measure == "inconclusive as pass":
-        return f"{value:.0f}"
-    return "n/a" if math.isnan(value) else f"{value:.1%}"
-
-
-def _yes(met: bool | None) -> str:
-    return {True: "yes", False: "NO", None: "n/a"}[met]
+def _cell(summary: dict[str, Any], key: str, text: str) -> str:
+    """``text`` with a mark for the target of ``key``: ok, MISSED, or nothing when it does not apply."""
+    if key not in summary["met"]:
+        return text
+    return f"{text} {'ok' if summary['met'][key] else 'MISSED'}"
 
 
 def table(report: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """The per-class table (markdown)."""
+    """The per-class table (markdown); targets: detection >= 99 %, false alarms <= 1 %, 0, median <= 15 s."""
     lines = [
-        "| class | truth | judge | n | fail | pass | inconcl. | measure | value | target | met | median s (<= 15) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| class | truth | judge | n | fail | pass | inconcl. | detection (decidable) >= 99 % | "
+        "false alarms <= 1 % | inconcl. as pass = 0 | median decision s <= 15 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cls, by_judge in report.items():
-        truth = make_trace(cls, 0).truth
         for judge, s in by_judge.items():
+            detection = f"{s['detection']:.1%} ({s['decidable']})" if "decidable" in s else "n/a"
+            if "decidable" in s and not s["decidable"]:
+                detection = "n/a (0)"
+            alarms = f"{s['false_alarms']:.1%}" if "false_alarms" in s else "n/a"
+            median = f"{s['median_decision_s']:.1f}"
             lines.append(
-                f"| {cls} | {truth} | {judge} | {s['n']} | {s['fail']:.1%} | {s['pass']:.1%} | "
-                f"{s['inconclusive']:.1%} | {s['measure']} | {_fmt(s['value'], s['measure'])} | {s['target']} | "
-                f"{_yes(s['met'])} | {s['median_decision_s']:.1f} ({_yes(s['time_met'])}) |"
+                f"| {cls} | {s['truth']} | {judge} | {s['n']} | {s['fail']:.1%} | {s['pass']:.1%} | "
+                f"{s['inconclusive']:.1%} | {_cell(s, 'detection', detection)} | "
+                f"{_cell(s, 'false_alarms', alarms)} | "
+                f"{_cell(s, 'inconclusive_as_pass', str(s['inconclusive_as_pass']))} | "
+                f"{_cell(s, 'median_decision_s', median)} |"
             )
     return "\n".join(lines)
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN float replaced by None (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
 def _all_met(summary: dict[str, Any]) -> bool:
-    """No target of the class missed (a target without a verdict, n/a, is not a miss)."""
-    return summary["met"] is not False and summary["time_met"] is not False
+    """Every applicable target of the class met."""
+    return all(summary["met"].values())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -297,12 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     rows = collect(classes, seeds, args.jobs)
     report = {c: {j: summarise(c, rows[c][j]) for j in JUDGES} for c in classes}
-    met = {
-        j: sum(report[c][j]["met"] is not False and report[c][j]["time_met"] is not False for c in classes)
-        for j in JUDGES
-    }
+    met = {j: sum(_all_met(report[c][j]) for c in classes) for j in JUDGES}
     if args.json:
-        print(json.dumps({"seeds": seeds, "classes": report, "classes_meeting_all_targets": met}, indent=2))
+        doc = {"seeds": seeds, "classes": report, "classes_meeting_all_targets": met}
+        print(json.dumps(_finite(doc), indent=2))
     else:
         print(f"{seeds} traces per class, {time.monotonic() - started:.0f} s\n")
         print(table(report))

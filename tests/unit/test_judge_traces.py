@@ -8,9 +8,11 @@ behaviour for one mechanism of issue #21 and is marked ``xfail(strict=True)`` wh
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
 from pilotage.observe.judge import Outcome
 from pilotage.observe.prometheus import Sample, delta, parse_exposition
@@ -31,9 +33,9 @@ from tests.fixtures.judge_traces import (
 SHAPE = LatencyModel(0.05, 0.45).scaled_to_p99(0.25)  # p99 at half the SLO's 500 ms
 
 
-def spec(**changes: object) -> TraceSpec:
+def spec(**changes: Any) -> TraceSpec:
     base = TraceSpec(cls="custom", seed=7, truth="healthy", rps=100.0, weight=0.25, latency=SHAPE)
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)
 
 
 def canary_samples(trace: Trace) -> list[Sample]:
@@ -90,8 +92,6 @@ def test_latency_regression_realises_its_true_share_over_the_threshold() -> None
 def test_buckets_are_the_proxys_bounds_cumulative_and_consistent_with_sum_and_count() -> None:
     metrics = ProxyMetrics("checkout")
     metrics.observe("v2", "GET", 200, 0.12)
-    from prometheus_client import generate_latest
-
     proxy = parse_exposition(generate_latest(metrics.registry).decode(), labels={"version": "v2"})
     trace = make_trace("aa", 5)
     for poll in trace.polls[1:]:
