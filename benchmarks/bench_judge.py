@@ -33,9 +33,29 @@ target and whether it is met, and the median time to decision. Measures by the c
 * median time to decision ≤ 15 s for ``healthy`` and ``regression`` classes (not for the 60 s watch, whose length
   is the point, nor where the right answer is to wait).
 
-Baseline measured on 2026-12-06 (2-core shared machine, ``--seeds 100``, Pilotage's judge before issue #21):
+**Baseline** ("before"), measured on 2026-12-06 on a 2-core shared machine, ``--seeds 100`` (180 s), Pilotage's
+judge as of commit 9dac9f3, before the issue #21 changes. FA = false alarms, det = detection among the decidable
+traces (how many), I->P = Inconclusive judged as Pass; ✓ met, ✗ missed. The Kayenta-style judge decides at 3.5 s
+(its 8th poll) in every class but the 60 s watch; it met 4 of 16 classes' targets, Pilotage 3 of 16 (the two
+no-evidence classes and ``sparse-errors``, whose regressions no trace could show within 15 s)::
 
-    (filled in below by the first run; see BASELINE_TABLE)
+    class           truth       Pilotage f/p/i  target measure        med s  | Kayenta f/p target measure
+    aa              healthy       9%  86%   5%  FA 9% ✗               4.5 ✓  |   2%  98%   FA 2% ✗
+    aa-bimodal      healthy       2%  97%   1%  FA 2% ✗               4.5 ✓  |   1%  99%   FA 1% ✓
+    aa-small-weight healthy      12%  75%  13%  FA 12% ✗              9.0 ✓  |   2%  98%   FA 2% ✗
+    aa-long-watch   healthy      47%  53%   0%  FA 47% ✗              60.0   |   2%  98%   FA 2% ✗
+    missing-data    healthy      22%  43%  35%  FA 22% ✗              23.5 ✗ |   2%  98%   FA 2% ✗
+    errors          regression   55%  44%   1%  det 97% (33) ✗        4.0 ✓  |   3%  97%   det 6.1% (33) ✗
+    sparse-errors   regression   15%  84%   1%  det n/a (0)           4.0 ✓  |   0% 100%   det n/a (0)
+    latency-median  regression   96%   4%   0%  det 98.1% (54) ✗      4.0 ✓  |  72%  28%   det 96.3% (54) ✗
+    latency-tail    regression    8%  90%   2%  det 12% (25) ✗        4.0 ✓  |   2%  98%   det 0% (25) ✗
+    latency-bimodal regression   60%  39%   1%  det 65.8% (76) ✗      4.0 ✓  |   2%  98%   det 2.6% (76) ✗
+    latency-spread  regression   23%  77%   0%  det 17.9% (39) ✗      4.0 ✓  |   3%  97%   det 5.1% (39) ✗
+    both-degrade    hold         73%  25%   2%  FA 73% ✗, I->P 25 ✗   3.5    |   3%  97%   FA 3% ✗, I->P 97 ✗
+    counter-reset   regression   65%  32%   3%  det 93% (57) ✗        4.0 ✓  |   3%  97%   det 5.3% (57) ✗
+    crash-loop      regression   67%   1%  32%  det 88.2% (51) ✗      15.5 ✗ |   4%  96%   det 7.8% (51) ✗
+    no-data         no-evidence   0%   0% 100%  I->P 0 ✓              33.0   | 100%   0%   I->P 0 ✓
+    empty-results   no-evidence   0%   0% 100%  I->P 0 ✓              33.0   | 100%   0%   I->P 0 ✓
 """
 
 from __future__ import annotations
