@@ -13,11 +13,15 @@ threshold) asks two questions of the same counts:
   allowed rate. Fail when the e-value reaches ``1/alpha`` **and** the observed excess is more than the SLO allows
   (``materiality``: the objective's error budget, ``1 − target``) — a significant excess of 0.01 % is not a
   regression the SLO cares about.
-* **Pass** — can a regression of ``tolerance`` or more be ruled out? The time-uniform upper bound of the excess
-  (canary's upper bound − baseline's lower bound, :func:`~pilotage.observe.sequential.bernoulli_bounds`, each at
-  ``beta/2``) must be below ``tolerance``, with at least ``min_requests`` canary requests. So a regression at least
-  as large as the tolerance passes with probability at most ``beta``, at any watch length; the verdict records
-  the **smallest detectable effect** so far (``mde``: the bound's margin over the estimate).
+* **Pass** — can every regression that matters be ruled out? The time-uniform upper bound of the excess (canary's
+  upper bound − baseline's lower bound, :func:`~pilotage.observe.sequential.bernoulli_bounds`, each at ``beta/2``)
+  must be below the **tolerance**, with at least ``min_requests`` canary requests. The bound covers the true excess
+  at every poll at once, so whatever the tolerance is when the step passes, a regression at least that large
+  passes with probability at most ``beta``, at any watch length. The tolerance is :func:`pass_tolerance`: the
+  smallest excess a fixed-horizon test would detect from the canary's requests in ``pass_horizon_s`` (one-sided
+  exact binomial, α 1 %, power 99 %) — a Pass rules out every regression this step's traffic would reveal within
+  the horizon —, never below what the SLO allows (``materiality``) nor above ``error_tolerance``. The verdict
+  records the **smallest detectable effect** so far (``mde``: the bound's margin over the estimate).
 * otherwise **Inconclusive**: the rollout keeps observing (to its limit; then Inconclusive, never a pass).
 
 Latency beyond one number is judged from the histogram buckets by :mod:`pilotage.observe.latency` (p50/p95/p99
@@ -33,7 +37,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
+
+from scipy import stats
 
 from pilotage.observe.sequential import Table, bernoulli_bounds, binomial_log_e, conditional_log_e
 
@@ -45,6 +52,7 @@ __all__ = [
     "RateCounts",
     "combine",
     "judge_rate",
+    "pass_tolerance",
 ]
 
 
@@ -67,9 +75,12 @@ class JudgeConfig:
         beta: chance that one gating test passes a regression of at least its tolerance (default 0.01: ≥ 99 %
             of such regressions are not passed).
         min_requests: canary requests a Pass needs at least (default 20, the rollout step minimum).
-        error_tolerance: smallest excess of the canary's error rate (or of its share of requests slower than an
-            SLO latency threshold) over the reference that a Pass must rule out (default 0.05: the rollout's
-            ``slo_error_rate``, "a canary may fail at most 5 % of requests during a step").
+        error_tolerance: the largest tolerance of a Pass: the excess of the canary's error rate (or of its share of
+            requests slower than an SLO latency threshold) over the reference that a Pass must always rule out
+            (default 0.05: the rollout's ``slo_error_rate``, "a canary may fail at most 5 % of requests during a
+            step"); with more traffic the tolerance is smaller (:func:`pass_tolerance`).
+        pass_horizon_s: a Pass rules out every regression the canary's traffic would reveal in this many seconds
+            (default 15 s, issue 21's time-to-decision target).
         latency_tolerance: allowed relative increase of a latency quantile or of the mean (default 0.5: +50 %,
             Kayenta's "allowed increase" style).
         latency_min_shift_s: smallest absolute increase of a quantile or of the mean that can fail (default 0.005 s:
@@ -82,6 +93,7 @@ class JudgeConfig:
     beta: float = 0.01
     min_requests: int = 20
     error_tolerance: float = 0.05
+    pass_horizon_s: float = 15.0
     latency_tolerance: float = 0.5
     latency_min_shift_s: float = 0.005
     allowed_error_rate: float = 0.001
@@ -142,15 +154,41 @@ def _plain(value: Any) -> Any:
 DEFAULT_JUDGE = JudgeConfig()
 
 
+#: The fixed-horizon test a Pass's tolerance is sized by: one-sided exact binomial, this α and power.
+HORIZON_ALPHA, HORIZON_POWER = 0.01, 0.99
+
+
+@lru_cache(maxsize=4096)
+def _horizon_mde(n: int, p0: float) -> float:
+    critical = 1 if p0 <= 0 else int(stats.binom.isf(HORIZON_ALPHA, n, p0)) + 1  # P(X ≥ critical | p0) ≤ α
+    if critical > n:
+        return 1.0
+    return float(stats.beta.ppf(HORIZON_POWER, critical, n - critical + 1)) - p0  # P(X ≥ critical | p1) = power
+
+
+def pass_tolerance(requests_per_s: float, p0: float, *, floor: float, config: JudgeConfig = DEFAULT_JUDGE) -> float:
+    """The excess a Pass must rule out: what ``pass_horizon_s`` of the canary's traffic would reveal.
+
+    The smallest p1 − p0 that a one-sided exact binomial test at α 1 % detects with power 99 % from
+    ``requests_per_s × pass_horizon_s`` requests (the critical count ``c`` with P(X ≥ c | p0) ≤ α, then p1 with
+    P(X ≥ c | p1) = 0.99, the Beta(c, n − c + 1) quantile), clamped to [``floor``, ``error_tolerance``].
+    """
+    n = int(requests_per_s * config.pass_horizon_s)
+    mde = _horizon_mde(n, round(min(max(p0, 0.0), 1.0), 6)) if n > 0 else 1.0
+    return min(config.error_tolerance, max(floor, mde))
+
+
 @dataclass(frozen=True)
 class RateCounts:
     """Per-interval counts of one binary outcome (a 5xx; a request slower than a bound) of both populations.
 
-    ``tables`` in time order; ``baseline`` False when there is no baseline (the ``y``/``m`` of every table are 0).
+    ``tables`` in time order; ``baseline`` False when there is no baseline (the ``y``/``m`` of every table are 0);
+    ``duration_s`` the time they cover.
     """
 
     tables: tuple[Table, ...]
     baseline: bool
+    duration_s: float = 0.0
 
     @property
     def canary(self) -> tuple[int, int]:
@@ -213,7 +251,9 @@ def judge_rate(
     log_e, test = _fail_evidence(counts, reference)
     estimate, upper = _excess_bounds(counts, reference, config.beta)
     e_value, threshold_e = math.exp(min(log_e, 700.0)), 1.0 / alpha
-    tolerance = config.error_tolerance
+    rate = n / counts.duration_s if counts.duration_s > 0 else 0.0
+    tolerance = pass_tolerance(rate, (y / m if m else 0.0) if counts.baseline else reference, floor=materiality,
+                               config=config)  # fmt: skip
     evidence = {
         "e_value": e_value,
         "e_threshold": threshold_e,
@@ -222,6 +262,7 @@ def judge_rate(
         "tolerance": tolerance,
         "mde": max(0.0, upper - estimate),
         "materiality": materiality,
+        "horizon_s": config.pass_horizon_s,
         "canary": [x, n],
         "baseline": [y, m] if counts.baseline else None,
     }

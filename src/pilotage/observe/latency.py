@@ -243,10 +243,12 @@ def slo_threshold_counts(
 ) -> RateCounts:
     """Per-interval counts of requests slower than ``bound_s`` (an SLO objective's threshold, a bucket bound)."""
     empty = WindowDelta(0.0, 0.0, 0.0, 0.0, 0.0, {})
+    duration_s = sum(c.duration_s for c in canary)
     if baseline is None:
         tables = tuple(_slower_table(c, empty, bound_s) for c in canary)
-        return RateCounts(tables, baseline=False)
-    return RateCounts(tuple(_slower_table(c, b, bound_s) for c, b in zip(canary, baseline, strict=False)), True)
+        return RateCounts(tables, False, duration_s)
+    pairs = zip(canary, baseline, strict=False)
+    return RateCounts(tuple(_slower_table(c, b, bound_s) for c, b in pairs), True, duration_s)
 
 
 def _ms(value_s: float | None) -> str:

@@ -11,10 +11,13 @@ an :class:`Assessment`:
   and every latency objective of the SLO against the baseline — or against the SLO without one —, p50/p95/p99
   and the latency distribution from the histogram buckets, :mod:`pilotage.observe.latency`).
 * **Inconclusive** — no Fail, but the evidence does not yet rule out a regression of the tolerance (the rollout
-  keeps observing), or some evidence is missing: a source error, an SLO objective whose SLI kind or metric is
-  unknown. Every reason is listed. Inconclusive is never a pass. With ``cause = "shared_degradation"`` both
-  versions burn the same objective's budget: the canary is not the cause, so the rollout holds and alerts
-  instead of blaming it (the reliability agent turns it into ``pause``).
+  keeps observing), the canary burns an objective's budget faster than the slow page's factor (6×) over the step
+  — never a pass while it does —, or some evidence is missing: a source error, an SLO objective whose SLI kind or
+  metric is unknown. Every reason is listed. Inconclusive is never a pass. With ``cause = "shared_degradation"``
+  both versions burn the same objective's budget (each: at least :data:`~pilotage.observe.burn_rate.MIN_BAD_EVENTS`
+  bad events, a measured burn above 6× and an e-value against the budget at ``1/alpha``): the canary is not the
+  cause, so its burn-rate alerts do not fail it, and the rollout holds and alerts instead (the reliability agent
+  turns it into ``pause``). A comparative test that fails still fails: a canary worse than a degraded baseline.
 * **Pass** — every gating test ruled out a regression and nothing failed.
 """
 
@@ -25,17 +28,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pilotage.observe.burn_rate import BurnAlert, burn_alerts
+from pilotage.observe.burn_rate import MIN_BAD_EVENTS, PAGE_RULES, BurnAlert, burn_alerts
 from pilotage.observe.judge import DEFAULT_JUDGE, JudgeConfig, MetricVerdict, Outcome, RateCounts, combine, judge_rate
 from pilotage.observe.latency import QUANTILES, distribution_verdict, quantile_verdict, slo_threshold_counts
 from pilotage.observe.prometheus import Sample, WindowDelta, increase, intervals
-from pilotage.observe.sequential import Table
+from pilotage.observe.sequential import Table, binomial_log_e
 from pilotage.observe.slo import SLOObjective, SLOSpec, evaluate
 
 __all__ = ["Assessment", "assess", "paired_intervals"]
 
 #: Cause of an Inconclusive assessment where both versions burn the budget alike (the canary is not blamed).
 SHARED = "shared_degradation"
+#: A population "burns" an objective's budget above the slow page's factor (SRE Workbook table 5-8: 6×).
+SLOW_FACTOR = PAGE_RULES[-1].factor
 
 
 @dataclass(frozen=True)
@@ -91,78 +96,95 @@ def paired_intervals(
 
 
 def _error_counts(c_windows: Sequence[WindowDelta], b_windows: Sequence[WindowDelta] | None) -> RateCounts:
+    duration_s = sum(c.duration_s for c in c_windows)
     if b_windows is None:
-        return RateCounts(tuple(Table(round(c.errors), round(c.requests), 0, 0) for c in c_windows), False)
+        tables = tuple(Table(round(c.errors), round(c.requests), 0, 0) for c in c_windows)
+        return RateCounts(tables, False, duration_s)
     tables = tuple(
         Table(round(c.errors), round(c.requests), round(b.errors), round(b.requests))
         for c, b in zip(c_windows, b_windows, strict=False)
     )
-    return RateCounts(tables, True)
+    return RateCounts(tables, True, duration_s)
 
 
-def _objective_verdict(
-    objective: SLOObjective,
-    c_windows: Sequence[WindowDelta],
-    b_windows: Sequence[WindowDelta] | None,
-    newest: Sample,
-    alpha: float,
-    config: JudgeConfig,
-) -> MetricVerdict | None:
-    """The verdict of one SLO objective (errors or its latency threshold), None when it cannot be measured."""
+@dataclass(frozen=True)
+class _Judged:
+    """One SLO objective (or the always-judged error rate): its budget, the counts and the gating verdict."""
+
+    name: str
+    budget: float
+    counts: RateCounts
+    verdict: MetricVerdict
+
+
+def _objective_counts(
+    objective: SLOObjective, c_windows: Sequence[WindowDelta], b_windows: Sequence[WindowDelta] | None, newest: Sample
+) -> tuple[str, RateCounts] | None:
+    """(metric name, per-interval counts) of one objective; None when it cannot be measured (a reason elsewhere)."""
     if objective.sli == "availability":
-        counts = _error_counts(c_windows, b_windows)
-        return judge_rate("error_rate", counts, reference=objective.error_budget, materiality=objective.error_budget,
-                          alpha=alpha, config=config)  # fmt: skip
+        return "error_rate", _error_counts(c_windows, b_windows)
     if objective.sli != "latency" or not evaluate(objective, newest, newest).known:
         return None
     bound_s = next(le for le in newest.buckets if math.isclose(le, (objective.threshold_ms or 0.0) / 1000.0))
-    counts = slo_threshold_counts(bound_s, c_windows, b_windows)
-    metric = f"latency>{objective.threshold_ms:g}ms"
-    budget = objective.error_budget
-    return judge_rate(metric, counts, reference=budget, materiality=budget, alpha=alpha, config=config)
+    return f"latency>{objective.threshold_ms:g}ms", slo_threshold_counts(bound_s, c_windows, b_windows)
 
 
-def _verdicts(
-    slo: SLOSpec,
-    canary: Sequence[Sample],
-    baseline: Sequence[Sample],
+def _windows(
+    canary: Sequence[Sample], baseline: Sequence[Sample]
+) -> tuple[list[WindowDelta], list[WindowDelta] | None]:
+    if len(baseline) >= 2:
+        return paired_intervals(canary, baseline)
+    return intervals(canary), None
+
+
+def _judged(
+    slo: SLOSpec, c_windows: list[WindowDelta], b_windows: list[WindowDelta] | None, newest: Sample, n_latency: int,
     config: JudgeConfig,
-    judge_latency: bool,
-) -> list[MetricVerdict]:
-    with_baseline = len(baseline) >= 2
-    if with_baseline:
-        c_windows, b_list = paired_intervals(canary, baseline)
-        b_windows: list[WindowDelta] | None = b_list
-    else:
-        c_windows, b_windows = intervals(canary), None
-    latency_objectives = [o for o in slo.objectives if o.sli == "latency"]
-    histogram = bool(canary[-1].buckets) and bool(baseline) and bool(baseline[-1].buckets)
-    detectors = (len(QUANTILES) + 1) if judge_latency and with_baseline and histogram else 0
-    n_latency = len(latency_objectives) + detectors
-    out: list[MetricVerdict] = []
-    if not any(o.sli == "availability" for o in slo.objectives):  # errors are always judged
+) -> list[_Judged]:  # fmt: skip
+    """The gating verdicts: one per measurable objective, and the error rate even without an availability one."""
+    out = []
+    if not any(o.sli == "availability" for o in slo.objectives):
         budget = config.allowed_error_rate
         counts = _error_counts(c_windows, b_windows)
-        out.append(judge_rate("error_rate", counts, reference=budget, materiality=budget,
-                              alpha=config.alpha_for("errors", n_latency), config=config))  # fmt: skip
+        alpha = config.alpha_for("errors", n_latency)
+        verdict = judge_rate("error_rate", counts, reference=budget, materiality=budget, alpha=alpha, config=config)
+        out.append(_Judged("availability", budget, counts, verdict))
     for objective in slo.objectives:
-        test = "errors" if objective.sli == "availability" else "latency"
-        found = _objective_verdict(
-            objective, c_windows, b_windows, canary[-1], config.alpha_for(test, n_latency), config
-        )
-        if found is not None:
-            out.append(found)
-    if detectors and b_windows is not None:
-        alpha = config.alpha_for("latency", n_latency)
-        out.extend(quantile_verdict(q, need, c_windows, b_windows, alpha, config) for q, need in QUANTILES)
-        out.append(distribution_verdict(c_windows, b_windows, alpha, config))
+        found = _objective_counts(objective, c_windows, b_windows, newest)
+        if found is None:
+            continue
+        metric, counts = found
+        budget = objective.error_budget
+        alpha = config.alpha_for("errors" if objective.sli == "availability" else "latency", n_latency)
+        verdict = judge_rate(metric, counts, reference=budget, materiality=budget, alpha=alpha, config=config)
+        out.append(_Judged(objective.name, budget, counts, verdict))
     return out
 
 
-def _shared(alerts: Sequence[BurnAlert], baseline_alerts: Sequence[BurnAlert]) -> list[str]:
-    """Objectives whose canary alert fires while the baseline burns the same budget at least as fast as the rule."""
-    hot = {(a.objective, a.rule) for a in baseline_alerts if a.long_burn is not None and a.long_burn > a.factor}
-    return sorted({a.objective for a in alerts if a.firing and (a.objective, a.rule) in hot})
+def _detectors(
+    c_windows: list[WindowDelta], b_windows: list[WindowDelta], alpha: float, config: JudgeConfig
+) -> list[MetricVerdict]:
+    """p50/p95/p99 and the distribution test (Fail on evidence; they never hold a Pass)."""
+    out = [quantile_verdict(q, need, c_windows, b_windows, alpha, config) for q, need in QUANTILES]
+    out.append(distribution_verdict(c_windows, b_windows, alpha, config))
+    return out
+
+
+def _burning(events: int, trials: int, budget: float, alpha: float) -> bool:
+    """Whether a population burns an objective's budget.
+
+    At least MIN_BAD_EVENTS bad events, a measured burn above the slow page's factor over the step, and
+    significantly above the budget (one-sample e-value ≥ 1/alpha).
+    """
+    if events < MIN_BAD_EVENTS or trials <= 0 or events / trials <= SLOW_FACTOR * budget:
+        return False
+    return binomial_log_e(events, trials, budget) >= math.log(1.0 / alpha)
+
+
+def _burn_hold(judged: _Judged) -> str:
+    events, trials = judged.counts.canary
+    burn = events / trials / judged.budget
+    return f"the canary burns the {judged.name} budget at {burn:.1f}× over the step (> {SLOW_FACTOR:g}×): no pass"
 
 
 def _burn_reason(a: BurnAlert) -> str:
@@ -222,17 +244,26 @@ def assess(
     counts = _counts(canary, baseline)
     restarts = counts["canary"]["restarts"]
     alerts = tuple(burn_alerts(slo, canary, time_scale=time_scale, min_requests=min_requests))
-    control = burn_alerts(slo, baseline, time_scale=time_scale, min_requests=min_requests) if len(baseline) >= 2 else []
-    verdicts = _verdicts(slo, canary, baseline, config, judge_latency)
-    shared = _shared(alerts, control)
-    firing = [a for a in alerts if a.firing and a.objective not in shared]
+    c_windows, b_windows = _windows(canary, baseline)
+    histogram = judge_latency and b_windows is not None and bool(canary[-1].buckets) and bool(baseline[-1].buckets)
+    n_latency = sum(o.sli == "latency" for o in slo.objectives) + (len(QUANTILES) + 1 if histogram else 0)
+    judged = _judged(slo, c_windows, b_windows, canary[-1], n_latency, config)
+    verdicts = [j.verdict for j in judged]
+    if histogram and b_windows is not None:
+        verdicts += _detectors(c_windows, b_windows, config.alpha_for("latency", n_latency), config)
+    alpha = config.alpha_for("errors", n_latency)
+    hot = {j.name for j in judged if _burning(*j.counts.canary, j.budget, alpha)}
+    shared = sorted(
+        hot & {j.name for j in judged if j.counts.baseline and _burning(*j.counts.control, j.budget, alpha)}
+    )
+    burns = [_burn_hold(j) for j in judged if j.name in hot and j.name not in shared]
     failures = [f"canary restarted {restarts} time(s) during the analysis (its counters reset)"] if restarts else []
-    failures += [_burn_reason(a) for a in firing]
+    failures += [_burn_reason(a) for a in alerts if a.firing and a.objective not in shared]
     failures += [f"{v.metric} fail: {v.reason}" for v in verdicts if v.outcome is Outcome.FAIL]
-    held = [f"both versions burn the {o} budget at the paging rate: the canary is not the cause" for o in shared]
+    held = [f"both versions burn the {o} budget (> {SLOW_FACTOR:g}×): the canary is not the cause" for o in shared]
     unknown = [f"slo {a.objective}: {a.reason}" for a in alerts if a.reason and not a.reason.startswith("only")]
     pending = [f"{v.metric} inconclusive: {v.reason}" for v in verdicts if v.gate and v.outcome is Outcome.INCONCLUSIVE]
-    reasons = list(dict.fromkeys([*failures, *held, *reasons, *unknown, *pending]))
+    reasons = list(dict.fromkeys([*failures, *held, *reasons, *unknown, *burns, *pending]))
     if failures:
         return Assessment(Outcome.FAIL, tuple(verdicts), alerts, tuple(reasons), counts)
     if held:
