@@ -96,3 +96,14 @@ def test_latency_objective_counts_slow_requests() -> None:
 def test_needs_two_samples() -> None:
     with pytest.raises(ValueError):
         burn_alerts(AVAILABILITY, samples(SERIES["baseline"][:1]))
+
+
+def test_with_a_baseline_an_alert_fires_only_when_the_baseline_is_known_not_to_burn_as_fast() -> None:
+    rows = SERIES["canary_5pct_from_6s"]
+    canary = samples([[r[0], r[1] - 3 * r[2], 4 * r[2], *r[3:]] for r in rows])  # 16 errors in the 5 s window
+    clean = samples([[r[0], 100 * r[1], 0, r[3], 100 * r[4], 100 * r[5]] for r in rows])  # busy, no error
+    degraded = samples([[r[0], r[1] - 3 * r[2], 4 * r[2], *r[3:]] for r in rows])  # burns exactly as fast
+    fires = burn_alerts(AVAILABILITY, canary, control=clean)[0]
+    assert fires.firing and fires.control_bound is not None and fires.control_bound < 14.4
+    held = burn_alerts(AVAILABILITY, canary, control=degraded)[0]
+    assert not held.firing and held.control_bound is not None and held.control_bound > 14.4

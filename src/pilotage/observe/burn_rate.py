@@ -42,8 +42,9 @@ a restart inside a window drops nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from scipy import stats
@@ -92,7 +93,8 @@ class BurnAlert:
     Attributes:
         objective, rule: names. factor: burn-rate threshold. long_window_s, short_window_s: scaled windows (s).
         long_burn, short_burn: measured burn rates (None when the SLI has no value). long_events: events in the
-        long window; long_bad: its bad events; long_bound: the lower confidence bound of its burn rate.
+        long window; long_bad: its bad events; long_bound: the lower confidence bound of its burn rate;
+        control_bound: the upper confidence bound of the baseline's burn over the same window (None: no baseline).
         firing: the bound and the short burn > factor, the guards passed. guarded: too few events to judge.
         reason: why there is no value, or why it is guarded ('' otherwise).
     """
@@ -110,13 +112,14 @@ class BurnAlert:
     reason: str = ""
     long_bad: float = 0.0
     long_bound: float | None = None
+    control_bound: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return plain data (for events and incident evidence)."""
         out = asdict(self)
-        for key in ("long_burn", "short_burn", "long_bound"):
+        for key in ("long_burn", "short_burn", "long_bound", "control_bound"):
             if out[key] is not None:
-                out[key] = round(out[key], 3)
+                out[key] = round(out[key], 3) if math.isfinite(out[key]) else str(out[key])
         return out
 
 
@@ -133,6 +136,16 @@ def _lower_burn(value: SLIValue, budget: float) -> float:
     if total <= 0 or bad <= 0:
         return 0.0
     return float(stats.beta.ppf(BURN_ALPHA, bad, total - bad + 1)) / budget  # Clopper-Pearson lower end
+
+
+def _upper_burn(value: SLIValue, budget: float) -> float:
+    """Upper one-sided confidence bound (1 − BURN_ALPHA) of the burn rate of ``value`` (Clopper-Pearson)."""
+    total, bad = round(value.total), min(round(value.bad), round(value.total))
+    if total <= 0:
+        return math.inf
+    if bad >= total:
+        return 1.0 / budget
+    return float(stats.beta.ppf(1.0 - BURN_ALPHA, bad + 1, total - bad)) / budget  # Clopper-Pearson upper end
 
 
 def _rule(objective: SLOObjective, rule: BurnRule, series: Sequence[Sample], scale: float, min_req: int) -> BurnAlert:
@@ -178,6 +191,7 @@ def burn_alerts(
     rules: Sequence[BurnRule] = PAGE_RULES,
     time_scale: float = ROLLOUT_TIME_SCALE,
     min_requests: int = 20,
+    control: Sequence[Sample] = (),
 ) -> list[BurnAlert]:
     """Evaluate every rule for every objective of ``slo`` on one version's ``series`` (oldest first).
 
@@ -187,6 +201,9 @@ def burn_alerts(
         rules: burn-rate rules (default: the workbook's two paging rules).
         time_scale: multiplier of every window (see the module docstring).
         min_requests: events the long window needs before a rule may fire.
+        control: the baseline's samples of the same polls, when there is one: an alert then fires only when the
+            baseline is known *not* to burn as fast over the same long window (the upper Clopper-Pearson bound of
+            its burn, ``control_bound``, below the factor) — otherwise the canary may not be the cause.
 
     Returns:
         One :class:`BurnAlert` per (objective, rule), in that order.
@@ -196,4 +213,13 @@ def burn_alerts(
     """
     if len(series) < 2:
         raise ValueError("burn rates need at least two samples")
-    return [_rule(o, r, series, time_scale, min_requests) for o in slo.objectives for r in rules]
+    alerts = [_rule(o, r, series, time_scale, min_requests) for o in slo.objectives for r in rules]
+    if len(control) < 2:
+        return alerts
+    out = []
+    for alert, (objective, rule) in zip(alerts, [(o, r) for o in slo.objectives for r in rules], strict=True):
+        value = evaluate_series(objective, _window(control, rule.long_s * time_scale))
+        bound = _upper_burn(value, objective.error_budget) if value.known else None
+        firing = alert.firing and bound is not None and bound < rule.factor
+        out.append(replace(alert, firing=firing, control_bound=bound))
+    return out

@@ -32,7 +32,7 @@ from pilotage.observe.burn_rate import MIN_BAD_EVENTS, PAGE_RULES, BurnAlert, bu
 from pilotage.observe.judge import DEFAULT_JUDGE, JudgeConfig, MetricVerdict, Outcome, RateCounts, combine, judge_rate
 from pilotage.observe.latency import QUANTILES, distribution_verdict, quantile_verdict, slo_threshold_counts
 from pilotage.observe.prometheus import Sample, WindowDelta, increase, intervals
-from pilotage.observe.sequential import Table, binomial_log_e
+from pilotage.observe.sequential import Table, bernoulli_bounds, binomial_log_e
 from pilotage.observe.slo import SLOObjective, SLOSpec, evaluate
 
 __all__ = ["Assessment", "assess", "paired_intervals"]
@@ -170,15 +170,29 @@ def _detectors(
     return out
 
 
-def _burning(events: int, trials: int, budget: float, alpha: float) -> bool:
-    """Whether a population burns an objective's budget.
+def _warm(events: int, trials: int, budget: float) -> bool:
+    """At least MIN_BAD_EVENTS bad events and a measured burn above the slow page's factor over the step."""
+    return events >= MIN_BAD_EVENTS and trials > 0 and events / trials > SLOW_FACTOR * budget
 
-    At least MIN_BAD_EVENTS bad events, a measured burn above the slow page's factor over the step, and
-    significantly above the budget (one-sample e-value ≥ 1/alpha).
+
+def _burning(events: int, trials: int, budget: float, alpha: float) -> bool:
+    """Whether a population burns an objective's budget: warm and significantly above it (e-value ≥ 1/alpha)."""
+    return _warm(events, trials, budget) and binomial_log_e(events, trials, budget) >= math.log(1.0 / alpha)
+
+
+def _shared(judged: Sequence[_Judged], config: JudgeConfig) -> list[str]:
+    """Objectives whose budget the baseline burns while the canary cannot be shown to burn less than the slow page.
+
+    The environment degrades, not the new version: its burn-rate alerts do not fail the canary, and it may not
+    pass (hold and alert). A canary shown below 6× (upper bound at ``beta``) is judged on its own.
     """
-    if events < MIN_BAD_EVENTS or trials <= 0 or events / trials <= SLOW_FACTOR * budget:
-        return False
-    return binomial_log_e(events, trials, budget) >= math.log(1.0 / alpha)
+    out = []
+    for j in judged:
+        if not j.counts.baseline or not _burning(*j.counts.control, j.budget, config.alpha):
+            continue
+        if bernoulli_bounds(*j.counts.canary, config.beta)[1] >= SLOW_FACTOR * j.budget:
+            out.append(j.name)
+    return out
 
 
 def _burn_hold(judged: _Judged) -> str:
@@ -243,7 +257,8 @@ def assess(
         return Assessment(Outcome.INCONCLUSIVE, reasons=tuple(reasons))
     counts = _counts(canary, baseline)
     restarts = counts["canary"]["restarts"]
-    alerts = tuple(burn_alerts(slo, canary, time_scale=time_scale, min_requests=min_requests))
+    control = baseline if len(baseline) >= 2 else ()
+    alerts = tuple(burn_alerts(slo, canary, time_scale=time_scale, min_requests=min_requests, control=control))
     c_windows, b_windows = _windows(canary, baseline)
     histogram = judge_latency and b_windows is not None and bool(canary[-1].buckets) and bool(baseline[-1].buckets)
     n_latency = sum(o.sli == "latency" for o in slo.objectives) + (len(QUANTILES) + 1 if histogram else 0)
@@ -251,16 +266,15 @@ def assess(
     verdicts = [j.verdict for j in judged]
     if histogram and b_windows is not None:
         verdicts += _detectors(c_windows, b_windows, config.alpha_for("latency", n_latency), config)
-    alpha = config.alpha_for("errors", n_latency)
-    hot = {j.name for j in judged if _burning(*j.counts.canary, j.budget, alpha)}
-    shared = sorted(
-        hot & {j.name for j in judged if j.counts.baseline and _burning(*j.counts.control, j.budget, alpha)}
-    )
-    burns = [_burn_hold(j) for j in judged if j.name in hot and j.name not in shared]
+    shared = _shared(judged, config)
+    burns = [_burn_hold(j) for j in judged if _warm(*j.counts.canary, j.budget) and j.name not in shared]
     failures = [f"canary restarted {restarts} time(s) during the analysis (its counters reset)"] if restarts else []
     failures += [_burn_reason(a) for a in alerts if a.firing and a.objective not in shared]
     failures += [f"{v.metric} fail: {v.reason}" for v in verdicts if v.outcome is Outcome.FAIL]
-    held = [f"both versions burn the {o} budget (> {SLOW_FACTOR:g}×): the canary is not the cause" for o in shared]
+    held = [
+        f"the baseline burns the {o} budget (> {SLOW_FACTOR:g}×) and the canary may too: the canary is not the cause"
+        for o in shared
+    ]
     unknown = [f"slo {a.objective}: {a.reason}" for a in alerts if a.reason and not a.reason.startswith("only")]
     pending = [f"{v.metric} inconclusive: {v.reason}" for v in verdicts if v.gate and v.outcome is Outcome.INCONCLUSIVE]
     reasons = list(dict.fromkeys([*failures, *held, *reasons, *unknown, *burns, *pending]))
