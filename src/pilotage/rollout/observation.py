@@ -54,8 +54,10 @@ __all__ = [
     "sample_to_dict",
 ]
 
-#: Source errors of this many recent polls count as evidence (older ones were followed by good samples).
-RECENT_ERRORS = 5
+#: Source errors of this many recent polls hold a verdict (Inconclusive). Older ones were followed by good samples,
+#: and a missed scrape loses no request: the next sample's cumulative counters hold it (issue 21: with 5, a source
+#: of intermittent errors kept sound evidence from ever passing).
+RECENT_ERRORS = 2
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,7 @@ async def observe(
         for index, sample in enumerate(got):
             if sample is not None:
                 series[index].append(sample)
-        recent = [*recent[-(RECENT_ERRORS - 1) :], errors]
+        recent = [*recent, errors][-RECENT_ERRORS:]
         counted = [e for poll in recent for e in poll]
         exited = alive is not None and not await alive(judged.instance)
         found = _analyse(slo, series[0], series[1], counted, exited, with_baseline, settings, judged.name)
