@@ -32,7 +32,7 @@ def test_errors_only_in_the_canary_fail_once_the_evidence_reaches_one_over_alpha
     # each interval: 1 error among 10 canary requests, none among 30 baseline requests (a 25 % weight)
     four = errors(counts([(1, 10, 0, 30)] * 4))
     five = errors(counts([(1, 10, 0, 30)] * 5))
-    assert four.outcome is not Outcome.FAIL and five.outcome is Outcome.FAIL
+    assert four.outcome is not Outcome.FAIL and five.outcome is Outcome.FAIL  # alpha 0.005 here: e ≥ 200 fails
     assert four.evidence["e_value"] < 200 <= five.evidence["e_value"]
     assert five.p_value == pytest.approx(1 / five.evidence["e_value"])
     assert five.effect_size == pytest.approx(5 / 50)
@@ -90,8 +90,8 @@ def test_combine_fail_wins_gates_decide_and_detectors_never_hold_a_pass() -> Non
 
 def test_config_alpha_split_and_older_recorded_keys() -> None:
     config = JudgeConfig(alpha=0.01)
-    assert config.alpha_for("errors", 5) == pytest.approx(0.005)
-    assert config.alpha_for("latency", 5) == pytest.approx(0.001)
+    assert config.alpha_for("errors", 5) == pytest.approx(0.007)
+    assert config.alpha_for("latency", 5) == pytest.approx(0.0006)
     assert config.alpha_for("errors", 0) == pytest.approx(0.01)
     old = {"alpha": 0.001, "min_intervals": 8, "variance_tolerance": 2.0, "error_tolerance": 0.01}
     assert JudgeConfig.from_dict(old) == JudgeConfig(alpha=0.001, error_tolerance=0.01)
