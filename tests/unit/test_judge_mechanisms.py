@@ -8,9 +8,18 @@ deltas, the median of interval means).
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 
+import pilotage
 from pilotage.agents.reliability import assessment_reasoning, evidence_lines
+from pilotage.bus.sqlite import SQLiteBus
+from pilotage.catalogue import checked_event
+from pilotage.events import EventType
 from pilotage.observe.burn_rate import ROLLOUT_TIME_SCALE, burn_alerts
 from pilotage.observe.judge import Outcome
 from pilotage.observe.prometheus import Sample
@@ -227,3 +236,36 @@ def test_the_slo_latency_threshold_is_judged_with_its_own_threshold() -> None:
     assert found.outcome is Outcome.FAIL, found.reasons
     verdict = next(v for v in found.verdicts if v.metric == "latency>250ms")
     assert verdict.outcome is Outcome.FAIL
+
+
+def test_pilotage_explain_of_a_step_prints_each_metrics_sequential_evidence(tmp_path: Path) -> None:
+    canary, baseline = pair(5, 30.0, 100.0, 0.25)
+    seen = Observation(judged(canary, baseline), canary, baseline, [], False, True, 30.0, len(canary))
+    inputs = {
+        **recorded_inputs(seen, SLO, AnalysisSettings()),
+        "canary": {"requests": 700, "errors": 0, "error_rate": 0.0},
+        "baseline": {"requests": 2250, "errors": 0, "error_rate": 0.0},
+        "slo_error_rate": 0.05,
+        "on_inconclusive": "rollback",
+    }
+    reasoning = assessment_reasoning(inputs)
+    data = {"id": "d-1", "agent": "reliability", "kind": "slo.assessment", "inputs": inputs, "action": reasoning.action,
+            "rule": reasoning.rule, "score": reasoning.score, "rationale": reasoning.rationale}  # fmt: skip
+
+    async def record() -> None:
+        async with SQLiteBus(f"sqlite:///{tmp_path / '.pilotage' / 'events.db'}") as bus:
+            await bus.publish(checked_event(EventType.DECISION, data, source="/test", runid="r-1", id="d-1"))
+
+    (tmp_path / ".pilotage").mkdir()
+    asyncio.run(record())
+    source = str(Path(pilotage.__file__).resolve().parents[1])  # this checkout's package, not another installed one
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "250", "PYTHONPATH": source}
+    shown = subprocess.run(
+        [sys.executable, "-m", "pilotage", "explain", "d-1"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = [line for line in shown.stdout.splitlines() if line.startswith("evidence")]
+    assert any("error_rate pass (gate): e = " in line and "smallest detectable effect" in line for line in lines)
+    assert any(line.startswith("evidence  latency>500ms pass (gate)") for line in lines)
+    p99 = next(line for line in lines if "latency_p99_s pass (detector)" in line)
+    assert "] ms vs baseline " in p99 and p99.endswith("] ms")  # both quantiles with their interval

@@ -238,7 +238,10 @@ def evidence_lines(assessment: dict[str, Any]) -> list[str]:
                 f" · smallest detectable effect {_pct(item.get('mde'))}"
             )
         if item.get("canary_s") is not None or item.get("baseline_s") is not None:
-            line += f" · canary {_ms(item.get('canary_s'))} vs baseline {_ms(item.get('baseline_s'))}"
+            line += (
+                f" · canary {_ms(item.get('canary_s'))} {_span(item.get('canary_interval_s'))} vs baseline "
+                f"{_ms(item.get('baseline_s'))} {_span(item.get('baseline_interval_s'))}"
+            )
         lines.append(line)
     return lines
 
@@ -255,12 +258,21 @@ def _ms(value: Any) -> str:
     return f"{value * 1000:.4g} ms" if isinstance(value, int | float) else "n/a"
 
 
+def _span(interval: Any) -> str:
+    """A quantile's confidence interval in ms, ``[50, 100]`` (``inf`` beyond the largest bucket bound)."""
+    if not isinstance(interval, list) or len(interval) != 2:
+        return ""
+    ends = [f"{v * 1000:.4g}" if isinstance(v, int | float) else str(v) for v in interval]
+    return f"[{ends[0]}, {ends[1]}] ms"
+
+
 def step_evidence(assessment: dict[str, Any]) -> list[dict[str, Any]]:
     """Per metric: outcome, e-value vs its threshold, the bound vs the tolerance, the smallest detectable effect.
 
     The ``evidence`` of ``slo.evaluated`` (what ``pilotage explain`` shows for a step).
     """
-    keys = ("e_value", "e_threshold", "upper_bound", "tolerance", "mde", "canary_s", "baseline_s")
+    keys = ("e_value", "e_threshold", "upper_bound", "tolerance", "mde")
+    keys += ("canary_s", "canary_interval_s", "baseline_s", "baseline_interval_s")
     out = []
     for verdict in assessment.get("verdicts") or []:
         ev = verdict.get("evidence") or {}

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 from pilotage.observe.judge import DEFAULT_JUDGE, JudgeConfig, MetricVerdict, Outcome, RateCounts
 from pilotage.observe.prometheus import WindowDelta
-from pilotage.observe.sequential import Table, bernoulli_bounds, conditional_log_e, ridit_log_e
+from pilotage.observe.sequential import CS_PRIOR, Table, bernoulli_bounds, conditional_log_e, ridit_log_e
 
 __all__ = [
     "QUANTILES",
@@ -95,12 +95,16 @@ def quantile_interval(
     """Time-uniform confidence interval (s) of the q-quantile, to bucket resolution.
 
     The lower end is the largest bound whose cumulative share is surely below q, the upper end the smallest bound
-    whose share is surely at least q (time-uniform bounds of each share at ``alpha``); (0, inf) without requests.
+    whose share is surely at least q (time-uniform bounds of the share of slower requests at ``alpha``, with the
+    small-rate prior for q ≥ 0.9 and Jeffreys' Beta(½, ½) for the median); (0, inf) without requests.
     """
     total = int(round(cumulative[-1])) if cumulative else 0
+    prior = CS_PRIOR if q >= 0.9 else (0.5, 0.5)  # a tail share is small (the default prior's side); a median's not
     low, high = 0.0, math.inf
     for le, count in zip(bounds, cumulative, strict=True):
-        share_low, share_high = bernoulli_bounds(min(int(round(count)), total), total, alpha)
+        slower = total - min(int(round(count)), total)
+        slower_low, slower_high = bernoulli_bounds(slower, total, alpha, prior=prior)
+        share_low, share_high = 1.0 - slower_high, 1.0 - slower_low
         if share_high < q:
             low = le
         if share_low >= q and math.isinf(high):
