@@ -14,9 +14,10 @@ an :class:`Assessment`:
   keeps observing), the canary burns an objective's budget faster than the slow page's factor (6×) over the step
   — never a pass while it does —, or some evidence is missing: a source error, an SLO objective whose SLI kind or
   metric is unknown. Every reason is listed. Inconclusive is never a pass. With ``cause = "shared_degradation"``
-  both versions burn the same objective's budget (each: at least :data:`~pilotage.observe.burn_rate.MIN_BAD_EVENTS`
-  bad events, a measured burn above 6× and an e-value against the budget at ``1/alpha``): the canary is not the
-  cause, so its burn-rate alerts do not fail it, and the rollout holds and alerts instead (the reliability agent
+  the baseline burns an objective's budget (at least :data:`~pilotage.observe.burn_rate.MIN_BAD_EVENTS` bad
+  events, a measured burn above 6× and an e-value against the budget at ``1/alpha``) and the canary cannot be
+  shown to burn less (its upper bound at ``beta`` is above 6×): the environment degrades, not the new version, so
+  the canary's burn-rate alerts do not fail it and the rollout holds and alerts instead (the reliability agent
   turns it into ``pause``). A comparative test that fails still fails: a canary worse than a degraded baseline.
 * **Pass** — every gating test ruled out a regression and nothing failed.
 """
