@@ -11,9 +11,11 @@ version's instance against the previous version's (canary, blue-green), or flag-
 the same instance (feature-flag, the ``flag`` label of its metrics). Samples come from
 ``settings.metrics_source_url`` (``scrape:`` each instance's ``/metrics``, or ``prometheus://host:9090`` through
 PromQL) every ``rollout_poll_s`` (:func:`pilotage.rollout.observation.observe`) for ``analysis_window_s`` — or
-``post_promotion_watch_s`` for the 100 % step, the **post-promotion watch**, where only the burn rates and the
-binomial test against the SLO run. Every poll is assessed; the **first Fail ends the step at once**; an
-Inconclusive step keeps sampling up to ``rollout_inconclusive_grace_s`` more — except a step that got no request
+``post_promotion_watch_s`` for the 100 % step, the **post-promotion watch**, where the burn rates and the one-sample
+sequential tests against the SLO run. Every poll is assessed (:mod:`pilotage.rollout.analysis`, sequential tests
+whose false-alarm rate holds however long a step is watched); the **first Fail ends the step at once**; a step
+whose evidence does not yet rule a regression in or out is Inconclusive and keeps sampling up to
+``rollout_inconclusive_grace_s`` more — except a step that got no request
 at all when the rollout's traffic plan had nothing to call (issue 17): nothing would come, so it is Inconclusive
 at the end of the window, then ``rollout_on_inconclusive`` (real requests through the route are judged as usual).
 The route's per-version counters stand in for a version whose ``/metrics`` cannot be read; a new version whose
@@ -25,7 +27,8 @@ series, so ``pilotage events replay`` reproduces it. Logs written before issue #
 (:func:`judge`, the threshold rule alone); they still replay.
 
 Act: ``slo.breach`` on a measured breach, and ``slo.evaluated`` always (action ``continue``, ``rollback`` or
-``pause``, with the assessment). The agent judges only: the rollout agent and its controller
+``pause`` — also when both versions degrade: the canary is held, not blamed —, with the assessment and each
+metric's sequential evidence, :func:`step_evidence`). The agent judges only: the rollout agent and its controller
 (:mod:`pilotage.agents.rollout`, :mod:`pilotage.rollout.controller`) act on the verdict.
 
 Learn: ``MetricSample`` nodes per population per step (``Deployment -MEASURED-> MetricSample``).
