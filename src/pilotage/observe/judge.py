@@ -14,7 +14,8 @@ threshold) asks two questions of the same counts:
   (``materiality``: the objective's error budget, ``1 − target``) — a significant excess of 0.01 % is not a
   regression the SLO cares about.
 * **Pass** — can every regression that matters be ruled out? The time-uniform upper bound of the excess (canary's
-  upper bound − baseline's lower bound, :func:`~pilotage.observe.sequential.bernoulli_bounds`, each at ``beta/2``)
+  upper bound at 0.8 ``beta`` − the baseline's lower bound at 0.2 ``beta``, :data:`BASELINE_BETA_SHARE`,
+  :func:`~pilotage.observe.sequential.bernoulli_bounds`)
   must be below the **tolerance**, with at least ``min_requests`` canary requests. The bound covers the true excess
   at every poll at once, so whatever the tolerance is when the step passes, a regression at least that large
   passes with probability at most ``beta``, at any watch length. The tolerance is :func:`pass_tolerance`: the
@@ -160,6 +161,9 @@ def _plain(value: Any) -> Any:
 DEFAULT_JUDGE = JudgeConfig()
 
 
+#: Share of ``beta`` spent on the baseline's lower bound (the rest on the canary's upper bound): the baseline has
+#: more requests at every weight below 50 %, so a smaller share costs it little, and none with no baseline error.
+BASELINE_BETA_SHARE = 0.2
 #: The fixed-horizon test a Pass's tolerance is sized by: one-sided exact binomial, this α and power.
 HORIZON_ALPHA, HORIZON_POWER = 0.01, 0.99
 
@@ -223,8 +227,8 @@ def _excess_bounds(counts: RateCounts, reference: float, beta: float) -> tuple[f
         _, upper = bernoulli_bounds(x, n, beta)
         return c_rate - reference, upper - reference
     y, m = counts.control
-    _, c_upper = bernoulli_bounds(x, n, beta / 2.0)
-    b_lower, _ = bernoulli_bounds(y, m, beta / 2.0)
+    _, c_upper = bernoulli_bounds(x, n, beta * (1.0 - BASELINE_BETA_SHARE))
+    b_lower, _ = bernoulli_bounds(y, m, beta * BASELINE_BETA_SHARE)
     return c_rate - (y / m if m else 0.0), c_upper - b_lower
 
 
