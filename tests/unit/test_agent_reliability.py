@@ -65,7 +65,7 @@ def test_faulty_canary_is_rolled_back_with_an_incident_report(tmp_path: Path) ->
             assert evaluation["phase"] == "step"
             # issue 21: the sequential evidence of each metric rides on the event (what `pilotage explain` shows)
             errors_evidence = next(e for e in evaluation["evidence"] if e["metric"] == "error_rate")
-            assert errors_evidence["gate"] and errors_evidence["e_threshold"] == pytest.approx(1 / 0.007, rel=1e-5)
+            assert errors_evidence["gate"] and errors_evidence["e_threshold"] == pytest.approx(1 / 0.006, rel=1e-5)
             assert errors_evidence["upper_bound"] > errors_evidence["tolerance"]
             assert (
                 0.001 <= errors_evidence["tolerance"] <= 0.05

@@ -150,10 +150,10 @@ def test_explain_lines_show_the_evidence_against_its_threshold_and_the_detectabl
     canary, baseline = pair(5, 30.0, 100.0, 0.25)
     lines = evidence_lines(judged(canary, baseline).to_dict())
     errors = next(line for line in lines if line.startswith("error_rate"))
-    assert errors.startswith("error_rate pass (gate): e = ") and " of 143" in errors
+    assert errors.startswith("error_rate pass (gate): e = ") and " of 167" in errors
     assert " vs tolerance " in errors and "smallest detectable effect" in errors
     p99 = next(line for line in lines if line.startswith("latency_p99_s"))
-    assert "(detector)" in p99 and " of 1.67e+03" in p99 and "canary " in p99 and " ms vs baseline " in p99
+    assert "(detector)" in p99 and " of 2.67e+03" in p99 and "canary " in p99 and " ms vs baseline " in p99
 
 
 def test_identical_versions_watched_long_raise_no_alarm_at_any_poll() -> None:

@@ -90,9 +90,11 @@ def test_combine_fail_wins_gates_decide_and_detectors_never_hold_a_pass() -> Non
 
 def test_config_alpha_split_and_older_recorded_keys() -> None:
     config = JudgeConfig(alpha=0.01)
-    assert config.alpha_for("errors", 5) == pytest.approx(0.007)
-    assert config.alpha_for("latency", 5) == pytest.approx(0.0006)
-    assert config.alpha_for("errors", 0) == pytest.approx(0.01)
+    assert config.alpha_for("errors", 1, 4) == pytest.approx(0.006)
+    assert config.alpha_for("objective", 1, 4) == pytest.approx(0.0025)
+    assert config.alpha_for("detector", 1, 4) == pytest.approx(0.000375)
+    assert config.alpha_for("errors", 0, 4) == pytest.approx(0.0085)  # no latency objective: its share to errors
+    assert config.alpha_for("errors", 0, 0) == pytest.approx(0.01)
     old = {"alpha": 0.001, "min_intervals": 8, "variance_tolerance": 2.0, "error_tolerance": 0.01}
     assert JudgeConfig.from_dict(old) == JudgeConfig(alpha=0.001, error_tolerance=0.01)
 

@@ -65,8 +65,11 @@ class Outcome(StrEnum):
     INCONCLUSIVE = "inconclusive"
 
 
-#: Share of a step's false-alarm budget given to the error test (the rest: the latency tests).
-ERROR_SHARE = 0.7
+#: Shares of a step's false-alarm budget: the error test; the SLO's latency thresholds (split among them); the
+#: latency detectors (split among them). Errors are the commonest regression and the sparsest evidence (at a 25 %
+#: weight against a clean baseline each canary error multiplies the e-value by at most 4); the SLO's thresholds
+#: decide what the SLO allows; the detectors only add what the thresholds miss.
+ALPHA_SHARES = {"errors": 0.6, "objective": 0.25, "detector": 0.15}
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,8 @@ class JudgeConfig:
 
     Attributes:
         alpha: false-alarm budget of one step (default 0.01): the chance that any test fails identical versions,
-            however long the step is watched (Ville's inequality). :data:`ERROR_SHARE` (70 %) goes to the error
-            test — errors are the commonest regression and their evidence the sparsest: at a 25 % weight against a
-            clean baseline each canary error multiplies the e-value by at most 4 —, the rest is split equally among
-            the latency tests (Bonferroni), see :meth:`alpha_for`.
+            however long the step is watched (Ville's inequality), split among its tests by :meth:`alpha_for`
+            (:data:`ALPHA_SHARES`: 60 % the error test, 25 % the SLO's latency thresholds, 15 % the detectors).
         beta: chance that one gating test passes a regression of at least its tolerance (default 0.01: ≥ 99 %
             of such regressions are not passed).
         min_requests: canary requests a Pass needs at least (default 20, the rollout step minimum).
@@ -105,11 +106,18 @@ class JudgeConfig:
     latency_min_shift_s: float = 0.005
     allowed_error_rate: float = 0.001
 
-    def alpha_for(self, test: str, latency_tests: int) -> float:
-        """This test's share of :attr:`alpha` (the error test's :data:`ERROR_SHARE`, or a latency test's part)."""
-        if test == "errors":
-            return self.alpha * ERROR_SHARE if latency_tests else self.alpha
-        return self.alpha * (1.0 - ERROR_SHARE) / max(1, latency_tests)
+    def alpha_for(self, test: str, objectives: int, detectors: int) -> float:
+        """One test's share of :attr:`alpha` (Bonferroni over the tests of a step, :data:`ALPHA_SHARES`).
+
+        Args:
+            test: ``errors``, ``objective`` (an SLO latency threshold) or ``detector`` (p50/p95/p99, distribution).
+            objectives: the step's latency-objective tests (a group without tests gives its share to errors).
+            detectors: the step's detector tests.
+        """
+        counts = {"errors": 1, "objective": objectives, "detector": detectors}
+        idle = sum(share for group, share in ALPHA_SHARES.items() if counts[group] == 0)
+        share = ALPHA_SHARES[test] + (idle if test == "errors" else 0.0)
+        return self.alpha * share / max(1, counts[test])
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JudgeConfig:

@@ -139,15 +139,15 @@ def _windows(
 
 
 def _judged(
-    slo: SLOSpec, c_windows: list[WindowDelta], b_windows: list[WindowDelta] | None, newest: Sample, n_latency: int,
-    config: JudgeConfig,
+    slo: SLOSpec, c_windows: list[WindowDelta], b_windows: list[WindowDelta] | None, newest: Sample,
+    tests: tuple[int, int], config: JudgeConfig,
 ) -> list[_Judged]:  # fmt: skip
     """The gating verdicts: one per measurable objective, and the error rate even without an availability one."""
     out = []
     if not any(o.sli == "availability" for o in slo.objectives):
         budget = config.allowed_error_rate
         counts = _error_counts(c_windows, b_windows)
-        alpha = config.alpha_for("errors", n_latency)
+        alpha = config.alpha_for("errors", *tests)
         verdict = judge_rate("error_rate", counts, reference=budget, materiality=budget, alpha=alpha, config=config)
         out.append(_Judged("availability", budget, counts, verdict))
     for objective in slo.objectives:
@@ -156,7 +156,7 @@ def _judged(
             continue
         metric, counts = found
         budget = objective.error_budget
-        alpha = config.alpha_for("errors" if objective.sli == "availability" else "latency", n_latency)
+        alpha = config.alpha_for("errors" if objective.sli == "availability" else "objective", *tests)
         verdict = judge_rate(metric, counts, reference=budget, materiality=budget, alpha=alpha, config=config)
         out.append(_Judged(objective.name, budget, counts, verdict))
     return out
@@ -262,11 +262,11 @@ def assess(
     alerts = tuple(burn_alerts(slo, canary, time_scale=time_scale, min_requests=min_requests, control=control))
     c_windows, b_windows = _windows(canary, baseline)
     histogram = judge_latency and b_windows is not None and bool(canary[-1].buckets) and bool(baseline[-1].buckets)
-    n_latency = sum(o.sli == "latency" for o in slo.objectives) + (len(QUANTILES) + 1 if histogram else 0)
-    judged = _judged(slo, c_windows, b_windows, canary[-1], n_latency, config)
+    tests = (sum(o.sli == "latency" for o in slo.objectives), len(QUANTILES) + 1 if histogram else 0)
+    judged = _judged(slo, c_windows, b_windows, canary[-1], tests, config)
     verdicts = [j.verdict for j in judged]
     if histogram and b_windows is not None:
-        verdicts += _detectors(c_windows, b_windows, config.alpha_for("latency", n_latency), config)
+        verdicts += _detectors(c_windows, b_windows, config.alpha_for("detector", *tests), config)
     shared = _shared(judged, config)
     burns = [_burn_hold(j) for j in judged if _warm(*j.counts.canary, j.budget) and j.name not in shared]
     failures = [f"canary restarted {restarts} time(s) during the analysis (its counters reset)"] if restarts else []
