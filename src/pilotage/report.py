@@ -205,6 +205,7 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
         state = "healthy" if d.get("healthy") else "BREACH"
         if t == EventType.SLO_EVALUATED and not d.get("healthy"):
             state = {"pause": "PAUSED", "rollback": "ROLLBACK"}.get(str(d.get("action")), state)
+            state += " (both versions degrading)" if d.get("cause") == "shared_degradation" else ""
         base = f", baseline {b.get('errors')}/{b.get('requests')}" if b and b.get("requests") else ""
         why = f" — {d['reasons'][0]}" if d.get("reasons") and not d.get("healthy") else ""
         outcome = f" ({d['outcome']})" if d.get("outcome") else ""

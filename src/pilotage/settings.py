@@ -39,13 +39,15 @@ class Settings(BaseModel):
         metrics_source_url: ``scrape:`` — SLIs scraped from each version's /metrics; ``prometheus://host:9090``
             reads them with PromQL instead (``pilotage.observe.prometheus``).
         burn_rate_time_scale: 1/720 — SRE Workbook ch. 5 alert windows scaled for rollouts (1 h → 5 s).
-        judge_alpha: 0.001 — significance of the canary judge's one-sided tests (tested at every poll).
+        judge_alpha: 0.01 — false-alarm budget of one rollout step: the chance that the canary judge fails identical
+            versions however long the step is watched (sequential tests, Ville's inequality; issue 21's target).
         judge_latency_tolerance: 0.5 — allowed relative increase of the canary's median latency (Kayenta style).
         rollout_poll_s: 0.5 — seconds between two samples of each version during a rollout.
         rollout_on_inconclusive: ``rollback`` — what an Inconclusive step becomes after
-            ``rollout_inconclusive_grace_s`` (30 s) more analysis: ``rollback`` (fail closed) or ``pause``. 30 s
-            because low traffic is the common Inconclusive: 20 requests at 10 % of 40 rps take 5 s on a quiet
-            machine, and far longer when the synthetic traffic generator shares 2 busy cores.
+            ``rollout_inconclusive_grace_s`` (60 s) more analysis: ``rollback`` (fail closed) or ``pause``. 60 s
+            because a Pass needs evidence that rules out a regression of ``slo_error_rate``: about 115 canary
+            requests without errors (issue 21), 29 s at 10 % of 40 rps on a quiet machine, longer when the synthetic
+            traffic generator shares 2 busy cores.
         post_promotion_watch_s: 10 — burn-rate alerts keep running this long after 100 % and can roll back.
         standby_s: 300 — the previous version stays warm 5 minutes after promotion (rollback = weight change).
         fleet_port_base: 18100 — managed services get stable addresses on 127.0.0.1 from this port up
@@ -109,11 +111,11 @@ class Settings(BaseModel):
     # --- issue 3: SLOs, burn rates, canary judge, rollouts (defaults documented in the class docstring) ---
     metrics_source_url: str = "scrape:"
     burn_rate_time_scale: float = Field(1.0 / 720.0, gt=0, le=1)
-    judge_alpha: float = Field(0.001, gt=0, lt=1)
+    judge_alpha: float = Field(0.01, gt=0, lt=1)
     judge_latency_tolerance: float = Field(0.5, ge=0, le=100)
     rollout_poll_s: float = Field(0.5, gt=0, le=60)
     rollout_on_inconclusive: str = Field("rollback", pattern="^(rollback|pause)$")
-    rollout_inconclusive_grace_s: float = Field(30.0, ge=0, le=_DAY_S)
+    rollout_inconclusive_grace_s: float = Field(60.0, ge=0, le=_DAY_S)
     post_promotion_watch_s: float = Field(10.0, ge=0, le=_DAY_S)
     standby_s: float = Field(300.0, ge=0, le=_DAY_S)
     flags_port: int = Field(0, ge=0, le=65535)

@@ -63,6 +63,13 @@ def test_faulty_canary_is_rolled_back_with_an_incident_report(tmp_path: Path) ->
             assert canary_window["errors"] >= 1 and canary_window["error_rate"] > 0.05
             assert evaluation["outcome"] == "fail" and evaluation["action"] == "rollback" and evaluation["reasons"]
             assert evaluation["phase"] == "step"
+            # issue 21: the sequential evidence of each metric rides on the event (what `pilotage explain` shows)
+            errors_evidence = next(e for e in evaluation["evidence"] if e["metric"] == "error_rate")
+            assert errors_evidence["gate"] and errors_evidence["e_threshold"] == pytest.approx(1 / 0.006, rel=1e-5)
+            assert errors_evidence["upper_bound"] > errors_evidence["tolerance"]
+            assert (
+                0.001 <= errors_evidence["tolerance"] <= 0.05
+            )  # between the SLO's budget and slo_error_rate and errors_evidence["mde"] > 0
             assert evaluation["baseline"]["errors"] == 0 and evaluation["baseline"]["requests"] > 0
             # the scrape agrees with what the proxy saw go to each version (the proxy's window opens just before the
             # first scrape and closes just after the last: on a busy machine a few more requests fall inside it)

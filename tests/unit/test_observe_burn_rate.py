@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from scipy import stats
 
 from pilotage.observe.burn_rate import PAGE_RULES, ROLLOUT_TIME_SCALE, burn_alerts
 from pilotage.observe.prometheus import Sample
@@ -36,17 +37,21 @@ def test_rules_and_scale_are_the_workbook_values() -> None:
     assert 300 * ROLLOUT_TIME_SCALE == pytest.approx(5 / 12)
 
 
-def test_five_percent_errors_fire_the_fast_page_with_the_recorded_burn_rate() -> None:
+def test_the_recorded_burn_rate_fires_only_once_its_confidence_bound_clears_the_factor() -> None:
     rows = SERIES["canary_5pct_from_6s"]
     alerts = burn_alerts(AVAILABILITY, samples(rows))
     fast = alerts[0]
     # long window 5 s: from the row at t-5 s (10 rows back) to the newest row
     old, new = rows[-11], rows[-1]
-    expected = ((new[2] - old[2]) / ((new[1] + new[2]) - (old[1] + old[2]))) / 0.001
+    bad, total = new[2] - old[2], (new[1] + new[2]) - (old[1] + old[2])
     assert fast.rule == "page-fast"
-    assert fast.long_burn == pytest.approx(expected)
-    assert fast.long_burn is not None and fast.long_burn > 14.4
-    assert fast.firing
+    assert fast.long_burn == pytest.approx(bad / total / 0.001)
+    assert fast.long_burn is not None and fast.long_burn > 14.4  # 4 errors in 200 requests: a 20x burn, measured
+    # Clopper-Pearson lower end at 99.9 %: the 0.001 quantile of Beta(bad, total - bad + 1), over the budget
+    assert fast.long_bound == pytest.approx(stats.beta.ppf(0.001, bad, total - bad + 1) / 0.001)
+    assert fast.long_bound is not None and fast.long_bound < 14.4 and not fast.firing  # but not with confidence
+    heavy = [[r[0], r[1] - 3 * r[2], 4 * r[2], *r[3:]] for r in rows]  # four times the errors: 16 in 200
+    assert burn_alerts(AVAILABILITY, samples(heavy))[0].firing
 
 
 def test_no_errors_no_alert_and_before_the_fault_no_alert() -> None:
@@ -60,7 +65,14 @@ def test_minimum_request_guard_holds_a_low_traffic_version() -> None:
     alerts = burn_alerts(AVAILABILITY, samples(rows), min_requests=20)
     assert all(a.guarded and not a.firing for a in alerts)
     assert "only 12 events" in alerts[0].reason
-    assert burn_alerts(AVAILABILITY, samples(rows), min_requests=10)[0].firing
+    assert burn_alerts(AVAILABILITY, samples(rows), min_requests=10)[0].firing  # 3 bad events: the minimum
+
+
+def test_fewer_bad_events_than_the_minimum_never_fire() -> None:
+    rows = [[0.0, 0, 0, 0, 0, 0], [0.5, 10, 1, 0.01, 11, 11], [1.0, 20, 2, 0.02, 22, 22]]  # 2 errors in 22: 91x
+    fast = burn_alerts(AVAILABILITY, samples(rows), min_requests=10)[0]
+    assert fast.long_burn is not None and fast.long_burn > 14.4 and fast.long_bad == 2
+    assert not fast.firing and not fast.guarded
 
 
 def test_latency_objective_counts_slow_requests() -> None:
@@ -84,3 +96,14 @@ def test_latency_objective_counts_slow_requests() -> None:
 def test_needs_two_samples() -> None:
     with pytest.raises(ValueError):
         burn_alerts(AVAILABILITY, samples(SERIES["baseline"][:1]))
+
+
+def test_with_a_baseline_an_alert_fires_only_when_the_baseline_is_known_not_to_burn_as_fast() -> None:
+    rows = SERIES["canary_5pct_from_6s"]
+    canary = samples([[r[0], r[1] - 3 * r[2], 4 * r[2], *r[3:]] for r in rows])  # 16 errors in the 5 s window
+    clean = samples([[r[0], 100 * r[1], 0, r[3], 100 * r[4], 100 * r[5]] for r in rows])  # busy, no error
+    degraded = samples([[r[0], r[1] - 3 * r[2], 4 * r[2], *r[3:]] for r in rows])  # burns exactly as fast
+    fires = burn_alerts(AVAILABILITY, canary, control=clean)[0]
+    assert fires.firing and fires.control_bound is not None and fires.control_bound < 14.4
+    held = burn_alerts(AVAILABILITY, canary, control=degraded)[0]
+    assert not held.firing and held.control_bound is not None and held.control_bound > 14.4

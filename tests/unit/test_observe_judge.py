@@ -1,115 +1,161 @@
+"""The judge's verdict on a rate (errors, share over an SLO threshold), the latency verdicts and their combination."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from pilotage.observe.judge import (
-    JudgeConfig,
-    Outcome,
-    combine,
-    compare_distributions,
-    compare_error_counts,
-    compare_variance,
+from pilotage.observe.judge import DEFAULT_JUDGE, JudgeConfig, MetricVerdict, Outcome, RateCounts, combine, judge_rate
+from pilotage.observe.latency import (
+    distribution_verdict,
+    histogram_quantile,
+    quantile_interval,
+    quantile_verdict,
+    slo_threshold_counts,
 )
+from pilotage.observe.prometheus import WindowDelta
+from pilotage.observe.sequential import Table, bernoulli_bounds
+
+BUDGET = 0.001  # a 99.9 % availability objective
 
 
-def test_fisher_exact_known_answer_fails_sparse_canary_errors() -> None:
-    # 5 errors in 100 canary requests, 0 in 900 baseline: P(all 5 errors fall in the canary) = C(100,5)/C(1000,5).
-    verdict = compare_error_counts(5, 100, 0, 900)
-    expected = math.comb(100, 5) / math.comb(1000, 5)
-    assert verdict.outcome is Outcome.FAIL
-    assert verdict.p_value == pytest.approx(expected, rel=1e-9)
-    assert verdict.effect_size == pytest.approx(0.05)
-    assert verdict.threshold["alpha"] == 0.001
-    assert verdict.test.startswith("fisher")
+def counts(per_interval: list[tuple[int, int, int, int]], baseline: bool = True) -> RateCounts:
+    return RateCounts(tuple(Table(*t) for t in per_interval), baseline)
 
 
-def test_fisher_one_error_is_not_enough() -> None:
-    # 1 error of 100 vs 0 of 900: p = 100/1000 = 0.1 → not significant → pass.
-    verdict = compare_error_counts(1, 100, 0, 900)
-    assert verdict.p_value == pytest.approx(0.1)
-    assert verdict.outcome is Outcome.PASS
+def errors(rate_counts: RateCounts, config: JudgeConfig = DEFAULT_JUDGE) -> MetricVerdict:
+    return judge_rate("error_rate", rate_counts, reference=BUDGET, materiality=BUDGET, alpha=0.005, config=config)
 
 
-def test_all_zero_errors_pass_with_enough_requests_and_inconclusive_without() -> None:
-    assert compare_error_counts(0, 50, 0, 450).outcome is Outcome.PASS
-    few = compare_error_counts(0, 5, 0, 45)
-    assert few.outcome is Outcome.INCONCLUSIVE
-    assert "only 5 canary requests" in few.reason
+def test_errors_only_in_the_canary_fail_once_the_evidence_reaches_one_over_alpha() -> None:
+    # each interval: 1 error among 10 canary requests, none among 30 baseline requests (a 25 % weight)
+    four = errors(counts([(1, 10, 0, 30)] * 4))
+    five = errors(counts([(1, 10, 0, 30)] * 5))
+    assert four.outcome is not Outcome.FAIL and five.outcome is Outcome.FAIL  # alpha 0.005 here: e ≥ 200 fails
+    assert four.evidence["e_value"] < 200 <= five.evidence["e_value"]
+    assert five.p_value == pytest.approx(1 / five.evidence["e_value"])
+    assert five.effect_size == pytest.approx(5 / 50)
 
 
-def test_binomial_without_baseline_known_answer() -> None:
-    p0 = 0.001
-    verdict = compare_error_counts(3, 100, config=JudgeConfig(allowed_error_rate=p0, error_tolerance=0.0))
-    expected = 1 - sum(math.comb(100, k) * p0**k * (1 - p0) ** (100 - k) for k in range(3))
-    assert verdict.p_value == pytest.approx(expected, rel=1e-6)
-    assert verdict.outcome is Outcome.FAIL
-    assert verdict.test.startswith("binomial")
+def test_a_significant_excess_below_what_the_slo_allows_does_not_fail() -> None:
+    # 3 errors in 10,000 canary requests against none in 30,000: significant, but 0.03 % < the 0.1 % budget
+    found = errors(counts([(1, 1000, 0, 3000)] * 3 + [(0, 1000, 0, 3000)] * 7))
+    assert found.outcome is not Outcome.FAIL
+    assert found.evidence["estimate"] < BUDGET
 
 
-def test_error_counts_reject_bad_input() -> None:
-    with pytest.raises(ValueError):
-        compare_error_counts(5, 4, 0, 10)
+def test_clean_versions_pass_when_the_bound_rules_out_the_tolerance_and_record_the_detectable_effect() -> None:
+    found = errors(counts([(0, 10, 0, 30)] * 20))  # 200 canary requests, no error anywhere
+    _, upper = bernoulli_bounds(0, 200, 0.008)  # 0.8 beta for the canary; the baseline's lower bound is 0
+    assert found.outcome is Outcome.PASS
+    assert found.evidence["upper_bound"] == pytest.approx(upper)
+    assert found.evidence["mde"] == pytest.approx(upper) and upper < 0.05
+    thin = errors(counts([(0, 10, 0, 30)] * 5))  # 50 requests cannot rule out a 5 % regression
+    assert thin.outcome is Outcome.INCONCLUSIVE and "not yet sufficient" in thin.reason
 
 
-def test_mann_whitney_full_separation_known_p_value_and_effect_tolerance() -> None:
-    baseline = [0.0100, 0.0105, 0.0110, 0.0115, 0.0120, 0.0102, 0.0107, 0.0112]  # no ties: exact test
-    doubled = [2 * x + 0.0001 * i for i, x in enumerate(baseline)]
-    verdict = compare_distributions("latency_mean_s", baseline, doubled)
-    assert verdict.statistic == 64.0
-    assert verdict.p_value == pytest.approx(1 / math.comb(16, 8), rel=1e-6)
-    assert verdict.effect_size == pytest.approx(2.0, rel=0.02)
-    assert verdict.outcome is Outcome.FAIL
-    slightly = [x * 1.2 + 0.0001 * i for i, x in enumerate(baseline)]  # significant, but within +50 %
-    within = compare_distributions("latency_mean_s", baseline, slightly)
-    assert within.p_value is not None and within.p_value < 0.001
-    assert within.outcome is Outcome.PASS
+def test_too_few_requests_are_inconclusive_even_with_a_tolerant_config() -> None:
+    found = errors(counts([(0, 5, 0, 15)] * 3), JudgeConfig(error_tolerance=0.99))
+    assert found.outcome is Outcome.INCONCLUSIVE and found.reason.startswith("only 15 canary requests")
 
 
-def test_mann_whitney_needs_enough_intervals() -> None:
-    verdict = compare_distributions("latency_mean_s", [0.01] * 3, [0.05] * 3)
-    assert verdict.outcome is Outcome.INCONCLUSIVE
-    assert "< 8" in verdict.reason
+def test_without_a_baseline_the_canary_is_tested_against_the_allowed_rate() -> None:
+    bad = errors(counts([(1, 20, 0, 0)] * 5, baseline=False))  # 5 % against a 0.1 % budget
+    assert bad.outcome is Outcome.FAIL and "allowed 0.100%" in bad.reason and bad.evidence["baseline"] is None
+    # e-value: mean over the factors f with f p0 < 1 of (f p0 / p0)^x ((1 - f p0) / (1 - p0))^(n - x), x=5, n=100
+    expected = sum(f**5 * ((1 - f * BUDGET) / (1 - BUDGET)) ** 95 for f in (1.5, 2, 4, 10, 30, 100)) / 6
+    assert bad.evidence["e_value"] == pytest.approx(expected, rel=1e-9)
+    assert errors(counts([(0, 20, 0, 0)] * 10, baseline=False)).outcome is Outcome.PASS
 
 
-def test_variance_increase_fails_and_decrease_passes() -> None:
-    baseline = [0.010, 0.011, 0.009, 0.010, 0.011, 0.009, 0.010, 0.011, 0.009, 0.010] * 2
-    wide = [0.010, 0.030, 0.001, 0.025, 0.002, 0.028, 0.003, 0.020, 0.001, 0.030] * 2
-    verdict = compare_variance("latency_mean_s", baseline, wide)
-    assert verdict.outcome is Outcome.FAIL
-    assert verdict.effect_size is not None and verdict.effect_size > 3.0
-    assert verdict.p_value is not None and verdict.p_value < 0.001
-    assert compare_variance("latency_mean_s", wide, baseline).outcome is Outcome.PASS
-    assert compare_variance("x", [1.0] * 8, [1.0] * 8).outcome is Outcome.INCONCLUSIVE
+def test_both_versions_at_the_same_high_rate_do_not_fail() -> None:
+    found = errors(counts([(4, 20, 12, 60)] * 30))  # 20 % errors in both
+    assert found.outcome is not Outcome.FAIL
+    assert found.evidence["e_value"] < 1.0
 
 
-def test_sub_millisecond_jitter_is_not_a_variance_regression() -> None:
-    # the case a first-use review hit: per-interval means of 1.3-3.4 ms vs 1.5-2.1 ms, a ×15-×24 variance ratio,
-    # significant, yet the standard deviation grew by well under the 5 ms floor
-    baseline = [0.0015, 0.0021, 0.0018, 0.0016, 0.0020, 0.0017, 0.0019, 0.0018] * 2
-    jitter = [0.0013, 0.0034, 0.0014, 0.0033, 0.0013, 0.0034, 0.0015, 0.0032] * 2
-    verdict = compare_variance("latency_mean_s", baseline, jitter)
-    assert verdict.effect_size is not None and verdict.effect_size > 10
-    assert verdict.p_value is not None and verdict.p_value < 0.001
-    assert verdict.outcome is Outcome.PASS and "fails above +5 ms" in verdict.reason
-
-
-def test_combine_never_turns_inconclusive_into_pass() -> None:
-    ok = compare_error_counts(0, 50, 0, 450)
-    unsure = compare_error_counts(0, 5, 0, 45)
-    bad = compare_error_counts(5, 100, 0, 900)
-    assert combine([ok, ok]) is Outcome.PASS
+def test_combine_fail_wins_gates_decide_and_detectors_never_hold_a_pass() -> None:
+    ok = errors(counts([(0, 10, 0, 30)] * 20))
+    unsure = errors(counts([(0, 10, 0, 30)] * 3))
+    bad = errors(counts([(1, 10, 0, 30)] * 8))
+    detector = MetricVerdict("latency_p99_s", Outcome.INCONCLUSIVE, "t", None, None, None, {}, "", gate=False)
+    assert combine([ok, detector]) is Outcome.PASS
     assert combine([ok, unsure]) is Outcome.INCONCLUSIVE
     assert combine([unsure, bad]) is Outcome.FAIL
+    assert combine([detector]) is Outcome.INCONCLUSIVE  # no gating verdict at all
     assert combine([]) is Outcome.INCONCLUSIVE
-    assert bad.to_dict()["outcome"] == "fail"
+    assert bad.to_dict()["outcome"] == "fail" and isinstance(bad.to_dict()["evidence"]["e_value"], float)
 
 
-def test_sub_millisecond_shift_is_noise_not_a_fail() -> None:
-    # recorded in the A/A benchmark: medians 0.67 ms vs 1.0 ms, fully separated, ×1.5 — below the 5 ms floor.
-    baseline = [0.00066 + 0.00001 * i for i in range(8)]
-    canary = [0.00100 + 0.00001 * i for i in range(8)]
-    verdict = compare_distributions("latency_mean_s", baseline, canary, JudgeConfig(latency_tolerance=0.4))
-    assert verdict.p_value is not None and verdict.p_value < 0.001
-    assert verdict.outcome is Outcome.PASS
+def test_config_alpha_split_and_older_recorded_keys() -> None:
+    config = JudgeConfig(alpha=0.01)
+    assert config.alpha_for("errors", 1, 4) == pytest.approx(0.006)
+    assert config.alpha_for("objective", 1, 4) == pytest.approx(0.0025)
+    assert config.alpha_for("detector", 1, 4) == pytest.approx(0.000375)
+    assert config.alpha_for("errors", 0, 4) == pytest.approx(0.0085)  # no latency objective: its share to errors
+    assert config.alpha_for("errors", 0, 0) == pytest.approx(0.01)
+    old = {"alpha": 0.001, "min_intervals": 8, "variance_tolerance": 2.0, "error_tolerance": 0.01}
+    assert JudgeConfig.from_dict(old) == JudgeConfig(alpha=0.001, error_tolerance=0.01)
+
+
+# --- latency from the histogram buckets ------------------------------------------------------------------------------
+
+BOUNDS = [0.01, 0.05, 0.1, 0.5, math.inf]
+
+
+def window(per_bucket: list[int], mean_s: float = 0.03) -> WindowDelta:
+    """A window with ``per_bucket`` requests in the buckets of BOUNDS."""
+    cumulative, total = {}, 0
+    for le, count in zip(BOUNDS, per_bucket, strict=True):
+        total += count
+        cumulative[le] = float(total)
+    return WindowDelta(0.5, float(total), 0.0, float(total), mean_s * total, cumulative)
+
+
+def test_histogram_quantile_interpolates_inside_the_bucket_like_promql() -> None:
+    cumulative = [10.0, 50.0, 90.0, 100.0, 100.0]
+    assert histogram_quantile(0.5, BOUNDS, cumulative) == pytest.approx(0.05)  # exactly the 50th request
+    assert histogram_quantile(0.7, BOUNDS, cumulative) == pytest.approx(0.05 + 0.05 * 20 / 40)
+    assert histogram_quantile(0.05, BOUNDS, cumulative) == pytest.approx(0.01 * 0.5)
+    assert histogram_quantile(0.99, BOUNDS, [0.0, 0.0, 0.0, 50.0, 100.0]) == 0.5  # in +Inf: the largest bound
+    assert histogram_quantile(0.5, BOUNDS, [0.0] * 5) is None
+
+
+def test_quantile_interval_brackets_the_quantile_to_bucket_resolution() -> None:
+    cumulative = [100.0, 500.0, 900.0, 1000.0, 1000.0]
+    low, high = quantile_interval(0.5, BOUNDS, cumulative, 0.01)
+    assert (low, high) == (0.01, 0.1)  # the median is at 0.05 exactly: bounds on both sides of it
+    assert quantile_interval(0.5, BOUNDS, [0.0] * 5, 0.01) == (0.0, math.inf)
+
+
+def test_a_p99_regression_fails_and_identical_tails_do_not() -> None:
+    base = [window([300, 600, 90, 10, 0])] * 30  # 1 % of requests in (0.1, 0.5]
+    slow_tail = [window([300, 600, 60, 10, 30], mean_s=0.06)] * 30  # 3 % beyond 0.5 s
+    found = quantile_verdict(0.99, 200, slow_tail, base, alpha=0.001)
+    assert found.outcome is Outcome.FAIL and not found.gate
+    assert found.evidence["canary_s"] == 0.5  # in the +Inf bucket: the largest finite bound, as PromQL says
+    assert found.evidence["baseline_s"] == pytest.approx(0.1)
+    same = quantile_verdict(0.99, 200, base, base, alpha=0.001)
+    assert same.outcome is Outcome.PASS and same.evidence["e_value"] <= 1.0
+
+
+def test_quantile_verdict_waits_for_enough_baseline_requests() -> None:
+    found = quantile_verdict(0.99, 200, [window([1, 1, 0, 0, 0])] * 3, [window([5, 5, 0, 0, 0])] * 3, alpha=0.001)
+    assert found.outcome is Outcome.INCONCLUSIVE and "needs 200" in found.reason
+
+
+def test_distribution_shift_fails_only_when_the_mean_moved_materially() -> None:
+    base = [window([10, 30, 10, 0, 0], mean_s=0.04)] * 20
+    shifted = [window([0, 10, 30, 10, 0], mean_s=0.09)] * 20
+    found = distribution_verdict(shifted, base, alpha=0.001)
+    assert found.outcome is Outcome.FAIL and found.evidence["mean_ridit"] > 0.6
+    small = [window([0, 10, 30, 10, 0], mean_s=0.045)] * 20  # same buckets, mean only +5 ms: not material
+    assert distribution_verdict(small, base, alpha=0.001).outcome is Outcome.PASS
+
+
+def test_slo_threshold_counts_are_the_requests_slower_than_the_bound() -> None:
+    found = slo_threshold_counts(0.1, [window([1, 2, 3, 4, 5])], [window([5, 0, 0, 0, 1])])
+    assert found.tables == (Table(9, 15, 1, 6),) and found.baseline
+    alone = slo_threshold_counts(0.1, [window([1, 2, 3, 4, 5])], None)
+    assert alone.tables == (Table(9, 15, 0, 0),) and not alone.baseline

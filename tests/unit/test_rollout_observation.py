@@ -56,7 +56,8 @@ def test_a_failing_canary_ends_the_step_at_the_first_failing_poll_and_replays_ex
     seen = run(observe(source, slo, instance("v2"), instance("v1"), duration_s=30, poll_s=0.01, settings=settings))
     assert seen.assessment.outcome is Outcome.FAIL
     assert seen.polls < 10  # 30 s of pause were not waited for: 8 errors per poll fail within a few polls
-    assert any("burn rate availability" in r for r in seen.assessment.reasons)
+    # the comparative test fails it: its burn-rate alert waits until the baseline is known not to burn as fast
+    assert any(r.startswith("error_rate fail") for r in seen.assessment.reasons)
     inputs = recorded_inputs(seen, slo, settings)
     assert len(inputs["canary_series"]) == seen.polls and inputs["with_baseline"] is True
     assert assess_recorded(inputs).to_dict() == seen.assessment.to_dict()
@@ -65,7 +66,8 @@ def test_a_failing_canary_ends_the_step_at_the_first_failing_poll_and_replays_ex
 def test_a_healthy_canary_passes_after_the_pause_when_every_slo_metric_is_exposed() -> None:
     source = CountingSource({"v1": 0.0, "v2": 0.0})
     availability = parse_slo({"objectives": [{"name": "availability", "sli": "availability", "target": 0.999}]})
-    seen = run(observe(source, availability, instance("v2"), None, duration_s=0.1, poll_s=0.01))
+    # issue 21: the pass rules out every regression 15 s of this traffic would show (~0.9 % here): ~20 polls
+    seen = run(observe(source, availability, instance("v2"), None, duration_s=0.1, poll_s=0.01, grace_s=2.0))
     assert seen.assessment.outcome is Outcome.PASS
     assert seen.canary[-1].statuses["200"] == 40 * seen.polls and seen.baseline == []
 

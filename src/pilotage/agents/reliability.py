@@ -11,9 +11,11 @@ version's instance against the previous version's (canary, blue-green), or flag-
 the same instance (feature-flag, the ``flag`` label of its metrics). Samples come from
 ``settings.metrics_source_url`` (``scrape:`` each instance's ``/metrics``, or ``prometheus://host:9090`` through
 PromQL) every ``rollout_poll_s`` (:func:`pilotage.rollout.observation.observe`) for ``analysis_window_s`` — or
-``post_promotion_watch_s`` for the 100 % step, the **post-promotion watch**, where only the burn rates and the
-binomial test against the SLO run. Every poll is assessed; the **first Fail ends the step at once**; an
-Inconclusive step keeps sampling up to ``rollout_inconclusive_grace_s`` more — except a step that got no request
+``post_promotion_watch_s`` for the 100 % step, the **post-promotion watch**, where the burn rates and the one-sample
+sequential tests against the SLO run. Every poll is assessed (:mod:`pilotage.rollout.analysis`, sequential tests
+whose false-alarm rate holds however long a step is watched); the **first Fail ends the step at once**; a step
+whose evidence does not yet rule a regression in or out is Inconclusive and keeps sampling up to
+``rollout_inconclusive_grace_s`` more — except a step that got no request
 at all when the rollout's traffic plan had nothing to call (issue 17): nothing would come, so it is Inconclusive
 at the end of the window, then ``rollout_on_inconclusive`` (real requests through the route are judged as usual).
 The route's per-version counters stand in for a version whose ``/metrics`` cannot be read; a new version whose
@@ -25,7 +27,8 @@ series, so ``pilotage events replay`` reproduces it. Logs written before issue #
 (:func:`judge`, the threshold rule alone); they still replay.
 
 Act: ``slo.breach`` on a measured breach, and ``slo.evaluated`` always (action ``continue``, ``rollback`` or
-``pause``, with the assessment). The agent judges only: the rollout agent and its controller
+``pause`` — also when both versions degrade: the canary is held, not blamed —, with the assessment and each
+metric's sequential evidence, :func:`step_evidence`). The agent judges only: the rollout agent and its controller
 (:mod:`pilotage.agents.rollout`, :mod:`pilotage.rollout.controller`) act on the verdict.
 
 Learn: ``MetricSample`` nodes per population per step (``Deployment -MEASURED-> MetricSample``).
@@ -33,11 +36,13 @@ Learn: ``MetricSample`` nodes per population per step (``Deployment -MEASURED-> 
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
+from scipy import stats
 
 from pilotage.agent import Agent, Reasoning
 from pilotage.catalogue import parse
@@ -45,22 +50,31 @@ from pilotage.catalogue.rollout import DeployStep
 from pilotage.errors import ConfigError, InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.fleet.descriptor import DESCRIPTOR_FILE, load_descriptor
-from pilotage.observe.judge import JudgeConfig, Outcome, compare_error_counts
+from pilotage.observe.judge import JudgeConfig, Outcome
 from pilotage.observe.prometheus import (
     MetricSource,
     PerVersionSource,
     ProxySource,
     Sample,
     ScrapeSource,
-    delta,
+    increase,
     open_source,
 )
 from pilotage.observe.slo import SLOSpec, default_slo, load_slo
+from pilotage.rollout.analysis import SHARED
 from pilotage.rollout.observation import AnalysisSettings, Population, assess_recorded, observe, recorded_inputs
 from pilotage.rollout.state import RolloutState, load_state, preview_route_name
 from pilotage.runtime.base import Instance, Route, RouteStats
 
-__all__ = ["ReliabilityAgent", "assessment_reasoning", "find_slo", "judge"]
+__all__ = [
+    "ReliabilityAgent",
+    "assessment_reasoning",
+    "evidence_line",
+    "evidence_lines",
+    "find_slo",
+    "judge",
+    "step_evidence",
+]
 
 
 def judge(inputs: dict[str, Any]) -> Reasoning:
@@ -108,20 +122,47 @@ def judge(inputs: dict[str, Any]) -> Reasoning:
     # recorded before it replay unchanged): Fisher's exact test of the canary's 5xx count against the baseline's
     # (pilotage.observe.judge.compare_error_counts), a Fail rolls back even under the absolute threshold.
     if "judge_alpha" in inputs and baseline.get("requests"):
-        verdict = compare_error_counts(
-            errors,
-            requests,
-            int(baseline.get("errors", 0)),
-            int(baseline["requests"]),
-            JudgeConfig(alpha=float(inputs["judge_alpha"]), min_requests=min_requests),
-        )
-        score["judge"] = verdict.to_dict()
-        if verdict.outcome is Outcome.FAIL and not breach:
+        verdict = _legacy_fisher(errors, requests, int(baseline.get("errors", 0)), int(baseline["requests"]), inputs)
+        score["judge"] = verdict
+        if verdict["outcome"] == "fail" and not breach:
             breach = True
             rule += "; or canary 5xx count significantly above the baseline (Fisher exact, one-sided)"
-            rationale += f"; judge: {verdict.reason} → fail, roll back"
+            rationale += f"; judge: {verdict['reason']} → fail, roll back"
     # --- end issue 3 ---
     return Reasoning(action="rollback" if breach else "continue", rule=rule, score=score, rationale=rationale)
+
+
+def _legacy_fisher(
+    errors: int, requests: int, b_errors: int, b_requests: int, inputs: dict[str, Any]
+) -> dict[str, Any]:
+    """The issue-3 Fisher verdict of ``slo.judgement`` decisions (kept so that older logs replay unchanged).
+
+    One-sided Fisher's exact test of the canary's 5xx share against the baseline's at ``judge_alpha``, failing
+    when the excess is above 1 %; Inconclusive below ``min_requests`` canary requests unless it fails.
+    """
+    alpha, min_requests = float(inputs["judge_alpha"]), int(inputs["min_requests"])
+    table = [[errors, requests - errors], [b_errors, b_requests - b_errors]]
+    result = stats.fisher_exact(table, alternative="greater")
+    c_rate, b_rate = (errors / requests if requests else 0.0), b_errors / b_requests
+    effect = c_rate - b_rate
+    failed = float(result.pvalue) < alpha and effect > 0.01
+    outcome = "fail" if failed else ("inconclusive" if requests < min_requests else "pass")
+    reason = (
+        f"canary {errors}/{requests} errors ({c_rate:.2%}) vs baseline {b_errors}/{b_requests} ({b_rate:.2%}): "
+        f"excess {effect:+.2%} (allowed 1.00%); p={float(result.pvalue):.3g} (alpha {alpha})"
+    )
+    if outcome == "inconclusive":
+        reason = f"only {requests} canary requests (< {min_requests}); " + reason
+    return {
+        "metric": "error_rate",
+        "outcome": outcome,
+        "test": "fisher-exact (one-sided, greater)",
+        "statistic": float(f"{float(result.statistic):.6g}") if math.isfinite(result.statistic) else "inf",
+        "p_value": float(f"{float(result.pvalue):.6g}"),
+        "effect_size": float(f"{effect:.6g}"),
+        "threshold": {"alpha": alpha, "max_excess": 0.01, "min_requests": float(min_requests)},
+        "reason": reason,
+    }
 
 
 def assessment_reasoning(inputs: dict[str, Any]) -> Reasoning:
@@ -129,26 +170,28 @@ def assessment_reasoning(inputs: dict[str, Any]) -> Reasoning:
 
     ``inputs``: what :func:`pilotage.rollout.observation.recorded_inputs` records (the SLO, both sample series, the
     source errors, the judge's thresholds), plus ``canary``/``baseline`` request windows {requests, errors,
-    error_rate}, ``slo_error_rate``, ``min_requests`` and ``on_inconclusive`` (``rollback`` or ``pause``).
+    error_rate}, ``slo_error_rate`` and ``on_inconclusive`` (``rollback`` or ``pause``).
 
-    Rule:
+    Rule (:func:`pilotage.rollout.analysis.assess`, sequential tests with known error rates, issue 21):
 
-    * the analysis (:func:`pilotage.rollout.analysis.assess`: burn-rate alerts, SRE Workbook ch. 5; the canary
-      judge: Fisher/binomial error counts, Mann-Whitney latency with tolerance, Brown-Forsythe spread) is **Fail**,
-      or the canary's 5xx rate exceeds ``slo_error_rate`` (:func:`judge`, the threshold rule) → **rollback**;
-    * **Inconclusive** (missing evidence: source errors, unknown SLO metric, too little traffic, a version that
-      stopped exposing metrics) → ``on_inconclusive``: **rollback** (default, fail closed) or **pause** — never
-      continue;
+    * **Fail** (the canary restarted; a burn-rate alert on the canary alone, with its bad-event minimum and
+      confidence bound; a sequential judge test: errors or an SLO latency threshold against the baseline or the
+      SLO, p50/p95/p99, the latency distribution) → **rollback**;
+    * **both versions burn the same budget** (cause ``shared_degradation``): the canary is not the cause, rolling
+      back would not help → **pause**: the rollout holds at its weight and ``deploy.paused`` alerts a person;
+    * **Inconclusive** (the evidence did not rule a regression in or out before the step's limit, or evidence is
+      missing: source errors, unknown SLO metric) → ``on_inconclusive``: **rollback** (default, fail closed) or
+      **pause** — never continue;
     * **Pass** → **continue**.
 
     A blue-green preview step also records ``smoke`` ([{path, status}], status 0 = no answer): any 5xx or missing
     answer rolls back before the switch.
     """
     found = assess_recorded(inputs, version=str(inputs.get("canary_version", "canary")))
-    threshold = judge({k: inputs[k] for k in ("canary", "baseline", "slo_error_rate", "min_requests")})
-    score: dict[str, Any] = {"assessment": found.to_dict(), "threshold": threshold.score}
-    rule = "rollback on Fail (burn rate or canary judge) or 5xx rate > SLO threshold; Inconclusive → " + str(
-        inputs["on_inconclusive"]
+    score: dict[str, Any] = {"assessment": found.to_dict()}
+    rule = (
+        "rollback on Fail (restart, burn rate on the canary alone, sequential judge); both versions degrading → "
+        "pause; Inconclusive → " + str(inputs["on_inconclusive"])
     )
     smoke_failed = [s for s in inputs.get("smoke") or [] if not 200 <= int(s["status"]) < 500]
     if smoke_failed:  # issue 16: blue-green's preview smoke checks (recorded only for a preview step)
@@ -156,9 +199,11 @@ def assessment_reasoning(inputs: dict[str, Any]) -> Reasoning:
         failed = ", ".join(f"GET {s['path']} → {s['status'] or 'no answer'}" for s in smoke_failed)
         score["cause"] = "breach"
         return Reasoning("rollback", rule, score, f"preview smoke check failed: {failed}")
-    if found.outcome is Outcome.FAIL or threshold.action == "rollback":
-        action, score["cause"] = "rollback", "breach"
-        why = found.summary() if found.outcome is Outcome.FAIL else threshold.rationale
+    if found.outcome is Outcome.FAIL:
+        action, score["cause"], why = "rollback", "breach", found.summary()
+    elif found.cause == SHARED:
+        action, score["cause"] = "pause", SHARED
+        why = f"{found.summary()} — hold at this weight and alert: rolling back would not help"
     elif found.outcome is Outcome.INCONCLUSIVE:
         action, score["cause"] = str(inputs["on_inconclusive"]), "evidence_missing"
         why = f"{found.summary()} — evidence missing, {action} (never continue on Inconclusive)"
@@ -166,8 +211,79 @@ def assessment_reasoning(inputs: dict[str, Any]) -> Reasoning:
             why += f"; synthetic traffic: {inputs['synthetic_traffic']}"
     else:
         action, score["cause"] = "continue", "healthy"
-        why = f"{found.summary()}; {threshold.rationale}"
+        why = found.summary() + "; " + evidence_line(found.to_dict())
     return Reasoning(action=action, rule=rule, score=score, rationale=why)
+
+
+def evidence_line(assessment: dict[str, Any]) -> str:
+    """One line of the sequential evidence of the gating verdicts: e-value and the bound that decided."""
+    parts = []
+    for verdict in assessment.get("verdicts") or []:
+        ev = verdict.get("evidence") or {}
+        if verdict.get("gate", True) and "upper_bound" in ev:
+            parts.append(
+                f"{verdict['metric']} e={ev['e_value']:.3g}/{ev['e_threshold']:.0f}, excess ≤ {ev['upper_bound']:.2%}"
+                f" (tolerance {ev['tolerance']:.2%}, detectable {ev['mde']:.2%})"
+            )
+    return "; ".join(parts) or "no sequential evidence"
+
+
+def evidence_lines(assessment: dict[str, Any]) -> list[str]:
+    """Per metric, one line of sequential evidence (what ``pilotage explain`` prints for a step)."""
+    lines = []
+    for item in step_evidence(assessment):
+        role = "gate" if item["gate"] else "detector"
+        e_value, e_threshold = _num(item.get("e_value")), _num(item.get("e_threshold"))
+        line = f"{item['metric']} {item['outcome']} ({role}): e = {e_value} of {e_threshold}"
+        if "upper_bound" in item:
+            line += (
+                f" · excess ≤ {_pct(item['upper_bound'])} vs tolerance {_pct(item.get('tolerance'))}"
+                f" · smallest detectable effect {_pct(item.get('mde'))}"
+            )
+        if item.get("canary_s") is not None or item.get("baseline_s") is not None:
+            line += (
+                f" · canary {_ms(item.get('canary_s'))} {_span(item.get('canary_interval_s'))} vs baseline "
+                f"{_ms(item.get('baseline_s'))} {_span(item.get('baseline_interval_s'))}"
+            )
+        lines.append(line)
+    return lines
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, int | float) else str(value)
+
+
+def _pct(value: Any) -> str:
+    return f"{value:.2%}" if isinstance(value, int | float) else str(value)
+
+
+def _ms(value: Any) -> str:
+    return f"{value * 1000:.4g} ms" if isinstance(value, int | float) else "n/a"
+
+
+def _span(interval: Any) -> str:
+    """A quantile's confidence interval in ms, ``[50, 100]`` (``inf`` beyond the largest bucket bound)."""
+    if not isinstance(interval, list) or len(interval) != 2:
+        return ""
+    ends = [f"{v * 1000:.4g}" if isinstance(v, int | float) else str(v) for v in interval]
+    return f"[{ends[0]}, {ends[1]}] ms"
+
+
+def step_evidence(assessment: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per metric: outcome, e-value vs its threshold, the bound vs the tolerance, the smallest detectable effect.
+
+    The ``evidence`` of ``slo.evaluated`` (what ``pilotage explain`` shows for a step).
+    """
+    keys = ("e_value", "e_threshold", "upper_bound", "tolerance", "mde")
+    keys += ("canary_s", "canary_interval_s", "baseline_s", "baseline_interval_s")
+    out = []
+    for verdict in assessment.get("verdicts") or []:
+        ev = verdict.get("evidence") or {}
+        out.append(
+            {"metric": verdict["metric"], "outcome": verdict["outcome"], "gate": verdict.get("gate", True)}
+            | {k: ev[k] for k in keys if k in ev}
+        )
+    return out
 
 
 def find_slo(service: str, head_dir: str | None, spec_path: str) -> SLOSpec:
@@ -226,9 +342,9 @@ def _proxy_window(
 
 
 def _window(series: list[Sample], via_proxy: dict[str, int], version: str, elapsed_s: float) -> dict[str, Any]:
-    """Request window of one population: from its samples, or the proxy's counts when it has fewer than two."""
+    """Request window of one population: from its samples (summed across restarts), or the proxy's counts."""
     if len(series) >= 2:
-        d = delta(series[0], series[-1])
+        d = increase(series)
         requests, errors, source = round(d.requests), round(d.errors), "metrics"
     else:  # /metrics unreachable (crashed process): the proxy's counts are the evidence
         requests, errors, source = via_proxy["requests"], via_proxy["errors"], "proxy"
@@ -338,6 +454,7 @@ class ReliabilityAgent(Agent):
                 "outcome": assessment["outcome"],
                 "reasons": assessment["reasons"],
                 "assessment": assessment,
+                "evidence": step_evidence(assessment),
                 "rule": decision.rule,
                 "rationale": decision.rationale,
                 "decision_id": decision.id,
@@ -357,7 +474,11 @@ class ReliabilityAgent(Agent):
         run = await self.run_spec(event)
         slo = find_slo(run.service, state.plan["canary"]["path"], run.spec_path)
         analysis = AnalysisSettings(
-            JudgeConfig(alpha=settings.judge_alpha, latency_tolerance=settings.judge_latency_tolerance),
+            JudgeConfig(
+                alpha=settings.judge_alpha,
+                latency_tolerance=settings.judge_latency_tolerance,
+                error_tolerance=settings.slo_error_rate,
+            ),
             settings.burn_rate_time_scale,
             settings.min_requests_per_step,
         )

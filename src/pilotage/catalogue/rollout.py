@@ -129,7 +129,10 @@ class DeployResumed(EventData):
 class SloEvaluated(EventData):
     """The verdict on one step or the post-promotion watch. Reliability → rollout.
 
-    ``action`` continue / rollback / pause; ``cause`` healthy / breach / evidence_missing; the assessment.
+    ``action`` continue / rollback / pause; ``cause`` healthy / breach / evidence_missing / shared_degradation (both
+    versions burn the budget: hold and alert); the assessment; ``evidence``: per metric the sequential evidence
+    (``metric``, ``outcome``, ``gate``, ``e_value`` vs ``e_threshold``, ``upper_bound`` of the excess vs
+    ``tolerance``, ``mde`` the smallest detectable effect, quantiles ``canary_s``/``baseline_s``), issue 21.
     """
 
     deployment_id: str
@@ -150,6 +153,7 @@ class SloEvaluated(EventData):
     rationale: str
     decision_id: str
     window_s: float
+    evidence: list[Obj] | None = None
 
 
 class SloBreach(EventData):

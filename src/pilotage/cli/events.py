@@ -191,6 +191,11 @@ def explain(
             + (f" reasons: {'; '.join(verdict.get('reasons') or [])}" if verdict.get("reasons") else "")
             + (f" · event {verdict['event_id']}" if verdict.get("event_id") else "")
         )
+    if d.get("kind") == "slo.assessment":  # issue 21: the sequential evidence of each metric of the step
+        from pilotage.agents.reliability import evidence_lines
+
+        for line in evidence_lines((d.get("score") or {}).get("assessment") or {}):
+            console.print(f"[bold]evidence[/]  {line}")
     for e in outcome:
         console.print(f"[bold]outcome[/]   {e.type.removeprefix(EventType.PREFIX)}: {summarize(e)} · event {e.id}")
     if not outcome:

@@ -27,18 +27,40 @@ series is measured over the whole series (a fresh version has no older data).
 **Minimum-request guard** (the workbook's "low-traffic services" section): an alert does not fire while the
 long window holds fewer than ``min_requests`` events; the result then says ``guarded`` so the caller can count
 it as *no evidence* (Inconclusive), not as healthy.
+
+**Bad-event minimum and confidence bound** (issue 21). Scaled to seconds, a window holds tens of requests, where
+one natural 5xx among 25 at exactly the SLO's rate is a 40× burn. So the long window must also hold at least
+:data:`MIN_BAD_EVENTS` bad events, and the *lower* one-sided Clopper-Pearson bound (Clopper & Pearson 1934: the
+``BURN_ALPHA`` quantile of Beta(bad, total − bad + 1)) of its bad ratio at confidence 1 − :data:`BURN_ALPHA` must exceed
+``factor × budget``: the alert fires when the canary burns the budget faster than the rule *with confidence*, not
+when one error lands in a small window. The short window keeps the workbook's role (the alert resets soon after
+the problem stops) with its measured burn.
+
+Windows are measured with Prometheus ``increase()`` semantics (:func:`~pilotage.observe.prometheus.increase`), so
+a restart inside a window drops nothing.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from pilotage.observe.prometheus import Sample
-from pilotage.observe.slo import SLOObjective, SLOSpec, evaluate
+from scipy import stats
 
-__all__ = ["PAGE_RULES", "ROLLOUT_TIME_SCALE", "BurnAlert", "BurnRule", "burn_alerts", "sample_at_or_before"]
+from pilotage.observe.prometheus import Sample
+from pilotage.observe.slo import SLIValue, SLOObjective, SLOSpec, evaluate_series
+
+__all__ = [
+    "BURN_ALPHA",
+    "MIN_BAD_EVENTS",
+    "PAGE_RULES",
+    "ROLLOUT_TIME_SCALE",
+    "BurnAlert",
+    "BurnRule",
+    "burn_alerts",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,10 @@ PAGE_RULES: tuple[BurnRule, ...] = (
 )
 #: Default window scale for rollouts: 1 h of production alerting ≙ 5 s of rollout (1/720).
 ROLLOUT_TIME_SCALE = 1.0 / 720.0
+#: Bad events the long window needs before an alert may fire (one or two are chance at a rollout's traffic).
+MIN_BAD_EVENTS = 3
+#: One-sided level of the lower confidence bound of the long window's bad ratio (99.9 % confidence).
+BURN_ALPHA = 0.001
 
 
 @dataclass(frozen=True)
@@ -67,7 +93,9 @@ class BurnAlert:
     Attributes:
         objective, rule: names. factor: burn-rate threshold. long_window_s, short_window_s: scaled windows (s).
         long_burn, short_burn: measured burn rates (None when the SLI has no value). long_events: events in the
-        long window. firing: both burn rates > factor and the guard passed. guarded: too few events to judge.
+        long window; long_bad: its bad events; long_bound: the lower confidence bound of its burn rate;
+        control_bound: the upper confidence bound of the baseline's burn over the same window (None: no baseline).
+        firing: the bound and the short burn > factor, the guards passed. guarded: too few events to judge.
         reason: why there is no value, or why it is guarded ('' otherwise).
     """
 
@@ -82,46 +110,48 @@ class BurnAlert:
     firing: bool
     guarded: bool
     reason: str = ""
+    long_bad: float = 0.0
+    long_bound: float | None = None
+    control_bound: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return plain data (for events and incident evidence)."""
         out = asdict(self)
-        for key in ("long_burn", "short_burn"):
+        for key in ("long_burn", "short_burn", "long_bound", "control_bound"):
             if out[key] is not None:
-                out[key] = round(out[key], 3)
+                out[key] = round(out[key], 3) if math.isfinite(out[key]) else str(out[key])
         return out
 
 
-def sample_at_or_before(series: Sequence[Sample], t: float) -> Sample:
-    """Return the newest sample taken at or before ``t`` (the oldest sample when all are newer).
-
-    Raises:
-        ValueError: ``series`` is empty.
-    """
-    if not series:
-        raise ValueError("empty series")
-    chosen = series[0]
-    for s in series:
-        if s.at <= t:
-            chosen = s
-        else:
-            break
-    return chosen
+def _window(series: Sequence[Sample], window_s: float) -> Sequence[Sample]:
+    """The samples of the newest ``window_s`` seconds (at least the newest interval)."""
+    cutoff = series[-1].at - window_s
+    start = max((i for i, s in enumerate(series) if s.at <= cutoff), default=0)
+    return series[min(start, len(series) - 2) :]  # a window shorter than one interval: the newest interval
 
 
-def _window_start(series: Sequence[Sample], window_s: float) -> Sample:
-    newest = series[-1]
-    start = sample_at_or_before(series, newest.at - window_s)
-    if start is newest and len(series) >= 2:  # window shorter than one interval: the newest interval
-        start = series[-2]
-    return start
+def _lower_burn(value: SLIValue, budget: float) -> float:
+    """Lower one-sided confidence bound (1 − BURN_ALPHA) of the burn rate of ``value`` (Clopper-Pearson)."""
+    total, bad = round(value.total), min(round(value.bad), round(value.total))
+    if total <= 0 or bad <= 0:
+        return 0.0
+    return float(stats.beta.ppf(BURN_ALPHA, bad, total - bad + 1)) / budget  # Clopper-Pearson lower end
+
+
+def _upper_burn(value: SLIValue, budget: float) -> float:
+    """Upper one-sided confidence bound (1 − BURN_ALPHA) of the burn rate of ``value`` (Clopper-Pearson)."""
+    total, bad = round(value.total), min(round(value.bad), round(value.total))
+    if total <= 0:
+        return math.inf
+    if bad >= total:
+        return 1.0 / budget
+    return float(stats.beta.ppf(1.0 - BURN_ALPHA, bad + 1, total - bad)) / budget  # Clopper-Pearson upper end
 
 
 def _rule(objective: SLOObjective, rule: BurnRule, series: Sequence[Sample], scale: float, min_req: int) -> BurnAlert:
     long_s, short_s = rule.long_s * scale, rule.short_s * scale
-    newest = series[-1]
-    long_v = evaluate(objective, _window_start(series, long_s), newest)
-    short_v = evaluate(objective, _window_start(series, short_s), newest)
+    long_v = evaluate_series(objective, _window(series, long_s))
+    short_v = evaluate_series(objective, _window(series, short_s))
     base: dict[str, Any] = {
         "objective": objective.name,
         "rule": rule.name,
@@ -135,21 +165,23 @@ def _rule(objective: SLOObjective, rule: BurnRule, series: Sequence[Sample], sca
             **base, long_burn=None, short_burn=None, long_events=0.0, firing=False, guarded=True, reason=reason
         )
     budget = objective.error_budget
-    long_burn, short_burn = long_v.bad_ratio / budget, short_v.bad_ratio / budget
+    measured: dict[str, Any] = {
+        "long_burn": long_v.bad_ratio / budget,
+        "short_burn": short_v.bad_ratio / budget,
+        "long_events": long_v.total,
+        "long_bad": long_v.bad,
+    }
     if long_v.total < min_req:
-        return BurnAlert(
-            **base,
-            long_burn=long_burn,
-            short_burn=short_burn,
-            long_events=long_v.total,
-            firing=False,
-            guarded=True,
-            reason=f"only {long_v.total:.0f} events in the long window (< {min_req})",
-        )
-    firing = long_burn > rule.factor and short_burn > rule.factor and short_v.total > 0
-    return BurnAlert(
-        **base, long_burn=long_burn, short_burn=short_burn, long_events=long_v.total, firing=firing, guarded=False
+        reason = f"only {long_v.total:.0f} events in the long window (< {min_req})"
+        return BurnAlert(**base, **measured, firing=False, guarded=True, reason=reason)
+    bound = _lower_burn(long_v, budget)
+    firing = (
+        long_v.bad >= MIN_BAD_EVENTS
+        and bound > rule.factor
+        and measured["short_burn"] > rule.factor
+        and short_v.total > 0
     )
+    return BurnAlert(**base, **measured, firing=firing, guarded=False, long_bound=bound)
 
 
 def burn_alerts(
@@ -159,6 +191,7 @@ def burn_alerts(
     rules: Sequence[BurnRule] = PAGE_RULES,
     time_scale: float = ROLLOUT_TIME_SCALE,
     min_requests: int = 20,
+    control: Sequence[Sample] = (),
 ) -> list[BurnAlert]:
     """Evaluate every rule for every objective of ``slo`` on one version's ``series`` (oldest first).
 
@@ -168,6 +201,9 @@ def burn_alerts(
         rules: burn-rate rules (default: the workbook's two paging rules).
         time_scale: multiplier of every window (see the module docstring).
         min_requests: events the long window needs before a rule may fire.
+        control: the baseline's samples of the same polls, when there is one: an alert then fires only when the
+            baseline is known *not* to burn as fast over the same long window (the upper Clopper-Pearson bound of
+            its burn, ``control_bound``, below the factor) — otherwise the canary may not be the cause.
 
     Returns:
         One :class:`BurnAlert` per (objective, rule), in that order.
@@ -177,4 +213,13 @@ def burn_alerts(
     """
     if len(series) < 2:
         raise ValueError("burn rates need at least two samples")
-    return [_rule(o, r, series, time_scale, min_requests) for o in slo.objectives for r in rules]
+    alerts = [_rule(o, r, series, time_scale, min_requests) for o in slo.objectives for r in rules]
+    if len(control) < 2:
+        return alerts
+    out = []
+    for alert, (objective, rule) in zip(alerts, [(o, r) for o in slo.objectives for r in rules], strict=True):
+        value = evaluate_series(objective, _window(control, rule.long_s * time_scale))
+        bound = _upper_burn(value, objective.error_budget) if value.known else None
+        firing = alert.firing and bound is not None and bound < rule.factor
+        out.append(replace(alert, firing=firing, control_bound=bound))
+    return out

@@ -1,47 +1,59 @@
-"""Statistical canary judge: baseline vs canary, per metric, Pass / Fail / Inconclusive with the evidence.
+"""Statistical canary judge: baseline vs canary, per metric, Pass / Fail / Inconclusive with sequential evidence.
 
-Three tests, each giving a :class:`MetricVerdict` that carries its statistic, p-value, effect size and threshold:
+The rollout judges every step again at every poll (0.5 s) for as long as the step lasts, so every test here is
+**sequential and always valid** (:mod:`pilotage.observe.sequential`): its false-alarm rate stays below its share
+of ``alpha`` however long the step is watched, and a Pass needs evidence, not a minimum number of intervals.
 
-* :func:`compare_distributions` — **Mann-Whitney U**, one-sided (canary greater), on per-interval metric values
-  (e.g. mean latency of each scrape interval), with an **effect-size tolerance** as in Netflix/Google's Kayenta
-  (``MannWhitneyClassifier``: a significant difference only fails when the effect exceeds the allowed
-  increase; https://github.com/spinnaker/kayenta, ``kayenta-judge``). Effect size = median(canary) /
-  median(baseline). Source of the test: Mann & Whitney (1947); ``scipy.stats.mannwhitneyu``.
-* :func:`compare_variance` — what Kayenta misses: a canary with the same median but a wider spread (jitter,
-  timeouts on some requests). **Brown-Forsythe** test (Levene with median centring, robust to non-normal data;
-  Brown & Forsythe 1974, ``scipy.stats.levene(center="median")``); effect = variance ratio canary / baseline,
-  fails only when the canary's variance is the larger one beyond the tolerance.
-* :func:`compare_error_counts` — error counts are sparse (mostly zeros per interval), where a rank test on
-  per-interval rates has no power and ties everywhere. Instead, the totals: **Fisher's exact test**, one-sided
-  (canary error share greater), on the 2×2 table (errors, successes) × (canary, baseline); with no baseline (a
-  blue-green switch, a post-promotion watch) an exact **binomial test** of the canary's errors against the allowed
-  error rate. Effect size = canary error rate − baseline (or allowed) rate, tolerance absolute.
+A verdict on a *rate* (:func:`judge_rate`: the 5xx share of requests, or the share slower than an SLO latency
+threshold) asks two questions of the same counts:
 
-Outcomes: Fail needs significance (p < alpha) *and* an effect beyond tolerance; Pass needs enough data and no
-Fail; too few samples or no data is **Inconclusive** with a reason. :func:`combine`: any Fail → Fail, else any
-Inconclusive → Inconclusive (never a pass), else Pass.
+* **Fail** — is the canary worse than its reference? With a baseline: the conditional e-process on the interval
+  2×2 tables (:func:`~pilotage.observe.sequential.conditional_log_e`, exact whatever the baseline's own rate);
+  without one (blue-green preview alone, the post-promotion watch): a one-sample e-process against the SLO's
+  allowed rate. Fail when the e-value reaches ``1/alpha`` **and** the observed excess is more than the SLO allows
+  (``materiality``: the objective's error budget, ``1 − target``) — a significant excess of 0.01 % is not a
+  regression the SLO cares about.
+* **Pass** — can every regression that matters be ruled out? The time-uniform upper bound of the excess (canary's
+  upper bound at 0.8 ``beta`` − the baseline's lower bound at 0.2 ``beta``, :data:`BASELINE_BETA_SHARE`,
+  :func:`~pilotage.observe.sequential.bernoulli_bounds`)
+  must be below the **tolerance**, with at least ``min_requests`` canary requests. The bound covers the true excess
+  at every poll at once, so whatever the tolerance is when the step passes, a regression at least that large
+  passes with probability at most ``beta``, at any watch length. The tolerance is :func:`pass_tolerance`: the
+  smallest excess a fixed-horizon test would detect from the canary's requests in ``pass_horizon_s`` (one-sided
+  exact binomial, α 1 %, power 99 %) — a Pass rules out every regression this step's traffic would reveal within
+  the horizon —, never below what the SLO allows (``materiality``) nor above ``error_tolerance``. The verdict
+  records the **smallest detectable effect** so far (``mde``: the bound's margin over the estimate).
+* otherwise **Inconclusive**: the rollout keeps observing (to its limit; then Inconclusive, never a pass).
+
+Latency beyond one number is judged from the histogram buckets by :mod:`pilotage.observe.latency` (p50/p95/p99
+with confidence intervals, a distribution test); those verdicts are *detectors* (``gate = False``): they fail on
+evidence but their absence of evidence never holds a Pass — the SLO's own objectives gate the Pass.
+
+:func:`combine`: any Fail → Fail; else any gating verdict Inconclusive (or none at all) → Inconclusive; else Pass.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from scipy import stats
 
+from pilotage.observe.sequential import Table, bernoulli_bounds, binomial_log_e, conditional_log_e
+
 __all__ = [
+    "DEFAULT_JUDGE",
     "JudgeConfig",
     "MetricVerdict",
     "Outcome",
+    "RateCounts",
     "combine",
-    "compare_distributions",
-    "compare_error_counts",
-    "compare_variance",
-    "DEFAULT_JUDGE",
+    "judge_rate",
+    "pass_tolerance",
 ]
 
 
@@ -53,38 +65,76 @@ class Outcome(StrEnum):
     INCONCLUSIVE = "inconclusive"
 
 
+#: Shares of a step's false-alarm budget: the error test; the SLO's latency thresholds (split among them); the
+#: latency detectors (split among them). Errors are the commonest regression and the sparsest evidence (at a 25 %
+#: weight against a clean baseline each canary error multiplies the e-value by at most 4); the SLO's thresholds
+#: decide what the SLO allows; the detectors only add what the thresholds miss.
+ALPHA_SHARES = {"errors": 0.6, "objective": 0.25, "detector": 0.15}
+
+
 @dataclass(frozen=True)
 class JudgeConfig:
     """Thresholds of the judge.
 
     Attributes:
-        alpha: significance level of every one-sided test (default 0.001: the rollout tests again at every poll,
-            so a small alpha keeps the family-wise false-alarm rate of a whole rollout low).
-        min_intervals: per-interval values each side needs for the rank and variance tests (default 8).
-        min_requests: canary requests needed for the error-count test (default 20, the rollout step minimum).
-        latency_tolerance: allowed relative increase of the canary's median (default 0.5: +50 %, Kayenta's
-            "allowed increase" style; small shifts on a shared 2-core machine are noise, not regressions).
-        latency_min_shift_s: smallest absolute increase of the median (rank test) or of the standard deviation
-            (spread test) that can fail (default 0.005 s): a relative tolerance alone flags 0.67 ms → 1.0 ms (×1.5),
-            noise on a shared machine (seen in the A/A benchmark and in a first-use review).
-        variance_tolerance: allowed relative increase of the variance (default 2.0: up to 3× the baseline's).
-        error_tolerance: allowed absolute excess of the canary's error rate over the baseline (default 0.01).
-        allowed_error_rate: the error rate of the binomial test without a baseline (default 0.001: a 99.9 % SLO).
+        alpha: false-alarm budget of one step (default 0.01): the chance that any test fails identical versions,
+            however long the step is watched (Ville's inequality), split among its tests by :meth:`alpha_for`
+            (:data:`ALPHA_SHARES`: 60 % the error test, 25 % the SLO's latency thresholds, 15 % the detectors).
+        beta: chance that one gating test passes a regression of at least its tolerance (default 0.01: ≥ 99 %
+            of such regressions are not passed).
+        min_requests: canary requests a Pass needs at least (default 20, the rollout step minimum).
+        error_tolerance: the largest tolerance of a Pass: the excess of the canary's error rate (or of its share of
+            requests slower than an SLO latency threshold) over the reference that a Pass must always rule out
+            (default 0.05: the rollout's ``slo_error_rate``, "a canary may fail at most 5 % of requests during a
+            step"); with more traffic the tolerance is smaller (:func:`pass_tolerance`).
+        pass_horizon_s: a Pass rules out every regression the canary's traffic would reveal in this many seconds
+            (default 15 s, issue 21's time-to-decision target).
+        latency_tolerance: allowed relative increase of a latency quantile or of the mean (default 0.5: +50 %,
+            Kayenta's "allowed increase" style).
+        latency_min_shift_s: smallest absolute increase of a quantile or of the mean that can fail (default 0.005 s:
+            sub-millisecond shifts on a shared machine are noise, seen in the A/A benchmark).
+        allowed_error_rate: reference error rate without a baseline when the SLO has no availability objective
+            (default 0.001: a 99.9 % SLO).
     """
 
-    alpha: float = 0.001
-    min_intervals: int = 8
+    alpha: float = 0.01
+    beta: float = 0.01
     min_requests: int = 20
+    error_tolerance: float = 0.05
+    pass_horizon_s: float = 15.0
     latency_tolerance: float = 0.5
     latency_min_shift_s: float = 0.005
-    variance_tolerance: float = 2.0
-    error_tolerance: float = 0.01
     allowed_error_rate: float = 0.001
+
+    def alpha_for(self, test: str, objectives: int, detectors: int) -> float:
+        """One test's share of :attr:`alpha` (Bonferroni over the tests of a step, :data:`ALPHA_SHARES`).
+
+        Args:
+            test: ``errors``, ``objective`` (an SLO latency threshold) or ``detector`` (p50/p95/p99, distribution).
+            objectives: the step's latency-objective tests (a group without tests gives its share to errors).
+            detectors: the step's detector tests.
+        """
+        counts = {"errors": 1, "objective": objectives, "detector": detectors}
+        idle = sum(share for group, share in ALPHA_SHARES.items() if counts[group] == 0)
+        share = ALPHA_SHARES[test] + (idle if test == "errors" else 0.0)
+        return self.alpha * share / max(1, counts[test])
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JudgeConfig:
+        """Rebuild from recorded plain data; keys of older judges (``variance_tolerance``, …) are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
 class MetricVerdict:
-    """One test on one metric: outcome, test name, statistic, p-value, effect size, threshold and a reason."""
+    """One test on one metric: outcome, test name, statistic, p-value, effect size, threshold, reason and evidence.
+
+    ``statistic`` is the log e-value of a sequential test, ``p_value`` its always-valid p-value ``min(1, 1/E)``;
+    ``evidence`` holds the sequential evidence (``e_value`` vs ``e_threshold``, ``upper_bound`` vs ``tolerance``,
+    ``mde``, counts, quantiles with their intervals); ``gate`` is False for detectors, whose Inconclusive does
+    not hold a Pass.
+    """
 
     metric: str
     outcome: Outcome
@@ -94,190 +144,169 @@ class MetricVerdict:
     effect_size: float | None
     threshold: dict[str, float]
     reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    gate: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        """Return plain data (floats rounded to 6 significant places)."""
+        """Return plain data (floats rounded to 6 significant places; non-finite ones as strings)."""
         out = asdict(self)
         out["outcome"] = self.outcome.value
         for key in ("statistic", "p_value", "effect_size"):
-            value = out[key]
-            if value is not None:
-                out[key] = float(f"{value:.6g}") if math.isfinite(value) else str(value)
+            out[key] = _plain(out[key])
+        out["evidence"] = {k: _plain(v) for k, v in self.evidence.items()}
         return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.6g}") if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 #: The default thresholds (a module-level instance, used as the default argument).
 DEFAULT_JUDGE = JudgeConfig()
 
 
-def _inconclusive(metric: str, test: str, reason: str, threshold: dict[str, float]) -> MetricVerdict:
-    return MetricVerdict(metric, Outcome.INCONCLUSIVE, test, None, None, None, threshold, reason)
+#: Share of ``beta`` spent on the baseline's lower bound (the rest on the canary's upper bound): the baseline has
+#: more requests at every weight below 50 %, so a smaller share costs it little, and none with no baseline error.
+BASELINE_BETA_SHARE = 0.2
+#: The fixed-horizon test a Pass's tolerance is sized by: one-sided exact binomial, this α and power.
+HORIZON_ALPHA, HORIZON_POWER = 0.01, 0.99
 
 
-def _too_few(
+@lru_cache(maxsize=4096)
+def _horizon_mde(n: int, p0: float) -> float:
+    critical = 1 if p0 <= 0 else int(stats.binom.isf(HORIZON_ALPHA, n, p0)) + 1  # P(X ≥ critical | p0) ≤ α
+    if critical > n:
+        return 1.0
+    return float(stats.beta.ppf(HORIZON_POWER, critical, n - critical + 1)) - p0  # P(X ≥ critical | p1) = power
+
+
+def pass_tolerance(requests_per_s: float, p0: float, *, floor: float, config: JudgeConfig = DEFAULT_JUDGE) -> float:
+    """The excess a Pass must rule out: what ``pass_horizon_s`` of the canary's traffic would reveal.
+
+    The smallest p1 − p0 that a one-sided exact binomial test at α 1 % detects with power 99 % from
+    ``requests_per_s × pass_horizon_s`` requests (the critical count ``c`` with P(X ≥ c | p0) ≤ α, then p1 with
+    P(X ≥ c | p1) = 0.99, the Beta(c, n − c + 1) quantile), clamped to [``floor``, ``error_tolerance``].
+    """
+    n = int(requests_per_s * config.pass_horizon_s)
+    mde = _horizon_mde(n, round(min(max(p0, 0.0), 1.0), 6)) if n > 0 else 1.0
+    return min(config.error_tolerance, max(floor, mde))
+
+
+@dataclass(frozen=True)
+class RateCounts:
+    """Per-interval counts of one binary outcome (a 5xx; a request slower than a bound) of both populations.
+
+    ``tables`` in time order; ``baseline`` False when there is no baseline (the ``y``/``m`` of every table are 0);
+    ``duration_s`` the time they cover.
+    """
+
+    tables: tuple[Table, ...]
+    baseline: bool
+    duration_s: float = 0.0
+
+    @property
+    def canary(self) -> tuple[int, int]:
+        """(events, trials) of the canary over all intervals."""
+        return sum(t.x for t in self.tables), sum(t.n for t in self.tables)
+
+    @property
+    def control(self) -> tuple[int, int]:
+        """(events, trials) of the baseline over all intervals."""
+        return sum(t.y for t in self.tables), sum(t.m for t in self.tables)
+
+
+def _fail_evidence(counts: RateCounts, reference: float) -> tuple[float, str]:
+    """(log e-value that the canary is worse than its reference, test name)."""
+    if counts.baseline:
+        return conditional_log_e(counts.tables), "sequential conditional odds-ratio test vs baseline"
+    x, n = counts.canary
+    return binomial_log_e(x, n, reference), f"sequential binomial test vs the allowed rate {reference:.3%}"
+
+
+def _excess_bounds(counts: RateCounts, reference: float, beta: float) -> tuple[float, float]:
+    """(estimate, time-uniform upper bound) of the canary's excess over its reference."""
+    x, n = counts.canary
+    c_rate = x / n if n else 0.0
+    if not counts.baseline:
+        _, upper = bernoulli_bounds(x, n, beta)
+        return c_rate - reference, upper - reference
+    y, m = counts.control
+    _, c_upper = bernoulli_bounds(x, n, beta * (1.0 - BASELINE_BETA_SHARE))
+    b_lower, _ = bernoulli_bounds(y, m, beta * BASELINE_BETA_SHARE)
+    return c_rate - (y / m if m else 0.0), c_upper - b_lower
+
+
+def judge_rate(
     metric: str,
-    test: str,
-    baseline: Sequence[float],
-    canary: Sequence[float],
-    config: JudgeConfig,
-    threshold: dict[str, float],
-) -> MetricVerdict | None:
-    """Return an Inconclusive verdict when either side has fewer than ``config.min_intervals`` values, else None."""
-    if len(baseline) < config.min_intervals or len(canary) < config.min_intervals:
-        return _inconclusive(
-            metric,
-            test,
-            f"{len(canary)} canary / {len(baseline)} baseline intervals (< {config.min_intervals})",
-            threshold,
-        )
-    return None
-
-
-def compare_distributions(
-    metric: str, baseline: Sequence[float], canary: Sequence[float], config: JudgeConfig = DEFAULT_JUDGE
-) -> MetricVerdict:
-    """Mann-Whitney U (one-sided: canary greater) with an effect-size tolerance on per-interval values.
-
-    Args:
-        metric: name for the verdict (``latency_mean_s``).
-        baseline: one value per interval (e.g. mean latency of each scrape interval, seconds).
-        canary: the canary's values, same unit.
-        config: ``alpha``, ``min_intervals``, ``latency_tolerance``.
-
-    Returns:
-        Fail when p < alpha and median(canary)/median(baseline) > 1 + tolerance; Pass otherwise; Inconclusive
-        with fewer than ``min_intervals`` values on a side.
-    """
-    limit = 1.0 + config.latency_tolerance
-    threshold = {"alpha": config.alpha, "max_effect": limit, "min_intervals": float(config.min_intervals)}
-    test = "mann-whitney-u (one-sided, greater)"
-    too_few = _too_few(metric, test, baseline, canary, config, threshold)
-    if too_few is not None:
-        return too_few
-    result = stats.mannwhitneyu(canary, baseline, alternative="greater", method="auto")
-    u, p = float(result.statistic), float(result.pvalue)
-    b_med, c_med = statistics.median(baseline), statistics.median(canary)
-    effect = c_med / b_med if b_med > 0 else (1.0 if c_med == 0 else math.inf)
-    failed = p < config.alpha and effect > limit and c_med - b_med > config.latency_min_shift_s
-    reason = (
-        f"canary median {c_med:.4g} vs baseline {b_med:.4g} (×{effect:.3g}, allowed ×{limit:.3g}); "
-        f"p={p:.3g} (alpha {config.alpha})"
-    )
-    return MetricVerdict(metric, Outcome.FAIL if failed else Outcome.PASS, test, u, p, effect, threshold, reason)
-
-
-def compare_variance(
-    metric: str, baseline: Sequence[float], canary: Sequence[float], config: JudgeConfig = DEFAULT_JUDGE
-) -> MetricVerdict:
-    """Brown-Forsythe test for a *larger* canary variance, with a tolerance on the variance ratio.
-
-    Returns:
-        Fail when p < alpha, var(canary) > var(baseline), the ratio exceeds 1 + ``variance_tolerance`` *and* the
-        standard deviation grew by more than ``latency_min_shift_s`` (5 ms: a ×24 ratio of sub-millisecond jitter,
-        seen on a loaded 2-core machine, is noise, not a regression); Pass otherwise; Inconclusive with too few
-        values or when both sides are constant (no spread to compare).
-    """
-    limit = 1.0 + config.variance_tolerance
-    threshold = {"alpha": config.alpha, "max_effect": limit, "min_intervals": float(config.min_intervals)}
-    test = "brown-forsythe (levene, median-centred)"
-    too_few = _too_few(metric, test, baseline, canary, config, threshold)
-    if too_few is not None:
-        return too_few
-    b_var, c_var = statistics.variance(baseline), statistics.variance(canary)
-    if b_var == 0 and c_var == 0:
-        return _inconclusive(metric, test, "both populations are constant", threshold)
-    result = stats.levene(canary, baseline, center="median")
-    w, p = float(result.statistic), float(result.pvalue)
-    effect = c_var / b_var if b_var > 0 else math.inf
-    spread_increase_s = math.sqrt(c_var) - math.sqrt(b_var)
-    failed = p < config.alpha and effect > limit and spread_increase_s > config.latency_min_shift_s
-    reason = (
-        f"variance ratio canary/baseline ×{effect:.3g} (allowed ×{limit:.3g}), standard deviation "
-        f"+{spread_increase_s * 1000:.3g} ms (fails above +{config.latency_min_shift_s * 1000:.3g} ms); "
-        f"p={p:.3g} (alpha {config.alpha})"
-    )
-    return MetricVerdict(metric, Outcome.FAIL if failed else Outcome.PASS, test, w, p, effect, threshold, reason)
-
-
-def compare_error_counts(
-    canary_errors: int,
-    canary_requests: int,
-    baseline_errors: int | None = None,
-    baseline_requests: int | None = None,
+    counts: RateCounts,
+    *,
+    reference: float,
+    materiality: float,
+    alpha: float,
     config: JudgeConfig = DEFAULT_JUDGE,
-    metric: str = "error_rate",
 ) -> MetricVerdict:
-    """Exact test of the canary's error count: Fisher vs the baseline, or binomial vs the allowed rate.
+    """Sequential verdict on the canary's rate of one binary outcome (see the module docstring).
 
     Args:
-        canary_errors: canary 5xx answers over the analysis window.
-        canary_requests: canary requests over the window.
-        baseline_errors: the baseline's 5xx answers; None → binomial test against ``config.allowed_error_rate``.
-        baseline_requests: the baseline's requests; None or 0 → the binomial test.
-        config: ``alpha``, ``min_requests``, ``error_tolerance``, ``allowed_error_rate``.
-        metric: name for the verdict.
+        metric: name for the verdict (``error_rate``, ``latency>500ms``).
+        counts: the per-interval counts.
+        reference: the allowed rate when there is no baseline (the objective's budget).
+        materiality: smallest observed excess that can fail (the objective's budget: more than the SLO allows).
+        alpha: this test's share of the false-alarm budget (:meth:`JudgeConfig.alpha_for`).
+        config: ``beta``, ``min_requests``, ``error_tolerance``.
 
     Returns:
-        Fail when p < alpha and the canary's rate exceeds the reference by more than ``error_tolerance``;
-        Inconclusive below ``min_requests`` canary requests unless the errors alone already prove a Fail.
-
-    Raises:
-        ValueError: negative counts or errors > requests.
+        Fail when the e-value reaches 1/alpha and the excess estimate exceeds ``materiality``; Pass when the upper
+        bound of the excess is below ``error_tolerance`` with at least ``min_requests`` canary requests;
+        Inconclusive otherwise (the reason says what is missing).
     """
-    for e, n in ((canary_errors, canary_requests), (baseline_errors or 0, baseline_requests or 0)):
-        if e < 0 or n < 0 or e > n:
-            raise ValueError(f"bad counts: {e} errors of {n} requests")
-    c_rate = canary_errors / canary_requests if canary_requests else 0.0
-    threshold = {
-        "alpha": config.alpha,
-        "max_excess": config.error_tolerance,
-        "min_requests": float(config.min_requests),
+    x, n = counts.canary
+    y, m = counts.control
+    log_e, test = _fail_evidence(counts, reference)
+    estimate, upper = _excess_bounds(counts, reference, config.beta)
+    e_value, threshold_e = math.exp(min(log_e, 700.0)), 1.0 / alpha
+    rate = n / counts.duration_s if counts.duration_s > 0 else 0.0
+    tolerance = pass_tolerance(rate, (y / m if m else 0.0) if counts.baseline else reference, floor=materiality,
+                               config=config)  # fmt: skip
+    evidence = {
+        "e_value": e_value,
+        "e_threshold": threshold_e,
+        "estimate": estimate,
+        "upper_bound": upper,
+        "tolerance": tolerance,
+        "mde": max(0.0, upper - estimate),
+        "materiality": materiality,
+        "horizon_s": config.pass_horizon_s,
+        "canary": [x, n],
+        "baseline": [y, m] if counts.baseline else None,
     }
-    if baseline_requests:
-        assert baseline_errors is not None
-        b_rate = baseline_errors / baseline_requests
-        table = [
-            [canary_errors, canary_requests - canary_errors],
-            [baseline_errors, baseline_requests - baseline_errors],
-        ]
-        res = stats.fisher_exact(table, alternative="greater")
-        statistic, p, test = float(res.statistic), float(res.pvalue), "fisher-exact (one-sided, greater)"
-        ref = f"baseline {baseline_errors}/{baseline_requests} ({b_rate:.2%})"
+    threshold = {"alpha": alpha, "beta": config.beta, "tolerance": tolerance, "min_requests": config.min_requests}
+    ref = f"baseline {y}/{m}" if counts.baseline else f"allowed {reference:.3%}"
+    said = (
+        f"canary {x}/{n} vs {ref}: excess {estimate:+.3%} (fails above {materiality:.3%} once significant); "
+        f"e={e_value:.3g} of {threshold_e:.0f}; excess ≤ {upper:.3%} (passes below {tolerance:.2%})"
+    )
+    if log_e >= math.log(threshold_e) and estimate > materiality:
+        outcome, reason = Outcome.FAIL, said
+    elif upper < tolerance and n >= config.min_requests:
+        outcome, reason = Outcome.PASS, said
+    elif n < config.min_requests:
+        outcome, reason = Outcome.INCONCLUSIVE, f"only {n} canary requests (< {config.min_requests}); {said}"
     else:
-        b_rate = config.allowed_error_rate
-        threshold["allowed_error_rate"] = b_rate
-        if canary_requests == 0:
-            return _inconclusive(metric, "binomial (one-sided, greater)", "no canary requests", threshold)
-        bres = stats.binomtest(canary_errors, canary_requests, b_rate, alternative="greater")
-        statistic, p, test = float(canary_errors), float(bres.pvalue), "binomial (one-sided, greater)"
-        ref = f"allowed rate {b_rate:.2%}"
-    effect = c_rate - b_rate
-    failed = p < config.alpha and effect > config.error_tolerance
-    reason = (
-        f"canary {canary_errors}/{canary_requests} errors ({c_rate:.2%}) vs {ref}: excess {effect:+.2%} "
-        f"(allowed {config.error_tolerance:.2%}); p={p:.3g} (alpha {config.alpha})"
-    )
-    if not failed and canary_requests < config.min_requests:
-        return MetricVerdict(
-            metric,
-            Outcome.INCONCLUSIVE,
-            test,
-            statistic,
-            p,
-            effect,
-            threshold,
-            f"only {canary_requests} canary requests (< {config.min_requests}); " + reason,
-        )
-    return MetricVerdict(
-        metric, Outcome.FAIL if failed else Outcome.PASS, test, statistic, p, effect, threshold, reason
-    )
+        outcome, reason = Outcome.INCONCLUSIVE, f"evidence not yet sufficient: {said}"
+    p_value = min(1.0, 1.0 / e_value) if e_value > 0 else 1.0
+    return MetricVerdict(metric, outcome, test, log_e, p_value, estimate, threshold, reason, evidence)
 
 
 def combine(verdicts: Sequence[MetricVerdict]) -> Outcome:
-    """Overall outcome: any Fail → Fail; else any Inconclusive (or no verdict) → Inconclusive; else Pass."""
-    outcomes = {v.outcome for v in verdicts}
-    if Outcome.FAIL in outcomes:
+    """Overall outcome: any Fail → Fail; else a gating Inconclusive (or no gating verdict) → Inconclusive; else Pass."""
+    if any(v.outcome is Outcome.FAIL for v in verdicts):
         return Outcome.FAIL
-    if Outcome.INCONCLUSIVE in outcomes or not verdicts:
+    gates = [v for v in verdicts if v.gate]
+    if not gates or any(v.outcome is Outcome.INCONCLUSIVE for v in gates):
         return Outcome.INCONCLUSIVE
     return Outcome.PASS

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -55,9 +55,12 @@ __all__ = [
     "ScrapeSource",
     "WindowDelta",
     "delta",
+    "increase",
+    "intervals",
     "open_source",
     "parse_exposition",
     "promql_string",
+    "restarted",
 ]
 
 #: Request counter of the generated-service conventions (``docs/events-contract.md``).
@@ -132,7 +135,8 @@ class Sample:
 class WindowDelta:
     """What happened between two samples: ``requests``, 5xx ``errors``, timed requests and their total duration.
 
-    ``good_latency`` maps each histogram bound (s) to the requests no slower than it; ``duration_s`` is the span.
+    ``good_latency`` maps each histogram bound (s) to the requests no slower than it; ``duration_s`` is the span;
+    ``resets`` counts the counter resets (process restarts) seen inside the window.
     """
 
     duration_s: float
@@ -141,6 +145,7 @@ class WindowDelta:
     latency_count: float
     latency_sum_s: float
     good_latency: dict[float, float]
+    resets: int = 0
 
     @property
     def error_ratio(self) -> float:
@@ -152,35 +157,84 @@ class WindowDelta:
         """Mean request duration in seconds, None when no request was timed."""
         return self.latency_sum_s / self.latency_count if self.latency_count > 0 else None
 
+    def __add__(self, other: WindowDelta) -> WindowDelta:
+        """The two windows one after the other (durations, counts and resets summed)."""
+        bounds = self.good_latency.keys() | other.good_latency.keys()
+        return WindowDelta(
+            duration_s=self.duration_s + other.duration_s,
+            requests=self.requests + other.requests,
+            errors=self.errors + other.errors,
+            latency_count=self.latency_count + other.latency_count,
+            latency_sum_s=self.latency_sum_s + other.latency_sum_s,
+            good_latency={le: self.good_latency.get(le, 0.0) + other.good_latency.get(le, 0.0) for le in bounds},
+            resets=self.resets + other.resets,
+        )
 
-def _increase(new: float, old: float) -> float:
-    """Counter increase with reset handling (a decrease means the process restarted), as PromQL ``increase()``."""
-    return new - old if new >= old else new
+
+def restarted(before: Sample, after: Sample) -> bool:
+    """True when a counter went down between two samples of one version: its process restarted.
+
+    A counter that decreased, or a status series that disappeared, means the counters started again from zero
+    (Prometheus' counter-reset rule, https://prometheus.io/docs/prometheus/latest/querying/functions/#resets).
+    """
+    if after.latency_count < before.latency_count or after.latency_sum_s < before.latency_sum_s:
+        return True
+    return any(after.statuses.get(status, 0.0) < value for status, value in before.statuses.items())
 
 
 def delta(before: Sample, after: Sample) -> WindowDelta:
-    """Return the increase of every counter between two samples of the same version.
+    """Return the increase of every counter between two consecutive samples of the same version.
+
+    After a restart (:func:`restarted`) every counter counts from zero again, so the increase is the new value of
+    every counter (what Prometheus' ``increase()`` does per series; taken here for all series at once, because a
+    series that grew back past its old value also restarted).
 
     Raises:
         ValueError: ``after`` is older than ``before``.
     """
     if after.at < before.at:
         raise ValueError(f"samples out of order: {after.at} < {before.at}")
+    reset = restarted(before, after)
+    old = Sample(before.at) if reset else before
     requests = errors = 0.0
     for status, value in after.statuses.items():
-        inc = _increase(value, before.statuses.get(status, 0.0))
+        inc = max(0.0, value - old.statuses.get(status, 0.0))
         requests += inc
         if len(status) == 3 and status.startswith("5"):
             errors += inc
-    good = {le: _increase(v, before.buckets.get(le, 0.0)) for le, v in after.buckets.items()}
+    good = {le: max(0.0, v - old.buckets.get(le, 0.0)) for le, v in after.buckets.items()}
     return WindowDelta(
         duration_s=after.at - before.at,
         requests=requests,
         errors=errors,
-        latency_count=_increase(after.latency_count, before.latency_count),
-        latency_sum_s=_increase(after.latency_sum_s, before.latency_sum_s),
+        latency_count=max(0.0, after.latency_count - old.latency_count),
+        latency_sum_s=max(0.0, after.latency_sum_s - old.latency_sum_s),
         good_latency=good,
+        resets=int(reset),
     )
+
+
+def intervals(series: Sequence[Sample]) -> list[WindowDelta]:
+    """The increase over each interval between consecutive samples of ``series`` (oldest first)."""
+    return [delta(before, after) for before, after in zip(series, series[1:], strict=False)]
+
+
+def increase(series: Sequence[Sample]) -> WindowDelta:
+    """Increase of every counter over a whole series: the sum of its intervals, so resets lose nothing.
+
+    Prometheus ``increase()`` semantics: a window computed from its first and last samples alone would drop all
+    that happened before a restart (a crash-looping canary's errors would vanish).
+
+    Raises:
+        ValueError: fewer than two samples, or samples out of order.
+    """
+    if len(series) < 2:
+        raise ValueError("an increase needs at least two samples")
+    parts = intervals(series)
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
 
 
 def parse_exposition(

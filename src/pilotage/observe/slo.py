@@ -25,12 +25,13 @@ Terminology and the "good events / valid events" SLI definition: Google SRE Work
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pilotage.errors import InputError
-from pilotage.observe.prometheus import LATENCY_METRIC, REQUESTS_METRIC, Sample, WindowDelta, delta
+from pilotage.observe.prometheus import LATENCY_METRIC, REQUESTS_METRIC, Sample, WindowDelta, delta, increase
 
 __all__ = [
     "DEFAULT_SLO",
@@ -40,6 +41,8 @@ __all__ = [
     "SLOSpec",
     "default_slo",
     "evaluate",
+    "evaluate_series",
+    "evaluate_window",
     "load_slo",
     "parse_slo",
 ]
@@ -195,17 +198,26 @@ def evaluate(objective: SLOObjective, before: Sample, after: Sample) -> SLIValue
     A reason instead of a value when: the SLI kind is unknown, the metric is not exposed by the source, or the
     latency threshold is not a bucket bound.
     """
+    return evaluate_window(objective, delta(before, after), after)
+
+
+def evaluate_series(objective: SLOObjective, series: Sequence[Sample]) -> SLIValue:
+    """:func:`evaluate` over a whole series, counters summed across restarts (:func:`~.prometheus.increase`)."""
+    return evaluate_window(objective, increase(series), series[-1])
+
+
+def evaluate_window(objective: SLOObjective, window: WindowDelta, newest: Sample) -> SLIValue:
+    """The SLI of ``objective`` over ``window``; ``newest`` tells which metrics and buckets the version exposes."""
     if objective.sli not in SLI_KINDS:
         return SLIValue(objective.name, reason=f"unknown SLI kind {objective.sli!r} (known: {sorted(SLI_KINDS)})")
-    if objective.metric not in after.metrics:
+    if objective.metric not in newest.metrics:
         return SLIValue(objective.name, reason=f"unknown metric {objective.metric!r}: the version does not expose it")
-    window: WindowDelta = delta(before, after)
     if objective.sli == "availability":
         return SLIValue(objective.name, bad=window.errors, total=window.requests)
     threshold_s = (objective.threshold_ms or 0.0) / 1000.0
-    le = _bucket_at(after.buckets, threshold_s)
+    le = _bucket_at(newest.buckets, threshold_s)
     if le is None:
-        bounds = sorted(b for b in after.buckets if b != float("inf"))
+        bounds = sorted(b for b in newest.buckets if b != float("inf"))
         return SLIValue(
             objective.name,
             reason=f"threshold {objective.threshold_ms} ms is not a histogram bucket "

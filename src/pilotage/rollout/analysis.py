@@ -1,50 +1,59 @@
-"""One analysis of a rollout: burn-rate alerts plus the canary judge on the samples collected so far (pure).
+"""One analysis of a rollout: burn-rate alerts plus the sequential canary judge on the samples so far (pure).
 
-:func:`assess` is what the reliability agent runs at every poll and records as a decision:
-it takes the two versions' sample series (cumulative counters, oldest first, see
-:mod:`pilotage.observe.prometheus`) and returns an :class:`Assessment`:
+:func:`assess` is what the reliability agent runs at every poll and records as a decision: it takes the two
+versions' sample series (cumulative counters, oldest first, see :mod:`pilotage.observe.prometheus`) and returns
+an :class:`Assessment`:
 
-* **Fail** — any burn-rate alert fires on the canary (SRE Workbook ch. 5, :mod:`pilotage.observe.burn_rate`), or
-  any judge test fails (:mod:`pilotage.observe.judge`): error counts (Fisher vs the baseline, binomial without
-  one), mean latency per interval (Mann-Whitney U with effect tolerance) and its spread (Brown-Forsythe).
-* **Inconclusive** — no Fail, but some evidence is missing: a source error (unreachable, PromQL error, empty
-  result, a version that stopped exposing metrics), an SLO objective whose SLI kind or metric is unknown, too few
-  requests or intervals. Every reason is listed. Inconclusive is never a pass.
-* **Pass** — everything measured and nothing failed.
+* **Fail** — the canary restarted during the analysis (a counter reset: a crash-looping canary is a regression
+  in itself, and its errors before each restart are still counted, :func:`~pilotage.observe.prometheus.increase`);
+  a burn-rate alert fires on the canary alone (SRE Workbook ch. 5 with a minimum of bad events and a confidence
+  bound, :mod:`pilotage.observe.burn_rate`); or a judge test fails (:mod:`pilotage.observe.judge`: the error rate
+  and every latency objective of the SLO against the baseline — or against the SLO without one —, p50/p95/p99
+  and the latency distribution from the histogram buckets, :mod:`pilotage.observe.latency`).
+* **Inconclusive** — no Fail, but the evidence does not yet rule out a regression of the tolerance (the rollout
+  keeps observing), the canary burns an objective's budget faster than the slow page's factor (6×) over the step
+  — never a pass while it does —, or some evidence is missing: a source error, an SLO objective whose SLI kind or
+  metric is unknown. Every reason is listed. Inconclusive is never a pass. With ``cause = "shared_degradation"``
+  the baseline burns an objective's budget (at least :data:`~pilotage.observe.burn_rate.MIN_BAD_EVENTS` bad
+  events, a measured burn above 6× and an e-value against the budget at ``1/alpha``) and the canary cannot be
+  shown to burn less (its upper bound at ``beta`` is above 6×): the environment degrades, not the new version, so
+  the canary's burn-rate alerts do not fail it and the rollout holds and alerts instead (the reliability agent
+  turns it into ``pause``). A comparative test that fails still fails: a canary worse than a degraded baseline.
+* **Pass** — every gating test ruled out a regression and nothing failed.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pilotage.observe.burn_rate import BurnAlert, burn_alerts
-from pilotage.observe.judge import (
-    DEFAULT_JUDGE,
-    JudgeConfig,
-    MetricVerdict,
-    Outcome,
-    combine,
-    compare_distributions,
-    compare_error_counts,
-    compare_variance,
-)
-from pilotage.observe.prometheus import Sample, delta
-from pilotage.observe.slo import SLOSpec
+from pilotage.observe.burn_rate import MIN_BAD_EVENTS, PAGE_RULES, BurnAlert, burn_alerts
+from pilotage.observe.judge import DEFAULT_JUDGE, JudgeConfig, MetricVerdict, Outcome, RateCounts, combine, judge_rate
+from pilotage.observe.latency import QUANTILES, distribution_verdict, quantile_verdict, slo_threshold_counts
+from pilotage.observe.prometheus import Sample, WindowDelta, increase, intervals
+from pilotage.observe.sequential import Table, bernoulli_bounds, binomial_log_e
+from pilotage.observe.slo import SLOObjective, SLOSpec, evaluate
 
-__all__ = ["Assessment", "assess", "interval_means"]
+__all__ = ["Assessment", "assess", "paired_intervals"]
+
+#: Cause of an Inconclusive assessment where both versions burn the budget alike (the canary is not blamed).
+SHARED = "shared_degradation"
+#: A population "burns" an objective's budget above the slow page's factor (SRE Workbook table 5-8: 6×).
+SLOW_FACTOR = PAGE_RULES[-1].factor
 
 
 @dataclass(frozen=True)
 class Assessment:
-    """Outcome of one analysis with its evidence: judge verdicts, burn alerts, and the reasons of a non-pass."""
+    """Outcome of one analysis with its evidence: judge verdicts, burn alerts, the reasons of a non-pass, a cause."""
 
     outcome: Outcome
     verdicts: tuple[MetricVerdict, ...] = ()
     alerts: tuple[BurnAlert, ...] = ()
     reasons: tuple[str, ...] = ()
     counts: dict[str, Any] = field(default_factory=dict)
+    cause: str = ""
 
     def summary(self) -> str:
         """One line: the outcome and the first reasons."""
@@ -54,6 +63,7 @@ class Assessment:
         """Return plain data (for events, decisions and incident evidence)."""
         return {
             "outcome": self.outcome.value,
+            "cause": self.cause,
             "reasons": list(self.reasons),
             "verdicts": [v.to_dict() for v in self.verdicts],
             "alerts": [a.to_dict() for a in self.alerts],
@@ -61,23 +71,159 @@ class Assessment:
         }
 
 
-def interval_means(series: Sequence[Sample]) -> list[float]:
-    """Mean request latency (s) of each interval between consecutive samples that timed at least one request."""
+def paired_intervals(
+    canary: Sequence[Sample], baseline: Sequence[Sample]
+) -> tuple[list[WindowDelta], list[WindowDelta]]:
+    """The same intervals of both series: between consecutive polls where both were sampled.
+
+    Both populations are sampled at each poll; a poll that missed one of them (a source error) merges its two
+    intervals into one, so every pair of windows covers the same time. Samples pair when their times differ by
+    at most half the canary's smallest sampling gap.
+    """
+    gaps = [b.at - a.at for a, b in zip(canary, canary[1:], strict=False) if b.at > a.at]
+    tolerance_s = min(gaps) / 2.0 if gaps else 0.0
+    pairs: list[tuple[int, int]] = []
+    j = 0
+    for i, sample in enumerate(canary):
+        while j + 1 < len(baseline) and abs(baseline[j + 1].at - sample.at) <= abs(baseline[j].at - sample.at):
+            j += 1
+        if baseline and abs(baseline[j].at - sample.at) <= tolerance_s and (not pairs or j > pairs[-1][1]):
+            pairs.append((i, j))
+    c_out, b_out = [], []
+    for (i0, j0), (i1, j1) in zip(pairs, pairs[1:], strict=False):
+        c_out.append(increase(canary[i0 : i1 + 1]))
+        b_out.append(increase(baseline[j0 : j1 + 1]))
+    return c_out, b_out
+
+
+def _error_counts(c_windows: Sequence[WindowDelta], b_windows: Sequence[WindowDelta] | None) -> RateCounts:
+    duration_s = sum(c.duration_s for c in c_windows)
+    if b_windows is None:
+        tables = tuple(Table(round(c.errors), round(c.requests), 0, 0) for c in c_windows)
+        return RateCounts(tables, False, duration_s)
+    tables = tuple(
+        Table(round(c.errors), round(c.requests), round(b.errors), round(b.requests))
+        for c, b in zip(c_windows, b_windows, strict=False)
+    )
+    return RateCounts(tables, True, duration_s)
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """One SLO objective (or the always-judged error rate): its budget, the counts and the gating verdict."""
+
+    name: str
+    budget: float
+    counts: RateCounts
+    verdict: MetricVerdict
+
+
+def _objective_counts(
+    objective: SLOObjective, c_windows: Sequence[WindowDelta], b_windows: Sequence[WindowDelta] | None, newest: Sample
+) -> tuple[str, RateCounts] | None:
+    """(metric name, per-interval counts) of one objective; None when it cannot be measured (a reason elsewhere)."""
+    if objective.sli == "availability":
+        return "error_rate", _error_counts(c_windows, b_windows)
+    if objective.sli != "latency" or not evaluate(objective, newest, newest).known:
+        return None
+    bound_s = next(le for le in newest.buckets if math.isclose(le, (objective.threshold_ms or 0.0) / 1000.0))
+    return f"latency>{objective.threshold_ms:g}ms", slo_threshold_counts(bound_s, c_windows, b_windows)
+
+
+def _windows(
+    canary: Sequence[Sample], baseline: Sequence[Sample]
+) -> tuple[list[WindowDelta], list[WindowDelta] | None]:
+    if len(baseline) >= 2:
+        return paired_intervals(canary, baseline)
+    return intervals(canary), None
+
+
+def _judged(
+    slo: SLOSpec, c_windows: list[WindowDelta], b_windows: list[WindowDelta] | None, newest: Sample,
+    tests: tuple[int, int], config: JudgeConfig,
+) -> list[_Judged]:  # fmt: skip
+    """The gating verdicts: one per measurable objective, and the error rate even without an availability one."""
     out = []
-    for before, after in zip(series, series[1:], strict=False):
-        mean = delta(before, after).mean_latency_s
-        if mean is not None:
-            out.append(mean)
+    if not any(o.sli == "availability" for o in slo.objectives):
+        budget = config.allowed_error_rate
+        counts = _error_counts(c_windows, b_windows)
+        alpha = config.alpha_for("errors", *tests)
+        verdict = judge_rate("error_rate", counts, reference=budget, materiality=budget, alpha=alpha, config=config)
+        out.append(_Judged("availability", budget, counts, verdict))
+    for objective in slo.objectives:
+        found = _objective_counts(objective, c_windows, b_windows, newest)
+        if found is None:
+            continue
+        metric, counts = found
+        budget = objective.error_budget
+        alpha = config.alpha_for("errors" if objective.sli == "availability" else "objective", *tests)
+        verdict = judge_rate(metric, counts, reference=budget, materiality=budget, alpha=alpha, config=config)
+        out.append(_Judged(objective.name, budget, counts, verdict))
     return out
 
 
-def _error_verdict(baseline: Sequence[Sample], canary: Sequence[Sample], config: JudgeConfig) -> MetricVerdict:
-    c = delta(canary[0], canary[-1])
+def _detectors(
+    c_windows: list[WindowDelta], b_windows: list[WindowDelta], alpha: float, config: JudgeConfig
+) -> list[MetricVerdict]:
+    """p50/p95/p99 and the distribution test (Fail on evidence; they never hold a Pass)."""
+    out = [quantile_verdict(q, need, c_windows, b_windows, alpha, config) for q, need in QUANTILES]
+    out.append(distribution_verdict(c_windows, b_windows, alpha, config))
+    return out
+
+
+def _warm(events: int, trials: int, budget: float) -> bool:
+    """At least MIN_BAD_EVENTS bad events and a measured burn above the slow page's factor over the step."""
+    return events >= MIN_BAD_EVENTS and trials > 0 and events / trials > SLOW_FACTOR * budget
+
+
+def _burning(events: int, trials: int, budget: float, alpha: float) -> bool:
+    """Whether a population burns an objective's budget: warm and significantly above it (e-value ≥ 1/alpha)."""
+    return _warm(events, trials, budget) and binomial_log_e(events, trials, budget) >= math.log(1.0 / alpha)
+
+
+def _shared(judged: Sequence[_Judged], config: JudgeConfig) -> list[str]:
+    """Objectives whose budget the baseline burns while the canary cannot be shown to burn less than the slow page.
+
+    The environment degrades, not the new version: its burn-rate alerts do not fail the canary, and it may not
+    pass (hold and alert). A canary shown below 6× (upper bound at ``beta``) is judged on its own.
+    """
+    out = []
+    for j in judged:
+        if not j.counts.baseline or not _burning(*j.counts.control, j.budget, config.alpha):
+            continue
+        if bernoulli_bounds(*j.counts.canary, config.beta)[1] >= SLOW_FACTOR * j.budget:
+            out.append(j.name)
+    return out
+
+
+def _burn_hold(judged: _Judged) -> str:
+    events, trials = judged.counts.canary
+    burn = events / trials / judged.budget
+    return f"the canary burns the {judged.name} budget at {burn:.1f}× over the step (> {SLOW_FACTOR:g}×): no pass"
+
+
+def _burn_reason(a: BurnAlert) -> str:
+    return (
+        f"burn rate {a.objective}/{a.rule}: {a.long_burn:.1f}× over {a.long_window_s} s (at least "
+        f"{a.long_bound:.1f}× with confidence, {a.long_bad:.0f} bad events) and {a.short_burn:.1f}× over "
+        f"{a.short_window_s} s (> {a.factor}×)"
+    )
+
+
+def _counts(canary: Sequence[Sample], baseline: Sequence[Sample]) -> dict[str, Any]:
+    c = increase(canary)
+    counts: dict[str, Any] = {
+        "canary": {"requests": c.requests, "errors": c.errors, "window_s": round(c.duration_s, 3), "restarts": c.resets}
+    }
     if len(baseline) >= 2:
-        b = delta(baseline[0], baseline[-1])
-        if b.requests > 0:
-            return compare_error_counts(round(c.errors), round(c.requests), round(b.errors), round(b.requests), config)
-    return compare_error_counts(round(c.errors), round(c.requests), None, None, config)
+        b = increase(baseline)
+        counts["baseline"] = {
+            "requests": b.requests,
+            "errors": b.errors,
+            "window_s": round(b.duration_s, 3),
+            "restarts": b.resets,
+        }
+    return counts
 
 
 def assess(
@@ -91,53 +237,51 @@ def assess(
     errors: Sequence[str] = (),
     judge_latency: bool = True,
 ) -> Assessment:
-    """Judge the canary's series (against the baseline's when given) and its burn rates.
+    """Judge the canary's series (against the baseline's when given), its restarts and its burn rates.
 
     Args:
-        slo: the service's objectives (burn-rate alerts run on each).
-        canary: canary samples of the analysis window, oldest first.
-        baseline: baseline samples of the same window; empty when there is none (blue-green, post-promotion).
+        slo: the service's objectives (burn-rate alerts and one gating test run on each).
+        canary: canary samples of the analysis so far, oldest first.
+        baseline: baseline samples of the same polls; empty when there is none (blue-green, post-promotion).
         config: judge thresholds.
         time_scale: burn-rate window scale (:data:`pilotage.observe.burn_rate.ROLLOUT_TIME_SCALE`).
         min_requests: minimum-request guard of the burn-rate alerts.
         errors: source errors met while sampling (each becomes an Inconclusive reason).
-        judge_latency: run the latency rank and variance tests (needs a baseline).
+        judge_latency: run the latency detectors (p50/p95/p99, distribution; they need a baseline).
 
     Returns:
-        The :class:`Assessment`; Fail wins over Inconclusive, which wins over Pass.
+        The :class:`Assessment`; Fail wins over a shared degradation, which wins over Inconclusive and Pass.
     """
     reasons = [f"metrics: {e}" for e in errors]
     if len(canary) < 2:
         reasons.append(f"canary: {len(canary)} sample(s), need 2")
         return Assessment(Outcome.INCONCLUSIVE, reasons=tuple(reasons))
-    alerts = tuple(burn_alerts(slo, canary, time_scale=time_scale, min_requests=min_requests))
-    verdicts = [_error_verdict(baseline, canary, config)]
-    if judge_latency and len(baseline) >= 2:
-        b_lat, c_lat = interval_means(baseline), interval_means(canary)
-        verdicts.append(compare_distributions("latency_mean_s", b_lat, c_lat, config))
-        verdicts.append(compare_variance("latency_mean_s", b_lat, c_lat, config))
-    firing = [a for a in alerts if a.firing]
-    for a in firing:
-        reasons.append(
-            f"burn rate {a.objective}/{a.rule}: {a.long_burn:.1f}× over {a.long_window_s} s and "
-            f"{a.short_burn:.1f}× over {a.short_window_s} s (> {a.factor}×)"
-        )
-    # failures first, then what the SLO could not measure (the usual root cause), then the tests short of data
-    reasons.extend(f"{v.metric} fail: {v.reason}" for v in verdicts if v.outcome is Outcome.FAIL)
-    reasons.extend(f"slo {a.objective}: {a.reason}" for a in alerts if a.reason and not a.reason.startswith("only"))
-    reasons.extend(f"{v.metric} inconclusive: {v.reason}" for v in verdicts if v.outcome is Outcome.INCONCLUSIVE)
-    reasons = list(dict.fromkeys(reasons))  # the rank and spread tests can give the same "too few" reason
-    c = delta(canary[0], canary[-1])
-    counts: dict[str, Any] = {
-        "canary": {"requests": c.requests, "errors": c.errors, "window_s": round(c.duration_s, 3)}
-    }
-    if len(baseline) >= 2:
-        b = delta(baseline[0], baseline[-1])
-        counts["baseline"] = {"requests": b.requests, "errors": b.errors, "window_s": round(b.duration_s, 3)}
-    if firing or combine(verdicts) is Outcome.FAIL:
-        outcome = Outcome.FAIL
-    elif reasons or combine(verdicts) is Outcome.INCONCLUSIVE:
-        outcome = Outcome.INCONCLUSIVE
-    else:
-        outcome = Outcome.PASS
+    counts = _counts(canary, baseline)
+    restarts = counts["canary"]["restarts"]
+    control = baseline if len(baseline) >= 2 else ()
+    alerts = tuple(burn_alerts(slo, canary, time_scale=time_scale, min_requests=min_requests, control=control))
+    c_windows, b_windows = _windows(canary, baseline)
+    histogram = judge_latency and b_windows is not None and bool(canary[-1].buckets) and bool(baseline[-1].buckets)
+    tests = (sum(o.sli == "latency" for o in slo.objectives), len(QUANTILES) + 1 if histogram else 0)
+    judged = _judged(slo, c_windows, b_windows, canary[-1], tests, config)
+    verdicts = [j.verdict for j in judged]
+    if histogram and b_windows is not None:
+        verdicts += _detectors(c_windows, b_windows, config.alpha_for("detector", *tests), config)
+    shared = _shared(judged, config)
+    burns = [_burn_hold(j) for j in judged if _warm(*j.counts.canary, j.budget) and j.name not in shared]
+    failures = [f"canary restarted {restarts} time(s) during the analysis (its counters reset)"] if restarts else []
+    failures += [_burn_reason(a) for a in alerts if a.firing and a.objective not in shared]
+    failures += [f"{v.metric} fail: {v.reason}" for v in verdicts if v.outcome is Outcome.FAIL]
+    held = [
+        f"the baseline burns the {o} budget (> {SLOW_FACTOR:g}×) and the canary may too: the canary is not the cause"
+        for o in shared
+    ]
+    unknown = [f"slo {a.objective}: {a.reason}" for a in alerts if a.reason and not a.reason.startswith("only")]
+    pending = [f"{v.metric} inconclusive: {v.reason}" for v in verdicts if v.gate and v.outcome is Outcome.INCONCLUSIVE]
+    reasons = list(dict.fromkeys([*failures, *held, *reasons, *unknown, *burns, *pending]))
+    if failures:
+        return Assessment(Outcome.FAIL, tuple(verdicts), alerts, tuple(reasons), counts)
+    if held:
+        return Assessment(Outcome.INCONCLUSIVE, tuple(verdicts), alerts, tuple(reasons), counts, SHARED)
+    outcome = Outcome.INCONCLUSIVE if reasons or combine(verdicts) is not Outcome.PASS else Outcome.PASS
     return Assessment(outcome, tuple(verdicts), alerts, tuple(reasons), counts)

@@ -33,6 +33,14 @@ class IncidentFiles:
     github_payload: Path | None
 
 
+def _e(verdict: dict[str, Any]) -> str:
+    """The sequential evidence of a verdict: e-value of its threshold (older verdicts: the statistic)."""
+    ev = verdict.get("evidence") or {}
+    if "e_value" in ev:
+        return f"{_fmt(ev['e_value'])} / {_fmt(ev.get('e_threshold'))}"
+    return _fmt(verdict.get("statistic"))
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "—"
@@ -69,10 +77,10 @@ def render_markdown(incident_id: str, summary: str, evidence: dict[str, Any], ac
         "",
         "## Canary judge",
         "",
-        "| metric | test | outcome | statistic | p-value | effect size | threshold |",
+        "| metric | test | outcome | e-value / threshold | p-value (always valid) | effect size | threshold |",
         "|---|---|---|---|---|---|---|",
         *[
-            f"| {v['metric']} | {v['test']} | {v['outcome']} | {_fmt(v['statistic'])} | {_fmt(v['p_value'])} | "
+            f"| {v['metric']} | {v['test']} | {v['outcome']} | {_e(v)} | {_fmt(v['p_value'])} | "
             f"{_fmt(v['effect_size'])} | {', '.join(f'{k}={_fmt(x)}' for k, x in v['threshold'].items())} |"
             for v in evidence.get("verdicts", [])
         ],

@@ -6,9 +6,12 @@ Used by the reliability agent for every step of every rollout (``pilotage demo``
 1. sample the canary (and the baseline when it gets traffic) every ``poll_s`` seconds for ``duration_s``;
 2. after each poll run :func:`pilotage.rollout.analysis.assess` on everything sampled so far; the first **Fail**
    ends the observation at once (the caller rolls back without waiting for the end of the pause); a canary whose
-   process exited is a Fail without waiting for metrics;
-3. still **Inconclusive** at the end: keep sampling the same series for up to ``grace_s`` more seconds until the
-   assessment is no longer Inconclusive (what then happens to an Inconclusive step is the caller's policy) —
+   process exited is a Fail without waiting for metrics; a **Pass** ends it at the end of ``duration_s`` (the
+   step's minimum), and so does an Inconclusive with a cause (both versions degrading: the caller holds);
+3. still **Inconclusive** at the end — the sequential tests have not yet ruled a regression in or out: keep
+   sampling the same series for up to ``grace_s`` more seconds (the step extends while the evidence is not
+   sufficient either way) until the assessment is no longer Inconclusive; at that limit it stays Inconclusive,
+   never a pass (what then happens to an Inconclusive step is the caller's policy) —
    unless ``grace_needs_requests`` and no population got a single request: waiting for traffic that nothing
    sends is pointless (a rollout whose traffic plan has nothing to call, issue 17).
 
@@ -35,7 +38,7 @@ from typing import Any
 
 from pilotage.errors import BackendError
 from pilotage.observe.judge import JudgeConfig, Outcome
-from pilotage.observe.prometheus import MetricSource, Sample, delta
+from pilotage.observe.prometheus import MetricSource, Sample, increase
 from pilotage.observe.slo import SLOSpec, parse_slo
 from pilotage.rollout.analysis import Assessment, assess
 from pilotage.runtime.base import Instance
@@ -51,8 +54,10 @@ __all__ = [
     "sample_to_dict",
 ]
 
-#: Source errors of this many recent polls count as evidence (older ones were followed by good samples).
-RECENT_ERRORS = 5
+#: Source errors of this many recent polls hold a verdict (Inconclusive). Older ones were followed by good samples,
+#: and a missed scrape loses no request: the next sample's cumulative counters hold it (issue 21: with 5, a source
+#: of intermittent errors kept sound evidence from ever passing).
+RECENT_ERRORS = 2
 
 
 @dataclass(frozen=True)
@@ -222,13 +227,13 @@ async def observe(
         for index, sample in enumerate(got):
             if sample is not None:
                 series[index].append(sample)
-        recent = [*recent[-(RECENT_ERRORS - 1) :], errors]
+        recent = [*recent, errors][-RECENT_ERRORS:]
         counted = [e for poll in recent for e in poll]
         exited = alive is not None and not await alive(judged.instance)
         found = _analyse(slo, series[0], series[1], counted, exited, with_baseline, settings, judged.name)
         now = time.monotonic()
         done = found.outcome is Outcome.FAIL or now >= grace_end
-        done = done or (now >= deadline and found.outcome is not Outcome.INCONCLUSIVE)
+        done = done or (now >= deadline and (found.outcome is not Outcome.INCONCLUSIVE or bool(found.cause)))
         done = done or (now >= deadline and grace_needs_requests and not _any_request(series))
         if done and (polls >= 2 or found.outcome is Outcome.FAIL):  # a Fail on the first poll: a dead canary
             return Observation(found, series[0], series[1], counted, exited, with_baseline, now - started, polls)
@@ -237,7 +242,7 @@ async def observe(
 
 def _any_request(series: list[list[Sample]]) -> bool:
     """True when some series counted a request between its first and last sample."""
-    return any(len(samples) >= 2 and delta(samples[0], samples[-1]).requests > 0 for samples in series)
+    return any(len(samples) >= 2 and increase(samples).requests > 0 for samples in series)
 
 
 def recorded_inputs(observation: Observation, slo: SLOSpec, settings: AnalysisSettings) -> dict[str, Any]:
@@ -268,7 +273,7 @@ def assess_recorded(inputs: dict[str, Any], version: str = "canary") -> Assessme
         service=recorded.get("service", ""),
     )
     settings = AnalysisSettings(
-        judge=JudgeConfig(**inputs["judge"]),
+        judge=JudgeConfig.from_dict(inputs["judge"]),
         time_scale=float(inputs["time_scale"]),
         min_requests=int(inputs["min_requests"]),
     )

@@ -243,7 +243,10 @@ def next_action(state: RolloutState, verdict: StepVerdict) -> Action:
     1. concluded (promoted, rolled back) → **hold**: nothing moves a finished rollout;
     2. a verdict on another step than the current one (redelivered, stale) → **hold**;
     3. ``rollback`` → **rollback** (also during the watch: back to the standby, or the flag off);
-    4. ``pause`` → **pause** at the current weight, for a human;
+    4. ``pause`` → **pause** at the current weight, for a human: an Inconclusive step under
+       ``rollout_on_inconclusive = "pause"``, or both versions burning the same error budget (the reliability
+       agent's cause ``shared_degradation``: the canary is not the cause, so it is held and a person alerted by
+       ``deploy.paused`` instead of being rolled back);
     5. ``continue`` on a step before the last → **advance** to the next step's weight;
     6. ``continue`` on the last step (the post-promotion watch at 100 %) → **promote**.
 
@@ -257,7 +260,7 @@ def next_action(state: RolloutState, verdict: StepVerdict) -> Action:
     if verdict.step != state.step:
         return Action("hold", state.step, state.weight, f"verdict on step {verdict.step}, rollout is at {here}")
     if verdict.action == "pause":
-        return Action("pause", state.step, state.weight, f"{here} inconclusive: paused for a human")
+        return Action("pause", state.step, state.weight, f"{here} held at its weight for a human")
     if verdict.action != "continue":
         return Action("rollback", state.step, state.weight, f"{here} judged {verdict.action}: roll back")
     if state.step + 1 < len(state.steps):
