@@ -274,7 +274,7 @@ def step_evidence(assessment: dict[str, Any]) -> list[dict[str, Any]]:
 
     The ``evidence`` of ``slo.evaluated`` (what ``pilotage explain`` shows for a step).
     """
-    keys = ("e_value", "e_threshold", "upper_bound", "tolerance", "mde")
+    keys: tuple[str, ...] = ("e_value", "e_threshold", "upper_bound", "tolerance", "mde")
     keys += ("canary_s", "canary_interval_s", "baseline_s", "baseline_interval_s")
     out = []
     for verdict in assessment.get("verdicts") or []:
