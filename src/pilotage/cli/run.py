@@ -47,6 +47,15 @@ def _demo_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "examples" / "checkout-service"
 
 
+#: ``--workdir DIR`` of ``run`` and ``demo`` (issue 18): the state folder of the command.
+WorkdirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="State folder for this run: the event log, graph, lock, log file and runs/<run id> (default "
+        ".pilotage; PILOTAGE_HOME does the same for every command)."
+    ),
+]
+
 #: Documents larger than this (bytes) get a progress line while they are read and validated.
 LARGE_DOCUMENT_BYTES = 1_000_000
 
@@ -318,13 +327,7 @@ def demo(
             "--inject-fault", help="The new version answers 500 on 30% of requests; the run must end rolled back."
         ),
     ] = False,
-    workdir: Annotated[
-        Path | None,
-        typer.Option(
-            help="State folder for this run: the event log, graph, lock, log file and runs/<run id> (default "
-            ".pilotage; PILOTAGE_HOME does the same for every command)."
-        ),
-    ] = None,
+    workdir: WorkdirOpt = None,
     submit: SubmitOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
@@ -356,13 +359,7 @@ def run(
         str,
         typer.Option(help="Change request, e.g. 'Add discount code support with fields code:string, percent:integer'."),
     ],
-    workdir: Annotated[
-        Path | None,
-        typer.Option(
-            help="State folder for this run: the event log, graph, lock, log file and runs/<run id> (default "
-            ".pilotage; PILOTAGE_HOME does the same for every command)."
-        ),
-    ] = None,
+    workdir: WorkdirOpt = None,
     service: Annotated[
         str | None,
         typer.Option(help="Service name: letters, digits, '.', '_', '-' (default: from the spec file name)."),
