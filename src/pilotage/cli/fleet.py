@@ -282,49 +282,6 @@ def service_graph(
 
 
 # --- deliver -------------------------------------------------------------------------------------------------
-def _check_delivery(settings: Settings, name: str, rev: str, budget_s: float = 900.0) -> tuple[Any, str]:
-    """Fail before anything starts: the service is managed, ``rev`` exists, its descriptor is valid, it is new.
-
-    Raises:
-        InputError: not managed, not found, or already production (exit 2).
-        ConfigError: the descriptor at ``rev`` is missing or invalid (exit 3).
-    """
-    from pilotage.fleet.checkout import descriptor_at, resolve_rev
-    from pilotage.fleet.registry import refuse_concurrent, require_managed
-
-    service = require_managed(_fleet(settings), name)
-    refuse_concurrent(service, budget_s)
-    if not Path(service.repo_path).is_dir():
-        raise InputError(f"{service.repo_path} (service {name}) no longer exists", hint="restore the repository")
-    sha = resolve_rev(service.repo_path, rev)
-    descriptor = descriptor_at(service.repo_path, sha)
-    if (
-        descriptor.openapi
-        and not descriptor.openapi_served
-        and not _in_commit(service.repo_path, sha, descriptor.openapi)
-    ):
-        raise ConfigError(
-            f"{descriptor.path}: openapi: {descriptor.openapi} is not a file of the commit",
-            hint="commit the document, or fix `openapi` (a file, or a path the service serves: /openapi.json)",
-            field="openapi",
-        )
-    if sha == service.production_commit:
-        raise InputError(f"{rev} ({sha[:12]}) is already the production commit of {name}", hint="commit a change")
-    return service, sha
-
-
-def _in_commit(repo: str, sha: str, path: str) -> bool:
-    from posixpath import normpath
-
-    from pilotage.codegen.git import git
-    from pilotage.errors import BackendError
-
-    try:
-        return git(repo, "cat-file", "-t", f"{sha}:{normpath(path)}") == "blob"
-    except BackendError:
-        return False
-
-
 #: Exit codes of a delivery whose run failed on a bad input (2) or a bad descriptor (3) of the delivered commit.
 _FAILED_EXIT = {"InputError": 2, "ConfigError": 3}
 
@@ -373,9 +330,9 @@ def deliver(
     Several ``SERVICE@REV`` (or ``--release FILE``) are one release: delivered in dependency order, rolled back in
     reverse order when one fails (README "Releases of several services").
     """
-    from pilotage.cli.run import _finish, _make_workdir, _timeline_printer
+    from pilotage.cli.run import _finish, _timeline_printer
     from pilotage.cli.serve import submit_run
-    from pilotage.flows.feature_delivery import new_run_id
+    from pilotage.fleet.submission import check_delivery, delivery_run
     from pilotage.flows.supervisor import serving_pid
 
     settings = cli_settings()
@@ -387,21 +344,9 @@ def deliver(
         deliver_release(settings, members, budget_s=budget, commit_tests=commit_tests, json_mode=json_mode)
         return
     service, rev = single
-    managed, sha = _check_delivery(settings, service, rev, budget)
-    run_id = new_run_id()
-    workdir = _make_workdir((settings.home / "runs" / run_id).expanduser().resolve())
-    run = RunSpec(
-        run_id=run_id,
-        service=service,
-        spec_path="",
-        request=f"deliver {rev}",
-        workdir=str(workdir),
-        idle_after_s=3600.0,
-        kind="deliver",
-        rev=sha,
-        service_repo=managed.repo_path,
-        commit_tests=commit_tests,
-    )
+    managed, sha = check_delivery(_fleet(settings), service, rev, budget)
+    run = delivery_run(settings, managed, rev, sha, commit_tests=commit_tests)
+    run_id = run.run_id
     if not json_mode:
         console.print(
             f"[bold]Pilotage[/] delivery [bold]{run_id}[/] · {service} {rev} ({sha[:12]}) over production "

@@ -27,7 +27,6 @@ import typer
 
 from pilotage.agent import RunSpec
 from pilotage.bus.query import EventLog
-from pilotage.catalogue import checked_event
 from pilotage.cli import JsonOpt, app, cli_settings, console
 from pilotage.errors import ConfigError
 from pilotage.events import CloudEvent, EventType
@@ -168,11 +167,9 @@ def require_no_control_plane(settings: Settings) -> None:
 
 async def _follow(settings: Settings, run: RunSpec, on_event: Any) -> list[CloudEvent]:
     from pilotage.app import open_bus
-    from pilotage.flows.feature_delivery import SOURCE
+    from pilotage.flows.feature_delivery import start_event
 
-    start = checked_event(
-        EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id
-    )
+    start = start_event(run)
     async with open_bus(settings) as bus:
         offset = await bus.publish(start) - 1
         seen: list[CloudEvent] = []
