@@ -210,29 +210,13 @@ def _print_verifications(found: dict[str, Any]) -> None:
 
 
 def _slo_status(settings: Settings, service: Any) -> dict[str, Any]:
-    """The last watch verdict of the service's deliveries (``slo.evaluated``), from the log."""
-    from pilotage.bus.query import EventLog
-    from pilotage.events import EventType
-
-    runs = [d["run_id"] for d in service.deliveries]
+    from pilotage.fleet.registry import slo_status
 
     async def work(bus: Any, _graph: Any) -> Any:
-        for run_id in reversed(runs):
-            verdict = await EventLog(bus).latest(EventType.SLO_EVALUATED, run=run_id)
-            if verdict is not None:
-                return verdict.data
-        return None
+        return await slo_status(bus, service)
 
-    verdict = asyncio.run(_with_log(settings, work)) if runs else None
-    if verdict is None:
-        return {"summary": "no delivery judged yet", "verdict": None}
-    canary = verdict.get("canary") or {}
-    state = "healthy" if verdict.get("healthy") else f"{verdict.get('action')} ({verdict.get('cause') or 'breach'})"
-    summary = (
-        f"{state} at the last watched step ({verdict.get('phase')}, {verdict.get('weight')}%): "
-        f"{canary.get('errors')}/{canary.get('requests')} errors, SLO error rate ≤ {verdict.get('slo_error_rate')}"
-    )
-    return {"summary": summary, "verdict": verdict}
+    result: dict[str, Any] = asyncio.run(_with_log(settings, work))
+    return result
 
 
 class GraphFormat(StrEnum):
