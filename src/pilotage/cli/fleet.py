@@ -237,7 +237,7 @@ def service_graph(
 ) -> None:
     """Draw the fleet: services, the APIs they provide, their operations, who consumes what and depends on whom."""
     from pilotage.fleet.graph import fleet_subgraph
-    from pilotage.fleet.onboard import relations
+    from pilotage.fleet.onboard import fleet_graph_doc
     from pilotage.graph.export import to_graphml, to_mermaid
 
     settings = cli_settings()
@@ -246,16 +246,11 @@ def service_graph(
 
     async def work(_bus: Any, graph: Any) -> tuple[Any, Any, dict[str, Any]]:
         nodes, edges = fleet_subgraph(graph, set(fleet))
-        return nodes, edges, {name: relations(graph, fleet, name) for name in sorted(fleet)}
+        return nodes, edges, fleet_graph_doc(graph, fleet)
 
-    nodes, edges, rel = asyncio.run(_with_log(settings, work))
+    nodes, edges, doc = asyncio.run(_with_log(settings, work))
     if fmt == GraphFormat.json:
-        doc = {
-            "services": rel,
-            "nodes": [{"id": n.id, "kind": n.kind, "key": n.key, "props": n.props} for n in nodes],
-            "edges": [{"src": e.src, "type": e.type, "dst": e.dst, "props": e.props} for e in edges],
-        }
-        text = json.dumps(doc, indent=2)
+        text = json.dumps({k: v for k, v in doc.items() if k != "mermaid"}, indent=2)
     else:
         text = "\n".join((to_mermaid if fmt == GraphFormat.mermaid else to_graphml)(nodes, edges))
     if output is not None:
