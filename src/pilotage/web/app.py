@@ -40,11 +40,18 @@ API_PREFIX = "/api/v1"
 #: Seconds between two reads of the log by an event stream; a comment line keeps the connection alive each time.
 STREAM_POLL_S = 0.5
 _PROBLEM = "application/problem+json"
+_ERRORS = {
+    401: "Access token missing or wrong",
+    403: "Refused by the same-origin or Host rule",
+    404: "Not found",
+    409: "Conflicts with the state or the configuration",
+    422: "Invalid request",
+    503: "Event log unavailable",
+}
 _PROBLEM_DOC: dict[int | str, dict[str, Any]] = {
     status: {"model": models.Problem, "description": text, "content": {_PROBLEM: {}}}
-    for status, text in ((401, "Access token missing or wrong"), (403, "Refused by the same-origin or Host rule"),
-                         (404, "Not found"), (422, "Invalid request"), (503, "Event log unavailable"))
-}  # fmt: skip
+    for status, text in _ERRORS.items()
+}
 
 
 class ApiProblem(Exception):
@@ -81,14 +88,16 @@ def _install_errors(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
         return problem(exc.status_code, str(exc.detail), None, dict(exc.headers or {}))
 
-    @app.exception_handler(BackendError)
-    async def _backend(_request: Request, exc: BackendError) -> Response:
-        return problem(503, exc.args[0] if exc.args else type(exc).__name__, getattr(exc, "hint", None))
+    @app.exception_handler(PilotageError)
+    async def _pilotage(_request: Request, exc: PilotageError) -> Response:
+        status = 503 if isinstance(exc, BackendError) else 400 if isinstance(exc, InputError) else 409
+        return problem(status, exc.message, exc.hint)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> Response:
-        log.error("HTTP API: unexpected %s", type(exc).__name__, exc_info=exc)  # the traceback goes to the log file
-        return problem(500, f"internal error ({type(exc).__name__})", "see the control plane's log file")
+
+def _unexpected(exc: Exception) -> Response:
+    """A bug: logged with its traceback (the control plane's log file), answered as a 500 without it."""
+    log.error("HTTP API: unexpected %s", type(exc).__name__, exc_info=exc)
+    return problem(500, f"internal error ({type(exc).__name__})", "see the control plane's log file")
 
 
 def _install_guard(app: FastAPI, guard: Guard) -> None:
@@ -97,7 +106,10 @@ def _install_guard(app: FastAPI, guard: Guard) -> None:
         refusal = guard.check(request.method, request.url.scheme, request.headers)
         if refusal is not None:
             return problem(refusal.status, refusal.detail, refusal.hint)
-        return await call_next(request)
+        try:
+            return await call_next(request)
+        except Exception as exc:  # noqa: BLE001 - starlette would re-raise it to uvicorn, which prints it
+            return _unexpected(exc)
 
 
 async def _or_404(work: Awaitable[Any]) -> Any:
@@ -105,7 +117,7 @@ async def _or_404(work: Awaitable[Any]) -> Any:
     try:
         return await work
     except InputError as exc:
-        raise ApiProblem(404, exc.args[0], exc.hint) from exc
+        raise ApiProblem(404, exc.message, exc.hint) from exc
 
 
 class _State:
@@ -201,36 +213,30 @@ def _writes(router: APIRouter, st: _State) -> None:
             event = await answer(st.bus, approval_id, granted=granted, by=body.by, key=key, reason=body.reason,
                                  source="/pilotage/api")  # fmt: skip
         except InputError as exc:
-            raise ApiProblem(409, exc.args[0], exc.hint) from exc
+            raise ApiProblem(409, exc.message, exc.hint) from exc
         d = event.data
         return mask({"event_id": event.id, "type": event.type, "run_id": event.runid, "approval_id": approval_id,
                      "action": d["action"], "by": d["by"], "reason": d["reason"], "key_id": d["key_id"]})  # fmt: skip
 
-    answered = {**_PROBLEM_DOC, 409: {"model": models.Problem, "description": "Already answered"}}
-
-    @router.post("/approvals/{approval_id}/approve", response_model=models.AnswerOut, responses=answered,
+    @router.post("/approvals/{approval_id}/approve", response_model=models.AnswerOut,
                  summary="Approve a waiting action (signed, names who)")  # fmt: skip
     async def approve(approval_id: str, body: models.Answer) -> Any:
         return await respond(approval_id, body, True)
 
-    @router.post("/approvals/{approval_id}/deny", response_model=models.AnswerOut, responses=answered,
+    @router.post("/approvals/{approval_id}/deny", response_model=models.AnswerOut,
                  summary="Deny a waiting action (signed, names who)")  # fmt: skip
     async def deny(approval_id: str, body: models.Answer) -> Any:
         return await respond(approval_id, body, False)
 
-    refused = {**_PROBLEM_DOC, 409: {"model": models.Problem, "description": "Cannot be delivered now"}}
-
-    @router.post("/deliveries", response_model=models.Submitted, status_code=202, responses=refused,
+    @router.post("/deliveries", response_model=models.Submitted, status_code=202,
                  summary="Hand a delivery to pilotage serve")  # fmt: skip
     async def submit(body: models.DeliveryIn) -> Any:
         from pilotage.web.submit import submit_delivery
 
         try:
             return mask(await submit_delivery(st.settings, st.bus, body))
-        except PilotageError as exc:
-            if isinstance(exc, BackendError):
-                raise
-            raise ApiProblem(409, exc.args[0], getattr(exc, "hint", None)) from exc
+        except InputError as exc:  # not managed, no such revision, already production, one still running
+            raise ApiProblem(409, exc.message, exc.hint) from exc
 
 
 def _stream(app: FastAPI, st: _State) -> None:

@@ -87,8 +87,10 @@ class Guard:
 
     def _bearer_ok(self, headers: Mapping[str, str]) -> bool:
         scheme, _, value = headers.get("authorization", "").partition(" ")
-        return bool(self.token) and scheme.lower() == "bearer" and hmac.compare_digest(
-            value.strip().encode(), str(self.token).encode()
+        return (
+            bool(self.token)
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(value.strip().encode(), str(self.token).encode())
         )
 
     def check(self, method: str, scheme: str, headers: Mapping[str, str]) -> Refusal | None:

@@ -16,6 +16,9 @@ from pilotage.bus.base import Bus
 from pilotage.bus.query import EventLog
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
+from pilotage.explain import explain_decision
+from pilotage.fleet.onboard import fleet_graph_doc, relations
+from pilotage.fleet.registry import load_fleet, require_managed, slo_status
 from pilotage.graph.base import Graph
 
 __all__ = [
@@ -111,8 +114,6 @@ def _service(service: Any, slo: dict[str, Any]) -> dict[str, Any]:
 
 async def services(bus: Bus) -> list[dict[str, Any]]:
     """Return a ServiceOut dict per managed service (``pilotage service list``), by name."""
-    from pilotage.fleet.registry import load_fleet, slo_status
-
     fleet = await load_fleet(bus)
     return [_service(fleet[name], await slo_status(bus, fleet[name])) for name in sorted(fleet)]
 
@@ -123,9 +124,6 @@ async def service_detail(bus: Bus, graph: Graph, name: str) -> dict[str, Any]:
     Raises:
         InputError: ``name`` is not a managed service.
     """
-    from pilotage.fleet.onboard import relations
-    from pilotage.fleet.registry import load_fleet, require_managed, slo_status
-
     fleet = await load_fleet(bus)
     service = require_managed(fleet, name)
     return _service(service, await slo_status(bus, service)) | {
@@ -138,9 +136,6 @@ async def service_detail(bus: Bus, graph: Graph, name: str) -> dict[str, Any]:
 
 async def fleet_graph(bus: Bus, graph: Graph) -> dict[str, Any]:
     """Return the FleetGraph (``pilotage service graph --format json`` and its Mermaid text)."""
-    from pilotage.fleet.onboard import fleet_graph_doc
-    from pilotage.fleet.registry import load_fleet
-
     return fleet_graph_doc(graph, await load_fleet(bus))
 
 
@@ -150,8 +145,6 @@ async def decision(bus: Bus, decision_id: str) -> dict[str, Any]:
     Raises:
         InputError: no event has that id, or it is not a decision.
     """
-    from pilotage.explain import explain_decision
-
     log = EventLog(bus)
     found = await log.by_id(decision_id, EventType.DECISION)
     if found is None:
