@@ -41,6 +41,7 @@ API_PREFIX = "/api/v1"
 STREAM_POLL_S = 0.5
 _PROBLEM = "application/problem+json"
 _ERRORS = {
+    400: "Malformed request (a body that is not JSON) or bad input",
     401: "Access token missing or wrong",
     403: "Refused by the same-origin or Host rule",
     404: "Not found",
