@@ -70,7 +70,12 @@ def test_services_runs_and_events_are_read_from_the_log(api: ServedApi) -> None:
     runs = get(api, "/runs").json()
     assert runs["total"] == 2 and [r["run_id"] for r in runs["items"]] == [WAITING, RUN]  # newest first
     done = get(api, f"/runs/{RUN}").json()
-    assert (done["status"], done["outcome"], done["duration_s"], done["kind"]) == ("completed", "rolled_back", 42, "deliver")
+    assert (done["status"], done["outcome"], done["duration_s"], done["kind"]) == (
+        "completed",
+        "rolled_back",
+        42,
+        "deliver",
+    )
     missing = get(api, "/runs/run-nope")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     assert missing.json()["detail"] == "no run 'run-nope' in the event log" and "Traceback" not in missing.text

@@ -78,25 +78,11 @@ def _plan(settings: Settings, members: list[Member], budget_s: float) -> tuple[R
 
 
 def _runs(settings: Settings, plan: ReleasePlan, commit_tests: bool, fleet: dict[str, Any]) -> dict[str, RunSpec]:
-    from pilotage.fleet.submission import make_workdir
-    from pilotage.flows.feature_delivery import new_run_id
+    from pilotage.fleet.submission import delivery_run
 
     runs = {}
     for m in plan.order:
-        run_id = new_run_id()
-        workdir = make_workdir((settings.home / "runs" / run_id).expanduser().resolve())
-        runs[m.service] = RunSpec(
-            run_id=run_id,
-            service=m.service,
-            spec_path="",
-            request=f"deliver {m.rev}",
-            workdir=str(workdir),
-            idle_after_s=3600.0,
-            kind="deliver",
-            rev=m.commit,
-            service_repo=fleet[m.service].repo_path,
-            commit_tests=commit_tests,
-        )
+        runs[m.service] = delivery_run(settings, fleet[m.service], m.rev, m.commit, commit_tests=commit_tests)
     return runs
 
 

@@ -108,7 +108,7 @@ def _ended_at(end: CloudEvent | None, steps: dict[int, dict[str, Any]]) -> int |
 
 async def _deployments(bus: Bus, deployment_id: str | None = None) -> dict[str, list[CloudEvent]]:
     """Events of every deployment (or of one), grouped by id, in log order."""
-    match = {"deployment_id": deployment_id} if deployment_id is not None else {}
+    match: dict[str, Any] = {"deployment_id": deployment_id} if deployment_id is not None else {}
     grouped: dict[str, list[CloudEvent]] = {}
     for event in await EventLog(bus).all("dev.pilotage.deploy.*", **match):
         if event.type in ROLLOUT_TYPES and isinstance(event.data, dict) and event.data.get("deployment_id"):
