@@ -101,12 +101,6 @@ def _fleet(settings: Settings) -> dict[str, Any]:
     return result
 
 
-def _state(service: Any) -> str:
-    if service.up is None:
-        return "down"
-    return "up" if service.up["state"] == "up" else str(service.up.get("reason", "down"))
-
-
 @service_app.command("list")
 def service_list(json_mode: JsonOpt = False) -> None:
     """List the managed services: production commit, stable address, state, last delivery."""
@@ -122,7 +116,7 @@ def service_list(json_mode: JsonOpt = False) -> None:
         delivered = f"{last['rev'][:12]} {last['status']} {last['outcome']}".strip() if last else "-"
         owner = str(service.descriptor.get("owner") or "-")
         table.add_row(
-            service.name, service.production_commit[:12], service.stable_url, _state(service), delivered, owner
+            service.name, service.production_commit[:12], service.stable_url, service.state, delivered, owner
         )
     console.print(table if fleet else "no managed service (add one: `pilotage service add PATH`)")
 
@@ -143,7 +137,7 @@ def service_show(name: Annotated[str, typer.Argument(help="The service's name.")
         _emit(True, data)
         return
     console.print(f"[bold]{name}[/] · owner {data['owner'] or '-'} · {service.repo_path}")
-    console.print(f"production {service.production_commit} · stable address {service.stable_url} · {_state(service)}")
+    console.print(f"production {service.production_commit} · stable address {service.stable_url} · {service.state}")
     if service.wake_s:
         console.print(f"wake-ups: {len(service.wake_s)}, last {service.wake_s[-1]:.2f} s")
     console.print(f"SLO: {data['slo']['summary']}")

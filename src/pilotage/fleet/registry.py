@@ -93,6 +93,13 @@ class ManagedService:
     generated: bool = False
 
     @property
+    def state(self) -> str:
+        """``up``, ``down`` (never started, or stopped), or why it is not up (the ``service.down`` reason)."""
+        if self.up is None:
+            return "down"
+        return "up" if self.up["state"] == "up" else str(self.up.get("reason", "down"))
+
+    @property
     def stable_url(self) -> str:
         """The stable address clients and other services use."""
         return f"http://127.0.0.1:{self.stable_port}"

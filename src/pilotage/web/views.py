@@ -99,12 +99,11 @@ async def run_detail(bus: Bus, run_id: str) -> dict[str, Any]:
 
 
 def _service(service: Any, slo: dict[str, Any]) -> dict[str, Any]:
-    state = "down" if service.up is None else ("up" if service.up["state"] == "up" else str(service.up.get("reason")))
     return {
         "name": service.name,
         "production_commit": service.production_commit,
         "stable_url": service.stable_url,
-        "state": state,
+        "state": service.state,
         "owner": service.descriptor.get("owner"),
         "generated": service.generated,
         "last_delivery": service.deliveries[-1] if service.deliveries else None,
