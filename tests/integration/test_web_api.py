@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -184,6 +186,26 @@ def test_another_interface_than_loopback_needs_a_token(tmp_path: Path) -> None:
     assert shown.returncode != 0 and "Traceback" not in shown.stderr
     assert "refusing to serve the HTTP API on 0.0.0.0 without an access token" in shown.stderr
     assert not (tmp_path / ".pilotage" / "events.db").exists()  # refused before anything started
+
+
+def test_pilotage_serve_serves_the_api_and_stops_it(tmp_path: Path, filled: dict[str, str], home: Path) -> None:
+    source = str(Path(__file__).resolve().parents[2] / "src")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PILOTAGE_HOME": str(home),
+           "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "PYTHONPATH": source}  # fmt: skip
+    serve = subprocess.Popen([sys.executable, "-m", "pilotage", "serve", "--json", "--api-port", "0"], cwd=tmp_path,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        ready = json.loads(serve.stdout.readline())
+        assert ready["serving"] and ready["api"].startswith("http://127.0.0.1:")
+        services = httpx.get(f"{ready['api']}/services", timeout=30).json()
+        assert [s["name"] for s in services] == [SERVICE]
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        _, err = serve.communicate(timeout=60)
+    assert serve.returncode == 0 and "Traceback" not in err
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{ready['api']}/services", timeout=5)
 
 
 def _read_stream(api: ServedApi, publish_after_open: bool, home: Path, **params: object) -> list[str]:
