@@ -115,9 +115,7 @@ def service_list(json_mode: JsonOpt = False) -> None:
         last = service.deliveries[-1] if service.deliveries else None
         delivered = f"{last['rev'][:12]} {last['status']} {last['outcome']}".strip() if last else "-"
         owner = str(service.descriptor.get("owner") or "-")
-        table.add_row(
-            service.name, service.production_commit[:12], service.stable_url, service.state, delivered, owner
-        )
+        table.add_row(service.name, service.production_commit[:12], service.stable_url, service.state, delivered, owner)
     console.print(table if fleet else "no managed service (add one: `pilotage service add PATH`)")
 
 
