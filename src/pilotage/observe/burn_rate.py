@@ -42,6 +42,7 @@ a restart inside a window drops nothing.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -49,8 +50,9 @@ from typing import Any
 
 from scipy import stats
 
+from pilotage.observe.columns import series_windows
 from pilotage.observe.prometheus import Sample
-from pilotage.observe.slo import SLIValue, SLOObjective, SLOSpec, evaluate_series
+from pilotage.observe.slo import SLIValue, SLOObjective, SLOSpec, evaluate_window
 
 __all__ = [
     "BURN_ALPHA",
@@ -123,11 +125,27 @@ class BurnAlert:
         return out
 
 
-def _window(series: Sequence[Sample], window_s: float) -> Sequence[Sample]:
-    """The samples of the newest ``window_s`` seconds (at least the newest interval)."""
-    cutoff = series[-1].at - window_s
-    start = max((i for i, s in enumerate(series) if s.at <= cutoff), default=0)
-    return series[min(start, len(series) - 2) :]  # a window shorter than one interval: the newest interval
+class _Tail:
+    """The newest samples of one series as interval columns, enough for every window of the rules.
+
+    A window of ``window_s`` starts at the newest sample at least that old (the whole series when none is; at
+    least the newest interval); its SLI sums the intervals from there (Prometheus ``increase()``).
+    """
+
+    def __init__(self, series: Sequence[Sample], longest_s: float) -> None:
+        self.at = [s.at for s in series]
+        self.newest = series[-1]
+        self.first = self.start(longest_s)
+        self.windows = series_windows(series[self.first :])
+
+    def start(self, window_s: float) -> int:
+        """Index of the window's first sample."""
+        begin = max(0, bisect.bisect_right(self.at, self.at[-1] - window_s) - 1)
+        return min(begin, len(self.at) - 2)  # a window shorter than one interval: the newest interval
+
+    def value(self, objective: SLOObjective, window_s: float) -> SLIValue:
+        """The SLI of ``objective`` over the newest ``window_s`` seconds."""
+        return evaluate_window(objective, self.windows.total(self.start(window_s) - self.first), self.newest)
 
 
 def _lower_burn(value: SLIValue, budget: float) -> float:
@@ -148,10 +166,9 @@ def _upper_burn(value: SLIValue, budget: float) -> float:
     return float(stats.beta.ppf(1.0 - BURN_ALPHA, bad + 1, total - bad)) / budget  # Clopper-Pearson upper end
 
 
-def _rule(objective: SLOObjective, rule: BurnRule, series: Sequence[Sample], scale: float, min_req: int) -> BurnAlert:
+def _rule(objective: SLOObjective, rule: BurnRule, series: _Tail, scale: float, min_req: int) -> BurnAlert:
     long_s, short_s = rule.long_s * scale, rule.short_s * scale
-    long_v = evaluate_series(objective, _window(series, long_s))
-    short_v = evaluate_series(objective, _window(series, short_s))
+    long_v, short_v = series.value(objective, long_s), series.value(objective, short_s)
     base: dict[str, Any] = {
         "objective": objective.name,
         "rule": rule.name,
@@ -213,12 +230,15 @@ def burn_alerts(
     """
     if len(series) < 2:
         raise ValueError("burn rates need at least two samples")
-    alerts = [_rule(o, r, series, time_scale, min_requests) for o in slo.objectives for r in rules]
+    longest_s = max((r.long_s for r in rules), default=0.0) * time_scale
+    tail = _Tail(series, longest_s)
+    alerts = [_rule(o, r, tail, time_scale, min_requests) for o in slo.objectives for r in rules]
     if len(control) < 2:
         return alerts
+    control_tail = _Tail(control, longest_s)
     out = []
     for alert, (objective, rule) in zip(alerts, [(o, r) for o in slo.objectives for r in rules], strict=True):
-        value = evaluate_series(objective, _window(control, rule.long_s * time_scale))
+        value = control_tail.value(objective, rule.long_s * time_scale)
         bound = _upper_burn(value, objective.error_budget) if value.known else None
         firing = alert.firing and bound is not None and bound < rule.factor
         out.append(replace(alert, firing=firing, control_bound=bound))

@@ -1,0 +1,143 @@
+"""Time of one poll's assessment (ms) against the number of polls so far: what the rollout pays every 0.5 s.
+
+    python benchmarks/bench_judge_poll.py [--polls 50 100 200 400 800] [--rps 25] [--weight 0.25] [--repeat 20]
+                                          [--profile N] [--json]
+
+The rollout judges a step again at every poll on everything sampled so far
+(:func:`pilotage.rollout.analysis.assess`), so one assessment must take well under the poll interval
+(``rollout_poll_s``, 0.5 s); the target is **≤ 20 ms at a few hundred polls**. A seeded A/A trace
+(:func:`tests.fixtures.judge_traces.generate`: lognormal latencies, the default SLO, a baseline at 1 − weight) is
+cut after each poll count and assessed ``--repeat`` times: per count the table gives the median and the minimum
+(the least disturbed run: other processes share the machine; the load average is printed with the figures), for
+``assess`` on the sample lists (the live path, :func:`pilotage.rollout.observation.observe`) and for the
+recorded-decision path (:func:`pilotage.rollout.observation.assess_recorded` on the recorded inputs, what
+``benchmarks/bench_judge.py`` and ``pilotage events replay`` run, including the samples' JSON round trip).
+``--profile N`` prints a cProfile of the assessment at N polls instead.
+
+Measured on 2026-12-07 (2-core shared machine, other helpers' tests running; 25 rps, weight 25 %), median / min ms:
+see the table at the end of this docstring, filled by the run it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the trace fixtures live in tests/fixtures
+
+from tests.fixtures.judge_replay import step_settings  # noqa: E402
+from tests.fixtures.judge_traces import TraceSpec, generate, make_trace  # noqa: E402
+
+from pilotage.observe.prometheus import Sample  # noqa: E402
+from pilotage.observe.slo import default_slo  # noqa: E402
+from pilotage.rollout.analysis import assess  # noqa: E402
+from pilotage.rollout.observation import Observation, assess_recorded, recorded_inputs  # noqa: E402
+
+#: Target of one assessment at a few hundred polls (ms).
+TARGET_MS = 20.0
+
+
+def trace_spec(polls: int, rps: float, weight: float) -> TraceSpec:
+    """An A/A step long enough for ``polls`` polls (0.5 s apart), the ``aa`` class's latency and error draws."""
+    spec = make_trace("aa", 0).spec
+    return replace(spec, rps=rps, weight=weight, window_s=polls * 0.5, grace_s=0.0)
+
+
+def _timed(fn: Callable[[], object], repeat: int) -> list[float]:
+    fn()  # warm: imports and first-call caches
+    out = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - started) * 1000.0)
+    return out
+
+
+def measure(polls: Sequence[int], rps: float, weight: float, repeat: int) -> list[dict[str, float]]:
+    """Per poll count: median and minimum ms of ``assess`` and of the recorded-decision path."""
+    trace = generate(trace_spec(max(polls), rps, weight))
+    slo, settings = default_slo(), step_settings().analysis
+    rows = []
+    for count in polls:
+        canary: list[Sample] = [p.canary for p in trace.polls[:count] if p.canary is not None]
+        baseline: list[Sample] = [p.baseline for p in trace.polls[:count] if p.baseline is not None]
+
+        def live(canary: list[Sample] = canary, baseline: list[Sample] = baseline) -> object:
+            j = settings.judge
+            return assess(slo, canary, baseline, config=j, time_scale=settings.time_scale, min_requests=20)
+
+        seen = Observation(live(), canary, baseline, [], False, True, 0.0, count)  # type: ignore[arg-type]
+        inputs = recorded_inputs(seen, slo, settings)
+        live_ms = _timed(live, repeat)
+        recorded_ms = _timed(lambda inputs=inputs: assess_recorded(inputs), max(3, repeat // 4))
+        rows.append(
+            {
+                "polls": count,
+                "live_median_ms": statistics.median(live_ms),
+                "live_min_ms": min(live_ms),
+                "recorded_median_ms": statistics.median(recorded_ms),
+                "recorded_min_ms": min(recorded_ms),
+            }
+        )
+        print(f"  {count} polls done", file=sys.stderr)
+    return rows
+
+
+def profile(count: int, rps: float, weight: float) -> None:
+    """Print the 25 most expensive calls (cumulative) of 10 assessments at ``count`` polls."""
+    trace = generate(trace_spec(count, rps, weight))
+    canary = [p.canary for p in trace.polls[:count] if p.canary is not None]
+    baseline = [p.baseline for p in trace.polls[:count] if p.baseline is not None]
+    settings = step_settings().analysis
+    slo = default_slo()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(10):
+        assess(slo, canary, baseline, config=settings.judge, time_scale=settings.time_scale, min_requests=20)
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--polls", type=int, nargs="+", default=[50, 100, 200, 400, 800], help="poll counts")
+    parser.add_argument("--rps", type=float, default=25.0, help="requests per second through the route (25)")
+    parser.add_argument("--weight", type=float, default=0.25, help="canary share of the requests (0.25)")
+    parser.add_argument("--repeat", type=int, default=20, help="assessments timed per poll count (20)")
+    parser.add_argument("--profile", type=int, metavar="N", help="profile the assessment at N polls instead")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = parser.parse_args(argv)
+    if min(args.polls) < 2 or args.repeat < 1 or not 0 < args.weight < 1 or args.rps <= 0:
+        parser.error("--polls must be at least 2, --repeat at least 1, 0 < --weight < 1, --rps > 0")
+    if args.profile:
+        profile(args.profile, args.rps, args.weight)
+        return 0
+    load_before = os.getloadavg()[0]
+    rows = measure(args.polls, args.rps, args.weight, args.repeat)
+    load = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    if args.json:
+        print(json.dumps({"rps": args.rps, "weight": args.weight, "load_1min": load, "rows": rows}, indent=2))
+    else:
+        print(f"{args.rps:g} rps, weight {args.weight:g}; 1-min load average {load['before']} -> {load['after']}")
+        print("| polls | assess median ms | assess min ms | recorded path median ms | recorded path min ms |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            print(
+                f"| {r['polls']} | {r['live_median_ms']:.1f} | {r['live_min_ms']:.1f} | "
+                f"{r['recorded_median_ms']:.1f} | {r['recorded_min_ms']:.1f} |"
+            )
+    worst = max(r["live_median_ms"] for r in rows if r["polls"] <= 400)
+    return 0 if worst <= TARGET_MS else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
