@@ -48,9 +48,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from scipy import stats
+from scipy.special import betaincinv  # the Beta quantile (scipy.stats.beta.ppf without its per-call overhead)
 
-from pilotage.observe.columns import series_windows
+from pilotage.observe.columns import Windows, series_windows
 from pilotage.observe.prometheus import Sample
 from pilotage.observe.slo import SLIValue, SLOObjective, SLOSpec, evaluate_window
 
@@ -132,11 +132,11 @@ class _Tail:
     least the newest interval); its SLI sums the intervals from there (Prometheus ``increase()``).
     """
 
-    def __init__(self, series: Sequence[Sample], longest_s: float) -> None:
+    def __init__(self, series: Sequence[Sample], longest_s: float, own: Windows | None) -> None:
         self.at = [s.at for s in series]
         self.newest = series[-1]
-        self.first = self.start(longest_s)
-        self.windows = series_windows(series[self.first :])
+        self.first = 0 if own is not None else self.start(longest_s)
+        self.windows = own if own is not None else series_windows(series[self.first :])
 
     def start(self, window_s: float) -> int:
         """Index of the window's first sample."""
@@ -153,7 +153,7 @@ def _lower_burn(value: SLIValue, budget: float) -> float:
     total, bad = round(value.total), min(round(value.bad), round(value.total))
     if total <= 0 or bad <= 0:
         return 0.0
-    return float(stats.beta.ppf(BURN_ALPHA, bad, total - bad + 1)) / budget  # Clopper-Pearson lower end
+    return float(betaincinv(bad, total - bad + 1, BURN_ALPHA)) / budget  # Clopper-Pearson lower end: Beta quantile
 
 
 def _upper_burn(value: SLIValue, budget: float) -> float:
@@ -163,7 +163,7 @@ def _upper_burn(value: SLIValue, budget: float) -> float:
         return math.inf
     if bad >= total:
         return 1.0 / budget
-    return float(stats.beta.ppf(1.0 - BURN_ALPHA, bad + 1, total - bad)) / budget  # Clopper-Pearson upper end
+    return float(betaincinv(bad + 1, total - bad, 1.0 - BURN_ALPHA)) / budget  # Clopper-Pearson upper end
 
 
 def _rule(objective: SLOObjective, rule: BurnRule, series: _Tail, scale: float, min_req: int) -> BurnAlert:
@@ -209,6 +209,7 @@ def burn_alerts(
     time_scale: float = ROLLOUT_TIME_SCALE,
     min_requests: int = 20,
     control: Sequence[Sample] = (),
+    own: tuple[Windows, Windows | None] | None = None,
 ) -> list[BurnAlert]:
     """Evaluate every rule for every objective of ``slo`` on one version's ``series`` (oldest first).
 
@@ -221,6 +222,8 @@ def burn_alerts(
         control: the baseline's samples of the same polls, when there is one: an alert then fires only when the
             baseline is known *not* to burn as fast over the same long window (the upper Clopper-Pearson bound of
             its burn, ``control_bound``, below the factor) — otherwise the canary may not be the cause.
+        own: the intervals of ``series`` and of ``control`` (:func:`~pilotage.observe.columns.series_windows`) when
+            the caller has them already (the judge's analysis does).
 
     Returns:
         One :class:`BurnAlert` per (objective, rule), in that order.
@@ -231,11 +234,11 @@ def burn_alerts(
     if len(series) < 2:
         raise ValueError("burn rates need at least two samples")
     longest_s = max((r.long_s for r in rules), default=0.0) * time_scale
-    tail = _Tail(series, longest_s)
+    tail = _Tail(series, longest_s, own[0] if own else None)
     alerts = [_rule(o, r, tail, time_scale, min_requests) for o in slo.objectives for r in rules]
     if len(control) < 2:
         return alerts
-    control_tail = _Tail(control, longest_s)
+    control_tail = _Tail(control, longest_s, own[1] if own else None)
     out = []
     for alert, (objective, rule) in zip(alerts, [(o, r) for o in slo.objectives for r in rules], strict=True):
         value = control_tail.value(objective, rule.long_s * time_scale)

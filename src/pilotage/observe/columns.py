@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -149,8 +150,8 @@ def series_windows(series: Sequence[Sample]) -> Windows:
     at = np.array([s.at for s in series], dtype=float)
     if np.any(np.diff(at) < 0):
         raise ValueError("samples out of order")
-    statuses = list(dict.fromkeys(k for s in series for k in s.statuses))
-    bounds = sorted({le for s in series[1:] for le in s.buckets})
+    statuses = list(dict.fromkeys(chain.from_iterable(s.statuses for s in series)))
+    bounds = sorted(set().union(*(s.buckets.keys() for s in series[1:])))
     by_status = _matrix([s.statuses for s in series], statuses)
     buckets = _matrix([s.buckets for s in series], bounds)
     count = np.array([s.latency_count for s in series], dtype=float)

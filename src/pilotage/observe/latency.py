@@ -61,6 +61,8 @@ def _aligned(
 ) -> tuple[Windows, Windows]:
     """Both populations' windows as columns over the union of their bounds."""
     c, b = Windows.of(canary), Windows.of(baseline)
+    if np.array_equal(c.bounds, b.bounds):
+        return c, b
     bounds = np.union1d(c.bounds, b.bounds)
     return c.on(bounds), b.on(bounds)
 

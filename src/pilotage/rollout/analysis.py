@@ -265,7 +265,8 @@ def assess(
     counts = _counts(series)
     restarts = counts["canary"]["restarts"]
     control = baseline if len(baseline) >= 2 else ()
-    alerts = tuple(burn_alerts(slo, canary, time_scale=time_scale, min_requests=min_requests, control=control))
+    own = (series.canary, series.baseline)
+    alerts = tuple(burn_alerts(slo, canary, time_scale=time_scale, min_requests=min_requests, control=control, own=own))
     c_windows, b_windows = series.judged, series.judged_baseline
     histogram = judge_latency and b_windows is not None and bool(canary[-1].buckets) and bool(baseline[-1].buckets)
     tests = (sum(o.sli == "latency" for o in slo.objectives), len(QUANTILES) + 1 if histogram else 0)
