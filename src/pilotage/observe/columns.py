@@ -89,7 +89,7 @@ class Windows:
         out[:, np.isinf(self.bounds)] = self.latency_count[:, None]
         return out
 
-    def merged(self, starts: Sequence[int], stop: int) -> Windows:
+    def merged(self, starts: Sequence[int] | np.ndarray, stop: int) -> Windows:
         """Windows ``starts[k] … starts[k+1] − 1`` summed (the last ends before ``stop``); ``starts`` increasing."""
         if not len(starts):  # no window: no bound either
             return replace(self.head(0), bounds=np.zeros(0), good=np.zeros((0, 0)))
@@ -104,8 +104,10 @@ class Windows:
         )  # fmt: skip
 
     def total(self, start: int = 0) -> WindowDelta:
-        """Windows ``start`` … N − 1 as one :class:`~pilotage.observe.prometheus.WindowDelta` (Prometheus
-        ``increase()`` over them: resets lose nothing); zero counts when there is none."""
+        """Windows ``start`` … N − 1 as one :class:`~pilotage.observe.prometheus.WindowDelta`.
+
+        Prometheus ``increase()`` over them: resets lose nothing; zero counts when there is none.
+        """
         good = self.good[start:].sum(axis=0)
         return WindowDelta(
             duration_s=float(self.duration_s[start:].sum()),
@@ -121,9 +123,13 @@ class Windows:
         """One :class:`~pilotage.observe.prometheus.WindowDelta` per window."""
         return [
             WindowDelta(
-                float(self.duration_s[i]), float(self.requests[i]), float(self.errors[i]),
-                float(self.latency_count[i]), float(self.latency_sum_s[i]),
-                {float(le): float(v) for le, v in zip(self.bounds, self.good[i], strict=True)}, int(self.resets[i]),
+                float(self.duration_s[i]),
+                float(self.requests[i]),
+                float(self.errors[i]),
+                float(self.latency_count[i]),
+                float(self.latency_sum_s[i]),
+                {float(le): float(v) for le, v in zip(self.bounds, self.good[i], strict=True)},
+                int(self.resets[i]),
             )  # fmt: skip
             for i in range(len(self))
         ]
@@ -161,7 +167,7 @@ def series_windows(series: Sequence[Sample]) -> Windows:
 
     def increase(column: np.ndarray) -> np.ndarray:
         old = column[:-1] * (kept if column.ndim == 1 else kept[:, None])  # a reset counts from zero
-        return np.maximum(0.0, column[1:] - old)
+        return np.asarray(np.maximum(0.0, column[1:] - old))
 
     per_status = increase(by_status)
     errors = np.array([_is_error(k) for k in statuses], dtype=bool)

@@ -135,8 +135,11 @@ def _slower_tables(canary: Windows, baseline: Windows | None, bound: float | np.
 
 
 def _quantile_columns(q: float, need: int, baseline: Windows) -> np.ndarray:
-    """Per window, the index of the bound judged (−1: none): the smallest bound at or above the baseline's
-    q-quantile over the windows before it, once they hold ``need`` requests (:func:`histogram_quantile`'s rule)."""
+    """Per window, the index of the bound judged (−1: none).
+
+    The smallest bound at or above the baseline's q-quantile over the windows before it, once they hold ``need``
+    requests (:func:`histogram_quantile`'s rule, so the bound is fixed before the window's counts are seen).
+    """
     bounds = baseline.bounds
     per_window = baseline.cumulative()
     past = np.vstack([np.zeros((1, bounds.size)), np.cumsum(per_window, axis=0)[:-1]]) if len(baseline) else per_window
@@ -271,7 +274,7 @@ def _per_bucket(cumulative: np.ndarray) -> np.ndarray:
     """(N, B) requests per bucket from cumulative counts (a count below an earlier one adds nothing)."""
     previous = np.maximum.accumulate(np.maximum(cumulative, 0.0), axis=1)
     previous = np.hstack([np.zeros((cumulative.shape[0], 1)), previous[:, :-1]])
-    return np.maximum(0.0, cumulative - previous)
+    return np.asarray(np.maximum(0.0, cumulative - previous))
 
 
 def slo_threshold_counts(

@@ -285,7 +285,11 @@ def outside_bounds(
     all events: no upper one; a degenerate set).
 
     Args:
-        p: the rate (0 < p < 1). x, n: events and trials, arrays of one shape. alpha, prior: as for the bounds.
+        p: the rate (0 < p < 1).
+        x: events, an array.
+        n: trials, an array of the same shape.
+        alpha: as for :func:`bernoulli_bounds`.
+        prior: as for :func:`bernoulli_bounds`.
 
     Returns:
         (below, above): boolean arrays of that shape.

@@ -167,9 +167,7 @@ def _judged(
     return out
 
 
-def _detectors(
-    c_windows: Windows, b_windows: Windows, alpha: float, config: JudgeConfig
-) -> list[MetricVerdict]:
+def _detectors(c_windows: Windows, b_windows: Windows, alpha: float, config: JudgeConfig) -> list[MetricVerdict]:
     """p50/p95/p99 and the distribution test (Fail on evidence; they never hold a Pass)."""
     out = [quantile_verdict(q, need, c_windows, b_windows, alpha, config) for q, need in QUANTILES]
     out.append(distribution_verdict(c_windows, b_windows, alpha, config))
