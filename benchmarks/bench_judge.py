@@ -60,10 +60,10 @@ no-evidence classes and ``sparse-errors``, whose regressions no trace could show
 **After** (the sequential judge of issue #21), measured on 2026-12-07 with ``--quick`` (20 traces per class,
 749 s; the full ``--seeds 100`` run did not fit: the 2-core machine ran other helpers' tests at a load average of
 12-18, so one assessment's 5-10 ms of CPU took 20-60 ms of wall time, see ``bench_judge_poll.py``), at the commit
-that adds this table. Pilotage meets every target of 9 of 16 classes (Kayenta-style 6): no false alarm in any healthy or hold
-class, every decidable regression detected, no Inconclusive judged as Pass. With 20 traces a class, "FA 0 %" bounds
-the false-alarm rate below 14 % (95 %, 0 of 20), not below the 1 % target — the e-processes' guarantee (≤ 1 % per
-step at any watch length, Ville's inequality) is what holds it there, tested in
+that adds this table. Pilotage meets every target of 9 of 16 classes (Kayenta-style 6): no false alarm in any
+healthy or hold class, every decidable regression detected, no Inconclusive judged as Pass. With 20 traces a
+class, "FA 0 %" bounds the false-alarm rate below 14 % (95 %, 0 of 20), not below the 1 % target — the
+e-processes' guarantee (≤ 1 % per step at any watch length, Ville's inequality) is what holds it there, tested in
 ``tests/unit/test_observe_sequential.py`` and ``test_judge_mechanisms.py``::
 
     class           truth       Pilotage f/p/i  target measure        med s  | Kayenta f/p target measure
