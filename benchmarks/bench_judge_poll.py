@@ -15,8 +15,20 @@ recorded-decision path (:func:`pilotage.rollout.observation.assess_recorded` on 
 ``benchmarks/bench_judge.py`` and ``pilotage events replay`` run, including the samples' JSON round trip).
 ``--profile N`` prints a cProfile of the assessment at N polls instead.
 
-Measured on 2026-12-07 (2-core shared machine, other helpers' tests running; 25 rps, weight 25 %), median / min ms:
-see the table at the end of this docstring, filled by the run it reports.
+Measured on 2026-12-07, 25 rps, weight 25 %, on the 2-core machine shared with other helpers' tests (1-min load
+average 11-12 after, 16-18 before: the wall times are mostly waiting for a core). Before = the judge as merged
+(0c36507: dicts per interval, per-table caches, a root-finding per bucket bound), after = numpy columns
+(:mod:`pilotage.observe.columns`); ms per assessment, medians of 20 (before: 4)::
+
+    polls   before CPU  after CPU   after wall (min)   after, recorded path CPU
+    50         22.8        5.3        23.1 (7.3)          6.6
+    100          -         5.9        31.0 (13.9)         8.2
+    200        54.8        8.1        43.4 (22.5)        13.7
+    400        85.2       10.5        56.7 (29.4)        18.6
+    800          -        18.1        92.0 (66.2)        35.7
+
+At load average ~1 before the change, one assessment at 300 polls took 107 ms of wall time. The target (≤ 20 ms at
+a few hundred polls) holds in CPU time; the wall time on this loaded machine is 2-5× that.
 """
 
 from __future__ import annotations
