@@ -42,15 +42,17 @@ a restart inside a window drops nothing.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from scipy import stats
+from scipy.special import betaincinv  # the Beta quantile (scipy.stats.beta.ppf without its per-call overhead)
 
+from pilotage.observe.columns import Windows, series_windows
 from pilotage.observe.prometheus import Sample
-from pilotage.observe.slo import SLIValue, SLOObjective, SLOSpec, evaluate_series
+from pilotage.observe.slo import SLIValue, SLOObjective, SLOSpec, evaluate_window
 
 __all__ = [
     "BURN_ALPHA",
@@ -123,11 +125,27 @@ class BurnAlert:
         return out
 
 
-def _window(series: Sequence[Sample], window_s: float) -> Sequence[Sample]:
-    """The samples of the newest ``window_s`` seconds (at least the newest interval)."""
-    cutoff = series[-1].at - window_s
-    start = max((i for i, s in enumerate(series) if s.at <= cutoff), default=0)
-    return series[min(start, len(series) - 2) :]  # a window shorter than one interval: the newest interval
+class _Tail:
+    """The newest samples of one series as interval columns, enough for every window of the rules.
+
+    A window of ``window_s`` starts at the newest sample at least that old (the whole series when none is; at
+    least the newest interval); its SLI sums the intervals from there (Prometheus ``increase()``).
+    """
+
+    def __init__(self, series: Sequence[Sample], longest_s: float, own: Windows | None) -> None:
+        self.at = [s.at for s in series]
+        self.newest = series[-1]
+        self.first = 0 if own is not None else self.start(longest_s)
+        self.windows = own if own is not None else series_windows(series[self.first :])
+
+    def start(self, window_s: float) -> int:
+        """Index of the window's first sample."""
+        begin = max(0, bisect.bisect_right(self.at, self.at[-1] - window_s) - 1)
+        return min(begin, len(self.at) - 2)  # a window shorter than one interval: the newest interval
+
+    def value(self, objective: SLOObjective, window_s: float) -> SLIValue:
+        """The SLI of ``objective`` over the newest ``window_s`` seconds."""
+        return evaluate_window(objective, self.windows.total(self.start(window_s) - self.first), self.newest)
 
 
 def _lower_burn(value: SLIValue, budget: float) -> float:
@@ -135,7 +153,7 @@ def _lower_burn(value: SLIValue, budget: float) -> float:
     total, bad = round(value.total), min(round(value.bad), round(value.total))
     if total <= 0 or bad <= 0:
         return 0.0
-    return float(stats.beta.ppf(BURN_ALPHA, bad, total - bad + 1)) / budget  # Clopper-Pearson lower end
+    return float(betaincinv(bad, total - bad + 1, BURN_ALPHA)) / budget  # Clopper-Pearson lower end: Beta quantile
 
 
 def _upper_burn(value: SLIValue, budget: float) -> float:
@@ -145,13 +163,12 @@ def _upper_burn(value: SLIValue, budget: float) -> float:
         return math.inf
     if bad >= total:
         return 1.0 / budget
-    return float(stats.beta.ppf(1.0 - BURN_ALPHA, bad + 1, total - bad)) / budget  # Clopper-Pearson upper end
+    return float(betaincinv(bad + 1, total - bad, 1.0 - BURN_ALPHA)) / budget  # Clopper-Pearson upper end
 
 
-def _rule(objective: SLOObjective, rule: BurnRule, series: Sequence[Sample], scale: float, min_req: int) -> BurnAlert:
+def _rule(objective: SLOObjective, rule: BurnRule, series: _Tail, scale: float, min_req: int) -> BurnAlert:
     long_s, short_s = rule.long_s * scale, rule.short_s * scale
-    long_v = evaluate_series(objective, _window(series, long_s))
-    short_v = evaluate_series(objective, _window(series, short_s))
+    long_v, short_v = series.value(objective, long_s), series.value(objective, short_s)
     base: dict[str, Any] = {
         "objective": objective.name,
         "rule": rule.name,
@@ -192,6 +209,7 @@ def burn_alerts(
     time_scale: float = ROLLOUT_TIME_SCALE,
     min_requests: int = 20,
     control: Sequence[Sample] = (),
+    own: tuple[Windows, Windows | None] | None = None,
 ) -> list[BurnAlert]:
     """Evaluate every rule for every objective of ``slo`` on one version's ``series`` (oldest first).
 
@@ -204,6 +222,8 @@ def burn_alerts(
         control: the baseline's samples of the same polls, when there is one: an alert then fires only when the
             baseline is known *not* to burn as fast over the same long window (the upper Clopper-Pearson bound of
             its burn, ``control_bound``, below the factor) — otherwise the canary may not be the cause.
+        own: the intervals of ``series`` and of ``control`` (:func:`~pilotage.observe.columns.series_windows`) when
+            the caller has them already (the judge's analysis does).
 
     Returns:
         One :class:`BurnAlert` per (objective, rule), in that order.
@@ -213,12 +233,15 @@ def burn_alerts(
     """
     if len(series) < 2:
         raise ValueError("burn rates need at least two samples")
-    alerts = [_rule(o, r, series, time_scale, min_requests) for o in slo.objectives for r in rules]
+    longest_s = max((r.long_s for r in rules), default=0.0) * time_scale
+    tail = _Tail(series, longest_s, own[0] if own else None)
+    alerts = [_rule(o, r, tail, time_scale, min_requests) for o in slo.objectives for r in rules]
     if len(control) < 2:
         return alerts
+    control_tail = _Tail(control, longest_s, own[1] if own else None)
     out = []
     for alert, (objective, rule) in zip(alerts, [(o, r) for o in slo.objectives for r in rules], strict=True):
-        value = evaluate_series(objective, _window(control, rule.long_s * time_scale))
+        value = control_tail.value(objective, rule.long_s * time_scale)
         bound = _upper_burn(value, objective.error_budget) if value.known else None
         firing = alert.firing and bound is not None and bound < rule.factor
         out.append(replace(alert, firing=firing, control_bound=bound))

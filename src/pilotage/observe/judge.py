@@ -43,7 +43,7 @@ from typing import Any
 
 from scipy import stats
 
-from pilotage.observe.sequential import Table, bernoulli_bounds, binomial_log_e, conditional_log_e
+from pilotage.observe.sequential import Table, TableColumns, bernoulli_bounds, binomial_log_e, conditional_log_e
 
 __all__ = [
     "DEFAULT_JUDGE",
@@ -200,23 +200,26 @@ def pass_tolerance(requests_per_s: float, p0: float, *, floor: float, config: Ju
 class RateCounts:
     """Per-interval counts of one binary outcome (a 5xx; a request slower than a bound) of both populations.
 
-    ``tables`` in time order; ``baseline`` False when there is no baseline (the ``y``/``m`` of every table are 0);
-    ``duration_s`` the time they cover.
+    ``tables`` in time order (a tuple of :class:`~pilotage.observe.sequential.Table` or their
+    :class:`~pilotage.observe.sequential.TableColumns`); ``baseline`` False when there is no baseline (the
+    ``y``/``m`` of every table are 0); ``duration_s`` the time they cover.
     """
 
-    tables: tuple[Table, ...]
+    tables: Sequence[Table]
     baseline: bool
     duration_s: float = 0.0
 
     @property
     def canary(self) -> tuple[int, int]:
         """(events, trials) of the canary over all intervals."""
-        return sum(t.x for t in self.tables), sum(t.n for t in self.tables)
+        columns = TableColumns.of(self.tables)
+        return int(columns.x.sum()), int(columns.n.sum())
 
     @property
     def control(self) -> tuple[int, int]:
         """(events, trials) of the baseline over all intervals."""
-        return sum(t.y for t in self.tables), sum(t.m for t in self.tables)
+        columns = TableColumns.of(self.tables)
+        return int(columns.y.sum()), int(columns.m.sum())
 
 
 def _fail_evidence(counts: RateCounts, reference: float) -> tuple[float, str]:

@@ -29,9 +29,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
+from pilotage.observe.columns import Windows
 from pilotage.observe.judge import DEFAULT_JUDGE, JudgeConfig, MetricVerdict, Outcome, RateCounts
 from pilotage.observe.prometheus import WindowDelta
-from pilotage.observe.sequential import CS_PRIOR, Table, bernoulli_bounds, conditional_log_e, ridit_log_e
+from pilotage.observe.sequential import (
+    CS_PRIOR,
+    TableColumns,
+    conditional_log_e,
+    outside_bounds,
+    ridit_columns_log_e,
+)
 
 __all__ = [
     "QUANTILES",
@@ -47,25 +56,20 @@ __all__ = [
 QUANTILES: tuple[tuple[float, int], ...] = ((0.5, 4), (0.95, 40), (0.99, 200))
 
 
-def _bounds(windows: Sequence[WindowDelta]) -> list[float]:
-    seen: set[float] = set()
-    for w in windows:
-        seen.update(w.good_latency)
-    return sorted(seen)
+def _aligned(
+    canary: Windows | Sequence[WindowDelta], baseline: Windows | Sequence[WindowDelta]
+) -> tuple[Windows, Windows]:
+    """Both populations' windows as columns over the union of their bounds."""
+    c, b = Windows.of(canary), Windows.of(baseline)
+    if np.array_equal(c.bounds, b.bounds):
+        return c, b
+    bounds = np.union1d(c.bounds, b.bounds)
+    return c.on(bounds), b.on(bounds)
 
 
-def _cumulative(window: WindowDelta, bounds: Sequence[float]) -> list[float]:
-    """Requests at most each bound (the ``+Inf`` bucket is the timed count)."""
-    return [window.latency_count if math.isinf(le) else window.good_latency.get(le, 0.0) for le in bounds]
-
-
-def _total(windows: Sequence[WindowDelta]) -> WindowDelta | None:
-    if not windows:
-        return None
-    total = windows[0]
-    for w in windows[1:]:
-        total = total + w
-    return total
+def _summed(windows: Windows) -> list[float]:
+    """Requests at most each bound over all windows (the ``+Inf`` bucket is the timed count)."""
+    return [float(v) for v in windows.cumulative().sum(axis=0)]
 
 
 def histogram_quantile(q: float, bounds: Sequence[float], cumulative: Sequence[float]) -> float | None:
@@ -95,46 +99,78 @@ def quantile_interval(
     """Time-uniform confidence interval (s) of the q-quantile, to bucket resolution.
 
     The lower end is the largest bound whose cumulative share is surely below q, the upper end the smallest bound
-    whose share is surely at least q (time-uniform bounds of the share of slower requests at ``alpha``, with the
-    small-rate prior for q ≥ 0.9 and Jeffreys' Beta(½, ½) for the median); (0, inf) without requests.
+    whose share is surely at least q (time-uniform bounds of the share of slower requests at ``alpha``,
+    :func:`~pilotage.observe.sequential.outside_bounds`, with the small-rate prior for q ≥ 0.9 and Jeffreys'
+    Beta(½, ½) for the median); (0, inf) without requests.
     """
-    total = int(round(cumulative[-1])) if cumulative else 0
+    total = int(round(cumulative[-1])) if len(cumulative) else 0
     prior = CS_PRIOR if q >= 0.9 else (0.5, 0.5)  # a tail share is small (the default prior's side); a median's not
-    low, high = 0.0, math.inf
-    for le, count in zip(bounds, cumulative, strict=True):
-        slower = total - min(int(round(count)), total)
-        slower_low, slower_high = bernoulli_bounds(slower, total, alpha, prior=prior)
-        share_low, share_high = 1.0 - slower_high, 1.0 - slower_low
-        if share_high < q:
-            low = le
-        if share_low >= q and math.isinf(high):
-            high = le
-    return low, high
+    slower = total - np.minimum(np.rint(np.asarray(cumulative, dtype=float)), total)
+    surely_below, surely_above = outside_bounds(1.0 - q, slower, np.full(slower.shape, total), alpha, prior)
+    # the share at a bound is surely below q when 1 − q is under the slower share's bounds, at least q when above
+    lows = [le for le, below in zip(bounds, surely_below, strict=True) if below]
+    highs = [le for le, above in zip(bounds, surely_above, strict=True) if above]
+    return (lows[-1] if lows else 0.0), (highs[0] if highs else math.inf)
 
 
-def _slower_table(canary: WindowDelta, baseline: WindowDelta, bound: float) -> Table:
-    def slower(w: WindowDelta) -> tuple[int, int]:
-        n = int(round(w.latency_count))
-        return max(0, n - int(round(w.good_latency.get(bound, 0.0)))), n
+def _slower_tables(canary: Windows, baseline: Windows | None, bound: float | np.ndarray) -> TableColumns:
+    """Per window: requests slower than a bound of each population (x of n, y of m).
 
-    (x, n), (y, m) = slower(canary), slower(baseline)
-    return Table(x, n, y, m)
+    ``bound``: the bound (s; a bound the windows lack counts every timed request as slower), or per window the
+    index of its bound in :attr:`Windows.bounds`.
+    """
+
+    def slower(w: Windows) -> tuple[np.ndarray, np.ndarray]:
+        n = np.rint(w.latency_count).astype(np.int64)
+        if isinstance(bound, np.ndarray):
+            good = w.good[np.arange(len(w)), bound]
+        else:
+            hit = np.flatnonzero(w.bounds == bound)
+            good = w.good[:, hit[0]] if hit.size else np.zeros(len(w))
+        return np.maximum(0, n - np.rint(good).astype(np.int64)), n
+
+    x, n = slower(canary)
+    y, m = slower(baseline) if baseline is not None else (np.zeros_like(x), np.zeros_like(n))
+    return TableColumns(x, n, y, m)
 
 
-def _quantile_tables(
-    q: float, need: int, canary: Sequence[WindowDelta], baseline: Sequence[WindowDelta], bounds: list[float]
-) -> list[Table]:
+def _quantile_columns(q: float, need: int, baseline: Windows) -> np.ndarray:
+    """Per window, the index of the bound judged (−1: none).
+
+    The smallest bound at or above the baseline's q-quantile over the windows before it, once they hold ``need``
+    requests (:func:`histogram_quantile`'s rule, so the bound is fixed before the window's counts are seen).
+    """
+    bounds = baseline.bounds
+    per_window = baseline.cumulative()
+    past = np.vstack([np.zeros((1, bounds.size)), np.cumsum(per_window, axis=0)[:-1]]) if len(baseline) else per_window
+    column = np.full(len(baseline), -1)
+    ready = np.flatnonzero(past[:, -1] >= need) if bounds.size else np.array([], dtype=int)
+    if ready.size == 0:
+        return column
+    past = past[ready]
+    rank = q * past[:, -1]
+    at = np.argmax(past >= rank[:, None], axis=1)  # the bucket holding the rank
+    rows = np.arange(ready.size)
+    lower_bound = np.where(at > 0, bounds[np.maximum(at - 1, 0)], 0.0)
+    lower_count = np.where(at > 0, past[rows, np.maximum(at - 1, 0)], 0.0)
+    inside = past[rows, at] - lower_count
+    share = np.divide(rank - lower_count, inside, out=np.ones_like(inside), where=inside > 0)
+    with np.errstate(invalid="ignore"):  # inf − lower in the +Inf bucket: the estimate is then the lower bound
+        estimate = np.where(np.isinf(bounds[at]), lower_bound, lower_bound + (bounds[at] - lower_bound) * share)
+    chosen = np.searchsorted(bounds, estimate, side="left")
+    judged = chosen < bounds.size
+    judged[judged] = ~np.isinf(bounds[chosen[judged]])
+    column[ready[judged]] = chosen[judged]
+    return column
+
+
+def _quantile_tables(q: float, need: int, canary: Windows, baseline: Windows) -> TableColumns:
     """Per interval: slower-than-bound counts, the bound set from the baseline's intervals before it."""
-    tables: list[Table] = []
-    past = [0.0] * len(bounds)
-    for c, b in zip(canary, baseline, strict=False):
-        if past[-1] >= need:
-            estimate = histogram_quantile(q, bounds, past)
-            bound = next((le for le in bounds if estimate is not None and le >= estimate), math.inf)
-            if not math.isinf(bound):
-                tables.append(_slower_table(c, b, bound))
-        past = [p + v for p, v in zip(past, _cumulative(b, bounds), strict=True)]
-    return tables
+    both = min(len(canary), len(baseline))
+    column = _quantile_columns(q, need, baseline.head(both))
+    judged = column >= 0
+    tables = _slower_tables(canary.head(both), baseline.head(both), np.maximum(column, 0))
+    return TableColumns(tables.x[judged], tables.n[judged], tables.y[judged], tables.m[judged])
 
 
 def _shift_material(canary_s: float | None, baseline_s: float | None, config: JudgeConfig) -> bool:
@@ -148,8 +184,8 @@ def _shift_material(canary_s: float | None, baseline_s: float | None, config: Ju
 def quantile_verdict(
     q: float,
     need: int,
-    canary: Sequence[WindowDelta],
-    baseline: Sequence[WindowDelta],
+    canary: Windows | Sequence[WindowDelta],
+    baseline: Windows | Sequence[WindowDelta],
     alpha: float,
     config: JudgeConfig = DEFAULT_JUDGE,
 ) -> MetricVerdict:
@@ -158,18 +194,17 @@ def quantile_verdict(
     Args:
         q: the quantile (0.5, 0.95, 0.99).
         need: baseline requests before a bound is taken from the baseline.
-        canary: per-interval windows of the canary.
+        canary: per-interval windows of the canary (or their columns).
         baseline: the baseline's windows of the same intervals.
         alpha: this test's share of the false-alarm budget.
         config: ``latency_tolerance``, ``latency_min_shift_s``, ``beta`` (the intervals' confidence).
     """
     metric = f"latency_p{round(q * 100)}_s"
-    bounds = _bounds([*canary, *baseline])
-    tables = _quantile_tables(q, need, canary, baseline, bounds)
+    c_windows, b_windows = _aligned(canary, baseline)
+    bounds = [float(le) for le in c_windows.bounds]
+    tables = _quantile_tables(q, need, c_windows, b_windows)
     log_e = conditional_log_e(tables)
-    c_total, b_total = _total(canary), _total(baseline)
-    c_cum = _cumulative(c_total, bounds) if c_total else [0.0] * len(bounds)
-    b_cum = _cumulative(b_total, bounds) if b_total else [0.0] * len(bounds)
+    c_cum, b_cum = _summed(c_windows), _summed(b_windows)
     c_q, b_q = histogram_quantile(q, bounds, c_cum), histogram_quantile(q, bounds, b_cum)
     e_value, threshold_e = math.exp(min(log_e, 700.0)), 1.0 / alpha
     evidence = {
@@ -187,8 +222,8 @@ def quantile_verdict(
         f"and +{config.latency_min_shift_s * 1000:.3g} ms once significant); e={e_value:.3g} of {threshold_e:.0f}"
     )
     failed = log_e >= math.log(threshold_e) and _shift_material(c_q, b_q, config)
-    outcome = Outcome.FAIL if failed else (Outcome.PASS if tables else Outcome.INCONCLUSIVE)
-    reason = said if tables else f"no interval with enough baseline requests yet (needs {need}); {said}"
+    outcome = Outcome.FAIL if failed else (Outcome.PASS if len(tables) else Outcome.INCONCLUSIVE)
+    reason = said if len(tables) else f"no interval with enough baseline requests yet (needs {need}); {said}"
     threshold = {"alpha": alpha, "max_effect": 1.0 + config.latency_tolerance}
     p_value = min(1.0, 1.0 / e_value)
     test = "sequential conditional test of the share slower than the baseline's quantile bucket"
@@ -196,21 +231,17 @@ def quantile_verdict(
 
 
 def distribution_verdict(
-    canary: Sequence[WindowDelta],
-    baseline: Sequence[WindowDelta],
+    canary: Windows | Sequence[WindowDelta],
+    baseline: Windows | Sequence[WindowDelta],
     alpha: float,
     config: JudgeConfig = DEFAULT_JUDGE,
 ) -> MetricVerdict:
     """Sequential ridit test of the bucketed per-request latencies; Fail needs a material mean shift too."""
-    bounds = _bounds([*canary, *baseline])
-    pairs = []
-    for c, b in zip(canary, baseline, strict=False):
-        c_cum, b_cum = _cumulative(c, bounds), _cumulative(b, bounds)
-        pairs.append((_per_bucket(c_cum), _per_bucket(b_cum)))
-    log_e, ridit = ridit_log_e(pairs)
-    c_total, b_total = _total(canary), _total(baseline)
-    c_mean = c_total.mean_latency_s if c_total else None
-    b_mean = b_total.mean_latency_s if b_total else None
+    c_windows, b_windows = _aligned(canary, baseline)
+    both = min(len(c_windows), len(b_windows))
+    c_per, b_per = _per_bucket(c_windows.head(both).cumulative()), _per_bucket(b_windows.head(both).cumulative())
+    log_e, ridit = ridit_columns_log_e(c_per, b_per)
+    c_mean, b_mean = _mean_s(c_windows), _mean_s(b_windows)
     e_value, threshold_e = math.exp(min(log_e, 700.0)), 1.0 / alpha
     evidence = {
         "e_value": e_value,
@@ -224,7 +255,7 @@ def distribution_verdict(
         f"(fails above ×{1 + config.latency_tolerance:.3g} once significant); e={e_value:.3g} of {threshold_e:.0f}"
     )
     failed = log_e >= math.log(threshold_e) and _shift_material(c_mean, b_mean, config)
-    outcome = Outcome.FAIL if failed else (Outcome.PASS if pairs else Outcome.INCONCLUSIVE)
+    outcome = Outcome.FAIL if failed else (Outcome.PASS if both else Outcome.INCONCLUSIVE)
     threshold = {"alpha": alpha, "max_effect": 1.0 + config.latency_tolerance}
     test = "sequential ridit (bucketed Mann-Whitney) test"
     effect = c_mean / b_mean if c_mean is not None and b_mean else None
@@ -234,25 +265,31 @@ def distribution_verdict(
     )
 
 
-def _per_bucket(cumulative: Sequence[float]) -> list[float]:
-    out, previous = [], 0.0
-    for count in cumulative:
-        out.append(max(0.0, count - previous))
-        previous = max(previous, count)
-    return out
+def _mean_s(windows: Windows) -> float | None:
+    count = float(windows.latency_count.sum())
+    return float(windows.latency_sum_s.sum()) / count if count > 0 else None
+
+
+def _per_bucket(cumulative: np.ndarray) -> np.ndarray:
+    """(N, B) requests per bucket from cumulative counts (a count below an earlier one adds nothing)."""
+    previous = np.maximum.accumulate(np.maximum(cumulative, 0.0), axis=1)
+    previous = np.hstack([np.zeros((cumulative.shape[0], 1)), previous[:, :-1]])
+    return np.asarray(np.maximum(0.0, cumulative - previous))
 
 
 def slo_threshold_counts(
-    bound_s: float, canary: Sequence[WindowDelta], baseline: Sequence[WindowDelta] | None
+    bound_s: float,
+    canary: Windows | Sequence[WindowDelta],
+    baseline: Windows | Sequence[WindowDelta] | None,
 ) -> RateCounts:
     """Per-interval counts of requests slower than ``bound_s`` (an SLO objective's threshold, a bucket bound)."""
-    empty = WindowDelta(0.0, 0.0, 0.0, 0.0, 0.0, {})
-    duration_s = sum(c.duration_s for c in canary)
+    c_windows = Windows.of(canary)
+    duration_s = float(c_windows.duration_s.sum())
     if baseline is None:
-        tables = tuple(_slower_table(c, empty, bound_s) for c in canary)
-        return RateCounts(tables, False, duration_s)
-    pairs = zip(canary, baseline, strict=False)
-    return RateCounts(tuple(_slower_table(c, b, bound_s) for c, b in pairs), True, duration_s)
+        return RateCounts(_slower_tables(c_windows, None, bound_s), False, duration_s)
+    c_windows, b_windows = _aligned(c_windows, baseline)
+    both = min(len(c_windows), len(b_windows))
+    return RateCounts(_slower_tables(c_windows.head(both), b_windows.head(both), bound_s), True, duration_s)
 
 
 def _ms(value_s: float | None) -> str:

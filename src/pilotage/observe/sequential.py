@@ -38,11 +38,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import overload
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.special import betaln, gammaln, logsumexp
+from scipy.special import betaln, gammaln
 
 __all__ = [
     "CS_PRIOR",
@@ -50,9 +50,12 @@ __all__ = [
     "RATE_FACTORS",
     "RIDIT_LAMBDAS",
     "Table",
+    "TableColumns",
     "bernoulli_bounds",
     "binomial_log_e",
     "conditional_log_e",
+    "outside_bounds",
+    "ridit_columns_log_e",
     "ridit_log_e",
 ]
 
@@ -87,49 +90,108 @@ class Table:
     m: int
 
 
+def _logsumexp(a: np.ndarray, axis: int | None = None, b: np.ndarray | None = None) -> np.ndarray:
+    """Log Σ b·exp(a) along ``axis`` (scipy's ``logsumexp`` without its per-call overhead, which dominated a poll).
+
+    Every slice must hold a finite entry (−inf entries are padding).
+    """
+    top = np.max(a, axis=axis, keepdims=True)
+    scaled = np.exp(a - top) if b is None else b * np.exp(a - top)
+    return np.asarray(np.log(np.sum(scaled, axis=axis)) + np.squeeze(top, axis=axis))
+
+
 def _log_mixture(log_lrs: np.ndarray, weights: np.ndarray) -> float:
     """Log Σ w_k exp(l_k)."""
-    return float(logsumexp(log_lrs, b=weights))
+    return float(_logsumexp(log_lrs, b=weights))
 
 
 def _log_comb(n: np.ndarray | int, k: np.ndarray) -> np.ndarray:
     return np.asarray(gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1))
 
 
-@lru_cache(maxsize=1 << 16)
-def _table_log_lr(table: Table, odds: tuple[float, ...]) -> tuple[float, ...]:
-    """Log P_ψ(x) − log P_1(x) of one table for every ψ of ``odds`` (0 when the margins fix x).
+class TableColumns(Sequence[Table]):
+    """Per-interval 2×2 tables as integer columns ``x``, ``n``, ``y``, ``m`` (each of shape (N,)).
 
-    Cached: the rollout judges the whole series again at every poll, so each interval's table is met many times.
+    A sequence of :class:`Table` (equal to any sequence of the same tables), so the tests below take either; the
+    judge builds these from :class:`~pilotage.observe.columns.Windows` without a Python object per interval.
     """
-    total = table.x + table.y
-    low, high = max(0, total - table.m), min(total, table.n)
-    if total == 0 or low == high:
-        return (0.0,) * len(odds)
-    log_odds = np.log(odds)
-    ks = np.arange(low, high + 1, dtype=float)
-    base = _log_comb(table.n, ks) + _log_comb(table.m, total - ks)
-    log_z = logsumexp(base[None, :] + ks[None, :] * log_odds[:, None], axis=1)
-    return tuple(float(v) for v in table.x * log_odds - log_z + logsumexp(base))
+
+    __slots__ = ("m", "n", "x", "y")
+
+    def __init__(self, x: np.ndarray, n: np.ndarray, y: np.ndarray, m: np.ndarray) -> None:
+        self.x, self.n, self.y, self.m = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (x, n, y, m))
+
+    @classmethod
+    def of(cls, tables: Sequence[Table]) -> TableColumns:
+        """``tables`` as columns (returned as is when they already are)."""
+        if isinstance(tables, TableColumns):
+            return tables
+        rows = np.array([(t.x, t.n, t.y, t.m) for t in tables], dtype=np.int64).reshape(len(tables), 4)
+        return cls(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3])
+
+    def __len__(self) -> int:
+        return int(self.x.size)
+
+    @overload
+    def __getitem__(self, index: int) -> Table: ...
+    @overload
+    def __getitem__(self, index: slice) -> TableColumns: ...
+    def __getitem__(self, index: int | slice) -> Table | TableColumns:
+        if isinstance(index, slice):
+            return TableColumns(self.x[index], self.n[index], self.y[index], self.m[index])
+        return Table(int(self.x[index]), int(self.n[index]), int(self.y[index]), int(self.m[index]))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable arrays
+
+    def __repr__(self) -> str:
+        return f"TableColumns({list(self)!r})"
+
+
+def _tables_log_lr(tables: TableColumns, log_odds: np.ndarray) -> np.ndarray:
+    """Σ over tables of log P_ψ(x) − log P_1(x), for every ψ of ``log_odds`` (tables whose margins fix x add 0).
+
+    Each table's support runs from max(0, total − m) to min(total, n); tables are padded to a common support width
+    by groups of widths within a factor 2, so the work stays proportional to the summed support.
+    """
+    total = tables.x + tables.y
+    low, high = np.maximum(0, total - tables.m), np.minimum(total, tables.n)
+    keep = (total > 0) & (low < high)
+    out = np.zeros(log_odds.size)
+    if not keep.any():
+        return out
+    x, n, m, total, low, high = (a[keep] for a in (tables.x, tables.n, tables.m, total, low, high))
+    width = high - low + 1
+    group = np.ceil(np.log2(width)).astype(int)
+    for g in np.unique(group):
+        rows = group == g
+        ks = (low[rows, None] + np.arange(width[rows].max())[None, :]).astype(float)
+        valid = ks <= high[rows, None]
+        ks = np.minimum(ks, high[rows, None])  # padding: any valid k, then masked
+        base = _log_comb(n[rows, None], ks) + _log_comb(m[rows, None], total[rows, None] - ks)
+        base = np.where(valid, base, -np.inf)
+        log_z = _logsumexp(base[:, None, :] + ks[:, None, :] * log_odds[None, :, None], axis=2)
+        log_lr = x[rows, None] * log_odds[None, :] - log_z + _logsumexp(base, axis=1)[:, None]
+        out += log_lr.sum(axis=0)
+    return out
 
 
 def conditional_log_e(tables: Sequence[Table], grid: Sequence[tuple[float, float]] = ODDS_GRID) -> float:
     """Log of the mixture e-value against "odds ratio canary/baseline ≤ 1" over per-interval 2×2 tables.
 
     Args:
-        tables: one :class:`Table` per interval, in time order (intervals without events contribute nothing).
+        tables: one :class:`Table` per interval, in time order (intervals without events contribute nothing);
+            a :class:`TableColumns` is taken as is.
         grid: (ψ₁, weight) pairs; weights sum to 1.
 
     Returns:
         log E (natural log; 0 with no informative interval).
     """
-    odds = tuple(psi for psi, _ in grid)
+    log_odds = np.log(np.array([psi for psi, _ in grid], dtype=float))
     weights = np.array([w for _, w in grid])
-    total = np.zeros(len(grid))
-    for table in tables:
-        if table.x + table.y:
-            total += _table_log_lr(table, odds)
-    return _log_mixture(total, weights)
+    return _log_mixture(_tables_log_lr(TableColumns.of(tables), log_odds), weights)
 
 
 def binomial_log_e(x: int, n: int, p0: float, factors: Sequence[float] = RATE_FACTORS) -> float:
@@ -157,30 +219,27 @@ def ridit_log_e(pairs: Sequence[tuple[Sequence[float], Sequence[float]]]) -> tup
         (log E, mean ridit of the canary's requests: 0.5 = same distribution, 1 = every request slower); the mean
         is 0.5 without canary requests.
     """
-    total = np.zeros(len(RIDIT_LAMBDAS))
-    score = count = 0.0
-    for canary, baseline in pairs:
-        key = (tuple(float(v) for v in canary), tuple(float(v) for v in baseline))
-        log_lr, s, n_c = _ridit_interval(key)
-        total += log_lr
-        score, count = score + s, count + n_c
-    weights = np.full(len(RIDIT_LAMBDAS), 1.0 / len(RIDIT_LAMBDAS))
-    return _log_mixture(total, weights), (score / count if count else 0.5)
+    if not pairs:
+        return ridit_columns_log_e(np.zeros((0, 0)), np.zeros((0, 0)))
+    return ridit_columns_log_e(np.array([c for c, _ in pairs], dtype=float), np.array([b for _, b in pairs], float))
 
 
-@lru_cache(maxsize=1 << 14)
-def _ridit_interval(key: tuple[tuple[float, ...], tuple[float, ...]]) -> tuple[np.ndarray, float, float]:
-    """(log e-values per λ, canary ridit sum, canary requests) of one interval; cached as the tables are."""
+def ridit_columns_log_e(canary: np.ndarray, baseline: np.ndarray) -> tuple[float, float]:
+    """:func:`ridit_log_e` of per-interval bucket counts as (N, B) arrays (canary's, baseline's)."""
     lambdas = np.array(RIDIT_LAMBDAS)
-    c, b = np.array(key[0]), np.array(key[1])
-    pooled = c + b
-    n_pool, n_c = float(pooled.sum()), float(c.sum())
-    if n_c == 0 or n_pool == n_c:
-        return np.zeros(lambdas.size), 0.0, 0.0
-    ridits = (np.cumsum(pooled) - pooled / 2.0) / n_pool
-    s = float(c @ ridits)
-    log_mgf = logsumexp(lambdas[:, None] * ridits[None, :], b=pooled[None, :] / n_pool, axis=1)
-    return lambdas * s - n_c * log_mgf, s, n_c
+    weights = np.full(lambdas.size, 1.0 / lambdas.size)
+    pooled = canary + baseline
+    n_pool, n_c = pooled.sum(axis=1), canary.sum(axis=1)
+    keep = (n_c > 0) & (n_pool != n_c)  # an interval without canary requests, or only them, says nothing
+    if not keep.any():
+        return _log_mixture(np.zeros(lambdas.size), weights), 0.5
+    canary, pooled, n_pool, n_c = canary[keep], pooled[keep], n_pool[keep], n_c[keep]
+    ridits = (np.cumsum(pooled, axis=1) - pooled / 2.0) / n_pool[:, None]
+    score = (canary * ridits).sum(axis=1)
+    shares = (pooled / n_pool[:, None])[:, None, :]
+    log_mgf = _logsumexp(lambdas[None, :, None] * ridits[:, None, :], b=shares, axis=2)
+    log_lr = lambdas[None, :] * score[:, None] - n_c[:, None] * log_mgf
+    return _log_mixture(log_lr.sum(axis=0), weights), float(score.sum() / n_c.sum())
 
 
 def _log_martingale(p: float, x: int, n: int, prior: tuple[float, float]) -> float:
@@ -213,3 +272,40 @@ def bernoulli_bounds(x: int, n: int, alpha: float, prior: tuple[float, float] = 
     lower = 0.0 if x == 0 or excess(tiny) < 0.0 else brentq(excess, tiny, centre, xtol=1e-10)
     upper = 1.0 if x == n or excess(1.0 - tiny) < 0.0 else brentq(excess, centre, 1.0 - tiny, xtol=1e-10)
     return float(lower), float(upper)
+
+
+def outside_bounds(
+    p: float, x: np.ndarray, n: np.ndarray, alpha: float, prior: tuple[float, float] = CS_PRIOR
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether ``p`` lies below the lower bound / at or above the upper bound of :func:`bernoulli_bounds`, per pair.
+
+    The same sets without root-finding: the confidence set ``{q : M_n(q) < 1/alpha}`` is an interval (log M_n is
+    convex in q), so ``p`` is outside it when ``M_n(p) ≥ 1/alpha``, below it when ``p`` is under the estimate.
+    Neither without trials, nor where :func:`bernoulli_bounds` reports its widest bounds (0 events: no lower bound;
+    all events: no upper one; a degenerate set).
+
+    Args:
+        p: the rate (0 < p < 1).
+        x: events, an array.
+        n: trials, an array of the same shape.
+        alpha: as for :func:`bernoulli_bounds`.
+        prior: as for :func:`bernoulli_bounds`.
+
+    Returns:
+        (below, above): boolean arrays of that shape.
+    """
+    x, n = np.asarray(x, dtype=float), np.asarray(n, dtype=float)
+    a, b = prior
+    level = math.log(1.0 / alpha)
+    tiny = 1e-12
+    safe_n = np.maximum(n, 1.0)
+    centre = np.clip(x / safe_n, tiny, 1.0 - tiny)
+
+    def excess(q: np.ndarray | float) -> np.ndarray:
+        return np.asarray(betaln(a + x, b + n - x) - betaln(a, b) - x * np.log(q) - (n - x) * np.log1p(-q) - level)
+
+    usable = (n > 0) & (excess(centre) < 0.0)
+    at_p = excess(p)
+    below = usable & (x > 0) & (p < centre) & (at_p > 0.0)
+    above = usable & (x < n) & (p > centre) & (at_p >= 0.0)
+    return below, above

@@ -29,11 +29,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from pilotage.observe.burn_rate import MIN_BAD_EVENTS, PAGE_RULES, BurnAlert, burn_alerts
+from pilotage.observe.columns import Windows, paired_windows, series_windows
 from pilotage.observe.judge import DEFAULT_JUDGE, JudgeConfig, MetricVerdict, Outcome, RateCounts, combine, judge_rate
 from pilotage.observe.latency import QUANTILES, distribution_verdict, quantile_verdict, slo_threshold_counts
-from pilotage.observe.prometheus import Sample, WindowDelta, increase, intervals
-from pilotage.observe.sequential import Table, bernoulli_bounds, binomial_log_e
+from pilotage.observe.prometheus import Sample, WindowDelta
+from pilotage.observe.sequential import TableColumns, bernoulli_bounds, binomial_log_e
 from pilotage.observe.slo import SLOObjective, SLOSpec, evaluate
 
 __all__ = ["Assessment", "assess", "paired_intervals"]
@@ -77,35 +80,25 @@ def paired_intervals(
     """The same intervals of both series: between consecutive polls where both were sampled.
 
     Both populations are sampled at each poll; a poll that missed one of them (a source error) merges its two
-    intervals into one, so every pair of windows covers the same time. Samples pair when their times differ by
-    at most half the canary's smallest sampling gap.
+    intervals into one, so every pair of windows covers the same time (:func:`~pilotage.observe.columns.paired_windows`,
+    what :func:`assess` judges, as columns).
     """
-    gaps = [b.at - a.at for a, b in zip(canary, canary[1:], strict=False) if b.at > a.at]
-    tolerance_s = min(gaps) / 2.0 if gaps else 0.0
-    pairs: list[tuple[int, int]] = []
-    j = 0
-    for i, sample in enumerate(canary):
-        while j + 1 < len(baseline) and abs(baseline[j + 1].at - sample.at) <= abs(baseline[j].at - sample.at):
-            j += 1
-        if baseline and abs(baseline[j].at - sample.at) <= tolerance_s and (not pairs or j > pairs[-1][1]):
-            pairs.append((i, j))
-    c_out, b_out = [], []
-    for (i0, j0), (i1, j1) in zip(pairs, pairs[1:], strict=False):
-        c_out.append(increase(canary[i0 : i1 + 1]))
-        b_out.append(increase(baseline[j0 : j1 + 1]))
-    return c_out, b_out
+    c_windows, b_windows = paired_windows(canary, baseline)
+    return c_windows.deltas(), b_windows.deltas()
 
 
-def _error_counts(c_windows: Sequence[WindowDelta], b_windows: Sequence[WindowDelta] | None) -> RateCounts:
-    duration_s = sum(c.duration_s for c in c_windows)
+def _error_counts(c_windows: Windows, b_windows: Windows | None) -> RateCounts:
+    duration_s = float(c_windows.duration_s.sum())
+
+    def counts(w: Windows) -> tuple[np.ndarray, np.ndarray]:
+        return np.rint(w.errors).astype(np.int64), np.rint(w.requests).astype(np.int64)
+
+    x, n = counts(c_windows)
     if b_windows is None:
-        tables = tuple(Table(round(c.errors), round(c.requests), 0, 0) for c in c_windows)
-        return RateCounts(tables, False, duration_s)
-    tables = tuple(
-        Table(round(c.errors), round(c.requests), round(b.errors), round(b.requests))
-        for c, b in zip(c_windows, b_windows, strict=False)
-    )
-    return RateCounts(tables, True, duration_s)
+        return RateCounts(TableColumns(x, n, np.zeros_like(x), np.zeros_like(n)), False, duration_s)
+    both = min(len(c_windows), len(b_windows))
+    y, m = counts(b_windows.head(both))
+    return RateCounts(TableColumns(x[:both], n[:both], y, m), True, duration_s)
 
 
 @dataclass(frozen=True)
@@ -119,7 +112,7 @@ class _Judged:
 
 
 def _objective_counts(
-    objective: SLOObjective, c_windows: Sequence[WindowDelta], b_windows: Sequence[WindowDelta] | None, newest: Sample
+    objective: SLOObjective, c_windows: Windows, b_windows: Windows | None, newest: Sample
 ) -> tuple[str, RateCounts] | None:
     """(metric name, per-interval counts) of one objective; None when it cannot be measured (a reason elsewhere)."""
     if objective.sli == "availability":
@@ -130,16 +123,28 @@ def _objective_counts(
     return f"latency>{objective.threshold_ms:g}ms", slo_threshold_counts(bound_s, c_windows, b_windows)
 
 
-def _windows(
-    canary: Sequence[Sample], baseline: Sequence[Sample]
-) -> tuple[list[WindowDelta], list[WindowDelta] | None]:
-    if len(baseline) >= 2:
-        return paired_intervals(canary, baseline)
-    return intervals(canary), None
+@dataclass(frozen=True)
+class _Series:
+    """The intervals of an analysis: each series' own (for its totals) and the windows judged."""
+
+    canary: Windows
+    baseline: Windows | None
+    judged: Windows
+    judged_baseline: Windows | None
+
+
+def _series(canary: Sequence[Sample], baseline: Sequence[Sample]) -> _Series:
+    """Each series' intervals once; with a baseline the judged windows are the paired ones, else the canary's own."""
+    own = series_windows(canary)
+    if len(baseline) < 2:
+        return _Series(own, None, own, None)
+    base = series_windows(baseline)
+    c_windows, b_windows = paired_windows(canary, baseline, (own, base))
+    return _Series(own, base, c_windows, b_windows)
 
 
 def _judged(
-    slo: SLOSpec, c_windows: list[WindowDelta], b_windows: list[WindowDelta] | None, newest: Sample,
+    slo: SLOSpec, c_windows: Windows, b_windows: Windows | None, newest: Sample,
     tests: tuple[int, int], config: JudgeConfig,
 ) -> list[_Judged]:  # fmt: skip
     """The gating verdicts: one per measurable objective, and the error rate even without an availability one."""
@@ -162,9 +167,7 @@ def _judged(
     return out
 
 
-def _detectors(
-    c_windows: list[WindowDelta], b_windows: list[WindowDelta], alpha: float, config: JudgeConfig
-) -> list[MetricVerdict]:
+def _detectors(c_windows: Windows, b_windows: Windows, alpha: float, config: JudgeConfig) -> list[MetricVerdict]:
     """p50/p95/p99 and the distribution test (Fail on evidence; they never hold a Pass)."""
     out = [quantile_verdict(q, need, c_windows, b_windows, alpha, config) for q, need in QUANTILES]
     out.append(distribution_verdict(c_windows, b_windows, alpha, config))
@@ -210,19 +213,19 @@ def _burn_reason(a: BurnAlert) -> str:
     )
 
 
-def _counts(canary: Sequence[Sample], baseline: Sequence[Sample]) -> dict[str, Any]:
-    c = increase(canary)
-    counts: dict[str, Any] = {
-        "canary": {"requests": c.requests, "errors": c.errors, "window_s": round(c.duration_s, 3), "restarts": c.resets}
-    }
-    if len(baseline) >= 2:
-        b = increase(baseline)
-        counts["baseline"] = {
-            "requests": b.requests,
-            "errors": b.errors,
-            "window_s": round(b.duration_s, 3),
-            "restarts": b.resets,
+def _counts(series: _Series) -> dict[str, Any]:
+    def summary(windows: Windows) -> dict[str, Any]:
+        total = windows.total()
+        return {
+            "requests": total.requests,
+            "errors": total.errors,
+            "window_s": round(total.duration_s, 3),
+            "restarts": total.resets,
         }
+
+    counts: dict[str, Any] = {"canary": summary(series.canary)}
+    if series.baseline is not None:
+        counts["baseline"] = summary(series.baseline)
     return counts
 
 
@@ -256,11 +259,13 @@ def assess(
     if len(canary) < 2:
         reasons.append(f"canary: {len(canary)} sample(s), need 2")
         return Assessment(Outcome.INCONCLUSIVE, reasons=tuple(reasons))
-    counts = _counts(canary, baseline)
+    series = _series(canary, baseline)
+    counts = _counts(series)
     restarts = counts["canary"]["restarts"]
     control = baseline if len(baseline) >= 2 else ()
-    alerts = tuple(burn_alerts(slo, canary, time_scale=time_scale, min_requests=min_requests, control=control))
-    c_windows, b_windows = _windows(canary, baseline)
+    own = (series.canary, series.baseline)
+    alerts = tuple(burn_alerts(slo, canary, time_scale=time_scale, min_requests=min_requests, control=control, own=own))
+    c_windows, b_windows = series.judged, series.judged_baseline
     histogram = judge_latency and b_windows is not None and bool(canary[-1].buckets) and bool(baseline[-1].buckets)
     tests = (sum(o.sli == "latency" for o in slo.objectives), len(QUANTILES) + 1 if histogram else 0)
     judged = _judged(slo, c_windows, b_windows, canary[-1], tests, config)
