@@ -139,7 +139,7 @@ async def drive(prometheus: str, versions: dict[str, Instance]) -> None:
         errors = next(v for v in found.verdicts if v.metric == "error_rate")
         assert errors.outcome is Outcome.FAIL
         assert errors.test.startswith("sequential")
-        assert errors.p_value is not None and errors.p_value < 1e-6
+        assert errors.p_value is not None and errors.p_value < 1e-4  # always-valid p = 1/E: e-value ≥ 10^4
         assert found.outcome is Outcome.FAIL
         aa = assess(default_slo("tiny"), series["v1"], series["v1"], time_scale=1 / 720, min_requests=20)
         assert next(v for v in aa.verdicts if v.metric == "error_rate").outcome is Outcome.PASS
