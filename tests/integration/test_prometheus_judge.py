@@ -142,7 +142,11 @@ async def drive(prometheus: str, versions: dict[str, Instance]) -> None:
         assert errors.p_value is not None and errors.p_value < 1e-4  # always-valid p = 1/E: e-value ≥ 10^4
         assert found.outcome is Outcome.FAIL
         aa = assess(default_slo("tiny"), series["v1"], series["v1"], time_scale=1 / 720, min_requests=20)
-        assert next(v for v in aa.verdicts if v.metric == "error_rate").outcome is Outcome.PASS
+        same = next(v for v in aa.verdicts if v.metric == "error_rate")
+        # A/A: never a false alarm; a Pass also needs enough clean requests (the confidence sequence under the
+        # tolerance), which ~120 requests of this short run may not reach, so Inconclusive is the honest answer too.
+        assert same.outcome in (Outcome.PASS, Outcome.INCONCLUSIVE), same.reason
+        assert same.evidence["canary"][0] == 0
 
         with pytest.raises(BackendCorrupt, match="PromQL query failed"):
             await source.query("sum(http_requests_total{")
