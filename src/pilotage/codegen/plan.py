@@ -15,8 +15,9 @@ replace        ``PUT`` item; 404 when unknown
 merge          ``PATCH``/``POST`` item: merge the body or the matching query parameters
 delete         ``DELETE`` item; 404 when unknown
 find           ``GET`` below the collection answering an array of the resource: filter by query
-nested         any operation below an item path: 404 when the parent is unknown, else ``example``
-example        everything else: answer the example of the documented success response
+nested         any operation below an item path: 404 when the parent is unknown, else as ``example``
+example        everything else: the user's handler in ``app/handlers.py``, 501 until it is written
+login/logout   set by :func:`pilotage.codegen.auth.apply_auth` on ``example``/``nested`` operations
 =============  ==============================================================================
 """
 
@@ -26,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pilotage.codegen.auth import security_meta
 from pilotage.codegen.examples import example, schema_errors, types_of
 from pilotage.codegen.models import is_model
 from pilotage.codegen.quoting import python_name
@@ -127,16 +129,6 @@ def _statuses(responses: dict[str, Any], method: str, kind: str) -> tuple[int, i
     error = next((c for c in (422, 400) if c in documented), 422 if has_default or not documented else 400)
     missing = 404 if 404 in documented or has_default else error
     return ok, error, missing
-
-
-def _security(doc: dict[str, Any], op: Operation) -> list[list[dict[str, Any]]]:
-    schemes = (doc.get("components") or {}).get("securitySchemes") or {}
-    out = []
-    for requirement in op.security:
-        if not requirement:
-            return []
-        out.append([resolve_dict(doc, schemes.get(name, {})) for name in requirement])
-    return out
 
 
 def _object_schema(doc: dict[str, Any], schema: Any) -> bool:
@@ -299,7 +291,7 @@ def _plan_operation(
         "error_status": error,
         "not_found_status": missing,
         "documents_415": "415" in responses or "default" in responses or "4XX" in responses,
-        "security": _security(doc, op),
+        "security": security_meta(doc, op),
     }
     body_schema = (body_meta or {}).get("content", {}).get("application/json")
     body_ref = ref_name(body_schema)

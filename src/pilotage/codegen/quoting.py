@@ -58,7 +58,11 @@ GENERATED_NAMES: dict[str, frozenset[str]] = {
         "__future__ annotations typing Any starlette requests Request responses Response app crud models runtime "
         "ApiError Operation build_app store Store STORE RESOURCES OPS dict str request op parse params body model "
         "require_parent create replace replace_body merge list_items get delete find respond success_status "
-        "exc status detail error".split()
+        "exc status detail error handlers auth AUTH login_answer configure meta logout delegate headers".split()
+    ),
+    "app/handlers.py": frozenset(
+        "__future__ annotations typing Any starlette requests Request responses Response app runtime Operation "
+        "request op params dict str body principal not_implemented".split()
     ),
     "app/models.py": frozenset(
         "__future__ annotations typing Any pydantic BaseModel ConfigDict Field __all__ model_config extra "
@@ -82,7 +86,7 @@ GENERATED_NAMES: dict[str, frozenset[str]] = {
 MODULE_NAMES = frozenset(
     "annotations Any Request Response crud models ApiError Operation build_app Store STORE RESOURCES OPS app "
     "BaseModel ConfigDict Field __all__ pytest TestClient ROUND_TRIPS SAFE_GETS SECURED_GETS client os sys "
-    "tempfile Path runtime store main".split()
+    "tempfile Path runtime store main handlers auth AUTH login_answer".split()
 )
 #: Names a sanitised identifier never takes: keywords, soft keywords, builtins and the generated modules' names.
 RESERVED: frozenset[str] = frozenset({*keyword.kwlist, *keyword.softkwlist, "type", *dir(builtins), *MODULE_NAMES})
