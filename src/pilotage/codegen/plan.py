@@ -191,6 +191,37 @@ def _find_resources(doc: dict[str, Any]) -> list[Resource]:
     return found
 
 
+def _find_collections(doc: dict[str, Any], found: list[Resource]) -> list[Resource]:
+    """Resources without an item path: a path whose ``POST`` answers what it accepts (the same schema), stored as
+    sent (``/shapes``: POST a shape, GET the shapes). Keyed by a server-assigned ``id`` when the schema has one."""
+    taken = {res.collection_path for res in found} | {res.item_path for res in found}
+    names = {res.name for res in found}
+    out = []
+    for path, raw in (doc.get("paths") or {}).items():
+        post = resolve_dict(doc, raw).get("post")
+        body = _op_schema(doc, post, "body")
+        if path in taken or body is None or body != _op_schema(doc, post, "response"):
+            continue
+        props = resolve_dict(doc, body).get("properties") or {}
+        key_schema = resolve_dict(doc, props.get("id", {}))
+        name = python_name("_".join(s for s in path.split("/") if s and "{" not in s) or "root", taken=names)
+        out.append(
+            Resource(
+                name=name,
+                collection_path=path,
+                item_path="",
+                item_param="",
+                schema=body,
+                schema_name=ref_name(body),
+                key="id" if "id" in props else None,
+                key_kind="integer" if "integer" in types_of(doc, key_schema) else "string",
+                key_read_only=bool(key_schema.get("readOnly")),
+                scope_params=re.findall(r"\{([^{}]+)\}", path),
+            )
+        )
+    return out
+
+
 def _kind_for(
     doc: dict[str, Any], path: str, method: str, op: dict[str, Any], res: Resource, parent: Resource | None
 ) -> str | None:
@@ -218,7 +249,7 @@ def _classify(
 ) -> tuple[str, Resource | None, Resource | None]:
     parent = None
     for res in sorted(resources, key=lambda r: -len(r.item_path)):
-        if path.startswith(res.item_path + "/"):
+        if res.item_path and path.startswith(res.item_path + "/"):
             parent = res
             break
     for res in resources:
@@ -311,6 +342,7 @@ def make_plan(doc: dict[str, Any], model_names: dict[str, str]) -> ServicePlan:
     info = doc.get("info") or {}
     plan = ServicePlan(str(info.get("title", "API")), str(info.get("version", "0")), str(doc["openapi"]), [], [], [])
     plan.resources = _find_resources(doc)
+    plan.resources += _find_collections(doc, plan.resources)
     used: set[str] = set()
     handlers: dict[str, dict[str, str]] = {}
     for op in iter_operations(doc):
