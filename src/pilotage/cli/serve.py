@@ -139,6 +139,7 @@ def serve(
     json_mode: JsonOpt = False,
 ) -> None:
     """Run the control plane: every agent on the configured bus, resuming unfinished runs, until Ctrl-C."""
+    from pilotage.codegen.auth import ensure_test_principal
     from pilotage.flows.recovery import MARK_VAR
     from pilotage.flows.supervisor import ControlPlaneLock
 
@@ -147,6 +148,7 @@ def serve(
     lock = ControlPlaneLock(settings.home, instance)
     lock.acquire()
     os.environ[MARK_VAR] = f"{settings.home.resolve()}#{instance}"  # inherited by every process it starts
+    ensure_test_principal()  # issue 18: the test principal of the services this control plane starts (masked)
     try:
         asyncio.run(_serve(settings, instance, budget, json_mode, ack_journal))
     finally:

@@ -43,6 +43,7 @@ __all__ = [
     "ensure_test_principal",
     "login_meta",
     "principal_credentials",
+    "principal_env",
     "security_meta",
     "users_meta",
 ]
@@ -177,6 +178,13 @@ def ensure_test_principal() -> str:
         os.environ[PRINCIPAL_ENV] = value
     register_secrets([value, base64.b64encode(value.encode()).decode()])
     return value
+
+
+def principal_env() -> dict[str, str]:
+    """``{PILOTAGE_TEST_PRINCIPAL: value}`` when this process has a test principal (:func:`ensure_test_principal`),
+    else ``{}``: what every instance Pilotage starts gets (``LocalRuntime.start``) besides its workload's env."""
+    value = os.environ.get(PRINCIPAL_ENV, "")
+    return {PRINCIPAL_ENV: value} if len(value) >= MIN_PRINCIPAL_CHARS else {}
 
 
 def principal_credentials(alternative: list[dict[str, str]], principal: str) -> dict[str, dict[str, str]]:
