@@ -420,7 +420,7 @@ def generate_service(
     assert sorted(files) == sorted(SERVICE_FILES), "SERVICE_FILES is out of date"
     _check_sources(files, plan, names, kept)
     for rel, text in files.items():
-        if rel.endswith(".py") and rel not in kept:
+        if rel.endswith(".py") and rel != "app/handlers.py":
             files[rel] = GENERATED_HEADER + text
     for folder in ("app", "tests"):
         shutil.rmtree(root / folder, ignore_errors=True)
