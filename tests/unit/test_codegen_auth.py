@@ -93,11 +93,11 @@ for _path in ("/users", "/users/{username}"):  # the created user answers 201 wi
         if isinstance(_op, dict) and "responses" in _op:
             _op["responses"] = {**_op["responses"], **({"201": _json(USER)} if "201" in _op["responses"] else {})}
 
-WHOAMI = '''
+WHOAMI = """
 
 def who_am_i(request, op, params, body, principal):
     return op.respond(200, principal)
-'''
+"""
 PRINCIPAL = "pilotage-test:" + secrets.token_urlsafe(18)
 
 
@@ -163,7 +163,9 @@ def test_how_pilotage_sends_the_principal_for_each_scheme_is_accepted(url: str) 
     ops = {(op.method.upper(), op.path): op for op in iter_operations(DOCUMENT)}
     for method, path in (("GET", "/notes"), ("GET", "/reports"), ("GET", "/badges"), ("GET", "/whoami")):
         sent = principal_credentials(security_meta(DOCUMENT, ops[(method, path)])[0], PRINCIPAL)
-        answer = httpx.request(method, url + path, headers=sent["headers"], params=sent["query"], cookies=sent["cookies"])
+        answer = httpx.request(
+            method, url + path, headers=sent["headers"], params=sent["query"], cookies=sent["cookies"]
+        )
         assert answer.status_code == 200, (path, answer.text)
 
 

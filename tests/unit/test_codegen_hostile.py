@@ -398,7 +398,10 @@ def test_names_of_the_generated_modules_as_schema_property_and_operation_names(
     ]
     answer = importer.ask(tmp_path, requests)
     assert answer["ok"], answer.get("error")
-    assert answer["answers"][0] == {"status": 501, "json": {"detail": f"not implemented: {name}(); edit app/handlers.py"}}
+    assert answer["answers"][0] == {
+        "status": 501,
+        "json": {"detail": f"not implemented: {name}(); edit app/handlers.py"},
+    }
     assert answer["answers"][1] == {"status": 201, "json": body}
     assert answer["answers"][2]["status"] == 400  # the property named like the module is still validated
 

@@ -41,7 +41,10 @@ DOCUMENT: dict[str, Any] = {
         "/events/{eventId}": {
             "parameters": [{"name": "eventId", "in": "path", "required": True, "schema": {"type": "integer"}}],
             "get": {"operationId": "getEvent", "responses": {"200": _json(EVENT), "404": {"description": "no"}}},
-            "delete": {"operationId": "deleteEvent", "responses": {"204": {"description": "gone"}, "404": {"description": "no"}}},
+            "delete": {
+                "operationId": "deleteEvent",
+                "responses": {"204": {"description": "gone"}, "404": {"description": "no"}},
+            },
         },
         "/events/{eventId}/tickets": {
             "parameters": [{"name": "eventId", "in": "path", "required": True, "schema": {"type": "integer"}}],
@@ -85,13 +88,13 @@ DOCUMENT: dict[str, Any] = {
     },
 }
 
-STATS_HANDLER = '''
+STATS_HANDLER = """
 
 def get_stats(request, op, params, body, principal):
     from app.main import STORE
 
     return op.respond(200, {"count": len(STORE.list("events"))})
-'''
+"""
 
 
 @pytest.fixture(scope="module")

@@ -100,8 +100,7 @@ def users_meta(doc: dict[str, Any], resources: list[Resource]) -> dict[str, str]
 
 
 def _body_fields(doc: dict[str, Any], schema: Any) -> tuple[list[str], dict[str, Any]]:
-    """The property path of the object holding credentials in a body schema (``[]`` or ``["user"]``) and its
-    properties."""
+    """Return where a body schema holds credentials: the property path (``[]``, ``["user"]``) and its properties."""
     props = resolve_dict(doc, schema).get("properties") or {}
     if _field(props, _PASSWORD_FIELDS):
         return [], props
@@ -113,8 +112,12 @@ def _body_fields(doc: dict[str, Any], schema: Any) -> tuple[list[str], dict[str,
 
 
 def _token_path(doc: dict[str, Any], schema: Any) -> list[str] | None:
-    """Where the token goes in the login's success response: ``[]`` for a string answer, a property path, or
-    None when the response has no recognisable place for it."""
+    """Return where a login answer's token goes.
+
+    Returns:
+        ``[]`` for a string answer, a property path (``["token"]``, ``["user", "token"]``), or None when the
+        response has no recognisable place for it.
+    """
     resolved = resolve_dict(doc, schema)
     if resolved.get("type") == "string":
         return []
@@ -130,9 +133,12 @@ def _token_path(doc: dict[str, Any], schema: Any) -> list[str] | None:
 
 
 def login_meta(doc: dict[str, Any], op: OperationPlan) -> dict[str, Any] | None:
-    """What the runtime needs to serve ``op`` as a login: ``{"in": "query"|"body", "path": [..], "username",
-    "password", "token": [..]}``, or None when ``op`` is not recognisably a login (name, credential fields and a
-    place for the token)."""
+    """Return what the runtime needs to serve ``op`` as a login, or None.
+
+    Returns:
+        ``{"in": "query"|"body", "path": [..], "username", "password", "token": [..]}``, or None when ``op`` is not
+        recognisably a login (name, credential fields and a place for the token).
+    """
     if not _LOGIN.search(f"{op.meta['path']} {op.meta['operation_id']}"):
         return None
     ok = op.meta["responses"].get(str(op.meta["success_status"])) or {}
@@ -151,9 +157,11 @@ def login_meta(doc: dict[str, Any], op: OperationPlan) -> dict[str, Any] | None:
 
 
 def apply_auth(doc: dict[str, Any], plan: ServicePlan) -> dict[str, str] | None:
-    """Mark the login (kind ``login``, ``meta["login"]``) and logout (kind ``logout``) operations among those whose
-    behaviour was not inferred, when the document has a user resource. Return :func:`users_meta` (None: no users,
-    only the test principal)."""
+    """Mark the login and logout operations of ``plan``; return :func:`users_meta` (None: no users).
+
+    Among the operations whose behaviour was not inferred (``example``/``nested``), when the document has a user
+    resource: a login gets kind ``login`` and ``meta["login"]`` (:func:`login_meta`), a logout kind ``logout``.
+    """
     users = users_meta(doc, plan.resources)
     for op in plan.operations:
         if users is None or op.kind not in ("example", "nested"):
@@ -167,9 +175,11 @@ def apply_auth(doc: dict[str, Any], plan: ServicePlan) -> dict[str, str] | None:
 
 
 def ensure_test_principal() -> str:
-    """Return this run's test principal: env :data:`PRINCIPAL_ENV` when it is set (and long enough), else a fresh
-    random ``pilotage-test:<token>`` put into this process' environment. The value is registered with the secret
-    masker, so it never reaches an event, a report or a log."""
+    """Return this run's test principal, registered with the secret masker.
+
+    Env :data:`PRINCIPAL_ENV` when it is set (and long enough), else a fresh random ``pilotage-test:<token>`` put
+    into this process' environment. Masked, it never reaches an event, a report or a log.
+    """
     from pilotage.secrets import register_secrets
 
     value = os.environ.get(PRINCIPAL_ENV, "")
@@ -181,16 +191,21 @@ def ensure_test_principal() -> str:
 
 
 def principal_env() -> dict[str, str]:
-    """``{PILOTAGE_TEST_PRINCIPAL: value}`` when this process has a test principal (:func:`ensure_test_principal`),
-    else ``{}``: what every instance Pilotage starts gets (``LocalRuntime.start``) besides its workload's env."""
+    """Return ``{PILOTAGE_TEST_PRINCIPAL: value}`` when this process has a test principal, else ``{}``.
+
+    Every instance Pilotage starts gets it (``LocalRuntime.start``) besides its workload's env.
+    """
     value = os.environ.get(PRINCIPAL_ENV, "")
     return {PRINCIPAL_ENV: value} if len(value) >= MIN_PRINCIPAL_CHARS else {}
 
 
 def principal_credentials(alternative: list[dict[str, str]], principal: str) -> dict[str, dict[str, str]]:
-    """How a client sends ``principal`` for one alternative of :func:`security_meta`: ``{"headers", "query",
-    "cookies"}`` (bearer: ``Authorization: Bearer P``; basic: ``Authorization: Basic base64(P)`` where P is
-    ``user:password``; apiKey: P as the named header, query parameter or cookie)."""
+    """Return how a client sends ``principal`` for one alternative of :func:`security_meta`.
+
+    Returns:
+        ``{"headers", "query", "cookies"}``: bearer ``Authorization: Bearer P``; basic ``Authorization: Basic
+        base64(P)`` (P is ``user:password``); apiKey P as the named header, query parameter or cookie.
+    """
     out: dict[str, dict[str, str]] = {"headers": {}, "query": {}, "cookies": {}}
     for scheme in alternative:
         if scheme["type"] == "bearer":

@@ -192,8 +192,11 @@ def _find_resources(doc: dict[str, Any]) -> list[Resource]:
 
 
 def _find_collections(doc: dict[str, Any], found: list[Resource]) -> list[Resource]:
-    """Resources without an item path: a path whose ``POST`` answers what it accepts (the same schema), stored as
-    sent (``/shapes``: POST a shape, GET the shapes). Keyed by a server-assigned ``id`` when the schema has one."""
+    """Return the resources without an item path: a path whose ``POST`` answers what it accepts (same schema).
+
+    Stored as sent (``/shapes``: POST a shape, GET the shapes); keyed by a server-assigned ``id`` when the schema
+    has one.
+    """
     taken = {res.collection_path for res in found} | {res.item_path for res in found}
     names = {res.name for res in found}
     out = []

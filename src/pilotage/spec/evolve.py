@@ -452,8 +452,10 @@ def _add_operation(doc: dict[str, Any], req: ParsedRequest, change: Change) -> N
 
 
 def _declare_unauthorized(new: dict[str, Any], old: dict[str, Any]) -> None:
-    """Give every operation of ``new`` that ``old`` lacks and that needs credentials (its own ``security`` or the
-    document's) a ``401`` response: the generated service answers it when credentials are missing or invalid."""
+    """Give a ``401`` response to every operation of ``new`` that ``old`` lacks and that needs credentials.
+
+    Its own ``security`` or the document's: the generated service answers 401 when credentials are missing or invalid.
+    """
     before = {(op.path, op.method) for op in iter_operations(old)}
     for op in iter_operations(new):
         if (op.path, op.method) not in before and requires_credentials(op):
