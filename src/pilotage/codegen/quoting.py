@@ -79,7 +79,7 @@ GENERATED_NAMES: dict[str, frozenset[str]] = {
         "test_openapi_document_is_served mark parametrize test_get_without_parameters_is_not_a_server_error "
         "ids c case test_resource_round_trip created post key item replace fetched name value items delete "
         "test_invalid_body_is_rejected_with_4xx content headers test_unknown_item_is_not_found "
-        "test_missing_credentials_are_refused".split()
+        "test_missing_credentials_are_refused status".split()
     ),
 }
 #: Module-level names the generated modules define or import (a handler, class or field must not shadow them).
