@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -207,9 +208,15 @@ def test_invalid_input_is_4xx(petstore_url: str, method: str, path: str, kwargs:
 
 
 def test_auth_is_enforced_by_default(petstore_dir: Path) -> None:
-    for url in serve(petstore_dir):
-        assert httpx.get(url + "/store/inventory").status_code == 401
-        assert httpx.get(url + "/store/inventory", headers={"api_key": "k"}).status_code == 200
+    principal = "pilotage-test:" + secrets.token_urlsafe(16)
+    for url in serve(petstore_dir, {"PILOTAGE_TEST_PRINCIPAL": principal}):
+        missing = httpx.get(url + "/store/inventory")
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"] == 'ApiKey realm="api", in="header", name="api_key"'
+        assert httpx.get(url + "/store/inventory", headers={"api_key": "k"}).status_code == 401  # any value: no
+        inventory = httpx.get(url + "/store/inventory", headers={"api_key": principal})
+        assert inventory.status_code == 501  # authenticated; the behaviour is not inferred: app/handlers.py
+        assert inventory.json() == {"detail": "not implemented: getInventory; edit app/handlers.py"}
         assert httpx.get(url + "/user/logout").status_code == 200  # declares no security
 
 

@@ -251,7 +251,7 @@ def _no_marker() -> None:
 
 
 def _requests(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """``GET /hello`` (answers its hostile example) and ``POST /items`` with every property's hostile example."""
+    """``GET /hello`` (501 naming its hostile operationId) and ``POST /items`` with every property's hostile example."""
     schema = next(iter(doc["components"]["schemas"].values()))
     body = {name: prop["example"] for name, prop in schema["properties"].items() if "example" in prop}
     return [{"method": "GET", "path": "/hello"}, {"method": "POST", "path": "/items", "json": body}]
@@ -263,8 +263,8 @@ def _served_as_data(doc: dict[str, Any], answer: dict[str, Any]) -> None:
     assert answer["ok"], answer.get("error")
     assert answer["title"] == doc["info"]["title"] and answer["version"] == doc["info"]["version"]
     assert answer["openapi"] == doc
-    hello = doc["paths"]["/hello"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["example"]
-    assert answer["answers"][0] == {"status": 200, "json": hello}
+    hello = f"not implemented: {doc['paths']['/hello']['get']['operationId']}; edit app/handlers.py"
+    assert answer["answers"][0] == {"status": 501, "json": {"detail": hello}}  # never the document's example
     body = _requests(doc)[1]["json"]
     created = answer["answers"][1]
     assert created["status"] == 201, created
@@ -398,7 +398,10 @@ def test_names_of_the_generated_modules_as_schema_property_and_operation_names(
     ]
     answer = importer.ask(tmp_path, requests)
     assert answer["ok"], answer.get("error")
-    assert answer["answers"][0] == {"status": 200, "json": "hello"}
+    assert answer["answers"][0] == {
+        "status": 501,
+        "json": {"detail": f"not implemented: {name}(); edit app/handlers.py"},
+    }
     assert answer["answers"][1] == {"status": 201, "json": body}
     assert answer["answers"][2]["status"] == 400  # the property named like the module is still validated
 

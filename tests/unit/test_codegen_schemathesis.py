@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pilotage.codegen.generator import generate_service
@@ -19,11 +20,17 @@ from tests.unit.test_codegen import serve
 PETSTORE = Path("/work/shared/specs/petstore3.yaml")
 CHECKOUT = CHECKOUT_SPEC
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+#: The petstore operations whose behaviour is not inferred: 501 from app/handlers.py until written.
+UNWRITTEN = ("uploadFile", "getInventory", "createUsersWithListInput")
 
 pytestmark = pytest.mark.slow
 
 
-def schemathesis(spec: Path, url: str, checks: str, max_examples: int = 20) -> tuple[int, str]:
+def schemathesis(
+    spec: Path, url: str, checks: str, max_examples: int = 20, unwritten: tuple[str, ...] = ()
+) -> tuple[int, str]:
+    """Run schemathesis; the ``unwritten`` operationIds (501 from app/handlers.py) are excluded."""
+    excluded = [arg for op_id in unwritten for arg in ("--exclude-operation-id", op_id)]
     done = subprocess.run(
         [
             str(SCHEMATHESIS),
@@ -38,6 +45,7 @@ def schemathesis(spec: Path, url: str, checks: str, max_examples: int = 20) -> t
             "--seed",
             "7",
             "--no-color",
+            *excluded,
         ],
         capture_output=True,
         text=True,
@@ -55,10 +63,12 @@ def failures(output: str) -> int:
 def test_petstore_has_no_server_errors(tmp_path: Path, enforce_auth: str) -> None:
     generate_service(PETSTORE, tmp_path)
     for url in serve(tmp_path, {"PILOTAGE_ENFORCE_AUTH": enforce_auth}):
-        code, out = schemathesis(PETSTORE, url, "not_a_server_error")
+        stub = httpx.get(url + "/store/inventory", headers={"api_key": "k"})
+        assert stub.status_code == (501 if enforce_auth == "0" else 401), stub.text
+        code, out = schemathesis(PETSTORE, url, "not_a_server_error", unwritten=UNWRITTEN)
         assert code == 0, out[-4000:]
         assert failures(out) == 0 and re.search(r"(\d+) generated, \1 passed", out), out[-4000:]
-        code, out = schemathesis(PETSTORE, url, "all")
+        code, out = schemathesis(PETSTORE, url, "all", unwritten=UNWRITTEN)
         # Left: form-encoding ambiguities (one-value arrays, nested objects) and presence-only auth checks.
         assert failures(out) <= 10, out[-6000:]
         assert "Server error" not in out

@@ -155,6 +155,21 @@ def test_parse_ndjson_counts_per_operation_and_keeps_the_shortest_example(tmp_pa
     assert meta == {"errors": 1, "complete": True, "seed": "42", "fatal": None}
 
 
+def test_a_501_is_not_implemented_not_a_server_error(tmp_path: Path) -> None:
+    """Issue 18: a generated service answers 501 for an operation still to write in app/handlers.py."""
+    lines = [
+        _scenario(
+            "fuzzing",
+            "GET /stats",
+            [("a", "GET", 501, ["not_a_server_error"], "http://h/stats"), ("b", "GET", 500, [], "http://h/stats")],
+        )
+    ]
+    path = tmp_path / "s.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    ops, _ = parse_ndjson(path, ["GET /stats"])
+    assert (ops[0].requests, ops[0].not_implemented, ops[0].server_errors, ops[0].failures) == (2, 1, 1, 1)
+
+
 def test_parse_ndjson_of_a_missing_file_is_empty_and_incomplete(tmp_path: Path) -> None:
     ops, meta = parse_ndjson(tmp_path / "none.ndjson", ["GET /x"])
     assert [op.requests for op in ops] == [0] and meta["complete"] is False

@@ -184,8 +184,8 @@ def assessment_reasoning(inputs: dict[str, Any]) -> Reasoning:
       **pause** — never continue;
     * **Pass** → **continue**.
 
-    A blue-green preview step also records ``smoke`` ([{path, status}], status 0 = no answer): any 5xx or missing
-    answer rolls back before the switch.
+    A blue-green preview step also records ``smoke`` ([{path, status}], status 0 = no answer): any 5xx (but 501,
+    an operation declared unwritten) or missing answer rolls back before the switch.
     """
     found = assess_recorded(inputs, version=str(inputs.get("canary_version", "canary")))
     score: dict[str, Any] = {"assessment": found.to_dict()}
@@ -193,7 +193,8 @@ def assessment_reasoning(inputs: dict[str, Any]) -> Reasoning:
         "rollback on Fail (restart, burn rate on the canary alone, sequential judge); both versions degrading → "
         "pause; Inconclusive → " + str(inputs["on_inconclusive"])
     )
-    smoke_failed = [s for s in inputs.get("smoke") or [] if not 200 <= int(s["status"]) < 500]
+    # 501 is answered: the operation is declared unwritten (a generated service's app/handlers.py), not broken
+    smoke_failed = [s for s in inputs.get("smoke") or [] if not (200 <= int(s["status"]) < 500 or s["status"] == 501)]
     if smoke_failed:  # issue 16: blue-green's preview smoke checks (recorded only for a preview step)
         rule += "; preview smoke check not answered or 5xx → rollback"
         failed = ", ".join(f"GET {s['path']} → {s['status'] or 'no answer'}" for s in smoke_failed)

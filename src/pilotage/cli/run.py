@@ -237,6 +237,7 @@ def _start_run(
     submit: bool = False,
 ) -> dict[str, Any]:
     from pilotage.cli.serve import require_no_control_plane, submit_run
+    from pilotage.codegen.auth import ensure_test_principal
     from pilotage.flows.feature_delivery import new_run_id
 
     settings = cli_settings()
@@ -253,6 +254,7 @@ def _start_run(
     if idle_after_s <= 0:
         raise InputError(f"--idle-after {idle_after_s} is not a positive number of seconds", hint="pass e.g. 10")
     run_id = new_run_id()
+    ensure_test_principal()  # issue 18: a random test principal per run, for its instances and tests (masked)
     make_workdir(settings.home)
     workdir = make_workdir((settings.home / "runs" / run_id).resolve())  # a run never overwrites another
     name = service if service is not None else name_from(spec.parent.name if spec.stem == "openapi" else spec.stem)

@@ -15,8 +15,9 @@ replace        ``PUT`` item; 404 when unknown
 merge          ``PATCH``/``POST`` item: merge the body or the matching query parameters
 delete         ``DELETE`` item; 404 when unknown
 find           ``GET`` below the collection answering an array of the resource: filter by query
-nested         any operation below an item path: 404 when the parent is unknown, else ``example``
-example        everything else: answer the example of the documented success response
+nested         any operation below an item path: 404 when the parent is unknown, else as ``example``
+example        everything else: the user's handler in ``app/handlers.py``, 501 until it is written
+login/logout   set by :func:`pilotage.codegen.auth.apply_auth` on ``example``/``nested`` operations
 =============  ==============================================================================
 """
 
@@ -26,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pilotage.codegen.auth import security_meta
 from pilotage.codegen.examples import example, schema_errors, types_of
 from pilotage.codegen.models import is_model
 from pilotage.codegen.quoting import python_name
@@ -129,16 +131,6 @@ def _statuses(responses: dict[str, Any], method: str, kind: str) -> tuple[int, i
     return ok, error, missing
 
 
-def _security(doc: dict[str, Any], op: Operation) -> list[list[dict[str, Any]]]:
-    schemes = (doc.get("components") or {}).get("securitySchemes") or {}
-    out = []
-    for requirement in op.security:
-        if not requirement:
-            return []
-        out.append([resolve_dict(doc, schemes.get(name, {})) for name in requirement])
-    return out
-
-
 def _object_schema(doc: dict[str, Any], schema: Any) -> bool:
     return schema is not None and "object" in types_of(doc, schema)
 
@@ -199,6 +191,40 @@ def _find_resources(doc: dict[str, Any]) -> list[Resource]:
     return found
 
 
+def _find_collections(doc: dict[str, Any], found: list[Resource]) -> list[Resource]:
+    """Return the resources without an item path: a path whose ``POST`` answers what it accepts (same schema).
+
+    Stored as sent (``/shapes``: POST a shape, GET the shapes); keyed by a server-assigned ``id`` when the schema
+    has one.
+    """
+    taken = {res.collection_path for res in found} | {res.item_path for res in found}
+    names = {res.name for res in found}
+    out = []
+    for path, raw in (doc.get("paths") or {}).items():
+        post = resolve_dict(doc, raw).get("post")
+        body = _op_schema(doc, post, "body")
+        if path in taken or body is None or body != _op_schema(doc, post, "response"):
+            continue
+        props = resolve_dict(doc, body).get("properties") or {}
+        key_schema = resolve_dict(doc, props.get("id", {}))
+        name = python_name("_".join(s for s in path.split("/") if s and "{" not in s) or "root", taken=names)
+        out.append(
+            Resource(
+                name=name,
+                collection_path=path,
+                item_path="",
+                item_param="",
+                schema=body,
+                schema_name=ref_name(body),
+                key="id" if "id" in props else None,
+                key_kind="integer" if "integer" in types_of(doc, key_schema) else "string",
+                key_read_only=bool(key_schema.get("readOnly")),
+                scope_params=re.findall(r"\{([^{}]+)\}", path),
+            )
+        )
+    return out
+
+
 def _kind_for(
     doc: dict[str, Any], path: str, method: str, op: dict[str, Any], res: Resource, parent: Resource | None
 ) -> str | None:
@@ -226,7 +252,7 @@ def _classify(
 ) -> tuple[str, Resource | None, Resource | None]:
     parent = None
     for res in sorted(resources, key=lambda r: -len(r.item_path)):
-        if path.startswith(res.item_path + "/"):
+        if res.item_path and path.startswith(res.item_path + "/"):
             parent = res
             break
     for res in resources:
@@ -299,7 +325,7 @@ def _plan_operation(
         "error_status": error,
         "not_found_status": missing,
         "documents_415": "415" in responses or "default" in responses or "4XX" in responses,
-        "security": _security(doc, op),
+        "security": security_meta(doc, op),
     }
     body_schema = (body_meta or {}).get("content", {}).get("application/json")
     body_ref = ref_name(body_schema)
@@ -319,6 +345,7 @@ def make_plan(doc: dict[str, Any], model_names: dict[str, str]) -> ServicePlan:
     info = doc.get("info") or {}
     plan = ServicePlan(str(info.get("title", "API")), str(info.get("version", "0")), str(doc["openapi"]), [], [], [])
     plan.resources = _find_resources(doc)
+    plan.resources += _find_collections(doc, plan.resources)
     used: set[str] = set()
     handlers: dict[str, dict[str, str]] = {}
     for op in iter_operations(doc):

@@ -58,7 +58,11 @@ GENERATED_NAMES: dict[str, frozenset[str]] = {
         "__future__ annotations typing Any starlette requests Request responses Response app crud models runtime "
         "ApiError Operation build_app store Store STORE RESOURCES OPS dict str request op parse params body model "
         "require_parent create replace replace_body merge list_items get delete find respond success_status "
-        "exc status detail error".split()
+        "exc status detail error handlers auth AUTH login_answer configure meta logout delegate headers".split()
+    ),
+    "app/handlers.py": frozenset(
+        "__future__ annotations typing Any starlette requests Request responses Response app runtime Operation "
+        "request op params dict str body principal not_implemented".split()
     ),
     "app/models.py": frozenset(
         "__future__ annotations typing Any pydantic BaseModel ConfigDict Field __all__ model_config extra "
@@ -75,14 +79,14 @@ GENERATED_NAMES: dict[str, frozenset[str]] = {
         "test_openapi_document_is_served mark parametrize test_get_without_parameters_is_not_a_server_error "
         "ids c case test_resource_round_trip created post key item replace fetched name value items delete "
         "test_invalid_body_is_rejected_with_4xx content headers test_unknown_item_is_not_found "
-        "test_missing_credentials_are_refused".split()
+        "test_missing_credentials_are_refused status".split()
     ),
 }
 #: Module-level names the generated modules define or import (a handler, class or field must not shadow them).
 MODULE_NAMES = frozenset(
     "annotations Any Request Response crud models ApiError Operation build_app Store STORE RESOURCES OPS app "
     "BaseModel ConfigDict Field __all__ pytest TestClient ROUND_TRIPS SAFE_GETS SECURED_GETS client os sys "
-    "tempfile Path runtime store main".split()
+    "tempfile Path runtime store main handlers auth AUTH login_answer".split()
 )
 #: Names a sanitised identifier never takes: keywords, soft keywords, builtins and the generated modules' names.
 RESERVED: frozenset[str] = frozenset({*keyword.kwlist, *keyword.softkwlist, "type", *dir(builtins), *MODULE_NAMES})

@@ -36,6 +36,7 @@ from typing import IO, NoReturn
 
 import httpx
 
+from pilotage.codegen.auth import principal_env as test_principal_env
 from pilotage.errors import BackendError, ConfigError, InputError
 from pilotage.fleet.descriptor import render_command, render_env
 from pilotage.runtime.base import Instance, InstanceHealth, Route, RouteStats, Runtime, Waker, Workload
@@ -138,7 +139,7 @@ class LocalRuntime(Runtime):
         log_path = self.log_dir / f"{workload.service}-{workload.version}-{port}.log"
         log_file = log_path.open("wb")
         command = _command(workload, port)
-        env = dict(workload.env)
+        env = {**test_principal_env(), **workload.env}
         if workload.command:  # a descriptor's env values may name {data}, {prepared}, {python}
             if workload.data_dir:
                 Path(workload.data_dir).mkdir(parents=True, exist_ok=True)

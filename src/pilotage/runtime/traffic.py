@@ -397,8 +397,19 @@ class TrafficGenerator:
             self.stats.failures += 1
             return
         self.stats.record(planned.operation, response.status_code)
+        if response.status_code == 501:
+            self._unwritten(planned)
         if planned.creates and 200 <= response.status_code < 300:
             self._keep(planned, call, response)
+
+    def _unwritten(self, planned: _Planned) -> None:
+        """Stop sending an operation the service answered 501, unless it is the last one with weight.
+
+        501 declares the operation unwritten (a generated service's ``app/handlers.py`` stub): not a rollout error.
+        """
+        weights = [0 if r is planned else w for r, w in zip(self.requests, self._weights, strict=True)]
+        if any(weights):
+            self._weights = weights
 
     def _keep(self, planned: _Planned, call: _Call, response: httpx.Response) -> None:
         """Keep the item a creating request answered with (scalar fields), if it has a field a user wants."""

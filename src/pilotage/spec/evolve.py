@@ -40,7 +40,14 @@ from pilotage.spec.grammar import (
     singularize,
 )
 from pilotage.spec.load import validate_spec
-from pilotage.spec.openapi import iter_operations, merged_parameters, operation_ids, ref_name, resolve_dict
+from pilotage.spec.openapi import (
+    iter_operations,
+    merged_parameters,
+    operation_ids,
+    ref_name,
+    requires_credentials,
+    resolve_dict,
+)
 
 __all__ = ["RESERVED_PATHS", "Change", "apply_change", "evolve", "operations", "plan_change"]
 
@@ -444,6 +451,19 @@ def _add_operation(doc: dict[str, Any], req: ParsedRequest, change: Change) -> N
     item[method] = _operation(req.verb, names)
 
 
+def _declare_unauthorized(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """Give a ``401`` response to every operation of ``new`` that ``old`` lacks and that needs credentials.
+
+    Its own ``security`` or the document's: the generated service answers 401 when credentials are missing or invalid.
+    """
+    before = {(op.path, op.method) for op in iter_operations(old)}
+    for op in iter_operations(new):
+        if (op.path, op.method) not in before and requires_credentials(op):
+            op.operation.setdefault("responses", {}).setdefault(
+                "401", {"description": "Missing or invalid credentials"}
+            )
+
+
 def apply_change(doc: dict[str, Any], req: ParsedRequest, change: Change, *, path: str = "<spec>") -> dict[str, Any]:
     """Return a copy of ``doc`` with ``change`` (from :func:`plan_change` of ``req``) applied, validated.
 
@@ -459,6 +479,7 @@ def apply_change(doc: dict[str, Any], req: ParsedRequest, change: Change, *, pat
         _add_operation(new, req, change)
     else:
         _add_resource(new, req)
+    _declare_unauthorized(new, doc)
     validate_spec(new, path=f"{path} (evolved)")
     return new
 

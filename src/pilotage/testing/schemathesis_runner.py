@@ -24,7 +24,9 @@ the global bound because in v4 it is a budget that fuzzing repeats until spent â
 bound. All phases run (examples, coverage, fuzzing, stateful).
 
 Counting (per operation ``"METHOD /path/{template}"``): ``requests`` = responses received; ``server_errors`` =
-responses with status >= 500; ``failures`` = test cases with a failed check or a 5xx response; ``checks_failed``
+responses with status >= 500 except 501; ``not_implemented`` = 501 responses (an operation the service declares
+unwritten, e.g. a generated service's ``app/handlers.py`` stub: reported, not a server error); ``failures`` = test
+cases with a failed check or a 5xx response; ``checks_failed``
 = names of the failed checks (``not_a_server_error``, ``status_code_conformance`` â€¦); ``examples`` = one curl
 line per failed check, the shortest one seen (schemathesis shrinks failing cases, so it is also the simplest).
 Stateful-phase cases are attributed to the operation they called.
@@ -85,7 +87,8 @@ class OperationResult:
         operation: ``"GET /pets/{petId}"``.
         requests: responses received.
         failures: test cases with at least one failed check or a 5xx response.
-        server_errors: responses with HTTP status >= 500.
+        server_errors: responses with HTTP status >= 500, 501 excepted.
+        not_implemented: responses with HTTP status 501 (the operation is not written yet).
         checks_failed: sorted names of the checks that failed.
         examples: ``[{"check": name, "curl": "curl -X ..."}]``, one (the shortest) per failed check.
     """
@@ -94,6 +97,7 @@ class OperationResult:
     requests: int = 0
     failures: int = 0
     server_errors: int = 0
+    not_implemented: int = 0
     checks_failed: list[str] = field(default_factory=list)
     examples: list[dict[str, str]] = field(default_factory=list)
 
@@ -146,6 +150,11 @@ class SchemathesisResult:
         return sum(op.server_errors for op in self.operations)
 
     @property
+    def not_implemented(self) -> int:
+        """Responses with HTTP status 501 over all operations."""
+        return sum(op.not_implemented for op in self.operations)
+
+    @property
     def checks_failed(self) -> list[str]:
         """Sorted names of every check that failed somewhere."""
         return sorted({name for op in self.operations for name in op.checks_failed})
@@ -157,6 +166,7 @@ class SchemathesisResult:
             "requests": self.requests,
             "failures": self.failures,
             "server_errors": self.server_errors,
+            "not_implemented": self.not_implemented,
             "checks_failed": self.checks_failed,
             "errors": self.errors,
             "exit_code": self.exit_code,
@@ -400,7 +410,10 @@ def _add_scenario(body: dict[str, Any], results: dict[str, OperationResult], bes
         if isinstance(status, int):
             result.requests += 1
         names = {str(c.get("name")) for c in failed}
-        if isinstance(status, int) and status >= 500:
+        if status == 501:  # declared unwritten (a generated service's app/handlers.py stub), not a crash
+            result.not_implemented += 1
+            names.discard("not_a_server_error")
+        elif isinstance(status, int) and status >= 500:
             result.server_errors += 1
             names.add("not_a_server_error")
         if not names:
