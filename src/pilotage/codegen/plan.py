@@ -125,8 +125,8 @@ def _statuses(responses: dict[str, Any], method: str, kind: str) -> tuple[int, i
     else:
         ok = success[0] if success else 200
     error = next((c for c in (422, 400) if c in documented), 422 if has_default or not documented else 400)
-    missing = 404 if 404 in documented or has_default else error
-    return ok, error, missing
+    # an unknown item is 404 even where the document declares only 400: a validation status would misreport it
+    return ok, error, 404
 
 
 def _security(doc: dict[str, Any], op: Operation) -> list[list[dict[str, Any]]]:
@@ -300,6 +300,8 @@ def _plan_operation(
         "not_found_status": missing,
         "documents_415": "415" in responses or "default" in responses or "4XX" in responses,
         "security": _security(doc, op),
+        # PUT /pet with the key in the body: the key stays even when it is readOnly (other readOnly input is ignored)
+        "keep_read_only": [res.key] if kind == "replace_body" and res is not None and res.key else [],
     }
     body_schema = (body_meta or {}).get("content", {}).get("application/json")
     body_ref = ref_name(body_schema)
@@ -333,4 +335,18 @@ def make_plan(doc: dict[str, Any], model_names: dict[str, str]) -> ServicePlan:
             route = route.replace("{" + name + "}", "{" + alias + "}")
         plan.routes.append((route, path, by_method))
     plan.routes.sort(key=lambda r: _route_key(r[1]))
+    _mark_create_or_replace(plan)
     return plan
+
+
+def _mark_create_or_replace(plan: ServicePlan) -> None:
+    """Mark the item ``PUT`` of a resource that no ``POST`` creates as create-or-replace (``meta.create_or_replace``).
+
+    Such a resource could never exist otherwise (every ``GET`` would answer 404): its ``PUT`` stores the body under
+    the path's key, answering ``meta.created_status`` (201 when the ``PUT`` documents it) for a new item.
+    """
+    created = {id(op.resource) for op in plan.operations if op.kind in ("create", "replace_body")}
+    for op in plan.operations:
+        if op.kind == "replace" and id(op.resource) not in created:
+            op.meta["create_or_replace"] = True
+            op.meta["created_status"] = 201 if "201" in op.meta["responses"] else op.meta["success_status"]
