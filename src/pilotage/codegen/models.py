@@ -79,8 +79,10 @@ def _annotation(doc: dict[str, Any], schema: Any, names: dict[str, str], models:
 
 
 def _read_or_write_only(doc: dict[str, Any], schema: Any) -> bool:
-    """True for a ``readOnly``/``writeOnly`` property: required in one direction only, so optional in the model
-    (the document's schema checks each direction: ``app/validation.py``)."""
+    """True for a ``readOnly``/``writeOnly`` property: required in one direction only, so optional in the model.
+
+    The document's schema checks each direction (``app/validation.py``: requests and responses).
+    """
     resolved = resolve_dict(doc, schema)
     flags = (schema if isinstance(schema, dict) else {}, resolved if isinstance(resolved, dict) else {})
     return any(bool(f.get("readOnly") or f.get("writeOnly")) for f in flags)

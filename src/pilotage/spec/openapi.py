@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.errors import InputError
-from pilotage.spec.load import MAX_DOCUMENT_BYTES, json_path, load_document, to_json_data
+from pilotage.spec.load import MAX_DOCUMENT_BYTES, json_path, load_document, load_spec, to_json_data
 
 __all__ = [
     "FILES_KEY",
@@ -42,6 +42,7 @@ __all__ = [
     "MAX_REF_HOPS",
     "UNFOLLOWED_REF",
     "Operation",
+    "api_url",
     "base_path",
     "bundle_refs",
     "first_cycle",
@@ -604,3 +605,14 @@ def base_path(doc: Any) -> str:
 
     path = urllib.parse.urlsplit(re.sub(r"\{([^{}]+)\}", default, url)).path.rstrip("/")
     return "/" + path.lstrip("/") if path else ""
+
+
+def api_url(root_url: str, spec_path: str | Path) -> str:
+    """Return where a service at ``root_url`` (``http://127.0.0.1:PORT``) serves the API of ``spec_path``.
+
+    That is ``root_url`` and the document's :func:`base_path` (``http://127.0.0.1:PORT/api/v3``).
+
+    Raises:
+        InputError: the document does not load, or its ``servers[0].url`` has a variable without a default.
+    """
+    return root_url.rstrip("/") + base_path(load_spec(spec_path))
