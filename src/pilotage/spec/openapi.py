@@ -577,6 +577,10 @@ def parameterless_get_paths(doc: Any) -> list[str]:
 # --- servers ----------------------------------------------------------------------------------------------------
 
 
+#: A base path a service can be served under: ``/``-separated RFC 3986 path characters, no ``%``-escapes, no braces.
+_BASE_PATH = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)*")
+
+
 def base_path(doc: Any) -> str:
     """Return the path of ``servers[0].url`` with its variables set to their defaults, without a trailing ``/``.
 
@@ -584,7 +588,9 @@ def base_path(doc: Any) -> str:
     ``servers``, no path or ``/`` give ``""`` (OpenAPI's default server is ``/``: §4.8.1, field ``servers``).
 
     Raises:
-        InputError: the URL uses a variable that ``servers[0].variables`` does not give a string default.
+        InputError: the URL uses a variable that ``servers[0].variables`` does not give a string default, or its path
+            is not one a service can be served under (an unparsable URL, ``.``/``..`` segments, characters outside
+            RFC 3986's unreserved and sub-delims, ``:`` and ``@``: ``%``, ``{``, spaces); ``json_path`` names the URL.
     """
     servers = doc.get("servers") if isinstance(doc, dict) else None
     server = servers[0] if isinstance(servers, list) and servers and isinstance(servers[0], dict) else {}
@@ -598,13 +604,25 @@ def base_path(doc: Any) -> str:
         value = variable.get("default") if isinstance(variable, dict) else None
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise InputError(
-                f"servers[0].url {url!r} uses the variable {match.group(1)!r}, which has no default",
-                hint=f"add servers[0].variables.{match.group(1)}.default",
+                f"servers[0].url {url[:200]!r} uses the variable {match.group(1)[:80]!r}, which has no default",
+                hint=f"add servers[0].variables.{match.group(1)[:80]}.default",
+                json_path="$.servers[0].url",
             )
         return str(value)
 
-    path = urllib.parse.urlsplit(re.sub(r"\{([^{}]+)\}", default, url)).path.rstrip("/")
-    return "/" + path.lstrip("/") if path else ""
+    try:
+        path = urllib.parse.urlsplit(re.sub(r"\{([^{}]+)\}", default, url)).path.rstrip("/")
+    except ValueError as exc:
+        message = f"servers[0].url {url[:200]!r} is not a URL ({exc})"
+        raise InputError(message, hint="fix servers[0].url", json_path="$.servers[0].url") from exc
+    path = "/" + path.lstrip("/") if path else ""
+    if not _BASE_PATH.fullmatch(path) or any(seg in (".", "..") for seg in path.split("/")):
+        raise InputError(
+            f"servers[0].url {url[:200]!r} gives the base path {path[:200]!r}, which a service cannot be served under",
+            hint="use a path of letters, digits and -._~!$&'()*+,;=:@ segments in servers[0].url (e.g. /api/v3)",
+            json_path="$.servers[0].url",
+        )
+    return path
 
 
 def api_url(root_url: str, spec_path: str | Path) -> str:
