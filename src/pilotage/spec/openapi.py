@@ -577,8 +577,10 @@ def parameterless_get_paths(doc: Any) -> list[str]:
 # --- servers ----------------------------------------------------------------------------------------------------
 
 
-#: A base path a service can be served under: ``/``-separated RFC 3986 path characters, no ``%``-escapes, no braces.
-_BASE_PATH = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)*")
+#: A base path a service can be served under (``/``-separated segments; clients percent-encode the rest): no control
+#: or separator characters but the space, no ``%``-escapes (served decoded), no ``\\`` (some clients read ``/``), no
+#: braces (a route's parameters).
+_BASE_PATH = re.compile(r"(/[^/\x00-\x1f\x7f-\x9f\u2028\u2029%\\{}]+)*")
 
 
 def base_path(doc: Any) -> str:
@@ -589,8 +591,8 @@ def base_path(doc: Any) -> str:
 
     Raises:
         InputError: the URL uses a variable that ``servers[0].variables`` does not give a string default, or its path
-            is not one a service can be served under (an unparsable URL, ``.``/``..`` segments, characters outside
-            RFC 3986's unreserved and sub-delims, ``:`` and ``@``: ``%``, ``{``, spaces); ``json_path`` names the URL.
+            is not one a service can be served under (an unparsable URL, ``.``/``..`` segments, control characters,
+            ``%``, backslash, braces: :data:`_BASE_PATH`); ``json_path`` names the URL.
     """
     servers = doc.get("servers") if isinstance(doc, dict) else None
     server = servers[0] if isinstance(servers, list) and servers and isinstance(servers[0], dict) else {}
@@ -619,7 +621,7 @@ def base_path(doc: Any) -> str:
     if not _BASE_PATH.fullmatch(path) or any(seg in (".", "..") for seg in path.split("/")):
         raise InputError(
             f"servers[0].url {url[:200]!r} gives the base path {path[:200]!r}, which a service cannot be served under",
-            hint="use a path of letters, digits and -._~!$&'()*+,;=:@ segments in servers[0].url (e.g. /api/v3)",
+            hint="give servers[0].url a plain path (e.g. /api/v3): no control characters, %, \\ or braces",
             json_path="$.servers[0].url",
         )
     return path
