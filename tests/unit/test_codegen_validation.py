@@ -39,6 +39,15 @@ def _post(schema: str, *, invalid: str = "422", created: str = "201") -> dict[st
     }
 
 
+def _list(schema: str) -> dict[str, Any]:
+    items = {"type": "array", "items": _ref(schema)}
+    return {"get": {"responses": {"200": {"description": "all", "content": _json(items)}}}}
+
+
+def _path_param(name: str, kind: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
+
+
 def _answers(tmp_path: Path, document: dict[str, Any], requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     generate_service(document, tmp_path)
     answer = ask(tmp_path, requests)
@@ -113,7 +122,7 @@ USERS: dict[str, Any] = {
     "paths": {
         "/users": _post("User"),
         "/users/{id}": {
-            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "parameters": [_path_param("id", "integer")],
             "get": {"responses": {"200": {"description": "the user", "content": _json(_ref("User"))}}},
         },
     },
@@ -166,16 +175,9 @@ def _things(servers: list[dict[str, Any]]) -> dict[str, Any]:
         "info": {"title": "Things", "version": "1.0.0"},
         "servers": servers,
         "paths": {
-            "/things": {
-                **_post("Thing"),
-                "get": {
-                    "responses": {
-                        "200": {"description": "all", "content": _json({"type": "array", "items": _ref("Thing")})}
-                    }
-                },
-            },
+            "/things": {**_post("Thing"), **_list("Thing")},
             "/things/{id}": {
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "parameters": [_path_param("id", "integer")],
                 "get": {"responses": {"200": {"description": "one", "content": _json(_ref("Thing"))}}},
                 "delete": {"responses": {"204": {"description": "gone"}, "404": {"description": "no such thing"}}},
             },
@@ -257,15 +259,9 @@ SETTINGS: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "Settings", "version": "1.0.0"},
     "paths": {
-        "/settings": {
-            "get": {
-                "responses": {
-                    "200": {"description": "all", "content": _json({"type": "array", "items": _ref("Setting")})}
-                }
-            }
-        },
+        "/settings": _list("Setting"),
         "/settings/{name}": {
-            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [_path_param("name", "string")],
             "get": {"responses": {"200": {"description": "one", "content": _json(_ref("Setting"))}}},
             "put": {
                 "requestBody": {"required": True, "content": _json(_ref("Setting"))},
