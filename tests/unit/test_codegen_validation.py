@@ -9,12 +9,16 @@ Each class writes a small document, generates the service, imports it in a child
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pilotage.codegen.generator import generate_service
+from pilotage.testing.spec_tests import CRUD_FILE, write_spec_tests
 from tests.fixtures.service_importer import ask
 
 
@@ -208,10 +212,20 @@ class TestServersBasePath:
         assert unprefixed["status"] == 404
         assert health["status"] == 200
 
-    def test_the_generated_tests_use_the_base_path(self, tmp_path: Path) -> None:
+    def test_the_generated_tests_and_pilotage_s_crud_tests_call_the_base_path(self, tmp_path: Path) -> None:
+        """The service's own tests and Pilotage's CRUD chains (``API_URL``) pass against it, in-process."""
         generate_service(_things(BASE_SERVERS), tmp_path)
         text = (tmp_path / "tests" / "test_service.py").read_text(encoding="utf-8")
         assert "'/api/v2/things'" in text and "'/api/v2/things/{id}'" in text
+        written = write_spec_tests(tmp_path / "app" / "openapi.json", tmp_path, crud_examples=2)
+        assert [c["name"] for c in written["chains"]] == ["things"]
+        assert "API_URL = BASE_URL.rstrip(\"/\") + '/api/v2'" in Path(written["crud_file"]).read_text()
+        argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_service.py"]
+        argv.append("tests/" + CRUD_FILE)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTAGE_")}
+        run = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False, env=env)
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert " passed" in run.stdout and "test_crud_things" not in run.stdout  # no failure named
 
 
 class TestEmptyResponses:
