@@ -54,7 +54,7 @@ from pilotage.codegen.quoting import (
 from pilotage.errors import InputError
 from pilotage.names import check_name
 from pilotage.spec.load import load_spec, spec_digest, to_json_data, validate_spec
-from pilotage.spec.openapi import base_path
+from pilotage.spec.openapi import base_path, resolve_dict
 
 __all__ = [
     "RUNTIME_PACKAGES",
@@ -189,6 +189,12 @@ def _serve_under(plan: ServicePlan, prefix: str) -> None:
     plan.routes = [(_under(prefix, route), template, handlers) for route, template, handlers in plan.routes]
 
 
+def _writable(doc: dict[str, Any], schema: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without the top-level ``readOnly`` properties of ``schema`` (the service ignores them on input)."""
+    props = resolve_dict(doc, schema).get("properties") or {}
+    return {k: v for k, v in body.items() if not resolve_dict(doc, props.get(k)).get("readOnly")}
+
+
 def _round_trips(doc: dict[str, Any], plan: ServicePlan, prefix: str) -> list[dict[str, Any]]:
     cases = []
     for res in plan.resources:
@@ -201,6 +207,7 @@ def _round_trips(doc: dict[str, Any], plan: ServicePlan, prefix: str) -> list[di
         body = example(doc, body_schema)
         if not isinstance(body, dict) or schema_errors(doc, body_schema, body):
             continue
+        body = _writable(doc, body_schema, body)
         if res.key is not None and (res.key_read_only or res.key in body):
             body.pop(res.key, None)
         id_param = next(p for p in ops["get"].meta["parameters"] if p["name"] == res.item_param)
