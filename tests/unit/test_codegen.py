@@ -21,6 +21,7 @@ from pilotage.spec.load import load_spec
 from tests.fixtures import CHECKOUT_SPEC
 
 PETSTORE = Path("/work/shared/specs/petstore3.yaml")
+API = "/api/v3"  # the path of the petstore's servers[0].url: where the generated service serves its operations
 CHECKOUT = CHECKOUT_SPEC
 
 
@@ -141,8 +142,8 @@ def test_generated_service_passes_its_own_tests(petstore_dir: Path) -> None:
 
 def test_health_and_metrics(petstore_url: str) -> None:
     assert httpx.get(petstore_url + "/healthz").json() == {"status": "ok"}
-    httpx.get(petstore_url + "/pet/123456")
-    httpx.get(petstore_url + "/pet/123456")
+    httpx.get(petstore_url + API + "/pet/123456")
+    httpx.get(petstore_url + API + "/pet/123456")
     text = httpx.get(petstore_url + "/metrics").text
     assert 'http_requests_total{flag="none",method="GET",route="/pet/{petId}",status="404"} 2.0' in text
     assert 'route="/healthz"' not in text and 'route="/metrics"' not in text
@@ -150,26 +151,26 @@ def test_health_and_metrics(petstore_url: str) -> None:
 
 def test_crud_round_trip_persists_in_sqlite(petstore_url: str, petstore_dir: Path) -> None:
     pet = {"name": "rex", "photoUrls": ["http://x/1"], "status": "available"}
-    created = httpx.post(petstore_url + "/pet", json=pet)
+    created = httpx.post(petstore_url + API + "/pet", json=pet)
     assert created.status_code == 200
     pet_id = created.json()["id"]
     assert created.json()["name"] == "rex"
-    assert httpx.get(f"{petstore_url}/pet/{pet_id}").json()["photoUrls"] == ["http://x/1"]
-    found = httpx.get(petstore_url + "/pet/findByStatus", params={"status": "available"}).json()
+    assert httpx.get(f"{petstore_url}{API}/pet/{pet_id}").json()["photoUrls"] == ["http://x/1"]
+    found = httpx.get(petstore_url + API + "/pet/findByStatus", params={"status": "available"}).json()
     assert pet_id in [p["id"] for p in found]
-    updated = httpx.post(f"{petstore_url}/pet/{pet_id}", params={"name": "max", "status": "sold"})
+    updated = httpx.post(f"{petstore_url}{API}/pet/{pet_id}", params={"name": "max", "status": "sold"})
     assert updated.json()["name"] == "max" and updated.json()["status"] == "sold"
-    assert httpx.delete(f"{petstore_url}/pet/{pet_id}").status_code == 200
-    assert httpx.get(f"{petstore_url}/pet/{pet_id}").status_code == 404
+    assert httpx.delete(f"{petstore_url}{API}/pet/{pet_id}").status_code == 200
+    assert httpx.get(f"{petstore_url}{API}/pet/{pet_id}").status_code == 404
     assert (petstore_dir / "test.db").is_file()
 
 
 def test_xml_and_form_bodies(petstore_url: str) -> None:
     xml = b"<pet><id>77</id><name>tom</name><photoUrls><photoUrl>a</photoUrl></photoUrls><status>sold</status></pet>"
-    created = httpx.post(petstore_url + "/pet", content=xml, headers={"content-type": "application/xml"})
+    created = httpx.post(petstore_url + API + "/pet", content=xml, headers={"content-type": "application/xml"})
     assert created.status_code == 200, created.text
     assert created.json() == {"id": 77, "name": "tom", "photoUrls": ["a"], "status": "sold"}
-    form = httpx.post(petstore_url + "/pet", data={"name": "kit", "photoUrls": ["p"]})
+    form = httpx.post(petstore_url + API + "/pet", data={"name": "kit", "photoUrls": ["p"]})
     assert form.status_code == 200 and form.json()["name"] == "kit"
 
 
@@ -203,26 +204,26 @@ def test_xml_and_form_bodies(petstore_url: str) -> None:
     ],
 )
 def test_invalid_input_is_4xx(petstore_url: str, method: str, path: str, kwargs: dict, status: int) -> None:
-    response = httpx.request(method, petstore_url + path, **kwargs)
+    response = httpx.request(method, petstore_url + API + path, **kwargs)
     assert response.status_code == status, response.text
 
 
 def test_auth_is_enforced_by_default(petstore_dir: Path) -> None:
     principal = "pilotage-test:" + secrets.token_urlsafe(16)
     for url in serve(petstore_dir, {"PILOTAGE_TEST_PRINCIPAL": principal}):
-        missing = httpx.get(url + "/store/inventory")
+        missing = httpx.get(url + API + "/store/inventory")
         assert missing.status_code == 401
         assert missing.headers["www-authenticate"] == 'ApiKey realm="api", in="header", name="api_key"'
-        assert httpx.get(url + "/store/inventory", headers={"api_key": "k"}).status_code == 401  # any value: no
-        inventory = httpx.get(url + "/store/inventory", headers={"api_key": principal})
+        assert httpx.get(url + API + "/store/inventory", headers={"api_key": "k"}).status_code == 401  # any value: no
+        inventory = httpx.get(url + API + "/store/inventory", headers={"api_key": principal})
         assert inventory.status_code == 501  # authenticated; the behaviour is not inferred: app/handlers.py
         assert inventory.json() == {"detail": "not implemented: getInventory; edit app/handlers.py"}
-        assert httpx.get(url + "/user/logout").status_code == 200  # declares no security
+        assert httpx.get(url + API + "/user/logout").status_code == 200  # declares no security
 
 
 def test_fault_injection_answers_500_and_counts_it(petstore_dir: Path) -> None:
     for url in serve(petstore_dir, {"PILOTAGE_FAULT_ERROR_RATE": "1.0"}):
-        assert httpx.get(url + "/user/logout").status_code == 500
+        assert httpx.get(url + API + "/user/logout").status_code == 500
         assert httpx.get(url + "/healthz").status_code == 200
         assert 'route="/user/logout",status="500"} 1.0' in httpx.get(url + "/metrics").text
 
@@ -236,16 +237,16 @@ def test_faults_switch_at_run_time_on_a_freshly_generated_service(petstore_dir: 
 
     for url in serve(petstore_dir, {"PILOTAGE_ENFORCE_AUTH": "0"}):  # admin off by default: the switch is hidden
         assert httpx.put(url + "/__pilotage/faults", json={"error_rate": 1.0}).status_code == 404
-        assert httpx.get(url + "/user/logout").status_code == 200
+        assert httpx.get(url + API + "/user/logout").status_code == 200
     for url in serve(petstore_dir, {"PILOTAGE_ENFORCE_AUTH": "0", "PILOTAGE_FAULT_ADMIN": "1"}):
-        assert httpx.get(url + "/user/logout").status_code == 200
+        assert httpx.get(url + API + "/user/logout").status_code == 200
         state = asyncio.run(set_faults(url, FaultSpec(error_rate=1.0)))
         assert state["error_rate"] == 1.0
-        assert httpx.get(url + "/user/logout").status_code == 500
+        assert httpx.get(url + API + "/user/logout").status_code == 500
         assert httpx.get(url + "/healthz").status_code == 200  # probes are never faulted
         asyncio.run(set_faults(url, FaultSpec(error_rate=0.0, latency_ms=300)))
         started = time.monotonic()
-        assert httpx.get(url + "/user/logout").status_code == 200
+        assert httpx.get(url + API + "/user/logout").status_code == 200
         assert time.monotonic() - started >= 0.3  # the latency shift is applied to every request
         assert asyncio.run(get_faults(url))["latency_ms"] == 300
         assert 'route="/user/logout",status="500"} 1.0' in httpx.get(url + "/metrics").text

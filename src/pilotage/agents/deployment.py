@@ -30,7 +30,6 @@ from typing import Any, ClassVar
 from pilotage.agent import Agent, Reasoning, RunSpec
 from pilotage.errors import InputError, PolicyDenied
 from pilotage.events import CloudEvent, EventType
-from pilotage.fleet.descriptor import DESCRIPTOR_FILE
 from pilotage.fleet.documents import DocumentSource
 from pilotage.fleet.impact import impact_of_delivery
 from pilotage.fleet.registry import load_fleet, stable_route_name
@@ -281,22 +280,19 @@ def traffic_plan(
     head_dir: str,
     touched: list[str],
     allowed_envs: list[str] | None = None,
-    *,
-    generated: bool = False,
 ) -> dict[str, Any]:
     """Return the synthetic-traffic plan of a rollout (:func:`pilotage.rollout.traffic_plan.build_traffic_plan`).
 
     Args:
         spec_path: the head version's OpenAPI document ("": none, only the descriptor's ``traffic.requests``).
         base_spec_path: the base version's ("" or a missing file → none).
-        head_dir: the head version's folder (its ``pilotage.yaml`` gives writes, requests and credentials, and
-            its services are called at the document's ``servers[0]`` path; a generated service, without one, at
-            the paths as written, :mod:`pilotage.codegen.generator`).
+        head_dir: the head version's folder (its ``pilotage.yaml`` gives writes, requests and credentials); every
+            service, generated ones too (:mod:`pilotage.codegen.generator`), is called at the document's
+            ``servers[0]`` path.
         touched: operations the change touches besides the spec diff (``"METHOD /path"``: changed handlers).
         allowed_envs: the environment variables a descriptor may name in ``traffic.credentials`` (the setting
             ``traffic_credential_envs``; None = any, for generated services); another name is ignored, so a
             delivered commit cannot have the control plane send it a secret of the operator.
-        generated: Pilotage generated the service (it serves at the paths as written, whatever its descriptor).
 
     Raises:
         InputError: a document does not load or validate; ConfigError: a malformed ``pilotage.yaml``.
@@ -305,7 +301,6 @@ def traffic_plan(
     credentials = settings.credentials
     if credentials is not None and allowed_envs is not None and credentials.env not in allowed_envs:
         credentials = None  # not the operator's choice: secured operations are skipped (the plan says so)
-    described = not generated and bool(head_dir) and (Path(head_dir) / DESCRIPTOR_FILE).is_file()
     base = load_spec(base_spec_path) if base_spec_path and Path(base_spec_path).is_file() else None
     head = load_spec(spec_path) if spec_path else NO_DOCUMENT  # a delivered service without an OpenAPI document
     return build_traffic_plan(
@@ -316,8 +311,8 @@ def traffic_plan(
         requests=settings.requests,
         credentials={"header": credentials.header, "env": credentials.env} if credentials else None,
         credentials_set=bool(credentials and os.environ.get(credentials.env)),
-        # a service with a descriptor serves at its document's servers[0] path; a generated one at its paths
-        path_prefix=None if described else "",
+        # every service serves at its document's servers[0] path (generated ones too)
+        path_prefix=None,
     )
 
 
@@ -501,9 +496,7 @@ class DeploymentAgent(Agent):
         diff = spec_data.get("diff") or {}
         touched = [*touched, *(str(x) for x in (diff.get("added") or []) + (spec_data.get("operations_added") or []))]
         allowed = list(self.ctx.settings.traffic_credential_envs)
-        traffic = traffic_plan(
-            spec_path, base_spec, str(code["head_dir"]), touched, allowed, generated=not run.delivery
-        )
+        traffic = traffic_plan(spec_path, base_spec, str(code["head_dir"]), touched, allowed)
         addresses = provider_addresses(await load_fleet(self.ctx.bus))  # issue 19: each consumed provider's
         base_role = workload_role(
             base_version, code["base_dir"], code.get("base_prepared", ""), {}, addresses=addresses, data_dir=data

@@ -10,13 +10,16 @@ Layout of the generated folder (the "Generated-service conventions" of ``docs/ev
     app/auth.py          credential checks: test principal (env ``PILOTAGE_TEST_PRINCIPAL``), users, tokens
     app/handlers.py      the user's handlers of operations not inferred (501 until written; never overwritten)
     app/store.py         SQLite persistence (env ``PILOTAGE_DB_PATH``, default ``data.db``)
+    app/validation.py    discriminators, readOnly/writeOnly (request and response views) on top of JSON Schema
     app/openapi.json     the spec the service implements (also served at ``GET /openapi.json``)
     tests/conftest.py, tests/test_service.py   the service's own pytest tests
     requirements.txt, requirements-dev.txt     pinned ``name==version`` (versions of the generating environment)
     .github/workflows/ci.yml                   GitHub Actions: unit tests + schemathesis
     README.md, .gitignore
 
-The service serves the spec's paths as written (no ``servers`` base path): callers pass the base URL.
+The service serves the spec's paths under the path of ``servers[0].url`` (variables set to their defaults:
+:func:`pilotage.spec.openapi.base_path`), ``/api/v3/pet`` for ``https://{host}/api/v3`` and ``/pet``; its own
+``/healthz``, ``/metrics`` and ``/openapi.json`` stay at the root. Callers add the base path to the root URL.
 
 The document is untrusted: its text reaches the Python files only through :mod:`pilotage.codegen.quoting`
 (the templates' ``py``/``ident`` filters; any other ``{{ }}`` output makes rendering fail), and every Python file
@@ -54,6 +57,7 @@ from pilotage.codegen.quoting import (
 from pilotage.errors import InputError
 from pilotage.names import check_name
 from pilotage.spec.load import load_spec, spec_digest, to_json_data, validate_spec
+from pilotage.spec.openapi import base_path, resolve_dict
 
 __all__ = [
     "RUNTIME_PACKAGES",
@@ -72,6 +76,7 @@ RUNTIME_PACKAGES = (
     "pydantic",
     "prometheus-client",
     "openapi-schema-validator",
+    "jsonschema",  # app/validation.py extends openapi-schema-validator's validators with its keywords
     "openfeature-sdk",  # the release flag (env PILOTAGE_OFREP_URL): OpenFeature SDK + its OFREP provider
     "openfeature-provider-ofrep",
 )
@@ -91,6 +96,7 @@ SERVICE_FILES = (
     "app/openapi.json",
     "app/runtime.py",
     "app/store.py",
+    "app/validation.py",
     "pilotage.yaml",
     "requirements-dev.txt",
     "requirements.txt",
@@ -178,7 +184,23 @@ def _resource_meta(res: Resource) -> dict[str, Any]:
     }
 
 
-def _round_trips(doc: dict[str, Any], plan: ServicePlan) -> list[dict[str, Any]]:
+def _under(prefix: str, path: str) -> str:
+    """``path`` served under the base path ``prefix`` (``""`` or ``/api/v3``): ``/`` alone becomes ``prefix``."""
+    return prefix + path if path != "/" or not prefix else prefix
+
+
+def _serve_under(plan: ServicePlan, prefix: str) -> None:
+    """Put the routes of ``plan`` under the base path ``prefix``; their metric labels stay the document's paths."""
+    plan.routes = [(_under(prefix, route), template, handlers) for route, template, handlers in plan.routes]
+
+
+def _writable(doc: dict[str, Any], schema: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without the top-level ``readOnly`` properties of ``schema`` (the service ignores them on input)."""
+    props = resolve_dict(doc, schema).get("properties") or {}
+    return {k: v for k, v in body.items() if not resolve_dict(doc, props.get(k)).get("readOnly")}
+
+
+def _round_trips(doc: dict[str, Any], plan: ServicePlan, prefix: str) -> list[dict[str, Any]]:
     cases = []
     for res in plan.resources:
         ops = {op.kind: op for op in plan.operations if op.resource is res and op.parent is None}
@@ -190,6 +212,7 @@ def _round_trips(doc: dict[str, Any], plan: ServicePlan) -> list[dict[str, Any]]
         body = example(doc, body_schema)
         if not isinstance(body, dict) or schema_errors(doc, body_schema, body):
             continue
+        body = _writable(doc, body_schema, body)
         if res.key is not None and (res.key_read_only or res.key in body):
             body.pop(res.key, None)
         id_param = next(p for p in ops["get"].meta["parameters"] if p["name"] == res.item_param)
@@ -199,8 +222,8 @@ def _round_trips(doc: dict[str, Any], plan: ServicePlan) -> list[dict[str, Any]]
         cases.append(
             {
                 "name": res.name,
-                "collection": res.collection_path,
-                "item": res.item_path,
+                "collection": _under(prefix, res.collection_path),
+                "item": _under(prefix, res.item_path),
                 "param": res.item_param,
                 "key": res.key,
                 "body": body,
@@ -213,9 +236,9 @@ def _round_trips(doc: dict[str, Any], plan: ServicePlan) -> list[dict[str, Any]]
     return cases
 
 
-def _safe_gets(plan: ServicePlan, secured: bool) -> list[str]:
+def _safe_gets(plan: ServicePlan, secured: bool, prefix: str) -> list[str]:
     return [
-        op.meta["path"]
+        _under(prefix, op.meta["path"])
         for op in plan.operations
         if op.meta["method"] == "GET"
         and not any(p["required"] for p in op.meta["parameters"])
@@ -383,6 +406,8 @@ def generate_service(
     plan = make_plan(doc, names)
     _flag_operations(plan, flagged)
     users = apply_auth(doc, plan)
+    prefix = base_path(doc)
+    _serve_under(plan, prefix)
     digest = spec_digest(doc)
     models_py, model_classes = models_source(doc, names)
     env, markdown = _environments()
@@ -395,14 +420,15 @@ def generate_service(
         "app/runtime.py": (_TEMPLATES / "runtime.py.tmpl").read_text(encoding="utf-8"),
         "app/crud.py": (_TEMPLATES / "crud.py.tmpl").read_text(encoding="utf-8"),
         "app/store.py": (_TEMPLATES / "store.py.tmpl").read_text(encoding="utf-8"),
+        "app/validation.py": (_TEMPLATES / "validation.py.tmpl").read_text(encoding="utf-8"),
         "app/openapi.json": json.dumps(doc, indent=2, ensure_ascii=False) + "\n",
         "tests/conftest.py": _render(env, "conftest.py.j2"),
         "tests/test_service.py": _render(
             env,
             "test_service.py.j2",
-            round_trips=_round_trips(doc, plan),
-            safe_gets=_safe_gets(plan, False),
-            secured_gets=_safe_gets(plan, True),
+            round_trips=_round_trips(doc, plan, prefix),
+            safe_gets=_safe_gets(plan, False, prefix),
+            secured_gets=_safe_gets(plan, True, prefix),
             openapi=plan.openapi,
         ),
         "pilotage.yaml": descriptor_text(check_name(name, "service name"), str(plan.title)),

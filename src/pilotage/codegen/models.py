@@ -78,6 +78,16 @@ def _annotation(doc: dict[str, Any], schema: Any, names: dict[str, str], models:
     return f"{base} | None" if "null" in kinds and base != "Any" else base
 
 
+def _read_or_write_only(doc: dict[str, Any], schema: Any) -> bool:
+    """True for a ``readOnly``/``writeOnly`` property: required in one direction only, so optional in the model.
+
+    The document's schema checks each direction (``app/validation.py``: requests and responses).
+    """
+    resolved = resolve_dict(doc, schema)
+    flags = (schema if isinstance(schema, dict) else {}, resolved if isinstance(resolved, dict) else {})
+    return any(bool(f.get("readOnly") or f.get("writeOnly")) for f in flags)
+
+
 def _field_name(prop: str, taken: set[str], classes: set[str]) -> str:
     reserved = _MODEL_ATTRIBUTES | classes
     name = python_name(prop, "keep", reserved=reserved, taken=set(taken))
@@ -100,7 +110,7 @@ def _class_source(
         used.add(field)
         annotation = _annotation(doc, prop_schema, names, models)
         alias = f"alias={py_literal(str(prop))}" if field != prop else ""
-        if prop in required:
+        if prop in required and not _read_or_write_only(doc, prop_schema):
             default = f" = Field({alias})" if alias else ""
         else:
             if annotation != "Any" and not annotation.endswith("| None"):

@@ -119,7 +119,8 @@ def _responses(doc: dict[str, Any], op: Operation, warnings: list[str]) -> dict[
 def _statuses(responses: dict[str, Any], method: str, kind: str) -> tuple[int, int, int]:
     documented = {int(c) for c in responses if c.isdigit()}
     has_default = "default" in responses or "4XX" in responses
-    success = sorted(c for c in documented if 200 <= c < 300)
+    # no 2xx documented: the documented 3xx (a 304-only GET) rather than an undocumented 200
+    success = sorted(c for c in documented if 200 <= c < 300) or sorted(c for c in documented if 300 <= c < 400)
     if kind == "create" and 201 in documented:
         ok = 201
     elif kind == "delete" and 204 in documented:
@@ -127,8 +128,8 @@ def _statuses(responses: dict[str, Any], method: str, kind: str) -> tuple[int, i
     else:
         ok = success[0] if success else 200
     error = next((c for c in (422, 400) if c in documented), 422 if has_default or not documented else 400)
-    missing = 404 if 404 in documented or has_default else error
-    return ok, error, missing
+    # an unknown item is 404 even where the document declares only 400: a validation status would misreport it
+    return ok, error, 404
 
 
 def _object_schema(doc: dict[str, Any], schema: Any) -> bool:
@@ -326,6 +327,8 @@ def _plan_operation(
         "not_found_status": missing,
         "documents_415": "415" in responses or "default" in responses or "4XX" in responses,
         "security": security_meta(doc, op),
+        # PUT /pet with the key in the body: the key stays even when it is readOnly (other readOnly input is ignored)
+        "keep_read_only": [res.key] if kind == "replace_body" and res is not None and res.key else [],
     }
     body_schema = (body_meta or {}).get("content", {}).get("application/json")
     body_ref = ref_name(body_schema)
@@ -360,4 +363,18 @@ def make_plan(doc: dict[str, Any], model_names: dict[str, str]) -> ServicePlan:
             route = route.replace("{" + name + "}", "{" + alias + "}")
         plan.routes.append((route, path, by_method))
     plan.routes.sort(key=lambda r: _route_key(r[1]))
+    _mark_create_or_replace(plan)
     return plan
+
+
+def _mark_create_or_replace(plan: ServicePlan) -> None:
+    """Mark the item ``PUT`` of a resource that no ``POST`` creates as create-or-replace (``meta.create_or_replace``).
+
+    Such a resource could never exist otherwise (every ``GET`` would answer 404): its ``PUT`` stores the body under
+    the path's key, answering ``meta.created_status`` (201 when the ``PUT`` documents it) for a new item.
+    """
+    created = {id(op.resource) for op in plan.operations if op.kind in ("create", "replace_body")}
+    for op in plan.operations:
+        if op.kind == "replace" and id(op.resource) not in created:
+            op.meta["create_or_replace"] = True
+            op.meta["created_status"] = 201 if "201" in op.meta["responses"] else op.meta["success_status"]

@@ -39,6 +39,7 @@ from pilotage.errors import BackendError, InputError
 from pilotage.perf.locustfile import LoadTarget, write_locustfile
 from pilotage.perf.stats import EndpointStats, parse_stats_csv
 from pilotage.secrets import register_secrets
+from pilotage.spec.openapi import api_url
 from pilotage.testing.process import run_process
 
 __all__ = ["LoadTestResult", "build_command", "run_load_test"]
@@ -137,7 +138,8 @@ async def run_load_test(
 
     Args:
         spec_path: the service's OpenAPI document.
-        base_url: ``http://127.0.0.1:PORT`` of the running service.
+        base_url: ``http://127.0.0.1:PORT`` of the running service (requests go under the document's ``servers[0]``
+            path: :func:`pilotage.spec.openapi.api_url`).
         out_dir: folder for ``locustfile.py``, ``locust_stats.csv`` (and Locust's other CSVs) and ``locust.log``.
         users: concurrent virtual users (``settings.load_test_users``).
         duration_s: test duration in seconds (``settings.load_test_duration_s``; rounded up, at least 1 s).
@@ -178,7 +180,8 @@ async def run_load_test(
     csv_path = out_dir / "locust_stats.csv"
     for stale in out_dir.glob("locust_*.csv"):
         stale.unlink()
-    argv = build_command(locustfile, base_url, csv_prefix, users=users, spawn_rate=rate, duration_s=seconds)
+    host = await asyncio.to_thread(api_url, base_url, Path(spec_path))  # the document's servers[0] path after it
+    argv = build_command(locustfile, host, csv_prefix, users=users, spawn_rate=rate, duration_s=seconds)
     outcome = await run_process(
         argv,
         cwd=out_dir,

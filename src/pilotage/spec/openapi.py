@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.errors import InputError
-from pilotage.spec.load import MAX_DOCUMENT_BYTES, json_path, load_document, to_json_data
+from pilotage.spec.load import MAX_DOCUMENT_BYTES, json_path, load_document, load_spec, to_json_data
 
 __all__ = [
     "FILES_KEY",
@@ -42,6 +42,7 @@ __all__ = [
     "MAX_REF_HOPS",
     "UNFOLLOWED_REF",
     "Operation",
+    "api_url",
     "base_path",
     "bundle_refs",
     "first_cycle",
@@ -576,6 +577,12 @@ def parameterless_get_paths(doc: Any) -> list[str]:
 # --- servers ----------------------------------------------------------------------------------------------------
 
 
+#: A base path a service can be served under (``/``-separated segments; clients percent-encode the rest): no control
+#: or separator characters but the space, no ``%``-escapes (served decoded), no ``\\`` (some clients read ``/``), no
+#: braces (a route's parameters).
+_BASE_PATH = re.compile(r"(/[^/\x00-\x1f\x7f-\x9f\u2028\u2029%\\{}]+)*")
+
+
 def base_path(doc: Any) -> str:
     """Return the path of ``servers[0].url`` with its variables set to their defaults, without a trailing ``/``.
 
@@ -583,7 +590,9 @@ def base_path(doc: Any) -> str:
     ``servers``, no path or ``/`` give ``""`` (OpenAPI's default server is ``/``: §4.8.1, field ``servers``).
 
     Raises:
-        InputError: the URL uses a variable that ``servers[0].variables`` does not give a string default.
+        InputError: the URL uses a variable that ``servers[0].variables`` does not give a string default, or its path
+            is not one a service can be served under (an unparsable URL, ``.``/``..`` segments, control characters,
+            ``%``, backslash, braces: :data:`_BASE_PATH`); ``json_path`` names the URL.
     """
     servers = doc.get("servers") if isinstance(doc, dict) else None
     server = servers[0] if isinstance(servers, list) and servers and isinstance(servers[0], dict) else {}
@@ -597,10 +606,33 @@ def base_path(doc: Any) -> str:
         value = variable.get("default") if isinstance(variable, dict) else None
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise InputError(
-                f"servers[0].url {url!r} uses the variable {match.group(1)!r}, which has no default",
-                hint=f"add servers[0].variables.{match.group(1)}.default",
+                f"servers[0].url {url[:200]!r} uses the variable {match.group(1)[:80]!r}, which has no default",
+                hint=f"add servers[0].variables.{match.group(1)[:80]}.default",
+                json_path="$.servers[0].url",
             )
         return str(value)
 
-    path = urllib.parse.urlsplit(re.sub(r"\{([^{}]+)\}", default, url)).path.rstrip("/")
-    return "/" + path.lstrip("/") if path else ""
+    try:
+        path = urllib.parse.urlsplit(re.sub(r"\{([^{}]+)\}", default, url)).path.rstrip("/")
+    except ValueError as exc:
+        message = f"servers[0].url {url[:200]!r} is not a URL ({exc})"
+        raise InputError(message, hint="fix servers[0].url", json_path="$.servers[0].url") from exc
+    path = "/" + path.lstrip("/") if path else ""
+    if not _BASE_PATH.fullmatch(path) or any(seg in (".", "..") for seg in path.split("/")):
+        raise InputError(
+            f"servers[0].url {url[:200]!r} gives the base path {path[:200]!r}, which a service cannot be served under",
+            hint="give servers[0].url a plain path (e.g. /api/v3): no control characters, %, \\ or braces",
+            json_path="$.servers[0].url",
+        )
+    return path
+
+
+def api_url(root_url: str, spec_path: str | Path) -> str:
+    """Return where a service at ``root_url`` (``http://127.0.0.1:PORT``) serves the API of ``spec_path``.
+
+    That is ``root_url`` and the document's :func:`base_path` (``http://127.0.0.1:PORT/api/v3``).
+
+    Raises:
+        InputError: the document does not load, or its ``servers[0].url`` has a variable without a default.
+    """
+    return root_url.rstrip("/") + base_path(load_spec(spec_path))

@@ -39,6 +39,7 @@ __all__ = ["run_chain", "run_key_reuse", "run_paging", "run_unknown_keys", "run_
 
 schema: Any = None
 BASE_URL: str | None = None
+API_URL: str | None = None  # BASE_URL and the document's servers[0] path: where the API is served
 HEADERS: dict[str, str] = {}
 TIMEOUT_S = 5.0
 CHAINS: dict[str, dict[str, Any]] = {}
@@ -56,13 +57,13 @@ from hypothesis import strategies as st  # noqa: E402
 
 
 def _call(case: Any, trail: list[str]) -> Any:
-    response = case.call(base_url=BASE_URL, headers=HEADERS, timeout=TIMEOUT_S)
+    response = case.call(base_url=API_URL, headers=HEADERS, timeout=TIMEOUT_S)
     # the curl line masks the credentials sent (PILOTAGE_TEST_HEADERS) and nothing else: a body field named like a
     # secret (``secret_name``, ``password``) shown as ``[Filtered]`` would not reproduce the failure
     sanitization = case.operation.schema.config.output.sanitization
     sanitization.keys_to_sanitize = tuple(name.lower() for name in HEADERS) or ("authorization",)
     sanitization.sensitive_markers = ()
-    trail.append(case.as_curl_command(headers=HEADERS, base_url=BASE_URL or "http://127.0.0.1:8000"))
+    trail.append(case.as_curl_command(headers=HEADERS, base_url=API_URL or "http://127.0.0.1:8000"))
     return response
 
 
@@ -369,7 +370,7 @@ def _discard(item: str, params: dict[str, Any]) -> None:
     """Delete what a test created, best effort: the answer and any error are ignored (clean-up, not a check)."""
     with contextlib.suppress(Exception):
         schema[item]["DELETE"].Case(path_parameters=params, headers={}).call(
-            base_url=BASE_URL, headers=HEADERS, timeout=TIMEOUT_S
+            base_url=API_URL, headers=HEADERS, timeout=TIMEOUT_S
         )
 
 

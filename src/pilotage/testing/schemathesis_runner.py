@@ -53,6 +53,7 @@ from typing import Any
 
 from pilotage.errors import BackendError, InputError
 from pilotage.secrets import MASK, masker, write_private_text
+from pilotage.spec.openapi import api_url
 from pilotage.testing.process import run_process
 
 __all__ = [
@@ -444,7 +445,8 @@ async def run_schemathesis(
 
     Args:
         spec_path: the OpenAPI 3 document (YAML or JSON).
-        base_url: ``http://127.0.0.1:PORT`` of the running service (the spec's ``servers`` are ignored).
+        base_url: ``http://127.0.0.1:PORT`` of the running service; requests go under the path of the spec's
+            ``servers[0]`` (:func:`pilotage.spec.openapi.api_url`), where the service serves the API.
         report_dir: folder for ``schemathesis.junit.xml``, ``schemathesis.ndjson`` and ``schemathesis.log``.
         max_examples: test cases per operation and phase (``settings.schemathesis_max_examples``).
         timeout_s: global time budget in seconds; on expiry the run is killed and the result is partial.
@@ -461,6 +463,7 @@ async def run_schemathesis(
         BackendError: schemathesis could not run (no report written, or a fatal engine error).
     """
     operations = await asyncio.to_thread(load_operations, spec_path)  # imports + parsing: off the loop
+    url = await asyncio.to_thread(api_url, base_url, spec_path)
     report_dir = Path(report_dir).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
     write_config(report_dir / "schemathesis.toml", headers)
@@ -470,7 +473,7 @@ async def run_schemathesis(
         stale.unlink(missing_ok=True)
     argv = build_command(
         Path(spec_path).resolve(),
-        base_url,
+        url,
         report_dir,
         max_examples=max_examples,
         request_timeout_s=request_timeout_s,

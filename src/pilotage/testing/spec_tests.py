@@ -12,8 +12,9 @@ Two pytest files go to ``<service>/tests/`` so the tests stay with the code and 
   a deleted resource answers 404. Every assertion message ends with the curl lines that reproduce the chain.
 
 Both files target ``PILOTAGE_BASE_URL`` when set (a running instance), else the app in-process (``app.main:app``
-over ASGI, the generated-service convention). Authentication comes from ``PILOTAGE_TEST_HEADERS`` (a JSON object of
-headers, set from ``settings.testing_auth_headers``), so no secret is written into the repository.
+over ASGI, the generated-service convention), with the path of the document's ``servers[0]`` after it
+(``API_URL``). Authentication comes from ``PILOTAGE_TEST_HEADERS`` (a JSON object of headers, set from
+``settings.testing_auth_headers``), so no secret is written into the repository.
 
 The CRUD resources and their chains are inferred by :mod:`pilotage.testing.crud_chains`; this module renders both
 files, quoting every document-derived value through :mod:`pilotage.codegen.quoting` and checking the result.
@@ -37,7 +38,7 @@ from pilotage.codegen.quoting import (
 )
 from pilotage.errors import InputError
 from pilotage.spec.load import parse_document, to_json_data
-from pilotage.spec.openapi import bundle_refs
+from pilotage.spec.openapi import base_path, bundle_refs
 from pilotage.testing.crud_chains import CrudChain, infer_crud_chains
 
 __all__ = [
@@ -88,7 +89,9 @@ if BASE_URL is None:
     from app.main import app
 
     schema.app = app
-    BASE_URL = "http://testserver"  # the app's own root: the spec's ``servers`` prefix is not the app's
+    BASE_URL = "http://testserver"  # the app's own root (``/metrics``)
+# the API under the path of the document's servers[0] (variables at their defaults), as the service serves it
+API_URL = BASE_URL.rstrip("/") + {base_path}
 '''
 
 _SCHEMATHESIS_BODY = '''
@@ -97,14 +100,14 @@ _SCHEMATHESIS_BODY = '''
 @SETTINGS
 def test_api(case: schemathesis.Case) -> None:
     """Every operation with every schemathesis check (server errors, conformance, negative data ...)."""
-    case.call_and_validate(base_url=BASE_URL, headers=HEADERS, timeout=TIMEOUT_S)
+    case.call_and_validate(base_url=API_URL, headers=HEADERS, timeout=TIMEOUT_S)
 
 
 class Workflow(schema.as_state_machine()):  # type: ignore[misc]
     """Stateful sequences along the spec's OpenAPI links and the links schemathesis infers."""
 
     def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, object]:
-        return {"base_url": BASE_URL, "headers": HEADERS, "timeout": TIMEOUT_S}
+        return {"base_url": API_URL, "headers": HEADERS, "timeout": TIMEOUT_S}
 
 
 TestWorkflow = Workflow.TestCase
@@ -120,11 +123,16 @@ _CHAIN_NAMES = frozenset(
 _HYPOTHESIS_IMPORTS = "from hypothesis import Phase, given\nfrom hypothesis import strategies as st\n"
 
 
-def _header(title: str, spec_rel: str, max_examples: int, timeout_s: float, derandomize: bool) -> str:
-    """The module docstring and setup; spec text and settings only as :func:`py_literal` literals."""
+def _header(
+    title: str, spec_rel: str, max_examples: int, timeout_s: float, derandomize: bool, base_path: str = ""
+) -> str:
+    """The module docstring and setup; spec text and settings only as :func:`py_literal` literals.
+
+    ``base_path``: the path of the document's ``servers[0].url`` (:func:`pilotage.spec.openapi.base_path`).
+    """
     return _HEADER.format(
         title=title, spec_rel=py_literal(spec_rel), max_examples=py_literal(max_examples),
-        timeout_s=py_literal(timeout_s), derandomize=py_literal(derandomize),
+        timeout_s=py_literal(timeout_s), derandomize=py_literal(derandomize), base_path=py_literal(base_path),
     )  # fmt: skip
 
 
@@ -138,10 +146,15 @@ def _vocabulary() -> frozenset[str]:
     return frozenset(name for name, _ in identifiers_of(ast.parse(static))) | _CHAIN_NAMES
 
 
-def render_schemathesis_tests(spec_rel: str, *, max_examples: int, timeout_s: float, derandomize: bool = True) -> str:
-    """Return the source of ``test_pilotage_api_schemathesis.py`` (spec path relative to the tests folder)."""
+def render_schemathesis_tests(
+    spec_rel: str, *, max_examples: int, timeout_s: float, derandomize: bool = True, base_path: str = ""
+) -> str:
+    """Return the source of ``test_pilotage_api_schemathesis.py`` (spec path relative to the tests folder).
+
+    ``base_path``: where the service serves the API (the document's ``servers[0]`` path, ``""`` for the root).
+    """
     title = "Property-based API tests from the OpenAPI spec (schemathesis v4 Python API, all checks, stateful)."
-    source = _header(title, spec_rel, max_examples, timeout_s, derandomize) + _SCHEMATHESIS_BODY
+    source = _header(title, spec_rel, max_examples, timeout_s, derandomize, base_path) + _SCHEMATHESIS_BODY
     check_python(source, file=f"tests/{SCHEMATHESIS_FILE}", allowed=_vocabulary())
     return source
 
@@ -159,14 +172,17 @@ def render_crud_tests(
     timeout_s: float,
     derandomize: bool = True,
     metrics_path: str | None = None,
+    base_path: str = "",
 ) -> str:
     """Return the source of ``test_pilotage_api_crud.py``: one hypothesis test per chain (``crud_support`` helpers).
 
     With ``metrics_path`` also ``test_metrics_contract``, which sends ``GET metrics_path``
-    (:func:`~pilotage.testing.metrics_support.plain_get`). The chain logic is :mod:`pilotage.testing.crud_support`'s
-    source, and the metrics check :mod:`~pilotage.testing.metrics_support`'s, copied into the file, so the
-    repository's tests do not import Pilotage. Spec text is written only as :func:`py_literal` literals; chain
-    names are :func:`python_name` identifiers; the result passes :func:`check_python`.
+    (:func:`~pilotage.testing.metrics_support.plain_get`) under ``base_path`` (the document's ``servers[0]`` path,
+    where the service serves the API; ``/metrics`` stays at the root). The chain logic is
+    :mod:`pilotage.testing.crud_support`'s source, and the metrics check :mod:`~pilotage.testing.metrics_support`'s,
+    copied into the file, so the repository's tests do not import Pilotage. Spec text is written only as
+    :func:`py_literal` literals; chain names are :func:`python_name` identifiers; the result passes
+    :func:`check_python`.
 
     Raises:
         InputError: the source fails the quoting check (a Pilotage bug: names the identifier).
@@ -176,7 +192,7 @@ def render_crud_tests(
 
     support = _copied(crud_support)
     title = "Create → read → update → delete chains inferred from the OpenAPI spec (resource life-cycle oracle)."
-    parts = [_header(title, spec_rel, max_examples, timeout_s, derandomize), _HYPOTHESIS_IMPORTS, support]
+    parts = [_header(title, spec_rel, max_examples, timeout_s, derandomize, base_path), _HYPOTHESIS_IMPORTS, support]
     parts.append(f"\nCHAINS = {py_literal({c.name: asdict(c) for c in chains}, width=110, sort_dicts=True)}\n")
     tests: set[str] = set()
     for chain in chains:
@@ -285,7 +301,10 @@ def write_spec_tests(
     tests_dir.mkdir(parents=True, exist_ok=True)
     spec_rel = os.path.relpath(spec_path, tests_dir)
     st_file = tests_dir / SCHEMATHESIS_FILE
-    st_file.write_text(render_schemathesis_tests(spec_rel, max_examples=max_examples, timeout_s=request_timeout_s))
+    prefix = base_path(doc)
+    st_file.write_text(
+        render_schemathesis_tests(spec_rel, max_examples=max_examples, timeout_s=request_timeout_s, base_path=prefix)
+    )
     try:
         chains = infer_crud_chains(doc)
     except (AttributeError, TypeError) as exc:  # an operation, parameter or schema that is not OpenAPI's shape
@@ -299,8 +318,9 @@ def write_spec_tests(
         from pilotage.testing.metrics_support import plain_get
 
         source = render_crud_tests(
-            spec_rel, chains, max_examples=crud_examples, timeout_s=request_timeout_s, metrics_path=plain_get(doc)
-        )
+            spec_rel, chains, max_examples=crud_examples, timeout_s=request_timeout_s, metrics_path=plain_get(doc),
+            base_path=prefix,
+        )  # fmt: skip
         crud_file.write_text(source)
     else:
         crud_file.unlink(missing_ok=True)
