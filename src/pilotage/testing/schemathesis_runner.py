@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -51,6 +52,7 @@ from typing import Any
 
 from pilotage.errors import BackendError, InputError
 from pilotage.secrets import MASK, masker, write_private_text
+from pilotage.testing.credentials import PRINCIPAL_ENV, basic_env, schemathesis_auth
 from pilotage.testing.process import run_process
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "load_operations",
     "parse_ndjson",
     "run_schemathesis",
+    "security_schemes",
     "write_config",
 ]
 
@@ -259,12 +262,38 @@ def header_env(headers: dict[str, str] | None) -> dict[str, str]:
     return {HEADER_VAR.format(i): value for i, value in enumerate((headers or {}).values())}
 
 
-def write_config(path: Path, headers: dict[str, str] | None = None) -> Path:
+def security_schemes(spec_path: Path) -> dict[str, Any]:
+    """Return the ``components.securitySchemes`` of the document at ``spec_path`` (``{}`` when it has none).
+
+    Raises:
+        InputError: the file does not parse (names it).
+    """
+    from pilotage.spec.load import load_document
+    from pilotage.spec.openapi import resolve_dict
+
+    doc = load_document(spec_path)
+    schemes = resolve_dict(doc, (doc.get("components") or {}).get("securitySchemes")) if isinstance(doc, dict) else {}
+    return {str(name): resolve_dict(doc, scheme) for name, scheme in schemes.items()}
+
+
+def _auth_lines(schemes: dict[str, Any] | None) -> list[str]:
+    """``[auth.openapi."<scheme>"]`` tables: the run's test principal for each scheme (issue 18), placeholders only."""
+    lines = []
+    for name, entry in schemathesis_auth(schemes or {}).items():
+        lines += ["", f"[auth.openapi.{_toml_string(name.replace('${', '$${'))}]"]
+        lines += [f"{key} = {_toml_string(value)}" for key, value in entry.items()]
+    return lines
+
+
+def write_config(path: Path, headers: dict[str, str] | None = None, schemes: dict[str, Any] | None = None) -> Path:
     """Write the schemathesis config of a run to ``path`` (0600) and return it.
 
     The file isolates the run from any ``schemathesis.toml`` around it, sends each of ``headers`` with its value
     read from the environment (``${PILOTAGE_TEST_HEADER_i}``, see :func:`header_env`; the value is not in the
-    file) and makes schemathesis mask those header names in its reports, besides its default keys.
+    file) and makes schemathesis mask those header names in its reports, besides its default keys. With the
+    document's security ``schemes`` it authenticates every operation as the run's test principal the way its
+    security asks (:func:`pilotage.testing.credentials.schemathesis_auth`: ``${PILOTAGE_TEST_PRINCIPAL}``), so
+    schemathesis also checks that requests without them are refused (its ``ignored_auth`` check).
     """
     names = list(headers or {})
     lines = ["# written by Pilotage: isolates the run; header values come from the environment, never from here"]
@@ -278,6 +307,8 @@ def write_config(path: Path, headers: dict[str, str] | None = None) -> Path:
         keys = sorted({*_default_sanitized_keys(), *(n.lower() for n in names)})
         lines += ["", "[output.sanitization]", f"keys-to-sanitize = [{', '.join(_toml_string(k) for k in keys)}]"]
         lines.append(f"replacement = {_toml_string(MASK)}")
+    if os.environ.get(PRINCIPAL_ENV):
+        lines += _auth_lines(schemes)
     return write_private_text(path, "\n".join(lines) + "\n")
 
 
@@ -450,7 +481,8 @@ async def run_schemathesis(
     operations = await asyncio.to_thread(load_operations, spec_path)  # imports + parsing: off the loop
     report_dir = Path(report_dir).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
-    write_config(report_dir / "schemathesis.toml", headers)
+    schemes = await asyncio.to_thread(security_schemes, Path(spec_path))
+    write_config(report_dir / "schemathesis.toml", headers, schemes)
     junit_path = report_dir / "schemathesis.junit.xml"
     ndjson_path = report_dir / "schemathesis.ndjson"
     for stale in (junit_path, ndjson_path):
@@ -469,7 +501,7 @@ async def run_schemathesis(
         cwd=report_dir,
         timeout_s=timeout_s,
         log_path=report_dir / "schemathesis.log",
-        env=header_env(headers),
+        env=header_env(headers) | basic_env(os.environ.get(PRINCIPAL_ENV, "")),
         mask_files=[junit_path, ndjson_path],
     )
     results, meta = parse_ndjson(ndjson_path, operations)

@@ -12,8 +12,10 @@ Two pytest files go to ``<service>/tests/`` so the tests stay with the code and 
   a deleted resource answers 404. Every assertion message ends with the curl lines that reproduce the chain.
 
 Both files target ``PILOTAGE_BASE_URL`` when set (a running instance), else the app in-process (``app.main:app``
-over ASGI, the generated-service convention). Authentication comes from ``PILOTAGE_TEST_HEADERS`` (a JSON object of
-headers, set from ``settings.testing_auth_headers``), so no secret is written into the repository.
+over ASGI, the generated-service convention). Authentication: every request carries the credentials its operation's
+security asks for, made from the run's test principal ``PILOTAGE_TEST_PRINCIPAL`` (:mod:`pilotage.testing.credentials`,
+copied into both files), plus ``PILOTAGE_TEST_HEADERS`` (a JSON object of headers, set from
+``settings.testing_auth_headers``), so no secret is written into the repository.
 
 The CRUD resources and their chains are inferred by :mod:`pilotage.testing.crud_chains`; this module renders both
 files, quoting every document-derived value through :mod:`pilotage.codegen.quoting` and checking the result.
@@ -76,6 +78,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.te
 SPEC = Path(__file__).resolve().parent / {spec_rel}
 BASE_URL = os.environ.get("PILOTAGE_BASE_URL") or None
 HEADERS = json.loads(os.environ.get("PILOTAGE_TEST_HEADERS") or "{{}}")
+PRINCIPAL = os.environ.get("PILOTAGE_TEST_PRINCIPAL") or ""
 MAX_EXAMPLES = int(os.environ.get("PILOTAGE_MAX_EXAMPLES") or {max_examples})
 TIMEOUT_S = float(os.environ.get("PILOTAGE_REQUEST_TIMEOUT_S") or {timeout_s})
 SETTINGS = settings(
@@ -97,6 +100,7 @@ _SCHEMATHESIS_BODY = '''
 @SETTINGS
 def test_api(case: schemathesis.Case) -> None:
     """Every operation with every schemathesis check (server errors, conformance, negative data ...)."""
+    authenticate(case, PRINCIPAL)
     case.call_and_validate(base_url=BASE_URL, headers=HEADERS, timeout=TIMEOUT_S)
 
 
@@ -104,6 +108,7 @@ class Workflow(schema.as_state_machine()):  # type: ignore[misc]
     """Stateful sequences along the spec's OpenAPI links and the links schemathesis infers."""
 
     def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, object]:
+        authenticate(case, PRINCIPAL)
         return {"base_url": BASE_URL, "headers": HEADERS, "timeout": TIMEOUT_S}
 
 
@@ -131,17 +136,17 @@ def _header(title: str, spec_rel: str, max_examples: int, timeout_s: float, dera
 @functools.cache
 def _vocabulary() -> frozenset[str]:
     """Every identifier the static parts of the two generated files use (Pilotage's own text, not the spec's)."""
-    from pilotage.testing import crud_support, metrics_support
+    from pilotage.testing import credentials, crud_support, metrics_support
 
     static = _header("t", "s", 1, 1.0, True) + _SCHEMATHESIS_BODY + _HYPOTHESIS_IMPORTS
-    static += _copied(crud_support) + _copied(metrics_support)
+    static += _copied(credentials) + _copied(crud_support) + _copied(metrics_support)
     return frozenset(name for name, _ in identifiers_of(ast.parse(static))) | _CHAIN_NAMES
 
 
 def render_schemathesis_tests(spec_rel: str, *, max_examples: int, timeout_s: float, derandomize: bool = True) -> str:
     """Return the source of ``test_pilotage_api_schemathesis.py`` (spec path relative to the tests folder)."""
     title = "Property-based API tests from the OpenAPI spec (schemathesis v4 Python API, all checks, stateful)."
-    source = _header(title, spec_rel, max_examples, timeout_s, derandomize) + _SCHEMATHESIS_BODY
+    source = _header(title, spec_rel, max_examples, timeout_s, derandomize) + _auth_support() + _SCHEMATHESIS_BODY
     check_python(source, file=f"tests/{SCHEMATHESIS_FILE}", allowed=_vocabulary())
     return source
 
@@ -149,6 +154,13 @@ def render_schemathesis_tests(spec_rel: str, *, max_examples: int, timeout_s: fl
 def _copied(module: Any) -> str:
     """The part of a support module below its ``# --- copied below ---`` marker (what the generated file holds)."""
     return str(Path(module.__file__).read_text(encoding="utf-8").split("\n# --- copied below ---\n", 1)[1])
+
+
+def _auth_support() -> str:
+    """:mod:`pilotage.testing.credentials`' copied part: the credentials of each request (issue 18)."""
+    from pilotage.testing import credentials
+
+    return "\n" + _copied(credentials)
 
 
 def render_crud_tests(
@@ -176,7 +188,8 @@ def render_crud_tests(
 
     support = _copied(crud_support)
     title = "Create → read → update → delete chains inferred from the OpenAPI spec (resource life-cycle oracle)."
-    parts = [_header(title, spec_rel, max_examples, timeout_s, derandomize), _HYPOTHESIS_IMPORTS, support]
+    parts = [_header(title, spec_rel, max_examples, timeout_s, derandomize), _HYPOTHESIS_IMPORTS, _auth_support()]
+    parts.append(support)
     parts.append(f"\nCHAINS = {py_literal({c.name: asdict(c) for c in chains}, width=110, sort_dicts=True)}\n")
     tests: set[str] = set()
     for chain in chains:
