@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 from pilotage.secrets import register_secrets
@@ -34,6 +35,7 @@ __all__ = [
     "PRINCIPAL_MIN_CHARS",
     "authenticate",
     "basic_env",
+    "copied_source",
     "credentials_for",
     "ensure_principal",
     "schemathesis_auth",
@@ -81,6 +83,11 @@ def schemathesis_auth(schemes: object) -> dict[str, dict[str, str]]:
         elif kind:
             out[str(name)] = {"api_key": "${" + PRINCIPAL_ENV + "}"}
     return out
+
+
+def copied_source() -> str:
+    """The part of this module below the ``# --- copied below ---`` marker: what generated files hold of it."""
+    return Path(__file__).read_text(encoding="utf-8").split("\n# --- copied below ---\n", 1)[1]
 
 
 def basic_env(principal: str) -> dict[str, str]:

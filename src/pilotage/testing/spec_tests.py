@@ -158,9 +158,9 @@ def _copied(module: Any) -> str:
 
 def _auth_support() -> str:
     """:mod:`pilotage.testing.credentials`' copied part: the credentials of each request (issue 18)."""
-    from pilotage.testing import credentials
+    from pilotage.testing.credentials import copied_source
 
-    return "\n" + _copied(credentials)
+    return "\n" + copied_source()
 
 
 def render_crud_tests(
