@@ -242,3 +242,34 @@ def test_invalid_plans_are_input_errors() -> None:
     with pytest.raises(InputError, match="is not a request"):
         TrafficGenerator("http://127.0.0.1:1", {"requests": [{"method": "GET", "path": "/x", "weight": 0}]}, 1.0)
     assert not has_requests({"requests": []}) and not has_requests([]) and has_requests(["/x"])
+
+
+def test_the_run_s_test_principal_authenticates_secured_operations_without_traffic_credentials(
+    tmp_path: Path,
+) -> None:
+    """Issue 18: a document with top-level security is sent, every request carrying the principal as its key."""
+    from pilotage.rollout.traffic_plan import build_traffic_plan
+    from pilotage.runtime.proxy import EmbeddedServer, bind_local
+
+    principal = "pilotage:" + "p" * 12 + tmp_path.name[-6:]
+    assert build_traffic_plan(ITEMS_DOC, writes=True)["requests"] == []  # no principal: every operation skipped
+    plan = build_traffic_plan(ITEMS_DOC, writes=True, principal=True)
+    assert [r["operation"] for r in plan["requests"]] == ["POST /items", "GET /items/{id}", "DELETE /items/{id}"]
+    assert all(r["security"] == [{"key": []}] for r in plan["requests"]) and principal not in json.dumps(plan)
+    seen: list[dict[str, str]] = []
+
+    async def scenario() -> TrafficStats:
+        sock = bind_local(0)
+        server = EmbeddedServer(_items_app(seen), "items")
+        await server.launch(sock)
+        env = {"PILOTAGE_TEST_PRINCIPAL": principal}
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        generator = TrafficGenerator(url, plan, 100.0, duration_s=1.0, seed=3, environ=env).start()
+        while generator.running:
+            await asyncio.sleep(0.05)
+        await server.halt()
+        return generator.stats
+
+    stats = asyncio.run(scenario())
+    assert seen and all(h.get("x-api-key") == principal for h in seen)
+    assert stats.by_operation["GET /items/{id}"].get(200, 0) > 0

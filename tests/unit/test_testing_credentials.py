@@ -33,12 +33,13 @@ def test_each_scheme_kind_sends_the_principal_where_the_scheme_says() -> None:
     basic = "Basic " + base64.b64encode(PRINCIPAL.encode()).decode()
     assert credentials_for([{"jwt": []}], SCHEMES, PRINCIPAL) == {
         "headers": {"Authorization": f"Bearer {PRINCIPAL}"}, "query": {}, "cookies": {}}  # fmt: skip
-    assert credentials_for([{"basic": []}], SCHEMES, PRINCIPAL)["headers"] == {"Authorization": basic}  # type: ignore[index]
+    assert credentials_for([{"basic": []}], SCHEMES, PRINCIPAL) == {
+        "headers": {"Authorization": basic}, "query": {}, "cookies": {}}  # fmt: skip
     assert credentials_for([{"key": [], "q": [], "c": []}], SCHEMES, PRINCIPAL) == {
-        "headers": {"X-Api-Key": PRINCIPAL}, "query": {"api_key": PRINCIPAL}, "cookies": {"session": PRINCIPAL}}  # fmt: skip
-    assert credentials_for([{"oauth": ["read"]}], SCHEMES, PRINCIPAL)["headers"] == {  # type: ignore[index]
-        "Authorization": f"Bearer {PRINCIPAL}"
-    }
+        "headers": {"X-Api-Key": PRINCIPAL}, "query": {"api_key": PRINCIPAL},
+        "cookies": {"session": PRINCIPAL}}  # fmt: skip
+    oauth = credentials_for([{"oauth": ["read"]}], SCHEMES, PRINCIPAL)
+    assert oauth is not None and oauth["headers"] == {"Authorization": f"Bearer {PRINCIPAL}"}
 
 
 def test_alternatives_anonymous_access_and_schemes_that_cannot_be_met() -> None:
@@ -90,38 +91,74 @@ SECURED_DOC = {
     "components": {
         "securitySchemes": {"jwt": {"type": "http", "scheme": "bearer"}},
         "schemas": {
-            "NoteIn": {"type": "object", "required": ["text"], "additionalProperties": False,
-                       "properties": {"text": {"type": "string", "maxLength": 20}}},  # fmt: skip
-            "Note": {"type": "object", "required": ["id", "text"],
-                     "properties": {"id": {"type": "integer"}, "text": {"type": "string"}}},  # fmt: skip
+            "NoteIn": {
+                "type": "object",
+                "required": ["text"],
+                "additionalProperties": False,
+                "properties": {"text": {"type": "string", "maxLength": 20}},
+            },  # fmt: skip
+            "Note": {
+                "type": "object",
+                "required": ["id", "text"],
+                "properties": {"id": {"type": "integer"}, "text": {"type": "string"}},
+            },  # fmt: skip
         },
     },
     "paths": {
         "/notes": {
-            "get": {"responses": {"200": {"description": "all", "content": {"application/json": {
-                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Note"}}}}},
-                "401": {"description": "no credentials"}}},  # fmt: skip
+            "get": {
+                "responses": {
+                    "200": {
+                        "description": "all",
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Note"}}
+                            }
+                        },
+                    },
+                    "401": {"description": "no credentials"},
+                }
+            },  # fmt: skip
             "post": {
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/NoteIn"}}}},  # fmt: skip
-                "responses": {"201": {"description": "created", "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/Note"}}}},  # fmt: skip
-                    "401": {"description": "no credentials"}, "422": {"description": "invalid"}},
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NoteIn"}}},
+                },  # fmt: skip
+                "responses": {
+                    "201": {
+                        "description": "created",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Note"}}},
+                    },  # fmt: skip
+                    "401": {"description": "no credentials"},
+                    "422": {"description": "invalid"},
+                },
             },
         },
         "/notes/{noteId}": {
             "parameters": [{"name": "noteId", "in": "path", "required": True, "schema": {"type": "integer"}}],
-            "get": {"responses": {"200": {"description": "one", "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/Note"}}}},  # fmt: skip
-                "401": {"description": "no credentials"}, "404": {"description": "no such note"}}},
-            "delete": {"responses": {"204": {"description": "deleted"}, "401": {"description": "no credentials"},
-                                     "404": {"description": "no such note"}}},  # fmt: skip
+            "get": {
+                "responses": {
+                    "200": {
+                        "description": "one",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Note"}}},
+                    },  # fmt: skip
+                    "401": {"description": "no credentials"},
+                    "404": {"description": "no such note"},
+                }
+            },
+            "delete": {
+                "responses": {
+                    "204": {"description": "deleted"},
+                    "401": {"description": "no credentials"},
+                    "404": {"description": "no such note"},
+                }
+            },  # fmt: skip
         },
     },
 }
 
 #: The service of SECURED_DOC: every operation checks ``Authorization: Bearer $PILOTAGE_TEST_PRINCIPAL``.
-SECURED_APP = '''
+SECURED_APP = """
 import os
 from fastapi import FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -170,7 +207,7 @@ def delete(request: Request, noteId: int):
     if NOTES.pop(noteId, None) is None:
         raise HTTPException(404, "no such note")
     return Response(status_code=204)
-'''
+"""
 
 
 def _crud(tmp_path: Path, principal: str | None) -> tuple[subprocess.CompletedProcess[str], dict[str, int]]:
@@ -180,7 +217,9 @@ def _crud(tmp_path: Path, principal: str | None) -> tuple[subprocess.CompletedPr
     (service / "app" / "main.py").write_text(SECURED_APP)
     (service / "openapi.yaml").write_text(yaml.safe_dump(SECURED_DOC))
     write_spec_tests(service / "openapi.yaml", service, crud_examples=2)
-    env = {k: v for k, v in os.environ.items() if k != PRINCIPAL_ENV} | ({PRINCIPAL_ENV: principal} if principal else {})
+    env = {k: v for k, v in os.environ.items() if k != PRINCIPAL_ENV} | (
+        {PRINCIPAL_ENV: principal} if principal else {}
+    )
     junit = tmp_path / "crud.xml"
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_pilotage_api_crud.py",
             f"--junitxml={junit}", "-rs"]  # fmt: skip
@@ -204,3 +243,23 @@ def test_crud_tests_without_a_principal_skip_and_say_why(tmp_path: Path) -> None
     run, counts = _crud(tmp_path, None)
     assert counts["skipped"] >= 2 and counts["failed"] == 0, run.stdout[-2000:]
     assert "answered 401 without credentials (set PILOTAGE_TEST_PRINCIPAL" in run.stdout
+
+
+def test_a_document_with_top_level_security_gets_load_and_rollout_targets_with_the_principal() -> None:
+    """Issue 18: the perf stage no longer finds nothing to call (and no wrong hint) for a secured document."""
+    from pilotage.perf.locustfile import load_targets
+    from pilotage.rollout.traffic_plan import build_traffic_plan
+
+    assert load_targets(SECURED_DOC) == []
+    targets = load_targets(SECURED_DOC, principal=True)
+    assert [(t.operation, t.security) for t in targets] == [("GET /notes", [{"jwt": []}])]
+    plan = build_traffic_plan(SECURED_DOC, principal=True)
+    assert [r["operation"] for r in plan["requests"]] == ["GET /notes"]  # the item needs a write to exist
+    assert plan["schemes"] == {"jwt": {"type": "http", "scheme": "bearer"}}
+    unmet = {
+        **SECURED_DOC,
+        "security": [{"tls": []}],
+        "components": {"securitySchemes": {"tls": {"type": "mutualTLS"}}},
+    }
+    assert load_targets(unmet, principal=True) == []
+    assert {s["kind"] for s in build_traffic_plan(unmet, principal=True)["skipped"]} == {"credentials", "writes"}

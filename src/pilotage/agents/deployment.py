@@ -41,6 +41,7 @@ from pilotage.rollout.state import STRATEGIES, steps_for
 from pilotage.rollout.traffic_plan import build_traffic_plan, descriptor_traffic, smoke_paths
 from pilotage.spec.load import load_document, load_spec
 from pilotage.spec.openapi import parameterless_get_paths
+from pilotage.testing.credentials import PRINCIPAL_ENV
 
 __all__ = [
     "GRAPH_BLAST_SATURATION",
@@ -318,6 +319,7 @@ def traffic_plan(
         credentials_set=bool(credentials and os.environ.get(credentials.env)),
         # a service with a descriptor serves at its document's servers[0] path; a generated one at its paths
         path_prefix=None if described else "",
+        principal=bool(os.environ.get(PRINCIPAL_ENV)),  # issue 18: the run's test principal meets secured operations
     )
 
 

@@ -10,7 +10,8 @@ Act:
   the rollout later, from ``tests.completed``);
 * the document has no operation the load test can call (:func:`pilotage.perf.locustfile.load_targets`: secured
   operations count when the run's test principal can meet their security — issue 18 — or the head version's
-  ``pilotage.yaml`` gives ``traffic.credentials`` and its variable is set) → the same ``{skipped: true, reason}``, naming why (issue 17), instead of a failed run;
+  ``pilotage.yaml`` gives ``traffic.credentials`` and its variable is set) → the same ``{skipped: true, reason}``,
+  naming why (issue 17), instead of a failed run;
 * otherwise start the head version on the runtime (``version="perf-<sha12>"``, a fresh SQLite file under
   ``<workdir>/artifacts/perf/<sha12>/``, no fault injection), run Locust against it
   (:func:`pilotage.perf.locust_runner.run_load_test`, ``settings.load_test_users`` users for
@@ -69,10 +70,10 @@ from pilotage.fleet.registry import load_fleet
 from pilotage.fleet.workload import provider_addresses, workload_role
 from pilotage.perf.locust_runner import LoadTestResult
 from pilotage.perf.locustfile import NO_TARGET, load_targets
-from pilotage.testing.credentials import PRINCIPAL_ENV
 from pilotage.perf.stats import EndpointStats
 from pilotage.rollout.traffic_plan import descriptor_traffic
 from pilotage.spec.load import load_spec
+from pilotage.testing.credentials import PRINCIPAL_ENV
 
 __all__ = ["ERROR_RATE_MAX", "P95_HIGH_MS", "TAIL_MIN_MS", "TAIL_RATIO", "PerformanceAgent", "assess"]
 

@@ -116,7 +116,8 @@ PRINCIPAL = os.environ.get("PILOTAGE_TEST_PRINCIPAL", "")
 {copied}
 
 def _task(target):
-    found = credentials_for(target["security"], SCHEMES, PRINCIPAL) or {{"headers": {{}}, "query": {{}}, "cookies": {{}}}}
+    none = {{"headers": {{}}, "query": {{}}, "cookies": {{}}}}
+    found = credentials_for(target["security"], SCHEMES, PRINCIPAL) or none
     headers = {{**found["headers"], **HEADERS}}
     if found["cookies"]:
         headers["Cookie"] = "; ".join(f"{{k}}={{v}}" for k, v in found["cookies"].items())

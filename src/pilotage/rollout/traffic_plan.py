@@ -22,9 +22,11 @@ Rules, for each operation of the head version's document (:func:`pilotage.spec.o
 * **reads always, writes only when allowed**: GET and HEAD are sent; POST, PUT, PATCH and DELETE only with
   ``writes`` (``traffic.writes`` in ``pilotage.yaml``); OPTIONS and TRACE never;
 * **security**: an operation that requires credentials (:func:`pilotage.spec.openapi.requires_credentials`) is
-  sent only when credentials are configured and set (a header whose value the generator reads from the control
-  plane's environment), and only if one of its alternatives can be met by a header (not an API key in the
-  query or a cookie);
+  sent with the run's test principal when its security is one the principal can meet (bearer, basic, an API key:
+  :func:`pilotage.testing.credentials.credentials_for`, issue 18; the entry names its ``security``, the plan the
+  document's ``schemes``); otherwise only when credentials are configured and set (a header whose value the
+  generator reads from the control plane's environment), and only if one of its alternatives can be met by a
+  header (not an API key in the query or a cookie);
 * **parameters**: path parameters and required query/header parameters take the document's ``example``,
   ``examples``, ``const``, ``default`` or ``enum`` (values by :func:`pilotage.codegen.examples.example`); a path
   parameter without one is filled from an item the traffic itself created: the ``POST`` to the collection above it
@@ -64,6 +66,7 @@ from pilotage.spec.openapi import (
     requires_credentials,
     resolve_dict,
 )
+from pilotage.testing.credentials import credentials_for
 
 __all__ = [
     "MAX_BODY_CHARS",
@@ -229,15 +232,31 @@ def _header_capable(doc: dict[str, Any], requirement: Any) -> bool:
     return True
 
 
-def _check_security(doc: dict[str, Any], op: Operation, credentials: Mapping[str, str] | None) -> bool:
+def _schemes(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document's ``components.securitySchemes``, each ``$ref`` resolved (JSON data for the plan)."""
+    schemes = resolve_dict(doc, (doc.get("components") or {}).get("securitySchemes"))
+    return {str(name): resolve_dict(doc, scheme) for name, scheme in schemes.items()}
+
+
+def _principal_meets(doc: dict[str, Any], op: Operation) -> bool:
+    """True when the run's test principal can meet one of ``op``'s security alternatives (issue 18)."""
+    return credentials_for(op.security, _schemes(doc), "principal") is not None
+
+
+def _check_security(
+    doc: dict[str, Any], op: Operation, credentials: Mapping[str, str] | None, principal: bool = False
+) -> bool:
     """Return whether ``op`` is secured.
 
     Raises:
-        _Skip: it needs credentials and none are set, or no alternative can be met with a header.
+        _Skip: it needs credentials and none are set (neither ``traffic.credentials`` nor the run's test principal
+            for a security it can meet), or no alternative can be met with a header.
     """
     if not requires_credentials(op):
         return False
     names = sorted({str(n) for req in op.security if isinstance(req, dict) for n in req})
+    if principal and _principal_meets(doc, op):
+        return True
     if credentials is None:
         raise _Skip(
             "credentials",
@@ -299,7 +318,12 @@ def _body(doc: dict[str, Any], op: Operation) -> Any:
 
 
 def _entry(
-    doc: dict[str, Any], op: Operation, prefix: str, writes: bool, credentials: Mapping[str, str] | None
+    doc: dict[str, Any],
+    op: Operation,
+    prefix: str,
+    writes: bool,
+    credentials: Mapping[str, str] | None,
+    principal: bool = False,
 ) -> dict[str, Any]:
     """The request of one operation, its ``created`` parameters not yet linked to a creator.
 
@@ -310,7 +334,7 @@ def _entry(
         raise _Skip("method", f"{op.method.upper()} is not sent by synthetic traffic")
     if op.method in _WRITES and not writes:
         raise _Skip("writes", _WRITES_OFF)
-    secured = _check_security(doc, op, credentials)
+    secured = _check_security(doc, op, credentials, principal)
     try:
         params = [p for p in (_fill_param(doc, raw, credentials) for raw in op.parameters) if p is not None]
     except InputError as exc:
@@ -318,7 +342,10 @@ def _entry(
     declared = {p["name"] for p in params if p["in"] == "path"}
     missing = [name for name in _PARAM.findall(op.path) if name not in declared]
     params += [{"name": name, "in": "path", "from": "created"} for name in missing]
-    return _request(op.label, op.method.upper(), prefix + op.path, "openapi", secured, params, _body(doc, op))
+    entry = _request(op.label, op.method.upper(), prefix + op.path, "openapi", secured, params, _body(doc, op))
+    if secured and principal and _principal_meets(doc, op):
+        entry["security"] = op.security  # sent with the run's test principal (runtime.traffic, issue 18)
+    return entry
 
 
 def _request(
@@ -449,6 +476,7 @@ def build_traffic_plan(
     credentials: Mapping[str, str] | None = None,
     credentials_set: bool = True,
     path_prefix: str | None = None,
+    principal: bool = False,
 ) -> dict[str, Any]:
     """Return the traffic plan of the head version (see the module docstring; pure, JSON-serialisable).
 
@@ -464,6 +492,9 @@ def build_traffic_plan(
             are then skipped, saying so.
         path_prefix: put before every document path; None: the document's ``servers[0]`` path
             (:func:`pilotage.spec.openapi.base_path`). Generated services serve the paths as written (``""``).
+        principal: the run's test principal is set (``PILOTAGE_TEST_PRINCIPAL``): a secured operation whose
+            security it can meet is sent, its entry naming the ``security`` requirements and the plan the
+            ``schemes`` (:func:`pilotage.testing.credentials.credentials_for` makes the credentials at send time).
 
     Returns:
         ``{"requests", "skipped", "credentials", "writes", "touched", "summary"}``.
@@ -479,7 +510,7 @@ def build_traffic_plan(
     found: dict[str, dict[str, Any] | _Skip] = {}
     for label, op in ops.items():
         try:
-            found[label] = _entry(head, op, prefix, writes, usable)
+            found[label] = _entry(head, op, prefix, writes, usable, principal)
         except _Skip as skip:
             found[label] = skip
         except InputError as exc:  # a malformed part of the document: this operation only
@@ -491,7 +522,10 @@ def build_traffic_plan(
                 found[label] = _Skip("credentials", f"needs credentials: {unset}")
     for label in ops:
         _link(head, label, found, ops, 0)
-    return _assemble(found, change, in_base, writes, requests, usable)
+    plan = _assemble(found, change, in_base, writes, requests, usable)
+    if any("security" in r for r in plan["requests"]):
+        plan["schemes"] = _schemes(head)
+    return plan
 
 
 def _assemble(

@@ -77,7 +77,10 @@ def schemathesis_auth(schemes: object) -> dict[str, dict[str, str]]:
     for name, scheme in (schemes if isinstance(schemes, dict) else {}).items():
         kind = _scheme_kind(scheme if isinstance(scheme, dict) else {})
         if kind == "basic":
-            out[str(name)] = {"username": "${" + PRINCIPAL_ENV + "_USER}", "password": "${" + PRINCIPAL_ENV + "_PASSWORD}"}
+            out[str(name)] = {
+                "username": "${" + PRINCIPAL_ENV + "_USER}",
+                "password": "${" + PRINCIPAL_ENV + "_PASSWORD}",
+            }
         elif kind == "bearer":
             out[str(name)] = {"bearer": "${" + PRINCIPAL_ENV + "}"}
         elif kind:
@@ -132,7 +135,9 @@ def credentials_for(security: Any, schemes: Any, principal: str) -> dict[str, di
     for alternative in alternatives:
         if not alternative:
             return out  # anonymous access allowed
-        found = [(_scheme_kind(table.get(n) if isinstance(table.get(n), dict) else {}), table.get(n)) for n in alternative]
+        found = [
+            (_scheme_kind(table.get(n) if isinstance(table.get(n), dict) else {}), table.get(n)) for n in alternative
+        ]
         if not principal or not all(kind for kind, _ in found):
             continue
         for kind, scheme in found:

@@ -27,9 +27,9 @@ Bodies are sent as JSON when the operation accepts JSON (the life-cycle oracle n
 encodings stay with schemathesis' checks).
 A 409 (a generated value collides with an existing unique one) discards the example; a 401/403 skips the test
 with a note to configure authentication (every request carries the credentials its operation's security asks for,
-made from ``PILOTAGE_TEST_PRINCIPAL``: :mod:`pilotage.testing.credentials`); fields are compared only for JSON bodies (XML and form encodings drop
-characters). Floats compare with a relative
-tolerance of 1e-9 (JSON round trips). Every failure message lists the curl lines of the chain so far.
+made from ``PILOTAGE_TEST_PRINCIPAL``: :mod:`pilotage.testing.credentials`); fields are compared only for JSON
+bodies (XML and form encodings drop characters). Floats compare with a relative tolerance of 1e-9 (JSON round
+trips). Every failure message lists the curl lines of the chain so far.
 """
 
 from __future__ import annotations
