@@ -383,6 +383,12 @@ class DeploymentAgent(Agent):
             verified = tests.data.get("consumer_verification") if tests is not None else None
             if verified is not None:
                 policy_input["consumer_verification"] = verified
+        tested = await self.latest(event.runid, EventType.TESTS_COMPLETED)  # issue 18: contract violations
+        contract = tested.data.get("contract") if tested is not None and isinstance(tested.data, dict) else None
+        if isinstance(contract, dict):
+            policy_input["contract"] = {"violations": contract.get("violations", 0),
+                                        "checks": contract.get("checks") or {},
+                                        "gate": self.ctx.settings.testing_contract_gate}  # fmt: skip
         # issue 6 (policy): the deploy input carries the change's security scan (bandit, by governance)
         scanned = await self.latest(event.runid, EventType.SECURITY_SCANNED)
         if scanned is not None and isinstance(scanned.data, dict):

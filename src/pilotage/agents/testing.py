@@ -77,7 +77,7 @@ from pilotage.testing.descriptor_suite import run_descriptor_head
 from pilotage.testing.schemathesis_runner import load_operations
 from pilotage.testing.suite import run_test_suite
 
-__all__ = ["TestingAgent", "affected_tests", "verdict_reasoning"]
+__all__ = ["TestingAgent", "affected_tests", "verdict_inputs", "verdict_reasoning", "why_failed"]
 
 #: The rule of the ``tests.verdict`` decision, as recorded in every decision.
 VERDICT_RULE = (
@@ -85,7 +85,9 @@ VERDICT_RULE = (
     "and the generated tests (CRUD chains, properties, docstring examples) have no failure; "
     "other failed schemathesis checks are reported, not gating; quarantined flaky tests are reported, not gating; "
     "a part marked not run (ran: false: no OpenAPI document, no test command) does not gate; "
-    "every live consumer's own tests pass against the commit (issue 19)"
+    "every live consumer's own tests pass against the commit (issue 19); "
+    "not more than half of the tests skipped (issue 18: a test skipped because its operation is not implemented, "
+    "a 501, does not count); contract violations are reported here and gated by the deploy policy"
 )
 
 
@@ -116,14 +118,19 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
     if not complete and st_ran:
         blockers.append("the schemathesis run did not complete (timed out or stopped early)")
     if failed or errors:
-        blockers.append(f"{failed} unit tests failed and {errors} errored")
+        which = "; ".join(unit.get("tests") or [])[:600]
+        blockers.append(f"{failed} unit tests failed and {errors} errored" + (f" ({which})" if which else ""))
     generated = inputs.get("generated") or {}  # issue 5; absent in decisions recorded before it
     gen_failed = int(generated.get("failed", 0))
     if gen_failed:
-        blockers.append(f"{gen_failed} generated tests failed ({', '.join(generated.get('tests') or [])[:300]})")
+        blockers.append(f"{gen_failed} generated tests failed ({'; '.join(generated.get('tests') or [])[:600]})")
     consumers = inputs.get("consumers") or {}  # issue 19: consumer verification
     if consumers.get("failed"):
         blockers.append(str(consumers.get("summary") or f"{consumers['failed']} consumers failed verification"))
+    skipped = inputs.get("skipped") or {}  # issue 18: tests that skipped, and how many tests there were
+    skips, total = list(skipped.get("tests") or []), int(skipped.get("total", 0))
+    if total and 2 * len(skips) > total:
+        blockers.append(f"{len(skips)} of {total} tests skipped ({_listed(skips)})")
     flaky = int(inputs.get("flaky", 0))
     other = [c for c in st.get("checks_failed") or [] if c != "not_a_server_error"]
     summary = "; ".join(
@@ -137,6 +144,10 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
         )
     )
     note = f" Non-gating checks that failed: {', '.join(other)}." if other else ""
+    note += _contract_note(inputs.get("contract") or {})
+    note += f" {len(skips)} tests skipped: {_listed(skips)}." if skips else ""
+    missing = list(inputs.get("not_implemented") or [])
+    note += f" Not implemented (501, app/handlers.py): {', '.join(missing[:10])}." if missing else ""
     note += f" {flaky} flaky tests quarantined (reported, not gating)." if flaky else ""
     if blockers:
         rationale = f"Fail: {'; '.join(blockers)}. {summary}.{note}"
@@ -155,6 +166,29 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
         },
         rationale=rationale,
     )
+
+
+def _listed(skips: list[dict[str, Any]], most: int = 3) -> str:
+    """``"nodeid: reason; ..."`` of the first ``most`` skipped tests, and how many more."""
+    text = "; ".join(f"{s.get('nodeid', '')}: {s.get('reason', '')}" for s in skips[:most])
+    return text + (f"; and {len(skips) - most} more" if len(skips) > most else "")
+
+
+def _contract_note(contract: dict[str, Any]) -> str:
+    """`` Contract violations (the deploy policy denies): check on op, op; ...`` or ``""``."""
+    checks = contract.get("checks") or {}
+    if not checks:
+        return ""
+    parts = [f"{check} on {', '.join(ops[:5])}" for check, ops in checks.items()]
+    gate = "a warning: testing_contract_gate = warn" if contract.get("gate") == "warn" else "the deploy policy denies"
+    return f" Contract violations ({gate}): {'; '.join(parts)}."
+
+
+def why_failed(failure: dict[str, Any]) -> str:
+    """``"nodeid: first line of its message"`` (the line naming the oracle, without pytest's ``E`` prefix)."""
+    lines = [line.removeprefix("E").strip() for line in str(failure.get("message", "")).splitlines()]
+    first = next((line for line in lines if line), "")
+    return f"{failure.get('nodeid', '')}: {first[:200]}" if first else str(failure.get("nodeid", ""))
 
 
 # --- issue 4 (graph): affected tests first ----------------------------------------------------------------------
@@ -178,6 +212,46 @@ def affected_tests(graph: Graph, head_dir: Path, files_changed: list[str]) -> tu
 
 
 # --- end issue 4 ------------------------------------------------------------------------------------------------
+
+
+def verdict_inputs(commit: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The ``tests.verdict`` inputs of a test-suite result (:func:`pilotage.testing.suite.run_test_suite`'s shape).
+
+    Issue 18 adds ``skipped`` ``{"tests": [{nodeid, kind, reason}], "total": int}`` (tests skipped for a reason other
+    than a 501, and how many tests ran), ``not_implemented`` (operations and tests that met a 501), ``contract``
+    ``{"violations": int, "checks": {check: [operations]}}`` and the failing tests with their first message line.
+    """
+    st, unit = result["schemathesis"], result["unit"]
+    failures = result["failures"]
+    gen_failures = [why_failed(f) for f in failures if f["kind"] != "unit"]
+    all_skips = list(result.get("skipped") or [])
+    skips = [s for s in all_skips if not str(s["reason"]).startswith("not implemented")]
+    counted = [result.get("unit") or {}, *((result.get("generated") or {}).get(k) or {} for k in _GENERATED_KINDS)]
+    total = sum(int(c.get(k, 0)) for c in counted for k in ("passed", "failed", "errors", "skipped"))
+    contract = st.get("contract") or {}
+    return {
+        "commit": commit,
+        "schemathesis": {k: st[k] for k in ("requests", "failures", "server_errors", "errors", "complete")}
+        | {"checks_failed": st["checks_failed"]}
+        | _not_run(st),
+        "unit": {k: unit[k] for k in ("passed", "failed", "errors", "exit_code")}
+        | {"tests": [why_failed(f) for f in failures if f["kind"] == "unit"]}
+        | _not_run(unit),
+        "generated": {"failed": len(gen_failures), "tests": gen_failures},  # issue 5
+        "flaky": len(result["flaky"]),
+        "skipped": {"tests": [{"nodeid": s["nodeid"], "reason": s["reason"]} for s in skips], "total": total},
+        "not_implemented": sorted(
+            {*st.get("not_implemented", []), *(s["nodeid"] for s in all_skips if s not in skips)}
+        ),
+        "contract": {
+            "violations": int(st.get("contract_violations", 0)),
+            "checks": {check: entry["operations"] for check, entry in contract.items()},
+        },  # fmt: skip
+    }
+
+
+#: The kinds of generated tests counted in ``generated`` (:func:`pilotage.testing.suite.run_test_suite`).
+_GENERATED_KINDS = ("crud", "properties", "docstrings")
 
 
 def _merge_verdict(data: dict[str, Any]) -> Verdict:
@@ -381,16 +455,8 @@ class TestingAgent(Agent):
         """Decide the verdict, record the TestRun, publish ``tests.completed``."""
         result, allocation = outcome.result, outcome.allocation
         st, unit = result["schemathesis"], result["unit"]
-        gen_failures = [f["nodeid"] for f in result["failures"] if f["kind"] != "unit"]
-        inputs = {
-            "commit": commit,
-            "schemathesis": {k: st[k] for k in ("requests", "failures", "server_errors", "errors", "complete")}
-            | {"checks_failed": st["checks_failed"]}
-            | _not_run(st),
-            "unit": {k: unit[k] for k in ("passed", "failed", "errors", "exit_code")} | _not_run(unit),
-            "generated": {"failed": len(gen_failures), "tests": gen_failures},  # issue 5
-            "flaky": len(result["flaky"]),
-        }
+        inputs = verdict_inputs(commit, result)
+        inputs["contract"]["gate"] = self.ctx.settings.testing_contract_gate  # issue 18: deny or warn, at deploy
         verification = outcome.extra.get("consumer_verification")
         if verification is not None:  # issue 19
             failed = sum(1 for v in verification["consumers"] if v["passed"] is False)
@@ -416,6 +482,10 @@ class TestingAgent(Agent):
                 # issue 5: generated tests, flaky tests, failures with their reproduction, findings
                 "generated": result["generated"],
                 "failures": result["failures"],
+                # issue 18: skipped tests with their reason, operations not implemented (501), contract violations
+                "skipped": result.get("skipped") or [],
+                "not_implemented": inputs["not_implemented"],
+                "contract": {**inputs["contract"], "by_check": st.get("contract") or {}},
                 "flaky": result["flaky"],
                 "quarantined": result["quarantined"],
                 "findings": result["findings"],

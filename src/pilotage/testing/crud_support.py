@@ -25,7 +25,8 @@ most 1 (:func:`run_paging`); three ``GET`` of an operation that needs no paramet
 ``/metrics`` for their status by at least three, Pilotage's metrics contract (:mod:`~pilotage.testing.metrics_support`).
 Bodies are sent as JSON when the operation accepts JSON (the life-cycle oracle needs a lossless encoding; the other
 encodings stay with schemathesis' checks).
-A 409 (a generated value collides with an existing unique one) discards the example; a 401/403 skips the test
+A 409 (a generated value collides with an existing unique one) discards the example; a 501 (an operation the
+service does not implement yet) skips the test as ``not implemented: ...``; a 401/403 skips the test
 with a note to configure authentication (every request carries the credentials its operation's security asks for,
 made from ``PILOTAGE_TEST_PRINCIPAL``: :mod:`pilotage.testing.credentials`); fields are compared only for JSON
 bodies (XML and form encodings drop characters). Floats compare with a relative tolerance of 1e-9 (JSON round
@@ -68,6 +69,8 @@ def _call(case: Any, trail: list[str]) -> Any:
     sanitization.keys_to_sanitize = tuple(name.lower() for name in [*HEADERS, *sent]) or ("authorization",)
     sanitization.sensitive_markers = ()
     trail.append(case.as_curl_command(headers=HEADERS, base_url=BASE_URL or "http://127.0.0.1:8000"))
+    if response.status_code == 501:  # an operation the service does not implement yet (issue 18): not a failure
+        pytest.skip(f"not implemented: {case.method} {case.path} answered 501 (write it in app/handlers.py)")
     return response
 
 

@@ -23,11 +23,16 @@ Pilotage writes (a ``schemathesis.toml`` in a parent folder cannot change the ru
 the global bound because in v4 it is a budget that fuzzing repeats until spent — the subprocess timeout is the
 bound. All phases run (examples, coverage, fuzzing, stateful).
 
-Counting (per operation ``"METHOD /path/{template}"``): ``requests`` = responses received; ``server_errors`` =
-responses with status >= 500; ``failures`` = test cases with a failed check or a 5xx response; ``checks_failed``
+Counting (per operation ``"METHOD /path/{template}"``): ``requests`` = responses received; ``not_implemented`` =
+responses with status 501 (an operation the service does not implement yet — a generated service answers so where
+the behaviour cannot be inferred, until the user writes it in ``app/handlers.py``: not a server error, and no
+check of such a case counts); ``server_errors`` = other responses with status >= 500; ``failures`` = test cases
+with a failed check or a 5xx response; ``checks_failed``
 = names of the failed checks (``not_a_server_error``, ``status_code_conformance`` …); ``examples`` = one curl
 line per failed check, the shortest one seen (schemathesis shrinks failing cases, so it is also the simplest).
-Stateful-phase cases are attributed to the operation they called.
+Stateful-phase cases are attributed to the operation they called. ``contract`` groups the failures of the checks in
+:data:`CONTRACT_CHECKS` (a valid request rejected, an undocumented status or content type, authentication not
+enforced) by check, with the operations and one example each.
 
 Secrets (issue #15): the test headers (``settings.testing_auth_headers``) never appear on the command line, which
 every local user can read in ``ps``. The config file (:func:`write_config`) names each header with a placeholder,
@@ -76,6 +81,16 @@ DEFAULT_REQUEST_TIMEOUT_S = 5.0
 HEADER_VAR = "PILOTAGE_TEST_HEADER_{}"
 #: Keys schemathesis masks in its reports when the config names none (its defaults, if they cannot be imported).
 _FALLBACK_KEYS = ("authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key", "api_key", "token")
+#: schemathesis checks whose failures are contract violations (issue 18, item 8), and what each one means: reported
+#: by check in ``tests.completed`` (``schemathesis.contract``) and denied by the bundled ``deploy_contract.rego``.
+CONTRACT_CHECKS = {
+    "positive_data_acceptance": "a request valid by the document was rejected",
+    "status_code_conformance": "a status code the document does not declare was returned",
+    "content_type_conformance": "a content type the document does not declare was returned",
+    "ignored_auth": "a request without valid credentials was not refused (authentication not enforced)",
+}
+#: The status of an operation a generated service does not implement yet (its handler is the user's to write).
+NOT_IMPLEMENTED = 501
 #: Request headers left out of reproduction commands (schemathesis' own bookkeeping).
 _NOISE_HEADERS = {"x-schemathesis-testcaseid", "user-agent", "accept-encoding", "accept", "connection"}
 
@@ -91,12 +106,15 @@ class OperationResult:
         server_errors: responses with HTTP status >= 500.
         checks_failed: sorted names of the checks that failed.
         examples: ``[{"check": name, "curl": "curl -X ..."}]``, one (the shortest) per failed check.
+        not_implemented: responses with status 501 (an operation the service does not implement yet: not a
+            server error, and its checks are not counted).
     """
 
     operation: str
     requests: int = 0
     failures: int = 0
     server_errors: int = 0
+    not_implemented: int = 0
     checks_failed: list[str] = field(default_factory=list)
     examples: list[dict[str, str]] = field(default_factory=list)
 
@@ -153,6 +171,27 @@ class SchemathesisResult:
         """Sorted names of every check that failed somewhere."""
         return sorted({name for op in self.operations for name in op.checks_failed})
 
+    @property
+    def contract(self) -> dict[str, dict[str, Any]]:
+        """The contract violations by check (:data:`CONTRACT_CHECKS`; only checks that failed somewhere).
+
+        Returns:
+            ``{check: {"meaning": str, "operations": ["GET /x", ...], "examples": [{"operation", "curl"}]}}``.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for op in self.operations:
+            for check in (c for c in op.checks_failed if c in CONTRACT_CHECKS):
+                entry = out.setdefault(check, {"meaning": CONTRACT_CHECKS[check], "operations": [], "examples": []})
+                entry["operations"].append(op.operation)
+                entry["examples"] += [{"operation": op.operation, "curl": e["curl"]} for e in op.examples
+                                      if e["check"] == check][:1]  # fmt: skip
+        return dict(sorted(out.items()))
+
+    @property
+    def not_implemented(self) -> list[str]:
+        """The operations that answered 501 (not implemented yet), in spec order."""
+        return [op.operation for op in self.operations if op.not_implemented]
+
     def to_dict(self) -> dict[str, Any]:
         """Return the ``tests.completed`` ``schemathesis`` shape plus run metadata (JSON-serialisable)."""
         return {
@@ -161,6 +200,9 @@ class SchemathesisResult:
             "failures": self.failures,
             "server_errors": self.server_errors,
             "checks_failed": self.checks_failed,
+            "contract": self.contract,
+            "contract_violations": sum(len(c["operations"]) for c in self.contract.values()),
+            "not_implemented": self.not_implemented,
             "errors": self.errors,
             "exit_code": self.exit_code,
             "timed_out": self.timed_out,
@@ -430,6 +472,9 @@ def _add_scenario(body: dict[str, Any], results: dict[str, OperationResult], bes
         status = (interaction.get("response") or {}).get("status_code")
         if isinstance(status, int):
             result.requests += 1
+        if status == NOT_IMPLEMENTED:  # the operation is not implemented yet: reported as such, not a failure
+            result.not_implemented += 1
+            continue
         names = {str(c.get("name")) for c in failed}
         if isinstance(status, int) and status >= 500:
             result.server_errors += 1
