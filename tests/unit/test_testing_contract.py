@@ -48,7 +48,7 @@ def fine():
 
 @app.get("/stub")
 def stub():
-    problem = {"type": "about:blank", "title": "Not Implemented", "status": 501, "detail": "write it in app/handlers.py"}
+    problem = {"title": "Not Implemented", "status": 501, "detail": "write it in app/handlers.py"}
     return JSONResponse(problem, status_code=501, media_type="application/problem+json")
 
 
