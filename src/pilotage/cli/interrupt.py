@@ -69,8 +69,8 @@ class RunStopper:
             yield self
         finally:
             self._finished.set()
-            for sig, handler in self._previous.items():
-                signal.signal(sig, handler)
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
 
     def attach(self, loop: Any, on_signal: Callable[[str], None]) -> None:
         """From now on a signal calls ``on_signal(name)`` in ``loop`` (thread-safe) and arms the watchdog."""

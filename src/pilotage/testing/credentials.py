@@ -128,16 +128,14 @@ def credentials_for(security: Any, schemes: Any, principal: str) -> dict[str, di
         first); None when credentials are required and no alternative can be met (or no principal is set).
     """
     out: dict[str, dict[str, str]] = {"headers": {}, "query": {}, "cookies": {}}
-    table = schemes if isinstance(schemes, dict) else {}
+    table = {n: s for n, s in (schemes if isinstance(schemes, dict) else {}).items() if isinstance(s, dict)}
     alternatives = [a for a in (security if isinstance(security, list) else []) if isinstance(a, dict)]
     if not alternatives:
         return out
     for alternative in alternatives:
         if not alternative:
             return out  # anonymous access allowed
-        found = [
-            (_scheme_kind(table.get(n) if isinstance(table.get(n), dict) else {}), table.get(n)) for n in alternative
-        ]
+        found = [(_scheme_kind(table.get(n, {})), table.get(n, {})) for n in alternative]
         if not principal or not all(kind for kind, _ in found):
             continue
         for kind, scheme in found:
