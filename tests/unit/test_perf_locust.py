@@ -127,16 +127,22 @@ components:
 """
 
 
-def test_secured_operations_are_load_tested_with_the_credentials_from_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    secret = "l0ad-test-key-" + tmp_path.name[-6:]
+def _secured_service(tmp_path: Path) -> tuple[Path, Path]:
+    """``(service folder, document)`` of the secured service (SECURED_APP, SECURED_SPEC) under ``tmp_path``."""
     service = tmp_path / "svc"
     (service / "app").mkdir(parents=True)
     (service / "app" / "__init__.py").write_text("", encoding="utf-8")
     (service / "app" / "main.py").write_text(SECURED_APP, encoding="utf-8")
     spec = tmp_path / "openapi.yaml"
     spec.write_text(SECURED_SPEC, encoding="utf-8")
+    return service, spec
+
+
+def test_secured_operations_are_load_tested_with_the_credentials_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "l0ad-test-key-" + tmp_path.name[-6:]
+    service, spec = _secured_service(tmp_path)
     creds = {"header": "X-Api-Key", "env": "THINGS_API_KEY"}
 
     async def scenario(with_key: bool) -> LoadTestResult:
@@ -165,12 +171,7 @@ def test_secured_operations_are_load_tested_with_the_run_s_test_principal(
 ) -> None:
     """Issue 18: no traffic.credentials, the run's principal set: the secured GET is a target, and authenticated."""
     principal = "pilotage:" + "q" * 12 + tmp_path.name[-6:]
-    service = tmp_path / "svc"
-    (service / "app").mkdir(parents=True)
-    (service / "app" / "__init__.py").write_text("", encoding="utf-8")
-    (service / "app" / "main.py").write_text(SECURED_APP, encoding="utf-8")
-    spec = tmp_path / "openapi.yaml"
-    spec.write_text(SECURED_SPEC, encoding="utf-8")
+    service, spec = _secured_service(tmp_path)
     monkeypatch.setenv("PILOTAGE_TEST_PRINCIPAL", principal)
 
     async def scenario() -> LoadTestResult:

@@ -61,6 +61,15 @@ def teapot():
 def private():
     return {"secret": "anyone sees it"}
 """
+#: A schemathesis run that found nothing (the verdict's shape).
+CLEAN_SCHEMATHESIS = {
+    "requests": 9,
+    "failures": 0,
+    "server_errors": 0,
+    "errors": 0,
+    "complete": True,
+    "checks_failed": [],
+}
 SCAN = {"tool": "bandit", "status": "completed", "issues": {"high": 0, "medium": 0, "low": 0}}
 
 
@@ -126,7 +135,7 @@ def test_the_bundled_deploy_rule_denies_contract_violations_unless_the_gate_is_w
 
 def test_skipped_tests_are_named_and_a_run_where_most_skipped_does_not_pass() -> None:
     unit = {"passed": 1, "failed": 0, "errors": 0, "skipped": 0, "exit_code": 0}
-    st = {"requests": 9, "failures": 0, "server_errors": 0, "errors": 0, "complete": True, "checks_failed": []}
+    st = dict(CLEAN_SCHEMATHESIS)
     skipped = [
         {"nodeid": "tests/test_pilotage_api_crud.py::test_crud_notes", "kind": "crud",
          "reason": "POST /notes answered 401 without credentials (set PILOTAGE_TEST_PRINCIPAL ...)"},
@@ -155,7 +164,7 @@ def test_skipped_tests_are_named_and_a_run_where_most_skipped_does_not_pass() ->
 
 def test_the_summary_says_which_tests_failed_and_why() -> None:
     unit = {"passed": 3, "failed": 1, "errors": 0, "skipped": 0, "exit_code": 1}
-    st = {"requests": 9, "failures": 0, "server_errors": 0, "errors": 0, "complete": True, "checks_failed": []}
+    st = dict(CLEAN_SCHEMATHESIS)
     failures = [
         {"nodeid": "tests/test_pilotage_api_crud.py::test_crud_notes", "kind": "crud",
          "message": "AssertionError: [oracle read/compare] GET /notes/{id} does not return what was sent\nReproduce:"},
