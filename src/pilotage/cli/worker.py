@@ -50,7 +50,6 @@ async def _work(url: str, capabilities: list[str], host_id: str, members: int, g
     from pilotage.coordination.tasks import resolve_capabilities
     from pilotage.coordination.worker import WorkerHost
     from pilotage.registry import backend_class
-
     from pilotage.testing.credentials import ensure_principal
 
     settings = cli_settings()
