@@ -48,7 +48,7 @@ from pilotage.spec.openapi import (
     iter_operations,
     requires_credentials,
     resolve,
-    resolve_dict,
+    security_schemes,
     takes_no_parameters,
 )
 from pilotage.testing.credentials import PRINCIPAL_ENV, copied_source, credentials_for
@@ -203,12 +203,6 @@ def _example_body(doc: dict[str, Any], op: Operation) -> Any:
     return _schema_example(doc, media.get("schema"))
 
 
-def _schemes(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document's ``components.securitySchemes``, each ``$ref`` resolved."""
-    schemes = resolve_dict(doc, (doc.get("components") or {}).get("securitySchemes"))
-    return {str(name): resolve_dict(doc, scheme) for name, scheme in schemes.items()}
-
-
 def load_targets(
     doc: dict[str, Any], *, include_post: bool = True, credentials: bool = False, principal: bool = False
 ) -> list[LoadTarget]:
@@ -222,7 +216,7 @@ def load_targets(
             :func:`~pilotage.testing.credentials.credentials_for` can meet are targets, sent with it.
     """
     targets: list[LoadTarget] = []
-    schemes = _schemes(doc)
+    schemes = security_schemes(doc)
     for op in iter_operations(doc):
         secured = requires_credentials(op)
         met = principal and credentials_for(op.security, schemes, PRINCIPAL_ENV) is not None
@@ -296,6 +290,6 @@ def write_locustfile(
     principal = bool(os.environ.get(PRINCIPAL_ENV))
     targets = load_targets(doc, include_post=include_post, credentials=credentials is not None, principal=principal)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_locustfile(targets, source=str(spec_path), credentials=credentials, schemes=_schemes(doc))
+    text = render_locustfile(targets, source=str(spec_path), credentials=credentials, schemes=security_schemes(doc))
     out_path.write_text(text, encoding="utf-8")
     return targets

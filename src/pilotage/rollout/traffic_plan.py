@@ -65,6 +65,7 @@ from pilotage.spec.openapi import (
     references,
     requires_credentials,
     resolve_dict,
+    security_schemes,
 )
 from pilotage.testing.credentials import credentials_for
 
@@ -232,15 +233,9 @@ def _header_capable(doc: dict[str, Any], requirement: Any) -> bool:
     return True
 
 
-def _schemes(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document's ``components.securitySchemes``, each ``$ref`` resolved (JSON data for the plan)."""
-    schemes = resolve_dict(doc, (doc.get("components") or {}).get("securitySchemes"))
-    return {str(name): resolve_dict(doc, scheme) for name, scheme in schemes.items()}
-
-
 def _principal_meets(doc: dict[str, Any], op: Operation) -> bool:
     """True when the run's test principal can meet one of ``op``'s security alternatives (issue 18)."""
-    return credentials_for(op.security, _schemes(doc), "principal") is not None
+    return credentials_for(op.security, security_schemes(doc), "principal") is not None
 
 
 def _check_security(
@@ -524,7 +519,7 @@ def build_traffic_plan(
         _link(head, label, found, ops, 0)
     plan = _assemble(found, change, in_base, writes, requests, usable)
     if any("security" in r for r in plan["requests"]):
-        plan["schemes"] = _schemes(head)
+        plan["schemes"] = security_schemes(head)
     return plan
 
 

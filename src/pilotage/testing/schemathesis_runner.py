@@ -311,11 +311,9 @@ def security_schemes(spec_path: Path) -> dict[str, Any]:
         InputError: the file does not parse (names it).
     """
     from pilotage.spec.load import load_document
-    from pilotage.spec.openapi import resolve_dict
+    from pilotage.spec.openapi import security_schemes as schemes_of
 
-    doc = load_document(spec_path)
-    schemes = resolve_dict(doc, (doc.get("components") or {}).get("securitySchemes")) if isinstance(doc, dict) else {}
-    return {str(name): resolve_dict(doc, scheme) for name, scheme in schemes.items()}
+    return schemes_of(load_document(spec_path))
 
 
 def _auth_lines(schemes: dict[str, Any] | None) -> list[str]:
