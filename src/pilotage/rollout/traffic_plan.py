@@ -22,11 +22,10 @@ Rules, for each operation of the head version's document (:func:`pilotage.spec.o
 * **reads always, writes only when allowed**: GET and HEAD are sent; POST, PUT, PATCH and DELETE only with
   ``writes`` (``traffic.writes`` in ``pilotage.yaml``); OPTIONS and TRACE never;
 * **security**: an operation that requires credentials (:func:`pilotage.spec.openapi.requires_credentials`) is
-  sent with the run's test principal when its security is one the principal can meet (bearer, basic, an API key:
-  :func:`pilotage.testing.credentials.credentials_for`, issue 18; the entry names its ``security``, the plan the
-  document's ``schemes``); otherwise only when credentials are configured and set (a header whose value the
-  generator reads from the control plane's environment), and only if one of its alternatives can be met by a
-  header (not an API key in the query or a cookie);
+  sent with the run's test principal when it can meet its security (issue 18, ``credentials_for`` of
+  :mod:`pilotage.testing.credentials`: the entry names its ``security``, the plan the ``schemes``); else only when
+  credentials are set (a header whose value the generator reads from the control plane's environment) and one of
+  its alternatives can be met by a header (not an API key in the query or a cookie);
 * **parameters**: path parameters and required query/header parameters take the document's ``example``,
   ``examples``, ``const``, ``default`` or ``enum`` (values by :func:`pilotage.codegen.examples.example`); a path
   parameter without one is filled from an item the traffic itself created: the ``POST`` to the collection above it
@@ -244,8 +243,8 @@ def _check_security(
     """Return whether ``op`` is secured.
 
     Raises:
-        _Skip: it needs credentials and none are set (neither ``traffic.credentials`` nor the run's test principal
-            for a security it can meet), or no alternative can be met with a header.
+        _Skip: it needs credentials and none are set (nor can the run's test principal meet its security), or no
+            alternative can be met with a header.
     """
     if not requires_credentials(op):
         return False
@@ -313,13 +312,9 @@ def _body(doc: dict[str, Any], op: Operation) -> Any:
 
 
 def _entry(
-    doc: dict[str, Any],
-    op: Operation,
-    prefix: str,
-    writes: bool,
-    credentials: Mapping[str, str] | None,
+    doc: dict[str, Any], op: Operation, prefix: str, writes: bool, credentials: Mapping[str, str] | None,
     principal: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     """The request of one operation, its ``created`` parameters not yet linked to a creator.
 
     Raises:
@@ -338,9 +333,7 @@ def _entry(
     missing = [name for name in _PARAM.findall(op.path) if name not in declared]
     params += [{"name": name, "in": "path", "from": "created"} for name in missing]
     entry = _request(op.label, op.method.upper(), prefix + op.path, "openapi", secured, params, _body(doc, op))
-    if secured and principal and _principal_meets(doc, op):
-        entry["security"] = op.security  # sent with the run's test principal (runtime.traffic, issue 18)
-    return entry
+    return entry | ({"security": op.security} if secured and principal and _principal_meets(doc, op) else {})
 
 
 def _request(
@@ -487,9 +480,8 @@ def build_traffic_plan(
             are then skipped, saying so.
         path_prefix: put before every document path; None: the document's ``servers[0]`` path
             (:func:`pilotage.spec.openapi.base_path`). Generated services serve the paths as written (``""``).
-        principal: the run's test principal is set (``PILOTAGE_TEST_PRINCIPAL``): a secured operation whose
-            security it can meet is sent, its entry naming the ``security`` requirements and the plan the
-            ``schemes`` (:func:`pilotage.testing.credentials.credentials_for` makes the credentials at send time).
+        principal: the run's test principal is set (``PILOTAGE_TEST_PRINCIPAL``): secured operations whose security
+            it can meet are sent (``security`` in the entry, ``schemes`` in the plan; credentials made at send time).
 
     Returns:
         ``{"requests", "skipped", "credentials", "writes", "touched", "summary"}``.
