@@ -49,11 +49,16 @@ def open_runtime(settings: Settings) -> Runtime:
 async def backends(settings: Settings) -> AsyncIterator[AgentContext]:
     """Open every backend, yield an :class:`AgentContext`, and close them all (runtime first) on exit.
 
+    The run's test principal is made here (:func:`pilotage.testing.credentials.ensure_principal`).
+
     Raises:
         ConfigError: a URL is unknown or its extra is missing.
         InputError: a policy does not compile (checked before anything runs: fail closed).
         BackendError: the bus or graph cannot be opened.
     """
+    from pilotage.testing.credentials import ensure_principal
+
+    ensure_principal()  # issue 18: the run's test principal, in the environment of every process the run starts
     policy = open_policy(settings)
     policy.check()
     bus = open_bus(settings)

@@ -144,6 +144,8 @@ class Settings(BaseModel):
     testing_unit_timeout_s: float = Field(300.0, gt=0, le=_DAY_S)
     testing_generate: bool = True
     testing_api_tests: bool = True  # issue 17: spec-derived tests (schemathesis, CRUD) of a delivered service
+    # issue 18: schemathesis' contract violations deny the deploy ("deny") or are only reported ("warn")
+    testing_contract_gate: str = Field("deny", pattern="^(deny|warn)$")
     # issue 17: environment variables a service's pilotage.yaml may name in traffic.credentials (the operator's
     # allow-list: a delivered commit is untrusted and must not be able to send itself another secret)
     traffic_credential_envs: list[str] = Field(default_factory=list)

@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from pilotage.codegen.auth import principal_credentials, security_meta
 from pilotage.codegen.generator import generate_service
 from pilotage.spec.evolve import evolve
 from pilotage.spec.grammar import parse_request
 from pilotage.spec.openapi import iter_operations
+from pilotage.testing.credentials import credentials_for
 from tests.unit.test_codegen import serve
 
 NOTE = {"$ref": "#/components/schemas/Note"}
@@ -162,7 +162,10 @@ def test_api_keys_in_query_and_cookie(url: str) -> None:
 def test_how_pilotage_sends_the_principal_for_each_scheme_is_accepted(url: str) -> None:
     ops = {(op.method.upper(), op.path): op for op in iter_operations(DOCUMENT)}
     for method, path in (("GET", "/notes"), ("GET", "/reports"), ("GET", "/badges"), ("GET", "/whoami")):
-        sent = principal_credentials(security_meta(DOCUMENT, ops[(method, path)])[0], PRINCIPAL)
+        op = ops[(method, path)]
+        security = op.operation.get("security", DOCUMENT.get("security"))
+        sent = credentials_for(security, DOCUMENT["components"]["securitySchemes"], PRINCIPAL)
+        assert sent is not None, path
         answer = httpx.request(
             method, url + path, headers=sent["headers"], params=sent["query"], cookies=sent["cookies"]
         )

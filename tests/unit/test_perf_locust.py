@@ -127,16 +127,22 @@ components:
 """
 
 
-def test_secured_operations_are_load_tested_with_the_credentials_from_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    secret = "l0ad-test-key-" + tmp_path.name[-6:]
+def _secured_service(tmp_path: Path) -> tuple[Path, Path]:
+    """``(service folder, document)`` of the secured service (SECURED_APP, SECURED_SPEC) under ``tmp_path``."""
     service = tmp_path / "svc"
     (service / "app").mkdir(parents=True)
     (service / "app" / "__init__.py").write_text("", encoding="utf-8")
     (service / "app" / "main.py").write_text(SECURED_APP, encoding="utf-8")
     spec = tmp_path / "openapi.yaml"
     spec.write_text(SECURED_SPEC, encoding="utf-8")
+    return service, spec
+
+
+def test_secured_operations_are_load_tested_with_the_credentials_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "l0ad-test-key-" + tmp_path.name[-6:]
+    service, spec = _secured_service(tmp_path)
     creds = {"header": "X-Api-Key", "env": "THINGS_API_KEY"}
 
     async def scenario(with_key: bool) -> LoadTestResult:
@@ -158,3 +164,22 @@ def test_secured_operations_are_load_tested_with_the_credentials_from_the_enviro
     assert secret not in result.log_path.read_text(encoding="utf-8")
     unset = asyncio.run(scenario(False))  # the variable is not set: the secured operation is left out
     assert [e.endpoint for e in unset.endpoints] == ["GET /open"]
+
+
+def test_secured_operations_are_load_tested_with_the_run_s_test_principal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: no traffic.credentials, the run's principal set: the secured GET is a target, and authenticated."""
+    principal = "pilotage:" + "q" * 12 + tmp_path.name[-6:]
+    service, spec = _secured_service(tmp_path)
+    monkeypatch.setenv("PILOTAGE_TEST_PRINCIPAL", principal)
+
+    async def scenario() -> LoadTestResult:
+        async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+            instance = await runtime.start(Workload("things", "t", service, env={"THINGS_EXPECTED_KEY": principal}))
+            return await run_load_test(spec, instance.url, tmp_path / "perf", users=2, duration_s=2.0)
+
+    result = asyncio.run(scenario())
+    by = {e.endpoint: e for e in result.endpoints}
+    assert by["GET /things"].requests > 0 and by["GET /things"].failures == 0  # every request had the principal
+    assert principal not in result.locustfile.read_text(encoding="utf-8")

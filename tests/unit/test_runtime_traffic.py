@@ -183,13 +183,27 @@ ITEMS_DOC: dict[str, Any] = {
 }
 
 
+async def _send_to_items(plan: dict[str, Any], env: dict[str, str], seen: list[dict[str, str]]) -> TrafficStats:
+    """Send ``plan`` for 1 s (150 rps, credentials read from ``env``) to the items app, which records the headers."""
+    from pilotage.runtime.proxy import EmbeddedServer, bind_local
+
+    sock = bind_local(0)
+    server = EmbeddedServer(_items_app(seen), "items")
+    await server.launch(sock)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    generator = TrafficGenerator(url, plan, 150.0, duration_s=1.0, seed=5, environ=env).start()
+    while generator.running:
+        await asyncio.sleep(0.05)
+    await server.halt()
+    return generator.stats
+
+
 def test_credentials_reach_the_service_from_the_environment_and_are_masked(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     import logging
 
     from pilotage.rollout.traffic_plan import build_traffic_plan
-    from pilotage.runtime.proxy import EmbeddedServer, bind_local
     from pilotage.secrets import MASK, MaskingFormatter, masker
 
     secret = "tr4ffic-s3cret-" + tmp_path.name[-6:]
@@ -198,20 +212,7 @@ def test_credentials_reach_the_service_from_the_environment_and_are_masked(
     assert [r["operation"] for r in plan["requests"]] == ["POST /items", "GET /items/{id}", "DELETE /items/{id}"]
     assert secret not in json.dumps(plan)
     seen: list[dict[str, str]] = []
-
-    async def scenario() -> TrafficStats:
-        sock = bind_local(0)
-        server = EmbeddedServer(_items_app(seen), "items")
-        await server.launch(sock)
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        env = {creds["env"]: secret}
-        generator = TrafficGenerator(url, plan, 150.0, duration_s=1.0, seed=5, environ=env).start()
-        while generator.running:
-            await asyncio.sleep(0.05)
-        await server.halt()
-        return generator.stats
-
-    stats = asyncio.run(scenario())
+    stats = asyncio.run(_send_to_items(plan, {creds["env"]: secret}, seen))
     assert seen and all(h.get("x-api-key") == secret for h in seen)  # every request carried the credential
     assert all(h.get(TARGETING_KEY_HEADER, "").startswith("user-") for h in seen)  # the targeting key is kept
     by = stats.by_operation
@@ -242,3 +243,20 @@ def test_invalid_plans_are_input_errors() -> None:
     with pytest.raises(InputError, match="is not a request"):
         TrafficGenerator("http://127.0.0.1:1", {"requests": [{"method": "GET", "path": "/x", "weight": 0}]}, 1.0)
     assert not has_requests({"requests": []}) and not has_requests([]) and has_requests(["/x"])
+
+
+def test_the_run_s_test_principal_authenticates_secured_operations_without_traffic_credentials(
+    tmp_path: Path,
+) -> None:
+    """Issue 18: a document with top-level security is sent, every request carrying the principal as its key."""
+    from pilotage.rollout.traffic_plan import build_traffic_plan
+
+    principal = "pilotage:" + "p" * 12 + tmp_path.name[-6:]
+    assert build_traffic_plan(ITEMS_DOC, writes=True)["requests"] == []  # no principal: every operation skipped
+    plan = build_traffic_plan(ITEMS_DOC, writes=True, principal=True)
+    assert [r["operation"] for r in plan["requests"]] == ["POST /items", "GET /items/{id}", "DELETE /items/{id}"]
+    assert all(r["security"] == [{"key": []}] for r in plan["requests"]) and principal not in json.dumps(plan)
+    seen: list[dict[str, str]] = []
+    stats = asyncio.run(_send_to_items(plan, {"PILOTAGE_TEST_PRINCIPAL": principal}, seen))
+    assert seen and all(h.get("x-api-key") == principal for h in seen)
+    assert stats.by_operation["GET /items/{id}"].get(200, 0) > 0

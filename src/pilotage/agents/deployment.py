@@ -40,6 +40,7 @@ from pilotage.rollout.state import STRATEGIES, steps_for
 from pilotage.rollout.traffic_plan import build_traffic_plan, descriptor_traffic, smoke_paths
 from pilotage.spec.load import load_document, load_spec
 from pilotage.spec.openapi import parameterless_get_paths
+from pilotage.testing.credentials import PRINCIPAL_ENV
 
 __all__ = [
     "GRAPH_BLAST_SATURATION",
@@ -313,6 +314,7 @@ def traffic_plan(
         credentials_set=bool(credentials and os.environ.get(credentials.env)),
         # every service serves at its document's servers[0] path (generated ones too)
         path_prefix=None,
+        principal=bool(os.environ.get(PRINCIPAL_ENV)),  # issue 18: the run's test principal meets secured operations
     )
 
 
@@ -376,6 +378,12 @@ class DeploymentAgent(Agent):
             verified = tests.data.get("consumer_verification") if tests is not None else None
             if verified is not None:
                 policy_input["consumer_verification"] = verified
+        tested = await self.latest(event.runid, EventType.TESTS_COMPLETED)  # issue 18: contract violations
+        contract = tested.data.get("contract") if tested is not None and isinstance(tested.data, dict) else None
+        if isinstance(contract, dict):
+            policy_input["contract"] = {"violations": contract.get("violations", 0),
+                                        "checks": contract.get("checks") or {},
+                                        "gate": self.ctx.settings.testing_contract_gate}  # fmt: skip
         # issue 6 (policy): the deploy input carries the change's security scan (bandit, by governance)
         scanned = await self.latest(event.runid, EventType.SECURITY_SCANNED)
         if scanned is not None and isinstance(scanned.data, dict):

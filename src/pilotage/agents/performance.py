@@ -9,8 +9,9 @@ Act:
 * tests did not pass → no load test; emit ``perf.measured`` ``{skipped: true, reason}`` (the deploy policy denies
   the rollout later, from ``tests.completed``);
 * the document has no operation the load test can call (:func:`pilotage.perf.locustfile.load_targets`: secured
-  operations count only when the head version's ``pilotage.yaml`` gives ``traffic.credentials`` and its variable
-  is set) → the same ``{skipped: true, reason}``, naming why (issue 17), instead of a failed run;
+  operations count when the run's test principal can meet their security — issue 18 — or the head version's
+  ``pilotage.yaml`` gives ``traffic.credentials`` and its variable is set) → the same ``{skipped: true, reason}``,
+  naming why (issue 17), instead of a failed run;
 * otherwise start the head version on the runtime (``version="perf-<sha12>"``, a fresh SQLite file under
   ``<workdir>/artifacts/perf/<sha12>/``, no fault injection), run Locust against it
   (:func:`pilotage.perf.locust_runner.run_load_test`, ``settings.load_test_users`` users for
@@ -72,6 +73,7 @@ from pilotage.perf.locustfile import NO_TARGET, load_targets
 from pilotage.perf.stats import EndpointStats
 from pilotage.rollout.traffic_plan import descriptor_traffic
 from pilotage.spec.load import load_spec
+from pilotage.testing.credentials import PRINCIPAL_ENV
 
 __all__ = ["ERROR_RATE_MAX", "P95_HIGH_MS", "TAIL_MIN_MS", "TAIL_RATIO", "PerformanceAgent", "assess"]
 
@@ -308,13 +310,16 @@ class PerformanceAgent(Agent):
     async def _nothing_to_call(self, event: CloudEvent, data: dict[str, Any]) -> str:
         """Return why the load test has no target (:data:`~pilotage.perf.locustfile.NO_TARGET`), or "" if it has one.
 
-        Secured operations count when the head version's ``traffic.credentials`` variable is set here.
+        Secured operations count when the run's test principal can meet their security, or the head version's
+        ``traffic.credentials`` variable is set here.
         """
         spec_path = await self._spec_path(event, data)
         credentials = _credentials(str(data.get("head_dir", "")), self.ctx.settings.traffic_credential_envs)
         doc = await asyncio.to_thread(load_spec, spec_path)
         usable = credentials is not None and bool(os.environ.get(credentials["env"]))
-        return "" if load_targets(doc, credentials=usable) else f"{spec_path.name}: {NO_TARGET}"
+        principal = bool(os.environ.get(PRINCIPAL_ENV))  # issue 18: the run's test principal
+        found = load_targets(doc, credentials=usable, principal=principal)
+        return "" if found else f"{spec_path.name}: {NO_TARGET}"
 
     @staticmethod
     def _failure_reason(data: dict[str, Any]) -> str:

@@ -17,13 +17,16 @@ and stop the instance whatever happens (``finally``). If either runner raises, t
 group killed) and the error becomes ``agent.failed``; so does a service that does not start (a ``BackendError``
 from the runtime carrying the service's log tail).
 
-Reason (``tests.verdict``, pure, :func:`verdict_reasoning`): **passed iff schemathesis saw 0 server errors (5xx)
-and the unit tests have 0 failures and 0 errors** — and the schemathesis run completed (a run cut short by its
-timeout proves nothing, so it fails closed). Other failed checks (``status_code_conformance``,
+Reason (``tests.verdict``, pure, :func:`pilotage.testing.verdict.verdict_reasoning`): **passed iff schemathesis
+saw 0 server errors (5xx) and the unit tests have 0 failures and 0 errors** — and the schemathesis run completed
+(a run cut short by its timeout proves nothing, so it fails closed). Other failed checks (``status_code_conformance``,
 ``allow_header_conformance``, ``negative_data_rejection`` …) are reported per operation, with a curl line each,
-but do not fail the gate: frameworks answer some malformed requests in ways the spec does not list (FastAPI's 400
-for an unparsable body, Starlette's ``Allow`` header on 405), and gating on them would block every generated
-service for a documentation gap rather than a defect. A suite with no unit tests passes that half (nothing failed).
+but do not fail the tests: frameworks answer some malformed requests in ways the spec does not list (FastAPI's 400
+for an unparsable body, Starlette's ``Allow`` header on 405). Issue 18: the contract checks among them (a valid
+request rejected, an undocumented status or content type, authentication not enforced) are listed by check in
+``tests.completed`` ``contract`` and gate the deploy instead (``deploy_contract.rego``, ``testing_contract_gate``);
+a 501 is "not implemented", not a server error; a run where most tests skipped fails. A suite with no unit tests
+passes that half (nothing failed).
 
 Emit ``tests.completed`` (``docs/events-contract.md``): ``commit``, ``head_dir``, ``passed``, ``schemathesis``
 {``operations`` [{operation, requests, failures, server_errors, checks_failed, examples}], ``requests``,
@@ -76,85 +79,16 @@ from pilotage.testing.commit_tests import commit_spec_tests
 from pilotage.testing.descriptor_suite import run_descriptor_head
 from pilotage.testing.schemathesis_runner import load_operations
 from pilotage.testing.suite import run_test_suite
+from pilotage.testing.verdict import VERDICT_RULE, verdict_inputs, verdict_reasoning, why_failed
 
-__all__ = ["TestingAgent", "affected_tests", "verdict_reasoning"]
-
-#: The rule of the ``tests.verdict`` decision, as recorded in every decision.
-VERDICT_RULE = (
-    "passed iff schemathesis server_errors == 0 and its run completed, and unit failed == 0 and errors == 0, "
-    "and the generated tests (CRUD chains, properties, docstring examples) have no failure; "
-    "other failed schemathesis checks are reported, not gating; quarantined flaky tests are reported, not gating; "
-    "a part marked not run (ran: false: no OpenAPI document, no test command) does not gate; "
-    "every live consumer's own tests pass against the commit (issue 19)"
-)
-
-
-def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
-    """Decide whether a change passes CI from the test counts alone (pure, deterministic).
-
-    Args:
-        inputs: ``{"commit": str, "schemathesis": {"requests", "failures", "server_errors", "complete",
-            "checks_failed": [str]}, "unit": {"passed", "failed", "errors", "exit_code"}}`` (counts are ints); issue 5
-            adds ``"generated": {"failed": int, "tests": [node ids]}`` and ``"flaky": int`` (optional); issue 17 adds
-            ``"ran": False`` and ``"reason"`` to ``schemathesis`` / ``unit`` when that part did not run (no OpenAPI
-            document, no test command): a part that did not run does not gate.
-            Issue 19 adds ``"consumers": {"verified": int, "failed": int, "summary": str}`` (a managed provider with
-            consumers): ``failed`` > 0 fails the verdict, quoting ``summary`` (each failed consumer and its tests).
-
-    Returns:
-        ``action`` "pass" or "fail"; ``score`` {server_errors, unit_failed, unit_errors, non_gating_checks}.
-    """
-    st = inputs.get("schemathesis") or {}
-    unit = inputs.get("unit") or {}
-    server_errors = int(st.get("server_errors", 0))
-    failed, errors = int(unit.get("failed", 0)), int(unit.get("errors", 0))
-    complete = bool(st.get("complete", False))
-    st_ran = st.get("ran", True) is not False  # issue 17: False when the service has no OpenAPI document
-    blockers = []
-    if server_errors:
-        blockers.append(f"{server_errors} schemathesis responses were server errors (5xx)")
-    if not complete and st_ran:
-        blockers.append("the schemathesis run did not complete (timed out or stopped early)")
-    if failed or errors:
-        blockers.append(f"{failed} unit tests failed and {errors} errored")
-    generated = inputs.get("generated") or {}  # issue 5; absent in decisions recorded before it
-    gen_failed = int(generated.get("failed", 0))
-    if gen_failed:
-        blockers.append(f"{gen_failed} generated tests failed ({', '.join(generated.get('tests') or [])[:300]})")
-    consumers = inputs.get("consumers") or {}  # issue 19: consumer verification
-    if consumers.get("failed"):
-        blockers.append(str(consumers.get("summary") or f"{consumers['failed']} consumers failed verification"))
-    flaky = int(inputs.get("flaky", 0))
-    other = [c for c in st.get("checks_failed") or [] if c != "not_a_server_error"]
-    summary = "; ".join(
-        (
-            f"schemathesis: {st.get('requests', 0)} requests, {server_errors} server errors"
-            if st_ran
-            else f"schemathesis: not run ({st.get('reason', '')})",
-            f"unit: {unit.get('passed', 0)} passed, {failed} failed, {errors} errors"
-            if unit.get("ran", True) is not False
-            else f"unit: not run ({unit.get('reason', '')})",
-        )
-    )
-    note = f" Non-gating checks that failed: {', '.join(other)}." if other else ""
-    note += f" {flaky} flaky tests quarantined (reported, not gating)." if flaky else ""
-    if blockers:
-        rationale = f"Fail: {'; '.join(blockers)}. {summary}.{note}"
-    else:
-        rationale = f"Pass: no server error and no failing unit test. {summary}.{note}"
-    return Reasoning(
-        action="fail" if blockers else "pass",
-        rule=VERDICT_RULE,
-        score={
-            "server_errors": server_errors,
-            "unit_failed": failed,
-            "unit_errors": errors,
-            "non_gating_checks": len(other),
-            **({"generated_failed": gen_failed, "flaky": flaky} if "generated" in inputs else {}),
-            **({"consumers_failed": int(consumers.get("failed", 0))} if consumers else {}),
-        },
-        rationale=rationale,
-    )
+__all__ = [
+    "VERDICT_RULE",
+    "TestingAgent",
+    "affected_tests",
+    "verdict_inputs",
+    "verdict_reasoning",
+    "why_failed",
+]
 
 
 # --- issue 4 (graph): affected tests first ----------------------------------------------------------------------
@@ -199,11 +133,6 @@ def _descriptor_of(head_dir: Path) -> ServiceDescriptor | None:
     if not (head_dir / DESCRIPTOR_FILE).is_file():
         return None
     return load_descriptor(head_dir)
-
-
-def _not_run(part: dict[str, Any]) -> dict[str, Any]:
-    """``{"ran": False, "reason"}`` of a result part that did not run (issue 17), else nothing (older decisions)."""
-    return {"ran": False, "reason": str(part.get("reason", ""))} if part.get("ran") is False else {}
 
 
 async def _commit_tests(
@@ -381,16 +310,8 @@ class TestingAgent(Agent):
         """Decide the verdict, record the TestRun, publish ``tests.completed``."""
         result, allocation = outcome.result, outcome.allocation
         st, unit = result["schemathesis"], result["unit"]
-        gen_failures = [f["nodeid"] for f in result["failures"] if f["kind"] != "unit"]
-        inputs = {
-            "commit": commit,
-            "schemathesis": {k: st[k] for k in ("requests", "failures", "server_errors", "errors", "complete")}
-            | {"checks_failed": st["checks_failed"]}
-            | _not_run(st),
-            "unit": {k: unit[k] for k in ("passed", "failed", "errors", "exit_code")} | _not_run(unit),
-            "generated": {"failed": len(gen_failures), "tests": gen_failures},  # issue 5
-            "flaky": len(result["flaky"]),
-        }
+        inputs = verdict_inputs(commit, result)
+        inputs["contract"]["gate"] = self.ctx.settings.testing_contract_gate  # issue 18: deny or warn, at deploy
         verification = outcome.extra.get("consumer_verification")
         if verification is not None:  # issue 19
             failed = sum(1 for v in verification["consumers"] if v["passed"] is False)
@@ -416,6 +337,10 @@ class TestingAgent(Agent):
                 # issue 5: generated tests, flaky tests, failures with their reproduction, findings
                 "generated": result["generated"],
                 "failures": result["failures"],
+                # issue 18: skipped tests with their reason, operations not implemented (501), contract violations
+                "skipped": result.get("skipped") or [],
+                "not_implemented": inputs["not_implemented"],
+                "contract": {**inputs["contract"], "by_check": st.get("contract") or {}},
                 "flaky": result["flaky"],
                 "quarantined": result["quarantined"],
                 "findings": result["findings"],

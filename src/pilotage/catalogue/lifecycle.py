@@ -219,7 +219,11 @@ class TestsCompleted(EventData):
     read; ``tests_branch``/``tests_commit`` name the branch of the user's repository holding the generated tests
     when the run asked for ``commit_tests`` (absent otherwise). ``consumer_verification`` (issue #19, a managed
     provider with consumers): ``{"summary": one line naming each failed consumer and its tests ("" when none
-    failed), "consumers": [contract.verified data]}``.
+    failed), "consumers": [contract.verified data]}``. Issue 18: ``skipped`` ``[{nodeid, kind, reason}]`` (every
+    skipped test and why), ``not_implemented`` (operations that answered 501 and tests skipped for it: not failures),
+    ``contract`` ``{"violations": int, "checks": {check: [operations]}, "gate": "deny" | "warn", "by_check": {check:
+    {meaning, operations, examples}}}``: schemathesis' contract checks that failed (a valid request rejected, an
+    undocumented status or content type, authentication not enforced), which the bundled deploy policy denies.
     """
 
     __test__ = False  # not a pytest class
@@ -246,6 +250,9 @@ class TestsCompleted(EventData):
     tests_branch: str | None = None
     tests_commit: str | None = None
     consumer_verification: Obj | None = None
+    skipped: list[Obj] | None = None
+    not_implemented: list[str] | None = None
+    contract: Obj | None = None
 
 
 class PerfMeasured(EventData):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ import typer
 
 from pilotage.agent import RunSpec
 from pilotage.cli import JsonOpt, app, cli_settings, console, log_in, print_error
+from pilotage.cli.interrupt import RunStopper
 from pilotage.errors import ConfigError, InputError, PilotageError
 from pilotage.events import CloudEvent
 from pilotage.fleet.submission import make_workdir
@@ -161,7 +161,12 @@ async def _record_interruption(bus: Any, run: RunSpec, signal_name: str) -> None
         return
 
 
-async def _execute(settings: Settings, run: RunSpec, json_mode: bool) -> dict[str, Any]:
+async def _execute(settings: Settings, run: RunSpec, json_mode: bool, stopper: RunStopper) -> dict[str, Any]:
+    """Run the flow in this loop; SIGINT/SIGTERM stop it within 2 s even while an agent computes (issue 18).
+
+    ``stopper`` (installed by the caller) cancels this task from the signal handler, thread-safely, and ends the
+    process itself when the loop does not get control back in time (:mod:`pilotage.cli.interrupt`).
+    """
     from pilotage.app import all_agents, backends
     from pilotage.fleet.keeper import keep_fleet
     from pilotage.flows.feature_delivery import run_feature_delivery
@@ -175,8 +180,7 @@ async def _execute(settings: Settings, run: RunSpec, json_mode: bool) -> dict[st
         if task is not None:
             task.cancel()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, interrupt, sig.name)
+    stopper.attach(loop, interrupt)
     # Errors of background tasks go to the log file, not to stderr (which carries one error line).
     loop.set_exception_handler(
         lambda _loop, context: logging.getLogger("pilotage.cli").warning(
@@ -199,6 +203,7 @@ async def _execute(settings: Settings, run: RunSpec, json_mode: bool) -> dict[st
             for sub in subs:
                 await sub.stop()
             await keeper.down()
+            stopper.detach()
     return run_summary(settings, run, result, title=f"Pilotage run {run.run_id}")
 
 
@@ -236,8 +241,7 @@ def _start_run(
     json_mode: bool,
     submit: bool = False,
 ) -> dict[str, Any]:
-    from pilotage.cli.serve import require_no_control_plane, submit_run
-    from pilotage.codegen.auth import ensure_test_principal
+    from pilotage.cli.serve import require_no_control_plane
     from pilotage.flows.feature_delivery import new_run_id
 
     settings = cli_settings()
@@ -249,12 +253,23 @@ def _start_run(
     if not submit:
         require_no_control_plane(settings)
     spec = spec.expanduser().resolve()
+    run_id = new_run_id()
+    with RunStopper(settings.home, run_id).installed() as stopper:  # issue 18: Ctrl-C/SIGTERM within 2 s
+        return _checked_run(settings, run_id, spec, request, service, fault_rate, fault, idle_after_s, port,
+                            json_mode, submit, stopper)  # fmt: skip
+
+
+def _checked_run(
+    settings: Settings, run_id: str, spec: Path, request: str, service: str | None, fault_rate: float, fault: str,
+    idle_after_s: float, port: int, json_mode: bool, submit: bool, stopper: RunStopper,
+) -> dict[str, Any]:  # fmt: skip
+    """Preflight the run, make its folder and run it (in this process, or handed to ``pilotage serve``)."""
+    from pilotage.cli.serve import submit_run
+
     _preflight(settings, spec, request, json_mode=json_mode)
     _check_port_free(port)
     if idle_after_s <= 0:
         raise InputError(f"--idle-after {idle_after_s} is not a positive number of seconds", hint="pass e.g. 10")
-    run_id = new_run_id()
-    ensure_test_principal()  # issue 18: a random test principal per run, for its instances and tests (masked)
     make_workdir(settings.home)
     workdir = make_workdir((settings.home / "runs" / run_id).resolve())  # a run never overwrites another
     name = service if service is not None else name_from(spec.parent.name if spec.stem == "openapi" else spec.stem)
@@ -280,7 +295,7 @@ def _start_run(
     lock = ControlPlaneLock(settings.home, run_id)
     lock.acquire()
     try:
-        summary = asyncio.run(_execute(settings, run, json_mode))
+        summary = asyncio.run(_execute(settings, run, json_mode, stopper))
     finally:
         lock.release()
     return summary

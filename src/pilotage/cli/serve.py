@@ -155,7 +155,6 @@ def serve(
 
     The HTTP API (README "HTTP API") answers on http://127.0.0.1:8700/api/v1 unless --no-api.
     """
-    from pilotage.codegen.auth import ensure_test_principal
     from pilotage.flows.recovery import MARK_VAR
     from pilotage.flows.supervisor import ControlPlaneLock
     from pilotage.web.server import bind_api
@@ -166,7 +165,6 @@ def serve(
     lock = ControlPlaneLock(settings.home, instance)
     lock.acquire()
     os.environ[MARK_VAR] = f"{settings.home.resolve()}#{instance}"  # inherited by every process it starts
-    ensure_test_principal()  # issue 18: the test principal of the services this control plane starts (masked)
     try:
         asyncio.run(_serve(settings, instance, budget, json_mode, ack_journal, api))
     finally:

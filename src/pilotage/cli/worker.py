@@ -50,8 +50,10 @@ async def _work(url: str, capabilities: list[str], host_id: str, members: int, g
     from pilotage.coordination.tasks import resolve_capabilities
     from pilotage.coordination.worker import WorkerHost
     from pilotage.registry import backend_class
+    from pilotage.testing.credentials import ensure_principal
 
     settings = cli_settings()
+    ensure_principal()  # issue 18: the instances this worker starts and its test tools share one test principal
     resolved = resolve_capabilities(capabilities, headers=settings.testing_auth_headers)
     bus_class = backend_class("bus", url)
     if url.startswith("memory:"):

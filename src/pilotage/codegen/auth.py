@@ -12,8 +12,9 @@ shape, one list per alternative (all schemes of an alternative must pass)::
 Credentials are checked by ``app/auth.py`` against state the service keeps:
 
 * the **test principal**: the value of env ``PILOTAGE_TEST_PRINCIPAL`` (at least :data:`MIN_PRINCIPAL_CHARS`
-  characters; no default, nothing hard-coded). Pilotage makes a random one per run (:func:`ensure_test_principal`)
-  and gives it to every instance it starts and to its own tests (:func:`principal_credentials`);
+  characters; no default, nothing hard-coded). Pilotage makes a random one per run
+  (:func:`pilotage.testing.credentials.ensure_principal`) and gives it to every instance it starts and to its own
+  tests, which send it as :func:`pilotage.testing.credentials.credentials_for` says;
 * **users** created through the service's own operations, when the document has a user resource (a stored
   resource whose schema has a ``password`` property and a ``username``/``email``/``login`` one,
   :func:`users_meta`) and a login operation (:func:`login_meta`): basic credentials are checked against the
@@ -25,13 +26,11 @@ The document is untrusted: scheme names, header names and property names reach t
 
 from __future__ import annotations
 
-import base64
-import os
 import re
-import secrets
 from typing import TYPE_CHECKING, Any
 
 from pilotage.spec.openapi import Operation, resolve_dict
+from pilotage.testing.credentials import PRINCIPAL_ENV, PRINCIPAL_MIN_CHARS
 
 if TYPE_CHECKING:  # the plan imports this module
     from pilotage.codegen.plan import OperationPlan, Resource, ServicePlan
@@ -40,18 +39,13 @@ __all__ = [
     "MIN_PRINCIPAL_CHARS",
     "PRINCIPAL_ENV",
     "apply_auth",
-    "ensure_test_principal",
     "login_meta",
-    "principal_credentials",
-    "principal_env",
     "security_meta",
     "users_meta",
 ]
 
-#: The env variable holding the documented test principal (a token, an API key, or ``user:password``).
-PRINCIPAL_ENV = "PILOTAGE_TEST_PRINCIPAL"
-#: A shorter test principal is ignored by the service (it would be guessable).
-MIN_PRINCIPAL_CHARS = 16
+#: A shorter test principal is ignored by the service (it would be guessable); Pilotage makes longer ones.
+MIN_PRINCIPAL_CHARS = PRINCIPAL_MIN_CHARS
 _USER_FIELDS = ("username", "email", "login", "user_name", "userName")
 _PASSWORD_FIELDS = ("password", "pass", "passwd")
 _TOKEN_FIELDS = ("token", "access_token", "accessToken", "jwt", "api_key", "apiKey")
@@ -172,47 +166,3 @@ def apply_auth(doc: dict[str, Any], plan: ServicePlan) -> dict[str, str] | None:
         elif _LOGOUT.search(f"{op.meta['path']} {op.meta['operation_id']}"):
             op.kind = "logout"
     return users
-
-
-def ensure_test_principal() -> str:
-    """Return this run's test principal, registered with the secret masker.
-
-    Env :data:`PRINCIPAL_ENV` when it is set (and long enough), else a fresh random ``pilotage-test:<token>`` put
-    into this process' environment. Masked, it never reaches an event, a report or a log.
-    """
-    from pilotage.secrets import register_secrets
-
-    value = os.environ.get(PRINCIPAL_ENV, "")
-    if len(value) < MIN_PRINCIPAL_CHARS:
-        value = f"pilotage-test:{secrets.token_urlsafe(24)}"
-        os.environ[PRINCIPAL_ENV] = value
-    register_secrets([value, base64.b64encode(value.encode()).decode()])
-    return value
-
-
-def principal_env() -> dict[str, str]:
-    """Return ``{PILOTAGE_TEST_PRINCIPAL: value}`` when this process has a test principal, else ``{}``.
-
-    Every instance Pilotage starts gets it (``LocalRuntime.start``) besides its workload's env.
-    """
-    value = os.environ.get(PRINCIPAL_ENV, "")
-    return {PRINCIPAL_ENV: value} if len(value) >= MIN_PRINCIPAL_CHARS else {}
-
-
-def principal_credentials(alternative: list[dict[str, str]], principal: str) -> dict[str, dict[str, str]]:
-    """Return how a client sends ``principal`` for one alternative of :func:`security_meta`.
-
-    Returns:
-        ``{"headers", "query", "cookies"}``: bearer ``Authorization: Bearer P``; basic ``Authorization: Basic
-        base64(P)`` (P is ``user:password``); apiKey P as the named header, query parameter or cookie.
-    """
-    out: dict[str, dict[str, str]] = {"headers": {}, "query": {}, "cookies": {}}
-    for scheme in alternative:
-        if scheme["type"] == "bearer":
-            out["headers"]["Authorization"] = f"Bearer {principal}"
-        elif scheme["type"] == "basic":
-            out["headers"]["Authorization"] = "Basic " + base64.b64encode(principal.encode()).decode()
-        else:
-            where = {"header": "headers", "query": "query", "cookie": "cookies"}[scheme["in"]]
-            out[where][scheme["name"]] = principal
-    return out

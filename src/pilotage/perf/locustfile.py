@@ -13,9 +13,12 @@ Targets (:func:`load_targets`):
 
 Operations that require authentication (a non-empty ``security`` requirement, the operation's own or the
 document's, without the ``{}`` "anonymous allowed" alternative: :func:`pilotage.spec.openapi.requires_credentials`)
-are left out for the same reason — every request would be a 401 — unless the service's ``pilotage.yaml`` gives
-``traffic.credentials`` (a header and the name of the environment variable holding its value, the same credentials
-the rollout's synthetic traffic uses) and that variable is set: then they are targets, and every request carries
+are targets when the run's test principal is set (``PILOTAGE_TEST_PRINCIPAL``, issue 18): each of their requests
+carries it as the operation's security asks (:func:`pilotage.testing.credentials.credentials_for`, copied into the
+file: a bearer or basic ``Authorization`` header, an API key in a header, the query or a cookie); an operation whose
+security cannot be met that way (mutual TLS) is left out — every request would be a 401 — unless the service's
+``pilotage.yaml`` gives ``traffic.credentials`` (a header and the name of the environment variable holding its value,
+the same credentials the rollout's synthetic traffic uses) and that variable is set: then every request carries
 the header. The generated file holds only the two *names*; the value reaches the Locust process through its
 environment (:func:`pilotage.perf.locust_runner.run_load_test`) and is registered with the secret masker.
 
@@ -31,6 +34,7 @@ measures latency under concurrency rather than saturating one CPU with a tight l
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +42,16 @@ from typing import Any
 
 from pilotage.codegen.quoting import py_docstring
 from pilotage.errors import InputError
-from pilotage.spec.openapi import Operation, iter_operations, requires_credentials, resolve, takes_no_parameters
+from pilotage.spec.load import to_json_data
+from pilotage.spec.openapi import (
+    Operation,
+    iter_operations,
+    requires_credentials,
+    resolve,
+    security_schemes,
+    takes_no_parameters,
+)
+from pilotage.testing.credentials import PRINCIPAL_ENV, copied_source, credentials_for
 
 __all__ = [
     "GET_WEIGHT",
@@ -66,13 +79,16 @@ NETWORK_TIMEOUT_S = 10.0
 #: Why a document gives no load-test target (the performance agent skips the load test with it).
 NO_TARGET = (
     "no operation the load test can call (a GET without required parameters, or a collection POST with an example "
-    "body, without credentials unless traffic.credentials is set)"
+    "body; a secured one only when its security is a bearer, basic or API-key scheme, or traffic.credentials is set)"
 )
 
 _TEMPLATE = """{docstring}
 
+from __future__ import annotations
+
 import json
 import os
+import urllib.parse
 
 import gevent
 import locust.stats
@@ -94,15 +110,24 @@ CREDENTIALS = json.loads({credentials!r})
 HEADERS = {{}}
 if CREDENTIALS and os.environ.get(CREDENTIALS["env"]):
     HEADERS[CREDENTIALS["header"]] = os.environ[CREDENTIALS["env"]]
-
+# The run's test principal, sent the way each operation's security asks (credentials_for, below)
+SCHEMES = json.loads({schemes!r})
+PRINCIPAL = os.environ.get("PILOTAGE_TEST_PRINCIPAL", "")
+{copied}
 
 def _task(target):
-    kwargs = {{"name": target["path"], "headers": HEADERS}}
+    none = {{"headers": {{}}, "query": {{}}, "cookies": {{}}}}
+    found = credentials_for(target["security"], SCHEMES, PRINCIPAL) or none
+    headers = {{**found["headers"], **HEADERS}}
+    if found["cookies"]:
+        headers["Cookie"] = "; ".join(f"{{k}}={{v}}" for k, v in found["cookies"].items())
+    url = target["path"] + ("?" + urllib.parse.urlencode(found["query"]) if found["query"] else "")
+    kwargs = {{"name": target["path"], "headers": headers}}
     if target["body"] is not None:
         kwargs["json"] = target["body"]
 
     def call(user):
-        user.client.request(target["method"], target["path"], **kwargs)
+        user.client.request(target["method"], url, **kwargs)
 
     call.__name__ = target["method"].lower() + "_" + (target["path"].strip("/").replace("/", "_") or "root")
     return call
@@ -125,12 +150,15 @@ class LoadTarget:
         path: the path (no template parameters), also the request name in Locust's statistics.
         weight: relative frequency among the targets.
         body: JSON request body (POST), or None.
+        security: the operation's security requirements when it needs credentials (the locustfile sends the run's
+            test principal as :func:`pilotage.testing.credentials.credentials_for` says), else None.
     """
 
     method: str
     path: str
     weight: int
     body: Any = None
+    security: Any = None
 
     @property
     def operation(self) -> str:
@@ -175,29 +203,41 @@ def _example_body(doc: dict[str, Any], op: Operation) -> Any:
     return _schema_example(doc, media.get("schema"))
 
 
-def load_targets(doc: dict[str, Any], *, include_post: bool = True, credentials: bool = False) -> list[LoadTarget]:
+def load_targets(
+    doc: dict[str, Any], *, include_post: bool = True, credentials: bool = False, principal: bool = False
+) -> list[LoadTarget]:
     """Return the load-test targets of a decoded OpenAPI document, in path order (see the module docstring).
 
     Args:
         doc: the decoded OpenAPI 3 document.
         include_post: also target collection ``POST`` operations that have an example body.
-        credentials: the requests carry credentials, so operations that require them are targets too.
+        credentials: the requests carry the descriptor's credentials, so operations that require them are targets.
+        principal: the run's test principal is set (``PILOTAGE_TEST_PRINCIPAL``): operations whose security
+            :func:`~pilotage.testing.credentials.credentials_for` can meet are targets, sent with it.
     """
     targets: list[LoadTarget] = []
+    schemes = security_schemes(doc)
     for op in iter_operations(doc):
-        if not takes_no_parameters(op) or (requires_credentials(op) and not credentials):
+        secured = requires_credentials(op)
+        met = principal and credentials_for(op.security, schemes, PRINCIPAL_ENV) is not None
+        if not takes_no_parameters(op) or (secured and not credentials and not met):
             continue
+        security = op.security if secured and met else None
         if op.method == "get":
-            targets.append(LoadTarget("GET", op.path, GET_WEIGHT))
+            targets.append(LoadTarget("GET", op.path, GET_WEIGHT, security=security))
         elif op.method == "post" and include_post:
             body = _example_body(doc, op)
             if body is not None:
-                targets.append(LoadTarget("POST", op.path, POST_WEIGHT, body))
+                targets.append(LoadTarget("POST", op.path, POST_WEIGHT, body, security))
     return targets
 
 
 def render_locustfile(
-    targets: list[LoadTarget], *, source: str = "an OpenAPI spec", credentials: Mapping[str, str] | None = None
+    targets: list[LoadTarget],
+    *,
+    source: str = "an OpenAPI spec",
+    credentials: Mapping[str, str] | None = None,
+    schemes: Mapping[str, Any] | None = None,
 ) -> str:
     """Return the text of a locustfile that calls ``targets`` (weights as relative task frequencies).
 
@@ -206,6 +246,7 @@ def render_locustfile(
         source: the document's name, for the file's docstring and messages.
         credentials: ``{"header", "env"}``: every request carries ``header``, its value read from the environment
             variable ``env`` when Locust starts (names only in the file).
+        schemes: the document's security schemes, for the targets that carry ``security``.
 
     Raises:
         InputError: ``targets`` is empty (nothing the load test can call).
@@ -223,6 +264,8 @@ def render_locustfile(
         ),
         targets=payload,
         credentials=json.dumps(names, separators=(",", ":"), sort_keys=True),
+        schemes=json.dumps(to_json_data(dict(schemes or {})), separators=(",", ":"), sort_keys=True),
+        copied=copied_source(),
         wait_min=WAIT_MIN_S,
         wait_max=WAIT_MAX_S,
         timeout=NETWORK_TIMEOUT_S,
@@ -244,8 +287,9 @@ def write_locustfile(
     from pilotage.spec.load import load_spec
 
     doc = load_spec(spec_path)
-    targets = load_targets(doc, include_post=include_post, credentials=credentials is not None)
+    principal = bool(os.environ.get(PRINCIPAL_ENV))
+    targets = load_targets(doc, include_post=include_post, credentials=credentials is not None, principal=principal)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_locustfile(targets, source=str(spec_path), credentials=credentials)
+    text = render_locustfile(targets, source=str(spec_path), credentials=credentials, schemes=security_schemes(doc))
     out_path.write_text(text, encoding="utf-8")
     return targets

@@ -22,9 +22,10 @@ Rules, for each operation of the head version's document (:func:`pilotage.spec.o
 * **reads always, writes only when allowed**: GET and HEAD are sent; POST, PUT, PATCH and DELETE only with
   ``writes`` (``traffic.writes`` in ``pilotage.yaml``); OPTIONS and TRACE never;
 * **security**: an operation that requires credentials (:func:`pilotage.spec.openapi.requires_credentials`) is
-  sent only when credentials are configured and set (a header whose value the generator reads from the control
-  plane's environment), and only if one of its alternatives can be met by a header (not an API key in the
-  query or a cookie);
+  sent with the run's test principal when it can meet its security (issue 18, ``credentials_for`` of
+  :mod:`pilotage.testing.credentials`: the entry names its ``security``, the plan the ``schemes``); else only when
+  credentials are set (a header whose value the generator reads from the control plane's environment) and one of
+  its alternatives can be met by a header (not an API key in the query or a cookie);
 * **parameters**: path parameters and required query/header parameters take the document's ``example``,
   ``examples``, ``const``, ``default`` or ``enum`` (values by :func:`pilotage.codegen.examples.example`); a path
   parameter without one is filled from an item the traffic itself created: the ``POST`` to the collection above it
@@ -63,7 +64,9 @@ from pilotage.spec.openapi import (
     references,
     requires_credentials,
     resolve_dict,
+    security_schemes,
 )
+from pilotage.testing.credentials import credentials_for
 
 __all__ = [
     "MAX_BODY_CHARS",
@@ -229,15 +232,25 @@ def _header_capable(doc: dict[str, Any], requirement: Any) -> bool:
     return True
 
 
-def _check_security(doc: dict[str, Any], op: Operation, credentials: Mapping[str, str] | None) -> bool:
+def _principal_meets(doc: dict[str, Any], op: Operation) -> bool:
+    """True when the run's test principal can meet one of ``op``'s security alternatives (issue 18)."""
+    return credentials_for(op.security, security_schemes(doc), "principal") is not None
+
+
+def _check_security(
+    doc: dict[str, Any], op: Operation, credentials: Mapping[str, str] | None, principal: bool = False
+) -> bool:
     """Return whether ``op`` is secured.
 
     Raises:
-        _Skip: it needs credentials and none are set, or no alternative can be met with a header.
+        _Skip: it needs credentials and none are set (nor can the run's test principal meet its security), or no
+            alternative can be met with a header.
     """
     if not requires_credentials(op):
         return False
     names = sorted({str(n) for req in op.security if isinstance(req, dict) for n in req})
+    if principal and _principal_meets(doc, op):
+        return True
     if credentials is None:
         raise _Skip(
             "credentials",
@@ -299,8 +312,9 @@ def _body(doc: dict[str, Any], op: Operation) -> Any:
 
 
 def _entry(
-    doc: dict[str, Any], op: Operation, prefix: str, writes: bool, credentials: Mapping[str, str] | None
-) -> dict[str, Any]:
+    doc: dict[str, Any], op: Operation, prefix: str, writes: bool, credentials: Mapping[str, str] | None,
+    principal: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """The request of one operation, its ``created`` parameters not yet linked to a creator.
 
     Raises:
@@ -310,7 +324,7 @@ def _entry(
         raise _Skip("method", f"{op.method.upper()} is not sent by synthetic traffic")
     if op.method in _WRITES and not writes:
         raise _Skip("writes", _WRITES_OFF)
-    secured = _check_security(doc, op, credentials)
+    secured = _check_security(doc, op, credentials, principal)
     try:
         params = [p for p in (_fill_param(doc, raw, credentials) for raw in op.parameters) if p is not None]
     except InputError as exc:
@@ -318,7 +332,8 @@ def _entry(
     declared = {p["name"] for p in params if p["in"] == "path"}
     missing = [name for name in _PARAM.findall(op.path) if name not in declared]
     params += [{"name": name, "in": "path", "from": "created"} for name in missing]
-    return _request(op.label, op.method.upper(), prefix + op.path, "openapi", secured, params, _body(doc, op))
+    entry = _request(op.label, op.method.upper(), prefix + op.path, "openapi", secured, params, _body(doc, op))
+    return entry | ({"security": op.security} if secured and principal and _principal_meets(doc, op) else {})
 
 
 def _request(
@@ -449,6 +464,7 @@ def build_traffic_plan(
     credentials: Mapping[str, str] | None = None,
     credentials_set: bool = True,
     path_prefix: str | None = None,
+    principal: bool = False,
 ) -> dict[str, Any]:
     """Return the traffic plan of the head version (see the module docstring; pure, JSON-serialisable).
 
@@ -464,6 +480,8 @@ def build_traffic_plan(
             are then skipped, saying so.
         path_prefix: put before every document path; None: the document's ``servers[0]`` path
             (:func:`pilotage.spec.openapi.base_path`). Generated services serve the paths as written (``""``).
+        principal: the run's test principal is set (``PILOTAGE_TEST_PRINCIPAL``): secured operations whose security
+            it can meet are sent (``security`` in the entry, ``schemes`` in the plan; credentials made at send time).
 
     Returns:
         ``{"requests", "skipped", "credentials", "writes", "touched", "summary"}``.
@@ -479,7 +497,7 @@ def build_traffic_plan(
     found: dict[str, dict[str, Any] | _Skip] = {}
     for label, op in ops.items():
         try:
-            found[label] = _entry(head, op, prefix, writes, usable)
+            found[label] = _entry(head, op, prefix, writes, usable, principal)
         except _Skip as skip:
             found[label] = skip
         except InputError as exc:  # a malformed part of the document: this operation only
@@ -491,7 +509,10 @@ def build_traffic_plan(
                 found[label] = _Skip("credentials", f"needs credentials: {unset}")
     for label in ops:
         _link(head, label, found, ops, 0)
-    return _assemble(found, change, in_base, writes, requests, usable)
+    plan = _assemble(found, change, in_base, writes, requests, usable)
+    if any("security" in r for r in plan["requests"]):
+        plan["schemes"] = security_schemes(head)
+    return plan
 
 
 def _assemble(

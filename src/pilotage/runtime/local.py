@@ -36,13 +36,13 @@ from typing import IO, NoReturn
 
 import httpx
 
-from pilotage.codegen.auth import principal_env as test_principal_env
 from pilotage.errors import BackendError, ConfigError, InputError
 from pilotage.fleet.descriptor import render_command, render_env
 from pilotage.runtime.base import Instance, InstanceHealth, Route, RouteStats, Runtime, Waker, Workload
 from pilotage.runtime.proxy import MAX_HELD, WAKE_TIMEOUT_S, TrafficProxy, bind_local, check_weights
 from pilotage.runtime.sandbox import launch_options, sandbox_env
 from pilotage.secrets import masker
+from pilotage.testing.credentials import principal_env as test_principal_env
 
 __all__ = ["LocalRuntime", "tail_lines"]
 

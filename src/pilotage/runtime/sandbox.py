@@ -11,7 +11,8 @@ options of :func:`launch_options`:
   (:data:`ALLOWED_VARS`: ``PATH``, ``HOME``, ``LANG``/``LC_*``, ``TZ``, ``TMPDIR``, ``PYTHONPATH``,
   ``VIRTUAL_ENV`` …) and the fault-injection switches ``PILOTAGE_FAULT_*`` are copied from the control plane's
   environment, plus the control-plane mark
-  (``PILOTAGE_CONTROL_PLANE``: crash recovery finds orphans by it, see :mod:`pilotage.flows.recovery`), plus what
+  (``PILOTAGE_CONTROL_PLANE``: crash recovery finds orphans by it, see :mod:`pilotage.flows.recovery`), the run's
+  test principal (``PILOTAGE_TEST_PRINCIPAL``, :mod:`pilotage.testing.credentials`), plus what
   the caller passes explicitly (``PILOTAGE_DB_PATH``, ``PILOTAGE_FAULT_*``, ``PILOTAGE_BASE_URL``,
   ``PILOTAGE_TEST_HEADERS`` for the test process only …). No other ``PILOTAGE_*`` setting, no token, approval
   key or cloud credential (``GITHUB_TOKEN``, ``AWS_*``, ``SSH_AUTH_SOCK`` …) reaches the child. Proxy variables
@@ -61,6 +62,9 @@ ALLOWED_VARS = (
 ALLOWED_PREFIXES = ("LC_", "PILOTAGE_FAULT_")
 #: The control-plane mark (``<home>#<instance>``) that crash recovery finds orphans by; copied when set.
 CONTROL_PLANE_MARK = "PILOTAGE_CONTROL_PLANE"
+#: The run's test principal (issue 18, :mod:`pilotage.testing.credentials`): generated services authenticate
+#: requests against it, the test tools and the load test send it; copied when set.
+TEST_PRINCIPAL = "PILOTAGE_TEST_PRINCIPAL"
 #: Always set in a run's processes.
 FIXED = {
     "NO_PROXY": "127.0.0.1,localhost",
@@ -82,8 +86,9 @@ def sandbox_env(extra: Mapping[str, str] | None = None, *, base: Mapping[str, st
     """
     source = os.environ if base is None else base
     env = {k: v for k, v in source.items() if k in ALLOWED_VARS or k.startswith(ALLOWED_PREFIXES)}
-    if CONTROL_PLANE_MARK in source:
-        env[CONTROL_PLANE_MARK] = source[CONTROL_PLANE_MARK]
+    for name in (CONTROL_PLANE_MARK, TEST_PRINCIPAL):
+        if name in source:
+            env[name] = source[name]
     env.update(FIXED)
     env.update(extra or {})
     return env

@@ -17,7 +17,9 @@ of paths (``["/notes", "/version"]``, the API before plans) is a plan of GETs of
 Credentials: a plan's ``credentials`` hold a header name and the name of an environment variable; the value is
 read from the control plane's environment when the generator is built, registered with the secret masker
 (:func:`pilotage.secrets.register_secrets`) so it never lands in a log, event or report, and sent on every
-request. The generator is bounded: at most ``max_in_flight`` requests are outstanding (a launch is skipped, and
+request. A request whose entry names ``security`` carries the run's test principal (``PILOTAGE_TEST_PRINCIPAL``, read
+from the same environment) the way that security asks (:func:`pilotage.testing.credentials.credentials_for`). The
+generator is bounded: at most ``max_in_flight`` requests are outstanding (a launch is skipped, and
 counted in ``skipped``, when the limit is reached) and it runs until :meth:`TrafficGenerator.stop` or
 ``duration_s``.
 
@@ -49,6 +51,7 @@ import httpx
 
 from pilotage.errors import InputError
 from pilotage.secrets import register_secrets
+from pilotage.testing.credentials import PRINCIPAL_ENV, credentials_for
 
 __all__ = [
     "POOL_SIZE",
@@ -128,6 +131,7 @@ class _Planned:
     body: Any = None
     params: tuple[dict[str, Any], ...] = ()
     creates: bool = False
+    security: Any = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,7 @@ def _planned(item: Any, index: int) -> _Planned:
         item.get("body"),
         params,
         bool(item.get("creates")),
+        item.get("security"),
     )
 
 
@@ -265,6 +270,8 @@ class TrafficGenerator:
         self.max_in_flight = max_in_flight
         self.stats = TrafficStats()
         self._headers = _credential_headers(traffic, environ)
+        self._principal = (os.environ if environ is None else environ).get(PRINCIPAL_ENV, "")
+        self._schemes = traffic.get("schemes") if isinstance(traffic, Mapping) else None
         self._weights = [r.weight for r in self.requests]
         self._by_operation = {r.operation: r for r in self.requests}
         self._pools: dict[str, deque[dict[str, Any]]] = {}
@@ -365,7 +372,7 @@ class TrafficGenerator:
             if isinstance(found, _Planned):
                 return self._fill(found, depth + 1) if depth < MAX_CREATE_DEPTH else None
         query: dict[str, Any] = {}
-        headers = dict(self._headers)
+        headers = self._auth(request, query)
         for param in request.params:
             where, name = param.get("in"), str(param.get("name"))
             if param.get("from") == "created" or "value" not in param:
@@ -381,6 +388,19 @@ class TrafficGenerator:
             return None
         path = _PARAM.sub(lambda m: urllib.parse.quote(_text(values[m.group(1)]), safe=""), request.path)
         return _Call(request, path, query, headers, values)
+
+    def _auth(self, request: _Planned, query: dict[str, Any]) -> dict[str, str]:
+        """The headers of ``request``'s credentials (the plan's, and the run's test principal).
+
+        The principal goes where the request's ``security`` asks
+        (:func:`~pilotage.testing.credentials.credentials_for`); API keys in the query are added to ``query``.
+        """
+        found = credentials_for(request.security, self._schemes, self._principal) if request.security else None
+        if not found:
+            return dict(self._headers)
+        query.update(found["query"])
+        cookies = "; ".join(f"{k}={v}" for k, v in found["cookies"].items())
+        return {**found["headers"], **({"Cookie": cookies} if cookies else {}), **self._headers}
 
     async def _one(self, client: httpx.AsyncClient, call: _Call) -> None:
         self.stats.sent += 1

@@ -55,6 +55,7 @@ __all__ = [
     "ref_of",
     "references",
     "requires_credentials",
+    "security_schemes",
     "resolve",
     "resolve_dict",
     "schema_cycle",
@@ -525,6 +526,18 @@ def iter_operations(doc: Any) -> Iterator[Operation]:
             operation = item.get(method)
             if isinstance(operation, dict):
                 yield Operation(doc, path, method, item, operation)
+
+
+def security_schemes(doc: Any) -> dict[str, dict[str, Any]]:
+    """Return the document's ``components.securitySchemes``, name → Security Scheme Object with its ``$ref`` resolved.
+
+    Raises:
+        InputError: a ``$ref`` does not resolve (:func:`resolve`).
+    """
+    if not isinstance(doc, dict):
+        return {}
+    schemes = resolve_dict(doc, (doc.get("components") or {}).get("securitySchemes"))
+    return {str(name): resolve_dict(doc, scheme) for name, scheme in schemes.items()}
 
 
 def requires_credentials(op: Operation) -> bool:

@@ -41,7 +41,16 @@ from pilotage.testing.own_tests import not_run_schemathesis, not_run_unit, own_f
 from pilotage.testing.pytest_runner import UnitResult, run_pytest
 from pilotage.testing.schemathesis_runner import run_schemathesis
 from pilotage.testing.spec_tests import CRUD_FILE, SCHEMATHESIS_FILE, write_spec_tests
-from pilotage.testing.suite import DEFAULTS, MAX_RERUN_TESTS, _counts, _findings, _rerun, classify_flaky, parse_cases
+from pilotage.testing.suite import (
+    DEFAULTS,
+    MAX_RERUN_TESTS,
+    _counts,
+    _findings,
+    _rerun,
+    classify_flaky,
+    parse_cases,
+    skipped_tests,
+)
 
 __all__ = [
     "DESCRIPTOR_DEFAULTS",
@@ -285,6 +294,7 @@ async def _spec_derived(req: dict[str, Any], spec: Path, out_dir: Path, result: 
     result["flaky"] = [{"nodeid": n, "history": gen["histories"][n]} for n in flaky]
     kept = [c for c in gen["cases"] if c["nodeid"] not in excluded]
     result["failures"] += [c for c in kept if c["outcome"] in ("failed", "error")]
+    result["skipped"] = skipped_tests(kept)  # issue 18
     generated = result["generated"]
     generated["crud"] = _counts([c for c in kept if c["kind"] == "crud"])
     generated |= {"spec": gen["files"], "dir": gen["dir"]}

@@ -23,13 +23,16 @@ Pilotage writes (a ``schemathesis.toml`` in a parent folder cannot change the ru
 the global bound because in v4 it is a budget that fuzzing repeats until spent — the subprocess timeout is the
 bound. All phases run (examples, coverage, fuzzing, stateful).
 
-Counting (per operation ``"METHOD /path/{template}"``): ``requests`` = responses received; ``server_errors`` =
-responses with status >= 500 except 501; ``not_implemented`` = 501 responses (an operation the service declares
-unwritten, e.g. a generated service's ``app/handlers.py`` stub: reported, not a server error); ``failures`` = test
-cases with a failed check or a 5xx response; ``checks_failed``
+Counting (per operation ``"METHOD /path/{template}"``): ``requests`` = responses received; ``not_implemented`` =
+responses with status 501 (an operation the service does not implement yet — a generated service answers so where
+the behaviour cannot be inferred, until the user writes it in ``app/handlers.py``: not a server error, and no
+check of such a case counts); ``server_errors`` = other responses with status >= 500; ``failures`` = test cases
+with a failed check or a 5xx response; ``checks_failed``
 = names of the failed checks (``not_a_server_error``, ``status_code_conformance`` …); ``examples`` = one curl
 line per failed check, the shortest one seen (schemathesis shrinks failing cases, so it is also the simplest).
-Stateful-phase cases are attributed to the operation they called.
+Stateful-phase cases are attributed to the operation they called. ``contract`` groups the failures of the checks in
+:data:`CONTRACT_CHECKS` (a valid request rejected, an undocumented status or content type, authentication not
+enforced) by check, with the operations and one example each.
 
 Secrets (issue #15): the test headers (``settings.testing_auth_headers``) never appear on the command line, which
 every local user can read in ``ps``. The config file (:func:`write_config`) names each header with a placeholder,
@@ -44,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -54,6 +58,7 @@ from typing import Any
 from pilotage.errors import BackendError, InputError
 from pilotage.secrets import MASK, masker, write_private_text
 from pilotage.spec.openapi import api_url
+from pilotage.testing.credentials import PRINCIPAL_ENV, basic_env, schemathesis_auth
 from pilotage.testing.process import run_process
 
 __all__ = [
@@ -65,6 +70,7 @@ __all__ = [
     "load_operations",
     "parse_ndjson",
     "run_schemathesis",
+    "security_schemes",
     "write_config",
 ]
 
@@ -76,6 +82,16 @@ DEFAULT_REQUEST_TIMEOUT_S = 5.0
 HEADER_VAR = "PILOTAGE_TEST_HEADER_{}"
 #: Keys schemathesis masks in its reports when the config names none (its defaults, if they cannot be imported).
 _FALLBACK_KEYS = ("authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key", "api_key", "token")
+#: schemathesis checks whose failures are contract violations (issue 18, item 8), and what each one means: reported
+#: by check in ``tests.completed`` (``schemathesis.contract``) and denied by the bundled ``deploy_contract.rego``.
+CONTRACT_CHECKS = {
+    "positive_data_acceptance": "a request valid by the document was rejected",
+    "status_code_conformance": "a status code the document does not declare was returned",
+    "content_type_conformance": "a content type the document does not declare was returned",
+    "ignored_auth": "a request without valid credentials was not refused (authentication not enforced)",
+}
+#: The status of an operation a generated service does not implement yet (its handler is the user's to write).
+NOT_IMPLEMENTED = 501
 #: Request headers left out of reproduction commands (schemathesis' own bookkeeping).
 _NOISE_HEADERS = {"x-schemathesis-testcaseid", "user-agent", "accept-encoding", "accept", "connection"}
 
@@ -89,9 +105,10 @@ class OperationResult:
         requests: responses received.
         failures: test cases with at least one failed check or a 5xx response.
         server_errors: responses with HTTP status >= 500, 501 excepted.
-        not_implemented: responses with HTTP status 501 (the operation is not written yet).
         checks_failed: sorted names of the checks that failed.
         examples: ``[{"check": name, "curl": "curl -X ..."}]``, one (the shortest) per failed check.
+        not_implemented: responses with status 501 (an operation the service does not implement yet: not a
+            server error, and its checks are not counted).
     """
 
     operation: str
@@ -151,14 +168,30 @@ class SchemathesisResult:
         return sum(op.server_errors for op in self.operations)
 
     @property
-    def not_implemented(self) -> int:
-        """Responses with HTTP status 501 over all operations."""
-        return sum(op.not_implemented for op in self.operations)
-
-    @property
     def checks_failed(self) -> list[str]:
         """Sorted names of every check that failed somewhere."""
         return sorted({name for op in self.operations for name in op.checks_failed})
+
+    @property
+    def contract(self) -> dict[str, dict[str, Any]]:
+        """The contract violations by check (:data:`CONTRACT_CHECKS`; only checks that failed somewhere).
+
+        Returns:
+            ``{check: {"meaning": str, "operations": ["GET /x", ...], "examples": [{"operation", "curl"}]}}``.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for op in self.operations:
+            for check in (c for c in op.checks_failed if c in CONTRACT_CHECKS):
+                entry = out.setdefault(check, {"meaning": CONTRACT_CHECKS[check], "operations": [], "examples": []})
+                entry["operations"].append(op.operation)
+                entry["examples"] += [{"operation": op.operation, "curl": e["curl"]} for e in op.examples
+                                      if e["check"] == check][:1]  # fmt: skip
+        return dict(sorted(out.items()))
+
+    @property
+    def not_implemented(self) -> list[str]:
+        """The operations that answered 501 (not implemented yet), in spec order."""
+        return [op.operation for op in self.operations if op.not_implemented]
 
     def to_dict(self) -> dict[str, Any]:
         """Return the ``tests.completed`` ``schemathesis`` shape plus run metadata (JSON-serialisable)."""
@@ -167,8 +200,10 @@ class SchemathesisResult:
             "requests": self.requests,
             "failures": self.failures,
             "server_errors": self.server_errors,
-            "not_implemented": self.not_implemented,
             "checks_failed": self.checks_failed,
+            "contract": self.contract,
+            "contract_violations": sum(len(c["operations"]) for c in self.contract.values()),
+            "not_implemented": self.not_implemented,
             "errors": self.errors,
             "exit_code": self.exit_code,
             "timed_out": self.timed_out,
@@ -270,12 +305,36 @@ def header_env(headers: dict[str, str] | None) -> dict[str, str]:
     return {HEADER_VAR.format(i): value for i, value in enumerate((headers or {}).values())}
 
 
-def write_config(path: Path, headers: dict[str, str] | None = None) -> Path:
+def security_schemes(spec_path: Path) -> dict[str, Any]:
+    """Return the ``components.securitySchemes`` of the document at ``spec_path`` (``{}`` when it has none).
+
+    Raises:
+        InputError: the file does not parse (names it).
+    """
+    from pilotage.spec.load import load_document
+    from pilotage.spec.openapi import security_schemes as schemes_of
+
+    return schemes_of(load_document(spec_path))
+
+
+def _auth_lines(schemes: dict[str, Any] | None) -> list[str]:
+    """``[auth.openapi."<scheme>"]`` tables: the run's test principal for each scheme (issue 18), placeholders only."""
+    lines = []
+    for name, entry in schemathesis_auth(schemes or {}).items():
+        lines += ["", f"[auth.openapi.{_toml_string(name.replace('${', '$${'))}]"]
+        lines += [f"{key} = {_toml_string(value)}" for key, value in entry.items()]
+    return lines
+
+
+def write_config(path: Path, headers: dict[str, str] | None = None, schemes: dict[str, Any] | None = None) -> Path:
     """Write the schemathesis config of a run to ``path`` (0600) and return it.
 
     The file isolates the run from any ``schemathesis.toml`` around it, sends each of ``headers`` with its value
     read from the environment (``${PILOTAGE_TEST_HEADER_i}``, see :func:`header_env`; the value is not in the
-    file) and makes schemathesis mask those header names in its reports, besides its default keys.
+    file) and makes schemathesis mask those header names in its reports, besides its default keys. With the
+    document's security ``schemes`` it authenticates every operation as the run's test principal the way its
+    security asks (:func:`pilotage.testing.credentials.schemathesis_auth`: ``${PILOTAGE_TEST_PRINCIPAL}``), so
+    schemathesis also checks that requests without them are refused (its ``ignored_auth`` check).
     """
     names = list(headers or {})
     lines = ["# written by Pilotage: isolates the run; header values come from the environment, never from here"]
@@ -289,6 +348,8 @@ def write_config(path: Path, headers: dict[str, str] | None = None) -> Path:
         keys = sorted({*_default_sanitized_keys(), *(n.lower() for n in names)})
         lines += ["", "[output.sanitization]", f"keys-to-sanitize = [{', '.join(_toml_string(k) for k in keys)}]"]
         lines.append(f"replacement = {_toml_string(MASK)}")
+    if os.environ.get(PRINCIPAL_ENV):
+        lines += _auth_lines(schemes)
     return write_private_text(path, "\n".join(lines) + "\n")
 
 
@@ -410,11 +471,11 @@ def _add_scenario(body: dict[str, Any], results: dict[str, OperationResult], bes
         status = (interaction.get("response") or {}).get("status_code")
         if isinstance(status, int):
             result.requests += 1
-        names = {str(c.get("name")) for c in failed}
-        if status == 501:  # declared unwritten (a generated service's app/handlers.py stub), not a crash
+        if status == NOT_IMPLEMENTED:  # the operation is not implemented yet: reported as such, not a failure
             result.not_implemented += 1
-            names.discard("not_a_server_error")
-        elif isinstance(status, int) and status >= 500:
+            continue
+        names = {str(c.get("name")) for c in failed}
+        if isinstance(status, int) and status >= 500:
             result.server_errors += 1
             names.add("not_a_server_error")
         if not names:
@@ -466,7 +527,8 @@ async def run_schemathesis(
     url = await asyncio.to_thread(api_url, base_url, spec_path)
     report_dir = Path(report_dir).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
-    write_config(report_dir / "schemathesis.toml", headers)
+    schemes = await asyncio.to_thread(security_schemes, Path(spec_path))
+    write_config(report_dir / "schemathesis.toml", headers, schemes)
     junit_path = report_dir / "schemathesis.junit.xml"
     ndjson_path = report_dir / "schemathesis.ndjson"
     for stale in (junit_path, ndjson_path):
@@ -485,7 +547,7 @@ async def run_schemathesis(
         cwd=report_dir,
         timeout_s=timeout_s,
         log_path=report_dir / "schemathesis.log",
-        env=header_env(headers),
+        env=header_env(headers) | basic_env(os.environ.get(PRINCIPAL_ENV, "")),
         mask_files=[junit_path, ndjson_path],
     )
     results, meta = parse_ndjson(ndjson_path, operations)

@@ -13,7 +13,9 @@ Two pytest files go to ``<service>/tests/`` so the tests stay with the code and 
 
 Both files target ``PILOTAGE_BASE_URL`` when set (a running instance), else the app in-process (``app.main:app``
 over ASGI, the generated-service convention), with the path of the document's ``servers[0]`` after it
-(``API_URL``). Authentication comes from ``PILOTAGE_TEST_HEADERS`` (a JSON object of headers, set from
+(``API_URL``). Authentication: every request carries the credentials its operation's security asks for, made from
+the run's test principal ``PILOTAGE_TEST_PRINCIPAL`` (:mod:`pilotage.testing.credentials`, copied into both
+files), plus ``PILOTAGE_TEST_HEADERS`` (a JSON object of headers, set from
 ``settings.testing_auth_headers``), so no secret is written into the repository.
 
 The CRUD resources and their chains are inferred by :mod:`pilotage.testing.crud_chains`; this module renders both
@@ -77,6 +79,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.te
 SPEC = Path(__file__).resolve().parent / {spec_rel}
 BASE_URL = os.environ.get("PILOTAGE_BASE_URL") or None
 HEADERS = json.loads(os.environ.get("PILOTAGE_TEST_HEADERS") or "{{}}")
+PRINCIPAL = os.environ.get("PILOTAGE_TEST_PRINCIPAL") or ""
 MAX_EXAMPLES = int(os.environ.get("PILOTAGE_MAX_EXAMPLES") or {max_examples})
 TIMEOUT_S = float(os.environ.get("PILOTAGE_REQUEST_TIMEOUT_S") or {timeout_s})
 SETTINGS = settings(
@@ -100,6 +103,7 @@ _SCHEMATHESIS_BODY = '''
 @SETTINGS
 def test_api(case: schemathesis.Case) -> None:
     """Every operation with every schemathesis check (server errors, conformance, negative data ...)."""
+    authenticate(case, PRINCIPAL)
     case.call_and_validate(base_url=API_URL, headers=HEADERS, timeout=TIMEOUT_S)
 
 
@@ -107,6 +111,7 @@ class Workflow(schema.as_state_machine()):  # type: ignore[misc]
     """Stateful sequences along the spec's OpenAPI links and the links schemathesis infers."""
 
     def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, object]:
+        authenticate(case, PRINCIPAL)
         return {"base_url": API_URL, "headers": HEADERS, "timeout": TIMEOUT_S}
 
 
@@ -139,10 +144,10 @@ def _header(
 @functools.cache
 def _vocabulary() -> frozenset[str]:
     """Every identifier the static parts of the two generated files use (Pilotage's own text, not the spec's)."""
-    from pilotage.testing import crud_support, metrics_support
+    from pilotage.testing import credentials, crud_support, metrics_support
 
     static = _header("t", "s", 1, 1.0, True) + _SCHEMATHESIS_BODY + _HYPOTHESIS_IMPORTS
-    static += _copied(crud_support) + _copied(metrics_support)
+    static += _copied(credentials) + _copied(crud_support) + _copied(metrics_support)
     return frozenset(name for name, _ in identifiers_of(ast.parse(static))) | _CHAIN_NAMES
 
 
@@ -154,7 +159,8 @@ def render_schemathesis_tests(
     ``base_path``: where the service serves the API (the document's ``servers[0]`` path, ``""`` for the root).
     """
     title = "Property-based API tests from the OpenAPI spec (schemathesis v4 Python API, all checks, stateful)."
-    source = _header(title, spec_rel, max_examples, timeout_s, derandomize, base_path) + _SCHEMATHESIS_BODY
+    source = _header(title, spec_rel, max_examples, timeout_s, derandomize, base_path) + _auth_support()
+    source += _SCHEMATHESIS_BODY
     check_python(source, file=f"tests/{SCHEMATHESIS_FILE}", allowed=_vocabulary())
     return source
 
@@ -162,6 +168,13 @@ def render_schemathesis_tests(
 def _copied(module: Any) -> str:
     """The part of a support module below its ``# --- copied below ---`` marker (what the generated file holds)."""
     return str(Path(module.__file__).read_text(encoding="utf-8").split("\n# --- copied below ---\n", 1)[1])
+
+
+def _auth_support() -> str:
+    """:mod:`pilotage.testing.credentials`' copied part: the credentials of each request (issue 18)."""
+    from pilotage.testing.credentials import copied_source
+
+    return "\n" + copied_source()
 
 
 def render_crud_tests(
@@ -192,7 +205,8 @@ def render_crud_tests(
 
     support = _copied(crud_support)
     title = "Create → read → update → delete chains inferred from the OpenAPI spec (resource life-cycle oracle)."
-    parts = [_header(title, spec_rel, max_examples, timeout_s, derandomize, base_path), _HYPOTHESIS_IMPORTS, support]
+    parts = [_header(title, spec_rel, max_examples, timeout_s, derandomize, base_path), _HYPOTHESIS_IMPORTS]
+    parts += [_auth_support(), support]
     parts.append(f"\nCHAINS = {py_literal({c.name: asdict(c) for c in chains}, width=110, sort_dicts=True)}\n")
     tests: set[str] = set()
     for chain in chains:

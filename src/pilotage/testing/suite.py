@@ -42,7 +42,7 @@ from pilotage.testing.pytest_runner import UnitResult, run_pytest
 from pilotage.testing.schemathesis_runner import SchemathesisResult, load_operations, run_schemathesis
 from pilotage.testing.spec_tests import CRUD_FILE, SCHEMATHESIS_FILE, write_spec_tests
 
-__all__ = ["DEFAULTS", "MAX_RERUN_TESTS", "classify_flaky", "parse_cases", "run_test_suite"]
+__all__ = ["DEFAULTS", "MAX_RERUN_TESTS", "classify_flaky", "parse_cases", "run_test_suite", "skipped_tests"]
 
 #: Failing tests rerun at most (the rest are reported as failures without reruns): bounds the flaky stage.
 MAX_RERUN_TESTS = 20
@@ -121,6 +121,23 @@ def parse_cases(junit_path: Path, service_dir: Path) -> list[dict[str, Any]]:
             }
         )
     return cases
+
+
+def skipped_tests(cases: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The skipped ones of :func:`parse_cases`' cases: ``[{"nodeid", "kind", "reason"}]``.
+
+    ``reason`` is the first line of pytest's skip message (``Skipped: `` removed); a test skipped because its
+    operation is not implemented yet (a 501) has a reason starting with ``not implemented:``.
+    """
+    out = []
+    for case in cases:
+        if case["outcome"] == "skipped":
+            lines = [line.strip() for line in case["message"].splitlines() if line.strip()]
+            reason = lines[0] if lines else ""
+            for prefix in ("Skipped: ", "skip: "):
+                reason = reason.removeprefix(prefix)
+            out.append({"nodeid": case["nodeid"], "kind": case["kind"], "reason": reason[:300]})
+    return out
 
 
 def classify_flaky(histories: dict[str, list[bool]]) -> tuple[list[str], list[str]]:
@@ -292,7 +309,8 @@ async def run_test_suite(request: dict[str, Any]) -> dict[str, Any]:
         ``{"ok": bool (no finding stopped the run), "schemathesis": SchemathesisResult.to_dict() or None,
         "unit": {passed, failed, errors, skipped, exit_code, timed_out, duration_s, junit_path} (own tests),
         "generated": {"crud"|"properties"|"docstrings": counts, "spec": files, "code": ghostwriter summary},
-        "failures": [{nodeid, kind, message, reproduce}], "flaky": [{nodeid, history}], "quarantined": [ids],
+        "failures": [{nodeid, kind, message, reproduce}], "skipped": [{nodeid, kind, reason}] (issue 18),
+        "flaky": [{nodeid, history}], "quarantined": [ids],
         "findings": [{kind, message}], "unit_junit_path": str}``.
 
     Raises:
@@ -331,6 +349,7 @@ async def run_test_suite(request: dict[str, Any]) -> dict[str, Any]:
     result["flaky"] = [{"nodeid": n, "history": histories[n]} for n in flaky]
     kept = [c for c in cases if c["nodeid"] not in excluded]
     result["failures"] = [c for c in kept if c["outcome"] in ("failed", "error")]
+    result["skipped"] = skipped_tests(kept)  # issue 18: a test that skips says so in the summary
     own = _counts([c for c in kept if c["kind"] == "unit"])
     if (unit.timed_out or not cases) and unit.errors and not own["errors"]:
         own["errors"] = unit.errors  # a broken or killed run never looks clean (pytest_runner's rule)
