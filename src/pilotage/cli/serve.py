@@ -4,10 +4,12 @@
 closes runs whose closing rule was met (or whose budget ran out) while nothing ran, re-creates the environments
 the log says are up (:mod:`pilotage.flows.recovery`), then subscribes every agent and the flow supervisor on the
 configured bus and serves until SIGTERM or Ctrl-C. Every unfinished run resumes from where its agents stopped.
+Submitted runs are queued and admitted by :mod:`pilotage.flows.admission`: up to ``max_concurrent_deliveries`` at
+once, one per service; each agent then handles that many runs' events at once (one bus member per run slot).
 When the event log becomes unusable (a publish that cannot be written, a corrupt row a consumer fetched) ``serve``
 stops with that error, naming the log's path (and the row's offset): exit 5, never a control plane that hangs.
 
-``pilotage run --submit`` / ``pilotage demo --submit`` publish ``flow.started`` to the log a running ``serve``
+``pilotage run --submit`` / ``pilotage demo --submit`` / ``pilotage deliver`` publish ``flow.queued`` to the log a running ``serve``
 consumes and follow the run's events until it closes (a control plane restarted meanwhile changes nothing for
 the client).
 """
@@ -73,6 +75,7 @@ async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: 
     from pilotage.agents.cost import CostAgent
     from pilotage.app import all_agents, backends
     from pilotage.fleet.keeper import keep_fleet
+    from pilotage.flows.admission import Admission
     from pilotage.flows.recovery import recover
     from pilotage.flows.supervisor import FlowSupervisor
 
@@ -94,8 +97,11 @@ async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: 
         report = await recover(ctx, home=settings.home, instance=instance, keep_fleet=fleet_up)
         keeper, fleet_subs, watch = fleet
         agents = all_agents(ctx)
-        subs = [sub for agent in agents for sub in await agent.start()]
+        members = settings.max_concurrent_deliveries  # issue 19, 5: runs of different services handled at once
+        subs = [sub for agent in agents for sub in await agent.start(members=members)]
         subs.append(await supervisor.start())
+        admission = Admission(ctx.bus, limit=members, on_admit=show)
+        subs.append(await admission.start())
         subs.extend(fleet_subs)
         ready = {
             "serving": True,
@@ -118,6 +124,7 @@ async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: 
         try:
             await stop.wait()
         finally:
+            await admission.stop()
             await supervisor.stop()
             for sub in subs:
                 await sub.stop()
@@ -170,8 +177,8 @@ async def _follow(settings: Settings, run: RunSpec, on_event: Any) -> list[Cloud
     from pilotage.app import open_bus
     from pilotage.flows.feature_delivery import SOURCE
 
-    start = checked_event(
-        EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id
+    start = checked_event(  # issue 19, 5: the control plane's admission starts it (flows/admission.py)
+        EventType.FLOW_QUEUED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id
     )
     async with open_bus(settings) as bus:
         offset = await bus.publish(start) - 1
