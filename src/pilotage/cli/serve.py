@@ -9,9 +9,9 @@ once, one per service; each agent then handles that many runs' events at once (o
 When the event log becomes unusable (a publish that cannot be written, a corrupt row a consumer fetched) ``serve``
 stops with that error, naming the log's path (and the row's offset): exit 5, never a control plane that hangs.
 
-``pilotage run --submit`` / ``pilotage demo --submit`` / ``pilotage deliver`` publish ``flow.queued`` to the log a running ``serve``
-consumes and follow the run's events until it closes (a control plane restarted meanwhile changes nothing for
-the client).
+``pilotage run --submit`` / ``pilotage demo --submit`` / ``pilotage deliver`` publish ``flow.queued`` to the log a
+running ``serve`` consumes and follow the run's events until it closes (a control plane restarted meanwhile changes
+nothing for the client).
 """
 
 from __future__ import annotations
