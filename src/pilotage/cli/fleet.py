@@ -102,29 +102,30 @@ def _fleet(settings: Settings) -> dict[str, Any]:
 
 
 def _state(service: Any) -> str:
-    if service.up is None:
-        return "down"
-    return "up" if service.up["state"] == "up" else str(service.up.get("reason", "down"))
+    from pilotage.fleet.status import serving_state
+
+    return serving_state(service)
 
 
 @service_app.command("list")
 def service_list(json_mode: JsonOpt = False) -> None:
-    """List the managed services: production commit, stable address, state, last delivery."""
+    """The whole fleet: per service its production commit, state, delivery in progress (stage), queue, last outcome."""
     from rich.table import Table
 
-    fleet = _fleet(cli_settings())
+    from pilotage.fleet.status import fleet_status
+
+    fleet, rows = asyncio.run(_with_log(cli_settings(), lambda bus, _graph: fleet_status(bus)))
     if json_mode:
-        _emit(True, [s.to_dict() for s in fleet.values()])
+        _emit(True, [{**fleet[row["name"]].to_dict(), **row} for row in rows])
         return
-    table = Table("service", "production", "stable address", "state", "last delivery", "owner")
-    for service in fleet.values():
-        last = service.deliveries[-1] if service.deliveries else None
-        delivered = f"{last['rev'][:12]} {last['status']} {last['outcome']}".strip() if last else "-"
-        owner = str(service.descriptor.get("owner") or "-")
-        table.add_row(
-            service.name, service.production_commit[:12], service.stable_url, _state(service), delivered, owner
-        )
-    console.print(table if fleet else "no managed service (add one: `pilotage service add PATH`)")
+    table = Table("service", "production", "stable address", "state", "in progress", "queued", "last outcome")
+    for row in rows:
+        now, last = row["in_progress"], row["last_outcome"]
+        doing = f"{now['rev'][:12]} {now.get('stage', '')}" if now else "-"
+        ended = f"{last['rev'][:12]} {last['status']} {last['outcome']}".strip() if last else "-"
+        queue = " ".join(q["rev"][:12] for q in row["queued"]) or "-"
+        table.add_row(row["name"], row["production_commit"][:12], row["stable_url"], row["state"], doing, queue, ended)
+    console.print(table if rows else "no managed service (add one: `pilotage service add PATH`)")
 
 
 @service_app.command("show")
@@ -152,7 +153,8 @@ def service_show(name: Annotated[str, typer.Argument(help="The service's name.")
         commit = str(entry.get("commit", ""))[:12]
         error = f" · {entry['error']}" if entry.get("error") else ""
         console.print(
-            f"  {entry['started'][:19]} {commit or entry['rev'][:12]} {entry['status']} {entry['outcome']}{error}"
+            f"  {(entry.get('started') or entry.get('queued') or '')[:19]} {commit or entry['rev'][:12]} "
+            f"{entry['status']} {entry['outcome']}{error}"
         )
 
 
