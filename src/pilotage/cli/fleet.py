@@ -368,6 +368,12 @@ def deliver(
             help="Commit Pilotage's spec-derived tests to the service's repository on a branch pilotage/tests-<sha>.",
         ),
     ] = False,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach", help="Hand the delivery to the running `pilotage serve` and return its run id at once."
+        ),
+    ] = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Run the lifecycle on commit REV of SERVICE's own repository; exit 0 when it is promoted to production.
@@ -376,7 +382,7 @@ def deliver(
     reverse order when one fails (README "Releases of several services").
     """
     from pilotage.cli.run import _finish, _make_workdir, _timeline_printer
-    from pilotage.cli.serve import submit_run
+    from pilotage.cli.serve import queue_run, submit_run
     from pilotage.flows.feature_delivery import new_run_id
     from pilotage.flows.supervisor import serving_pid
 
@@ -409,6 +415,12 @@ def deliver(
             f"[bold]Pilotage[/] delivery [bold]{run_id}[/] · {service} {rev} ({sha[:12]}) over production "
             f"{managed.production_commit[:12]} · stable address {managed.stable_url}"
         )
+    if detach:  # issue 19, 5: queued in the control plane; `pilotage service list` follows it
+        queue_run(settings, run)
+        _emit(json_mode, {"run_id": run_id, "service": service, "rev": sha, "status": "queued"})
+        if not json_mode:
+            console.print(f"queued {run_id}: `pilotage service list` shows its progress")
+        return
     if serving_pid(settings.home) is not None:
         summary = submit_run(settings, run, _timeline_printer(json_mode))
         summary["error_type"] = _logged_failure_type(settings, run.run_id)

@@ -35,7 +35,7 @@ from pilotage.errors import ConfigError
 from pilotage.events import CloudEvent, EventType
 from pilotage.settings import Settings
 
-__all__ = ["serve", "submit_run"]
+__all__ = ["queue_run", "serve", "submit_run"]
 
 #: Seconds between reads of the log while a submitting client waits for its run to close.
 FOLLOW_POLL_S = 0.2
@@ -173,15 +173,45 @@ def require_no_control_plane(settings: Settings) -> None:
         )
 
 
-async def _follow(settings: Settings, run: RunSpec, on_event: Any) -> list[CloudEvent]:
-    from pilotage.app import open_bus
+def _queued(run: RunSpec) -> CloudEvent:
+    """``flow.queued`` of ``run``: the control plane's admission starts it (issue 19, 5: flows/admission.py)."""
     from pilotage.flows.feature_delivery import SOURCE
 
-    start = checked_event(  # issue 19, 5: the control plane's admission starts it (flows/admission.py)
-        EventType.FLOW_QUEUED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id
-    )
+    return checked_event(EventType.FLOW_QUEUED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id)
+
+
+def _require_control_plane(settings: Settings, flag: str = "--submit") -> None:
+    from pilotage.flows.supervisor import serving_pid
+
+    if serving_pid(settings.home) is None:
+        raise ConfigError(
+            f"no control plane serves {settings.home}",
+            hint=f"start `pilotage serve` (or `pilotage up`) in this folder, or drop {flag}",
+        )
+
+
+def queue_run(settings: Settings, run: RunSpec) -> int:
+    """Publish ``flow.queued`` for ``run`` to the log ``pilotage serve`` consumes and return at once (its offset).
+
+    Raises:
+        ConfigError: no control plane serves ``settings.home``.
+    """
+    from pilotage.app import open_bus
+
+    _require_control_plane(settings, "--detach")
+
+    async def publish() -> int:
+        async with open_bus(settings) as bus:
+            return await bus.publish(_queued(run))
+
+    return asyncio.run(publish())
+
+
+async def _follow(settings: Settings, run: RunSpec, on_event: Any) -> list[CloudEvent]:
+    from pilotage.app import open_bus
+
     async with open_bus(settings) as bus:
-        offset = await bus.publish(start) - 1
+        offset = await bus.publish(_queued(run)) - 1
         seen: list[CloudEvent] = []
         while True:
             batch = await EventLog(bus).records(run=run.run_id, after=offset)
@@ -205,13 +235,9 @@ def submit_run(settings: Settings, run: RunSpec, on_event: Any) -> dict[str, Any
     Raises:
         ConfigError: no control plane serves ``settings.home``.
     """
-    from pilotage.flows.supervisor import serving_pid
     from pilotage.report import write_report
 
-    if serving_pid(settings.home) is None:
-        raise ConfigError(
-            f"no control plane serves {settings.home}", hint="start `pilotage serve` in this folder, or drop --submit"
-        )
+    _require_control_plane(settings)
     events = asyncio.run(_follow(settings, run, on_event))
     closing = events[-1].data
     report = write_report(run.artifacts_path / "report.md", events, title=f"Pilotage run {run.run_id}")
