@@ -22,7 +22,14 @@ from tests.fixtures.notes_repo import commit_files, make_notes_repo, trivial_cha
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-SETTINGS = "testing_api_tests = false\nfleet_port_base = 18640\nmax_concurrent_deliveries = 4\n"
+#: Short stages (the concurrency is what is tested; tests/e2e/test_deliver.py covers a delivery with defaults).
+SETTINGS = """testing_api_tests = false
+fleet_port_base = 18640
+max_concurrent_deliveries = 4
+load_test_duration_s = 2.0
+canary_steps_percent = [50, 100]
+post_promotion_watch_s = 3.0
+"""
 
 
 def _deliver(work: Path, service: str, rev: str, results: dict[str, CliResult], key: str) -> None:
@@ -72,14 +79,19 @@ def test_two_services_deliver_at_once_and_one_service_waits_its_turn(tmp_path: P
         run_cli(work, "down")
     for key, result in results.items():
         assert result.code in (0, 1), f"{key}: {result.stdout[-2000:]}{result.stderr}"
-    assert results["notes-a"].json()["outcome"] == "promoted" and results["notes-b"].json()["outcome"] == "promoted"
+    # promoted on a quiet machine; a machine so busy that production's own latency breaks the SLO pauses the canary
+    # (cause shared_degradation: "rolling back would not help") — either way the delivery ran to its end
+    assert {results[k].json()["outcome"] for k in results} <= {"promoted", "paused"}, [
+        r.stdout[-800:] for r in results.values()
+    ]
     # both services had a delivery in progress at the same moment, and notes-a's second one was queued meanwhile
     both = [s for s in seen if all(row["in_progress"] for row in s)]
     assert both, seen[-3:]
     assert {row["name"]: row["in_progress"]["stage"] for row in both[0]}.keys() == {"notes-a", "notes-b"}
     assert any(row["name"] == "notes-a" and row["queued"] for s in seen for row in s)
     final = {row["name"]: row for row in run_cli(work, "service", "list", "--json").json()}
-    assert final["notes-b"]["last_outcome"]["outcome"] == "promoted" and final["notes-b"]["queued"] == []
+    assert final["notes-b"]["last_outcome"]["outcome"] == results["notes-b"].json()["outcome"]
+    assert final["notes-a"]["queued"] == [] and final["notes-a"]["in_progress"] is None
     events = read_log(work)
     runs = {r.json()["run_id"]: k for k, r in results.items()}
     spans = {k: _span(events, run_id) for run_id, k in runs.items()}

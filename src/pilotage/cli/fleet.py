@@ -284,8 +284,13 @@ def service_graph(
 
 
 # --- deliver -------------------------------------------------------------------------------------------------
-def _check_delivery(settings: Settings, name: str, rev: str, budget_s: float = 900.0) -> tuple[Any, str]:
+def _check_delivery(
+    settings: Settings, name: str, rev: str, budget_s: float = 900.0, *, queued: bool = False
+) -> tuple[Any, str]:
     """Fail before anything starts: the service is managed, ``rev`` exists, its descriptor is valid, it is new.
+
+    ``queued``: the delivery goes to ``pilotage serve``'s queue, which runs one delivery of a service at a time
+    (issue 19), so one in progress is no reason to refuse it.
 
     Raises:
         InputError: not managed, not found, or already production (exit 2).
@@ -295,7 +300,8 @@ def _check_delivery(settings: Settings, name: str, rev: str, budget_s: float = 9
     from pilotage.fleet.registry import refuse_concurrent, require_managed
 
     service = require_managed(_fleet(settings), name)
-    refuse_concurrent(service, budget_s)
+    if not queued:
+        refuse_concurrent(service, budget_s)
     if not Path(service.repo_path).is_dir():
         raise InputError(f"{service.repo_path} (service {name}) no longer exists", hint="restore the repository")
     sha = resolve_rev(service.repo_path, rev)
@@ -395,7 +401,8 @@ def deliver(
         deliver_release(settings, members, budget_s=budget, commit_tests=commit_tests, json_mode=json_mode)
         return
     service, rev = single
-    managed, sha = _check_delivery(settings, service, rev, budget)
+    serving = serving_pid(settings.home) is not None
+    managed, sha = _check_delivery(settings, service, rev, budget, queued=serving)
     run_id = new_run_id()
     workdir = _make_workdir((settings.home / "runs" / run_id).expanduser().resolve())
     run = RunSpec(
@@ -421,7 +428,7 @@ def deliver(
         if not json_mode:
             console.print(f"queued {run_id}: `pilotage service list` shows its progress")
         return
-    if serving_pid(settings.home) is not None:
+    if serving:
         summary = submit_run(settings, run, _timeline_printer(json_mode))
         summary["error_type"] = _logged_failure_type(settings, run.run_id)
     else:
