@@ -13,6 +13,7 @@ from pilotage.bus.memory import MemoryBus
 from pilotage.catalogue import checked_event
 from pilotage.events import CloudEvent, EventType
 from pilotage.flows.admission import Admission, QueuedRun, RunQueue, admit, started_id
+from pilotage.flows.supervisor import FlowSupervisor
 
 
 def queued(run_id: str, service: str) -> QueuedRun:
@@ -99,29 +100,31 @@ def test_a_restarted_admission_starts_nothing_twice_and_loses_nothing() -> None:
     asyncio.run(main())
 
 
-def test_admission_subscribed_admits_a_run_queued_after_it_started() -> None:
+def test_the_supervisor_admits_a_run_queued_after_it_started_and_the_next_when_one_closes() -> None:
     async def main() -> None:
         bus = MemoryBus()
         await bus.open()
-        seen: list[str] = []
-        admission = Admission(bus, limit=1, on_admit=lambda e: seen.append(e.runid), check_every_s=30.0)
-        sub = await admission.start()
+        supervisor = FlowSupervisor(bus, check_every_s=30.0, admission=Admission(bus, limit=1))
+        sub = await supervisor.start()
+
+        async def started_runs(count: int) -> list[str]:
+            for _ in range(300):
+                runs = [e.runid for e in await started(bus)]
+                if len(runs) >= count:
+                    return runs
+                await asyncio.sleep(0.01)
+            return runs
+
         try:
             await submit(bus, "r1", "orders")
             await submit(bus, "r2", "payments")
-            for _ in range(200):
-                if seen:
-                    break
-                await asyncio.sleep(0.01)
-            assert seen == ["r1"]  # limit 1: r2 waits
+            assert await started_runs(1) == ["r1"]
+            await asyncio.sleep(0.1)
+            assert [e.runid for e in await started(bus)] == ["r1"]  # limit 1: r2 waits
             await close(bus, "r1", "orders")
-            for _ in range(200):
-                if len(seen) == 2:
-                    break
-                await asyncio.sleep(0.01)
-            assert seen == ["r1", "r2"]
+            assert await started_runs(2) == ["r1", "r2"]
         finally:
-            await admission.stop()
+            await supervisor.stop()
             await sub.stop()
 
     asyncio.run(main())

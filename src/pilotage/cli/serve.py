@@ -87,7 +87,8 @@ async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: 
     async with backends(settings) as ctx:
         if ack_journal is not None:
             _install_ack_journal(ctx.bus, ack_journal)
-        supervisor = FlowSupervisor(ctx.bus, budget_s=budget_s, on_event=show)
+        admission = Admission(ctx.bus, limit=settings.max_concurrent_deliveries)  # issue 19, 5: the queue
+        supervisor = FlowSupervisor(ctx.bus, budget_s=budget_s, on_event=show, admission=admission)
         closed = await supervisor.sweep()
         fleet: list[Any] = []
 
@@ -100,8 +101,6 @@ async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: 
         members = settings.max_concurrent_deliveries  # issue 19, 5: runs of different services handled at once
         subs = [sub for agent in agents for sub in await agent.start(members=members)]
         subs.append(await supervisor.start())
-        admission = Admission(ctx.bus, limit=members, on_admit=show)
-        subs.append(await admission.start())
         subs.extend(fleet_subs)
         ready = {
             "serving": True,
@@ -124,7 +123,6 @@ async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: 
         try:
             await stop.wait()
         finally:
-            await admission.stop()
             await supervisor.stop()
             for sub in subs:
                 await sub.stop()

@@ -41,9 +41,9 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pilotage.bus.base import Bus
 from pilotage.bus.query import EventLog
@@ -52,7 +52,20 @@ from pilotage.coordination.market import MARKET_SOURCE, Auctioneer, Ledger, plac
 from pilotage.coordination.messages import coordination_id
 from pilotage.events import CloudEvent, EventType
 
-__all__ = ["ANALYSIS_SLOT", "LOADTEST_SLOT", "SlotArbiter", "SlotGrant", "SlotView", "bid_amount", "slot_bidder"]
+if TYPE_CHECKING:
+    from pilotage.agent import Agent, Reasoning
+
+__all__ = [
+    "ANALYSIS_SLOT",
+    "LOADTEST_SLOT",
+    "SlotArbiter",
+    "SlotGrant",
+    "SlotView",
+    "agent_slot",
+    "bid_amount",
+    "bid_reasoning",
+    "slot_bidder",
+]
 
 #: The machine's single load-test slot: one load test at a time on the whole bus.
 LOADTEST_SLOT = "loadtest-slot"
@@ -74,6 +87,25 @@ def bid_amount(balance: int, fraction: float) -> int:
             and one auction never empties it).
     """
     return max(0, min(balance, math.floor(max(balance, 0) * max(fraction, 0.0))))
+
+
+def bid_reasoning(inputs: dict[str, Any], what: str) -> Reasoning:
+    """An agent's bid for ``what`` (a slot): action ``bid``, score ``{"amount"}`` = :func:`bid_amount` (pure).
+
+    Args:
+        inputs: ``bidder``, ``resource``, ``auction_id``, ``balance`` (credits), ``fraction`` (0..1).
+        what: the slot in the rule's words (``load-test slot``, ``rollout analysis slot``).
+    """
+    from pilotage.agent import Reasoning
+
+    amount = bid_amount(int(inputs.get("balance", 0)), float(inputs.get("fraction", 0.0)))
+    return Reasoning(
+        "bid",
+        f"bid floor(balance x market_bid_fraction) credits of the service's account for the {what}",
+        {"amount": amount},
+        f"{inputs.get('bidder')} has {inputs.get('balance', 0)} credits: bids {amount} in auction "
+        f"{inputs.get('auction_id')} for {inputs.get('resource')}.",
+    )
 
 
 @dataclass(frozen=True)
@@ -357,3 +389,50 @@ class SlotArbiter:
             yield grant
         finally:
             await asyncio.shield(self.release(grant))
+
+
+def agent_slot(
+    agent: Agent,
+    event: CloudEvent,
+    resource: str,
+    bidder: str,
+    request: str,
+    *,
+    kind: str,
+    hold_s: float,
+    units: int = 1,
+) -> AbstractAsyncContextManager[SlotGrant]:
+    """Return the context in which ``agent`` holds a unit of ``resource`` for ``request``, won by auction.
+
+    Each bid is the agent's decision of ``kind`` on inputs ``bidder``, ``resource``, ``auction_id``, ``balance``
+    and ``fraction`` (``Settings.market_bid_fraction``); its ``score["amount"]`` is bid (the agent's ``reason``
+    for ``kind`` applies :func:`bid_amount`), so ``pilotage events replay`` recomputes it.
+
+    Args:
+        agent: the requesting agent (its settings, bus and ``decide``).
+        event: the event being handled (the decisions' cause and run).
+        resource: :data:`LOADTEST_SLOT` or :data:`ANALYSIS_SLOT`.
+        bidder: the credit account (``performance/<service>``, ``reliability/<service>``).
+        request: what the unit is for; a handler run again finds its own unreleased unit.
+        kind: the bid decision's kind (``perf.slot_bid``, ``slo.slot_bid``).
+        hold_s: seconds after the win past which other contenders count the unit free (a crashed holder).
+        units: units of the resource (``Settings.analysis_slots`` for the analysis slots).
+    """
+    settings = agent.ctx.settings
+    arbiter = SlotArbiter(
+        agent.ctx.bus,
+        resource,
+        units=units,
+        window_s=settings.market_auction_window_s,
+        min_share_after=settings.market_min_share_after,
+        run_id=event.runid,
+        cause_event_id=event.id,
+    )
+
+    async def bid(balance: int, auction_id: str) -> int:
+        inputs = {"bidder": bidder, "resource": resource, "auction_id": auction_id, "balance": balance,
+                  "fraction": settings.market_bid_fraction}  # fmt: skip
+        decision = await agent.decide(kind, inputs, cause=event)
+        return int((decision.score or {}).get("amount", 0))
+
+    return arbiter.hold(bidder, request, bid, hold_s=hold_s)

@@ -22,22 +22,22 @@ dropped: it stays queued in the log until admitted, across restarts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pilotage.bus.base import Bus, Subscription
+from pilotage.bus.base import Bus
 from pilotage.bus.query import EventLog
 from pilotage.catalogue import checked_event
 from pilotage.events import CloudEvent, EventType
 
-__all__ = ["Admission", "QueuedRun", "RunQueue", "admit", "started_id"]
+__all__ = ["ADMISSION_TYPES", "Admission", "QueuedRun", "RunQueue", "admit", "started_id"]
 
 #: Namespace of the deterministic ``flow.started`` ids of admitted runs.
 STARTED_NAMESPACE = uuid.UUID("6f0c54a2-9a1e-4d77-b3c5-1e2f8d9a0b41")
-#: Events that move a run through the queue.
+#: Events that end a run (and free its place).
 _CLOSED = (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED)
+#: Events after which the admission checks again: a run queued, a run closed.
+ADMISSION_TYPES = (EventType.FLOW_QUEUED, *_CLOSED)
 
 
 def started_id(run_id: str) -> str:
@@ -126,55 +126,19 @@ class RunQueue:
 class Admission:
     """Starts queued runs of a control plane within its concurrency limit (see the module docstring).
 
+    The control plane's :class:`~pilotage.flows.supervisor.FlowSupervisor` calls :meth:`check` when a run is
+    queued or closed, and every second.
+
     Args:
         bus: the event log.
         limit: most runs in progress at once (``Settings.max_concurrent_deliveries``).
-        on_admit: called with each ``flow.started`` published (the serve timeline).
-        check_every_s: seconds between two checks besides the ones ``flow.*`` events trigger.
     """
 
-    group = "controlplane.admission"
-
-    def __init__(
-        self,
-        bus: Bus,
-        *,
-        limit: int,
-        on_admit: Callable[[CloudEvent], None] | None = None,
-        check_every_s: float = 1.0,
-    ) -> None:
+    def __init__(self, bus: Bus, *, limit: int) -> None:
         self.bus = bus
         self.limit = max(1, limit)
-        self.on_admit = on_admit
-        self.check_every_s = check_every_s
         self.queue = RunQueue()
         self._lock = asyncio.Lock()
-        self._ticker: asyncio.Task[None] | None = None
-
-    async def start(self) -> Subscription:
-        """Admit what the log holds queued, subscribe to ``flow.*`` and start the periodic check."""
-        await self.check()
-        sub = await self.bus.subscribe(
-            EventType.PREFIX + "flow.*", self._handle, group=self.group, start_at_end_if_new=True
-        )
-        self._ticker = asyncio.create_task(self._tick(), name="admission-check")
-        return sub
-
-    async def stop(self) -> None:
-        """Stop the periodic check (the subscription is stopped by its owner)."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-
-    async def _handle(self, event: CloudEvent) -> None:
-        if event.type in (EventType.FLOW_QUEUED, *_CLOSED):
-            await self.check()
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(self.check_every_s)
-            await self.check()
 
     async def check(self) -> list[str]:
         """Fold the log, publish ``flow.started`` for every run :func:`admit` chooses; return their ids."""
@@ -192,6 +156,4 @@ class Admission:
                 )
                 await self.bus.publish(started)
                 self.queue.take(started)  # counted at once: the next check must not admit past the limit
-                if self.on_admit is not None:
-                    self.on_admit(started)
             return [run.run_id for run in chosen]

@@ -15,12 +15,11 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
-from pilotage.agent import Reasoning
-from pilotage.coordination.slot import ANALYSIS_SLOT, SlotArbiter, SlotGrant, bid_amount
+from pilotage.coordination.slot import ANALYSIS_SLOT, SlotGrant, agent_slot, bid_reasoning
 from pilotage.events import CloudEvent
 
 if TYPE_CHECKING:
-    from pilotage.agent import Agent
+    from pilotage.agent import Agent, Reasoning
 
 __all__ = ["BID_KIND", "analysis_bidder", "analysis_slot", "slot_bid_reasoning"]
 
@@ -34,19 +33,12 @@ def analysis_bidder(service: str) -> str:
 
 
 def slot_bid_reasoning(inputs: dict[str, Any]) -> Reasoning:
-    """The bid for an analysis slot: action ``bid``, score ``{"amount"}`` = :func:`bid_amount` (pure).
+    """The bid for an analysis slot (:func:`~pilotage.coordination.slot.bid_reasoning`, pure).
 
     Args:
         inputs: ``bidder``, ``resource``, ``auction_id``, ``balance`` (credits), ``fraction`` (0..1).
     """
-    amount = bid_amount(int(inputs.get("balance", 0)), float(inputs.get("fraction", 0.0)))
-    return Reasoning(
-        "bid",
-        "bid floor(balance x market_bid_fraction) credits of the service's account for a rollout analysis slot",
-        {"amount": amount},
-        f"{inputs.get('bidder')} has {inputs.get('balance', 0)} credits: bids {amount} in auction "
-        f"{inputs.get('auction_id')} for {inputs.get('resource')}.",
-    )
+    return bid_reasoning(inputs, "rollout analysis slot")
 
 
 def analysis_slot(
@@ -61,23 +53,9 @@ def analysis_slot(
         request: what the unit is for; a redelivered step finds its own unreleased unit again.
     """
     settings = agent.ctx.settings
-    arbiter = SlotArbiter(
-        agent.ctx.bus,
-        ANALYSIS_SLOT,
-        units=settings.analysis_slots,
-        window_s=settings.market_auction_window_s,
-        min_share_after=settings.market_min_share_after,
-        run_id=event.runid,
-        cause_event_id=event.id,
-    )
-    bidder = analysis_bidder(service)
-
-    async def bid(balance: int, auction_id: str) -> int:
-        inputs = {"bidder": bidder, "resource": ANALYSIS_SLOT, "auction_id": auction_id, "balance": balance,
-                  "fraction": settings.market_bid_fraction}  # fmt: skip
-        decision = await agent.decide(BID_KIND, inputs, cause=event)
-        return int((decision.score or {}).get("amount", 0))
-
     longest = max(settings.analysis_window_s, settings.post_promotion_watch_s) + settings.rollout_inconclusive_grace_s
     hold_s = 2 * (longest + settings.service_ready_timeout_s)  # past it a crashed holder's unit counts as free
-    return arbiter.hold(bidder, request, bid, hold_s=hold_s)
+    bidder = analysis_bidder(service)
+    return agent_slot(
+        agent, event, ANALYSIS_SLOT, bidder, request, kind=BID_KIND, hold_s=hold_s, units=settings.analysis_slots
+    )
