@@ -1,6 +1,6 @@
 """Fleet benchmark (issue #19, item 5): many services' deliveries at once under one `pilotage serve`.
 
-    python benchmarks/bench_fleet.py [--services 10] [--stream-minutes 5] [--speedup 12] [--json]
+    python benchmarks/bench_fleet.py [--services 10] [--stream-minutes 5] [--speedup 100] [--json]
 
 Setup: N services (the small hand-written notes service of the tests under N names, each its own git repository,
 started with Pilotage's interpreter: real processes, no venv install) are put under management in a fresh state
@@ -325,7 +325,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--services", type=int, default=10, help="N services (10, 30, 100)")
     parser.add_argument("--stream-minutes", type=float, default=5.0, help="real minutes of Poisson arrivals (0: none)")
-    parser.add_argument("--speedup", type=float, default=12.0, help="simulated seconds per real second")
+    parser.add_argument("--speedup", type=float, default=100.0, help="simulated seconds per real second")
     parser.add_argument("--timeout-minutes", type=float, default=60.0, help="most minutes a phase waits to end")
     parser.add_argument("--port-base", type=int, default=19000, help="first stable port")
     parser.add_argument("--set", action="append", default=[], help="a pilotage.toml line KEY = VALUE (repeatable)")
