@@ -15,7 +15,8 @@ except the stable ports (``--port-base``) and whatever ``--set KEY=VALUE`` gives
    picked uniformly. Measured until every one ended (or ``--timeout-minutes``).
 
 Figures (from the event log): deliveries per hour (ended ÷ wall time of the phase), p50/p95 seconds from submit
-(``flow.queued``) to outcome (``flow.completed``/``flow.failed``), outcomes; **lost** = submitted and not ended by
+(``flow.queued``) to outcome (``flow.completed``/``flow.failed``), p50 of the wait in the queue (to ``flow.started``),
+outcomes; **lost** = submitted and not ended by
 the end of the phase, **duplicated** = a run started or closed more than once, or promoted twice. From /proc:
 control-plane CPU seconds and peak memory (VmHWM of ``pilotage serve``), and the CPU of its descendants (the
 services' versions, their tests and load tests: the services' own work), sampled every second. The load average
@@ -159,7 +160,7 @@ def tally(events: list[CloudEvent], run_ids: set[str]) -> dict[str, Any]:
     for event in events:
         if event.runid in by_run:
             by_run[event.runid].setdefault(event.type.rsplit(".", 1)[-1], []).append(event)
-    seconds, outcomes, lost, duplicated = [], {}, [], []
+    seconds, waits, outcomes, lost, duplicated = [], [], {}, [], []
     for run_id, kinds in by_run.items():
         closed = kinds.get("completed", []) + kinds.get("failed", [])
         if len(kinds.get("started", [])) > 1 or len(closed) > 1 or len(kinds.get("promoted", [])) > 1:
@@ -168,9 +169,10 @@ def tally(events: list[CloudEvent], run_ids: set[str]) -> dict[str, Any]:
             lost.append(run_id)
             continue
         seconds.append(_ts(closed[0]) - _ts(kinds["queued"][0]))
+        waits.append(_ts(kinds["started"][0]) - _ts(kinds["queued"][0]) if kinds.get("started") else 0.0)
         outcome = str(closed[0].data.get("outcome") or closed[0].data.get("status"))
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    return {"seconds": seconds, "outcomes": outcomes, "lost": lost, "duplicated": duplicated}
+    return {"seconds": seconds, "waits": waits, "outcomes": outcomes, "lost": lost, "duplicated": duplicated}
 
 
 class Fleet:
@@ -240,6 +242,7 @@ def phase(fleet: Fleet, name: str, run_ids: set[str], t0: float, timeout_s: floa
         "per_hour": round(ended / wall * 3600, 1) if wall > 0 else 0.0,
         "p50_s": round(statistics.median(counted["seconds"]), 1) if counted["seconds"] else 0.0,
         "p95_s": round(percentile(counted["seconds"], 0.95), 1),
+        "queue_p50_s": round(statistics.median(counted["waits"]), 1) if counted["waits"] else 0.0,
         "outcomes": counted["outcomes"],
         "lost": len(counted["lost"]),
         "duplicated": len(counted["duplicated"]),
@@ -301,16 +304,17 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    head = (
-        "| services | phase | deliveries | wall s | deliveries/h | p50 s | p95 s | outcomes | lost | dup. | load avg |"
-    )
-    rows = [head, "|" + "---|" * 11]
+    columns = ("services", "phase", "deliveries", "wall s", "per hour", "p50 s", "p95 s", "queue p50 s", "outcomes",
+               "lost", "dup.", "load")  # fmt: skip
+    head = "| " + " | ".join(columns) + " |"
+    rows = [head, "|" + "---|" * 12]
     for p in result["phases"]:
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(p["outcomes"].items()))
         offered = f" (offered {p['offered_per_hour']})" if "offered_per_hour" in p else ""
         rows.append(
             f"| {result['services']} | {p['phase']} | {p['deliveries']} | {p['wall_s']} | {p['per_hour']}{offered} | "
-            f"{p['p50_s']} | {p['p95_s']} | {outcomes} | {p['lost']} | {p['duplicated']} | {' '.join(p['loadavg'])} |"
+            f"{p['p50_s']} | {p['p95_s']} | {p.get('queue_p50_s', '-')} | {outcomes} | {p['lost']} | "
+            f"{p['duplicated']} | {' '.join(p['loadavg'])} |"
         )
     rows.append("")
     rows.append(
