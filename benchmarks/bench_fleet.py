@@ -1,6 +1,6 @@
 """Fleet benchmark (issue #19, item 5): many services' deliveries at once under one `pilotage serve`.
 
-    python benchmarks/bench_fleet.py [--services 10] [--stream-minutes 5] [--speedup 100] [--json]
+    python benchmarks/bench_fleet.py [--services 10] [--stream-minutes 5] [--speedup 10] [--json]
 
 Setup: N services (the small hand-written notes service of the tests under N names, each its own git repository,
 started with Pilotage's interpreter: real processes, no venv install) are put under management in a fresh state
@@ -11,7 +11,7 @@ except the stable ports (``--port-base``) and whatever ``--set KEY=VALUE`` gives
    8 submitting processes at a time); measured until every one ended.
 2. **Stream** (``--stream-minutes`` > 0): deliveries arrive as a Poisson process at the seed's case-study rate,
    30 per service per day, time-scaled by ``--speedup`` (simulated seconds per real second): N × 30 / 86,400 ×
-   speedup deliveries per real second, for ``--stream-minutes`` of arrivals; each is a new commit of a service
+   speedup deliveries per real second (N = 10, speedup 10: 125 an hour), for ``--stream-minutes`` of arrivals; each is a new commit of a service
    picked uniformly. Measured until every one ended (or ``--timeout-minutes``).
 
 Figures (from the event log): deliveries per hour (ended ÷ wall time of the phase), p50/p95 seconds from submit
@@ -170,7 +170,8 @@ def tally(events: list[CloudEvent], run_ids: set[str]) -> dict[str, Any]:
             continue
         seconds.append(_ts(closed[0]) - _ts(kinds["queued"][0]))
         waits.append(_ts(kinds["started"][0]) - _ts(kinds["queued"][0]) if kinds.get("started") else 0.0)
-        outcome = str(closed[0].data.get("outcome") or closed[0].data.get("status"))
+        outcome = str(closed[0].data.get("outcome") or "none")
+        outcome = str(closed[0].data.get("status")) if outcome == "none" else outcome  # failed: no outcome
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return {"seconds": seconds, "waits": waits, "outcomes": outcomes, "lost": lost, "duplicated": duplicated}
 
@@ -329,7 +330,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--services", type=int, default=10, help="N services (10, 30, 100)")
     parser.add_argument("--stream-minutes", type=float, default=5.0, help="real minutes of Poisson arrivals (0: none)")
-    parser.add_argument("--speedup", type=float, default=100.0, help="simulated seconds per real second")
+    parser.add_argument("--speedup", type=float, default=10.0, help="simulated seconds per real second")
     parser.add_argument("--timeout-minutes", type=float, default=60.0, help="most minutes a phase waits to end")
     parser.add_argument("--port-base", type=int, default=19000, help="first stable port")
     parser.add_argument("--set", action="append", default=[], help="a pilotage.toml line KEY = VALUE (repeatable)")
