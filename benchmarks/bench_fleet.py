@@ -11,8 +11,8 @@ except the stable ports (``--port-base``) and whatever ``--set KEY=VALUE`` gives
    8 submitting processes at a time); measured until every one ended.
 2. **Stream** (``--stream-minutes`` > 0): deliveries arrive as a Poisson process at the seed's case-study rate,
    30 per service per day, time-scaled by ``--speedup`` (simulated seconds per real second): N × 30 / 86,400 ×
-   speedup deliveries per real second (N = 10, speedup 10: 125 an hour), for ``--stream-minutes`` of arrivals; each is a new commit of a service
-   picked uniformly. Measured until every one ended (or ``--timeout-minutes``).
+   speedup deliveries per real second (N = 10, speedup 10: 125 an hour), for ``--stream-minutes`` of arrivals;
+   each is a new commit of a service picked uniformly. Measured until every one ended (or ``--timeout-minutes``).
 
 Figures (from the event log): deliveries per hour (ended ÷ wall time of the phase), p50/p95 seconds from submit
 (``flow.queued``) to outcome (``flow.completed``/``flow.failed``), p50 of the wait in the queue (to ``flow.started``),
