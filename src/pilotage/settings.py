@@ -60,6 +60,9 @@ class Settings(BaseModel):
         flags_port: 0 — TCP port on 127.0.0.1 of the control plane's OFREP flag server (feature-flag releases,
             ``POST /ofrep/v1/evaluate/flags/{key}``); 0 picks a free port.
         incident_repository: None — ``owner/name``: also write a GitHub-issue JSON payload beside each incident.
+        api_host / api_port: 127.0.0.1 / 8700 — where ``pilotage serve`` serves the HTTP API (``/api/v1``); another
+            interface than loopback needs ``api_token`` (``PILOTAGE_API_TOKEN``), which every write then carries
+            as a bearer token (:mod:`pilotage.web.security`); api_port 0 picks a free port.
         approval_key_file: None — the operator's approval key (HMAC-SHA256, 0600); None means
             ``$XDG_CONFIG_HOME/pilotage/approval.key`` or ``~/.config/pilotage/approval.key``
             (:mod:`pilotage.policy.approval_key`). Keep it outside ``.pilotage/`` and every run's folder.
@@ -131,6 +134,10 @@ class Settings(BaseModel):
     fleet_idle_after_s: float = Field(0.0, ge=0.0)
     consumer_verification_timeout_s: float = Field(300.0, gt=0, le=_DAY_S)  # issue 19: a consumer's tests
     incident_repository: str | None = None
+    # --- issue 20: the control plane's HTTP API (pilotage.web; README "HTTP API")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8700, ge=0, le=65535)
+    api_token: str | None = None
 
     load_test_users: int = Field(10, ge=1, le=10_000)
     load_test_duration_s: float = Field(5.0, gt=0, le=_HOUR_S)
@@ -191,6 +198,12 @@ class Settings(BaseModel):
             raise ValueError(f"{value!r} is not a GitHub repository owner/name, e.g. 'acme/shop'")
         return value
 
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _token_as_text(cls, value: Any) -> Any:
+        """``PILOTAGE_API_TOKEN=123456789`` reads as JSON (a number): a token is text whatever its characters."""
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
     @field_validator("metrics_source_url")
     @classmethod
     def _known_metric_source(cls, value: str) -> str:
@@ -212,14 +225,14 @@ class Settings(BaseModel):
         return steps
 
     def secret_values(self) -> list[str]:
-        """Return the values that grant access: test header values and the passwords in backend URLs.
+        """Return the values that grant access: test header values, the passwords in backend URLs, the API token.
 
         :func:`load_settings` registers them with :func:`pilotage.secrets.masker`, which masks them wherever
         Pilotage writes (issue #15).
         """
         urls = (self.bus_url, self.graph_url, self.policy_url, self.metrics_source_url, self.llm_url)
         passwords = [p for p in (url_password(u) for u in urls) if p]
-        return [*self.testing_auth_headers.values(), *passwords]
+        return [*self.testing_auth_headers.values(), *passwords, *([self.api_token] if self.api_token else [])]
 
     def path_in_home(self, name: str) -> Path:
         """Return ``home / name`` (the state folder, ``.pilotage`` by default)."""

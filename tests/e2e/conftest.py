@@ -58,6 +58,22 @@ def of_type(events: list[CloudEvent], suffix: str) -> list[CloudEvent]:
     return [e for e in events if e.type == f"dev.pilotage.{suffix}"]
 
 
+def why_failed(cwd: Path) -> str:
+    """The evidence behind a failed delivery, for an assertion's message: the last test, SLO and rollback events.
+
+    A CI log keeps only the assertion's message, not the run's report, so a failure names its cause here.
+    """
+    try:
+        events = read_log(cwd)
+    except Exception as exc:  # noqa: BLE001 - a message helper never hides the assertion that called it
+        return f"\n(no event log: {exc})"
+    found = []
+    for kind in ("tests.completed", "slo.evaluated", "deploy.rolled_back", "flow.failed"):
+        last = of_type(events, kind)[-1:]
+        found += [f"\n{kind}: {json.dumps(e.data, default=str)[:4000]}" for e in last]
+    return "".join(found)
+
+
 @pytest.fixture
 def petstore() -> Path:
     """The Petstore spec from ../shared/specs (as CI lays it out), else the vendored copy of the same file."""

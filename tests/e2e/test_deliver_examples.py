@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import of_type, read_log, run_cli
+from tests.e2e.conftest import of_type, read_log, run_cli, why_failed
 from tests.fixtures.fleet import (
     bad_change,
     ensure_postgres_database,
@@ -37,7 +37,7 @@ def test_the_httpbin_upgrade_is_judged_through_its_proxy_and_promoted(tmp_path: 
     upgrade = upgrade_httpbin(repo, "0.10.4")
 
     result = run_cli(work, "deliver", "httpbin", "HEAD", "--json", timeout_s=900)
-    assert result.code == 0, result.stdout[-3000:] + result.stderr
+    assert result.code == 0, result.stdout[-3000:] + result.stderr + why_failed(work)
     assert result.json()["outcome"] == "promoted"
     events = read_log(work)
     code = of_type(events, "code.generated")[-1].data
@@ -61,7 +61,7 @@ def test_orders_keeps_its_data_in_postgresql_and_a_delivery_is_promoted(tmp_path
     assert added.code == 0, added.stderr
     change = trivial_change(repo)
     result = run_cli(work, "deliver", "orders", "HEAD", "--json", timeout_s=900)
-    assert result.code == 0, result.stdout[-3000:] + result.stderr
+    assert result.code == 0, result.stdout[-3000:] + result.stderr + why_failed(work)
     tests = of_type(read_log(work), "tests.completed")[-1].data
     assert tests["unit"]["passed"] > 0 and tests["schemathesis"]["requests"] > 0  # own tests + spec-derived
     assert run_cli(work, "service", "show", "orders", "--json").json()["production_commit"] == change

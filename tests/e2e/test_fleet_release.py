@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import of_type, read_log, run_cli
+from tests.e2e.conftest import of_type, read_log, run_cli, why_failed
 from tests.fixtures.fleet import apply_change, ensure_postgres_database, make_service_repo, trivial_change
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -93,7 +93,7 @@ def test_the_gift_note_release_migrates_and_rolls_out_orders_then_storefront(tmp
     storefront = apply_change(repos["storefront"], "storefront-gift-note")
 
     result = run_cli(work, "deliver", "storefront@HEAD", "orders@HEAD", "--json", timeout_s=2400)
-    assert result.code == 0, result.stdout[-3000:] + result.stderr
+    assert result.code == 0, result.stdout[-3000:] + result.stderr + why_failed(work)
     summary = result.json()
     assert [d["service"] for d in summary["deliveries"]] == ["orders", "storefront"]
     assert [d["outcome"] for d in summary["deliveries"]] == ["promoted", "promoted"]

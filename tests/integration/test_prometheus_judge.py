@@ -138,7 +138,7 @@ async def drive(prometheus: str, versions: dict[str, Instance]) -> None:
         found = assess(default_slo("tiny"), series["v2"], series["v1"], time_scale=1 / 720, min_requests=20)
         errors = next(v for v in found.verdicts if v.metric == "error_rate")
         assert errors.outcome is Outcome.FAIL
-        assert errors.test.startswith("fisher")
+        assert errors.test.startswith("sequential")
         assert errors.p_value is not None and errors.p_value < 1e-6
         assert found.outcome is Outcome.FAIL
         aa = assess(default_slo("tiny"), series["v1"], series["v1"], time_scale=1 / 720, min_requests=20)

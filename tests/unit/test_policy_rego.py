@@ -24,7 +24,7 @@ def engine(*dirs: Path, **kw: object) -> RegoPolicyEngine:
 def test_bundled_policies_define_the_six_actions() -> None:
     names = [s.name for s in bundled_sources()]
     merge = [f"bundled/merge{part}.rego" for part in ("", "_crypto", "_dependencies", "_secrets", "_security")]
-    assert names == ["bundled/commit.rego", "bundled/deploy.rego", *merge] + [
+    assert names == ["bundled/commit.rego", "bundled/deploy.rego", "bundled/deploy_consumers.rego", *merge] + [
         f"bundled/{a}.rego" for a in ("promote", "rollback", "scale")
     ]
     e = engine(Path("does-not-exist"))
@@ -83,7 +83,12 @@ def test_user_policy_extends_bundled_package(tmp_path: Path) -> None:
     verdict = e.evaluate("deploy", {"tests_passed": True, "security_scan": SCAN, "commit": "abc", "weekday": "friday"})
     assert verdict.allow is False
     assert verdict.reasons == ["change freeze: no deploys on Friday"]
-    assert verdict.policies == ["data.pilotage.deploy", "bundled/deploy.rego", str(tmp_path / "freeze.rego")]
+    assert verdict.policies == [
+        "data.pilotage.deploy",
+        "bundled/deploy.rego",
+        "bundled/deploy_consumers.rego",
+        str(tmp_path / "freeze.rego"),
+    ]
     both = e.evaluate("deploy", {"tests_passed": False, "commit": "abc", "weekday": "friday", "security_scan": SCAN})
     assert len(both.reasons) == 2
 

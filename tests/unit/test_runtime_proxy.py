@@ -240,3 +240,22 @@ def test_a_failing_waker_answers_503_at_once_and_the_next_request_wakes_again() 
             await backend.halt()
 
     asyncio.run(scenario())
+
+
+def test_uvicorn_shows_no_traceback_for_a_request_cancelled_at_shutdown() -> None:
+    import logging
+    import sys
+
+    from pilotage.runtime.proxy import _not_a_cancelled_request
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            return logging.LogRecord(
+                "uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI", (), sys.exc_info()
+            )
+
+    assert _not_a_cancelled_request(record(asyncio.CancelledError())) is False
+    assert _not_a_cancelled_request(record(ValueError("a real bug"))) is True  # other errors are still shown
+    assert _not_a_cancelled_request(logging.LogRecord("uvicorn.error", logging.WARNING, "", 1, "x", (), None))

@@ -361,18 +361,25 @@ def _window(series: list[Sample], via_proxy: dict[str, int], version: str, elaps
     }
 
 
-async def smoke_check(base_url: str, paths: list[str], *, timeout_s: float = 2.0) -> list[dict[str, Any]]:
-    """GET each of ``paths`` once at ``base_url`` (a blue-green preview address); return [{path, status}].
+async def smoke_check(
+    base_url: str, paths: list[str], *, timeout_s: float = 5.0, attempts: int = 3
+) -> list[dict[str, Any]]:
+    """GET each of ``paths`` at ``base_url`` (a blue-green preview address); return [{path, status}].
 
-    ``status`` 0 means no HTTP answer (connection refused, timeout). Never raises for the service's behaviour.
+    ``status`` 0 means no HTTP answer (connection refused, timeout) in any of ``attempts`` tries of ``timeout_s``
+    each: a slow answer on a loaded host is retried, an HTTP answer (even a 5xx) is final. Never raises for the
+    service's behaviour.
     """
     results = []
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s) as client:
         for path in paths:
-            try:
-                status = (await client.get(path)).status_code
-            except httpx.HTTPError:
-                status = 0
+            status = 0
+            for _ in range(max(1, attempts)):
+                try:
+                    status = (await client.get(path)).status_code
+                    break
+                except httpx.HTTPError:
+                    continue
             results.append({"path": path, "status": status})
     return results
 

@@ -63,12 +63,29 @@ class EventLog:
                     yield record
             offset = batch[-1].offset + 1
 
-    async def records(self, type: str = "*", *, run: str | None = None, after: int = 0, **match: Any) -> list[Record]:
-        """Return every matching record (offset and event) with offset > ``after``, in log order.
+    async def records(
+        self,
+        type: str = "*",
+        *,
+        run: str | None = None,
+        after: int = 0,
+        limit: int | None = None,
+        subject: str | None = None,
+        **match: Any,
+    ) -> list[Record]:
+        """Return the matching records (offset and event) with offset > ``after``, in log order.
 
-        Readers that follow the log keep ``records[-1].offset`` and pass it as ``after`` next time.
+        ``limit`` stops after that many records (a page; None = all); ``subject`` keeps the events whose CloudEvents
+        ``subject`` (the service, for most events) is that. Readers that follow the log keep ``records[-1].offset``
+        and pass it as ``after`` next time.
         """
-        return [record async for record in self._scan(type, run, after, match)]
+        found: list[Record] = []
+        async for record in self._scan(type, run, after, match):
+            if subject is None or record.event.subject == subject:
+                found.append(record)
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
 
     async def all(self, type: str = "*", *, run: str | None = None, after: int = 0, **match: Any) -> list[CloudEvent]:
         """Return every matching event with offset > ``after``, in log order."""

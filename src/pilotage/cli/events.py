@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -110,74 +110,27 @@ def events_replay(
         raise typer.Exit(1)
 
 
-def _gating_verdict(decision: dict[str, Any], after: list[CloudEvent]) -> dict[str, Any] | None:
-    """Return the policy verdict that gated the decision's action (None when no action needed one).
-
-    The ``policy.evaluated`` (of any agent) whose input names the decision, else the verdict recorded in the
-    decision, else the agent's first ``policy.evaluated`` after the decision and before its next one.
-    """
-    policies = [e for e in after if e.type == EventType.POLICY_EVALUATED]
-    # the verdict may come from another agent: the reliability agent judges, the rollout agent asks for the rollback
-    named = next((e for e in policies if (e.data.get("input") or {}).get("decision_id") == decision["id"]), None)
-    if named is not None:
-        return {"event_id": named.id, **{k: v for k, v in named.data.items() if k != "input"}}
-    if decision.get("verdict"):
-        return {"event_id": None, **decision["verdict"]}
-    for e in after:
-        if e.type == EventType.DECISION and e.data.get("agent") == decision["agent"]:
-            break
-        if e.type == EventType.POLICY_EVALUATED and e.data.get("agent") == decision["agent"]:
-            return {"event_id": e.id, **{k: v for k, v in e.data.items() if k != "input"}}
-    return None
-
-
-def _outcome_events(event: CloudEvent, after: list[CloudEvent]) -> list[CloudEvent]:
-    """Events the decision caused: those naming it (``decision_id``), else the agent's next non-policy events."""
-    named = [e for e in after if isinstance(e.data, dict) and e.data.get("decision_id") == event.id]
-    named = [e for e in named if e.type not in (EventType.DECISION, EventType.POLICY_EVALUATED)]
-    if named:
-        return named[:3]
-    skip = (EventType.DECISION, EventType.POLICY_EVALUATED)
-    return [e for e in after if e.source == event.source and e.type not in skip][:3]
-
-
 @app.command()
 def explain(
     decision_id: Annotated[str, typer.Argument(help="Id of a decision event (see the run report or events tail).")],
     json_mode: JsonOpt = False,
 ) -> None:
     """Show why an agent decided what it did: inputs, rule and score, chosen action, policy verdict, outcome."""
+    from pilotage.explain import explain_decision
+
     settings = cli_settings()
     _event_log_exists(settings)
-    records = asyncio.run(_read_events(settings, "*", None))
-    index = next((i for i, (_, e) in enumerate(records) if e.id == decision_id), None)
-    if index is None:
-        raise InputError(
-            f"no event with id {decision_id!r} in {settings.bus_url}",
-            hint="copy an id from `pilotage events tail --type dev.pilotage.decision.made`",
-        )
-    _, event = records[index]
-    if event.type != EventType.DECISION:
-        raise InputError(
-            f"event {decision_id} is a {event.type}, not a decision",
-            hint="pass the id of a dev.pilotage.decision.made event",
-        )
-    d = event.data
-    after = [e for _, e in records[index + 1 :] if e.runid == event.runid]
-    outcome = _outcome_events(event, after)
-    verdict = _gating_verdict(d, after)
-    doc = {
-        **d,
-        "time": event.time,
-        "policy_verdict": verdict,
-        "outcome_events": [{"type": e.type, "id": e.id, "data": e.data} for e in outcome],
-    }
+    events = [e for _, e in asyncio.run(_read_events(settings, "*", None))]
+    doc = explain_decision(events, decision_id, where=settings.bus_url)
+    d, verdict = doc, doc["policy_verdict"]
+    by_id = {e.id: e for e in events}
+    outcome = [by_id[o["id"]] for o in doc["outcome_events"]]
     if json_mode:
-        console.print_json(json.dumps(doc, default=str))
+        console.print_json(json.dumps({k: v for k, v in doc.items() if k != "run_id"}, default=str))
         return
     from pilotage.report import summarize
 
-    console.print(f"[bold]{d['agent']}[/] decided [bold]{d['kind']}[/] → [bold green]{d['action']}[/] at {event.time}")
+    console.print(f"[bold]{d['agent']}[/] decided [bold]{d['kind']}[/] → [bold green]{d['action']}[/] at {d['time']}")
     console.print(f"[bold]rule[/]      {d['rule']}")
     console.print(f"[bold]score[/]     {json.dumps(d['score'])}")
     console.print(f"[bold]rationale[/] {d['rationale']}")

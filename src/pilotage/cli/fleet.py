@@ -101,12 +101,6 @@ def _fleet(settings: Settings) -> dict[str, Any]:
     return result
 
 
-def _state(service: Any) -> str:
-    from pilotage.fleet.status import serving_state
-
-    return serving_state(service)
-
-
 @service_app.command("list")
 def service_list(json_mode: JsonOpt = False) -> None:
     """The whole fleet: per service its production commit, state, delivery in progress (stage), queue, last outcome."""
@@ -144,7 +138,7 @@ def service_show(name: Annotated[str, typer.Argument(help="The service's name.")
         _emit(True, data)
         return
     console.print(f"[bold]{name}[/] · owner {data['owner'] or '-'} · {service.repo_path}")
-    console.print(f"production {service.production_commit} · stable address {service.stable_url} · {_state(service)}")
+    console.print(f"production {service.production_commit} · stable address {service.stable_url} · {service.state}")
     if service.wake_s:
         console.print(f"wake-ups: {len(service.wake_s)}, last {service.wake_s[-1]:.2f} s")
     console.print(f"SLO: {data['slo']['summary']}")
@@ -212,29 +206,13 @@ def _print_verifications(found: dict[str, Any]) -> None:
 
 
 def _slo_status(settings: Settings, service: Any) -> dict[str, Any]:
-    """The last watch verdict of the service's deliveries (``slo.evaluated``), from the log."""
-    from pilotage.bus.query import EventLog
-    from pilotage.events import EventType
-
-    runs = [d["run_id"] for d in service.deliveries]
+    from pilotage.fleet.registry import slo_status
 
     async def work(bus: Any, _graph: Any) -> Any:
-        for run_id in reversed(runs):
-            verdict = await EventLog(bus).latest(EventType.SLO_EVALUATED, run=run_id)
-            if verdict is not None:
-                return verdict.data
-        return None
+        return await slo_status(bus, service)
 
-    verdict = asyncio.run(_with_log(settings, work)) if runs else None
-    if verdict is None:
-        return {"summary": "no delivery judged yet", "verdict": None}
-    canary = verdict.get("canary") or {}
-    state = "healthy" if verdict.get("healthy") else f"{verdict.get('action')} ({verdict.get('cause') or 'breach'})"
-    summary = (
-        f"{state} at the last watched step ({verdict.get('phase')}, {verdict.get('weight')}%): "
-        f"{canary.get('errors')}/{canary.get('requests')} errors, SLO error rate ≤ {verdict.get('slo_error_rate')}"
-    )
-    return {"summary": summary, "verdict": verdict}
+    result: dict[str, Any] = asyncio.run(_with_log(settings, work))
+    return result
 
 
 class GraphFormat(StrEnum):
@@ -255,7 +233,7 @@ def service_graph(
 ) -> None:
     """Draw the fleet: services, the APIs they provide, their operations, who consumes what and depends on whom."""
     from pilotage.fleet.graph import fleet_subgraph
-    from pilotage.fleet.onboard import relations
+    from pilotage.fleet.onboard import fleet_graph_doc
     from pilotage.graph.export import to_graphml, to_mermaid
 
     settings = cli_settings()
@@ -264,16 +242,11 @@ def service_graph(
 
     async def work(_bus: Any, graph: Any) -> tuple[Any, Any, dict[str, Any]]:
         nodes, edges = fleet_subgraph(graph, set(fleet))
-        return nodes, edges, {name: relations(graph, fleet, name) for name in sorted(fleet)}
+        return nodes, edges, fleet_graph_doc(graph, fleet)
 
-    nodes, edges, rel = asyncio.run(_with_log(settings, work))
+    nodes, edges, doc = asyncio.run(_with_log(settings, work))
     if fmt == GraphFormat.json:
-        doc = {
-            "services": rel,
-            "nodes": [{"id": n.id, "kind": n.kind, "key": n.key, "props": n.props} for n in nodes],
-            "edges": [{"src": e.src, "type": e.type, "dst": e.dst, "props": e.props} for e in edges],
-        }
-        text = json.dumps(doc, indent=2)
+        text = json.dumps({k: v for k, v in doc.items() if k != "mermaid"}, indent=2)
     else:
         text = "\n".join((to_mermaid if fmt == GraphFormat.mermaid else to_graphml)(nodes, edges))
     if output is not None:
@@ -284,55 +257,6 @@ def service_graph(
 
 
 # --- deliver -------------------------------------------------------------------------------------------------
-def _check_delivery(
-    settings: Settings, name: str, rev: str, budget_s: float = 900.0, *, queued: bool = False
-) -> tuple[Any, str]:
-    """Fail before anything starts: the service is managed, ``rev`` exists, its descriptor is valid, it is new.
-
-    ``queued``: the delivery goes to ``pilotage serve``'s queue, which runs one delivery of a service at a time
-    (issue 19), so one in progress is no reason to refuse it.
-
-    Raises:
-        InputError: not managed, not found, or already production (exit 2).
-        ConfigError: the descriptor at ``rev`` is missing or invalid (exit 3).
-    """
-    from pilotage.fleet.checkout import descriptor_at, resolve_rev
-    from pilotage.fleet.registry import refuse_concurrent, require_managed
-
-    service = require_managed(_fleet(settings), name)
-    if not queued:
-        refuse_concurrent(service, budget_s)
-    if not Path(service.repo_path).is_dir():
-        raise InputError(f"{service.repo_path} (service {name}) no longer exists", hint="restore the repository")
-    sha = resolve_rev(service.repo_path, rev)
-    descriptor = descriptor_at(service.repo_path, sha)
-    if (
-        descriptor.openapi
-        and not descriptor.openapi_served
-        and not _in_commit(service.repo_path, sha, descriptor.openapi)
-    ):
-        raise ConfigError(
-            f"{descriptor.path}: openapi: {descriptor.openapi} is not a file of the commit",
-            hint="commit the document, or fix `openapi` (a file, or a path the service serves: /openapi.json)",
-            field="openapi",
-        )
-    if sha == service.production_commit:
-        raise InputError(f"{rev} ({sha[:12]}) is already the production commit of {name}", hint="commit a change")
-    return service, sha
-
-
-def _in_commit(repo: str, sha: str, path: str) -> bool:
-    from posixpath import normpath
-
-    from pilotage.codegen.git import git
-    from pilotage.errors import BackendError
-
-    try:
-        return git(repo, "cat-file", "-t", f"{sha}:{normpath(path)}") == "blob"
-    except BackendError:
-        return False
-
-
 #: Exit codes of a delivery whose run failed on a bad input (2) or a bad descriptor (3) of the delivered commit.
 _FAILED_EXIT = {"InputError": 2, "ConfigError": 3}
 
@@ -387,9 +311,9 @@ def deliver(
     Several ``SERVICE@REV`` (or ``--release FILE``) are one release: delivered in dependency order, rolled back in
     reverse order when one fails (README "Releases of several services").
     """
-    from pilotage.cli.run import _finish, _make_workdir, _timeline_printer
+    from pilotage.cli.run import _finish, _timeline_printer
     from pilotage.cli.serve import queue_run, submit_run
-    from pilotage.flows.feature_delivery import new_run_id
+    from pilotage.fleet.submission import check_delivery, delivery_run
     from pilotage.flows.supervisor import serving_pid
 
     settings = cli_settings()
@@ -402,21 +326,9 @@ def deliver(
         return
     service, rev = single
     serving = serving_pid(settings.home) is not None
-    managed, sha = _check_delivery(settings, service, rev, budget, queued=serving)
-    run_id = new_run_id()
-    workdir = _make_workdir((settings.home / "runs" / run_id).expanduser().resolve())
-    run = RunSpec(
-        run_id=run_id,
-        service=service,
-        spec_path="",
-        request=f"deliver {rev}",
-        workdir=str(workdir),
-        idle_after_s=3600.0,
-        kind="deliver",
-        rev=sha,
-        service_repo=managed.repo_path,
-        commit_tests=commit_tests,
-    )
+    managed, sha = check_delivery(_fleet(settings), service, rev, budget, queued=serving)
+    run = delivery_run(settings, managed, rev, sha, commit_tests=commit_tests)
+    run_id = run.run_id
     if not json_mode:
         console.print(
             f"[bold]Pilotage[/] delivery [bold]{run_id}[/] · {service} {rev} ({sha[:12]}) over production "

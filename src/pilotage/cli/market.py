@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from pilotage.cli import JsonOpt, app, cli_settings, console
+from pilotage.coordination.market import market_report
 
 __all__ = ["market"]
 
@@ -25,40 +26,6 @@ async def _ledger(url: str) -> tuple[Any, Any]:
     bus = backend_class("bus", url)(url)
     async with bus:
         return await Ledger.load(bus), await SlotView(bus, LOADTEST_SLOT).refresh()
-
-
-def slot_report(view: Any) -> dict[str, Any]:
-    """Return ``{resource, holder: {agent, request, price, via, auction_id, since} | None, waiting, auctions}``."""
-    return {
-        "resource": view.resource,
-        "holder": view.holder(),
-        "waiting": view.waiting(),
-        "auctions": view.newest_opened,
-    }
-
-
-def market_report(ledger: Any, limit: int, view: Any = None) -> dict[str, Any]:
-    """Return ``{balances: [{agent, earned, paid, balance}], slot, auctions: [...], earnings: [...]}``.
-
-    ``slot`` is :func:`slot_report` of ``view`` (the load-test slot), or None without a view.
-    """
-    from pilotage.coordination.market import EARNINGS
-
-    bidders = {str(w.get("agent")) for a in ledger.auctions for w in a.get("winners") or []}
-    bidders |= {str(name) for a in ledger.auctions for name in a.get("losers") or []}
-    agents = sorted(set(ledger.earned) | set(ledger.paid) | bidders)
-    return {
-        "balances": [
-            {"agent": a, "earned": ledger.earned.get(a, 0), "paid": ledger.paid.get(a, 0), "balance": ledger.balance(a)}
-            for a in agents
-        ],
-        "slot": slot_report(view) if view is not None else None,
-        "auctions": ledger.auctions[-limit:] if limit > 0 else [],
-        "earnings": [
-            {"event_type": r.event_type, "agent": r.agent_key or r.agent, "credits": r.credits, "outcome": r.outcome}
-            for r in EARNINGS
-        ],
-    }
 
 
 @app.command()

@@ -28,12 +28,13 @@ __all__ = ["deliver_release"]
 
 def _checked_members(settings: Settings, members: list[Member], budget_s: float) -> list[Member]:
     """Each member resolved (commit, production commit, descriptor at the commit); raises before anything starts."""
-    from pilotage.cli.fleet import _check_delivery
+    from pilotage.cli.fleet import _fleet
     from pilotage.fleet.checkout import descriptor_at
+    from pilotage.fleet.submission import check_delivery
 
     out = []
     for m in members:
-        service, sha = _check_delivery(settings, m.service, m.rev, budget_s)
+        service, sha = check_delivery(_fleet(settings), m.service, m.rev, budget_s)
         head = descriptor_at(service.repo_path, sha)
         out.append(replace(m, commit=sha, previous_commit=service.production_commit, head=head))
     return out
@@ -77,25 +78,11 @@ def _plan(settings: Settings, members: list[Member], budget_s: float) -> tuple[R
 
 
 def _runs(settings: Settings, plan: ReleasePlan, commit_tests: bool, fleet: dict[str, Any]) -> dict[str, RunSpec]:
-    from pilotage.cli.run import _make_workdir
-    from pilotage.flows.feature_delivery import new_run_id
+    from pilotage.fleet.submission import delivery_run
 
     runs = {}
     for m in plan.order:
-        run_id = new_run_id()
-        workdir = _make_workdir((settings.home / "runs" / run_id).expanduser().resolve())
-        runs[m.service] = RunSpec(
-            run_id=run_id,
-            service=m.service,
-            spec_path="",
-            request=f"deliver {m.rev}",
-            workdir=str(workdir),
-            idle_after_s=3600.0,
-            kind="deliver",
-            rev=m.commit,
-            service_repo=fleet[m.service].repo_path,
-            commit_tests=commit_tests,
-        )
+        runs[m.service] = delivery_run(settings, fleet[m.service], m.rev, m.commit, commit_tests=commit_tests)
     return runs
 
 

@@ -16,6 +16,7 @@ from pilotage.agent import RunSpec
 from pilotage.cli import JsonOpt, app, cli_settings, console, log_in, print_error
 from pilotage.errors import ConfigError, InputError, PilotageError
 from pilotage.events import CloudEvent
+from pilotage.fleet.submission import make_workdir
 from pilotage.names import check_name, name_from
 from pilotage.settings import Settings
 
@@ -91,21 +92,6 @@ def _preflight(settings: Settings, spec: Path, request: str, *, json_mode: bool 
     if (spec.parent / "slo.yaml").is_file():
         load_slo(spec.parent / "slo.yaml")
     open_source(settings.metrics_source_url)
-
-
-def _make_workdir(workdir: Path) -> Path:
-    """Create the run's work folder, owner-only (0700); an unusable path is the user's input, not a Pilotage bug."""
-    from pilotage.secrets import private_dir
-
-    try:
-        private_dir(workdir)
-    except OSError as exc:
-        raise InputError(
-            f"cannot create the work folder {workdir}: {exc.strerror or exc}",
-            hint="run in a writable folder, or pass --workdir with a writable folder",
-            path=str(workdir),
-        ) from exc
-    return workdir
 
 
 def _check_port_free(port: int) -> None:
@@ -267,8 +253,8 @@ def _start_run(
     if idle_after_s <= 0:
         raise InputError(f"--idle-after {idle_after_s} is not a positive number of seconds", hint="pass e.g. 10")
     run_id = new_run_id()
-    _make_workdir(settings.home)
-    workdir = _make_workdir((settings.home / "runs" / run_id).resolve())  # a run never overwrites another
+    make_workdir(settings.home)
+    workdir = make_workdir((settings.home / "runs" / run_id).resolve())  # a run never overwrites another
     name = service if service is not None else name_from(spec.parent.name if spec.stem == "openapi" else spec.stem)
     run = RunSpec(
         run_id=run_id,

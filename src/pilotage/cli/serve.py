@@ -29,7 +29,6 @@ import typer
 
 from pilotage.agent import RunSpec
 from pilotage.bus.query import EventLog
-from pilotage.catalogue import checked_event
 from pilotage.cli import JsonOpt, app, cli_settings, console
 from pilotage.errors import ConfigError
 from pilotage.events import CloudEvent, EventType
@@ -71,13 +70,16 @@ def _install_ack_journal(bus: Any, path: Path) -> None:
     setattr(bus, "publish", journaled)  # noqa: B010 - instance-level wrap of a bound method
 
 
-async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: bool, ack_journal: Path | None) -> None:
+async def _serve(  # noqa: C901 - the start and stop sequence of every part, in order
+    settings: Settings, instance: str, budget_s: float, json_mode: bool, ack_journal: Path | None, api: Any
+) -> None:
     from pilotage.agents.cost import CostAgent
     from pilotage.app import all_agents, backends
     from pilotage.fleet.keeper import keep_fleet
     from pilotage.flows.admission import Admission
     from pilotage.flows.recovery import recover
     from pilotage.flows.supervisor import FlowSupervisor
+    from pilotage.web.server import ApiServer
 
     show = _printer(json_mode)
     stop = asyncio.Event()
@@ -102,12 +104,15 @@ async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: 
         subs = [sub for agent in agents for sub in await agent.start(members=members)]
         subs.append(await supervisor.start())
         subs.extend(fleet_subs)
+        api_server = ApiServer(settings, ctx.bus, ctx.graph, api) if api is not None else None
+        api_url = await api_server.start() if api_server is not None else None
         ready = {
             "serving": True,
             "pid": os.getpid(),
             "instance": instance,
             "event_log": settings.bus_url,
             "runs_closed_at_start": closed,
+            "api": f"{api_url}/api/v1" if api_url else None,
             **report.to_dict(),
         }
         if json_mode:
@@ -117,12 +122,16 @@ async def _serve(settings: Settings, instance: str, budget_s: float, json_mode: 
             console.print(
                 f"[bold]Pilotage control plane[/] pid {os.getpid()} · log {settings.bus_url} · "
                 f"{len(report.runs_open)} open run(s) resumed, {len(report.environments)} environment(s) re-created, "
-                f"{len(report.orphans_killed)} orphan process(es) stopped · Ctrl-C stops"
+                f"{len(report.orphans_killed)} orphan process(es) stopped"
+                + (f" · HTTP API {api_url}/api/v1" if api_url else "")
+                + " · Ctrl-C stops"
             )
         ctx.bus.on_fatal(lambda _error: stop.set())  # issue #15: a log it cannot write or read stops the plane
         try:
             await stop.wait()
         finally:
+            if api_server is not None:
+                await api_server.stop()
             await supervisor.stop()
             for sub in subs:
                 await sub.stop()
@@ -141,21 +150,32 @@ def serve(
     ack_journal: Annotated[
         Path | None, typer.Option(hidden=True, help="Append every acknowledged publish to this file (tests).")
     ] = None,
+    api_port: Annotated[
+        int | None, typer.Option("--api-port", min=0, max=65535, help="Port of the HTTP API (default: api_port, 8700).")
+    ] = None,
+    no_api: Annotated[bool, typer.Option("--no-api", help="Serve no HTTP API.")] = False,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Run the control plane: every agent on the configured bus, resuming unfinished runs, until Ctrl-C."""
+    """Run the control plane: every agent on the configured bus, resuming unfinished runs, until Ctrl-C.
+
+    The HTTP API (README "HTTP API") answers on http://127.0.0.1:8700/api/v1 unless --no-api.
+    """
     from pilotage.flows.recovery import MARK_VAR
     from pilotage.flows.supervisor import ControlPlaneLock
+    from pilotage.web.server import bind_api
 
     settings = cli_settings()
+    api = None if no_api else bind_api(settings, api_port)
     instance = uuid.uuid4().hex[:12]
     lock = ControlPlaneLock(settings.home, instance)
     lock.acquire()
     os.environ[MARK_VAR] = f"{settings.home.resolve()}#{instance}"  # inherited by every process it starts
     try:
-        asyncio.run(_serve(settings, instance, budget, json_mode, ack_journal))
+        asyncio.run(_serve(settings, instance, budget, json_mode, ack_journal, api))
     finally:
         lock.release()
+        if api is not None:
+            api.close()
 
 
 def require_no_control_plane(settings: Settings) -> None:
@@ -169,13 +189,6 @@ def require_no_control_plane(settings: Settings) -> None:
             f"{settings.home}; running the agents here too would act twice",
             hint="wait for that run, use another working directory, or add --submit to hand the run to pilotage serve",
         )
-
-
-def _queued(run: RunSpec) -> CloudEvent:
-    """``flow.queued`` of ``run``: the control plane's admission starts it (issue 19, 5: flows/admission.py)."""
-    from pilotage.flows.feature_delivery import SOURCE
-
-    return checked_event(EventType.FLOW_QUEUED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id)
 
 
 def _require_control_plane(settings: Settings, flag: str = "--submit") -> None:
@@ -195,21 +208,23 @@ def queue_run(settings: Settings, run: RunSpec) -> int:
         ConfigError: no control plane serves ``settings.home``.
     """
     from pilotage.app import open_bus
+    from pilotage.flows.feature_delivery import queued_event
 
     _require_control_plane(settings, "--detach")
 
     async def publish() -> int:
         async with open_bus(settings) as bus:
-            return await bus.publish(_queued(run))
+            return await bus.publish(queued_event(run))
 
     return asyncio.run(publish())
 
 
 async def _follow(settings: Settings, run: RunSpec, on_event: Any) -> list[CloudEvent]:
     from pilotage.app import open_bus
+    from pilotage.flows.feature_delivery import queued_event
 
     async with open_bus(settings) as bus:
-        offset = await bus.publish(_queued(run)) - 1
+        offset = await bus.publish(queued_event(run)) - 1
         seen: list[CloudEvent] = []
         while True:
             batch = await EventLog(bus).records(run=run.run_id, after=offset)

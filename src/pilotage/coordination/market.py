@@ -65,7 +65,9 @@ __all__ = [
     "EarningRule",
     "Ledger",
     "auction_reasoning",
+    "market_report",
     "place_bid",
+    "slot_report",
 ]
 
 MARKET_SOURCE = "/pilotage/coordination/market"
@@ -422,3 +424,35 @@ class Auctioneer:
             if now >= closes_at or (expected and expected <= set(bids)):
                 return list(bids.values()), invalid, duplicates
             await asyncio.sleep(min(self.poll_s, closes_at - now))
+
+
+def slot_report(view: Any) -> dict[str, Any]:
+    """Return ``{resource, holder: {agent, request, price, via, auction_id, since} | None, waiting, auctions}``."""
+    return {
+        "resource": view.resource,
+        "holder": view.holder(),
+        "waiting": view.waiting(),
+        "auctions": view.newest_opened,
+    }
+
+
+def market_report(ledger: Any, limit: int, view: Any = None) -> dict[str, Any]:
+    """Return ``{balances: [{agent, earned, paid, balance}], slot, auctions: [...], earnings: [...]}``.
+
+    ``slot`` is :func:`slot_report` of ``view`` (the load-test slot), or None without a view.
+    """
+    bidders = {str(w.get("agent")) for a in ledger.auctions for w in a.get("winners") or []}
+    bidders |= {str(name) for a in ledger.auctions for name in a.get("losers") or []}
+    agents = sorted(set(ledger.earned) | set(ledger.paid) | bidders)
+    return {
+        "balances": [
+            {"agent": a, "earned": ledger.earned.get(a, 0), "paid": ledger.paid.get(a, 0), "balance": ledger.balance(a)}
+            for a in agents
+        ],
+        "slot": slot_report(view) if view is not None else None,
+        "auctions": ledger.auctions[-limit:] if limit > 0 else [],
+        "earnings": [
+            {"event_type": r.event_type, "agent": r.agent_key or r.agent, "credits": r.credits, "outcome": r.outcome}
+            for r in EARNINGS
+        ],
+    }

@@ -30,7 +30,7 @@ from pilotage.graph.base import Graph, node_id
 from pilotage.runtime.base import InstanceRuntime
 from pilotage.settings import Settings
 
-__all__ = ["add_services", "record_managed", "relations"]
+__all__ = ["add_services", "fleet_graph_doc", "record_managed", "relations"]
 
 
 def _head_descriptor(path: Path) -> ServiceDescriptor:
@@ -151,3 +151,22 @@ def _document_of_graph(graph: Graph, name: str) -> dict[str, Any]:
         entry = {"operationId": op.props["operation_id"]} if op.props.get("operation_id") else {}
         paths.setdefault(str(op.props.get("path")), {})[str(op.props.get("method")).lower()] = entry
     return {"openapi": "3.0.3", "paths": paths}
+
+
+def fleet_graph_doc(graph: Graph, fleet: dict[str, ManagedService]) -> dict[str, Any]:
+    """The fleet graph as JSON (``service graph --format json``, the HTTP API's ``/fleet/graph``).
+
+    Returns:
+        ``{"services": {name: relations(...)}, "nodes": [{id, kind, key, props}], "edges": [{src, type, dst,
+        props}], "mermaid": the Mermaid flowchart text}``.
+    """
+    from pilotage.fleet.graph import fleet_subgraph
+    from pilotage.graph.export import to_mermaid
+
+    nodes, edges = fleet_subgraph(graph, set(fleet))
+    return {
+        "services": {name: relations(graph, fleet, name) for name in sorted(fleet)},
+        "nodes": [{"id": n.id, "kind": n.kind, "key": n.key, "props": n.props} for n in nodes],
+        "edges": [{"src": e.src, "type": e.type, "dst": e.dst, "props": e.props} for e in edges],
+        "mermaid": "\n".join(to_mermaid(nodes, edges)),
+    }

@@ -46,6 +46,7 @@ __all__ = [
     "refuse_cycle",
     "register_generated",
     "require_managed",
+    "slo_status",
     "stable_route_name",
 ]
 
@@ -94,6 +95,13 @@ class ManagedService:
     up: dict[str, Any] | None = None
     wake_s: list[float] = field(default_factory=list)
     generated: bool = False
+
+    @property
+    def state(self) -> str:
+        """``up``, ``down`` (never started, or stopped), or why it is not up (the ``service.down`` reason)."""
+        if self.up is None:
+            return "down"
+        return "up" if self.up["state"] == "up" else str(self.up.get("reason", "down"))
 
     @property
     def stable_url(self) -> str:
@@ -400,3 +408,25 @@ async def register_generated(
     graph.upsert_node("Commit", commit, {"sha": commit, "service": name})
     graph.upsert_edge(node.id, "PRODUCTION", f"Commit:{commit}")
     return data
+
+
+async def slo_status(bus: Bus, service: ManagedService) -> dict[str, Any]:
+    """Return ``{summary, verdict}``: the last watch verdict (``slo.evaluated`` data) of the service's deliveries.
+
+    ``verdict`` is None (``summary`` "no delivery judged yet") when no delivery of it reached a judged step.
+    """
+    verdict = None
+    for entry in reversed(service.deliveries):
+        found = await EventLog(bus).latest(EventType.SLO_EVALUATED, run=entry["run_id"])
+        if found is not None:
+            verdict = found.data
+            break
+    if verdict is None:
+        return {"summary": "no delivery judged yet", "verdict": None}
+    canary = verdict.get("canary") or {}
+    state = "healthy" if verdict.get("healthy") else f"{verdict.get('action')} ({verdict.get('cause') or 'breach'})"
+    summary = (
+        f"{state} at the last watched step ({verdict.get('phase')}, {verdict.get('weight')}%): "
+        f"{canary.get('errors')}/{canary.get('requests')} errors, SLO error rate ≤ {verdict.get('slo_error_rate')}"
+    )
+    return {"summary": summary, "verdict": verdict}

@@ -17,16 +17,10 @@ from pilotage.events import EventType
 from pilotage.fleet.registry import ManagedService, load_fleet
 from pilotage.report import stage_of
 
-__all__ = ["fleet_status", "serving_state", "service_status"]
+__all__ = ["fleet_status", "service_status"]
 
 #: Stages that say nothing about where a delivery is (choices, coordination, unknown types).
 _NOT_STAGES = {"decision", "coord", "other"}
-
-
-def serving_state(service: ManagedService) -> str:
-    """Return ``up``, ``down`` (never started) or the reason production is down (``scaled``, ``failed`` …)."""
-    up = service.up
-    return "down" if up is None else ("up" if up["state"] == "up" else str(up.get("reason", "down")))
 
 
 def service_status(service: ManagedService, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -48,7 +42,7 @@ def service_status(service: ManagedService, stages: dict[str, dict[str, Any]]) -
         "name": service.name,
         "production_commit": service.production_commit,
         "stable_url": service.stable_url,
-        "state": serving_state(service),
+        "state": service.state,
         "in_progress": None
         if current is None
         else {**{k: current.get(k) for k in ("run_id", "rev", "started")}, **stages.get(current["run_id"], {})},

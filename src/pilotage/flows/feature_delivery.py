@@ -24,7 +24,15 @@ from pilotage.bus.base import Subscription
 from pilotage.catalogue import checked_event
 from pilotage.events import CloudEvent, EventType
 
-__all__ = ["CLOSING_TYPES", "FlowResult", "closing_types", "new_run_id", "run_feature_delivery"]
+__all__ = [
+    "CLOSING_TYPES",
+    "FlowResult",
+    "closing_types",
+    "new_run_id",
+    "queued_event",
+    "run_feature_delivery",
+    "start_event",
+]
 
 SOURCE = "/pilotage/flows/feature_delivery"
 
@@ -39,6 +47,20 @@ DELIVERY_CLOSING_TYPES: frozenset[str] = frozenset({EventType.MODEL_UPDATED})
 def closing_types(kind: str) -> frozenset[str]:
     """The event types that must all arrive for a run of ``kind`` (``generate``/``deliver``) to complete."""
     return DELIVERY_CLOSING_TYPES if kind == "deliver" else CLOSING_TYPES
+
+
+def start_event(run: RunSpec) -> CloudEvent:
+    """Return the ``flow.started`` event that hands ``run`` to the agents (in-process)."""
+    return checked_event(EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id)
+
+
+def queued_event(run: RunSpec) -> CloudEvent:
+    """Return the ``flow.queued`` event that hands ``run`` to ``pilotage serve``, whose admission starts it.
+
+    Issue 19, 5: :mod:`pilotage.flows.admission` publishes its ``flow.started`` when a place is free and no run of
+    the same service is in progress.
+    """
+    return checked_event(EventType.FLOW_QUEUED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id)
 
 
 def new_run_id() -> str:
@@ -150,9 +172,7 @@ async def run_feature_delivery(
         if event.type == EventType.DEPLOY_PAUSED:  # issue 3: an Inconclusive step held for a human ends the run
             closed.set()
 
-    start = checked_event(
-        EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id
-    )
+    start = start_event(run)
     subs.append(await bus.subscribe("*", watch, group=f"flow.{run.run_id}", start_at_end_if_new=True))
     bus.on_fatal(lambda _error: closed.set())  # a log that cannot be written or read ends the wait at once
     t0 = time.monotonic()

@@ -181,7 +181,9 @@ async def pending_approvals(bus: Bus, key: bytes) -> list[dict[str, Any]]:
     ]
 
 
-async def answer(bus: Bus, ident: str, *, granted: bool, by: str, key: bytes, reason: str = "") -> CloudEvent:
+async def answer(
+    bus: Bus, ident: str, *, granted: bool, by: str, key: bytes, reason: str = "", source: str = "/pilotage/cli"
+) -> CloudEvent:
     """Publish a person's signed answer to approval ``ident`` (what ``pilotage approve`` / ``pilotage deny`` do).
 
     Args:
@@ -191,6 +193,7 @@ async def answer(bus: Bus, ident: str, *, granted: bool, by: str, key: bytes, re
         by: who answers (signed with the rest).
         key: the operator's approval key (:func:`pilotage.policy.approval_key.load_key`).
         reason: why (signed, shown in the verdict).
+        source: the CloudEvents source of the answer (``/pilotage/cli``, ``/pilotage/api``).
 
     Raises:
         InputError: no signed approval ``ident`` was requested, or it was already answered (names by whom).
@@ -219,7 +222,7 @@ async def answer(bus: Bus, ident: str, *, granted: bool, by: str, key: bytes, re
         "cause_event_id": data.get("cause_event_id"),
     }
     sealed = seal(key, type, body, request.runid)
-    event = checked_event(type, sealed, source="/pilotage/cli", subject=request.subject, runid=request.runid)
+    event = checked_event(type, sealed, source=source, subject=request.subject, runid=request.runid)
     await bus.publish(event)
     return event
 

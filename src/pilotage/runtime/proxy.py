@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import logging
 import math
 import socket
 import time
@@ -217,6 +218,20 @@ def latency_summary(samples_ms: Iterable[float]) -> tuple[float | None, float | 
         return None, None
     p95 = ordered[math.ceil(0.95 * len(ordered)) - 1]
     return round(sum(ordered) / len(ordered), 3), round(p95, 3)
+
+
+def _not_a_cancelled_request(record: logging.LogRecord) -> bool:
+    """Whether uvicorn's record is worth showing: not a request task cancelled by the graceful-shutdown timeout.
+
+    At shutdown uvicorn cancels the requests still in flight after ``timeout_graceful_shutdown`` and logs each as
+    "Exception in ASGI application" with the CancelledError's traceback; for an embedded server that is the
+    expected end of a proxied request, and a traceback must never reach the operator's terminal.
+    """
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, asyncio.CancelledError)
+
+
+logging.getLogger("uvicorn.error").addFilter(_not_a_cancelled_request)
 
 
 class EmbeddedServer(uvicorn.Server):

@@ -1,0 +1,171 @@
+"""Real-world OpenAPI documents through ``pilotage run`` (issue #18): every document of ``../shared/specs/``.
+
+    python benchmarks/bench_specs.py [--specs DIR] [--only NAME ...] [--timeout-s 900] [--json]
+
+Each document runs as a user runs it: ``pilotage run --spec DOC --request REQUEST --workdir TMP/<doc> --json`` in a
+fresh state folder, with a request in the grammar (``REQUESTS``: a new resource whose name the document does not
+use). Measured per document, from the command's exit and the run's event log:
+
+- ``outcome`` (promoted / rolled_back / failed / refused) and the run's wall time in seconds;
+- ``operations``: the generated service's operations answered from state vs answered 501 (not implemented: the
+  behaviour cannot be inferred, the operation waits in ``app/handlers.py``), from ``code.generated``;
+- ``schemathesis``: requests, server errors (5xx other than a declared 501) and the other failed checks (contract
+  findings), for the baseline and for the change when the log has both (``tests.completed``).
+
+Targets (issue 18): every document promoted; 0 server errors; 0 contract violations; no canned answers where the
+document implies state (501 only where the behaviour cannot be inferred). Exit 0 when every target is met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from pilotage.bus.sqlite import SQLiteBus  # noqa: E402
+from pilotage.events import CloudEvent  # noqa: E402
+
+SPECS = ROOT.parent / "shared" / "specs"
+#: The request per document; a document not listed gets ``DEFAULT_REQUEST`` (a resource none of them has).
+DEFAULT_REQUEST = "Add bench note support with fields title:string, pages:integer?"
+REQUESTS = {"petstore3": "Add coupon support with fields code:string, percent:integer"}
+
+
+def cli(work: Path, *args: str, timeout_s: float) -> tuple[int, str, str, float]:
+    """Run ``pilotage ARGS`` in ``work``; return exit code, stdout, stderr and seconds (124 on a timeout)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTAGE_")}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pilotage", *args], cwd=work, env=env, capture_output=True, text=True,
+            timeout=timeout_s, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        return 124, str(exc.stdout or ""), f"timed out after {timeout_s:.0f} s", time.monotonic() - started
+    return done.returncode, done.stdout, done.stderr, time.monotonic() - started
+
+
+def run_events(state: Path) -> list[CloudEvent]:
+    """Every event of the state folder's log (empty when the run never opened it)."""
+    path = state / "events.db"
+    if not path.exists():
+        return []
+
+    async def read() -> list[CloudEvent]:
+        async with SQLiteBus(f"sqlite:///{path}") as bus:
+            return [r.event for r in await bus.read(1, 1_000_000)]
+
+    return asyncio.run(read())
+
+
+def _last(events: list[CloudEvent], kind: str) -> dict[str, Any]:
+    found = [e.data for e in events if e.type == f"dev.pilotage.{kind}"]
+    return found[-1] if found else {}
+
+
+def operation_counts(events: list[CloudEvent]) -> dict[str, int | None]:
+    """``{"state": n, "not_implemented": n}`` from ``code.generated`` (None where the log does not say)."""
+    code = _last(events, "code.generated")
+    ops = code.get("operations") if isinstance(code.get("operations"), dict) else {}
+    return {"state": ops.get("state"), "not_implemented": ops.get("not_implemented")}
+
+
+def schemathesis_counts(tests: dict[str, Any]) -> dict[str, Any]:
+    """Requests, server errors and failed checks of one ``tests.completed`` (zeros for a run that had none)."""
+    found = tests.get("schemathesis") or {}
+    checks = found.get("checks_failed") or []
+    return {
+        "requests": int(found.get("requests") or 0),
+        "server_errors": int(found.get("server_errors") or 0),
+        "contract_findings": len(checks),
+        "checks": sorted({str(c.get("check", c)) if isinstance(c, dict) else str(c) for c in checks}),
+    }
+
+
+def measure(spec: Path, root: Path, timeout_s: float) -> dict[str, Any]:
+    """Run one document and return its row (see the module docstring)."""
+    name = spec.stem
+    work = root / name
+    work.mkdir(parents=True)
+    request = REQUESTS.get(name, DEFAULT_REQUEST)
+    code, stdout, stderr, seconds = cli(
+        work, "run", "--spec", str(spec), "--request", request, "--workdir", str(work / "state"), "--json",
+        timeout_s=timeout_s,
+    )  # fmt: skip
+    try:
+        summary = json.loads(stdout)
+    except json.JSONDecodeError:
+        summary = {}
+    events = run_events(work / "state")
+    tests = [e.data for e in events if e.type == "dev.pilotage.tests.completed"]
+    outcome = summary.get("outcome") if code in (0, 1) else ("refused" if code == 2 else "failed")
+    return {
+        "document": spec.name,
+        "request": request,
+        "exit": code,
+        "outcome": outcome or "failed",
+        "seconds": round(seconds, 1),
+        "error": summary.get("error") or (stderr.strip().splitlines() or [""])[-1][:300],
+        "operations": operation_counts(events),
+        "baseline": schemathesis_counts(tests[0]) if len(tests) > 1 else None,
+        "change": schemathesis_counts(tests[-1]) if tests else None,
+    }
+
+
+def met(row: dict[str, Any]) -> bool:
+    """The targets for one row: promoted, 0 server errors and 0 contract findings on the change."""
+    change = row["change"] or {}
+    return row["outcome"] == "promoted" and not change.get("server_errors") and not change.get("contract_findings")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of the rows (the README's)."""
+    head = "| document | outcome | s | ops state / 501 | schemathesis requests | 5xx | contract findings |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ops, change = r["operations"], r["change"] or {}
+        served = f"{ops['state'] if ops['state'] is not None else '?'} / {ops['not_implemented'] or 0}"
+        findings = f"{change.get('contract_findings', '-')} {','.join(change.get('checks', []))}".strip()
+        lines.append(
+            f"| {r['document']} | {r['outcome']} | {r['seconds']} | {served} | {change.get('requests', '-')} "
+            f"| {change.get('server_errors', '-')} | {findings} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--specs", type=Path, default=SPECS, help="folder of OpenAPI documents (default %(default)s)")
+    parser.add_argument("--only", nargs="*", default=[], help="document stems to run (default: all)")
+    parser.add_argument("--timeout-s", type=float, default=900.0, help="per document (default %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    args = parser.parse_args()
+    specs = sorted(p for p in args.specs.glob("*.y*ml") if not args.only or p.stem in args.only)
+    if not specs:
+        print(f"error: no OpenAPI document in {args.specs} (fix: --specs DIR)", file=sys.stderr)
+        return 2
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-specs-") as tmp:
+        for spec in specs:
+            print(f"… {spec.name}", file=sys.stderr, flush=True)
+            rows.append(measure(spec, Path(tmp), args.timeout_s))
+            print(f"  {rows[-1]['outcome']} in {rows[-1]['seconds']} s {rows[-1]['error'] or ''}", file=sys.stderr)
+    print(json.dumps(rows, indent=2) if args.json else table(rows))
+    ok = sum(met(r) for r in rows)
+    print(f"targets met: {ok}/{len(rows)} documents", file=sys.stderr)
+    return 0 if ok == len(rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
