@@ -33,7 +33,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,6 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_deliver import cli, percentile  # noqa: E402 - one runner of the CLI, one percentile
 from tests.fixtures.fleet import commit_files  # noqa: E402
 from tests.fixtures.notes_repo import make_notes_repo  # noqa: E402
 
@@ -55,23 +55,6 @@ from pilotage.events import CloudEvent, EventType  # noqa: E402
 #: The seed's case-study rate: deliveries per service per day.
 RATE_PER_SERVICE_DAY = 30.0
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cli(work: Path, *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``pilotage ARGS`` in ``work`` (no PILOTAGE_* variable of this shell leaks in)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTAGE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "pilotage", *args], cwd=work, env=env, capture_output=True, text=True,
-        timeout=timeout_s, check=False,
-    )  # fmt: skip
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (the smallest value ≥ q of the sample); 0 for no value."""
-    if not values:
-        return 0.0
-    ranked = sorted(values)
-    return ranked[max(0, min(len(ranked) - 1, int(-(-q * len(ranked) // 1)) - 1))]
 
 
 class ProcSampler:
