@@ -170,15 +170,27 @@ class Agent(ABC):
         """CloudEvents ``source`` of everything this agent publishes."""
         return f"/pilotage/agents/{self.name}"
 
-    async def start(self) -> list[Subscription]:
-        """Subscribe to every pattern in ``subscribes`` (consumer group ``agent.<name>``)."""
+    async def start(self, members: int = 1) -> list[Subscription]:
+        """Subscribe to every pattern in ``subscribes`` (consumer group ``agent.<name>.<pattern>``).
+
+        Args:
+            members: members per group (issue #19, 5: ``pilotage serve`` handles that many runs at once). With
+                more than one, each member leases one event at a time, so a long handler (a test run, a rollout
+                step's analysis) holds back only its own run; the bus never leases an event while an earlier
+                event of the same subject (the service) is leased to another member, so one service's events
+                keep their order.
+        """
         subs = []
+        batch = 16 if members <= 1 else 1
         for pattern in self.subscribes:
-            subs.append(
-                await self.ctx.bus.subscribe(
-                    pattern, self.handle, group=f"agent.{self.name}.{pattern}", start_at_end_if_new=True
+            group = f"agent.{self.name}.{pattern}"
+            for n in range(max(1, members)):
+                consumer = None if members <= 1 else f"{group}#{id(self):x}.{n}"
+                subs.append(
+                    await self.ctx.bus.subscribe(
+                        pattern, self.handle, group=group, start_at_end_if_new=True, batch=batch, consumer=consumer
+                    )
                 )
-            )
         return subs
 
     async def handle(self, event: CloudEvent) -> None:

@@ -41,6 +41,7 @@ class EventType:
     """
 
     PREFIX = "dev.pilotage."
+    FLOW_QUEUED = "dev.pilotage.flow.queued"
     FLOW_STARTED = "dev.pilotage.flow.started"
     FLOW_COMPLETED = "dev.pilotage.flow.completed"
     FLOW_FAILED = "dev.pilotage.flow.failed"

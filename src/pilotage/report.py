@@ -18,6 +18,7 @@ __all__ = ["STAGES", "stage_of", "summarize", "write_report"]
 
 #: Event type → lifecycle stage shown in the timeline (DESIGN.md section 2).
 STAGES: dict[str, str] = {
+    EventType.FLOW_QUEUED: "queued",  # issue 19: waiting for `pilotage serve`'s admission
     EventType.FLOW_STARTED: "request",
     EventType.SPEC_PROPOSED: "design",
     EventType.SPEC_VALIDATED: "design",
@@ -104,6 +105,8 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
     """Return a one-line human summary of ``event`` for the timeline."""
     d: dict[str, Any] = event.data if isinstance(event.data, dict) else {}
     t = event.type
+    if t == EventType.FLOW_QUEUED:  # issue 19
+        return f"queued: {d.get('kind', 'generate')} {d.get('service')} {str(d.get('rev') or '')[:12]}".rstrip()
     if t == EventType.FLOW_STARTED:
         if d.get("kind") == "deliver":  # issue 17
             return f"deliver {d.get('service')} {str(d.get('rev'))[:12]} from {d.get('service_repo')}"

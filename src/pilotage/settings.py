@@ -79,6 +79,13 @@ class Settings(BaseModel):
             before the auction opens, so the auction closes at once).
         market_bid_fraction: 0.5 — the performance agent bids ``floor(balance × fraction)`` credits of its
             service's account for the load-test slot (richer services bid more; one auction never empties one).
+        max_concurrent_deliveries: 4 — deliveries ``pilotage serve`` runs at once (issue #19, 5); more wait in its
+            queue (``flow.queued``), and two deliveries of one service never run at once. 4 on 2 cores: a delivery
+            spends most of its time waiting (rollout steps, watches), the load test is one at a time anyway and
+            its tests and version start-ups are what load the cores.
+        analysis_slots: 2 — rollout steps analysed at once on the whole bus (``analysis-slot``, auctioned like the
+            load-test slot): each analysis drives synthetic traffic and polls two versions, so 2 keeps the
+            canary judge's latency samples meaningful on 2 busy cores.
 
     Bounds (issue #15, finding 8): every number must be finite (``inf``/``nan`` are refused) and in range, or
     :func:`load_settings` raises ConfigError naming the setting. Lower bounds are the ones each field declares
@@ -90,7 +97,8 @@ class Settings(BaseModel):
     ``testing_unit_timeout_s``, ``rollout_inconclusive_grace_s``, ``post_promotion_watch_s``, ``standby_s``) at
     most 1 day; ``idle_after_s`` at most 30 days; ``load_test_users`` and ``synthetic_traffic_rps`` at most 10,000
     (one machine); ``testing_flaky_reruns`` and ``cnet_max_rounds`` at most 100; ``judge_latency_tolerance`` at
-    most 100 (×); prices at most 1,000 USD/h; other counts at most 1,000,000.
+    most 100 (×); ``max_concurrent_deliveries`` and ``analysis_slots`` at most 64; prices at most 1,000 USD/h;
+    other counts at most 1,000,000.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -159,6 +167,9 @@ class Settings(BaseModel):
     market_min_share_after: int = Field(3, ge=1, le=_MAX_COUNT)
     market_auction_window_s: float = Field(0.25, gt=0, le=60)
     market_bid_fraction: float = Field(0.5, ge=0, le=1)
+    # --- issue 19, 5: many deliveries at once under `pilotage serve` ---
+    max_concurrent_deliveries: int = Field(4, ge=1, le=64)
+    analysis_slots: int = Field(2, ge=1, le=64)
 
     idle_after_s: float = Field(7200.0, gt=0, le=30 * _DAY_S)
     instance_size: str = "small"

@@ -270,6 +270,6 @@ def test_a_delivery_is_handed_to_the_control_plane(home: Path, filled: dict[str,
         assert done.status_code == 202, done.text
         submitted = done.json()
         assert (submitted["commit"], submitted["production_commit"]) == (change, head)
-        (start,) = log_events(home, EventType.FLOW_STARTED, run=submitted["run_id"])
+        (start,) = log_events(home, EventType.FLOW_QUEUED, run=submitted["run_id"])  # issue 19: serve's queue
         assert start.data["kind"] == "deliver" and start.data["rev"] == change  # type: ignore[attr-defined]
         assert start.id == submitted["event_id"]  # type: ignore[attr-defined]

@@ -103,8 +103,11 @@ class CostAgent(Agent):
             await asyncio.gather(*list(self._watches), return_exceptions=True)
 
     # --- crash safety (issue #7) -------------------------------------------------------------------------------
-    async def start(self) -> list[Subscription]:
-        """Subscribe, then resume the watch of every ended rollout of an open run not yet scaled down (from the log)."""
+    async def start(self, members: int = 1) -> list[Subscription]:
+        """Subscribe, then resume the watch of every ended rollout of an open run not yet scaled down (from the log).
+
+        ``members`` is ignored: :meth:`handle` returns at once, so one member serves any number of runs.
+        """
         subs = await super().start()
         for event in await self._unwatched_outcomes():
             await self.handle(event)

@@ -62,7 +62,7 @@ from typing import Any
 from pilotage.agent import Agent, Reasoning, RunSpec
 from pilotage.coordination.allocate import Allocation, allocate_or_run_locally
 from pilotage.coordination.contract_net import ContractNetOptions
-from pilotage.coordination.slot import LOADTEST_SLOT, SlotArbiter, SlotGrant, bid_amount, slot_bidder
+from pilotage.coordination.slot import LOADTEST_SLOT, SlotGrant, agent_slot, bid_reasoning, slot_bidder
 from pilotage.coordination.tasks import load_test_result_from_dict, loadtest_exec_timeout_s, run_load_test_task
 from pilotage.errors import InputError
 from pilotage.events import CloudEvent, EventType
@@ -185,14 +185,7 @@ class PerformanceAgent(Agent):
         of the recorded balance and fraction.
         """
         if kind == "perf.slot_bid":
-            amount = bid_amount(int(inputs.get("balance", 0)), float(inputs.get("fraction", 0.0)))
-            return Reasoning(
-                "bid",
-                "bid floor(balance x market_bid_fraction) credits of the service's account for the load-test slot",
-                {"amount": amount},
-                f"{inputs.get('bidder')} has {inputs.get('balance', 0)} credits: bids {amount} in auction "
-                f"{inputs.get('auction_id')} for {inputs.get('resource')}.",
-            )
+            return bid_reasoning(inputs, "load-test slot")
         if kind != "perf.assessment":
             return super().reason(kind, inputs)
         if inputs.get("skipped"):
@@ -334,24 +327,11 @@ class PerformanceAgent(Agent):
     def _slot(self, event: CloudEvent, run: RunSpec, commit: str) -> AbstractAsyncContextManager[SlotGrant]:
         """Return the context that holds the machine's load-test slot for this run's commit (won by auction)."""
         settings = self.ctx.settings
-        arbiter = SlotArbiter(
-            self.ctx.bus,
-            LOADTEST_SLOT,
-            window_s=settings.market_auction_window_s,
-            min_share_after=settings.market_min_share_after,
-            run_id=event.runid,
-            cause_event_id=event.id,
-        )
-        bidder = slot_bidder(run.service)
-
-        async def bid(balance: int, auction_id: str) -> int:
-            inputs = {"bidder": bidder, "resource": LOADTEST_SLOT, "auction_id": auction_id, "balance": balance,
-                      "fraction": settings.market_bid_fraction}  # fmt: skip
-            decision = await self.decide("perf.slot_bid", inputs, cause=event)
-            return int((decision.score or {}).get("amount", 0))
-
         hold_s = 2 * loadtest_exec_timeout_s(settings.load_test_duration_s, settings.service_ready_timeout_s)
-        return arbiter.hold(bidder, f"{event.runid}/{commit[:12]}", bid, hold_s=hold_s)
+        request = f"{event.runid}/{commit[:12]}"
+        return agent_slot(
+            self, event, LOADTEST_SLOT, slot_bidder(run.service), request, kind="perf.slot_bid", hold_s=hold_s
+        )
 
     async def _spec_path(self, event: CloudEvent, data: dict[str, Any]) -> Path:
         if data.get("spec_path"):

@@ -62,6 +62,7 @@ from pilotage.observe.prometheus import (
 )
 from pilotage.observe.slo import SLOSpec, default_slo, load_slo
 from pilotage.rollout.analysis import SHARED
+from pilotage.rollout.analysis_slot import BID_KIND, analysis_slot, slot_bid_reasoning
 from pilotage.rollout.observation import AnalysisSettings, Population, assess_recorded, observe, recorded_inputs
 from pilotage.rollout.state import RolloutState, load_state, preview_route_name
 from pilotage.runtime.base import Instance, Route, RouteStats
@@ -415,6 +416,8 @@ class ReliabilityAgent(Agent):
             return assessment_reasoning(inputs)
         if kind == "slo.judgement":
             return judge(inputs)
+        if kind == BID_KIND:  # issue 19: the bid for a rollout analysis slot
+            return slot_bid_reasoning(inputs)
         return super().reason(kind, inputs)
 
     async def on_event(self, event: CloudEvent) -> None:
@@ -425,13 +428,16 @@ class ReliabilityAgent(Agent):
         if step in state.judged or state.concluded:
             return  # redelivered: this step was judged already
         phase = moved.phase
+        run = await self.run_spec(event)
+        async with analysis_slot(self, event, run.service, f"{event.runid}/{deployment_id}/{step}"):
+            observed = await self._observe(event, state, phase)
         inputs = {
             "deployment_id": deployment_id,
             "strategy": state.strategy,
             "step": step,
             "weight": weight,
             "phase": phase,
-            **await self._observe(event, state, phase),
+            **observed,
             "slo_error_rate": self.ctx.settings.slo_error_rate,
             "on_inconclusive": self.ctx.settings.rollout_on_inconclusive,
         }

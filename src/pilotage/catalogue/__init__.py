@@ -104,6 +104,7 @@ M = TypeVar("M", bound=BaseModel)
 E = EventType
 #: Event type → the model of its data (one line per type).
 REGISTRY: dict[str, type[BaseModel]] = {
+    E.FLOW_QUEUED: RunSpec,  # issue 19, 5: a run handed to `pilotage serve`, started when admitted
     E.FLOW_STARTED: RunSpec,
     E.FLOW_COMPLETED: FlowClosed,
     E.FLOW_FAILED: FlowClosed,

@@ -103,20 +103,23 @@ def _fleet(settings: Settings) -> dict[str, Any]:
 
 @service_app.command("list")
 def service_list(json_mode: JsonOpt = False) -> None:
-    """List the managed services: production commit, stable address, state, last delivery."""
+    """The whole fleet: per service its production commit, state, delivery in progress (stage), queue, last outcome."""
     from rich.table import Table
 
-    fleet = _fleet(cli_settings())
+    from pilotage.fleet.status import fleet_status
+
+    fleet, rows = asyncio.run(_with_log(cli_settings(), lambda bus, _graph: fleet_status(bus)))
     if json_mode:
-        _emit(True, [s.to_dict() for s in fleet.values()])
+        _emit(True, [{**fleet[row["name"]].to_dict(), **row} for row in rows])
         return
-    table = Table("service", "production", "stable address", "state", "last delivery", "owner")
-    for service in fleet.values():
-        last = service.deliveries[-1] if service.deliveries else None
-        delivered = f"{last['rev'][:12]} {last['status']} {last['outcome']}".strip() if last else "-"
-        owner = str(service.descriptor.get("owner") or "-")
-        table.add_row(service.name, service.production_commit[:12], service.stable_url, service.state, delivered, owner)
-    console.print(table if fleet else "no managed service (add one: `pilotage service add PATH`)")
+    table = Table("service", "production", "stable address", "state", "in progress", "queued", "last outcome")
+    for row in rows:
+        now, last = row["in_progress"], row["last_outcome"]
+        doing = f"{now['rev'][:12]} {now.get('stage', '')}" if now else "-"
+        ended = f"{last['rev'][:12]} {last['status']} {last['outcome']}".strip() if last else "-"
+        queue = " ".join(q["rev"][:12] for q in row["queued"]) or "-"
+        table.add_row(row["name"], row["production_commit"][:12], row["stable_url"], row["state"], doing, queue, ended)
+    console.print(table if rows else "no managed service (add one: `pilotage service add PATH`)")
 
 
 @service_app.command("show")
@@ -144,7 +147,8 @@ def service_show(name: Annotated[str, typer.Argument(help="The service's name.")
         commit = str(entry.get("commit", ""))[:12]
         error = f" · {entry['error']}" if entry.get("error") else ""
         console.print(
-            f"  {entry['started'][:19]} {commit or entry['rev'][:12]} {entry['status']} {entry['outcome']}{error}"
+            f"  {(entry.get('started') or entry.get('queued') or '')[:19]} {commit or entry['rev'][:12]} "
+            f"{entry['status']} {entry['outcome']}{error}"
         )
 
 
@@ -294,6 +298,12 @@ def deliver(
             help="Commit Pilotage's spec-derived tests to the service's repository on a branch pilotage/tests-<sha>.",
         ),
     ] = False,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach", help="Hand the delivery to the running `pilotage serve` and return its run id at once."
+        ),
+    ] = False,
     json_mode: JsonOpt = False,
 ) -> None:
     """Run the lifecycle on commit REV of SERVICE's own repository; exit 0 when it is promoted to production.
@@ -302,7 +312,7 @@ def deliver(
     reverse order when one fails (README "Releases of several services").
     """
     from pilotage.cli.run import _finish, _timeline_printer
-    from pilotage.cli.serve import submit_run
+    from pilotage.cli.serve import queue_run, submit_run
     from pilotage.fleet.submission import check_delivery, delivery_run
     from pilotage.flows.supervisor import serving_pid
 
@@ -315,7 +325,8 @@ def deliver(
         deliver_release(settings, members, budget_s=budget, commit_tests=commit_tests, json_mode=json_mode)
         return
     service, rev = single
-    managed, sha = check_delivery(_fleet(settings), service, rev, budget)
+    serving = serving_pid(settings.home) is not None
+    managed, sha = check_delivery(_fleet(settings), service, rev, budget, queued=serving)
     run = delivery_run(settings, managed, rev, sha, commit_tests=commit_tests)
     run_id = run.run_id
     if not json_mode:
@@ -323,7 +334,13 @@ def deliver(
             f"[bold]Pilotage[/] delivery [bold]{run_id}[/] · {service} {rev} ({sha[:12]}) over production "
             f"{managed.production_commit[:12]} · stable address {managed.stable_url}"
         )
-    if serving_pid(settings.home) is not None:
+    if detach:  # issue 19, 5: queued in the control plane; `pilotage service list` follows it
+        queue_run(settings, run)
+        _emit(json_mode, {"run_id": run_id, "service": service, "rev": sha, "status": "queued"})
+        if not json_mode:
+            console.print(f"queued {run_id}: `pilotage service list` shows its progress")
+        return
+    if serving:
         summary = submit_run(settings, run, _timeline_printer(json_mode))
         summary["error_type"] = _logged_failure_type(settings, run.run_id)
     else:

@@ -4,12 +4,14 @@
 closes runs whose closing rule was met (or whose budget ran out) while nothing ran, re-creates the environments
 the log says are up (:mod:`pilotage.flows.recovery`), then subscribes every agent and the flow supervisor on the
 configured bus and serves until SIGTERM or Ctrl-C. Every unfinished run resumes from where its agents stopped.
+Submitted runs are queued and admitted by :mod:`pilotage.flows.admission`: up to ``max_concurrent_deliveries`` at
+once, one per service; each agent then handles that many runs' events at once (one bus member per run slot).
 When the event log becomes unusable (a publish that cannot be written, a corrupt row a consumer fetched) ``serve``
 stops with that error, naming the log's path (and the row's offset): exit 5, never a control plane that hangs.
 
-``pilotage run --submit`` / ``pilotage demo --submit`` publish ``flow.started`` to the log a running ``serve``
-consumes and follow the run's events until it closes (a control plane restarted meanwhile changes nothing for
-the client).
+``pilotage run --submit`` / ``pilotage demo --submit`` / ``pilotage deliver`` publish ``flow.queued`` to the log a
+running ``serve`` consumes and follow the run's events until it closes (a control plane restarted meanwhile changes
+nothing for the client).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pilotage.errors import ConfigError
 from pilotage.events import CloudEvent, EventType
 from pilotage.settings import Settings
 
-__all__ = ["serve", "submit_run"]
+__all__ = ["queue_run", "serve", "submit_run"]
 
 #: Seconds between reads of the log while a submitting client waits for its run to close.
 FOLLOW_POLL_S = 0.2
@@ -74,6 +76,7 @@ async def _serve(  # noqa: C901 - the start and stop sequence of every part, in 
     from pilotage.agents.cost import CostAgent
     from pilotage.app import all_agents, backends
     from pilotage.fleet.keeper import keep_fleet
+    from pilotage.flows.admission import Admission
     from pilotage.flows.recovery import recover
     from pilotage.flows.supervisor import FlowSupervisor
     from pilotage.web.server import ApiServer
@@ -86,7 +89,8 @@ async def _serve(  # noqa: C901 - the start and stop sequence of every part, in 
     async with backends(settings) as ctx:
         if ack_journal is not None:
             _install_ack_journal(ctx.bus, ack_journal)
-        supervisor = FlowSupervisor(ctx.bus, budget_s=budget_s, on_event=show)
+        admission = Admission(ctx.bus, limit=settings.max_concurrent_deliveries)  # issue 19, 5: the queue
+        supervisor = FlowSupervisor(ctx.bus, budget_s=budget_s, on_event=show, admission=admission)
         closed = await supervisor.sweep()
         fleet: list[Any] = []
 
@@ -96,7 +100,8 @@ async def _serve(  # noqa: C901 - the start and stop sequence of every part, in 
         report = await recover(ctx, home=settings.home, instance=instance, keep_fleet=fleet_up)
         keeper, fleet_subs, watch = fleet
         agents = all_agents(ctx)
-        subs = [sub for agent in agents for sub in await agent.start()]
+        members = settings.max_concurrent_deliveries  # issue 19, 5: runs of different services handled at once
+        subs = [sub for agent in agents for sub in await agent.start(members=members)]
         subs.append(await supervisor.start())
         subs.extend(fleet_subs)
         api_server = ApiServer(settings, ctx.bus, ctx.graph, api) if api is not None else None
@@ -186,13 +191,40 @@ def require_no_control_plane(settings: Settings) -> None:
         )
 
 
+def _require_control_plane(settings: Settings, flag: str = "--submit") -> None:
+    from pilotage.flows.supervisor import serving_pid
+
+    if serving_pid(settings.home) is None:
+        raise ConfigError(
+            f"no control plane serves {settings.home}",
+            hint=f"start `pilotage serve` (or `pilotage up`) in this folder, or drop {flag}",
+        )
+
+
+def queue_run(settings: Settings, run: RunSpec) -> int:
+    """Publish ``flow.queued`` for ``run`` to the log ``pilotage serve`` consumes and return at once (its offset).
+
+    Raises:
+        ConfigError: no control plane serves ``settings.home``.
+    """
+    from pilotage.app import open_bus
+    from pilotage.flows.feature_delivery import queued_event
+
+    _require_control_plane(settings, "--detach")
+
+    async def publish() -> int:
+        async with open_bus(settings) as bus:
+            return await bus.publish(queued_event(run))
+
+    return asyncio.run(publish())
+
+
 async def _follow(settings: Settings, run: RunSpec, on_event: Any) -> list[CloudEvent]:
     from pilotage.app import open_bus
-    from pilotage.flows.feature_delivery import start_event
+    from pilotage.flows.feature_delivery import queued_event
 
-    start = start_event(run)
     async with open_bus(settings) as bus:
-        offset = await bus.publish(start) - 1
+        offset = await bus.publish(queued_event(run)) - 1
         seen: list[CloudEvent] = []
         while True:
             batch = await EventLog(bus).records(run=run.run_id, after=offset)
@@ -216,13 +248,9 @@ def submit_run(settings: Settings, run: RunSpec, on_event: Any) -> dict[str, Any
     Raises:
         ConfigError: no control plane serves ``settings.home``.
     """
-    from pilotage.flows.supervisor import serving_pid
     from pilotage.report import write_report
 
-    if serving_pid(settings.home) is None:
-        raise ConfigError(
-            f"no control plane serves {settings.home}", hint="start `pilotage serve` in this folder, or drop --submit"
-        )
+    _require_control_plane(settings)
     events = asyncio.run(_follow(settings, run, on_event))
     closing = events[-1].data
     report = write_report(run.artifacts_path / "report.md", events, title=f"Pilotage run {run.run_id}")

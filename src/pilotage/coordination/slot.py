@@ -1,7 +1,10 @@
-"""Scarce resources held by auction: the machine's single load-test slot (``loadtest-slot``), issue #8.
+"""Scarce resources held by auction: the load-test slot (issue #8) and the rollout analysis slots (issue #19).
 
-A requester (the performance agent, once per load test) calls :meth:`SlotArbiter.hold`; inside the ``async with``
-it is the only holder of the resource on the whole bus (every process of every control plane sharing the log).
+The machine's single load-test slot is ``loadtest-slot``; the rollout analysis slots are ``analysis-slot``, with
+``Settings.analysis_slots`` units. A requester (the performance agent, once per load test) calls
+:meth:`SlotArbiter.hold`; inside the ``async with`` it is the only holder of the resource on the whole bus (every
+process of every control plane sharing the log). A resource of ``units`` > 1 has at most that many holders at
+once: each auction sells the units free when it runs (one per winner), and each winner releases its own unit.
 
 **Bidder identity.** Credits are per account and an account is per service: the performance agent bids as
 ``performance/<service>`` (:func:`slot_bidder`), so credits earned by that service's good outcomes (see the
@@ -38,9 +41,9 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pilotage.bus.base import Bus
 from pilotage.bus.query import EventLog
@@ -49,10 +52,25 @@ from pilotage.coordination.market import MARKET_SOURCE, Auctioneer, Ledger, plac
 from pilotage.coordination.messages import coordination_id
 from pilotage.events import CloudEvent, EventType
 
-__all__ = ["LOADTEST_SLOT", "SlotArbiter", "SlotGrant", "SlotView", "bid_amount", "slot_bidder"]
+if TYPE_CHECKING:
+    from pilotage.agent import Agent, Reasoning
+
+__all__ = [
+    "ANALYSIS_SLOT",
+    "LOADTEST_SLOT",
+    "SlotArbiter",
+    "SlotGrant",
+    "SlotView",
+    "agent_slot",
+    "bid_amount",
+    "bid_reasoning",
+    "slot_bidder",
+]
 
 #: The machine's single load-test slot: one load test at a time on the whole bus.
 LOADTEST_SLOT = "loadtest-slot"
+#: Rollout analysis slots (issue #19): at most ``Settings.analysis_slots`` rollout steps analysed at once.
+ANALYSIS_SLOT = "analysis-slot"
 
 
 def slot_bidder(service: str) -> str:
@@ -69,6 +87,25 @@ def bid_amount(balance: int, fraction: float) -> int:
             and one auction never empties it).
     """
     return max(0, min(balance, math.floor(max(balance, 0) * max(fraction, 0.0))))
+
+
+def bid_reasoning(inputs: dict[str, Any], what: str) -> Reasoning:
+    """An agent's bid for ``what`` (a slot): action ``bid``, score ``{"amount"}`` = :func:`bid_amount` (pure).
+
+    Args:
+        inputs: ``bidder``, ``resource``, ``auction_id``, ``balance`` (credits), ``fraction`` (0..1).
+        what: the slot in the rule's words (``load-test slot``, ``rollout analysis slot``).
+    """
+    from pilotage.agent import Reasoning
+
+    amount = bid_amount(int(inputs.get("balance", 0)), float(inputs.get("fraction", 0.0)))
+    return Reasoning(
+        "bid",
+        f"bid floor(balance x market_bid_fraction) credits of the service's account for the {what}",
+        {"amount": amount},
+        f"{inputs.get('bidder')} has {inputs.get('balance', 0)} credits: bids {amount} in auction "
+        f"{inputs.get('auction_id')} for {inputs.get('resource')}.",
+    )
 
 
 @dataclass(frozen=True)
@@ -111,8 +148,19 @@ class _Auction:
     opened: dict[str, Any] | None = None
     closed: dict[str, Any] | None = None
     closed_at: float = 0.0
-    released: bool = False
+    released: set[str] = field(default_factory=set)  # requests (else agents) whose unit was released
     bidders: set[str] = field(default_factory=set)
+
+    def holders(self, now: float) -> list[dict[str, Any]]:
+        """Return the winners of this auction still holding their unit at ``now`` (not released, not expired)."""
+        if self.closed is None or now > self.closed_at + float((self.opened or {}).get("hold_s", math.inf)):
+            return []
+        auction_id = self.closed.get("auction_id")
+        return [
+            {**w, "auction_id": auction_id, "since": self.closed_at}
+            for w in self.closed.get("winners") or []
+            if str(w.get("request") or w.get("agent")) not in self.released
+        ]
 
 
 class SlotView:
@@ -121,11 +169,13 @@ class SlotView:
     Args:
         bus: the event log.
         resource: the resource name.
+        units: how many holders the resource has at most (1: the load-test slot).
     """
 
-    def __init__(self, bus: Bus, resource: str) -> None:
+    def __init__(self, bus: Bus, resource: str, units: int = 1) -> None:
         self.bus = bus
         self.resource = resource
+        self.units = max(1, units)
         self.auctions: dict[int, _Auction] = {}
         self._next = 1
 
@@ -152,7 +202,7 @@ class SlotView:
         elif event.type == EventType.MARKET_AUCTION_CLOSED and auction.closed is None:
             auction.closed, auction.closed_at = data, float(data.get("closed_at", time.time()))
         elif event.type == EventType.MARKET_RELEASED:
-            auction.released = True
+            auction.released.add(str(data.get("request") or data.get("agent")))
         elif event.type == EventType.MARKET_BID:
             auction.bidders.add(str(data.get("agent", "")))
 
@@ -161,25 +211,35 @@ class SlotView:
         """Return the number of the newest opened auction (0 when none)."""
         return max((a.seq for a in self.auctions.values() if a.opened is not None), default=0)
 
-    def holder(self, now: float | None = None) -> dict[str, Any] | None:
-        """Return the winner entry (``agent``, ``request``, ``price``, ``via``, ``auction_id``) holding the slot now.
+    def holders(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Return the entries of the winners holding a unit now, oldest auction first.
 
-        None when the newest opened auction is still open, sold nothing, was released, or its hold expired.
+        An entry is ``agent``, ``request``, ``price``, ``via``, ``auction_id``, ``since``: won in a closed auction,
+        not released, hold not expired.
         """
         now = time.time() if now is None else now
-        newest = self.auctions.get(self.newest_opened)
-        if newest is None or newest.closed is None or newest.released:
-            return None
-        winners = newest.closed.get("winners") or []
-        hold_s = float((newest.opened or {}).get("hold_s", math.inf))
-        if not winners or now > newest.closed_at + hold_s:
-            return None
-        return {**winners[0], "auction_id": newest.closed.get("auction_id"), "since": newest.closed_at}
+        return [h for seq in sorted(self.auctions) for h in self.auctions[seq].holders(now)]
+
+    def holder(self, now: float | None = None) -> dict[str, Any] | None:
+        """Return the oldest entry of :meth:`holders` (the load-test slot's one holder), or None."""
+        held = self.holders(now)
+        return held[0] if held else None
+
+    def held_by(self, bidder: str, request: str, now: float | None = None) -> _Auction | None:
+        """Return the auction whose unit ``bidder`` holds for ``request`` now, or None."""
+        for held in self.holders(now):
+            if (held.get("agent"), held.get("request")) == (bidder, request):
+                return self.auctions.get(int(str(held["auction_id"]).rpartition("#")[2]))
+        return None
+
+    def free_units(self, now: float | None = None) -> int:
+        """Return the units nobody holds now (0..``units``)."""
+        return max(0, self.units - len(self.holders(now)))
 
     def is_free(self, now: float | None = None) -> bool:
-        """Return True when nobody holds the slot and no auction of it is open."""
+        """Return True when a unit is free and no auction of the resource is open."""
         newest = self.auctions.get(self.newest_opened)
-        return (newest is None or newest.closed is not None) and self.holder(now) is None
+        return (newest is None or newest.closed is not None) and self.free_units(now) > 0
 
     def expected(self, seq: int) -> set[str]:
         """Return the bidders auction ``seq`` waits for: its bidders so far and the previous auction's losers."""
@@ -207,7 +267,7 @@ class SlotArbiter:
     Args:
         bus: the event log.
         resource: what is held (default :data:`LOADTEST_SLOT`).
-        units: units of the resource (1 for the load-test slot).
+        units: units of the resource: most holders at once (1 for the load-test slot).
         window_s: most seconds an auction waits for expected bidders that have not bid.
         min_share_after: lost auctions in a row after which a bidder wins at price 0.
         poll_s: seconds between two reads of the log while waiting for the slot.
@@ -220,6 +280,7 @@ class SlotArbiter:
         bus: Bus,
         resource: str = LOADTEST_SLOT,
         *,
+        units: int = 1,
         window_s: float = 0.25,
         min_share_after: int = 3,
         poll_s: float = 0.05,
@@ -230,7 +291,7 @@ class SlotArbiter:
         self.resource = resource
         self.window_s = window_s
         self.poll_s = poll_s
-        self.view = SlotView(bus, resource)
+        self.view = SlotView(bus, resource, units)
         self.auctioneer = Auctioneer(bus, min_share_after=min_share_after, poll_s=min(poll_s, 0.02))
         self.run_id = run_id
         self.cause_event_id = cause_event_id
@@ -251,9 +312,9 @@ class SlotArbiter:
             await self.view.refresh()
             seq = self.view.newest_opened
             newest = self.view.auctions.get(seq)
-            mine = self.view.holder()
-            if mine is not None and mine.get("agent") == bidder and mine.get("request") == request:
-                return self._grant(newest, bidder, request, taken, started)  # a re-run that already holds it
+            mine = self.view.held_by(bidder, request)
+            if mine is not None:  # a re-run that already holds it
+                return self._grant(mine, bidder, request, taken, started)
             if newest is None or newest.closed is not None:
                 seq += 1  # the pending auction
             auction_id = f"{self.resource}#{seq}"
@@ -279,7 +340,7 @@ class SlotArbiter:
                 previous = self.view.auctions.get(seq - 1)
                 return await self.auctioneer.run(
                     self.resource,
-                    units=1,
+                    units=max(1, self.view.free_units()),
                     window_s=self.window_s,
                     expected=self.view.expected(seq),
                     auction_id=auction_id,
@@ -315,7 +376,7 @@ class SlotArbiter:
             "request": grant.request,
             "sent_at": time.time(),
         }
-        released_id = coordination_id(grant.auction_id, "released")
+        released_id = coordination_id(grant.auction_id, "released", *([grant.request] if self.view.units > 1 else []))
         await self.bus.publish(
             checked_event(EventType.MARKET_RELEASED, data, source=MARKET_SOURCE, runid=self.run_id, id=released_id)
         )
@@ -328,3 +389,50 @@ class SlotArbiter:
             yield grant
         finally:
             await asyncio.shield(self.release(grant))
+
+
+def agent_slot(
+    agent: Agent,
+    event: CloudEvent,
+    resource: str,
+    bidder: str,
+    request: str,
+    *,
+    kind: str,
+    hold_s: float,
+    units: int = 1,
+) -> AbstractAsyncContextManager[SlotGrant]:
+    """Return the context in which ``agent`` holds a unit of ``resource`` for ``request``, won by auction.
+
+    Each bid is the agent's decision of ``kind`` on inputs ``bidder``, ``resource``, ``auction_id``, ``balance``
+    and ``fraction`` (``Settings.market_bid_fraction``); its ``score["amount"]`` is bid (the agent's ``reason``
+    for ``kind`` applies :func:`bid_amount`), so ``pilotage events replay`` recomputes it.
+
+    Args:
+        agent: the requesting agent (its settings, bus and ``decide``).
+        event: the event being handled (the decisions' cause and run).
+        resource: :data:`LOADTEST_SLOT` or :data:`ANALYSIS_SLOT`.
+        bidder: the credit account (``performance/<service>``, ``reliability/<service>``).
+        request: what the unit is for; a handler run again finds its own unreleased unit.
+        kind: the bid decision's kind (``perf.slot_bid``, ``slo.slot_bid``).
+        hold_s: seconds after the win past which other contenders count the unit free (a crashed holder).
+        units: units of the resource (``Settings.analysis_slots`` for the analysis slots).
+    """
+    settings = agent.ctx.settings
+    arbiter = SlotArbiter(
+        agent.ctx.bus,
+        resource,
+        units=units,
+        window_s=settings.market_auction_window_s,
+        min_share_after=settings.market_min_share_after,
+        run_id=event.runid,
+        cause_event_id=event.id,
+    )
+
+    async def bid(balance: int, auction_id: str) -> int:
+        inputs = {"bidder": bidder, "resource": resource, "auction_id": auction_id, "balance": balance,
+                  "fraction": settings.market_bid_fraction}  # fmt: skip
+        decision = await agent.decide(kind, inputs, cause=event)
+        return int((decision.score or {}).get("amount", 0))
+
+    return arbiter.hold(bidder, request, bid, hold_s=hold_s)

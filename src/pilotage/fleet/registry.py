@@ -5,7 +5,8 @@ The state of the fleet is a function of the log (as every environment is): :func
 * ``service.added`` — a repository put under management (`pilotage service add`), its stable port and the
   production commit it started with;
 * ``service.released`` — a delivery promoted: the new production commit;
-* ``flow.started`` of kind ``deliver`` and the closing ``flow.completed``/``flow.failed`` of those runs — the
+* ``flow.queued`` (a delivery waiting in ``pilotage serve``'s queue, issue #19), ``flow.started`` of kind
+  ``deliver`` and the closing ``flow.completed``/``flow.failed`` of those runs — the
   deliveries and their outcomes;
 * ``service.up``/``service.down`` — whether the production version serves now, where, and wake-up times.
 
@@ -56,6 +57,7 @@ _FLEET_TYPES = (
     EventType.SERVICE_RELEASED,
     EventType.SERVICE_UP,
     EventType.SERVICE_DOWN,
+    EventType.FLOW_QUEUED,
     EventType.FLOW_STARTED,
     EventType.FLOW_COMPLETED,
     EventType.FLOW_FAILED,
@@ -76,7 +78,9 @@ class ManagedService:
         production_commit: the commit the stable address serves (the newest ``service.released``, else as added).
         descriptor: the ``pilotage.yaml`` of the production commit (schema field names): as added, then as
             released (``service.released`` carries it since issue #19).
-        deliveries: ``{run_id, rev, status, outcome, started, closed}`` of recent deliveries, oldest first.
+        deliveries: ``{run_id, rev, status, outcome, queued, started, closed}`` of recent deliveries, oldest
+            first; ``status`` is ``queued`` (waiting for ``pilotage serve``'s admission), ``running``, then the
+            closing status (``completed``/``failed``).
         up: the newest ``service.up``/``service.down`` data with ``state`` ``up``/``down``; None if never started.
         wake_s: the wake-up times reported by ``service.up`` (reason ``woken``), seconds.
         generated: Pilotage generated the repository (``pilotage run``/``demo``); a later run may replace it.
@@ -151,9 +155,17 @@ def _added(fleet: dict[str, ManagedService], runs: dict[str, tuple[str, dict[str
         _track(service, runs, pending[1])
 
 
-def _started(fleet: dict[str, ManagedService], runs: dict[str, tuple[str, dict[str, Any]]], data: Any, at: Any) -> None:
+def _started(
+    fleet: dict[str, ManagedService], runs: dict[str, tuple[str, dict[str, Any]]], data: Any, at: Any, queued: bool
+) -> None:
+    known = runs.get(data["run_id"]) or runs.get(f"pending:{data['run_id']}")
+    if known is not None:  # queued before: now admitted (issue 19)
+        if not queued and known[1]["status"] == "queued":
+            known[1].update(status="running", started=at)
+        return
     rev = data.get("rev") or str(data.get("request", ""))[:80]
-    entry = {"run_id": data["run_id"], "rev": rev, "status": "running", "outcome": "", "started": at}
+    entry = {"run_id": data["run_id"], "rev": rev, "status": "queued" if queued else "running", "outcome": ""}
+    entry.update({"queued": at} if queued else {"started": at})
     if data.get("kind") == "deliver" and data.get("service") in fleet:
         _track(fleet[data["service"]], runs, entry)
     elif data.get("kind") != "deliver":  # a generated service's run: tracked once its codegen adds the service
@@ -165,8 +177,8 @@ def _apply(fleet: dict[str, ManagedService], runs: dict[str, tuple[str, dict[str
     if kind == EventType.SERVICE_ADDED:
         _added(fleet, runs, data)
         return
-    if kind == EventType.FLOW_STARTED:
-        _started(fleet, runs, data, event.time)
+    if kind in (EventType.FLOW_QUEUED, EventType.FLOW_STARTED):
+        _started(fleet, runs, data, event.time, kind == EventType.FLOW_QUEUED)
         return
     if kind in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):
         if data.get("run_id") in runs:

@@ -3,7 +3,7 @@
 :func:`check_delivery` refuses a delivery that cannot run (service not managed, revision not found, descriptor
 invalid, already production, a delivery of the service still running); :func:`delivery_run` builds its
 :class:`~pilotage.agent.RunSpec` (kind ``deliver``) with a private work folder under ``<home>/runs/<run_id>``.
-Handing the run to ``pilotage serve`` is publishing :func:`pilotage.flows.feature_delivery.start_event` of it.
+Handing the run to ``pilotage serve`` is publishing :func:`pilotage.flows.feature_delivery.queued_event` of it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _in_commit(repo: str, sha: str, path: str) -> bool:
 
 
 def check_delivery(
-    fleet: dict[str, ManagedService], name: str, rev: str, budget_s: float = 900.0
+    fleet: dict[str, ManagedService], name: str, rev: str, budget_s: float = 900.0, *, queued: bool = False
 ) -> tuple[ManagedService, str]:
     """Return (the managed service, the full sha of ``rev``) when ``rev`` of ``name`` can be delivered.
 
@@ -38,6 +38,8 @@ def check_delivery(
         name: the service.
         rev: a sha, branch or tag of its repository.
         budget_s: the delivery's time budget in seconds (an older delivery still inside it is running).
+        queued: the delivery goes to ``pilotage serve``'s queue, which runs one delivery of a service at a time
+            (issue 19, :mod:`pilotage.flows.admission`): one in progress is no reason to refuse it.
 
     Raises:
         InputError: not managed, not found, a delivery still running, or already production (exit 2).
@@ -46,7 +48,8 @@ def check_delivery(
     from pilotage.fleet.checkout import descriptor_at, resolve_rev
 
     service = require_managed(fleet, name)
-    refuse_concurrent(service, budget_s)
+    if not queued:
+        refuse_concurrent(service, budget_s)
     if not Path(service.repo_path).is_dir():
         raise InputError(f"{service.repo_path} (service {name}) no longer exists", hint="restore the repository")
     sha = resolve_rev(service.repo_path, rev)

@@ -24,7 +24,15 @@ from pilotage.bus.base import Subscription
 from pilotage.catalogue import checked_event
 from pilotage.events import CloudEvent, EventType
 
-__all__ = ["CLOSING_TYPES", "FlowResult", "closing_types", "new_run_id", "run_feature_delivery", "start_event"]
+__all__ = [
+    "CLOSING_TYPES",
+    "FlowResult",
+    "closing_types",
+    "new_run_id",
+    "queued_event",
+    "run_feature_delivery",
+    "start_event",
+]
 
 SOURCE = "/pilotage/flows/feature_delivery"
 
@@ -42,8 +50,17 @@ def closing_types(kind: str) -> frozenset[str]:
 
 
 def start_event(run: RunSpec) -> CloudEvent:
-    """Return the ``flow.started`` event that hands ``run`` to the agents (in-process, or to ``pilotage serve``)."""
+    """Return the ``flow.started`` event that hands ``run`` to the agents (in-process)."""
     return checked_event(EventType.FLOW_STARTED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id)
+
+
+def queued_event(run: RunSpec) -> CloudEvent:
+    """Return the ``flow.queued`` event that hands ``run`` to ``pilotage serve``, whose admission starts it.
+
+    Issue 19, 5: :mod:`pilotage.flows.admission` publishes its ``flow.started`` when a place is free and no run of
+    the same service is in progress.
+    """
+    return checked_event(EventType.FLOW_QUEUED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id)
 
 
 def new_run_id() -> str:

@@ -31,6 +31,7 @@ from pilotage.bus.query import EventLog
 from pilotage.catalogue import checked_event
 from pilotage.errors import ConfigError
 from pilotage.events import CloudEvent, EventType
+from pilotage.flows.admission import ADMISSION_TYPES, Admission
 from pilotage.flows.feature_delivery import CLOSING_TYPES, SOURCE, _outcome, closing_types
 
 __all__ = ["ControlPlaneLock", "FlowSupervisor", "RunStatus", "closing_id", "run_status", "serving_pid"]
@@ -102,6 +103,8 @@ class FlowSupervisor:
         budget_s: time budget of a run in seconds, from its ``flow.started`` time.
         on_event: called with every event the supervisor consumes (the serve timeline).
         check_every_s: seconds between budget checks of the open runs.
+        admission: starts the queued runs (issue 19, 5: :mod:`pilotage.flows.admission`), checked at start, when a
+            run is queued or closed, and every ``check_every_s``; None when nothing is queued here.
     """
 
     group = "controlplane.flows"
@@ -113,8 +116,10 @@ class FlowSupervisor:
         budget_s: float = 900.0,
         on_event: Callable[[CloudEvent], None] | None = None,
         check_every_s: float = 1.0,
+        admission: Admission | None = None,
     ) -> None:
         self.bus = bus
+        self.admission = admission
         self.budget_s = budget_s
         self.on_event = on_event
         self.check_every_s = check_every_s
@@ -123,6 +128,8 @@ class FlowSupervisor:
     async def start(self) -> Subscription:
         """Subscribe to every event (consumer group ``controlplane.flows``) and start the budget ticker."""
         sub = await self.bus.subscribe("*", self._handle, group=self.group, start_at_end_if_new=True)
+        if self.admission is not None:  # after the agents subscribed: they must see every flow.started
+            await self.admission.check()
         self._ticker = asyncio.create_task(self._tick(), name="flow-supervisor-budget")
         return sub
 
@@ -138,11 +145,15 @@ class FlowSupervisor:
             self.on_event(event)
         if event.runid and event.type in (*CLOSING_TYPES, EventType.AGENT_FAILED, EventType.DEPLOY_PAUSED):
             await self.check(event.runid)
+        if self.admission is not None and event.type in ADMISSION_TYPES:
+            await self.admission.check()
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self.check_every_s)
             await self.sweep()
+            if self.admission is not None:
+                await self.admission.check()
 
     async def run_events(self, run_id: str) -> list[CloudEvent]:
         """Return every event of ``run_id`` in log order."""

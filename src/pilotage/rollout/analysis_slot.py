@@ -1,0 +1,61 @@
+"""Rollout analysis slots: a rollout step's analysis holds one of ``Settings.analysis_slots`` (issue #19, item 5).
+
+Analysing a step drives the synthetic traffic and polls both versions for ``analysis_window_s`` (or the watch) —
+real work on the machine's cores, and the canary judge's latency samples are only meaningful when the machine is
+not saturated. So under ``pilotage serve``, with many deliveries at once, the reliability agent holds a unit of
+:data:`~pilotage.coordination.slot.ANALYSIS_SLOT` while it observes a step, won in the same sealed-bid
+second-price auctions as the load-test slot (:class:`~pilotage.coordination.slot.SlotArbiter` with
+``units = analysis_slots``). It bids as ``reliability/<service>`` for the request ``<run id>/<deployment>/<step>``;
+each bid is a ``slo.slot_bid`` decision (``floor(balance × market_bid_fraction)``, :func:`slot_bid_reasoning`),
+so ``pilotage events replay`` recomputes it. A lone rollout's auction closes at once (5 events, no wait).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
+
+from pilotage.coordination.slot import ANALYSIS_SLOT, SlotGrant, agent_slot, bid_reasoning
+from pilotage.events import CloudEvent
+
+if TYPE_CHECKING:
+    from pilotage.agent import Agent, Reasoning
+
+__all__ = ["BID_KIND", "analysis_bidder", "analysis_slot", "slot_bid_reasoning"]
+
+#: Decision kind of the reliability agent's bids for an analysis slot.
+BID_KIND = "slo.slot_bid"
+
+
+def analysis_bidder(service: str) -> str:
+    """Return the credit account that bids for ``service``'s rollout analyses: ``reliability/<service>``."""
+    return f"reliability/{service}"
+
+
+def slot_bid_reasoning(inputs: dict[str, Any]) -> Reasoning:
+    """The bid for an analysis slot (:func:`~pilotage.coordination.slot.bid_reasoning`, pure).
+
+    Args:
+        inputs: ``bidder``, ``resource``, ``auction_id``, ``balance`` (credits), ``fraction`` (0..1).
+    """
+    return bid_reasoning(inputs, "rollout analysis slot")
+
+
+def analysis_slot(
+    agent: Agent, event: CloudEvent, service: str, request: str
+) -> AbstractAsyncContextManager[SlotGrant]:
+    """Return the context holding one analysis slot for ``request`` (``<run id>/<deployment>/<step>``).
+
+    Args:
+        agent: the reliability agent (its settings, bus and ``decide``).
+        event: the ``deploy.step`` being analysed (the decisions' cause and run).
+        service: the service whose account bids.
+        request: what the unit is for; a redelivered step finds its own unreleased unit again.
+    """
+    settings = agent.ctx.settings
+    longest = max(settings.analysis_window_s, settings.post_promotion_watch_s) + settings.rollout_inconclusive_grace_s
+    hold_s = 2 * (longest + settings.service_ready_timeout_s)  # past it a crashed holder's unit counts as free
+    bidder = analysis_bidder(service)
+    return agent_slot(
+        agent, event, ANALYSIS_SLOT, bidder, request, kind=BID_KIND, hold_s=hold_s, units=settings.analysis_slots
+    )
