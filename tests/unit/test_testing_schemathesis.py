@@ -19,6 +19,7 @@ from pilotage.runtime.local import LocalRuntime
 from pilotage.testing.schemathesis_runner import (
     SchemathesisResult,
     curl_command,
+    load_documented_statuses,
     load_operations,
     parse_ndjson,
     run_schemathesis,
@@ -269,3 +270,43 @@ def test_test_headers_reach_the_service_but_no_command_line_and_no_report(tmp_pa
         if path.is_file():
             assert TENANT_SECRET.encode() not in path.read_bytes(), path
     assert (tmp_path / "report" / "schemathesis.toml").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_valid_request_refused_with_a_documented_4xx_is_the_contract(tmp_path: Path) -> None:
+    """A 402 the operation documents (payment declined) is not "a valid request rejected"; a 400 it does not is."""
+    lines = [
+        _scenario(
+            "fuzzing",
+            "POST /pay",
+            [
+                ("a", "POST", 402, ["positive_data_acceptance"], "http://h/pay"),
+                ("b", "POST", 400, ["positive_data_acceptance"], "http://h/pay"),
+                ("c", "POST", 418, ["positive_data_acceptance", "status_code_conformance"], "http://h/pay"),
+            ],
+        )
+    ]
+    path = tmp_path / "s.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    documented = {"POST /pay": frozenset({"200", "402"})}
+    [op], _ = parse_ndjson(path, ["POST /pay"], documented)
+    assert op.failures == 2  # b and c; a is the documented refusal
+    assert op.checks_failed == ["positive_data_acceptance", "status_code_conformance"]
+    assert [e["curl"] for e in op.examples] == ["curl -X POST http://h/pay"] * 2
+    [undocumented], _ = parse_ndjson(path, ["POST /pay"])  # without the document every finding counts
+    assert undocumented.failures == 3
+    by_class = {"POST /pay": frozenset({"200", "4XX"})}
+    [ranged], _ = parse_ndjson(path, ["POST /pay"], by_class)
+    assert ranged.failures == 1 and ranged.checks_failed == ["status_code_conformance"]  # 4XX covers 400 and 418
+
+
+def test_documented_statuses_come_from_schemathesis_loader(tmp_path: Path) -> None:
+    spec = tmp_path / "pay.yaml"
+    spec.write_text(
+        "openapi: 3.0.3\ninfo: {title: t, version: '1'}\npaths:\n  /pay:\n    post:\n      responses:\n"
+        "        '200': {description: ok}\n        '402': {description: declined}\n"
+        "  /x:\n    get:\n      responses:\n        default: {description: any}\n"
+    )
+    assert load_documented_statuses(spec) == {
+        "POST /pay": frozenset({"200", "402"}),
+        "GET /x": frozenset({"DEFAULT"}),
+    }

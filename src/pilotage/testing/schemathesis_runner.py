@@ -67,6 +67,7 @@ __all__ = [
     "build_command",
     "curl_command",
     "header_env",
+    "load_documented_statuses",
     "load_operations",
     "parse_ndjson",
     "run_schemathesis",
@@ -219,6 +220,18 @@ def load_operations(spec_path: Path) -> list[str]:
     """Load ``spec_path`` with schemathesis' own loader and return its operations as ``"METHOD /path"``.
 
     Raises:
+        InputError: as :func:`load_documented_statuses`.
+    """
+    return list(load_documented_statuses(spec_path))
+
+
+def load_documented_statuses(spec_path: Path) -> dict[str, frozenset[str]]:
+    """Load ``spec_path`` with schemathesis' own loader: ``{"METHOD /path": {"200", "404", "4XX", ...}}``.
+
+    The values are the operation's documented response keys (``default`` included), in document order of the
+    operations.
+
+    Raises:
         InputError: the file is missing, schemathesis cannot load it, an operation is invalid, or it defines no
             operation (the message names the file).
     """
@@ -237,10 +250,10 @@ def load_operations(spec_path: Path) -> list[str]:
         raise InputError(
             f"schemathesis cannot load {path}: {first}", hint=f"fix {path} (validate it as OpenAPI 3)", path=path
         ) from exc
-    labels = []
+    labels: dict[str, frozenset[str]] = {}
     for result in results:
         if isinstance(result, Ok):
-            labels.append(result.ok().label)
+            labels[result.ok().label] = frozenset(str(code).upper() for code in result.ok().responses.status_codes)
         else:
             error = result.err()
             raise InputError(
@@ -422,12 +435,17 @@ def _case_operation(phase: str, label: str, case: dict[str, Any], failed: list[d
     return label
 
 
-def parse_ndjson(path: Path, operations: list[str]) -> tuple[list[OperationResult], dict[str, Any]]:
+def parse_ndjson(
+    path: Path, operations: list[str], documented: dict[str, frozenset[str]] | None = None
+) -> tuple[list[OperationResult], dict[str, Any]]:
     """Summarise a schemathesis NDJSON event stream per operation.
 
     Args:
         path: the ``--report-ndjson-path`` file.
         operations: the spec's operations (from :func:`load_operations`), listed first and in this order.
+        documented: each operation's documented response statuses (:func:`load_documented_statuses`): a valid
+            request answered with a 4xx the operation documents (402 "payment declined", 409 "out of stock") is
+            the documented contract, not a ``positive_data_acceptance`` violation. None: every finding counts.
 
     Returns:
         ``(operations, meta)``; ``meta`` = ``{"errors": int, "complete": bool, "seed": str,
@@ -449,13 +467,23 @@ def parse_ndjson(path: Path, operations: list[str]) -> tuple[list[OperationResul
         elif name == "NonFatalError":
             meta["errors"] += 1
         elif name == "ScenarioFinished":
-            _add_scenario(body, results, best)
+            _add_scenario(body, results, best, documented or {})
     for (operation, check), curl in sorted(best.items()):
         results[operation].examples.append({"check": check, "curl": curl})
     return list(results.values()), meta
 
 
-def _add_scenario(body: dict[str, Any], results: dict[str, OperationResult], best: dict[tuple[str, str], str]) -> None:
+def _documented_rejection(status: object, documented: frozenset[str]) -> bool:
+    """Whether a 4xx ``status`` is one the operation documents (its code, or its class ``4XX``)."""
+    return isinstance(status, int) and 400 <= status < 500 and bool({str(status), "4XX"} & documented)
+
+
+def _add_scenario(
+    body: dict[str, Any],
+    results: dict[str, OperationResult],
+    best: dict[tuple[str, str], str],
+    documented: dict[str, frozenset[str]],
+) -> None:
     recorder = body.get("recorder") or {}
     label = str(recorder.get("label", ""))
     phase = str(body.get("phase", ""))
@@ -475,6 +503,8 @@ def _add_scenario(body: dict[str, Any], results: dict[str, OperationResult], bes
             result.not_implemented += 1
             continue
         names = {str(c.get("name")) for c in failed}
+        if _documented_rejection(status, documented.get(operation, frozenset())):
+            names.discard("positive_data_acceptance")  # the document says this valid request may be refused so
         if isinstance(status, int) and status >= 500:
             result.server_errors += 1
             names.add("not_a_server_error")
@@ -523,7 +553,8 @@ async def run_schemathesis(
         InputError: schemathesis cannot load ``spec_path`` (the message names the file).
         BackendError: schemathesis could not run (no report written, or a fatal engine error).
     """
-    operations = await asyncio.to_thread(load_operations, spec_path)  # imports + parsing: off the loop
+    documented = await asyncio.to_thread(load_documented_statuses, spec_path)  # imports + parsing: off the loop
+    operations = list(documented)
     url = await asyncio.to_thread(api_url, base_url, spec_path)
     report_dir = Path(report_dir).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -550,7 +581,7 @@ async def run_schemathesis(
         env=header_env(headers) | basic_env(os.environ.get(PRINCIPAL_ENV, "")),
         mask_files=[junit_path, ndjson_path],
     )
-    results, meta = parse_ndjson(ndjson_path, operations)
+    results, meta = parse_ndjson(ndjson_path, operations, documented)
     if meta["fatal"] is not None:
         if "LoaderError" in meta["fatal"]:
             raise InputError(f"schemathesis cannot load {spec_path}: {meta['fatal']}", path=spec_path)

@@ -21,17 +21,23 @@ from app import db, providers
 from app.metrics import MetricsMiddleware, metrics_response
 from app.providers import Provider, ProviderError, charge, refund, release_stock, reserve_stock
 
-INT64_MAX = 2**63 - 1
-OrderId = Annotated[int, Path(ge=1, le=INT64_MAX)]
+ID_MAX = 2**53 - 1  # the largest integer every JSON parser keeps exactly (RFC 8259 §6: numbers are doubles)
+OrderId = Annotated[int, Path(ge=1, le=ID_MAX)]
 Status = Literal["placed", "paid", "cancelled"]
 Payments = Annotated[Provider, Depends(providers.payments)]
 Inventory = Annotated[Provider, Depends(providers.inventory)]
+#: What the document declares besides success, so clients (and contract tests) know every status orders answers.
+UNKNOWN = {404: {"description": "no such order"}}
+PROVIDERS = {
+    502: {"description": "payments or inventory answered what orders cannot use"},
+    503: {"description": "payments or inventory is unset (PAYMENTS_URL, INVENTORY_URL) or unreachable"},
+}
 
 
 class OrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    product_id: int = Field(ge=1, le=INT64_MAX)
+    product_id: int = Field(ge=1, le=ID_MAX)
     quantity: int = Field(ge=1, le=1000)
     unit_price_cents: int = Field(ge=1, le=100_000_000)
 
@@ -84,7 +90,7 @@ def metrics() -> Response:
 def list_orders(
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+    offset: Annotated[int, Query(ge=0, le=ID_MAX)] = 0,
 ) -> list[dict[str, Any]]:
     return db.list_orders(status, limit, offset)
 
@@ -101,18 +107,28 @@ def _existing(order_id: int) -> dict[str, Any]:
     return order
 
 
-@app.get("/orders/{order_id}", response_model=Order, operation_id="getOrder")
+@app.get("/orders/{order_id}", response_model=Order, operation_id="getOrder", responses=UNKNOWN)
 def get_order(order_id: OrderId) -> dict[str, Any]:
     return _existing(order_id)
 
 
-@app.get("/orders/{order_id}/status", response_model=OrderStatus, operation_id="getOrderStatus", deprecated=True)
+@app.get(
+    "/orders/{order_id}/status", response_model=OrderStatus, operation_id="getOrderStatus", deprecated=True,
+    responses=UNKNOWN,
+)  # fmt: skip
 def get_order_status(order_id: OrderId) -> dict[str, Any]:
     """Deprecated: ``getOrder`` has the status too."""
     return _existing(order_id)
 
 
-@app.post("/orders/{order_id}/pay", response_model=Order, operation_id="payOrder")
+@app.post(
+    "/orders/{order_id}/pay", response_model=Order, operation_id="payOrder",
+    responses={
+        **UNKNOWN, **PROVIDERS,
+        402: {"description": "payments declined the charge"},
+        409: {"description": "the order is cancelled, or inventory has not enough units"},
+    },
+)  # fmt: skip
 def pay_order(order_id: OrderId, payments: Payments, inventory: Inventory) -> dict[str, Any]:
     order = _existing(order_id)
     if order["status"] != "placed":
@@ -133,7 +149,9 @@ def pay_order(order_id: OrderId, payments: Payments, inventory: Inventory) -> di
     return paid
 
 
-@app.post("/orders/{order_id}/cancel", response_model=Order, operation_id="cancelOrder")
+@app.post(
+    "/orders/{order_id}/cancel", response_model=Order, operation_id="cancelOrder", responses={**UNKNOWN, **PROVIDERS}
+)
 def cancel_order(order_id: OrderId, payments: Payments, inventory: Inventory) -> dict[str, Any]:
     order = _existing(order_id)
     if order["status"] == "paid":
