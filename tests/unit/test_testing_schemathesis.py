@@ -16,6 +16,7 @@ import pytest
 from pilotage.errors import InputError
 from pilotage.runtime.base import Workload
 from pilotage.runtime.local import LocalRuntime
+from pilotage.spec.openapi import form_bodies_nesting_objects
 from pilotage.testing.schemathesis_runner import (
     SchemathesisResult,
     curl_command,
@@ -310,3 +311,61 @@ def test_documented_statuses_come_from_schemathesis_loader(tmp_path: Path) -> No
         "POST /pay": frozenset({"200", "402"}),
         "GET /x": frozenset({"DEFAULT"}),
     }
+
+
+def _form_scenario(case_id: str, content_type: str) -> dict[str, Any]:
+    scenario = json.loads(
+        _scenario("fuzzing", "POST /pet", [(case_id, "POST", 422, ["positive_data_acceptance"], "http://h/pet")])
+    )
+    recorder = scenario["ScenarioFinished"]["recorder"]
+    recorder["interactions"][case_id]["request"]["headers"] = {"Content-Type": [content_type]}
+    return scenario
+
+
+def test_a_form_body_nesting_objects_refused_is_not_a_contract_violation(tmp_path: Path) -> None:
+    """OpenAPI's form style cannot carry Petstore's ``tags: [Tag]``: schemathesis' encoding of it is not valid data."""
+    doc = {
+        "openapi": "3.0.3",
+        "info": {"title": "t", "version": "1"},
+        "paths": {
+            "/pet": {
+                "post": {
+                    "requestBody": {
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Pet"}},
+                            "application/x-www-form-urlencoded": {"schema": {"$ref": "#/components/schemas/Pet"}},
+                        }
+                    },
+                    "responses": {"200": {"description": "ok"}},
+                }
+            },
+            "/user": {
+                "post": {
+                    "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {
+                        "type": "object",
+                        "properties": {"s": {"type": "string"}, "n": {"type": "array", "items": {"type": "number"}}},
+                    }}}},
+                    "responses": {"200": {"description": "ok"}},
+                }
+            },
+        },
+        "components": {"schemas": {
+            "Tag": {"type": "object", "properties": {"id": {"type": "integer"}}},
+            "Pet": {"type": "object", "properties": {
+                "name": {"type": "string"},
+                "tags": {"type": "array", "items": {"$ref": "#/components/schemas/Tag"}},
+            }},
+        }},
+    }  # fmt: skip
+    assert form_bodies_nesting_objects(doc) == {"POST /pet"}  # /user's form holds primitives and their arrays
+    lines = [
+        json.dumps(_form_scenario("a", "application/x-www-form-urlencoded")),
+        json.dumps(_form_scenario("b", "application/json")),  # JSON can carry the objects: a real refusal
+    ]
+    path = tmp_path / "s.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    [op], _ = parse_ndjson(path, ["POST /pet"], {}, {"POST /pet"})
+    assert (op.requests, op.failures, op.checks_failed) == (2, 1, ["positive_data_acceptance"])
+    assert op.examples == [
+        {"check": "positive_data_acceptance", "curl": "curl -X POST -H 'Content-Type: application/json' http://h/pet"}
+    ]

@@ -540,6 +540,42 @@ def security_schemes(doc: Any) -> dict[str, dict[str, Any]]:
     return {str(name): resolve_dict(doc, scheme) for name, scheme in schemes.items()}
 
 
+#: Request media types whose ``style: form`` serialisation carries primitives and arrays of primitives only.
+FORM_MEDIA_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _nests_objects(doc: dict[str, Any], schema: Any) -> bool:
+    """Whether a form body's schema has a property that is an object, or an array of objects (one level)."""
+    for prop in resolve_dict(doc, schema).get("properties", {}).values():
+        found = resolve_dict(doc, prop)
+        if found.get("type") == "array":
+            found = resolve_dict(doc, found.get("items"))
+        if found.get("type") == "object" or "properties" in found:
+            return True
+    return False
+
+
+def form_bodies_nesting_objects(doc: Any) -> set[str]:
+    """Labels (``"POST /pet"``) of operations with a form request body whose schema nests objects.
+
+    OpenAPI 3's ``style: form`` (the default encoding of ``application/x-www-form-urlencoded`` and the parts of
+    ``multipart/form-data``) defines how primitives and arrays of primitives are written; an object inside the body
+    (Petstore's ``tags: [Tag]``) has no defined serialisation, so a client's encoding of one is not the valid data.
+
+    Raises:
+        InputError: a ``$ref`` does not resolve.
+    """
+    if not isinstance(doc, dict):
+        return set()
+    out = set()
+    for op in iter_operations(doc):
+        content = (op.request_body or {}).get("content") or {}
+        media = [m for m in FORM_MEDIA_TYPES if isinstance(content.get(m), dict)]
+        if any(_nests_objects(doc, content[m].get("schema")) for m in media):
+            out.add(op.label)
+    return out
+
+
 def requires_credentials(op: Operation) -> bool:
     """True when ``op`` needs credentials: a security requirement in force and no ``{}`` (anonymous) alternative.
 

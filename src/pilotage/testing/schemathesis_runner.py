@@ -57,7 +57,7 @@ from typing import Any
 
 from pilotage.errors import BackendError, InputError
 from pilotage.secrets import MASK, masker, write_private_text
-from pilotage.spec.openapi import api_url
+from pilotage.spec.openapi import FORM_MEDIA_TYPES, api_url
 from pilotage.testing.credentials import PRINCIPAL_ENV, basic_env, schemathesis_auth
 from pilotage.testing.process import run_process
 
@@ -436,7 +436,10 @@ def _case_operation(phase: str, label: str, case: dict[str, Any], failed: list[d
 
 
 def parse_ndjson(
-    path: Path, operations: list[str], documented: dict[str, frozenset[str]] | None = None
+    path: Path,
+    operations: list[str],
+    documented: dict[str, frozenset[str]] | None = None,
+    nesting: set[str] | None = None,
 ) -> tuple[list[OperationResult], dict[str, Any]]:
     """Summarise a schemathesis NDJSON event stream per operation.
 
@@ -446,6 +449,8 @@ def parse_ndjson(
         documented: each operation's documented response statuses (:func:`load_documented_statuses`): a valid
             request answered with a 4xx the operation documents (402 "payment declined", 409 "out of stock") is
             the documented contract, not a ``positive_data_acceptance`` violation. None: every finding counts.
+        nesting: operations whose form body nests objects (:func:`form_nesting`): schemathesis' form encoding of
+            such a body is not the valid data, so its refusal is not a ``positive_data_acceptance`` violation.
 
     Returns:
         ``(operations, meta)``; ``meta`` = ``{"errors": int, "complete": bool, "seed": str,
@@ -467,10 +472,30 @@ def parse_ndjson(
         elif name == "NonFatalError":
             meta["errors"] += 1
         elif name == "ScenarioFinished":
-            _add_scenario(body, results, best, documented or {})
+            _add_scenario(body, results, best, documented or {}, nesting or set())
     for (operation, check), curl in sorted(best.items()):
         results[operation].examples.append({"check": check, "curl": curl})
     return list(results.values()), meta
+
+
+def form_nesting(spec_path: Path) -> set[str]:
+    """Operations of ``spec_path`` whose form body nests objects (``spec.openapi.form_bodies_nesting_objects``).
+
+    Raises:
+        InputError: the file does not parse (names it).
+    """
+    from pilotage.spec.load import load_document
+    from pilotage.spec.openapi import form_bodies_nesting_objects
+
+    return form_bodies_nesting_objects(load_document(spec_path))
+
+
+def _form_encoded(interaction: dict[str, Any]) -> bool:
+    """Whether the recorded request sent a form body (:data:`~pilotage.spec.openapi.FORM_MEDIA_TYPES`)."""
+    headers = (interaction.get("request") or {}).get("headers") or {}
+    value = next((v for k, v in headers.items() if str(k).lower() == "content-type"), "")
+    value = value[0] if isinstance(value, list) and value else value
+    return str(value).split(";")[0].strip().lower() in FORM_MEDIA_TYPES
 
 
 def _documented_rejection(status: object, documented: frozenset[str]) -> bool:
@@ -483,6 +508,7 @@ def _add_scenario(
     results: dict[str, OperationResult],
     best: dict[tuple[str, str], str],
     documented: dict[str, frozenset[str]],
+    nesting: set[str],
 ) -> None:
     recorder = body.get("recorder") or {}
     label = str(recorder.get("label", ""))
@@ -505,6 +531,8 @@ def _add_scenario(
         names = {str(c.get("name")) for c in failed}
         if _documented_rejection(status, documented.get(operation, frozenset())):
             names.discard("positive_data_acceptance")  # the document says this valid request may be refused so
+        if operation in nesting and _form_encoded(interaction):
+            names.discard("positive_data_acceptance")  # a form cannot carry the nested objects: not the valid data
         if isinstance(status, int) and status >= 500:
             result.server_errors += 1
             names.add("not_a_server_error")
@@ -581,7 +609,8 @@ async def run_schemathesis(
         env=header_env(headers) | basic_env(os.environ.get(PRINCIPAL_ENV, "")),
         mask_files=[junit_path, ndjson_path],
     )
-    results, meta = parse_ndjson(ndjson_path, operations, documented)
+    nesting = await asyncio.to_thread(form_nesting, Path(spec_path))
+    results, meta = parse_ndjson(ndjson_path, operations, documented, nesting)
     if meta["fatal"] is not None:
         if "LoaderError" in meta["fatal"]:
             raise InputError(f"schemathesis cannot load {spec_path}: {meta['fatal']}", path=spec_path)
