@@ -1,0 +1,205 @@
+"""Baseline problems (issue 18): a failure the production version has too is reported, not blamed on the change.
+
+When the head's tests fail, the testing agent runs *only the failing ones* again against the baseline (the
+production commit, ``code.generated`` ``base_dir``) with :func:`check_baseline`:
+
+* the service's own tests (kind ``unit``) run in the baseline checkout (its own copy of the test, when it has one),
+  with ``PILOTAGE_BASE_URL`` pointing at a scratch instance of the baseline;
+* the generated tests that talk to the service over HTTP only (``crud``, ``api``) run from the head checkout (where
+  Pilotage wrote them) against that baseline instance;
+* schemathesis runs again, with the same seed, only on the operations that answered server errors (5xx).
+
+A head failure is a *baseline problem* when the same test fails on the baseline for the same reason: the same first
+message line (:func:`signature`: ids, ports and timestamps of 4+ digits masked, HTTP statuses kept), or for
+schemathesis the same operation answering server errors. Such a failure is listed in ``tests.completed``
+``baseline_problems`` and named in the verdict's summary, but does not gate (:func:`pilotage.testing.verdict.discount_baseline`). Everything else keeps
+gating, fail closed: a test the baseline cannot run (in-process generated tests ``properties``/``docstrings`` of the
+change's code, a test file the baseline does not have, a collection error), a baseline that does not start, or a
+check that runs past :data:`BASELINE_TIMEOUT_S` is listed in ``baseline_untested`` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pilotage.errors import BackendError, InputError
+from pilotage.runtime.base import InstanceRuntime, scratch_instance
+from pilotage.testing.pytest_runner import run_pytest
+from pilotage.testing.schemathesis_runner import run_schemathesis
+from pilotage.testing.suite import parse_cases
+
+__all__ = [
+    "BASELINE_TIMEOUT_S",
+    "MAX_BASELINE_TESTS",
+    "check_baseline",
+    "classify",
+    "classify_schemathesis",
+    "signature",
+]
+
+#: Time budget of the whole baseline check (seconds): instance start, pytest and schemathesis reruns.
+BASELINE_TIMEOUT_S = 180.0
+#: Failing tests rerun on the baseline at most (the others stay gating, listed as untested).
+MAX_BASELINE_TESTS = 20
+#: Generated tests that reach the service over HTTP only: they test whichever version ``PILOTAGE_BASE_URL`` names.
+_HTTP_KINDS = frozenset({"crud", "api"})
+#: The schemathesis check a server error fails.
+SERVER_ERROR_CHECK = "not_a_server_error"
+_VOLATILE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F-]{27}|\d{4,}")
+
+
+def signature(message: str) -> str:
+    """The first non-empty line of a failure message (pytest's ``E`` prefix removed), volatile numbers masked.
+
+    >>> signature("E   AssertionError: POST /items answered 500 on port 43117")
+    'AssertionError: POST /items answered 500 on port #'
+    """
+    lines = [line.removeprefix("E").strip() for line in message.splitlines()]
+    first = next((line for line in lines if line), "")
+    return _VOLATILE.sub("#", first)[:300]
+
+
+def _plan(failures: list[dict[str, Any]], head_dir: Path, base_dir: Path) -> tuple[dict[Path, list[str]], list[Any]]:
+    """Where each failing test reruns: ``({checkout: [node ids]}, [{"test", "reason"} not rerun]``)."""
+    runs: dict[Path, list[str]] = {}
+    untested = []
+    for failure in failures:
+        nodeid, kind = str(failure["nodeid"]), str(failure["kind"])
+        where = head_dir if kind in _HTTP_KINDS else base_dir
+        if "::" not in nodeid:
+            reason = "a collection error names no single test to rerun"
+        elif kind not in _HTTP_KINDS and kind != "unit":
+            reason = f"a generated {kind} test imports the change's own code"
+        elif not (where / nodeid.split("::", 1)[0]).is_file():
+            reason = "the baseline has no such test"
+        elif sum(len(ids) for ids in runs.values()) >= MAX_BASELINE_TESTS:
+            reason = f"more than {MAX_BASELINE_TESTS} tests failed"
+        else:
+            runs.setdefault(where, []).append(nodeid)
+            continue
+        untested.append({"test": nodeid, "reason": reason})
+    return runs, untested
+
+
+def classify(
+    failures: list[dict[str, Any]], baseline_cases: dict[str, dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Split the head's failing tests by their baseline outcome.
+
+    Args:
+        failures: the head's ``failures`` (:func:`pilotage.testing.suite.parse_cases` cases: nodeid, kind, outcome,
+            message).
+        baseline_cases: the same tests' cases on the baseline, by node id (absent: not rerun).
+
+    Returns:
+        ``(problems, differs)``: ``problems`` ``[{"test", "kind", "outcome", "message"}]`` the failures the baseline
+        has too, for the same reason (:func:`signature`); ``differs`` ``[{"test", "reason"}]`` the rerun ones that
+        passed on the baseline or failed there otherwise (gating: the change broke them).
+    """
+    problems, differs = [], []
+    for failure in failures:
+        base = baseline_cases.get(str(failure["nodeid"]))
+        if base is None:
+            continue
+        why = signature(str(failure.get("message", "")))
+        if base["outcome"] in ("failed", "error") and signature(str(base.get("message", ""))) == why:
+            problems.append({"test": failure["nodeid"], "kind": failure["kind"], "outcome": failure["outcome"],
+                             "message": why})  # fmt: skip
+        else:
+            seen = "passes" if base["outcome"] == "passed" else f"{base['outcome']}: {signature(base['message'])}"
+            differs.append({"test": str(failure["nodeid"]), "reason": f"on the baseline it {seen}"})
+    return problems, differs
+
+
+def _server_error_ops(st: dict[str, Any] | None) -> dict[str, int]:
+    """``{operation: server errors}`` of a ``schemathesis`` result dict (only operations that had some)."""
+    return {op["operation"]: int(op["server_errors"]) for op in (st or {}).get("operations") or [] if op["server_errors"]}
+
+
+def classify_schemathesis(head: dict[str, Any] | None, base: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The operations whose server errors (5xx) the baseline answers too, as baseline problems.
+
+    Returns:
+        ``[{"test": "schemathesis not_a_server_error GET /x", "kind": "schemathesis", "server_errors": int (the
+        head's), "message": "N server errors on production too"}]``.
+    """
+    on_base = _server_error_ops(base)
+    return [
+        {"test": f"schemathesis {SERVER_ERROR_CHECK} {op}", "kind": "schemathesis", "server_errors": count,
+         "message": f"{on_base[op]} responses were server errors (5xx) on the baseline too"}
+        for op, count in _server_error_ops(head).items() if op in on_base
+    ]  # fmt: skip
+
+
+async def _rerun_pytest(runs: dict[Path, list[str]], out_dir: Path, env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Run each checkout's node ids with pytest; their cases by node id."""
+    cases: dict[str, dict[str, Any]] = {}
+    for index, (checkout, nodeids) in enumerate(sorted(runs.items())):
+        junit = out_dir / f"baseline-{index}.junit.xml"
+        result = await run_pytest(checkout, junit, timeout_s=BASELINE_TIMEOUT_S, env=env, extra_args=nodeids)
+        cases |= {c["nodeid"]: c for c in parse_cases(result.junit_path, checkout) if c["nodeid"] in nodeids}
+    return cases
+
+
+async def _against_baseline(
+    runtime: InstanceRuntime, request: dict[str, Any], failures: list[dict[str, Any]], st_ops: list[str]
+) -> dict[str, Any]:
+    """Start the baseline, rerun the failing tests and schemathesis operations; the classified outcome."""
+    out_dir, head_dir, base_dir = Path(request["out_dir"]), Path(request["head_dir"]), Path(request["base_dir"])
+    runs, untested = _plan(failures, head_dir, base_dir)
+    async with scratch_instance(
+        runtime, service=request["service"], version=f"base-{request['commit'][:12]}", path=base_dir,
+        data_dir=out_dir / "instance", ready_timeout_s=request["ready_timeout_s"],
+    ) as instance:  # fmt: skip
+        env = {"PILOTAGE_BASE_URL": instance.url, "PILOTAGE_TEST_HEADERS": json.dumps(request["headers"]),
+               "PILOTAGE_DB_PATH": str(out_dir / "unit-tests.db")}  # fmt: skip
+        cases = await _rerun_pytest(runs, out_dir, env) if runs else {}
+        base_st = None
+        if st_ops:
+            base_st = await run_schemathesis(
+                Path(request["spec_path"]), instance.url, out_dir / "schemathesis", max_examples=request["max_examples"],
+                timeout_s=BASELINE_TIMEOUT_S, seed=request["seed"], headers=request["headers"], include=st_ops,
+            )  # fmt: skip
+    problems, differs = classify(failures, cases)
+    problems += classify_schemathesis(request["schemathesis"], base_st.to_dict() if base_st else None)
+    return {"problems": problems, "untested": untested, "differs": differs}
+
+
+async def check_baseline(runtime: InstanceRuntime, request: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """Rerun the head's failing tests against the baseline and tell the pre-existing failures apart.
+
+    Args:
+        runtime: starts the baseline's scratch instance (stopped whatever happens).
+        request: ``{"service", "commit", "head_dir", "base_dir", "spec_path", "out_dir", "headers", "seed",
+            "max_examples", "ready_timeout_s"}`` (paths as strings; ``out_dir`` gets the baseline artefacts).
+        result: the head's test-suite result (:func:`pilotage.testing.suite.run_test_suite`).
+
+    Returns:
+        ``{}`` when nothing failed; else ``{"problems": [{"test", "kind", "message", ...}], "untested": [{"test",
+        "reason"}], "differs": [{"test", "reason"}]}``. A baseline that cannot be tested (it does not start, the
+        check times out after :data:`BASELINE_TIMEOUT_S`) gives no problem and one ``untested`` entry saying why.
+    """
+    failures = list(result.get("failures") or [])
+    st_ops = list(_server_error_ops(result.get("schemathesis")))
+    if not failures and not st_ops:
+        return {}
+    base_dir = Path(str(request.get("base_dir") or ""))
+    if not request.get("base_dir") or not base_dir.is_dir():
+        return _untested(f"no baseline checkout ({base_dir} is not a folder)")
+    Path(request["out_dir"]).mkdir(parents=True, exist_ok=True)
+    try:
+        async with asyncio.timeout(BASELINE_TIMEOUT_S):
+            return await _against_baseline(runtime, {**request, "schemathesis": result.get("schemathesis")},
+                                           failures, st_ops)  # fmt: skip
+    except TimeoutError:
+        return _untested(f"the baseline check ran past its {BASELINE_TIMEOUT_S:.0f} s budget")
+    except (BackendError, InputError) as exc:
+        return _untested(f"the baseline could not be tested: {str(exc).splitlines()[0][:300]}")
+
+
+def _untested(reason: str) -> dict[str, Any]:
+    return {"problems": [], "untested": [{"test": "baseline", "reason": reason}], "differs": []}
