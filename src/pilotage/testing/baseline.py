@@ -38,6 +38,7 @@ __all__ = [
     "check_baseline",
     "classify",
     "classify_schemathesis",
+    "rerun_failing",
     "signature",
 ]
 
@@ -135,14 +136,22 @@ def classify_schemathesis(head: dict[str, Any] | None, base: dict[str, Any] | No
     ]  # fmt: skip
 
 
-async def _rerun_pytest(runs: dict[Path, list[str]], out_dir: Path, env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Run each checkout's node ids with pytest; their cases by node id."""
+async def rerun_failing(
+    failures: list[dict[str, Any]], head_dir: Path, base_dir: Path, out_dir: Path, env: dict[str, str]
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, str]]]:
+    """Rerun the head's failing tests for the baseline with pytest (one run per checkout, only those node ids).
+
+    Own tests (``unit``) run in ``base_dir``, HTTP-only generated tests in ``head_dir`` (``env`` names the baseline
+    instance in ``PILOTAGE_BASE_URL``). Returns ``({node id: case on the baseline}, [{"test", "reason"} not
+    rerun]``); a test that did not run has no case (it stays gating).
+    """
+    runs, untested = _plan(failures, head_dir, base_dir)
     cases: dict[str, dict[str, Any]] = {}
     for index, (checkout, nodeids) in enumerate(sorted(runs.items())):
         junit = out_dir / f"baseline-{index}.junit.xml"
         result = await run_pytest(checkout, junit, timeout_s=BASELINE_TIMEOUT_S, env=env, extra_args=nodeids)
         cases |= {c["nodeid"]: c for c in parse_cases(result.junit_path, checkout) if c["nodeid"] in nodeids}
-    return cases
+    return cases, untested
 
 
 async def _against_baseline(
@@ -150,14 +159,13 @@ async def _against_baseline(
 ) -> dict[str, Any]:
     """Start the baseline, rerun the failing tests and schemathesis operations; the classified outcome."""
     out_dir, head_dir, base_dir = Path(request["out_dir"]), Path(request["head_dir"]), Path(request["base_dir"])
-    runs, untested = _plan(failures, head_dir, base_dir)
     async with scratch_instance(
         runtime, service=request["service"], version=f"base-{request['commit'][:12]}", path=base_dir,
         data_dir=out_dir / "instance", ready_timeout_s=request["ready_timeout_s"],
     ) as instance:  # fmt: skip
         env = {"PILOTAGE_BASE_URL": instance.url, "PILOTAGE_TEST_HEADERS": json.dumps(request["headers"]),
                "PILOTAGE_DB_PATH": str(out_dir / "unit-tests.db")}  # fmt: skip
-        cases = await _rerun_pytest(runs, out_dir, env) if runs else {}
+        cases, untested = await rerun_failing(failures, head_dir, base_dir, out_dir, env)
         base_st = None
         if st_ops:
             base_st = await run_schemathesis(
@@ -188,8 +196,10 @@ async def check_baseline(runtime: InstanceRuntime, request: dict[str, Any], resu
     if not failures and not st_ops:
         return {}
     base_dir = Path(str(request.get("base_dir") or ""))
-    if not request.get("base_dir") or not base_dir.is_dir():
-        return _untested(f"no baseline checkout ({base_dir} is not a folder)")
+    if not request.get("base_dir"):
+        return _untested("code.generated names no baseline checkout (base_dir)")
+    if not base_dir.is_dir():
+        return _untested(f"the baseline checkout {base_dir} is not a folder")
     Path(request["out_dir"]).mkdir(parents=True, exist_ok=True)
     try:
         async with asyncio.timeout(BASELINE_TIMEOUT_S):

@@ -1,0 +1,142 @@
+"""Issue 18: a failure the baseline (production) has too is a baseline problem, reported and not gating."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from pilotage.runtime.local import LocalRuntime
+from pilotage.testing.baseline import check_baseline, classify, classify_schemathesis, rerun_failing, signature
+from pilotage.testing.pytest_runner import run_pytest
+from pilotage.testing.schemathesis_runner import OperationResult, SchemathesisResult
+from pilotage.testing.suite import parse_cases
+from pilotage.testing.verdict import discount_baseline, verdict_reasoning, why_failed
+
+SHARED = 'def test_shared() -> None:\n    assert 1 + 1 == 3, "the shared bug"\n'
+HEAD_BUG = 'def test_changed() -> None:\n    assert "x".upper() == "x", "the change broke upper"\n'
+BASE_OK = 'def test_changed() -> None:\n    assert "x".upper() == "X"\n'
+
+
+def _checkout(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / "tests").mkdir(parents=True, exist_ok=True)
+        (root / "tests" / name).write_text(text)
+    return root
+
+
+def _failures(head: Path, out: Path) -> list[dict[str, Any]]:
+    result = asyncio.run(run_pytest(head, out / "head.junit.xml", timeout_s=60))
+    return [c for c in parse_cases(result.junit_path, head) if c["outcome"] in ("failed", "error")]
+
+
+def _inputs(failures: list[dict[str, Any]], baseline: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "commit": "c" * 40,
+        "schemathesis": {"requests": 5, "failures": 0, "server_errors": 0, "complete": True, "checks_failed": []},
+        "unit": {"passed": 0, "failed": len(failures), "errors": 0, "exit_code": 1,
+                 "tests": [why_failed(f) for f in failures]},  # fmt: skip
+        "baseline": baseline,
+    }
+
+
+def test_real_pytest_on_two_checkouts_tells_a_baseline_problem_from_a_regression(tmp_path: Path) -> None:
+    head = _checkout(tmp_path / "head", {"test_a.py": SHARED + HEAD_BUG, "test_new.py": SHARED.replace("shared", "new")})
+    base = _checkout(tmp_path / "base", {"test_a.py": SHARED + BASE_OK})
+    failures = _failures(head, tmp_path)
+    assert sorted(f["nodeid"] for f in failures) == [
+        "tests/test_a.py::test_changed", "tests/test_a.py::test_shared", "tests/test_new.py::test_new"
+    ]  # fmt: skip
+    cases, untested = asyncio.run(rerun_failing(failures, head, base, tmp_path / "baseline", {}))
+    assert untested == [{"test": "tests/test_new.py::test_new", "reason": "the baseline has no such test"}]
+    assert {n: c["outcome"] for n, c in cases.items()} == {
+        "tests/test_a.py::test_changed": "passed", "tests/test_a.py::test_shared": "failed"
+    }  # fmt: skip
+    problems, differs = classify(failures, cases)
+    assert problems == [{"test": "tests/test_a.py::test_shared", "kind": "unit", "outcome": "failed",
+                         "message": "AssertionError: the shared bug"}]  # fmt: skip
+    assert differs == [{"test": "tests/test_a.py::test_changed", "reason": "on the baseline it passes"}]
+    shared = [f for f in failures if f["nodeid"].endswith("test_shared")]
+    passing = verdict_reasoning(_inputs(shared, {"problems": problems, "untested": []}))
+    assert passing.action == "pass" and passing.score["unit_failed"] == 0
+    assert (
+        "Baseline problem: tests/test_a.py::test_shared fails on production too: AssertionError: the shared bug."
+        in passing.rationale
+    )
+    failing = verdict_reasoning(_inputs(failures, {"problems": problems, "untested": untested}))
+    assert failing.action == "fail" and failing.score["unit_failed"] == 2
+    assert "test_changed: AssertionError: the change broke upper" in failing.rationale
+    assert "test_a.py::test_shared: " not in failing.rationale.split("Fail: ", 1)[1].split(". ", 1)[0]
+    assert "Not checked on the baseline (still gating): tests/test_new.py::test_new: the baseline has no such test" in (
+        failing.rationale
+    )
+
+
+def test_a_failure_for_another_reason_on_the_baseline_still_gates() -> None:
+    head = {"nodeid": "tests/test_crud.py::test_pets", "kind": "crud", "outcome": "failed",
+            "message": "AssertionError: [oracle create/status] POST /pets answered 500, not 2xx\nReproduce:\ncurl"}
+    base = {**head, "message": "AssertionError: [oracle create/status] POST /pets answered 404, not 2xx\n"}
+    problems, differs = classify([head], {head["nodeid"]: base})  # fmt: skip
+    assert problems == []
+    assert differs[0]["reason"] == "on the baseline it failed: AssertionError: [oracle create/status] POST /pets " \
+        "answered 404, not 2xx"  # fmt: skip
+    same = {**head, "message": "AssertionError: [oracle create/status] POST /pets answered 500, not 2xx (id 8812)"}
+    again = {**head, "message": head["message"].replace("2xx", "2xx (id 17)")}
+    assert classify([same], {head["nodeid"]: {**same, "message": same["message"].replace("8812", "9931")}})[0]
+    assert classify([again], {head["nodeid"]: base})[0] == []
+
+
+def test_signature_masks_ports_and_ids_but_keeps_statuses() -> None:
+    assert signature("\nE   AssertionError: GET http://127.0.0.1:43117/pets answered 500") == (
+        "AssertionError: GET http://127.0.0.1:#/pets answered 500"
+    )
+    assert signature("item 3fa85f64-5717-4562-b3fc-2c963f66afa6 missing") == "item # missing"
+
+
+def _st(ops: list[OperationResult]) -> dict[str, Any]:
+    here = Path("/tmp/none")
+    result = SchemathesisResult(ops, 0, 1, False, True, "42", 1.0, here, here, here)
+    return result.to_dict()
+
+
+def test_schemathesis_server_errors_on_both_are_baseline_problems() -> None:
+    head = _st([
+        OperationResult("GET /pets", requests=40, failures=3, server_errors=3, checks_failed=["not_a_server_error"]),
+        OperationResult("POST /pets", requests=30, failures=2, server_errors=2, checks_failed=["not_a_server_error"]),
+        OperationResult("GET /pets/{petId}", requests=20),
+    ])  # fmt: skip
+    base = _st([
+        OperationResult("GET /pets", requests=40, failures=1, server_errors=1, checks_failed=["not_a_server_error"]),
+        OperationResult("POST /pets", requests=30),
+    ])  # fmt: skip
+    problems = classify_schemathesis(head, base)
+    assert problems == [{"test": "schemathesis not_a_server_error GET /pets", "kind": "schemathesis",
+                         "server_errors": 3, "message": "1 responses were server errors (5xx) on the baseline too"}]
+    inputs = {"schemathesis": {"requests": 90, "server_errors": 5, "complete": True}, "unit": {},
+              "baseline": {"problems": problems}}  # fmt: skip
+    discounted, note = discount_baseline(inputs)
+    assert discounted["schemathesis"]["server_errors"] == 2  # POST /pets is the change's: it still gates
+    assert note.startswith(" Baseline problem: schemathesis not_a_server_error GET /pets fails on production too")
+    assert verdict_reasoning(inputs).action == "fail"
+    assert classify_schemathesis(head, None) == []  # schemathesis not rerun: nothing is excused
+
+
+def test_a_baseline_that_cannot_be_tested_excuses_nothing(tmp_path: Path) -> None:
+    failure = {"nodeid": "tests/test_a.py::test_x", "kind": "unit", "outcome": "failed", "message": "boom"}
+    result = {"failures": [failure], "schemathesis": _st([])}
+    request = {"service": "pets", "commit": "c" * 40, "head_dir": str(tmp_path), "spec_path": "", "headers": {},
+               "out_dir": str(tmp_path / "out"), "seed": 1, "max_examples": 1, "ready_timeout_s": 5.0}  # fmt: skip
+
+    async def check(base_dir: str) -> dict[str, Any]:
+        runtime = LocalRuntime(log_dir=tmp_path / "logs")
+        try:
+            return await check_baseline(runtime, {**request, "base_dir": base_dir}, result)
+        finally:
+            await runtime.close()
+
+    assert asyncio.run(check("")) == {"problems": [], "differs": [], "untested": [
+        {"test": "baseline", "reason": "code.generated names no baseline checkout (base_dir)"}]}  # fmt: skip
+    (tmp_path / "empty").mkdir()
+    broken = asyncio.run(check(str(tmp_path / "empty")))  # no app to start
+    assert broken["problems"] == [] and broken["untested"][0]["reason"].startswith("the baseline could not be tested")
+    assert asyncio.run(check_baseline(LocalRuntime(log_dir=tmp_path), request, {"failures": []})) == {}
