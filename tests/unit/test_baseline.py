@@ -34,14 +34,21 @@ def _inputs(failures: list[dict[str, Any]], baseline: dict[str, Any]) -> dict[st
     return {
         "commit": "c" * 40,
         "schemathesis": {"requests": 5, "failures": 0, "server_errors": 0, "complete": True, "checks_failed": []},
-        "unit": {"passed": 0, "failed": len(failures), "errors": 0, "exit_code": 1,
-                 "tests": [why_failed(f) for f in failures]},  # fmt: skip
+        "unit": {
+            "passed": 0,
+            "failed": len(failures),
+            "errors": 0,
+            "exit_code": 1,
+            "tests": [why_failed(f) for f in failures],
+        },
         "baseline": baseline,
     }
 
 
 def test_real_pytest_on_two_checkouts_tells_a_baseline_problem_from_a_regression(tmp_path: Path) -> None:
-    head = _checkout(tmp_path / "head", {"test_a.py": SHARED + HEAD_BUG, "test_new.py": SHARED.replace("shared", "new")})
+    head = _checkout(
+        tmp_path / "head", {"test_a.py": SHARED + HEAD_BUG, "test_new.py": SHARED.replace("shared", "new")}
+    )
     base = _checkout(tmp_path / "base", {"test_a.py": SHARED + BASE_OK})
     failures = _failures(head, tmp_path)
     assert sorted(f["nodeid"] for f in failures) == [
@@ -73,10 +80,14 @@ def test_real_pytest_on_two_checkouts_tells_a_baseline_problem_from_a_regression
 
 
 def test_a_failure_for_another_reason_on_the_baseline_still_gates() -> None:
-    head = {"nodeid": "tests/test_crud.py::test_pets", "kind": "crud", "outcome": "failed",
-            "message": "AssertionError: [oracle create/status] POST /pets answered 500, not 2xx\nReproduce:\ncurl"}
+    head = {
+        "nodeid": "tests/test_crud.py::test_pets",
+        "kind": "crud",
+        "outcome": "failed",
+        "message": "AssertionError: [oracle create/status] POST /pets answered 500, not 2xx\nReproduce:\ncurl",
+    }
     base = {**head, "message": "AssertionError: [oracle create/status] POST /pets answered 404, not 2xx\n"}
-    problems, differs = classify([head], {head["nodeid"]: base})  # fmt: skip
+    problems, differs = classify([head], {head["nodeid"]: base})
     assert problems == []
     assert differs[0]["reason"] == "on the baseline it failed: AssertionError: [oracle create/status] POST /pets " \
         "answered 404, not 2xx"  # fmt: skip
@@ -110,8 +121,15 @@ def test_schemathesis_server_errors_on_both_are_baseline_problems() -> None:
         OperationResult("POST /pets", requests=30),
     ])  # fmt: skip
     problems = classify_schemathesis(head, base)
-    assert problems == [{"test": "schemathesis not_a_server_error GET /pets", "kind": "schemathesis",
-                         "server_errors": 3, "message": "1 responses were server errors (5xx) on the baseline too"}]
+    why = "1 responses were server errors (5xx) on the baseline too"
+    assert problems == [
+        {
+            "test": "schemathesis not_a_server_error GET /pets",
+            "kind": "schemathesis",
+            "server_errors": 3,
+            "message": why,
+        }
+    ]
     inputs = {"schemathesis": {"requests": 90, "server_errors": 5, "complete": True}, "unit": {},
               "baseline": {"problems": problems}}  # fmt: skip
     discounted, note = discount_baseline(inputs)

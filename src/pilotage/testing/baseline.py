@@ -12,10 +12,11 @@ production commit, ``code.generated`` ``base_dir``) with :func:`check_baseline`:
 A head failure is a *baseline problem* when the same test fails on the baseline for the same reason: the same first
 message line (:func:`signature`: ids, ports and timestamps of 4+ digits masked, HTTP statuses kept), or for
 schemathesis the same operation answering server errors. Such a failure is listed in ``tests.completed``
-``baseline_problems`` and named in the verdict's summary, but does not gate (:func:`pilotage.testing.verdict.discount_baseline`). Everything else keeps
-gating, fail closed: a test the baseline cannot run (in-process generated tests ``properties``/``docstrings`` of the
-change's code, a test file the baseline does not have, a collection error), a baseline that does not start, or a
-check that runs past :data:`BASELINE_TIMEOUT_S` is listed in ``baseline_untested`` with the reason.
+``baseline_problems`` and named in the verdict's summary, but does not gate
+(:func:`pilotage.testing.verdict.discount_baseline`). Everything else keeps gating, fail closed: a test the
+baseline cannot run (in-process generated tests ``properties``/``docstrings`` of the change's code, a test file the
+baseline does not have, a collection error), a baseline that does not start, or a check that runs past
+:data:`BASELINE_TIMEOUT_S` is listed in ``baseline_untested`` with the reason.
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ def classify(
 
 def _server_error_ops(st: dict[str, Any] | None) -> dict[str, int]:
     """``{operation: server errors}`` of a ``schemathesis`` result dict (only operations that had some)."""
-    return {op["operation"]: int(op["server_errors"]) for op in (st or {}).get("operations") or [] if op["server_errors"]}
+    return {
+        op["operation"]: int(op["server_errors"]) for op in (st or {}).get("operations") or [] if op["server_errors"]
+    }
 
 
 def classify_schemathesis(head: dict[str, Any] | None, base: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -169,8 +172,9 @@ async def _against_baseline(
         base_st = None
         if st_ops:
             base_st = await run_schemathesis(
-                Path(request["spec_path"]), instance.url, out_dir / "schemathesis", max_examples=request["max_examples"],
-                timeout_s=BASELINE_TIMEOUT_S, seed=request["seed"], headers=request["headers"], include=st_ops,
+                Path(request["spec_path"]), instance.url, out_dir / "schemathesis", include=st_ops,
+                max_examples=request["max_examples"], timeout_s=BASELINE_TIMEOUT_S, seed=request["seed"],
+                headers=request["headers"],
             )  # fmt: skip
     problems, differs = classify(failures, cases)
     problems += classify_schemathesis(request["schemathesis"], base_st.to_dict() if base_st else None)

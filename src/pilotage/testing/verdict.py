@@ -179,9 +179,10 @@ _GENERATED_KINDS = ("crud", "properties", "docstrings")
 def discount_baseline(inputs: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The ``tests.verdict`` inputs without the baseline problems' failures, and the summary note naming them.
 
-    Pure. ``inputs["baseline"]`` is :func:`pilotage.testing.baseline.check_baseline`'s result (absent in decisions recorded before it): each
-    problem of kind ``unit`` takes one from ``unit`` ``failed``/``errors`` (by its ``outcome``), a generated one from
-    ``generated`` ``failed``, a schemathesis one its ``server_errors``; the listed tests drop their entries.
+    Pure. ``inputs["baseline"]`` is :func:`pilotage.testing.baseline.check_baseline`'s result (absent in decisions
+    recorded before it): each problem of kind ``unit`` takes one from ``unit`` ``failed``/``errors`` (by its
+    ``outcome``), a generated one from ``generated`` ``failed``, a schemathesis one its ``server_errors``; the listed
+    tests drop their entries.
 
     Returns:
         ``(inputs, note)``: note ``" Baseline problem: T fails on production too: why; ..."`` (+ untested), or "".
