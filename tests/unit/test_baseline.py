@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from pilotage.runtime.local import LocalRuntime
-from pilotage.testing.baseline import check_baseline, classify, classify_schemathesis, rerun_failing, signature
+from pilotage.testing.baseline import (
+    check_baseline,
+    classify,
+    classify_schemathesis,
+    replay_server_errors,
+    rerun_failing,
+    server_error_requests,
+    signature,
+)
 from pilotage.testing.pytest_runner import run_pytest
 from pilotage.testing.schemathesis_runner import OperationResult, SchemathesisResult
 from pilotage.testing.suite import parse_cases
@@ -104,24 +116,76 @@ def test_signature_masks_ports_and_ids_but_keeps_statuses() -> None:
     assert signature("item 3fa85f64-5717-4562-b3fc-2c963f66afa6 missing") == "item # missing"
 
 
-def _st(ops: list[OperationResult]) -> dict[str, Any]:
-    here = Path("/tmp/none")
-    result = SchemathesisResult(ops, 0, 1, False, True, "42", 1.0, here, here, here)
+def _st(ops: list[OperationResult], ndjson: Path = Path("/tmp/none")) -> dict[str, Any]:
+    result = SchemathesisResult(ops, 0, 1, False, True, "42", 1.0, ndjson, ndjson, ndjson)
     return result.to_dict()
 
 
-def test_schemathesis_server_errors_on_both_are_baseline_problems() -> None:
+def _scenario(label: str, method: str, uri: str, status: int, body: bytes | None = None) -> str:
+    """One ``ScenarioFinished`` line as schemathesis 4 writes it (trimmed to the keys Pilotage reads)."""
+    check = {"name": "not_a_server_error", "status": "failure" if status >= 500 else "success"}
+    request = {
+        "method": method,
+        "uri": uri,
+        "headers": {"X-Schemathesis-TestCaseId": ["wWbaAn"], "X-Token": ["[masked]"]},
+        "body": {"$base64": base64.b64encode(body).decode()} if body else None,
+    }
+    recorder = {"label": label, "cases": {"c1": {"value": {"method": method, "path": "/pets"}}},
+                "checks": {"c1": [check]},
+                "interactions": {"c1": {"request": request, "response": {"status_code": status}}}}  # fmt: skip
+    return json.dumps({"ScenarioFinished": {"phase": "fuzzing", "recorder": recorder}})
+
+
+class _Production(BaseHTTPRequestHandler):
+    """The baseline: ``GET /pets?limit=0`` answers 500 as on the head; ``POST /pets`` works (the change broke it)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self._answer(500 if self.path == "/pets?limit=0" and self.headers["X-Token"] == "t0k" else 200)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._answer(201)
+
+    def _answer(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_schemathesis_requests_that_fail_on_production_too_are_baseline_problems(tmp_path: Path) -> None:
+    ndjson = tmp_path / "schemathesis.ndjson"
+    head_url = "http://127.0.0.1:35565"
+    ndjson.write_text("\n".join([
+        _scenario("GET /pets", "GET", f"{head_url}/pets?limit=0", 500),
+        _scenario("POST /pets", "POST", f"{head_url}/pets", 500, b'{"name": ""}'),
+        _scenario("POST /pets", "POST", f"{head_url}/pets", 201, b'{"name": "Rex"}'),
+    ]) + "\n")  # fmt: skip
     head = _st([
         OperationResult("GET /pets", requests=40, failures=3, server_errors=3, checks_failed=["not_a_server_error"]),
         OperationResult("POST /pets", requests=30, failures=2, server_errors=2, checks_failed=["not_a_server_error"]),
         OperationResult("GET /pets/{petId}", requests=20),
-    ])  # fmt: skip
-    base = _st([
-        OperationResult("GET /pets", requests=40, failures=1, server_errors=1, checks_failed=["not_a_server_error"]),
-        OperationResult("POST /pets", requests=30),
-    ])  # fmt: skip
-    problems = classify_schemathesis(head, base)
-    why = "1 responses were server errors (5xx) on the baseline too"
+    ], ndjson)  # fmt: skip
+    recorded = server_error_requests(ndjson, {"GET /pets", "POST /pets"})
+    assert {op: [r["uri"] for r in reqs] for op, reqs in recorded.items()} == {
+        "GET /pets": [f"{head_url}/pets?limit=0"], "POST /pets": [f"{head_url}/pets"]
+    }  # fmt: skip
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Production)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base_url = f"http://127.0.0.1:{server.server_address[1]}"
+        replayed = asyncio.run(replay_server_errors(recorded, base_url, {"X-Token": "t0k"}))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert replayed == {
+        "GET /pets": {"replayed": 1, "server_errors": 1},
+        "POST /pets": {"replayed": 1, "server_errors": 0},
+    }
+    problems = classify_schemathesis(head, replayed)
+    why = "1 of 1 replayed requests answered 5xx on the baseline too"
     assert problems == [
         {
             "test": "schemathesis not_a_server_error GET /pets",
@@ -136,14 +200,14 @@ def test_schemathesis_server_errors_on_both_are_baseline_problems() -> None:
     assert discounted["schemathesis"]["server_errors"] == 2  # POST /pets is the change's: it still gates
     assert note.startswith(" Baseline problem: schemathesis not_a_server_error GET /pets fails on production too")
     assert verdict_reasoning(inputs).action == "fail"
-    assert classify_schemathesis(head, None) == []  # schemathesis not rerun: nothing is excused
+    assert classify_schemathesis(head, {}) == []  # nothing replayed: nothing is excused
 
 
 def test_a_baseline_that_cannot_be_tested_excuses_nothing(tmp_path: Path) -> None:
     failure = {"nodeid": "tests/test_a.py::test_x", "kind": "unit", "outcome": "failed", "message": "boom"}
     result = {"failures": [failure], "schemathesis": _st([])}
-    request = {"service": "pets", "commit": "c" * 40, "head_dir": str(tmp_path), "spec_path": "", "headers": {},
-               "out_dir": str(tmp_path / "out"), "seed": 1, "max_examples": 1, "ready_timeout_s": 5.0}  # fmt: skip
+    request = {"service": "pets", "commit": "c" * 40, "head_dir": str(tmp_path), "headers": {},
+               "out_dir": str(tmp_path / "out"), "ready_timeout_s": 5.0}  # fmt: skip
 
     async def check(base_dir: str) -> dict[str, Any]:
         runtime = LocalRuntime(log_dir=tmp_path / "logs")

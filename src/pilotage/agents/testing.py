@@ -26,8 +26,8 @@ for an unparsable body, Starlette's ``Allow`` header on 405). Issue 18: the cont
 request rejected, an undocumented status or content type, authentication not enforced) are listed by check in
 ``tests.completed`` ``contract`` and gate the deploy instead (``deploy_contract.rego``, ``testing_contract_gate``);
 a 501 is "not implemented", not a server error; a run where most tests skipped fails. A suite with no unit tests
-passes that half (nothing failed). When tests fail, the failing ones (and schemathesis on the operations that
-answered 5xx) run again against a scratch instance of the baseline (``code.generated`` ``base_dir``,
+passes that half (nothing failed). When tests fail, the failing ones (and schemathesis' requests that got a
+5xx, replayed) run again against a scratch instance of the baseline (``code.generated`` ``base_dir``,
 :mod:`pilotage.testing.baseline`, generated services): a failure production has too is a *baseline problem*,
 listed in ``baseline_problems`` and the summary, not gating; what cannot be checked there keeps gating.
 
@@ -250,10 +250,9 @@ class TestingAgent(Agent):
         commit, settings = str(code["commit"]), self.ctx.settings
         request = {
             "service": run.service, "commit": commit, "head_dir": str(code["head_dir"]),
-            "base_dir": str(code.get("base_dir") or ""), "spec_path": outcome.spec_path,
+            "base_dir": str(code.get("base_dir") or ""), "headers": dict(settings.testing_auth_headers),
             "out_dir": str((run.artifacts_path / "tests" / commit[:12] / "baseline").resolve()),
-            "headers": dict(settings.testing_auth_headers), "seed": self._suite_options(commit, run)["seed"],
-            "max_examples": settings.schemathesis_max_examples, "ready_timeout_s": settings.service_ready_timeout_s,
+            "ready_timeout_s": settings.service_ready_timeout_s,
         }  # fmt: skip
         return await check_baseline(self.ctx.runtime, request, outcome.result)
 

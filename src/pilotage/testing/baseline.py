@@ -7,12 +7,14 @@ production commit, ``code.generated`` ``base_dir``) with :func:`check_baseline`:
   with ``PILOTAGE_BASE_URL`` pointing at a scratch instance of the baseline;
 * the generated tests that talk to the service over HTTP only (``crud``, ``api``) run from the head checkout (where
   Pilotage wrote them) against that baseline instance;
-* schemathesis runs again, with the same seed, only on the operations that answered server errors (5xx).
+* the requests schemathesis sent the head that answered a server error (5xx, 501 excepted), read from its NDJSON
+  report (at most :data:`MAX_REPLAYS` per operation, shortest first), are sent again, as recorded, to the baseline:
+  a replay, deterministic, where a new schemathesis run would draw other cases.
 
 A head failure is a *baseline problem* when the same test fails on the baseline for the same reason: the same first
 message line (:func:`signature`: ids, ports and timestamps of 4+ digits masked, HTTP statuses kept), or for
-schemathesis the same operation answering server errors. Such a failure is listed in ``tests.completed``
-``baseline_problems`` and named in the verdict's summary, but does not gate
+schemathesis an operation whose replayed requests answer a server error on the baseline too. Such a failure is
+listed in ``tests.completed`` ``baseline_problems`` and named in the verdict's summary, but does not gate
 (:func:`pilotage.testing.verdict.discount_baseline`). Everything else keeps gating, fail closed: a test the
 baseline cannot run (in-process generated tests ``properties``/``docstrings`` of the change's code, a test file the
 baseline does not have, a collection error), a baseline that does not start, or a check that runs past
@@ -22,15 +24,21 @@ baseline does not have, a collection error), a baseline that does not start, or 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
 
 from pilotage.errors import BackendError, InputError
 from pilotage.runtime.base import InstanceRuntime, scratch_instance
+from pilotage.secrets import MASK
 from pilotage.testing.pytest_runner import run_pytest
-from pilotage.testing.schemathesis_runner import run_schemathesis
+from pilotage.testing.schemathesis_runner import NOT_IMPLEMENTED, _case_operation, _events
 from pilotage.testing.suite import parse_cases
 
 __all__ = [
@@ -39,7 +47,9 @@ __all__ = [
     "check_baseline",
     "classify",
     "classify_schemathesis",
+    "replay_server_errors",
     "rerun_failing",
+    "server_error_requests",
     "signature",
 ]
 
@@ -49,6 +59,10 @@ BASELINE_TIMEOUT_S = 180.0
 MAX_BASELINE_TESTS = 20
 #: Generated tests that reach the service over HTTP only: they test whichever version ``PILOTAGE_BASE_URL`` names.
 _HTTP_KINDS = frozenset({"crud", "api"})
+#: Requests replayed per operation at most (the shortest of those that got a 5xx on the head).
+MAX_REPLAYS = 3
+#: Recorded headers not replayed (schemathesis' bookkeeping and what the transport sets).
+_SKIPPED_HEADERS = frozenset({"x-schemathesis-testcaseid", "user-agent", "content-length", "host", "connection"})
 #: The schemathesis check a server error fails.
 SERVER_ERROR_CHECK = "not_a_server_error"
 _VOLATILE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F-]{27}|\d{4,}")
@@ -124,19 +138,98 @@ def _server_error_ops(st: dict[str, Any] | None) -> dict[str, int]:
     }
 
 
-def classify_schemathesis(head: dict[str, Any] | None, base: dict[str, Any] | None) -> list[dict[str, Any]]:
+def classify_schemathesis(head: dict[str, Any] | None, replayed: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
     """The operations whose server errors (5xx) the baseline answers too, as baseline problems.
+
+    Args:
+        head: the head's ``schemathesis`` result dict (``operations`` [{operation, server_errors, ...}]).
+        replayed: :func:`replay_server_errors`' ``{operation: {"replayed": int, "server_errors": int}}``.
 
     Returns:
         ``[{"test": "schemathesis not_a_server_error GET /x", "kind": "schemathesis", "server_errors": int (the
-        head's), "message": "N server errors on production too"}]``.
+        head's), "message": "k of n replayed requests answered 5xx on the baseline too"}]``.
     """
-    on_base = _server_error_ops(base)
-    return [
-        {"test": f"schemathesis {SERVER_ERROR_CHECK} {op}", "kind": "schemathesis", "server_errors": count,
-         "message": f"{on_base[op]} responses were server errors (5xx) on the baseline too"}
-        for op, count in _server_error_ops(head).items() if op in on_base
-    ]  # fmt: skip
+    problems = []
+    for op, count in _server_error_ops(head).items():
+        seen = replayed.get(op) or {}
+        if seen.get("server_errors"):
+            why = f"{seen['server_errors']} of {seen['replayed']} replayed requests answered 5xx on the baseline too"
+            problems.append({"test": f"schemathesis {SERVER_ERROR_CHECK} {op}", "kind": "schemathesis",
+                             "server_errors": count, "message": why})  # fmt: skip
+    return problems
+
+
+def _server_error_interactions(body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(operation, recorded request)`` of each case of a ``ScenarioFinished`` event that got a 5xx (501 excepted)."""
+    recorder = body.get("recorder") or {}
+    interactions, checks = recorder.get("interactions") or {}, recorder.get("checks") or {}
+    for case_id, node in (recorder.get("cases") or {}).items():
+        interaction = interactions.get(case_id) or {}
+        status = (interaction.get("response") or {}).get("status_code")
+        if isinstance(status, int) and status >= 500 and status != NOT_IMPLEMENTED and interaction.get("request"):
+            failed = [c for c in checks.get(case_id, []) if c.get("status") == "failure"]
+            label = str(recorder.get("label", ""))
+            yield (
+                _case_operation(str(body.get("phase", "")), label, node.get("value") or {}, failed),
+                interaction["request"],
+            )
+
+
+def server_error_requests(ndjson_path: Path, operations: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """The head's requests that got a server error, by operation: shortest first, :data:`MAX_REPLAYS` each.
+
+    Args:
+        ndjson_path: the head's schemathesis NDJSON report (``schemathesis`` ``ndjson_path``); missing: ``{}``.
+        operations: the operations to keep (``"GET /pets"``).
+
+    Returns:
+        ``{operation: [{"method", "uri", "headers": {name: [values]}, "body": {"$base64"} | None}]}``.
+    """
+    found: dict[str, list[dict[str, Any]]] = {}
+    if not ndjson_path.is_file():
+        return found
+    for name, body in _events(ndjson_path):
+        if name == "ScenarioFinished":
+            for operation, request in _server_error_interactions(body):
+                if operation in operations:
+                    found.setdefault(operation, []).append(request)
+    return {op: sorted(reqs, key=lambda r: len(json.dumps(r)))[:MAX_REPLAYS] for op, reqs in found.items()}
+
+
+async def _send(client: httpx.AsyncClient, request: dict[str, Any], base_url: str, headers: dict[str, str]) -> int:
+    """Send one recorded request to ``base_url`` (its path and query kept); the status, 0 when none came back."""
+    uri, base = urlsplit(str(request.get("uri", ""))), urlsplit(base_url)
+    sent = {
+        name: values[0] if isinstance(values, list) else values
+        for name, values in (request.get("headers") or {}).items()
+        if name.lower() not in _SKIPPED_HEADERS and (values[0] if isinstance(values, list) else values) != MASK
+    }
+    body = request.get("body")
+    content = base64.b64decode(body["$base64"]) if isinstance(body, dict) and "$base64" in body else None
+    try:
+        response = await client.request(
+            str(request.get("method", "GET")), urlunsplit((base.scheme, base.netloc, uri.path, uri.query, "")),
+            headers={**sent, **headers}, content=content,
+        )  # fmt: skip
+    except httpx.HTTPError:
+        return 0
+    return response.status_code
+
+
+async def replay_server_errors(
+    requests: dict[str, list[dict[str, Any]]], base_url: str, headers: dict[str, str], timeout_s: float = 10.0
+) -> dict[str, dict[str, int]]:
+    """Send each operation's recorded requests to the baseline; ``{operation: {"replayed", "server_errors"}}``.
+
+    A server error is a status >= 500 other than 501; no answer within ``timeout_s`` seconds is not one.
+    """
+    out: dict[str, dict[str, int]] = {}
+    async with httpx.AsyncClient(timeout=timeout_s) as client:
+        for operation, recorded in requests.items():
+            statuses = [await _send(client, r, base_url, headers) for r in recorded]
+            errors = sum(1 for s in statuses if s >= 500 and s != NOT_IMPLEMENTED)
+            out[operation] = {"replayed": len(statuses), "server_errors": errors}
+    return out
 
 
 async def rerun_failing(
@@ -160,7 +253,7 @@ async def rerun_failing(
 async def _against_baseline(
     runtime: InstanceRuntime, request: dict[str, Any], failures: list[dict[str, Any]], st_ops: list[str]
 ) -> dict[str, Any]:
-    """Start the baseline, rerun the failing tests and schemathesis operations; the classified outcome."""
+    """Start the baseline, rerun the failing tests and replay the 5xx requests; the classified outcome."""
     out_dir, head_dir, base_dir = Path(request["out_dir"]), Path(request["head_dir"]), Path(request["base_dir"])
     async with scratch_instance(
         runtime, service=request["service"], version=f"base-{request['commit'][:12]}", path=base_dir,
@@ -169,15 +262,11 @@ async def _against_baseline(
         env = {"PILOTAGE_BASE_URL": instance.url, "PILOTAGE_TEST_HEADERS": json.dumps(request["headers"]),
                "PILOTAGE_DB_PATH": str(out_dir / "unit-tests.db")}  # fmt: skip
         cases, untested = await rerun_failing(failures, head_dir, base_dir, out_dir, env)
-        base_st = None
-        if st_ops:
-            base_st = await run_schemathesis(
-                Path(request["spec_path"]), instance.url, out_dir / "schemathesis", include=st_ops,
-                max_examples=request["max_examples"], timeout_s=BASELINE_TIMEOUT_S, seed=request["seed"],
-                headers=request["headers"],
-            )  # fmt: skip
+        st = request["schemathesis"] or {}
+        recorded = server_error_requests(Path(str(st.get("ndjson_path") or "")), set(st_ops))
+        replayed = await replay_server_errors(recorded, instance.url, request["headers"])
     problems, differs = classify(failures, cases)
-    problems += classify_schemathesis(request["schemathesis"], base_st.to_dict() if base_st else None)
+    problems += classify_schemathesis(request["schemathesis"], replayed)
     return {"problems": problems, "untested": untested, "differs": differs}
 
 
@@ -186,8 +275,8 @@ async def check_baseline(runtime: InstanceRuntime, request: dict[str, Any], resu
 
     Args:
         runtime: starts the baseline's scratch instance (stopped whatever happens).
-        request: ``{"service", "commit", "head_dir", "base_dir", "spec_path", "out_dir", "headers", "seed",
-            "max_examples", "ready_timeout_s"}`` (paths as strings; ``out_dir`` gets the baseline artefacts).
+        request: ``{"service", "commit", "head_dir", "base_dir", "out_dir", "headers", "ready_timeout_s"}`` (paths as
+            strings; ``out_dir`` gets the baseline artefacts; ``headers`` the test credentials).
         result: the head's test-suite result (:func:`pilotage.testing.suite.run_test_suite`).
 
     Returns:

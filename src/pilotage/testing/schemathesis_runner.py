@@ -262,7 +262,6 @@ def build_command(
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     seed: int | None = None,
     workers: int = 1,
-    include: list[str] | None = None,
 ) -> list[str]:
     """Return the ``schemathesis run`` command line (no shell) that writes ``report_dir/schemathesis.*``.
 
@@ -285,8 +284,6 @@ def build_command(
     ]  # fmt: skip
     if seed is not None:
         argv += ["--seed", str(seed)]
-    for name in include or []:  # issue 18: only these operations ("GET /pets/{petId}"), e.g. on the baseline
-        argv += ["--include-name", name]
     return argv
 
 
@@ -504,7 +501,6 @@ async def run_schemathesis(
     seed: int | None = None,
     workers: int = 1,
     headers: dict[str, str] | None = None,
-    include: list[str] | None = None,
 ) -> SchemathesisResult:
     """Run schemathesis' property tests of ``spec_path`` against the service at ``base_url``.
 
@@ -519,7 +515,6 @@ async def run_schemathesis(
         seed: hypothesis seed for a reproducible run (None: random, reported in the result).
         workers: concurrent schemathesis workers.
         headers: extra headers on every request (authentication, ``settings.testing_auth_headers``).
-        include: test only these operations (``"METHOD /path"`` labels; None: all).
 
     Returns:
         The :class:`SchemathesisResult`.
@@ -546,7 +541,6 @@ async def run_schemathesis(
         request_timeout_s=request_timeout_s,
         seed=seed,
         workers=workers,
-        include=include,
     )
     outcome = await run_process(  # the allow-list environment: no SCHEMATHESIS_HOOKS or other user setting
         argv,
