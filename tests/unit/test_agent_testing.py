@@ -129,9 +129,7 @@ def test_failures_production_has_too_are_baseline_problems_not_blamed_on_the_cha
             in (decision["rationale"])
         )
         assert decision["score"]["unit_failed"] == 0
-        assert done.data["passed"] is (done.data["schemathesis"]["server_errors"] == sum(
-            p.get("server_errors", 0) for p in problems.values()
-        ))  # fmt: skip
+        assert done.data["passed"] is True, decision["rationale"]  # every failure is production's too
 
     _run(tmp_path, scenario)
 
