@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from pilotage.errors import BackendError, InputError
+from pilotage.errors import BackendError, ConfigError, InputError
 from pilotage.runtime.base import InstanceRuntime, scratch_instance
 from pilotage.secrets import MASK
 from pilotage.testing.pytest_runner import run_pytest
@@ -300,7 +300,7 @@ async def check_baseline(runtime: InstanceRuntime, request: dict[str, Any], resu
                                            failures, st_ops)  # fmt: skip
     except TimeoutError:
         return _untested(f"the baseline check ran past its {BASELINE_TIMEOUT_S:.0f} s budget")
-    except (BackendError, InputError) as exc:
+    except (BackendError, ConfigError, InputError) as exc:
         return _untested(f"the baseline could not be tested: {str(exc).splitlines()[0][:300]}")
 
 
