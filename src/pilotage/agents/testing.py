@@ -253,6 +253,7 @@ class TestingAgent(Agent):
             "base_dir": str(code.get("base_dir") or ""), "headers": dict(settings.testing_auth_headers),
             "out_dir": str((run.artifacts_path / "tests" / commit[:12] / "baseline").resolve()),
             "ready_timeout_s": settings.service_ready_timeout_s,
+            "request_timeout_s": settings.testing_request_timeout_s,
         }  # fmt: skip
         return await check_baseline(self.ctx.runtime, request, outcome.result)
 

@@ -259,12 +259,14 @@ async def _against_baseline(
         runtime, service=request["service"], version=f"base-{request['commit'][:12]}", path=base_dir,
         data_dir=out_dir / "instance", ready_timeout_s=request["ready_timeout_s"],
     ) as instance:  # fmt: skip
+        timeout_s = float(request.get("request_timeout_s", 5.0))
         env = {"PILOTAGE_BASE_URL": instance.url, "PILOTAGE_TEST_HEADERS": json.dumps(request["headers"]),
-               "PILOTAGE_DB_PATH": str(out_dir / "unit-tests.db")}  # fmt: skip
+               "PILOTAGE_DB_PATH": str(out_dir / "unit-tests.db"),
+               "PILOTAGE_REQUEST_TIMEOUT_S": str(timeout_s)}  # fmt: skip
         cases, untested = await rerun_failing(failures, head_dir, base_dir, out_dir, env)
         st = request["schemathesis"] or {}
         recorded = server_error_requests(Path(str(st.get("ndjson_path") or "")), set(st_ops))
-        replayed = await replay_server_errors(recorded, instance.url, request["headers"])
+        replayed = await replay_server_errors(recorded, instance.url, request["headers"], timeout_s)
     problems, differs = classify(failures, cases)
     problems += classify_schemathesis(request["schemathesis"], replayed)
     return {"problems": problems, "untested": untested, "differs": differs}
@@ -275,8 +277,9 @@ async def check_baseline(runtime: InstanceRuntime, request: dict[str, Any], resu
 
     Args:
         runtime: starts the baseline's scratch instance (stopped whatever happens).
-        request: ``{"service", "commit", "head_dir", "base_dir", "out_dir", "headers", "ready_timeout_s"}`` (paths as
-            strings; ``out_dir`` gets the baseline artefacts; ``headers`` the test credentials).
+        request: ``{"service", "commit", "head_dir", "base_dir", "out_dir", "headers", "ready_timeout_s",
+            "request_timeout_s"}`` (paths as strings; ``out_dir`` gets the baseline artefacts; ``headers`` the test
+            credentials; ``request_timeout_s`` per request, default 5).
         result: the head's test-suite result (:func:`pilotage.testing.suite.run_test_suite`).
 
     Returns:
