@@ -51,9 +51,10 @@ __all__ = [
     "rerun_failing",
     "server_error_requests",
     "signature",
+    "untested_baseline",
 ]
 
-#: Time budget of the whole baseline check (seconds): instance start, pytest and schemathesis reruns.
+#: Time budget of the whole baseline check (seconds): instance start, pytest reruns, replays.
 BASELINE_TIMEOUT_S = 180.0
 #: Failing tests rerun on the baseline at most (the others stay gating, listed as untested).
 MAX_BASELINE_TESTS = 20
@@ -293,19 +294,20 @@ async def check_baseline(runtime: InstanceRuntime, request: dict[str, Any], resu
         return {}
     base_dir = Path(str(request.get("base_dir") or ""))
     if not request.get("base_dir"):
-        return _untested("code.generated names no baseline checkout (base_dir)")
+        return untested_baseline("code.generated names no baseline checkout (base_dir)")
     if not base_dir.is_dir():
-        return _untested(f"the baseline checkout {base_dir} is not a folder")
+        return untested_baseline(f"the baseline checkout {base_dir} is not a folder")
     Path(request["out_dir"]).mkdir(parents=True, exist_ok=True)
     try:
         async with asyncio.timeout(BASELINE_TIMEOUT_S):
             return await _against_baseline(runtime, {**request, "schemathesis": result.get("schemathesis")},
                                            failures, st_ops)  # fmt: skip
     except TimeoutError:
-        return _untested(f"the baseline check ran past its {BASELINE_TIMEOUT_S:.0f} s budget")
+        return untested_baseline(f"the baseline check ran past its {BASELINE_TIMEOUT_S:.0f} s budget")
     except (BackendError, ConfigError, InputError) as exc:
-        return _untested(f"the baseline could not be tested: {str(exc).splitlines()[0][:300]}")
+        return untested_baseline(f"the baseline could not be tested: {str(exc).splitlines()[0][:300]}")
 
 
-def _untested(reason: str) -> dict[str, Any]:
+def untested_baseline(reason: str) -> dict[str, Any]:
+    """:func:`check_baseline`'s result when the baseline cannot be tested: no problem, the reason (fail closed)."""
     return {"problems": [], "untested": [{"test": "baseline", "reason": reason}], "differs": []}
