@@ -78,6 +78,8 @@ def test_real_pytest_on_two_checkouts_tells_a_baseline_problem_from_a_regression
     shared = [f for f in failures if f["nodeid"].endswith("test_shared")]
     passing = verdict_reasoning(_inputs(shared, {"problems": problems, "untested": []}))
     assert passing.action == "pass" and passing.score["unit_failed"] == 0
+    assert passing.rationale.startswith("Pass: no server error and no failing unit test the change is to blame for.")
+    assert "unit: 0 passed, 1 failed, 0 errors" in passing.rationale  # the counts as they were
     assert (
         "Baseline problem: tests/test_a.py::test_shared fails on production too: AssertionError: the shared bug."
         in passing.rationale

@@ -44,6 +44,7 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
     Returns:
         ``action`` "pass" or "fail"; ``score`` {server_errors, unit_failed, unit_errors, non_gating_checks}.
     """
+    summary = _summary(inputs)  # the counts as they were; what gates is counted without the baseline problems
     inputs, baseline_note = discount_baseline(inputs)  # issue 18: failures production has too do not gate
     st = inputs.get("schemathesis") or {}
     unit = inputs.get("unit") or {}
@@ -72,16 +73,6 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
         blockers.append(f"{len(skips)} of {total} tests skipped ({_listed(skips)})")
     flaky = int(inputs.get("flaky", 0))
     other = [c for c in st.get("checks_failed") or [] if c != "not_a_server_error"]
-    summary = "; ".join(
-        (
-            f"schemathesis: {st.get('requests', 0)} requests, {server_errors} server errors"
-            if st_ran
-            else f"schemathesis: not run ({st.get('reason', '')})",
-            f"unit: {unit.get('passed', 0)} passed, {failed} failed, {errors} errors"
-            if unit.get("ran", True) is not False
-            else f"unit: not run ({unit.get('reason', '')})",
-        )
-    )
     note = f" Non-gating checks that failed: {', '.join(other)}." if other else ""
     note += _contract_note(inputs.get("contract") or {})
     note += f" {len(skips)} tests skipped: {_listed(skips)}." if skips else ""
@@ -92,7 +83,8 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
     if blockers:
         rationale = f"Fail: {'; '.join(blockers)}. {summary}.{note}"
     else:
-        rationale = f"Pass: no server error and no failing unit test. {summary}.{note}"
+        excuse = " the change is to blame for" if baseline_note.startswith(" Baseline problem") else ""
+        rationale = f"Pass: no server error and no failing unit test{excuse}. {summary}.{note}"
     return Reasoning(
         action="fail" if blockers else "pass",
         rule=VERDICT_RULE,
@@ -105,6 +97,22 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
             **({"consumers_failed": int(consumers.get("failed", 0))} if consumers else {}),
         },
         rationale=rationale,
+    )
+
+
+def _summary(inputs: dict[str, Any]) -> str:
+    """``"schemathesis: N requests, N server errors; unit: N passed, N failed, N errors"`` (or why not run)."""
+    st, unit = inputs.get("schemathesis") or {}, inputs.get("unit") or {}
+    return "; ".join(
+        (
+            f"schemathesis: {st.get('requests', 0)} requests, {int(st.get('server_errors', 0))} server errors"
+            if st.get("ran", True) is not False
+            else f"schemathesis: not run ({st.get('reason', '')})",
+            f"unit: {unit.get('passed', 0)} passed, {int(unit.get('failed', 0))} failed, "
+            f"{int(unit.get('errors', 0))} errors"
+            if unit.get("ran", True) is not False
+            else f"unit: not run ({unit.get('reason', '')})",
+        )
     )
 
 
