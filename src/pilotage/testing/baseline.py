@@ -225,7 +225,8 @@ async def replay_server_errors(
     A server error is a status >= 500 other than 501; no answer within ``timeout_s`` seconds is not one.
     """
     out: dict[str, dict[str, int]] = {}
-    async with httpx.AsyncClient(timeout=timeout_s) as client:
+    # a fresh connection per request: a service that crashed on the last one may have closed a kept-alive one
+    async with httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_keepalive_connections=0)) as client:
         for operation, recorded in requests.items():
             statuses = [await _send(client, r, base_url, headers) for r in recorded]
             errors = sum(1 for s in statuses if s >= 500 and s != NOT_IMPLEMENTED)
