@@ -34,7 +34,13 @@ def _ctx(tmp_path: Path) -> AgentContext:
 
 
 async def _seed(
-    ctx: AgentContext, tmp_path: Path, fixture: str, *, code: bool = True, files: list[str] | None = None
+    ctx: AgentContext,
+    tmp_path: Path,
+    fixture: str,
+    *,
+    code: bool = True,
+    files: list[str] | None = None,
+    base: str | None = None,
 ) -> Path:
     head = shutil.copytree(FIXTURES / fixture, tmp_path / "versions" / COMMIT[:12])
     if files is not None:  # issue 4: a test that no changed file affects, collected first (alphabetical)
@@ -46,6 +52,8 @@ async def _seed(
     events.append((EventType.SPEC_VALIDATED, {"spec_path": str(head / "openapi.yaml"), "valid": True}))
     if code:
         data = {"commit": COMMIT, "head_dir": str(head), "branch": "feat"}
+        if base is not None:  # issue 18: the production version the change is tested against
+            data["base_dir"] = str(shutil.copytree(FIXTURES / base, tmp_path / "versions" / "base"))
         events.append((EventType.CODE_GENERATED, {**data, "files_changed": files} if files is not None else data))
     for type_, data in events:
         await ctx.bus.publish(new_event(type_, data, source="/test", subject="pets", runid="r1"))
@@ -100,6 +108,41 @@ def test_buggy_service_fails_the_gate_with_evidence(tmp_path: Path) -> None:
         [(edge, other)] = ctx.graph.neighbours(f"Commit:{COMMIT}", "TESTED_BY")
         assert other.id == node.id
         assert not list(head.rglob("__pycache__")) and not (head / "data.db").exists()  # the worktree stays clean
+
+    _run(tmp_path, scenario)
+
+
+def test_failures_production_has_too_are_baseline_problems_not_blamed_on_the_change(tmp_path: Path) -> None:
+    """Issue 18: head and baseline share the planted bugs; the failing tests rerun on the baseline excuse them."""
+
+    async def scenario(ctx: AgentContext) -> None:
+        await _seed(ctx, tmp_path, "buggy_service", base="buggy_service")
+        await TestingAgent(ctx).handle(_merge())
+        [done] = await _events(ctx, EventType.TESTS_COMPLETED)
+        problems = {p["test"]: p for p in done.data["baseline_problems"]}
+        assert problems["tests/test_pets.py::test_zero_limit_is_rejected"]["message"].startswith("ZeroDivisionError")
+        assert "schemathesis not_a_server_error GET /pets" in problems
+        assert done.data["unit"]["failed"] == 1 and done.data["baseline_untested"] == []  # reported as it was
+        [decision] = [e.data for e in await _events(ctx, EventType.DECISION)]
+        assert (
+            "Baseline problem: tests/test_pets.py::test_zero_limit_is_rejected fails on production too: ZeroDivision"
+            in (decision["rationale"])
+        )
+        assert decision["score"]["unit_failed"] == 0
+        why = (decision["rationale"], done.data["baseline_untested"], done.data["failures"])
+        assert done.data["passed"] is True, why  # every failure is production's too
+
+    _run(tmp_path, scenario)
+
+
+def test_the_same_failure_only_on_the_change_still_gates(tmp_path: Path) -> None:
+    async def scenario(ctx: AgentContext) -> None:
+        await _seed(ctx, tmp_path, "buggy_service", base="ok_service")
+        await TestingAgent(ctx).handle(_merge())
+        [done] = await _events(ctx, EventType.TESTS_COMPLETED)
+        assert done.data["passed"] is False and done.data["baseline_problems"] == []
+        [decision] = [e.data for e in await _events(ctx, EventType.DECISION)]
+        assert "Baseline problem" not in decision["rationale"] and decision["score"]["unit_failed"] == 1
 
     _run(tmp_path, scenario)
 

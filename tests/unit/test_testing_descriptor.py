@@ -233,6 +233,10 @@ def test_failing_own_test_fails_the_gate(tmp_path: Path) -> None:
         assert Path(data["unit"]["log_path"]).read_text().count("test_broken") >= 1
         [decision] = [e.data for e in await _events(ctx, EventType.DECISION)]
         assert decision["action"] == "fail" and "1 unit tests failed" in decision["rationale"]
+        # issue 18: not rerun on the baseline, and saying so: the failure gates
+        untested = "Not checked on the baseline (still gating): baseline: a service with pilotage.yaml"
+        assert untested in decision["rationale"]
+        assert data["baseline_problems"] == [] and data["baseline_untested"][0]["test"] == "baseline"
 
     _run(tmp_path, scenario)
 

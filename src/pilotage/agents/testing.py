@@ -26,7 +26,10 @@ for an unparsable body, Starlette's ``Allow`` header on 405). Issue 18: the cont
 request rejected, an undocumented status or content type, authentication not enforced) are listed by check in
 ``tests.completed`` ``contract`` and gate the deploy instead (``deploy_contract.rego``, ``testing_contract_gate``);
 a 501 is "not implemented", not a server error; a run where most tests skipped fails. A suite with no unit tests
-passes that half (nothing failed).
+passes that half (nothing failed). When tests fail, the failing ones (and schemathesis' requests that got a
+5xx, replayed) run again against a scratch instance of the baseline (``code.generated`` ``base_dir``,
+:mod:`pilotage.testing.baseline`, generated services): a failure production has too is a *baseline problem*,
+listed in ``baseline_problems`` and the summary, not gating; what cannot be checked there keeps gating.
 
 Emit ``tests.completed`` (``docs/events-contract.md``): ``commit``, ``head_dir``, ``passed``, ``schemathesis``
 {``operations`` [{operation, requests, failures, server_errors, checks_failed, examples}], ``requests``,
@@ -75,6 +78,7 @@ from pilotage.graph.base import Graph
 from pilotage.graph.impact import impact_of_files, pytest_node_ids
 from pilotage.policy.base import Verdict
 from pilotage.runtime.base import scratch_instance
+from pilotage.testing.baseline import check_baseline, untested_baseline
 from pilotage.testing.commit_tests import commit_spec_tests
 from pilotage.testing.descriptor_suite import run_descriptor_head
 from pilotage.testing.schemathesis_runner import load_operations
@@ -178,6 +182,7 @@ class _Outcome:
     selected: list[str] | str
     selection_source: str
     extra: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)  # issue 18: check_baseline's result, {} when not run
 
 
 class TestingAgent(Agent):
@@ -225,8 +230,11 @@ class TestingAgent(Agent):
         if descriptor is None:
             assert spec is not None and isinstance(spec.data, dict)
             outcome = await self._test_generated(event, run, code.data, Path(str(spec.data.get("spec_path", ""))))
+            outcome.baseline = await self._check_baseline(run, code.data, outcome)
         else:
             outcome = await self._test_descriptor(event, run, code.data, descriptor)
+            if outcome.result.get("failures"):  # issue 18: not checked against production yet: the failures gate
+                outcome.baseline = untested_baseline("a service with pilotage.yaml is not rerun on its baseline yet")
         await self._conclude(event, run, commit, head_dir, outcome)
 
     async def _test_generated(self, event: CloudEvent, run: RunSpec, code: dict[str, Any], spec_path: Path) -> _Outcome:
@@ -238,6 +246,18 @@ class TestingAgent(Agent):
         first = selected if isinstance(selected, list) else None
         result, allocation = await self._run_tests(event, run, commit, head_dir, spec_path, first)
         return _Outcome(result, allocation, str(spec_path), selected, selection_source)
+
+    async def _check_baseline(self, run: RunSpec, code: dict[str, Any], outcome: _Outcome) -> dict[str, Any]:
+        """Issue 18: the head's failing tests again on the baseline (``base_dir``); ``{}`` when none failed."""
+        commit, settings = str(code["commit"]), self.ctx.settings
+        request = {
+            "service": run.service, "commit": commit, "head_dir": str(code["head_dir"]),
+            "base_dir": str(code.get("base_dir") or ""), "headers": dict(settings.testing_auth_headers),
+            "out_dir": str((run.artifacts_path / "tests" / commit[:12] / "baseline").resolve()),
+            "ready_timeout_s": settings.service_ready_timeout_s,
+            "request_timeout_s": settings.testing_request_timeout_s,
+        }  # fmt: skip
+        return await check_baseline(self.ctx.runtime, request, outcome.result)
 
     async def _test_descriptor(
         self, event: CloudEvent, run: RunSpec, code: dict[str, Any], descriptor: ServiceDescriptor
@@ -312,6 +332,8 @@ class TestingAgent(Agent):
         st, unit = result["schemathesis"], result["unit"]
         inputs = verdict_inputs(commit, result)
         inputs["contract"]["gate"] = self.ctx.settings.testing_contract_gate  # issue 18: deny or warn, at deploy
+        if outcome.baseline:  # issue 18: failures production has too are baseline problems, not gating
+            inputs["baseline"] = outcome.baseline
         verification = outcome.extra.get("consumer_verification")
         if verification is not None:  # issue 19
             failed = sum(1 for v in verification["consumers"] if v["passed"] is False)
@@ -341,6 +363,8 @@ class TestingAgent(Agent):
                 "skipped": result.get("skipped") or [],
                 "not_implemented": inputs["not_implemented"],
                 "contract": {**inputs["contract"], "by_check": st.get("contract") or {}},
+                "baseline_problems": outcome.baseline.get("problems") or [],
+                "baseline_untested": outcome.baseline.get("untested") or [],
                 "flaky": result["flaky"],
                 "quarantined": result["quarantined"],
                 "findings": result["findings"],

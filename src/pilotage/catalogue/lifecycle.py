@@ -224,6 +224,9 @@ class TestsCompleted(EventData):
     ``contract`` ``{"violations": int, "checks": {check: [operations]}, "gate": "deny" | "warn", "by_check": {check:
     {meaning, operations, examples}}}``: schemathesis' contract checks that failed (a valid request rejected, an
     undocumented status or content type, authentication not enforced), which the bundled deploy policy denies.
+    ``baseline_problems`` ``[{test, kind, message}]``: head failures the baseline (production) has too, for the same
+    reason (``test`` a node id or ``"schemathesis not_a_server_error GET /x"``): reported, not gating;
+    ``baseline_untested`` ``[{test, reason}]``: failures that could not be checked on the baseline (still gating).
     """
 
     __test__ = False  # not a pytest class
@@ -253,6 +256,8 @@ class TestsCompleted(EventData):
     skipped: list[Obj] | None = None
     not_implemented: list[str] | None = None
     contract: Obj | None = None
+    baseline_problems: list[Obj] | None = None
+    baseline_untested: list[Obj] | None = None
 
 
 class PerfMeasured(EventData):

@@ -13,7 +13,7 @@ from typing import Any
 
 from pilotage.agent import Reasoning
 
-__all__ = ["VERDICT_RULE", "verdict_inputs", "verdict_reasoning", "why_failed"]
+__all__ = ["VERDICT_RULE", "discount_baseline", "verdict_inputs", "verdict_reasoning", "why_failed"]
 
 #: The rule of the ``tests.verdict`` decision, as recorded in every decision.
 VERDICT_RULE = (
@@ -23,7 +23,8 @@ VERDICT_RULE = (
     "a part marked not run (ran: false: no OpenAPI document, no test command) does not gate; "
     "every live consumer's own tests pass against the commit (issue 19); "
     "not more than half of the tests skipped (issue 18: a test skipped because its operation is not implemented, "
-    "a 501, does not count); contract violations are reported here and gated by the deploy policy"
+    "a 501, does not count); contract violations are reported here and gated by the deploy policy; "
+    "a failure the baseline (production) has too, for the same reason, is a baseline problem: reported, not gating"
 )
 
 
@@ -38,10 +39,13 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
             document, no test command): a part that did not run does not gate.
             Issue 19 adds ``"consumers": {"verified": int, "failed": int, "summary": str}`` (a managed provider with
             consumers): ``failed`` > 0 fails the verdict, quoting ``summary`` (each failed consumer and its tests).
+            Issue 18 adds ``"baseline"`` (:func:`discount_baseline`): failures the baseline has too do not gate.
 
     Returns:
         ``action`` "pass" or "fail"; ``score`` {server_errors, unit_failed, unit_errors, non_gating_checks}.
     """
+    summary = _summary(inputs)  # the counts as they were; what gates is counted without the baseline problems
+    inputs, baseline_note = discount_baseline(inputs)  # issue 18: failures production has too do not gate
     st = inputs.get("schemathesis") or {}
     unit = inputs.get("unit") or {}
     server_errors = int(st.get("server_errors", 0))
@@ -69,26 +73,18 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
         blockers.append(f"{len(skips)} of {total} tests skipped ({_listed(skips)})")
     flaky = int(inputs.get("flaky", 0))
     other = [c for c in st.get("checks_failed") or [] if c != "not_a_server_error"]
-    summary = "; ".join(
-        (
-            f"schemathesis: {st.get('requests', 0)} requests, {server_errors} server errors"
-            if st_ran
-            else f"schemathesis: not run ({st.get('reason', '')})",
-            f"unit: {unit.get('passed', 0)} passed, {failed} failed, {errors} errors"
-            if unit.get("ran", True) is not False
-            else f"unit: not run ({unit.get('reason', '')})",
-        )
-    )
     note = f" Non-gating checks that failed: {', '.join(other)}." if other else ""
     note += _contract_note(inputs.get("contract") or {})
     note += f" {len(skips)} tests skipped: {_listed(skips)}." if skips else ""
     missing = list(inputs.get("not_implemented") or [])
     note += f" Not implemented (501, app/handlers.py): {', '.join(missing[:10])}." if missing else ""
     note += f" {flaky} flaky tests quarantined (reported, not gating)." if flaky else ""
+    note += baseline_note
     if blockers:
         rationale = f"Fail: {'; '.join(blockers)}. {summary}.{note}"
     else:
-        rationale = f"Pass: no server error and no failing unit test. {summary}.{note}"
+        excuse = " the change is to blame for" if baseline_note.startswith(" Baseline problem") else ""
+        rationale = f"Pass: no server error and no failing unit test{excuse}. {summary}.{note}"
     return Reasoning(
         action="fail" if blockers else "pass",
         rule=VERDICT_RULE,
@@ -101,6 +97,22 @@ def verdict_reasoning(inputs: dict[str, Any]) -> Reasoning:
             **({"consumers_failed": int(consumers.get("failed", 0))} if consumers else {}),
         },
         rationale=rationale,
+    )
+
+
+def _summary(inputs: dict[str, Any]) -> str:
+    """``"schemathesis: N requests, N server errors; unit: N passed, N failed, N errors"`` (or why not run)."""
+    st, unit = inputs.get("schemathesis") or {}, inputs.get("unit") or {}
+    return "; ".join(
+        (
+            f"schemathesis: {st.get('requests', 0)} requests, {int(st.get('server_errors', 0))} server errors"
+            if st.get("ran", True) is not False
+            else f"schemathesis: not run ({st.get('reason', '')})",
+            f"unit: {unit.get('passed', 0)} passed, {int(unit.get('failed', 0))} failed, "
+            f"{int(unit.get('errors', 0))} errors"
+            if unit.get("ran", True) is not False
+            else f"unit: not run ({unit.get('reason', '')})",
+        )
     )
 
 
@@ -170,3 +182,49 @@ def verdict_inputs(commit: str, result: dict[str, Any]) -> dict[str, Any]:
 
 #: The kinds of generated tests counted in ``generated`` (:func:`pilotage.testing.suite.run_test_suite`).
 _GENERATED_KINDS = ("crud", "properties", "docstrings")
+
+
+def discount_baseline(inputs: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The ``tests.verdict`` inputs without the baseline problems' failures, and the summary note naming them.
+
+    Pure. ``inputs["baseline"]`` is :func:`pilotage.testing.baseline.check_baseline`'s result (absent in decisions
+    recorded before it): each problem of kind ``unit`` takes one from ``unit`` ``failed``/``errors`` (by its
+    ``outcome``), a generated one from ``generated`` ``failed``, a schemathesis one its ``server_errors``; the listed
+    tests drop their entries.
+
+    Returns:
+        ``(inputs, note)``: note ``" Baseline problem: T fails on production too: why; ..."`` (+ untested), or "".
+    """
+    baseline = inputs.get("baseline") or {}
+    problems = list(baseline.get("problems") or [])
+    out = dict(inputs)
+    if problems:
+        out["unit"], out["generated"] = _minus_tests(inputs.get("unit") or {}, inputs.get("generated") or {}, problems)
+        st = dict(inputs.get("schemathesis") or {})
+        st["server_errors"] = int(st.get("server_errors", 0)) - sum(int(p.get("server_errors", 0)) for p in problems)
+        out["schemathesis"] = st
+    note = "".join(f" Baseline problem: {p['test']} fails on production too: {p['message']}." for p in problems[:10])
+    untested = list(baseline.get("untested") or [])
+    if untested:
+        listed = "; ".join(f"{u['test']}: {u['reason']}" for u in untested[:5])
+        note += f" Not checked on the baseline (still gating): {listed}."
+    return out, note
+
+
+def _minus_tests(
+    unit: dict[str, Any], generated: dict[str, Any], problems: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``unit`` and ``generated`` verdict inputs without the problems' tests (counts and ``tests`` lines)."""
+    ids = {str(p["test"]) for p in problems}
+
+    def kept(lines: list[str]) -> list[str]:
+        return [line for line in lines if line.split(": ", 1)[0] not in ids]
+
+    own = [p for p in problems if p["kind"] == "unit"]
+    unit = {**unit, "tests": kept(list(unit.get("tests") or []))}
+    unit["failed"] = int(unit.get("failed", 0)) - sum(1 for p in own if p.get("outcome") == "failed")
+    unit["errors"] = int(unit.get("errors", 0)) - sum(1 for p in own if p.get("outcome") == "error")
+    gen = sum(1 for p in problems if p["kind"] not in ("unit", "schemathesis"))
+    generated = {**generated, "tests": kept(list(generated.get("tests") or [])),
+                 "failed": int(generated.get("failed", 0)) - gen}  # fmt: skip
+    return unit, generated
