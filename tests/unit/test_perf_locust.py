@@ -183,3 +183,57 @@ def test_secured_operations_are_load_tested_with_the_run_s_test_principal(
     by = {e.endpoint: e for e in result.endpoints}
     assert by["GET /things"].requests > 0 and by["GET /things"].failures == 0  # every request had the principal
     assert principal not in result.locustfile.read_text(encoding="utf-8")
+
+
+STUB_APP = """
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+app = FastAPI()
+
+
+@app.get("/healthz")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@app.get("/stub")
+def stub() -> JSONResponse:
+    return JSONResponse({"detail": "not implemented: stub; edit app/handlers.py"}, status_code=501)
+
+
+@app.get("/broken")
+def broken() -> JSONResponse:
+    return JSONResponse({"detail": "boom"}, status_code=500)
+"""
+
+STUB_SPEC = """
+openapi: 3.0.3
+info: {title: stub, version: "1"}
+paths:
+  /stub:
+    get:
+      responses: {"200": {description: ok}, "501": {description: not implemented}}
+  /broken:
+    get:
+      responses: {"200": {description: ok}}
+"""
+
+
+def test_a_501_not_implemented_is_no_load_test_failure_a_500_is(tmp_path: Path) -> None:
+    """Issue 18: a generated service's unwritten operation (501) is not an error of the service under load."""
+    service = tmp_path / "svc"
+    (service / "app").mkdir(parents=True)
+    (service / "app" / "__init__.py").write_text("", encoding="utf-8")
+    (service / "app" / "main.py").write_text(STUB_APP, encoding="utf-8")
+    spec = tmp_path / "openapi.yaml"
+    spec.write_text(STUB_SPEC, encoding="utf-8")
+
+    async def scenario() -> LoadTestResult:
+        async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+            instance = await runtime.start(Workload("stub", "t", service))
+            return await run_load_test(spec, instance.url, tmp_path / "perf", users=2, duration_s=1.0)
+
+    by = {e.endpoint: e for e in asyncio.run(scenario()).endpoints}
+    assert by["GET /stub"].requests > 0 and by["GET /stub"].failures == 0
+    assert by["GET /broken"].requests > 0 and by["GET /broken"].failures == by["GET /broken"].requests

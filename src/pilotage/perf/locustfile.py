@@ -127,7 +127,9 @@ def _task(target):
         kwargs["json"] = target["body"]
 
     def call(user):
-        user.client.request(target["method"], url, **kwargs)
+        with user.client.request(target["method"], url, catch_response=True, **kwargs) as response:
+            if response.status_code == 501:  # not implemented yet (a generated app/handlers.py stub): no failure
+                response.success()
 
     call.__name__ = target["method"].lower() + "_" + (target["path"].strip("/").replace("/", "_") or "root")
     return call
