@@ -82,6 +82,8 @@ def test_a_large_change_goes_behind_a_flag_and_a_fault_turns_the_flag_off(tmp_pa
     request = (
         "Add customer profile support with fields name:string, email:string, phone:string, street:string, "
         "city:string, zip:string, country:string, birthday:date, vip:boolean, credit:number, visits:integer, "
+        "company:string, title:string, fax:string, mobile:string, region:string, language:string, "
+        "currency:string, timezone:string, referrer:string, segment:string, score:number, tier:integer, "
         "note:string?"
     )
     run = _run(tmp_path, _write(tmp_path, STATUS_ONLY), request)
