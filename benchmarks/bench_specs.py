@@ -7,8 +7,8 @@ fresh state folder, with a request in the grammar (``REQUESTS``: a new resource 
 use). Measured per document, from the command's exit and the run's event log:
 
 - ``outcome`` (promoted / rolled_back / failed / refused) and the run's wall time in seconds;
-- ``operations``: the generated service's operations answered from state vs answered 501 (not implemented: the
-  behaviour cannot be inferred, the operation waits in ``app/handlers.py``), from ``code.generated``;
+- ``operations``: the change's operations answered from state vs answered 501 (not implemented: the behaviour
+  cannot be inferred, the operation waits in ``app/handlers.py``), from ``tests.completed``;
 - ``schemathesis``: requests, server errors (5xx other than a declared 501) and the other failed checks (contract
   findings), for the baseline and for the change when the log has both (``tests.completed``).
 
@@ -74,11 +74,18 @@ def _last(events: list[CloudEvent], kind: str) -> dict[str, Any]:
     return found[-1] if found else {}
 
 
-def operation_counts(events: list[CloudEvent]) -> dict[str, int | None]:
-    """``{"state": n, "not_implemented": n}`` from ``code.generated`` (None where the log does not say)."""
-    code = _last(events, "code.generated")
-    ops = code.get("operations") if isinstance(code.get("operations"), dict) else {}
-    return {"state": ops.get("state"), "not_implemented": ops.get("not_implemented")}
+def operation_counts(tests: dict[str, Any]) -> dict[str, int | None]:
+    """``{"state": n, "not_implemented": n}``: the change's operations that answered schemathesis from state vs 501.
+
+    From ``tests.completed``: every operation schemathesis exercised, less those that answered 501 (not
+    implemented: waiting in ``app/handlers.py``). None where the run never tested.
+    """
+    found = tests.get("schemathesis") or {}
+    operations = [op for op in found.get("operations") or [] if op.get("requests")]
+    missing = found.get("not_implemented") or []
+    if not operations:
+        return {"state": None, "not_implemented": None}
+    return {"state": len(operations) - len(missing), "not_implemented": len(missing)}
 
 
 def schemathesis_counts(tests: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +124,7 @@ def measure(spec: Path, root: Path, timeout_s: float) -> dict[str, Any]:
         "outcome": outcome or "failed",
         "seconds": round(seconds, 1),
         "error": summary.get("error") or (stderr.strip().splitlines() or [""])[-1][:300],
-        "operations": operation_counts(events),
+        "operations": operation_counts(tests[-1] if tests else {}),
         "baseline": schemathesis_counts(tests[0]) if len(tests) > 1 else None,
         "change": schemathesis_counts(tests[-1]) if tests else None,
     }
