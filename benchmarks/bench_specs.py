@@ -116,7 +116,9 @@ def measure(spec: Path, root: Path, timeout_s: float) -> dict[str, Any]:
         summary = {}
     events = run_events(work / "state")
     tests = [e.data for e in events if e.type == "dev.pilotage.tests.completed"]
-    outcome = summary.get("outcome") if code in (0, 1) else ("refused" if code == 2 else "failed")
+    outcome = summary.get("outcome") if code == 0 else ("refused" if code == 2 else "failed")
+    if code == 1 and summary.get("outcome") not in (None, "none"):
+        outcome = summary["outcome"]  # rolled back (or paused): the rollout decided
     return {
         "document": spec.name,
         "request": request,

@@ -14,6 +14,7 @@ from pilotage.codegen.generator import generate_service
 from pilotage.spec.evolve import evolve
 from pilotage.spec.grammar import parse_request
 from pilotage.spec.load import dump_spec, load_spec
+from pilotage.spec.openapi import api_url
 from tests.fixtures import CHECKOUT_SPEC
 from tests.unit.test_codegen import serve
 
@@ -62,7 +63,8 @@ def failures(output: str) -> int:
 @pytest.mark.parametrize("enforce_auth", ["0", "1"])
 def test_petstore_has_no_server_errors(tmp_path: Path, enforce_auth: str) -> None:
     generate_service(PETSTORE, tmp_path)
-    for url in serve(tmp_path, {"PILOTAGE_ENFORCE_AUTH": enforce_auth}):
+    for root in serve(tmp_path, {"PILOTAGE_ENFORCE_AUTH": enforce_auth}):
+        url = api_url(root, PETSTORE)  # the API is served under servers[0]'s path (/api/v3)
         stub = httpx.get(url + "/store/inventory", headers={"api_key": "k"})
         assert stub.status_code == (501 if enforce_auth == "0" else 401), stub.text
         code, out = schemathesis(PETSTORE, url, "not_a_server_error", unwritten=UNWRITTEN)
@@ -81,7 +83,8 @@ def test_evolved_checkout_passes_every_check(tmp_path: Path) -> None:
     spec = dump_spec(doc, tmp_path / "openapi.next.yaml")
     service = tmp_path / "service"
     generate_service(doc, service)
-    for url in serve(service):
+    for root in serve(service):
+        url = api_url(root, spec)
         code, out = schemathesis(spec, url, "not_a_server_error", max_examples=30)
         assert code == 0 and failures(out) == 0, out[-4000:]
         code, out = schemathesis(spec, url, "all", max_examples=30)
