@@ -127,15 +127,20 @@ components:
 """
 
 
-def _secured_service(tmp_path: Path) -> tuple[Path, Path]:
-    """``(service folder, document)`` of the secured service (SECURED_APP, SECURED_SPEC) under ``tmp_path``."""
+def _app_service(tmp_path: Path, app: str, document: str) -> tuple[Path, Path]:
+    """``(service folder, document)`` of a one-module FastAPI service (``app/main.py`` = ``app``) under ``tmp_path``."""
     service = tmp_path / "svc"
     (service / "app").mkdir(parents=True)
     (service / "app" / "__init__.py").write_text("", encoding="utf-8")
-    (service / "app" / "main.py").write_text(SECURED_APP, encoding="utf-8")
+    (service / "app" / "main.py").write_text(app, encoding="utf-8")
     spec = tmp_path / "openapi.yaml"
-    spec.write_text(SECURED_SPEC, encoding="utf-8")
+    spec.write_text(document, encoding="utf-8")
     return service, spec
+
+
+def _secured_service(tmp_path: Path) -> tuple[Path, Path]:
+    """``(service folder, document)`` of the secured service (SECURED_APP, SECURED_SPEC) under ``tmp_path``."""
+    return _app_service(tmp_path, SECURED_APP, SECURED_SPEC)
 
 
 def test_secured_operations_are_load_tested_with_the_credentials_from_the_environment(
@@ -222,12 +227,7 @@ paths:
 
 def test_a_501_not_implemented_is_no_load_test_failure_a_500_is(tmp_path: Path) -> None:
     """Issue 18: a generated service's unwritten operation (501) is not an error of the service under load."""
-    service = tmp_path / "svc"
-    (service / "app").mkdir(parents=True)
-    (service / "app" / "__init__.py").write_text("", encoding="utf-8")
-    (service / "app" / "main.py").write_text(STUB_APP, encoding="utf-8")
-    spec = tmp_path / "openapi.yaml"
-    spec.write_text(STUB_SPEC, encoding="utf-8")
+    service, spec = _app_service(tmp_path, STUB_APP, STUB_SPEC)
 
     async def scenario() -> LoadTestResult:
         async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
