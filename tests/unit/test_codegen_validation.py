@@ -238,10 +238,12 @@ class TestEmptyResponses:
             {"method": "GET", "path": "/cache"},
         ]
         _, deleted, cached = _answers(tmp_path, document, requests)
-        for answer, status in ((deleted, 204), (cached, 304)):
-            assert answer["status"] == status
-            assert answer["size"] == 0
-            assert "content-type" not in answer["headers"], answer["headers"]
+        assert deleted["status"] == 204 and deleted["size"] == 0
+        assert "content-type" not in deleted["headers"], deleted["headers"]
+        # when to answer 304 cannot be inferred (conditional requests): app/handlers.py answers 501 until written
+        assert cached["status"] == 501 and cached["json"] == {
+            "detail": "not implemented: get_cache; edit app/handlers.py"
+        }
 
 
 class TestNotFound:
