@@ -292,7 +292,7 @@ def test_the_table_covers_every_field_the_policies_read() -> None:
         "ok: tests_passed", "ok: security_scan_passed", "ok: security_scan", "ok: security_scan.status",
         "ok: security_scan.issues.high", "ok: commit", "ok: healthy", "ok: deployment_id",
         "down: idle_s", "down: min_idle_s", "down: direction", "down: environment",
-        "change: message", "change: files.15", "change: role", "change: branch",
+        "change: message", "change: files.0", "change: role", "change: branch",
         "findings: dependencies.0.license", "findings: new_dependencies.0.name", "findings: transitive_dependencies",
         "findings: files_changed.2", "findings: secrets.0.type", "findings: crypto.0.for_security",
         "consumers: cross_service.consumers.0.operations.0.changes.1.detail", "consumers: cross_service.provider",
