@@ -143,7 +143,7 @@ def test_an_operation_goes_to_the_existing_resource() -> None:
     delete = new["paths"]["/orders/{orderId}"]["delete"]
     assert delete["operationId"] == "deleteOrder" and "parameters" not in delete  # the path item declares orderId
     assert delete["security"] == [{"key": []}] and delete["tags"] == ["orders"]  # as its siblings
-    assert set(delete["responses"]) == {"204", "404", "422"}
+    assert set(delete["responses"]) == {"204", "401", "404", "422"}  # secured like its siblings: 401 declared
     assert diff_specs(SHOP, new).added == ["DELETE /orders/{orderId}"]
 
 
