@@ -68,6 +68,18 @@ def _finish(delivery: subprocess.Popen[str]) -> CliResult:
     return CliResult(delivery.returncode, stdout, stderr)
 
 
+def _get_json(url: str, wait_s: float = 30.0) -> object:
+    """GET ``url``'s JSON, retrying while nothing answers yet (the keeper opens stable routes after `up`)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return httpx.get(url, timeout=5).json()
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def test_a_breaking_change_waits_for_a_person_naming_its_consumer_then_is_denied_and_approved(tmp_path: Path) -> None:
     notes, digest = make_pair(tmp_path / "repos")
     work = tmp_path / "ops"
@@ -82,7 +94,7 @@ def test_a_breaking_change_waits_for_a_person_naming_its_consumer_then_is_denied
     up = run_cli(work, "up", "--json", timeout_s=300)
     try:
         assert up.code == 0, up.stdout + up.stderr
-        health = httpx.get(f"http://127.0.0.1:{PORT + 1}/healthz", timeout=5).json()  # digest, added second
+        health = _get_json(f"http://127.0.0.1:{PORT + 1}/healthz")  # digest, added second
         assert health["notes_url"] == f"http://127.0.0.1:{PORT}"  # the notes' stable address, set by Pilotage
         assert httpx.get(f"http://127.0.0.1:{PORT + 1}/digest", timeout=5).json() == {"count": 0, "newest": ""}
 
