@@ -70,8 +70,8 @@ __all__ = [
     "load_documented_statuses",
     "load_operations",
     "parse_ndjson",
+    "document_facts",
     "run_schemathesis",
-    "security_schemes",
     "write_config",
 ]
 
@@ -318,16 +318,20 @@ def header_env(headers: dict[str, str] | None) -> dict[str, str]:
     return {HEADER_VAR.format(i): value for i, value in enumerate((headers or {}).values())}
 
 
-def security_schemes(spec_path: Path) -> dict[str, Any]:
-    """Return the ``components.securitySchemes`` of the document at ``spec_path`` (``{}`` when it has none).
+def document_facts(spec_path: Path) -> tuple[dict[str, Any], set[str]]:
+    """Read the document at ``spec_path`` once: its security schemes and its form bodies nesting objects.
+
+    Returns:
+        ``(components.securitySchemes ({} when none), labels from spec.openapi.form_bodies_nesting_objects)``.
 
     Raises:
         InputError: the file does not parse (names it).
     """
     from pilotage.spec.load import load_document
-    from pilotage.spec.openapi import security_schemes as schemes_of
+    from pilotage.spec.openapi import form_bodies_nesting_objects, security_schemes
 
-    return schemes_of(load_document(spec_path))
+    doc = load_document(spec_path)
+    return security_schemes(doc), form_bodies_nesting_objects(doc)
 
 
 def _auth_lines(schemes: dict[str, Any] | None) -> list[str]:
@@ -449,7 +453,7 @@ def parse_ndjson(
         documented: each operation's documented response statuses (:func:`load_documented_statuses`): a valid
             request answered with a 4xx the operation documents (402 "payment declined", 409 "out of stock") is
             the documented contract, not a ``positive_data_acceptance`` violation. None: every finding counts.
-        nesting: operations whose form body nests objects (:func:`form_nesting`): schemathesis' form encoding of
+        nesting: operations whose form body nests objects (:func:`document_facts`): schemathesis' form encoding of
             such a body is not the valid data, so its refusal is not a ``positive_data_acceptance`` violation.
 
     Returns:
@@ -476,18 +480,6 @@ def parse_ndjson(
     for (operation, check), curl in sorted(best.items()):
         results[operation].examples.append({"check": check, "curl": curl})
     return list(results.values()), meta
-
-
-def form_nesting(spec_path: Path) -> set[str]:
-    """Operations of ``spec_path`` whose form body nests objects (``spec.openapi.form_bodies_nesting_objects``).
-
-    Raises:
-        InputError: the file does not parse (names it).
-    """
-    from pilotage.spec.load import load_document
-    from pilotage.spec.openapi import form_bodies_nesting_objects
-
-    return form_bodies_nesting_objects(load_document(spec_path))
 
 
 def _form_encoded(interaction: dict[str, Any]) -> bool:
@@ -586,7 +578,7 @@ async def run_schemathesis(
     url = await asyncio.to_thread(api_url, base_url, spec_path)
     report_dir = Path(report_dir).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
-    schemes = await asyncio.to_thread(security_schemes, Path(spec_path))
+    schemes, nesting = await asyncio.to_thread(document_facts, Path(spec_path))
     write_config(report_dir / "schemathesis.toml", headers, schemes)
     junit_path = report_dir / "schemathesis.junit.xml"
     ndjson_path = report_dir / "schemathesis.ndjson"
@@ -609,7 +601,6 @@ async def run_schemathesis(
         env=header_env(headers) | basic_env(os.environ.get(PRINCIPAL_ENV, "")),
         mask_files=[junit_path, ndjson_path],
     )
-    nesting = await asyncio.to_thread(form_nesting, Path(spec_path))
     results, meta = parse_ndjson(ndjson_path, operations, documented, nesting)
     if meta["fatal"] is not None:
         if "LoaderError" in meta["fatal"]:
