@@ -11,7 +11,7 @@ shape, one list per alternative (all schemes of an alternative must pass)::
 
 Credentials are checked by ``app/auth.py`` against state the service keeps:
 
-* the **test principal**: the value of env ``PILOTAGE_TEST_PRINCIPAL`` (at least :data:`MIN_PRINCIPAL_CHARS`
+* the **test principal**: the value of env ``PILOTAGE_TEST_PRINCIPAL`` (at least ``PRINCIPAL_MIN_CHARS``
   characters; no default, nothing hard-coded). Pilotage makes a random one per run
   (:func:`pilotage.testing.credentials.ensure_principal`) and gives it to every instance it starts and to its own
   tests, which send it as :func:`pilotage.testing.credentials.credentials_for` says;
@@ -30,13 +30,12 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from pilotage.spec.openapi import Operation, resolve_dict
-from pilotage.testing.credentials import PRINCIPAL_ENV, PRINCIPAL_MIN_CHARS
+from pilotage.testing.credentials import PRINCIPAL_ENV
 
 if TYPE_CHECKING:  # the plan imports this module
     from pilotage.codegen.plan import OperationPlan, Resource, ServicePlan
 
 __all__ = [
-    "MIN_PRINCIPAL_CHARS",
     "PRINCIPAL_ENV",
     "apply_auth",
     "login_meta",
@@ -44,8 +43,6 @@ __all__ = [
     "users_meta",
 ]
 
-#: A shorter test principal is ignored by the service (it would be guessable); Pilotage makes longer ones.
-MIN_PRINCIPAL_CHARS = PRINCIPAL_MIN_CHARS
 _USER_FIELDS = ("username", "email", "login", "user_name", "userName")
 _PASSWORD_FIELDS = ("password", "pass", "passwd")
 _TOKEN_FIELDS = ("token", "access_token", "accessToken", "jwt", "api_key", "apiKey")
