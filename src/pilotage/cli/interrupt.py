@@ -55,6 +55,7 @@ class RunStopper:
         self._on_signal: Callable[[str], None] | None = None
         self._loop: Any = None
         self._finished = threading.Event()
+        self._ending = threading.Lock()  # held by whichever path ends the process: the clean one or the watchdog
         self._previous: dict[int, Any] = {}
 
     @contextlib.contextmanager
@@ -68,6 +69,7 @@ class RunStopper:
         try:
             yield self
         finally:
+            self._ending.acquire()  # an emergency stop under way ends the process here (one error line, not two)
             self._finished.set()
             for signum, handler in self._previous.items():
                 signal.signal(signum, handler)
@@ -100,9 +102,15 @@ class RunStopper:
             self._emergency(name)
 
     def _emergency(self, name: str) -> None:
-        """Kill the run's processes, print the one-line error, end the process now (exit 130)."""
+        """Kill the run's processes, print the one-line error, end the process now (exit 130).
+
+        Does nothing when the clean path already finished (it prints its own error line).
+        """
         from pilotage.cli import print_error
         from pilotage.flows.recovery import find_orphans
+
+        if not self._ending.acquire(blocking=False):
+            return
 
         with contextlib.suppress(OSError):
             for child in find_orphans(self.home, instance=""):
