@@ -20,7 +20,9 @@ at all when the rollout's traffic plan had nothing to call (issue 17): nothing w
 at the end of the window, then ``rollout_on_inconclusive`` (real requests through the route are judged as usual).
 The route's per-version counters stand in for a version whose ``/metrics`` cannot be read; a new version whose
 process exited fails at once. A blue-green **preview** step (green at its own address, 0 % of users) first
-smoke-checks every traffic path there.
+smoke-checks every traffic path there. Step 0's ``deploy.step`` carries the warm-up burst the rollout controller
+sent to the new version before it (:meth:`pilotage.rollout.controller.RolloutController.warm_up`): the analysis
+starts after it, so it is never judged; the decision's inputs and ``slo.evaluated`` record it (``warmup``).
 
 Reason (``slo.assessment``, pure): :func:`assessment_reasoning` recomputes the assessment from the recorded sample
 series, so ``pilotage events replay`` reproduces it. Logs written before issue #3 hold ``slo.judgement`` decisions
