@@ -48,6 +48,11 @@ class Settings(BaseModel):
             because a Pass needs evidence that rules out a regression of ``slo_error_rate``: about 115 canary
             requests without errors (issue 21), 29 s at 10 % of 40 rps on a quiet machine, longer when the synthetic
             traffic generator shares 2 busy cores.
+        rollout_warmup_requests: 20 — requests of the traffic plan sent straight to a freshly started new version
+            (canary, blue-green's green) once it is ready and before the first analysed step, so a cold process
+            (imports, connection pools, caches) is not judged against a warm baseline; the analysis's start
+            sample is taken after them, so they are not judged (Argo Rollouts' analysis ``initialDelay``,
+            Flagger's pre-rollout load-test webhook; 20 = the step's ``min_requests_per_step``). 0 turns it off.
         post_promotion_watch_s: 10 — burn-rate alerts keep running this long after 100 % and can roll back.
         standby_s: 300 — the previous version stays warm 5 minutes after promotion (rollback = weight change).
         fleet_port_base: 18100 — managed services get stable addresses on 127.0.0.1 from this port up
@@ -95,10 +100,10 @@ class Settings(BaseModel):
     (``testing_request_timeout_s``, ``service_ready_timeout_s``, ``analysis_window_s``, ``load_test_duration_s``,
     ``cnet_worker_stale_s``) at most 1 h; stage budgets and watches (``testing_timeout_s``,
     ``testing_unit_timeout_s``, ``rollout_inconclusive_grace_s``, ``post_promotion_watch_s``, ``standby_s``) at
-    most 1 day; ``idle_after_s`` at most 30 days; ``load_test_users`` and ``synthetic_traffic_rps`` at most 10,000
-    (one machine); ``testing_flaky_reruns`` and ``cnet_max_rounds`` at most 100; ``judge_latency_tolerance`` at
-    most 100 (×); ``max_concurrent_deliveries`` and ``analysis_slots`` at most 64; prices at most 1,000 USD/h;
-    other counts at most 1,000,000.
+    most 1 day; ``idle_after_s`` at most 30 days; ``load_test_users``, ``synthetic_traffic_rps`` and
+    ``rollout_warmup_requests`` at most 10,000 (one machine); ``testing_flaky_reruns`` and ``cnet_max_rounds`` at
+    most 100; ``judge_latency_tolerance`` at most 100 (×); ``max_concurrent_deliveries`` and ``analysis_slots`` at
+    most 64; prices at most 1,000 USD/h; other counts at most 1,000,000.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -127,6 +132,7 @@ class Settings(BaseModel):
     rollout_poll_s: float = Field(0.5, gt=0, le=60)
     rollout_on_inconclusive: str = Field("rollback", pattern="^(rollback|pause)$")
     rollout_inconclusive_grace_s: float = Field(60.0, ge=0, le=_DAY_S)
+    rollout_warmup_requests: int = Field(20, ge=0, le=10_000)
     post_promotion_watch_s: float = Field(10.0, ge=0, le=_DAY_S)
     standby_s: float = Field(300.0, ge=0, le=_DAY_S)
     flags_port: int = Field(0, ge=0, le=65535)

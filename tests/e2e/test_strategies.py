@@ -70,6 +70,10 @@ def test_a_small_change_is_canaried_and_a_fault_rolls_it_back(tmp_path: Path) ->
     assert decision["score"]["table_strategy"] == "canary" and decision["action"] == "canary"
     steps = [e.data for e in of_type(run, "deploy.step")]
     assert steps[0]["weight"] == 10 and steps[0]["phase"] == "step"  # the canary's first weight, real users' share
+    warm = steps[0]["warmup"]  # the fresh canary got 20 requests at its own address before the step's analysis
+    assert warm["requests"] == warm["sent"] == 20 and sum(warm["statuses"].values()) + warm["failures"] == 20
+    verdict = next(e.data for e in of_type(run, "slo.evaluated") if e.data["step"] == 0)
+    assert verdict["warmup"] == warm  # recorded beside the verdict, not judged
     rolled = of_type(run, "deploy.rolled_back")[0].data
     assert rolled["strategy"] == "canary" and rolled["phase"] == "step"
     report = Path(of_type(run, "incident.opened")[0].data["report_path"]).read_text(encoding="utf-8")

@@ -21,7 +21,10 @@ from pilotage.errors import BackendError
 from pilotage.events import EventType, new_event
 from pilotage.flows.recovery import process_alive
 from pilotage.graph.sqlite import SQLiteGraph
+from pilotage.observe.prometheus import Sample, ScrapeSource, increase
+from pilotage.observe.slo import parse_slo
 from pilotage.rollout.controller import RolloutController
+from pilotage.rollout.observation import observe
 from pilotage.runtime.local import LocalRuntime
 from pilotage.settings import Settings
 from tests.fixtures.tiny_service.harness import AllowAll, copy_service, wait_for
@@ -82,6 +85,57 @@ def test_canary_steps_and_rolls_back_by_route_weight(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def _requests(sample: Sample) -> float:
+    return sum(sample.statuses.values())
+
+
+def test_a_fresh_canary_is_warmed_up_before_its_first_step_and_the_warm_up_is_not_judged(tmp_path: Path) -> None:
+    availability = parse_slo({"objectives": [{"name": "availability", "sli": "availability", "target": 0.999}]})
+
+    async def scenario() -> None:
+        controller = _controller(tmp_path)  # rollout_warmup_requests: the default, 20
+        plan = _plan(tmp_path, "canary", [50, 100])
+        source = ScrapeSource()
+        try:
+            started = await controller.launch(plan)
+            warm = started["warmup"]
+            assert warm["version"] == "v2" and warm["requests"] == warm["sent"] == 20 and warm["duration_s"] > 0
+            assert warm["statuses"] == {"200": 20} and warm["failures"] == warm["unfilled"] == 0
+            route = await controller.runtime.get_route("dep-canary")
+            assert route is not None
+            canary, baseline = route.backends["v2"], route.backends["v1"]
+            await asyncio.sleep(0.3)  # synthetic traffic runs, all of it to v1 at 100/0
+            assert _requests(await source.sample("v2", canary.url)) == 20  # v2 counted the warm-up alone
+            route_stats = await controller.runtime.route_stats("dep-canary")
+            assert route_stats.versions["v2"].requests == 0  # sent at v2's own address, not through the route
+            await controller.apply_step(plan, 50)
+            seen = await observe(source, availability, canary, baseline, duration_s=1.0, poll_s=0.25)
+            first, last = seen.canary[0], seen.canary[-1]
+            judged = increase(seen.canary).requests  # what the step's verdict counts (samples are cumulative)
+            assert _requests(first) >= 20 and judged == _requests(last) - _requests(first)
+            assert 0 < judged <= _requests(last) - 20  # the warm-up came before the start sample: never judged
+        finally:
+            await source.aclose()
+            await controller.close()
+            await controller.runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_no_warm_up_when_it_is_turned_off(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        settings = Settings(synthetic_traffic_rps=20.0, service_ready_timeout_s=20.0, rollout_warmup_requests=0)
+        controller = RolloutController(LocalRuntime(log_dir=tmp_path / "logs"), settings)
+        try:
+            started = await controller.launch(_plan(tmp_path, "canary", [50, 100]))
+            assert started["warmup"] is None
+        finally:
+            await controller.close()
+            await controller.runtime.close()
+
+    asyncio.run(scenario())
+
+
 def test_blue_green_previews_green_then_switches_atomically_and_keeps_blue_warm(tmp_path: Path) -> None:
     async def scenario() -> None:
         controller = _controller(tmp_path)
@@ -90,6 +144,7 @@ def test_blue_green_previews_green_then_switches_atomically_and_keeps_blue_warm(
             started = await controller.launch(plan)
             preview = await controller.runtime.get_route("dep-blue-green#preview")  # green alone behind its proxy
             assert preview is not None and started["preview_url"] == preview.url != started["canary"]["url"]
+            assert started["warmup"]["version"] == "v2" and started["warmup"]["statuses"] == {"200": 20}  # green
             assert list(preview.backends) == ["v2"]
             assert await _versions(started["proxy_url"]) == {"v1": 40}  # users stay on blue
             assert await _versions(started["preview_url"], 5) == {"v2": 5}  # green answers at its own address
@@ -119,6 +174,7 @@ def test_feature_flag_moves_the_flag_and_rollback_turns_it_off_without_a_restart
             started = await controller.launch(plan)
             flags = await controller.flags()
             assert started["flags_url"] == flags.url and flags.get(plan["flag_key"]).percent == 0
+            assert started["warmup"] is None  # the new version serves every request from the start: already warm
             assert await _versions(started["proxy_url"]) == {"v2": 40}  # the new code serves, its flag off
             await controller.apply_step(plan, 25)
             assert flags.get(plan["flag_key"]).percent == 25
@@ -148,10 +204,12 @@ def test_recreate_brings_a_rollout_back_at_its_last_weight(tmp_path: Path) -> No
         try:
             resumed = await controller.recreate(plan, phase="rollout", weight=100)
             assert resumed["phase"] == "rollout" and resumed["canary"]["version"] == "v2"
+            assert resumed["warmup"]["sent"] == 20  # the re-started new version is warmed up again
             assert await _versions(resumed["proxy_url"]) == {"v2": 40}
             await controller.runtime.close_route("dep-canary")
             promoted = await controller.recreate(plan, phase="promoted", weight=100)
             assert promoted["baseline"] is None and await _versions(promoted["proxy_url"]) == {"v2": 40}
+            assert promoted["warmup"] is None  # nothing is analysed before it: no warm-up
         finally:
             await controller.close()
             await controller.runtime.close()

@@ -89,6 +89,16 @@ def test_a_version_that_stops_exposing_metrics_is_inconclusive_never_pass() -> N
     assert any("exposes no http_requests_total" in r for r in seen.assessment.reasons)
 
 
+def test_both_versions_degrading_extend_the_step_to_its_grace_before_the_hold() -> None:
+    # both versions fail 20 % of requests (200x the 0.1 % budget): the canary is not the cause, and a passing
+    # degradation may end — the step extends to its limit like any Inconclusive one, then holds (shared cause)
+    source = CountingSource({"v1": 0.2, "v2": 0.2})
+    availability = parse_slo({"objectives": [{"name": "availability", "sli": "availability", "target": 0.999}]})
+    seen = run(observe(source, availability, instance("v2"), instance("v1"), duration_s=0.05, poll_s=0.01, grace_s=0.3))
+    assert seen.assessment.outcome is Outcome.INCONCLUSIVE and seen.assessment.cause == "shared_degradation"
+    assert seen.elapsed_s >= 0.3 and seen.polls >= 20  # not ended at the 0.05 s window
+
+
 async def _alive_unless_v2(inst: Instance) -> bool:
     return inst.workload.version != "v2"
 

@@ -59,6 +59,14 @@ def test_generator_with_duration_stops_by_itself_and_counts_failures() -> None:
     asyncio.run(scenario())
 
 
+def test_a_burst_sends_exactly_its_count_one_after_another_and_counts_failures() -> None:
+    async def scenario() -> TrafficStats:
+        return await TrafficGenerator("http://127.0.0.1:9", ["/x", "/y"], 1.0, timeout_s=0.5).burst(7)
+
+    stats = asyncio.run(scenario())
+    assert stats.sent == stats.failures == 7 and stats.statuses == {} and stats.skipped == 0
+
+
 @pytest.mark.parametrize(("paths", "rps"), [([], 1.0), (["notes"], 1.0), (["/notes"], 0.0)])
 def test_invalid_generator_arguments(paths: list[str], rps: float) -> None:
     with pytest.raises(InputError):

@@ -20,7 +20,9 @@ at all when the rollout's traffic plan had nothing to call (issue 17): nothing w
 at the end of the window, then ``rollout_on_inconclusive`` (real requests through the route are judged as usual).
 The route's per-version counters stand in for a version whose ``/metrics`` cannot be read; a new version whose
 process exited fails at once. A blue-green **preview** step (green at its own address, 0 % of users) first
-smoke-checks every traffic path there.
+smoke-checks every traffic path there. Step 0's ``deploy.step`` carries the warm-up burst the rollout controller
+sent to the new version before it (:meth:`pilotage.rollout.controller.RolloutController.warm_up`): the analysis
+starts after it, so it is never judged; the decision's inputs and ``slo.evaluated`` record it (``warmup``).
 
 Reason (``slo.assessment``, pure): :func:`assessment_reasoning` recomputes the assessment from the recorded sample
 series, so ``pilotage events replay`` reproduces it. Logs written before issue #3 hold ``slo.judgement`` decisions
@@ -75,6 +77,7 @@ __all__ = [
     "find_slo",
     "judge",
     "step_evidence",
+    "warmup_line",
 ]
 
 
@@ -249,6 +252,18 @@ def evidence_lines(assessment: dict[str, Any]) -> list[str]:
             )
         lines.append(line)
     return lines
+
+
+def warmup_line(warmup: dict[str, Any] | None) -> str:
+    """One line on the warm-up burst a step's analysis started after (``pilotage explain``); '' when none."""
+    if not warmup:
+        return ""
+    answers = ", ".join(f"{code}×{n}" for code, n in (warmup.get("statuses") or {}).items()) or "none"
+    return (
+        f"{warmup.get('sent', 0)} of {warmup.get('requests', 0)} warm-up requests to {warmup.get('version', '?')} "
+        f"in {_num(warmup.get('duration_s'))} s before the analysis (answers {answers}; "
+        f"{warmup.get('failures', 0)} unanswered) — not judged"
+    )
 
 
 def _num(value: Any) -> str:
@@ -441,6 +456,8 @@ class ReliabilityAgent(Agent):
             "slo_error_rate": self.ctx.settings.slo_error_rate,
             "on_inconclusive": self.ctx.settings.rollout_on_inconclusive,
         }
+        if moved.warmup:  # sent to the new version before this analysis: recorded beside it, never judged
+            inputs["warmup"] = moved.warmup
         decision = await self.decide("slo.assessment", inputs, cause=event)
         measured = {"canary": inputs["canary"], "baseline": inputs["baseline"], "window_s": inputs["window_s"]}
         self._record_samples(state, step, weight, measured)
@@ -472,6 +489,7 @@ class ReliabilityAgent(Agent):
                 "rule": decision.rule,
                 "rationale": decision.rationale,
                 "decision_id": decision.id,
+                **({"warmup": inputs["warmup"]} if "warmup" in inputs else {}),
             },
             cause=event,
         )

@@ -9,12 +9,13 @@ Reason (``rollout.next``, pure): :func:`pilotage.rollout.state.next_action` on t
 advance / hold / promote / roll back / pause. ``pilotage events replay`` recomputes every one of these decisions.
 
 Act, only through :class:`pilotage.rollout.controller.RolloutController` (the one component that touches the
-runtime): launch → ``deploy.started`` + ``deploy.step`` 0; advance → ``deploy.step``; promote →
-``authorize("promote")``, ``deploy.promoted``, the previous version kept warm ``standby_s`` then released
-(``deploy.standby_released``); rollback → ``authorize("rollback")`` (the safe direction: never blocked, see
-:mod:`pilotage.policy.base`), users protected first, an incident record (:mod:`pilotage.rollout.incident`),
-``incident.opened``, ``deploy.rolled_back``; pause → ``deploy.paused``. Every action is idempotent, so a handler
-interrupted by a crash and run again on the redelivered event finishes the job without doing it twice.
+runtime): launch (and the new version's warm-up) → ``deploy.started`` + ``deploy.step`` 0 (carrying the warm-up's
+counts); advance → ``deploy.step``; promote → ``authorize("promote")``, ``deploy.promoted``, the previous version
+kept warm ``standby_s`` then released (``deploy.standby_released``); rollback → ``authorize("rollback")`` (the safe
+direction: never blocked, see :mod:`pilotage.policy.base`), users protected first, an incident record
+(:mod:`pilotage.rollout.incident`), ``incident.opened``, ``deploy.rolled_back``; pause → ``deploy.paused``. Every
+action is idempotent, so a handler interrupted by a crash and run again on the redelivered event finishes the job
+without doing it twice.
 
 Learn: the ``Deployment`` node's ``outcome``; ``Incident`` node with ``Deployment -CAUSED-> Incident``.
 """
@@ -83,6 +84,7 @@ class RolloutAgent(Agent):
 
     async def _launch(self, event: CloudEvent, state: RolloutState) -> None:
         controller = rollout_controller(self.ctx)
+        warmup = None
         if state.phase == "requested":
             try:
                 started = await controller.launch(state.plan)
@@ -95,12 +97,15 @@ class RolloutAgent(Agent):
                 {"outcome": "in_progress", "steps": list(state.steps), "proxy_url": started["proxy_url"]},
             )
             await self.emit(EventType.DEPLOY_STARTED, started, cause=event)
+            warmup = started.get("warmup")
         elif state.step >= 0:
             return  # redelivered: step 0 was taken
         await controller.apply_step(state.plan, state.steps[0])
-        await self._emit_step(event, state, 0, state.steps[0])
+        await self._emit_step(event, state, 0, state.steps[0], warmup)
 
-    async def _emit_step(self, event: CloudEvent, state: RolloutState, step: int, weight: int) -> None:
+    async def _emit_step(
+        self, event: CloudEvent, state: RolloutState, step: int, weight: int, warmup: dict[str, Any] | None = None
+    ) -> None:
         data: dict[str, Any] = {
             "deployment_id": state.deployment_id,
             "step": step,
@@ -111,6 +116,8 @@ class RolloutAgent(Agent):
         traffic = state.plan.get("traffic")
         if step == 0 and isinstance(traffic, dict) and traffic.get("summary"):
             data["traffic"] = str(traffic["summary"])  # issue 17: what synthetic traffic sends, or that it cannot
+        if warmup:  # sent before this step's analysis began: the verdict records it, it is not judged
+            data["warmup"] = warmup
         await self.emit(EventType.DEPLOY_STEP, data, cause=event)
 
     async def _on_verdict(self, event: CloudEvent, state: RolloutState) -> None:

@@ -38,7 +38,9 @@ class DeployStarted(EventData):
     """Both versions run behind the stable route. Rollout → reliability.
 
     ``baseline``/``canary`` = {version, url, pid}; ``preview_url`` = green's own address (blue-green);
-    ``flag_key``/``flags_url`` = the release flag and the OFREP server (feature-flag).
+    ``flag_key``/``flags_url`` = the release flag and the OFREP server (feature-flag); ``warmup`` = the warm-up
+    burst sent to the new version before the first analysed step ({version, requests, sent, statuses, failures,
+    unfilled, duration_s}, :meth:`pilotage.rollout.controller.RolloutController.warm_up`), None when none was sent.
     """
 
     deployment_id: str
@@ -53,13 +55,15 @@ class DeployStarted(EventData):
     flag_key: str
     flags_url: str
     traffic_paths: list[str]
+    warmup: Obj | None = None
 
 
 class DeployStep(EventData):
     """The rollout moved. Rollout → reliability.
 
     ``weight`` = the new version's route percent, or the flag's share of targeting keys (feature-flag), at 0-based
-    ``step``; ``phase`` preview / step / watch; ``traffic`` (step 0 only) = the traffic plan's one-line summary.
+    ``step``; ``phase`` preview / step / watch; ``traffic`` (step 0 only) = the traffic plan's one-line summary;
+    ``warmup`` (step 0 only) = ``deploy.started``'s warm-up, sent before this step's analysis (not judged).
     """
 
     deployment_id: str
@@ -68,6 +72,7 @@ class DeployStep(EventData):
     strategy: str
     phase: str = "step"
     traffic: str | None = None
+    warmup: Obj | None = None
 
 
 class DeployPromoted(EventData):
@@ -114,7 +119,10 @@ class DeployStandbyReleased(EventData):
 
 
 class DeployResumed(EventData):
-    """A restarted control plane re-created a deployment's environment (new urls). Recovery → rollout."""
+    """A restarted control plane re-created a deployment's environment (new urls). Recovery → rollout.
+
+    ``warmup``: the warm-up burst sent to the re-started new version (as ``deploy.started``'s), or None.
+    """
 
     deployment_id: str
     phase: str
@@ -124,6 +132,7 @@ class DeployResumed(EventData):
     proxy_url: str
     preview_url: str
     reason: str
+    warmup: Obj | None = None
 
 
 class SloEvaluated(EventData):
@@ -132,7 +141,8 @@ class SloEvaluated(EventData):
     ``action`` continue / rollback / pause; ``cause`` healthy / breach / evidence_missing / shared_degradation (both
     versions burn the budget: hold and alert); the assessment; ``evidence``: per metric the sequential evidence
     (``metric``, ``outcome``, ``gate``, ``e_value`` vs ``e_threshold``, ``upper_bound`` of the excess vs
-    ``tolerance``, ``mde`` the smallest detectable effect, quantiles ``canary_s``/``baseline_s``), issue 21.
+    ``tolerance``, ``mde`` the smallest detectable effect, quantiles ``canary_s``/``baseline_s``), issue 21;
+    ``warmup`` (step 0) = the warm-up burst sent before the analysis began, excluded from what was judged.
     """
 
     deployment_id: str
@@ -154,6 +164,7 @@ class SloEvaluated(EventData):
     decision_id: str
     window_s: float
     evidence: list[Obj] | None = None
+    warmup: Obj | None = None
 
 
 class SloBreach(EventData):

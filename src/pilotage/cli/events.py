@@ -145,8 +145,10 @@ def explain(
             + (f" · event {verdict['event_id']}" if verdict.get("event_id") else "")
         )
     if d.get("kind") == "slo.assessment":  # issue 21: the sequential evidence of each metric of the step
-        from pilotage.agents.reliability import evidence_lines
+        from pilotage.agents.reliability import evidence_lines, warmup_line
 
+        if warmup_line(d["inputs"].get("warmup")):
+            console.print(f"[bold]warm-up[/]   {warmup_line(d['inputs'].get('warmup'))}")
         for line in evidence_lines((d.get("score") or {}).get("assessment") or {}):
             console.print(f"[bold]evidence[/]  {line}")
     for e in outcome:

@@ -17,8 +17,17 @@ an :class:`Assessment`:
   the baseline burns an objective's budget (at least :data:`~pilotage.observe.burn_rate.MIN_BAD_EVENTS` bad
   events, a measured burn above 6× and an e-value against the budget at ``1/alpha``) and the canary cannot be
   shown to burn less (its upper bound at ``beta`` is above 6×): the environment degrades, not the new version, so
-  the canary's burn-rate alerts do not fail it and the rollout holds and alerts instead (the reliability agent
-  turns it into ``pause``). A comparative test that fails still fails: a canary worse than a degraded baseline.
+  the canary's burn-rate alerts do not fail it and the rollout holds and alerts instead (the step extends to its
+  limit, then the reliability agent turns it into ``pause``, never ``rollback``). The comparative test of that
+  objective still fails a canary that is clearly worse than the degraded baseline, but only by what the canary
+  *adds*: its excess over the baseline must be significant (the e-value at ``1/alpha``, as always) **and** larger
+  than the slow page's burn, :data:`SLOW_FACTOR` × the objective's budget (:func:`_degraded`). The rule: the SLO's
+  budget is the materiality of a comparison against a baseline that meets the SLO; against a baseline that itself
+  burns more than 6× (the SRE Workbook's slow-page factor, table 5-8), an excess that would not page on its own
+  is within what the shared degradation does to two versions that are not exchangeable (a fresh process beside a
+  warm one, a preview's own route) and is not shown to be the canary's — that objective's verdict is
+  Inconclusive (hold), not Fail. An excess that would page on its own still fails, and so do the latency
+  detectors (p50/p95/p99, distribution), which judge relative shifts.
 * **Pass** — every gating test ruled out a regression and nothing failed.
 """
 
@@ -26,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -199,6 +208,45 @@ def _shared(judged: Sequence[_Judged], config: JudgeConfig) -> list[str]:
     return out
 
 
+def _degraded(judged: _Judged) -> _Judged:
+    """The verdict of an objective whose budget the baseline burns too (:func:`_shared`; see the module docstring).
+
+    A Fail stands only when the canary's excess over the baseline is above :data:`SLOW_FACTOR` × the budget (it
+    would page by itself); a smaller significant excess becomes Inconclusive, with the evidence kept.
+    """
+    verdict, limit = judged.verdict, SLOW_FACTOR * judged.budget
+    if verdict.outcome is not Outcome.FAIL or (verdict.effect_size or 0.0) > limit:
+        return judged
+    reason = (
+        f"the baseline burns the {judged.name} budget too: the canary's excess is significant but not above "
+        f"{SLOW_FACTOR:g}× the budget ({limit:.2%}), so it is not shown to be the cause; {verdict.reason}"
+    )
+    held = replace(
+        verdict,
+        outcome=Outcome.INCONCLUSIVE,
+        reason=reason,
+        threshold={**verdict.threshold, "degraded_materiality": limit},
+    )
+    return replace(judged, verdict=held)
+
+
+def _shared_reasons(shared: Sequence[str], *, failing: bool) -> list[str]:
+    """The reasons a shared degradation adds: the hold (nothing failed), else a note beside the canary's failures.
+
+    "Not the cause" is said only of a canary nothing failed: a Fail names its own evidence, so the note beside it
+    says the baseline burns the budget too, never that the canary is not the cause.
+    """
+    if failing:
+        return [
+            f"the baseline burns the {o} budget too (> {SLOW_FACTOR:g}×), but the canary fails on the evidence above"
+            for o in shared
+        ]
+    return [
+        f"the baseline burns the {o} budget (> {SLOW_FACTOR:g}×) and the canary may too: the canary is not the cause"
+        for o in shared
+    ]
+
+
 def _burn_hold(judged: _Judged) -> str:
     events, trials = judged.counts.canary
     burn = events / trials / judged.budget
@@ -253,7 +301,9 @@ def assess(
         judge_latency: run the latency detectors (p50/p95/p99, distribution; they need a baseline).
 
     Returns:
-        The :class:`Assessment`; Fail wins over a shared degradation, which wins over Inconclusive and Pass.
+        The :class:`Assessment`; Fail wins over a shared degradation (where the comparison of a shared objective
+        fails only above :data:`SLOW_FACTOR` × its budget, :func:`_degraded`), which wins over Inconclusive and
+        Pass.
     """
     reasons = [f"metrics: {e}" for e in errors]
     if len(canary) < 2:
@@ -269,18 +319,17 @@ def assess(
     histogram = judge_latency and b_windows is not None and bool(canary[-1].buckets) and bool(baseline[-1].buckets)
     tests = (sum(o.sli == "latency" for o in slo.objectives), len(QUANTILES) + 1 if histogram else 0)
     judged = _judged(slo, c_windows, b_windows, canary[-1], tests, config)
+    shared = _shared(judged, config)
+    judged = [_degraded(j) if j.name in shared else j for j in judged]
     verdicts = [j.verdict for j in judged]
     if histogram and b_windows is not None:
         verdicts += _detectors(c_windows, b_windows, config.alpha_for("detector", *tests), config)
-    shared = _shared(judged, config)
     burns = [_burn_hold(j) for j in judged if _warm(*j.counts.canary, j.budget) and j.name not in shared]
     failures = [f"canary restarted {restarts} time(s) during the analysis (its counters reset)"] if restarts else []
     failures += [_burn_reason(a) for a in alerts if a.firing and a.objective not in shared]
     failures += [f"{v.metric} fail: {v.reason}" for v in verdicts if v.outcome is Outcome.FAIL]
-    held = [
-        f"the baseline burns the {o} budget (> {SLOW_FACTOR:g}×) and the canary may too: the canary is not the cause"
-        for o in shared
-    ]
+    held = [] if failures else _shared_reasons(shared, failing=False)
+    failures += _shared_reasons(shared, failing=True) if failures else []
     unknown = [f"slo {a.objective}: {a.reason}" for a in alerts if a.reason and not a.reason.startswith("only")]
     pending = [f"{v.metric} inconclusive: {v.reason}" for v in verdicts if v.gate and v.outcome is Outcome.INCONCLUSIVE]
     reasons = list(dict.fromkeys([*failures, *held, *reasons, *unknown, *burns, *pending]))

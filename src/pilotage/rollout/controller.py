@@ -20,6 +20,16 @@ What each strategy runs (weights in percent; ``plan`` = the ``deploy.requested``
 * feature-flag: the new version gets ``PILOTAGE_OFREP_URL``/``PILOTAGE_FLAG_KEY`` and serves 100 % of the route
   from the start with the flag at 0 %; a step sets the flag's share of targeting keys on the control plane's OFREP
   server (:mod:`pilotage.runtime.flags`); rollback turns the flag off — no process restarts.
+
+**Warm-up** (:meth:`RolloutController.warm_up`): once a canary or blue-green's green is started and ready, and
+before synthetic traffic starts and the first step is analysed, it gets ``rollout_warmup_requests`` requests of
+the traffic plan at its own address (:meth:`pilotage.runtime.traffic.TrafficGenerator.burst`), so a cold process
+is not judged against a warm baseline (Argo Rollouts' analysis ``initialDelay``, Flagger's pre-rollout load-test
+webhook). The analysis of a step starts from the counters of its first poll (samples are cumulative and judged
+as increases from there, :mod:`pilotage.rollout.observation`), which comes after ``deploy.step`` and so after the
+warm-up: warm-up requests are never judged. Their counts go into ``deploy.started`` (and ``deploy.resumed``)
+``warmup``, which step 0 carries to its verdict. Feature-flag releases have nothing to warm: the new version has
+served all requests (flag off) since it started.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from pilotage.errors import BackendError
 from pilotage.rollout.state import preview_route_name
 from pilotage.runtime.base import Instance, Route, Runtime, Workload
 from pilotage.runtime.flags import FlagServer
-from pilotage.runtime.traffic import TrafficStats, has_requests, start_traffic, stop_traffic
+from pilotage.runtime.traffic import TrafficGenerator, TrafficStats, has_requests, start_traffic, stop_traffic
 from pilotage.settings import Settings
 
 __all__ = ["RollbackDone", "RolloutController", "role_workload", "rollout_controller"]
@@ -131,6 +141,7 @@ class RolloutController:
                     await self.runtime.stop(instance)
                 raise
         preview_url = await self._open_preview(plan, canary) if strategy == "blue-green" else ""
+        warmup = await self.warm_up(plan, canary)
         self._start_traffic(plan, route.url, preview_url)
         return {
             "deployment_id": deployment_id,
@@ -145,6 +156,7 @@ class RolloutController:
             "flag_key": plan.get("flag_key", ""),
             "flags_url": self._flags.url if self._flags is not None and strategy == "feature-flag" else "",
             "traffic_paths": plan["traffic_paths"],
+            "warmup": warmup,
         }
 
     async def _launch_on_stable_route(self, plan: dict[str, Any]) -> tuple[Instance, Instance, Route]:
@@ -231,6 +243,33 @@ class RolloutController:
     async def _close_preview(self, deployment_id: str) -> None:
         await stop_traffic(preview_route_name(deployment_id))
         await self.runtime.close_route(preview_route_name(deployment_id))
+
+    async def warm_up(self, plan: dict[str, Any], instance: Instance) -> dict[str, Any] | None:
+        """Send ``rollout_warmup_requests`` requests of the plan's traffic to a freshly started new version.
+
+        Sent at ``instance``'s own address (not the route: no user and no route counter sees them), one after
+        another (:meth:`~pilotage.runtime.traffic.TrafficGenerator.burst`), for at most ``service_ready_timeout_s``.
+        Their answers are recorded, not judged: a version that fails them is judged on the step's own requests.
+
+        Returns:
+            ``{version, requests, sent, statuses, failures, unfilled, duration_s}`` (``requests`` the setting,
+            ``statuses`` code → count, ``duration_s`` seconds the burst took), or None when nothing is sent: the
+            setting is 0, a feature-flag release (already warm), or the plan has nothing to call.
+        """
+        count = self.settings.rollout_warmup_requests
+        traffic = plan.get("traffic") or list(plan["traffic_paths"])
+        if count <= 0 or plan["strategy"] == "feature-flag" or not has_requests(traffic):
+            return None
+        began = time.monotonic()
+        limit_s = float(self.settings.service_ready_timeout_s)
+        generator = TrafficGenerator(instance.url, traffic, 1.0, duration_s=limit_s)  # a burst ignores the rate
+        stats = (await generator.burst(count)).to_dict()
+        return {
+            "version": instance.workload.version,
+            "requests": count,
+            **{k: stats[k] for k in ("sent", "statuses", "failures", "unfilled")},
+            "duration_s": round(time.monotonic() - began, 3),
+        }
 
     def _start_traffic(self, plan: dict[str, Any], route_url: str, preview_url: str) -> None:
         # the traffic plan (issue 17; older plans: GET paths); nothing to call → no generator, real traffic only
@@ -394,6 +433,7 @@ class RolloutController:
             raise
         previewing = strategy == "blue-green" and phase == "rollout" and weight == 0
         preview = await self._open_preview(plan, started["canary"]) if previewing else ""
+        warmup = await self.warm_up(plan, started["canary"]) if phase == "rollout" else None
         if phase == "rollout":
             self._start_traffic(plan, route.url, preview)
         return {
@@ -405,6 +445,7 @@ class RolloutController:
             "proxy_url": route.url,
             "preview_url": preview,
             "reason": f"control plane restarted: the {phase} environment of {deployment_id} is re-created from the log",
+            "warmup": warmup,
         }
 
     async def _recreate_on_stable_route(self, plan: dict[str, Any], weight: int) -> dict[str, Any]:
@@ -423,6 +464,7 @@ class RolloutController:
         assert route is not None
         previewing = plan["strategy"] == "blue-green" and weight == 0
         preview = await self._open_preview(plan, canary) if previewing else ""
+        warmup = await self.warm_up(plan, canary)
         self._start_traffic(plan, route.url, preview)
         return {
             "deployment_id": plan["deployment_id"],
@@ -433,6 +475,7 @@ class RolloutController:
             "proxy_url": route.url,
             "preview_url": preview,
             "reason": f"control plane restarted: {head_v} is back beside production {base_v} on {name} at {weight} %",
+            "warmup": warmup,
         }
 
     @staticmethod

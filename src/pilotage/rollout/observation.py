@@ -7,11 +7,14 @@ Used by the reliability agent for every step of every rollout (``pilotage demo``
 2. after each poll run :func:`pilotage.rollout.analysis.assess` on everything sampled so far; the first **Fail**
    ends the observation at once (the caller rolls back without waiting for the end of the pause); a canary whose
    process exited is a Fail without waiting for metrics; a **Pass** ends it at the end of ``duration_s`` (the
-   step's minimum), and so does an Inconclusive with a cause (both versions degrading: the caller holds);
-3. still **Inconclusive** at the end — the sequential tests have not yet ruled a regression in or out: keep
-   sampling the same series for up to ``grace_s`` more seconds (the step extends while the evidence is not
-   sufficient either way) until the assessment is no longer Inconclusive; at that limit it stays Inconclusive,
-   never a pass (what then happens to an Inconclusive step is the caller's policy) —
+   step's minimum);
+3. still **Inconclusive** at the end — the sequential tests have not yet ruled a regression in or out, or both
+   versions burn the same budget (cause ``shared_degradation``: a passing load spike may end, or the canary be
+   shown worse or better): keep sampling the same series for up to ``grace_s`` more seconds (the step extends
+   while the evidence is not sufficient either way) until the assessment is no longer Inconclusive; at that limit
+   it stays Inconclusive, never a pass (what then happens to an Inconclusive step is the caller's policy: the
+   reliability agent pauses a shared degradation for a person and applies ``rollout_on_inconclusive`` to the
+   rest) —
    unless ``grace_needs_requests`` and no population got a single request: waiting for traffic that nothing
    sends is pointless (a rollout whose traffic plan has nothing to call, issue 17).
 
@@ -233,7 +236,7 @@ async def observe(
         found = _analyse(slo, series[0], series[1], counted, exited, with_baseline, settings, judged.name)
         now = time.monotonic()
         done = found.outcome is Outcome.FAIL or now >= grace_end
-        done = done or (now >= deadline and (found.outcome is not Outcome.INCONCLUSIVE or bool(found.cause)))
+        done = done or (now >= deadline and found.outcome is not Outcome.INCONCLUSIVE)
         done = done or (now >= deadline and grace_needs_requests and not _any_request(series))
         if done and (polls >= 2 or found.outcome is Outcome.FAIL):  # a Fail on the first poll: a dead canary
             return Observation(found, series[0], series[1], counted, exited, with_baseline, now - started, polls)

@@ -326,14 +326,39 @@ class TrafficGenerator:
                 for task in list(self._pending):
                     task.cancel()
 
+    async def burst(self, count: int) -> TrafficStats:
+        """Send ``count`` requests of the plan now, one after another (closed loop); return the counts.
+
+        What a rollout's warm-up sends (:meth:`pilotage.rollout.controller.RolloutController.warm_up`): the same
+        draws, "create, then use", credentials and targeting keys as the open-loop traffic, but each request waits
+        for the previous answer, so a cold process is not flooded and a created item exists before it is used.
+        Stops early once ``duration_s`` (when set) has passed. Never raises for the service's behaviour: a request
+        without an answer counts in ``failures``, one whose parameters cannot be filled in ``unfilled``.
+        """
+        started = time.monotonic()
+        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+            for _ in range(count):
+                if self.duration_s is not None and time.monotonic() - started >= self.duration_s:
+                    break
+                call = self._next_call()
+                if call is not None:
+                    await self._one(client, call)
+        return self.stats
+
+    def _next_call(self) -> _Call | None:
+        """The next request of the plan (or its creator), drawn by weight; None (counted ``unfilled``) if unfillable."""
+        call = self._fill(self._random.choices(self.requests, weights=self._weights)[0], 0)
+        if call is None:
+            self.stats.unfilled += 1
+        return call
+
     def _launch(self, client: httpx.AsyncClient) -> None:
         """Launch the next request of the plan (or its creator), unless ``max_in_flight`` are outstanding."""
         if len(self._pending) >= self.max_in_flight:
             self.stats.skipped += 1
             return
-        call = self._fill(self._random.choices(self.requests, weights=self._weights)[0], 0)
+        call = self._next_call()
         if call is None:
-            self.stats.unfilled += 1
             return
         task = asyncio.create_task(self._one(client, call))
         self._pending.add(task)
