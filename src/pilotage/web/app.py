@@ -30,6 +30,8 @@ from pilotage.graph.base import Graph
 from pilotage.secrets import mask, register_secrets
 from pilotage.settings import Settings
 from pilotage.web import models, rollouts, views
+from pilotage.web.dashboard import install as install_dashboard
+from pilotage.web.dashboard import login_redirect
 from pilotage.web.security import Guard
 
 __all__ = ["API_PREFIX", "STREAM_POLL_S", "ApiProblem", "create_app"]
@@ -104,7 +106,10 @@ def _unexpected(exc: Exception) -> Response:
 def _install_guard(app: FastAPI, guard: Guard) -> None:
     @app.middleware("http")
     async def _guarded(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        refusal = guard.check(request.method, request.url.scheme, request.headers)
+        path = request.url.path
+        refusal = guard.check(request.method, request.url.scheme, request.headers, path)
+        if refusal is not None and refusal.status == 401 and request.method == "GET" and not path.startswith(API_PREFIX):
+            return login_redirect(path)  # a dashboard page: the login form, then back
         if refusal is not None:
             return problem(refusal.status, refusal.detail, refusal.hint)
         try:
@@ -248,23 +253,25 @@ def _stream(app: FastAPI, st: _State) -> None:
         run: Annotated[str | None, Query(max_length=200)] = None,
         service: Annotated[str | None, Query(max_length=200)] = None,
         after: Annotated[int | None, Query(ge=0)] = None,
+        named: bool = True,
     ) -> StreamingResponse:
         """Server-sent events: each new event as ``id: <offset>``, ``event: <type>``, ``data: <EventOut JSON>``.
 
         Starts after ``after`` (or the ``Last-Event-ID`` a reconnecting browser sends), else at the end of the log.
+        ``named=false`` leaves the ``event:`` line out, so a browser's ``EventSource.onmessage`` gets every type.
         """
         resume = request.headers.get("last-event-id", "")
         start = int(resume) if resume.isdigit() else after
         offset = start if start is not None else await st.bus.last_offset()
         return StreamingResponse(
-            _event_lines(request, st.bus, offset, type=type, run=run, service=service),
+            _event_lines(request, st.bus, offset, type=type, run=run, service=service, named=named),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
 
 async def _event_lines(
-    request: Request, bus: Bus, offset: int, *, type: str, run: str | None, service: str | None
+    request: Request, bus: Bus, offset: int, *, type: str, run: str | None, service: str | None, named: bool = True
 ) -> AsyncIterator[str]:
     log_ = EventLog(bus)
     yield ": pilotage event stream\n\n"
@@ -272,7 +279,8 @@ async def _event_lines(
         page = await log_.records(type, run=run, after=offset, limit=500, subject=service)
         for record in page:
             data = json.dumps(mask(views.event_out(record.offset, record.event)), separators=(",", ":"))
-            yield f"id: {record.offset}\nevent: {record.event.type}\ndata: {data}\n\n"
+            name = f"event: {record.event.type}\n" if named else ""
+            yield f"id: {record.offset}\n{name}data: {data}\n\n"
         if page:
             offset = page[-1].offset
             continue
@@ -304,6 +312,7 @@ def create_app(settings: Settings, bus: Bus, graph: Graph, *, host: str | None =
     _writes(router, state)
     _stream(app, state)
     app.include_router(router)
+    install_dashboard(app, settings, bus, graph, state.key)
     _install_errors(app)
     _install_guard(app, Guard(host or settings.api_host, settings.api_token))
     return app
