@@ -108,7 +108,7 @@ def _install_guard(app: FastAPI, guard: Guard) -> None:
     async def _guarded(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         path = request.url.path
         refusal = guard.check(request.method, request.url.scheme, request.headers, path)
-        if refusal is not None and refusal.status == 401 and request.method == "GET" and not path.startswith(API_PREFIX):
+        if refusal is not None and refusal.status == 401 and request.method == "GET" and not path.startswith("/api/"):
             return login_redirect(path)  # a dashboard page: the login form, then back
         if refusal is not None:
             return problem(refusal.status, refusal.detail, refusal.hint)

@@ -147,8 +147,6 @@ def step_charts(verdict: dict[str, Any]) -> list[Markup]:
     """
     canary, baseline = verdict.get("canary_series") or [], verdict.get("baseline_series") or []
     t0 = min((float(p["at"]) for p in [*canary, *baseline] if isinstance(p.get("at"), int | float)), default=0.0)
-    return [
-        line_chart(metric.title, metric.unit, [Line("canary", "canary", _series(canary, metric, t0)),
-                                               Line("baseline", "baseline", _series(baseline, metric, t0))])  # fmt: skip
-        for metric in METRICS
-    ]
+    lines = [(Line("canary", "canary", _series(canary, m, t0)), Line("baseline", "baseline", _series(baseline, m, t0)))
+             for m in METRICS]  # fmt: skip
+    return [line_chart(m.title, m.unit, pair) for m, pair in zip(METRICS, lines, strict=True)]

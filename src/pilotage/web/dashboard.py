@@ -46,13 +46,17 @@ CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' d
 TIMELINE_LIMIT = 1000
 
 
+def _clock(iso: Any) -> str:
+    """``HH:MM:SS`` of an ISO-8601 time (the text itself when it has no ``T``)."""
+    text = str(iso or "")
+    return text.partition("T")[2][:8] or text
+
+
 def _environment() -> Environment:
-    env = Environment(
-        loader=PackageLoader("pilotage.web", "templates"), autoescape=True
-    )
+    env = Environment(loader=PackageLoader("pilotage.web", "templates"), autoescape=True)
     env.filters["short"] = lambda value, n=12: str(value or "")[:n]
     env.filters["pct"] = lambda value: "" if value is None else f"{float(value) * 100:.2f} %"
-    env.filters["ms"] = lambda value: "" if value is None else f"{float(value) * 1000:.1f} ms"
+    env.filters["clock"] = _clock
     return env
 
 
@@ -218,4 +222,3 @@ def install(app: FastAPI, settings: Settings, bus: Bus, graph: Graph, key: Calla
     _login(router, pages)
     app.include_router(router)
     app.mount("/static", StaticFiles(packages=[("pilotage.web", "static")]), name="static")
-
