@@ -21,8 +21,9 @@ from pilotage.policy.approval import seal_problem
 from pilotage.policy.approval_key import default_key_path, load_key
 from pilotage.settings import Settings
 from pilotage.web.session import COOKIE
-from tests.fixtures.web_log import DECISION_ID, DEPLOYMENT, PROD, RUN, SERVICE, WAITING, ServedApi, fill_log
-from tests.integration.test_web_api import log_events
+from tests.fixtures.web_log import DECISION_ID, DEPLOYMENT, PROD, RUN, SERVICE, WAITING, ServedApi
+from tests.integration import test_web_api as web_api
+from tests.integration.test_web_api import _serve, log_events
 
 TOKEN = "tok-5e6f7a8b9c0d1e2f"
 PASSWORD = "pw-prom-3c4d5e6f7a8b"
@@ -30,28 +31,12 @@ HOSTILE = "<script>alert('pwned')</script>"
 PAGES = ("/", f"/runs/{RUN}", f"/runs/{WAITING}", f"/rollouts/{DEPLOYMENT}", f"/decisions/{DECISION_ID}",
          "/approvals", "/market", "/cost", "/login")  # fmt: skip
 
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return (tmp_path / ".pilotage").resolve()
-
-
-@pytest.fixture
-def filled(home: Path) -> dict[str, str]:
-    return fill_log(home)
-
-
-def _served(settings: Settings) -> Iterator[ServedApi]:
-    served = ServedApi(settings).start()
-    try:
-        yield served
-    finally:
-        served.stop()
+home, filled = web_api.home, web_api.filled  # the API tests' fixtures: the state folder, the filled log
 
 
 @pytest.fixture
 def site(home: Path, filled: dict[str, str]) -> Iterator[ServedApi]:
-    yield from _served(Settings(home=home))
+    yield from _serve(Settings(home=home))
 
 
 def page(site: ServedApi, path: str, **kw: object) -> httpx.Response:
@@ -133,7 +118,7 @@ def test_text_from_the_log_is_escaped_everywhere(site: ServedApi, home: Path) ->
 def test_no_secret_of_the_settings_reaches_a_page_or_an_answer(home: Path, filled: dict[str, str]) -> None:
     settings = Settings(home=home, api_token=TOKEN, metrics_source_url=f"http://prom:{PASSWORD}@127.0.0.1:9/")
     _publish_hostile(home, f"deliver with {TOKEN} and {PASSWORD}")  # a run that leaks both into the log
-    for site in _served(settings):
+    for site in _serve(settings):
         jar = {COOKIE: _login(site, "carol").cookies[COOKIE]}
         answers = [page(site, path, cookies=jar) for path in (*PAGES, "/runs/run-hostile", "/decisions/d-hostile")]
         answers += [page(site, f"/api/v1{p}") for p in ("/runs", "/runs/run-hostile", "/decisions/d-hostile",
@@ -153,7 +138,7 @@ def test_with_a_token_the_dashboard_answers_with_a_session_from_its_own_page(
     home: Path, filled: dict[str, str]
 ) -> None:
     ident = filled["approval_id"]
-    for site in _served(Settings(home=home, api_token=TOKEN)):
+    for site in _serve(Settings(home=home, api_token=TOKEN)):
         assert _login(site, "carol", "tok-wrong").status_code == 401
         assert COOKIE not in _login(site, "carol", "tok-wrong").cookies
         logged = _login(site, "carol")

@@ -16,7 +16,7 @@ no configured secret reaches a page. Pages carry a Content-Security-Policy allow
 from __future__ import annotations
 
 import getpass
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -106,6 +106,14 @@ async def _timeline(bus: Bus, run_id: str, after: int) -> dict[str, Any]:
     return {"rows": mask(rows), "last": page[-1].offset if page else after}
 
 
+async def _or_none(lookup: Awaitable[dict[str, Any]]) -> dict[str, Any] | None:
+    """Await a view of :mod:`pilotage.web.views`; None when it names something unknown (its InputError)."""
+    try:
+        return await lookup
+    except InputError:
+        return None
+
+
 def _reads(router: APIRouter, pages: Pages) -> None:  # noqa: C901 - one nested function per page, flat
     bus = pages.bus
 
@@ -120,19 +128,17 @@ def _reads(router: APIRouter, pages: Pages) -> None:  # noqa: C901 - one nested 
 
     @router.get("/runs/{run_id}", response_class=HTMLResponse)
     async def run(request: Request, run_id: str) -> Response:
-        try:
-            detail = mask(await views.run_detail(bus, run_id))
-        except InputError:
+        detail = await _or_none(views.run_detail(bus, run_id))
+        if detail is None:
             return pages.missing(request, f"run {run_id}")
         timeline = await _timeline(bus, run_id, 0)
-        return pages.render(request, "run.html", run=detail, **timeline)
+        return pages.render(request, "run.html", run=mask(detail), **timeline)
 
     @router.get("/runs/{run_id}/rows", response_class=HTMLResponse)
     async def run_rows(request: Request, run_id: str, after: int = 0) -> Response:
         """The timeline rows after ``after`` (the script appends them); ``X-Run-Status`` is the run's status."""
-        try:
-            detail = await views.run_detail(bus, run_id)
-        except InputError:
+        detail = await _or_none(views.run_detail(bus, run_id))
+        if detail is None:
             return pages.missing(request, f"run {run_id}")
         response = pages.render(request, "rows.html", **await _timeline(bus, run_id, max(after, 0)))
         response.headers["X-Run-Status"] = f"{detail['status']} {detail['outcome']}".strip()
@@ -150,11 +156,10 @@ def _reads(router: APIRouter, pages: Pages) -> None:  # noqa: C901 - one nested 
 
     @router.get("/decisions/{decision_id}", response_class=HTMLResponse)
     async def decision(request: Request, decision_id: str) -> Response:
-        try:
-            view = mask(await views.decision(bus, decision_id))
-        except InputError:
+        view = await _or_none(views.decision(bus, decision_id))
+        if view is None:
             return pages.missing(request, f"decision {decision_id}")
-        return pages.render(request, "decision.html", d=view)
+        return pages.render(request, "decision.html", d=mask(view))
 
     @router.get("/approvals", response_class=HTMLResponse)
     async def approvals(request: Request) -> Response:
