@@ -20,7 +20,7 @@ from pilotage.events import EventType
 from pilotage.policy.approval import seal_problem
 from pilotage.policy.approval_key import default_key_path, load_key
 from pilotage.settings import Settings
-from pilotage.web.session import COOKIE
+from pilotage.web.security import COOKIE
 from tests.fixtures.web_log import DECISION_ID, DEPLOYMENT, PROD, RUN, SERVICE, WAITING, ServedApi
 from tests.integration import test_web_api as web_api
 from tests.integration.test_web_api import _serve, log_events

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from pilotage.errors import ConfigError
-from pilotage.web.security import Guard, check_binding, is_loopback
-from pilotage.web.session import COOKIE, SESSION_S, issue, session_name
+from pilotage.web.security import COOKIE, SESSION_S, Guard, check_binding, is_loopback, issue, session_name
 
 HOST = {"host": "127.0.0.1:8700"}
 TOKEN = "tok-0a1b2c3d4e5f"

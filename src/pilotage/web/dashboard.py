@@ -34,7 +34,7 @@ from pilotage.report import stage_of, summarize
 from pilotage.secrets import mask, masker
 from pilotage.settings import Settings
 from pilotage.web import charts, rollouts, views
-from pilotage.web.session import COOKIE, SESSION_S, issue, read_cookie, session_name
+from pilotage.web.security import COOKIE, SESSION_S, issue, read_cookie, session_name
 
 __all__ = ["CSP", "PAGES", "install"]
 

@@ -11,9 +11,12 @@ Rules (README "HTTP API"):
   ``Host`` it was sent to, is refused — a web page on another site cannot make the operator's browser approve a
   deploy. Tools that send neither header (curl, the CLI) are not browsers and pass.
 * **Dashboard session.** When a token is set, a browser may carry the session cookie of the dashboard's login
-  form (:mod:`pilotage.web.session`) instead of the bearer header. A write carried by the cookie must name the
-  page's own origin (``Origin``, else ``Referer``, equal to ``scheme://Host``): a cookie is sent by the browser
-  whoever made the page that posts. The login form and the static files (``/login``, ``/static/``) are open.
+  form instead of the bearer header: :data:`COOKIE`, HttpOnly and ``SameSite=Strict``, holding the name typed
+  in the form, the time it was issued and an HMAC-SHA256 of both keyed by the token (:func:`issue`). It never
+  contains the token, expires after :data:`SESSION_S`, and is worthless once the token changes; the name is who
+  the approvals made from that browser name. A write carried by the cookie must name the page's own origin
+  (``Origin``, else ``Referer``, equal to ``scheme://Host``): a cookie is sent by the browser whoever made the
+  page that posts. The login form and the static files (``/login``, ``/static/``) are open.
 * **Host.** Bound to loopback, the ``Host`` header must name a loopback address (``127.0.0.1``, ``localhost``,
   ``[::1]``): a DNS-rebinding page (``evil.example`` resolving to 127.0.0.1) is refused before it reads anything.
 
@@ -23,16 +26,30 @@ the rule that applies.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import ipaddress
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 
 from pilotage.errors import ConfigError
-from pilotage.web.session import read_cookie, session_name
 
-__all__ = ["READ_METHODS", "Guard", "Refusal", "check_binding", "is_loopback"]
+__all__ = [
+    "COOKIE",
+    "READ_METHODS",
+    "SESSION_S",
+    "Guard",
+    "Refusal",
+    "check_binding",
+    "is_loopback",
+    "issue",
+    "read_cookie",
+    "session_name",
+]
 
 #: Methods that change nothing.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -62,6 +79,50 @@ def check_binding(host: str, token: str | None) -> None:
             hint="set PILOTAGE_API_TOKEN, or keep api_host = 127.0.0.1",
             key="api_host",
         )
+
+
+#: The cookie's name.
+COOKIE = "pilotage_session"
+#: Seconds a session lasts (12 h).
+SESSION_S = 12 * 3600
+_CONTEXT = b"pilotage dashboard session v1\0"
+
+
+def _mac(token: str, payload: str) -> str:
+    return hmac.new(token.encode(), _CONTEXT + payload.encode(), hashlib.sha256).hexdigest()
+
+
+def issue(token: str, name: str, now: float | None = None) -> str:
+    """Return the cookie value naming ``name`` (any text; kept base64url-encoded) for a browser that sent ``token``."""
+    encoded = base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+    payload = f"{encoded}.{int(time.time() if now is None else now)}"
+    return f"{payload}.{_mac(token, payload)}"
+
+
+def session_name(token: str | None, value: str | None, now: float | None = None) -> str | None:
+    """Return the name a valid, unexpired cookie ``value`` carries under ``token``; None for anything else."""
+    if not token or not value or value.count(".") != 2:
+        return None
+    encoded, issued, mac = value.split(".")
+    if not hmac.compare_digest(mac, _mac(token, f"{encoded}.{issued}")) or not issued.isdigit():
+        return None
+    if (time.time() if now is None else now) - int(issued) > SESSION_S:
+        return None
+    try:
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def read_cookie(headers: Mapping[str, str]) -> str | None:
+    """Return the value of :data:`COOKIE` in the lower-case ``headers``' ``cookie`` header, or None."""
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(headers.get("cookie", ""))
+    except CookieError:
+        return None
+    morsel = jar.get(COOKIE)
+    return morsel.value if morsel is not None else None
 
 
 @dataclass(frozen=True)
