@@ -42,7 +42,8 @@ needs_approval contains {"msg": "every release of this fleet needs a person's ap
 \ttrue
 }
 """
-APPROVER = "Ada Operator"
+#: As short as the product allows: fewer examples per operation, a shorter load test (the rollback is the point).
+FAST = "schemathesis_max_examples = 3\nload_test_duration_s = 2.0\n"
 
 
 def _browser_or_skip() -> None:
@@ -68,6 +69,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     work = tmp_path / "work"
     (work / "policies").mkdir(parents=True)
     (work / "policies" / "four_eyes.rego").write_text(POLICY, encoding="utf-8")
+    (work / "pilotage.toml").write_text(FAST, encoding="utf-8")
     out, err = (tmp_path / "serve.out").open("w"), (tmp_path / "serve.err").open("w")
     argv = [sys.executable, "-m", "pilotage", "serve", "--json", "--api-port", "0"]
     proc = subprocess.Popen(argv, cwd=work, env=_env(), stdout=out, stderr=err, text=True)

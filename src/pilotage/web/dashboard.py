@@ -42,7 +42,7 @@ __all__ = ["CSP", "PAGES", "install"]
 PAGES = (("/", "Fleet"), ("/approvals", "Approvals"), ("/market", "Market"), ("/cost", "Cost"))
 #: Only the page's own origin: no inline script, no third-party anything (the SVG charts are inline markup).
 CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
-#: Events shown on a run's page (its whole timeline; a longer run shows the newest).
+#: Events a page or a rows request shows at once (a longer run: the script asks for the rows after the last one).
 TIMELINE_LIMIT = 1000
 
 
