@@ -146,7 +146,9 @@ def test_with_a_token_the_dashboard_answers_with_a_session_from_its_own_page(
         cookie = logged.cookies[COOKIE]
         assert TOKEN not in cookie and "httponly" in logged.headers["set-cookie"].lower()
         assert "samesite=strict" in logged.headers["set-cookie"].lower()
-        assert 'name="by" value="carol"' in page(site, "/approvals", cookies={COOKIE: cookie}).text
+        assert re.search(
+            r'<input name="by" value="carol"[^>]* readonly>', page(site, "/approvals", cookies={COOKIE: cookie}).text
+        )
         url = f"{site.url}/api/v1/approvals/{ident}/approve"
         body = {"by": "carol", "reason": "from the dashboard"}
 
@@ -157,6 +159,9 @@ def test_with_a_token_the_dashboard_answers_with_a_session_from_its_own_page(
         assert post(Origin="http://evil.example").status_code == 403
         assert post().status_code == 403  # a cookie without the page's Origin or Referer
         assert post(Referer="http://evil.example/approvals").status_code == 403
+        other = httpx.post(url, json=body | {"by": "mallory"}, cookies={COOKIE: cookie},
+                           headers={"Origin": site.url}, timeout=30)  # fmt: skip
+        assert other.status_code == 403 and other.json()["detail"] == "this session answers as 'carol', not 'mallory'"
         assert log_events(home, EventType.APPROVAL_GRANTED) == []
         done = post(Origin=site.url, **{"Sec-Fetch-Site": "same-origin"})
         assert done.status_code == 200 and done.json()["by"] == "carol"

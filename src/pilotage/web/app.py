@@ -127,10 +127,10 @@ async def _or_404(work: Awaitable[Any]) -> Any:
 
 
 class _State:
-    """What the routes share: backends, settings and the operator's approval key (loaded on first use)."""
+    """What the routes share: backends, settings, the guard and the operator's approval key (loaded on first use)."""
 
-    def __init__(self, settings: Settings, bus: Bus, graph: Graph) -> None:
-        self.settings, self.bus, self.graph = settings, bus, graph
+    def __init__(self, settings: Settings, bus: Bus, graph: Graph, guard: Guard) -> None:
+        self.settings, self.bus, self.graph, self.guard = settings, bus, graph, guard
         self._key: bytes | None = None
 
     def key(self) -> bytes:
@@ -208,9 +208,12 @@ def _reads(router: APIRouter, st: _State) -> None:  # noqa: C901 - one nested fu
 
 
 def _writes(router: APIRouter, st: _State) -> None:
-    async def respond(approval_id: str, body: models.Answer, granted: bool) -> Any:
+    async def respond(approval_id: str, body: models.Answer, granted: bool, http: Request) -> Any:
         from pilotage.policy.approval import answer, find_approval
 
+        who = st.guard.session_of(http.headers)
+        if who is not None and body.by != who:  # a dashboard session answers under the name it logged in with
+            raise ApiProblem(403, f"this session answers as {who!r}, not {body.by!r}", "log in under your own name")
         key = st.key()
         request, _ = await find_approval(st.bus, approval_id, key)
         if request is None:
@@ -226,13 +229,13 @@ def _writes(router: APIRouter, st: _State) -> None:
 
     @router.post("/approvals/{approval_id}/approve", response_model=models.AnswerOut,
                  summary="Approve a waiting action (signed, names who)")  # fmt: skip
-    async def approve(approval_id: str, body: models.Answer) -> Any:
-        return await respond(approval_id, body, True)
+    async def approve(approval_id: str, body: models.Answer, request: Request) -> Any:
+        return await respond(approval_id, body, True, request)
 
     @router.post("/approvals/{approval_id}/deny", response_model=models.AnswerOut,
                  summary="Deny a waiting action (signed, names who)")  # fmt: skip
-    async def deny(approval_id: str, body: models.Answer) -> Any:
-        return await respond(approval_id, body, False)
+    async def deny(approval_id: str, body: models.Answer, request: Request) -> Any:
+        return await respond(approval_id, body, False, request)
 
     @router.post("/deliveries", response_model=models.Submitted, status_code=202,
                  summary="Hand a delivery to pilotage serve")  # fmt: skip
@@ -306,7 +309,8 @@ def create_app(settings: Settings, bus: Bus, graph: Graph, *, host: str | None =
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
     )
-    state = _State(settings, bus, graph)
+    guard = Guard(host or settings.api_host, settings.api_token)
+    state = _State(settings, bus, graph, guard)
     router = APIRouter(prefix=API_PREFIX, responses=_PROBLEM_DOC)
     _reads(router, state)
     _writes(router, state)
@@ -314,5 +318,5 @@ def create_app(settings: Settings, bus: Bus, graph: Graph, *, host: str | None =
     app.include_router(router)
     install_dashboard(app, settings, bus, graph, state.key)
     _install_errors(app)
-    _install_guard(app, Guard(host or settings.api_host, settings.api_token))
+    _install_guard(app, guard)
     return app

@@ -73,10 +73,14 @@ class Pages:
         self.settings, self.bus, self.graph, self.key = settings, bus, graph, key
         self.env = _environment()
 
-    def who(self, request: Request) -> str:
-        """The name approvals made from this browser carry: the session's, else the server's OS user (as the CLI)."""
+    def who(self, request: Request) -> tuple[str, bool]:
+        """Who answers from this browser, and whether that is fixed.
+
+        The session's name (fixed), else the OS user of ``pilotage serve`` as the CLI's default (the form lets the
+        person type theirs).
+        """
         name = session_name(self.settings.api_token, read_cookie(request.headers))
-        return name or getpass.getuser()
+        return (name, True) if name else (getpass.getuser(), False)
 
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         """Render ``template`` with the masked ``context``; the rendered text is masked again."""
@@ -166,7 +170,8 @@ def _reads(router: APIRouter, pages: Pages) -> None:  # noqa: C901 - one nested 
         from pilotage.policy.approval import pending_approvals
 
         waiting = mask(await pending_approvals(bus, pages.key()))
-        return pages.render(request, "approvals.html", approvals=waiting, who=mask(pages.who(request)))
+        who, fixed = pages.who(request)
+        return pages.render(request, "approvals.html", approvals=waiting, who=mask(who), fixed=fixed)
 
     @router.get("/market", response_class=HTMLResponse)
     async def market(request: Request) -> Response:

@@ -159,11 +159,20 @@ class Guard:
             and hmac.compare_digest(value.strip().encode(), str(self.token).encode())
         )
 
+    def session_of(self, headers: Mapping[str, str]) -> str | None:
+        """The name of the dashboard session carrying a request (lower-case ``headers``), or None.
+
+        None as well when the request carries the valid bearer header: then it is a client's, not a browser's.
+        """
+        if not self.token or self._bearer_ok(headers):
+            return None
+        return session_name(self.token, read_cookie(headers))
+
     def _token_rule(self, write: bool, scheme: str, headers: Mapping[str, str], path: str) -> Refusal | None:
         """The rule when the token is needed: the bearer header, or the session cookie (or an open page)."""
         if self._bearer_ok(headers):
             return None
-        session = session_name(self.token, read_cookie(headers)) is not None
+        session = self.session_of(headers) is not None
         if not session and path != "/login" and not path.startswith("/static/"):
             return Refusal(401, "Unauthorized", "this request needs the API access token",
                            "send Authorization: Bearer $PILOTAGE_API_TOKEN")  # fmt: skip
