@@ -100,11 +100,11 @@ def _wait_for(what: str, probe: Any, limit_s: float) -> Any:
     return found
 
 
-def _shoot(page: Any, screens: Path, name: str) -> None:
+def _shoot(page: Any, screens: Path, name: str, readme: bool = True) -> None:
     """Save the whole page as ``screens/NAME.png`` (the test's artifact) and, when ``DASHBOARD_SCREENSHOTS``
     names a folder (``scripts/screenshots``), what the window shows as ``dashboard-NAME.png`` there (README)."""
     page.screenshot(path=str(screens / f"{name}.png"), full_page=True)
-    if os.environ.get("DASHBOARD_SCREENSHOTS"):
+    if readme and os.environ.get("DASHBOARD_SCREENSHOTS"):
         page.screenshot(path=str(Path(os.environ["DASHBOARD_SCREENSHOTS"]) / f"dashboard-{name}.png"))
 
 
@@ -167,7 +167,7 @@ def test_a_person_follows_approves_and_sees_the_rollback_in_a_browser(served: tu
             _shoot(page, screens, "rollout")
             page.goto(base + "/")
             expect(page.locator("tr[data-service='checkout']")).to_be_visible()
-            _shoot(page, screens, "fleet")
+            _shoot(page, screens, "fleet", readme=False)
             browser.close()
         assert demo.wait(END_S) == 0, (tmp_path / "demo.out").read_text(encoding="utf-8")[-3000:]
     finally:
