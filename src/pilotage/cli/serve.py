@@ -123,7 +123,7 @@ async def _serve(  # noqa: C901 - the start and stop sequence of every part, in 
                 f"[bold]Pilotage control plane[/] pid {os.getpid()} · log {settings.bus_url} · "
                 f"{len(report.runs_open)} open run(s) resumed, {len(report.environments)} environment(s) re-created, "
                 f"{len(report.orphans_killed)} orphan process(es) stopped"
-                + (f" · HTTP API {api_url}/api/v1" if api_url else "")
+                + (f" · dashboard {api_url} · HTTP API {api_url}/api/v1" if api_url else "")
                 + " · Ctrl-C stops"
             )
         ctx.bus.on_fatal(lambda _error: stop.set())  # issue #15: a log it cannot write or read stops the plane

@@ -30,6 +30,8 @@ from pilotage.graph.base import Graph
 from pilotage.secrets import mask, register_secrets
 from pilotage.settings import Settings
 from pilotage.web import models, rollouts, views
+from pilotage.web.dashboard import install as install_dashboard
+from pilotage.web.dashboard import login_redirect
 from pilotage.web.security import Guard
 
 __all__ = ["API_PREFIX", "STREAM_POLL_S", "ApiProblem", "create_app"]
@@ -104,7 +106,10 @@ def _unexpected(exc: Exception) -> Response:
 def _install_guard(app: FastAPI, guard: Guard) -> None:
     @app.middleware("http")
     async def _guarded(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        refusal = guard.check(request.method, request.url.scheme, request.headers)
+        path = request.url.path
+        refusal = guard.check(request.method, request.url.scheme, request.headers, path)
+        if refusal is not None and refusal.status == 401 and request.method == "GET" and not path.startswith("/api/"):
+            return login_redirect(path)  # a dashboard page: the login form, then back
         if refusal is not None:
             return problem(refusal.status, refusal.detail, refusal.hint)
         try:
@@ -122,10 +127,10 @@ async def _or_404(work: Awaitable[Any]) -> Any:
 
 
 class _State:
-    """What the routes share: backends, settings and the operator's approval key (loaded on first use)."""
+    """What the routes share: backends, settings, the guard and the operator's approval key (loaded on first use)."""
 
-    def __init__(self, settings: Settings, bus: Bus, graph: Graph) -> None:
-        self.settings, self.bus, self.graph = settings, bus, graph
+    def __init__(self, settings: Settings, bus: Bus, graph: Graph, guard: Guard) -> None:
+        self.settings, self.bus, self.graph, self.guard = settings, bus, graph, guard
         self._key: bytes | None = None
 
     def key(self) -> bytes:
@@ -203,9 +208,12 @@ def _reads(router: APIRouter, st: _State) -> None:  # noqa: C901 - one nested fu
 
 
 def _writes(router: APIRouter, st: _State) -> None:
-    async def respond(approval_id: str, body: models.Answer, granted: bool) -> Any:
+    async def respond(approval_id: str, body: models.Answer, granted: bool, http: Request) -> Any:
         from pilotage.policy.approval import answer, find_approval
 
+        who = st.guard.session_of(http.headers)
+        if who is not None and body.by != who:  # a dashboard session answers under the name it logged in with
+            raise ApiProblem(403, f"this session answers as {who!r}, not {body.by!r}", "log in under your own name")
         key = st.key()
         request, _ = await find_approval(st.bus, approval_id, key)
         if request is None:
@@ -221,13 +229,13 @@ def _writes(router: APIRouter, st: _State) -> None:
 
     @router.post("/approvals/{approval_id}/approve", response_model=models.AnswerOut,
                  summary="Approve a waiting action (signed, names who)")  # fmt: skip
-    async def approve(approval_id: str, body: models.Answer) -> Any:
-        return await respond(approval_id, body, True)
+    async def approve(approval_id: str, body: models.Answer, request: Request) -> Any:
+        return await respond(approval_id, body, True, request)
 
     @router.post("/approvals/{approval_id}/deny", response_model=models.AnswerOut,
                  summary="Deny a waiting action (signed, names who)")  # fmt: skip
-    async def deny(approval_id: str, body: models.Answer) -> Any:
-        return await respond(approval_id, body, False)
+    async def deny(approval_id: str, body: models.Answer, request: Request) -> Any:
+        return await respond(approval_id, body, False, request)
 
     @router.post("/deliveries", response_model=models.Submitted, status_code=202,
                  summary="Hand a delivery to pilotage serve")  # fmt: skip
@@ -248,23 +256,25 @@ def _stream(app: FastAPI, st: _State) -> None:
         run: Annotated[str | None, Query(max_length=200)] = None,
         service: Annotated[str | None, Query(max_length=200)] = None,
         after: Annotated[int | None, Query(ge=0)] = None,
+        named: bool = True,
     ) -> StreamingResponse:
         """Server-sent events: each new event as ``id: <offset>``, ``event: <type>``, ``data: <EventOut JSON>``.
 
         Starts after ``after`` (or the ``Last-Event-ID`` a reconnecting browser sends), else at the end of the log.
+        ``named=false`` leaves the ``event:`` line out, so a browser's ``EventSource.onmessage`` gets every type.
         """
         resume = request.headers.get("last-event-id", "")
         start = int(resume) if resume.isdigit() else after
         offset = start if start is not None else await st.bus.last_offset()
         return StreamingResponse(
-            _event_lines(request, st.bus, offset, type=type, run=run, service=service),
+            _event_lines(request, st.bus, offset, type=type, run=run, service=service, named=named),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
 
 async def _event_lines(
-    request: Request, bus: Bus, offset: int, *, type: str, run: str | None, service: str | None
+    request: Request, bus: Bus, offset: int, *, type: str, run: str | None, service: str | None, named: bool = True
 ) -> AsyncIterator[str]:
     log_ = EventLog(bus)
     yield ": pilotage event stream\n\n"
@@ -272,7 +282,8 @@ async def _event_lines(
         page = await log_.records(type, run=run, after=offset, limit=500, subject=service)
         for record in page:
             data = json.dumps(mask(views.event_out(record.offset, record.event)), separators=(",", ":"))
-            yield f"id: {record.offset}\nevent: {record.event.type}\ndata: {data}\n\n"
+            name = f"event: {record.event.type}\n" if named else ""
+            yield f"id: {record.offset}\n{name}data: {data}\n\n"
         if page:
             offset = page[-1].offset
             continue
@@ -298,12 +309,14 @@ def create_app(settings: Settings, bus: Bus, graph: Graph, *, host: str | None =
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
     )
-    state = _State(settings, bus, graph)
+    guard = Guard(host or settings.api_host, settings.api_token)
+    state = _State(settings, bus, graph, guard)
     router = APIRouter(prefix=API_PREFIX, responses=_PROBLEM_DOC)
     _reads(router, state)
     _writes(router, state)
     _stream(app, state)
     app.include_router(router)
+    install_dashboard(app, settings, bus, graph, state.key)
     _install_errors(app)
-    _install_guard(app, Guard(host or settings.api_host, settings.api_token))
+    _install_guard(app, guard)
     return app

@@ -195,6 +195,7 @@ class StepVerdict(BaseModel):
     canary: Population
     baseline: Population | None = None
     evidence: list[dict[str, Any]] = Field(default_factory=list)
+    alerts: list[dict[str, Any]] = Field(default_factory=list)  # the burn-rate alerts of the assessment
     canary_series: list[SamplePoint] = Field(default_factory=list)
     baseline_series: list[SamplePoint] = Field(default_factory=list)
 

@@ -77,6 +77,7 @@ async def _verdict(log: EventLog, event: CloudEvent) -> dict[str, Any]:
         "canary": d.get("canary") or {},
         "baseline": d.get("baseline"),
         "evidence": d.get("evidence") or [],
+        "alerts": (d.get("assessment") or {}).get("alerts") or [],
         "canary_series": series_points(inputs.get("canary_series") or []),
         "baseline_series": series_points(inputs.get("baseline_series") or []),
     }
