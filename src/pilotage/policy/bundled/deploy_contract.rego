@@ -15,7 +15,8 @@
 #
 # One deny message per failed check, naming the operations (built with concat: regopy's sprintf quotes strings). Anything
 # but gate "warn" denies (fail closed: a missing or misspelt gate is the default). A violations count that is not a
-# number, with checks listed, denies too. Gaps deny only with gap_gate "deny" (one message per gap, with its fix).
+# number, with checks listed, denies too. Gaps deny only with gap_gate "deny": one message per gap, with its fix, and
+# one more when gaps is not an array of {operation: string, status: number, fix: string} (fail closed).
 package pilotage.deploy
 
 deny contains msg if {
@@ -39,7 +40,12 @@ deny contains msg if {
 
 deny contains "document gaps listed in a shape this policy cannot read (testing_document_gap_gate = deny)" if {
 	input.contract.gap_gate == "deny"
-	count(_readable_gaps) < count(input.contract.gaps)
+	not _gaps_readable
+}
+
+_gaps_readable if {
+	is_array(input.contract.gaps)
+	count(_readable_gaps) == count(input.contract.gaps)
 }
 
 _readable_gaps := [gap |
