@@ -49,10 +49,8 @@ JUnit XML, NDJSON and log are masked by value as well (:func:`pilotage.testing.p
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
-import shlex
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -60,9 +58,10 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.errors import BackendError, InputError
-from pilotage.secrets import MASK, masker, write_private_text
+from pilotage.secrets import MASK, write_private_text
 from pilotage.spec.openapi import FORM_MEDIA_TYPES, api_url
 from pilotage.testing.credentials import PRINCIPAL_ENV, basic_env, schemathesis_auth
+from pilotage.testing.curl import curl_command
 from pilotage.testing.forced_status import OperationFacts, forced_reason, gap_fix, operation_facts
 from pilotage.testing.process import run_process
 
@@ -98,8 +97,6 @@ CONTRACT_CHECKS = {
 }
 #: The status of an operation a generated service does not implement yet (its handler is the user's to write).
 NOT_IMPLEMENTED = 501
-#: Request headers left out of reproduction commands (schemathesis' own bookkeeping).
-_NOISE_HEADERS = {"x-schemathesis-testcaseid", "user-agent", "accept-encoding", "accept", "connection"}
 
 
 @dataclass
@@ -387,49 +384,6 @@ def write_config(path: Path, headers: dict[str, str] | None = None, schemes: dic
     if os.environ.get(PRINCIPAL_ENV):
         lines += _auth_lines(schemes)
     return write_private_text(path, "\n".join(lines) + "\n")
-
-
-def _ansi_c_quote(data: bytes) -> str:
-    out = []
-    for byte in data:
-        char = chr(byte)
-        if char == "'" or char == "\\":
-            out.append("\\" + char)
-        elif 0x20 <= byte < 0x7F:
-            out.append(char)
-        else:
-            out.append(f"\\x{byte:02x}")
-    return "$'" + "".join(out) + "'"
-
-
-def _quote_body(data: bytes) -> str:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return _ansi_c_quote(data)
-    if any(ord(c) < 0x20 and c not in "\t" for c in text):
-        return _ansi_c_quote(data)
-    return shlex.quote(text)
-
-
-def curl_command(request: dict[str, Any]) -> str:
-    """Return a curl command line reproducing a recorded request, registered secrets masked (``[masked]``).
-
-    Args:
-        request: the NDJSON interaction request: ``{"method", "uri", "headers": {name: [values]},
-            "body": {"$base64": ...} | None}``.
-    """
-    parts = ["curl", "-X", str(request.get("method", "GET"))]
-    for name, values in (request.get("headers") or {}).items():
-        if name.lower() in _NOISE_HEADERS:
-            continue
-        for value in values if isinstance(values, list) else [values]:
-            parts += ["-H", shlex.quote(f"{name}: {value}")]
-    body = request.get("body")
-    if isinstance(body, dict) and "$base64" in body:
-        parts += ["-d", _quote_body(base64.b64decode(body["$base64"]))]
-    parts.append(shlex.quote(str(request.get("uri", ""))))
-    return masker().mask_text(" ".join(parts))
 
 
 def _events(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
