@@ -175,6 +175,7 @@ FACTS = OperationFacts(
         (415, {}, {"headers": {"Content-Type": ["application/json"]}}, None),
         (400, {"meta": {"phase": {"data": {"scenario": "malformed_content_type"}}}}, {},
          "the request's Content-Type is malformed: RFC 9110 15.5.1"),
+        (400, {"meta": {"components": ["body"], "generation": "negative"}}, {}, None),  # a meta it cannot read
         (409, NEGATIVE_BODY_CASE, {}, None),  # a conflict is not forced by the request
         (302, NEGATIVE_BODY_CASE, {}, None),
         (503, NEGATIVE_BODY_CASE, {}, None),

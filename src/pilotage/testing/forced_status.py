@@ -126,8 +126,14 @@ def _negative_parts(case: dict[str, Any]) -> set[str]:
     ``{"*"}`` when the case is negative (``meta.generation.mode``) but its components do not say which part.
     """
     meta = _meta(case)
-    parts = {str(k) for k, v in (meta.get("components") or {}).items() if (v or {}).get("mode") == "negative"}
-    return parts or ({"*"} if (meta.get("generation") or {}).get("mode") == "negative" else set())
+    components = meta.get("components")
+    parts = {
+        str(k)
+        for k, v in (components.items() if isinstance(components, dict) else [])
+        if isinstance(v, dict) and v.get("mode") == "negative"
+    }
+    generation = meta.get("generation")
+    return parts or ({"*"} if isinstance(generation, dict) and generation.get("mode") == "negative" else set())
 
 
 def _meta(case: dict[str, Any]) -> dict[str, Any]:
