@@ -10,7 +10,9 @@ use). Measured per document, from the command's exit and the run's event log:
 - ``operations``: the change's operations answered from state vs answered 501 (not implemented: the behaviour
   cannot be inferred, the operation waits in ``app/handlers.py``), from ``tests.completed``;
 - ``schemathesis``: requests, server errors (5xx other than a declared 501) and the other failed checks (contract
-  findings), for the baseline and for the change when the log has both (``tests.completed``).
+  findings), for the baseline and for the change when the log has both (``tests.completed``); ``document_gaps``:
+  undocumented statuses HTTP forces (an unknown id's 404 …: ``pilotage.testing.forced_status``), by operation and
+  status — the document's to fix, not a contract break.
 
 Targets (issue 18): every document promoted; 0 server errors; 0 contract violations; no canned answers where the
 document implies state (501 only where the behaviour cannot be inferred). Exit 0 when every target is met.
@@ -98,6 +100,7 @@ def schemathesis_counts(tests: dict[str, Any]) -> dict[str, Any]:
         "contract_findings": sum(len(c.get("operations") or []) for c in contract.values()),
         "checks": sorted(contract),  # the contract gate's checks that failed (deploy_contract.rego)
         "other_checks": sorted(set(found.get("checks_failed") or []) - set(contract)),
+        "document_gaps": [f"{g.get('status')} {g.get('operation')}" for g in found.get("document_gaps") or []],
     }
 
 
@@ -141,15 +144,17 @@ def met(row: dict[str, Any]) -> bool:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of the rows (the README's)."""
-    head = "| document | outcome | s | ops state / 501 | schemathesis requests | 5xx | contract findings |"
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    head = (
+        "| document | outcome | s | ops state / 501 | schemathesis requests | 5xx | contract findings | document gaps |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ops, change = r["operations"], r["change"] or {}
         served = f"{ops['state'] if ops['state'] is not None else '?'} / {ops['not_implemented'] or 0}"
         findings = f"{change.get('contract_findings', '-')} {','.join(change.get('checks', []))}".strip()
         lines.append(
             f"| {r['document']} | {r['outcome']} | {r['seconds']} | {served} | {change.get('requests', '-')} "
-            f"| {change.get('server_errors', '-')} | {findings} |"
+            f"| {change.get('server_errors', '-')} | {findings} | {len(change.get('document_gaps') or [])} |"
         )
     return "\n".join(lines)
 

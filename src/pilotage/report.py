@@ -183,6 +183,11 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
             if unit.get("ran", True)
             else "no test command"
         )
+        contract = d.get("contract") if isinstance(d.get("contract"), dict) else None
+        gaps = (contract or {}).get("gaps") or []
+        own += (
+            "" if contract is None else f"; contract breaks {contract.get('violations', 0)}, document gaps {len(gaps)}"
+        )
         return f"{'passed' if d.get('passed') else 'FAILED'}: {api}; {own}"
     if t == EventType.PERF_MEASURED:
         if d.get("skipped"):
@@ -249,6 +254,19 @@ def _time(event: CloudEvent) -> str:
         return event.time
 
 
+def _gap_lines(events: list[CloudEvent]) -> list[str]:
+    """``## Document gaps`` of the last ``tests.completed`` (issue 18): one line per operation and status, or ``[]``."""
+    tested = [e for e in events if e.type == EventType.TESTS_COMPLETED and isinstance(e.data, dict)]
+    contract = (tested[-1].data.get("contract") if tested else None) or {}
+    gaps = [g for g in contract.get("gaps") or [] if isinstance(g, dict)] if isinstance(contract, dict) else []
+    if not gaps:
+        return []
+    denies = contract.get("gap_gate") == "deny"
+    head = "they deny the deploy (testing_document_gap_gate = deny)" if denies else "reported, not denied"
+    lines = ["", "## Document gaps", "", f"Statuses HTTP forces that the document does not declare ({head}):", ""]
+    return lines + [f"- {g.get('operation')} → {g.get('status')}: {g.get('reason')}; fix: {g.get('fix')}" for g in gaps]
+
+
 def write_report(path: Path, events: list[CloudEvent], *, title: str) -> Path:
     """Write a Markdown report of a run's ``events`` to ``path`` and return it.
 
@@ -270,6 +288,7 @@ def write_report(path: Path, events: list[CloudEvent], *, title: str) -> Path:
     for event in events:
         summary = summarize(event).replace("|", "\\|")
         lines.append(f"| {_time(event)} | {stage_of(event)} | `{_short(event.type)}` | {summary} |")
+    lines += _gap_lines(events)
     lines += ["", "## Decisions", ""]
     for event in events:
         if event.type != EventType.DECISION:

@@ -160,6 +160,9 @@ class Settings(BaseModel):
     testing_api_tests: bool = True  # issue 17: spec-derived tests (schemathesis, CRUD) of a delivered service
     # issue 18: schemathesis' contract violations deny the deploy ("deny") or are only reported ("warn")
     testing_contract_gate: str = Field("deny", pattern="^(deny|warn)$")
+    # issue 18: an undocumented status HTTP forces (a gap of the document: testing/forced_status.py) is reported
+    # ("report") or denies the deploy too ("deny")
+    testing_document_gap_gate: str = Field("report", pattern="^(report|deny)$")
     # issue 17: environment variables a service's pilotage.yaml may name in traffic.credentials (the operator's
     # allow-list: a delivered commit is untrusted and must not be able to send itself another secret)
     traffic_credential_envs: list[str] = Field(default_factory=list)

@@ -10,7 +10,7 @@ import pytest
 
 from pilotage.agents.deployment import get_paths, seed_strategy, strategy_reasoning
 from pilotage.errors import InputError
-from pilotage.events import EventType
+from pilotage.events import EventType, new_event
 from pilotage.policy.rego import RegoPolicyEngine
 from tests.fixtures.tiny_service.harness import (
     TINY,
@@ -239,5 +239,28 @@ def test_healthy_canary_is_promoted_then_scaled_to_zero(tmp_path: Path) -> None:
             assert [n.id for _, n in stack.graph.neighbours(node.id, "OF")] == ["Commit:" + "b" * 40]
             assert [n.id for _, n in stack.graph.neighbours("Service:tiny", "DEPLOYED")] == [node.id]
             assert len(stack.graph.nodes("MetricSample")) == 6
+
+    asyncio.run(scenario())
+
+
+def test_document_gaps_reach_the_deploy_policy_and_deny_only_when_the_operator_asks(tmp_path: Path) -> None:
+    """Issue 18: tests.completed's contract gaps and the gap gate setting are in the deploy input."""
+    gap = {"operation": "GET /notes/{note_id}", "status": 404, "reason": "RFC 9110 15.5.5",
+           "fix": "declare 404 for GET /notes/{note_id} in the document"}  # fmt: skip
+
+    async def scenario() -> None:
+        async with Stack(tmp_path, RegoPolicyEngine(), testing_document_gap_gate="deny") as stack:
+            await seed_run(stack.bus, tmp_path)
+            contract = {"violations": 0, "checks": {}, "gate": "deny", "gaps": [gap], "gap_gate": "deny"}
+            tested = {"commit": "b" * 40, "head_dir": str(tmp_path), "passed": True, "contract": contract}
+            await stack.bus.publish(new_event(EventType.TESTS_COMPLETED, tested, source="test", subject="tiny",
+                                              runid="run-1"))  # fmt: skip
+            await publish_perf(stack.bus, skipped=True)
+            failed = await wait_for(stack.bus, EventType.AGENT_FAILED)
+            assert failed.data["agent"] == "deployment" and failed.data["error_type"] == "PolicyDenied"
+            assert "document gap on GET /notes/{note_id}: status 404 is not declared" in failed.data["error"]
+            verdict = (await events_of(stack.bus, EventType.POLICY_EVALUATED))[0].data
+            assert verdict["input"]["contract"]["gaps"] == [gap]
+            assert verdict["input"]["contract"]["gap_gate"] == "deny"
 
     asyncio.run(scenario())

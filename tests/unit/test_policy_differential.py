@@ -82,6 +82,20 @@ CROSS_SERVICE = {
     "summary": "1 breaking change(s) of notes; used by digest (GET /notes)",
 }  # fmt: skip
 
+#: issue 18: the deploy input's contract findings, breaks by check and document gaps (operators that deny gaps too)
+CONTRACT = {
+    "violations": 1,
+    "checks": {"status_code_conformance": ["POST /pets", "GET /pets"]},
+    "gate": "deny",
+    "gaps": [
+        {"operation": "GET /pets/{petId}", "status": 404, "reason": "RFC 9110 15.5.5",
+         "fix": "declare 404 for GET /pets/{petId} in the document"},
+        {"operation": "POST /pets", "status": 400, "reason": "RFC 9110 15.5.1",
+         "fix": "declare 400 for POST /pets in the document"},
+    ],
+    "gap_gate": "deny",
+}  # fmt: skip
+
 #: agents/deployment.py, authorize("promote", ...)
 PROMOTE = {
     "service": "checkout",
@@ -178,6 +192,7 @@ BASES: list[tuple[str, str, dict[str, Any]]] = [
     ("deploy", "ok", DEPLOY),
     ("deploy", "high", {**DEPLOY, "security_scan": {**SCAN, "issues": {"high": 2, "medium": 0, "low": 0}}}),
     ("deploy", "consumers", {**DEPLOY, "cross_service": CROSS_SERVICE}),
+    ("deploy", "contract", {**DEPLOY, "contract": CONTRACT}),
     ("promote", "ok", PROMOTE),
     ("rollback", "ok", ROLLBACK),
     ("scale", "down", SCALE),
@@ -200,7 +215,7 @@ READ: dict[str, set[str]] = {
     "deploy": {
         "commit", "tests_passed", "security_scan_passed", "security_scan", "status", "issues", "high",
         "cross_service", "provider", "consumers", "service", "env", "operations", "operation", "changes", "detail",
-        "rule",
+        "rule", "contract", "violations", "checks", "status_code_conformance", "gate", "gaps", "gap_gate", "fix",
     },
     "promote": {"deployment_id", "healthy"},
     "rollback": set(),
@@ -297,6 +312,7 @@ def test_the_table_covers_every_field_the_policies_read() -> None:
         "findings: files_changed.2", "findings: secrets.0.type", "findings: crypto.0.for_security",
         "consumers: cross_service.consumers.0.operations.0.changes.1.detail", "consumers: cross_service.provider",
         "findings: crypto.1.distribution", "findings: security_scan.findings.0.severity",
+        "contract: contract.gaps.1.fix", "contract: contract.gap_gate", "contract: contract.checks",
     ]:  # fmt: skip
         assert field in labels
     assert len(CASES) > 1500

@@ -383,7 +383,9 @@ class DeploymentAgent(Agent):
         if isinstance(contract, dict):
             policy_input["contract"] = {"violations": contract.get("violations", 0),
                                         "checks": contract.get("checks") or {},
-                                        "gate": self.ctx.settings.testing_contract_gate}  # fmt: skip
+                                        "gate": self.ctx.settings.testing_contract_gate,
+                                        "gaps": contract.get("gaps") or [],  # undocumented statuses HTTP forces
+                                        "gap_gate": self.ctx.settings.testing_document_gap_gate}  # fmt: skip
         # issue 6 (policy): the deploy input carries the change's security scan (bandit, by governance)
         scanned = await self.latest(event.runid, EventType.SECURITY_SCANNED)
         if scanned is not None and isinstance(scanned.data, dict):

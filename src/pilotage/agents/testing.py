@@ -332,6 +332,7 @@ class TestingAgent(Agent):
         st, unit = result["schemathesis"], result["unit"]
         inputs = verdict_inputs(commit, result)
         inputs["contract"]["gate"] = self.ctx.settings.testing_contract_gate  # issue 18: deny or warn, at deploy
+        inputs["contract"]["gap_gate"] = self.ctx.settings.testing_document_gap_gate  # gaps: report, or deny too
         if outcome.baseline:  # issue 18: failures production has too are baseline problems, not gating
             inputs["baseline"] = outcome.baseline
         verification = outcome.extra.get("consumer_verification")

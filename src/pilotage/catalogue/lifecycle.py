@@ -222,8 +222,11 @@ class TestsCompleted(EventData):
     failed), "consumers": [contract.verified data]}``. Issue 18: ``skipped`` ``[{nodeid, kind, reason}]`` (every
     skipped test and why), ``not_implemented`` (operations that answered 501 and tests skipped for it: not failures),
     ``contract`` ``{"violations": int, "checks": {check: [operations]}, "gate": "deny" | "warn", "by_check": {check:
-    {meaning, operations, examples}}}``: schemathesis' contract checks that failed (a valid request rejected, an
-    undocumented status or content type, authentication not enforced), which the bundled deploy policy denies.
+    {meaning, operations, examples}}, "gaps": [{operation, status, reason, fix}], "gap_gate": "report" | "deny"}``:
+    schemathesis' contract checks that failed (a valid request rejected, an undocumented status or content type,
+    authentication not enforced), which the bundled deploy policy denies, and the document gaps (an undocumented
+    status HTTP forces for the request: 404 for an unknown id, 400 for an invalid body …; ``fix`` says what to
+    declare), reported and denied only with ``testing_document_gap_gate = "deny"``.
     ``baseline_problems`` ``[{test, kind, message}]``: head failures the baseline (production) has too, for the same
     reason (``test`` a node id or ``"schemathesis not_a_server_error GET /x"``): reported, not gating;
     ``baseline_untested`` ``[{test, reason}]``: failures that could not be checked on the baseline (still gating).

@@ -32,7 +32,11 @@ with a failed check or a 5xx response; ``checks_failed``
 line per failed check, the shortest one seen (schemathesis shrinks failing cases, so it is also the simplest).
 Stateful-phase cases are attributed to the operation they called. ``contract`` groups the failures of the checks in
 :data:`CONTRACT_CHECKS` (a valid request rejected, an undocumented status or content type, authentication not
-enforced) by check, with the operations and one example each.
+enforced) by check, with the operations and one example each. A ``status_code_conformance`` failure whose status
+HTTP itself forces for the request (404 for an id naming nothing, 400 for a request schemathesis generated
+invalid, 401 without credentials …: :func:`pilotage.testing.forced_status.forced_reason`, the one place that
+decides) is not a contract break but a *document gap*: listed per operation and status in ``document_gaps`` with
+the fix (``declare 404 for GET /x/{id} in the document``), not counted as a failure.
 
 Secrets (issue #15): the test headers (``settings.testing_auth_headers``) never appear on the command line, which
 every local user can read in ``ps``. The config file (:func:`write_config`) names each header with a placeholder,
@@ -45,10 +49,8 @@ JUnit XML, NDJSON and log are masked by value as well (:func:`pilotage.testing.p
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
-import shlex
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -56,9 +58,11 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.errors import BackendError, InputError
-from pilotage.secrets import MASK, masker, write_private_text
+from pilotage.secrets import MASK, write_private_text
 from pilotage.spec.openapi import FORM_MEDIA_TYPES, api_url
 from pilotage.testing.credentials import PRINCIPAL_ENV, basic_env, schemathesis_auth
+from pilotage.testing.curl import curl_command
+from pilotage.testing.forced_status import OperationFacts, forced_reason, gap_fix, operation_facts
 from pilotage.testing.process import run_process
 
 __all__ = [
@@ -93,8 +97,6 @@ CONTRACT_CHECKS = {
 }
 #: The status of an operation a generated service does not implement yet (its handler is the user's to write).
 NOT_IMPLEMENTED = 501
-#: Request headers left out of reproduction commands (schemathesis' own bookkeeping).
-_NOISE_HEADERS = {"x-schemathesis-testcaseid", "user-agent", "accept-encoding", "accept", "connection"}
 
 
 @dataclass
@@ -110,6 +112,9 @@ class OperationResult:
         examples: ``[{"check": name, "curl": "curl -X ..."}]``, one (the shortest) per failed check.
         not_implemented: responses with status 501 (an operation the service does not implement yet: not a
             server error, and its checks are not counted).
+        document_gaps: ``[{"status": 404, "reason": "... RFC 9110 15.5.5", "fix": "declare 404 for GET /x/{id} in
+            the document"}]``, one per undocumented status HTTP forced (:mod:`pilotage.testing.forced_status`),
+            sorted by status: not failures.
     """
 
     operation: str
@@ -119,6 +124,7 @@ class OperationResult:
     not_implemented: int = 0
     checks_failed: list[str] = field(default_factory=list)
     examples: list[dict[str, str]] = field(default_factory=list)
+    document_gaps: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a JSON-serialisable dict (the ``tests.completed`` operation shape)."""
@@ -190,6 +196,11 @@ class SchemathesisResult:
         return dict(sorted(out.items()))
 
     @property
+    def document_gaps(self) -> list[dict[str, Any]]:
+        """The document gaps over all operations: ``[{"operation", "status", "reason", "fix"}]``, in spec order."""
+        return [{"operation": op.operation, **gap} for op in self.operations for gap in op.document_gaps]
+
+    @property
     def not_implemented(self) -> list[str]:
         """The operations that answered 501 (not implemented yet), in spec order."""
         return [op.operation for op in self.operations if op.not_implemented]
@@ -204,6 +215,7 @@ class SchemathesisResult:
             "checks_failed": self.checks_failed,
             "contract": self.contract,
             "contract_violations": sum(len(c["operations"]) for c in self.contract.values()),
+            "document_gaps": self.document_gaps,
             "not_implemented": self.not_implemented,
             "errors": self.errors,
             "exit_code": self.exit_code,
@@ -318,11 +330,14 @@ def header_env(headers: dict[str, str] | None) -> dict[str, str]:
     return {HEADER_VAR.format(i): value for i, value in enumerate((headers or {}).values())}
 
 
-def document_facts(spec_path: Path) -> tuple[dict[str, Any], set[str]]:
-    """Read the document at ``spec_path`` once: its security schemes and its form bodies nesting objects.
+def document_facts(spec_path: Path) -> tuple[dict[str, Any], set[str], dict[str, OperationFacts]]:
+    """Read the document at ``spec_path`` once: security schemes, form bodies nesting objects, operation facts.
+
+    The operation facts decide whether an undocumented status is one HTTP forces (document gap, not a break).
 
     Returns:
-        ``(components.securitySchemes ({} when none), labels from spec.openapi.form_bodies_nesting_objects)``.
+        ``(components.securitySchemes ({} when none), labels from spec.openapi.form_bodies_nesting_objects,
+        {label: forced_status.OperationFacts})``.
 
     Raises:
         InputError: the file does not parse (names it).
@@ -331,7 +346,8 @@ def document_facts(spec_path: Path) -> tuple[dict[str, Any], set[str]]:
     from pilotage.spec.openapi import form_bodies_nesting_objects, security_schemes
 
     doc = load_document(spec_path)
-    return security_schemes(doc), form_bodies_nesting_objects(doc)
+    schemes, nesting = security_schemes(doc), form_bodies_nesting_objects(doc)
+    return schemes, nesting, operation_facts(doc, schemes, nesting)
 
 
 def _auth_lines(schemes: dict[str, Any] | None) -> list[str]:
@@ -370,49 +386,6 @@ def write_config(path: Path, headers: dict[str, str] | None = None, schemes: dic
     return write_private_text(path, "\n".join(lines) + "\n")
 
 
-def _ansi_c_quote(data: bytes) -> str:
-    out = []
-    for byte in data:
-        char = chr(byte)
-        if char == "'" or char == "\\":
-            out.append("\\" + char)
-        elif 0x20 <= byte < 0x7F:
-            out.append(char)
-        else:
-            out.append(f"\\x{byte:02x}")
-    return "$'" + "".join(out) + "'"
-
-
-def _quote_body(data: bytes) -> str:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return _ansi_c_quote(data)
-    if any(ord(c) < 0x20 and c not in "\t" for c in text):
-        return _ansi_c_quote(data)
-    return shlex.quote(text)
-
-
-def curl_command(request: dict[str, Any]) -> str:
-    """Return a curl command line reproducing a recorded request, registered secrets masked (``[masked]``).
-
-    Args:
-        request: the NDJSON interaction request: ``{"method", "uri", "headers": {name: [values]},
-            "body": {"$base64": ...} | None}``.
-    """
-    parts = ["curl", "-X", str(request.get("method", "GET"))]
-    for name, values in (request.get("headers") or {}).items():
-        if name.lower() in _NOISE_HEADERS:
-            continue
-        for value in values if isinstance(values, list) else [values]:
-            parts += ["-H", shlex.quote(f"{name}: {value}")]
-    body = request.get("body")
-    if isinstance(body, dict) and "$base64" in body:
-        parts += ["-d", _quote_body(base64.b64decode(body["$base64"]))]
-    parts.append(shlex.quote(str(request.get("uri", ""))))
-    return masker().mask_text(" ".join(parts))
-
-
 def _events(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     with path.open(encoding="utf-8") as handle:
         for line in handle:
@@ -444,6 +417,7 @@ def parse_ndjson(
     operations: list[str],
     documented: dict[str, frozenset[str]] | None = None,
     nesting: set[str] | None = None,
+    facts: dict[str, OperationFacts] | None = None,
 ) -> tuple[list[OperationResult], dict[str, Any]]:
     """Summarise a schemathesis NDJSON event stream per operation.
 
@@ -455,6 +429,9 @@ def parse_ndjson(
             the documented contract, not a ``positive_data_acceptance`` violation. None: every finding counts.
         nesting: operations whose form body nests objects (:func:`document_facts`): schemathesis' form encoding of
             such a body is not the valid data, so its refusal is not a ``positive_data_acceptance`` violation.
+        facts: per operation, what the document says of it (:func:`document_facts`): a ``status_code_conformance``
+            failure whose status HTTP forces (:func:`~pilotage.testing.forced_status.forced_reason`) is a document
+            gap, not a failure. None: every such failure counts.
 
     Returns:
         ``(operations, meta)``; ``meta`` = ``{"errors": int, "complete": bool, "seed": str,
@@ -462,6 +439,7 @@ def parse_ndjson(
     """
     results: dict[str, OperationResult] = {op: OperationResult(op) for op in operations}
     best: dict[tuple[str, str], str] = {}
+    gaps: dict[tuple[str, int], str] = {}
     meta: dict[str, Any] = {"errors": 0, "complete": False, "seed": "", "fatal": None}
     if not path.is_file():
         return list(results.values()), meta
@@ -476,9 +454,11 @@ def parse_ndjson(
         elif name == "NonFatalError":
             meta["errors"] += 1
         elif name == "ScenarioFinished":
-            _add_scenario(body, results, best, documented or {}, nesting or set())
+            _add_scenario(body, results, best, documented or {}, nesting or set(), facts, gaps)
     for (operation, check), curl in sorted(best.items()):
         results[operation].examples.append({"check": check, "curl": curl})
+    for (operation, status), reason in sorted(gaps.items()):
+        results[operation].document_gaps.append({"status": status, "reason": reason, "fix": gap_fix(operation, status)})
     return list(results.values()), meta
 
 
@@ -495,12 +475,30 @@ def _documented_rejection(status: object, documented: frozenset[str]) -> bool:
     return isinstance(status, int) and 400 <= status < 500 and bool({str(status), "4XX"} & documented)
 
 
+def _classify_status(
+    names: set[str],
+    status: object,
+    case: dict[str, Any],
+    interaction: dict[str, Any],
+    operation: tuple[OperationFacts | None, str],
+    gaps: dict[tuple[str, int], str],
+) -> None:
+    """Move a ``status_code_conformance`` failure whose status HTTP forces from ``names`` to ``gaps`` (in place)."""
+    facts, label = operation
+    reason = forced_reason(status, case, interaction.get("request") or {}, facts) if isinstance(status, int) else None
+    if reason is not None and isinstance(status, int):  # the document lacks the status; the contract is not broken
+        gaps.setdefault((label, status), reason)
+        names.discard("status_code_conformance")
+
+
 def _add_scenario(
     body: dict[str, Any],
     results: dict[str, OperationResult],
     best: dict[tuple[str, str], str],
     documented: dict[str, frozenset[str]],
     nesting: set[str],
+    facts: dict[str, OperationFacts] | None = None,
+    gaps: dict[tuple[str, int], str] | None = None,
 ) -> None:
     recorder = body.get("recorder") or {}
     label = str(recorder.get("label", ""))
@@ -517,10 +515,12 @@ def _add_scenario(
         status = (interaction.get("response") or {}).get("status_code")
         if isinstance(status, int):
             result.requests += 1
+        names = {str(c.get("name")) for c in failed}
+        if facts is not None and gaps is not None and "status_code_conformance" in names:
+            _classify_status(names, status, case, interaction, (facts.get(operation), result.operation), gaps)
         if status == NOT_IMPLEMENTED:  # the operation is not implemented yet: reported as such, not a failure
             result.not_implemented += 1
             continue
-        names = {str(c.get("name")) for c in failed}
         if _documented_rejection(status, documented.get(operation, frozenset())):
             names.discard("positive_data_acceptance")  # the document says this valid request may be refused so
         if operation in nesting and _form_encoded(interaction):
@@ -578,7 +578,7 @@ async def run_schemathesis(
     url = await asyncio.to_thread(api_url, base_url, spec_path)
     report_dir = Path(report_dir).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
-    schemes, nesting = await asyncio.to_thread(document_facts, Path(spec_path))
+    schemes, nesting, facts = await asyncio.to_thread(document_facts, Path(spec_path))
     write_config(report_dir / "schemathesis.toml", headers, schemes)
     junit_path = report_dir / "schemathesis.junit.xml"
     ndjson_path = report_dir / "schemathesis.ndjson"
@@ -601,7 +601,7 @@ async def run_schemathesis(
         env=header_env(headers) | basic_env(os.environ.get(PRINCIPAL_ENV, "")),
         mask_files=[junit_path, ndjson_path],
     )
-    results, meta = parse_ndjson(ndjson_path, operations, documented, nesting)
+    results, meta = parse_ndjson(ndjson_path, operations, documented, nesting, facts)
     if meta["fatal"] is not None:
         if "LoaderError" in meta["fatal"]:
             raise InputError(f"schemathesis cannot load {spec_path}: {meta['fatal']}", path=spec_path)

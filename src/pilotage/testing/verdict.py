@@ -123,13 +123,24 @@ def _listed(skips: list[dict[str, Any]], most: int = 3) -> str:
 
 
 def _contract_note(contract: dict[str, Any]) -> str:
-    """`` Contract violations (the deploy policy denies): check on op, op; ...`` or ``""``."""
-    checks = contract.get("checks") or {}
-    if not checks:
-        return ""
-    parts = [f"{check} on {', '.join(ops[:5])}" for check, ops in checks.items()]
-    gate = "a warning: testing_contract_gate = warn" if contract.get("gate") == "warn" else "the deploy policy denies"
-    return f" Contract violations ({gate}): {'; '.join(parts)}."
+    """`` Contract violations (the deploy policy denies): check on op, op; ... Document gaps ...`` or ``""``."""
+    checks, gaps = contract.get("checks") or {}, list(contract.get("gaps") or [])
+    note = ""
+    if checks:
+        parts = [f"{check} on {', '.join(ops[:5])}" for check, ops in checks.items()]
+        warn = contract.get("gate") == "warn"
+        gate = "a warning: testing_contract_gate = warn" if warn else "the deploy policy denies"
+        note = f" Contract violations ({gate}): {'; '.join(parts)}."
+    if gaps:
+        denies = contract.get("gap_gate") == "deny"
+        gate = "the deploy policy denies: testing_document_gap_gate = deny" if denies else "reported, not denied"
+        fixes = "; ".join(str(g.get("fix", "")) for g in gaps[:5]) + (
+            f"; and {len(gaps) - 5} more" if len(gaps) > 5 else ""
+        )
+        note += (
+            f" {len(gaps)} document gaps, statuses HTTP forces that the document does not declare ({gate}): {fixes}."
+        )
+    return note
 
 
 def why_failed(failure: dict[str, Any]) -> str:
@@ -149,7 +160,9 @@ def verdict_inputs(commit: str, result: dict[str, Any]) -> dict[str, Any]:
 
     Issue 18 adds ``skipped`` ``{"tests": [{nodeid, kind, reason}], "total": int}`` (tests skipped for a reason other
     than a 501, and how many tests ran), ``not_implemented`` (operations and tests that met a 501), ``contract``
-    ``{"violations": int, "checks": {check: [operations]}}`` and the failing tests with their first message line.
+    ``{"violations": int, "checks": {check: [operations]}, "gaps": [{operation, status, reason, fix}]}`` (the
+    contract breaks by check, and the document gaps: undocumented statuses HTTP forces,
+    :mod:`pilotage.testing.forced_status`) and the failing tests with their first message line.
     """
     st, unit = result["schemathesis"], result["unit"]
     failures = result["failures"]
@@ -176,6 +189,7 @@ def verdict_inputs(commit: str, result: dict[str, Any]) -> dict[str, Any]:
         "contract": {
             "violations": int(st.get("contract_violations", 0)),
             "checks": {check: entry["operations"] for check, entry in contract.items()},
+            "gaps": list(st.get("document_gaps") or []),
         },  # fmt: skip
     }
 
