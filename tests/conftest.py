@@ -18,3 +18,17 @@ def _operator_config_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(folder))
     monkeypatch.delenv("PILOTAGE_APPROVAL_KEY_FILE", raising=False)
     return folder
+
+
+#: Test modules that bind fixed ports (``fleet_port_base``, stable addresses from 18100 up, the API's 8700): under
+#: ``pytest -n 2 --dist loadgroup`` (scripts/test) they run on one worker, one after another.
+FIXED_PORT_MODULES = ("tests/unit/test_fleet_", "tests/integration/test_web_api", "tests/integration/test_dashboard",
+                      "tests/integration/test_fleet_chain")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the tests of :data:`FIXED_PORT_MODULES` in one xdist group (a no-op without pytest-xdist)."""
+    for item in items:
+        where = item.nodeid.split("::", 1)[0]
+        if where.startswith(FIXED_PORT_MODULES):
+            item.add_marker(pytest.mark.xdist_group("fixed-ports"))
