@@ -14,10 +14,11 @@ between two Bernoulli rates of one SLI (a 5xx; a request slower than the SLO's 5
 * **regression** traces must **Fail**: detect the true ``p₁ > p₀`` of either SLI with power ``1 − β`` at that
   test's ``α`` share; the faster of the two SLIs is the trace's ceiling.
 
-Three numbers per test, in canary requests, then seconds at ``λ`` (``n / λ``):
+Four numbers per test, in canary requests, then seconds at ``λ`` (``n / λ``):
 
 1. ``fixed``: the fixed-sample size of the one-sided exact binomial test (critical count ``c`` with
-   ``P(X ≥ c | p₀) ≤ α``, the smallest ``n`` with ``P(X ≥ c | p₁) ≥ 1 − β``; the oracle of ``bench_judge.py``).
+   ``P(X ≥ c | p₀) ≤ α``, the smallest ``n`` with ``P(X ≥ c | p₁) ≥ 1 − β``; the oracle of ``bench_judge.py``,
+   there at α = 1 %).
 2. ``wald``: Wald's lower bound on the *expected* sample size of every sequential test with these error rates
    (Wald 1945, "Sequential tests of statistical hypotheses", Ann. Math. Statist. 16(2); in the general form
    ``E[N] · KL ≥ d(P(decide) ‖ P'(decide))`` it is lemma 1 of Kaufmann, Cappé & Garivier 2016, "On the complexity
@@ -33,10 +34,14 @@ Three numbers per test, in canary requests, then seconds at ``λ`` (``n / λ``):
    ``P_other(A) ≤ e`` is that of the randomised likelihood-ratio test on the count, so the floor is the smallest
    ``n`` where that test's power reaches ½. It assumes the test knows ``p₀`` exactly (the judge must estimate
    the baseline's rate too), so no real test reaches it.
+4. ``two-sample`` (a Fail only): the same median floor when the baseline's rate is unknown, as it is to the
+   judge: the baseline serves ``n (1 − w) / w`` requests beside the canary's ``n`` (w the weight), and the test is
+   the one-sided conditional test on the 2×2 counts (:func:`conditional_power`), the most powerful unbiased one.
 
 The class's ceiling is the median over its traces, each capped at the step's limit (3 s window + 30 s grace,
 where the judge ends Inconclusive), to compare with the judge's median time. Binary SLIs only: the latency
-detectors read the whole histogram, which can hold more evidence than the share over 500 ms (see ``--help``).
+detectors read the whole histogram, which can hold more evidence than the share over 500 ms (the judge decides
+latency-median and latency-spread faster than their binary two-sample floors).
 """
 
 from __future__ import annotations
