@@ -50,7 +50,7 @@ import argparse
 import math
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,18 +82,14 @@ def kl(p: float, q: float) -> float:
     return term(p, q) + term(1.0 - p, 1.0 - q)
 
 
-def fixed_n(p0: float, p1: float, alpha: float, beta: float, limit: int = 10**7) -> float:
-    """Smallest n at which the one-sided exact binomial test at ``alpha`` has power ``1 − beta`` at ``p1`` (> p0).
+def smallest(enough: Callable[[int], bool], limit: int, start: int = 1) -> float:
+    """Smallest n ≥ ``start`` with ``enough(n)``, as a float (``inf`` when none up to ``limit``).
 
-    ``inf`` when it needs more than ``limit`` requests. Power is not monotone in n for a discrete test: the
-    search doubles to a sufficient n, then scans down to the smallest sufficient one below it (bisection).
+    Doubles from ``start`` to a sufficient n, then bisects below it: exact when ``enough`` is monotone in n (the
+    randomised tests); for the non-randomised exact test, whose power is not monotone, a sufficient n at most the
+    smallest sufficient one above its last insufficient probe.
     """
-
-    def enough(n: int) -> bool:
-        critical = 1 if p0 <= 0 else int(stats.binom.isf(alpha, n, p0)) + 1
-        return critical <= n and float(stats.binom.sf(critical - 1, n, p1)) >= 1.0 - beta
-
-    high = 1
+    high = start
     while not enough(high):
         high *= 2
         if high > limit:
@@ -103,6 +99,19 @@ def fixed_n(p0: float, p1: float, alpha: float, beta: float, limit: int = 10**7)
         mid = (low + high) // 2
         low, high = (low, mid) if enough(mid) else (mid, high)
     return float(high)
+
+
+def fixed_n(p0: float, p1: float, alpha: float, beta: float, limit: int = 10**7) -> float:
+    """Smallest n at which the one-sided exact binomial test at ``alpha`` has power ``1 − beta`` at ``p1`` (> p0).
+
+    ``inf`` when it needs more than ``limit`` requests (:func:`smallest`).
+    """
+
+    def enough(n: int) -> bool:
+        critical = 1 if p0 <= 0 else int(stats.binom.isf(alpha, n, p0)) + 1
+        return critical <= n and float(stats.binom.sf(critical - 1, n, p1)) >= 1.0 - beta
+
+    return smallest(enough, limit, start=1)
 
 
 def wald_n(p_true: float, p_other: float, wrong: float, fooled: float) -> float:
@@ -138,16 +147,7 @@ def np_power(n: int, p_true: float, p_other: float, size: float) -> float:
 
 def median_n(p_true: float, p_other: float, fooled: float, limit: int = 10**5) -> float:
     """Smallest n (requests) where :func:`np_power` reaches ½ (``inf`` above ``limit``; power grows with n)."""
-    high = 1
-    while np_power(high, p_true, p_other, fooled) < 0.5:
-        high *= 2
-        if high > limit:
-            return math.inf
-    low = high // 2
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (low, mid) if np_power(mid, p_true, p_other, fooled) >= 0.5 else (mid, high)
-    return float(high)
+    return smallest(lambda n: np_power(n, p_true, p_other, fooled) >= 0.5, limit)
 
 
 def _randomised_power(
@@ -205,16 +205,7 @@ def conditional_median_n(p0: float, p1: float, weight: float, size: float, limit
     def enough(n: int) -> bool:
         return conditional_power(n, round(n * (1 - weight) / weight), p0, p1, size) >= 0.5
 
-    high = 8
-    while not enough(high):
-        high *= 2
-        if high > limit:
-            return math.inf
-    low = high // 2
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (low, mid) if enough(mid) else (mid, high)
-    return float(high)
+    return smallest(enough, limit, start=8)
 
 
 @dataclass(frozen=True)
@@ -298,9 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         s = summarise(cls, args.seeds)
         if s is None:
             continue
+        paired = "—" if math.isnan(s["two_sample_s"]) else f"{s['two_sample_s']:.1f}"
         print(
             f"| {cls} | {s['canary_rps']:.1f} | {s['fixed_s']:.1f} | {s['wald_s']:.1f} | {s['median_s']:.1f} | "
-            f"{s['over_15s']:.0%} | {s['two_sample_s']:.1f} |"
+            f"{s['over_15s']:.0%} | {paired} |"
         )
     return 0
 
