@@ -38,6 +38,7 @@ import httpx
 
 from pilotage.errors import BackendError, ConfigError, InputError
 from pilotage.fleet.descriptor import render_command, render_env
+from pilotage.httpclient import async_client
 from pilotage.runtime.base import Instance, InstanceHealth, Route, RouteStats, Runtime, Waker, Workload
 from pilotage.runtime.proxy import MAX_HELD, WAKE_TIMEOUT_S, TrafficProxy, bind_local, check_weights
 from pilotage.runtime.sandbox import launch_options, sandbox_env
@@ -167,7 +168,7 @@ class LocalRuntime(Runtime):
         deadline = time.monotonic() + timeout_s
         health = instance.workload.health_path
         answered: int | None = None  # the last status the health path answered (None: the port never opened)
-        async with httpx.AsyncClient(timeout=1.0) as client:
+        async with async_client(timeout=1.0) as client:
             while True:
                 if proc.poll() is not None:
                     await self.stop(instance)
@@ -221,7 +222,7 @@ class LocalRuntime(Runtime):
     @staticmethod
     async def _answers_health(url: str) -> bool:
         try:
-            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S) as client:
+            async with async_client(timeout=HEALTH_TIMEOUT_S) as client:
                 return (await client.get(url)).status_code == 200
         except httpx.HTTPError:
             return False

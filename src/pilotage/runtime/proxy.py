@@ -45,6 +45,7 @@ import httpx
 import uvicorn
 
 from pilotage.errors import BackendError, ConfigError, InputError
+from pilotage.httpclient import async_client
 from pilotage.runtime.base import RouteStats, VersionStats, Waker
 from pilotage.runtime.proxy_metrics import METRICS_PATH, ProxyMetrics
 
@@ -420,7 +421,7 @@ class TrafficProxy:
             sock.close()
             raise
         self.port, self.admin_port = sock.getsockname()[1], admin.getsockname()[1]
-        self._client = httpx.AsyncClient(
+        self._client = async_client(
             timeout=self.timeout_s, limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
         )
         self._server = EmbeddedServer(self, f"traffic proxy {self.name!r}")

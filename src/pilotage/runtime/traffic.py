@@ -50,6 +50,7 @@ from typing import Any
 import httpx
 
 from pilotage.errors import InputError
+from pilotage.httpclient import async_client
 from pilotage.secrets import register_secrets
 from pilotage.testing.credentials import PRINCIPAL_ENV, credentials_for
 
@@ -310,7 +311,7 @@ class TrafficGenerator:
     async def _run(self) -> None:
         interval = 1.0 / self.rps
         started = time.monotonic()
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+        async with async_client(timeout=self.timeout_s) as client:
             try:
                 index = 0
                 while self.duration_s is None or time.monotonic() - started < self.duration_s:
@@ -336,7 +337,7 @@ class TrafficGenerator:
         without an answer counts in ``failures``, one whose parameters cannot be filled in ``unfilled``.
         """
         started = time.monotonic()
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+        async with async_client(timeout=self.timeout_s) as client:
             for _ in range(count):
                 if self.duration_s is not None and time.monotonic() - started >= self.duration_s:
                     break
