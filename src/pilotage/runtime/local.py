@@ -40,6 +40,7 @@ from pilotage.errors import BackendError, ConfigError, InputError
 from pilotage.fleet.descriptor import render_command, render_env
 from pilotage.httpclient import async_client
 from pilotage.runtime.base import Instance, InstanceHealth, Route, RouteStats, Runtime, Waker, Workload
+from pilotage.runtime.dataplane import DATA_PLANE, on_loop
 from pilotage.runtime.proxy import MAX_HELD, WAKE_TIMEOUT_S, TrafficProxy, bind_local, check_weights
 from pilotage.runtime.sandbox import launch_options, sandbox_env
 from pilotage.secrets import masker
@@ -290,10 +291,12 @@ class LocalRuntime(Runtime):
             raise InputError(f"route {name!r} already exists", hint="close it first or choose another name")
         check_weights(weights, set(backends), cold_ok=True)
         urls = {v: i.url for v, i in backends.items()}
+        here = asyncio.get_running_loop()
         proxy = TrafficProxy(
-            name, urls, weights, port=port, waker=waker, wake_timeout_s=self.wake_timeout_s, max_held=self.max_held
-        )
-        await proxy.start()
+            name, urls, weights, port=port, waker=None if waker is None else on_loop(waker, here),
+            wake_timeout_s=self.wake_timeout_s, max_held=self.max_held,
+        )  # fmt: skip
+        await DATA_PLANE.run(proxy.start())  # served on the data plane's loop: its requests are not our loop's work
         route = Route(
             name=name,
             url=proxy.url,
@@ -318,7 +321,7 @@ class LocalRuntime(Runtime):
         """
         proxy = self._proxy(name)
         urls = None if backends is None else {v: i.url for v, i in backends.items()}
-        proxy.set_weights(weights, urls)
+        await DATA_PLANE.call(proxy.set_weights, weights, urls)  # where its held requests wait
         route = self._routes[proxy.name][0]
         route.weights = proxy.weights
         if backends is not None:
@@ -334,7 +337,7 @@ class LocalRuntime(Runtime):
         Raises:
             InputError: no open route has that name.
         """
-        return self._proxy(name).stats()
+        return await DATA_PLANE.call(self._proxy(name).stats)
 
     def _snapshot(self, name: str) -> Route | None:
         entry = self._routes.get(name)
@@ -350,7 +353,7 @@ class LocalRuntime(Runtime):
         """Stop the proxy of route ``name`` (its instances keep running). Idempotent."""
         entry = self._routes.pop(name, None)
         if entry is not None:
-            await entry[1].stop()
+            await DATA_PLANE.run(entry[1].stop())
 
     async def close(self) -> None:
         """Stop every proxy, then every process this runtime started. Idempotent."""

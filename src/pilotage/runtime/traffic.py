@@ -51,6 +51,7 @@ import httpx
 
 from pilotage.errors import InputError
 from pilotage.httpclient import async_client
+from pilotage.runtime.dataplane import DATA_PLANE
 from pilotage.secrets import register_secrets
 from pilotage.testing.credentials import PRINCIPAL_ENV, credentials_for
 
@@ -282,6 +283,7 @@ class TrafficGenerator:
                 if param.get("from") == "created" and param.get("by"):
                     self._wanted.setdefault(str(param["by"]), set()).update(map(str, param.get("fields") or ["id"]))
         self._task: asyncio.Task[None] | None = None
+        self._scheduled = False  # start() is queued on another thread's loop (start_on)
         self._pending: set[asyncio.Task[None]] = set()
 
     @property
@@ -291,13 +293,20 @@ class TrafficGenerator:
 
     @property
     def running(self) -> bool:
-        """True while the generator launches requests."""
-        return self._task is not None and not self._task.done()
+        """True while the generator launches requests (or is about to: :meth:`start_on`)."""
+        task = self._task
+        return (task is None and self._scheduled) or (task is not None and not task.done())
 
     def start(self) -> TrafficGenerator:
         """Start sending on the running loop; return self. Calling it twice does nothing."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"traffic-{self.base_url}")
+        return self
+
+    def start_on(self, loop: asyncio.AbstractEventLoop) -> TrafficGenerator:
+        """Start sending on ``loop``, another thread's (:meth:`start` queued there); running from now on."""
+        self._scheduled = True
+        loop.call_soon_threadsafe(self.start)
         return self
 
     async def stop(self) -> TrafficStats:
@@ -484,7 +493,8 @@ def start_traffic(
 ) -> TrafficGenerator:
     """Start a :class:`TrafficGenerator` on ``traffic`` (a plan or paths) registered as ``name``.
 
-    Names are unique: nothing is replaced or stopped.
+    It runs on the data plane's loop (:data:`~pilotage.runtime.dataplane.DATA_PLANE`), not the caller's: its
+    requests are no work of the control plane's loop. Names are unique: nothing is replaced or stopped.
 
     Raises:
         InputError: a running generator already has that name, or the arguments are invalid.
@@ -492,7 +502,7 @@ def start_traffic(
     current = _REGISTRY.get(name)
     if current is not None and current.running:
         raise InputError(f"synthetic traffic {name!r} is already running", hint="stop it first")
-    generator = TrafficGenerator(base_url, traffic, rps, **options).start()
+    generator = TrafficGenerator(base_url, traffic, rps, **options).start_on(DATA_PLANE.loop())
     _REGISTRY[name] = generator
     return generator
 
@@ -505,4 +515,4 @@ def get_traffic(name: str) -> TrafficGenerator | None:
 async def stop_traffic(name: str) -> TrafficStats | None:
     """Stop and unregister the generator ``name``; return its counts, or None when there is none. Idempotent."""
     generator = _REGISTRY.pop(name, None)
-    return await generator.stop() if generator is not None else None
+    return await DATA_PLANE.run(generator.stop()) if generator is not None else None
