@@ -12,8 +12,9 @@ setting and no credential of the operator), and stdout + stderr written to
 ``<log_dir>/<service>-<version>-<port>.log``. The runtime waits for ``GET <health_path>`` (default ``/healthz``) to
 answer 200.
 
-A route is a :class:`~pilotage.runtime.proxy.TrafficProxy` (smooth weighted round-robin) on the caller's asyncio
-loop, kept by name so agents that did not create it can find, weigh, inspect and close it through the
+A route is a :class:`~pilotage.runtime.proxy.TrafficProxy` (smooth weighted round-robin) served on the data plane's
+loop (:data:`~pilotage.runtime.dataplane.DATA_PLANE`, a thread of its own; its waker runs on the caller's loop), kept
+by name so agents that did not create it can find, weigh, inspect and close it through the
 :class:`~pilotage.runtime.base.Runtime` contract. Its per-version metrics are served on a second port of the proxy
 (:attr:`~pilotage.runtime.base.Route.metrics_url`); a cold route holds requests while its waker runs (the proxy's
 :data:`~pilotage.runtime.proxy.WAKE_TIMEOUT_S` and :data:`~pilotage.runtime.proxy.MAX_HELD` unless given).

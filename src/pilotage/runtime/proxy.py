@@ -1,4 +1,4 @@
-"""A weighted traffic-splitting HTTP reverse proxy, run in-process on the caller's asyncio loop.
+"""A weighted traffic-splitting HTTP reverse proxy, run in-process on an asyncio loop (local runtime: the data plane's).
 
 The proxy is a plain ASGI application served by an embedded :class:`uvicorn.Server` on a socket the proxy binds
 itself (so a port already in use is reported before anything starts). Each request is forwarded to one backend
