@@ -284,6 +284,7 @@ class TrafficGenerator:
                     self._wanted.setdefault(str(param["by"]), set()).update(map(str, param.get("fields") or ["id"]))
         self._task: asyncio.Task[None] | None = None
         self._scheduled = False  # start() is queued on another thread's loop (start_on)
+        self._owner: asyncio.AbstractEventLoop | None = None  # the loop that started it there: it ends with it
         self._pending: set[asyncio.Task[None]] = set()
 
     @property
@@ -295,7 +296,11 @@ class TrafficGenerator:
     def running(self) -> bool:
         """True while the generator launches requests (or is about to: :meth:`start_on`)."""
         task = self._task
-        return (task is None and self._scheduled) or (task is not None and not task.done())
+        return ((task is None and self._scheduled) or (task is not None and not task.done())) and not self._orphan()
+
+    def _orphan(self) -> bool:
+        """Started from a loop that is closed now (:meth:`start_on`): nobody will stop it, so it stops itself."""
+        return self._owner is not None and self._owner.is_closed()
 
     def start(self) -> TrafficGenerator:
         """Start sending on the running loop; return self. Calling it twice does nothing."""
@@ -304,7 +309,12 @@ class TrafficGenerator:
         return self
 
     def start_on(self, loop: asyncio.AbstractEventLoop) -> TrafficGenerator:
-        """Start sending on ``loop``, another thread's (:meth:`start` queued there); running from now on."""
+        """Start sending on ``loop``, another thread's (:meth:`start` queued there); running from now on.
+
+        It stops by itself once the loop it was started from is closed (as it did when it ran on that loop).
+        """
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing owns it
+            self._owner = asyncio.get_running_loop()
         self._scheduled = True
         loop.call_soon_threadsafe(self.start)
         return self
@@ -323,7 +333,7 @@ class TrafficGenerator:
         async with async_client(timeout=self.timeout_s) as client:
             try:
                 index = 0
-                while self.duration_s is None or time.monotonic() - started < self.duration_s:
+                while (self.duration_s is None or time.monotonic() - started < self.duration_s) and not self._orphan():
                     self._launch(client)
                     index += 1
                     # schedule on the ideal timeline (no drift from slow iterations)
