@@ -91,6 +91,8 @@ class Settings(BaseModel):
         analysis_slots: 2 — rollout steps analysed at once on the whole bus (``analysis-slot``, auctioned like the
             load-test slot): each analysis drives synthetic traffic and polls two versions, so 2 keeps the
             canary judge's latency samples meaningful on 2 busy cores.
+        loop_stall_warn_s: 1.0 — ``pilotage serve`` logs the stack of its asyncio loop's thread whenever the loop is
+            held at least this long, and its longest lag when it stops (:mod:`pilotage.loopwatch`); 0 = off.
 
     Bounds (issue #15, finding 8): every number must be finite (``inf``/``nan`` are refused) and in range, or
     :func:`load_settings` raises ConfigError naming the setting. Lower bounds are the ones each field declares
@@ -179,6 +181,7 @@ class Settings(BaseModel):
     # --- issue 19, 5: many deliveries at once under `pilotage serve` ---
     max_concurrent_deliveries: int = Field(4, ge=1, le=64)
     analysis_slots: int = Field(2, ge=1, le=64)
+    loop_stall_warn_s: float = Field(1.0, ge=0, le=60)
 
     idle_after_s: float = Field(7200.0, gt=0, le=30 * _DAY_S)
     instance_size: str = "small"

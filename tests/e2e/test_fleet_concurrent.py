@@ -36,6 +36,14 @@ def _deliver(work: Path, service: str, rev: str, results: dict[str, CliResult], 
     results[key] = run_cli(work, "deliver", service, rev, "--json", timeout_s=600)
 
 
+def _wait_queued(work: Path, count: int, timeout_s: float = 120.0) -> None:
+    """Wait until the log holds ``count`` ``flow.queued`` events."""
+    deadline = time.monotonic() + timeout_s
+    while len(of_type(read_log(work), "flow.queued")) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} deliveries queued within {timeout_s} s"
+        time.sleep(0.2)
+
+
 def _watch_list(work: Path, stop: threading.Event, seen: list[list[dict[str, Any]]]) -> None:
     while not stop.is_set():
         listed = run_cli(work, "service", "list", "--json", timeout_s=60)
@@ -67,9 +75,10 @@ def test_two_services_deliver_at_once_and_one_service_waits_its_turn(tmp_path: P
         lister.start()
         workers = [threading.Thread(target=_deliver, args=(work, n, revs[n], results, n)) for n in revs]
         workers.append(threading.Thread(target=_deliver, args=(work, "notes-a", second, results, "again")))
-        for worker in workers:
+        for worker in workers[:-1]:
             worker.start()
-            time.sleep(0.3)  # notes-a's second delivery is queued last
+        _wait_queued(work, 2)  # notes-a's second delivery is queued last (a CLI's start-up can take seconds)
+        workers[-1].start()
         for worker in workers:
             worker.join()
         stop.set()

@@ -10,6 +10,7 @@ import pytest
 
 from pilotage.events import EventType
 from pilotage.runtime.faults import FaultSpec, set_faults
+from pilotage.runtime.traffic import get_traffic
 from tests.fixtures.tiny_service.harness import AllowAll, Stack, events_of, publish_perf, seed_run, wait_for
 
 A, B = "a" * 12, "b" * 12
@@ -109,6 +110,7 @@ def test_a_step_without_evidence_is_never_passed_it_pauses_or_rolls_back_per_pol
                 assert paused.data["weight"] == 50 and "Inconclusive" in paused.data["reason"]
                 route = await stack.runtime.get_route(evaluated.data["deployment_id"])
                 assert route is not None and route.weights == {A: 50, B: 50}  # held at the step's weight for a human
+                assert get_traffic(evaluated.data["deployment_id"]) is None  # nothing judges it: no synthetic traffic
                 assert await events_of(stack.bus, EventType.DEPLOY_ROLLED_BACK) == []
             else:
                 await wait_for(stack.bus, EventType.DEPLOY_ROLLED_BACK, timeout_s=30)

@@ -52,6 +52,7 @@ from pilotage.catalogue.rollout import DeployStep
 from pilotage.errors import ConfigError, InputError
 from pilotage.events import CloudEvent, EventType
 from pilotage.fleet.descriptor import DESCRIPTOR_FILE, load_descriptor
+from pilotage.httpclient import async_client
 from pilotage.observe.judge import JudgeConfig, Outcome
 from pilotage.observe.prometheus import (
     MetricSource,
@@ -387,7 +388,7 @@ async def smoke_check(
     service's behaviour.
     """
     results = []
-    async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s) as client:
+    async with async_client(base_url=base_url, timeout=timeout_s) as client:
         for path in paths:
             status = 0
             for _ in range(max(1, attempts)):

@@ -13,7 +13,8 @@ runtime): launch (and the new version's warm-up) → ``deploy.started`` + ``depl
 counts); advance → ``deploy.step``; promote → ``authorize("promote")``, ``deploy.promoted``, the previous version
 kept warm ``standby_s`` then released (``deploy.standby_released``); rollback → ``authorize("rollback")`` (the safe
 direction: never blocked, see :mod:`pilotage.policy.base`), users protected first, an incident record
-(:mod:`pilotage.rollout.incident`), ``incident.opened``, ``deploy.rolled_back``; pause → ``deploy.paused``. Every
+(:mod:`pilotage.rollout.incident`), ``incident.opened``, ``deploy.rolled_back``; pause → synthetic traffic stopped,
+``deploy.paused`` (the route keeps its weight). Every
 action is idempotent, so a handler interrupted by a crash and run again on the redelivered event finishes the job
 without doing it twice.
 
@@ -136,6 +137,9 @@ class RolloutAgent(Agent):
         elif action.kind == "rollback":
             await self._roll_back(event, state, decision.id)
         elif action.kind == "pause":
+            # the route stays at its weight for a human; nothing judges the step any more, so the synthetic traffic
+            # stops (left on, a paused rollout's generator and proxy loaded the control plane's loop for good)
+            await rollout_controller(self.ctx).stop_traffic(state.deployment_id)
             data = {"deployment_id": state.deployment_id, "step": state.step, "weight": state.weight}
             reason = f"{action.reason}: {verdict['reason']}" if verdict["reason"] else action.reason
             await self.emit(EventType.DEPLOY_PAUSED, {**data, "reason": reason}, cause=event)

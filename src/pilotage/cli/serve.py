@@ -79,6 +79,7 @@ async def _serve(  # noqa: C901 - the start and stop sequence of every part, in 
     from pilotage.flows.admission import Admission
     from pilotage.flows.recovery import recover
     from pilotage.flows.supervisor import FlowSupervisor
+    from pilotage.loopwatch import LoopWatch
     from pilotage.web.server import ApiServer
 
     show = _printer(json_mode)
@@ -86,6 +87,8 @@ async def _serve(  # noqa: C901 - the start and stop sequence of every part, in 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stall_s = settings.loop_stall_warn_s  # what holds the loop, logged (deadlines on the loop are only as good)
+    watch_loop = LoopWatch(warn_s=stall_s, tick_s=min(0.1, stall_s / 2)).start() if stall_s > 0 else None
     async with backends(settings) as ctx:
         if ack_journal is not None:
             _install_ack_journal(ctx.bus, ack_journal)
@@ -140,6 +143,8 @@ async def _serve(  # noqa: C901 - the start and stop sequence of every part, in 
                     await agent.cancel()
             watch.cancel()
             await keeper.down()
+            if watch_loop is not None:
+                await watch_loop.stop()
         if ctx.bus.fatal is not None:
             raise ctx.bus.fatal
 

@@ -92,7 +92,16 @@ class FleetKeeper:
         return self._locks.setdefault(name, asyncio.Lock())
 
     async def _start(self, service: ManagedService, reason: str, t0: float | None = None) -> dict[str, Any]:
-        """Prepare and start ``service``'s production commit behind its stable route; publish ``service.up``."""
+        """Prepare and start ``service``'s production commit behind its stable route; publish ``service.up``.
+
+        Marked as a production start on the controller from before the service's lock is taken, so a rollout
+        waiting for the route times the service, not this queue (:meth:`RolloutController.production_starting`).
+        """
+        starting = rollout_controller(self.ctx).production_starting(stable_route_name(service.name))
+        with starting:
+            return await self._start_locked(service, reason, t0)
+
+    async def _start_locked(self, service: ManagedService, reason: str, t0: float | None) -> dict[str, Any]:
         async with self._lock(service.name):
             sha = service.production_commit
             root = self.ctx.settings.path_in_home("services").resolve() / service.name

@@ -42,6 +42,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from pilotage.errors import BackendCorrupt, BackendError, BackendUnavailable, ConfigError, InputError
+from pilotage.httpclient import async_client
 
 __all__ = [
     "LATENCY_METRIC",
@@ -348,7 +349,7 @@ class ScrapeSource:
             NoData: 404.
         """
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout_s)
+            self._client = async_client(timeout=self.timeout_s)
         at = time.time()
         try:
             response = await self._client.get(url)
@@ -451,7 +452,7 @@ class PromQLSource:
                 answer is not the documented JSON.
         """
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout_s)
+            self._client = async_client(timeout=self.timeout_s)
         try:
             response = await self._client.get(self.base_url + "/api/v1/query", params={"query": promql})
         except httpx.HTTPError as exc:

@@ -35,8 +35,9 @@ served all requests (flag off) since it started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,8 @@ class RolloutController:
         self._flags: FlagServer | None = None
         self._flags_lock = asyncio.Lock()
         self._wakers: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._starting: dict[str, int] = {}  # stable route → production starts in progress (the fleet keeper's)
+        self._started: dict[str, float] = {}  # stable route → monotonic time its last production start ended
 
     # --- feature flags ---------------------------------------------------------------------------------------
     async def flags(self) -> FlagServer:
@@ -186,12 +189,15 @@ class RolloutController:
 
         The fleet keeper opens the route when the service is added (a generated service is added by its run's
         codegen agent, moments before), so this waits up to ``service_ready_timeout_s`` for it to serve
-        ``version``.
+        ``version`` — counted from the end of the keeper's last start of it (:meth:`production_starting`): a
+        prepare (a venv install) or a start queued behind another is the keeper's work, bounded by its own
+        timeouts, not the service's readiness.
 
         Raises:
             BackendError: the route does not serve ``version`` in time (names what it serves).
         """
-        deadline = time.monotonic() + float(self.settings.service_ready_timeout_s)
+        ready_s = float(self.settings.service_ready_timeout_s)
+        deadline = time.monotonic() + ready_s
         while True:
             route = await self.runtime.get_route(name)
             if route is not None and not route.backends and name in self._wakers:
@@ -199,7 +205,9 @@ class RolloutController:
             instance = route.backends.get(version) if route is not None else None
             if instance is not None:
                 return instance
-            if time.monotonic() >= deadline:
+            if name in self._starting:  # the keeper is at it: time the service from the end of its start
+                deadline = time.monotonic() + ready_s
+            elif time.monotonic() >= (deadline := max(deadline, self._started.get(name, 0.0) + ready_s)):
                 serving = ", ".join(sorted(route.backends)) if route is not None else "nothing (not open)"
                 raise BackendError(
                     f"stable route {name} serves {serving or 'nothing'}, not the production version {version} the "
@@ -223,6 +231,22 @@ class RolloutController:
                 f"the stable route {name} is not serving", hint="run `pilotage up` (or `pilotage serve`) first"
             )
         return route
+
+    @contextlib.contextmanager
+    def production_starting(self, route: str) -> Iterator[None]:
+        """Mark the production version of the stable ``route`` as being prepared and started (the fleet keeper).
+
+        While marked, a rollout waiting for that route to serve (:meth:`_production_instance`) does not count the
+        time against ``service_ready_timeout_s``. Nested and concurrent marks of one route are counted.
+        """
+        self._starting[route] = self._starting.get(route, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._starting.pop(route) - 1
+            if left > 0:
+                self._starting[route] = left
+            self._started[route] = time.monotonic()
 
     def register_waker(self, route: str, waker: Callable[[], Awaitable[None]]) -> None:
         """Remember how to wake the production version of a stable ``route`` scaled to zero (the fleet keeper)."""

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from pilotage.errors import BackendUnavailable, InputError
+from pilotage.httpclient import async_client
 
 __all__ = ["FAULTS_PATH", "FaultSpec", "fault_env", "get_faults", "set_faults"]
 
@@ -68,7 +69,7 @@ def fault_env(spec: FaultSpec, *, admin: bool = False) -> dict[str, str]:
 async def _call(method: str, url: str, body: dict[str, Any] | None, timeout_s: float) -> dict[str, Any]:
     target = url.rstrip("/") + FAULTS_PATH
     try:
-        async with httpx.AsyncClient(timeout=timeout_s) as client:
+        async with async_client(timeout=timeout_s) as client:
             response = await client.request(method, target, json=body)
     except httpx.HTTPError as exc:
         raise BackendUnavailable(

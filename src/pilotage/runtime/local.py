@@ -12,8 +12,9 @@ setting and no credential of the operator), and stdout + stderr written to
 ``<log_dir>/<service>-<version>-<port>.log``. The runtime waits for ``GET <health_path>`` (default ``/healthz``) to
 answer 200.
 
-A route is a :class:`~pilotage.runtime.proxy.TrafficProxy` (smooth weighted round-robin) on the caller's asyncio
-loop, kept by name so agents that did not create it can find, weigh, inspect and close it through the
+A route is a :class:`~pilotage.runtime.proxy.TrafficProxy` (smooth weighted round-robin) served on the data plane's
+loop (:data:`~pilotage.runtime.dataplane.DATA_PLANE`, a thread of its own; its waker runs on the caller's loop), kept
+by name so agents that did not create it can find, weigh, inspect and close it through the
 :class:`~pilotage.runtime.base.Runtime` contract. Its per-version metrics are served on a second port of the proxy
 (:attr:`~pilotage.runtime.base.Route.metrics_url`); a cold route holds requests while its waker runs (the proxy's
 :data:`~pilotage.runtime.proxy.WAKE_TIMEOUT_S` and :data:`~pilotage.runtime.proxy.MAX_HELD` unless given).
@@ -38,7 +39,9 @@ import httpx
 
 from pilotage.errors import BackendError, ConfigError, InputError
 from pilotage.fleet.descriptor import render_command, render_env
+from pilotage.httpclient import async_client
 from pilotage.runtime.base import Instance, InstanceHealth, Route, RouteStats, Runtime, Waker, Workload
+from pilotage.runtime.dataplane import DATA_PLANE, on_loop
 from pilotage.runtime.proxy import MAX_HELD, WAKE_TIMEOUT_S, TrafficProxy, bind_local, check_weights
 from pilotage.runtime.sandbox import launch_options, sandbox_env
 from pilotage.secrets import masker
@@ -167,7 +170,7 @@ class LocalRuntime(Runtime):
         deadline = time.monotonic() + timeout_s
         health = instance.workload.health_path
         answered: int | None = None  # the last status the health path answered (None: the port never opened)
-        async with httpx.AsyncClient(timeout=1.0) as client:
+        async with async_client(timeout=1.0) as client:
             while True:
                 if proc.poll() is not None:
                     await self.stop(instance)
@@ -221,7 +224,7 @@ class LocalRuntime(Runtime):
     @staticmethod
     async def _answers_health(url: str) -> bool:
         try:
-            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S) as client:
+            async with async_client(timeout=HEALTH_TIMEOUT_S) as client:
                 return (await client.get(url)).status_code == 200
         except httpx.HTTPError:
             return False
@@ -289,10 +292,12 @@ class LocalRuntime(Runtime):
             raise InputError(f"route {name!r} already exists", hint="close it first or choose another name")
         check_weights(weights, set(backends), cold_ok=True)
         urls = {v: i.url for v, i in backends.items()}
+        here = asyncio.get_running_loop()
         proxy = TrafficProxy(
-            name, urls, weights, port=port, waker=waker, wake_timeout_s=self.wake_timeout_s, max_held=self.max_held
-        )
-        await proxy.start()
+            name, urls, weights, port=port, waker=None if waker is None else on_loop(waker, here),
+            wake_timeout_s=self.wake_timeout_s, max_held=self.max_held,
+        )  # fmt: skip
+        await DATA_PLANE.run(proxy.start())  # served on the data plane's loop: its requests are not our loop's work
         route = Route(
             name=name,
             url=proxy.url,
@@ -317,7 +322,7 @@ class LocalRuntime(Runtime):
         """
         proxy = self._proxy(name)
         urls = None if backends is None else {v: i.url for v, i in backends.items()}
-        proxy.set_weights(weights, urls)
+        await DATA_PLANE.call(proxy.set_weights, weights, urls)  # where its held requests wait
         route = self._routes[proxy.name][0]
         route.weights = proxy.weights
         if backends is not None:
@@ -333,7 +338,7 @@ class LocalRuntime(Runtime):
         Raises:
             InputError: no open route has that name.
         """
-        return self._proxy(name).stats()
+        return await DATA_PLANE.call(self._proxy(name).stats)
 
     def _snapshot(self, name: str) -> Route | None:
         entry = self._routes.get(name)
@@ -349,7 +354,7 @@ class LocalRuntime(Runtime):
         """Stop the proxy of route ``name`` (its instances keep running). Idempotent."""
         entry = self._routes.pop(name, None)
         if entry is not None:
-            await entry[1].stop()
+            await DATA_PLANE.run(entry[1].stop())
 
     async def close(self) -> None:
         """Stop every proxy, then every process this runtime started. Idempotent."""

@@ -1,4 +1,4 @@
-"""A weighted traffic-splitting HTTP reverse proxy, run in-process on the caller's asyncio loop.
+"""A weighted traffic-splitting HTTP reverse proxy, run in-process on an asyncio loop (local runtime: the data plane's).
 
 The proxy is a plain ASGI application served by an embedded :class:`uvicorn.Server` on a socket the proxy binds
 itself (so a port already in use is reported before anything starts). Each request is forwarded to one backend
@@ -45,6 +45,7 @@ import httpx
 import uvicorn
 
 from pilotage.errors import BackendError, ConfigError, InputError
+from pilotage.httpclient import async_client
 from pilotage.runtime.base import RouteStats, VersionStats, Waker
 from pilotage.runtime.proxy_metrics import METRICS_PATH, ProxyMetrics
 
@@ -420,7 +421,7 @@ class TrafficProxy:
             sock.close()
             raise
         self.port, self.admin_port = sock.getsockname()[1], admin.getsockname()[1]
-        self._client = httpx.AsyncClient(
+        self._client = async_client(
             timeout=self.timeout_s, limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
         )
         self._server = EmbeddedServer(self, f"traffic proxy {self.name!r}")

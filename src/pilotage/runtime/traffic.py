@@ -50,6 +50,8 @@ from typing import Any
 import httpx
 
 from pilotage.errors import InputError
+from pilotage.httpclient import async_client
+from pilotage.runtime.dataplane import DATA_PLANE
 from pilotage.secrets import register_secrets
 from pilotage.testing.credentials import PRINCIPAL_ENV, credentials_for
 
@@ -281,6 +283,8 @@ class TrafficGenerator:
                 if param.get("from") == "created" and param.get("by"):
                     self._wanted.setdefault(str(param["by"]), set()).update(map(str, param.get("fields") or ["id"]))
         self._task: asyncio.Task[None] | None = None
+        self._scheduled = False  # start() is queued on another thread's loop (start_on)
+        self._owner: asyncio.AbstractEventLoop | None = None  # the loop that started it there: it ends with it
         self._pending: set[asyncio.Task[None]] = set()
 
     @property
@@ -290,13 +294,29 @@ class TrafficGenerator:
 
     @property
     def running(self) -> bool:
-        """True while the generator launches requests."""
-        return self._task is not None and not self._task.done()
+        """True while the generator launches requests (or is about to: :meth:`start_on`)."""
+        task = self._task
+        return ((task is None and self._scheduled) or (task is not None and not task.done())) and not self._orphan()
+
+    def _orphan(self) -> bool:
+        """Started from a loop that is closed now (:meth:`start_on`): nobody will stop it, so it stops itself."""
+        return self._owner is not None and self._owner.is_closed()
 
     def start(self) -> TrafficGenerator:
         """Start sending on the running loop; return self. Calling it twice does nothing."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"traffic-{self.base_url}")
+        return self
+
+    def start_on(self, loop: asyncio.AbstractEventLoop) -> TrafficGenerator:
+        """Start sending on ``loop``, another thread's (:meth:`start` queued there); running from now on.
+
+        It stops by itself once the loop it was started from is closed (as it did when it ran on that loop).
+        """
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing owns it
+            self._owner = asyncio.get_running_loop()
+        self._scheduled = True
+        loop.call_soon_threadsafe(self.start)
         return self
 
     async def stop(self) -> TrafficStats:
@@ -310,10 +330,10 @@ class TrafficGenerator:
     async def _run(self) -> None:
         interval = 1.0 / self.rps
         started = time.monotonic()
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+        async with async_client(timeout=self.timeout_s) as client:
             try:
                 index = 0
-                while self.duration_s is None or time.monotonic() - started < self.duration_s:
+                while (self.duration_s is None or time.monotonic() - started < self.duration_s) and not self._orphan():
                     self._launch(client)
                     index += 1
                     # schedule on the ideal timeline (no drift from slow iterations)
@@ -336,7 +356,7 @@ class TrafficGenerator:
         without an answer counts in ``failures``, one whose parameters cannot be filled in ``unfilled``.
         """
         started = time.monotonic()
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+        async with async_client(timeout=self.timeout_s) as client:
             for _ in range(count):
                 if self.duration_s is not None and time.monotonic() - started >= self.duration_s:
                     break
@@ -483,7 +503,8 @@ def start_traffic(
 ) -> TrafficGenerator:
     """Start a :class:`TrafficGenerator` on ``traffic`` (a plan or paths) registered as ``name``.
 
-    Names are unique: nothing is replaced or stopped.
+    It runs on the data plane's loop (:data:`~pilotage.runtime.dataplane.DATA_PLANE`), not the caller's: its
+    requests are no work of the control plane's loop. Names are unique: nothing is replaced or stopped.
 
     Raises:
         InputError: a running generator already has that name, or the arguments are invalid.
@@ -491,7 +512,7 @@ def start_traffic(
     current = _REGISTRY.get(name)
     if current is not None and current.running:
         raise InputError(f"synthetic traffic {name!r} is already running", hint="stop it first")
-    generator = TrafficGenerator(base_url, traffic, rps, **options).start()
+    generator = TrafficGenerator(base_url, traffic, rps, **options).start_on(DATA_PLANE.loop())
     _REGISTRY[name] = generator
     return generator
 
@@ -504,4 +525,4 @@ def get_traffic(name: str) -> TrafficGenerator | None:
 async def stop_traffic(name: str) -> TrafficStats | None:
     """Stop and unregister the generator ``name``; return its counts, or None when there is none. Idempotent."""
     generator = _REGISTRY.pop(name, None)
-    return await generator.stop() if generator is not None else None
+    return await DATA_PLANE.run(generator.stop()) if generator is not None else None

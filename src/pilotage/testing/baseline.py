@@ -35,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from pilotage.errors import BackendError, ConfigError, InputError
+from pilotage.httpclient import async_client
 from pilotage.runtime.base import InstanceRuntime, scratch_instance
 from pilotage.secrets import MASK
 from pilotage.testing.pytest_runner import run_pytest
@@ -226,7 +227,7 @@ async def replay_server_errors(
     """
     out: dict[str, dict[str, int]] = {}
     # a fresh connection per request: a service that crashed on the last one may have closed a kept-alive one
-    async with httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+    async with async_client(timeout=timeout_s, limits=httpx.Limits(max_keepalive_connections=0)) as client:
         for operation, recorded in requests.items():
             statuses = [await _send(client, r, base_url, headers) for r in recorded]
             errors = sum(1 for s in statuses if s >= 500 and s != NOT_IMPLEMENTED)

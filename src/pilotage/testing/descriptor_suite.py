@@ -35,6 +35,7 @@ import httpx
 from pilotage.errors import ConfigError, InputError
 from pilotage.fleet.descriptor import ServiceDescriptor, render_env
 from pilotage.fleet.workload import instance_env
+from pilotage.httpclient import async_client
 from pilotage.runtime.base import InstanceRuntime, Workload, scratch_workload
 from pilotage.spec.load import MAX_DOCUMENT_BYTES, load_spec
 from pilotage.testing.own_tests import not_run_schemathesis, not_run_unit, own_failure, run_own_tests
@@ -122,7 +123,7 @@ FETCH_TOTAL_FACTOR = 3
 async def _fetch_body(url: str, out_dir: Path, headers: dict[str, str], timeout_s: float) -> Path:
     body = bytearray()
     try:
-        async with httpx.AsyncClient(timeout=timeout_s, headers=headers) as client:
+        async with async_client(timeout=timeout_s, headers=headers) as client:
             async with client.stream("GET", url) as response:
                 if response.status_code != 200:
                     raise ConfigError(
