@@ -259,15 +259,21 @@ class Agent(ABC):
         """
         raise NotImplementedError(f"agent {self.name} makes no decision of kind {kind!r}")
 
-    def _new_event(self, type: str, data: Any, cause: CloudEvent) -> CloudEvent:
-        """Return a new event of ``type``; its id is deterministic while :meth:`handle` runs on ``cause``."""
+    def _new_event(self, type: str, data: Any, cause: CloudEvent, *, series: str = "") -> CloudEvent:
+        """Return a new event of ``type``; its id is deterministic while :meth:`handle` runs on ``cause``.
+
+        ``series`` splits the count of one type (decisions are counted per kind): a handler run again after a
+        crash that skips an earlier decision (a slot bid it won before the crash) still gets its later
+        decisions' ids right, instead of taking the skipped one's.
+        """
         event = new_event(type, data, source=self.source, subject=cause.subject, runid=cause.runid)
         handling = _handling.get()
         if handling is None or handling.agent != self.name or handling.cause_id != cause.id:
             return event  # called outside a handler (tests, tools): a fresh random id
-        n = handling.counts.get(type, 0)
-        handling.counts[type] = n + 1
-        return event.model_copy(update={"id": handled_event_id(cause.id, self.name, type, n)})
+        counted = f"{type}#{series}" if series else type
+        n = handling.counts.get(counted, 0)
+        handling.counts[counted] = n + 1
+        return event.model_copy(update={"id": handled_event_id(cause.id, self.name, counted, n)})
 
     async def emit(self, type: str, data: Any, *, cause: CloudEvent) -> CloudEvent:
         """Publish an event of ``type`` with ``data`` in the run and subject of ``cause``; return it.
@@ -292,7 +298,7 @@ class Agent(ABC):
         recorded one is returned and acted on, not the one just computed: a recorded decision is never re-taken.
         """
         reasoning = self.reason(kind, inputs)
-        event = self._new_event(EventType.DECISION, None, cause)
+        event = self._new_event(EventType.DECISION, None, cause, series=kind)
         decision = Decision(
             id=event.id,
             agent=self.name,

@@ -48,6 +48,44 @@ class Counter(Agent):
         await self.emit(STEP, {"action": decision.action, "i": 1}, cause=event)
 
 
+class Bidder(Agent):
+    """Bids for a slot only on its first run (as a handler that finds the unit it won before a crash), then judges."""
+
+    name = "bidder"
+    subscribes: ClassVar[tuple[str, ...]] = (EventType.FLOW_STARTED,)
+
+    def __init__(self, ctx: AgentContext) -> None:
+        super().__init__(ctx)
+        self.runs = 0
+        self.judged: list[Any] = []
+
+    def reason(self, kind: str, inputs: dict[str, Any]) -> Reasoning:
+        return Reasoning(kind, "by kind", {kind: inputs["run"]}, "test")
+
+    async def on_event(self, event: CloudEvent) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            await self.decide("slot.bid", {"run": self.runs}, cause=event)
+        judged = await self.decide("slo.assessment", {"run": self.runs}, cause=event)
+        self.judged.append((judged.kind, judged.score))
+
+
+def test_a_run_again_that_skips_a_decision_gets_its_later_decision_not_the_skipped_ones() -> None:
+    # crash_safety e2e: the resumed reliability agent found its analysis slot won before the crash (no new bid),
+    # and its assessment took the bid's id: "KeyError: 'assessment'" on the recorded bid's score
+    ctx = make_ctx()
+    agent = Bidder(ctx)
+    start = new_event(EventType.FLOW_STARTED, {}, source="/t", subject="s", runid="r1")
+
+    async def go() -> None:
+        await ctx.bus.publish(start)
+        await agent.handle(start)
+        await agent.handle(start)
+
+    asyncio.run(go())
+    assert agent.judged == [("slo.assessment", {"slo.assessment": 1}), ("slo.assessment", {"slo.assessment": 1})]
+
+
 def make_ctx() -> AgentContext:
     return AgentContext(
         bus=MemoryBus(),
