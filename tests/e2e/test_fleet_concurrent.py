@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 #: Short stages (the concurrency is what is tested; tests/e2e/test_deliver.py covers a delivery with defaults).
 SETTINGS = """testing_api_tests = false
-fleet_port_base = 18640
+fleet_port_base = 18740
 max_concurrent_deliveries = 4
 load_test_duration_s = 2.0
 canary_steps_percent = [50, 100]

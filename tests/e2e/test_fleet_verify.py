@@ -21,7 +21,7 @@ from tests.unit.test_fleet_verification import CONTRACT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-PORT = 18660
+PORT = 18760
 SETTINGS = (
     f"testing_api_tests = false\nfleet_port_base = {PORT}\nload_test_duration_s = 2.0\n"
     "post_promotion_watch_s = 2.0\nstandby_s = 0.0\nconsumer_verification_timeout_s = 120.0\n"
