@@ -113,10 +113,11 @@ def test_the_gift_note_release_migrates_and_rolls_out_orders_then_storefront(tmp
 def _storefront_judged_slower(summary: dict[str, Any], events: list[Any], orders: str, why: str) -> None:
     """The release's other ending seen in CI: storefront's green judged slower than blue, then orders given back.
 
-    Storefront's checkout chains catalog → orders → payments/inventory → PostgreSQL, and its SLO counts requests
-    over 500 ms; on a loaded 2-core machine a freshly started green has been judged significantly slower than the
-    warm blue (42/82 vs 18/85 requests over 500 ms). That is the judge's call, not a release defect; the release
-    must still have rolled orders out first and given it back after storefront failed, in reverse order.
+    Storefront's new green has been judged significantly slower than blue: under load on the >500 ms share (42/82
+    vs 18/85), and on a quiet machine on the median (p50 30 ms vs 9 ms, after the 20-request warm-up). Why is open
+    (issue 19's note: blue and green may not be doing the same work for the same requests); the judge's call is
+    not a release defect, and the release must still have rolled orders out first and given it back after
+    storefront failed, in reverse order.
     """
     assert [d["outcome"] for d in summary["deliveries"]] == ["promoted", "rolled_back"], why
     [undone] = of_type(events, "release.rolled_back")
