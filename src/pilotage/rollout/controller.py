@@ -281,7 +281,7 @@ class RolloutController:
             setting is 0, a feature-flag release (already warm), or the plan has nothing to call.
         """
         count = self.settings.rollout_warmup_requests
-        traffic = plan.get("traffic") or list(plan["traffic_paths"])
+        traffic = _plan_traffic(plan)
         if count <= 0 or plan["strategy"] == "feature-flag" or not has_requests(traffic):
             return None
         began = time.monotonic()
@@ -296,8 +296,8 @@ class RolloutController:
         }
 
     def _start_traffic(self, plan: dict[str, Any], route_url: str, preview_url: str) -> None:
-        # the traffic plan (issue 17; older plans: GET paths); nothing to call → no generator, real traffic only
-        rps, traffic = self.settings.synthetic_traffic_rps, plan.get("traffic") or list(plan["traffic_paths"])
+        # nothing to call → no generator, real traffic only
+        rps, traffic = self.settings.synthetic_traffic_rps, _plan_traffic(plan)
         if not has_requests(traffic):
             return
         start_traffic(plan["deployment_id"], route_url, traffic, rps)
@@ -609,3 +609,8 @@ def rollout_controller(ctx: AgentContext) -> RolloutController:
         controller = RolloutController(ctx.runtime, ctx.settings)
         ctx.extras[_EXTRAS_KEY] = controller
     return controller
+
+
+def _plan_traffic(plan: dict[str, Any]) -> list[Any]:
+    """The requests a plan's synthetic traffic and warm-up send (issue 17's traffic plan; older plans: GET paths)."""
+    return list(plan.get("traffic") or plan["traffic_paths"])
