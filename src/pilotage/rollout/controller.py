@@ -611,6 +611,9 @@ def rollout_controller(ctx: AgentContext) -> RolloutController:
     return controller
 
 
-def _plan_traffic(plan: dict[str, Any]) -> list[Any]:
-    """The requests a plan's synthetic traffic and warm-up send (issue 17's traffic plan; older plans: GET paths)."""
-    return list(plan.get("traffic") or plan["traffic_paths"])
+def _plan_traffic(plan: dict[str, Any]) -> Any:
+    """What a plan's synthetic traffic and warm-up send, as it is.
+
+    Its traffic plan (issue 17, a dict), or for older plans their GET paths (a list).
+    """
+    return plan.get("traffic") or list(plan["traffic_paths"])
