@@ -281,7 +281,7 @@ class RolloutController:
             setting is 0, a feature-flag release (already warm), or the plan has nothing to call.
         """
         count = self.settings.rollout_warmup_requests
-        traffic = _plan_traffic(plan)
+        traffic = plan.get("traffic") or list(plan["traffic_paths"])
         if count <= 0 or plan["strategy"] == "feature-flag" or not has_requests(traffic):
             return None
         began = time.monotonic()
@@ -296,8 +296,8 @@ class RolloutController:
         }
 
     def _start_traffic(self, plan: dict[str, Any], route_url: str, preview_url: str) -> None:
-        # nothing to call → no generator, real traffic only
-        rps, traffic = self.settings.synthetic_traffic_rps, _plan_traffic(plan)
+        # the traffic plan (issue 17; older plans: GET paths); nothing to call → no generator, real traffic only
+        rps, traffic = self.settings.synthetic_traffic_rps, plan.get("traffic") or list(plan["traffic_paths"])
         if not has_requests(traffic):
             return
         start_traffic(plan["deployment_id"], route_url, traffic, rps)
@@ -609,11 +609,3 @@ def rollout_controller(ctx: AgentContext) -> RolloutController:
         controller = RolloutController(ctx.runtime, ctx.settings)
         ctx.extras[_EXTRAS_KEY] = controller
     return controller
-
-
-def _plan_traffic(plan: dict[str, Any]) -> Any:
-    """What a plan's synthetic traffic and warm-up send, as it is.
-
-    Its traffic plan (issue 17, a dict), or for older plans their GET paths (a list).
-    """
-    return plan.get("traffic") or list(plan["traffic_paths"])
