@@ -9,12 +9,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pilotage.agent import AgentContext
 from pilotage.agents.reliability import ReliabilityAgent
 from pilotage.bus.memory import MemoryBus
 from pilotage.coordination.slot import ANALYSIS_SLOT, SlotArbiter, SlotView, bid_amount
-from pilotage.events import EventType
+from pilotage.events import CloudEvent, EventType, new_event
+from pilotage.graph.sqlite import SQLiteGraph
 from pilotage.replay import DetachedContext
-from pilotage.rollout.analysis_slot import BID_KIND, analysis_bidder
+from pilotage.rollout.analysis_slot import BID_KIND, analysis_bidder, analysis_slot
+from pilotage.runtime.traffic import start_traffic, stop_traffic
+from pilotage.settings import Settings
 
 
 async def half(balance: int, auction_id: str) -> int:
@@ -88,3 +92,38 @@ def test_the_reliability_agents_bid_is_a_recorded_pure_rule() -> None:
               "balance": 9, "fraction": 0.5}  # fmt: skip
     decision = agent.reason(BID_KIND, inputs)
     assert (decision.action, decision.score) == ("bid", {"amount": 4})
+
+
+def test_a_deployments_traffic_is_held_until_its_step_wins_a_slot_and_after_it_releases_it() -> None:
+    """Synthetic traffic runs only while the step is analysed (the generator points nowhere: only `held` is read)."""
+
+    async def main() -> list[tuple[str, bool]]:
+        bus = MemoryBus()
+        await bus.open()
+        ctx = AgentContext(bus=bus, graph=SQLiteGraph("sqlite:///:memory:"), policy=None, runtime=None,
+                           settings=Settings(analysis_slots=1))  # type: ignore[arg-type]  # fmt: skip
+        agent = ReliabilityAgent(ctx)
+        step = new_event(EventType.DEPLOY_STEP, {"deployment_id": "dep-1"}, source="test", subject="svc", runid="run-1")
+        other = await SlotArbiter(bus, ANALYSIS_SLOT, units=1, poll_s=0.01).acquire("reliability/b", "rb/d/0", half)
+        generator = start_traffic("dep-1", "http://127.0.0.1:9", ["/x"], 1.0)
+        seen: list[tuple[str, bool]] = []
+        try:
+            waiting = asyncio.create_task(_analyse(agent, step, generator, seen))
+            await asyncio.sleep(0.3)
+            seen.append(("another step holds the only slot", generator.held))
+            await SlotArbiter(bus, ANALYSIS_SLOT, units=1).release(other)
+            await asyncio.wait_for(waiting, timeout=30)
+            seen.append(("after the analysis", generator.held))
+        finally:
+            await stop_traffic("dep-1")
+        return seen
+
+    async def _analyse(agent: ReliabilityAgent, step: CloudEvent, generator: Any, seen: list[Any]) -> None:
+        async with analysis_slot(agent, step, "svc", "run-1/dep-1/0", ("dep-1", "dep-1#preview")):
+            seen.append(("analysed", generator.held))
+
+    assert asyncio.run(main()) == [
+        ("another step holds the only slot", True),
+        ("analysed", False),
+        ("after the analysis", True),
+    ]

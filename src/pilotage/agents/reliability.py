@@ -445,7 +445,8 @@ class ReliabilityAgent(Agent):
             return  # redelivered: this step was judged already
         phase = moved.phase
         run = await self.run_spec(event)
-        async with analysis_slot(self, event, run.service, f"{event.runid}/{deployment_id}/{step}"):
+        generators = (deployment_id, preview_route_name(deployment_id))  # the rollout controller's names
+        async with analysis_slot(self, event, run.service, f"{event.runid}/{deployment_id}/{step}", generators):
             observed = await self._observe(event, state, phase)
         inputs = {
             "deployment_id": deployment_id,

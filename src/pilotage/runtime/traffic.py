@@ -43,7 +43,7 @@ import re
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,7 @@ __all__ = [
     "TrafficStats",
     "get_traffic",
     "has_requests",
+    "hold_traffic",
     "start_traffic",
     "stop_traffic",
 ]
@@ -72,6 +73,8 @@ _log = logging.getLogger(__name__)
 #: Default bound on outstanding requests; at 40 rps and the default 2 s timeout it is never reached by a healthy
 #: service, and it caps sockets when a backend hangs.
 MAX_IN_FLIGHT = 64
+#: How often a held generator looks whether it was released (seconds).
+HOLD_POLL_S = 0.05
 #: Request header naming the synthetic user (the OpenFeature targeting key of generated services).
 TARGETING_KEY_HEADER = "x-targeting-key"
 #: Default number of synthetic users: at 1,000 keys a 5 % release reaches 50 ± 7 of them (binomial s.d.).
@@ -286,6 +289,8 @@ class TrafficGenerator:
         self._scheduled = False  # start() is queued on another thread's loop (start_on)
         self._owner: asyncio.AbstractEventLoop | None = None  # the loop that started it there: it ends with it
         self._pending: set[asyncio.Task[None]] = set()
+        #: True: launch nothing until it is False again (:func:`hold_traffic`; set from any thread).
+        self.held = False
 
     @property
     def paths(self) -> list[str]:
@@ -329,15 +334,19 @@ class TrafficGenerator:
 
     async def _run(self) -> None:
         interval = 1.0 / self.rps
-        started = time.monotonic()
+        started = timeline = time.monotonic()
         async with async_client(timeout=self.timeout_s) as client:
             try:
                 index = 0
                 while (self.duration_s is None or time.monotonic() - started < self.duration_s) and not self._orphan():
+                    if self.held:  # no request while held; on release a fresh timeline (no catch-up burst)
+                        await asyncio.sleep(HOLD_POLL_S)
+                        timeline, index = time.monotonic(), 0
+                        continue
                     self._launch(client)
                     index += 1
                     # schedule on the ideal timeline (no drift from slow iterations)
-                    delay = started + index * interval - time.monotonic()
+                    delay = timeline + index * interval - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
             finally:
@@ -520,6 +529,21 @@ def start_traffic(
 def get_traffic(name: str) -> TrafficGenerator | None:
     """Return the generator registered as ``name``, or None."""
     return _REGISTRY.get(name)
+
+
+def hold_traffic(names: Iterable[str], held: bool) -> list[str]:
+    """Hold (``held`` True) or release the registered generators ``names``; return the names found.
+
+    A held generator launches nothing (requests in flight finish) and keeps its counts and created items; released,
+    it starts again at its rate from that moment. The rollout's analysis slot holds a deployment's traffic while
+    the step waits for a slot and releases it while the step is analysed (:mod:`pilotage.rollout.analysis_slot`):
+    rollouts not being judged put no synthetic load on a shared machine. Names not registered here (another
+    process runs the traffic) are skipped.
+    """
+    found = [name for name in names if name in _REGISTRY]
+    for name in found:
+        _REGISTRY[name].held = held
+    return found
 
 
 async def stop_traffic(name: str) -> TrafficStats | None:
