@@ -9,10 +9,16 @@ use). Measured per document, from the command's exit and the run's event log:
 - ``outcome`` (promoted / rolled_back / failed / refused) and the run's wall time in seconds;
 - ``operations``: the change's operations answered from state vs answered 501 (not implemented: the behaviour
   cannot be inferred, the operation waits in ``app/handlers.py``), from ``tests.completed``;
-- ``schemathesis``: requests, server errors (5xx other than a declared 501) and the other failed checks (contract
-  findings), for the baseline and for the change when the log has both (``tests.completed``); ``document_gaps``:
-  undocumented statuses HTTP forces (an unknown id's 404 …: ``pilotage.testing.forced_status``), by operation and
-  status — the document's to fix, not a contract break.
+- ``change``: schemathesis' requests, server errors (5xx other than a declared 501) and the other failed checks
+  (contract findings) of the change, from ``tests.completed``; ``document_gaps``: undocumented statuses HTTP forces
+  (an unknown id's 404 …: ``pilotage.testing.forced_status``), by operation and status — the document's to fix, not
+  a contract break;
+- ``baseline``: the same figures for the baseline (the service generated from the unmodified document, the run's
+  production, ``code.generated`` ``base_dir``). ``pilotage run`` tests only the change, so after the run the bench
+  starts a scratch instance of the baseline as the testing agent does and runs the testing agent's schemathesis run
+  (its settings and seed, all checks) against it with the original document (``spec.validated``
+  ``base_spec_path``): :func:`pilotage.testing.baseline.schemathesis_on_baseline`. A baseline that cannot be
+  started or tested gives ``{"error": "..."}``.
 
 Targets (issue 18): every document promoted; 0 server errors; 0 contract violations; no canned answers where the
 document implies state (501 only where the behaviour cannot be inferred). Exit 0 when every target is met.
@@ -34,8 +40,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from pilotage.agents.testing import suite_options  # noqa: E402
 from pilotage.bus.sqlite import SQLiteBus  # noqa: E402
+from pilotage.errors import PilotageError  # noqa: E402
 from pilotage.events import CloudEvent  # noqa: E402
+from pilotage.runtime.local import LocalRuntime  # noqa: E402
+from pilotage.settings import Settings  # noqa: E402
+from pilotage.testing.baseline import schemathesis_on_baseline  # noqa: E402
+from pilotage.testing.credentials import ensure_principal  # noqa: E402
 
 SPECS = ROOT.parent / "shared" / "specs"
 #: The request per document; a document not listed gets ``DEFAULT_REQUEST`` (a resource none of them has).
@@ -104,6 +116,49 @@ def schemathesis_counts(tests: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def baseline_counts(events: list[CloudEvent], out_dir: Path, settings: Settings | None = None) -> dict[str, Any]:
+    """The baseline's :func:`schemathesis_counts`: the testing agent's schemathesis run against a scratch baseline.
+
+    Reads the run's ``flow.started`` (service), ``code.generated`` (``base_dir``, the change's ``commit``: the seed)
+    and ``spec.validated`` (``base_spec_path``, the original document as the run read it); ``settings`` are the
+    run's, by default the defaults (``cli`` drops ``PILOTAGE_*`` and the run's folder has no ``pilotage.toml``). The
+    instance, its data and schemathesis' reports go under ``out_dir``.
+
+    Returns:
+        :func:`schemathesis_counts`' shape, or ``{"error": "..."}`` (one line) when the run left no baseline or it
+        could not be started or tested.
+    """
+    code, spec = _last(events, "code.generated"), _last(events, "spec.validated")
+    if not code.get("base_dir") or not code.get("commit") or not spec.get("base_spec_path"):
+        return {"error": "the run left no baseline (code.generated base_dir, spec.validated base_spec_path)"}
+    settings = settings or Settings()
+    ensure_principal()  # as `pilotage run` does: the instance and schemathesis share the run's test principal
+    request = {
+        **suite_options(settings, str(code["commit"])),
+        "service": _last(events, "flow.started").get("service") or "service",
+        "commit": str(code["commit"]),
+        "base_dir": str(code["base_dir"]),
+        "spec_path": str(spec["base_spec_path"]),
+        "out_dir": str(out_dir),
+        "ready_timeout_s": settings.service_ready_timeout_s,
+    }
+
+    async def run() -> dict[str, Any]:
+        runtime = LocalRuntime(log_dir=out_dir / "runtime")
+        try:
+            return await schemathesis_on_baseline(runtime, request)
+        finally:
+            await runtime.close()
+
+    try:
+        found = asyncio.run(run())
+    except (PilotageError, OSError) as exc:  # the runtime's own failures: a row, never a traceback
+        return {"error": f"the baseline could not be tested: {str(exc).splitlines()[0][:300] if str(exc) else exc!r}"}
+    if "error" in found:
+        return {"error": str(found["error"])}
+    return schemathesis_counts(found)
+
+
 def measure(spec: Path, root: Path, timeout_s: float) -> dict[str, Any]:
     """Run one document and return its row (see the module docstring)."""
     name = spec.stem
@@ -131,7 +186,7 @@ def measure(spec: Path, root: Path, timeout_s: float) -> dict[str, Any]:
         "seconds": round(seconds, 1),
         "error": summary.get("error") or (stderr.strip().splitlines() or [""])[-1][:300],
         "operations": operation_counts(tests[-1] if tests else {}),
-        "baseline": schemathesis_counts(tests[0]) if len(tests) > 1 else None,
+        "baseline": baseline_counts(events, work / "baseline-tests") if events else {"error": "the run left no log"},
         "change": schemathesis_counts(tests[-1]) if tests else None,
     }
 
@@ -142,20 +197,27 @@ def met(row: dict[str, Any]) -> bool:
     return row["outcome"] == "promoted" and not change.get("server_errors") and not change.get("contract_findings")
 
 
+def _figures(counts: dict[str, Any] | None) -> tuple[str, str, str, str]:
+    """``(requests, 5xx, contract findings with their checks, document gaps)`` of one side, ``-`` when absent."""
+    if not counts or "error" in counts:
+        mark = "error" if counts else "-"
+        return mark, mark, mark, mark
+    findings = f"{counts['contract_findings']} {','.join(counts['checks'])}".strip()
+    return str(counts["requests"]), str(counts["server_errors"]), findings, str(len(counts["document_gaps"]))
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table of the rows (the README's)."""
+    """A Markdown table of the rows (the README's): schemathesis' figures as baseline / change."""
     head = (
-        "| document | outcome | s | ops state / 501 | schemathesis requests | 5xx | contract findings | document gaps |"
+        "| document | outcome | s | ops state / 501 | schemathesis requests base / change | 5xx base / change "
+        "| contract findings base / change | document gaps base / change |"
     )
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ops, change = r["operations"], r["change"] or {}
+        ops = r["operations"]
         served = f"{ops['state'] if ops['state'] is not None else '?'} / {ops['not_implemented'] or 0}"
-        findings = f"{change.get('contract_findings', '-')} {','.join(change.get('checks', []))}".strip()
-        lines.append(
-            f"| {r['document']} | {r['outcome']} | {r['seconds']} | {served} | {change.get('requests', '-')} "
-            f"| {change.get('server_errors', '-')} | {findings} | {len(change.get('document_gaps') or [])} |"
-        )
+        pairs = " | ".join(f"{b} / {c}" for b, c in zip(_figures(r["baseline"]), _figures(r["change"]), strict=True))
+        lines.append(f"| {r['document']} | {r['outcome']} | {r['seconds']} | {served} | {pairs} |")
     return "\n".join(lines)
 
 
@@ -176,6 +238,8 @@ def main() -> int:
             print(f"… {spec.name}", file=sys.stderr, flush=True)
             rows.append(measure(spec, Path(tmp), args.timeout_s))
             print(f"  {rows[-1]['outcome']} in {rows[-1]['seconds']} s {rows[-1]['error'] or ''}", file=sys.stderr)
+            if "error" in (rows[-1]["baseline"] or {}):
+                print(f"  baseline: {rows[-1]['baseline']['error']}", file=sys.stderr)
     print(json.dumps(rows, indent=2) if args.json else table(rows))
     ok = sum(met(r) for r in rows)
     print(f"targets met: {ok}/{len(rows)} documents", file=sys.stderr)

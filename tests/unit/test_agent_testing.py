@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pilotage.agent import AgentContext, RunSpec
-from pilotage.agents.testing import VERDICT_RULE, TestingAgent, verdict_reasoning
+from pilotage.agents.testing import VERDICT_RULE, TestingAgent, suite_options, verdict_reasoning
 from pilotage.bus.memory import MemoryBus
 from pilotage.events import CloudEvent, EventType, new_event
 from pilotage.graph.sqlite import SQLiteGraph
@@ -243,3 +243,13 @@ def test_verdict_rule(inputs: dict[str, Any], action: str) -> None:
     assert reasoning.score["server_errors"] == inputs["schemathesis"]["server_errors"]
     if inputs["schemathesis"].get("checks_failed") == ["status_code_conformance", "allow_header_conformance"]:
         assert reasoning.score["non_gating_checks"] == 2 and "status_code_conformance" in reasoning.rationale
+
+
+def test_suite_options_are_the_settings_knobs_and_a_seed_per_commit() -> None:
+    settings = Settings(schemathesis_max_examples=4, testing_timeout_s=90.0, testing_request_timeout_s=2.5,
+                        testing_auth_headers={"X-Tenant": "t1"})  # fmt: skip
+    options = suite_options(settings, "a" * 40)
+    assert options["max_examples"] == 4 and options["timeout_s"] == 90.0 and options["request_timeout_s"] == 2.5
+    assert options["headers"] == {"X-Tenant": "t1"} and "quarantine" not in options
+    assert options["seed"] == 3812417436  # the first 8 hex digits of the commit's sha256
+    assert suite_options(settings, "a" * 40)["seed"] == options["seed"] != suite_options(settings, "b" * 40)["seed"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,6 +18,7 @@ from pilotage.testing.baseline import (
     classify_schemathesis,
     replay_server_errors,
     rerun_failing,
+    schemathesis_on_baseline,
     server_error_requests,
     signature,
 )
@@ -25,6 +27,7 @@ from pilotage.testing.schemathesis_runner import OperationResult, SchemathesisRe
 from pilotage.testing.suite import parse_cases
 from pilotage.testing.verdict import discount_baseline, verdict_reasoning, why_failed
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SHARED = 'def test_shared() -> None:\n    assert 1 + 1 == 3, "the shared bug"\n'
 HEAD_BUG = 'def test_changed() -> None:\n    assert "x".upper() == "x", "the change broke upper"\n'
 BASE_OK = 'def test_changed() -> None:\n    assert "x".upper() == "X"\n'
@@ -224,3 +227,33 @@ def test_a_baseline_that_cannot_be_tested_excuses_nothing(tmp_path: Path) -> Non
     broken = asyncio.run(check(str(tmp_path / "empty")))  # no app to start
     assert broken["problems"] == [] and broken["untested"][0]["reason"].startswith("the baseline could not be tested")
     assert asyncio.run(check_baseline(LocalRuntime(log_dir=tmp_path), request, {"failures": []})) == {}
+
+
+def test_the_suites_schemathesis_run_against_a_scratch_baseline_and_a_baseline_that_cannot_be_tested(
+    tmp_path: Path,
+) -> None:
+    base_dir = Path(shutil.copytree(FIXTURES / "ok_service", tmp_path / "base"))
+    request = {"service": "pets", "commit": "c" * 40, "base_dir": str(base_dir), "out_dir": str(tmp_path / "out"),
+               "spec_path": str(base_dir / "openapi.yaml"), "ready_timeout_s": 30.0, "max_examples": 2, "seed": 7,
+               "timeout_s": 120.0}  # fmt: skip
+
+    async def on_baseline(**changed: Any) -> dict[str, Any]:
+        runtime = LocalRuntime(log_dir=tmp_path / "logs")
+        try:
+            return await schemathesis_on_baseline(runtime, {**request, **changed})
+        finally:
+            await runtime.close()
+
+    found = asyncio.run(on_baseline())
+    st = found["schemathesis"]
+    assert [op["operation"] for op in st["operations"]] == ["GET /pets", "POST /pets", "GET /pets/{petId}"]
+    assert st["requests"] > 0 and all(op["requests"] > 0 for op in st["operations"])
+    assert st["server_errors"] == 0 and st["contract"] == {} and st["complete"] is True and st["seed"] == "7"
+    assert Path(st["ndjson_path"]) == (tmp_path / "out" / "schemathesis.ndjson").resolve()
+    assert (tmp_path / "out" / "instance" / "service.db").is_file()  # the scratch instance's own data
+    assert asyncio.run(on_baseline(base_dir="")) == {"error": "code.generated names no baseline checkout (base_dir)"}
+    (tmp_path / "empty").mkdir()
+    broken = asyncio.run(on_baseline(base_dir=str(tmp_path / "empty"), ready_timeout_s=5.0))  # no app to start
+    assert set(broken) == {"error"} and broken["error"].startswith("the baseline could not be tested: ")
+    unloadable = asyncio.run(on_baseline(spec_path=str(tmp_path / "missing.yaml")))
+    assert unloadable["error"].startswith("the baseline could not be tested: OpenAPI file")

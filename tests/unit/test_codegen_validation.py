@@ -4,11 +4,13 @@ Each class writes a small document, generates the service, imports it in a child
 (:func:`tests.fixtures.service_importer.ask`) and sends it real HTTP requests: discriminators (with and without
 ``mapping``, ``allOf`` inheritance), ``readOnly``/``writeOnly`` properties, a ``servers`` base path with variables
 (served, and used by Pilotage's own spec tests), 204/304 without a body, 404 for unknown and deleted items, and a
-``PUT`` that creates what nothing else can.
+``PUT`` that creates what nothing else can, resources whose schema is an ``allOf`` (their key and server fields),
+and form bodies whose array fields are given once.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import sys
@@ -17,7 +19,9 @@ from typing import Any
 
 import pytest
 
+from pilotage.codegen.examples import schema_errors
 from pilotage.codegen.generator import generate_service
+from pilotage.spec.openapi import object_properties
 from pilotage.testing.spec_tests import CRUD_FILE, write_spec_tests
 from tests.fixtures.service_importer import ask
 
@@ -327,3 +331,113 @@ class TestCreateOrReplace:
         }
         requests = [{"method": "PUT", "path": "/things/5", "json": {"name": "lamp"}}]
         assert [a["status"] for a in _answers(tmp_path, document, requests)] == [404]
+
+
+def _pets_expanded() -> dict[str, Any]:
+    """The shape of ``oai-v3.0-petstore-expanded.yaml``: ``POST /pets`` takes a ``NewPet`` (no ``id``) and answers
+    a ``Pet``, which is ``allOf: [NewPet, {required: [id, born]}]`` (``born``: read-only, the server's)."""
+    pet_part = {
+        "type": "object",
+        "required": ["id", "born"],
+        "properties": {"id": {"type": "integer"}, "born": {"type": "string", "format": "date", "readOnly": True}},
+    }
+    new_pet = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Pets expanded", "version": "1.0.0"},
+        "paths": {
+            "/pets": {
+                **_list("Pet"),
+                "post": {
+                    "requestBody": {"required": True, "content": _json(_ref("NewPet"))},
+                    "responses": {"200": {"description": "pet", "content": _json(_ref("Pet"))}},
+                },
+            },
+            "/pets/{id}": {
+                "parameters": [_path_param("id", "integer")],
+                "get": {"responses": {"200": {"description": "pet", "content": _json(_ref("Pet"))}}},
+                "delete": {"responses": {"204": {"description": "deleted"}}},
+            },
+        },
+        "components": {"schemas": {"NewPet": new_pet, "Pet": {"allOf": [_ref("NewPet"), pet_part]}}},
+    }
+
+
+class TestAllOfResources:
+    def test_created_objects_carry_the_key_and_server_fields_an_all_of_schema_requires(self, tmp_path: Path) -> None:
+        document = _pets_expanded()
+        requests = [
+            {"method": "POST", "path": "/pets", "json": {"name": ""}},
+            {"method": "POST", "path": "/pets", "json": {"name": "tom", "id": "not-the-clients"}},
+            {"method": "GET", "path": "/pets/1"},
+            {"method": "GET", "path": "/pets"},
+            {"method": "DELETE", "path": "/pets/1"},
+            {"method": "GET", "path": "/pets/1"},
+        ]
+        created, second, read, listed, deleted, gone = _answers(tmp_path, document, requests)
+        today = datetime.datetime.now(datetime.UTC).date().isoformat()
+        assert (created["status"], created["json"]) == (200, {"name": "", "id": 1, "born": today})
+        # NewPet declares no id: the server assigns it whatever the body carries
+        assert (second["status"], second["json"]) == (200, {"name": "tom", "id": 2, "born": today})
+        assert (read["status"], read["json"]) == (200, created["json"])
+        assert listed["json"] == [created["json"], second["json"]]
+        for answer in (created, second, read):
+            assert schema_errors(document, _ref("Pet"), answer["json"]) == []
+        assert (deleted["status"], gone["status"]) == (204, 404)
+
+    def test_object_properties_follow_all_of_members_depth_first(self) -> None:
+        document = _pets_expanded()
+        document["components"]["schemas"]["Dog"] = {
+            "allOf": [_ref("Pet"), {"properties": {"name": {"type": "integer"}, "bark": {"type": "string"}}}]
+        }
+        found = object_properties(document, _ref("Dog"))
+        assert list(found) == ["name", "id", "born", "bark"]
+        assert found["name"] == {"type": "string"}  # the first schema seen keeps the name
+
+
+class TestFormArrays:
+    def test_a_form_field_given_once_is_an_array_of_one_but_a_json_string_is_no_array(self, tmp_path: Path) -> None:
+        """Schemathesis' ``negative_data_rejection`` on petstore3's ``POST /pet``: its negative case ``photoUrls:
+        "AAA"`` goes on the wire as the form ``photoUrls=AAA``, which is the valid ``["AAA"]`` (OpenAPI 3.0.3
+        §4.7.15, form-urlencoded properties default to ``style: form, explode: true``); as JSON it is rejected."""
+        photos = {
+            "type": "object",
+            "required": ["name", "photoUrls"],
+            "properties": {
+                "id": {"type": "integer"},
+                "name": {"type": "string"},
+                "photoUrls": {"type": "array", "items": {"type": "string"}},
+            },
+        }
+        body = {
+            "required": True,
+            "content": {**_json(_ref("Pet")), "application/x-www-form-urlencoded": {"schema": _ref("Pet")}},
+        }
+        document = {
+            "openapi": "3.0.3",
+            "info": {"title": "Form pets", "version": "1.0.0"},
+            "paths": {
+                "/pet": {
+                    "post": {
+                        "requestBody": body,
+                        "responses": {
+                            "200": {"description": "stored", "content": _json(_ref("Pet"))},
+                            "422": {"description": "invalid"},
+                        },
+                    }
+                },
+                "/pet/{id}": {
+                    "parameters": [_path_param("id", "integer")],
+                    "get": {"responses": {"200": {"description": "pet", "content": _json(_ref("Pet"))}}},
+                },
+            },
+            "components": {"schemas": {"Pet": photos}},
+        }
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        requests = [
+            {"method": "POST", "path": "/pet", "content": "id=10&name=doggie&photoUrls=AAA", "headers": form},
+            {"method": "POST", "path": "/pet", "json": {"id": 11, "name": "doggie", "photoUrls": "AAA"}},
+        ]
+        as_form, as_json = _answers(tmp_path, document, requests)
+        assert (as_form["status"], as_form["json"]) == (200, {"id": 10, "name": "doggie", "photoUrls": ["AAA"]})
+        assert as_json["status"] == 422 and "photoUrls" in as_json["json"]["detail"]

@@ -78,6 +78,7 @@ from pilotage.graph.base import Graph
 from pilotage.graph.impact import impact_of_files, pytest_node_ids
 from pilotage.policy.base import Verdict
 from pilotage.runtime.base import scratch_instance
+from pilotage.settings import Settings
 from pilotage.testing.baseline import check_baseline, untested_baseline
 from pilotage.testing.commit_tests import commit_spec_tests
 from pilotage.testing.descriptor_suite import run_descriptor_head
@@ -89,6 +90,7 @@ __all__ = [
     "VERDICT_RULE",
     "TestingAgent",
     "affected_tests",
+    "suite_options",
     "verdict_inputs",
     "verdict_reasoning",
     "why_failed",
@@ -116,6 +118,31 @@ def affected_tests(graph: Graph, head_dir: Path, files_changed: list[str]) -> tu
 
 
 # --- end issue 4 ------------------------------------------------------------------------------------------------
+
+
+def suite_options(settings: Settings, commit: str) -> dict[str, Any]:
+    """The test-suite request knobs the testing agent takes from ``settings`` for ``commit`` (no graph, no state).
+
+    Returns:
+        ``{"max_examples", "crud_examples", "request_timeout_s", "timeout_s", "unit_timeout_s" (seconds),
+        "flaky_reruns", "flaky_policy", "generate", "api_tests", "seed" (int from the commit: the same commit gets
+        the same schemathesis cases), "headers" (the test credentials, ``testing_auth_headers``)}``: keys of
+        :data:`pilotage.testing.suite.DEFAULTS` (``api_tests``: the descriptor suite's).
+    """
+    return {
+        "max_examples": settings.schemathesis_max_examples,
+        "crud_examples": settings.testing_crud_examples,
+        "request_timeout_s": settings.testing_request_timeout_s,
+        "timeout_s": settings.testing_timeout_s,
+        "unit_timeout_s": settings.testing_unit_timeout_s,
+        "flaky_reruns": settings.testing_flaky_reruns,
+        "flaky_policy": settings.testing_flaky_policy,
+        "generate": settings.testing_generate,
+        "api_tests": settings.testing_api_tests,
+        # the same commit gets the same schemathesis cases: a verdict can be reproduced, not re-rolled
+        "seed": int(hashlib.sha256(commit.encode()).hexdigest()[:8], 16),
+        "headers": dict(settings.testing_auth_headers),  # removed from a published payload (issue 15)
+    }
 
 
 def _merge_verdict(data: dict[str, Any]) -> Verdict:
@@ -308,23 +335,8 @@ class TestingAgent(Agent):
         return {"summary": summary_line(verifications), "consumers": [v.to_dict() for v in verifications]}
 
     def _suite_options(self, commit: str, run: RunSpec) -> dict[str, Any]:
-        """The test-suite knobs from the settings (shared by both kinds of service; no credential)."""
-        settings = self.ctx.settings
-        return {
-            "max_examples": settings.schemathesis_max_examples,
-            "crud_examples": settings.testing_crud_examples,
-            "request_timeout_s": settings.testing_request_timeout_s,
-            "timeout_s": settings.testing_timeout_s,
-            "unit_timeout_s": settings.testing_unit_timeout_s,
-            "flaky_reruns": settings.testing_flaky_reruns,
-            "flaky_policy": settings.testing_flaky_policy,
-            "quarantine": self._quarantined(run.service),
-            "generate": settings.testing_generate,
-            "api_tests": settings.testing_api_tests,
-            # the same commit gets the same schemathesis cases: a verdict can be reproduced, not re-rolled
-            "seed": int(hashlib.sha256(commit.encode()).hexdigest()[:8], 16),
-            "headers": dict(settings.testing_auth_headers),  # removed from a published payload (issue 15)
-        }
+        """The test-suite knobs from the settings (shared by both kinds of service), quarantined tests deselected."""
+        return {**suite_options(self.ctx.settings, commit), "quarantine": self._quarantined(run.service)}
 
     async def _conclude(self, event: CloudEvent, run: RunSpec, commit: str, head_dir: Path, outcome: _Outcome) -> None:
         """Decide the verdict, record the TestRun, publish ``tests.completed``."""

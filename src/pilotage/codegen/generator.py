@@ -57,7 +57,7 @@ from pilotage.codegen.quoting import (
 from pilotage.errors import InputError
 from pilotage.names import check_name
 from pilotage.spec.load import load_spec, spec_digest, to_json_data, validate_spec
-from pilotage.spec.openapi import base_path, resolve_dict
+from pilotage.spec.openapi import base_path, object_properties, resolve_dict
 
 __all__ = [
     "RUNTIME_PACKAGES",
@@ -196,7 +196,7 @@ def _serve_under(plan: ServicePlan, prefix: str) -> None:
 
 def _writable(doc: dict[str, Any], schema: Any, body: dict[str, Any]) -> dict[str, Any]:
     """``body`` without the top-level ``readOnly`` properties of ``schema`` (the service ignores them on input)."""
-    props = resolve_dict(doc, schema).get("properties") or {}
+    props = object_properties(doc, schema)
     return {k: v for k, v in body.items() if not resolve_dict(doc, props.get(k)).get("readOnly")}
 
 

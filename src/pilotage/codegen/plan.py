@@ -3,11 +3,12 @@
 A **resource** is found where the document has an *item path*: a path whose last segment is one parameter
 (``/pet/{petId}``) under a *collection path* (``/pet``). Its schema is the object that the item ``GET`` returns
 (or the collection ``POST``/item ``PUT`` accepts); its **key** is the property named like the parameter, else
-``id``. Parameters of the collection path (``/carts/{cartId}/items``) make a *scope*: nested items are stored
-per parent. Each operation gets a ``kind``:
+``id`` (properties of ``allOf`` members count: :func:`~pilotage.spec.openapi.object_properties`). Parameters
+of the collection path (``/carts/{cartId}/items``) make a *scope*: nested items are stored per parent. Each
+operation gets a ``kind``:
 
 =============  ==============================================================================
-create         ``POST`` collection: store the body, assign the key when absent or read-only
+create         ``POST`` collection: store the body; assign the key unless the body owns it
 list           ``GET`` collection answering an array: the stored items of the scope
 replace_body   ``PUT`` collection with the key in the body (petstore's ``updatePet``)
 get            ``GET`` item; 404 when unknown
@@ -32,7 +33,14 @@ from pilotage.codegen.examples import example, schema_errors, types_of
 from pilotage.codegen.models import is_model
 from pilotage.codegen.quoting import python_name
 from pilotage.spec.evolve import RESERVED_PATHS  # the service's own /healthz and /metrics
-from pilotage.spec.openapi import Operation, iter_operations, merged_parameters, ref_name, resolve_dict
+from pilotage.spec.openapi import (
+    Operation,
+    iter_operations,
+    merged_parameters,
+    object_properties,
+    ref_name,
+    resolve_dict,
+)
 
 __all__ = ["OperationPlan", "Resource", "ServicePlan", "make_plan"]
 
@@ -167,7 +175,7 @@ def _find_resources(doc: dict[str, Any]) -> list[Resource]:
         if not _object_schema(doc, schema):
             continue
         param = last.group(1)
-        props = resolve_dict(doc, schema).get("properties") or {}
+        props = object_properties(doc, schema)
         key = param if param in props else ("id" if "id" in props else None)
         key_schema = resolve_dict(doc, props.get(key, {})) if key else {}
         key_kind = "integer" if "integer" in types_of(doc, key_schema) else "string"
@@ -206,7 +214,7 @@ def _find_collections(doc: dict[str, Any], found: list[Resource]) -> list[Resour
         body = _op_schema(doc, post, "body")
         if path in taken or body is None or body != _op_schema(doc, post, "response"):
             continue
-        props = resolve_dict(doc, body).get("properties") or {}
+        props = object_properties(doc, body)
         key_schema = resolve_dict(doc, props.get("id", {}))
         name = python_name("_".join(s for s in path.split("/") if s and "{" not in s) or "root", taken=names)
         out.append(
@@ -303,6 +311,16 @@ def _body_meta(op: Operation) -> dict[str, Any] | None:
     return {"required": bool(body.get("required")), "content": content}
 
 
+def _server_assigns_key(doc: dict[str, Any], res: Resource, body_meta: dict[str, Any] | None) -> bool:
+    """True when the create body's schemas (every media type) declare no ``res.key``: the server assigns it.
+
+    ``POST /pets`` takes a ``NewPet`` without ``id`` and answers a ``Pet`` with it: the key is the server's,
+    whatever the body carries (an undeclared ``id`` sent as a string would otherwise become an integer key).
+    """
+    schemas = (body_meta or {}).get("content", {}).values()
+    return res.key is not None and not any(res.key in object_properties(doc, schema) for schema in schemas)
+
+
 def _plan_operation(
     doc: dict[str, Any], op: Operation, plan: ServicePlan, used: set[str], model_names: dict[str, str]
 ) -> str:
@@ -329,6 +347,7 @@ def _plan_operation(
         "security": security_meta(doc, op),
         # PUT /pet with the key in the body: the key stays even when it is readOnly (other readOnly input is ignored)
         "keep_read_only": [res.key] if kind == "replace_body" and res is not None and res.key else [],
+        "assign_key": kind == "create" and res is not None and _server_assigns_key(doc, res, body_meta),
     }
     body_schema = (body_meta or {}).get("content", {}).get("application/json")
     body_ref = ref_name(body_schema)

@@ -61,6 +61,7 @@ from pilotage.spec.openapi import (
     Operation,
     base_path,
     iter_operations,
+    object_properties,
     references,
     requires_credentials,
     resolve_dict,
@@ -274,10 +275,7 @@ def _drop_read_only(doc: dict[str, Any], schema: Any, value: Any) -> Any:
     """``value`` without the top-level properties the schema marks ``readOnly`` (the server sets those)."""
     if not isinstance(value, dict):
         return value
-    resolved = resolve_dict(doc, schema)
-    props: dict[str, Any] = {}
-    for part in [resolved, *(resolve_dict(doc, p) for p in resolved.get("allOf") or [])]:
-        props.update(part.get("properties") or {})
+    props = object_properties(doc, schema)
     return {k: v for k, v in value.items() if not resolve_dict(doc, props.get(k)).get("readOnly")}
 
 
@@ -372,10 +370,7 @@ def _answer_fields(doc: dict[str, Any], op: Operation) -> list[str] | None:
         schema = resolve_dict(doc, resolve_dict(doc, content[media_type]).get("schema"))
         if not schema:
             return None
-        names: list[str] = []
-        for part in [schema, *(resolve_dict(doc, p) for p in schema.get("allOf") or [])]:
-            names += [str(n) for n in part.get("properties") or {} if str(n) not in names]
-        return names
+        return [str(name) for name in object_properties(doc, schema)]
     return None
 
 

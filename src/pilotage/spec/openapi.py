@@ -48,6 +48,7 @@ __all__ = [
     "first_cycle",
     "iter_operations",
     "merged_parameters",
+    "object_properties",
     "operation_ids",
     "parameterless_get_paths",
     "parameterless_gets",
@@ -158,6 +159,30 @@ def resolve_dict(doc: dict[str, Any], node: Any, *, where: str = "a $ref") -> di
     """:func:`resolve`, then ``{}`` for anything that is not a mapping (a missing or malformed object)."""
     found = resolve(doc, node, where=where)
     return found if isinstance(found, dict) else {}
+
+
+def object_properties(doc: dict[str, Any], node: Any, *, where: str = "a schema") -> dict[str, Any]:
+    """Return ``{name: property schema}`` of an object schema, its ``allOf`` members' properties merged in.
+
+    ``Pet: {allOf: [{$ref: NewPet}, {properties: {id: ...}}]}`` has ``NewPet``'s properties and ``id``. The schema's
+    own properties come first, then each member's in order (members' ``allOf`` too, :data:`MAX_REF_HOPS` levels
+    deep); a name already seen keeps its first schema. ``{}`` for a node that is not a mapping.
+
+    Raises:
+        InputError: a reference does not resolve (:func:`resolve`).
+    """
+    found: dict[str, Any] = {}
+    todo: list[tuple[Any, int]] = [(node, 0)]
+    while todo:  # depth first: a member's own allOf before the next member
+        part, depth = todo.pop()
+        schema = resolve_dict(doc, part, where=where)
+        props = schema.get("properties")
+        for name, prop in (props if isinstance(props, dict) else {}).items():
+            found.setdefault(name, prop)
+        members = schema.get("allOf")
+        if isinstance(members, list) and depth < MAX_REF_HOPS:
+            todo += [(member, depth + 1) for member in reversed(members)]
+    return found
 
 
 # --- walking references and schema cycles ----------------------------------------------------------------------

@@ -19,6 +19,9 @@ listed in ``tests.completed`` ``baseline_problems`` and named in the verdict's s
 baseline cannot run (in-process generated tests ``properties``/``docstrings`` of the change's code, a test file the
 baseline does not have, a collection error), a baseline that does not start, or a check that runs past
 :data:`BASELINE_TIMEOUT_S` is listed in ``baseline_untested`` with the reason.
+
+:func:`schemathesis_on_baseline` runs the test suite's whole schemathesis run (all checks) against a scratch instance
+of the baseline, started the same way: ``benchmarks/bench_specs.py`` compares its figures with the change's.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import base64
 import json
 import re
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -36,11 +40,11 @@ import httpx
 
 from pilotage.errors import BackendError, ConfigError, InputError
 from pilotage.httpclient import async_client
-from pilotage.runtime.base import InstanceRuntime, scratch_instance
+from pilotage.runtime.base import Instance, InstanceRuntime, scratch_instance
 from pilotage.secrets import MASK
 from pilotage.testing.pytest_runner import run_pytest
 from pilotage.testing.schemathesis_runner import NOT_IMPLEMENTED, _case_operation, _events
-from pilotage.testing.suite import parse_cases
+from pilotage.testing.suite import parse_cases, suite_schemathesis
 
 __all__ = [
     "BASELINE_TIMEOUT_S",
@@ -50,6 +54,7 @@ __all__ = [
     "classify_schemathesis",
     "replay_server_errors",
     "rerun_failing",
+    "schemathesis_on_baseline",
     "server_error_requests",
     "signature",
     "untested_baseline",
@@ -253,15 +258,28 @@ async def rerun_failing(
     return cases, untested
 
 
+def _missing_checkout(request: dict[str, Any]) -> str:
+    """Why ``request["base_dir"]`` is no baseline checkout to start ("" when it is a folder)."""
+    base_dir = str(request.get("base_dir") or "")
+    if not base_dir:
+        return "code.generated names no baseline checkout (base_dir)"
+    return "" if Path(base_dir).is_dir() else f"the baseline checkout {base_dir} is not a folder"
+
+
+def _baseline_instance(runtime: InstanceRuntime, request: dict[str, Any]) -> AbstractAsyncContextManager[Instance]:
+    """The baseline's scratch instance (``base_dir``, data under ``out_dir/instance``), stopped on leaving."""
+    return scratch_instance(
+        runtime, service=request["service"], version=f"base-{request['commit'][:12]}", path=Path(request["base_dir"]),
+        data_dir=Path(request["out_dir"]) / "instance", ready_timeout_s=request["ready_timeout_s"],
+    )  # fmt: skip
+
+
 async def _against_baseline(
     runtime: InstanceRuntime, request: dict[str, Any], failures: list[dict[str, Any]], st_ops: list[str]
 ) -> dict[str, Any]:
     """Start the baseline, rerun the failing tests and replay the 5xx requests; the classified outcome."""
     out_dir, head_dir, base_dir = Path(request["out_dir"]), Path(request["head_dir"]), Path(request["base_dir"])
-    async with scratch_instance(
-        runtime, service=request["service"], version=f"base-{request['commit'][:12]}", path=base_dir,
-        data_dir=out_dir / "instance", ready_timeout_s=request["ready_timeout_s"],
-    ) as instance:  # fmt: skip
+    async with _baseline_instance(runtime, request) as instance:
         timeout_s = float(request.get("request_timeout_s", 5.0))
         env = {"PILOTAGE_BASE_URL": instance.url, "PILOTAGE_TEST_HEADERS": json.dumps(request["headers"]),
                "PILOTAGE_DB_PATH": str(out_dir / "unit-tests.db"),
@@ -294,11 +312,9 @@ async def check_baseline(runtime: InstanceRuntime, request: dict[str, Any], resu
     st_ops = list(_server_error_ops(result.get("schemathesis")))
     if not failures and not st_ops:
         return {}
-    base_dir = Path(str(request.get("base_dir") or ""))
-    if not request.get("base_dir"):
-        return untested_baseline("code.generated names no baseline checkout (base_dir)")
-    if not base_dir.is_dir():
-        return untested_baseline(f"the baseline checkout {base_dir} is not a folder")
+    missing = _missing_checkout(request)
+    if missing:
+        return untested_baseline(missing)
     Path(request["out_dir"]).mkdir(parents=True, exist_ok=True)
     try:
         async with asyncio.timeout(BASELINE_TIMEOUT_S):
@@ -313,3 +329,34 @@ async def check_baseline(runtime: InstanceRuntime, request: dict[str, Any], resu
 def untested_baseline(reason: str) -> dict[str, Any]:
     """:func:`check_baseline`'s result when the baseline cannot be tested: no problem, the reason (fail closed)."""
     return {"problems": [], "untested": [{"test": "baseline", "reason": reason}], "differs": []}
+
+
+async def schemathesis_on_baseline(runtime: InstanceRuntime, request: dict[str, Any]) -> dict[str, Any]:
+    """The testing agent's schemathesis run (all checks) against a scratch instance of the baseline (issue 18 bench).
+
+    The baseline starts as :func:`check_baseline` starts it; the run is the test suite's
+    (:func:`pilotage.testing.suite.suite_schemathesis`), so its figures compare with the change's ``tests.completed``.
+
+    Args:
+        runtime: starts the baseline's scratch instance (stopped whatever happens).
+        request: ``{"service", "commit" (the change's: names the instance), "base_dir", "spec_path" (the document
+            the baseline implements), "out_dir", "ready_timeout_s"}`` (paths as strings) plus the suite's
+            schemathesis knobs (``max_examples``, ``timeout_s``, ``request_timeout_s``, ``seed``, ``headers``;
+            :func:`pilotage.agents.testing.suite_options`).
+
+    Returns:
+        ``{"schemathesis": SchemathesisResult.to_dict()}`` (the ``tests.completed`` ``schemathesis`` shape), or
+        ``{"error": "..."}`` (one line) when the baseline cannot be started or tested: no checkout, the service does
+        not start within ``ready_timeout_s``, schemathesis cannot load the document or run.
+    """
+    missing = _missing_checkout(request)
+    if missing:
+        return {"error": missing}
+    out_dir = Path(request["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        async with _baseline_instance(runtime, request) as instance:
+            st = await suite_schemathesis(request, Path(request["spec_path"]), out_dir, instance.url)
+    except (BackendError, ConfigError, InputError) as exc:
+        return {"error": f"the baseline could not be tested: {str(exc).splitlines()[0][:300]}"}
+    return {"schemathesis": st.to_dict()}

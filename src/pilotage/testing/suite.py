@@ -42,7 +42,15 @@ from pilotage.testing.pytest_runner import UnitResult, run_pytest
 from pilotage.testing.schemathesis_runner import SchemathesisResult, load_operations, run_schemathesis
 from pilotage.testing.spec_tests import CRUD_FILE, SCHEMATHESIS_FILE, write_spec_tests
 
-__all__ = ["DEFAULTS", "MAX_RERUN_TESTS", "classify_flaky", "parse_cases", "run_test_suite", "skipped_tests"]
+__all__ = [
+    "DEFAULTS",
+    "MAX_RERUN_TESTS",
+    "classify_flaky",
+    "parse_cases",
+    "run_test_suite",
+    "skipped_tests",
+    "suite_schemathesis",
+]
 
 #: Failing tests rerun at most (the rest are reported as failures without reruns): bounds the flaky stage.
 MAX_RERUN_TESTS = 20
@@ -232,11 +240,32 @@ async def _run_both(req: dict[str, Any], spec: Path, service_dir: Path, out_dir:
         ids = [c["nodeid"] for c in failing if "import" not in c["message"].lower()][:MAX_RERUN_TESTS]
         if ids:
             histories = await _rerun(service_dir, out_dir, ids, int(req["flaky_reruns"]), env)
-    st = await run_schemathesis(
-        spec, url, out_dir, max_examples=req["max_examples"], timeout_s=req["timeout_s"],
-        request_timeout_s=req["request_timeout_s"], seed=req["seed"], headers=req["headers"],
+    return await suite_schemathesis(req, spec, out_dir, url), unit, histories
+
+
+async def suite_schemathesis(req: dict[str, Any], spec: Path, out_dir: Path, url: str) -> SchemathesisResult:
+    """The suite's schemathesis run (step 6: all phases and checks) of ``spec`` against the service at ``url``.
+
+    Args:
+        req: a test-suite request; its knobs ``max_examples``, ``timeout_s`` (the run's budget, seconds),
+            ``request_timeout_s`` (per request, seconds), ``seed`` and ``headers`` are read, :data:`DEFAULTS` for
+            those it lacks.
+        spec: the OpenAPI document to test the service against.
+        out_dir: the folder of schemathesis' reports (``schemathesis.junit.xml``, ``.ndjson``, ``.log``).
+        url: ``http://127.0.0.1:PORT`` of the running service.
+
+    Returns:
+        The :class:`~pilotage.testing.schemathesis_runner.SchemathesisResult` (``to_dict()`` is ``tests.completed``
+        ``schemathesis``).
+
+    Raises:
+        InputError, BackendError: as :func:`~pilotage.testing.schemathesis_runner.run_schemathesis`.
+    """
+    knobs = {**DEFAULTS, **req}
+    return await run_schemathesis(
+        spec, url, out_dir, max_examples=knobs["max_examples"], timeout_s=knobs["timeout_s"],
+        request_timeout_s=knobs["request_timeout_s"], seed=knobs["seed"], headers=knobs["headers"],
     )  # fmt: skip
-    return st, unit, histories
 
 
 async def _against_service(req: dict[str, Any], spec: Path, service_dir: Path, out_dir: Path) -> Outcome:
