@@ -154,3 +154,35 @@ def test_versions_without_metrics_are_judged_on_what_their_proxy_counted(tmp_pat
             assert set(passing.canary[-1].statuses) == {"200"} and passing.canary[-1].latency_count > 0
 
     asyncio.run(scenario())
+
+
+def test_requests_a_version_refuses_as_invalid_are_counted_but_not_timed_for_the_judge(tmp_path: Path) -> None:
+    """A fast 4xx is not a faster service (the gift-note release: the old storefront's 422s vs the new's checkouts)."""
+
+    async def scenario() -> tuple[str, dict[str, float], float]:
+        async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
+            v1 = await runtime.start(Workload("tiny", "v1", copy_service(tmp_path / "v1")))
+            route = await runtime.create_route("valid", {"v1": v1}, {"v1": 100})
+            async with httpx.AsyncClient(timeout=10) as client:
+                for path in ("/notes", "/missing", "/notes", "/missing", "/notes"):
+                    await client.get(route.url + path)
+                exposition = (await client.get(route.metrics_url)).text
+        sample = parse_exposition(exposition, labels={"version": "v1"})
+        return exposition, sample.statuses, sample.latency_count
+
+    exposition, statuses, timed = asyncio.run(scenario())
+    assert 'http_request_duration_seconds_count{method="GET",status="404",version="v1"} 2.0' in exposition
+    assert statuses == {"200": 3.0, "404": 2.0}  # every request counts for the error rate
+    assert timed == 3.0  # the 404s are not in the latency the judge compares
+
+
+def test_a_histogram_without_a_status_label_is_timed_whole() -> None:
+    text = (
+        "# TYPE http_requests_total counter\n"
+        'http_requests_total{status="200"} 4\nhttp_requests_total{status="422"} 6\n'
+        "# TYPE http_request_duration_seconds histogram\n"
+        'http_request_duration_seconds_bucket{le="0.5"} 10\nhttp_request_duration_seconds_bucket{le="+Inf"} 10\n'
+        "http_request_duration_seconds_sum 0.3\nhttp_request_duration_seconds_count 10\n"
+    )
+    sample = parse_exposition(text)
+    assert (sample.latency_count, sample.buckets[0.5]) == (10.0, 10.0)

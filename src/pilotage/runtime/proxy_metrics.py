@@ -7,10 +7,11 @@ the generated services' (``docs/events-contract.md``, :mod:`pilotage.observe.pro
 * ``http_requests_total{version, method, status}`` — every request through the route, real or synthetic; a
   backend that cannot be reached is counted ``status="502"`` (the proxy's answer); a request no version served (a
   cold route's 503) carries ``version=""``.
-* ``http_request_duration_seconds{version, method}`` — histogram of the upstream latency (from forwarding to the
-  full answer, the :class:`~pilotage.runtime.base.VersionStats` definition; a request held while a cold route wakes
-  is timed from its forwarding), with ``prometheus_client``'s default buckets, those of the generated services, so
-  the SLO's 500 ms latency threshold is a bucket bound.
+* ``http_request_duration_seconds{version, method, status}`` — histogram of the upstream latency (from forwarding to
+  the full answer, the :class:`~pilotage.runtime.base.VersionStats` definition; a request held while a cold route
+  wakes is timed from its forwarding), with ``prometheus_client``'s default buckets, those of the generated
+  services, so the SLO's 500 ms latency threshold is a bucket bound. ``status`` lets the judge leave out the
+  requests a version refused as invalid (4xx: :func:`pilotage.observe.prometheus.refused_as_invalid`).
 * ``pilotage_proxy_weight_percent{version}`` — the current split; a version removed from the route stays at 0
   (:class:`~pilotage.observe.prometheus.ProxySource` tells an unknown version from one without requests by it).
 * ``pilotage_proxy_wakes_total``, ``pilotage_proxy_last_wake_seconds``, ``pilotage_proxy_held_requests`` — the cold
@@ -66,8 +67,8 @@ class ProxyMetrics:
         )
         self.latency = Histogram(
             LATENCY_METRIC,
-            f"Upstream latency of requests through route {route} by version and method, seconds",
-            ["version", "method"],
+            f"Upstream latency of requests through route {route} by version, method and status, seconds",
+            ["version", "method", "status"],
             buckets=Histogram.DEFAULT_BUCKETS,
             registry=self.registry,
         )
@@ -88,7 +89,7 @@ class ProxyMetrics:
     def observe(self, version: str, method: str, status: int, latency_s: float) -> None:
         """Count one request ``version`` answered (or failed to: ``status`` 502) after ``latency_s`` seconds."""
         self.requests.labels(version, _method(method), str(status)).inc()
-        self.latency.labels(version, _method(method)).observe(latency_s)
+        self.latency.labels(version, _method(method), str(status)).observe(latency_s)
 
     def refused(self, method: str, status: int) -> None:
         """Count one request the proxy answered itself, no version serving it (``version=""``)."""
