@@ -559,7 +559,10 @@ class DeploymentAgent(Agent):
         be judged on cheaper requests than green.
 
         Args:
+            run: the run (a delivery's service is read from the fleet).
+            proposed: the run's ``spec.proposed`` (None: a delivery's served document, or a run without one).
             documents: ``(head document, base document)`` files of the run (:meth:`_documents`).
+            code: the ``code.generated`` data (``base_dir``: production's folder; ``service_repo``: managed).
             traffic: the head plan.
 
         Only blue-green plans carry it (canary: one generator feeds both versions through the route's split).
