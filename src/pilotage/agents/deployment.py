@@ -556,7 +556,8 @@ class DeploymentAgent(Agent):
         operations alike, so blue and green get the same mix of the operations both serve. Blue-green sends it to
         blue while green is previewed (:mod:`pilotage.rollout.controller`): the head plan may send what production
         refuses — a request field it does not know answered 422 at once, an operation it lacks 404 — and blue would
-        be judged on cheaper requests than green.
+        be judged on cheaper requests than green. Only blue-green plans carry it (canary: one generator feeds both
+        versions through the route's split).
 
         Args:
             run: the run (a delivery's service is read from the fleet).
@@ -564,8 +565,6 @@ class DeploymentAgent(Agent):
             documents: ``(head document, base document)`` files of the run (:meth:`_documents`).
             code: the ``code.generated`` data (``base_dir``: production's folder; ``service_repo``: managed).
             traffic: the head plan.
-
-        Only blue-green plans carry it (canary: one generator feeds both versions through the route's split).
 
         Returns:
             The plan, or None when there is no production document (or it is the head's own file), it or the
