@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pilotage.agents.deployment import get_paths, seed_strategy, strategy_reasoning
 from pilotage.errors import InputError
@@ -262,5 +263,51 @@ def test_document_gaps_reach_the_deploy_policy_and_deny_only_when_the_operator_a
             verdict = (await events_of(stack.bus, EventType.POLICY_EVALUATED))[0].data
             assert verdict["input"]["contract"]["gaps"] == [gap]
             assert verdict["input"]["contract"]["gap_gate"] == "deny"
+
+    asyncio.run(scenario())
+
+
+def test_a_blue_green_plan_carries_production_s_traffic_plan_and_blue_is_fed_it(tmp_path: Path) -> None:
+    """The production document lacks the notes: blue gets GET /version alone, green the head plan with the notes."""
+    document = yaml.safe_load((TINY / "openapi.yaml").read_text(encoding="utf-8"))
+    document["paths"] = {"/version": document["paths"]["/version"]}
+    production = tmp_path / "production.yaml"
+    production.write_text(yaml.safe_dump(document), encoding="utf-8")
+
+    async def scenario() -> None:
+        async with Stack(tmp_path, RegoPolicyEngine()) as stack:
+            stack.graph.upsert_node("Model", "tiny/canary", {"alpha": 1.0, "beta": 30.0})  # → blue-green
+            await seed_run(stack.bus, tmp_path)
+            ops = ["GET /notes", "POST /notes", "GET /notes/{note_id}"]
+            spec = {"spec_path": str(TINY / "openapi.yaml"), "base_spec_path": str(production), "resource": "notes",
+                    "fields": {}, "operations_added": ops, "diff": {"added": ops, "removed": []}}  # fmt: skip
+            await stack.bus.publish(new_event(EventType.SPEC_PROPOSED, spec, source="test", subject="tiny",
+                                              runid="run-1"))  # fmt: skip
+            await publish_perf(stack.bus)
+            plan = (await wait_for(stack.bus, EventType.DEPLOY_REQUESTED)).data
+            assert plan["strategy"] == "blue-green"
+            head = {r["operation"]: (r["weight"], r["in_base"]) for r in plan["traffic"]["requests"]}
+            assert head == {"GET /notes": (3, False), "GET /version": (1, True)}  # POST /notes: writes are off
+            baseline = plan["baseline_traffic"]
+            assert [(r["operation"], r["weight"], r["in_base"]) for r in baseline["requests"]] == [
+                ("GET /version", 1, True)
+            ]
+            assert baseline["touched"] == plan["traffic"]["touched"] == sorted(ops)  # weighed alike
+            started = (await wait_for(stack.bus, EventType.DEPLOY_STARTED, timeout_s=60)).data
+            assert started["traffic_plans"] == {"a" * 12: "baseline_traffic", "b" * 12: "traffic"}
+
+    asyncio.run(scenario())
+
+
+def test_a_blue_green_plan_without_a_production_document_of_its_own_carries_none(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with Stack(tmp_path, RegoPolicyEngine()) as stack:
+            stack.graph.upsert_node("Model", "tiny/canary", {"alpha": 1.0, "beta": 30.0})
+            await seed_run(stack.bus, tmp_path)  # base_spec_path is the head's document
+            await publish_perf(stack.bus)
+            plan = (await wait_for(stack.bus, EventType.DEPLOY_REQUESTED)).data
+            assert plan["strategy"] == "blue-green" and "baseline_traffic" not in plan
+            started = (await wait_for(stack.bus, EventType.DEPLOY_STARTED, timeout_s=60)).data
+            assert started["traffic_plans"] == {"a" * 12: "traffic", "b" * 12: "traffic"}
 
     asyncio.run(scenario())

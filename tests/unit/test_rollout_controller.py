@@ -26,6 +26,7 @@ from pilotage.observe.slo import parse_slo
 from pilotage.rollout.controller import RolloutController
 from pilotage.rollout.observation import observe
 from pilotage.runtime.local import LocalRuntime
+from pilotage.runtime.traffic import get_traffic, hold_traffic
 from pilotage.settings import Settings
 from tests.fixtures.tiny_service.harness import AllowAll, copy_service, wait_for
 
@@ -292,6 +293,69 @@ def test_recreate_on_a_stable_route_starts_the_new_version_beside_production(tmp
             assert route is not None and route.weights == {"v1": 50, "v2": 50}
             assert set(await _versions(url)) == {"v1", "v2"}
         finally:
+            await controller.close()
+            await controller.runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_blue_green_feeds_blue_production_s_plan_and_green_the_head_plan_then_green_the_head_plan(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        controller = _controller(tmp_path)
+        plan = _plan(tmp_path, "blue-green", [0, 100]) | {"baseline_traffic": ["/healthz"]}  # head: /version
+        try:
+            started = await controller.launch(plan)
+            assert started["traffic_plans"] == {"v1": "baseline_traffic", "v2": "traffic"}
+            route, preview = get_traffic("dep-blue-green"), get_traffic("dep-blue-green#preview")
+            assert route is not None and preview is not None
+            assert (route.base_url, route.paths) == (started["proxy_url"], ["/healthz"])  # blue: production's plan
+            assert (preview.base_url, preview.paths) == (started["preview_url"], ["/version"])  # green: the head's
+            await asyncio.sleep(0.5)
+            assert set(route.stats.by_operation) == {"GET /healthz"} and set(preview.stats.by_operation) == {
+                "GET /version"
+            }
+            assert hold_traffic(["dep-blue-green", "dep-blue-green#preview"], True) == [
+                "dep-blue-green",
+                "dep-blue-green#preview",
+            ]  # between steps, as the analysis slot does
+            await asyncio.sleep(0.1)  # a launch under way when it was held
+            sent_before = route.stats.sent
+            await controller.apply_step(plan, 100)
+            switched = get_traffic("dep-blue-green")
+            assert switched is not None and switched is not route and get_traffic("dep-blue-green#preview") is None
+            assert (switched.base_url, switched.paths, switched.held) == (started["proxy_url"], ["/version"], True)
+            await asyncio.sleep(0.3)
+            assert switched.stats.sent == sent_before  # held across the restart: nothing sent
+            await controller.apply_step(plan, 100)  # idempotent: the same generator goes on
+            assert get_traffic("dep-blue-green") is switched
+            hold_traffic(["dep-blue-green"], False)
+            await asyncio.sleep(0.5)
+            stats = await controller.promote(plan)
+            assert stats is not None and stats.sent > sent_before
+            assert set(stats.by_operation) == {"GET /healthz", "GET /version"}  # blue's then green's, summed
+            assert list(stats.by_operation["GET /version"]) == [200]  # through the route, green answers them
+        finally:
+            await controller.close()
+            await controller.runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_blue_green_without_a_production_plan_feeds_both_the_head_plan(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        controller = _controller(tmp_path)
+        plan = _plan(tmp_path, "blue-green", [0, 100])  # an older plan: no baseline_traffic
+        try:
+            started = await controller.launch(plan)
+            assert started["traffic_plans"] == {"v1": "traffic", "v2": "traffic"}
+            route = get_traffic("dep-blue-green")
+            assert route is not None and route.paths == ["/version"]
+            await controller.apply_step(plan, 100)
+            assert get_traffic("dep-blue-green") is route  # the same plan: nothing restarted
+        finally:
+            await controller.stop_traffic("dep-blue-green")
             await controller.close()
             await controller.runtime.close()
 

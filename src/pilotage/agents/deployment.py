@@ -14,8 +14,9 @@ Act: ``authorize("deploy")``, then ``deploy.requested`` with the plan (versions,
 environment, steps, and the synthetic-traffic plan, :func:`traffic_plan`: requests built from the head version's
 OpenAPI document, the change's operations first — from the spec diff and the graph's endpoints of the changed
 handlers — within the ``traffic`` settings of its ``pilotage.yaml``; ``traffic.summary`` says when nothing can be
-called). The agent never touches the runtime: the rollout controller (:mod:`pilotage.rollout.controller`) launches
-and drives the rollout.
+called; for blue-green also ``baseline_traffic``, :meth:`DeploymentAgent._baseline_traffic`: the same from the
+production version's document and ``pilotage.yaml``, sent to blue while green is previewed). The agent never
+touches the runtime: the rollout controller (:mod:`pilotage.rollout.controller`) launches and drives the rollout.
 
 Learn: ``Deployment`` node (key = deployment id; strategy, risk, outcome), ``Service -DEPLOYED-> Deployment``,
 ``Deployment -OF-> Commit:<sha>``.
@@ -23,12 +24,13 @@ Learn: ``Deployment`` node (key = deployment id; strategy, risk, outcome), ``Ser
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pilotage.agent import Agent, Reasoning, RunSpec
-from pilotage.errors import InputError, PolicyDenied
+from pilotage.errors import InputError, PilotageError, PolicyDenied
 from pilotage.events import CloudEvent, EventType
 from pilotage.fleet.documents import DocumentSource
 from pilotage.fleet.impact import impact_of_delivery
@@ -55,6 +57,8 @@ __all__ = [
     "strategy_reasoning",
     "traffic_plan",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: The seed's table (Pilotage brief, step 6): a change of at most this share of the code (percent of the base's
 #: lines, added + removed) is *minor* → canary (5 % → 100 %) ...
@@ -507,6 +511,11 @@ class DeploymentAgent(Agent):
         touched = [*touched, *(str(x) for x in (diff.get("added") or []) + (spec_data.get("operations_added") or []))]
         allowed = list(self.ctx.settings.traffic_credential_envs)
         traffic = traffic_plan(spec_path, base_spec, str(code["head_dir"]), touched, allowed)
+        baseline_traffic = (  # blue-green alone feeds the two versions by two generators
+            await self._baseline_traffic(run, proposed, (spec_path, base_spec), code, traffic)
+            if strategy == "blue-green"
+            else None
+        )
         addresses = provider_addresses(await load_fleet(self.ctx.bus))  # issue 19: each consumed provider's
         base_role = workload_role(
             base_version, code["base_dir"], code.get("base_prepared", ""), {}, addresses=addresses, data_dir=data
@@ -529,4 +538,52 @@ class DeploymentAgent(Agent):
             "traffic_paths": smoke_paths(traffic),  # its GETs that need nothing filled: the preview smoke check
             "proxy_port": run.proxy_port,
             "flag_key": f"{run.service}.{deployment_id}" if strategy == "feature-flag" else "",
-        }
+        } | ({"baseline_traffic": baseline_traffic} if baseline_traffic is not None else {})
+
+    async def _baseline_traffic(
+        self,
+        run: RunSpec,
+        proposed: CloudEvent | None,
+        documents: tuple[str, str],
+        code: dict[str, Any],
+        traffic: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        """The traffic plan of the production version: what its clients send (the plan's ``baseline_traffic``).
+
+        :func:`traffic_plan` of production's document (the spec diff's base file; a delivery's served document:
+        :meth:`pilotage.fleet.documents.DocumentSource.production`, cached or read at the stable address, never a
+        scratch instance) and of ``code["base_dir"]``'s ``pilotage.yaml``, weighing the head plan's ``touched``
+        operations alike, so blue and green get the same mix of the operations both serve. Blue-green sends it to
+        blue while green is previewed (:mod:`pilotage.rollout.controller`): the head plan may send what production
+        refuses — a request field it does not know answered 422 at once, an operation it lacks 404 — and blue would
+        be judged on cheaper requests than green. Only blue-green plans carry it (canary: one generator feeds both
+        versions through the route's split).
+
+        Args:
+            run: the run (a delivery's service is read from the fleet).
+            proposed: the run's ``spec.proposed`` (None: a delivery's served document, or a run without one).
+            documents: ``(head document, base document)`` files of the run (:meth:`_documents`).
+            code: the ``code.generated`` data (``base_dir``: production's folder; ``service_repo``: managed).
+            traffic: the head plan.
+
+        Returns:
+            The plan, or None when there is no production document (or it is the head's own file), it or the
+            descriptor does not load, or it equals ``traffic``: then both versions get ``traffic``, as before.
+        """
+        spec_path, base_spec = documents
+        document = base_spec if proposed is not None and base_spec != spec_path else ""
+        allowed = list(self.ctx.settings.traffic_credential_envs)
+        try:
+            if run.delivery and proposed is None and code.get("service_repo"):  # a served document
+                fleet = await load_fleet(self.ctx.bus)
+                managed = fleet.get(run.service)
+                loaded = await DocumentSource(self.ctx.settings).production(managed, fleet) if managed else None
+                document = str(loaded.path) if loaded is not None else ""
+            if not document:
+                return None
+            touched = [str(op) for op in traffic.get("touched") or []]
+            plan = traffic_plan(document, "", str(code["base_dir"]), touched, allowed)
+        except PilotageError as exc:  # production's document or descriptor: the head plan feeds both, as before
+            _log.warning("%s: no traffic plan of production (%s): both versions get the head plan", run.service, exc)
+            return None
+        return plan if plan != traffic else None

@@ -15,7 +15,9 @@ class DeployRequested(EventData):
     its id), and the synthetic-traffic plan ``traffic`` (issue 17, :mod:`pilotage.rollout.traffic_plan`:
     requests [{operation, method, path, weight, touched, params, body, creates ...}], skipped [{operation, kind,
     reason}], credentials {header, env} (names only) or null, writes, touched, summary; absent in older logs);
-    ``traffic_paths`` = its GETs that need no parameter (the blue-green preview's smoke checks).
+    ``traffic_paths`` = its GETs that need no parameter (the blue-green preview's smoke checks);
+    ``baseline_traffic`` = blue-green's plan of the same shape from the production version's document, sent to blue
+    while green is previewed (absent: ``traffic`` feeds both, e.g. no production document or the same plan).
     """
 
     deployment_id: str
@@ -32,6 +34,7 @@ class DeployRequested(EventData):
     decision_id: str | None = None
     route: str = ""
     traffic: Obj | None = None
+    baseline_traffic: Obj | None = None
 
 
 class DeployStarted(EventData):
@@ -40,7 +43,10 @@ class DeployStarted(EventData):
     ``baseline``/``canary`` = {version, url, pid}; ``preview_url`` = green's own address (blue-green);
     ``flag_key``/``flags_url`` = the release flag and the OFREP server (feature-flag); ``warmup`` = the warm-up
     burst sent to the new version before the first analysed step ({version, requests, sent, statuses, failures,
-    unfilled, duration_s}, :meth:`pilotage.rollout.controller.RolloutController.warm_up`), None when none was sent.
+    unfilled, duration_s}, :meth:`pilotage.rollout.controller.RolloutController.warm_up`), None when none was sent;
+    ``traffic_plans`` = version → the plan key of ``deploy.requested`` its synthetic traffic is drawn from
+    (``traffic`` or ``baseline_traffic``; blue-green's green gets ``traffic`` after the switch too; absent in older
+    logs).
     """
 
     deployment_id: str
@@ -56,6 +62,7 @@ class DeployStarted(EventData):
     flags_url: str
     traffic_paths: list[str]
     warmup: Obj | None = None
+    traffic_plans: dict[str, str] | None = None
 
 
 class DeployStep(EventData):

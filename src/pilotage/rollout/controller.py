@@ -12,11 +12,17 @@ rollout.
 What each strategy runs (weights in percent; ``plan`` = the ``deploy.requested`` data):
 
 * canary: baseline + canary behind the route at 100/0, synthetic user traffic through the route; a step sets
-  ``100 − w / w``.
+  ``100 − w / w``. One generator, the plan's ``traffic`` (built from the new version's document), feeds both
+  versions through the route's split: they are judged on the same mix of requests.
 * blue-green: the same route at 100/0; green also gets synthetic traffic at its own **preview** address (a
   route of its own with green alone, ``<deployment>#preview``) with 0 % of user traffic; the switch is one
   ``set_weights`` to 0/100, then preview traffic stops;
-  blue keeps running as the hot standby.
+  blue keeps running as the hot standby. Two generators feed the two versions while green is previewed, so each
+  gets what its clients send: the route's (blue, production) the plan's ``baseline_traffic`` — built from the
+  production version's document, e.g. without a request field blue would refuse as invalid — and the preview's
+  (green) ``traffic``; a plan without ``baseline_traffic`` (older plans, no production document) feeds both
+  ``traffic``. At the switch the route's generator is restarted on ``traffic``
+  (:func:`~pilotage.runtime.traffic.restart_traffic`: same name, held if it was, counts carried on) for the watch.
 * feature-flag: the new version gets ``PILOTAGE_OFREP_URL``/``PILOTAGE_FLAG_KEY`` and serves 100 % of the route
   from the start with the flag at 0 %; a step sets the flag's share of targeting keys on the control plane's OFREP
   server (:mod:`pilotage.runtime.flags`); rollback turns the flag off — no process restarts.
@@ -47,7 +53,14 @@ from pilotage.errors import BackendError
 from pilotage.rollout.state import preview_route_name
 from pilotage.runtime.base import Instance, Route, Runtime, Workload
 from pilotage.runtime.flags import FlagServer
-from pilotage.runtime.traffic import TrafficGenerator, TrafficStats, has_requests, start_traffic, stop_traffic
+from pilotage.runtime.traffic import (
+    TrafficGenerator,
+    TrafficStats,
+    has_requests,
+    restart_traffic,
+    start_traffic,
+    stop_traffic,
+)
 from pilotage.settings import Settings
 
 __all__ = ["RollbackDone", "RolloutController", "role_workload", "rollout_controller"]
@@ -160,6 +173,7 @@ class RolloutController:
             "flags_url": self._flags.url if self._flags is not None and strategy == "feature-flag" else "",
             "traffic_paths": plan["traffic_paths"],
             "warmup": warmup,
+            "traffic_plans": {base_v: _route_plan_key(plan, bool(preview_url)), head_v: "traffic"},
         }
 
     async def _launch_on_stable_route(self, plan: dict[str, Any]) -> tuple[Instance, Instance, Route]:
@@ -281,7 +295,7 @@ class RolloutController:
             setting is 0, a feature-flag release (already warm), or the plan has nothing to call.
         """
         count = self.settings.rollout_warmup_requests
-        traffic = plan.get("traffic") or list(plan["traffic_paths"])
+        traffic = _head_traffic(plan)
         if count <= 0 or plan["strategy"] == "feature-flag" or not has_requests(traffic):
             return None
         began = time.monotonic()
@@ -296,11 +310,17 @@ class RolloutController:
         }
 
     def _start_traffic(self, plan: dict[str, Any], route_url: str, preview_url: str) -> None:
-        # the traffic plan (issue 17; older plans: GET paths); nothing to call → no generator, real traffic only
-        rps, traffic = self.settings.synthetic_traffic_rps, plan.get("traffic") or list(plan["traffic_paths"])
+        """Start the route's generator and, while blue-green previews (``preview_url``), the preview's.
+
+        The route's sends ``plan[_route_plan_key(...)]`` (blue-green previewing: production's plan), the preview's
+        the head plan; nothing to call → no generator, real traffic only.
+        """
+        rps, traffic = self.settings.synthetic_traffic_rps, _head_traffic(plan)
         if not has_requests(traffic):
             return
-        start_traffic(plan["deployment_id"], route_url, traffic, rps)
+        production = _route_plan_key(plan, bool(preview_url)) == "baseline_traffic"
+        route_traffic = plan["baseline_traffic"] if production else traffic
+        start_traffic(plan["deployment_id"], route_url, route_traffic, rps)
         if preview_url:
             start_traffic(preview_route_name(plan["deployment_id"]), preview_url, traffic, rps)
 
@@ -314,7 +334,8 @@ class RolloutController:
         """Move a rollout to ``weight`` % (route weight, or the flag's share for feature-flag). Idempotent.
 
         Blue-green: 0 % is the preview (nothing moves); 100 % is the atomic switch, after which preview traffic
-        stops (green now gets the users).
+        stops (green now gets the users) and the route's generator sends the head plan, ``traffic``, if it sent
+        production's (:func:`~pilotage.runtime.traffic.restart_traffic`: held if it was, its counts carried on).
 
         Raises:
             BackendError: the route is gone (the rollout was stopped or the environment scaled down).
@@ -331,6 +352,8 @@ class RolloutController:
         await self.runtime.set_weights(route_name, {base_v: 100 - weight, head_v: weight})
         if strategy == "blue-green":
             await self._close_preview(deployment_id)
+            if has_requests(_head_traffic(plan)):
+                await restart_traffic(deployment_id, _head_traffic(plan))
 
     async def _require_route(self, deployment_id: str) -> None:
         if await self.runtime.get_route(deployment_id) is None:
@@ -586,6 +609,16 @@ class RolloutController:
 def _route_name(plan: dict[str, Any]) -> str:
     """The route a plan's rollout runs on: a managed service's stable route, else one named by the deployment id."""
     return str(plan.get("route") or plan["deployment_id"])
+
+
+def _head_traffic(plan: dict[str, Any]) -> list[str] | dict[str, Any]:
+    """The plan's traffic for the new version (issue 17; older plans: their GET paths)."""
+    return plan.get("traffic") or list(plan["traffic_paths"])
+
+
+def _route_plan_key(plan: dict[str, Any], previewing: bool) -> str:
+    """Which plan key the route's generator sends: ``baseline_traffic`` while blue-green previews, if it has any."""
+    return "baseline_traffic" if previewing and has_requests(plan.get("baseline_traffic")) else "traffic"
 
 
 def role_workload(service: str, role: dict[str, Any], extra_env: dict[str, str] | None = None) -> Workload:

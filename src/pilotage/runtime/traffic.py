@@ -28,8 +28,9 @@ uniformly from a pool of ``targeting_keys`` users), so a service whose release f
 (:mod:`pilotage.runtime.flags`) serves a share of synthetic users with the flag on, as it would real ones.
 
 Generators are registered by name (the deployment id) in a process-wide registry (:func:`start_traffic`,
-:func:`get_traffic`, :func:`stop_traffic`) so the agent that rolls back or promotes a deployment can stop the
-traffic another agent started. The registry lives in the process, like the proxies of the local runtime.
+:func:`get_traffic`, :func:`restart_traffic`, :func:`stop_traffic`) so the agent that rolls back or promotes a
+deployment can stop the traffic another agent started. The registry lives in the process, like the proxies of the
+local runtime.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ __all__ = [
     "get_traffic",
     "has_requests",
     "hold_traffic",
+    "restart_traffic",
     "start_traffic",
     "stop_traffic",
 ]
@@ -262,6 +264,7 @@ class TrafficGenerator:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.requests = _plan_requests(traffic)
+        self.traffic = traffic  # the plan as given (:func:`restart_traffic` compares and replaces it)
         if rps <= 0:
             raise InputError(f"traffic rate {rps} rps must be positive", hint="set synthetic_traffic_rps > 0")
         if targeting_keys < 1:
@@ -274,6 +277,7 @@ class TrafficGenerator:
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
         self.stats = TrafficStats()
+        self._environ = environ
         self._headers = _credential_headers(traffic, environ)
         self._principal = (os.environ if environ is None else environ).get(PRINCIPAL_ENV, "")
         self._schemes = traffic.get("schemes") if isinstance(traffic, Mapping) else None
@@ -544,6 +548,33 @@ def hold_traffic(names: Iterable[str], held: bool) -> list[str]:
     for name in found:
         _REGISTRY[name].held = held
     return found
+
+
+async def restart_traffic(name: str, traffic: list[str] | Mapping[str, Any]) -> TrafficGenerator | None:
+    """Make the registered generator ``name`` send ``traffic`` from now on; return it (None: no such generator).
+
+    The generator is stopped and a new one registered under the same name, at the same address, rate and bounds,
+    **held** when the old one was (:func:`hold_traffic` goes on working by name) and counting on from the old
+    one's counts: :func:`stop_traffic` returns the sum of both plans' requests. Items the old plan created are not
+    carried over. Nothing happens when it already sends ``traffic`` (idempotent); when it is stopped meanwhile
+    (:func:`stop_traffic`, e.g. a rollback), nothing is started and None is returned.
+
+    Raises:
+        InputError: ``traffic`` is not a valid plan (the old generator keeps running).
+    """
+    old = _REGISTRY.get(name)
+    if old is None or old.traffic == traffic:
+        return old
+    new = TrafficGenerator(
+        old.base_url, traffic, old.rps, duration_s=old.duration_s, timeout_s=old.timeout_s,
+        max_in_flight=old.max_in_flight, targeting_keys=old.targeting_keys, environ=old._environ,
+    )  # fmt: skip
+    new.stats = await DATA_PLANE.run(old.stop())
+    if _REGISTRY.get(name) is not old:  # stopped (or replaced) while it stopped: starting one would leak it
+        return None
+    new.held = old.held  # read after the stop: a hold set meanwhile is kept
+    _REGISTRY[name] = new.start_on(DATA_PLANE.loop())
+    return new
 
 
 async def stop_traffic(name: str) -> TrafficStats | None:
