@@ -53,7 +53,7 @@ def test_the_httpbin_upgrade_is_judged_through_its_proxy_and_promoted(tmp_path: 
 def test_orders_keeps_its_data_in_postgresql_and_a_delivery_is_promoted(tmp_path: Path) -> None:
     ensure_postgres_database("orders")
     ensure_postgres_database("orders_scratch")  # its descriptor's scratch_env: tests never write production data
-    work = _work(tmp_path, 18650, fast_settings(api_tests=True))  # the spec-derived tests are asserted on
+    work = _work(tmp_path, 18650, fast_settings(api_tests=True, canary_steps=(50, 100)))  # spec-derived tests asserted
     for provider in ("payments", "inventory"):  # orders pays through them (PAYMENTS_URL, INVENTORY_URL)
         added = run_cli(work, "service", "add", str(make_service_repo(provider, tmp_path / "repos")))
         assert added.code == 0, added.stderr
