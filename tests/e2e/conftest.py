@@ -21,6 +21,33 @@ SHARED_SPECS = Path(__file__).resolve().parents[2].parent / "shared" / "specs"
 VENDORED_SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
 
 
+def fast_settings(*, api_tests: bool = False, canary_steps: tuple[int, ...] = ()) -> str:
+    """``pilotage.toml`` lines that shorten a pipeline's stages for a test that asserts nothing about their length.
+
+    A 2 s load test (default 5 s, run on the baseline and the change), a 2 s post-promotion watch (default 10 s),
+    2 s analysis windows (default 3 s; a step still analyses until its evidence suffices, within
+    ``rollout_inconclusive_grace_s``), 3 schemathesis examples per operation and phase (default 10), and no
+    spec-derived tests of a delivered service (``testing_api_tests``; a generated service is tested from its spec
+    either way) unless ``api_tests``. Every stage still runs. ``canary_steps`` (percent, ending at 100) replaces the
+    canary's default weights 10, 25, 50, 100 for a test that asserts nothing about them: each step is analysed
+    until its evidence suffices (18-26 s each on a loaded 2-core machine); tests/e2e/test_deliver.py keeps the
+    default steps. The test's own settings (a ``fleet_port_base`` ...) go beside these lines; a key given twice
+    is a TOML error, so a test that needs another value of one of these writes its settings out in full.
+
+    Returns:
+        TOML text, one ``key = value`` per line, ending with a newline.
+    """
+    steps = f"canary_steps_percent = [{', '.join(map(str, canary_steps))}]\n" if canary_steps else ""
+    return (
+        f"testing_api_tests = {str(api_tests).lower()}\nload_test_duration_s = 2.0\npost_promotion_watch_s = 2.0\n"
+        f"analysis_window_s = 2.0\nschemathesis_max_examples = 3\n{steps}"
+    )
+
+
+#: :func:`fast_settings` without spec-derived tests of a delivered service: what most e2e tests use.
+FAST = fast_settings()
+
+
 @dataclass
 class CliResult:
     code: int

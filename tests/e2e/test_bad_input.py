@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import of_type, read_log, run_cli
+from tests.e2e.conftest import FAST, of_type, read_log, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -91,6 +91,7 @@ def test_port_already_in_use(tmp_path: Path, checkout: Path) -> None:
 
 @pytest.mark.slow
 def test_generated_service_that_crashes_on_start(tmp_path: Path, checkout: Path) -> None:
+    (tmp_path / "pilotage.toml").write_text(FAST, encoding="utf-8")  # short stages: the crash is the point
     result = run_cli(tmp_path, "run", "--spec", str(checkout), "--request", REQUEST, "--crash", "--idle-after", "1")
     assert result.code == 1
     line = one_line_error(result.stderr)
@@ -335,6 +336,7 @@ def test_json_mode_prints_a_document_on_failure_and_version_flag(tmp_path: Path)
 @pytest.mark.slow
 def test_workdir_holds_the_log_and_every_run(tmp_path: Path, checkout: Path) -> None:
     # issue 18 (item 9): --workdir DIR puts the event log, graph, lock and each run in DIR; nothing in the cwd
+    (tmp_path / "pilotage.toml").write_text(FAST, encoding="utf-8")  # short stages: where things go is the point
     state = tmp_path / "state"
     first = run_cli(tmp_path, "run", "--spec", str(checkout), "--request", REQUEST, "--workdir", str(state), "--json")
     assert first.code == 0, first.stderr

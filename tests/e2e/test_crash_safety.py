@@ -27,6 +27,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 #: Generous bound on how long one stage may take on a loaded 2-core machine (a wait, not an assertion on time).
 STAGE_LIMIT_S = 300.0
 
+#: Short stages, but not conftest's FAST: the 10 s post-promotion watch (default) is the window the SIGKILL must land
+#: in (the switch to green is the watch's step), and 1 s analysis windows reach it sooner.
 FAST = """
 analysis_window_s = 1.0
 load_test_duration_s = 2.0

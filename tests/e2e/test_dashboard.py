@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import of_type, read_log
+from tests.e2e.conftest import FAST, of_type, read_log
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -42,8 +42,6 @@ needs_approval contains {"msg": "every release of this fleet needs a person's ap
 }
 """
 APPROVER = "Ada Operator"
-#: As short as the product allows: fewer examples per operation, a shorter load test (the rollback is the point).
-FAST = "schemathesis_max_examples = 3\nload_test_duration_s = 2.0\n"
 
 
 def _browser_or_skip() -> None:
@@ -69,7 +67,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     work = tmp_path / "work"
     (work / "policies").mkdir(parents=True)
     (work / "policies" / "four_eyes.rego").write_text(POLICY, encoding="utf-8")
-    (work / "pilotage.toml").write_text(FAST, encoding="utf-8")
+    (work / "pilotage.toml").write_text(FAST, encoding="utf-8")  # short stages: the approval and rollback are the point
     out, err = (tmp_path / "serve.out").open("w"), (tmp_path / "serve.err").open("w")
     argv = [sys.executable, "-m", "pilotage", "serve", "--json", "--api-port", "0"]
     proc = subprocess.Popen(argv, cwd=work, env=_env(), stdout=out, stderr=err, text=True)

@@ -14,14 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import of_type, read_log, run_cli
+from tests.e2e.conftest import FAST, of_type, read_log, run_cli
 from tests.fixtures.notes_repo import bad_change, git, make_notes_repo, trivial_change
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-#: Only the service's own tests gate these deliveries (the spec-derived tests would find the bad commit's 500
-#: before the canary does; tests/unit/test_agent_testing*.py cover them).
-SETTINGS = "testing_api_tests = false\nfleet_port_base = {port}\n"
+#: Only the service's own tests gate these deliveries (FAST's testing_api_tests = false: the spec-derived tests would
+#: find the bad commit's 500 before the canary does; tests/unit/test_agent_testing*.py cover them); short load test,
+#: analysis windows and watch (nothing here is about their length).
+SETTINGS = "fleet_port_base = {port}\n" + FAST
 
 
 def _workdir(tmp_path: Path, port: int) -> Path:

@@ -1,7 +1,8 @@
 """Real input for deliveries (issue #17): httpbin from PyPI upgraded 0.10.3 → 0.10.4, the example fleet's services.
 
 Each service installs its own dependencies into a venv with its descriptor's prepare step (PyPI), so these are the
-slowest delivery tests; they run the CLI as a user does.
+slowest delivery tests; they run the CLI as a user does. Their stages are short (conftest's FAST): what is asserted
+is the verdicts and where production ends up, not the length of a load test or a watch.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import of_type, read_log, run_cli, why_failed
+from tests.e2e.conftest import FAST, fast_settings, of_type, read_log, run_cli, why_failed
 from tests.fixtures.fleet import (
     bad_change,
     ensure_postgres_database,
@@ -23,10 +24,10 @@ from tests.fixtures.fleet import (
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _work(tmp_path: Path, port: int, extra: str = "") -> Path:
+def _work(tmp_path: Path, port: int, stages: str = FAST) -> Path:
     work = tmp_path / "ops"
     work.mkdir()
-    (work / "pilotage.toml").write_text(f"fleet_port_base = {port}\n{extra}", encoding="utf-8")
+    (work / "pilotage.toml").write_text(f"fleet_port_base = {port}\n{stages}", encoding="utf-8")
     return work
 
 
@@ -52,7 +53,7 @@ def test_the_httpbin_upgrade_is_judged_through_its_proxy_and_promoted(tmp_path: 
 def test_orders_keeps_its_data_in_postgresql_and_a_delivery_is_promoted(tmp_path: Path) -> None:
     ensure_postgres_database("orders")
     ensure_postgres_database("orders_scratch")  # its descriptor's scratch_env: tests never write production data
-    work = _work(tmp_path, 18650)
+    work = _work(tmp_path, 18650, fast_settings(api_tests=True, canary_steps=(50, 100)))  # spec-derived tests asserted
     for provider in ("payments", "inventory"):  # orders pays through them (PAYMENTS_URL, INVENTORY_URL)
         added = run_cli(work, "service", "add", str(make_service_repo(provider, tmp_path / "repos")))
         assert added.code == 0, added.stderr
@@ -70,7 +71,7 @@ def test_orders_keeps_its_data_in_postgresql_and_a_delivery_is_promoted(tmp_path
 def test_a_catalog_commit_failing_on_production_data_is_rolled_back_by_the_canary(tmp_path: Path) -> None:
     """The commit passes the catalog's own tests (one-word names) and fails on the seeded rows the canary reads."""
     repo = make_service_repo("catalog", tmp_path / "repos")
-    work = _work(tmp_path, 18660, "testing_api_tests = false\n")
+    work = _work(tmp_path, 18660)
     added = run_cli(work, "service", "add", str(repo), "--json")
     assert added.code == 0, added.stderr
     first = added.json()[0]["commit"]

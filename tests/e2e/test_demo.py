@@ -1,4 +1,8 @@
-"""``pilotage demo`` and ``pilotage demo --inject-fault`` end to end, asserting on the events in the log."""
+"""``pilotage demo`` and ``pilotage demo --inject-fault`` end to end, asserting on the events in the log.
+
+The first test runs the README's first command as shipped (no ``pilotage.toml``: the embedded defaults); the others
+assert nothing about the length of a load test, a watch or schemathesis' examples, and run with conftest's FAST.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import of_type, read_log, run_cli
+from tests.e2e.conftest import FAST, of_type, read_log, run_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -111,6 +115,7 @@ def test_demo_promotes_and_records_every_decision(tmp_path: Path) -> None:
 
 
 def test_demo_with_injected_fault_rolls_back(tmp_path: Path) -> None:
+    (tmp_path / "pilotage.toml").write_text(FAST, encoding="utf-8")
     result = run_cli(tmp_path, "demo", "--inject-fault", "--json")
     assert result.code == 0, result.stderr
     summary = result.json()
@@ -143,6 +148,7 @@ def test_demo_with_injected_fault_rolls_back(tmp_path: Path) -> None:
 
 
 def test_petstore_goes_through_pilotage_run(tmp_path: Path, petstore: Path) -> None:
+    (tmp_path / "pilotage.toml").write_text(FAST, encoding="utf-8")
     result = run_cli(
         tmp_path,
         "run",

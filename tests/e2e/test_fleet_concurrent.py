@@ -22,7 +22,8 @@ from tests.fixtures.notes_repo import commit_files, make_notes_repo, trivial_cha
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-#: Short stages (the concurrency is what is tested; tests/e2e/test_deliver.py covers a delivery with defaults).
+#: Short stages (the concurrency is what is tested). Not conftest's FAST: two canary steps and a 3 s watch keep the
+#: two services' deliveries overlapping (tests/e2e/test_demo.py runs the demo's delivery with the defaults).
 SETTINGS = """testing_api_tests = false
 fleet_port_base = 18740
 max_concurrent_deliveries = 4

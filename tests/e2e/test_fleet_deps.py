@@ -25,17 +25,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import CliResult, of_type, read_log, run_cli
+from tests.e2e.conftest import FAST, CliResult, of_type, read_log, run_cli
 from tests.fixtures.consumer_repo import breaking_notes_change, make_pair
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PORT = 18640
 #: The notes' own tests gate the deliveries; short load test and watch (the approval is what this test is about).
-SETTINGS = (
-    f"testing_api_tests = false\nfleet_port_base = {PORT}\nload_test_duration_s = 2.0\n"
-    "post_promotion_watch_s = 2.0\nstandby_s = 0.0\n"
-)
+SETTINGS = f"fleet_port_base = {PORT}\nstandby_s = 0.0\n{FAST}"
 
 
 def _deliver_in_background(work: Path) -> subprocess.Popen[str]:

@@ -13,22 +13,19 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import of_type, read_log, run_cli, why_failed
+from tests.e2e.conftest import fast_settings, of_type, read_log, run_cli, why_failed
 from tests.fixtures.fleet import apply_change, ensure_postgres_database, make_service_repo, trivial_change
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-#: Short analysis, load test and watch; the previous version stays warm (standby_s default 300 s) for the rollback.
-FAST = (
-    "testing_api_tests = false\nload_test_duration_s = 2.0\npost_promotion_watch_s = 2.0\nanalysis_window_s = 2.0\n"
-    "schemathesis_max_examples = 3\n"
-)
-
 
 def _work(tmp_path: Path, port: int) -> Path:
+    """Short stages and two canary steps (the release's order and ending are asserted, not a rollout's steps); the
+    previous version stays warm (standby_s default 300 s) for the rollback."""
     work = tmp_path / "ops"
     work.mkdir()
-    (work / "pilotage.toml").write_text(f"fleet_port_base = {port}\n{FAST}", encoding="utf-8")
+    stages = fast_settings(canary_steps=(50, 100))
+    (work / "pilotage.toml").write_text(f"fleet_port_base = {port}\n{stages}", encoding="utf-8")
     return work
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import of_type, read_log, run_cli
+from tests.e2e.conftest import FAST, of_type, read_log, run_cli
 from tests.fixtures.consumer_repo import breaking_notes_change, make_pair
 from tests.fixtures.fleet import commit_files
 from tests.unit.test_fleet_verification import CONTRACT
@@ -22,10 +22,7 @@ from tests.unit.test_fleet_verification import CONTRACT
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PORT = 18760
-SETTINGS = (
-    f"testing_api_tests = false\nfleet_port_base = {PORT}\nload_test_duration_s = 2.0\n"
-    "post_promotion_watch_s = 2.0\nstandby_s = 0.0\nconsumer_verification_timeout_s = 120.0\n"
-)
+SETTINGS = f"fleet_port_base = {PORT}\nstandby_s = 0.0\nconsumer_verification_timeout_s = 120.0\n{FAST}"
 TEST = "tests/test_contract.py::test_a_created_note_keeps_its_text"
 
 

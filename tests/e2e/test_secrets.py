@@ -5,7 +5,8 @@ process the CLI started (services, test runners, schemathesis, Locust …) may h
 run, no file under ``.pilotage/`` (event log, graph, the run's repository and artefacts, reports, the log file)
 holds one, and nothing there is readable by group or others. The one value a child may hold is the test header's,
 in the environment of the test tools that send it (pytest's ``PILOTAGE_TEST_HEADERS``, schemathesis'
-``PILOTAGE_TEST_HEADER_0``): by design, and readable by the same user only.
+``PILOTAGE_TEST_HEADER_0``): by design, and readable by the same user only. The stages are short (conftest's FAST):
+each still starts its processes, which is what is watched; tests/e2e/test_demo.py runs the demo as shipped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.conftest import FAST
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -82,6 +85,7 @@ class Watcher(threading.Thread):
 
 
 def test_demo_keeps_planted_secrets_out_of_argv_children_and_files(tmp_path: Path) -> None:
+    (tmp_path / "pilotage.toml").write_text(FAST, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTAGE_")}
     env |= {
         "COLUMNS": "200",

@@ -18,7 +18,8 @@ from tests.e2e.conftest import of_type, read_log, run_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-#: Small test budgets: the point here is the rollout, not the test or load-test agents.
+#: Small test budgets: the point here is the rollout, not the test or load-test agents (smaller than conftest's FAST,
+#: whose 2 s analysis window this module does not take: 3 s, the default).
 FAST = "schemathesis_max_examples = 1\nload_test_duration_s = 1.0\nanalysis_window_s = 3.0\n"
 STATUS_ONLY: dict = {
     "openapi": "3.0.3",
