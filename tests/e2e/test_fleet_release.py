@@ -9,7 +9,6 @@ storefront's new version needs it; named consumer first, delivered orders first.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,14 +18,21 @@ from tests.fixtures.fleet import apply_change, ensure_postgres_database, make_se
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _work(tmp_path: Path, port: int) -> Path:
+def _work(tmp_path: Path, port: int, extra: str = "") -> Path:
     """Short stages and two canary steps (the release's order and ending are asserted, not a rollout's steps); the
-    previous version stays warm (standby_s default 300 s) for the rollback."""
+    previous version stays warm (standby_s default 300 s) for the rollback. ``extra``: more ``pilotage.toml`` lines."""
     work = tmp_path / "ops"
     work.mkdir()
     stages = fast_settings(canary_steps=(50, 100))
-    (work / "pilotage.toml").write_text(f"fleet_port_base = {port}\n{stages}", encoding="utf-8")
+    (work / "pilotage.toml").write_text(f"fleet_port_base = {port}\n{stages}{extra}", encoding="utf-8")
     return work
+
+
+#: Synthetic traffic of the gift-note release: each checkout is a chain of five requests through four proxies
+#: (storefront → catalog, orders → inventory, payments), and blue and green each get their own generator during
+#: the preview; at the default 40 rps each, one 2-core machine saturated in one run of two (both versions p50
+#: 0.85 s: paused as shared degradation, correctly), at 10 rps it does not.
+CHAIN_RPS = "synthetic_traffic_rps = 10.0\n"
 
 
 def test_a_release_naming_a_service_twice_is_refused_and_nothing_is_delivered(tmp_path: Path) -> None:
@@ -82,7 +88,7 @@ def test_a_release_whose_second_service_fails_its_canary_rolls_back_both(tmp_pat
 def test_the_gift_note_release_migrates_and_rolls_out_orders_then_storefront(tmp_path: Path) -> None:
     ensure_postgres_database("orders")
     ensure_postgres_database("orders_scratch")
-    work = _work(tmp_path, 18720)
+    work = _work(tmp_path, 18720, CHAIN_RPS)
     names = ("catalog", "inventory", "payments", "orders", "storefront")
     repos = {name: make_service_repo(name, tmp_path / "repos") for name in names}
     added = run_cli(work, "service", "add", *(str(repos[n]) for n in names), timeout_s=600)
@@ -97,28 +103,12 @@ def test_the_gift_note_release_migrates_and_rolls_out_orders_then_storefront(tmp
     events = read_log(work)
     [planned] = of_type(events, "release.planned")
     assert planned.data["edges"][0]["rule"] == "additive-provider-first"
-    if result.code == 1:  # see _storefront_judged_slower: a latency verdict under load, and the release undone
-        _storefront_judged_slower(summary, events, orders, why_failed(work))
-        return
-    assert [d["outcome"] for d in summary["deliveries"]] == ["promoted", "promoted"]
+    assert [d["outcome"] for d in summary["deliveries"]] == ["promoted", "promoted"], why_failed(work)
+    # storefront's blue-green: blue got what production's clients send (no gift_note, its body forbids extra
+    # fields), green the change's requests, so the judge compared like with like
+    [started] = [e for e in of_type(events, "deploy.started") if e.subject == "storefront"]
+    assert sorted(started.data["traffic_plans"].values()) == ["baseline_traffic", "traffic"]
     [done] = of_type(events, "release.completed")
     assert done.data["order"] == ["orders", "storefront"]
     released = [(e.data["service"], e.data["commit"]) for e in of_type(events, "service.released")]
     assert released == [("orders", orders), ("storefront", storefront)]
-
-
-def _storefront_judged_slower(summary: dict[str, Any], events: list[Any], orders: str, why: str) -> None:
-    """The release's other ending seen in CI: storefront's green judged slower than blue, then orders given back.
-
-    Storefront's new green has been judged significantly slower than blue: under load on the >500 ms share (42/82
-    vs 18/85), and on a quiet machine on the median (p50 30 ms vs 9 ms, after the 20-request warm-up). Why is open
-    (issue 19's note: blue and green may not be doing the same work for the same requests); the judge's call is
-    not a release defect, and the release must still have rolled orders out first and given it back after
-    storefront failed, in reverse order.
-    """
-    assert [d["outcome"] for d in summary["deliveries"]] == ["promoted", "rolled_back"], why
-    [undone] = of_type(events, "release.rolled_back")
-    assert undone.data["failed"] == "storefront" and [r["service"] for r in undone.data["rolled_back"]] == ["orders"]
-    assert undone.data["rolled_back"][0]["commit"] == orders
-    reasons = [e.data["reason"] for e in of_type(events, "deploy.rolled_back") if e.subject == "storefront"]
-    assert reasons and "latency" in reasons[-1] and "error_rate fail" not in reasons[-1], why
