@@ -298,3 +298,16 @@ def test_a_held_generator_sends_nothing_and_released_runs_at_its_rate_without_a_
     assert at_hold <= 15  # 40 rps for the short time before the hold
     assert while_held == 0
     assert 10 <= after_release <= 26  # 0.5 s at 40 rps, not the 1.5 s missed while held (60)
+
+
+def test_operations_another_generator_found_unwritten_are_not_sent_but_one_operation_always_is() -> None:
+    """Blue-green's switch: the route's new generator skips what green answered 501 to the preview's generator."""
+    generator = TrafficGenerator("http://127.0.0.1:9", ["/a", "/b", "/c"], 1.0)
+    generator.skip_unwritten(["GET /a", "GET /nowhere"])
+    assert generator.unwritten == {"GET /a"}
+    assert [r.operation for r, w in zip(generator.requests, generator._weights, strict=True) if w] == [
+        "GET /b",
+        "GET /c",
+    ]
+    generator.skip_unwritten(["GET /b", "GET /c"])  # never nothing to send: the last operation with weight stays
+    assert generator.unwritten == {"GET /a", "GET /b", "GET /c"} and sum(map(bool, generator._weights)) == 1

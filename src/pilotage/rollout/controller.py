@@ -56,6 +56,7 @@ from pilotage.runtime.flags import FlagServer
 from pilotage.runtime.traffic import (
     TrafficGenerator,
     TrafficStats,
+    get_traffic,
     has_requests,
     restart_traffic,
     start_traffic,
@@ -351,9 +352,11 @@ class RolloutController:
         base_v, head_v = plan["baseline"]["version"], plan["canary"]["version"]
         await self.runtime.set_weights(route_name, {base_v: 100 - weight, head_v: weight})
         if strategy == "blue-green":
+            preview = get_traffic(preview_route_name(deployment_id))  # it learned green's unwritten operations
+            learned = set(preview.unwritten) if preview is not None else set()
             await self._close_preview(deployment_id)
             if has_requests(_head_traffic(plan)):
-                await restart_traffic(deployment_id, _head_traffic(plan))
+                await restart_traffic(deployment_id, _head_traffic(plan), learned)
 
     async def _require_route(self, deployment_id: str) -> None:
         if await self.runtime.get_route(deployment_id) is None:

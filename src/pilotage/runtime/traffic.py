@@ -295,6 +295,8 @@ class TrafficGenerator:
         self._pending: set[asyncio.Task[None]] = set()
         #: True: launch nothing until it is False again (:func:`hold_traffic`; set from any thread).
         self.held = False
+        #: Operations (``"GET /x"``) the service answered 501 (unwritten handlers): no longer sent.
+        self.unwritten: set[str] = set()
 
     @property
     def paths(self) -> list[str]:
@@ -480,11 +482,22 @@ class TrafficGenerator:
         if planned.creates and 200 <= response.status_code < 300:
             self._keep(planned, call, response)
 
+    def skip_unwritten(self, operations: Iterable[str]) -> None:
+        """Stop sending ``operations`` (``"GET /x"``) as if they had answered 501 here (see :meth:`_unwritten`).
+
+        What a generator taking over from another one at the same version learned (blue-green's switch: the
+        preview's generator learned green's unwritten operations); operations not in the plan are ignored.
+        """
+        for planned in [r for r in self.requests if r.operation in set(operations)]:
+            self._unwritten(planned)
+
     def _unwritten(self, planned: _Planned) -> None:
         """Stop sending an operation the service answered 501, unless it is the last one with weight.
 
         501 declares the operation unwritten (a generated service's ``app/handlers.py`` stub): not a rollout error.
+        The operation is remembered in :attr:`unwritten`.
         """
+        self.unwritten.add(planned.operation)
         weights = [0 if r is planned else w for r, w in zip(self.requests, self._weights, strict=True)]
         if any(weights):
             self._weights = weights
@@ -550,8 +563,13 @@ def hold_traffic(names: Iterable[str], held: bool) -> list[str]:
     return found
 
 
-async def restart_traffic(name: str, traffic: list[str] | Mapping[str, Any]) -> TrafficGenerator | None:
+async def restart_traffic(
+    name: str, traffic: list[str] | Mapping[str, Any], unwritten: Iterable[str] = ()
+) -> TrafficGenerator | None:
     """Make the registered generator ``name`` send ``traffic`` from now on; return it (None: no such generator).
+
+    ``unwritten``: operations the version it now reaches answered 501 to another generator (blue-green's preview):
+    not sent (:meth:`TrafficGenerator.skip_unwritten`), so the watch does not count them again as 5xx.
 
     The generator is stopped and a new one registered under the same name, at the same address, rate and bounds,
     **held** when the old one was (:func:`hold_traffic` goes on working by name) and counting on from the old
@@ -569,6 +587,7 @@ async def restart_traffic(name: str, traffic: list[str] | Mapping[str, Any]) -> 
         old.base_url, traffic, old.rps, duration_s=old.duration_s, timeout_s=old.timeout_s,
         max_in_flight=old.max_in_flight, targeting_keys=old.targeting_keys, environ=old._environ,
     )  # fmt: skip
+    new.skip_unwritten(unwritten)
     new.stats = await DATA_PLANE.run(old.stop())
     if _REGISTRY.get(name) is not old:  # stopped (or replaced) while it stopped: starting one would leak it
         return None
