@@ -394,6 +394,12 @@ class TestAllOfResources:
         assert list(found) == ["name", "id", "born", "bark"]
         assert found["name"] == {"type": "string"}  # the first schema seen keeps the name
 
+    def test_object_properties_walk_a_schema_met_again_once(self) -> None:
+        """A hostile ``allOf`` cycle of breadth 3 was 3**32 walks (a hung run); each schema is walked once."""
+        document = {"components": {"schemas": {"A": {"allOf": [_ref("A"), _ref("A"), _ref("A")],
+                                                     "properties": {"x": {"type": "string"}}}}}}  # fmt: skip
+        assert object_properties(document, _ref("A")) == {"x": {"type": "string"}}
+
 
 class TestFormArrays:
     def test_a_form_field_given_once_is_an_array_of_one_but_a_json_string_is_no_array(self, tmp_path: Path) -> None:

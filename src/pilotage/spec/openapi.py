@@ -166,16 +166,21 @@ def object_properties(doc: dict[str, Any], node: Any, *, where: str = "a schema"
 
     ``Pet: {allOf: [{$ref: NewPet}, {properties: {id: ...}}]}`` has ``NewPet``'s properties and ``id``. The schema's
     own properties come first, then each member's in order (members' ``allOf`` too, :data:`MAX_REF_HOPS` levels
-    deep); a name already seen keeps its first schema. ``{}`` for a node that is not a mapping.
+    deep); a name already seen keeps its first schema; a schema met again (``A: {allOf: [$ref A, $ref A]}``) is not
+    walked again, so a hostile cycle costs one visit per schema. ``{}`` for a node that is not a mapping.
 
     Raises:
         InputError: a reference does not resolve (:func:`resolve`).
     """
     found: dict[str, Any] = {}
+    seen: set[int] = set()  # ids of the document's schema objects already walked
     todo: list[tuple[Any, int]] = [(node, 0)]
     while todo:  # depth first: a member's own allOf before the next member
         part, depth = todo.pop()
         schema = resolve_dict(doc, part, where=where)
+        if id(schema) in seen:
+            continue
+        seen.add(id(schema))
         props = schema.get("properties")
         for name, prop in (props if isinstance(props, dict) else {}).items():
             found.setdefault(name, prop)
