@@ -34,7 +34,7 @@ from pilotage.errors import InputError, PilotageError, PolicyDenied
 from pilotage.events import CloudEvent, EventType
 from pilotage.fleet.documents import DocumentSource
 from pilotage.fleet.impact import impact_of_delivery
-from pilotage.fleet.registry import load_fleet, stable_route_name
+from pilotage.fleet.registry import ManagedService, load_fleet, stable_route_name
 from pilotage.fleet.workload import production_data_dir, provider_addresses, workload_role
 from pilotage.graph.base import Graph
 from pilotage.graph.impact import impact_of_files
@@ -511,12 +511,13 @@ class DeploymentAgent(Agent):
         touched = [*touched, *(str(x) for x in (diff.get("added") or []) + (spec_data.get("operations_added") or []))]
         allowed = list(self.ctx.settings.traffic_credential_envs)
         traffic = traffic_plan(spec_path, base_spec, str(code["head_dir"]), touched, allowed)
+        fleet = await load_fleet(self.ctx.bus)
         baseline_traffic = (  # blue-green alone feeds the two versions by two generators
-            await self._baseline_traffic(run, proposed, (spec_path, base_spec), code, traffic)
+            await self._baseline_traffic(run, proposed, (spec_path, base_spec), code, traffic, fleet)
             if strategy == "blue-green"
             else None
         )
-        addresses = provider_addresses(await load_fleet(self.ctx.bus))  # issue 19: each consumed provider's
+        addresses = provider_addresses(fleet)  # issue 19: each consumed provider's
         base_role = workload_role(
             base_version, code["base_dir"], code.get("base_prepared", ""), {}, addresses=addresses, data_dir=data
         )
@@ -547,6 +548,7 @@ class DeploymentAgent(Agent):
         documents: tuple[str, str],
         code: dict[str, Any],
         traffic: dict[str, Any],
+        fleet: dict[str, ManagedService],
     ) -> dict[str, Any] | None:
         """The traffic plan of the production version: what its clients send (the plan's ``baseline_traffic``).
 
@@ -565,6 +567,7 @@ class DeploymentAgent(Agent):
             documents: ``(head document, base document)`` files of the run (:meth:`_documents`).
             code: the ``code.generated`` data (``base_dir``: production's folder; ``service_repo``: managed).
             traffic: the head plan.
+            fleet: the managed services (:func:`load_fleet`, folded once by the caller).
 
         Returns:
             The plan, or None when there is no production document (or it is the head's own file), it or the
@@ -575,7 +578,6 @@ class DeploymentAgent(Agent):
         allowed = list(self.ctx.settings.traffic_credential_envs)
         try:
             if run.delivery and proposed is None and code.get("service_repo"):  # a served document
-                fleet = await load_fleet(self.ctx.bus)
                 managed = fleet.get(run.service)
                 loaded = await DocumentSource(self.ctx.settings).production(managed, fleet) if managed else None
                 document = str(loaded.path) if loaded is not None else ""

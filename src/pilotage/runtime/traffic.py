@@ -488,7 +488,8 @@ class TrafficGenerator:
         What a generator taking over from another one at the same version learned (blue-green's switch: the
         preview's generator learned green's unwritten operations); operations not in the plan are ignored.
         """
-        for planned in [r for r in self.requests if r.operation in set(operations)]:
+        skipped = set(operations)
+        for planned in [r for r in self.requests if r.operation in skipped]:
             self._unwritten(planned)
 
     def _unwritten(self, planned: _Planned) -> None:
