@@ -20,6 +20,16 @@ def _operator_config_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_test_principal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start each test without ``PILOTAGE_TEST_PRINCIPAL`` and restore it after.
+
+    ``ensure_principal`` (a run in this process) sets it in ``os.environ``; without this fixture a later test in the
+    same worker would inherit it (CI: the locust test that expects a secured operation left out saw it load-tested).
+    """
+    monkeypatch.delenv("PILOTAGE_TEST_PRINCIPAL", raising=False)
+
+
 #: Test modules that bind fixed ports (``fleet_port_base``, stable addresses from 18100 up, the API's 8700): under
 #: ``pytest -n 2 --dist loadgroup`` (scripts/test) they run on one worker, one after another.
 FIXED_PORT_MODULES = ("tests/unit/test_fleet_", "tests/integration/test_web_api", "tests/integration/test_dashboard",
