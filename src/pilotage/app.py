@@ -6,6 +6,7 @@ arguments and never reads settings itself.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -15,6 +16,8 @@ from pilotage.graph.base import Graph
 from pilotage.policy.base import PolicyEngine
 from pilotage.registry import backend_class
 from pilotage.runtime.base import Runtime
+from pilotage.runtime.dataplane_process import close_data_plane_process, open_data_plane_process
+from pilotage.runtime.dataplane_process import current as data_plane_process
 from pilotage.settings import Settings
 
 __all__ = ["all_agents", "backends", "open_bus", "open_graph", "open_policy", "open_runtime"]
@@ -49,7 +52,9 @@ def open_runtime(settings: Settings) -> Runtime:
 async def backends(settings: Settings) -> AsyncIterator[AgentContext]:
     """Open every backend, yield an :class:`AgentContext`, and close them all (runtime first) on exit.
 
-    The run's test principal is made here (:func:`pilotage.testing.credentials.ensure_principal`).
+    The run's test principal is made here (:func:`pilotage.testing.credentials.ensure_principal`), and the
+    data-plane child process started (setting ``data_plane``, :mod:`pilotage.runtime.dataplane_process`) and
+    stopped after the runtime closed.
 
     Raises:
         ConfigError: a URL is unknown or its extra is missing.
@@ -65,6 +70,7 @@ async def backends(settings: Settings) -> AsyncIterator[AgentContext]:
     graph = open_graph(settings)
     runtime = open_runtime(settings)
     ctx = AgentContext(bus=bus, graph=graph, policy=policy, runtime=runtime, settings=settings)
+    data_plane = _open_data_plane(settings)
     try:
         await bus.open()
         yield ctx
@@ -73,9 +79,19 @@ async def backends(settings: Settings) -> AsyncIterator[AgentContext]:
             await close_rollouts(ctx)
             await runtime.close()
         finally:
+            if data_plane:
+                await asyncio.to_thread(close_data_plane_process)  # waits for the child: not on the loop
             graph.close()
             policy.close()
             await bus.close()
+
+
+def _open_data_plane(settings: Settings) -> bool:
+    """Start the data-plane child when ``settings.data_plane`` is ``process`` and none runs; True if started here."""
+    if settings.data_plane != "process" or data_plane_process() is not None:
+        return False
+    open_data_plane_process(settings.path_in_home("dataplane.log"))
+    return True
 
 
 async def close_rollouts(ctx: AgentContext) -> None:

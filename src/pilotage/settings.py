@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -91,6 +91,9 @@ class Settings(BaseModel):
         analysis_slots: 2 — rollout steps analysed at once on the whole bus (``analysis-slot``, auctioned like the
             load-test slot): each analysis drives synthetic traffic and polls two versions, so 2 keeps the
             canary judge's latency samples meaningful on 2 busy cores.
+        data_plane: ``process`` — where route proxies and synthetic traffic run: a child process of the control
+            plane (:mod:`pilotage.runtime.dataplane_process`; its log ``<home>/dataplane.log``), so neither delays
+            the other; ``thread``: a thread of the control plane's process (one GIL; library use and unit tests).
         loop_stall_warn_s: 1.0 — ``pilotage serve`` logs the stack of its asyncio loop's thread whenever the loop is
             held at least this long, and its longest lag when it stops (:mod:`pilotage.loopwatch`); 0 = off.
 
@@ -182,6 +185,7 @@ class Settings(BaseModel):
     max_concurrent_deliveries: int = Field(4, ge=1, le=64)
     analysis_slots: int = Field(2, ge=1, le=64)
     loop_stall_warn_s: float = Field(1.0, ge=0, le=60)
+    data_plane: Literal["process", "thread"] = "process"
 
     idle_after_s: float = Field(7200.0, gt=0, le=30 * _DAY_S)
     instance_size: str = "small"

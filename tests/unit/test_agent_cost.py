@@ -12,7 +12,7 @@ from pilotage.agents.cost import idle_reasoning
 from pilotage.events import EventType, new_event
 from pilotage.policy.rego import RegoPolicyEngine
 from pilotage.runtime.base import Workload
-from pilotage.runtime.traffic import start_traffic, stop_traffic
+from pilotage.runtime.traffic_registry import start_traffic, stop_traffic
 from tests.fixtures.tiny_service.harness import SOURCE, Stack, copy_service, events_of, seed_run, wait_for
 
 
@@ -38,7 +38,7 @@ def test_busy_environment_is_kept_until_traffic_stops(tmp_path: Path) -> None:
             route = await stack.runtime.create_route(
                 "env-1", dict(zip(("v1", "v2"), instances, strict=True)), {"v1": 50, "v2": 50}
             )
-            start_traffic("env-1", route.url, ["/notes"], 20.0)
+            await start_traffic("env-1", route.url, ["/notes"], 20.0)
             began = time.monotonic()
             await stack.bus.publish(
                 new_event(

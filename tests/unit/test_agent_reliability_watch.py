@@ -10,7 +10,7 @@ import pytest
 
 from pilotage.events import EventType
 from pilotage.runtime.faults import FaultSpec, set_faults
-from pilotage.runtime.traffic import get_traffic
+from pilotage.runtime.traffic_registry import get_traffic
 from tests.fixtures.tiny_service.harness import AllowAll, Stack, events_of, publish_perf, seed_run, wait_for
 
 A, B = "a" * 12, "b" * 12

@@ -17,7 +17,7 @@ from pilotage.events import CloudEvent, EventType, new_event
 from pilotage.graph.sqlite import SQLiteGraph
 from pilotage.replay import DetachedContext
 from pilotage.rollout.analysis_slot import BID_KIND, analysis_bidder, analysis_slot
-from pilotage.runtime.traffic import start_traffic, stop_traffic
+from pilotage.runtime.traffic_registry import start_traffic, stop_traffic
 from pilotage.settings import Settings
 
 
@@ -105,7 +105,7 @@ def test_a_deployments_traffic_is_held_until_its_step_wins_a_slot_and_after_it_r
         agent = ReliabilityAgent(ctx)
         step = new_event(EventType.DEPLOY_STEP, {"deployment_id": "dep-1"}, source="test", subject="svc", runid="run-1")
         other = await SlotArbiter(bus, ANALYSIS_SLOT, units=1, poll_s=0.01).acquire("reliability/b", "rb/d/0", half)
-        generator = start_traffic("dep-1", "http://127.0.0.1:9", ["/x"], 1.0)
+        generator = await start_traffic("dep-1", "http://127.0.0.1:9", ["/x"], 1.0)
         seen: list[tuple[str, bool]] = []
         try:
             waiting = asyncio.create_task(_analyse(agent, step, generator, seen))

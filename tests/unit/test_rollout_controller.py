@@ -26,7 +26,7 @@ from pilotage.observe.slo import parse_slo
 from pilotage.rollout.controller import RolloutController
 from pilotage.rollout.observation import observe
 from pilotage.runtime.local import LocalRuntime
-from pilotage.runtime.traffic import get_traffic, hold_traffic
+from pilotage.runtime.traffic_registry import get_traffic, hold_traffic
 from pilotage.settings import Settings
 from tests.fixtures.tiny_service.harness import AllowAll, copy_service, wait_for
 
@@ -316,7 +316,7 @@ def test_blue_green_feeds_blue_production_s_plan_and_green_the_head_plan_then_gr
             assert set(route.stats.by_operation) == {"GET /healthz"} and set(preview.stats.by_operation) == {
                 "GET /version"
             }
-            assert hold_traffic(["dep-blue-green", "dep-blue-green#preview"], True) == [
+            assert await hold_traffic(["dep-blue-green", "dep-blue-green#preview"], True) == [
                 "dep-blue-green",
                 "dep-blue-green#preview",
             ]  # between steps, as the analysis slot does
@@ -330,7 +330,7 @@ def test_blue_green_feeds_blue_production_s_plan_and_green_the_head_plan_then_gr
             assert switched.stats.sent == sent_before  # held across the restart: nothing sent
             await controller.apply_step(plan, 100)  # idempotent: the same generator goes on
             assert get_traffic("dep-blue-green") is switched
-            hold_traffic(["dep-blue-green"], False)
+            await hold_traffic(["dep-blue-green"], False)
             await asyncio.sleep(0.5)
             stats = await controller.promote(plan)
             assert stats is not None and stats.sent > sent_before

@@ -13,16 +13,8 @@ import pytest
 from pilotage.errors import InputError
 from pilotage.runtime.base import Workload
 from pilotage.runtime.local import LocalRuntime
-from pilotage.runtime.traffic import (
-    TARGETING_KEY_HEADER,
-    TrafficGenerator,
-    TrafficStats,
-    get_traffic,
-    has_requests,
-    hold_traffic,
-    start_traffic,
-    stop_traffic,
-)
+from pilotage.runtime.traffic import TARGETING_KEY_HEADER, TrafficGenerator, TrafficStats, has_requests
+from pilotage.runtime.traffic_registry import get_traffic, hold_traffic, start_traffic, stop_traffic
 from tests.fixtures.tiny_service.harness import copy_service
 
 
@@ -31,10 +23,10 @@ def test_generator_sends_at_the_requested_rate_through_the_proxy(tmp_path: Path)
         async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
             v1 = await runtime.start(Workload("tiny", "v1", copy_service(tmp_path / "v1")))
             route = await runtime.create_route("t", {"v1": v1}, {"v1": 100})
-            generator = start_traffic("t", route.url, ["/notes", "/version", "/missing"], 60.0)
+            generator = await start_traffic("t", route.url, ["/notes", "/version", "/missing"], 60.0)
             assert get_traffic("t") is generator and generator.running
             with pytest.raises(InputError, match="already running"):
-                start_traffic("t", route.url, ["/notes"], 1.0)
+                await start_traffic("t", route.url, ["/notes"], 1.0)
             await asyncio.sleep(1.0)
             stats = await stop_traffic("t")
             assert stats is not None and not generator.running and get_traffic("t") is None
@@ -279,15 +271,15 @@ def test_a_held_generator_sends_nothing_and_released_runs_at_its_rate_without_a_
         async with LocalRuntime(log_dir=tmp_path / "logs") as runtime:
             v1 = await runtime.start(Workload("tiny", "v1", copy_service(tmp_path / "v1")))
             route = await runtime.create_route("held", {"v1": v1}, {"v1": 100})
-            generator = start_traffic("held", route.url, ["/notes"], 40.0)
+            generator = await start_traffic("held", route.url, ["/notes"], 40.0)
             try:
-                assert hold_traffic(["held", "not-registered"], True) == ["held"]
+                assert await hold_traffic(["held", "not-registered"], True) == ["held"]
                 await asyncio.sleep(0.3)  # requests launched before the hold took effect finish
                 at_hold = (await runtime.route_stats("held")).requests
                 await asyncio.sleep(1.0)
                 while_held = (await runtime.route_stats("held")).requests - at_hold
                 assert generator.running  # held, not stopped
-                hold_traffic(["held"], False)
+                await hold_traffic(["held"], False)
                 await asyncio.sleep(0.5)
                 after_release = (await runtime.route_stats("held")).requests - at_hold - while_held
             finally:

@@ -11,7 +11,8 @@ so ``pilotage events replay`` recomputes it. A lone rollout's auction closes at 
 
 The slot also paces the synthetic traffic: a deployment's generators (its route's and blue-green's preview's,
 started by the rollout controller) are held while its step waits for a slot and between steps, and run while the
-step is analysed (:func:`~pilotage.runtime.traffic.hold_traffic`). Without it, N rollouts waiting for 2 slots sent
+step is analysed (:func:`~pilotage.runtime.traffic_registry.hold_traffic`). Without it, N rollouts waiting for 2
+slots sent
 N × ``synthetic_traffic_rps`` at once: on a 2-core machine (bench_fleet, N = 10, 4 deliveries at once) that load
 alone pushed production past its latency objective and the judge paused rollouts as shared degradation.
 """
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pilotage.coordination.slot import ANALYSIS_SLOT, SlotGrant, agent_slot, bid_reasoning
 from pilotage.events import CloudEvent
-from pilotage.runtime.traffic import hold_traffic
+from pilotage.runtime.traffic_registry import hold_traffic
 
 if TYPE_CHECKING:
     from pilotage.agent import Agent, Reasoning
@@ -67,12 +68,12 @@ async def analysis_slot(
     longest = max(settings.analysis_window_s, settings.post_promotion_watch_s) + settings.rollout_inconclusive_grace_s
     hold_s = 2 * (longest + settings.service_ready_timeout_s)  # past it a crashed holder's unit counts as free
     bidder = analysis_bidder(service)
-    hold_traffic(traffic, True)
+    await hold_traffic(traffic, True)
     async with agent_slot(
         agent, event, ANALYSIS_SLOT, bidder, request, kind=BID_KIND, hold_s=hold_s, units=settings.analysis_slots
     ) as grant:
-        hold_traffic(traffic, False)
+        await hold_traffic(traffic, False)
         try:
             yield grant
         finally:
-            hold_traffic(traffic, True)
+            await hold_traffic(traffic, True)

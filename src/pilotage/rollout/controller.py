@@ -22,7 +22,8 @@ What each strategy runs (weights in percent; ``plan`` = the ``deploy.requested``
   production version's document, e.g. without a request field blue would refuse as invalid — and the preview's
   (green) ``traffic``; a plan without ``baseline_traffic`` (older plans, no production document) feeds both
   ``traffic``. At the switch the route's generator is restarted on ``traffic``
-  (:func:`~pilotage.runtime.traffic.restart_traffic`: same name, held if it was, counts carried on) for the watch.
+  (:func:`~pilotage.runtime.traffic_registry.restart_traffic`: same name, held if it was, counts carried on) for
+  the watch.
 * feature-flag: the new version gets ``PILOTAGE_OFREP_URL``/``PILOTAGE_FLAG_KEY`` and serves 100 % of the route
   from the start with the flag at 0 %; a step sets the flag's share of targeting keys on the control plane's OFREP
   server (:mod:`pilotage.runtime.flags`); rollback turns the flag off — no process restarts.
@@ -53,15 +54,8 @@ from pilotage.errors import BackendError
 from pilotage.rollout.state import preview_route_name
 from pilotage.runtime.base import Instance, Route, Runtime, Workload
 from pilotage.runtime.flags import FlagServer
-from pilotage.runtime.traffic import (
-    TrafficGenerator,
-    TrafficStats,
-    get_traffic,
-    has_requests,
-    restart_traffic,
-    start_traffic,
-    stop_traffic,
-)
+from pilotage.runtime.traffic import TrafficGenerator, TrafficStats, has_requests
+from pilotage.runtime.traffic_registry import restart_traffic, start_traffic, stop_traffic, traffic_unwritten
 from pilotage.settings import Settings
 
 __all__ = ["RollbackDone", "RolloutController", "role_workload", "rollout_controller"]
@@ -159,7 +153,7 @@ class RolloutController:
                 raise
         preview_url = await self._open_preview(plan, canary) if strategy == "blue-green" else ""
         warmup = await self.warm_up(plan, canary)
-        self._start_traffic(plan, route.url, preview_url)
+        await self._start_traffic(plan, route.url, preview_url)
         return {
             "deployment_id": deployment_id,
             "strategy": strategy,
@@ -310,7 +304,7 @@ class RolloutController:
             "duration_s": round(time.monotonic() - began, 3),
         }
 
-    def _start_traffic(self, plan: dict[str, Any], route_url: str, preview_url: str) -> None:
+    async def _start_traffic(self, plan: dict[str, Any], route_url: str, preview_url: str) -> None:
         """Start the route's generator and, while blue-green previews (``preview_url``), the preview's.
 
         The route's sends ``plan[_route_plan_key(...)]`` (blue-green previewing: production's plan), the preview's
@@ -321,9 +315,9 @@ class RolloutController:
             return
         production = _route_plan_key(plan, bool(preview_url)) == "baseline_traffic"
         route_traffic = plan["baseline_traffic"] if production else traffic
-        start_traffic(plan["deployment_id"], route_url, route_traffic, rps)
+        await start_traffic(plan["deployment_id"], route_url, route_traffic, rps)
         if preview_url:
-            start_traffic(preview_route_name(plan["deployment_id"]), preview_url, traffic, rps)
+            await start_traffic(preview_route_name(plan["deployment_id"]), preview_url, traffic, rps)
 
     async def stop_traffic(self, deployment_id: str) -> TrafficStats | None:
         """Stop the synthetic traffic of a deployment (user and preview); return the user traffic's counts."""
@@ -336,7 +330,8 @@ class RolloutController:
 
         Blue-green: 0 % is the preview (nothing moves); 100 % is the atomic switch, after which preview traffic
         stops (green now gets the users) and the route's generator sends the head plan, ``traffic``, if it sent
-        production's (:func:`~pilotage.runtime.traffic.restart_traffic`: held if it was, its counts carried on).
+        production's (:func:`~pilotage.runtime.traffic_registry.restart_traffic`: held if it was, its counts
+        carried on).
 
         Raises:
             BackendError: the route is gone (the rollout was stopped or the environment scaled down).
@@ -352,8 +347,7 @@ class RolloutController:
         base_v, head_v = plan["baseline"]["version"], plan["canary"]["version"]
         await self.runtime.set_weights(route_name, {base_v: 100 - weight, head_v: weight})
         if strategy == "blue-green":
-            preview = get_traffic(preview_route_name(deployment_id))  # it learned green's unwritten operations
-            learned = set(preview.unwritten) if preview is not None else set()
+            learned = await traffic_unwritten(preview_route_name(deployment_id))  # green's unwritten operations
             await self._close_preview(deployment_id)
             if has_requests(_head_traffic(plan)):
                 await restart_traffic(deployment_id, _head_traffic(plan), learned)
@@ -485,7 +479,7 @@ class RolloutController:
         preview = await self._open_preview(plan, started["canary"]) if previewing else ""
         warmup = await self.warm_up(plan, started["canary"]) if phase == "rollout" else None
         if phase == "rollout":
-            self._start_traffic(plan, route.url, preview)
+            await self._start_traffic(plan, route.url, preview)
         return {
             "deployment_id": deployment_id,
             "phase": phase,
@@ -515,7 +509,7 @@ class RolloutController:
         previewing = plan["strategy"] == "blue-green" and weight == 0
         preview = await self._open_preview(plan, canary) if previewing else ""
         warmup = await self.warm_up(plan, canary)
-        self._start_traffic(plan, route.url, preview)
+        await self._start_traffic(plan, route.url, preview)
         return {
             "deployment_id": plan["deployment_id"],
             "phase": "rollout",

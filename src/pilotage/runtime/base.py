@@ -168,6 +168,18 @@ class RouteStats:
         now = time.time() if now is None else now
         return max(0.0, now - (self.last_request_at if self.last_request_at is not None else self.started_at))
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RouteStats:
+        """The snapshot :meth:`to_dict` returned (``requests`` is derived again, not read)."""
+        return cls(
+            name=str(data["name"]),
+            started_at=float(data["started_at"]),
+            last_request_at=data.get("last_request_at"),
+            versions={version: VersionStats(**stats) for version, stats in (data.get("versions") or {}).items()},
+            wakes=int(data.get("wakes", 0)),
+            last_wake_s=data.get("last_wake_s"),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Return ``{"name", "started_at", "last_request_at", "requests", "versions": {v: {...}}, "wakes", ...}``.
 

@@ -49,6 +49,14 @@ class DataPlane:
                 self._loop, self._thread = loop, thread
             return self._loop
 
+    def adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make ``loop``, running on the calling thread, the data plane's: no thread is started.
+
+        The data-plane child process's own loop (:mod:`pilotage.runtime.dataplane_child`).
+        """
+        with self._lock:
+            self._loop, self._thread = loop, threading.current_thread()
+
     @staticmethod
     def _serve(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
         asyncio.set_event_loop(loop)

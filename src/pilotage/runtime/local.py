@@ -42,6 +42,8 @@ from pilotage.fleet.descriptor import render_command, render_env
 from pilotage.httpclient import async_client
 from pilotage.runtime.base import Instance, InstanceHealth, Route, RouteStats, Runtime, Waker, Workload
 from pilotage.runtime.dataplane import DATA_PLANE, on_loop
+from pilotage.runtime.dataplane_process import DataPlaneProcess
+from pilotage.runtime.dataplane_process import current as data_plane_process
 from pilotage.runtime.proxy import MAX_HELD, WAKE_TIMEOUT_S, TrafficProxy, bind_local, check_weights
 from pilotage.runtime.sandbox import launch_options, sandbox_env
 from pilotage.secrets import masker
@@ -113,7 +115,7 @@ class LocalRuntime(Runtime):
         self.max_held = max_held
         self._procs: dict[int, tuple[subprocess.Popen[bytes], IO[bytes]]] = {}
         self._exit_codes: dict[int, int] = {}  # pid → exit status of the processes it stopped
-        self._routes: dict[str, tuple[Route, TrafficProxy]] = {}
+        self._routes: dict[str, tuple[Route, TrafficProxy | None]] = {}
 
     # -- instances ---------------------------------------------------------------------------------------------
 
@@ -293,6 +295,9 @@ class LocalRuntime(Runtime):
         check_weights(weights, set(backends), cold_ok=True)
         urls = {v: i.url for v, i in backends.items()}
         here = asyncio.get_running_loop()
+        remote = data_plane_process()
+        if remote is not None:
+            return await self._create_remote_route(remote, name, backends, weights, port, waker)
         proxy = TrafficProxy(
             name, urls, weights, port=port, waker=None if waker is None else on_loop(waker, here),
             wake_timeout_s=self.wake_timeout_s, max_held=self.max_held,
@@ -309,6 +314,28 @@ class LocalRuntime(Runtime):
         self._routes[name] = (route, proxy)
         return _copy(route)
 
+    async def _create_remote_route(
+        self, remote: DataPlaneProcess, name: str, backends: dict[str, Instance], weights: dict[str, int], port: int,
+        waker: Waker | None,
+    ) -> Route:  # fmt: skip
+        """:meth:`create_route` with the proxy in the data-plane process (its waker still runs here)."""
+        urls = {v: i.url for v, i in backends.items()}
+        remote.on_wake(name, waker)
+        try:
+            opened = await remote.call(
+                "route.open", name=name, backends=urls, weights=weights, port=port, wake=waker is not None,
+                wake_timeout_s=self.wake_timeout_s, max_held=self.max_held,
+            )  # fmt: skip
+        except BaseException:
+            remote.on_wake(name, None)
+            raise
+        route = Route(
+            name=name, url=opened["url"], port=int(opened["port"]), backends=dict(backends),
+            weights=dict(opened["weights"]), metrics_url=opened["metrics_url"],
+        )  # fmt: skip
+        self._routes[name] = (route, None)
+        return _copy(route)
+
     async def set_weights(
         self, name: str, weights: dict[str, int], backends: dict[str, Instance] | None = None
     ) -> None:
@@ -320,11 +347,13 @@ class LocalRuntime(Runtime):
             InputError: no open route has that name, or the weights are invalid (sum ≠ 100, unknown version);
                 nothing changed then.
         """
-        proxy = self._proxy(name)
+        route, proxy = self._route(name)
         urls = None if backends is None else {v: i.url for v, i in backends.items()}
-        await DATA_PLANE.call(proxy.set_weights, weights, urls)  # where its held requests wait
-        route = self._routes[proxy.name][0]
-        route.weights = proxy.weights
+        if proxy is None:
+            route.weights = dict(await self._remote().call("route.weights", name=name, weights=weights, backends=urls))
+        else:
+            await DATA_PLANE.call(proxy.set_weights, weights, urls)  # where its held requests wait
+            route.weights = proxy.weights
         if backends is not None:
             route.backends = dict(backends)
 
@@ -338,23 +367,51 @@ class LocalRuntime(Runtime):
         Raises:
             InputError: no open route has that name.
         """
-        return await DATA_PLANE.call(self._proxy(name).stats)
+        proxy = self._route(name)[1]
+        if proxy is None:
+            return RouteStats.from_dict(await self._remote().call("route.stats", name=name))
+        return await DATA_PLANE.call(proxy.stats)
 
     def _snapshot(self, name: str) -> Route | None:
         entry = self._routes.get(name)
         return _copy(entry[0]) if entry else None
 
-    def _proxy(self, name: str) -> TrafficProxy:
+    def _route(self, name: str) -> tuple[Route, TrafficProxy | None]:
+        """The open route ``name`` and its proxy (None: it runs in the data-plane process).
+
+        Raises:
+            InputError: no open route has that name.
+        """
         entry = self._routes.get(name)
         if entry is None:
             raise InputError(f"no open route {name!r}", hint=f"open routes: {sorted(self._routes) or 'none'}")
-        return entry[1]
+        return entry
+
+    @staticmethod
+    def _remote() -> DataPlaneProcess:
+        """The data-plane process the routes without a proxy here were opened in.
+
+        Raises:
+            BackendError: it was closed meanwhile.
+        """
+        remote = data_plane_process()
+        if remote is None:
+            raise BackendError("the data plane process was closed", hint="restart the control plane")
+        return remote
 
     async def close_route(self, name: str) -> None:
         """Stop the proxy of route ``name`` (its instances keep running). Idempotent."""
         entry = self._routes.pop(name, None)
-        if entry is not None:
-            await DATA_PLANE.run(entry[1].stop())
+        if entry is None:
+            return
+        proxy = entry[1]
+        if proxy is not None:
+            await DATA_PLANE.run(proxy.stop())
+            return
+        remote = data_plane_process()
+        if remote is not None and remote.alive:
+            remote.on_wake(name, None)
+            await remote.call("route.close", name=name)
 
     async def close(self) -> None:
         """Stop every proxy, then every process this runtime started. Idempotent."""

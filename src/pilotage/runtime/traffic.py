@@ -27,10 +27,9 @@ Each request carries a targeting key (header :data:`TARGETING_KEY_HEADER`, ``use
 uniformly from a pool of ``targeting_keys`` users), so a service whose release flag is split by targeting key
 (:mod:`pilotage.runtime.flags`) serves a share of synthetic users with the flag on, as it would real ones.
 
-Generators are registered by name (the deployment id) in a process-wide registry (:func:`start_traffic`,
-:func:`get_traffic`, :func:`restart_traffic`, :func:`stop_traffic`) so the agent that rolls back or promotes a
-deployment can stop the traffic another agent started. The registry lives in the process, like the proxies of the
-local runtime.
+Generators are registered by name (the deployment id) in the data plane's registry
+(:mod:`pilotage.runtime.traffic_registry`) so the agent that rolls back or promotes a deployment can stop the traffic
+another agent started.
 """
 
 from __future__ import annotations
@@ -52,7 +51,6 @@ import httpx
 
 from pilotage.errors import InputError
 from pilotage.httpclient import async_client
-from pilotage.runtime.dataplane import DATA_PLANE
 from pilotage.secrets import register_secrets
 from pilotage.testing.credentials import PRINCIPAL_ENV, credentials_for
 
@@ -62,12 +60,7 @@ __all__ = [
     "TARGETING_KEY_HEADER",
     "TrafficGenerator",
     "TrafficStats",
-    "get_traffic",
     "has_requests",
-    "hold_traffic",
-    "restart_traffic",
-    "start_traffic",
-    "stop_traffic",
 ]
 
 _log = logging.getLogger(__name__)
@@ -112,6 +105,21 @@ class TrafficStats:
         self.statuses[status] = self.statuses.get(status, 0) + 1
         counts = self.by_operation.setdefault(operation, {})
         counts[status] = counts.get(status, 0) + 1
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrafficStats:
+        """The counts :meth:`to_dict` returned (status codes back to integers)."""
+        return cls(
+            sent=int(data.get("sent", 0)),
+            statuses={int(k): int(v) for k, v in (data.get("statuses") or {}).items()},
+            failures=int(data.get("failures", 0)),
+            skipped=int(data.get("skipped", 0)),
+            unfilled=int(data.get("unfilled", 0)),
+            by_operation={
+                op: {int(k): int(v) for k, v in counts.items()}
+                for op, counts in (data.get("by_operation") or {}).items()
+            },
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the counts as a JSON-serialisable dict (status codes as strings)."""
@@ -264,7 +272,9 @@ class TrafficGenerator:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.requests = _plan_requests(traffic)
-        self.traffic = traffic  # the plan as given (:func:`restart_traffic` compares and replaces it)
+        self.traffic = (
+            traffic  # the plan as given (:func:`~pilotage.runtime.traffic_registry.restart_traffic` compares it)
+        )
         if rps <= 0:
             raise InputError(f"traffic rate {rps} rps must be positive", hint="set synthetic_traffic_rps > 0")
         if targeting_keys < 1:
@@ -297,6 +307,19 @@ class TrafficGenerator:
         self.held = False
         #: Operations (``"GET /x"``) the service answered 501 (unwritten handlers): no longer sent.
         self.unwritten: set[str] = set()
+
+    def with_traffic(self, traffic: list[str] | Mapping[str, Any]) -> TrafficGenerator:
+        """A new generator (not started) sending ``traffic`` at this one's address, rate, bounds and environment.
+
+        What :func:`~pilotage.runtime.traffic_registry.restart_traffic` starts in its place.
+
+        Raises:
+            InputError: ``traffic`` is not a valid plan.
+        """
+        return TrafficGenerator(
+            self.base_url, traffic, self.rps, duration_s=self.duration_s, timeout_s=self.timeout_s,
+            max_in_flight=self.max_in_flight, targeting_keys=self.targeting_keys, environ=self._environ,
+        )  # fmt: skip
 
     @property
     def paths(self) -> list[str]:
@@ -520,84 +543,3 @@ class TrafficGenerator:
             return
         entry = {"values": dict(call.values), "answer": fields}
         self._pools.setdefault(planned.operation, deque(maxlen=POOL_SIZE)).append(entry)
-
-
-_REGISTRY: dict[str, TrafficGenerator] = {}
-
-
-def start_traffic(
-    name: str, base_url: str, traffic: list[str] | Mapping[str, Any], rps: float, **options: Any
-) -> TrafficGenerator:
-    """Start a :class:`TrafficGenerator` on ``traffic`` (a plan or paths) registered as ``name``.
-
-    It runs on the data plane's loop (:data:`~pilotage.runtime.dataplane.DATA_PLANE`), not the caller's: its
-    requests are no work of the control plane's loop. Names are unique: nothing is replaced or stopped.
-
-    Raises:
-        InputError: a running generator already has that name, or the arguments are invalid.
-    """
-    current = _REGISTRY.get(name)
-    if current is not None and current.running:
-        raise InputError(f"synthetic traffic {name!r} is already running", hint="stop it first")
-    generator = TrafficGenerator(base_url, traffic, rps, **options).start_on(DATA_PLANE.loop())
-    _REGISTRY[name] = generator
-    return generator
-
-
-def get_traffic(name: str) -> TrafficGenerator | None:
-    """Return the generator registered as ``name``, or None."""
-    return _REGISTRY.get(name)
-
-
-def hold_traffic(names: Iterable[str], held: bool) -> list[str]:
-    """Hold (``held`` True) or release the registered generators ``names``; return the names found.
-
-    A held generator launches nothing (requests in flight finish) and keeps its counts and created items; released,
-    it starts again at its rate from that moment. The rollout's analysis slot holds a deployment's traffic while
-    the step waits for a slot and releases it while the step is analysed (:mod:`pilotage.rollout.analysis_slot`):
-    rollouts not being judged put no synthetic load on a shared machine. Names not registered here (another
-    process runs the traffic) are skipped.
-    """
-    found = [name for name in names if name in _REGISTRY]
-    for name in found:
-        _REGISTRY[name].held = held
-    return found
-
-
-async def restart_traffic(
-    name: str, traffic: list[str] | Mapping[str, Any], unwritten: Iterable[str] = ()
-) -> TrafficGenerator | None:
-    """Make the registered generator ``name`` send ``traffic`` from now on; return it (None: no such generator).
-
-    ``unwritten``: operations the version it now reaches answered 501 to another generator (blue-green's preview):
-    not sent (:meth:`TrafficGenerator.skip_unwritten`), so the watch does not count them again as 5xx.
-
-    The generator is stopped and a new one registered under the same name, at the same address, rate and bounds,
-    **held** when the old one was (:func:`hold_traffic` goes on working by name) and counting on from the old
-    one's counts: :func:`stop_traffic` returns the sum of both plans' requests. Items the old plan created are not
-    carried over. Nothing happens when it already sends ``traffic`` (idempotent); when it is stopped meanwhile
-    (:func:`stop_traffic`, e.g. a rollback), nothing is started and None is returned.
-
-    Raises:
-        InputError: ``traffic`` is not a valid plan (the old generator keeps running).
-    """
-    old = _REGISTRY.get(name)
-    if old is None or old.traffic == traffic:
-        return old
-    new = TrafficGenerator(
-        old.base_url, traffic, old.rps, duration_s=old.duration_s, timeout_s=old.timeout_s,
-        max_in_flight=old.max_in_flight, targeting_keys=old.targeting_keys, environ=old._environ,
-    )  # fmt: skip
-    new.skip_unwritten(unwritten)
-    new.stats = await DATA_PLANE.run(old.stop())
-    if _REGISTRY.get(name) is not old:  # stopped (or replaced) while it stopped: starting one would leak it
-        return None
-    new.held = old.held  # read after the stop: a hold set meanwhile is kept
-    _REGISTRY[name] = new.start_on(DATA_PLANE.loop())
-    return new
-
-
-async def stop_traffic(name: str) -> TrafficStats | None:
-    """Stop and unregister the generator ``name``; return its counts, or None when there is none. Idempotent."""
-    generator = _REGISTRY.pop(name, None)
-    return await DATA_PLANE.run(generator.stop()) if generator is not None else None
