@@ -18,8 +18,9 @@ Figures (from the event log): deliveries per hour (ended ÷ wall time of the pha
 (``flow.queued``) to outcome (``flow.completed``/``flow.failed``), p50 of the wait in the queue (to ``flow.started``),
 outcomes; **lost** = submitted and not ended by
 the end of the phase, **duplicated** = a run started or closed more than once, or promoted twice. From /proc:
-control-plane CPU seconds and peak memory (VmHWM of ``pilotage serve``), and the CPU of its descendants (the
-services' versions, their tests and load tests: the services' own work), sampled every second. The load average
+control-plane CPU seconds and peak memory (VmHWM of ``pilotage serve``), the same of its data-plane child (route
+proxies and synthetic traffic, ``data_plane: process``), and the CPU of its other descendants (the services'
+versions, their tests and load tests: the services' own work), sampled every second. The load average
 of the machine is printed with the figures (``/proc/loadavg``): other work on the machine slows everything.
 
 Targets (issue 19): 100 services × 1 delivery completed within 1 hour; 0 lost, 0 duplicated; control plane ≤ 1 GiB.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -69,6 +71,10 @@ class ProcSampler:
         self.children_cpu: dict[int, float] = {}
         self.own_cpu = 0.0
         self.peak_rss_kib = 0
+        #: Pids of the control plane's data-plane children (``pilotage.runtime.dataplane_process``) and their peak.
+        self.data_plane_pids: set[int] = set()
+        self.data_plane_peak_kib = 0
+        self._seen: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -94,18 +100,40 @@ class ProcSampler:
                     frontier.append(pid)
         return found
 
+    @staticmethod
+    def _peak_kib(pid: int) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def _classify(self, pid: int) -> None:
+        """Remember ``pid`` as a data-plane child when its command line says so (read once per pid)."""
+        if pid in self._seen:
+            return
+        self._seen.add(pid)
+        with contextlib.suppress(OSError):
+            if b"pilotage.runtime.dataplane_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                self.data_plane_pids.add(pid)
+
     def sample(self) -> None:
         own = self._stat(self.pid)
         if own is not None:
             self.own_cpu = own[1]
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    self.peak_rss_kib = max(self.peak_rss_kib, int(line.split()[1]))
-        except OSError:
-            pass
+        self.peak_rss_kib = max(self.peak_rss_kib, self._peak_kib(self.pid))
         for pid, cpu in self._descendants().items():
+            self._classify(pid)
             self.children_cpu[pid] = max(cpu, self.children_cpu.get(pid, 0.0))
+        for pid in self.data_plane_pids:
+            self.data_plane_peak_kib = max(self.data_plane_peak_kib, self._peak_kib(pid))
+
+    @property
+    def data_plane_cpu(self) -> float:
+        """CPU seconds of the data-plane children (route proxies and synthetic traffic)."""
+        return sum(self.children_cpu.get(pid, 0.0) for pid in self.data_plane_pids)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -273,13 +301,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         sampler.stop()
         fleet.down()
-    services_cpu = sum(sampler.children_cpu.values())
+    services_cpu = sum(sampler.children_cpu.values()) - sampler.data_plane_cpu
     return {
         "services": args.services,
         "up_s": round(up_s, 1),
         "phases": phases,
         "control_plane_cpu_s": round(sampler.own_cpu, 1),
         "services_cpu_s": round(services_cpu, 1),
+        "data_plane_cpu_s": round(sampler.data_plane_cpu, 1),
+        "data_plane_peak_mib": round(sampler.data_plane_peak_kib / 1024, 1),
         "control_plane_share": round(sampler.own_cpu / max(sampler.own_cpu + services_cpu, 1e-9), 3),
         "control_plane_peak_mib": round(sampler.peak_rss_kib / 1024, 1),
         "cores": os.cpu_count(),
@@ -303,7 +333,9 @@ def table(result: dict[str, Any]) -> str:
     rows.append("")
     rows.append(
         f"control plane: {result['control_plane_cpu_s']} CPU s, peak {result['control_plane_peak_mib']} MiB "
-        f"(target ≤ 1024); services' own work (versions, tests, load tests): {result['services_cpu_s']} CPU s; "
+        f"(target ≤ 1024); data plane (proxies, synthetic traffic; its own process): {result['data_plane_cpu_s']} "
+        f"CPU s, peak {result['data_plane_peak_mib']} MiB; "
+        f"services' own work (versions, tests, load tests): {result['services_cpu_s']} CPU s; "
         f"control-plane share of CPU {result['control_plane_share'] * 100:.1f} %; `pilotage up` {result['up_s']} s"
     )
     return "\n".join(rows)

@@ -21,6 +21,7 @@ naming the operation (the traceback goes to stderr, the child's log).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import json
@@ -42,6 +43,9 @@ from pilotage.runtime.traffic_registry import (
 )
 
 __all__ = ["ChildDataPlane", "serve"]
+
+#: Seconds the child gives its generators and proxies to stop once its stdin closed; then it exits regardless.
+CLOSE_TIMEOUT_S = 3.0
 
 
 class ChildDataPlane:
@@ -206,11 +210,9 @@ class ChildDataPlane:
         return sorted(await traffic_unwritten(name))
 
     async def close(self) -> None:
-        """Stop every generator and proxy, and the tasks still running."""
-        for name in running_traffic():
-            await stop_traffic(name)
-        for name in list(self.proxies):
-            await self.close_route(name)
+        """Stop every generator, then every proxy (all at once), and the tasks still running."""
+        await asyncio.gather(*(stop_traffic(name) for name in running_traffic()))
+        await asyncio.gather(*(self.close_route(name) for name in list(self.proxies)))
         for task in list(self._tasks):
             task.cancel()
 
@@ -236,4 +238,5 @@ async def serve(requests: IO[bytes], protocol: IO[bytes]) -> None:
 
     threading.Thread(target=read, name="dataplane-requests", daemon=True).start()
     await ended.wait()
-    await child.close()
+    with contextlib.suppress(TimeoutError):  # a control plane that died: its successor may want the ports now
+        await asyncio.wait_for(child.close(), CLOSE_TIMEOUT_S)
