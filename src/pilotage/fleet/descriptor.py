@@ -37,12 +37,13 @@ import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from pilotage.errors import ConfigError
 from pilotage.spec.load import json_path, load_document, parse_document
+
+if TYPE_CHECKING:
+    import jsonschema
 
 __all__ = [
     "DESCRIPTOR_FILE",
@@ -256,6 +257,8 @@ def parse_descriptor(data: Any, *, path: str = DESCRIPTOR_FILE) -> ServiceDescri
         ConfigError: the data breaks the schema (unknown key, wrong type, no ``start``, ...) or a command names an
             unknown placeholder; the message names the file and the field (``pilotage.yaml: traffic.writes: ...``).
     """
+    import jsonschema  # here, not at import: its format checkers build a grammar (~1 CPU s) every CLI start paid
+
     validator = jsonschema.Draft202012Validator(descriptor_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
     if errors:
