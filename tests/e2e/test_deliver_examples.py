@@ -14,7 +14,7 @@ import pytest
 from tests.e2e.conftest import FAST, fast_settings, of_type, read_log, run_cli, why_failed
 from tests.fixtures.fleet import (
     bad_change,
-    ensure_postgres_database,
+    fresh_postgres_database,
     make_httpbin_repo,
     make_service_repo,
     trivial_change,
@@ -51,8 +51,8 @@ def test_the_httpbin_upgrade_is_judged_through_its_proxy_and_promoted(tmp_path: 
 
 
 def test_orders_keeps_its_data_in_postgresql_and_a_delivery_is_promoted(tmp_path: Path) -> None:
-    ensure_postgres_database("orders")
-    ensure_postgres_database("orders_scratch")  # its descriptor's scratch_env: tests never write production data
+    for database in ("orders", "orders_scratch"):  # the latter its descriptor's scratch_env (tests' instances)
+        fresh_postgres_database(database)  # as payments and inventory: an earlier run's orders name their old data
     work = _work(tmp_path, 18650, fast_settings(api_tests=True, canary_steps=(50, 100)))  # spec-derived tests asserted
     for provider in ("payments", "inventory"):  # orders pays through them (PAYMENTS_URL, INVENTORY_URL)
         added = run_cli(work, "service", "add", str(make_service_repo(provider, tmp_path / "repos")))

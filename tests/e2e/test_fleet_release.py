@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import fast_settings, of_type, read_log, run_cli, why_failed
-from tests.fixtures.fleet import apply_change, ensure_postgres_database, make_service_repo, trivial_change
+from tests.fixtures.fleet import apply_change, fresh_postgres_database, make_service_repo, trivial_change
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -86,8 +86,8 @@ def test_a_release_whose_second_service_fails_its_canary_rolls_back_both(tmp_pat
 
 
 def test_the_gift_note_release_migrates_and_rolls_out_orders_then_storefront(tmp_path: Path) -> None:
-    ensure_postgres_database("orders")
-    ensure_postgres_database("orders_scratch")
+    for database in ("orders", "orders_scratch"):  # empty, as payments' and inventory's data of this run
+        fresh_postgres_database(database)
     work = _work(tmp_path, 18720, CHAIN_RPS)
     names = ("catalog", "inventory", "payments", "orders", "storefront")
     repos = {name: make_service_repo(name, tmp_path / "repos") for name in names}

@@ -80,22 +80,32 @@ def close_all() -> None:
 
 
 def _expect(response: httpx2.Response, provider: Provider, status: int, *fields: str) -> dict[str, Any]:
-    """Return the JSON answer if it has ``status`` and ``fields``; else raise HTTPException.
+    """Return the JSON object answered if it has ``status`` and ``fields``; else raise HTTPException.
 
-    The exception has the provider's own status for 402 and 409 (the caller's to handle), 502 for anything else.
+    The exception has the provider's own status for 402 and 409 (the caller's to handle), 502 for anything else: an
+    other status (404 for a payment or reservation the provider does not know), or a body that is not a JSON object
+    with ``fields``. Its detail quotes the provider's ``detail`` (else the start of its answer).
     """
+    where = f"{response.request.method} {response.request.url.path}"
+    body = _json_object(response)
     if response.status_code == status:
-        body = response.json()
-        missing = [name for name in fields if not isinstance(body, dict) or name not in body]
-        if missing:
-            where = f"{response.request.method} {response.request.url.path}"
-            raise HTTPException(
-                status_code=502, detail=f"{provider.name}: no {', '.join(missing)} in its answer to {where}"
-            )
+        missing = [name for name in fields if name not in (body or {})]
+        if body is None or missing:
+            what = f"no {', '.join(missing)} in" if missing else "no JSON object in"
+            raise HTTPException(status_code=502, detail=f"{provider.name}: {what} its answer to {where}")
         return body
-    detail = response.json().get("detail") if "json" in response.headers.get("content-type", "") else response.text
+    said = body.get("detail") if body is not None and "detail" in body else response.text[:300]
     conflict = response.status_code in (402, 409)  # declined, not enough stock: the caller's to handle
-    raise HTTPException(status_code=response.status_code if conflict else 502, detail=f"{provider.name}: {detail}")
+    raise HTTPException(status_code=response.status_code if conflict else 502, detail=f"{provider.name}: {said}")
+
+
+def _json_object(response: httpx2.Response) -> dict[str, Any] | None:
+    """The answer's body if it is a JSON object, else None (another JSON value, or not JSON at all)."""
+    try:
+        body = response.json()
+    except ValueError:  # json.JSONDecodeError, UnicodeDecodeError: what a provider answers is not trusted
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def reserve_stock(inventory: Provider, order: dict[str, Any]) -> dict[str, Any]:

@@ -71,12 +71,14 @@ class Fakes:
     """Payments and inventory in memory: products 1-3 with 10 units each; ``fail`` makes a route answer a status.
 
     ``calls`` lists what orders sent, e.g. ``"POST /reservations"``; ``fail`` maps such a route to the status the
-    fake answers instead (``{"POST /payments": 500}``).
+    fake answers instead (``{"POST /payments": 500}``), ``answer`` to a whole response. A payment or reservation the
+    fake does not hold is 404, as the real services answer.
     """
 
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.fail: dict[str, int] = {}
+        self.answer: dict[str, httpx2.Response] = {}
         self.stock = {1: 10, 2: 10, 3: 10}
         self.reservations: dict[int, dict] = {}
         self.payments: dict[int, dict] = {}
@@ -84,6 +86,8 @@ class Fakes:
     def handle(self, request: httpx2.Request) -> httpx2.Response:
         route = f"{request.method} {request.url.path}"
         self.calls.append(route)
+        if route in self.answer:
+            return self.answer[route]
         if route in self.fail:
             return httpx2.Response(self.fail[route], json={"detail": "fake failure"})
         body = json.loads(request.content) if request.content else {}
@@ -95,6 +99,8 @@ class Fakes:
             found = self.reservations[len(self.reservations) + 1] = {**body, "id": len(self.reservations) + 1}
             return httpx2.Response(201, json={**found, "status": "held"})
         if request.method == "DELETE" and parts[0] == "reservations":
+            if int(parts[1]) not in self.reservations:
+                return httpx2.Response(404, json={"detail": f"no reservation {parts[1]}"})
             found = self.reservations[int(parts[1])]
             self.stock[found["product_id"]] += found["quantity"]
             return httpx2.Response(200, json={**found, "status": "released"})
@@ -102,6 +108,8 @@ class Fakes:
             found = self.payments[len(self.payments) + 1] = {**body, "id": len(self.payments) + 1, "status": "captured"}
             return httpx2.Response(201, json=found)
         if parts[0] == "payments" and parts[-1] == "refund":
+            if int(parts[1]) not in self.payments:
+                return httpx2.Response(404, json={"detail": f"no payment {parts[1]}"})
             self.payments[int(parts[1])]["status"] = "refunded"
             return httpx2.Response(200, json=self.payments[int(parts[1])])
         return httpx2.Response(404, json={"detail": f"the fake has no {route}"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -57,6 +58,42 @@ def test_cancelling_a_paid_order_refunds_it_and_releases_its_stock(client: TestC
     assert fakes.calls[2:] == ["POST /payments/1/refund", "DELETE /reservations/1"]
     assert fakes.payments[1]["status"] == "refunded" and fakes.stock[1] == 10
     assert client.post(f"/orders/{order['id']}/pay").status_code == 409
+
+
+def test_cancelling_a_paid_order_payments_does_not_know_is_502_and_leaves_it_paid(client: TestClient, fakes) -> None:
+    """Orders' database kept from an earlier run, payments' data new: refunding the order's payment is 404 there."""
+    order = _place(client)
+    client.post(f"/orders/{order['id']}/pay")
+    fakes.payments.clear()
+    response = client.post(f"/orders/{order['id']}/cancel")
+    assert response.status_code == 502 and response.json() == {"detail": "payments: no payment 1"}
+    assert fakes.calls[2:] == ["POST /payments/1/refund"]  # the stock stays held: the money was not refunded
+    assert client.get(f"/orders/{order['id']}").json()["status"] == "paid"
+
+
+REFUND, RELEASE = "POST /payments/1/refund", "DELETE /reservations/1"
+NOT_JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("route", "answer", "detail"),
+    [
+        (REFUND, httpx2.Response(200, text="refunded"), f"payments: no JSON object in its answer to {REFUND}"),
+        (REFUND, httpx2.Response(200, json=["refunded"]), f"payments: no JSON object in its answer to {REFUND}"),
+        (RELEASE, httpx2.Response(404, text="gone", headers=NOT_JSON), "inventory: gone"),
+        (RELEASE, httpx2.Response(404, json=["gone"]), 'inventory: ["gone"]'),
+    ],
+    ids=["refund-not-json", "refund-a-list", "release-invalid-json", "release-a-list"],
+)
+def test_a_provider_answer_orders_cannot_read_is_502(
+    client: TestClient, fakes, route: str, answer: httpx2.Response, detail: str
+) -> None:
+    order = _place(client)
+    client.post(f"/orders/{order['id']}/pay")
+    fakes.answer[route] = answer
+    response = client.post(f"/orders/{order['id']}/cancel")
+    assert response.status_code == 502 and response.json() == {"detail": detail}
+    assert client.get(f"/orders/{order['id']}").json()["status"] == "paid"
 
 
 def test_cancelling_a_placed_order_calls_no_provider(client: TestClient, fakes) -> None:
