@@ -148,8 +148,8 @@ def test_parse_ndjson_counts_per_operation_and_keeps_the_shortest_example(tmp_pa
     assert (by["GET /pets"].requests, by["GET /pets"].failures, by["GET /pets"].server_errors) == (3, 2, 2)
     assert by["GET /pets"].checks_failed == ["not_a_server_error", "status_code_conformance"]
     assert by["GET /pets"].examples == [
-        {"check": "not_a_server_error", "curl": "curl -X GET 'http://h/pets?limit=0'"},
-        {"check": "status_code_conformance", "curl": "curl -X GET 'http://h/pets?limit=0'"},
+        {"check": "not_a_server_error", "curl": "curl -X GET 'http://h/pets?limit=0'", "status": 500},
+        {"check": "status_code_conformance", "curl": "curl -X GET 'http://h/pets?limit=0'", "status": 500},
     ]
     # the stateful 503 had no failed check recorded: the 5xx still counts, under the operation it called
     assert (by["POST /pets"].requests, by["POST /pets"].server_errors, by["POST /pets"].failures) == (1, 1, 1)
@@ -367,5 +367,9 @@ def test_a_form_body_nesting_objects_refused_is_not_a_contract_violation(tmp_pat
     [op], _ = parse_ndjson(path, ["POST /pet"], {}, {"POST /pet"})
     assert (op.requests, op.failures, op.checks_failed) == (2, 1, ["positive_data_acceptance"])
     assert op.examples == [
-        {"check": "positive_data_acceptance", "curl": "curl -X POST -H 'Content-Type: application/json' http://h/pet"}
+        {
+            "check": "positive_data_acceptance",
+            "curl": "curl -X POST -H 'Content-Type: application/json' http://h/pet",
+            "status": 422,
+        }
     ]

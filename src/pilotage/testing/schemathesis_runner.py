@@ -109,7 +109,8 @@ class OperationResult:
         failures: test cases with at least one failed check or a 5xx response.
         server_errors: responses with HTTP status >= 500, 501 excepted.
         checks_failed: sorted names of the checks that failed.
-        examples: ``[{"check": name, "curl": "curl -X ..."}]``, one (the shortest) per failed check.
+        examples: ``[{"check": name, "curl": "curl -X ...", "status": 502}]``, one (the shortest) per failed check;
+            ``status`` is the service's answer (absent when it gave none).
         not_implemented: responses with status 501 (an operation the service does not implement yet: not a
             server error, and its checks are not counted).
         document_gaps: ``[{"status": 404, "reason": "... RFC 9110 15.5.5", "fix": "declare 404 for GET /x/{id} in
@@ -438,7 +439,7 @@ def parse_ndjson(
         "fatal": str | None}``.
     """
     results: dict[str, OperationResult] = {op: OperationResult(op) for op in operations}
-    best: dict[tuple[str, str], str] = {}
+    best: dict[tuple[str, str], tuple[str, int | None]] = {}
     gaps: dict[tuple[str, int], str] = {}
     meta: dict[str, Any] = {"errors": 0, "complete": False, "seed": "", "fatal": None}
     if not path.is_file():
@@ -455,8 +456,11 @@ def parse_ndjson(
             meta["errors"] += 1
         elif name == "ScenarioFinished":
             _add_scenario(body, results, best, documented or {}, nesting or set(), facts, gaps)
-    for (operation, check), curl in sorted(best.items()):
-        results[operation].examples.append({"check": check, "curl": curl})
+    for (operation, check), (curl, status) in sorted(best.items()):
+        example: dict[str, Any] = {"check": check, "curl": curl}
+        if status is not None:
+            example["status"] = status
+        results[operation].examples.append(example)
     for (operation, status), reason in sorted(gaps.items()):
         results[operation].document_gaps.append({"status": status, "reason": reason, "fix": gap_fix(operation, status)})
     return list(results.values()), meta
@@ -494,7 +498,7 @@ def _classify_status(
 def _add_scenario(
     body: dict[str, Any],
     results: dict[str, OperationResult],
-    best: dict[tuple[str, str], str],
+    best: dict[tuple[str, str], tuple[str, int | None]],
     documented: dict[str, frozenset[str]],
     nesting: set[str],
     facts: dict[str, OperationFacts] | None = None,
@@ -536,8 +540,8 @@ def _add_scenario(
             curl = curl_command(interaction["request"])
             for check in names:
                 key = (result.operation, check)
-                if key not in best or len(curl) < len(best[key]):
-                    best[key] = curl
+                if key not in best or len(curl) < len(best[key][0]):
+                    best[key] = (curl, status if isinstance(status, int) else None)
 
 
 async def run_schemathesis(
