@@ -1,6 +1,7 @@
 """Real-world OpenAPI documents through ``pilotage run`` (issue #18): every document of ``../shared/specs/``.
 
-    python benchmarks/bench_specs.py [--specs DIR] [--only NAME ...] [--timeout-s 900] [--json] [--keep DIR [--keep-all]]
+    python benchmarks/bench_specs.py [--specs DIR] [--only NAME ...] [--timeout-s 900] [--json]
+                                      [--keep DIR [--keep-all]]
 
 Each document runs as a user runs it: ``pilotage run --spec DOC --request REQUEST --workdir TMP/<doc> --json`` in a
 fresh state folder, with a request in the grammar (``REQUESTS``: a new resource whose name the document does not
@@ -280,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  baseline: {rows[-1]['baseline']['error']}", file=sys.stderr)
             if rows[-1]["kept"]:
                 print(f"  kept: {rows[-1]['kept']}", file=sys.stderr)
+    if kept and not any(kept.iterdir()):
+        kept.rmdir()  # every run met the targets and none was to be kept: no empty folder left behind
     print(json.dumps(rows, indent=2) if args.json else table(rows))
     if not args.json:
         print("".join(f"\nkept {r['document']}: {r['kept']}" for r in rows if r["kept"]))
