@@ -1,6 +1,7 @@
 """Real-world OpenAPI documents through ``pilotage run`` (issue #18): every document of ``../shared/specs/``.
 
     python benchmarks/bench_specs.py [--specs DIR] [--only NAME ...] [--timeout-s 900] [--json]
+                                      [--keep DIR [--keep-all]]
 
 Each document runs as a user runs it: ``pilotage run --spec DOC --request REQUEST --workdir TMP/<doc> --json`` in a
 fresh state folder, with a request in the grammar (``REQUESTS``: a new resource whose name the document does not
@@ -20,6 +21,11 @@ use). Measured per document, from the command's exit and the run's event log:
   ``base_spec_path``): :func:`pilotage.testing.baseline.schemathesis_on_baseline`. A baseline that cannot be
   started or tested gives ``{"error": "..."}``.
 
+``--keep DIR`` keeps the run folder (``pilotage run``'s ``--workdir`` with its event log, generated services and
+schemathesis reports, and the baseline's) of each document that missed a target under a new ``DIR/bench-specs-*/``,
+and every document's with ``--keep-all``; the row's ``kept`` names the folder (None when it was removed). Without
+``--keep`` the runs go to a temporary folder removed at the end.
+
 Targets (issue 18): every document promoted; 0 server errors; 0 contract violations; no canned answers where the
 document implies state (501 only where the behaviour cannot be inferred). Exit 0 when every target is met.
 """
@@ -30,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -197,6 +204,28 @@ def met(row: dict[str, Any]) -> bool:
     return row["outcome"] == "promoted" and not change.get("server_errors") and not change.get("contract_findings")
 
 
+def keep_root(keep: Path) -> Path:
+    """A new folder ``KEEP/bench-specs-XXXXXXXX`` for this invocation's run folders (``KEEP`` created if missing).
+
+    Raises:
+        OSError: ``KEEP`` cannot be created (a file of that name, no permission).
+    """
+    keep.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="bench-specs-", dir=keep)).resolve()
+
+
+def settle(row: dict[str, Any], work: Path, keep_all: bool) -> dict[str, Any]:
+    """Keep ``work`` (one document's run folder) when ``keep_all`` or the row missed a target, else remove it.
+
+    Returns:
+        The row with ``kept``: the folder's path as a string, or None when it was removed.
+    """
+    if keep_all or not met(row):
+        return {**row, "kept": str(work)}
+    shutil.rmtree(work, ignore_errors=True)
+    return {**row, "kept": None}
+
+
 def _figures(counts: dict[str, Any] | None) -> tuple[str, str, str, str]:
     """``(requests, 5xx, contract findings with their checks, document gaps)`` of one side, ``-`` when absent."""
     if not counts or "error" in counts:
@@ -221,26 +250,42 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--specs", type=Path, default=SPECS, help="folder of OpenAPI documents (default %(default)s)")
     parser.add_argument("--only", nargs="*", default=[], help="document stems to run (default: all)")
     parser.add_argument("--timeout-s", type=float, default=900.0, help="per document (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-    args = parser.parse_args()
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the run folders that missed a target here")
+    parser.add_argument("--keep-all", action="store_true", help="with --keep: keep every document's run folder")
+    args = parser.parse_args(argv)
+    if args.keep_all and args.keep is None:
+        parser.error("--keep-all needs --keep DIR")
     specs = sorted(p for p in args.specs.glob("*.y*ml") if not args.only or p.stem in args.only)
     if not specs:
         print(f"error: no OpenAPI document in {args.specs} (fix: --specs DIR)", file=sys.stderr)
+        return 2
+    try:
+        kept = keep_root(args.keep) if args.keep is not None else None
+    except OSError as exc:
+        print(f"error: --keep {args.keep}: {exc.strerror or exc} (fix: name a folder you can write)", file=sys.stderr)
         return 2
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-specs-") as tmp:
         for spec in specs:
             print(f"… {spec.name}", file=sys.stderr, flush=True)
-            rows.append(measure(spec, Path(tmp), args.timeout_s))
+            row = measure(spec, kept or Path(tmp), args.timeout_s)
+            rows.append(settle(row, kept / spec.stem, args.keep_all) if kept else {**row, "kept": None})
             print(f"  {rows[-1]['outcome']} in {rows[-1]['seconds']} s {rows[-1]['error'] or ''}", file=sys.stderr)
             if "error" in (rows[-1]["baseline"] or {}):
                 print(f"  baseline: {rows[-1]['baseline']['error']}", file=sys.stderr)
+            if rows[-1]["kept"]:
+                print(f"  kept: {rows[-1]['kept']}", file=sys.stderr)
+    if kept and not any(kept.iterdir()):
+        kept.rmdir()  # every run met the targets and none was to be kept: no empty folder left behind
     print(json.dumps(rows, indent=2) if args.json else table(rows))
+    if not args.json:
+        print("".join(f"\nkept {r['document']}: {r['kept']}" for r in rows if r["kept"]))
     ok = sum(met(r) for r in rows)
     print(f"targets met: {ok}/{len(rows)} documents", file=sys.stderr)
     return 0 if ok == len(rows) else 1

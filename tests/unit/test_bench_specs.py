@@ -6,12 +6,14 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 from pilotage.events import EventType, new_event
 from pilotage.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from bench_specs import baseline_counts, table  # noqa: E402
+from bench_specs import baseline_counts, keep_root, main, settle, table  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -54,3 +56,33 @@ def test_the_table_shows_baseline_and_change_side_by_side() -> None:
     assert lines[3] == (
         "| d.yaml | promoted | 61.2 | 4 / 1 | error / 120 | error / 0 | error / 1 status_code_conformance | error / 1 |"
     )
+
+
+def test_keep_keeps_the_run_folders_that_missed_a_target_and_names_them(tmp_path: Path) -> None:
+    root = keep_root(tmp_path / "kept" / "deeper")
+    assert root.parent == tmp_path / "kept" / "deeper" and root.name.startswith("bench-specs-") and root.is_dir()
+    assert keep_root(tmp_path / "kept" / "deeper") != root  # each invocation its own folder: nothing overwritten
+    promoted = {"outcome": "promoted", "change": {"server_errors": 0, "contract_findings": 0}}
+    for row, keep_all, kept in [
+        (promoted, False, False),
+        (promoted, True, True),
+        ({**promoted, "outcome": "rolled_back"}, False, True),
+        ({**promoted, "change": {"server_errors": 0, "contract_findings": 1}}, False, True),
+        ({"outcome": "failed", "change": None}, False, True),
+    ]:
+        work = root / "doc"
+        (work / "state").mkdir(parents=True, exist_ok=True)
+        settled = settle(row, work, keep_all)
+        assert settled == {**row, "kept": str(work) if kept else None}
+        assert work.is_dir() == kept
+
+
+def test_keep_arguments_are_checked_before_any_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "d.yaml").write_text("openapi: 3.0.3\n")
+    with pytest.raises(SystemExit) as exited:
+        main(["--specs", str(tmp_path / "specs"), "--keep-all"])
+    assert exited.value.code == 2 and "--keep-all needs --keep DIR" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["--specs", str(tmp_path / "specs"), "--keep", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --keep {tmp_path / 'file'}: ")
