@@ -169,3 +169,18 @@ def test_a_dead_child_is_a_backend_error_naming_its_log_and_close_ends_the_child
     assert replacement is not child and replacement.alive
     close_data_plane_process()
     assert not replacement.alive and current() is None
+
+
+def test_the_child_gets_the_allow_list_environment_not_the_operator_s_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_planted_dataplane_0123")
+    monkeypatch.setenv("PILOTAGE_TEST_PRINCIPAL", "pilotage:principal-for-the-data-plane")
+    process = open_data_plane_process(tmp_path / "dataplane.log")
+    try:
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+    finally:
+        close_data_plane_process()
+    assert not any(b"ghp_planted" in entry for entry in environ)
+    assert b"PILOTAGE_TEST_PRINCIPAL=pilotage:principal-for-the-data-plane" in environ  # the generators send it
+    assert any(entry.startswith(b"PATH=") for entry in environ)

@@ -8,8 +8,11 @@ measured included Pilotage's own queueing. Envoy and Linkerd keep their proxies 
 same reason. Here the proxies and generators run in a child process (a core of its own on a 2-core machine): the
 control plane's work no longer delays a proxied request, and the proxy's work no longer delays a deadline.
 
-**Parent side** (:class:`DataPlaneProcess`): ``python -m pilotage.runtime.dataplane_process`` started with pipes;
-its stderr goes to a log file (``<home>/dataplane.log``). Requests are JSON lines on the child's stdin,
+**Parent side** (:class:`DataPlaneProcess`): ``python -m pilotage.runtime.dataplane_process`` started with pipes
+and the allow-list environment of every process a run starts (:func:`pilotage.runtime.sandbox.sandbox_env`: none of
+the operator's credentials); its stderr goes to a log file (``<home>/dataplane.log``). A generator's credentials
+travel with the request that starts it (:func:`pilotage.runtime.traffic_registry.start_traffic`). Requests are
+JSON lines on the child's stdin,
 ``{"id": n, "op": name, "args": {...}}`` (``id`` 0: no answer wanted); answers and events are JSON lines on its
 stdout: ``{"id": n, "result": ...}`` or ``{"id": n, "error": {"type", "message", "hint"}}`` (re-raised in the
 caller as the same :mod:`pilotage.errors` class), and ``{"event": "wake", "route": name, "wake": k}`` when a cold
@@ -47,6 +50,7 @@ from typing import IO, Any
 
 from pilotage import errors
 from pilotage.errors import BackendError, PilotageError
+from pilotage.runtime.sandbox import sandbox_env
 
 __all__ = ["DataPlaneProcess", "close_data_plane_process", "current", "main", "open_data_plane_process"]
 
@@ -79,7 +83,7 @@ class DataPlaneProcess:
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "pilotage.runtime.dataplane_process"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True, env=sandbox_env(),
             )  # fmt: skip
         finally:
             if not isinstance(log, int):

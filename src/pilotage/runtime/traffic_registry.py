@@ -18,6 +18,7 @@ from pilotage.errors import InputError
 from pilotage.runtime.dataplane import DATA_PLANE
 from pilotage.runtime.dataplane_process import current as data_plane_process
 from pilotage.runtime.traffic import TrafficGenerator, TrafficStats
+from pilotage.testing.credentials import PRINCIPAL_ENV
 
 __all__ = [
     "get_traffic",
@@ -38,7 +39,8 @@ async def start_traffic(
     """Start a :class:`TrafficGenerator` on ``traffic`` (a plan or paths) registered as ``name``.
 
     The plan is checked here first; the generator reads the plan's credentials and the test principal from this
-    process's environment (``options["environ"]``, default ``os.environ``). Names are unique: nothing is replaced.
+    process's environment (``options["environ"]``, default ``os.environ``); the data-plane process is sent those
+    variables alone (:func:`_traffic_environ`), never the rest. Names are unique: nothing is replaced.
 
     Returns:
         The generator (data plane thread), or None when the data-plane process runs it.
@@ -49,8 +51,7 @@ async def start_traffic(
     remote = data_plane_process()
     if remote is not None:
         TrafficGenerator(base_url, traffic, rps, **options)  # invalid arguments raise here, in the caller
-        environ = dict(options.pop("environ", None) or os.environ)
-        options = {**options, "environ": environ}
+        options = {**options, "environ": _traffic_environ(traffic, options.get("environ"))}
         await remote.call("traffic.start", name=name, base_url=base_url, traffic=traffic, rps=rps, options=options)
         return None
     current = _REGISTRY.get(name)
@@ -59,6 +60,20 @@ async def start_traffic(
     generator = TrafficGenerator(base_url, traffic, rps, **options).start_on(DATA_PLANE.loop())
     _REGISTRY[name] = generator
     return generator
+
+
+def _traffic_environ(traffic: Any, environ: Mapping[str, str] | None) -> dict[str, str]:
+    """The variables of ``environ`` (default ``os.environ``) a generator of ``traffic`` reads.
+
+    The test principal and the variable the plan's ``credentials`` name
+    (:class:`~pilotage.runtime.traffic.TrafficGenerator`).
+    """
+    source = os.environ if environ is None else environ
+    names = {PRINCIPAL_ENV}
+    creds = traffic.get("credentials") if isinstance(traffic, Mapping) else None
+    if isinstance(creds, Mapping) and creds.get("env"):
+        names.add(str(creds["env"]))
+    return {name: source[name] for name in sorted(names) if name in source}
 
 
 def get_traffic(name: str) -> TrafficGenerator | None:
