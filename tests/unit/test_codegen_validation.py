@@ -216,6 +216,16 @@ class TestServersBasePath:
         assert unprefixed["status"] == 404
         assert health["status"] == 200
 
+    def test_the_document_s_root_path_answers_with_and_without_the_trailing_slash(self, tmp_path: Path) -> None:
+        """``/`` under ``/api/v2`` is ``/api/v2/`` (server URL + path: what schemathesis requests, bench_specs uspto)
+        and ``/api/v2``; the generated service redirects no trailing slash, so both are routed."""
+        document = _things(BASE_SERVERS)
+        document["paths"]["/"] = {"get": {"operationId": "root", "responses": {"304": {"description": "cached"}}}}
+        requests = [{"method": "GET", "path": "/api/v2/"}, {"method": "GET", "path": "/api/v2"}]
+        slash, bare = _answers(tmp_path, document, requests)
+        assert slash["status"] == bare["status"] == 501  # the operation's own answer (not inferred), not a 404
+        assert slash["json"] == bare["json"] == {"detail": "not implemented: root; edit app/handlers.py"}
+
     def test_the_generated_tests_and_pilotage_s_crud_tests_call_the_base_path(self, tmp_path: Path) -> None:
         """The service's own tests and Pilotage's CRUD chains (``API_URL``) pass against it, in-process."""
         generate_service(_things(BASE_SERVERS), tmp_path)

@@ -190,8 +190,18 @@ def _under(prefix: str, path: str) -> str:
 
 
 def _serve_under(plan: ServicePlan, prefix: str) -> None:
-    """Put the routes of ``plan`` under the base path ``prefix``; their metric labels stay the document's paths."""
-    plan.routes = [(_under(prefix, route), template, handlers) for route, template, handlers in plan.routes]
+    """Put the routes of ``plan`` under the base path ``prefix``; their metric labels stay the document's paths.
+
+    The document's ``/`` under a base path is served at ``prefix + "/"`` (OpenAPI: the server URL and the path
+    concatenated; what schemathesis requests) and at ``prefix`` alone: the generated service redirects no trailing
+    slash, so both spellings answer the same operation.
+    """
+    routes = []
+    for route, template, handlers in plan.routes:
+        if route == "/" and prefix:
+            routes.append((prefix + "/", template, handlers))
+        routes.append((_under(prefix, route), template, handlers))
+    plan.routes = routes
 
 
 def _writable(doc: dict[str, Any], schema: Any, body: dict[str, Any]) -> dict[str, Any]:
