@@ -190,17 +190,17 @@ class ChildDataPlane:
 
     @staticmethod
     async def start_traffic(name: str, base_url: str, traffic: Any, rps: float, options: dict[str, Any]) -> None:
-        """:func:`~pilotage.runtime.traffic.start_traffic` here."""
+        """:func:`~pilotage.runtime.traffic_registry.start_traffic` here."""
         await start_traffic(name, base_url, traffic, rps, **options)
 
     @staticmethod
     async def restart_traffic(name: str, traffic: Any, unwritten: list[str]) -> bool:
-        """:func:`~pilotage.runtime.traffic.restart_traffic` here; True when a generator now runs."""
+        """:func:`~pilotage.runtime.traffic_registry.restart_traffic` here; True when a generator now runs."""
         return await restart_traffic(name, traffic, unwritten) is not None
 
     @staticmethod
     async def stop_traffic(name: str) -> dict[str, Any] | None:
-        """:func:`~pilotage.runtime.traffic.stop_traffic` here; its counts as a dict."""
+        """:func:`~pilotage.runtime.traffic_registry.stop_traffic` here; its counts as a dict."""
         stats = await stop_traffic(name)
         return None if stats is None else stats.to_dict()
 

@@ -303,7 +303,7 @@ class TrafficGenerator:
         self._scheduled = False  # start() is queued on another thread's loop (start_on)
         self._owner: asyncio.AbstractEventLoop | None = None  # the loop that started it there: it ends with it
         self._pending: set[asyncio.Task[None]] = set()
-        #: True: launch nothing until it is False again (:func:`hold_traffic`; set from any thread).
+        #: True: launch nothing until it is False again (``hold_traffic``; set from any thread).
         self.held = False
         #: Operations (``"GET /x"``) the service answered 501 (unwritten handlers): no longer sent.
         self.unwritten: set[str] = set()
