@@ -294,10 +294,10 @@ class LocalRuntime(Runtime):
             raise InputError(f"route {name!r} already exists", hint="close it first or choose another name")
         check_weights(weights, set(backends), cold_ok=True)
         urls = {v: i.url for v, i in backends.items()}
-        here = asyncio.get_running_loop()
         remote = data_plane_process()
         if remote is not None:
-            return await self._create_remote_route(remote, name, backends, weights, port, waker)
+            return await self._create_remote_route(remote, name, backends, urls, weights, port, waker)
+        here = asyncio.get_running_loop()
         proxy = TrafficProxy(
             name, urls, weights, port=port, waker=None if waker is None else on_loop(waker, here),
             wake_timeout_s=self.wake_timeout_s, max_held=self.max_held,
@@ -315,11 +315,10 @@ class LocalRuntime(Runtime):
         return _copy(route)
 
     async def _create_remote_route(
-        self, remote: DataPlaneProcess, name: str, backends: dict[str, Instance], weights: dict[str, int], port: int,
-        waker: Waker | None,
+        self, remote: DataPlaneProcess, name: str, backends: dict[str, Instance], urls: dict[str, str],
+        weights: dict[str, int], port: int, waker: Waker | None,
     ) -> Route:  # fmt: skip
         """:meth:`create_route` with the proxy in the data-plane process (its waker still runs here)."""
-        urls = {v: i.url for v, i in backends.items()}
         remote.on_wake(name, waker)
         try:
             opened = await remote.call(
