@@ -113,7 +113,12 @@ class DataPlaneProcess:
         request_id = next(self._ids)
         with self._lock:
             self._pending[request_id] = future
-        self._write({"id": request_id, "op": op, "args": args})
+        try:
+            self._write({"id": request_id, "op": op, "args": args})
+        except BackendError:
+            with self._lock:
+                self._pending.pop(request_id, None)
+            raise
         return await asyncio.wrap_future(future)
 
     def send(self, op: str, **args: Any) -> None:
