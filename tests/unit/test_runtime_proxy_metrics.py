@@ -186,3 +186,35 @@ def test_a_histogram_without_a_status_label_is_timed_whole() -> None:
     )
     sample = parse_exposition(text)
     assert (sample.latency_count, sample.buckets[0.5]) == (10.0, 10.0)
+
+
+def test_both_versions_of_a_poll_share_one_scrape_of_the_route(tmp_path: Path) -> None:
+    """observe() samples both populations at once: one GET of the route's metrics serves both, at one instant."""
+    exposition = (
+        "# TYPE http_requests_total counter\n"
+        'http_requests_total{version="v1",status="200"} 7.0\n'
+        'http_requests_total{version="v2",status="500"} 3.0\n'
+        "# TYPE pilotage_proxy_weight_percent gauge\n"
+        'pilotage_proxy_weight_percent{version="v1"} 90.0\n'
+        'pilotage_proxy_weight_percent{version="v2"} 10.0\n'
+    )
+    scrapes: list[str] = []
+
+    async def metrics(request: httpx.Request) -> httpx.Response:
+        scrapes.append(str(request.url))
+        await asyncio.sleep(0.05)  # both samples are asked for while this scrape is in flight
+        return httpx.Response(200, text=exposition)
+
+    async def scenario() -> None:
+        source = ProxySource("http://route.test/metrics")
+        source._client = httpx.AsyncClient(transport=httpx.MockTransport(metrics))
+        try:
+            v1, v2 = await asyncio.gather(source.sample("v1", "unused"), source.sample("v2", "unused"))
+            assert (v1.statuses, v2.statuses, v1.at == v2.at) == ({"200": 7.0}, {"500": 3.0}, True)
+            assert len(scrapes) == 1
+            later = await source.sample("v2", "unused")  # the next poll scrapes again
+            assert later.statuses == {"500": 3.0} and len(scrapes) == 2
+        finally:
+            await source.aclose()
+
+    asyncio.run(scenario())

@@ -552,11 +552,13 @@ class ReliabilityAgent(Agent):
     async def _metric_source(self, state: RolloutState, route: Route, phase: str) -> MetricSource:
         """The configured metric source, adapted per version to its descriptor's ``metrics`` (issue #17).
 
-        ``proxy``: what the route's proxy counted (during blue-green's preview, green from its preview route);
+        ``proxy``: what the route's proxy counted (during blue-green's preview, green from its preview route; one
+        :class:`ProxySource` per route, so a poll scrapes and parses it once for both versions);
         another path than ``/metrics``: scraped there.
         """
         default: MetricSource = open_source(self.ctx.settings.metrics_source_url)
         sources: dict[str, MetricSource] = {}
+        proxies: dict[str, ProxySource] = {}  # one per route: both versions' samples share its scrape
         for role in ("baseline", "canary"):
             spec = state.plan[role]
             metrics = str(spec.get("metrics", "/metrics"))
@@ -565,7 +567,7 @@ class ReliabilityAgent(Agent):
                 if role == "canary" and phase == "preview":
                     preview = await self.ctx.runtime.get_route(preview_route_name(state.deployment_id))
                     url = preview.metrics_url if preview is not None else url
-                sources[str(spec["version"])] = ProxySource(url)
+                sources[str(spec["version"])] = proxies.setdefault(url, ProxySource(url))
             elif metrics != "/metrics" and isinstance(default, ScrapeSource):
                 sources[str(spec["version"])] = ScrapeSource(path=metrics)
         return PerVersionSource(sources, default) if sources else default

@@ -30,6 +30,7 @@ a query Prometheus rejects or a body that is not the format (``BackendCorrupt``)
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -39,6 +40,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from pilotage.errors import BackendCorrupt, BackendError, BackendUnavailable, ConfigError, InputError
@@ -61,7 +63,9 @@ __all__ = [
     "intervals",
     "refused_as_invalid",
     "open_source",
+    "fold_families",
     "parse_exposition",
+    "parse_families",
     "promql_string",
     "restarted",
 ]
@@ -240,6 +244,20 @@ def increase(series: Sequence[Sample]) -> WindowDelta:
     return total
 
 
+def parse_families(text: str, source: str = "metrics text") -> list[Metric]:
+    """Parse Prometheus text exposition into its metric families (prometheus_client's parser), once.
+
+    Raises:
+        BackendCorrupt: the text is not valid exposition format (``source`` names it).
+    """
+    try:
+        return list(text_string_to_metric_families(text))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise BackendCorrupt(
+            f"{source} is not Prometheus text format: {exc}", hint="serve prometheus_client text", source=source
+        ) from exc
+
+
 def parse_exposition(
     text: str, *, at: float | None = None, source: str = "metrics text", labels: Mapping[str, str] | None = None
 ) -> Sample:
@@ -257,13 +275,28 @@ def parse_exposition(
         NoData: the text does not declare ``http_requests_total`` (a declared counter without samples is a version
             that has served no request yet: zero counts, not missing data).
     """
+    wanted = _check_labels(labels)
+    return fold_families(parse_families(text, source), at=at, source=source, labels=wanted)
+
+
+def fold_families(
+    families: Sequence[Metric], *, at: float | None = None, source: str = "metrics text",
+    labels: Mapping[str, str] | None = None,
+) -> Sample:  # fmt: skip
+    """The :class:`Sample` of parsed families (:func:`parse_families`): see :func:`parse_exposition`.
+
+    Raises:
+        InputError: a ``labels`` name is not a label name.
+        BackendCorrupt: a bucket bound ``le`` that is not a number.
+        NoData: no ``http_requests_total`` declared.
+    """
     statuses: dict[str, float] = {}
     buckets: dict[float, float] = {}
     latency = [0.0, 0.0]  # histogram _sum (s), _count
     names: set[str] = set()
     wanted = _check_labels(labels).items()
     try:
-        for family in text_string_to_metric_families(text):
+        for family in families:
             names.add(family.name)
             if family.type == "counter" and family.name + "_total" == REQUESTS_METRIC:
                 names.add(REQUESTS_METRIC)  # declared, no request counted yet (a fresh process): zero counters
@@ -271,7 +304,7 @@ def parse_exposition(
                 names.add(s.name)
                 if wanted <= s.labels.items():
                     _accumulate(s.name, s.labels, float(s.value), statuses, buckets, latency)
-    except (ValueError, TypeError, IndexError) as exc:
+    except (ValueError, TypeError) as exc:
         raise BackendCorrupt(
             f"{source} is not Prometheus text format: {exc}", hint="serve prometheus_client text", source=source
         ) from exc
@@ -415,9 +448,14 @@ class ProxySource(ScrapeSource):
             )
         super().__init__(timeout_s=timeout_s)
         self.metrics_url = metrics_url
+        self._scraping: asyncio.Future[tuple[float, list[Metric]]] | None = None
 
     async def sample(self, version: str, instance_url: str, labels: Mapping[str, str] | None = None) -> Sample:
         """Scrape the proxy and keep ``{"version": version, **labels}``; ``instance_url`` is not used.
+
+        Both populations of a poll ask at once (:func:`~pilotage.rollout.observation.observe` gathers them): they
+        share one scrape and one parse of the route's exposition (:meth:`_families`), so both are counted at the
+        same instant and the control plane parses the text once, not four times.
 
         Raises:
             InputError: a ``labels`` name is not a label name.
@@ -425,20 +463,36 @@ class ProxySource(ScrapeSource):
             BackendError: as :meth:`ScrapeSource.sample`.
         """
         wanted = {**_check_labels(labels), "version": version}
-        at, text = await self._scrape(self.metrics_url, version)
-        sample = parse_exposition(text, at=at, source=self.metrics_url, labels=wanted)
-        if not _has_version(text, version):
+        at, families = await self._families(version)
+        if not _has_version(families, version):
             raise NoData(
                 f"{self.metrics_url}: the route never had a backend for version {version}",
                 hint="judge a version that is behind this route, or use the route of its preview",
                 version=version,
             )
-        return sample
+        return fold_families(families, at=at, source=self.metrics_url, labels=wanted)
+
+    async def _families(self, version: str) -> tuple[float, list[Metric]]:
+        """(time, parsed families) of the scrape in flight, or of a new one when none is (single flight)."""
+        if self._scraping is None or self._scraping.done():
+            self._scraping = asyncio.ensure_future(self._scrape_families(version))
+            self._scraping.add_done_callback(_retrieved)  # every awaiter may have been cancelled
+        return await asyncio.shield(self._scraping)
+
+    async def _scrape_families(self, version: str) -> tuple[float, list[Metric]]:
+        at, text = await self._scrape(self.metrics_url, version)
+        return at, parse_families(text, self.metrics_url)
 
 
-def _has_version(text: str, version: str) -> bool:
-    """Whether the proxy exposition has a :data:`PROXY_WEIGHT_METRIC` series for ``version`` (text already parsed)."""
-    for family in text_string_to_metric_families(text):
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a shared scrape's outcome as seen (its awaiters raise it themselves)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _has_version(families: Sequence[Metric], version: str) -> bool:
+    """Whether the proxy exposition has a :data:`PROXY_WEIGHT_METRIC` series for ``version``."""
+    for family in families:
         if family.name == PROXY_WEIGHT_METRIC:
             return any(s.labels.get("version") == version for s in family.samples)
     return False
