@@ -6,9 +6,12 @@ What every runtime's routes do (switching, splits, statistics, bad weights) is i
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import threading
 import time
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -19,6 +22,7 @@ from pilotage.observe.prometheus import parse_exposition
 from pilotage.runtime.base import Instance, Workload
 from pilotage.runtime.local import LocalRuntime
 from pilotage.runtime.proxy import (
+    PROBE_HEADER,
     EmbeddedServer,
     SmoothWeightedRoundRobin,
     TrafficProxy,
@@ -26,6 +30,7 @@ from pilotage.runtime.proxy import (
     check_weights,
     latency_summary,
 )
+from pilotage.runtime.traffic import TrafficGenerator
 from tests.fixtures.tiny_service.harness import copy_service
 
 
@@ -259,3 +264,65 @@ def test_uvicorn_shows_no_traceback_for_a_request_cancelled_at_shutdown() -> Non
     assert _not_a_cancelled_request(record(asyncio.CancelledError())) is False
     assert _not_a_cancelled_request(record(ValueError("a real bug"))) is True  # other errors are still shown
     assert _not_a_cancelled_request(logging.LogRecord("uvicorn.error", logging.WARNING, "", 1, "x", (), None))
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers ``{"version": ...}`` and keeps the header names of every request it got (class attribute ``seen``)."""
+
+    protocol_version = "HTTP/1.1"
+    version_name = ""
+    seen: list[set[str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server hook name
+        self.seen.append({name.lower() for name in self.headers})
+        body = json.dumps({"version": self.version_name}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server signature
+        return None
+
+
+def _recorder(version: str) -> tuple[ThreadingHTTPServer, list[set[str]]]:
+    seen: list[set[str]] = []
+    handler = type(f"Recorder{version}", (_Recorder,), {"version_name": version, "seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+def test_probes_are_split_evenly_among_live_versions_and_their_header_never_reaches_a_service() -> None:
+    """Synthetic traffic (probes) gives a 10 % canary half the evidence; users' requests keep the weights."""
+    (s1, seen1), (s2, seen2) = _recorder("v1"), _recorder("v2")
+    urls = {v: f"http://127.0.0.1:{s.server_address[1]}" for v, s in (("v1", s1), ("v2", s2))}
+
+    async def scenario() -> None:
+        proxy = TrafficProxy("probes", urls, {"v1": 90, "v2": 10})
+        await proxy.start()
+        try:
+            generator = TrafficGenerator(proxy.url, ["/items"], 1.0, probe=True, seed=1)
+            assert (await generator.burst(40)).statuses == {200: 40}
+            probed = {v: s.requests for v, s in proxy.stats().versions.items()}
+            assert probed == {"v1": 20, "v2": 20}  # evenly, not 36/4
+            async with httpx.AsyncClient(timeout=10) as client:
+                for _ in range(100):  # a user's requests, one with a forged probe header
+                    await client.get(proxy.url + "/items", headers={PROBE_HEADER: "guess"})
+            users = {v: s.requests - probed[v] for v, s in proxy.stats().versions.items()}
+            assert users == {"v1": 90, "v2": 10}  # a wrong token is a user: the weights
+            proxy.set_weights({"v1": 0, "v2": 100})
+            await TrafficGenerator(proxy.url, ["/items"], 1.0, probe=True).burst(10)
+            assert proxy.stats().versions["v2"].requests == 20 + 10 + 10  # no probe to a version at 0 %
+        finally:
+            await proxy.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for server in (s1, s2):
+            server.shutdown()
+            server.server_close()
+    assert len(seen1) + len(seen2) == 150
+    assert not any(PROBE_HEADER in names for names in seen1 + seen2)  # removed by the proxy, token or not

@@ -18,6 +18,15 @@ latency of the last :data:`LATENCY_WINDOW` requests (:meth:`TrafficProxy.stats`)
 Prometheus text on a second, admin listener (:attr:`TrafficProxy.metrics_url`, :mod:`pilotage.runtime.proxy_metrics`).
 Every response carries ``x-pilotage-version`` naming the version that served it.
 
+**Probes** (synthetic traffic, :mod:`pilotage.runtime.traffic_registry`) are evidence, not exposure: a request
+carrying this process's probe token (header :data:`PROBE_HEADER`, value :data:`PROBE_TOKEN`) is split *evenly*
+among the versions with a positive weight (SWRR with weight 1 each), users' requests by the weights. A canary at
+10 % then gets half the probes instead of a tenth, so its step gathers the judge's evidence as fast as a 50 % one
+— the equal-sized baseline and canary of Spinnaker's Kayenta ("Canary best practices": compare populations of the
+same size), and the load tester Flagger aims at the canary itself. The header is removed before forwarding; the
+token is random per process and never leaves it (generator and proxies share the data plane's process), so no
+client and no service can choose its version.
+
 **Cold routes** (scale to zero with wake on the first request, as KEDA's HTTP add-on does): a proxy without
 backends holds each arriving request (at most ``max_held``), calls its ``waker`` once and forwards the held
 requests as soon as :meth:`TrafficProxy.set_weights` gives it backends again. One *wake-up* runs from the first
@@ -34,6 +43,7 @@ import errno
 import json
 import logging
 import math
+import secrets
 import socket
 import time
 from collections import deque
@@ -52,6 +62,8 @@ from pilotage.runtime.proxy_metrics import METRICS_PATH, ProxyMetrics
 __all__ = [
     "LATENCY_WINDOW",
     "MAX_HELD",
+    "PROBE_HEADER",
+    "PROBE_TOKEN",
     "WAKE_TIMEOUT_S",
     "EmbeddedServer",
     "RouteStats",  # re-exported for callers that still import it from here; owned by runtime.base
@@ -73,6 +85,11 @@ MAX_HELD = 256
 #: bounds the same wait with its readiness timeout): a generated service starts in 1-3 s here, a descriptor's may
 #: take longer.
 WAKE_TIMEOUT_S = 60.0
+#: Header of a probe (synthetic traffic of this process): split evenly among the live versions, then removed.
+PROBE_HEADER = "x-pilotage-probe"
+#: This process's probe token (random, 144 bits): only its own generators know it.
+PROBE_TOKEN = secrets.token_urlsafe(18)
+_PROBE = (PROBE_HEADER.encode("latin-1"), PROBE_TOKEN.encode("latin-1"))
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -387,6 +404,7 @@ class TrafficProxy:
         chosen = self.backends if backends is None else dict(backends)
         checked = check_weights(weights, set(chosen), cold_ok=True)
         self.backends, self._balancer = chosen, SmoothWeightedRoundRobin(checked)
+        self._probes = SmoothWeightedRoundRobin({version: 1 for version, weight in checked.items() if weight > 0})
         for version in chosen:
             self._stats.setdefault(version, _VersionCounters(LATENCY_WINDOW))
         self.metrics.set_weights(checked, set(self._stats))
@@ -453,7 +471,7 @@ class TrafficProxy:
             self._client = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """ASGI entry point: forward one HTTP request to the version picked by the balancer."""
+        """ASGI entry point: forward one HTTP request to the version picked by the balancer (a probe: evenly)."""
         if scope["type"] != "http":
             return
         body = await _read_body(receive)
@@ -464,14 +482,17 @@ class TrafficProxy:
             detail = json.dumps({"detail": refusal}).encode()
             await _respond(send, 503, [(b"content-type", b"application/json")], detail)
             return
-        version = self._balancer.pick()
+        probe = _PROBE in scope["headers"]
+        version = (self._probes if probe else self._balancer).pick()
         counters = self._stats[version]
         counters.requests += 1
         counters.last_request_at = self._last_request_at = time.time()
         target = self.backends[version] + scope.get("raw_path", scope["path"].encode()).decode("latin-1")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
-        headers = [(k, v) for k, v in scope["headers"] if k.decode("latin-1").lower() not in _HOP_BY_HOP]
+        headers = [
+            (k, v) for k, v in scope["headers"] if k.decode("latin-1").lower() not in _HOP_BY_HOP and k != _PROBE[0]
+        ]
         started = time.perf_counter()
         status, out_headers, content = await self._forward(scope["method"], target, headers, body)
         elapsed_s = time.perf_counter() - started

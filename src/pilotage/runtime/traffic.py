@@ -51,6 +51,7 @@ import httpx
 
 from pilotage.errors import InputError
 from pilotage.httpclient import async_client
+from pilotage.runtime.proxy import PROBE_HEADER, PROBE_TOKEN
 from pilotage.secrets import register_secrets
 from pilotage.testing.credentials import PRINCIPAL_ENV, credentials_for
 
@@ -252,6 +253,8 @@ class TrafficGenerator:
         targeting_keys: size of the pool of synthetic users the requests' targeting keys are drawn from.
         seed: seed of the draws (None: a different sequence each run).
         environ: where the credential's environment variable is read (default ``os.environ``).
+        probe: mark every request as a probe (:data:`~pilotage.runtime.proxy.PROBE_HEADER`): a route of this
+            process splits them evenly among its live versions (what the traffic registry's generators send).
 
     Raises:
         InputError: no request, a path does not start with ``/``, a malformed plan, ``rps`` is not positive or
@@ -270,6 +273,7 @@ class TrafficGenerator:
         targeting_keys: int = TARGETING_KEYS,
         seed: int | None = None,
         environ: Mapping[str, str] | None = None,
+        probe: bool = False,
     ) -> None:
         self.requests = _plan_requests(traffic)
         self.traffic = (
@@ -289,6 +293,8 @@ class TrafficGenerator:
         self.stats = TrafficStats()
         self._environ = environ
         self._headers = _credential_headers(traffic, environ)
+        self.probe = probe
+        self._probe = {PROBE_HEADER: PROBE_TOKEN} if probe else {}
         self._principal = (os.environ if environ is None else environ).get(PRINCIPAL_ENV, "")
         self._schemes = traffic.get("schemes") if isinstance(traffic, Mapping) else None
         self._weights = [r.weight for r in self.requests]
@@ -319,6 +325,7 @@ class TrafficGenerator:
         return TrafficGenerator(
             self.base_url, traffic, self.rps, duration_s=self.duration_s, timeout_s=self.timeout_s,
             max_in_flight=self.max_in_flight, targeting_keys=self.targeting_keys, environ=self._environ,
+            probe=self.probe,
         )  # fmt: skip
 
     @property
@@ -488,7 +495,11 @@ class TrafficGenerator:
     async def _one(self, client: httpx.AsyncClient, call: _Call) -> None:
         self.stats.sent += 1
         planned = call.planned
-        headers = {**call.headers, TARGETING_KEY_HEADER: f"user-{self._random.randrange(self.targeting_keys)}"}
+        headers = {
+            **call.headers,
+            TARGETING_KEY_HEADER: f"user-{self._random.randrange(self.targeting_keys)}",
+            **self._probe,
+        }
         options: dict[str, Any] = {"headers": headers}
         if call.query:
             options["params"] = call.query

@@ -38,9 +38,12 @@ async def start_traffic(
 ) -> TrafficGenerator | None:
     """Start a :class:`TrafficGenerator` on ``traffic`` (a plan or paths) registered as ``name``.
 
-    The plan is checked here first; the generator reads the plan's credentials and the test principal from this
-    process's environment (``options["environ"]``, default ``os.environ``); the data-plane process is sent those
-    variables alone (:func:`_traffic_environ`), never the rest. Names are unique: nothing is replaced.
+    Its requests are probes (:data:`~pilotage.runtime.proxy.PROBE_HEADER`): the route they go through splits them
+    evenly among its versions with a positive weight, whatever the step's weight (the judge's evidence; users'
+    requests follow the weights). The plan is checked here first; the generator reads the plan's credentials and
+    the test principal from this process's environment (``options["environ"]``, default ``os.environ``); the
+    data-plane process is sent those variables alone (:func:`_traffic_environ`), never the rest. Names are unique:
+    nothing is replaced.
 
     Returns:
         The generator (data plane thread), or None when the data-plane process runs it.
@@ -48,6 +51,7 @@ async def start_traffic(
     Raises:
         InputError: a running generator already has that name, or the arguments are invalid.
     """
+    options = {**options, "probe": True}  # a rollout's evidence: split evenly among the route's live versions
     remote = data_plane_process()
     if remote is not None:
         TrafficGenerator(base_url, traffic, rps, **options)  # invalid arguments raise here, in the caller
