@@ -170,7 +170,8 @@ DEFAULT_JUDGE = JudgeConfig()
 
 
 #: Share of ``beta`` spent on the baseline's lower bound (the rest on the canary's upper bound): the baseline has
-#: more requests at every weight below 50 %, so a smaller share costs it little, and none with no baseline error.
+#: at least as many requests at every weight up to 50 % (users' by the weight, synthetic probes evenly), so a
+#: smaller share costs it little, and none with no baseline error.
 BASELINE_BETA_SHARE = 0.2
 #: The fixed-horizon test a Pass's tolerance is sized by: one-sided exact binomial, this α and power.
 HORIZON_ALPHA, HORIZON_POWER = 0.01, 0.99
