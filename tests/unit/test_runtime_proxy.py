@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -266,40 +266,30 @@ def test_uvicorn_shows_no_traceback_for_a_request_cancelled_at_shutdown() -> Non
     assert _not_a_cancelled_request(logging.LogRecord("uvicorn.error", logging.WARNING, "", 1, "x", (), None))
 
 
-class _Recorder(BaseHTTPRequestHandler):
-    """Answers ``{"version": ...}`` and keeps the header names of every request it got (class attribute ``seen``)."""
+def _recorder(version: str, seen: list[set[str]]) -> Callable[..., Awaitable[None]]:
+    """An ASGI backend answering ``{"version": ...}`` that keeps the header names of every request in ``seen``."""
 
-    protocol_version = "HTTP/1.1"
-    version_name = ""
-    seen: list[set[str]] = []
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append({name.decode("latin-1") for name, _ in scope["headers"]})
+        body = json.dumps({"version": version}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server hook name
-        self.seen.append({name.lower() for name in self.headers})
-        body = json.dumps({"version": self.version_name}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server signature
-        return None
-
-
-def _recorder(version: str) -> tuple[ThreadingHTTPServer, list[set[str]]]:
-    seen: list[set[str]] = []
-    handler = type(f"Recorder{version}", (_Recorder,), {"version_name": version, "seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, seen
+    return app
 
 
 def test_probes_are_split_evenly_among_live_versions_and_their_header_never_reaches_a_service() -> None:
     """Synthetic traffic (probes) gives a 10 % canary half the evidence; users' requests keep the weights."""
-    (s1, seen1), (s2, seen2) = _recorder("v1"), _recorder("v2")
-    urls = {v: f"http://127.0.0.1:{s.server_address[1]}" for v, s in (("v1", s1), ("v2", s2))}
+    seen: dict[str, list[set[str]]] = {"v1": [], "v2": []}
 
     async def scenario() -> None:
+        backends, urls = [], {}
+        for version in ("v1", "v2"):
+            sock = bind_local(0)
+            urls[version] = f"http://127.0.0.1:{sock.getsockname()[1]}"
+            backend = EmbeddedServer(_recorder(version, seen[version]), f"backend {version}")
+            await backend.launch(sock)
+            backends.append(backend)
         proxy = TrafficProxy("probes", urls, {"v1": 90, "v2": 10})
         await proxy.start()
         try:
@@ -317,12 +307,9 @@ def test_probes_are_split_evenly_among_live_versions_and_their_header_never_reac
             assert proxy.stats().versions["v2"].requests == 20 + 10 + 10  # no probe to a version at 0 %
         finally:
             await proxy.stop()
+            for backend in backends:
+                await backend.halt()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        for server in (s1, s2):
-            server.shutdown()
-            server.server_close()
-    assert len(seen1) + len(seen2) == 150
-    assert not any(PROBE_HEADER in names for names in seen1 + seen2)  # removed by the proxy, token or not
+    asyncio.run(scenario())
+    assert len(seen["v1"]) + len(seen["v2"]) == 150
+    assert not any(PROBE_HEADER in names for names in seen["v1"] + seen["v2"])  # removed, token or not
