@@ -220,7 +220,9 @@ def test_healthy_canary_is_promoted_then_scaled_to_zero(tmp_path: Path) -> None:
             evaluations = [e.data for e in await events_of(stack.bus, EventType.SLO_EVALUATED)]
             assert [e["healthy"] for e in evaluations] == [True, True, True]
             assert all(e["canary"]["requests"] >= 20 and e["canary"]["errors"] == 0 for e in evaluations)
-            assert evaluations[0]["baseline"]["requests"] > evaluations[0]["canary"]["requests"]  # 75 % vs 25 %
+            # the synthetic traffic is probes, split evenly whatever the weight (25 % here), not 75/25
+            first = (evaluations[0]["baseline"]["requests"], evaluations[0]["canary"]["requests"])
+            assert abs(first[0] - first[1]) <= max(4, 0.1 * sum(first)), first
             route = await stack.runtime.get_route(dep_id)
             baseline = route.backends["a" * 12] if route else None
             verdicts = {
