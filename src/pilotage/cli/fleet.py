@@ -506,7 +506,13 @@ def _spawn_control_plane(settings: Settings) -> int:
 
 
 def _wait_up(settings: Settings, names: list[str], since: float, pid: int) -> dict[str, dict[str, Any]]:
-    """Wait until each service serves (``service.up``) or failed (``service.down`` reason ``failed``)."""
+    """Wait until each service serves (``service.up``) or failed (``service.down`` reason ``failed``).
+
+    Only a ``service.up``/``service.down`` stamped at or after ``since`` (epoch seconds, taken before the control
+    plane was spawned; the same host's clock stamps both) counts: an older one is the previous control plane's, whose
+    address may be gone — with a second of slack here, ``up`` right after a killed plane's start took the dead
+    plane's event and returned before the new plane had opened the route.
+    """
     from datetime import datetime
 
     from pilotage.flows.recovery import process_alive
@@ -517,7 +523,7 @@ def _wait_up(settings: Settings, names: list[str], since: float, pid: int) -> di
         fleet = _fleet(settings)  # one read of the log per poll
         for name, service in fleet.items():
             up = service.up
-            if name in names and up and datetime.fromisoformat(up["at"]).timestamp() >= since - 1:
+            if name in names and up and datetime.fromisoformat(up["at"]).timestamp() >= since:
                 if up["state"] == "up" or up.get("reason") == "failed":
                     states[name] = {**up, "error": up.get("error")}
         already = [n for n in names if n not in states and _answers(fleet[n].stable_url)]
