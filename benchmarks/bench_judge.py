@@ -125,7 +125,7 @@ from tests.fixtures.judge_replay import JudgeView, StepResult, pilotage_judge, r
 from tests.fixtures.judge_traces import CLASSES, Trace, make_trace  # noqa: E402
 
 from pilotage.observe.judge import Outcome  # noqa: E402
-from pilotage.observe.prometheus import Sample, delta  # noqa: E402
+from pilotage.observe.samples import Sample, delta  # noqa: E402
 
 #: Kayenta NetflixACAJudge defaults: MannWhitneyClassifier(tolerance = 0.25, confLevel = 0.98), allowed increase
 #: 1.0 (mean ratio), pass threshold of the score (the task's "Pass when ≥ 75 % of metrics pass").

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the trace fixtur
 from tests.fixtures.judge_replay import step_settings  # noqa: E402
 from tests.fixtures.judge_traces import TraceSpec, generate, make_trace  # noqa: E402
 
-from pilotage.observe.prometheus import Sample  # noqa: E402
+from pilotage.observe.samples import Sample  # noqa: E402
 from pilotage.observe.slo import default_slo  # noqa: E402
 from pilotage.rollout.analysis import assess  # noqa: E402
 from pilotage.rollout.observation import Observation, assess_recorded, recorded_inputs  # noqa: E402

@@ -18,7 +18,8 @@ import pytest
 
 from pilotage.errors import BackendCorrupt
 from pilotage.observe.judge import JudgeConfig, Outcome
-from pilotage.observe.prometheus import NoData, PromQLSource, Sample
+from pilotage.observe.prometheus import PromQLSource
+from pilotage.observe.samples import NoData, Sample
 from pilotage.observe.slo import default_slo
 from pilotage.rollout.analysis import assess
 from pilotage.runtime.base import Instance, Workload

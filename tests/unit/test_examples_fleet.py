@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from pilotage.fleet.descriptor import ServiceDescriptor, load_descriptor
-from pilotage.observe.prometheus import parse_exposition
+from pilotage.observe.samples import parse_exposition
 from pilotage.rollout.traffic_plan import build_traffic_plan
 from pilotage.spec.load import load_spec, validate_spec
 from tests.fixtures.fleet import (

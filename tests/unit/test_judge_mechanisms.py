@@ -23,7 +23,7 @@ from pilotage.catalogue import checked_event
 from pilotage.events import EventType
 from pilotage.observe.burn_rate import ROLLOUT_TIME_SCALE, burn_alerts
 from pilotage.observe.judge import Outcome
-from pilotage.observe.prometheus import Sample
+from pilotage.observe.samples import Sample
 from pilotage.observe.slo import default_slo, parse_slo
 from pilotage.rollout.analysis import Assessment, assess
 from pilotage.rollout.observation import AnalysisSettings, Observation, recorded_inputs

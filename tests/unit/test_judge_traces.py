@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from pilotage.observe.judge import Outcome
-from pilotage.observe.prometheus import Sample, delta, parse_exposition
+from pilotage.observe.samples import Sample, delta, parse_exposition
 from pilotage.runtime.proxy_metrics import ProxyMetrics
 from tests.fixtures.judge_replay import pilotage_judge, replay, step_settings
 from tests.fixtures.judge_traces import (

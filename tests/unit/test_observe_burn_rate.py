@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from pilotage.observe.burn_rate import PAGE_RULES, ROLLOUT_TIME_SCALE, burn_alerts
-from pilotage.observe.prometheus import Sample
+from pilotage.observe.samples import Sample
 from pilotage.observe.slo import DEFAULT_SLO, parse_slo
 
 SERIES = json.loads((Path(__file__).parents[1] / "fixtures" / "metric_series" / "rollout_40rps.json").read_text())

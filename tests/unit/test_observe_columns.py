@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pilotage.observe.columns import Windows, paired_windows, series_windows
-from pilotage.observe.prometheus import Sample, WindowDelta, increase, intervals
+from pilotage.observe.samples import Sample, WindowDelta, increase, intervals
 from pilotage.observe.sequential import Table, TableColumns, bernoulli_bounds, conditional_log_e, outside_bounds
 
 BOUNDS = (0.05, 0.1, 0.5, math.inf)

@@ -14,7 +14,7 @@ from pilotage.observe.latency import (
     quantile_verdict,
     slo_threshold_counts,
 )
-from pilotage.observe.prometheus import WindowDelta
+from pilotage.observe.samples import WindowDelta
 from pilotage.observe.sequential import Table, bernoulli_bounds
 
 BUDGET = 0.001  # a 99.9 % availability objective

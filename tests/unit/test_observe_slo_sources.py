@@ -9,7 +9,8 @@ import pytest
 
 from pilotage.errors import BackendCorrupt, ConfigError, InputError
 from pilotage.observe.judge import Outcome
-from pilotage.observe.prometheus import NoData, PromQLSource, Sample, ScrapeSource, delta, open_source, parse_exposition
+from pilotage.observe.prometheus import PromQLSource, ScrapeSource, open_source
+from pilotage.observe.samples import NoData, Sample, delta, parse_exposition
 from pilotage.observe.slo import evaluate, load_slo, parse_slo
 from pilotage.rollout.analysis import assess
 

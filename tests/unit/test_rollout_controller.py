@@ -21,7 +21,8 @@ from pilotage.errors import BackendError
 from pilotage.events import EventType, new_event
 from pilotage.flows.recovery import process_alive
 from pilotage.graph.sqlite import SQLiteGraph
-from pilotage.observe.prometheus import Sample, ScrapeSource, increase
+from pilotage.observe.prometheus import ScrapeSource
+from pilotage.observe.samples import Sample, increase
 from pilotage.observe.slo import parse_slo
 from pilotage.rollout.controller import RolloutController
 from pilotage.rollout.observation import observe

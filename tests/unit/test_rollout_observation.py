@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from pilotage.observe.judge import Outcome
-from pilotage.observe.prometheus import NoData, Sample, parse_exposition
+from pilotage.observe.samples import NoData, Sample, parse_exposition
 from pilotage.observe.slo import default_slo, parse_slo
 from pilotage.rollout.observation import (
     AnalysisSettings,

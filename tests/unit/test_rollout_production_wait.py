@@ -41,7 +41,7 @@ def _controller() -> tuple[RolloutController, _Routes]:
 
 async def _keeper_start(controller: RolloutController, routes: _Routes, *, for_s: float, opens: bool) -> None:
     """What the keeper does: mark the start, work ``for_s`` seconds (prepare, start), then open the route or not."""
-    with controller.production_starting(ROUTE):
+    with controller.production.production_starting(ROUTE):
         await asyncio.sleep(for_s)
         if opens:
             routes.route = _serving()
@@ -53,7 +53,7 @@ def test_a_keeper_start_longer_than_the_readiness_timeout_is_waited_for() -> Non
         began = time.monotonic()
         keeper = asyncio.create_task(_keeper_start(controller, routes, for_s=3 * READY_S, opens=True))
         await asyncio.sleep(0)  # the keeper marks its start first, as it does from the service.added event
-        instance = await controller._production_instance(ROUTE, VERSION)
+        instance = await controller.production.production_instance(ROUTE, VERSION)
         await keeper
         return instance, time.monotonic() - began
 
@@ -67,7 +67,7 @@ def test_without_a_keeper_start_the_wait_ends_at_the_readiness_timeout() -> None
         controller, _ = _controller()
         began = time.monotonic()
         with pytest.raises(BackendError, match=r"serves nothing \(not open\), not the production version"):
-            await controller._production_instance(ROUTE, VERSION)
+            await controller.production.production_instance(ROUTE, VERSION)
         return time.monotonic() - began
 
     waited_s = asyncio.run(main())
@@ -81,7 +81,7 @@ def test_after_a_keeper_start_that_opened_nothing_the_service_gets_the_whole_tim
         keeper = asyncio.create_task(_keeper_start(controller, routes, for_s=2 * READY_S, opens=False))
         await asyncio.sleep(0)
         with pytest.raises(BackendError, match="not open"):
-            await controller._production_instance(ROUTE, VERSION)
+            await controller.production.production_instance(ROUTE, VERSION)
         await keeper
         return time.monotonic() - began
 
@@ -91,11 +91,11 @@ def test_after_a_keeper_start_that_opened_nothing_the_service_gets_the_whole_tim
 
 def test_nested_and_concurrent_marks_are_counted() -> None:
     controller, _ = _controller()
-    with controller.production_starting(ROUTE):
-        with controller.production_starting(ROUTE):
-            assert controller._starting == {ROUTE: 2}
-        assert controller._starting == {ROUTE: 1}
-    assert controller._starting == {}
-    with pytest.raises(RuntimeError), controller.production_starting(ROUTE):
+    with controller.production.production_starting(ROUTE):
+        with controller.production.production_starting(ROUTE):
+            assert controller.production._starting == {ROUTE: 2}
+        assert controller.production._starting == {ROUTE: 1}
+    assert controller.production._starting == {}
+    with pytest.raises(RuntimeError), controller.production.production_starting(ROUTE):
         raise RuntimeError("prepare failed")
-    assert controller._starting == {}  # a failed start unmarks too
+    assert controller.production._starting == {}  # a failed start unmarks too

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from pilotage.errors import ConfigError, InputError
-from pilotage.observe.prometheus import parse_exposition
+from pilotage.observe.samples import parse_exposition
 from pilotage.runtime.base import Instance, Workload
 from pilotage.runtime.local import LocalRuntime
 from pilotage.runtime.proxy import (

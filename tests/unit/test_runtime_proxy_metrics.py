@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pilotage.errors import ConfigError
 from pilotage.observe.judge import Outcome
-from pilotage.observe.prometheus import NoData, ProxySource, parse_exposition
+from pilotage.observe.prometheus import ProxySource
+from pilotage.observe.samples import NoData, parse_exposition
 from pilotage.observe.slo import default_slo
 from pilotage.rollout.observation import observe
 from pilotage.runtime.base import Instance, Workload

@@ -54,15 +54,8 @@ from pilotage.events import CloudEvent, EventType
 from pilotage.fleet.descriptor import DESCRIPTOR_FILE, load_descriptor
 from pilotage.httpclient import async_client
 from pilotage.observe.judge import JudgeConfig, Outcome
-from pilotage.observe.prometheus import (
-    MetricSource,
-    PerVersionSource,
-    ProxySource,
-    Sample,
-    ScrapeSource,
-    increase,
-    open_source,
-)
+from pilotage.observe.prometheus import MetricSource, PerVersionSource, ProxySource, ScrapeSource, open_source
+from pilotage.observe.samples import Sample, increase
 from pilotage.observe.slo import SLOSpec, default_slo, load_slo
 from pilotage.rollout.analysis import SHARED
 from pilotage.rollout.analysis_slot import BID_KIND, analysis_slot, slot_bid_reasoning

@@ -95,9 +95,9 @@ class FleetKeeper:
         """Prepare and start ``service``'s production commit behind its stable route; publish ``service.up``.
 
         Marked as a production start on the controller from before the service's lock is taken, so a rollout
-        waiting for the route times the service, not this queue (:meth:`RolloutController.production_starting`).
+        waiting for the route times the service, not this queue (:meth:`ProductionRoutes.production_starting`).
         """
-        starting = rollout_controller(self.ctx).production_starting(stable_route_name(service.name))
+        starting = rollout_controller(self.ctx).production.production_starting(stable_route_name(service.name))
         with starting:
             return await self._start_locked(service, reason, t0)
 

@@ -36,7 +36,7 @@ one natural 5xx among 25 at exactly the SLO's rate is a 40× burn. So the long w
 when one error lands in a small window. The short window keeps the workbook's role (the alert resets soon after
 the problem stops) with its measured burn.
 
-Windows are measured with Prometheus ``increase()`` semantics (:func:`~pilotage.observe.prometheus.increase`), so
+Windows are measured with Prometheus ``increase()`` semantics (:func:`~pilotage.observe.samples.increase`), so
 a restart inside a window drops nothing.
 """
 
@@ -51,7 +51,7 @@ from typing import Any
 from scipy.special import betaincinv  # the Beta quantile (scipy.stats.beta.ppf without its per-call overhead)
 
 from pilotage.observe.columns import Windows, series_windows
-from pilotage.observe.prometheus import Sample
+from pilotage.observe.samples import Sample
 from pilotage.observe.slo import SLIValue, SLOObjective, SLOSpec, evaluate_window
 
 __all__ = [

@@ -1,12 +1,12 @@
 """Sample series and their intervals as numpy columns: one poll's judging in a few vector operations.
 
 The rollout judges a step again at every poll (0.5 s) on everything sampled so far, so the per-interval arithmetic
-of :mod:`pilotage.observe.prometheus` (:func:`~pilotage.observe.prometheus.delta`, a dict per interval, summed
+of :mod:`pilotage.observe.samples` (:func:`~pilotage.observe.samples.delta`, a dict per interval, summed
 pairwise) grew with the square of the step's length and took ~0.1 s per poll at 300 polls. Here the same numbers
 are columns: :class:`Windows` holds N consecutive windows — each what one
-:class:`~pilotage.observe.prometheus.WindowDelta` holds — as arrays, and :func:`series_windows` computes the
-intervals of a sample series with :func:`~pilotage.observe.prometheus.delta`'s rule (after a counter reset,
-:func:`~pilotage.observe.prometheus.restarted`, every counter counts from zero), so that sums over any run of
+:class:`~pilotage.observe.samples.WindowDelta` holds — as arrays, and :func:`series_windows` computes the
+intervals of a sample series with :func:`~pilotage.observe.samples.delta`'s rule (after a counter reset,
+:func:`~pilotage.observe.samples.restarted`, every counter counts from zero), so that sums over any run of
 intervals are Prometheus ``increase()`` over it. ``tests/unit/test_observe_columns.py`` checks the columns against
 the dict arithmetic on series with resets, vanished statuses and changing bucket sets.
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pilotage.observe.prometheus import Sample, WindowDelta
+from pilotage.observe.samples import Sample, WindowDelta
 
 __all__ = ["Windows", "paired_windows", "series_windows"]
 
@@ -104,7 +104,7 @@ class Windows:
         )  # fmt: skip
 
     def total(self, start: int = 0) -> WindowDelta:
-        """Windows ``start`` … N − 1 as one :class:`~pilotage.observe.prometheus.WindowDelta`.
+        """Windows ``start`` … N − 1 as one :class:`~pilotage.observe.samples.WindowDelta`.
 
         Prometheus ``increase()`` over them: resets lose nothing; zero counts when there is none.
         """
@@ -120,7 +120,7 @@ class Windows:
         )
 
     def deltas(self) -> list[WindowDelta]:
-        """One :class:`~pilotage.observe.prometheus.WindowDelta` per window."""
+        """One :class:`~pilotage.observe.samples.WindowDelta` per window."""
         return [
             WindowDelta(
                 float(self.duration_s[i]),

@@ -1,7 +1,7 @@
 """Latency beyond the median: the canary's latency distribution judged from the histogram buckets, sequentially.
 
 Per-request latencies are only known to their histogram bucket (``http_request_duration_seconds_bucket``), so
-everything here works on bucket counts per interval (:class:`~pilotage.observe.prometheus.WindowDelta`
+everything here works on bucket counts per interval (:class:`~pilotage.observe.samples.WindowDelta`
 ``good_latency``) — never on per-interval means, whose variance shrinks with the requests per interval and so
 differs between a 10 % canary and its 90 % baseline even when the versions are identical.
 
@@ -33,7 +33,7 @@ import numpy as np
 
 from pilotage.observe.columns import Windows
 from pilotage.observe.judge import DEFAULT_JUDGE, JudgeConfig, MetricVerdict, Outcome, RateCounts
-from pilotage.observe.prometheus import WindowDelta
+from pilotage.observe.samples import WindowDelta
 from pilotage.observe.sequential import (
     CS_PRIOR,
     TableColumns,

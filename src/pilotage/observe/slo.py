@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotage.errors import InputError
-from pilotage.observe.prometheus import LATENCY_METRIC, REQUESTS_METRIC, Sample, WindowDelta, delta, increase
+from pilotage.observe.samples import LATENCY_METRIC, REQUESTS_METRIC, Sample, WindowDelta, delta, increase
 
 __all__ = [
     "DEFAULT_SLO",

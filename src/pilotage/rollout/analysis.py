@@ -1,11 +1,11 @@
 """One analysis of a rollout: burn-rate alerts plus the sequential canary judge on the samples so far (pure).
 
 :func:`assess` is what the reliability agent runs at every poll and records as a decision: it takes the two
-versions' sample series (cumulative counters, oldest first, see :mod:`pilotage.observe.prometheus`) and returns
+versions' sample series (cumulative counters, oldest first, see :mod:`pilotage.observe.samples`) and returns
 an :class:`Assessment`:
 
 * **Fail** — the canary restarted during the analysis (a counter reset: a crash-looping canary is a regression
-  in itself, and its errors before each restart are still counted, :func:`~pilotage.observe.prometheus.increase`);
+  in itself, and its errors before each restart are still counted, :func:`~pilotage.observe.samples.increase`);
   a burn-rate alert fires on the canary alone (SRE Workbook ch. 5 with a minimum of bad events and a confidence
   bound, :mod:`pilotage.observe.burn_rate`); or a judge test fails (:mod:`pilotage.observe.judge`: the error rate
   and every latency objective of the SLO against the baseline — or against the SLO without one —, p50/p95/p99
@@ -44,7 +44,7 @@ from pilotage.observe.burn_rate import MIN_BAD_EVENTS, PAGE_RULES, BurnAlert, bu
 from pilotage.observe.columns import Windows, paired_windows, series_windows
 from pilotage.observe.judge import DEFAULT_JUDGE, JudgeConfig, MetricVerdict, Outcome, RateCounts, combine, judge_rate
 from pilotage.observe.latency import QUANTILES, distribution_verdict, quantile_verdict, slo_threshold_counts
-from pilotage.observe.prometheus import Sample, WindowDelta
+from pilotage.observe.samples import Sample, WindowDelta
 from pilotage.observe.sequential import TableColumns, bernoulli_bounds, binomial_log_e
 from pilotage.observe.slo import SLOObjective, SLOSpec, evaluate
 

@@ -42,15 +42,15 @@ served all requests (flag off) since it started.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pilotage.agent import AgentContext
 from pilotage.errors import BackendError
+from pilotage.rollout.production import ProductionRoutes
 from pilotage.rollout.state import preview_route_name
 from pilotage.runtime.base import Instance, Route, Runtime, Workload
 from pilotage.runtime.flags import FlagServer
@@ -96,9 +96,8 @@ class RolloutController:
         self.runtime, self.settings = runtime, settings
         self._flags: FlagServer | None = None
         self._flags_lock = asyncio.Lock()
-        self._wakers: dict[str, Callable[[], Awaitable[None]]] = {}
-        self._starting: dict[str, int] = {}  # stable route → production starts in progress (the fleet keeper's)
-        self._started: dict[str, float] = {}  # stable route → monotonic time its last production start ended
+        #: The managed services' stable routes: wakers and production start marks (the fleet keeper's).
+        self.production = ProductionRoutes(runtime, settings)
 
     # --- feature flags ---------------------------------------------------------------------------------------
     async def flags(self) -> FlagServer:
@@ -181,7 +180,7 @@ class RolloutController:
             ConfigError, BackendError: the new version does not start (nothing else changed).
         """
         name, base_v, head_v = plan["route"], plan["baseline"]["version"], plan["canary"]["version"]
-        baseline = await self._production_instance(name, base_v)
+        baseline = await self.production.production_instance(name, base_v)
         canary = await self._start(plan["service"], plan["canary"], await self._flag_env(plan, 0))
         weights = {base_v: 0, head_v: 100} if plan["strategy"] == "feature-flag" else {base_v: 100, head_v: 0}
         try:
@@ -192,74 +191,6 @@ class RolloutController:
         snapshot = await self.runtime.get_route(name)
         assert snapshot is not None
         return baseline, canary, snapshot
-
-    async def _production_instance(self, name: str, version: str) -> Instance:
-        """The instance of production ``version`` on the stable route ``name``.
-
-        The fleet keeper opens the route when the service is added (a generated service is added by its run's
-        codegen agent, moments before), so this waits up to ``service_ready_timeout_s`` for it to serve
-        ``version`` — counted from the end of the keeper's last start of it (:meth:`production_starting`): a
-        prepare (a venv install) or a start queued behind another is the keeper's work, bounded by its own
-        timeouts, not the service's readiness.
-
-        Raises:
-            BackendError: the route does not serve ``version`` in time (names what it serves).
-        """
-        ready_s = float(self.settings.service_ready_timeout_s)
-        deadline = time.monotonic() + ready_s
-        while True:
-            route = await self.runtime.get_route(name)
-            if route is not None and not route.backends and name in self._wakers:
-                route = await self._production_route(name)  # scaled to zero: wake it
-            instance = route.backends.get(version) if route is not None else None
-            if instance is not None:
-                return instance
-            if name in self._starting:  # the keeper is at it: time the service from the end of its start
-                deadline = time.monotonic() + ready_s
-            elif time.monotonic() >= (deadline := max(deadline, self._started.get(name, 0.0) + ready_s)):
-                serving = ", ".join(sorted(route.backends)) if route is not None else "nothing (not open)"
-                raise BackendError(
-                    f"stable route {name} serves {serving or 'nothing'}, not the production version {version} the "
-                    "plan starts from",
-                    hint="run `pilotage up` (or restart `pilotage serve`) so production serves its recorded commit",
-                )
-            await asyncio.sleep(0.2)
-
-    async def _production_route(self, name: str) -> Route:
-        """The open stable route ``name``, woken first when it is scaled to zero (:meth:`register_waker`).
-
-        Raises:
-            BackendError: no such route is open.
-        """
-        route = await self.runtime.get_route(name)
-        if route is not None and not route.backends and name in self._wakers:
-            await self._wakers[name]()
-            route = await self.runtime.get_route(name)
-        if route is None or not route.backends:
-            raise BackendError(
-                f"the stable route {name} is not serving", hint="run `pilotage up` (or `pilotage serve`) first"
-            )
-        return route
-
-    @contextlib.contextmanager
-    def production_starting(self, route: str) -> Iterator[None]:
-        """Mark the production version of the stable ``route`` as being prepared and started (the fleet keeper).
-
-        While marked, a rollout waiting for that route to serve (:meth:`_production_instance`) does not count the
-        time against ``service_ready_timeout_s``. Nested and concurrent marks of one route are counted.
-        """
-        self._starting[route] = self._starting.get(route, 0) + 1
-        try:
-            yield
-        finally:
-            left = self._starting.pop(route) - 1
-            if left > 0:
-                self._starting[route] = left
-            self._started[route] = time.monotonic()
-
-    def register_waker(self, route: str, waker: Callable[[], Awaitable[None]]) -> None:
-        """Remember how to wake the production version of a stable ``route`` scaled to zero (the fleet keeper)."""
-        self._wakers[route] = waker
 
     async def _open_preview(self, plan: dict[str, Any], canary: Instance) -> str:
         """Open blue-green's preview address and return its URL (idempotent).
@@ -495,7 +426,7 @@ class RolloutController:
     async def _recreate_on_stable_route(self, plan: dict[str, Any], weight: int) -> dict[str, Any]:
         """Resume a managed service's rollout: the new version again beside production (kept by the fleet keeper)."""
         name, base_v, head_v = plan["route"], plan["baseline"]["version"], plan["canary"]["version"]
-        baseline = await self._production_instance(name, base_v)
+        baseline = await self.production.production_instance(name, base_v)
         canary = await self._start(plan["service"], plan["canary"], await self._flag_env(plan, weight))
         started = {"baseline": baseline, "canary": canary}
         try:
@@ -566,7 +497,7 @@ class RolloutController:
             raise
         for old in replaced:  # a dead production process, or the previous version kept warm after a promotion
             await self.runtime.stop(old)
-        self._wakers[route_name] = waker
+        self.production.register_waker(route_name, waker)
         route = await self.runtime.get_route(route_name)
         assert route is not None
         return instance, route
@@ -593,7 +524,7 @@ class RolloutController:
         await self.runtime.close_route(route_name)
         for instance in route.backends.values():
             await self.runtime.stop(instance)
-        self._wakers.pop(route_name, None)
+        self.production.forget_waker(route_name)
         return len(route.backends)
 
     async def close(self) -> None:

@@ -41,7 +41,8 @@ from typing import Any
 
 from pilotage.errors import BackendError
 from pilotage.observe.judge import JudgeConfig, Outcome
-from pilotage.observe.prometheus import MetricSource, Sample, increase
+from pilotage.observe.prometheus import MetricSource
+from pilotage.observe.samples import Sample, increase
 from pilotage.observe.slo import SLOSpec, parse_slo
 from pilotage.rollout.analysis import Assessment, assess
 from pilotage.runtime.base import Instance

@@ -2,7 +2,7 @@
 
 As Flagger judges a canary on what its mesh sees, a service without its own ``/metrics`` is judged on what its
 route's proxy (:class:`~pilotage.runtime.proxy.TrafficProxy`) counts. The metric names and label conventions are
-the generated services' (``docs/events-contract.md``, :mod:`pilotage.observe.prometheus`), plus ``version``:
+the generated services' (``docs/events-contract.md``, :mod:`pilotage.observe.samples`), plus ``version``:
 
 * ``http_requests_total{version, method, status}`` — every request through the route, real or synthetic; a
   backend that cannot be reached is counted ``status="502"`` (the proxy's answer); a request no version served (a
@@ -11,7 +11,7 @@ the generated services' (``docs/events-contract.md``, :mod:`pilotage.observe.pro
   the full answer, the :class:`~pilotage.runtime.base.VersionStats` definition; a request held while a cold route
   wakes is timed from its forwarding), with ``prometheus_client``'s default buckets, those of the generated
   services, so the SLO's 500 ms latency threshold is a bucket bound. ``status`` lets the judge leave out the
-  requests a version refused as invalid (4xx: :func:`pilotage.observe.prometheus.refused_as_invalid`).
+  requests a version refused as invalid (4xx: :func:`pilotage.observe.samples.refused_as_invalid`).
 * ``pilotage_proxy_weight_percent{version}`` — the current split; a version removed from the route stays at 0
   (:class:`~pilotage.observe.prometheus.ProxySource` tells an unknown version from one without requests by it).
 * ``pilotage_proxy_wakes_total``, ``pilotage_proxy_last_wake_seconds``, ``pilotage_proxy_held_requests`` — the cold
@@ -32,7 +32,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from pilotage.observe.prometheus import LATENCY_METRIC, PROXY_WEIGHT_METRIC, REQUESTS_METRIC
+from pilotage.observe.samples import LATENCY_METRIC, PROXY_WEIGHT_METRIC, REQUESTS_METRIC
 
 __all__ = ["METRICS_PATH", "ProxyMetrics"]
 

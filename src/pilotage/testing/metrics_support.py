@@ -79,7 +79,7 @@ def _scrape(trail: list[str]) -> Any:
 def _samples(text: str, trail: list[str]) -> list[tuple[dict[str, str], float]] | None:
     """The samples of :data:`REQUESTS_METRIC` as ``(labels, value)``; None when the counter is not declared.
 
-    Parsed with ``prometheus_client``'s reference parser (the SLO watcher's, ``pilotage.observe.prometheus``).
+    Parsed with ``prometheus_client``'s reference parser (the SLO watcher's, ``pilotage.observe.samples``).
     """
     try:
         from prometheus_client.parser import text_string_to_metric_families

@@ -16,7 +16,7 @@ from pilotage.bus.base import Bus
 from pilotage.bus.query import EventLog
 from pilotage.events import CloudEvent, EventType
 from pilotage.observe.latency import histogram_quantile
-from pilotage.observe.prometheus import WindowDelta, intervals
+from pilotage.observe.samples import WindowDelta, intervals
 from pilotage.rollout.observation import sample_from_dict
 
 __all__ = ["ROLLOUT_TYPES", "rollout_view", "rollouts", "series_points"]
