@@ -81,7 +81,7 @@ def test_generates_commits_and_opens_a_pr(tmp_path: Path) -> None:
 
     decision = next(e.data for e in events if e.type == EventType.DECISION and e.data["kind"] == "codegen.plan")
     assert decision["action"] == "baseline-and-branch"
-    assert decision["score"] == {"files": 18, "resources": 4, "operations": 15, "stored_operations": 15}
+    assert decision["score"] == {"files": 20, "resources": 4, "operations": 15, "stored_operations": 15}
     replay = CodegenAgent(ctx).reason("codegen.plan", decision["inputs"])
     assert (replay.action, replay.score, replay.rationale) == (
         decision["action"],

@@ -122,7 +122,15 @@ def test_nested_resources_and_evolved_spec(tmp_path: Path) -> None:
 
 
 def test_generated_code_compiles_and_has_a_ci_workflow(petstore_dir: Path) -> None:
-    for rel in ("app/main.py", "app/models.py", "app/runtime.py", "app/crud.py", "app/store.py"):
+    for rel in (
+        "app/main.py",
+        "app/models.py",
+        "app/runtime.py",
+        "app/codec.py",
+        "app/observe.py",
+        "app/crud.py",
+        "app/store.py",
+    ):
         compile((petstore_dir / rel).read_text(), rel, "exec")
     ci = (petstore_dir / ".github" / "workflows" / "ci.yml").read_text()
     assert "pytest" in ci and "schemathesis run" in ci

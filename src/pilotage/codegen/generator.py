@@ -5,7 +5,9 @@ Layout of the generated folder (the "Generated-service conventions" of ``docs/ev
     app/__init__.py
     app/main.py          one handler per operation, the route table, ``app`` (entry point ``app.main:app``)
     app/models.py        pydantic models of ``components.schemas``
-    app/runtime.py       request parsing/validation against the spec, responses, /healthz, /metrics, faults
+    app/runtime.py       ``Operation``: request parsing/validation against the spec, responses, ``ApiError``
+    app/codec.py         body codecs (JSON, XML, form, multipart), ``$ref`` resolution, schema errors, coercion
+    app/observe.py       ``build_app``: routes, /healthz, /metrics, the release flag (OFREP), fault injection
     app/crud.py          create/list/find/get/replace/merge/delete on the SQLite store
     app/auth.py          credential checks: test principal (env ``PILOTAGE_TEST_PRINCIPAL``), users, tokens
     app/handlers.py      the user's handlers of operations not inferred (501 until written; never overwritten)
@@ -89,10 +91,12 @@ SERVICE_FILES = (
     "README.md",
     "app/__init__.py",
     "app/auth.py",
+    "app/codec.py",
     "app/crud.py",
     "app/handlers.py",
     "app/main.py",
     "app/models.py",
+    "app/observe.py",
     "app/openapi.json",
     "app/runtime.py",
     "app/store.py",
@@ -428,6 +432,8 @@ def generate_service(
         "app/auth.py": (_TEMPLATES / "auth.py.tmpl").read_text(encoding="utf-8"),
         "app/models.py": models_py,
         "app/runtime.py": (_TEMPLATES / "runtime.py.tmpl").read_text(encoding="utf-8"),
+        "app/codec.py": (_TEMPLATES / "codec.py.tmpl").read_text(encoding="utf-8"),
+        "app/observe.py": (_TEMPLATES / "observe.py.tmpl").read_text(encoding="utf-8"),
         "app/crud.py": (_TEMPLATES / "crud.py.tmpl").read_text(encoding="utf-8"),
         "app/store.py": (_TEMPLATES / "store.py.tmpl").read_text(encoding="utf-8"),
         "app/validation.py": (_TEMPLATES / "validation.py.tmpl").read_text(encoding="utf-8"),

@@ -56,8 +56,8 @@ GENERATED_NAMES: dict[str, frozenset[str]] = {
     "app/__init__.py": frozenset(),
     "app/main.py": frozenset(
         "__future__ annotations typing Any starlette requests Request responses Response app crud models runtime "
-        "ApiError Operation build_app store Store STORE RESOURCES OPS dict str request op parse params body model "
-        "require_parent create replace replace_body merge list_items get delete find respond success_status "
+        "observe ApiError Operation build_app store Store STORE RESOURCES OPS dict str request op parse params body "
+        "model require_parent create replace replace_body merge list_items get delete find respond success_status "
         "exc status detail error handlers auth AUTH login_answer configure meta logout delegate headers".split()
     ),
     "app/handlers.py": frozenset(

@@ -1,6 +1,6 @@
 """Fault injection for tests and demos: error-rate, latency-shift and crash faults, per version, at run time.
 
-Contract of a generated service (``codegen/templates/runtime.py.tmpl``) and of ``tests/fixtures/tiny_service``:
+Contract of a generated service (``codegen/templates/observe.py.tmpl``) and of ``tests/fixtures/tiny_service``:
 
 =================================  ===============================================================================
 ``PILOTAGE_FAULT_ERROR_RATE``      0..1 at start: that share of requests (not /metrics, /healthz) answer 500
