@@ -272,6 +272,10 @@ def test_faults_switch_at_run_time_on_a_freshly_generated_service(petstore_dir: 
         assert time.monotonic() - started >= 0.3  # the latency shift is applied to every request
         assert asyncio.run(get_faults(url))["latency_ms"] == 300
         assert 'route="/user/logout",status="500"} 1.0' in httpx.get(url + "/metrics").text
+        for bad in (b"[1]", b'"crash"', b"7", b"{", b'{"error_rate": "x"}'):  # a clear 400, the faults unchanged
+            answer = httpx.put(url + "/__pilotage/faults", content=bad)
+            assert answer.status_code == 400 and "must be JSON" in answer.json()["detail"]
+        assert asyncio.run(get_faults(url))["latency_ms"] == 300
         asyncio.run(set_faults(url, FaultSpec(crash=True)))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
