@@ -68,7 +68,8 @@ from pilotage.runtime.base import scratch_instance  # noqa: E402
 from pilotage.runtime.local import LocalRuntime  # noqa: E402
 from pilotage.settings import Settings  # noqa: E402
 from pilotage.testing.process import run_process  # noqa: E402
-from pilotage.testing.schemathesis_runner import load_operations, parse_ndjson  # noqa: E402
+from pilotage.testing.schemathesis_results import parse_ndjson  # noqa: E402
+from pilotage.testing.schemathesis_runner import load_operations  # noqa: E402
 from pilotage.testing.suite import run_test_suite  # noqa: E402
 
 FLIP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,

@@ -23,7 +23,7 @@ from pilotage.testing.baseline import (
     signature,
 )
 from pilotage.testing.pytest_runner import run_pytest
-from pilotage.testing.schemathesis_runner import OperationResult, SchemathesisResult
+from pilotage.testing.schemathesis_results import OperationResult, SchemathesisResult
 from pilotage.testing.suite import parse_cases
 from pilotage.testing.verdict import discount_baseline, verdict_reasoning, why_failed
 

@@ -21,7 +21,7 @@ from pilotage.codegen.examples import FORCED_DEPTH, example, schema_errors
 from pilotage.codegen.generator import generate_service
 from pilotage.errors import InputError
 from pilotage.spec.load import load_spec, validate_spec
-from pilotage.spec.openapi import UNFOLLOWED_REF, references, schema_cycle, unfollowed_extension_refs
+from pilotage.spec.refs import UNFOLLOWED_REF, references, schema_cycle, unfollowed_extension_refs
 from pilotage.testing.schemathesis_runner import load_operations
 from tests.fixtures.service_importer import ask
 

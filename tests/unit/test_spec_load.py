@@ -117,7 +117,7 @@ def test_folder_and_external_refs_are_named(tmp_path: Path) -> None:
         "              schema: {$ref: './schemas.yaml#/Widget'}\n"
     )
     with pytest.raises(InputError, match=r"schemas\.yaml not found.*\$ref '\./schemas\.yaml#/Widget' at .*schema"):
-        load_spec(ext)  # relative files are read (spec.openapi.bundle_refs); a missing one is named with its $ref
+        load_spec(ext)  # relative files are read (spec.refs.bundle_refs); a missing one is named with its $ref
 
 
 def test_a_json_document_is_parsed_as_json_and_flow_yaml_still_parses() -> None:

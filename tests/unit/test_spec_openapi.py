@@ -12,18 +12,8 @@ from pilotage.codegen.examples import example
 from pilotage.errors import InputError
 from pilotage.perf.locustfile import load_targets
 from pilotage.spec.load import load_spec
-from pilotage.spec.openapi import (
-    FILES_KEY,
-    MAX_REF_HOPS,
-    base_path,
-    bundle_refs,
-    iter_operations,
-    operation_ids,
-    parameterless_get_paths,
-    ref_name,
-    resolve,
-    resolve_dict,
-)
+from pilotage.spec.openapi import base_path, iter_operations, operation_ids, parameterless_get_paths
+from pilotage.spec.refs import FILES_KEY, MAX_REF_HOPS, bundle_refs, ref_name, resolve, resolve_dict
 
 SPECS = Path("/work/shared/specs")
 

@@ -18,12 +18,8 @@ from pilotage.events import CloudEvent, EventType
 from pilotage.policy.rego import RegoPolicyEngine
 from pilotage.report import _gap_lines, summarize
 from pilotage.testing.forced_status import OperationFacts, forced_reason, gap_fix
-from pilotage.testing.schemathesis_runner import (
-    SchemathesisResult,
-    document_facts,
-    load_documented_statuses,
-    parse_ndjson,
-)
+from pilotage.testing.schemathesis_results import SchemathesisResult, parse_ndjson
+from pilotage.testing.schemathesis_runner import document_facts, load_documented_statuses
 from pilotage.testing.verdict import verdict_inputs, verdict_reasoning
 
 OK = {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}

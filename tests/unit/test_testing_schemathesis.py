@@ -17,14 +17,9 @@ from pilotage.errors import InputError
 from pilotage.runtime.base import Workload
 from pilotage.runtime.local import LocalRuntime
 from pilotage.spec.openapi import form_bodies_nesting_objects
-from pilotage.testing.schemathesis_runner import (
-    SchemathesisResult,
-    curl_command,
-    load_documented_statuses,
-    load_operations,
-    parse_ndjson,
-    run_schemathesis,
-)
+from pilotage.testing.curl import curl_command
+from pilotage.testing.schemathesis_results import SchemathesisResult, parse_ndjson
+from pilotage.testing.schemathesis_runner import load_documented_statuses, load_operations, run_schemathesis
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

@@ -29,7 +29,8 @@ from pilotage.spec.diff import diff_specs
 from pilotage.spec.evolve import Change, apply_change, operations, plan_change
 from pilotage.spec.grammar import ParsedRequest, parse_request
 from pilotage.spec.load import dump_spec, load_spec, spec_digest, spec_key
-from pilotage.spec.openapi import iter_operations, unfollowed_extension_refs
+from pilotage.spec.openapi import iter_operations
+from pilotage.spec.refs import unfollowed_extension_refs
 
 __all__ = ["DesignAgent", "record_spec"]
 

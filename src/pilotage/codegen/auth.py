@@ -29,7 +29,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from pilotage.spec.openapi import Operation, resolve_dict
+from pilotage.spec.openapi import Operation
+from pilotage.spec.refs import resolve_dict
 from pilotage.testing.credentials import PRINCIPAL_ENV
 
 if TYPE_CHECKING:  # the plan imports this module

@@ -9,7 +9,7 @@ Both run on untrusted documents inside the control plane, so both are bounded (i
 :data:`MAX_EXAMPLE_SIZE` characters and values (``minLength: 50000000`` took 3.2 GB), and a ``pattern`` may take
 :data:`PATTERN_TIMEOUT_S` on one value (``^(a|aa)+$`` backtracks exponentially, and Python's ``re`` holds the GIL, so
 no timeout or signal could stop it); either limit is an ``InputError`` naming the keyword. References are
-resolved by :mod:`pilotage.spec.openapi`; an operation's example body is ``example(doc, schema)`` of the schema
+resolved by :mod:`pilotage.spec.refs`; an operation's example body is ``example(doc, schema)`` of the schema
 of :attr:`~pilotage.spec.openapi.Operation.request_body`'s media type.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 import regex
 
 from pilotage.errors import InputError
-from pilotage.spec.openapi import FILES_KEY, ref_name, resolve_dict
+from pilotage.spec.refs import FILES_KEY, ref_name, resolve_dict
 
 __all__ = ["MAX_EXAMPLE_SIZE", "PATTERN_TIMEOUT_S", "example", "schema_errors", "types_of"]
 

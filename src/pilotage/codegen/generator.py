@@ -59,7 +59,8 @@ from pilotage.codegen.quoting import (
 from pilotage.errors import InputError
 from pilotage.names import check_name
 from pilotage.spec.load import load_spec, spec_digest, to_json_data, validate_spec
-from pilotage.spec.openapi import base_path, object_properties, resolve_dict
+from pilotage.spec.openapi import base_path, object_properties
+from pilotage.spec.refs import resolve_dict
 
 __all__ = [
     "RUNTIME_PACKAGES",

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from pilotage.codegen.examples import types_of
 from pilotage.codegen.quoting import GENERATED_NAMES, check_python, py_docstring, py_literal, python_name
-from pilotage.spec.openapi import ref_name, resolve_dict
+from pilotage.spec.refs import ref_name, resolve_dict
 
 __all__ = ["is_model", "model_names", "models_source"]
 

@@ -33,14 +33,8 @@ from pilotage.codegen.examples import example, schema_errors, types_of
 from pilotage.codegen.models import is_model
 from pilotage.codegen.quoting import python_name
 from pilotage.spec.evolve import RESERVED_PATHS  # the service's own /healthz and /metrics
-from pilotage.spec.openapi import (
-    Operation,
-    iter_operations,
-    merged_parameters,
-    object_properties,
-    ref_name,
-    resolve_dict,
-)
+from pilotage.spec.openapi import Operation, iter_operations, merged_parameters, object_properties
+from pilotage.spec.refs import ref_name, resolve_dict
 
 __all__ = ["OperationPlan", "Resource", "ServicePlan", "make_plan"]
 

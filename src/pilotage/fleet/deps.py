@@ -24,7 +24,8 @@ from typing import Any
 
 from pilotage.errors import ConfigError
 from pilotage.fleet.descriptor import ServiceDescriptor
-from pilotage.spec.openapi import first_cycle, iter_operations
+from pilotage.spec.openapi import iter_operations
+from pilotage.spec.refs import first_cycle
 
 __all__ = [
     "Consumer",
@@ -101,7 +102,7 @@ def dependency_graph(descriptors: Mapping[str, ServiceDescriptor]) -> dict[str, 
 def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
     """Return a cycle of ``graph`` as ``[a, b, …, a]`` (from the first service, by name, on one), or None.
 
-    :func:`pilotage.spec.openapi.first_cycle` with services and their dependencies in sorted order, so the same
+    :func:`pilotage.spec.refs.first_cycle` with services and their dependencies in sorted order, so the same
     graph always gives the same cycle.
     """
     return first_cycle(sorted(graph), lambda name: sorted(graph.get(name, ())))

@@ -47,10 +47,10 @@ from pilotage.spec.openapi import (
     Operation,
     iter_operations,
     requires_credentials,
-    resolve,
     security_schemes,
     takes_no_parameters,
 )
+from pilotage.spec.refs import resolve
 from pilotage.testing.credentials import PRINCIPAL_ENV, copied_source, credentials_for
 
 __all__ = [

@@ -62,11 +62,10 @@ from pilotage.spec.openapi import (
     base_path,
     iter_operations,
     object_properties,
-    references,
     requires_credentials,
-    resolve_dict,
     security_schemes,
 )
+from pilotage.spec.refs import references, resolve_dict
 from pilotage.testing.credentials import credentials_for
 
 __all__ = [

@@ -39,7 +39,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pilotage.spec.evolve import operations
-from pilotage.spec.openapi import Operation, iter_operations, ref_of, resolve_dict
+from pilotage.spec.openapi import Operation, iter_operations
+from pilotage.spec.refs import ref_of, resolve_dict
 
 __all__ = ["MAX_SCHEMA_DEPTH", "REMOVED", "BreakingChange", "SpecDiff", "diff_specs", "operation_changes"]
 
@@ -136,7 +137,7 @@ def diff_specs(old: dict[str, Any], new: dict[str, Any]) -> SpecDiff:
         A :class:`SpecDiff`; operations are listed in path order (:func:`~pilotage.spec.openapi.iter_operations`).
 
     Raises:
-        InputError: a ``$ref`` of either document does not resolve (:func:`~pilotage.spec.openapi.resolve`).
+        InputError: a ``$ref`` of either document does not resolve (:func:`~pilotage.spec.refs.resolve`).
     """
     out = SpecDiff()
     old_ops, new_ops = operations(old), operations(new)

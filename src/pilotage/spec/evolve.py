@@ -40,14 +40,8 @@ from pilotage.spec.grammar import (
     singularize,
 )
 from pilotage.spec.load import validate_spec
-from pilotage.spec.openapi import (
-    iter_operations,
-    merged_parameters,
-    operation_ids,
-    ref_name,
-    requires_credentials,
-    resolve_dict,
-)
+from pilotage.spec.openapi import iter_operations, merged_parameters, operation_ids, requires_credentials
+from pilotage.spec.refs import ref_name, resolve_dict
 
 __all__ = ["RESERVED_PATHS", "Change", "apply_change", "evolve", "operations", "plan_change"]
 

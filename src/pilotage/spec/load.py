@@ -287,12 +287,12 @@ def openapi_version(doc: Any) -> str:
 
 
 def _refuse_schema_cycles(doc: dict[str, Any], path: str | Path) -> None:
-    """Refuse a document with a :func:`pilotage.spec.openapi.schema_cycle`, naming it.
+    """Refuse a document with a :func:`pilotage.spec.refs.schema_cycle`, naming it.
 
     Raises:
         InputError: ``spec file PATH has schemas that apply to themselves: A -> B -> A ...`` (context ``cycle``).
     """
-    from pilotage.spec.openapi import ref_name, schema_cycle  # spec.openapi imports this module
+    from pilotage.spec.refs import ref_name, schema_cycle  # spec.refs imports this module
 
     cycle = schema_cycle(doc)
     if cycle is not None:
@@ -316,7 +316,7 @@ def validate_spec(doc: dict[str, Any], *, path: str | Path = "<memory>") -> None
 
     Raises:
         InputError: the document is not OpenAPI 3.0/3.1, has schemas that apply to themselves in a cycle
-            (:func:`pilotage.spec.openapi.schema_cycle`, named), or breaks its schema; the message names the JSON
+            (:func:`pilotage.spec.refs.schema_cycle`, named), or breaks its schema; the message names the JSON
             path.
     """
     from openapi_spec_validator import OpenAPIV30SpecValidator, OpenAPIV31SpecValidator
@@ -362,12 +362,12 @@ def load_spec(path: str | Path) -> dict[str, Any]:
 
     Returns:
         The decoded document (a plain dict, keys in file order), with the files its ``$ref`` values name embedded
-        and the references made local (:func:`pilotage.spec.openapi.bundle_refs`).
+        and the references made local (:func:`pilotage.spec.refs.bundle_refs`).
 
     Raises:
         InputError: the file is missing or unreadable, is over a document limit (:func:`parse_document`), is not
             YAML/JSON (line and column given), is not an OpenAPI 3.x document, has a ``$ref`` to a URL, an absolute
-            path or a file outside its folder (:func:`pilotage.spec.openapi.bundle_refs`), or fails validation.
+            path or a file outside its folder (:func:`pilotage.spec.refs.bundle_refs`), or fails validation.
     """
     file = Path(path)
     if file.is_dir():
@@ -386,7 +386,7 @@ def load_spec(path: str | Path) -> dict[str, Any]:
             hint="pass a file with a top-level `openapi: 3.0.x` or `3.1.x` key (Swagger 2.0 is not supported)",
             path=str(file),
         )
-    from pilotage.spec.openapi import bundle_refs  # spec.openapi reads the referenced files with load_document
+    from pilotage.spec.refs import bundle_refs  # spec.refs reads the referenced files with load_document
 
     data: dict[str, Any] = bundle_refs(to_json_data(doc), file)
     validate_spec(data, path=file)

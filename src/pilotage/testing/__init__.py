@@ -6,15 +6,11 @@ Both run as bounded subprocesses (:mod:`pilotage.testing.process` says why) and 
 
 from __future__ import annotations
 
+from pilotage.testing.curl import curl_command
 from pilotage.testing.process import ProcessOutcome, run_process
 from pilotage.testing.pytest_runner import UnitResult, parse_junit, run_pytest
-from pilotage.testing.schemathesis_runner import (
-    OperationResult,
-    SchemathesisResult,
-    curl_command,
-    load_operations,
-    run_schemathesis,
-)
+from pilotage.testing.schemathesis_results import OperationResult, SchemathesisResult
+from pilotage.testing.schemathesis_runner import load_operations, run_schemathesis
 
 __all__ = [
     "OperationResult",

@@ -43,7 +43,7 @@ from pilotage.httpclient import async_client
 from pilotage.runtime.base import Instance, InstanceRuntime, scratch_instance
 from pilotage.secrets import MASK
 from pilotage.testing.pytest_runner import run_pytest
-from pilotage.testing.schemathesis_runner import NOT_IMPLEMENTED, _case_operation, _events
+from pilotage.testing.schemathesis_results import NOT_IMPLEMENTED, _case_operation, _events
 from pilotage.testing.suite import parse_cases, suite_schemathesis
 
 __all__ = [

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pilotage.codegen.quoting import python_name
-from pilotage.spec.openapi import Operation, iter_operations, resolve, resolve_dict
+from pilotage.spec.openapi import Operation, iter_operations
+from pilotage.spec.refs import resolve, resolve_dict
 
 __all__ = ["CrudChain", "infer_crud_chains"]
 
@@ -337,7 +338,7 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
 
     Args:
         doc: the OpenAPI 3 document as a dict (references to other files made local:
-            :func:`pilotage.spec.openapi.bundle_refs`).
+            :func:`pilotage.spec.refs.bundle_refs`).
 
     Returns:
         The chains, parents before their nested collections, in path order.

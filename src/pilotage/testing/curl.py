@@ -1,8 +1,8 @@
 r"""Reproduction commands: one ``curl`` line per recorded request, quoted for a POSIX shell, secrets masked.
 
-Split from :mod:`pilotage.testing.schemathesis_runner` (which re-exports :func:`curl_command`): the request is the
-one schemathesis records in its NDJSON report (``{"method", "uri", "headers": {name: [values]}, "body":
-{"$base64": ...}}``). Bodies that are UTF-8 text without control characters are single-quoted
+Split from :mod:`pilotage.testing.schemathesis_runner` (now used by :mod:`~pilotage.testing.schemathesis_results`): the
+request is the one schemathesis records in its NDJSON report (``{"method", "uri", "headers": {name: [values]},
+"body": {"$base64": ...}}``). Bodies that are UTF-8 text without control characters are single-quoted
 (:func:`shlex.quote`); others are written as bash ANSI-C strings (``$'\x00...'``).
 """
 

@@ -40,7 +40,8 @@ from pilotage.codegen.quoting import (
 )
 from pilotage.errors import InputError
 from pilotage.spec.load import parse_document, to_json_data
-from pilotage.spec.openapi import base_path, bundle_refs
+from pilotage.spec.openapi import base_path
+from pilotage.spec.refs import bundle_refs
 from pilotage.testing.crud_chains import CrudChain, infer_crud_chains
 
 __all__ = [
@@ -144,10 +145,10 @@ def _header(
 @functools.cache
 def _vocabulary() -> frozenset[str]:
     """Every identifier the static parts of the two generated files use (Pilotage's own text, not the spec's)."""
-    from pilotage.testing import credentials, crud_support, metrics_support
+    from pilotage.testing import credentials, crud_oracles, crud_support, metrics_support
 
     static = _header("t", "s", 1, 1.0, True) + _SCHEMATHESIS_BODY + _HYPOTHESIS_IMPORTS
-    static += _copied(credentials) + _copied(crud_support) + _copied(metrics_support)
+    static += _copied(credentials) + _copied(crud_support) + _copied(crud_oracles) + _copied(metrics_support)
     return frozenset(name for name, _ in identifiers_of(ast.parse(static))) | _CHAIN_NAMES
 
 
@@ -187,23 +188,23 @@ def render_crud_tests(
     metrics_path: str | None = None,
     base_path: str = "",
 ) -> str:
-    """Return the source of ``test_pilotage_api_crud.py``: one hypothesis test per chain (``crud_support`` helpers).
+    """Return the source of ``test_pilotage_api_crud.py``: one hypothesis test per chain (``crud_oracles``).
 
     With ``metrics_path`` also ``test_metrics_contract``, which sends ``GET metrics_path``
     (:func:`~pilotage.testing.metrics_support.plain_get`) under ``base_path`` (the document's ``servers[0]`` path,
     where the service serves the API; ``/metrics`` stays at the root). The chain logic is
-    :mod:`pilotage.testing.crud_support`'s source, and the metrics check :mod:`~pilotage.testing.metrics_support`'s,
-    copied into the file, so the repository's tests do not import Pilotage. Spec text is written only as
-    :func:`py_literal` literals; chain names are :func:`python_name` identifiers; the result passes
-    :func:`check_python`.
+    :mod:`pilotage.testing.crud_support`'s and :mod:`~pilotage.testing.crud_oracles`' source, and the metrics check
+    :mod:`~pilotage.testing.metrics_support`'s, copied into the file, so the repository's tests do not import
+    Pilotage. Spec text is written only as :func:`py_literal` literals; chain names are :func:`python_name`
+    identifiers; the result passes :func:`check_python`.
 
     Raises:
         InputError: the source fails the quoting check (a Pilotage bug: names the identifier).
         ValueError: a chain holds a value that is not JSON data (:func:`write_spec_tests` refuses it first).
     """
-    from pilotage.testing import crud_support, metrics_support
+    from pilotage.testing import crud_oracles, crud_support, metrics_support
 
-    support = _copied(crud_support)
+    support = _copied(crud_support) + _copied(crud_oracles)
     title = "Create → read → update → delete chains inferred from the OpenAPI spec (resource life-cycle oracle)."
     parts = [_header(title, spec_rel, max_examples, timeout_s, derandomize, base_path), _HYPOTHESIS_IMPORTS]
     parts += [_auth_support(), support]
@@ -297,7 +298,7 @@ def write_spec_tests(
     Raises:
         InputError: the spec cannot be read as YAML/JSON, holds values that are not JSON data (NaN, infinity: names
             the field), an object in it has the wrong shape (names the file), or a ``$ref`` is refused or does not
-            resolve (:mod:`pilotage.spec.openapi`: names the ref).
+            resolve (:mod:`pilotage.spec.refs`: names the ref).
     """
     spec_path, tests_dir = Path(spec_path).resolve(), Path(service_dir).resolve() / "tests"
     doc = _read_document(spec_path)

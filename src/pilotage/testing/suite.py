@@ -39,7 +39,8 @@ from pilotage.errors import BackendError, InputError
 from pilotage.testing.ghostwrite import DOCSTRINGS_FILE, PROPERTIES_FILE
 from pilotage.testing.process import run_process
 from pilotage.testing.pytest_runner import UnitResult, run_pytest
-from pilotage.testing.schemathesis_runner import SchemathesisResult, load_operations, run_schemathesis
+from pilotage.testing.schemathesis_results import SchemathesisResult
+from pilotage.testing.schemathesis_runner import load_operations, run_schemathesis
 from pilotage.testing.spec_tests import CRUD_FILE, SCHEMATHESIS_FILE, write_spec_tests
 
 __all__ = [
@@ -255,7 +256,7 @@ async def suite_schemathesis(req: dict[str, Any], spec: Path, out_dir: Path, url
         url: ``http://127.0.0.1:PORT`` of the running service.
 
     Returns:
-        The :class:`~pilotage.testing.schemathesis_runner.SchemathesisResult` (``to_dict()`` is ``tests.completed``
+        The :class:`~pilotage.testing.schemathesis_results.SchemathesisResult` (``to_dict()`` is ``tests.completed``
         ``schemathesis``).
 
     Raises:
