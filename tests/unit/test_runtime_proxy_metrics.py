@@ -219,3 +219,21 @@ def test_both_versions_of_a_poll_share_one_scrape_of_the_route(tmp_path: Path) -
             await source.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_shared_proxy_scrape_answering_404_names_the_route_not_a_version() -> None:
+    async def metrics(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, text="not found")
+
+    async def scenario() -> None:
+        source = ProxySource("http://route.test/metrics")
+        source._client = httpx.AsyncClient(transport=httpx.MockTransport(metrics))
+        try:
+            found = await asyncio.gather(source.sample("v1", "-"), source.sample("v2", "-"), return_exceptions=True)
+            assert all(isinstance(e, NoData) for e in found)
+            assert all("answered 404: no route's metrics there" in str(e) for e in found)
+            assert not any("v1" in str(e) or "v2" in str(e) for e in found)  # not the first caller's version
+        finally:
+            await source.aclose()
+
+    asyncio.run(scenario())

@@ -119,11 +119,11 @@ class ScrapeSource:
         """Scrape ``instance_url`` + :attr:`path` and keep the ``labels`` population; see :class:`MetricSource`."""
         _check_labels(labels)
         url = instance_url.rstrip("/") + self.path
-        at, text = await self._scrape(url, version)
+        at, text = await self._scrape(url, f"version {version} stopped exposing metrics")
         return parse_exposition(text, at=at, source=url, labels=labels)
 
-    async def _scrape(self, url: str, version: str) -> tuple[float, str]:
-        """``GET url``: return the time of the request (Unix s) and the body.
+    async def _scrape(self, url: str, gone: str, hint: str = "serve /metrics") -> tuple[float, str]:
+        """``GET url``: return the time of the request (Unix s) and the body; ``gone`` says what a 404 means.
 
         Raises:
             BackendUnavailable: unreachable, or an answer other than 200 and 404.
@@ -139,7 +139,7 @@ class ScrapeSource:
                 f"cannot scrape {url}: {type(exc).__name__}", hint="is it running?", url=url
             ) from exc
         if response.status_code == 404:
-            raise NoData(f"{url} answered 404: version {version} stopped exposing metrics", hint="serve /metrics")
+            raise NoData(f"{url} answered 404: {gone}", hint=hint)
         if response.status_code != 200:
             raise BackendUnavailable(f"{url} answered HTTP {response.status_code}", hint="serve /metrics", url=url)
         return at, response.text
@@ -189,7 +189,7 @@ class ProxySource(ScrapeSource):
             BackendError: as :meth:`ScrapeSource.sample`.
         """
         wanted = {**_check_labels(labels), "version": version}
-        at, families = await self._families(version)
+        at, families = await self._families()
         if not _has_version(families, version):
             raise NoData(
                 f"{self.metrics_url}: the route never had a backend for version {version}",
@@ -198,15 +198,17 @@ class ProxySource(ScrapeSource):
             )
         return fold_families(families, at=at, source=self.metrics_url, labels=wanted)
 
-    async def _families(self, version: str) -> tuple[float, list[Metric]]:
+    async def _families(self) -> tuple[float, list[Metric]]:
         """(time, parsed families) of the scrape in flight, or of a new one when none is (single flight)."""
         if self._scraping is None or self._scraping.done():
-            self._scraping = asyncio.ensure_future(self._scrape_families(version))
+            self._scraping = asyncio.ensure_future(self._scrape_families())
             self._scraping.add_done_callback(_retrieved)  # every awaiter may have been cancelled
         return await asyncio.shield(self._scraping)
 
-    async def _scrape_families(self, version: str) -> tuple[float, list[Metric]]:
-        at, text = await self._scrape(self.metrics_url, version)
+    async def _scrape_families(self) -> tuple[float, list[Metric]]:
+        # one scrape serves every version of the poll: a 404 names the route's listener, not the first caller
+        gone, hint = "no route's metrics there", "judge through an open route's metrics_url"
+        at, text = await self._scrape(self.metrics_url, gone, hint)
         return at, parse_families(text, self.metrics_url)
 
 
