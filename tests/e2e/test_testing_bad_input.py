@@ -53,7 +53,7 @@ def test_hanging_service_hits_the_per_request_timeout(tmp_path: Path) -> None:
         "Awaitable[Response]]) -> Response:\n    import asyncio\n\n    if request.url.path.startswith('/pets'):\n"
         "        await asyncio.sleep(3600)\n    return await call_next(request)\n"
     )
-    result = _run(tmp_path, service, request_timeout_s=0.5, timeout_s=40, unit_timeout_s=15, generate=False)
+    result = _run(tmp_path, service, request_timeout_s=0.25, timeout_s=40, unit_timeout_s=5, generate=False)
     assert "request_timeouts" in _kinds(result)
     assert result["schemathesis"]["errors"] > 0 and result["schemathesis"]["server_errors"] == 0
 
