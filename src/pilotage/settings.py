@@ -93,6 +93,9 @@ class Settings(BaseModel):
             data plane in its own process, bench_fleet N = 30 promoted all 30 with 3 (102 an hour, the slots 80 %
             busy) where 2 bound the fleet at about 90 an hour; with the data plane in the control plane's process a
             third analysis' traffic paused rollouts (README, *Benchmarks*).
+        fleet_start_concurrency: 2 — production versions ``pilotage serve`` prepares and starts at once when it brings
+            the fleet up, providers' wave before their consumers' (:func:`pilotage.fleet.deps.start_waves`). 2 on
+            2 cores: a start is a prepare (pip) then a process's imports, both CPU-bound (README, *A fleet*).
         data_plane: ``process`` — where route proxies and synthetic traffic run: a child process of the control
             plane (:mod:`pilotage.runtime.dataplane_process`; its log ``<home>/dataplane.log``), so neither delays
             the other; ``thread``: a thread of the control plane's process (one GIL; library use and unit tests).
@@ -109,8 +112,8 @@ class Settings(BaseModel):
     ``testing_unit_timeout_s``, ``rollout_inconclusive_grace_s``, ``post_promotion_watch_s``, ``standby_s``) at
     most 1 day; ``idle_after_s`` at most 30 days; ``load_test_users``, ``synthetic_traffic_rps`` and
     ``rollout_warmup_requests`` at most 10,000 (one machine); ``testing_flaky_reruns`` and ``cnet_max_rounds`` at
-    most 100; ``judge_latency_tolerance`` at most 100 (×); ``max_concurrent_deliveries`` and ``analysis_slots`` at
-    most 64; prices at most 1,000 USD/h; other counts at most 1,000,000.
+    most 100; ``judge_latency_tolerance`` at most 100 (×); ``max_concurrent_deliveries``, ``analysis_slots`` and
+    ``fleet_start_concurrency`` at most 64; prices at most 1,000 USD/h; other counts at most 1,000,000.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -186,6 +189,7 @@ class Settings(BaseModel):
     # --- issue 19, 5: many deliveries at once under `pilotage serve` ---
     max_concurrent_deliveries: int = Field(4, ge=1, le=64)
     analysis_slots: int = Field(3, ge=1, le=64)
+    fleet_start_concurrency: int = Field(2, ge=1, le=64)
     loop_stall_warn_s: float = Field(1.0, ge=0, le=60)
     data_plane: Literal["process", "thread"] = "process"
 

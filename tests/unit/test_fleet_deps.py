@@ -11,7 +11,14 @@ import pytest
 
 from pilotage.bus.memory import MemoryBus
 from pilotage.errors import ConfigError
-from pilotage.fleet.deps import consumers_of, find_cycle, providers_first, resolve_operations, serving_order
+from pilotage.fleet.deps import (
+    consumers_of,
+    find_cycle,
+    providers_first,
+    resolve_operations,
+    serving_order,
+    start_waves,
+)
 from pilotage.fleet.descriptor import Consumes, parse_descriptor_text
 from pilotage.fleet.onboard import add_services
 from pilotage.fleet.registry import ManagedService, load_fleet
@@ -79,6 +86,18 @@ def test_find_cycle_names_the_cycle_and_providers_come_first() -> None:
     loop = desc("payments", "  - {service: shop, env: SHOP_URL, operations: [z]}\n")
     with pytest.raises(ConfigError, match=r"dependency cycle orders → payments → shop → orders"):
         providers_first([shop, orders, loop], {})
+
+
+def test_start_waves_put_providers_before_their_consumers_and_independent_services_together() -> None:
+    # the example fleet: storefront → orders → payments, inventory; catalog alone
+    fleet = {"storefront": ["orders"], "orders": ["payments", "inventory"], "payments": [], "inventory": [],
+             "catalog": []}  # fmt: skip
+    assert start_waves(fleet) == [["catalog", "inventory", "payments"], ["orders"], ["storefront"]]
+    assert start_waves({"a": ["b", "outside"], "b": []}) == [["b"], ["a"]]  # an unmanaged name is no dependency
+    assert start_waves({}) == []
+    waves = start_waves({"a": ["b"], "b": ["a"], "c": ["a"]})  # a cycle (refused at add) still starts everything
+    assert sorted(n for wave in waves for n in wave) == ["a", "b", "c"]
+    assert waves[-1] == ["c"]
 
 
 def _managed(name: str, port: int) -> ManagedService:

@@ -93,3 +93,49 @@ def test_production_serves_at_its_stable_address_is_recreated_scaled_to_zero_wok
             ctx.graph.close()
 
     asyncio.run(scenario())
+
+
+def test_serve_brings_the_fleet_up_providers_first_and_a_bounded_number_at_once(tmp_path: Path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from pilotage.fleet import keeper as keeper_module
+    from pilotage.fleet.registry import ManagedService
+
+    def managed(name: str, consumes: tuple[str, ...] = ()) -> ManagedService:
+        descriptor: dict[str, object] = {"name": name, "start": "x {port}"}
+        if consumes:
+            descriptor["consumes"] = [{"service": p, "env": f"{p.upper()}_URL", "operations": ["op"]} for p in consumes]
+        return ManagedService(name, f"/srv/{name}", 18000, "c" * 40, descriptor)
+
+    fleet = {
+        "storefront": managed("storefront", ("orders",)),
+        "orders": managed("orders", ("payments", "inventory")),
+        "payments": managed("payments"),
+        "inventory": managed("inventory"),
+        "catalog": managed("catalog"),
+    }
+
+    async def load(_bus: object) -> dict[str, ManagedService]:
+        return fleet
+
+    monkeypatch.setattr(keeper_module, "load_fleet", load)
+    running: set[str] = set()
+    started: dict[str, set[str]] = {}  # service → the services still running when it started
+    ended: list[str] = []
+    most = 0
+
+    async def bring_up(name: str) -> None:
+        nonlocal most
+        started[name] = set(running)
+        running.add(name)
+        most = max(most, len(running))
+        await asyncio.sleep(0.05)
+        running.discard(name)
+        ended.append(name)
+
+    ctx = SimpleNamespace(bus=None, settings=Settings(home=tmp_path, fleet_start_concurrency=2))
+    asyncio.run(keeper_module._bring_up_fleet(ctx, bring_up))  # type: ignore[arg-type]
+    assert sorted(ended) == sorted(fleet) and most == 2  # two at once, never more
+    assert ended.index("orders") > max(ended.index("payments"), ended.index("inventory"))
+    assert ended.index("storefront") > ended.index("orders")
+    assert not started["orders"] & {"payments", "inventory"} and not started["storefront"]  # providers had served

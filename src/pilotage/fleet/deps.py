@@ -37,6 +37,7 @@ __all__ = [
     "find_cycle",
     "providers_first",
     "serving_order",
+    "start_waves",
     "with_dependencies",
     "resolve_operations",
 ]
@@ -122,6 +123,33 @@ def with_dependencies(graph: Mapping[str, Sequence[str]], names: Sequence[str]) 
     for name in names:
         visit(name, ())
     return out
+
+
+def start_waves(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """Group ``graph``'s services into waves that can start together: each after every wave holding a dependency.
+
+    A service's wave is 0 without dependencies in ``graph``, else one more than its dependencies' highest (its
+    *depth*), so a provider serves before its consumers start and services of one depth start at once (``pilotage
+    serve`` brings a fleet up this way). Names are sorted within a wave. A dependency on a service of a cycle (cycles
+    are refused when services are added, :func:`find_cycle`) is ignored where it closes the cycle.
+
+    Returns:
+        ``[[names of depth 0], [depth 1], …]``; ``[]`` for an empty graph.
+    """
+    depth: dict[str, int] = {}
+
+    def visit(name: str, path: tuple[str, ...]) -> int:
+        if name not in depth:
+            deps = [d for d in graph.get(name, ()) if d in graph and d not in path and d != name]
+            depth[name] = 1 + max((visit(d, (*path, name)) for d in deps), default=-1)
+        return depth[name]
+
+    for name in sorted(graph):
+        visit(name, ())
+    waves: list[list[str]] = [[] for _ in range(1 + max(depth.values(), default=-1))]
+    for name in sorted(depth):
+        waves[depth[name]].append(name)
+    return waves
 
 
 def serving_order(descriptors: Mapping[str, ServiceDescriptor], service: str, head: ServiceDescriptor) -> list[str]:

@@ -32,9 +32,10 @@ from typing import Any
 from pilotage.agent import AgentContext
 from pilotage.bus.base import Subscription
 from pilotage.catalogue import checked_event
-from pilotage.errors import PilotageError, PolicyDenied
+from pilotage.errors import ConfigError, PilotageError, PolicyDenied
 from pilotage.events import CloudEvent, EventType
 from pilotage.fleet.checkout import descriptor_at, prepare
+from pilotage.fleet.deps import dependency_graph, start_waves
 from pilotage.fleet.registry import ManagedService, load_fleet, require_managed, stable_route_name
 from pilotage.fleet.workload import production_data_dir, provider_addresses, workload_role
 from pilotage.rollout.controller import rollout_controller
@@ -244,16 +245,38 @@ class FleetKeeper:
         return stopped
 
 
+async def _bring_up_fleet(ctx: AgentContext, bring_up: Callable[[str], Awaitable[None]]) -> None:
+    """Bring every managed service up, wave after wave (:func:`start_waves`), ``fleet_start_concurrency`` at once.
+
+    A provider serves before its consumers start (a consumer may call it while it starts); services of one wave
+    start together. ``bring_up`` records its own failures, so one failed start never stops the others.
+    """
+    fleet = await load_fleet(ctx.bus)
+    descriptors = {}
+    for name, service in fleet.items():
+        with contextlib.suppress(ConfigError):  # a stored descriptor that no longer parses: its start says why
+            descriptors[name] = service.production_descriptor()
+    graph = {name: dependency_graph(descriptors).get(name, []) for name in fleet}
+    gate = asyncio.Semaphore(ctx.settings.fleet_start_concurrency)
+
+    async def bounded(name: str) -> None:
+        async with gate:
+            await bring_up(name)
+
+    for wave in start_waves(graph):
+        await asyncio.gather(*(bounded(name) for name in wave))
+
+
 async def keep_fleet(
     ctx: AgentContext, *, idle_after_s: float, only: str | None = None
 ) -> tuple[FleetKeeper, list[Subscription], asyncio.Task[None]]:
     """Keep managed services' production serving: bring them up, follow ``service.added``, watch them.
 
-    Under ``pilotage serve`` (``only`` None) every managed service is brought up at once; a one-shot ``pilotage
-    run`` passes ``only=<its service>``: the service its codegen agent adds is brought up as soon as it is added
-    (or re-added with a new production: the route then serves the new one). A service that does not prepare or
-    start is recorded (``service.down``, reason ``failed``, with the error); the others and the control plane keep
-    running.
+    Under ``pilotage serve`` (``only`` None) every managed service is brought up, providers first and
+    ``fleet_start_concurrency`` at once (:func:`_bring_up_fleet`); a one-shot ``pilotage run`` passes
+    ``only=<its service>``: the service its codegen agent adds is brought up as soon as it is added (or re-added
+    with a new production: the route then serves the new one). A service that does not prepare or start is recorded
+    (``service.down``, reason ``failed``, with the error); the others and the control plane keep running.
 
     Returns:
         The keeper, the ``service.added`` subscription (stop it) and the :meth:`FleetKeeper.watch` task (cancel it).
@@ -269,8 +292,7 @@ async def keep_fleet(
             await keeper._publish(EventType.SERVICE_DOWN, data, name)
 
     if only is None:
-        for name in sorted(await load_fleet(ctx.bus)):
-            await bring_up(name)
+        await _bring_up_fleet(ctx, bring_up)
 
     async def on_added(event: CloudEvent) -> None:
         name = str((event.data or {}).get("service", ""))
