@@ -233,4 +233,9 @@ def test_a_delivery_serves_its_providers_first_production_and_new_dependencies_a
     live = {"payments": payments, "ledger": ledger, "audit": audit, "shop": shop}
     head = desc("shop", "  - {service: audit, env: AUDIT_URL, operations: [y]}\n")  # the new commit drops payments
     assert serving_order(live, "shop", head) == ["audit", "ledger", "payments", "shop"]
-    assert serving_order(live, "ledger", ledger) == ["ledger"]
+    assert serving_order(live, "ledger", ledger) == ["ledger"]  # payments only dependsOn it: nothing verifies
+    # a delivery of payments verifies shop, whose tests call its other provider, catalog, at its stable address
+    shop2 = desc("shop", "  - {service: payments, env: P_URL, operations: [x]}\n  - {service: catalog, env: C_URL, "
+                 "operations: [z]}\n")  # fmt: skip
+    fleet = {**live, "shop": shop2, "catalog": desc("catalog", extra="dependsOn: [audit]\n")}
+    assert serving_order(fleet, "payments", payments) == ["ledger", "payments", "audit", "catalog"]

@@ -156,12 +156,19 @@ def serving_order(descriptors: Mapping[str, ServiceDescriptor], service: str, he
     """What must serve for a delivery of ``service`` whose new commit's descriptor is ``head``, in start order.
 
     Its providers' providers first, then its providers (production's and the new commit's dependencies), then
-    ``service``.
+    ``service``; then what its consumer verification calls: each live consumer (a descriptor whose ``consumes``
+    names ``service``) runs its tests against the new version and reaches its *other* providers at their stable
+    addresses, so every service a consumer depends on serves too, dependencies first (the consumers themselves
+    need not). Without them a consumer's test failed on an unreachable provider outside the delivery.
     """
     graph = dependency_graph(descriptors)
     both = set(graph.get(service, [])) | set(dependency_graph({**descriptors, service: head})[service])
     graph[service] = sorted(both)
-    return with_dependencies(graph, [service])
+    order = with_dependencies(graph, [service])
+    consumers = [n for n in consumers_of(service, descriptors, None) if n.service != service]
+    for consumer in consumers:
+        order += [n for n in with_dependencies(graph, graph.get(consumer.service, [])) if n not in order]
+    return order
 
 
 def cycle_error(cycle: list[str], path: str) -> ConfigError:
