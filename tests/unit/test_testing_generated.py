@@ -185,3 +185,18 @@ def test_a_spec_that_is_not_openapi_gets_a_clear_error(
         write_spec_tests(spec, tmp_path / "svc")
     assert message in str(caught.value) and str(spec) in str(caught.value)
     assert caught.value.hint == hint
+
+
+def test_a_documented_refusal_of_a_valid_create_is_the_contract_not_a_crud_finding(tmp_path: Path) -> None:
+    # payments declines an amount over its limit with 402, which its document declares: the CRUD chain draws another
+    # body instead of failing "answered 402, not 2xx" (a new user could not deliver payments with default settings)
+    document = yaml.safe_load((EXAMPLE.parent / "fleet" / "payments" / "openapi.yaml").read_text())
+    chain = next(c for c in infer_crud_chains(document) if c.collection == "/payments")
+    assert chain.create_refusals == [402, 422]  # what its POST documents (the rule schemathesis' findings follow)
+    service = tmp_path / "payments"
+    shutil.copytree(EXAMPLE.parent / "fleet" / "payments", service, ignore=shutil.ignore_patterns("__pycache__"))
+    main = service / "app" / "main.py"
+    main.write_text(main.read_text().replace("if payment.amount_cents > LIMIT_CENTS:", "if payment.amount_cents > 1:"))
+    (service / "pytest.ini").write_text("[pytest]\ntestpaths = tests\n")  # in-process: starlette's TestClient warns
+    run = _crud_run(service)  # every amount but 1 is declined: the chain still runs on the one it can create
+    assert run.returncode == 0, run.stdout[-3000:]

@@ -17,6 +17,7 @@ from typing import Any
 from pilotage.codegen.quoting import python_name
 from pilotage.spec.openapi import Operation, iter_operations
 from pilotage.spec.refs import resolve, resolve_dict
+from pilotage.testing.schemathesis_results import documented_rejection
 
 __all__ = ["CrudChain", "infer_crud_chains"]
 
@@ -42,6 +43,10 @@ class CrudChain:
             only ``DELETE``, e.g. ``/carts/{cartId}/items/{itemId}``).
         create_not_found: True when a nested collection's ``POST`` declares 404 (under a deleted parent it must
             answer 404).
+        create_refusals: the 4xx statuses the collection's ``POST`` documents (402 payment declined, 409, 422 a
+            business rule...; every one with ``4XX``): a spec-valid body answered with one is refused by the
+            contract, not a finding — the test draws another body. The same rule as for schemathesis' findings
+            (:func:`~pilotage.testing.schemathesis_results.documented_rejection`).
         delete: True when the item path has ``DELETE``.
         delete_not_found: True when that ``DELETE`` declares 404 (a second delete must answer 404).
         has_list: True when the collection has ``GET`` returning an array.
@@ -80,6 +85,7 @@ class CrudChain:
     updates: list[dict[str, Any]] = field(default_factory=list)
     has_get: bool = True
     create_not_found: bool = False
+    create_refusals: list[int] = field(default_factory=list)
     delete: bool = False
     delete_not_found: bool = False
     has_list: bool = False
@@ -121,6 +127,12 @@ def _key_for(param: str, props: dict[str, Any]) -> str | None:
 
 def _declares_404(operation: dict[str, Any]) -> bool:
     return "404" in {str(code) for code in (operation.get("responses") or {})}
+
+
+def _refusals(operation: dict[str, Any]) -> list[int]:
+    """The 4xx statuses that refuse a valid create by the document (:func:`documented_rejection`, one rule)."""
+    documented = frozenset(str(code) for code in operation.get("responses") or {})
+    return [status for status in range(400, 500) if documented_rejection(status, documented)]
 
 
 def _params(op: Operation, where: str) -> list[dict[str, Any]]:
@@ -377,6 +389,7 @@ def infer_crud_chains(doc: dict[str, Any]) -> list[CrudChain]:
                 updates=_updates(doc, collection, item, key, props),
                 has_get="get" in item_ops,
                 create_not_found=bool(scope) and _declares_404(ops["post"]),
+                create_refusals=_refusals(ops["post"]),
                 delete="delete" in item_ops,
                 delete_not_found="delete" in item_ops and _declares_404(item_ops["delete"]),
                 has_list=list_schema.get("type") == "array",

@@ -109,9 +109,10 @@ def _skip_unauthorized(response: Any, what: str) -> None:
         )
 
 
-def _status(response: Any, what: str, trail: list[str]) -> None:
+def _status(response: Any, what: str, trail: list[str], refusals: tuple[int, ...] = ()) -> None:
+    """Fail unless 2xx; 401/403 skip (no credentials), 409 and a documented refusal (``refusals``) draw again."""
     _skip_unauthorized(response, what)
-    if response.status_code == 409:
+    if response.status_code == 409 or response.status_code in refusals:
         reject()
     if not 200 <= response.status_code < 300:
         _fail(f"{what} answered {response.status_code}, not 2xx", trail)
@@ -188,7 +189,7 @@ def _create(
         case.path_parameters = {**(case.path_parameters or {}), **scope}
     response = _call(case, trail)
     what = f"POST {chain['collection']} (a body valid by the spec)"
-    _status(response, what, trail)
+    _status(response, what, trail, tuple(chain["create_refusals"]))
     created = _json(response, what, trail)
     if not isinstance(created, dict) or chain["key"] not in created:
         _fail(f"{what} returned no {chain['key']!r} field", trail)

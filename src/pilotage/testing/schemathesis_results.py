@@ -39,6 +39,7 @@ __all__ = [
     "NOT_IMPLEMENTED",
     "OperationResult",
     "SchemathesisResult",
+    "documented_rejection",
     "parse_ndjson",
 ]
 
@@ -271,8 +272,12 @@ def _form_encoded(interaction: dict[str, Any]) -> bool:
     return str(value).split(";")[0].strip().lower() in FORM_MEDIA_TYPES
 
 
-def _documented_rejection(status: object, documented: frozenset[str]) -> bool:
-    """Whether a 4xx ``status`` is one the operation documents (its code, or its class ``4XX``)."""
+def documented_rejection(status: object, documented: frozenset[str]) -> bool:
+    """Whether a 4xx ``status`` is one the operation documents (its code, or its class ``4XX``).
+
+    A valid request answered so is the documented contract (402 payment declined, 409 out of stock), not a finding:
+    here and in Pilotage's CRUD tests (:attr:`pilotage.testing.crud_chains.CrudChain.create_refusals`).
+    """
     return isinstance(status, int) and 400 <= status < 500 and bool({str(status), "4XX"} & documented)
 
 
@@ -322,7 +327,7 @@ def _add_scenario(
         if status == NOT_IMPLEMENTED:  # the operation is not implemented yet: reported as such, not a failure
             result.not_implemented += 1
             continue
-        if _documented_rejection(status, documented.get(operation, frozenset())):
+        if documented_rejection(status, documented.get(operation, frozenset())):
             names.discard("positive_data_acceptance")  # the document says this valid request may be refused so
         if operation in nesting and _form_encoded(interaction):
             names.discard("positive_data_acceptance")  # a form cannot carry the nested objects: not the valid data
