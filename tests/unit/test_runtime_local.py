@@ -164,3 +164,33 @@ def test_close_kills_every_process_and_closes_every_route(tmp_path: Path) -> Non
 def test_url_must_be_local() -> None:
     with pytest.raises(ConfigError, match="not local:"):
         LocalRuntime("kubernetes://prod")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "echo started > {marker} && TINY_VERSION=v-shell {python} -m uvicorn app.main:app --port {port}",
+        "echo started > {marker}; exec env TINY_VERSION=v-shell {python} -m uvicorn app.main:app --port {port}",
+    ],
+    ids=["list-and-assignment", "exec-in-the-line"],
+)
+def test_a_start_line_with_shell_syntax_runs_as_written_and_stops_with_its_group(tmp_path: Path, line: str) -> None:
+    # a security review found `exec` put before every start line: `a; b` ran only a, `FOO=1 app` was "not found"
+    service, marker = copy_service(tmp_path / "svc"), tmp_path / "marker"
+    command = line.replace("{marker}", str(marker))
+
+    async def scenario() -> None:
+        runtime = LocalRuntime(log_dir=tmp_path / "logs")
+        instance = await runtime.start(Workload("tiny", "v1", service, command=command), ready_timeout_s=30)
+        try:
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(instance.url + "/version")).json() == {"version": "v-shell"}
+            assert marker.read_text() == "started\n"
+        finally:
+            await runtime.stop(instance)
+        assert not _alive(instance.pid)
+        with pytest.raises(httpx.HTTPError):  # the whole group stopped: nothing answers on the port any more
+            httpx.get(instance.url + "/version", timeout=1)
+        await runtime.close()
+
+    asyncio.run(scenario())

@@ -132,3 +132,25 @@ def test_a_json_document_is_parsed_as_json_and_flow_yaml_still_parses() -> None:
     assert parse_document("{a: 1, b: [x, y]}") == {"a": 1, "b": ["x", "y"]}  # flow YAML is not JSON
     with pytest.raises(InputError, match="holds a number too long"):
         parse_document('{"n": ' + "9" * 200 + "}")
+
+
+def test_a_dangling_ref_in_a_large_document_is_a_short_line(tmp_path: Path) -> None:
+    # the validator's message quoted the whole document: 1.5 MB of error line for one missing schema
+    schemas = {f"S{i}": {"type": "object", "description": "x" * 200} for i in range(2000)}
+    responses = {
+        "200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/A"}}}}
+    }
+    paths = {"/x": {"get": {"responses": responses}}}
+    doc = {
+        "openapi": "3.0.3",
+        "info": {"title": "big", "version": "1"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+    spec = tmp_path / "api.json"
+    spec.write_text(json.dumps(doc))
+    assert spec.stat().st_size > 400_000
+    with pytest.raises(InputError) as info:
+        load_spec(spec)
+    line = info.value.one_line()
+    assert "api.json" in line and len(line) < 1000 and "\n" not in line

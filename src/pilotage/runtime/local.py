@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -419,11 +420,24 @@ class LocalRuntime(Runtime):
         await asyncio.gather(*(self._stop_pid(pid) for pid in list(self._procs)))
 
 
+#: A start line that is more than one simple command (a list, a pipeline, an assignment before the command, a
+#: compound command or a builtin first) runs as written: ``exec`` before it would run only its first part
+#: (``env > f; exec app``) or fail (``exec FOO=1 app``: not found). ``/bin/sh`` stays the group leader then; stop()
+#: signals the whole process group either way.
+_SHELL_LINE = re.compile(
+    r"[;&|\n]|^\s*(?:[A-Za-z_][A-Za-z0-9_]*=|(?:exec|cd|export|set|umask|ulimit|if|for|while|until|case|!)\s|[({])"
+)
+
+
 def _command(workload: Workload, port: int) -> list[str]:
-    """The argv of ``workload``: its descriptor's start command through ``/bin/sh``, else a generated service's."""
+    """The argv of ``workload``: its descriptor's start command through ``/bin/sh``, else a generated service's.
+
+    A simple command line is ``exec``'d (the service itself is the process group leader stop() signals and the pid
+    the runtime watches); any other shell line (:data:`_SHELL_LINE`) runs as written under ``/bin/sh -c``.
+    """
     if workload.command:
         line = render_command(workload.command, port=port, prepared=workload.prepared, data=workload.data_dir)
-        return ["/bin/sh", "-c", f"exec {line}"]  # exec: the service is the group leader stop() signals
+        return ["/bin/sh", "-c", line if _SHELL_LINE.search(line) else f"exec {line}"]
     return [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
 
 

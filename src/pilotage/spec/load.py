@@ -337,7 +337,8 @@ def validate_spec(doc: dict[str, Any], *, path: str | Path = "<memory>") -> None
         errors = list(validator_cls(doc).iter_errors())
     except Exception as exc:  # the validator raises on unresolvable $refs and similar structural problems
         raise InputError(
-            f"spec file {path} is not a valid OpenAPI {version} document: {exc}",
+            # the validator's message may quote the whole document (a dangling $ref names what it searched)
+            f"spec file {path} is not a valid OpenAPI {version} document: {' '.join(str(exc).split())[:300]}",
             hint="fix the document so openapi-spec-validator accepts it",
             path=str(path),
         ) from exc
