@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -194,3 +195,29 @@ def test_a_start_line_with_shell_syntax_runs_as_written_and_stops_with_its_group
         await runtime.close()
 
     asyncio.run(scenario())
+
+
+def test_a_descriptors_ready_timeout_is_what_the_rollout_controller_waits(tmp_path: Path) -> None:
+    # a security review found the descriptor's ready_timeout_s honoured by the testing stage only: production and
+    # rollouts waited service_ready_timeout_s (30 s) for a service that declares it needs 120 s
+    from pilotage.fleet.workload import workload_role
+    from pilotage.rollout.controller import RolloutController
+    from pilotage.settings import Settings
+
+    (tmp_path / "pilotage.yaml").write_text('name: slow\nstart: "x {port}"\nready_timeout_s: 120\n', encoding="utf-8")
+    role = workload_role("v1", str(tmp_path), "", {}, addresses={})
+    assert role["ready_timeout_s"] == 120
+    (tmp_path / "pilotage.yaml").write_text('name: slow\nstart: "x {port}"\n', encoding="utf-8")
+    assert "ready_timeout_s" not in workload_role("v1", str(tmp_path), "", {}, addresses={})
+
+    waited: list[float] = []
+
+    class Recording(LocalRuntime):
+        async def start(self, workload: Workload, *, ready_timeout_s: float = 30.0) -> Any:
+            waited.append(ready_timeout_s)
+            return None
+
+    controller = RolloutController(Recording(log_dir=tmp_path / "logs"), Settings(home=tmp_path / ".pilotage"))
+    asyncio.run(controller._start("slow", role, {}))
+    asyncio.run(controller._start("slow", {**role, "ready_timeout_s": None}, {}))
+    assert waited == [120.0, 30.0]  # the descriptor's, else service_ready_timeout_s

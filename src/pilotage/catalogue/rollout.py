@@ -9,15 +9,16 @@ from pilotage.catalogue.base import EventData, Obj
 class DeployRequested(EventData):
     """The plan of a rollout. Deployment → rollout.
 
-    Strategy (the seed's table moved by risk), steps, the two versions ({version, path, env}, and for a service
-    with a descriptor: command, prepared, health_path, metrics), the flag of a feature-flag release, ``route``: the
-    managed service's stable route the rollout runs on (issue #17; "" = a route of the deployment's own, named by
-    its id), and the synthetic-traffic plan ``traffic`` (issue 17, :mod:`pilotage.rollout.traffic_plan`:
-    requests [{operation, method, path, weight, touched, params, body, creates ...}], skipped [{operation, kind,
-    reason}], credentials {header, env} (names only) or null, writes, touched, summary; absent in older logs);
-    ``traffic_paths`` = its GETs that need no parameter (the blue-green preview's smoke checks);
-    ``baseline_traffic`` = blue-green's plan of the same shape from the production version's document, sent to blue
-    while green is previewed (absent: ``traffic`` feeds both, e.g. no production document or the same plan).
+    Strategy (the seed's table moved by risk), steps, the two versions ({version, path, env}, and for a service with a
+    descriptor: command, prepared, health_path, metrics, ready_timeout_s when set), the flag of a feature-flag
+    release, ``route``: the managed service's stable route the rollout runs on (issue #17; "" = a route of the
+    deployment's own, named by its id), and the synthetic-traffic plan ``traffic`` (issue 17,
+    :mod:`pilotage.rollout.traffic_plan`: requests [{operation, method, path, weight, touched, params, body, creates
+    ...}], skipped [{operation, kind, reason}], credentials {header, env} (names only) or null, writes, touched,
+    summary; absent in older logs); ``traffic_paths`` = its GETs that need no parameter (the blue-green preview's
+    smoke checks); ``baseline_traffic`` = blue-green's plan of the same shape from the production version's
+    document, sent to blue while green is previewed (absent: ``traffic`` feeds both, e.g. no production document or
+    the same plan).
     """
 
     deployment_id: str

@@ -92,10 +92,11 @@ def workload_role(
 ) -> dict[str, Any]:
     """One version of a ``deploy.requested`` plan, or an instance the keeper starts: ``{version, path, env}``.
 
-    When ``path`` holds a descriptor (``pilotage.yaml``) the role also has ``command``, ``prepared``,
-    ``health_path``, ``metrics`` and ``data_dir`` (``{data}``: production's folder for the versions a rollout runs,
-    a fresh one for a ``scratch`` instance), and its ``env`` is :func:`instance_env` (``scratch_env`` for a scratch
-    instance, the providers' ``addresses``) under the caller's ``env`` (e.g. an injected fault).
+    When ``path`` holds a descriptor (``pilotage.yaml``) the role also has ``command``, ``prepared``, ``health_path``,
+    ``metrics``, ``ready_timeout_s`` when the descriptor sets it, and ``data_dir`` (``{data}``: production's folder
+    for the versions a rollout runs, a fresh one for a ``scratch`` instance), and its ``env`` is
+    :func:`instance_env` (``scratch_env`` for a scratch instance, the providers' ``addresses``) under the caller's
+    ``env`` (e.g. an injected fault).
 
     Raises:
         ConfigError: the descriptor is invalid, or it consumes a service that is not in ``addresses``.
@@ -111,4 +112,6 @@ def workload_role(
             env={**instance_env(descriptor, addresses, scratch=scratch), **env},
             data_dir=data_dir,
         )
+        if descriptor.ready_timeout_s:  # the rollout controller waits this long for its health (else the setting)
+            role["ready_timeout_s"] = descriptor.ready_timeout_s
     return role

@@ -111,9 +111,9 @@ class RolloutController:
 
     # --- launch ----------------------------------------------------------------------------------------------
     async def _start(self, service: str, role: dict[str, Any], extra_env: dict[str, str]) -> Instance:
-        return await self.runtime.start(
-            role_workload(service, role, extra_env), ready_timeout_s=self.settings.service_ready_timeout_s
-        )
+        """Start one version; it may take its descriptor's ``ready_timeout_s`` (in ``role``), else the setting's."""
+        ready_s = float(role.get("ready_timeout_s") or self.settings.service_ready_timeout_s)
+        return await self.runtime.start(role_workload(service, role, extra_env), ready_timeout_s=ready_s)
 
     async def _flag_env(self, plan: dict[str, Any], percent: int) -> dict[str, str]:
         if plan["strategy"] != "feature-flag":
