@@ -110,6 +110,18 @@ def test_add_service_records_production_and_a_stable_port_and_refuses_a_taken_na
     assert list(fleet) == ["shop"] and fleet["shop"].descriptor["owner"] == "team-shop"
 
 
+def test_a_chosen_stable_port_out_of_range_or_held_by_another_service_is_refused(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    shop = _add(tmp_path, bus, make_repo(tmp_path / "shop", {"pilotage.yaml": DESCRIPTOR}), port=19001)
+    other = make_repo(tmp_path / "other", {"pilotage.yaml": DESCRIPTOR.replace("name: shop", "name: other")})
+    for port, words in ((70000, "not a port from 1024 to 65535"), (-1, "not a port"), (22, "not a port"),
+                        (19001, "the stable address of shop already")):  # fmt: skip
+        with pytest.raises(InputError, match=words):
+            _add(tmp_path, bus, other, port=port)
+    assert list(asyncio.run(load_fleet(bus))) == ["shop"] and shop["stable_port"] == 19001  # nothing was added
+    assert _add(tmp_path, bus, other, port=19002)["stable_port"] == 19002
+
+
 def test_add_service_refuses_a_folder_that_is_not_a_git_repository(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()

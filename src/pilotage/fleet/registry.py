@@ -243,6 +243,22 @@ async def managed_service(bus: Bus, name: str) -> ManagedService:
     return require_managed(await load_fleet(bus), name)
 
 
+def _check_stable_port(port: int, fleet: dict[str, ManagedService]) -> None:
+    """Refuse a chosen stable port outside 1024–65535 (``fleet_port_base``'s range) or held by a managed service.
+
+    Raises:
+        InputError: naming the port (and the service holding it); exit 2.
+    """
+    if not 1024 <= port <= 65535:
+        raise InputError(f"--port {port} is not a port from 1024 to 65535", hint="choose another, or leave it out")
+    holder = next((s.name for s in fleet.values() if s.stable_port == port), None)
+    if holder is not None:
+        raise InputError(
+            f"--port {port} is the stable address of {holder} already",
+            hint="choose another --port, or leave it out (the next free port from fleet_port_base)",
+        )
+
+
 def _free_port(base: int, taken: set[int]) -> int:
     for port in range(base, base + 1000):
         if port in taken:
@@ -287,8 +303,9 @@ async def add_service(
     the first free port from ``port_base`` not taken by another managed service.
 
     Raises:
-        InputError: ``path`` is not a folder or not the top of a git repository, it has no commit, or the
-            descriptor's name is taken by another managed service (exit 2).
+        InputError: ``path`` is not a folder or not the top of a git repository, it has no commit, the
+            descriptor's name is taken by another managed service, or ``port`` is outside 1024–65535 or another
+            service's (exit 2).
         ConfigError: the descriptor at ``HEAD`` is missing or invalid, or closes a dependency cycle (names the file
             and field); whatever ``check`` raises.
     """
@@ -312,6 +329,8 @@ async def add_service(
             hint="choose another `name` in pilotage.yaml",
         )
     refuse_cycle(descriptor, fleet)
+    if port:
+        _check_stable_port(port, fleet)
     if check is not None:
         await check(descriptor, fleet)
     stable_port = port or _free_port(port_base, {s.stable_port for s in fleet.values()})
