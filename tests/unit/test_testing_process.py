@@ -90,3 +90,17 @@ def test_sandbox_env_is_local_only(monkeypatch: pytest.MonkeyPatch) -> None:
     env = sandbox_env({"EXTRA": "1"})
     assert "HTTPS_PROXY" not in env and env["NO_PROXY"] == "127.0.0.1,localhost"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["EXTRA"] == "1"
+
+
+def test_a_flooding_tools_log_is_cut_and_its_tail_read_from_the_end(tmp_path: Path) -> None:
+    # a consumer test printing 300 MB on one line left a 300 MB log and pushed the delivery to 852 MB RSS
+    from pilotage.testing.process import MAX_LOG_BYTES
+
+    code = "import sys; sys.stdout.write('begin\\n' + 'x' * 40_000_000 + '\\nlast line\\n')"
+    log = tmp_path / "flood.log"
+    outcome = asyncio.run(run_process([sys.executable, "-c", code], cwd=tmp_path, timeout_s=60, log_path=log))
+    assert outcome.exit_code == 0
+    text = log.read_text()
+    assert len(text) < MAX_LOG_BYTES + 200 and text.startswith("begin\n") and text.endswith("\nlast line\n")
+    assert "bytes of output cut here" in text
+    assert outcome.output_tail[-1] == "last line" and all(len(line) <= 2000 for line in outcome.output_tail)

@@ -13,9 +13,9 @@ Every test and load tool Pilotage drives runs in its own process, for three reas
 The tools run the code of a run's repository (the service's tests import it, schemathesis and Locust drive it), so
 they start as :mod:`pilotage.runtime.sandbox` says (issue #15): an allow-list environment without Pilotage's
 settings or the operator's credentials, plus the variables the caller passes, in their own process group.
-Output (stdout + stderr) goes to a log file; the last lines are kept for errors. After the tool ends, its log and
-the reports it wrote (``mask_files``) are rewritten with every registered secret masked
-(:meth:`pilotage.secrets.SecretMasker.mask_file`).
+Output (stdout + stderr) goes to a log file (cut to :data:`MAX_LOG_BYTES` once the tool ended); the last lines
+are kept for errors. After the tool ends, its log and the reports it wrote (``mask_files``) are rewritten with
+every registered secret masked (:meth:`pilotage.secrets.SecretMasker.mask_file`).
 """
 
 from __future__ import annotations
@@ -34,10 +34,17 @@ from pilotage.errors import BackendError
 from pilotage.runtime.sandbox import launch_options, sandbox_env
 from pilotage.secrets import masker
 
-__all__ = ["KILL_GRACE_S", "ProcessOutcome", "run_process"]
+__all__ = ["KILL_GRACE_S", "MAX_LOG_BYTES", "ProcessOutcome", "run_process"]
 
 #: Seconds between SIGTERM and SIGKILL when a tool overruns its time budget.
 KILL_GRACE_S = 3.0
+#: Bytes of a tool's output kept in its log (the first :data:`_HEAD_BYTES` and the last ones): a test that floods
+#: its output (300 MB on one line, found by a hostile-input review) no longer makes the masking and the tail read it
+#: all into the control plane's memory.
+MAX_LOG_BYTES = 16 * 1024 * 1024
+_HEAD_BYTES = 64 * 1024
+#: Bytes read from the end of a log for its last lines.
+_TAIL_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,14 +69,33 @@ class ProcessOutcome:
 
 
 def _tail(path: Path, lines: int = 30) -> list[str]:
+    """The last ``lines`` non-empty lines of ``path`` (from its last :data:`_TAIL_BYTES`; each cut to 2,000)."""
     try:
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            return [line.rstrip() for line in deque(handle, maxlen=lines) if line.strip()]
+        with path.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - _TAIL_BYTES))
+            text = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return []
+    return [line.rstrip()[:2000] for line in deque(text.splitlines(), maxlen=lines) if line.strip()]
+
+
+def _cap_log(path: Path) -> None:
+    """Cut a log over :data:`MAX_LOG_BYTES` to its first and last bytes, with a line saying how much was cut."""
+    with contextlib.suppress(OSError):
+        size = path.stat().st_size
+        if size <= MAX_LOG_BYTES:
+            return
+        keep = MAX_LOG_BYTES - _HEAD_BYTES
+        with path.open("rb") as handle:
+            head = handle.read(_HEAD_BYTES)
+            handle.seek(size - keep)
+            tail = handle.read(keep)
+        cut = f"\n[pilotage: {size - len(head) - len(tail)} bytes of output cut here (over {MAX_LOG_BYTES})]\n"
+        path.write_bytes(head + cut.encode() + tail)
 
 
 def _mask(log_path: Path, reports: Sequence[Path]) -> None:
+    _cap_log(log_path)
     for path in (log_path, *reports):
         with contextlib.suppress(OSError):
             masker().mask_file(path)
