@@ -79,6 +79,7 @@ def test_a_release_whose_second_service_fails_its_canary_rolls_back_both(tmp_pat
     for name in ("catalog", "payments"):
         shown = run_cli(work, "service", "show", name, "--json").json()
         assert shown["production_commit"] == first[name]
+        assert shown["deliveries"][-1]["outcome"] == "rolled_back"  # catalog's too: promoted, then given back
 
     explained = run_cli(work, "explain", planned.data["decision_id"])
     assert explained.code == 0, explained.stderr

@@ -150,6 +150,12 @@ def test_fleet_state_follows_releases_and_deliveries(tmp_path: Path) -> None:
     assert shop.production_commit == "f" * 40
     assert shop.deliveries[0]["run_id"] == "run-1" and shop.deliveries[0]["outcome"] == "promoted"
     assert shop.deliveries[0]["commit"] == "f" * 40
+    # a release whose next member failed gives production back: the delivery shows rolled back, not promoted
+    back = {"service": "shop", "commit": first, "previous_commit": "f" * 40, "deployment_id": "d", "run_id": "rel-1"}
+    asyncio.run(bus.publish(checked_event(EventType.SERVICE_RELEASED, back | {"rolled_back_run": "run-1"}, source="t")))
+    shop = asyncio.run(load_fleet(bus))["shop"]
+    assert shop.production_commit == first and shop.deliveries[0]["outcome"] == "rolled_back"
+    assert shop.deliveries[0]["error"] == "promoted, then rolled back by release rel-1"
 
 
 def test_a_second_delivery_is_refused_while_one_runs_until_its_budget_passed(tmp_path: Path) -> None:

@@ -39,7 +39,8 @@ class ServiceReleased(EventData):
     """A delivery was promoted: ``commit`` is the service's production commit. Rollout agent → fleet state.
 
     ``descriptor``: the ``pilotage.yaml`` of ``commit`` (schema field names; issue #19: the fleet's live
-    dependencies are those of the production descriptors); None in logs written before it.
+    dependencies are those of the production descriptors); None in logs written before it. ``rolled_back_run``: the
+    delivery (run id) a failed release undid by giving production back to ``commit``; "" otherwise.
     """
 
     service: Annotated[str, AfterValidator(valid_name)]
@@ -48,6 +49,7 @@ class ServiceReleased(EventData):
     deployment_id: str
     run_id: str
     descriptor: Obj | None = None
+    rolled_back_run: str = ""
 
 
 class ServiceUp(EventData):

@@ -172,6 +172,18 @@ def _started(
         runs[f"pending:{data['run_id']}"] = (str(data.get("service", "")), entry)
 
 
+def _released(service: ManagedService, data: dict[str, Any]) -> None:
+    """``service.released``: the new production commit; a release's rollback marks the delivery it undid."""
+    service.production_commit = data["commit"]
+    if isinstance(data.get("descriptor"), dict):
+        service.descriptor = dict(data["descriptor"])
+    for entry in reversed(service.deliveries):
+        if entry["run_id"] == data["run_id"]:
+            entry["commit"] = data["commit"]
+        if data.get("rolled_back_run") and entry["run_id"] == data["rolled_back_run"]:
+            entry.update(outcome="rolled_back", error=f"promoted, then rolled back by release {data['run_id']}")
+
+
 def _apply(fleet: dict[str, ManagedService], runs: dict[str, tuple[str, dict[str, Any]]], event: Any) -> None:
     data, kind = event.data, event.type
     if kind == EventType.SERVICE_ADDED:
@@ -190,12 +202,7 @@ def _apply(fleet: dict[str, ManagedService], runs: dict[str, tuple[str, dict[str
     if service is None:
         return
     if kind == EventType.SERVICE_RELEASED:
-        service.production_commit = data["commit"]
-        if isinstance(data.get("descriptor"), dict):
-            service.descriptor = dict(data["descriptor"])
-        for entry in reversed(service.deliveries):
-            if entry["run_id"] == data["run_id"]:
-                entry["commit"] = data["commit"]
+        _released(service, data)
     elif kind in (EventType.SERVICE_UP, EventType.SERVICE_DOWN):
         service.up = {**data, "state": "up" if kind == EventType.SERVICE_UP else "down", "at": event.time}
         if data.get("wake_s") is not None:

@@ -122,6 +122,7 @@ async def roll_back_member(
         "deployment_id": str(plan.get("deployment_id", "")),
         "run_id": release_id,
         "descriptor": descriptor,
+        "rolled_back_run": run_id,  # the fleet shows that delivery as rolled back, not promoted
     }
     await _publish(ctx, EventType.SERVICE_RELEASED, released, release_id)
     if standby:
