@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from pilotage.bus.base import Record
 from pilotage.bus.query import EventLog
@@ -59,8 +60,8 @@ def events_tail(
             sys.stdout.write(json.dumps({"offset": offset, **json.loads(event.to_json())}) + "\n")
         else:
             console.print(
-                f"[dim]{offset:>6}[/] {event.time[11:23]} [bold]{stage_of(event):<8}[/] "
-                f"{event.type.removeprefix(EventType.PREFIX):<22} {event.id}  {summarize(event)}"
+                f"[dim]{offset:>6}[/] {escape(event.time[11:23])} [bold]{escape(f'{stage_of(event):<8}')}[/] "
+                + escape(f"{event.type.removeprefix(EventType.PREFIX):<22} {event.id}  {summarize(event)}")
             )
 
     records = asyncio.run(_read_events(settings, type_pattern, run_id))
@@ -98,8 +99,11 @@ def events_replay(
     else:
         for r in report.differing:
             console.print(
-                f"[bold red]differs[/] {r.decision_id} {r.agent} {r.kind}: recorded {json.dumps(r.recorded)} · "
-                f"recomputed {json.dumps(r.recomputed) if r.error is None else 'error: ' + r.error}"
+                "[bold red]differs[/] "
+                + escape(
+                    f"{r.decision_id} {r.agent} {r.kind}: recorded {json.dumps(r.recorded)} · "
+                    f"recomputed {json.dumps(r.recomputed) if r.error is None else 'error: ' + r.error}"
+                )
             )
         console.print(f"{len(report.results)} decisions replayed, {len(report.differing)} differ")
     if report.differing:
@@ -130,29 +134,35 @@ def explain(
         return
     from pilotage.report import summarize
 
-    console.print(f"[bold]{d['agent']}[/] decided [bold]{d['kind']}[/] → [bold green]{d['action']}[/] at {d['time']}")
-    console.print(f"[bold]rule[/]      {d['rule']}")
-    console.print(f"[bold]score[/]     {json.dumps(d['score'])}")
-    console.print(f"[bold]rationale[/] {d['rationale']}")
+    agent, kind, action, when = (escape(str(d[k])) for k in ("agent", "kind", "action", "time"))
+    console.print(f"[bold]{agent}[/] decided [bold]{kind}[/] → [bold green]{action}[/] at {when}")
+    console.print(f"[bold]rule[/]      {escape(str(d['rule']))}")
+    console.print(f"[bold]score[/]     {escape(json.dumps(d['score']))}")
+    console.print(f"[bold]rationale[/] {escape(str(d['rationale']))}")
     if verdict is None:
         console.print("[bold]verdict[/]   none: this decision gated no world-changing action")
     else:
         console.print(
-            f"[bold]verdict[/]   {verdict.get('action')}: {'allow' if verdict.get('allow') else 'DENY'} "
-            f"(engine {verdict.get('engine')}, policies {', '.join(verdict.get('policies') or []) or '-'})"
-            + (f" ({verdict['override']})" if verdict.get("override") else "")
-            + (f" reasons: {'; '.join(verdict.get('reasons') or [])}" if verdict.get("reasons") else "")
-            + (f" · event {verdict['event_id']}" if verdict.get("event_id") else "")
+            "[bold]verdict[/]   "
+            + escape(
+                f"{verdict.get('action')}: {'allow' if verdict.get('allow') else 'DENY'} "
+                f"(engine {verdict.get('engine')}, policies {', '.join(verdict.get('policies') or []) or '-'})"
+                + (f" ({verdict['override']})" if verdict.get("override") else "")
+                + (f" reasons: {'; '.join(verdict.get('reasons') or [])}" if verdict.get("reasons") else "")
+                + (f" · event {verdict['event_id']}" if verdict.get("event_id") else "")
+            )
         )
     if d.get("kind") == "slo.assessment":  # issue 21: the sequential evidence of each metric of the step
         from pilotage.agents.reliability import evidence_lines, warmup_line
 
         if warmup_line(d["inputs"].get("warmup")):
-            console.print(f"[bold]warm-up[/]   {warmup_line(d['inputs'].get('warmup'))}")
+            console.print(f"[bold]warm-up[/]   {escape(warmup_line(d['inputs'].get('warmup')))}")
         for line in evidence_lines((d.get("score") or {}).get("assessment") or {}):
-            console.print(f"[bold]evidence[/]  {line}")
+            console.print(f"[bold]evidence[/]  {escape(line)}")
     for e in outcome:
-        console.print(f"[bold]outcome[/]   {e.type.removeprefix(EventType.PREFIX)}: {summarize(e)} · event {e.id}")
+        console.print(
+            f"[bold]outcome[/]   {escape(f'{e.type.removeprefix(EventType.PREFIX)}: {summarize(e)} · event {e.id}')}"
+        )
     if not outcome:
         console.print("[bold]outcome[/]   no event followed from this agent")
     console.print("[bold]inputs[/]")

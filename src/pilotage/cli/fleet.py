@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.text import Text
 
 from pilotage.agent import RunSpec
 from pilotage.cli import JsonOpt, app, cli_settings, console, print_error
@@ -82,12 +84,12 @@ def service_add(
         for data in added:
             consumes = [c["service"] for c in data["descriptor"].get("consumes") or []]
             console.print(
-                f"added [bold]{data['service']}[/] · production {data['commit'][:12]} · stable address "
-                f"http://127.0.0.1:{data['stable_port']} · {data['repo_path']}"
-                + (f" · consumes {', '.join(consumes)}" if consumes else "")
+                f"added [bold]{escape(data['service'])}[/] · production {escape(data['commit'][:12])} · stable "
+                f"address http://127.0.0.1:{data['stable_port']} · {escape(str(data['repo_path']))}"
+                + (f" · consumes {escape(', '.join(consumes))}" if consumes else "")
             )
             if data["note"]:
-                console.print(f"  [dim]operations not in the graph yet: {data['note']}[/]")
+                console.print(f"  [dim]operations not in the graph yet: {escape(str(data['note']))}[/]")
         console.print("next: `pilotage up` to serve production, `pilotage deliver SERVICE REV` to deliver a commit")
 
 
@@ -118,7 +120,8 @@ def service_list(json_mode: JsonOpt = False) -> None:
         doing = f"{now['rev'][:12]} {now.get('stage', '')}" if now else "-"
         ended = f"{last['rev'][:12]} {last['status']} {last['outcome']}".strip() if last else "-"
         queue = " ".join(q["rev"][:12] for q in row["queued"]) or "-"
-        table.add_row(row["name"], row["production_commit"][:12], row["stable_url"], row["state"], doing, queue, ended)
+        cells = (row["name"], row["production_commit"][:12], row["stable_url"], row["state"], doing, queue, ended)
+        table.add_row(*(Text(str(cell)) for cell in cells))  # revisions and outcomes come from outside: no markup
     console.print(table if rows else "no managed service (add one: `pilotage service add PATH`)")
 
 
@@ -137,18 +140,23 @@ def service_show(name: Annotated[str, typer.Argument(help="The service's name.")
     if json_mode:
         _emit(True, data)
         return
-    console.print(f"[bold]{name}[/] · owner {data['owner'] or '-'} · {service.repo_path}")
-    console.print(f"production {service.production_commit} · stable address {service.stable_url} · {service.state}")
+    console.print(
+        f"[bold]{escape(name)}[/] · owner {escape(str(data['owner'] or '-'))} · {escape(str(service.repo_path))}"
+    )
+    console.print(
+        f"production {service.production_commit} · stable address {service.stable_url} · {service.state}", markup=False
+    )
     if service.wake_s:
         console.print(f"wake-ups: {len(service.wake_s)}, last {service.wake_s[-1]:.2f} s")
-    console.print(f"SLO: {data['slo']['summary']}")
+    console.print(f"SLO: {data['slo']['summary']}", markup=False)
     _print_relations(data["dependencies"])
     for entry in service.deliveries[-10:]:
         commit = str(entry.get("commit", ""))[:12]
         error = f" · {entry['error']}" if entry.get("error") else ""
         console.print(
             f"  {(entry.get('started') or entry.get('queued') or '')[:19]} {commit or entry['rev'][:12]} "
-            f"{entry['status']} {entry['outcome']}{error}"
+            f"{entry['status']} {entry['outcome']}{error}",
+            markup=False,
         )
 
 
@@ -166,27 +174,29 @@ def _print_relations(rel: dict[str, Any]) -> None:
     """``service show``'s lines on APIs, providers, consumers and the code's calls (issue 19)."""
     for api in rel["provides"]:
         count = "operations unknown" if api["operations"] is None else f"{api['operations']} operations"
-        console.print(f"provides API {api['api']} ({count})")
+        console.print(f"provides API {api['api']} ({count})", markup=False)
     for c in rel["consumes"]:
-        console.print(f"consumes {c['service']} via {c['env']}: {', '.join(c['operations'])}")
+        console.print(f"consumes {c['service']} via {c['env']}: {', '.join(c['operations'])}", markup=False)
     for c in rel["consumers"]:
         ops = ", ".join(op["operation"] for op in c["operations"]) + "".join(f", {u} (not in the document)"
                                                                              for u in c["unresolved"])  # fmt: skip
-        console.print(f"consumed by {c['service']} ({c['env']}): {ops}")
+        console.print(f"consumed by {c['service']} ({c['env']}): {ops}", markup=False)
     _print_verifications(rel["verifications"])
     calls = rel["calls"]
     if not rel["consumes"] and not calls.get("ingested"):
         return
     if not calls.get("ingested"):
-        console.print(f"code calls: not ingested ({calls['hint']})")
+        console.print(f"code calls: not ingested ({calls['hint']})", markup=False)
         return
     console.print(f"code calls: {calls['calls']} HTTP calls found")
     for item in calls["declared_not_called"]:
-        console.print(f"  declared, never called: {item['provider']} {item['operation']}")
+        console.print(f"  declared, never called: {item['provider']} {item['operation']}", markup=False)
     for item in calls["called_not_declared"]:
-        console.print(f"  called, not declared: {item['provider']} {item['operation']} at {item['at']}")
+        console.print(f"  called, not declared: {item['provider']} {item['operation']} at {item['at']}", markup=False)
     for item in calls["unmatched_calls"]:
-        console.print(f"  [dim]call to no managed operation: {item['call']} at {item['at']}[/]")
+        console.print(
+            f"  [dim]call to no managed operation: {escape(str(item['call']))} at {escape(str(item['at']))}[/]"
+        )
 
 
 def _print_verifications(found: dict[str, Any]) -> None:
@@ -195,13 +205,15 @@ def _print_verifications(found: dict[str, Any]) -> None:
         result = "passed" if v["passed"] else "FAILED " + ", ".join(v["failed_tests"])
         console.print(
             f"verified by {v['consumer']}@{v['consumer_commit'][:12]} against {v['provider_commit'][:12]}: "
-            f"{result} · {v['time']}"
+            f"{result} · {v['time']}",
+            markup=False,
         )
     for v in found["as_consumer"]:
         result = "passed" if v["passed"] else "FAILED " + ", ".join(v["failed_tests"])
         console.print(
             f"verified {v['provider']}@{v['provider_commit'][:12]} with {v['consumer_commit'][:12]}: "
-            f"{result} · {v['time']}"
+            f"{result} · {v['time']}",
+            markup=False,
         )
 
 
@@ -251,7 +263,9 @@ def service_graph(
         text = "\n".join((to_mermaid if fmt == GraphFormat.mermaid else to_graphml)(nodes, edges))
     if output is not None:
         output.write_text(text + "\n", encoding="utf-8")
-        console.print(f"wrote the fleet graph ({len(nodes)} nodes, {len(edges)} edges) as {fmt.value} to {output}")
+        console.print(
+            f"wrote the fleet graph ({len(nodes)} nodes, {len(edges)} edges) as {fmt.value} to {output}", markup=False
+        )
     else:
         sys.stdout.write(text + "\n")
 
@@ -331,14 +345,14 @@ def deliver(
     run_id = run.run_id
     if not json_mode:
         console.print(
-            f"[bold]Pilotage[/] delivery [bold]{run_id}[/] · {service} {rev} ({sha[:12]}) over production "
-            f"{managed.production_commit[:12]} · stable address {managed.stable_url}"
+            f"[bold]Pilotage[/] delivery [bold]{escape(run_id)}[/] · {escape(f'{service} {rev}')} ({escape(sha[:12])}) "
+            f"over production {escape(managed.production_commit[:12])} · stable address {escape(managed.stable_url)}"
         )
     if detach:  # issue 19, 5: queued in the control plane; `pilotage service list` follows it
         queue_run(settings, run)
         _emit(json_mode, {"run_id": run_id, "service": service, "rev": sha, "status": "queued"})
         if not json_mode:
-            console.print(f"queued {run_id}: `pilotage service list` shows its progress")
+            console.print(f"queued {run_id}: `pilotage service list` shows its progress", markup=False)
         return
     if serving:
         summary = submit_run(settings, run, _timeline_printer(json_mode))
@@ -391,7 +405,8 @@ def _report(summary: dict[str, Any], json_mode: bool) -> None:
     if json_mode:
         console.print_json(json.dumps(summary))
     else:
-        console.print(f"\n[bold red]{summary['status']}[/] · {summary['duration_s']:.1f}s · report {summary['report']}")
+        status, report = escape(str(summary["status"])), escape(str(summary["report"]))
+        console.print(f"\n[bold red]{status}[/] · {summary['duration_s']:.1f}s · report {report}")
 
 
 def _deliver_here(settings: Settings, run: RunSpec, json_mode: bool, budget_s: float) -> dict[str, Any]:
@@ -467,7 +482,9 @@ def up(json_mode: JsonOpt = False) -> None:
     if not json_mode:
         for name, state in states.items():
             line = f"{state['url']} → {name} {state['commit'][:12]}" if state["state"] == "up" else state["error"]
-            console.print(f"[{'green' if state['state'] == 'up' else 'red'}]{state['state']:<6}[/] {name}: {line}")
+            colour = "green" if state["state"] == "up" else "red"
+            word = escape(f"{state['state']:<6}")
+            console.print(f"[{colour}]{word}[/] {escape(name)}: {escape(str(line))}")
         console.print(f"control plane pid {pid} keeps them up; `pilotage down` stops them")
     if failed:
         name, state = next(iter(failed.items()))

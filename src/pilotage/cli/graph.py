@@ -70,7 +70,7 @@ def graph_ingest(
             cov = doc["coverage"]
             console.print(f"  coverage: {escape(cov['status'])}; {cov['edges']} TESTS edges from per-test contexts")
         for package, source in sorted(doc["imports"].items()):
-            console.print(f"  imports of {package}: {escape(source)}")
+            console.print(f"  imports of {escape(package)}: {escape(source)}")
         for skipped in doc["skipped"]:
             console.print(f"  [yellow]skipped[/yellow] {escape(skipped['path'])}: {escape(skipped['reason'])}")
         for key in doc["endpoints_unmatched"]:
@@ -100,7 +100,7 @@ def graph_query(
         console.print("(no rows)")
         return
     columns = list(rows[0])
-    console.print("\t".join(columns))
+    console.print("\t".join(columns), markup=False)
     for row in rows:
         console.print("\t".join(str(row[c]) for c in columns), markup=False)
 
@@ -129,7 +129,7 @@ def graph_export(
     elif output is None:
         sys.stdout.write(text)
     else:
-        console.print(f"wrote {len(lines)} lines of {fmt.value} to {output}")
+        console.print(f"wrote {len(lines)} lines of {fmt.value} to {output}", markup=False)
 
 
 @app.command("impact")
@@ -195,19 +195,23 @@ def _service_impact(service: str, rev: str, json_mode: bool) -> None:
         console.print_json(json.dumps(doc))
         return
     console.print(
-        f"[bold]impact[/bold] of {escape(service)} {escape(rev)} ({doc['commit'][:12]}) over production "
-        f"{doc['production_commit'][:12]}: {escape(doc['summary'])}"
+        f"[bold]impact[/bold] of {escape(service)} {escape(rev)} ({escape(doc['commit'][:12])}) over production "
+        f"{escape(doc['production_commit'][:12])}: {escape(doc['summary'])}"
     )
-    console.print(f"documents: production {doc['documents']['production']}, commit {doc['documents']['commit']}")
+    documents = doc["documents"]  # paths named by the descriptors: never markup
+    console.print(f"documents: production {documents['production']}, commit {documents['commit']}", markup=False)
     console.print(f"[bold]breaking changes[/bold] ({len(doc['breaking'])})")
     for change in doc["breaking"]:
-        console.print(f"  {escape(change['operation'])}: {escape(change['detail'])} [dim]{change['rule']}[/dim]")
+        console.print(
+            f"  {escape(change['operation'])}: {escape(change['detail'])} [dim]{escape(change['rule'])}[/dim]"
+        )
     console.print(f"[bold]consumers affected[/bold] ({len(doc['consumers'])})")
     for consumer in doc["consumers"]:
         for op in consumer["operations"]:
             details = "; ".join(c["detail"] for c in op["changes"])
-            console.print(f"  {consumer['service']} ({consumer['env']}) · {escape(op['operation'])}: {escape(details)}")
+            who = escape(f"{consumer['service']} ({consumer['env']})")
+            console.print(f"  {who} · {escape(op['operation'])}: {escape(details)}")
     if doc["unaffected"]:
-        console.print(f"not affected: {', '.join(doc['unaffected'])}")
+        console.print(f"not affected: {', '.join(doc['unaffected'])}", markup=False)
     for line in doc["gate"]:
         console.print(f"deploy gate: {escape(line)}")

@@ -11,6 +11,7 @@ import json
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from pilotage.cli import JsonOpt, app, cli_settings, console
 from pilotage.coordination.market import market_report
@@ -50,13 +51,18 @@ def market(
     if not report["balances"]:
         console.print("  nobody has earned credits yet")
     for row in report["balances"]:
-        console.print(f"  {row['agent']:<24} {row['balance']:>6}   earned {row['earned']:>5}  paid {row['paid']:>5}")
+        console.print(
+            f"  {row['agent']:<24} {row['balance']:>6}   earned {row['earned']:>5}  paid {row['paid']:>5}", markup=False
+        )
     slot = report["slot"]
     holder = slot["holder"]
     held = f"held by {holder['agent']} for {holder.get('request', '?')}" if holder else "free"
     console.print(
-        f"[bold]Load-test slot[/] ({slot['resource']}): {held}; waiting: {', '.join(slot['waiting']) or '-'}; "
-        f"{slot['auctions']} auction(s) so far"
+        "[bold]Load-test slot[/] "
+        + escape(
+            f"({slot['resource']}): {held}; waiting: {', '.join(slot['waiting']) or '-'}; "
+            f"{slot['auctions']} auction(s) so far"
+        )
     )
     console.print(f"[bold]Recent auctions[/] ({len(report['auctions'])} shown)")
     for auction in report["auctions"]:
@@ -67,8 +73,11 @@ def market(
         console.print(
             f"  {str(auction.get('auction_id'))[:12]} {auction.get('resource')} x{auction.get('units')}: "
             f"{winners or 'no sale'}; lost: {', '.join(auction.get('losers') or []) or '-'} "
-            f"(decision {auction.get('decision_id')})"
+            f"(decision {auction.get('decision_id')})",
+            markup=False,
         )
     console.print("[bold]Earning table[/]")
     for rule in report["earnings"]:
-        console.print(f"  {rule['credits']:>3}  {rule['agent']:<12} {rule['event_type']}: {rule['outcome']}")
+        console.print(
+            f"  {rule['credits']:>3}  {rule['agent']:<12} {rule['event_type']}: {rule['outcome']}", markup=False
+        )

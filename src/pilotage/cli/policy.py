@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from pilotage.cli import JsonOpt, app, cli_settings, console
 from pilotage.events import CloudEvent
@@ -79,22 +80,26 @@ def _print_report(doc: dict[str, Any]) -> None:
     facts = doc["facts"]
     scan = facts["security_scan"]
     issues = scan.get("issues") or {}
-    console.print(f"[bold]policy check[/bold] {doc['path']} · engine {doc['verdict']['engine']}")
+    console.print(f"[bold]policy check[/bold] {escape(str(doc['path']))} · engine {escape(doc['verdict']['engine'])}")
     console.print(
         f"  {facts['dependencies']} dependencies ({facts['direct_dependencies']} direct), licences from "
         f"{facts['licence_source']}; {facts['files_scanned']} files scanned; {facts['secrets']} secrets; "
         f"{facts['crypto_uses']} weak-hash/crypto uses; bandit {scan.get('status')} "
         f"({issues.get('high', 0)} high, {issues.get('medium', 0)} medium, {issues.get('low', 0)} low); "
-        f"vulnerabilities {facts['vulnerability_scan']}"
+        f"vulnerabilities {facts['vulnerability_scan']}",
+        markup=False,
     )
     for found in doc["findings"]:
         where = found.get("file", "")
         if where and found.get("line"):
             where += f":{found['line']}"
-        style = _STYLE.get(found["level"], "")
+        style = _STYLE.get(found["level"], "default")
+        level = escape(f"{found['level']:7}")
         console.print(
-            f"  [{style}]{found['level']:7}[/{style}] {found['rule']:20} {found['msg']}"
-            + (f"  ({where})" if where and where not in found["msg"] else "")
+            f"  [{style}]{level}[/{style}] "
+            + escape(
+                f"{found['rule']:20} {found['msg']}" + (f"  ({where})" if where and where not in found["msg"] else "")
+            )
         )
     verdict = "[red]denied[/red]" if doc["denied"] else "[green]allowed[/green]"
     console.print(f"merge: {verdict}")
@@ -132,11 +137,12 @@ def policy_pending(json_mode: JsonOpt = False) -> None:
     if not waiting:
         from pilotage.policy.approval_key import key_id, key_path
 
-        console.print(f"no approval pending (signed with key {key_id(key)} at {key_path(settings)})")
+        console.print(f"no approval pending (signed with key {key_id(key)} at {key_path(settings)})", markup=False)
     for item in waiting:
         console.print(
             f"{item['approval_id']}  {item['action']} by {item['agent']} in run {item['run_id']} "
-            f"(timeout {item['timeout_s']:g} s, then {item['default']}): " + "; ".join(item["needs_approval"])
+            f"(timeout {item['timeout_s']:g} s, then {item['default']}): " + "; ".join(item["needs_approval"]),
+            markup=False,
         )
 
 
@@ -161,7 +167,9 @@ def _answer(ident: str, granted: bool, by: str | None, reason: str, json_mode: b
         console.print_json(json.dumps({"type": event.type, "id": event.id, "run_id": event.runid, **event.data}))
     else:
         what = "approved" if granted else "denied"
-        console.print(f"{ident} {what} by {event.data['by']} ({event.data['action']} in run {event.runid})")
+        console.print(
+            f"{ident} {what} by {event.data['by']} ({event.data['action']} in run {event.runid})", markup=False
+        )
 
 
 @app.command("approve")

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from pilotage.agent import RunSpec
 from pilotage.cli import console, print_error
@@ -116,9 +117,11 @@ async def _release_async(
 
 
 def _print_plan(release_id: str, plan: ReleasePlan) -> None:
-    console.print(f"[bold]Pilotage[/] release [bold]{release_id}[/] · {' → '.join(m.service for m in plan.order)}")
-    for i, step in enumerate(plan.steps(), 1):
-        console.print(f"  {i}. {step['service']} {step['rev']} ({step['commit'][:12]}): {'; '.join(step['why'])}")
+    order = " → ".join(m.service for m in plan.order)
+    console.print(f"[bold]Pilotage[/] release [bold]{escape(release_id)}[/] · {escape(order)}")
+    for i, step in enumerate(plan.steps(), 1):  # revisions, commit messages and API names come from outside
+        line = f"{step['service']} {step['rev']} ({step['commit'][:12]}): {'; '.join(step['why'])}"
+        console.print(f"  {i}. {line}", markup=False)
 
 
 def deliver_release(
@@ -181,15 +184,18 @@ def _report(summary: dict[str, Any], json_mode: bool) -> None:
         return
     for d in summary["deliveries"]:
         console.print(
-            f"  {d['service']}: {d['status']} · {d['outcome']} · {d['duration_s']:.1f}s · report {d['report']}"
+            f"  {d['service']}: {d['status']} · {d['outcome']} · {d['duration_s']:.1f}s · report {d['report']}",
+            markup=False,
         )
     for undone in summary["rolled_back"]:
         how = "warm standby" if undone["standby"] else "started again"
         console.print(
-            f"  rolled back {undone['service']}: {undone['commit'][:12]} → {undone['previous_commit'][:12]} ({how})"
+            f"  rolled back {undone['service']}: {undone['commit'][:12]} → {undone['previous_commit'][:12]} ({how})",
+            markup=False,
         )
     colour = "green" if summary["status"] == "completed" else "red"
     console.print(
-        f"[bold {colour}]{summary['status']}[/] · release {summary['release_id']} · {summary['duration_s']:.1f}s · "
-        f"`pilotage explain {summary['decision_id']}` shows the order and why"
+        f"[bold {colour}]{escape(str(summary['status']))}[/] · release {escape(str(summary['release_id']))} · "
+        f"{summary['duration_s']:.1f}s · `pilotage explain {escape(str(summary['decision_id']))}` "
+        "shows the order and why"
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from pilotage.agent import RunSpec
 from pilotage.cli import JsonOpt, app, cli_settings, console, log_in, print_error
@@ -19,6 +20,8 @@ from pilotage.events import CloudEvent
 from pilotage.fleet.submission import make_workdir
 from pilotage.names import check_name, name_from
 from pilotage.settings import Settings
+
+_log = logging.getLogger(__name__)
 
 SubmitOpt = Annotated[
     bool,
@@ -82,7 +85,7 @@ def _preflight(settings: Settings, spec: Path, request: str, *, json_mode: bool 
         backend_class(kind, url)
     size = spec.stat().st_size if spec.is_file() else 0
     if size > LARGE_DOCUMENT_BYTES and not json_mode:  # validation of a large document takes a while
-        console.print(f"reading and validating {spec.name} ({size / 1e6:.1f} MB) … (Ctrl-C stops)")
+        console.print(f"reading and validating {escape(spec.name)} ({size / 1e6:.1f} MB) … (Ctrl-C stops)")
     doc = load_spec(spec)
     evolve(doc, parse_request(request), path=str(spec))
     # issue 3: the SLO beside the spec and the metric source are read only when the rollout starts; check them now
@@ -119,12 +122,16 @@ def _timeline_printer(json_mode: bool) -> Any:
     def show(event: CloudEvent) -> None:
         if json_mode:
             return
-        stage = stage_of(event)
-        if stage == "decision":
-            return
-        style = STAGE_STYLE.get(stage, "default")
-        elapsed = time.monotonic() - t0
-        console.print(f"[dim]{elapsed:6.1f}s[/] [{style}]{stage:<8}[/] {summarize(event)}")
+        try:
+            stage = stage_of(event)
+            if stage == "decision":
+                return
+            style = STAGE_STYLE.get(stage, "default")
+            elapsed = time.monotonic() - t0
+            # event data comes from outside (test output, commit messages, HTTP answers): never markup
+            console.print(f"[dim]{elapsed:6.1f}s[/] [{style}]{escape(f'{stage:<8}')}[/] {escape(summarize(event))}")
+        except Exception:  # a progress line must never stop a run from closing (flow.failed, the summary)
+            _log.warning("could not print the progress line of event %s", getattr(event, "id", "?"), exc_info=True)
 
     return show
 
@@ -285,7 +292,10 @@ def _checked_run(
         proxy_port=port,
     )
     if not json_mode:
-        console.print(f"[bold]Pilotage[/] run [bold]{run_id}[/] · service [bold]{name}[/] · log {settings.bus_url}")
+        console.print(
+            f"[bold]Pilotage[/] run [bold]{escape(run_id)}[/] · service [bold]{escape(name)}[/] · "
+            f"log {escape(str(settings.bus_url))}"
+        )
     if submit:
         return submit_run(settings, run, _timeline_printer(json_mode))
     from pilotage.flows.supervisor import ControlPlaneLock
@@ -308,9 +318,10 @@ def _finish(summary: dict[str, Any], json_mode: bool, expected_outcome: str | No
     else:
         colour = "green" if summary["status"] == "completed" else "red"
         console.print(
-            f"\n[bold {colour}]{summary['status']}[/] · outcome [bold]{summary['outcome']}[/] · "
+            f"\n[bold {colour}]{escape(str(summary['status']))}[/] · "
+            f"outcome [bold]{escape(str(summary['outcome']))}[/] · "
             f"{summary['duration_s']:.1f}s · {len(summary['decisions'])} decisions · report "
-            f"{summary['report']}"
+            f"{escape(str(summary['report']))}"
         )
     if summary["status"] != "completed":
         print_error(summary["error"] or "the run failed")

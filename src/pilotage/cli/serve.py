@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from pilotage.agent import RunSpec
 from pilotage.bus.query import EventLog
@@ -35,6 +37,8 @@ from pilotage.events import CloudEvent, EventType
 from pilotage.settings import Settings
 
 __all__ = ["queue_run", "serve", "submit_run"]
+
+_log = logging.getLogger(__name__)
 
 #: Seconds between reads of the log while a submitting client waits for its run to close.
 FOLLOW_POLL_S = 0.2
@@ -48,10 +52,15 @@ def _printer(json_mode: bool) -> Any:
             sys.stdout.write(event.to_json() + "\n")
             sys.stdout.flush()
             return
-        stage = stage_of(event)
-        if stage == "decision":
-            return
-        console.print(f"[dim]{event.time[11:23]}[/] {event.runid[:16]:<16} {stage:<8} {summarize(event)}")
+        try:
+            stage = stage_of(event)
+            if stage == "decision":
+                return
+            # event data comes from outside (test output, commit messages, HTTP answers): never markup
+            line = f"{event.runid[:16]:<16} {stage:<8} {summarize(event)}"
+            console.print(f"[dim]{escape(event.time[11:23])}[/] {escape(line)}")
+        except Exception:  # a timeline line must never stop the control plane handling an event
+            _log.warning("could not print the timeline line of event %s", getattr(event, "id", "?"), exc_info=True)
 
     return show
 
@@ -123,10 +132,10 @@ async def _serve(  # noqa: C901 - the start and stop sequence of every part, in 
             sys.stdout.flush()
         else:
             console.print(
-                f"[bold]Pilotage control plane[/] pid {os.getpid()} · log {settings.bus_url} · "
+                f"[bold]Pilotage control plane[/] pid {os.getpid()} · log {escape(str(settings.bus_url))} · "
                 f"{len(report.runs_open)} open run(s) resumed, {len(report.environments)} environment(s) re-created, "
                 f"{len(report.orphans_killed)} orphan process(es) stopped"
-                + (f" · dashboard {api_url} · HTTP API {api_url}/api/v1" if api_url else "")
+                + (f" · dashboard {escape(api_url)} · HTTP API {escape(api_url)}/api/v1" if api_url else "")
                 + " · Ctrl-C stops"
             )
         ctx.bus.on_fatal(lambda _error: stop.set())  # issue #15: a log it cannot write or read stops the plane
@@ -226,7 +235,7 @@ def queue_run(settings: Settings, run: RunSpec) -> int:
 
 async def _follow(settings: Settings, run: RunSpec, on_event: Any) -> list[CloudEvent]:
     from pilotage.app import open_bus
-    from pilotage.flows.feature_delivery import queued_event
+    from pilotage.flows.feature_delivery import notify, queued_event
 
     async with open_bus(settings) as bus:
         offset = await bus.publish(queued_event(run)) - 1
@@ -239,7 +248,7 @@ async def _follow(settings: Settings, run: RunSpec, on_event: Any) -> list[Cloud
             offset = batch[-1].offset
             for record in batch:
                 seen.append(record.event)
-                on_event(record.event)
+                notify(on_event, record.event)
                 if record.event.type in (EventType.FLOW_COMPLETED, EventType.FLOW_FAILED):
                     return seen
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -24,11 +25,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from pilotage.cli import JsonOpt, app, cli_settings, console
 from pilotage.errors import ConfigError
 
 __all__ = ["worker"]
+
+_log = logging.getLogger(__name__)
 
 
 def _reporter(json_mode: bool) -> Any:
@@ -39,8 +43,11 @@ def _reporter(json_mode: bool) -> Any:
             return
         extra = f" in {data['duration_s']} s" if "duration_s" in data else ""
         error = f": {data['error']}" if data.get("error") else ""
-        console.print(f"{what:<9} task {str(data.get('task_id'))[:12]} round {data.get('round')} "
-                      f"by {data.get('worker')}{extra}{error}")  # fmt: skip
+        try:  # errors are a tool's output: never markup; a progress line never fails a task
+            console.print(f"{what:<9} task {str(data.get('task_id'))[:12]} round {data.get('round')} "
+                          f"by {data.get('worker')}{extra}{error}", markup=False)  # fmt: skip
+        except Exception:
+            _log.warning("could not print the %s line of task %s", what, data.get("task_id"), exc_info=True)
 
     return report
 
@@ -91,8 +98,9 @@ async def _work(url: str, capabilities: list[str], host_id: str, members: int, g
             sys.stdout.flush()
         else:
             console.print(
-                f"[bold]Pilotage worker[/] {host_id} (pid {os.getpid()}) · {', '.join(sorted(resolved))} · "
-                f"{members} member(s) · bus {redact_url(url)} · Ctrl-C stops"
+                f"[bold]Pilotage worker[/] {escape(host_id)} (pid {os.getpid()}) · "
+                f"{escape(', '.join(sorted(resolved)))} · {members} member(s) · bus {escape(redact_url(url))} · "
+                "Ctrl-C stops"
             )
         try:
             await stop.wait()

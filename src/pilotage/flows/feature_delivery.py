@@ -13,6 +13,7 @@ with the last stage reached.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -29,12 +30,15 @@ __all__ = [
     "FlowResult",
     "closing_types",
     "new_run_id",
+    "notify",
     "queued_event",
     "run_feature_delivery",
     "start_event",
 ]
 
 SOURCE = "/pilotage/flows/feature_delivery"
+
+_log = logging.getLogger(__name__)
 
 #: Event types that must all arrive for a run that generates a service to complete (its environment is scaled
 #: to zero once idle).
@@ -61,6 +65,16 @@ def queued_event(run: RunSpec) -> CloudEvent:
     the same service is in progress.
     """
     return checked_event(EventType.FLOW_QUEUED, run.model_dump(), source=SOURCE, subject=run.service, runid=run.run_id)
+
+
+def notify(on_event: Callable[[CloudEvent], None] | None, event: CloudEvent) -> None:
+    """Call ``on_event`` (a live timeline) with ``event``; what it raises is logged, never the run's failure."""
+    if on_event is None:
+        return
+    try:
+        on_event(event)
+    except Exception:
+        _log.warning("the event callback failed on event %s (%s)", event.id, event.type, exc_info=True)
 
 
 def new_run_id() -> str:
@@ -159,8 +173,7 @@ async def run_feature_delivery(
         if event.runid != run.run_id:
             return
         seen.append(event)
-        if on_event is not None:
-            on_event(event)
+        notify(on_event, event)
         if event.type == EventType.AGENT_FAILED and not failure:
             data = event.data or {}
             failure.append(f"{data.get('agent', '?')}: {data.get('error', 'failed')}")
@@ -200,6 +213,5 @@ async def run_feature_delivery(
     )
     await bus.publish(closing)
     seen.append(closing)
-    if on_event is not None:
-        on_event(closing)
+    notify(on_event, closing)
     return FlowResult(run.run_id, status, outcome, failure[0] if failure else None, seen, duration_s)

@@ -32,7 +32,7 @@ from pilotage.catalogue import checked_event
 from pilotage.errors import ConfigError
 from pilotage.events import CloudEvent, EventType
 from pilotage.flows.admission import ADMISSION_TYPES, Admission
-from pilotage.flows.feature_delivery import CLOSING_TYPES, SOURCE, _outcome, closing_types
+from pilotage.flows.feature_delivery import CLOSING_TYPES, SOURCE, _outcome, closing_types, notify
 
 __all__ = ["ControlPlaneLock", "FlowSupervisor", "RunStatus", "closing_id", "run_status", "serving_pid"]
 
@@ -141,8 +141,7 @@ class FlowSupervisor:
                 await self._ticker
 
     async def _handle(self, event: CloudEvent) -> None:
-        if self.on_event is not None:
-            self.on_event(event)
+        notify(self.on_event, event)
         if event.runid and event.type in (*CLOSING_TYPES, EventType.AGENT_FAILED, EventType.DEPLOY_PAUSED):
             await self.check(event.runid)
         if self.admission is not None and event.type in ADMISSION_TYPES:
