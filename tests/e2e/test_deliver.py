@@ -137,6 +137,8 @@ def test_production_comes_back_at_its_stable_address_after_the_control_plane_is_
         again = run_cli(work, "up", "--json", timeout_s=120)  # a new control plane: production from the log
         assert again.code == 0, again.stderr
         assert again.json()["pid"] != first.json()["pid"]
+        assert str(again.json()["api"]).startswith("http://127.0.0.1:")  # where its dashboard and API answer
+        assert httpx.get(str(again.json()["api"]) + "/openapi.json", timeout=5).status_code == 200
         assert httpx.get(f"{stable}/notes", timeout=5).status_code == 200
         ups = [e.data for e in of_type(read_log(work), "service.up")]
         assert [u["commit"] for u in ups] == [git(repo, "rev-parse", "HEAD")] * 2

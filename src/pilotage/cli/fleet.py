@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from enum import StrEnum
@@ -459,7 +458,7 @@ async def _with_providers(bus: Any, run: RunSpec) -> list[str]:
 @app.command()
 def up(json_mode: JsonOpt = False) -> None:
     """Serve every managed service's production version behind its stable address (a background control plane)."""
-    from pilotage.flows.supervisor import serving_pid
+    from pilotage.flows.supervisor import ready_line, serving_pid, spawn_control_plane
     from pilotage.secrets import private_dir
 
     settings = cli_settings()
@@ -470,7 +469,7 @@ def up(json_mode: JsonOpt = False) -> None:
     since = time.time()
     pid = serving_pid(settings.home)
     if pid is None:
-        pid = _spawn_control_plane(settings)
+        pid = spawn_control_plane(settings.home)
     if not json_mode:
         console.print(
             f"control plane pid {pid}: preparing and starting {len(fleet)} service(s) "
@@ -478,48 +477,20 @@ def up(json_mode: JsonOpt = False) -> None:
         )
     states = _wait_up(settings, sorted(fleet), since, pid)
     failed = {n: s for n, s in states.items() if s["state"] != "up"}
-    _emit(json_mode, {"pid": pid, "services": states})
+    api = (ready_line(settings.home, pid, wait_s=10.0) or {}).get("api")  # not api_port when that was taken
+    _emit(json_mode, {"pid": pid, "api": api, "services": states})
     if not json_mode:
         for name, state in states.items():
             line = f"{state['url']} → {name} {state['commit'][:12]}" if state["state"] == "up" else state["error"]
             colour = "green" if state["state"] == "up" else "red"
             word = escape(f"{state['state']:<6}")
             console.print(f"[{colour}]{word}[/] {escape(name)}: {escape(str(line))}")
-        console.print(f"control plane pid {pid} keeps them up; `pilotage down` stops them")
+        where = f" (dashboard and HTTP API: {escape(str(api).removesuffix('/api/v1'))})" if api else ""
+        console.print(f"control plane pid {pid} keeps them up{where}; `pilotage down` stops them")
     if failed:
         name, state = next(iter(failed.items()))
         print_error(f"service {name} did not start: {state['error']}")
         raise typer.Exit(3)
-
-
-def _spawn_control_plane(settings: Settings) -> int:
-    """Start ``pilotage serve`` detached (own session, output to ``<home>/serve.log``); return its pid.
-
-    Raises:
-        ConfigError: it exited at once (the message quotes the last line of its log).
-    """
-    log_path = settings.path_in_home("serve.log")
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - this interpreter running Pilotage itself
-            [sys.executable, "-m", "pilotage", "serve", "--json"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    from pilotage.flows.supervisor import serving_pid
-
-    deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-            raise ConfigError(
-                f"the control plane exited at once: {tail[-1] if tail else proc.returncode}", hint=f"read {log_path}"
-            )
-        if serving_pid(settings.home) == proc.pid:
-            return proc.pid
-        time.sleep(0.1)
-    return proc.pid
 
 
 def _wait_up(settings: Settings, names: list[str], since: float, pid: int) -> dict[str, dict[str, Any]]:

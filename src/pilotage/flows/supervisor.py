@@ -19,6 +19,9 @@ import contextlib
 import fcntl
 import json
 import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +37,16 @@ from pilotage.events import CloudEvent, EventType
 from pilotage.flows.admission import ADMISSION_TYPES, Admission
 from pilotage.flows.feature_delivery import CLOSING_TYPES, SOURCE, _outcome, closing_types, notify
 
-__all__ = ["ControlPlaneLock", "FlowSupervisor", "RunStatus", "closing_id", "run_status", "serving_pid"]
+__all__ = [
+    "ControlPlaneLock",
+    "FlowSupervisor",
+    "RunStatus",
+    "closing_id",
+    "ready_line",
+    "run_status",
+    "serving_pid",
+    "spawn_control_plane",
+]
 
 #: Namespace of the deterministic closing-event ids.
 CLOSING_NAMESPACE = uuid.UUID("0b7d2c1e-5f43-4a9b-8e6d-2c9f1a7b3e55")
@@ -261,3 +273,62 @@ def serving_pid(home: Path) -> int | None:
                 return -1
         fcntl.flock(handle, fcntl.LOCK_UN)
         return None
+
+
+def spawn_control_plane(home: Path) -> int:
+    """Start ``pilotage serve --json`` detached (own session, output to ``<home>/serve.log``); return its pid.
+
+    Waits up to 30 s for it to hold ``<home>/serve.lock`` (:func:`serving_pid`).
+
+    Raises:
+        ConfigError: it exited at once (the message quotes the last line of its log).
+    """
+    log_path = home / "serve.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - this interpreter running Pilotage itself
+            [sys.executable, "-m", "pilotage", "serve", "--json"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            raise ConfigError(
+                f"the control plane exited at once: {tail[-1] if tail else proc.returncode}", hint=f"read {log_path}"
+            )
+        if serving_pid(home) == proc.pid:
+            return proc.pid
+        time.sleep(0.1)
+    return proc.pid
+
+
+def ready_line(home: Path, pid: int, wait_s: float = 0.0) -> dict[str, object] | None:
+    """The ready line (``{"serving": true, "pid", "api", ...}``) control plane ``pid`` wrote to ``<home>/serve.log``.
+
+    It is written once the fleet is up and the agents and the API started; waits up to ``wait_s`` seconds for it.
+    Read from the log's last 256 KiB, newest first; None when it was not written in time.
+    """
+    deadline = time.monotonic() + wait_s
+    found = _ready_line(home, pid)
+    while found is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        found = _ready_line(home, pid)
+    return found
+
+
+def _ready_line(home: Path, pid: int) -> dict[str, object] | None:
+    try:
+        with (home / "serve.log").open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 256 * 1024))
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        with contextlib.suppress(ValueError):
+            found = json.loads(line)
+            if isinstance(found, dict) and found.get("serving") is True and found.get("pid") == pid:
+                return found
+    return None
