@@ -223,7 +223,7 @@ def test_a_served_document_with_nothing_serving_it_is_named(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as info:
         _add(tmp_path, notes, make_consumer_repo(tmp_path / "digest"))
     line = info.value.one_line()
-    assert "/openapi.json of notes at" in line and "does not serve" in line and "pilotage up" in line, line
+    assert "/openapi.json of notes at" in line and "is not running" in line and "pilotage up" in line, line
 
 
 def test_a_delivery_serves_its_providers_first_production_and_new_dependencies_alike() -> None:

@@ -139,3 +139,30 @@ def test_serve_brings_the_fleet_up_providers_first_and_a_bounded_number_at_once(
     assert ended.index("orders") > max(ended.index("payments"), ended.index("inventory"))
     assert ended.index("storefront") > ended.index("orders")
     assert not started["orders"] & {"payments", "inventory"} and not started["storefront"]  # providers had served
+
+
+def test_a_service_serving_its_own_document_gets_its_operations_in_the_graph_once_up(tmp_path: Path) -> None:
+    # a new user found `service show` saying "operations unknown" for such a service even after `pilotage up`
+    from pilotage.fleet.onboard import relations
+    from tests.fixtures.fleet import commit_files
+
+    repo = make_notes_repo(tmp_path / "notes")
+    descriptor = (repo / "pilotage.yaml").read_text().replace("openapi: openapi.yaml", "openapi: /openapi.json")
+    commit_files(repo, {"pilotage.yaml": descriptor}, "the service serves its document")
+
+    async def scenario() -> None:
+        ctx = _ctx(tmp_path)
+        keeper = FleetKeeper(ctx)
+        try:
+            await add_service(ctx.bus, ctx.graph, repo, port_base=PORT + 7, port=PORT + 7)
+            [provided] = relations(ctx.graph, await load_fleet(ctx.bus), "notes")["provides"]
+            assert provided["operations"] is None  # nothing served it at add
+            await keeper.up()
+            [provided] = relations(ctx.graph, await load_fleet(ctx.bus), "notes")["provides"]
+            assert provided["operations"] == 4  # /healthz, list, create and read notes, from what it served
+        finally:
+            await keeper.down()
+            await ctx.runtime.close()
+            ctx.graph.close()
+
+    asyncio.run(scenario())

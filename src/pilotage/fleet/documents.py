@@ -143,8 +143,9 @@ class DocumentSource:
             return await self._fetch(descriptor, folder, service.stable_url, f"served {what} (stable address)")
         if self.runtime is None:
             raise ConfigError(
-                f"it is served by the running service and {service.name} {sha[:12]} does not serve",
-                hint=f"start it (`pilotage up`), or name a repository file in {service.name}'s `openapi`",
+                f"only the running service serves it, and {service.name} {sha[:12]} is not running",
+                hint=f"`pilotage up` serves it (the graph learns its operations then), or name a repository file "
+                f"in {service.name}'s `openapi`",
             )
         return await self._scratch(service, sha, descriptor, fleet, folder, what)
 

@@ -128,7 +128,27 @@ class FleetKeeper:
             if t0 is not None:
                 data["wake_s"] = round(time.monotonic() - t0, 3)
             await self._publish(EventType.SERVICE_UP, data, service.name)
+            await self._learn_operations(service.name)
             return data
+
+    async def _learn_operations(self, name: str) -> None:
+        """Write ``name``'s production to the graph once it serves a document of its own (``openapi: /path``).
+
+        ``service add`` starts nothing to read such a document, so its API's operations stayed unknown; the stable
+        address answers now (the document is read from it once per commit, then cached). Never raises: the reason
+        is logged.
+        """
+        from pilotage.fleet.documents import DocumentSource
+        from pilotage.fleet.onboard import record_managed
+
+        try:
+            fleet = await load_fleet(self.ctx.bus)
+            if name in fleet and fleet[name].production_descriptor().openapi_served:
+                note = await record_managed(self.ctx.graph, DocumentSource(self.ctx.settings), fleet, name)
+                if note:
+                    _log.warning("operations of %s still unknown: %s", name, note)
+        except Exception:  # noqa: BLE001 - the graph is knowledge; production serves whatever it says
+            _log.warning("could not write %s's operations to the graph", name, exc_info=True)
 
     def _waker(self, name: str) -> Callable[[], Awaitable[None]]:
         async def wake() -> None:
