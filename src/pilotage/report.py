@@ -14,7 +14,7 @@ from typing import Any
 from pilotage.events import CloudEvent, EventType
 from pilotage.secrets import write_private_text
 
-__all__ = ["STAGES", "stage_of", "summarize", "write_report"]
+__all__ = ["STAGES", "generated_failures", "stage_of", "summarize", "write_report"]
 
 #: Event type → lifecycle stage shown in the timeline (DESIGN.md section 2).
 STAGES: dict[str, str] = {
@@ -101,6 +101,23 @@ def _fleet_summary(t: str, d: dict[str, Any]) -> str:
     return f"{d.get('service')} down ({d.get('reason')}){error}"
 
 
+def generated_failures(data: dict[str, Any]) -> str:
+    """``"; Pilotage's generated tests: CRUD 1 failed (report.md)"`` when some failed or errored, else ``""``.
+
+    They gate like the service's own tests; without this the progress line showed only zeros for a failed run.
+    """
+    generated = data.get("generated")
+    generated = generated if isinstance(generated, dict) else {}
+    parts = []
+    for kind, label in (("crud", "CRUD"), ("properties", "property"), ("docstrings", "docstring")):
+        counts = generated.get(kind)
+        counts = counts if isinstance(counts, dict) else {}
+        bad = int(counts.get("failed") or 0) + int(counts.get("errors") or 0)
+        if bad:
+            parts.append(f"{label} {bad} failed")
+    return f"; Pilotage's generated tests: {', '.join(parts)} (report.md)" if parts else ""
+
+
 def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event type, flat
     """Return a one-line human summary of ``event`` for the timeline."""
     d: dict[str, Any] = event.data if isinstance(event.data, dict) else {}
@@ -183,6 +200,7 @@ def summarize(event: CloudEvent) -> str:  # noqa: C901 - one branch per event ty
             if unit.get("ran", True)
             else "no test command"
         )
+        own += generated_failures(d)
         contract = d.get("contract") if isinstance(d.get("contract"), dict) else None
         gaps = (contract or {}).get("gaps") or []
         own += (

@@ -231,6 +231,10 @@ def test_the_verdict_and_the_run_report_name_each_gap_with_its_fix(tmp_path: Pat
             "contract": {**inputs["contract"], "gap_gate": "report"}}  # fmt: skip
     event = CloudEvent(type=EventType.TESTS_COMPLETED, source="pilotage/testing", subject="svc", data=data)
     assert summarize(event).endswith("; contract breaks 0, document gaps 1")
+    # a failed CRUD test of Pilotage's is named on the progress line (it showed only zeros: a new user's complaint)
+    failed = {**data, "passed": False, "generated": {"crud": {"passed": 3, "failed": 1, "errors": 0, "skipped": 0}}}
+    line = summarize(CloudEvent(type=EventType.TESTS_COMPLETED, source="pilotage/testing", subject="svc", data=failed))
+    assert "; Pilotage's generated tests: CRUD 1 failed (report.md); contract breaks 0" in line
     assert _gap_lines([event])[-1] == (
         "- GET /pets/{petId} → 404: the path parameter names no resource the service holds: RFC 9110 15.5.5; "
         "fix: declare 404 for GET /pets/{petId} in the document"

@@ -71,6 +71,7 @@ from pilotage.fleet.workload import provider_addresses, workload_role
 from pilotage.perf.locust_runner import LoadTestResult
 from pilotage.perf.locustfile import NO_TARGET, load_targets
 from pilotage.perf.stats import EndpointStats
+from pilotage.report import generated_failures
 from pilotage.rollout.traffic_plan import descriptor_traffic
 from pilotage.spec.load import load_spec
 from pilotage.testing.credentials import PRINCIPAL_ENV
@@ -320,9 +321,13 @@ class PerformanceAgent(Agent):
         unit = data.get("unit") or {}
         consumers = str((data.get("consumer_verification") or {}).get("summary") or "")  # issue 19
         return (
-            f"tests did not pass: {st.get('server_errors', '?')} server errors, "
-            f"{unit.get('failed', '?')} unit tests failed, {unit.get('errors', '?')} errored"
-        ) + (f"; {consumers}" if consumers else "")
+            (
+                f"tests did not pass: {st.get('server_errors', '?')} server errors, "
+                f"{unit.get('failed', '?')} unit tests failed, {unit.get('errors', '?')} errored"
+            )
+            + generated_failures(data)
+            + (f"; {consumers}" if consumers else "")
+        )
 
     def _slot(self, event: CloudEvent, run: RunSpec, commit: str) -> AbstractAsyncContextManager[SlotGrant]:
         """Return the context that holds the machine's load-test slot for this run's commit (won by auction)."""
