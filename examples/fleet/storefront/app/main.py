@@ -19,15 +19,23 @@ from pydantic import BaseModel, ConfigDict, Field
 from app import providers
 from app.providers import Provider, ProviderError
 
-INT64_MAX = 2**63 - 1
+#: Ids (of a product, of an order) go up to orders' bound, the largest integer every JSON parser keeps exactly: an id
+#: the document accepts is one orders accepts too (a larger one is refused here with 422, not answered 502 by orders'
+#: 422). It is also a float exactly, so the body schema's ``maximum`` (written as a float) is this very number.
+ID_MAX = 2**53 - 1
 Catalog = Annotated[Provider, Depends(providers.catalog)]
 Orders = Annotated[Provider, Depends(providers.orders)]
+#: What either operation answers when a provider fails (:mod:`app.providers`).
+PROVIDER_FAILURES: dict[int | str, dict[str, Any]] = {
+    502: {"description": "a provider failed (its answer quoted)"},
+    503: {"description": "a provider is not configured or unreachable (its variable named)"},
+}
 
 
 class CheckoutIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    product_id: int = Field(ge=1, le=INT64_MAX, examples=[1])
+    product_id: int = Field(ge=1, le=ID_MAX, examples=[1])
     quantity: int = Field(ge=1, le=1000, examples=[1])
 
 
@@ -69,7 +77,13 @@ def healthz() -> dict[str, str]:
     response_model=Checkout,
     status_code=201,
     operation_id="checkout",
-    responses={402: {"description": "payment declined"}, 409: {"description": "not enough stock"}},
+    responses={
+        400: {"description": "the body is not JSON"},
+        402: {"description": "payment declined"},
+        404: {"description": "no such product in the catalog"},
+        409: {"description": "not enough stock"},
+        **PROVIDER_FAILURES,
+    },
 )
 def checkout(body: CheckoutIn, catalog: Catalog, orders: Orders) -> dict[str, Any]:
     product = providers.get_product(catalog, body.product_id)
@@ -79,6 +93,11 @@ def checkout(body: CheckoutIn, catalog: Catalog, orders: Orders) -> dict[str, An
     return {"order_id": paid["id"], "status": paid["status"], "product_name": product["name"], "total_cents": total}
 
 
-@app.get("/checkout/{order_id}", response_model=CheckoutStatus, operation_id="getCheckout")
-def get_checkout(order_id: Annotated[int, Path(ge=1, le=INT64_MAX)], orders: Orders) -> dict[str, Any]:
+@app.get(
+    "/checkout/{order_id}",
+    response_model=CheckoutStatus,
+    operation_id="getCheckout",
+    responses={404: {"description": "no such order"}, **PROVIDER_FAILURES},
+)
+def get_checkout(order_id: Annotated[int, Path(ge=1, le=ID_MAX)], orders: Orders) -> dict[str, Any]:
     return {"order_id": order_id, "status": providers.order_status(orders, order_id)}

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app import providers
-from app.main import app
+from app.main import ID_MAX, app
 
 
 def test_healthz(client: TestClient) -> None:
@@ -80,6 +80,28 @@ def test_openapi_names_each_operation(client: TestClient) -> None:
         ("POST", "/checkout"): "checkout",
         ("GET", "/checkout/{order_id}"): "getCheckout",
     }
+
+
+def test_the_document_declares_every_status_the_checkout_answers(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths["/checkout"]["post"]["responses"]) == {"201", "400", "402", "404", "409", "422", "502", "503"}
+    assert set(paths["/checkout/{order_id}"]["get"]["responses"]) == {"200", "404", "422", "502", "503"}
+
+
+def test_ids_are_bounded_as_orders_bounds_them(client: TestClient, fakes) -> None:
+    """The document's largest id is orders' (2**53 - 1): a valid id never gets orders' 422 (a 502 here)."""
+    doc = client.get("/openapi.json").json()
+    body_max = doc["components"]["schemas"]["CheckoutIn"]["properties"]["product_id"]["maximum"]
+    (param,) = doc["paths"]["/checkout/{order_id}"]["get"]["parameters"]
+    assert body_max == param["schema"]["maximum"] == ID_MAX == 2**53 - 1
+    checkout = client.post("/checkout", json={"product_id": ID_MAX, "quantity": 1})
+    assert checkout.status_code == 404 and fakes.calls == [f"GET /products/{ID_MAX}"]  # accepted, asked for
+    assert client.get(f"/checkout/{ID_MAX}").status_code == 404
+    assert fakes.calls[-1].startswith(f"GET /orders/{ID_MAX}")
+    calls = len(fakes.calls)
+    assert client.post("/checkout", json={"product_id": ID_MAX + 1, "quantity": 1}).status_code == 422
+    assert client.get(f"/checkout/{ID_MAX + 1}").status_code == 422
+    assert len(fakes.calls) == calls  # refused here, never sent
 
 
 @pytest.mark.provider("CATALOG_URL")
