@@ -4,6 +4,7 @@ the providers' addresses in every instance, and `service add`'s checks against r
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +240,18 @@ def test_a_delivery_serves_its_providers_first_production_and_new_dependencies_a
                  "operations: [z]}\n")  # fmt: skip
     fleet = {**live, "shop": shop2, "catalog": desc("catalog", extra="dependsOn: [audit]\n")}
     assert serving_order(fleet, "payments", payments) == ["ledger", "payments", "audit", "catalog"]
+
+
+@pytest.mark.parametrize("ref", ["shop", "component:shop", "component:default/shop"])
+def test_depends_on_the_service_itself_is_refused_as_consumes_is(ref: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_descriptor_text(BASE + f"dependsOn: [resource:shop-db, {json.dumps(ref)}]\n")
+    assert info.value.one_line() == (
+        f"pilotage.yaml: dependsOn[1]: {ref!r} is this service itself (fix: a service does not depend on itself: "
+        "remove it)"
+    )
+    assert info.value.field == "dependsOn[1]"
+    with pytest.raises(ConfigError, match=r"consumes\[0\].service: 'shop' is this service itself"):
+        parse_descriptor_text(BASE + "consumes:\n  - {service: shop, env: X, operations: [a]}\n")
+    kept = parse_descriptor_text(BASE + "dependsOn: ['resource:shop', 'component:shop-db']\n")
+    assert kept.dependencies == ("shop-db",)  # a resource named like the service is no self-dependency

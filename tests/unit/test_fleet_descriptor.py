@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from pilotage.errors import ConfigError
+from pilotage.errors import ConfigError, InputError
 from pilotage.fleet.descriptor import (
     Credentials,
     Prepare,
@@ -227,3 +228,94 @@ def test_the_slo_file_a_descriptor_names_is_the_rollouts_slo(tmp_path: Path) -> 
     )
     slo = find_slo("shop", str(tmp_path), "")
     assert [o.target for o in slo.objectives] == [0.95]
+
+
+ONE_LINE = 'name: shop\nstart: "x {port}"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        ('name: "ab\\n"\nstart: "x {port}"\n', "name", "'ab\\n' is not a service name"),
+        (ONE_LINE + 'env: {"FOO\\n": bar}\n', "env", "'FOO\\n' is not an environment variable name"),
+        (ONE_LINE + 'scratch_env: {"FOO\\n": bar}\n', "scratch_env", "is not an environment variable name"),
+        (ONE_LINE + 'traffic: {requests: ["GET /x\\n"]}\n', "traffic.requests[0]", "'GET /x\\n' is not 'METHOD /path'"),
+        (ONE_LINE + 'traffic: {credentials: {header: "X-Key\\n", env: K}}\n', "traffic.credentials.header",
+         "is not a header name"),
+        (ONE_LINE + 'traffic: {credentials: {header: X-Key, env: "K\\n"}}\n', "traffic.credentials.env",
+         "is not an environment variable name"),
+        (ONE_LINE + 'consumes: [{service: "p\\n", env: P_URL, operations: [a]}]\n', "consumes[0].service",
+         "is not a service name"),
+        (ONE_LINE + 'consumes: [{service: p, env: "P_URL\\n", operations: [a]}]\n', "consumes[0].env",
+         "is not an environment variable name"),
+        (ONE_LINE + 'consumes: [{service: p, env: P_URL, operations: ["a\\n"]}]\n', "consumes[0].operations[0]",
+         "control character"),
+        (ONE_LINE + 'health: "/healthz\\n"\n', "health", "is not a URL path"),
+        (ONE_LINE + 'metrics: "proxy\\n"\n', "metrics", "is not a URL path"),
+    ],
+)  # fmt: skip
+def test_a_one_line_field_ending_in_a_newline_is_refused_at_parse(
+    tmp_path: Path, text: str, field: str, words: str
+) -> None:
+    """Python's ``$`` matches before a final newline: each schema pattern's end is ``$(?!\\n)``, as in ECMA-262."""
+    error = refused(tmp_path, text)
+    assert error.field == field and f"pilotage.yaml: {field}: " in error.message and words in error.message, error
+    assert "pilotage init --schema" not in (error.hint or ""), error.hint  # a fix for this field, not the schema
+    assert parse_descriptor_text(text.replace("\\n", ""))  # the same value on one line is accepted
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("health", "/healthz\\r\\nX-Injected: 1"),
+        ("health", "/healthz\\u0000"),
+        ("health", "healthz"),
+        ("health", "/health z"),
+        ("health", "/healthz#ready"),
+        ("health", "http://example.com/healthz"),
+        ("metrics", "/metrics\\r\\nX-Injected: 1"),
+        ("metrics", "/metrics\\u007f"),
+        ("metrics", "metrics"),
+    ],
+)
+def test_health_and_metrics_must_be_url_paths_on_one_line(tmp_path: Path, field: str, value: str) -> None:
+    error = refused(tmp_path, f'{ONE_LINE}{field}: "{value}"\n')
+    actual = json.loads(f'"{value}"')  # the string YAML read (the same escapes as JSON here)
+    assert error.message.endswith(f"pilotage.yaml: {field}: {actual!r} is not a URL path"), error.message
+    assert error.field == field and "starting with '/'" in (error.hint or "")
+
+
+def test_health_and_metrics_paths_that_are_paths_are_kept() -> None:
+    descriptor = parse_descriptor_text(ONE_LINE + "health: /status/200?full=1\nmetrics: /-/metrics;v=2\n")
+    assert (descriptor.health, descriptor.metrics) == ("/status/200?full=1", "/-/metrics;v=2")
+    assert parse_descriptor_text(ONE_LINE + "metrics: proxy\n").proxy_metrics
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "where"),
+    [
+        ('name: dup\nname: dup2\nstart: "x {port}"\n', "name", "at lines 1 and 2"),
+        (ONE_LINE + "traffic:\n  writes: false\n  writes: true\n", "traffic.writes", "at lines 4 and 5"),
+        (ONE_LINE + "consumes:\n  - {service: p, env: A, env: B, operations: [a]}\n", "consumes[0].env",
+         "at line 4, columns 18 and 26"),
+        ('{"name": "dup", "start": "x {port}", "name": "dup2"}', "name", "at line 1, columns 2 and 38"),
+    ],
+)  # fmt: skip
+def test_a_key_written_twice_is_refused_naming_it_and_its_lines(
+    tmp_path: Path, text: str, field: str, where: str
+) -> None:
+    error = refused(tmp_path, text)
+    assert error.message == f"service descriptor {tmp_path / 'pilotage.yaml'} writes the key {field} twice {where}"
+    assert error.field == field and "keep one" in (error.hint or "")
+    with pytest.raises(ConfigError, match=f"writes the key {re.escape(field)} twice"):
+        parse_descriptor_text(text)  # `git show REV:pilotage.yaml` is read the same way
+
+
+def test_keys_a_yaml_merge_brings_may_be_overridden_and_other_documents_keep_the_last_key() -> None:
+    from pilotage.spec.load import parse_document
+
+    text = ONE_LINE + "env: &common {MODE: prod, LOG: info}\nscratch_env: {<<: *common, MODE: test}\n"
+    assert parse_descriptor_text(text).scratch_env == {"MODE": "test", "LOG": "info"}
+    assert parse_document("a: 1\na: 2\n") == {"a": 2}  # OpenAPI documents, SLO files: unchanged
+    with pytest.raises(InputError, match=r"spec file x.json writes the key a twice \(fix: keep one a in x.json"):
+        parse_document('{"a": 1, "a": 2}', path="x.json", syntax="json", unique_keys=True)

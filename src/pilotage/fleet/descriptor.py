@@ -1,9 +1,11 @@
-"""The service descriptor: ``pilotage.yaml`` at the root of a service's git repository.
+r"""The service descriptor: ``pilotage.yaml`` at the root of a service's git repository.
 
 It says how Pilotage prepares, starts, checks and exercises one service it did not write (issue #17). The shape is
 the JSON Schema shipped in the package (``pilotage/fleet/pilotage.schema.json``, :func:`descriptor_schema`),
 validated with ``jsonschema``; field names follow Backstage's ``catalog-info.yaml`` where it has them (``owner``,
-``providesApis``, ``consumesApis``, ``dependsOn``). Example::
+``providesApis``, ``consumesApis``, ``dependsOn``). The schema's anchored patterns end with ``$(?!\n)``, the end of
+the value both in ECMA-262 and in Python's ``re`` (whose ``$`` also matches before a final newline), so no one-line
+field takes a newline; a key written twice is refused, naming both lines. Example::
 
     name: orders
     owner: team-orders
@@ -154,11 +156,7 @@ class ServiceDescriptor:
         ``component:payments``, ``component:default/payments``); other kinds (``resource:orders-db``) are not
         services.
         """
-        names = [c.service for c in self.consumes]
-        for ref in self.depends_on:
-            kind, _, rest = ref.rpartition(":")
-            if kind in ("", "component"):
-                names.append(rest.rpartition("/")[2])
+        names = [c.service for c in self.consumes] + [_component(ref) for ref in self.depends_on]
         return tuple(dict.fromkeys(n for n in names if n))
 
     @property
@@ -230,6 +228,8 @@ def _schema_error(path: str, error: jsonschema.ValidationError) -> ConfigError:
         what, hint = "the start command has no {port} placeholder", "serve on 127.0.0.1:{port}"
     elif error.validator == "pattern" and where.startswith("consumes["):
         what, hint = _consumes_pattern(where, error.instance)
+    elif error.validator == "pattern":
+        what, hint = _pattern_problem(where, error.instance)
     elif error.validator in ("maxItems", "maxLength"):  # the value itself would swamp the line
         unit = "items" if error.validator == "maxItems" else "characters"
         what = f"has {len(error.instance)} {unit}, more than {error.validator_value}"
@@ -237,6 +237,28 @@ def _schema_error(path: str, error: jsonschema.ValidationError) -> ConfigError:
     else:
         what, hint = " ".join(error.message.split())[:200], "see the descriptor's JSON Schema: pilotage init --schema"
     return ConfigError(f"{path}: {where}: {what}", hint=hint, path=path, field=where)
+
+
+#: The characters of a URL path (RFC 3986 pchar, '/' and '?'): what ``health``, ``metrics`` and requests may hold.
+_PATH_CHARACTERS = "letters, digits and -._~!$&'()*+,;=:@%/?"
+
+
+def _pattern_problem(where: str, value: Any) -> tuple[str, str]:
+    """Message and hint of a one-line field whose value breaks its pattern (a newline, a control character ...)."""
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    field = where.rpartition(".")[2]
+    if where == "name":
+        return f"{shown} is not a service name", "letters, digits, '.', '_', '-' on one line (at most 63, no '..')"
+    if where in ("env", "scratch_env", "traffic.credentials.env"):
+        return f"{shown} is not an environment variable name", "letters, digits and '_' on one line, no leading digit"
+    if where in ("health", "metrics"):
+        example = "/healthz" if where == "health" else "/metrics, or proxy"
+        return f"{shown} is not a URL path", f"one line starting with '/' of {_PATH_CHARACTERS}, e.g. {example}"
+    if where.startswith("traffic.requests["):
+        return f"{shown} is not 'METHOD /path'", f"e.g. 'GET /status/200': a path of {_PATH_CHARACTERS} on one line"
+    if field == "header":
+        return f"{shown} is not a header name", "letters, digits and '-' on one line, e.g. Authorization"
+    return f"{shown} does not fit its pattern", "see the descriptor's JSON Schema: pilotage init --schema"
 
 
 def _consumes_pattern(where: str, value: Any) -> tuple[str, str]:
@@ -277,7 +299,31 @@ def parse_descriptor(data: Any, *, path: str = DESCRIPTOR_FILE) -> ServiceDescri
                 where = f"{block}.{key}"
                 raise ConfigError(f"{path}: {where}: {exc.message}", hint=exc.hint, path=path, field=where) from exc
     _check_consumes(path, data)
+    _check_depends_on(path, data)
     return _build(data, path)
+
+
+def _component(ref: str) -> str:
+    """The service a ``dependsOn`` ref names (``payments``, ``component:[default/]payments``); "" for other kinds."""
+    kind, _, rest = ref.rpartition(":")
+    return rest.rpartition("/")[2] if kind in ("", "component") else ""
+
+
+def _check_depends_on(path: str, data: dict[str, Any]) -> None:
+    """No ``dependsOn`` ref names the service itself (as :func:`_check_consumes` refuses for ``consumes``).
+
+    Raises:
+        ConfigError: naming the file and the field (``dependsOn[0]``).
+    """
+    for i, ref in enumerate(data.get("dependsOn") or []):
+        if _component(ref) == data["name"]:
+            where = f"dependsOn[{i}]"
+            raise ConfigError(
+                f"{path}: {where}: {ref!r} is this service itself",
+                hint="a service does not depend on itself: remove it",
+                path=path,
+                field=where,
+            )
 
 
 def _check_consumes(path: str, data: dict[str, Any]) -> None:
@@ -384,9 +430,9 @@ def load_descriptor(repo_dir: str | Path) -> ServiceDescriptor:
             f"{file}: no service descriptor", hint=f"run `pilotage init {repo_dir}` and commit it", path=str(file)
         )
     try:
-        data = load_document(file, kind="service descriptor", hint=f"fix {file}")
+        data = load_document(file, kind="service descriptor", hint=f"fix {file}", unique_keys=True)
     except Exception as exc:  # InputError of the loader: a descriptor is configuration (exit 3)
-        raise ConfigError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None), path=str(file)) from exc
+        raise _config_error(exc, str(file)) from exc
     return parse_descriptor(data, path=str(file))
 
 
@@ -397,10 +443,17 @@ def parse_descriptor_text(text: str, *, path: str = DESCRIPTOR_FILE) -> ServiceD
         ConfigError: as :func:`load_descriptor`.
     """
     try:
-        data = parse_document(text, path=path, kind="service descriptor")
+        data = parse_document(text, path=path, kind="service descriptor", unique_keys=True)
     except Exception as exc:
-        raise ConfigError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None), path=path) from exc
+        raise _config_error(exc, path) from exc
     return parse_descriptor(data, path=path)
+
+
+def _config_error(exc: Exception, path: str) -> ConfigError:
+    """The loader's InputError as a ConfigError (a descriptor is configuration: exit 3), keeping its field."""
+    field = getattr(exc, "field", None)
+    extra = {"field": field} if field else {}
+    return ConfigError(getattr(exc, "message", str(exc)), hint=getattr(exc, "hint", None), path=path, **extra)
 
 
 def render_env(env: dict[str, str], *, prepared: str | Path = "", data: str | Path = "") -> dict[str, str]:

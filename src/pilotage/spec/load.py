@@ -12,7 +12,9 @@ ingester) goes through :func:`parse_document` / :func:`load_document`, which bou
 after YAML aliases are expanded), the YAML aliases it uses and the nodes they expand to (:data:`MAX_ALIASES`,
 :data:`MAX_NODES`: a "billion laughs" document of 2 KB is refused before it is expanded) and the length of its
 numbers (:data:`MAX_NUMBER_CHARS`). Each refusal is one :class:`~pilotage.errors.InputError` naming the file,
-the place and the limit (CLI exit 2).
+the place and the limit (CLI exit 2). With ``unique_keys=True`` (configuration Pilotage acts on, such as the
+service descriptor) a mapping that writes one key twice is refused too, naming the key and its lines: YAML and
+JSON parsers otherwise keep the last value silently.
 """
 
 from __future__ import annotations
@@ -80,6 +82,39 @@ class _LimitedLoader(yaml.SafeLoader):
         self.kind, self.file = kind, file
         self.depth = self.aliases = 0
 
+    def refuse_duplicate_keys(self, root: yaml.Node) -> None:
+        """Refuse a mapping of the composed ``root`` that writes one key twice (each mapping checked once).
+
+        Keys are compared as constructed (``1`` and ``0x1`` are one key); the keys written beside a merge
+        (``<<: *base``) override it on purpose and are not duplicates.
+
+        Raises:
+            InputError: naming the key's place (``traffic.writes``) and both lines (:func:`_duplicate_key`).
+        """
+        done: set[int] = set()
+        stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())]
+        while stack:
+            node, place = stack.pop()
+            if id(node) in done:
+                continue
+            done.add(id(node))
+            if isinstance(node, yaml.SequenceNode):
+                stack.extend((child, (*place, i)) for i, child in enumerate(node.value))
+            if not isinstance(node, yaml.MappingNode):
+                continue
+            seen: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:
+                    continue  # an unhashable key: the constructor refuses it
+                if first is not key_node.start_mark:
+                    raise _duplicate_key(self.kind, self.file, (*place, key), first, key_node.start_mark)
+                stack.append((value_node, (*place, key)))
+
     def _mark(self) -> Any:
         return self.peek_event().start_mark  # type: ignore[no-untyped-call]
 
@@ -104,6 +139,27 @@ class _LimitedLoader(yaml.SafeLoader):
                 self.kind, self.file, "holds a number too long", f"{MAX_NUMBER_CHARS} characters", node.start_mark
             )
         return node
+
+
+def _duplicate_key(kind: str, file: str | Path, place: tuple[Any, ...], first: Any, again: Any) -> InputError:
+    """Return the one-line InputError of a mapping that writes a key twice.
+
+    ``place``: the keys and indexes down to the key (only the key from JSON); ``first``/``again``: the YAML marks of
+    both (None from JSON: the fast JSON path then falls back to YAML, which knows them).
+    """
+    field = json_path(place).removeprefix("$").lstrip(".")
+    where = ""
+    if first is not None and again is not None and first.line == again.line:
+        where = f" at line {again.line + 1}, columns {first.column + 1} and {again.column + 1}"
+    elif first is not None and again is not None:
+        where = f" at lines {first.line + 1} and {again.line + 1}"
+    return InputError(
+        f"{kind} {file} writes the key {field} twice{where}",
+        hint=f"keep one {field} in {file}: YAML and JSON parsers silently keep only the last",
+        path=str(file),
+        field=field,
+        line=again.line + 1 if again is not None else None,
+    )
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -148,13 +204,15 @@ def _check_expansion(root: yaml.Node, kind: str, file: str | Path) -> None:
                 stack.append((child, False))
 
 
-def _parse_yaml(text: str, kind: str, file: str | Path) -> Any:
+def _parse_yaml(text: str, kind: str, file: str | Path, unique_keys: bool = False) -> Any:
     loader = _LimitedLoader(text, kind, file)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
         _check_expansion(node, kind, file)
+        if unique_keys:
+            loader.refuse_duplicate_keys(node)
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -180,12 +238,25 @@ def _json_depth(value: Any) -> int:
     return deepest
 
 
-def _parse_json(text: str, kind: str, file: str | Path) -> Any:
+def _unique_pairs(kind: str, file: str | Path) -> Any:
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise _duplicate_key(kind, file, (key,), None, None)
+            out[key] = value
+        return out
+
+    return build
+
+
+def _parse_json(text: str, kind: str, file: str | Path, unique_keys: bool = False) -> Any:
     try:
         doc = json.loads(
             text,
             parse_int=_checked_number(kind, file, int),
             parse_float=_checked_number(kind, file, float),
+            object_pairs_hook=_unique_pairs(kind, file) if unique_keys else None,
         )
     except RecursionError as exc:
         raise _too_much(kind, file, "nests too deep", f"{MAX_DEPTH} levels") from exc
@@ -200,7 +271,14 @@ def _parse_json(text: str, kind: str, file: str | Path) -> Any:
     return doc
 
 
-def parse_document(text: str, *, path: str | Path = "<memory>", kind: str = "spec file", syntax: str = "yaml") -> Any:
+def parse_document(
+    text: str,
+    *,
+    path: str | Path = "<memory>",
+    kind: str = "spec file",
+    syntax: str = "yaml",
+    unique_keys: bool = False,
+) -> Any:
     """Parse YAML (or JSON, a subset of YAML) text within the document limits of this module.
 
     Args:
@@ -209,23 +287,24 @@ def parse_document(text: str, *, path: str | Path = "<memory>", kind: str = "spe
         kind: what it is, for messages ("spec file", "SLO file").
         syntax: ``yaml`` (YAML 1.1 with JSON as a subset: PyYAML's safe types) or ``json`` (strict JSON, for
             ``.json`` files where YAML's extras must not apply).
+        unique_keys: refuse a mapping that writes a key twice (YAML: naming both lines).
 
     Returns:
         The decoded document (YAML's safe types only).
 
     Raises:
-        InputError: over a limit (size, depth, aliases, expanded nodes, number length), or not valid YAML/JSON
-            (line and column given); names ``path``.
+        InputError: over a limit (size, depth, aliases, expanded nodes, number length), not valid YAML/JSON
+            (line and column given), or a key written twice with ``unique_keys``; names ``path``.
     """
     if len(text) > MAX_DOCUMENT_BYTES or len(text.encode("utf-8")) > MAX_DOCUMENT_BYTES:
         raise _too_much(kind, path, "is too large", f"{MAX_DOCUMENT_BYTES:,} bytes")
     if syntax == "json":
-        return _parse_json(text, kind, path)
+        return _parse_json(text, kind, path, unique_keys)
     if text.lstrip()[:1] in ("{", "["):  # JSON text (YAML's subset): the C JSON parser, not PyYAML's pure Python one
-        with contextlib.suppress(InputError):  # flow-style YAML (`{a: 1}`) is not JSON: parsed as YAML below
-            return _parse_json(text, kind, path)
+        with contextlib.suppress(InputError):  # flow-style YAML (`{a: 1}`) is not JSON, and YAML names the
+            return _parse_json(text, kind, path, unique_keys)  # lines of a duplicate key: parsed as YAML below
     try:
-        return _parse_yaml(text, kind, path)
+        return _parse_yaml(text, kind, path, unique_keys)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -243,11 +322,14 @@ def parse_document(text: str, *, path: str | Path = "<memory>", kind: str = "spe
         ) from exc
 
 
-def load_document(path: str | Path, *, kind: str = "spec file", hint: str = _HINT, syntax: str = "yaml") -> Any:
+def load_document(
+    path: str | Path, *, kind: str = "spec file", hint: str = _HINT, syntax: str = "yaml", unique_keys: bool = False
+) -> Any:
     """Read a YAML/JSON file and parse it with :func:`parse_document` (the size is checked before reading).
 
     Raises:
-        InputError: missing, a folder, unreadable, not UTF-8, over a limit or not YAML/JSON; names the file.
+        InputError: missing, a folder, unreadable, not UTF-8, over a limit, not YAML/JSON, or a key written twice
+            with ``unique_keys``; names the file.
     """
     file = Path(path)
     if file.is_dir():
@@ -261,7 +343,7 @@ def load_document(path: str | Path, *, kind: str = "spec file", hint: str = _HIN
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{kind} {file} cannot be read: {exc}", hint=hint, path=str(file)) from exc
-    return parse_document(text, path=file, kind=kind, syntax=syntax)
+    return parse_document(text, path=file, kind=kind, syntax=syntax, unique_keys=unique_keys)
 
 
 def json_path(parts: Any) -> str:
