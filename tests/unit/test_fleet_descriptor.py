@@ -252,6 +252,11 @@ ONE_LINE = 'name: shop\nstart: "x {port}"\n'
          "control character"),
         (ONE_LINE + 'health: "/healthz\\n"\n', "health", "is not a URL path"),
         (ONE_LINE + 'metrics: "proxy\\n"\n', "metrics", "is not a URL path"),
+        (ONE_LINE + 'openapi: "/openapi.json\\n"\n', "openapi", "holds a line break or a control character"),
+        (ONE_LINE + 'owner: "team\\n"\n', "owner", "holds a line break or a control character"),
+        (ONE_LINE + 'slo: "slo.yaml\\n"\n', "slo", "holds a line break or a control character"),
+        (ONE_LINE + 'providesApis: ["orders\\n"]\n', "providesApis[0]", "holds a line break"),
+        (ONE_LINE + 'dependsOn: ["orders\\n"]\n', "dependsOn[0]", "holds a line break"),
     ],
 )  # fmt: skip
 def test_a_one_line_field_ending_in_a_newline_is_refused_at_parse(

@@ -243,6 +243,10 @@ def _schema_error(path: str, error: jsonschema.ValidationError) -> ConfigError:
 _PATH_CHARACTERS = "letters, digits and -._~!$&'()*+,;=:@%/?"
 
 
+#: Free-text fields that are one line of printable characters (the schema's ``^[^\x00-\x1f\x7f]*$(?!\n)``).
+_ONE_LINE_FIELDS = frozenset({"openapi", "owner", "slo", "providesApis", "consumesApis", "dependsOn"})
+
+
 def _pattern_problem(where: str, value: Any) -> tuple[str, str]:
     """Message and hint of a one-line field whose value breaks its pattern (a newline, a control character ...)."""
     shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
@@ -258,6 +262,8 @@ def _pattern_problem(where: str, value: Any) -> tuple[str, str]:
         return f"{shown} is not 'METHOD /path'", f"e.g. 'GET /status/200': a path of {_PATH_CHARACTERS} on one line"
     if field == "header":
         return f"{shown} is not a header name", "letters, digits and '-' on one line, e.g. Authorization"
+    if where in _ONE_LINE_FIELDS or where.partition("[")[0] in _ONE_LINE_FIELDS:
+        return f"{shown} holds a line break or a control character", "write it on one line of printable characters"
     return f"{shown} does not fit its pattern", "see the descriptor's JSON Schema: pilotage init --schema"
 
 
