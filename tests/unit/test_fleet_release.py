@@ -101,6 +101,10 @@ def test_a_release_file_lists_members_and_is_checked(tmp_path: Path) -> None:
     twice.write_text("services:\n  - orders@HEAD\n  - orders@v2\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"twice.yaml: release names orders twice \(orders@HEAD, orders@v2\)"):
         load_release_file(twice)
+    keys = tmp_path / "keys.yaml"  # YAML keeps the last `services` silently: which release was meant?
+    keys.write_text("services: [orders@HEAD]\nservices: [storefront@HEAD]\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"keys.yaml writes the key services twice at lines 1 and 2"):
+        load_release_file(keys)
     empty = tmp_path / "empty.yaml"
     empty.write_text("services: []\n", encoding="utf-8")
     with pytest.raises(InputError, match="`services` must be a non-empty list"):

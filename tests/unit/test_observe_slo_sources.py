@@ -59,6 +59,10 @@ def test_slo_file_format(tmp_path: Path) -> None:
     before = Sample(at=0.0, metrics=NAMES)
     after = parse_exposition(TEXT, at=1.0)
     assert evaluate(slo.objectives[1], before, after).bad == 5.0
+    twice = tmp_path / "twice.yaml"  # the second window would win silently in YAML
+    twice.write_text(path.read_text(encoding="utf-8") + "window_days: 7\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"writes the key window_days twice at lines 2 and 6"):
+        load_slo(twice)
 
 
 @pytest.mark.parametrize(

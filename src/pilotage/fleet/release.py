@@ -149,7 +149,7 @@ def load_release_file(path: str | Path) -> list[Member]:
     """
     from pilotage.spec.load import load_document
 
-    data = load_document(path, kind="release file", hint=_FILE_HINT)
+    data = load_document(path, kind="release file", hint=_FILE_HINT, unique_keys=True)
     services = data.get("services") if isinstance(data, dict) else None
     if not isinstance(services, list) or not services or not all(isinstance(s, str) for s in services):
         raise InputError(f"release file {path}: `services` must be a non-empty list of SERVICE@REV", hint=_FILE_HINT)

@@ -156,7 +156,8 @@ def load_slo(path: str | Path, *, service: str = "") -> SLOSpec:
     """
     from pilotage.spec.load import load_document
 
-    doc = load_document(path, kind="SLO file", hint="check the path and YAML syntax")  # document limits: issue #15
+    # document limits: issue #15; a key written twice is refused (YAML would keep the last one silently)
+    doc = load_document(path, kind="SLO file", hint="check the path and YAML syntax", unique_keys=True)
     return parse_slo(doc, where=str(path), service=service)
 
 
