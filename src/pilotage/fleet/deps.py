@@ -165,8 +165,7 @@ def serving_order(descriptors: Mapping[str, ServiceDescriptor], service: str, he
     both = set(graph.get(service, [])) | set(dependency_graph({**descriptors, service: head})[service])
     graph[service] = sorted(both)
     order = with_dependencies(graph, [service])
-    consumers = [n for n in consumers_of(service, descriptors, None) if n.service != service]
-    for consumer in consumers:
+    for consumer in consumers_of(service, descriptors, None):  # never service itself
         order += [n for n in with_dependencies(graph, graph.get(consumer.service, [])) if n not in order]
     return order
 

@@ -109,7 +109,8 @@ class FleetKeeper:
             descriptor = await asyncio.to_thread(descriptor_at, service.repo_path, sha)
             prepared = await asyncio.to_thread(prepare, service.repo_path, sha, descriptor, root)
             data_dir = str(production_data_dir(self.ctx.settings, service.name))
-            addresses = provider_addresses(await load_fleet(self.ctx.bus))  # issue 19: consumed providers
+            fleet = await load_fleet(self.ctx.bus)
+            addresses = provider_addresses(fleet)  # issue 19: consumed providers
             role = workload_role(
                 sha[:12], str(prepared.checkout), prepared.prepared, {}, addresses=addresses, data_dir=data_dir
             )
@@ -128,10 +129,10 @@ class FleetKeeper:
             if t0 is not None:
                 data["wake_s"] = round(time.monotonic() - t0, 3)
             await self._publish(EventType.SERVICE_UP, data, service.name)
-            await self._learn_operations(service.name)
+            await self._learn_operations(service.name, fleet)
             return data
 
-    async def _learn_operations(self, name: str) -> None:
+    async def _learn_operations(self, name: str, fleet: dict[str, ManagedService]) -> None:
         """Write ``name``'s production to the graph once it serves a document of its own (``openapi: /path``).
 
         ``service add`` starts nothing to read such a document, so its API's operations stayed unknown; the stable
@@ -142,7 +143,6 @@ class FleetKeeper:
         from pilotage.fleet.onboard import record_managed
 
         try:
-            fleet = await load_fleet(self.ctx.bus)
             if name in fleet and fleet[name].production_descriptor().openapi_served:
                 note = await record_managed(self.ctx.graph, DocumentSource(self.ctx.settings), fleet, name)
                 if note:
@@ -276,7 +276,8 @@ async def _bring_up_fleet(ctx: AgentContext, bring_up: Callable[[str], Awaitable
     for name, service in fleet.items():
         with contextlib.suppress(ConfigError):  # a stored descriptor that no longer parses: its start says why
             descriptors[name] = service.production_descriptor()
-    graph = {name: dependency_graph(descriptors).get(name, []) for name in fleet}
+    depends = dependency_graph(descriptors)
+    graph = {name: depends.get(name, []) for name in fleet}
     gate = asyncio.Semaphore(ctx.settings.fleet_start_concurrency)
 
     async def bounded(name: str) -> None:

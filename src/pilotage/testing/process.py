@@ -25,12 +25,12 @@ import contextlib
 import os
 import signal
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pilotage.errors import BackendError
+from pilotage.runtime.local import tail_lines
 from pilotage.runtime.sandbox import launch_options, sandbox_env
 from pilotage.secrets import masker
 
@@ -43,8 +43,6 @@ KILL_GRACE_S = 3.0
 #: all into the control plane's memory.
 MAX_LOG_BYTES = 16 * 1024 * 1024
 _HEAD_BYTES = 64 * 1024
-#: Bytes read from the end of a log for its last lines.
-_TAIL_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,17 +64,6 @@ class ProcessOutcome:
     duration_s: float
     log_path: Path
     output_tail: list[str] = field(default_factory=list)
-
-
-def _tail(path: Path, lines: int = 30) -> list[str]:
-    """The last ``lines`` non-empty lines of ``path`` (from its last :data:`_TAIL_BYTES`; each cut to 2,000)."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, handle.seek(0, os.SEEK_END) - _TAIL_BYTES))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return []
-    return [line.rstrip()[:2000] for line in deque(text.splitlines(), maxlen=lines) if line.strip()]
 
 
 def _cap_log(path: Path) -> None:
@@ -174,5 +161,5 @@ async def run_process(
         timed_out=timed_out,
         duration_s=time.monotonic() - started,
         log_path=log_path,
-        output_tail=_tail(log_path),
+        output_tail=tail_lines(log_path, 30),
     )
